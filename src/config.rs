@@ -1,0 +1,660 @@
+//! Configuration: the YAML file (`--config.file`), secret resolution and validation.
+//!
+//! Owns the file schema (unknown keys are errors), `${ENV_VAR}` expansion, `client_secret_file`,
+//! cloud → URL mapping and every check that turns raw YAML into a [`Config`] the rest of the
+//! exporter can trust. Does not own command-line parsing (see `main.rs`) nor reloading.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use url::Url;
+
+/// A configuration problem. The message always names the file and the key at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The YAML is malformed or has unknown/mistyped keys.
+    #[error("config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    /// A value is present but not acceptable.
+    #[error("config file {path}: {key}: {message}")]
+    Invalid {
+        path: PathBuf,
+        key: String,
+        message: String,
+    },
+}
+
+/// Which Microsoft cloud a tenant lives in; decides the default API, login and audience URLs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Cloud {
+    #[default]
+    Commercial,
+    Gcc,
+    GccHigh,
+    Dod,
+}
+
+impl Cloud {
+    /// (API base, login authority, token audience), from the table in the API notes.
+    fn urls(self) -> (&'static str, &'static str, &'static str) {
+        match self {
+            Cloud::Commercial => (
+                "https://api.securitycenter.microsoft.com",
+                "https://login.microsoftonline.com",
+                "https://api.securitycenter.microsoft.com",
+            ),
+            Cloud::Gcc => (
+                "https://api-gcc.securitycenter.microsoft.us",
+                "https://login.microsoftonline.com",
+                "https://api-gcc.securitycenter.microsoft.us",
+            ),
+            Cloud::GccHigh | Cloud::Dod => (
+                "https://api-gov.securitycenter.microsoft.us",
+                "https://login.microsoftonline.us",
+                "https://api-gov.securitycenter.microsoft.us",
+            ),
+        }
+    }
+}
+
+/// Whether each endpoint has its own budget or all endpoints share one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum QuotaScope {
+    /// The documented behaviour: every endpoint has its own 100/min and 1500/h.
+    #[default]
+    PerEndpoint,
+    /// One budget for all endpoints, for app registrations shared with other tools.
+    Shared,
+}
+
+/// The API quota we hold ourselves to, per tenant.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QuotaConfig {
+    /// Calls allowed in one short window (documented: 100 per minute).
+    pub per_minute: u32,
+    /// Calls allowed in one long window (documented: 1500 per hour).
+    pub per_hour: u32,
+    /// Length of the short window; shrink it only for tests and benchmarks.
+    #[serde(with = "humantime_serde")]
+    pub minute: Duration,
+    /// Length of the long window.
+    #[serde(with = "humantime_serde")]
+    pub hour: Duration,
+    pub scope: QuotaScope,
+}
+
+impl Default for QuotaConfig {
+    fn default() -> Self {
+        QuotaConfig {
+            per_minute: 100,
+            per_hour: 1500,
+            minute: Duration::from_secs(60),
+            hour: Duration::from_secs(3600),
+            scope: QuotaScope::PerEndpoint,
+        }
+    }
+}
+
+impl QuotaConfig {
+    /// Divide the window lengths by `factor` (demo and benchmark: a minute lasting a second).
+    pub fn time_scaled(mut self, factor: f64) -> Self {
+        self.minute = self.minute.div_f64(factor);
+        self.hour = self.hour.div_f64(factor);
+        self
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFile {
+    #[serde(default = "default_poll_interval", with = "humantime_serde")]
+    poll_interval: Duration,
+    #[serde(default)]
+    state_path: Option<PathBuf>,
+    #[serde(default = "default_max_transcript_bytes")]
+    max_transcript_bytes: u64,
+    #[serde(default = "default_series_ttl", with = "humantime_serde")]
+    series_ttl: Duration,
+    #[serde(default = "default_max_series")]
+    max_series: usize,
+    #[serde(default = "default_request_timeout", with = "humantime_serde")]
+    request_timeout: Duration,
+    tenants: Vec<RawTenant>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTenant {
+    name: String,
+    tenant_id: String,
+    client_id: String,
+    #[serde(default)]
+    client_secret: Option<String>,
+    #[serde(default)]
+    client_secret_file: Option<PathBuf>,
+    #[serde(default)]
+    cloud: Cloud,
+    #[serde(default)]
+    api_url: Option<String>,
+    #[serde(default)]
+    login_url: Option<String>,
+    #[serde(default)]
+    audience: Option<String>,
+    #[serde(default = "default_lookback", with = "humantime_serde")]
+    lookback: Duration,
+    #[serde(default)]
+    requestor: Option<String>,
+    #[serde(default)]
+    machine_ids: Vec<String>,
+    #[serde(default)]
+    action_ids: Vec<String>,
+    #[serde(default)]
+    scripts: Vec<String>,
+    #[serde(default)]
+    quota: QuotaConfig,
+}
+
+fn default_poll_interval() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_max_transcript_bytes() -> u64 {
+    16 * 1024 * 1024
+}
+fn default_series_ttl() -> Duration {
+    Duration::from_secs(24 * 3600)
+}
+fn default_max_series() -> usize {
+    10_000
+}
+fn default_request_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_lookback() -> Duration {
+    Duration::from_secs(24 * 3600)
+}
+
+/// A client secret that never prints itself.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Self {
+        Secret(s.into())
+    }
+    /// The secret itself; call only where it is sent to the token endpoint.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+/// What to watch in a tenant.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Selectors {
+    /// How far back discovery looks (on `creationDateTimeUtc`).
+    pub lookback: Duration,
+    pub requestor: Option<String>,
+    pub machine_ids: Vec<String>,
+    /// Polled one by one with `GET /api/machineactions/{id}`, in addition to discovery.
+    pub action_ids: Vec<String>,
+    /// When non-empty, only these script names are retrieved.
+    pub scripts: Vec<String>,
+}
+
+/// One validated tenant.
+#[derive(Debug, Clone)]
+pub struct Tenant {
+    /// The `tenant` label value.
+    pub name: String,
+    pub tenant_id: String,
+    pub client_id: String,
+    pub client_secret: Secret,
+    /// API base, without a trailing slash, e.g. `https://api.securitycenter.microsoft.com`.
+    pub api_url: Url,
+    /// Login authority, e.g. `https://login.microsoftonline.com`.
+    pub login_url: Url,
+    /// Token audience; the scope sent is `{audience}/.default`.
+    pub audience: String,
+    pub selectors: Selectors,
+    pub quota: QuotaConfig,
+}
+
+impl Tenant {
+    /// `{login_url}/{tenant_id}/oauth2/v2.0/token`.
+    pub fn token_url(&self) -> String {
+        format!(
+            "{}/{}/oauth2/v2.0/token",
+            self.login_url.as_str().trim_end_matches('/'),
+            self.tenant_id
+        )
+    }
+    pub fn scope(&self) -> String {
+        format!("{}/.default", self.audience.trim_end_matches('/'))
+    }
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub poll_interval: Duration,
+    pub state_path: Option<PathBuf>,
+    pub max_transcript_bytes: u64,
+    /// Per-machine series disappear this long after the run they describe.
+    pub series_ttl: Duration,
+    /// At most this many per-machine series per metric; the oldest go first.
+    pub max_series: usize,
+    pub request_timeout: Duration,
+    pub tenants: Vec<Tenant>,
+}
+
+impl Config {
+    /// Read, expand and validate a config file.
+    pub fn load(path: &Path) -> Result<Config, Error> {
+        let text = std::fs::read_to_string(path).map_err(|source| Error::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Config::parse(&text, path, &|name| std::env::var(name).ok())
+    }
+
+    /// Parse from text; `env` resolves `${VAR}` (a parameter so tests need no process env).
+    pub fn parse(
+        text: &str,
+        path: &Path,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, Error> {
+        let raw: RawFile = serde_norway::from_str(text).map_err(|e| Error::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        let invalid = |key: String, message: String| Error::Invalid {
+            path: path.to_path_buf(),
+            key,
+            message,
+        };
+        if raw.poll_interval < Duration::from_millis(100) {
+            return Err(invalid(
+                "poll_interval".into(),
+                "must be at least 100ms".into(),
+            ));
+        }
+        if raw.max_transcript_bytes == 0 {
+            return Err(invalid(
+                "max_transcript_bytes".into(),
+                "must be greater than 0".into(),
+            ));
+        }
+        if raw.max_series == 0 {
+            return Err(invalid(
+                "max_series".into(),
+                "must be greater than 0".into(),
+            ));
+        }
+        if raw.tenants.is_empty() {
+            return Err(invalid(
+                "tenants".into(),
+                "at least one tenant is required".into(),
+            ));
+        }
+        let mut names = BTreeSet::new();
+        let mut tenants = Vec::with_capacity(raw.tenants.len());
+        for (i, t) in raw.tenants.into_iter().enumerate() {
+            let key = |field: &str| format!("tenants[{i}].{field}");
+            if t.name.trim().is_empty() {
+                return Err(invalid(key("name"), "must not be empty".into()));
+            }
+            if !names.insert(t.name.clone()) {
+                return Err(invalid(
+                    key("name"),
+                    format!("duplicate tenant name {:?}", t.name),
+                ));
+            }
+            let tenant_id = expand(&t.tenant_id, env).map_err(|m| invalid(key("tenant_id"), m))?;
+            let client_id = expand(&t.client_id, env).map_err(|m| invalid(key("client_id"), m))?;
+            for (field, v) in [("tenant_id", &tenant_id), ("client_id", &client_id)] {
+                if v.trim().is_empty() {
+                    return Err(invalid(key(field), "must not be empty".into()));
+                }
+                if v.contains('/') || v.contains('?') || v.contains('#') {
+                    return Err(invalid(
+                        key(field),
+                        "must not contain '/', '?' or '#'".into(),
+                    ));
+                }
+            }
+            let secret = match (&t.client_secret, &t.client_secret_file) {
+                (Some(_), Some(_)) => {
+                    return Err(invalid(
+                        key("client_secret"),
+                        "set either client_secret or client_secret_file, not both".into(),
+                    ));
+                }
+                (None, None) => {
+                    return Err(invalid(
+                        key("client_secret"),
+                        "one of client_secret or client_secret_file is required".into(),
+                    ));
+                }
+                (Some(s), None) => expand(s, env).map_err(|m| invalid(key("client_secret"), m))?,
+                (None, Some(file)) => std::fs::read_to_string(file)
+                    .map_err(|e| {
+                        invalid(
+                            key("client_secret_file"),
+                            format!("cannot read {}: {e}", file.display()),
+                        )
+                    })?
+                    .trim_end_matches(['\r', '\n'])
+                    .to_string(),
+            };
+            if secret.is_empty() {
+                return Err(invalid(
+                    key("client_secret"),
+                    "the client secret is empty".into(),
+                ));
+            }
+            let (api_default, login_default, audience_default) = t.cloud.urls();
+            let api_url = parse_url(t.api_url.as_deref().unwrap_or(api_default))
+                .map_err(|m| invalid(key("api_url"), m))?;
+            let login_url = parse_url(t.login_url.as_deref().unwrap_or(login_default))
+                .map_err(|m| invalid(key("login_url"), m))?;
+            let audience = t
+                .audience
+                .clone()
+                .unwrap_or_else(|| audience_default.to_string());
+            let q = &t.quota;
+            if q.per_minute == 0 || q.per_hour == 0 {
+                return Err(invalid(
+                    key("quota"),
+                    "per_minute and per_hour must be greater than 0".into(),
+                ));
+            }
+            if q.minute.is_zero() || q.hour.is_zero() {
+                return Err(invalid(
+                    key("quota"),
+                    "window lengths must be greater than 0".into(),
+                ));
+            }
+            if t.lookback.is_zero() {
+                return Err(invalid(key("lookback"), "must be greater than 0".into()));
+            }
+            for (field, values) in [
+                ("machine_ids", &t.machine_ids),
+                ("action_ids", &t.action_ids),
+            ] {
+                if let Some(bad) = values.iter().find(|v| !is_safe_id(v)) {
+                    return Err(invalid(
+                        key(field),
+                        format!("{bad:?} is not a valid id (letters, digits, '-', '.' only)"),
+                    ));
+                }
+            }
+            tenants.push(Tenant {
+                name: t.name,
+                tenant_id,
+                client_id,
+                client_secret: Secret(secret),
+                api_url,
+                login_url,
+                audience,
+                selectors: Selectors {
+                    lookback: t.lookback,
+                    requestor: t.requestor,
+                    machine_ids: t.machine_ids,
+                    action_ids: t.action_ids,
+                    scripts: t.scripts,
+                },
+                quota: t.quota,
+            });
+        }
+        Ok(Config {
+            poll_interval: raw.poll_interval,
+            state_path: raw.state_path,
+            max_transcript_bytes: raw.max_transcript_bytes,
+            series_ttl: raw.series_ttl,
+            max_series: raw.max_series,
+            request_timeout: raw.request_timeout,
+            tenants,
+        })
+    }
+
+    /// Keep only the tenants of one shard: a stable hash of the tenant name modulo `count`.
+    pub fn shard(mut self, index: u32, count: u32) -> Config {
+        self.tenants.retain(|t| shard_of(&t.name, count) == index);
+        self
+    }
+}
+
+/// The shard (0..count) a tenant belongs to; stable across versions and platforms.
+pub fn shard_of(tenant: &str, count: u32) -> u32 {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(tenant.as_bytes());
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&digest[..8]);
+    (u64::from_be_bytes(first) % u64::from(count.max(1))) as u32
+}
+
+/// Ids are put into URLs and OData filters; refuse anything that could change their meaning.
+fn is_safe_id(v: &str) -> bool {
+    !v.is_empty()
+        && v.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.' || c == '_')
+}
+
+/// Expand `${VAR}` references; an unset variable is an error naming it.
+fn expand(value: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
+    let mut out = String::with_capacity(value.len());
+    let mut rest = value;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let Some(end) = after.find('}') else {
+            return Err(format!("unterminated ${{ in {value:?}"));
+        };
+        let name = &after[..end];
+        if name.is_empty() {
+            return Err("empty variable name in ${}".into());
+        }
+        match env(name) {
+            Some(v) => out.push_str(&v),
+            None => return Err(format!("environment variable {name} is not set")),
+        }
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+/// Accept https anywhere, and plain http only for loopback hosts (tests, the simulator).
+fn parse_url(s: &str) -> Result<Url, String> {
+    let url = Url::parse(s).map_err(|e| format!("{s:?} is not a valid URL: {e}"))?;
+    match url.scheme() {
+        "https" => {}
+        "http" => {
+            let loopback = match url.host() {
+                Some(url::Host::Domain(d)) => d == "localhost",
+                Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+                Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+                None => false,
+            };
+            if !loopback {
+                return Err(format!(
+                    "{s:?}: plain http is only allowed for loopback hosts; use https"
+                ));
+            }
+        }
+        other => return Err(format!("{s:?}: unsupported scheme {other:?}")),
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(format!("{s:?}: must not have a query or fragment"));
+    }
+    Ok(url)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    fn env(name: &str) -> Option<String> {
+        match name {
+            "MDE_SECRET" => Some("s3cret".into()),
+            _ => None,
+        }
+    }
+
+    fn parse(text: &str) -> Result<Config, Error> {
+        Config::parse(text, Path::new("cfg.yml"), &env)
+    }
+
+    const GOOD: &str = "
+tenants:
+  - name: contoso
+    tenant_id: 11111111-2222-3333-4444-555555555555
+    client_id: app
+    client_secret: ${MDE_SECRET}
+";
+
+    #[test]
+    fn defaults_follow_the_documented_limits() {
+        let c = parse(GOOD).unwrap();
+        assert_eq!(c.poll_interval, Duration::from_secs(60));
+        let t = &c.tenants[0];
+        assert_eq!(t.client_secret.expose(), "s3cret");
+        assert_eq!(t.quota.per_minute, 100);
+        assert_eq!(t.quota.per_hour, 1500);
+        assert_eq!(t.selectors.lookback, Duration::from_secs(86400));
+        assert_eq!(
+            t.token_url(),
+            "https://login.microsoftonline.com/11111111-2222-3333-4444-555555555555/oauth2/v2.0/token"
+        );
+        assert_eq!(
+            t.scope(),
+            "https://api.securitycenter.microsoft.com/.default"
+        );
+        assert_eq!(format!("{:?}", t.client_secret), "Secret(<redacted>)");
+    }
+
+    #[test]
+    fn gcc_high_uses_the_gov_hosts() {
+        let c = parse(&format!("{GOOD}    cloud: gcc-high\n")).unwrap();
+        assert_eq!(
+            c.tenants[0].api_url.as_str(),
+            "https://api-gov.securitycenter.microsoft.us/"
+        );
+        assert!(
+            c.tenants[0]
+                .token_url()
+                .starts_with("https://login.microsoftonline.us/")
+        );
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let err = parse(&format!("{GOOD}    colud: gcc\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("config file cfg.yml: tenants[0]: unknown field `colud`"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn unset_env_var_is_named() {
+        let err = parse(&GOOD.replace("MDE_SECRET", "NOPE"))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "config file cfg.yml: tenants[0].client_secret: environment variable NOPE is not set"
+        );
+    }
+
+    #[test]
+    fn plain_http_only_on_loopback() {
+        let ok = parse(&format!("{GOOD}    api_url: http://127.0.0.1:9000\n"));
+        assert!(ok.is_ok());
+        let err = parse(&format!("{GOOD}    api_url: http://example.com\n"))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "config file cfg.yml: tenants[0].api_url: \"http://example.com\": plain http is only allowed for loopback hosts; use https"
+        );
+    }
+
+    #[test]
+    fn secret_required_once() {
+        let text = GOOD.replace("    client_secret: ${MDE_SECRET}\n", "");
+        let err = parse(&text).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "config file cfg.yml: tenants[0].client_secret: one of client_secret or client_secret_file is required"
+        );
+    }
+
+    #[test]
+    fn secret_file_is_read_and_trimmed() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("secret");
+        std::fs::write(&f, "from-file\n").unwrap();
+        let text = GOOD.replace(
+            "client_secret: ${MDE_SECRET}",
+            &format!("client_secret_file: {}", f.display()),
+        );
+        let c = parse(&text).unwrap();
+        assert_eq!(c.tenants[0].client_secret.expose(), "from-file");
+    }
+
+    #[test]
+    fn duplicate_names_rejected() {
+        let text = format!(
+            "{GOOD}  - name: contoso\n    tenant_id: t\n    client_id: c\n    client_secret: x\n"
+        );
+        let err = parse(&text).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "config file cfg.yml: tenants[1].name: duplicate tenant name \"contoso\""
+        );
+    }
+
+    #[test]
+    fn action_ids_cannot_inject_odata() {
+        let err = parse(&format!("{GOOD}    action_ids: [\"a' or 1 eq 1\"]\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("tenants[0].action_ids"), "{err}");
+    }
+
+    #[test]
+    fn shards_partition_tenants() {
+        let names: Vec<String> = (0..200).map(|i| format!("tenant-{i}")).collect();
+        for count in 1..5u32 {
+            for n in &names {
+                let owners = (0..count).filter(|i| shard_of(n, count) == *i).count();
+                assert_eq!(owners, 1, "{n} with {count} shards");
+            }
+        }
+        // All shards get some of 200 tenants.
+        let used: BTreeSet<u32> = names.iter().map(|n| shard_of(n, 3)).collect();
+        assert_eq!(used.len(), 3);
+    }
+}

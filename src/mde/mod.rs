@@ -1,0 +1,2 @@
+//! MDE API client (being written).
+pub mod model;

@@ -1,0 +1,481 @@
+//! The API's nouns as serde types, and pure parsers from bytes.
+//!
+//! Owns how a machine action, a list page, a download link and a transcript are read, leniently
+//! where the API is known to vary (unknown fields and status values are kept, not rejected)
+//! and strictly where a value matters. Does no I/O.
+
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+
+/// Why some bytes could not be understood.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum ParseError {
+    #[error("invalid JSON: {0}")]
+    Json(String),
+    #[error("transcript is not text: {0}")]
+    Encoding(String),
+}
+
+macro_rules! open_enum {
+    ($(#[$m:meta])* $name:ident { $($variant:ident),* $(,)? }) => {
+        $(#[$m])*
+        #[derive(Debug, Clone, PartialEq, Eq, Hash, Deserialize)]
+        #[serde(from = "String")]
+        pub enum $name {
+            $($variant,)*
+            /// A value this version does not know; kept so it can still be counted.
+            Other(String),
+        }
+        impl From<String> for $name {
+            fn from(s: String) -> Self {
+                match s.as_str() {
+                    $(stringify!($variant) => $name::$variant,)*
+                    _ => $name::Other(s),
+                }
+            }
+        }
+        impl $name {
+            /// The API's spelling, used as a label value.
+            pub fn as_str(&self) -> &str {
+                match self {
+                    $($name::$variant => stringify!($variant),)*
+                    $name::Other(s) => s,
+                }
+            }
+        }
+    };
+}
+
+open_enum!(
+    /// `MachineAction.status`.
+    ActionStatus { Pending, InProgress, Succeeded, Failed, TimeOut, Cancelled }
+);
+open_enum!(
+    /// `commands[].commandStatus`.
+    CommandStatus { Created, InProgress, Completed, Failed }
+);
+open_enum!(
+    /// `commands[].command.type`.
+    CommandType { RunScript, GetFile, PutFile }
+);
+
+impl ActionStatus {
+    /// Final statuses never change again. Unknown values are treated as not final, so the
+    /// action is looked at again rather than forgotten.
+    pub fn is_final(&self) -> bool {
+        matches!(
+            self,
+            ActionStatus::Succeeded
+                | ActionStatus::Failed
+                | ActionStatus::TimeOut
+                | ActionStatus::Cancelled
+        )
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct Param {
+    pub key: String,
+    #[serde(default)]
+    pub value: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct CommandSpec {
+    #[serde(rename = "type")]
+    pub kind: CommandType,
+    #[serde(default)]
+    pub params: Vec<Param>,
+}
+
+/// One entry of `commands[]`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Command {
+    pub index: u32,
+    #[serde(default)]
+    pub start_time: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub end_time: Option<DateTime<Utc>>,
+    pub command_status: CommandStatus,
+    #[serde(default)]
+    pub errors: Vec<serde_json::Value>,
+    pub command: CommandSpec,
+}
+
+impl Command {
+    /// `ScriptName` of a RunScript command.
+    pub fn script_name(&self) -> Option<&str> {
+        self.command
+            .params
+            .iter()
+            .find(|p| p.key.eq_ignore_ascii_case("ScriptName"))
+            .and_then(|p| p.value.as_deref())
+    }
+}
+
+/// A machine action (`GET /api/machineactions/{id}` or one item of the list).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MachineAction {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(default)]
+    pub requestor: Option<String>,
+    pub status: ActionStatus,
+    #[serde(default)]
+    pub machine_id: Option<String>,
+    #[serde(default)]
+    pub computer_dns_name: Option<String>,
+    #[serde(default)]
+    pub creation_date_time_utc: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub last_update_date_time_utc: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub commands: Vec<Command>,
+}
+
+impl MachineAction {
+    pub fn is_live_response(&self) -> bool {
+        self.kind == "LiveResponse"
+    }
+    /// The `machine` label: the DNS name, else the machine id.
+    pub fn machine(&self) -> &str {
+        self.computer_dns_name
+            .as_deref()
+            .filter(|s| !s.is_empty())
+            .or(self.machine_id.as_deref())
+            .unwrap_or("unknown")
+    }
+}
+
+/// One page of `GET /api/machineactions`. Items that do not parse are reported, not fatal:
+/// one odd action must not hide the others.
+#[derive(Debug)]
+pub struct ActionPage {
+    pub actions: Vec<MachineAction>,
+    pub invalid: Vec<String>,
+    pub next_link: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct RawPage {
+    #[serde(default)]
+    value: Vec<serde_json::Value>,
+    #[serde(rename = "@odata.nextLink", default)]
+    next_link: Option<String>,
+}
+
+pub fn parse_action_page(bytes: &[u8]) -> Result<ActionPage, ParseError> {
+    let raw: RawPage =
+        serde_json::from_slice(bytes).map_err(|e| ParseError::Json(e.to_string()))?;
+    let mut actions = Vec::with_capacity(raw.value.len());
+    let mut invalid = Vec::new();
+    for v in raw.value {
+        let id = v
+            .get("id")
+            .and_then(|i| i.as_str())
+            .unwrap_or("<no id>")
+            .to_string();
+        match serde_json::from_value::<MachineAction>(v) {
+            Ok(a) => actions.push(a),
+            Err(e) => invalid.push(format!("action {id}: {e}")),
+        }
+    }
+    Ok(ActionPage {
+        actions,
+        invalid,
+        next_link: raw.next_link,
+    })
+}
+
+pub fn parse_action(bytes: &[u8]) -> Result<MachineAction, ParseError> {
+    serde_json::from_slice(bytes).map_err(|e| ParseError::Json(e.to_string()))
+}
+
+/// The answer of `GetLiveResponseResultDownloadLink`.
+#[derive(Debug, Deserialize)]
+struct RawLink {
+    value: String,
+}
+
+/// A short-lived SAS URL. Its `Debug` hides the signature.
+#[derive(Clone)]
+pub struct DownloadLink(pub url::Url);
+
+impl std::fmt::Debug for DownloadLink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "DownloadLink({})", redact_url(&self.0))
+    }
+}
+
+pub fn parse_download_link(bytes: &[u8]) -> Result<DownloadLink, ParseError> {
+    let raw: RawLink =
+        serde_json::from_slice(bytes).map_err(|e| ParseError::Json(e.to_string()))?;
+    let url = url::Url::parse(&raw.value)
+        .map_err(|e| ParseError::Json(format!("download link is not a URL: {e}")))?;
+    Ok(DownloadLink(url))
+}
+
+/// A URL with its query removed: SAS signatures and tokens live there.
+pub fn redact_url(url: &url::Url) -> String {
+    let mut u = url.clone();
+    u.set_query(None);
+    u.set_fragment(None);
+    u.to_string()
+}
+
+/// The RunScript result document.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct Transcript {
+    pub script_name: String,
+    pub exit_code: i64,
+    #[serde(default, deserialize_with = "null_as_empty")]
+    pub script_output: String,
+    #[serde(default, deserialize_with = "null_as_empty")]
+    pub script_errors: String,
+}
+
+fn null_as_empty<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    Ok(Option::<String>::deserialize(d)?.unwrap_or_default())
+}
+
+impl Transcript {
+    pub fn errors_present(&self) -> bool {
+        !self.script_errors.trim().is_empty()
+    }
+}
+
+/// Parse a transcript. PowerShell writes BOMs and sometimes UTF-16, and raw control
+/// characters (NUL among them) inside strings; all of that is accepted.
+pub fn parse_transcript(bytes: &[u8]) -> Result<Transcript, ParseError> {
+    let text = decode_text(bytes)?;
+    match serde_json::from_str::<Transcript>(&text) {
+        Ok(t) => Ok(t),
+        Err(first) => {
+            let escaped = escape_raw_controls(&text);
+            if escaped == text {
+                return Err(ParseError::Json(first.to_string()));
+            }
+            serde_json::from_str(&escaped).map_err(|e| ParseError::Json(e.to_string()))
+        }
+    }
+}
+
+fn decode_text(bytes: &[u8]) -> Result<String, ParseError> {
+    if let Some(rest) = bytes.strip_prefix(&[0xEF, 0xBB, 0xBF]) {
+        return String::from_utf8(rest.to_vec()).map_err(|e| ParseError::Encoding(e.to_string()));
+    }
+    if let Some(rest) = bytes.strip_prefix(&[0xFF, 0xFE]) {
+        if rest.len() % 2 != 0 {
+            return Err(ParseError::Encoding("odd length UTF-16LE".into()));
+        }
+        let units: Vec<u16> = rest
+            .chunks_exact(2)
+            .map(|c| u16::from_le_bytes([c[0], c[1]]))
+            .collect();
+        return String::from_utf16(&units).map_err(|e| ParseError::Encoding(e.to_string()));
+    }
+    String::from_utf8(bytes.to_vec()).map_err(|e| ParseError::Encoding(e.to_string()))
+}
+
+/// Escape raw control characters that appear inside JSON strings (invalid JSON, but seen in
+/// script output), leaving everything outside strings as it is.
+fn escape_raw_controls(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 16);
+    let mut in_string = false;
+    let mut escaped = false;
+    for c in text.chars() {
+        if in_string {
+            if escaped {
+                escaped = false;
+                out.push(c);
+                continue;
+            }
+            match c {
+                '\\' => {
+                    escaped = true;
+                    out.push(c);
+                }
+                '"' => {
+                    in_string = false;
+                    out.push(c);
+                }
+                c if (c as u32) < 0x20 => {
+                    out.push_str(&format!("\\u{:04x}", c as u32));
+                }
+                c => out.push(c),
+            }
+        } else {
+            if c == '"' {
+                in_string = true;
+            }
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// The `error` object of an API error body.
+#[derive(Debug, Deserialize)]
+struct RawApiError {
+    error: ApiErrorBody,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+pub struct ApiErrorBody {
+    #[serde(default)]
+    pub code: String,
+    #[serde(default)]
+    pub message: String,
+}
+
+pub fn parse_api_error(bytes: &[u8]) -> Option<ApiErrorBody> {
+    serde_json::from_slice::<RawApiError>(bytes)
+        .ok()
+        .map(|e| e.error)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    const ACTION: &str = r#"{
+  "@odata.context": "https://api.securitycenter.microsoft.com/api/$metadata#MachineActions/$entity",
+  "id": "6f0c2b1e-8d3a-4c55-9a0e-3b7d41f2c9aa", "type": "LiveResponse", "title": null,
+  "requestor": "prom-mde-exporter", "requestorComment": "collect triage", "status": "Succeeded",
+  "machineId": "1e5bc9d7e413ddd7902c2932e418702b84d0cc07", "computerDnsName": "ws-eng-042.contoso.com",
+  "creationDateTimeUtc": "2025-03-18T21:02:00.3538594Z", "lastUpdateDateTimeUtc": "2025-03-18T21:04:41.93163Z",
+  "cancellationRequestor": null, "cancellationComment": null, "cancellationDateTimeUtc": null,
+  "errorHResult": 0, "scope": null, "externalId": null, "requestSource": "PublicApi", "relatedFileInfo": null,
+  "commands": [
+    {"index": 0, "startTime": "2025-03-18T21:04:01.92Z", "endTime": "2025-03-18T21:04:04.693Z",
+     "commandStatus": "Completed", "errors": [],
+     "command": {"type": "RunScript", "params": [{"key": "ScriptName", "value": "triage.ps1"}, {"key": "Args", "value": "-Quick"}]}},
+    {"index": 1, "startTime": null, "endTime": null, "commandStatus": "Exploded", "errors": [],
+     "command": {"type": "GetFile", "params": [{"key": "Path", "value": "C:\\Windows\\Temp\\triage.zip"}]}}
+  ],
+  "troubleshootInfo": null, "someFutureField": {"x": 1}
+}"#;
+
+    #[test]
+    fn parses_the_documented_action() {
+        let a = parse_action(ACTION.as_bytes()).unwrap();
+        assert!(a.is_live_response());
+        assert_eq!(a.status, ActionStatus::Succeeded);
+        assert!(a.status.is_final());
+        assert_eq!(a.machine(), "ws-eng-042.contoso.com");
+        assert_eq!(a.commands[0].script_name(), Some("triage.ps1"));
+        assert_eq!(a.commands[0].command.kind, CommandType::RunScript);
+        assert_eq!(
+            a.commands[1].command_status,
+            CommandStatus::Other("Exploded".into())
+        );
+        assert_eq!(a.commands[1].command_status.as_str(), "Exploded");
+        let end = a.commands[0].end_time.unwrap();
+        assert_eq!(end.timestamp_millis(), 1742331844693);
+    }
+
+    #[test]
+    fn unknown_action_status_is_not_final() {
+        let a = parse_action(ACTION.replace("\"Succeeded\"", "\"Paused\"").as_bytes()).unwrap();
+        assert_eq!(a.status.as_str(), "Paused");
+        assert!(!a.status.is_final());
+    }
+
+    #[test]
+    fn a_bad_item_does_not_hide_the_page() {
+        let page = format!(
+            r#"{{"value":[{ACTION}, {{"id":"broken","type":"LiveResponse"}}],"@odata.nextLink":"https://x/api/machineactions?$skip=2"}}"#
+        );
+        let p = parse_action_page(page.as_bytes()).unwrap();
+        assert_eq!(p.actions.len(), 1);
+        assert_eq!(p.invalid.len(), 1);
+        assert!(
+            p.invalid[0].starts_with("action broken: missing field `status`"),
+            "{:?}",
+            p.invalid
+        );
+        assert_eq!(
+            p.next_link.as_deref(),
+            Some("https://x/api/machineactions?$skip=2")
+        );
+    }
+
+    #[test]
+    fn malformed_page_is_an_error() {
+        assert!(matches!(
+            parse_action_page(b"{\"value\": [").unwrap_err(),
+            ParseError::Json(_)
+        ));
+    }
+
+    #[test]
+    fn transcript_with_nul_and_unicode() {
+        let t = parse_transcript(
+            "{\"script_name\":\"a.ps1\",\"exit_code\":3,\"script_output\":\"caf\u{e9} \u{65e5}\u{672c}\u{0}x\",\"script_errors\":\"\"}".as_bytes(),
+        )
+        .unwrap();
+        assert_eq!(t.exit_code, 3);
+        assert_eq!(t.script_output, "café 日本\0x");
+        assert!(!t.errors_present());
+        let escaped = parse_transcript(
+            br#"{"script_name":"a.ps1","exit_code":0,"script_output":"a\u0000b","script_errors":"boom"}"#,
+        )
+        .unwrap();
+        assert_eq!(escaped.script_output, "a\0b");
+        assert!(escaped.errors_present());
+    }
+
+    #[test]
+    fn transcript_with_bom_and_utf16() {
+        let json =
+            r#"{"script_name":"b.ps1","exit_code":1,"script_output":null,"script_errors":"x"}"#;
+        let mut bom = vec![0xEF, 0xBB, 0xBF];
+        bom.extend_from_slice(json.as_bytes());
+        assert_eq!(parse_transcript(&bom).unwrap().exit_code, 1);
+        let mut utf16 = vec![0xFF, 0xFE];
+        for u in json.encode_utf16() {
+            utf16.extend_from_slice(&u.to_le_bytes());
+        }
+        let t = parse_transcript(&utf16).unwrap();
+        assert_eq!(t.script_name, "b.ps1");
+        assert_eq!(t.script_output, "");
+    }
+
+    #[test]
+    fn malformed_transcripts_are_errors() {
+        assert!(matches!(
+            parse_transcript(b"{\"script_name\":\"x\""),
+            Err(ParseError::Json(_))
+        ));
+        assert!(matches!(
+            parse_transcript(&[0xC3, 0x28]),
+            Err(ParseError::Encoding(_))
+        ));
+        assert!(matches!(
+            parse_transcript(br#"{"script_name":"x","exit_code":"zero"}"#),
+            Err(ParseError::Json(_))
+        ));
+    }
+
+    #[test]
+    fn link_debug_hides_the_signature() {
+        let l = parse_download_link(
+            br#"{"@odata.context":"x","value":"https://a.blob.core.windows.net/c/b?se=2021&sp=r&sig=SECRET%3D"}"#,
+        )
+        .unwrap();
+        let shown = format!("{l:?}");
+        assert!(!shown.contains("SECRET"), "{shown}");
+        assert!(shown.contains("a.blob.core.windows.net/c/b"));
+    }
+
+    #[test]
+    fn api_error_body() {
+        let e = parse_api_error(br#"{"error":{"code":"429","message":"API calls quota exceeded! maximum allowed 100 per 00:01:00","target":"g"}}"#).unwrap();
+        assert_eq!(e.code, "429");
+        assert!(parse_api_error(b"<xml/>").is_none());
+    }
+}

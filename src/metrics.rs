@@ -1,0 +1,416 @@
+//! The metrics contract: every family the exporter serves, with its name, help and labels.
+//!
+//! Names and labels here are a contract with dashboards, alerts and users: add, never rename.
+//! Values come from background polls; a scrape only encodes (and refreshes the local quota
+//! gauges), it never calls the MDE API. Does not own *when* values change (collector, client).
+
+use std::sync::atomic::AtomicU64;
+
+use prometheus_client::encoding::{EncodeLabelSet, prometheus_text, text};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::exemplar::{CounterWithExemplar, HistogramWithExemplars};
+use prometheus_client::metrics::family::{Family, MetricConstructor};
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+/// Content type of the OpenMetrics text format.
+pub const OPENMETRICS_CONTENT_TYPE: &str =
+    "application/openmetrics-text; version=1.0.0; charset=utf-8";
+/// Content type of the Prometheus text format (0.0.4).
+pub const PROMETHEUS_CONTENT_TYPE: &str = prometheus_text::CONTENT_TYPE;
+
+const BACKGROUND: &str = "Updated by background polls, not at scrape time (the MDE API quota forbids polling on scrape).";
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TenantLabels {
+    pub tenant: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ScriptLabels {
+    pub tenant: String,
+    pub script: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
+pub struct MachineScriptLabels {
+    pub tenant: String,
+    pub machine: String,
+    pub script: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CommandLabels {
+    pub tenant: String,
+    pub command: String,
+    pub status: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StatusLabels {
+    pub tenant: String,
+    pub status: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub tenant: String,
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub tenant: String,
+    pub endpoint: String,
+    pub code: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EndpointLabels {
+    pub tenant: String,
+    pub endpoint: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct QuotaLabels {
+    pub tenant: String,
+    pub endpoint: String,
+    pub window: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BuildLabels {
+    pub version: String,
+    pub revision: String,
+    pub rustc: String,
+}
+
+/// Exemplar labels: the trace that changed a counter or histogram.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TraceLabel {
+    pub trace_id: String,
+}
+
+pub type ExCounter = CounterWithExemplar<TraceLabel>;
+pub type FloatGauge = Gauge<f64, AtomicU64>;
+
+#[derive(Clone)]
+pub struct Buckets(&'static [f64]);
+
+impl MetricConstructor<HistogramWithExemplars<TraceLabel>> for Buckets {
+    fn new_metric(&self) -> HistogramWithExemplars<TraceLabel> {
+        HistogramWithExemplars::new(self.0.iter().copied())
+    }
+}
+
+const API_BUCKETS: &[f64] = &[0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
+const POLL_BUCKETS: &[f64] = &[
+    0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
+];
+
+pub type ExHistogramFamily<L> = Family<L, HistogramWithExemplars<TraceLabel>, Buckets>;
+
+/// Every metric the exporter serves.
+pub struct Metrics {
+    registry: Registry,
+    pub script_runs: Family<ScriptLabels, ExCounter>,
+    pub script_failures: Family<ScriptLabels, ExCounter>,
+    pub script_errors: Family<ScriptLabels, ExCounter>,
+    pub script_exit_code: Family<MachineScriptLabels, Gauge>,
+    pub script_errors_present: Family<MachineScriptLabels, Gauge>,
+    pub script_last_run: Family<MachineScriptLabels, FloatGauge>,
+    pub commands: Family<CommandLabels, Counter>,
+    pub actions: Family<StatusLabels, Counter>,
+    pub fetch_failures: Family<ReasonLabels, ExCounter>,
+    pub files: Family<TenantLabels, Counter>,
+    pub file_bytes: Family<TenantLabels, Counter>,
+    pub transcript_bytes: Family<TenantLabels, Counter>,
+    pub pending_results: Family<TenantLabels, Gauge>,
+    pub invalid_actions: Family<TenantLabels, Counter>,
+    pub api_requests: Family<RequestLabels, ExCounter>,
+    pub api_duration: ExHistogramFamily<EndpointLabels>,
+    pub api_throttled: Family<EndpointLabels, Counter>,
+    pub retry_after: Family<EndpointLabels, FloatGauge>,
+    pub quota_limit: Family<QuotaLabels, Gauge>,
+    pub quota_used: Family<QuotaLabels, Gauge>,
+    pub quota_remaining: Family<QuotaLabels, Gauge>,
+    pub build_info: Family<BuildLabels, Gauge>,
+    pub poll_success: Family<TenantLabels, Gauge>,
+    pub last_poll_success: Family<TenantLabels, FloatGauge>,
+    pub poll_duration: ExHistogramFamily<TenantLabels>,
+    pub token_success: Family<TenantLabels, Gauge>,
+    pub config_reload_success: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::default();
+        let m = Metrics {
+            registry: Registry::default(),
+            script_runs: Family::default(),
+            script_failures: Family::default(),
+            script_errors: Family::default(),
+            script_exit_code: Family::default(),
+            script_errors_present: Family::default(),
+            script_last_run: Family::default(),
+            commands: Family::default(),
+            actions: Family::default(),
+            fetch_failures: Family::default(),
+            files: Family::default(),
+            file_bytes: Family::default(),
+            transcript_bytes: Family::default(),
+            pending_results: Family::default(),
+            invalid_actions: Family::default(),
+            api_requests: Family::default(),
+            api_duration: Family::new_with_constructor(Buckets(API_BUCKETS)),
+            api_throttled: Family::default(),
+            retry_after: Family::default(),
+            quota_limit: Family::default(),
+            quota_used: Family::default(),
+            quota_remaining: Family::default(),
+            build_info: Family::default(),
+            poll_success: Family::default(),
+            last_poll_success: Family::default(),
+            poll_duration: Family::new_with_constructor(Buckets(POLL_BUCKETS)),
+            token_success: Family::default(),
+            config_reload_success: Gauge::default(),
+        };
+        let bg = |s: &str| format!("{s} {BACKGROUND}");
+        let r = &mut registry;
+        r.register(
+            "mde_liveresponse_script_runs",
+            bg("RunScript transcripts retrieved, by script."),
+            m.script_runs.clone(),
+        );
+        r.register(
+            "mde_liveresponse_script_failures",
+            bg("Retrieved transcripts whose exit_code was not 0, by script."),
+            m.script_failures.clone(),
+        );
+        r.register(
+            "mde_liveresponse_script_errors",
+            bg("Retrieved transcripts with non-empty script_errors, by script."),
+            m.script_errors.clone(),
+        );
+        r.register(
+            "mde_liveresponse_script_exit_code",
+            bg("Exit code of the latest run (by command endTime) of a script on a machine."),
+            m.script_exit_code.clone(),
+        );
+        r.register(
+            "mde_liveresponse_script_errors_present",
+            bg("1 if the latest run of a script on a machine wrote to script_errors, else 0."),
+            m.script_errors_present.clone(),
+        );
+        r.register(
+            "mde_liveresponse_script_last_run_timestamp_seconds",
+            bg("End time (Unix seconds) of the latest run of a script on a machine."),
+            m.script_last_run.clone(),
+        );
+        r.register(
+            "mde_liveresponse_commands",
+            bg("Commands of final Live Response actions, by command type and commandStatus."),
+            m.commands.clone(),
+        );
+        r.register(
+            "mde_liveresponse_actions",
+            bg("Final Live Response machine actions seen, by status."),
+            m.actions.clone(),
+        );
+        r.register(
+            "mde_liveresponse_result_fetch_failures",
+            bg("Command results that could not be retrieved or read, by reason; given up, not retried."),
+            m.fetch_failures.clone(),
+        );
+        r.register(
+            "mde_liveresponse_files",
+            bg("GetFile results whose size was recorded."),
+            m.files.clone(),
+        );
+        r.register(
+            "mde_liveresponse_file_bytes",
+            bg("Compressed bytes of GetFile results (sized, not kept)."),
+            m.file_bytes.clone(),
+        );
+        r.register(
+            "mde_liveresponse_transcript_bytes",
+            bg("Bytes of RunScript transcripts downloaded."),
+            m.transcript_bytes.clone(),
+        );
+        r.register(
+            "mde_liveresponse_pending_results",
+            bg("Finished command results waiting to be retrieved (for example for API quota)."),
+            m.pending_results.clone(),
+        );
+        r.register(
+            "mde_liveresponse_invalid_actions",
+            bg("Machine actions in API answers that could not be parsed and were skipped."),
+            m.invalid_actions.clone(),
+        );
+        r.register(
+            "mde_api_requests",
+            bg("HTTP requests sent, by endpoint and status code (\"error\" when no answer came)."),
+            m.api_requests.clone(),
+        );
+        r.register(
+            "mde_api_request_duration_seconds",
+            bg("Duration of HTTP requests, by endpoint."),
+            m.api_duration.clone(),
+        );
+        r.register(
+            "mde_api_throttled",
+            bg("HTTP 429 answers, by endpoint."),
+            m.api_throttled.clone(),
+        );
+        r.register(
+            "mde_api_retry_after_seconds",
+            bg("Retry-After of the latest 429 answer, by endpoint."),
+            m.retry_after.clone(),
+        );
+        r.register(
+            "mde_api_quota_limit",
+            "Calls allowed per window by the configured API quota, by endpoint and window (1m, 1h).",
+            m.quota_limit.clone(),
+        );
+        r.register(
+            "mde_api_quota_used",
+            "Calls sent within the current sliding window, by endpoint and window (1m, 1h).",
+            m.quota_used.clone(),
+        );
+        r.register(
+            "mde_api_quota_remaining",
+            "Calls still allowed within the current sliding window, by endpoint and window (1m, 1h).",
+            m.quota_remaining.clone(),
+        );
+        r.register(
+            "mde_exporter_build_info",
+            "A metric with a constant '1' value labelled by version, revision and rustc.",
+            m.build_info.clone(),
+        );
+        r.register(
+            "mde_exporter_poll_success",
+            bg("1 if the latest poll of a tenant succeeded, else 0."),
+            m.poll_success.clone(),
+        );
+        r.register(
+            "mde_exporter_last_poll_success_timestamp_seconds",
+            bg("Unix time of the latest successful poll of a tenant."),
+            m.last_poll_success.clone(),
+        );
+        r.register(
+            "mde_exporter_poll_duration_seconds",
+            bg("Duration of polls, by tenant."),
+            m.poll_duration.clone(),
+        );
+        r.register(
+            "mde_exporter_token_success",
+            bg("1 if the latest OAuth2 token request of a tenant succeeded, else 0."),
+            m.token_success.clone(),
+        );
+        r.register(
+            "mde_exporter_config_last_reload_successful",
+            "1 if the latest configuration load succeeded, else 0.",
+            m.config_reload_success.clone(),
+        );
+        m.build_info
+            .get_or_create(&BuildLabels {
+                version: env!("CARGO_PKG_VERSION").to_string(),
+                revision: env!("MDE_EXPORTER_REVISION").to_string(),
+                rustc: env!("MDE_EXPORTER_RUSTC_VERSION").to_string(),
+            })
+            .set(1);
+        Metrics { registry, ..m }
+    }
+
+    /// Encode every family. OpenMetrics (with exemplars) when asked for, else Prometheus text.
+    pub fn encode(&self, openmetrics: bool) -> Result<String, std::fmt::Error> {
+        let mut out = String::with_capacity(16 * 1024);
+        if openmetrics {
+            text::encode(&mut out, &self.registry)?;
+        } else {
+            prometheus_text::encode(&mut out, &self.registry)?;
+        }
+        Ok(out)
+    }
+}
+
+/// Label helpers so call sites stay short.
+pub fn tenant(t: &str) -> TenantLabels {
+    TenantLabels {
+        tenant: t.to_string(),
+    }
+}
+
+pub fn endpoint(t: &str, e: &str) -> EndpointLabels {
+    EndpointLabels {
+        tenant: t.to_string(),
+        endpoint: e.to_string(),
+    }
+}
+
+pub fn reason(t: &str, r: &str) -> ReasonLabels {
+    ReasonLabels {
+        tenant: t.to_string(),
+        reason: r.to_string(),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_follow_the_contract() {
+        let m = Metrics::new();
+        m.script_runs
+            .get_or_create(&ScriptLabels {
+                tenant: "t".into(),
+                script: "a.ps1".into(),
+            })
+            .inc_by(2, None, None);
+        m.api_duration
+            .get_or_create(&endpoint("t", "download"))
+            .observe(0.2, None, None);
+        let text = m.encode(false).unwrap();
+        assert!(
+            text.contains("mde_liveresponse_script_runs_total{tenant=\"t\",script=\"a.ps1\"} 2\n"),
+            "{text}"
+        );
+        assert!(text.contains("# TYPE mde_api_request_duration_seconds histogram"));
+        assert!(text.contains("mde_exporter_build_info{version=\""));
+        assert!(text.contains("background polls"));
+        let om = m.encode(true).unwrap();
+        assert!(om.ends_with("# EOF\n"));
+    }
+
+    #[test]
+    fn exemplars_only_in_openmetrics() {
+        let m = Metrics::new();
+        m.script_failures
+            .get_or_create(&ScriptLabels {
+                tenant: "t".into(),
+                script: "a.ps1".into(),
+            })
+            .inc_by(
+                1,
+                Some(TraceLabel {
+                    trace_id: "4bf92f3577b34da6a3ce929d0e0e4736".into(),
+                }),
+                None,
+            );
+        let om = m.encode(true).unwrap();
+        assert!(
+            om.contains("# {trace_id=\"4bf92f3577b34da6a3ce929d0e0e4736\"} 1"),
+            "{om}"
+        );
+        let plain = m.encode(false).unwrap();
+        assert!(!plain.contains("trace_id"), "{plain}");
+    }
+}
