@@ -20,6 +20,7 @@
 //!   re-reads the files on every handshake).
 //! - `curve_preferences: [CurveP521]` is rejected: the aws-lc-rs provider has no P-521 key
 //!   exchange.
+//! - `rate_limit` with an interval but no `burst` is rejected (Go would refuse every request).
 
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
@@ -107,6 +108,8 @@ pub struct WebConfig {
     users: BTreeMap<String, String>,
     /// Extra headers set on every response, including 401s.
     headers: Vec<(HeaderName, HeaderValue)>,
+    /// `rate_limit`: (interval, burst) for one server-wide token bucket.
+    rate_limit: Option<(Duration, u32)>,
 }
 
 impl fmt::Debug for WebConfig {
@@ -117,6 +120,7 @@ impl fmt::Debug for WebConfig {
             .field("tls", &self.tls.is_some())
             .field("users", &self.users.keys().collect::<Vec<_>>())
             .field("headers", &self.headers)
+            .field("rate_limit", &self.rate_limit)
             .finish()
     }
 }
@@ -142,12 +146,10 @@ impl WebConfig {
             message: e.to_string(),
         })?;
         let raw = raw.unwrap_or_default();
-        if raw.rate_limit.is_some() {
-            return Err(ctx.invalid(
-                "rate_limit",
-                "is not supported by this exporter; put a rate-limiting proxy in front of it",
-            ));
-        }
+        let rate_limit = match raw.rate_limit {
+            Some(r) => r.validate(&ctx)?,
+            None => None,
+        };
         let dir = path.parent().unwrap_or(Path::new(""));
         let tls = match raw.tls_server_config {
             Some(t) => build_tls(t, dir, &ctx)?,
@@ -171,6 +173,7 @@ impl WebConfig {
             tls,
             users,
             headers,
+            rate_limit,
         })
     }
 
@@ -308,10 +311,13 @@ async fn accept_error(e: io::Error) {
 
 /// Wrap `router` with the configured response headers and basic auth.
 fn guard(router: Router, web: &WebConfig) -> Router {
-    if web.users.is_empty() && web.headers.is_empty() {
+    if web.users.is_empty() && web.headers.is_empty() && web.rate_limit.is_none() {
         return router;
     }
     let state = Arc::new(Guard {
+        limiter: web
+            .rate_limit
+            .map(|(interval, burst)| RateLimiter::new(interval, burst)),
         headers: web.headers.clone(),
         auth: (!web.users.is_empty()).then(|| BasicAuth::new(web.users.clone())),
     });
@@ -319,11 +325,18 @@ fn guard(router: Router, web: &WebConfig) -> Router {
 }
 
 struct Guard {
+    limiter: Option<RateLimiter>,
     headers: Vec<(HeaderName, HeaderValue)>,
     auth: Option<BasicAuth>,
 }
 
+/// In exporter-toolkit's order: rate limit (before any bcrypt is spent), then auth; the extra
+/// headers go on every response that is not a 429.
 async fn guard_request(State(guard): State<Arc<Guard>>, req: Request, next: Next) -> Response {
+    let now = tokio::time::Instant::now();
+    if guard.limiter.as_ref().is_some_and(|l| !l.allow(now)) {
+        return (StatusCode::TOO_MANY_REQUESTS, "Too Many Requests\n").into_response();
+    }
     let mut response = match &guard.auth {
         Some(auth) if !auth.allows(&req).await => unauthorized(),
         _ => next.run(req).await,
@@ -341,6 +354,45 @@ fn unauthorized() -> Response {
         Body::from("Unauthorized\n"),
     )
         .into_response()
+}
+
+/// `rate_limit` as golang.org/x/time/rate does it: a bucket of `burst` tokens, refilled at one
+/// token per `interval`, starting full; each request takes one token or gets a 429.
+struct RateLimiter {
+    interval: Duration,
+    burst: u32,
+    /// (tokens, when they were counted).
+    state: Mutex<(f64, tokio::time::Instant)>,
+}
+
+impl RateLimiter {
+    fn new(interval: Duration, burst: u32) -> RateLimiter {
+        RateLimiter {
+            interval,
+            burst,
+            state: Mutex::new((f64::from(burst), tokio::time::Instant::now())),
+        }
+    }
+
+    /// Takes `now` so tests can drive it without a clock.
+    fn allow(&self, now: tokio::time::Instant) -> bool {
+        // A poisoned lock still holds a valid (tokens, instant) pair.
+        let mut state = self
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (tokens, then) = *state;
+        let refill =
+            now.saturating_duration_since(then).as_secs_f64() / self.interval.as_secs_f64();
+        let tokens = (tokens + refill).min(f64::from(self.burst));
+        if tokens >= 1.0 {
+            *state = (tokens - 1.0, now);
+            true
+        } else {
+            *state = (tokens, now);
+            false
+        }
+    }
 }
 
 /// Checks basic-auth credentials against bcrypt hashes, remembering successes.
@@ -523,9 +575,8 @@ struct RawFile {
     tls_server_config: Option<RawTls>,
     #[serde(default)]
     http_server_config: Option<RawHttp>,
-    /// Recognised only to give a clear "not supported" instead of "unknown field".
     #[serde(default)]
-    rate_limit: Option<serde_norway::Value>,
+    rate_limit: Option<RawRateLimit>,
     #[serde(default)]
     basic_auth_users: Option<BTreeMap<String, String>>,
 }
@@ -547,6 +598,32 @@ struct RawTls {
     max_version: Option<String>,
     prefer_server_cipher_suites: Option<bool>,
     client_allowed_sans: Option<Vec<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRateLimit {
+    burst: Option<u32>,
+    /// Go duration syntax ("1s", "500ms", "1m30s"); humantime reads those.
+    #[serde(default, with = "humantime_serde")]
+    interval: Option<Duration>,
+}
+
+impl RawRateLimit {
+    /// An unset or zero interval disables limiting, as in Go.
+    fn validate(self, ctx: &Ctx) -> Result<Option<(Duration, u32)>, Error> {
+        let Some(interval) = self.interval.filter(|i| !i.is_zero()) else {
+            return Ok(None);
+        };
+        match self.burst {
+            // Go would build a limiter that refuses every request; say so instead.
+            None | Some(0) => Err(ctx.invalid(
+                "rate_limit.burst",
+                "must be at least 1 when rate_limit.interval is set",
+            )),
+            Some(burst) => Ok(Some((interval, burst))),
+        }
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -1447,12 +1524,40 @@ mod tests {
     }
 
     #[test]
-    fn rate_limit_is_refused_not_ignored() {
+    fn rate_limit_is_parsed_like_go() {
+        let web = WebConfig::parse(
+            "rate_limit:\n  burst: 5\n  interval: 1m30s\n",
+            Path::new("/x/web.yml"),
+        )
+        .unwrap();
+        assert_eq!(web.rate_limit, Some((Duration::from_secs(90), 5)));
+        let off = WebConfig::parse("rate_limit:\n  burst: 5\n", Path::new("/x/web.yml")).unwrap();
+        assert_eq!(off.rate_limit, None);
         assert_eq!(
-            err("rate_limit:\n  burst: 1\n  interval: 1s\n"),
-            "web config file /x/web.yml: rate_limit: is not supported by this exporter; put a \
-             rate-limiting proxy in front of it"
+            err("rate_limit:\n  interval: 1s\n"),
+            "web config file /x/web.yml: rate_limit.burst: must be at least 1 when \
+             rate_limit.interval is set"
         );
+    }
+
+    #[test]
+    fn rate_limiter_is_a_token_bucket() {
+        let start = tokio::time::Instant::now();
+        let limiter = RateLimiter::new(Duration::from_secs(10), 2);
+        assert!(limiter.allow(start));
+        assert!(limiter.allow(start));
+        assert!(!limiter.allow(start), "burst used up");
+        assert!(
+            !limiter.allow(start + Duration::from_secs(5)),
+            "half a token"
+        );
+        assert!(limiter.allow(start + Duration::from_secs(10)));
+        assert!(!limiter.allow(start + Duration::from_secs(10)));
+        // A long pause refills to `burst`, not beyond.
+        let later = start + Duration::from_secs(1000);
+        assert!(limiter.allow(later));
+        assert!(limiter.allow(later));
+        assert!(!limiter.allow(later));
     }
 
     #[test]
