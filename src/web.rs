@@ -16,8 +16,10 @@
 //! - `client_allowed_sans` matches DNS names and IP addresses only (rustls' name check, so a
 //!   wildcard SAN in a client certificate covers the names it matches); e-mail and URI entries
 //!   are rejected at load time instead of never matching.
-//! - Certificates are read once, at load: rotating them means reloading the web config (Go
-//!   re-reads the files on every handshake).
+//! - `cert_file`/`key_file` are re-read when they change (checked at most once a second, on a
+//!   handshake), so certificate rotation needs no restart, as with Go which re-reads them on
+//!   every handshake. A pair that does not load (say, mid-rotation, new cert with the old key)
+//!   is logged and the previous one kept. `client_ca_file` is read once, at load.
 //! - `curve_preferences: [CurveP521]` is rejected: the aws-lc-rs provider has no P-521 key
 //!   exchange.
 //! - `rate_limit` with an interval but no `burst` is rejected (Go would refuse every request).
@@ -56,6 +58,7 @@ use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use tokio_rustls::rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use tokio_rustls::rustls::server::{ParsedCertificate, WebPkiClientVerifier};
+use tokio_rustls::rustls::sign::CertifiedKey;
 use tokio_rustls::rustls::{
     CertificateError, DigitallySignedStruct, DistinguishedName, RootCertStore, ServerConfig,
     SignatureScheme, SupportedProtocolVersion,
@@ -70,6 +73,9 @@ const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// An HTTP/1 client gets this long to send its request headers (slowloris guard).
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// `cert_file`/`key_file` are checked for changes at most this often.
+const CERT_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 
 /// How many successful credential checks are remembered; exporter-toolkit uses the same bound.
 /// Only a few scrapers ever authenticate, so this is never reached in normal operation.
@@ -696,6 +702,24 @@ struct PemSource {
     bytes: Vec<u8>,
     /// "in /x/server.crt" or "in the inline value", for messages.
     origin: String,
+    /// The file, when it came from one (so it can be watched for rotation).
+    file: Option<PathBuf>,
+}
+
+/// Read `path` for the key `tls_server_config.{key}`.
+fn read_pem_file(key: &'static str, path: &Path, ctx: &Ctx) -> Result<PemSource, Error> {
+    let bytes = std::fs::read(path).map_err(|e| {
+        ctx.invalid(
+            format!("tls_server_config.{key}"),
+            format!("cannot read {}: {}", path.display(), io_message(&e)),
+        )
+    })?;
+    Ok(PemSource {
+        key,
+        bytes,
+        origin: format!("in {}", path.display()),
+        file: Some(path.to_path_buf()),
+    })
 }
 
 fn pem_source(
@@ -713,21 +737,9 @@ fn pem_source(
             key: inline.0,
             bytes: text.as_bytes().to_vec(),
             origin: "in the inline value".into(),
+            file: None,
         })),
-        (None, Some(name)) => {
-            let path = dir.join(name);
-            let bytes = std::fs::read(&path).map_err(|e| {
-                ctx.invalid(
-                    format!("tls_server_config.{}", file.0),
-                    format!("cannot read {}: {}", path.display(), io_message(&e)),
-                )
-            })?;
-            Ok(Some(PemSource {
-                key: file.0,
-                bytes,
-                origin: format!("in {}", path.display()),
-            }))
-        }
+        (None, Some(name)) => read_pem_file(file.0, &dir.join(name), ctx).map(Some),
         (None, None) => Ok(None),
     }
 }
@@ -759,6 +771,124 @@ impl PemSource {
             e => ctx.invalid(self.key(), format!("bad PEM {}: {e}", self.origin)),
         })
     }
+}
+
+/// Parse a certificate chain and its key into what rustls serves, checking they belong together.
+fn certified_key(
+    cert: &PemSource,
+    key: &PemSource,
+    provider: &CryptoProvider,
+    ctx: &Ctx,
+) -> Result<CertifiedKey, Error> {
+    let chain = cert.certificates(ctx)?;
+    let private_key = key.private_key(ctx)?;
+    CertifiedKey::from_der(chain, private_key, provider).map_err(|e| {
+        ctx.invalid(
+            key.key(),
+            format!("cannot be used with the certificate: {e}"),
+        )
+    })
+}
+
+/// Serves the certificate from `cert_file`/`key_file`, re-reading them when their content
+/// changes so a rotated certificate is picked up without a restart.
+#[derive(Debug)]
+struct ReloadingCert {
+    /// The web config file, for messages.
+    config_path: PathBuf,
+    cert_file: PathBuf,
+    key_file: PathBuf,
+    provider: Arc<CryptoProvider>,
+    /// How long after a check the files are trusted not to have changed.
+    check_interval: Duration,
+    state: Mutex<CertState>,
+}
+
+#[derive(Debug)]
+struct CertState {
+    current: Arc<CertifiedKey>,
+    /// SHA-256 of the cert and key file bytes last seen (loaded or not), so a broken pair is
+    /// reported once, not on every check, and is retried as soon as either file changes.
+    seen: [u8; 32],
+    checked: std::time::Instant,
+}
+
+impl ReloadingCert {
+    /// `None` unless both the certificate and the key come from files.
+    fn new(
+        config_path: &Path,
+        cert: &PemSource,
+        key: &PemSource,
+        current: CertifiedKey,
+        provider: Arc<CryptoProvider>,
+    ) -> Option<ReloadingCert> {
+        Some(ReloadingCert {
+            config_path: config_path.to_path_buf(),
+            cert_file: cert.file.clone()?,
+            key_file: key.file.clone()?,
+            provider,
+            check_interval: CERT_CHECK_INTERVAL,
+            state: Mutex::new(CertState {
+                current: Arc::new(current),
+                seen: files_digest(&cert.bytes, &key.bytes),
+                checked: std::time::Instant::now(),
+            }),
+        })
+    }
+
+    /// The pair to serve now, re-reading the files if they are due for a check.
+    fn current(&self) -> Arc<CertifiedKey> {
+        // A poisoned lock still holds a usable certificate.
+        let mut state = self
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if state.checked.elapsed() >= self.check_interval {
+            state.checked = std::time::Instant::now();
+            self.reload_if_changed(&mut state);
+        }
+        state.current.clone()
+    }
+
+    fn reload_if_changed(&self, state: &mut CertState) {
+        let ctx = Ctx {
+            path: &self.config_path,
+        };
+        let loaded = read_pem_file("cert_file", &self.cert_file, &ctx).and_then(|cert| {
+            let key = read_pem_file("key_file", &self.key_file, &ctx)?;
+            let digest = files_digest(&cert.bytes, &key.bytes);
+            if digest == state.seen {
+                return Ok(None);
+            }
+            state.seen = digest;
+            certified_key(&cert, &key, &self.provider, &ctx).map(Some)
+        });
+        match loaded {
+            Ok(None) => {}
+            Ok(Some(new)) => {
+                state.current = Arc::new(new);
+                tracing::info!(cert_file = %self.cert_file.display(), "reloaded TLS certificate");
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot reload TLS certificate; serving the previous one");
+            }
+        }
+    }
+}
+
+impl rustls::server::ResolvesServerCert for ReloadingCert {
+    fn resolve(&self, _hello: rustls::server::ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.current())
+    }
+}
+
+/// Identifies the content of a cert/key file pair (length-prefixed so the split is unambiguous).
+fn files_digest(cert: &[u8], key: &[u8]) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update((cert.len() as u64).to_be_bytes());
+    h.update(cert);
+    h.update(key);
+    h.finalize().into()
 }
 
 /// `TLS12`/`TLS13` → the rustls version; the Go names of older versions get a clear refusal.
@@ -994,8 +1124,8 @@ fn build_tls(raw: RawTls, dir: &Path, ctx: &Ctx) -> Result<Option<Arc<ServerConf
         .ok_or_else(|| ctx.invalid("tls_server_config", "missing one of cert or cert_file"))?;
     let key = pem_source(("key", &raw.key), ("key_file", &raw.key_file), dir, ctx)?
         .ok_or_else(|| ctx.invalid("tls_server_config", "missing one of key or key_file"))?;
-    let chain = cert.certificates(ctx)?;
-    let private_key = key.private_key(ctx)?;
+    let provider = Arc::new(crypto_provider(&raw, ctx)?);
+    let current = certified_key(&cert, &key, &provider, ctx)?;
 
     let client_auth =
         ClientAuth::parse(set(&raw.client_auth_type).unwrap_or("")).ok_or_else(|| {
@@ -1040,7 +1170,6 @@ fn build_tls(raw: RawTls, dir: &Path, ctx: &Ctx) -> Result<Option<Arc<ServerConf
         }
     };
 
-    let provider = Arc::new(crypto_provider(&raw, ctx)?);
     let algorithms = provider.signature_verification_algorithms;
 
     let verifier: Option<Arc<dyn ClientCertVerifier>> = match client_auth {
@@ -1121,6 +1250,12 @@ fn build_tls(raw: RawTls, dir: &Path, ctx: &Ctx) -> Result<Option<Arc<ServerConf
         }
     };
 
+    // Inline PEM cannot change; files are watched for rotation.
+    let resolver: Arc<dyn rustls::server::ResolvesServerCert> =
+        match ReloadingCert::new(ctx.path, &cert, &key, current.clone(), provider.clone()) {
+            Some(reloading) => Arc::new(reloading),
+            None => Arc::new(rustls::sign::SingleCertAndKey::from(current)),
+        };
     let builder = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&versions)
         .map_err(|e| ctx.invalid("tls_server_config", e.to_string()))?;
@@ -1128,12 +1263,7 @@ fn build_tls(raw: RawTls, dir: &Path, ctx: &Ctx) -> Result<Option<Arc<ServerConf
         Some(v) => builder.with_client_cert_verifier(v),
         None => builder.with_no_client_auth(),
     };
-    let mut config = builder.with_single_cert(chain, private_key).map_err(|e| {
-        ctx.invalid(
-            key.key(),
-            format!("cannot be used with the certificate: {e}"),
-        )
-    })?;
+    let mut config = builder.with_cert_resolver(resolver);
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     // Go's prefer_server_cipher_suites defaults to true.
     config.ignore_client_order = raw.prefer_server_cipher_suites.unwrap_or(true);
@@ -1250,6 +1380,54 @@ mod tests {
         let tls = web.tls_config().unwrap();
         assert_eq!(tls.alpn_protocols, vec![b"http/1.1".to_vec()]);
         assert!(tls.ignore_client_order);
+    }
+
+    #[test]
+    fn rotated_certificate_files_are_picked_up_and_broken_pairs_skipped() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cert_path, key_path) = (dir.path().join("server.crt"), dir.path().join("server.key"));
+        let new_pair = || {
+            let key = rcgen::KeyPair::generate().unwrap();
+            let cert = rcgen::CertificateParams::new(vec!["localhost".to_string()])
+                .unwrap()
+                .self_signed(&key)
+                .unwrap();
+            (cert.pem(), key.serialize_pem())
+        };
+        let der = |pem: &str| CertificateDer::from_pem_slice(pem.as_bytes()).unwrap();
+        let (cert_a, key_a) = new_pair();
+        std::fs::write(&cert_path, &cert_a).unwrap();
+        std::fs::write(&key_path, &key_a).unwrap();
+
+        let ctx = Ctx {
+            path: &dir.path().join("web.yml"),
+        };
+        let provider = Arc::new(aws_lc_rs::default_provider());
+        let cert = read_pem_file("cert_file", &cert_path, &ctx).unwrap();
+        let key = read_pem_file("key_file", &key_path, &ctx).unwrap();
+        let first = certified_key(&cert, &key, &provider, &ctx).unwrap();
+        let mut reloading = ReloadingCert::new(ctx.path, &cert, &key, first, provider).unwrap();
+        reloading.check_interval = Duration::ZERO;
+        assert_eq!(reloading.current().cert[0], der(&cert_a));
+
+        let (cert_b, key_b) = new_pair();
+        std::fs::write(&cert_path, &cert_b).unwrap();
+        std::fs::write(&key_path, &key_b).unwrap();
+        assert_eq!(
+            reloading.current().cert[0],
+            der(&cert_b),
+            "rotation picked up"
+        );
+
+        // Mid-rotation: a new certificate next to the old key keeps serving the last good pair...
+        let (cert_c, key_c) = new_pair();
+        std::fs::write(&cert_path, &cert_c).unwrap();
+        assert_eq!(reloading.current().cert[0], der(&cert_b));
+        std::fs::remove_file(&key_path).unwrap();
+        assert_eq!(reloading.current().cert[0], der(&cert_b));
+        // ...until the key arrives.
+        std::fs::write(&key_path, &key_c).unwrap();
+        assert_eq!(reloading.current().cert[0], der(&cert_c));
     }
 
     #[test]
