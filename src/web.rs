@@ -163,8 +163,9 @@ impl WebConfig {
         };
         let mut headers = Vec::new();
         if let Some(http) = raw.http_server_config {
-            // `http2` is accepted for compatibility; only HTTP/1.1 is served.
-            let _ = http.http2;
+            // `http2` is accepted so toolkit files load, and has no effect: only HTTP/1.1 is
+            // compiled into hyper here, and TLS advertises only `http/1.1` in ALPN.
+            let _http2_is_ignored = http.http2;
             for (name, value) in http.headers.unwrap_or_default() {
                 headers.push(check_header(&name, &value, &ctx)?);
             }
