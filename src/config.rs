@@ -12,6 +12,8 @@ use std::time::Duration;
 use serde::Deserialize;
 use url::Url;
 
+pub use crate::telemetry::OtelConfig;
+
 /// A configuration problem. The message always names the file and the key at fault.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -132,6 +134,8 @@ struct RawFile {
     max_series: usize,
     #[serde(default = "default_request_timeout", with = "humantime_serde")]
     request_timeout: Duration,
+    #[serde(default)]
+    otel: OtelConfig,
     tenants: Vec<RawTenant>,
 }
 
@@ -262,6 +266,8 @@ pub struct Config {
     /// At most this many per-machine series per metric; the oldest go first.
     pub max_series: usize,
     pub request_timeout: Duration,
+    /// Tracing export; unset keys fall back to the standard `OTEL_*` variables.
+    pub otel: OtelConfig,
     pub tenants: Vec<Tenant>,
 }
 
@@ -431,6 +437,7 @@ impl Config {
             series_ttl: raw.series_ttl,
             max_series: raw.max_series,
             request_timeout: raw.request_timeout,
+            otel: raw.otel,
             tenants,
         })
     }

@@ -8,8 +8,15 @@
 //!   links, blob storage, throttling, faults) used by `--demo`, `simulate` and the tests.
 #![forbid(unsafe_code)]
 
+pub mod app;
+pub mod collector;
 pub mod config;
+pub mod events;
 pub mod mde;
 pub mod metrics;
 pub mod quota;
+pub mod server;
 pub mod sim;
+pub mod state;
+pub mod telemetry;
+pub mod web;

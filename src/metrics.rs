@@ -134,6 +134,7 @@ pub struct Metrics {
     pub quota_limit: Family<QuotaLabels, Gauge>,
     pub quota_used: Family<QuotaLabels, Gauge>,
     pub quota_remaining: Family<QuotaLabels, Gauge>,
+    pub quota_effective: Family<QuotaLabels, Gauge>,
     pub build_info: Family<BuildLabels, Gauge>,
     pub poll_success: Family<TenantLabels, Gauge>,
     pub last_poll_success: Family<TenantLabels, FloatGauge>,
@@ -174,6 +175,7 @@ impl Metrics {
             quota_limit: Family::default(),
             quota_used: Family::default(),
             quota_remaining: Family::default(),
+            quota_effective: Family::default(),
             build_info: Family::default(),
             poll_success: Family::default(),
             last_poll_success: Family::default(),
@@ -285,8 +287,13 @@ impl Metrics {
         );
         r.register(
             "mde_api_quota_remaining",
-            "Calls still allowed within the current sliding window, by endpoint and window (1m, 1h).",
+            "Calls still allowed within the current sliding window under the limit in force, by endpoint and window (1m, 1h).",
             m.quota_remaining.clone(),
+        );
+        r.register(
+            "mde_api_quota_effective_limit",
+            "Calls per window the exporter allows itself now: the configured limit, lowered after 429 answers (someone else spends the same quota) and raised back after quiet successes.",
+            m.quota_effective.clone(),
         );
         r.register(
             "mde_exporter_build_info",
@@ -317,6 +324,11 @@ impl Metrics {
             "mde_exporter_config_last_reload_successful",
             "1 if the latest configuration load succeeded, else 0.",
             m.config_reload_success.clone(),
+        );
+        r.register(
+            "mde_exporter_otlp_export_failures",
+            "Span batches that could not be exported over OTLP (counted instead of logged).",
+            crate::telemetry::OTLP_EXPORT_FAILURES.clone(),
         );
         m.build_info
             .get_or_create(&BuildLabels {

@@ -1,4 +1,6 @@
-//! Our API quota policy: two sliding windows per budget, and `Retry-After` blocks.
+//! Our API quota policy: two sliding windows per budget, `Retry-After` blocks, backoff when a
+//! 429 comes without one, and an adaptive limit that drops when someone else spends the same
+//! quota.
 //!
 //! Owns the decision "may this call be sent now, and if not, how long until it may". It is a
 //! pure core: calls and `Instant`s in, decisions out; no sockets, no sleeping (the client does
@@ -9,6 +11,7 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
+use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
 use tokio::time::Instant;
 
 use crate::config::{QuotaConfig, QuotaScope};
@@ -37,11 +40,14 @@ impl Endpoint {
     }
 }
 
-/// One sliding window: at most `limit` sends within any span of `length`.
+/// One sliding window: at most `effective` (≤ `limit`) sends within any span of `length`.
 #[derive(Debug)]
 struct Window {
     label: &'static str,
+    /// The configured limit.
     limit: u32,
+    /// The limit in force: lowered after a 429, raised back slowly after successes.
+    effective: u32,
     length: Duration,
     sent: VecDeque<Instant>,
 }
@@ -51,6 +57,7 @@ impl Window {
         Window {
             label,
             limit,
+            effective: limit,
             length,
             sent: VecDeque::new(),
         }
@@ -70,22 +77,28 @@ impl Window {
         u32::try_from(self.sent.len()).unwrap_or(u32::MAX)
     }
 
-    /// How long until one more send fits (zero if it fits now). Call after `prune`.
-    fn wait(&self, now: Instant) -> Duration {
-        if self.used() < self.limit {
+    /// How long until one more send fits while leaving `reserve` sends free (zero if it
+    /// fits now). Call after `prune`.
+    fn wait(&self, now: Instant, reserve: u32) -> Duration {
+        // A reserve never takes the whole window: someone must be able to send.
+        let allowed = self.effective.saturating_sub(reserve).max(1) as usize;
+        if self.sent.len() < allowed {
             return Duration::ZERO;
         }
         // The send that must leave the window for a new one to fit.
-        let idx = self.sent.len() - self.limit as usize;
+        let idx = self.sent.len() - allowed;
         (self.sent[idx] + self.length).saturating_duration_since(now)
     }
 }
 
-/// One budget: a short and a long window, plus a block set by `Retry-After`.
+/// One budget: a short and a long window, plus what 429s taught us.
 #[derive(Debug)]
 struct Budget {
     windows: [Window; 2],
     blocked_until: Option<Instant>,
+    last_throttle: Option<Instant>,
+    /// Set while 429s without `Retry-After` keep coming; dropped at the first success.
+    backoff: Option<ExponentialBackoff>,
 }
 
 impl Budget {
@@ -96,17 +109,19 @@ impl Budget {
                 Window::new("1h", cfg.per_hour, cfg.hour),
             ],
             blocked_until: None,
+            last_throttle: None,
+            backoff: None,
         }
     }
 
-    fn wait(&mut self, now: Instant) -> Duration {
+    fn wait(&mut self, now: Instant, reserve: u32) -> Duration {
         let mut wait = self
             .blocked_until
             .map(|t| t.saturating_duration_since(now))
             .unwrap_or_default();
         for w in &mut self.windows {
             w.prune(now);
-            wait = wait.max(w.wait(now));
+            wait = wait.max(w.wait(now, reserve));
         }
         wait
     }
@@ -119,8 +134,12 @@ pub struct WindowStatus {
     pub endpoint: &'static str,
     /// `1m` or `1h`.
     pub window: &'static str,
+    /// The configured limit.
     pub limit: u32,
+    /// The limit in force (lower than `limit` after 429s).
+    pub effective: u32,
     pub used: u32,
+    /// Calls still allowed under the limit in force.
     pub remaining: u32,
 }
 
@@ -153,15 +172,42 @@ impl Quota {
         &mut self.budgets[idx].1
     }
 
+    /// How many sends result fetching must leave free for discovery: with one shared budget,
+    /// one list call per poll is reserved so discovery is never starved. Separate budgets
+    /// need no reserve.
+    pub fn discovery_reserve(&self) -> u32 {
+        match self.scope {
+            QuotaScope::PerEndpoint => 0,
+            QuotaScope::Shared => 1,
+        }
+    }
+
+    /// Length of the short window (the longest backoff after a 429 without `Retry-After`).
+    pub fn window_length(&self) -> Duration {
+        self.budgets
+            .first()
+            .map_or(Duration::from_secs(60), |(_, b)| b.windows[0].length)
+    }
+
     /// How long until a call to `ep` may be sent; zero means now.
     pub fn wait(&mut self, ep: Endpoint, now: Instant) -> Duration {
-        self.budget(ep).wait(now)
+        self.budget(ep).wait(now, 0)
     }
 
     /// Record a send if it fits now; otherwise say how long to wait. Nothing is recorded then.
     pub fn try_acquire(&mut self, ep: Endpoint, now: Instant) -> Result<(), Duration> {
+        self.try_acquire_leaving(ep, now, 0)
+    }
+
+    /// Like `try_acquire`, but only if `reserve` sends stay free in every window afterwards.
+    pub fn try_acquire_leaving(
+        &mut self,
+        ep: Endpoint,
+        now: Instant,
+        reserve: u32,
+    ) -> Result<(), Duration> {
         let budget = self.budget(ep);
-        let wait = budget.wait(now);
+        let wait = budget.wait(now, reserve);
         if !wait.is_zero() {
             return Err(wait);
         }
@@ -171,11 +217,59 @@ impl Quota {
         Ok(())
     }
 
-    /// A 429 arrived: send nothing more on this budget until `retry_after` has passed.
-    pub fn throttled(&mut self, ep: Endpoint, now: Instant, retry_after: Duration) {
+    /// A call was answered (not with 429): forget the backoff, and once a whole short window
+    /// has passed without a 429, raise a lowered limit step by step.
+    pub fn succeeded(&mut self, ep: Endpoint, now: Instant) {
         let budget = self.budget(ep);
-        let until = now + retry_after;
+        budget.backoff = None;
+        let quiet = budget
+            .last_throttle
+            .is_none_or(|t| now.saturating_duration_since(t) >= budget.windows[0].length);
+        if quiet {
+            for w in &mut budget.windows {
+                let step = (w.limit / 100).max(1);
+                w.effective = (w.effective + step).min(w.limit);
+            }
+        }
+    }
+
+    /// A 429 arrived: someone else spends the same quota. Send nothing more on this budget
+    /// until `retry_after` (or, without one, an exponential backoff with jitter up to one
+    /// short window) has passed, and lower the short window's limit in force to three
+    /// quarters of what we had sent in it when the 429 came. Returns the wait applied.
+    pub fn throttled(
+        &mut self,
+        ep: Endpoint,
+        now: Instant,
+        retry_after: Option<Duration>,
+    ) -> Duration {
+        let budget = self.budget(ep);
+        let wait = match retry_after {
+            Some(d) => d,
+            None => {
+                let max = budget.windows[0].length;
+                let backoff = budget.backoff.get_or_insert_with(|| {
+                    ExponentialBuilder::default()
+                        .with_min_delay(Duration::from_secs(1).min(max))
+                        .with_max_delay(max)
+                        .with_factor(2.0)
+                        .with_jitter()
+                        .without_max_times()
+                        .build()
+                });
+                backoff.next().unwrap_or(max).min(max)
+            }
+        };
+        let until = now + wait;
         budget.blocked_until = Some(budget.blocked_until.map_or(until, |b| b.max(until)));
+        budget.last_throttle = Some(now);
+        // Only the short window is lowered: a 429 does not say which window was exceeded,
+        // and lowering the hour by a quarter of a minute's use would stall us for an hour.
+        // When the hour is what ran out, the server's Retry-After says so.
+        let short = &mut budget.windows[0];
+        short.prune(now);
+        short.effective = (short.effective.min(short.used()) * 3 / 4).max(1);
+        wait
     }
 
     /// Used and remaining calls in every window of every budget.
@@ -188,8 +282,9 @@ impl Quota {
                     endpoint: key,
                     window: w.label,
                     limit: w.limit,
+                    effective: w.effective,
                     used: w.used(),
-                    remaining: w.limit.saturating_sub(w.used()),
+                    remaining: w.effective.saturating_sub(w.used()),
                 });
             }
         }
@@ -280,7 +375,12 @@ mod tests {
     async fn retry_after_blocks_the_budget() {
         let mut q = Quota::new(&cfg(100, 1500));
         let t0 = Instant::now();
-        q.throttled(Endpoint::GetResultDownloadLink, t0, Duration::from_secs(7));
+        let applied = q.throttled(
+            Endpoint::GetResultDownloadLink,
+            t0,
+            Some(Duration::from_secs(7)),
+        );
+        assert_eq!(applied, Duration::from_secs(7));
         assert_eq!(
             q.try_acquire(Endpoint::GetResultDownloadLink, t0 + Duration::from_secs(2)),
             Err(Duration::from_secs(5))
@@ -292,15 +392,106 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn shared_scope_is_one_budget() {
+    async fn backoff_without_retry_after_grows_and_is_capped() {
+        let mut q = Quota::new(&cfg(100, 1500));
+        let t0 = Instant::now();
+        let waits: Vec<Duration> = (0..10)
+            .map(|i| {
+                q.throttled(
+                    Endpoint::ListMachineActions,
+                    t0 + Duration::from_secs(i),
+                    None,
+                )
+            })
+            .collect();
+        // Jitter adds up to one more base delay; the cap is one short window.
+        assert!(
+            waits[0] >= Duration::from_secs(1) && waits[0] <= Duration::from_secs(2),
+            "{waits:?}"
+        );
+        assert!(
+            waits.iter().all(|w| *w <= Duration::from_secs(60)),
+            "{waits:?}"
+        );
+        assert!(waits[9] >= Duration::from_secs(30), "{waits:?}");
+        // A success resets it.
+        q.succeeded(Endpoint::ListMachineActions, t0 + Duration::from_secs(20));
+        let again = q.throttled(
+            Endpoint::ListMachineActions,
+            t0 + Duration::from_secs(21),
+            None,
+        );
+        assert!(again <= Duration::from_secs(2), "{again:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_429_lowers_the_limit_until_calls_succeed_again() {
+        let mut q = Quota::new(&cfg(100, 1500));
+        let t0 = Instant::now();
+        for _ in 0..40 {
+            q.try_acquire(Endpoint::GetResultDownloadLink, t0).unwrap();
+        }
+        // Someone else spent the other 60: we hear a 429 after 40.
+        q.throttled(
+            Endpoint::GetResultDownloadLink,
+            t0,
+            Some(Duration::from_secs(1)),
+        );
+        let s = q.status(t0);
+        let minute = s
+            .iter()
+            .find(|w| w.endpoint == "get_result_download_link" && w.window == "1m")
+            .unwrap();
+        assert_eq!(
+            (
+                minute.limit,
+                minute.effective,
+                minute.used,
+                minute.remaining
+            ),
+            (100, 30, 40, 0)
+        );
+        // After the window slides, only 30 per minute are sent...
+        let t1 = t0 + Duration::from_secs(61);
+        let sent = (0..100)
+            .filter(|_| q.try_acquire(Endpoint::GetResultDownloadLink, t1).is_ok())
+            .count();
+        assert_eq!(sent, 30);
+        // ...and quiet successes raise it back to the configured limit, never beyond.
+        for i in 0..200 {
+            q.succeeded(
+                Endpoint::GetResultDownloadLink,
+                t1 + Duration::from_millis(i),
+            );
+        }
+        let s = q.status(t1);
+        let minute = s
+            .iter()
+            .find(|w| w.endpoint == "get_result_download_link" && w.window == "1m")
+            .unwrap();
+        assert_eq!(minute.effective, 100);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn shared_scope_is_one_budget_with_a_discovery_reserve() {
         let mut q = Quota::new(&QuotaConfig {
             scope: QuotaScope::Shared,
-            ..cfg(2, 10)
+            ..cfg(3, 10)
         });
         let t0 = Instant::now();
+        let reserve = q.discovery_reserve();
+        assert_eq!(reserve, 1);
+        q.try_acquire_leaving(Endpoint::GetResultDownloadLink, t0, reserve)
+            .unwrap();
+        q.try_acquire_leaving(Endpoint::GetMachineAction, t0, reserve)
+            .unwrap();
+        // Results may not take the last call of the window...
+        assert!(
+            q.try_acquire_leaving(Endpoint::GetResultDownloadLink, t0, reserve)
+                .is_err()
+        );
+        // ...discovery may.
         q.try_acquire(Endpoint::ListMachineActions, t0).unwrap();
-        q.try_acquire(Endpoint::GetMachineAction, t0).unwrap();
-        assert!(q.try_acquire(Endpoint::GetResultDownloadLink, t0).is_err());
         let status = q.status(t0);
         assert_eq!(status.len(), 2);
         assert_eq!(
@@ -308,8 +499,9 @@ mod tests {
             WindowStatus {
                 endpoint: "all",
                 window: "1m",
-                limit: 2,
-                used: 2,
+                limit: 3,
+                effective: 3,
+                used: 3,
                 remaining: 0
             }
         );

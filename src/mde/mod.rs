@@ -1,2 +1,617 @@
-//! MDE API client (being written).
+//! The MDE API client for one tenant: one method per endpoint, every call metered.
+//!
+//! Owns sending: the quota check before a call, the bearer token, one token renewal on 401,
+//! `Retry-After` on 429, response size caps, and the per-call metrics (`mde_api_*`), which are
+//! recorded whether the call succeeds or not. Does not own what to call next (the collector)
+//! nor parsing (`model`).
+
+pub mod auth;
 pub mod model;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use futures_util::StreamExt;
+use reqwest::StatusCode;
+use tokio::time::Instant;
+use tracing::Instrument;
+use tracing::field::Empty;
+use url::Url;
+
+use crate::config::Tenant;
+use crate::metrics::{Metrics, RequestLabels, endpoint};
+use crate::quota::{Endpoint, Quota};
+use model::{DownloadLink, MachineAction, ParseError, redact_url};
+
+/// Largest API answer we read (a full `$top=10000` page is a few MiB).
+const MAX_API_BODY: u64 = 64 * 1024 * 1024;
+/// Longest `Retry-After` we accept; beyond it we assume a broken header.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
+
+/// An API problem. Messages name the endpoint and the URL (without query/signature).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Token(#[from] auth::TokenError),
+    #[error("{endpoint}: not sent, the API quota allows the next call in {wait:?}")]
+    Quota {
+        endpoint: &'static str,
+        wait: Duration,
+    },
+    #[error("{endpoint}: throttled (HTTP 429), retry after {retry_after:?}")]
+    Throttled {
+        endpoint: &'static str,
+        retry_after: Duration,
+    },
+    #[error("{endpoint}: HTTP {status} from {url}: {code} {message}")]
+    Status {
+        endpoint: &'static str,
+        url: String,
+        status: u16,
+        code: String,
+        message: String,
+    },
+    #[error("{endpoint}: request to {url} failed: {message}")]
+    Transport {
+        endpoint: &'static str,
+        url: String,
+        message: String,
+        timeout: bool,
+    },
+    #[error("{endpoint}: unreadable answer from {url}: {source}")]
+    Parse {
+        endpoint: &'static str,
+        url: String,
+        #[source]
+        source: ParseError,
+    },
+    #[error("{endpoint}: answer from {url} is larger than {limit} bytes")]
+    TooLarge {
+        endpoint: &'static str,
+        url: String,
+        limit: u64,
+    },
+    #[error("list_machine_actions: refusing @odata.nextLink to another host: {0}")]
+    ForeignNextLink(String),
+}
+
+impl Error {
+    /// Short machine-readable kind, used as a metric label.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Error::Token(_) => "token",
+            Error::Quota { .. } => "quota",
+            Error::Throttled { .. } => "throttled",
+            Error::Status { status: 404, .. } => "not_found",
+            Error::Status { status: 403, .. } => "forbidden",
+            Error::Status { .. } => "http_error",
+            Error::Transport { timeout: true, .. } => "timeout",
+            Error::Transport { .. } => "io",
+            Error::Parse { .. } => "malformed",
+            Error::TooLarge { .. } => "too_large",
+            Error::ForeignNextLink(_) => "malformed",
+        }
+    }
+
+    /// Whether asking again later can help.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Error::Token(_) | Error::Quota { .. } | Error::Throttled { .. } => true,
+            Error::Transport { .. } => true,
+            Error::Status { status, .. } => *status >= 500 || *status == 408 || *status == 401,
+            Error::Parse { .. } | Error::TooLarge { .. } | Error::ForeignNextLink(_) => false,
+        }
+    }
+}
+
+/// Whether a quota'd call may wait for room in the budget, and until when.
+#[derive(Debug, Clone, Copy)]
+pub enum QuotaWait {
+    /// Fail with `Error::Quota` if the call does not fit now.
+    No,
+    /// Wait for room until this instant, then fail.
+    Until(Instant),
+}
+
+/// What a result download gave.
+#[derive(Debug)]
+pub enum Download {
+    /// The whole body (transcripts).
+    Body(Bytes),
+    /// The size only; the body was not kept (GetFile results).
+    Size(u64),
+}
+
+/// Shared per-tenant quota; a std mutex is fine, it is never held across an await.
+pub type SharedQuota = Arc<Mutex<Quota>>;
+
+/// The client for one tenant.
+pub struct Client {
+    http: reqwest::Client,
+    api: Url,
+    api_origin: String,
+    tenant: String,
+    auth: auth::TokenSource,
+    quota: SharedQuota,
+    metrics: Arc<Metrics>,
+}
+
+impl Client {
+    pub fn new(
+        t: &Tenant,
+        http: reqwest::Client,
+        quota: SharedQuota,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, Error> {
+        let auth = auth::TokenSource::new(t, http.clone(), metrics.clone())?;
+        let mut api = t.api_url.clone();
+        if !api.path().ends_with('/') {
+            let p = format!("{}/", api.path());
+            api.set_path(&p);
+        }
+        Ok(Client {
+            api_origin: api.origin().ascii_serialization(),
+            http,
+            api,
+            tenant: t.name.clone(),
+            auth,
+            quota,
+            metrics,
+        })
+    }
+
+    pub fn quota(&self) -> &SharedQuota {
+        &self.quota
+    }
+
+    pub async fn has_token(&self) -> bool {
+        self.auth.has_token().await
+    }
+
+    /// Make sure a token is held (used at start-up and by polls before any call).
+    pub async fn ensure_token(&self) -> Result<(), Error> {
+        self.auth.token().await?;
+        Ok(())
+    }
+
+    /// `GET /api/machineactions?$filter=…`, following `@odata.nextLink`. Items that do not
+    /// parse are counted and skipped.
+    #[tracing::instrument(skip(self, filter), fields(tenant = %self.tenant))]
+    pub async fn list_machine_actions(
+        &self,
+        filter: &str,
+        wait: QuotaWait,
+    ) -> Result<Vec<MachineAction>, Error> {
+        let mut url = self.api_url("api/machineactions");
+        url.query_pairs_mut().append_pair("$filter", filter);
+        let mut all = Vec::new();
+        let mut next = Some(url);
+        while let Some(url) = next.take() {
+            let body = self
+                .api_get(Endpoint::ListMachineActions, &url, wait, None)
+                .await?;
+            let page = model::parse_action_page(&body).map_err(|source| Error::Parse {
+                endpoint: Endpoint::ListMachineActions.as_str(),
+                url: redact_url(&url),
+                source,
+            })?;
+            for problem in &page.invalid {
+                tracing::warn!(tenant = %self.tenant, problem, "skipping a machine action that does not parse");
+            }
+            self.metrics
+                .invalid_actions
+                .get_or_create(&crate::metrics::tenant(&self.tenant))
+                .inc_by(page.invalid.len() as u64);
+            all.extend(page.actions);
+            if let Some(link) = page.next_link {
+                let parsed =
+                    Url::parse(&link).map_err(|_| Error::ForeignNextLink("not a URL".into()))?;
+                // Never send our bearer token anywhere but the configured API.
+                if parsed.origin().ascii_serialization() != self.api_origin {
+                    return Err(Error::ForeignNextLink(redact_url(&parsed)));
+                }
+                next = Some(parsed);
+            }
+        }
+        Ok(all)
+    }
+
+    /// `GET /api/machineactions/{id}`.
+    #[tracing::instrument(skip(self), fields(tenant = %self.tenant))]
+    pub async fn get_machine_action(
+        &self,
+        id: &str,
+        wait: QuotaWait,
+    ) -> Result<MachineAction, Error> {
+        let url = self.api_url(&format!("api/machineactions/{id}"));
+        let body = self
+            .api_get(Endpoint::GetMachineAction, &url, wait, Some((id, None)))
+            .await?;
+        model::parse_action(&body).map_err(|source| Error::Parse {
+            endpoint: Endpoint::GetMachineAction.as_str(),
+            url: redact_url(&url),
+            source,
+        })
+    }
+
+    /// `GET /api/machineactions/{id}/GetLiveResponseResultDownloadLink(index={n})`.
+    #[tracing::instrument(skip(self), fields(tenant = %self.tenant))]
+    pub async fn get_result_download_link(
+        &self,
+        id: &str,
+        index: u32,
+        wait: QuotaWait,
+    ) -> Result<DownloadLink, Error> {
+        let url = self.api_url(&format!(
+            "api/machineactions/{id}/GetLiveResponseResultDownloadLink(index={index})"
+        ));
+        let body = self
+            .api_get(
+                Endpoint::GetResultDownloadLink,
+                &url,
+                wait,
+                Some((id, Some(index))),
+            )
+            .await?;
+        model::parse_download_link(&body).map_err(|source| Error::Parse {
+            endpoint: Endpoint::GetResultDownloadLink.as_str(),
+            url: redact_url(&url),
+            source,
+        })
+    }
+
+    /// Download a result from its SAS link, without a bearer token (the link is the
+    /// credential). `keep` false only measures the size.
+    #[tracing::instrument(skip(self, link), fields(tenant = %self.tenant))]
+    pub async fn download(
+        &self,
+        link: &DownloadLink,
+        keep: bool,
+        max_bytes: u64,
+    ) -> Result<Download, Error> {
+        const EP: &str = "download";
+        let shown = redact_url(&link.0);
+        let span = http_span(EP, &link.0, &shown, None);
+        let started = Instant::now();
+        let sent = self
+            .http
+            .get(link.0.clone())
+            .send()
+            .instrument(span.clone())
+            .await;
+        let resp = self.observe(EP, started, sent, &shown, &span)?;
+        let status = resp.status();
+        if !status.is_success() {
+            let code = resp
+                .headers()
+                .get("x-ms-error-code")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_string();
+            return Err(Error::Status {
+                endpoint: EP,
+                url: shown,
+                status: status.as_u16(),
+                message: String::new(),
+                code,
+            });
+        }
+        if keep {
+            let body = read_capped(resp, max_bytes).await.map_err(|e| match e {
+                ReadError::TooLarge => Error::TooLarge {
+                    endpoint: EP,
+                    url: shown.clone(),
+                    limit: max_bytes,
+                },
+                ReadError::Io(message) => Error::Transport {
+                    endpoint: EP,
+                    url: shown.clone(),
+                    message,
+                    timeout: false,
+                },
+            })?;
+            Ok(Download::Body(body))
+        } else if let Some(len) = resp.content_length() {
+            // Dropping the response closes the connection: the bytes are never read.
+            Ok(Download::Size(len))
+        } else {
+            let mut size = 0u64;
+            let mut stream = resp.bytes_stream();
+            while let Some(chunk) = stream.next().await {
+                let chunk = chunk.map_err(|e| transport(EP, &shown, e))?;
+                size += chunk.len() as u64;
+            }
+            Ok(Download::Size(size))
+        }
+    }
+
+    fn api_url(&self, path: &str) -> Url {
+        let mut url = self.api.clone();
+        let joined = format!("{}{}", self.api.path(), path);
+        url.set_path(&joined);
+        url
+    }
+
+    /// Record the request metrics for one HTTP exchange and turn transport errors into ours.
+    fn observe(
+        &self,
+        ep: &'static str,
+        started: Instant,
+        sent: reqwest::Result<reqwest::Response>,
+        shown: &str,
+        span: &tracing::Span,
+    ) -> Result<reqwest::Response, Error> {
+        let sent = sent.map_err(|e| transport(ep, shown, e));
+        let code = match &sent {
+            Ok(r) => {
+                let status = r.status();
+                span.record("http.response.status_code", status.as_u16());
+                if status.is_client_error() || status.is_server_error() {
+                    crate::telemetry::record_error(span, &format!("HTTP {}", status.as_u16()));
+                }
+                status.as_u16().to_string()
+            }
+            Err(e) => {
+                // Our error, built without the URL's query: no signature reaches the span.
+                crate::telemetry::record_error(span, &e.to_string());
+                "error".to_string()
+            }
+        };
+        let exemplar = || {
+            crate::telemetry::span_ids(span)
+                .map(|(trace_id, _)| crate::metrics::TraceLabel { trace_id })
+        };
+        self.metrics
+            .api_requests
+            .get_or_create(&RequestLabels {
+                tenant: self.tenant.clone(),
+                endpoint: ep.into(),
+                code,
+            })
+            .inc_by(1, exemplar(), None);
+        self.metrics
+            .api_duration
+            .get_or_create(&endpoint(&self.tenant, ep))
+            .observe(started.elapsed().as_secs_f64(), exemplar(), None);
+        sent
+    }
+
+    fn with_quota<R>(&self, f: impl FnOnce(&mut Quota) -> R) -> R {
+        match self.quota.lock() {
+            Ok(mut q) => f(&mut q),
+            Err(poisoned) => f(&mut poisoned.into_inner()),
+        }
+    }
+
+    async fn acquire(&self, ep: Endpoint, wait: QuotaWait) -> Result<(), Error> {
+        loop {
+            let now = Instant::now();
+            let decision = self.with_quota(|q| match (ep, wait) {
+                // Result links must not take the call discovery needs (shared budgets).
+                (Endpoint::GetResultDownloadLink, QuotaWait::No) => {
+                    let reserve = q.discovery_reserve();
+                    q.try_acquire_leaving(ep, now, reserve)
+                }
+                _ => q.try_acquire(ep, now),
+            });
+            match (decision, wait) {
+                (Ok(()), _) => return Ok(()),
+                (Err(w), QuotaWait::Until(deadline)) if now + w <= deadline => {
+                    tokio::time::sleep(w).await;
+                }
+                (Err(w), _) => {
+                    return Err(Error::Quota {
+                        endpoint: ep.as_str(),
+                        wait: w,
+                    });
+                }
+            }
+        }
+    }
+
+    /// A quota'd, authenticated GET that returns the body of a 2xx answer.
+    async fn api_get(
+        &self,
+        ep: Endpoint,
+        url: &Url,
+        wait: QuotaWait,
+        action: Option<(&str, Option<u32>)>,
+    ) -> Result<Bytes, Error> {
+        let shown = redact_url(url);
+        let mut renewed = false;
+        loop {
+            self.acquire(ep, wait).await?;
+            let token = self.auth.token().await?;
+            let span = http_span(ep.as_str(), url, &shown, action);
+            let started = Instant::now();
+            let sent = self
+                .http
+                .get(url.clone())
+                .bearer_auth(&token)
+                .header(reqwest::header::ACCEPT, "application/json")
+                .send()
+                .instrument(span.clone())
+                .await;
+            let resp = self.observe(ep.as_str(), started, sent, &shown, &span)?;
+            let status = resp.status();
+            if status == StatusCode::UNAUTHORIZED && !renewed {
+                // The token may have been revoked or expired early: renew once.
+                self.auth.invalidate().await;
+                renewed = true;
+                continue;
+            }
+            if status == StatusCode::TOO_MANY_REQUESTS {
+                let retry_after = resp
+                    .headers()
+                    .get(reqwest::header::RETRY_AFTER)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| parse_retry_after(v, std::time::SystemTime::now()));
+                return Err(self.throttled(ep, retry_after));
+            }
+            self.with_quota(|q| q.succeeded(ep, Instant::now()));
+            let body = read_capped(resp, MAX_API_BODY).await.map_err(|e| match e {
+                ReadError::TooLarge => Error::TooLarge {
+                    endpoint: ep.as_str(),
+                    url: shown.clone(),
+                    limit: MAX_API_BODY,
+                },
+                ReadError::Io(message) => Error::Transport {
+                    endpoint: ep.as_str(),
+                    url: shown.clone(),
+                    message,
+                    timeout: false,
+                },
+            })?;
+            if !status.is_success() {
+                let (code, message) = model::parse_api_error(&body)
+                    .map(|e| (e.code, e.message))
+                    .unwrap_or_else(|| (String::new(), String::new()));
+                return Err(Error::Status {
+                    endpoint: ep.as_str(),
+                    url: shown,
+                    status: status.as_u16(),
+                    code,
+                    message,
+                });
+            }
+            return Ok(body);
+        }
+    }
+
+    fn throttled(&self, ep: Endpoint, retry_after: Option<Duration>) -> Error {
+        // The quota decides the wait (Retry-After, or a backoff without one) and lowers
+        // the limit in force: a 429 means someone else spends the same quota.
+        let header_given = retry_after.is_some();
+        let retry_after = self.with_quota(|q| q.throttled(ep, Instant::now(), retry_after));
+        self.metrics
+            .api_throttled
+            .get_or_create(&endpoint(&self.tenant, ep.as_str()))
+            .inc();
+        self.metrics
+            .retry_after
+            .get_or_create(&endpoint(&self.tenant, ep.as_str()))
+            .set(retry_after.as_secs_f64());
+        tracing::warn!(tenant = %self.tenant, endpoint = ep.as_str(), wait_s = retry_after.as_secs_f64(), retry_after_header = header_given, "throttled by the MDE API");
+        Error::Throttled {
+            endpoint: ep.as_str(),
+            retry_after,
+        }
+    }
+}
+
+/// A client span with the OpenTelemetry HTTP semantic conventions. `url.full` never holds
+/// a signature or token.
+fn http_span(
+    ep: &'static str,
+    url: &Url,
+    shown: &str,
+    action: Option<(&str, Option<u32>)>,
+) -> tracing::Span {
+    let span = tracing::info_span!(
+        "http",
+        otel.name = %format!("GET {ep}"),
+        otel.kind = "client",
+        http.request.method = "GET",
+        url.full = %shown,
+        server.address = url.host_str().unwrap_or_default(),
+        server.port = url.port_or_known_default().unwrap_or_default(),
+        http.response.status_code = Empty,
+        mde.endpoint = ep,
+        mde.action_id = Empty,
+        mde.command_index = Empty,
+        trace_id = Empty,
+        span_id = Empty,
+    );
+    if let Some((id, index)) = action {
+        span.record("mde.action_id", id);
+        if let Some(i) = index {
+            span.record("mde.command_index", i);
+        }
+    }
+    crate::telemetry::record_ids(&span);
+    span
+}
+
+fn transport(endpoint: &'static str, shown: &str, e: reqwest::Error) -> Error {
+    Error::Transport {
+        endpoint,
+        url: shown.to_string(),
+        timeout: e.is_timeout(),
+        message: error_chain(&e.without_url()),
+    }
+}
+
+/// An error and its sources on one line ("error sending request: connection refused").
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut source = e.source();
+    while let Some(inner) = source {
+        let text = inner.to_string();
+        if !s.contains(&text) {
+            s.push_str(": ");
+            s.push_str(&text);
+        }
+        source = inner.source();
+    }
+    s
+}
+
+/// `Retry-After` as seconds or an HTTP date; absurd values are ignored.
+pub fn parse_retry_after(value: &str, now: std::time::SystemTime) -> Option<Duration> {
+    let v = value.trim();
+    let d = if let Ok(secs) = v.parse::<u64>() {
+        Duration::from_secs(secs)
+    } else {
+        let at = httpdate::parse_http_date(v).ok()?;
+        at.duration_since(now).unwrap_or(Duration::ZERO)
+    };
+    (d <= MAX_RETRY_AFTER).then_some(d)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ReadError {
+    #[error("body larger than the limit")]
+    TooLarge,
+    #[error("{0}")]
+    Io(String),
+}
+
+/// Read a body, stopping as soon as it passes `max` bytes: memory stays bounded.
+pub(crate) async fn read_capped(resp: reqwest::Response, max: u64) -> Result<Bytes, ReadError> {
+    if resp.content_length().is_some_and(|l| l > max) {
+        return Err(ReadError::TooLarge);
+    }
+    let mut buf = BytesMut::new();
+    let mut stream = resp.bytes_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| ReadError::Io(error_chain(&e.without_url())))?;
+        if (buf.len() + chunk.len()) as u64 > max {
+            return Err(ReadError::TooLarge);
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(buf.freeze())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use std::time::SystemTime;
+
+    #[test]
+    fn retry_after_seconds_and_dates() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        assert_eq!(parse_retry_after("7", now), Some(Duration::from_secs(7)));
+        let later = httpdate::fmt_http_date(now + Duration::from_secs(30));
+        assert_eq!(
+            parse_retry_after(&later, now),
+            Some(Duration::from_secs(30))
+        );
+        let past = httpdate::fmt_http_date(now - Duration::from_secs(30));
+        assert_eq!(parse_retry_after(&past, now), Some(Duration::ZERO));
+        assert_eq!(parse_retry_after("soon", now), None);
+        assert_eq!(parse_retry_after("999999", now), None);
+    }
+}

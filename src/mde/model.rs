@@ -218,11 +218,31 @@ pub fn parse_download_link(bytes: &[u8]) -> Result<DownloadLink, ParseError> {
     Ok(DownloadLink(url))
 }
 
-/// A URL with its query removed: SAS signatures and tokens live there.
+/// Query parameters whose values are credentials (SAS signature, tokens).
+const SECRET_PARAMS: &[&str] = &["sig", "token", "access_token", "client_secret", "code"];
+
+/// A URL safe to show: credential parameters (the SAS `sig`, tokens) are replaced by
+/// `REDACTED`; the rest of the query (expiry, filter) stays, since it helps debugging.
 pub fn redact_url(url: &url::Url) -> String {
     let mut u = url.clone();
-    u.set_query(None);
     u.set_fragment(None);
+    if u.query().is_some() {
+        let pairs: Vec<(String, String)> = url
+            .query_pairs()
+            .map(|(k, v)| {
+                let secret = SECRET_PARAMS.iter().any(|s| k.eq_ignore_ascii_case(s));
+                (
+                    k.into_owned(),
+                    if secret {
+                        "REDACTED".into()
+                    } else {
+                        v.into_owned()
+                    },
+                )
+            })
+            .collect();
+        u.query_pairs_mut().clear().extend_pairs(pairs);
+    }
     u.to_string()
 }
 
@@ -469,7 +489,10 @@ mod tests {
         .unwrap();
         let shown = format!("{l:?}");
         assert!(!shown.contains("SECRET"), "{shown}");
-        assert!(shown.contains("a.blob.core.windows.net/c/b"));
+        assert!(
+            shown.contains("a.blob.core.windows.net/c/b?se=2021&sp=r&sig=REDACTED"),
+            "{shown}"
+        );
     }
 
     #[test]

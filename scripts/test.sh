@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# The whole test suite. The README's second command and CI (.ci/run) both run this file.
+# It installs what the tests need when it can (Debian's prometheus package gives promtool and
+# a real Prometheus server), then runs formatting, lints, the Rust tests and the checks of
+# rules, dashboards and deploy files, and the end-to-end test against a real Prometheus.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Debian packages the tests use: prometheus (promtool and a real server), chromium (the
+# status page test).
+missing=()
+command -v promtool >/dev/null 2>&1 && command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "== installing Debian packages: ${missing[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  else
+    echo "these Debian packages are needed: ${missing[*]} (sudo apt-get install ${missing[*]})" >&2
+    exit 1
+  fi
+fi
+
+passed=0
+failed=0
+failures=()
+step() {
+  local name=$1
+  shift
+  echo "== $name"
+  if "$@"; then
+    passed=$((passed + 1))
+  else
+    failed=$((failed + 1))
+    failures+=("$name")
+  fi
+}
+
+step "cargo fmt --check" cargo fmt --all -- --check
+step "cargo clippy" cargo clippy --all-targets --locked -- -D warnings
+step "cargo test" cargo test --locked
+for check in scripts/check-rules.sh scripts/check-dashboards.sh scripts/check-deploy.sh scripts/e2e-prometheus.sh; do
+  if [ -x "$check" ]; then
+    step "$check" "$check"
+  fi
+done
+
+if [ "$failed" -ne 0 ]; then
+  printf 'failed: %s\n' "${failures[@]}"
+fi
+echo "suite: $passed passed, $failed failed"
+[ "$failed" -eq 0 ]

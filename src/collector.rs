@@ -1,0 +1,733 @@
+//! The poll loop of one tenant: discover finished Live Response actions, fetch each command
+//! result once, count it, and keep the per-machine gauges on the latest run.
+//!
+//! Owns the order of work within a poll (discovery, then results oldest first while the quota
+//! has room), the exactly-once accounting and the poll metrics, which are recorded whether the
+//! poll succeeds or not. Does not own HTTP, quota arithmetic or parsing.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use crate::config::{Config, Tenant};
+use crate::events::{ResultFetchFailed, TranscriptRetrieved};
+use crate::mde::model::{CommandType, MachineAction};
+use crate::mde::{self, Client, Download, QuotaWait, SharedQuota};
+use crate::metrics::{
+    CommandLabels, MachineScriptLabels, Metrics, QuotaLabels, StatusLabels, tenant,
+};
+use crate::state::{Committed, LastRun, ResultKey, RunUpdate, State, StoreError};
+
+/// Why a poll (or one result) did not complete.
+#[derive(Debug, thiserror::Error)]
+pub enum PollError {
+    #[error(transparent)]
+    Api(#[from] mde::Error),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Give up on a result after this many failed attempts of a kind that may be transient.
+const MAX_ATTEMPTS: u32 = 5;
+/// How far back discovery reaches at most when catching up after an outage.
+const MAX_CATCH_UP: chrono::Duration = chrono::Duration::days(30);
+/// How many recent transcripts the landing page shows per tenant.
+const RECENT: usize = 20;
+
+/// A transcript as shown on the landing page.
+#[derive(Debug, Clone)]
+pub struct RecentTranscript {
+    pub action_id: String,
+    pub index: u32,
+    pub machine: String,
+    pub script: String,
+    pub exit_code: i64,
+    pub errors_present: bool,
+    pub end_time: Option<DateTime<Utc>>,
+    /// The trace that retrieved it, when tracing is on.
+    pub trace_id: Option<String>,
+}
+
+/// A problem shown on the landing page.
+#[derive(Debug, Clone)]
+pub struct RecentError {
+    pub at: DateTime<Utc>,
+    pub message: String,
+    pub trace_id: Option<String>,
+}
+
+/// What the landing page and readiness know of a tenant.
+#[derive(Debug, Clone, Default)]
+pub struct TenantStatus {
+    pub polls: u64,
+    pub last_poll_at: Option<DateTime<Utc>>,
+    pub last_poll_ok: bool,
+    pub last_error: Option<String>,
+    pub has_token: bool,
+    pub pending: usize,
+    pub recent: VecDeque<RecentTranscript>,
+    pub recent_errors: VecDeque<RecentError>,
+}
+
+impl TenantStatus {
+    fn push_error(&mut self, message: String) {
+        self.recent_errors.push_front(RecentError {
+            at: Utc::now(),
+            message,
+            trace_id: crate::telemetry::current_trace_label().map(|t| t.trace_id),
+        });
+        self.recent_errors.truncate(RECENT);
+    }
+}
+
+/// Settings every tenant's collector shares.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub poll_interval: Duration,
+    pub max_transcript_bytes: u64,
+    pub series_ttl: Duration,
+    pub max_series: usize,
+}
+
+impl Settings {
+    pub fn from_config(c: &Config) -> Self {
+        Settings {
+            poll_interval: c.poll_interval,
+            max_transcript_bytes: c.max_transcript_bytes,
+            series_ttl: c.series_ttl,
+            max_series: c.max_series,
+        }
+    }
+}
+
+/// State shared by all collectors and the HTTP server.
+pub struct Shared {
+    pub metrics: Arc<Metrics>,
+    pub state: Mutex<State>,
+    pub status: RwLock<BTreeMap<String, TenantStatus>>,
+    pub quotas: BTreeMap<String, SharedQuota>,
+    pub settings: Settings,
+    /// Trace UI link template for the landing page (`{trace_id}` is replaced).
+    pub trace_url: Option<String>,
+}
+
+impl Shared {
+    /// Bring the gauges that depend on time alone up to date: quota windows slide and
+    /// per-machine series expire even when no poll runs. Called at scrape time; local only.
+    pub fn refresh(&self) {
+        for (t, status) in self.quota_status() {
+            for w in status {
+                let labels = QuotaLabels {
+                    tenant: t.clone(),
+                    endpoint: w.endpoint.to_string(),
+                    window: w.window.to_string(),
+                };
+                self.metrics
+                    .quota_limit
+                    .get_or_create(&labels)
+                    .set(i64::from(w.limit));
+                self.metrics
+                    .quota_used
+                    .get_or_create(&labels)
+                    .set(i64::from(w.used));
+                self.metrics
+                    .quota_remaining
+                    .get_or_create(&labels)
+                    .set(i64::from(w.remaining));
+                self.metrics
+                    .quota_effective
+                    .get_or_create(&labels)
+                    .set(i64::from(w.effective));
+            }
+        }
+        self.expire_series();
+    }
+
+    /// The quota windows of every tenant, now.
+    pub fn quota_status(&self) -> BTreeMap<String, Vec<crate::quota::WindowStatus>> {
+        let now = Instant::now();
+        self.quotas
+            .iter()
+            .map(|(t, q)| {
+                let status = match q.lock() {
+                    Ok(mut q) => q.status(now),
+                    Err(p) => p.into_inner().status(now),
+                };
+                (t.clone(), status)
+            })
+            .collect()
+    }
+
+    /// Set the per-machine gauges from the state (after a restart they come back).
+    pub fn restore_series(&self) {
+        let runs = self.with_state(|s| s.last_runs().clone());
+        for ((tenant, machine, script), run) in runs {
+            self.set_series(
+                MachineScriptLabels {
+                    tenant,
+                    machine,
+                    script,
+                },
+                &run,
+            );
+        }
+    }
+
+    fn set_series(&self, labels: MachineScriptLabels, run: &LastRun) {
+        let m = &self.metrics;
+        m.script_exit_code.get_or_create(&labels).set(run.exit_code);
+        m.script_errors_present
+            .get_or_create(&labels)
+            .set(i64::from(run.errors_present));
+        m.script_last_run
+            .get_or_create(&labels)
+            .set(run.end_time.timestamp_millis() as f64 / 1000.0);
+    }
+
+    fn expire_series(&self) {
+        let ttl =
+            chrono::Duration::from_std(self.settings.series_ttl).unwrap_or(chrono::Duration::MAX);
+        let cutoff = Utc::now()
+            .checked_sub_signed(ttl)
+            .unwrap_or(DateTime::<Utc>::MIN_UTC);
+        let removed = match self.with_state(|s| s.expire(cutoff, self.settings.max_series)) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot expire per-machine series");
+                return;
+            }
+        };
+        for (tenant, machine, script) in removed {
+            let labels = MachineScriptLabels {
+                tenant,
+                machine,
+                script,
+            };
+            self.metrics.script_exit_code.remove(&labels);
+            self.metrics.script_errors_present.remove(&labels);
+            self.metrics.script_last_run.remove(&labels);
+        }
+    }
+
+    pub fn with_state<R>(&self, f: impl FnOnce(&mut State) -> R) -> R {
+        match self.state.lock() {
+            Ok(mut s) => f(&mut s),
+            Err(p) => f(&mut p.into_inner()),
+        }
+    }
+
+    fn update_status(&self, tenant: &str, f: impl FnOnce(&mut TenantStatus)) {
+        let mut map = match self.status.write() {
+            Ok(m) => m,
+            Err(p) => p.into_inner(),
+        };
+        f(map.entry(tenant.to_string()).or_default());
+    }
+
+    /// Every tenant holds a token and has finished one poll.
+    pub fn ready(&self) -> bool {
+        let map = match self.status.read() {
+            Ok(m) => m,
+            Err(p) => p.into_inner(),
+        };
+        !self.quotas.is_empty()
+            && self
+                .quotas
+                .keys()
+                .all(|t| map.get(t).is_some_and(|s| s.has_token && s.polls > 0))
+    }
+
+    pub fn status_snapshot(&self) -> BTreeMap<String, TenantStatus> {
+        match self.status.read() {
+            Ok(m) => m.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+}
+
+/// How many tries a result gets for a kind of failure before it is given up.
+fn attempts_allowed(e: &mde::Error) -> u32 {
+    match e.kind() {
+        // The cap will not change.
+        "too_large" => 1,
+        // Usually permanent, but a damaged download or a result not yet visible to the API
+        // can heal: one more try, then give up.
+        "malformed" | "not_found" | "forbidden" => 2,
+        _ if e.is_transient() => MAX_ATTEMPTS,
+        _ => 1,
+    }
+}
+
+/// A result waiting to be fetched.
+#[derive(Debug, Clone)]
+struct Pending {
+    key: ResultKey,
+    kind: CommandType,
+    script: Option<String>,
+    machine: String,
+    end_time: Option<DateTime<Utc>>,
+    attempts: u32,
+}
+
+/// The collector of one tenant.
+pub struct TenantCollector {
+    tenant: Tenant,
+    client: Client,
+    shared: Arc<Shared>,
+    pending: Vec<Pending>,
+}
+
+impl TenantCollector {
+    pub fn new(tenant: Tenant, client: Client, shared: Arc<Shared>) -> Self {
+        TenantCollector {
+            tenant,
+            client,
+            shared,
+            pending: Vec::new(),
+        }
+    }
+
+    /// Poll every `poll_interval` until `shutdown` says stop. A poll in flight is dropped at
+    /// shutdown; nothing is lost, since a result is marked done only once it is counted.
+    pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
+        let mut ticks = tokio::time::interval(self.shared.settings.poll_interval);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = ticks.tick() => {}
+                _ = shutdown.changed() => return,
+            }
+            tokio::select! {
+                _ = self.poll_once() => {}
+                _ = shutdown.changed() => return,
+            }
+            if *shutdown.borrow() {
+                return;
+            }
+        }
+    }
+
+    /// One poll; always records `mde_exporter_poll_success` and the duration.
+    #[tracing::instrument(name = "poll", skip(self), fields(tenant = %self.tenant.name, trace_id = tracing::field::Empty, span_id = tracing::field::Empty))]
+    pub async fn poll_once(&mut self) -> Result<(), PollError> {
+        let span = tracing::Span::current();
+        crate::telemetry::record_ids(&span);
+        let started = Instant::now();
+        let result = self.poll_inner(started).await;
+        if let Err(e) = &result {
+            crate::telemetry::record_error(&span, &e.to_string());
+        }
+        let m = &self.shared.metrics;
+        let labels = tenant(&self.tenant.name);
+        m.poll_duration.get_or_create(&labels).observe(
+            started.elapsed().as_secs_f64(),
+            crate::telemetry::current_trace_label(),
+            None,
+        );
+        m.poll_success
+            .get_or_create(&labels)
+            .set(i64::from(result.is_ok()));
+        if result.is_ok() {
+            m.last_poll_success
+                .get_or_create(&labels)
+                .set(Utc::now().timestamp_millis() as f64 / 1000.0);
+        }
+        m.pending_results
+            .get_or_create(&labels)
+            .set(self.pending.len() as i64);
+        let has_token = self.client.has_token().await;
+        let pending = self.pending.len();
+        let error = result.as_ref().err().map(|e| e.to_string());
+        if let Some(e) = &error {
+            tracing::warn!(tenant = %self.tenant.name, error = %e, "poll failed");
+        }
+        self.shared.update_status(&self.tenant.name, |s| {
+            s.polls += 1;
+            s.last_poll_at = Some(Utc::now());
+            s.last_poll_ok = error.is_none();
+            if let Some(e) = &error {
+                s.push_error(format!("poll failed: {e}"));
+            }
+            s.last_error = error;
+            s.has_token = has_token;
+            s.pending = pending;
+        });
+        self.shared.refresh();
+        result
+    }
+
+    async fn poll_inner(&mut self, started: Instant) -> Result<(), PollError> {
+        self.client.ensure_token().await?;
+        // Discovery may wait for quota, but not past the next poll.
+        let deadline = started + self.shared.settings.poll_interval;
+        let discovered = self.discover(deadline).await;
+        let actions = match discovered {
+            Ok(a) => a,
+            Err(e) => {
+                // Results already known are still fetched: discovery and result links have
+                // separate budgets, and nothing found earlier should wait on a failed list.
+                self.drain().await?;
+                return Err(e);
+            }
+        };
+        for a in &actions {
+            self.consider(a)?;
+        }
+        self.drain().await
+    }
+
+    /// The OData filter for discovery, from documented fields only. It looks back `lookback`
+    /// from now, or from the last completed discovery when that is older (after an outage),
+    /// but never more than `MAX_CATCH_UP` back.
+    pub fn filter(&self, now: DateTime<Utc>, last_discovery: Option<DateTime<Utc>>) -> String {
+        let sel = &self.tenant.selectors;
+        let lookback =
+            chrono::Duration::from_std(sel.lookback).unwrap_or(chrono::Duration::days(1));
+        let from = last_discovery.filter(|t| *t < now).unwrap_or(now);
+        let floor = now.checked_sub_signed(MAX_CATCH_UP).unwrap_or(now);
+        let since = from.checked_sub_signed(lookback).unwrap_or(from).max(floor);
+        let mut f = format!(
+            "type eq 'LiveResponse' and creationDateTimeUtc ge {} and (status eq 'Succeeded' or status eq 'Failed' or status eq 'TimeOut' or status eq 'Cancelled')",
+            since.format("%Y-%m-%dT%H:%M:%SZ")
+        );
+        if let Some(r) = &sel.requestor {
+            f.push_str(&format!(" and requestor eq '{}'", r.replace('\'', "''")));
+        }
+        if !sel.machine_ids.is_empty() {
+            let ids: Vec<String> = sel
+                .machine_ids
+                .iter()
+                .map(|m| format!("machineId eq '{m}'"))
+                .collect();
+            f.push_str(&format!(" and ({})", ids.join(" or ")));
+        }
+        f
+    }
+
+    async fn discover(&mut self, deadline: Instant) -> Result<Vec<MachineAction>, PollError> {
+        let started_at = Utc::now();
+        let last = self
+            .shared
+            .with_state(|s| s.last_discovery(&self.tenant.name));
+        let mut actions = self
+            .client
+            .list_machine_actions(&self.filter(started_at, last), QuotaWait::Until(deadline))
+            .await?;
+        // Explicit ids are asked for until they are final; then never again.
+        let name = self.tenant.name.clone();
+        let explicit: Vec<String> = self
+            .tenant
+            .selectors
+            .action_ids
+            .iter()
+            .filter(|id| !actions.iter().any(|a| &a.id == *id))
+            .filter(|id| !self.shared.with_state(|s| s.action_seen(&name, id)))
+            .cloned()
+            .collect();
+        for id in explicit {
+            match self
+                .client
+                .get_machine_action(&id, QuotaWait::Until(deadline))
+                .await
+            {
+                Ok(a) => actions.push(a),
+                Err(e) if e.kind() == "not_found" => {
+                    tracing::warn!(tenant = %name, action_id = %id, "configured action id does not exist");
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        // Stored before the actions are processed: if we die now, the next discovery still
+        // reaches back `lookback` before this one, which covers every action seen here.
+        self.shared
+            .with_state(|s| s.set_last_discovery(&self.tenant.name, started_at))?;
+        Ok(actions)
+    }
+
+    /// Count a final action once and queue its results that are not done yet.
+    fn consider(&mut self, a: &MachineAction) -> Result<(), StoreError> {
+        if !a.is_live_response() || !a.status.is_final() {
+            return Ok(());
+        }
+        let t = self.tenant.name.clone();
+        let first_time = self.shared.with_state(|s| s.mark_action_seen(&t, &a.id))?;
+        if first_time {
+            let m = &self.shared.metrics;
+            m.actions
+                .get_or_create(&StatusLabels {
+                    tenant: t.clone(),
+                    status: a.status.as_str().to_string(),
+                })
+                .inc();
+            for c in &a.commands {
+                m.commands
+                    .get_or_create(&CommandLabels {
+                        tenant: t.clone(),
+                        command: c.command.kind.as_str().to_string(),
+                        status: c.command_status.as_str().to_string(),
+                    })
+                    .inc();
+            }
+        }
+        let scripts = &self.tenant.selectors.scripts;
+        for c in &a.commands {
+            if c.command_status != crate::mde::model::CommandStatus::Completed {
+                continue;
+            }
+            match c.command.kind {
+                CommandType::RunScript => {
+                    if !scripts.is_empty()
+                        && !c
+                            .script_name()
+                            .is_some_and(|n| scripts.iter().any(|s| s == n))
+                    {
+                        continue;
+                    }
+                }
+                CommandType::GetFile => {}
+                // PutFile has no result; unknown types are not asked for.
+                _ => continue,
+            }
+            let key = ResultKey {
+                tenant: t.clone(),
+                action_id: a.id.clone(),
+                index: c.index,
+            };
+            if self.shared.with_state(|s| s.is_done(&key))
+                || self.pending.iter().any(|p| p.key == key)
+            {
+                continue;
+            }
+            self.pending.push(Pending {
+                key,
+                kind: c.command.kind.clone(),
+                script: c.script_name().map(str::to_string),
+                machine: a.machine().to_string(),
+                end_time: c.end_time.or(a.last_update_date_time_utc),
+                attempts: 0,
+            });
+        }
+        Ok(())
+    }
+
+    /// Fetch pending results, oldest first, while the result-link budget has room now.
+    async fn drain(&mut self) -> Result<(), PollError> {
+        self.pending
+            .sort_by(|a, b| a.end_time.cmp(&b.end_time).then(a.key.cmp(&b.key)));
+        let mut queue: VecDeque<Pending> = std::mem::take(&mut self.pending).into();
+        while let Some(mut p) = queue.pop_front() {
+            match self.fetch(&p).await {
+                Ok(()) => {}
+                Err(PollError::Api(
+                    e @ (mde::Error::Quota { .. } | mde::Error::Throttled { .. }),
+                )) => {
+                    // No room now: this and everything after it waits for the next poll.
+                    tracing::debug!(tenant = %self.tenant.name, error = %e, waiting = queue.len() + 1, "result fetching paused for quota");
+                    self.pending.push(p);
+                    self.pending.extend(queue);
+                    return Ok(());
+                }
+                Err(PollError::Store(e)) => {
+                    // Nothing was counted; the result is tried again once the store works.
+                    self.pending.push(p);
+                    self.pending.extend(queue);
+                    return Err(e.into());
+                }
+                Err(PollError::Api(e)) => {
+                    p.attempts += 1;
+                    if p.attempts >= attempts_allowed(&e) {
+                        if let Err(store) = self.give_up(&p, &e) {
+                            self.pending.push(p);
+                            self.pending.extend(queue);
+                            return Err(store.into());
+                        }
+                    } else {
+                        tracing::info!(tenant = %self.tenant.name, action_id = %p.key.action_id, index = p.key.index, attempts = p.attempts, error = %e, "result fetch failed, will retry");
+                        self.pending.push(p);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn give_up(&self, p: &Pending, e: &mde::Error) -> Result<(), StoreError> {
+        let reason = match e {
+            mde::Error::Status {
+                endpoint: "download",
+                status: 403,
+                ..
+            } => "expired_link",
+            other => other.kind(),
+        };
+        if self.shared.with_state(|s| s.mark_done(p.key.clone()))? {
+            self.shared.update_status(&self.tenant.name, |s| {
+                s.push_error(format!(
+                    "gave up on action {} index {} ({reason}): {e}",
+                    p.key.action_id, p.key.index
+                ));
+            });
+            ResultFetchFailed {
+                tenant: &self.tenant.name,
+                action_id: &p.key.action_id,
+                index: p.key.index,
+                reason,
+                attempts: p.attempts,
+                error: &e.to_string(),
+            }
+            .emit(&self.shared.metrics);
+        }
+        Ok(())
+    }
+
+    /// Link, download, read and count one result.
+    #[tracing::instrument(name = "result", skip(self, p), fields(tenant = %self.tenant.name, mde.action_id = %p.key.action_id, mde.command_index = p.key.index, mde.command = p.kind.as_str(), trace_id = tracing::field::Empty, span_id = tracing::field::Empty))]
+    async fn fetch(&self, p: &Pending) -> Result<(), PollError> {
+        let span = tracing::Span::current();
+        crate::telemetry::record_ids(&span);
+        let result = self.fetch_inner(p).await;
+        if let Err(e) = &result {
+            crate::telemetry::record_error(&span, &e.to_string());
+        }
+        result
+    }
+
+    async fn fetch_inner(&self, p: &Pending) -> Result<(), PollError> {
+        let keep = p.kind == CommandType::RunScript;
+        let max = self.shared.settings.max_transcript_bytes;
+        let mut expired_once = false;
+        let download = loop {
+            let link = self
+                .client
+                .get_result_download_link(&p.key.action_id, p.key.index, QuotaWait::No)
+                .await?;
+            match self.client.download(&link, keep, max).await {
+                // An expired link (403 AuthenticationFailed) is minted again, once per try;
+                // the script is never re-run.
+                Err(mde::Error::Status { status: 403, .. }) if !expired_once => {
+                    expired_once = true;
+                    tracing::info!(tenant = %self.tenant.name, action_id = %p.key.action_id, index = p.key.index, "download link expired, asking for a new one");
+                }
+                other => break other?,
+            }
+        };
+        match download {
+            Download::Size(bytes) => {
+                if self.shared.with_state(|s| s.mark_done(p.key.clone()))? {
+                    let m = &self.shared.metrics;
+                    m.files.get_or_create(&tenant(&self.tenant.name)).inc();
+                    m.file_bytes
+                        .get_or_create(&tenant(&self.tenant.name))
+                        .inc_by(bytes);
+                }
+                Ok(())
+            }
+            Download::Body(body) => {
+                self.shared
+                    .metrics
+                    .transcript_bytes
+                    .get_or_create(&tenant(&self.tenant.name))
+                    .inc_by(body.len() as u64);
+                let parse_span = tracing::info_span!(
+                    "parse",
+                    bytes = body.len(),
+                    exit_code = tracing::field::Empty,
+                    errors_present = tracing::field::Empty,
+                );
+                let parsed = parse_span.in_scope(|| crate::mde::model::parse_transcript(&body));
+                let transcript = match parsed {
+                    Ok(t) => {
+                        parse_span.record("exit_code", t.exit_code);
+                        parse_span.record("errors_present", t.errors_present());
+                        t
+                    }
+                    Err(source) => {
+                        crate::telemetry::record_error(&parse_span, &source.to_string());
+                        return Err(mde::Error::Parse {
+                            endpoint: "download",
+                            url: format!("transcript of {} index {}", p.key.action_id, p.key.index),
+                            source,
+                        }
+                        .into());
+                    }
+                };
+                self.account(p, &transcript)?;
+                Ok(())
+            }
+        }
+    }
+
+    fn account(&self, p: &Pending, t: &crate::mde::model::Transcript) -> Result<(), StoreError> {
+        let script = p.script.clone().unwrap_or_else(|| t.script_name.clone());
+        let errors_present = t.errors_present();
+        let end_time = p.end_time;
+        let series = (self.tenant.name.clone(), p.machine.clone(), script.clone());
+        // Marking done and offering the run as the latest happen in one durable transaction,
+        // before anything is counted: a result is counted exactly when it becomes done.
+        let run = end_time.map(|end| {
+            (
+                series.clone(),
+                LastRun {
+                    end_time: end,
+                    exit_code: t.exit_code,
+                    errors_present,
+                    action_id: p.key.action_id.clone(),
+                },
+            )
+        });
+        let update = match self
+            .shared
+            .with_state(|s| s.commit_result(p.key.clone(), run))?
+        {
+            Committed::AlreadyDone => return Ok(()),
+            Committed::Done(update) => update,
+        };
+        TranscriptRetrieved {
+            tenant: &self.tenant.name,
+            action_id: &p.key.action_id,
+            index: p.key.index,
+            machine: &p.machine,
+            script: &script,
+            exit_code: t.exit_code,
+            errors_present,
+            output_bytes: t.script_output.len(),
+            errors_bytes: t.script_errors.len(),
+            end_time,
+        }
+        .emit(&self.shared.metrics);
+        if let (Some(RunUpdate::Latest), Some(end)) = (update, end_time) {
+            let labels = MachineScriptLabels {
+                tenant: series.0,
+                machine: series.1,
+                script: series.2,
+            };
+            self.shared.set_series(
+                labels,
+                &LastRun {
+                    end_time: end,
+                    exit_code: t.exit_code,
+                    errors_present,
+                    action_id: p.key.action_id.clone(),
+                },
+            );
+        }
+        self.shared.update_status(&self.tenant.name, |s| {
+            s.recent.push_front(RecentTranscript {
+                action_id: p.key.action_id.clone(),
+                index: p.key.index,
+                machine: p.machine.clone(),
+                script,
+                exit_code: t.exit_code,
+                errors_present,
+                end_time,
+                trace_id: crate::telemetry::current_trace_label().map(|t| t.trace_id),
+            });
+            s.recent.truncate(RECENT);
+        });
+        Ok(())
+    }
+}

@@ -1,0 +1,221 @@
+//! The exporter's own HTTP server: `/metrics`, `/-/healthy`, `/-/ready` and a landing page.
+//!
+//! Owns content negotiation (Prometheus text by default, OpenMetrics with exemplars when the
+//! scraper's `Accept` asks for it) and what the landing page shows. Never calls the MDE API.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+
+use crate::collector::Shared;
+use crate::metrics::{OPENMETRICS_CONTENT_TYPE, PROMETHEUS_CONTENT_TYPE};
+
+#[derive(Clone)]
+struct AppState {
+    shared: Arc<Shared>,
+    telemetry_path: String,
+}
+
+/// The router; tests can drive it without a socket.
+pub fn app(shared: Arc<Shared>, telemetry_path: &str) -> Router {
+    let state = AppState {
+        shared,
+        telemetry_path: telemetry_path.to_string(),
+    };
+    Router::new()
+        .route("/", get(landing))
+        .route(telemetry_path, get(metrics))
+        .route("/-/healthy", get(|| async { "Healthy\n" }))
+        .route("/-/ready", get(ready))
+        .with_state(state)
+}
+
+/// Whether the scraper prefers OpenMetrics (Prometheus sends it first in `Accept` when
+/// exemplar storage or native histograms are on).
+fn wants_openmetrics(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|part| {
+            let mut params = part.split(';').map(str::trim);
+            let media = params.next().unwrap_or_default();
+            let q_zero = params.any(|p| p == "q=0" || p == "q=0.0");
+            media.eq_ignore_ascii_case("application/openmetrics-text") && !q_zero
+        })
+}
+
+async fn metrics(State(s): State<AppState>, headers: HeaderMap) -> Response {
+    s.shared.refresh();
+    let om = wants_openmetrics(&headers);
+    match s.shared.metrics.encode(om) {
+        Ok(body) => {
+            let ct = if om {
+                OPENMETRICS_CONTENT_TYPE
+            } else {
+                PROMETHEUS_CONTENT_TYPE
+            };
+            ([(header::CONTENT_TYPE, ct)], body).into_response()
+        }
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("error encoding metrics: {e}\n"),
+        )
+            .into_response(),
+    }
+}
+
+async fn ready(State(s): State<AppState>) -> Response {
+    if s.shared.ready() {
+        (StatusCode::OK, "Ready\n").into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Not ready: waiting for a token and a first poll of every tenant\n",
+        )
+            .into_response()
+    }
+}
+
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+fn trace_cell(template: Option<&str>, trace_id: Option<&str>) -> String {
+    match (template, trace_id) {
+        (Some(t), Some(id)) => format!(
+            "<a href=\"{}\"><code>{}</code></a>",
+            esc(&t.replace("{trace_id}", id)),
+            esc(id)
+        ),
+        (None, Some(id)) => format!("<code>{}</code>", esc(id)),
+        _ => "–".to_string(),
+    }
+}
+
+const STYLE: &str = "body{font-family:sans-serif;margin:1.5em;max-width:80em}table{border-collapse:collapse;margin:.5em 0 1.5em}\
+th,td{border:1px solid #ccc;padding:.25em .6em;text-align:left}th{background:#f4f4f4}.fail{color:#b00020;font-weight:bold}.ok{color:#1b5e20}";
+
+/// The status page: per tenant, the quota, the last poll, recent transcripts and errors.
+/// Plain server-rendered HTML, like blackbox_exporter's debug pages.
+async fn landing(State(s): State<AppState>) -> Html<String> {
+    let status = s.shared.status_snapshot();
+    let quotas = s.shared.quota_status();
+    let trace_url = s.shared.trace_url.as_deref();
+    let mut page = String::new();
+    let _ = write!(
+        page,
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>MDE Live Response Exporter</title><style>{STYLE}</style></head><body>\
+         <h1>MDE Live Response Exporter</h1><p>Version {}. <a href=\"{}\">Metrics</a> · <a href=\"/-/healthy\">Health</a> · <a href=\"/-/ready\">Readiness</a></p>",
+        env!("CARGO_PKG_VERSION"),
+        esc(&s.telemetry_path)
+    );
+    if status.is_empty() && quotas.is_empty() {
+        page.push_str("<p>No tenant is configured.</p>");
+    }
+    for tenant in quotas
+        .keys()
+        .chain(status.keys().filter(|k| !quotas.contains_key(*k)))
+    {
+        let st = status.get(tenant).cloned().unwrap_or_default();
+        let _ = write!(
+            page,
+            "<section id=\"tenant-{0}\"><h2>Tenant {0}</h2><p>Polls: {1} · last poll: {2} <span class=\"{3}\">{4}</span> · results waiting for quota: {5}</p>",
+            esc(tenant),
+            st.polls,
+            st.last_poll_at
+                .map(|t| t.to_rfc3339())
+                .unwrap_or_else(|| "never".into()),
+            if st.last_poll_ok { "ok" } else { "fail" },
+            if st.polls == 0 {
+                ""
+            } else if st.last_poll_ok {
+                "succeeded"
+            } else {
+                "failed"
+            },
+            st.pending
+        );
+        if let Some(e) = &st.last_error {
+            let _ = write!(page, "<p>Last error: <code>{}</code></p>", esc(e));
+        }
+        page.push_str("<h3>API quota</h3><table class=\"quota\"><tr><th>Endpoint</th><th>Window</th><th>Limit</th><th>In force</th><th>Used</th><th>Left</th></tr>");
+        for w in quotas.get(tenant).map(Vec::as_slice).unwrap_or_default() {
+            let _ = write!(
+                page,
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                w.endpoint, w.window, w.limit, w.effective, w.used, w.remaining
+            );
+        }
+        page.push_str("</table><h3>Recent transcripts</h3><table class=\"transcripts\"><tr><th>Script</th><th>Machine</th><th>Exit code</th><th>Errors</th><th>Ended</th><th>Action</th><th>Trace</th></tr>");
+        for r in &st.recent {
+            let _ = write!(
+                page,
+                "<tr><td>{}</td><td>{}</td><td class=\"{}\">{}</td><td>{}</td><td>{}</td><td>{}/{}</td><td>{}</td></tr>",
+                esc(&r.script),
+                esc(&r.machine),
+                if r.exit_code == 0 { "ok" } else { "fail" },
+                r.exit_code,
+                if r.errors_present { "yes" } else { "no" },
+                r.end_time.map(|t| t.to_rfc3339()).unwrap_or_default(),
+                esc(&r.action_id),
+                r.index,
+                trace_cell(trace_url, r.trace_id.as_deref())
+            );
+        }
+        page.push_str("</table><h3>Recent errors</h3>");
+        if st.recent_errors.is_empty() {
+            page.push_str("<p>None.</p>");
+        } else {
+            page.push_str(
+                "<table class=\"errors\"><tr><th>When</th><th>Error</th><th>Trace</th></tr>",
+            );
+            for e in &st.recent_errors {
+                let _ = write!(
+                    page,
+                    "<tr><td>{}</td><td><code>{}</code></td><td>{}</td></tr>",
+                    e.at.to_rfc3339(),
+                    esc(&e.message),
+                    trace_cell(trace_url, e.trace_id.as_deref())
+                );
+            }
+            page.push_str("</table>");
+        }
+        page.push_str("</section>");
+    }
+    page.push_str("</body></html>");
+    Html(page)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    fn accept(v: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(header::ACCEPT, v.parse().unwrap());
+        h
+    }
+
+    #[test]
+    fn negotiation() {
+        assert!(!wants_openmetrics(&HeaderMap::new()));
+        assert!(!wants_openmetrics(&accept("text/plain;version=0.0.4")));
+        assert!(wants_openmetrics(&accept(
+            "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1"
+        )));
+        assert!(!wants_openmetrics(&accept(
+            "application/openmetrics-text;q=0"
+        )));
+    }
+}

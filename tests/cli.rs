@@ -1,0 +1,177 @@
+//! The real binary: `--config.check` on good and bad files (exact messages), and the demo that
+//! the README's first command runs.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+const BIN: &str = env!("CARGO_BIN_EXE_mde-liveresponse-exporter");
+
+fn check(file: &str) -> (i32, String, String) {
+    let out = Command::new(BIN)
+        .args([
+            "--config.check",
+            "--config.file",
+            &format!("tests/fixtures/config/{file}"),
+        ])
+        .env("MDE_CLIENT_SECRET", "from-env")
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).trim().to_string(),
+        String::from_utf8_lossy(&out.stderr).trim().to_string(),
+    )
+}
+
+#[test]
+fn good_config_checks_ok() {
+    let (code, out, err) = check("good.yml");
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, "tests/fixtures/config/good.yml: OK (2 tenant(s))");
+}
+
+#[test]
+fn bad_configs_name_the_problem() {
+    let cases = [
+        (
+            "bad-unknown-key.yml",
+            "config file tests/fixtures/config/bad-unknown-key.yml: tenants[0]: unknown field `pol_interval`",
+        ),
+        (
+            "bad-http.yml",
+            "config file tests/fixtures/config/bad-http.yml: tenants[0].api_url: \"http://api.example.com\": plain http is only allowed for loopback hosts; use https",
+        ),
+        (
+            "bad-no-tenants.yml",
+            "config file tests/fixtures/config/bad-no-tenants.yml: tenants: at least one tenant is required",
+        ),
+        (
+            "bad-cloud.yml",
+            "config file tests/fixtures/config/bad-cloud.yml: tenants[0].cloud: unknown variant `azure-china`",
+        ),
+        (
+            "bad-yaml.yml",
+            "config file tests/fixtures/config/bad-yaml.yml: ",
+        ),
+        (
+            "missing.yml",
+            "cannot read config file tests/fixtures/config/missing.yml: No such file or directory",
+        ),
+    ];
+    for (file, want) in cases {
+        let (code, _, err) = check(file);
+        assert_eq!(code, 1, "{file}: {err}");
+        assert!(
+            err.starts_with(want),
+            "{file}: got {err:?}, want it to start with {want:?}"
+        );
+    }
+}
+
+#[test]
+fn unset_secret_variable_is_named() {
+    let out = Command::new(BIN)
+        .args([
+            "--config.check",
+            "--config.file",
+            "tests/fixtures/config/good.yml",
+        ])
+        .env_remove("MDE_CLIENT_SECRET")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).trim(),
+        "config file tests/fixtures/config/good.yml: tenants[0].client_secret: environment variable MDE_CLIENT_SECRET is not set"
+    );
+}
+
+/// Kills the child when the test ends, whatever happens.
+struct Child(std::process::Child);
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn demo_serves_transcript_metrics_and_stops_on_sigterm() {
+    let mut child = Child(
+        Command::new(BIN)
+            .args([
+                "--demo",
+                "--demo.time-scale",
+                "60",
+                "--web.listen-address",
+                "127.0.0.1:0",
+                "--log.format",
+                "json",
+            ])
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    // The JSON log says where it listens.
+    let stderr = child.0.stderr.take().unwrap();
+    let mut lines = BufReader::new(stderr).lines();
+    let mut addr = None;
+    for line in lines.by_ref().take(50) {
+        let line = line.unwrap();
+        let v: serde_json::Value =
+            serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON: {line}: {e}"));
+        if v["fields"]["message"] == "exporter listening" {
+            addr = v["fields"]["addr"].as_str().map(str::to_string);
+            break;
+        }
+    }
+    let addr = addr.expect("the exporter logs its address");
+    // Keep draining stderr so the child never blocks on a full pipe.
+    let drain = std::thread::spawn(move || lines.map_while(Result::ok).collect::<Vec<String>>());
+    let mut body = String::new();
+    for _ in 0..300 {
+        if let Ok(resp) = reqwest::blocking::get(format!("http://{addr}/metrics")) {
+            body = resp.text().unwrap_or_default();
+            if body.contains("mde_liveresponse_script_runs_total{")
+                && body.contains("mde_liveresponse_script_exit_code{")
+            {
+                break;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        body.contains("mde_liveresponse_script_runs_total{tenant=\"demo\""),
+        "{body}"
+    );
+    assert!(
+        body.contains("mde_exporter_poll_success{tenant=\"demo\"} 1"),
+        "{body}"
+    );
+
+    // SIGTERM: a clean exit with status 0.
+    let pid = child.0.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let mut status = None;
+    for _ in 0..100 {
+        if let Some(s) = child.0.try_wait().unwrap() {
+            status = Some(s);
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(status.and_then(|s| s.code()), Some(0));
+    let logs = drain.join().unwrap();
+    // One JSON event per transcript, and never the simulator's secret.
+    assert!(logs.iter().any(|l| l.contains("\"event\":\"transcript\"")));
+    assert!(logs.iter().all(|l| !l.contains("sim-client-secret")));
+}

@@ -1,0 +1,152 @@
+//! Shared test helpers: a simulator and an exporter on 127.0.0.1:0, scraping and reading
+//! metrics with an independent parser (`prometheus-parse`).
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use mde_liveresponse_exporter::app::{self, Handle};
+use mde_liveresponse_exporter::config::Config;
+use mde_liveresponse_exporter::sim::{SimConfig, Simulator};
+use tokio::net::TcpListener;
+
+pub async fn start_sim(cfg: SimConfig) -> (Simulator, SocketAddr) {
+    let sim = Simulator::new(cfg);
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let s = sim.clone();
+    tokio::spawn(async move { s.serve(listener, std::future::pending()).await });
+    (sim, addr)
+}
+
+/// A config file text for one tenant pointing at the simulator.
+pub fn config_yaml(
+    sim: &Simulator,
+    addr: SocketAddr,
+    secret: &str,
+    extra_tenant: &str,
+    extra_global: &str,
+) -> String {
+    let (tenant_id, client_id, _) = sim.credentials();
+    let q = sim.config();
+    format!(
+        "poll_interval: 200ms\n{extra_global}tenants:\n  - name: sim\n    tenant_id: {tenant_id}\n    client_id: {client_id}\n    client_secret: {secret}\n    api_url: http://{addr}\n    login_url: http://{addr}\n    quota:\n      per_minute: {}\n      per_hour: {}\n      minute: {}ms\n      hour: {}ms\n{extra_tenant}",
+        q.per_minute,
+        q.per_hour,
+        q.minute.as_millis(),
+        q.hour.as_millis(),
+    )
+}
+
+pub fn parse_config(text: &str) -> Config {
+    Config::parse(text, Path::new("test.yml"), &|_| None).unwrap()
+}
+
+pub async fn start_exporter(config: Config) -> Handle {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    app::start(config, listener, "/metrics").await.unwrap()
+}
+
+pub async fn get(addr: SocketAddr, path: &str, accept: Option<&str>) -> (u16, String, String) {
+    let client = reqwest::Client::new();
+    let mut req = client.get(format!("http://{addr}{path}"));
+    if let Some(a) = accept {
+        req = req.header("accept", a);
+    }
+    let resp = req.send().await.unwrap();
+    let status = resp.status().as_u16();
+    let ct = resp
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    (status, ct, resp.text().await.unwrap())
+}
+
+/// Parsed samples: (name, sorted labels) → value.
+pub type Samples = BTreeMap<(String, BTreeMap<String, String>), f64>;
+
+pub fn parse_samples(text: &str) -> Samples {
+    let lines = text.lines().map(|l| Ok(l.to_string()));
+    let scrape = prometheus_parse::Scrape::parse(lines).unwrap();
+    let mut out = Samples::new();
+    for s in scrape.samples {
+        let value = match s.value {
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => v,
+            // Histograms: keep the count under <name>_count, which the parser folds away.
+            prometheus_parse::Value::Histogram(h) => h.iter().map(|b| b.count).fold(0.0, f64::max),
+            prometheus_parse::Value::Summary(_) => continue,
+        };
+        let labels: BTreeMap<String, String> = s
+            .labels
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        out.insert((s.metric, labels), value);
+    }
+    out
+}
+
+pub async fn scrape(addr: SocketAddr) -> Samples {
+    let (status, _, body) = get(addr, "/metrics", None).await;
+    assert_eq!(status, 200);
+    parse_samples(&body)
+}
+
+/// Sum of a metric's samples whose labels include all of `filter`, keyed by `by`.
+pub fn by_label(
+    samples: &Samples,
+    name: &str,
+    by: &str,
+    filter: &[(&str, &str)],
+) -> BTreeMap<String, u64> {
+    let mut out = BTreeMap::new();
+    for ((n, labels), v) in samples {
+        if n != name
+            || !filter
+                .iter()
+                .all(|(k, val)| labels.get(*k).map(String::as_str) == Some(*val))
+        {
+            continue;
+        }
+        if let Some(key) = labels.get(by) {
+            *out.entry(key.clone()).or_insert(0) += *v as u64;
+        }
+    }
+    out.retain(|_, v| *v > 0);
+    out
+}
+
+pub fn sum(samples: &Samples, name: &str, filter: &[(&str, &str)]) -> f64 {
+    samples
+        .iter()
+        .filter(|((n, labels), _)| {
+            n == name
+                && filter
+                    .iter()
+                    .all(|(k, val)| labels.get(*k).map(String::as_str) == Some(*val))
+        })
+        .map(|(_, v)| *v)
+        .sum()
+}
+
+/// Poll `check` until it holds; bounded so a broken exporter fails instead of hanging.
+/// This is a wait for a condition, not a timing assertion.
+pub async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    for _ in 0..600 {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("timed out waiting for: {what}");
+}

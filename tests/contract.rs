@@ -1,0 +1,163 @@
+//! The metrics contract, tested three ways: a golden list of families (HELP/TYPE lines),
+//! `promtool check metrics` as an independent parser, and content negotiation.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+use mde_liveresponse_exporter::sim::SimConfig;
+
+const GOLDEN: &str = "tests/fixtures/metrics-families.txt";
+
+/// Every family named in the contract (issue #2), in the Prometheus text exposition.
+const DOCUMENTED: &[&str] = &[
+    "mde_liveresponse_script_runs_total",
+    "mde_liveresponse_script_failures_total",
+    "mde_liveresponse_script_errors_total",
+    "mde_liveresponse_script_exit_code",
+    "mde_liveresponse_script_errors_present",
+    "mde_liveresponse_script_last_run_timestamp_seconds",
+    "mde_liveresponse_commands_total",
+    "mde_liveresponse_actions_total",
+    "mde_liveresponse_result_fetch_failures_total",
+    "mde_api_requests_total",
+    "mde_api_request_duration_seconds",
+    "mde_api_throttled_total",
+    "mde_api_quota_limit",
+    "mde_api_quota_used",
+    "mde_api_quota_remaining",
+    "mde_exporter_build_info",
+    "mde_exporter_poll_success",
+    "mde_exporter_last_poll_success_timestamp_seconds",
+    "mde_exporter_poll_duration_seconds",
+];
+
+async fn populated_exporter() -> (
+    mde_liveresponse_exporter::app::Handle,
+    mde_liveresponse_exporter::sim::Simulator,
+) {
+    let (sim, addr) = start_sim(SimConfig {
+        seed: 21,
+        machines: 5,
+        actions: 30,
+        finish_within: Duration::from_millis(300),
+        ..SimConfig::default()
+    })
+    .await;
+    sim.faults()
+        .throttle_next("list_machine_actions", 1, Some(1));
+    let secret = sim.credentials().2.to_string();
+    let exporter = start_exporter(parse_config(&config_yaml(&sim, addr, &secret, "", ""))).await;
+    let a = exporter.addr;
+    eventually("transcripts and a throttle", || async move {
+        let m = scrape(a).await;
+        sum(&m, "mde_liveresponse_script_runs_total", &[]) > 0.0
+            && sum(&m, "mde_liveresponse_result_fetch_failures_total", &[]) > 0.0
+            && sum(&m, "mde_api_throttled_total", &[]) > 0.0
+    })
+    .await;
+    (exporter, sim)
+}
+
+fn families(text: &str) -> String {
+    let mut lines: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("# HELP") || l.starts_with("# TYPE"))
+        .collect();
+    lines.sort();
+    lines.join("\n") + "\n"
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn families_match_the_golden_file_and_the_contract() {
+    let (exporter, _sim) = populated_exporter().await;
+    let (status, ct, text) = get(exporter.addr, "/metrics", None).await;
+    assert_eq!(status, 200);
+    assert_eq!(ct, "text/plain; version=0.0.4; charset=utf-8");
+    let got = families(&text);
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        std::fs::write(GOLDEN, &got).unwrap();
+    }
+    let want = std::fs::read_to_string(GOLDEN).unwrap();
+    assert_eq!(
+        got, want,
+        "families changed; if intended, rerun with UPDATE_GOLDEN=1 and review the diff"
+    );
+    for name in DOCUMENTED {
+        let sample = text.lines().any(|l| {
+            l.starts_with(&format!("{name}{{"))
+                || l.starts_with(&format!("{name}_bucket{{"))
+                || l.starts_with(&format!("{name} "))
+        });
+        assert!(sample, "no sample of {name}");
+    }
+    exporter.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn promtool_accepts_the_exposition() {
+    let Ok(out) = Command::new("promtool").arg("--version").output() else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "promtool is required in CI"
+        );
+        eprintln!("SKIP: promtool not installed (scripts/test.sh installs it)");
+        return;
+    };
+    assert!(out.status.success());
+    let (exporter, _sim) = populated_exporter().await;
+    let (_, _, text) = get(exporter.addr, "/metrics", None).await;
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && report.trim().is_empty(),
+        "promtool: {report}"
+    );
+    exporter.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openmetrics_when_asked_and_landing_pages() {
+    let (exporter, _sim) = populated_exporter().await;
+    let (status, ct, text) = get(
+        exporter.addr,
+        "/metrics",
+        Some("application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5"),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        ct,
+        "application/openmetrics-text; version=1.0.0; charset=utf-8"
+    );
+    assert!(text.ends_with("# EOF\n"));
+    assert!(text.contains("# TYPE mde_liveresponse_script_runs counter"));
+    let (status, _, body) = get(exporter.addr, "/-/healthy", None).await;
+    assert_eq!((status, body.as_str()), (200, "Healthy\n"));
+    let (status, _, page) = get(exporter.addr, "/", None).await;
+    assert_eq!(status, 200);
+    assert!(page.contains("<h2>Tenant sim</h2>"), "{page}");
+    assert!(page.contains("href=\"/metrics\""));
+    exporter.shutdown().await.unwrap();
+}

@@ -1,0 +1,209 @@
+//! Durable state: the real binary is killed with SIGKILL again and again in the middle of its
+//! work against one simulator scenario, and restarted on the same state file. Across all its
+//! lives no result may be counted twice, none may be missed, and the per-machine gauges must
+//! come back after a restart. See: #3
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+use mde_liveresponse_exporter::sim::SimConfig;
+use mde_liveresponse_exporter::state::{ResultKey, State};
+
+const BIN: &str = env!("CARGO_BIN_EXE_mde-liveresponse-exporter");
+
+struct Exporter {
+    child: std::process::Child,
+    addr: String,
+    logs: std::thread::JoinHandle<Vec<String>>,
+}
+
+fn spawn(config: &std::path::Path, state: &std::path::Path) -> Exporter {
+    let mut child = Command::new(BIN)
+        .args([
+            "--config.file",
+            config.to_str().unwrap(),
+            "--state.path",
+            state.to_str().unwrap(),
+        ])
+        .args([
+            "--web.listen-address",
+            "127.0.0.1:0",
+            "--log.format",
+            "json",
+            "--log.level",
+            "info",
+        ])
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut head = Vec::new();
+    let mut addr = None;
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
+            if v["fields"]["message"] == "exporter listening" {
+                addr = v["fields"]["addr"].as_str().map(str::to_string);
+                head.push(line);
+                break;
+            }
+        }
+        head.push(line);
+    }
+    let addr = addr.unwrap_or_else(|| panic!("the exporter did not start: {head:?}"));
+    let logs = std::thread::spawn(move || {
+        head.into_iter()
+            .chain(lines.map_while(Result::ok))
+            .collect::<Vec<String>>()
+    });
+    Exporter { child, addr, logs }
+}
+
+/// (action id, index) of each transcript event in a life's logs.
+fn counted(logs: &[String]) -> Vec<(String, u32)> {
+    logs.iter()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["fields"]["event"] == "transcript")
+        .map(|v| {
+            (
+                v["fields"]["action_id"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+                v["fields"]["index"].as_u64().unwrap_or(u64::MAX) as u32,
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_and_restart_counts_every_result_exactly_once() {
+    // A tight quota keeps results queued, so kills land in the middle of the work.
+    let (sim, addr) = start_sim(SimConfig {
+        seed: 77,
+        machines: 10,
+        actions: 60,
+        per_minute: 6,
+        per_hour: 5000,
+        minute: Duration::from_millis(500),
+        hour: Duration::from_secs(60),
+        finish_within: Duration::from_secs(2),
+        ..SimConfig::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.yml");
+    let state = dir.path().join("state.redb");
+    let secret = sim.credentials().2.to_string();
+    std::fs::write(&config, config_yaml(&sim, addr, &secret, "", "")).unwrap();
+
+    let mut lives: Vec<Vec<(String, u32)>> = Vec::new();
+    let kills = 12;
+    for i in 0..kills {
+        let mut e = spawn(&config, &state);
+        // Let it work a different while each time, then SIGKILL: no chance to clean up.
+        tokio::time::sleep(Duration::from_millis(150 + 97 * (i % 5))).await;
+        e.child.kill().unwrap();
+        e.child.wait().unwrap();
+        lives.push(counted(&e.logs.join().unwrap()));
+    }
+
+    // A last life runs until everything is accounted for, then stops cleanly.
+    let s = sim.clone();
+    let want_final = sim.config().actions;
+    eventually("every simulated action is final", || {
+        let s = s.clone();
+        async move { s.truth().actions.len() == want_final }
+    })
+    .await;
+    let truth = sim.truth();
+    let last = spawn(&config, &state);
+    let a: std::net::SocketAddr = last.addr.parse().unwrap();
+    eventually("the last life finishes the work", || async move {
+        let m = scrape(a).await;
+        // Two polls after every action was final, and nothing left waiting.
+        sum(&m, "mde_exporter_poll_duration_seconds", &[]) >= 2.0
+            && sum(&m, "mde_liveresponse_pending_results", &[]) == 0.0
+            && sum(&m, "mde_exporter_poll_success", &[]) == 1.0
+    })
+    .await;
+    // The per-machine gauges are served from the state, whichever life counted the run.
+    let m = scrape(a).await;
+    let want: BTreeMap<(String, String), i64> = truth
+        .last_by_machine_script()
+        .into_iter()
+        .map(|(k, t)| (k, t.exit_code))
+        .collect();
+    let mut got = BTreeMap::new();
+    for ((name, labels), v) in &m {
+        if name == "mde_liveresponse_script_exit_code" {
+            got.insert(
+                (labels["machine"].clone(), labels["script"].clone()),
+                *v as i64,
+            );
+        }
+    }
+    assert_eq!(got, want);
+    let pid = last.child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let mut child = last.child;
+    assert_eq!(child.wait().unwrap().code(), Some(0), "SIGTERM exits 0");
+    lives.push(counted(&last.logs.join().unwrap()));
+
+    // Never counted twice, across all lives.
+    let mut seen = BTreeSet::new();
+    for (life, keys) in lives.iter().enumerate() {
+        for k in keys {
+            assert!(seen.insert(k.clone()), "{k:?} counted again in life {life}");
+        }
+    }
+    // Nothing missed: every result is done in the state file. A result whose log line was
+    // cut off by a SIGKILL right after its commit is done but not in any log: at most one
+    // per kill.
+    let state = State::open(Some(&state)).unwrap();
+    let good: BTreeSet<(String, u32)> = truth
+        .transcripts
+        .iter()
+        .filter(|t| !t.malformed)
+        .map(|t| (t.action_id.clone(), t.index))
+        .collect();
+    for t in &truth.transcripts {
+        let key = ResultKey {
+            tenant: "sim".into(),
+            action_id: t.action_id.clone(),
+            index: t.index,
+        };
+        assert!(state.is_done(&key), "{key:?} missed");
+    }
+    for f in &truth.files {
+        let key = ResultKey {
+            tenant: "sim".into(),
+            action_id: f.action_id.clone(),
+            index: f.index,
+        };
+        assert!(state.is_done(&key), "{key:?} missed");
+    }
+    assert!(seen.is_subset(&good), "only valid transcripts are counted");
+    let unlogged = good.difference(&seen).count();
+    assert!(
+        unlogged <= kills as usize,
+        "{unlogged} results done but never logged"
+    );
+    assert!(
+        lives.iter().take(kills as usize).any(|l| !l.is_empty()),
+        "kills should land mid-work"
+    );
+}
