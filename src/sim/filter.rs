@@ -1,26 +1,96 @@
 //! The OData `$filter` subset the machine-actions list accepts: fields `id`, `status`,
 //! `machineId`, `type`, `requestor`, `creationDateTimeUtc`; operators `eq ne gt ge lt le`,
 //! `in (...)`, `and`, `or`, parentheses; string literals in single quotes (`''` escapes a
-//! quote) and unquoted ISO 8601 datetimes.
+//! quote) and unquoted ISO 8601 datetimes (`2025-01-01T00:00:00Z`, up to 7 fractional digits).
+//!
+//! Owns parsing and evaluation against any [`Record`]; errors are the message of the 400
+//! `ODataError` answer. Does not own `$top`/`$skip`/`$orderby` (see `routes`).
+
+use std::cmp::Ordering;
 
 use chrono::{DateTime, Utc};
 
-const FIELDS: &[&str] = &[
-    "id",
-    "status",
-    "machineId",
-    "type",
-    "requestor",
-    "creationDateTimeUtc",
-];
+/// A filterable property of a machine action.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Field {
+    Id,
+    Status,
+    MachineId,
+    Type,
+    Requestor,
+    CreationDateTimeUtc,
+}
 
+impl Field {
+    fn parse(name: &str) -> Option<Field> {
+        Some(match name {
+            "id" => Field::Id,
+            "status" => Field::Status,
+            "machineId" => Field::MachineId,
+            "type" => Field::Type,
+            "requestor" => Field::Requestor,
+            "creationDateTimeUtc" => Field::CreationDateTimeUtc,
+            _ => return None,
+        })
+    }
+}
+
+/// What a filter is evaluated against.
+pub trait Record {
+    /// The value of a string field (never called with `CreationDateTimeUtc`).
+    fn text(&self, field: Field) -> &str;
+    fn created(&self) -> DateTime<Utc>;
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    Eq,
+    Ne,
+    Gt,
+    Ge,
+    Lt,
+    Le,
+}
+
+impl Op {
+    fn parse(s: &str) -> Option<Op> {
+        Some(match s {
+            "eq" => Op::Eq,
+            "ne" => Op::Ne,
+            "gt" => Op::Gt,
+            "ge" => Op::Ge,
+            "lt" => Op::Lt,
+            "le" => Op::Le,
+            _ => return None,
+        })
+    }
+
+    fn holds(self, ord: Ordering) -> bool {
+        match self {
+            Op::Eq => ord.is_eq(),
+            Op::Ne => ord.is_ne(),
+            Op::Gt => ord.is_gt(),
+            Op::Ge => ord.is_ge(),
+            Op::Lt => ord.is_lt(),
+            Op::Le => ord.is_le(),
+        }
+    }
+}
+
+/// A literal, typed by the field it is compared with.
 #[derive(Debug, Clone, PartialEq)]
-enum Tok {
-    Ident(String),
+pub enum Literal {
     Str(String),
-    Open,
-    Close,
-    Comma,
+    Time(DateTime<Utc>),
+}
+
+impl Literal {
+    fn compare(&self, field: Field, r: &impl Record) -> Ordering {
+        match self {
+            Literal::Str(s) => r.text(field).cmp(s.as_str()),
+            Literal::Time(t) => r.created().cmp(t),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -28,66 +98,91 @@ pub enum Expr {
     And(Box<Expr>, Box<Expr>),
     Or(Box<Expr>, Box<Expr>),
     Cmp {
-        field: String,
-        op: String,
-        value: String,
+        field: Field,
+        op: Op,
+        value: Literal,
     },
     In {
-        field: String,
-        values: Vec<String>,
+        field: Field,
+        values: Vec<Literal>,
     },
+}
+
+impl Expr {
+    pub fn matches(&self, r: &impl Record) -> bool {
+        match self {
+            Expr::And(a, b) => a.matches(r) && b.matches(r),
+            Expr::Or(a, b) => a.matches(r) || b.matches(r),
+            Expr::Cmp { field, op, value } => op.holds(value.compare(*field, r)),
+            Expr::In { field, values } => values.iter().any(|v| v.compare(*field, r).is_eq()),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Tok {
+    /// A bare word: field, operator, keyword or unquoted datetime.
+    Word(String),
+    Str(String),
+    Open,
+    Close,
+    Comma,
+}
+
+impl std::fmt::Display for Tok {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Tok::Word(w) => write!(f, "'{w}'"),
+            Tok::Str(s) => write!(f, "string literal '{s}'"),
+            Tok::Open => f.write_str("'('"),
+            Tok::Close => f.write_str("')'"),
+            Tok::Comma => f.write_str("','"),
+        }
+    }
 }
 
 fn lex(s: &str) -> Result<Vec<Tok>, String> {
     let mut out = Vec::new();
-    let chars: Vec<char> = s.chars().collect();
-    let mut i = 0;
-    while i < chars.len() {
-        let c = chars[i];
+    let mut chars = s.chars().peekable();
+    while let Some(&c) = chars.peek() {
         match c {
-            ' ' | '\t' | '\n' | '\r' => i += 1,
-            '(' => {
-                out.push(Tok::Open);
-                i += 1;
+            c if c.is_whitespace() => {
+                chars.next();
             }
-            ')' => {
-                out.push(Tok::Close);
-                i += 1;
-            }
-            ',' => {
-                out.push(Tok::Comma);
-                i += 1;
+            '(' | ')' | ',' => {
+                chars.next();
+                out.push(match c {
+                    '(' => Tok::Open,
+                    ')' => Tok::Close,
+                    _ => Tok::Comma,
+                });
             }
             '\'' => {
+                chars.next();
                 let mut v = String::new();
-                i += 1;
                 loop {
-                    match chars.get(i) {
-                        None => return Err("unterminated string literal in $filter".into()),
-                        Some('\'') if chars.get(i + 1) == Some(&'\'') => {
+                    match chars.next() {
+                        None => return Err("Syntax error: unterminated string literal".into()),
+                        Some('\'') if chars.peek() == Some(&'\'') => {
+                            chars.next();
                             v.push('\'');
-                            i += 2;
                         }
-                        Some('\'') => {
-                            i += 1;
-                            break;
-                        }
-                        Some(c) => {
-                            v.push(*c);
-                            i += 1;
-                        }
+                        Some('\'') => break,
+                        Some(c) => v.push(c),
                     }
                 }
                 out.push(Tok::Str(v));
             }
             _ => {
-                let start = i;
-                while i < chars.len()
-                    && !matches!(chars[i], ' ' | '\t' | '\n' | '\r' | '(' | ')' | ',' | '\'')
-                {
-                    i += 1;
+                let mut w = String::new();
+                while let Some(&c) = chars.peek() {
+                    if c.is_whitespace() || matches!(c, '(' | ')' | ',' | '\'') {
+                        break;
+                    }
+                    w.push(c);
+                    chars.next();
                 }
-                out.push(Tok::Ident(chars[start..i].iter().collect()));
+                out.push(Tok::Word(w));
             }
         }
     }
@@ -99,138 +194,142 @@ struct Parser {
     pos: usize,
 }
 
+fn describe(t: Option<Tok>) -> String {
+    t.map_or_else(|| "end of input".to_string(), |t| t.to_string())
+}
+
 impl Parser {
-    fn peek_word(&self, w: &str) -> bool {
-        matches!(self.toks.get(self.pos), Some(Tok::Ident(x)) if x.eq_ignore_ascii_case(w))
+    fn keyword(&mut self, k: &str) -> bool {
+        let hit = matches!(self.toks.get(self.pos), Some(Tok::Word(w)) if w == k);
+        if hit {
+            self.pos += 1;
+        }
+        hit
     }
+
     fn next(&mut self) -> Option<Tok> {
         let t = self.toks.get(self.pos).cloned();
         self.pos += 1;
         t
     }
+
     fn or(&mut self) -> Result<Expr, String> {
         let mut left = self.and()?;
-        while self.peek_word("or") {
-            self.pos += 1;
+        while self.keyword("or") {
             left = Expr::Or(Box::new(left), Box::new(self.and()?));
         }
         Ok(left)
     }
+
     fn and(&mut self) -> Result<Expr, String> {
         let mut left = self.primary()?;
-        while self.peek_word("and") {
-            self.pos += 1;
+        while self.keyword("and") {
             left = Expr::And(Box::new(left), Box::new(self.primary()?));
         }
         Ok(left)
     }
-    fn value(&mut self) -> Result<String, String> {
-        match self.next() {
-            Some(Tok::Str(s)) | Some(Tok::Ident(s)) => Ok(s),
-            other => Err(format!("expected a value in $filter, found {other:?}")),
+
+    fn literal(&mut self, field: Field) -> Result<Literal, String> {
+        let tok = self.next();
+        match (field, tok) {
+            (Field::CreationDateTimeUtc, Some(Tok::Word(w))) => {
+                datetime(&w).map(Literal::Time).ok_or_else(|| {
+                    format!("Syntax error: '{w}' is not a valid DateTimeOffset literal")
+                })
+            }
+            (Field::CreationDateTimeUtc, other) => Err(format!(
+                "A binary operator with incompatible types was detected. Found operand types \
+                 'Edm.DateTimeOffset' and {}",
+                describe(other)
+            )),
+            (_, Some(Tok::Str(s))) => Ok(Literal::Str(s)),
+            (_, other) => Err(format!(
+                "Syntax error: expected a string literal, found {}",
+                describe(other)
+            )),
         }
     }
+
     fn primary(&mut self) -> Result<Expr, String> {
         match self.next() {
             Some(Tok::Open) => {
                 let e = self.or()?;
                 match self.next() {
                     Some(Tok::Close) => Ok(e),
-                    other => Err(format!("expected ')' in $filter, found {other:?}")),
+                    other => Err(format!(
+                        "Syntax error: expected ')', found {}",
+                        describe(other)
+                    )),
                 }
             }
-            Some(Tok::Ident(field)) => {
-                if !FIELDS.contains(&field.as_str()) {
-                    return Err(format!(
-                        "Invalid filter: property '{field}' is not supported in $filter"
-                    ));
-                }
+            Some(Tok::Word(name)) => {
+                let field = Field::parse(&name).ok_or_else(|| {
+                    format!(
+                        "Could not find a property named '{name}' on type \
+                         'microsoft.windowsDefenderATP.api.MachineAction'."
+                    )
+                })?;
                 let op = match self.next() {
-                    Some(Tok::Ident(op)) => op.to_ascii_lowercase(),
+                    Some(Tok::Word(op)) => op,
                     other => {
                         return Err(format!(
-                            "expected an operator after {field}, found {other:?}"
+                            "Syntax error: expected an operator after '{name}', found {}",
+                            describe(other)
                         ));
                     }
                 };
                 if op == "in" {
                     if self.next() != Some(Tok::Open) {
-                        return Err("expected '(' after in".into());
+                        return Err("Syntax error: expected '(' after 'in'".into());
                     }
-                    let mut values = vec![self.value()?];
+                    let mut values = vec![self.literal(field)?];
                     loop {
                         match self.next() {
-                            Some(Tok::Comma) => values.push(self.value()?),
+                            Some(Tok::Comma) => values.push(self.literal(field)?),
                             Some(Tok::Close) => break,
                             other => {
                                 return Err(format!(
-                                    "expected ',' or ')' in in-list, found {other:?}"
+                                    "Syntax error: expected ',' or ')' in the 'in' list, found {}",
+                                    describe(other)
                                 ));
                             }
                         }
                     }
                     return Ok(Expr::In { field, values });
                 }
-                if !["eq", "ne", "gt", "ge", "lt", "le"].contains(&op.as_str()) {
-                    return Err(format!("unsupported operator '{op}' in $filter"));
-                }
-                let value = self.value()?;
+                let op = Op::parse(&op)
+                    .ok_or_else(|| format!("Syntax error: unknown operator '{op}'"))?;
+                let value = self.literal(field)?;
                 Ok(Expr::Cmp { field, op, value })
             }
-            other => Err(format!("syntax error in $filter at {other:?}")),
+            other => Err(format!(
+                "Syntax error: expected a property name, found {}",
+                describe(other)
+            )),
         }
     }
 }
 
+/// Parse a `$filter` value; `Err` carries the `ODataError` message.
 pub fn parse(s: &str) -> Result<Expr, String> {
     let toks = lex(s)?;
     let mut p = Parser { toks, pos: 0 };
     let e = p.or()?;
-    if p.pos < p.toks.len() {
-        return Err(format!("unexpected {:?} in $filter", p.toks[p.pos]));
+    match p.next() {
+        None => Ok(e),
+        Some(t) => Err(format!(
+            "Syntax error: unexpected {t} at position {}",
+            p.pos - 1
+        )),
     }
-    Ok(e)
 }
 
-fn date(s: &str) -> Option<DateTime<Utc>> {
+/// An ISO 8601 datetime with an offset; a missing offset means UTC, as OData does.
+fn datetime(s: &str) -> Option<DateTime<Utc>> {
     DateTime::parse_from_rfc3339(s)
+        .or_else(|_| DateTime::parse_from_rfc3339(&format!("{s}Z")))
         .ok()
         .map(|d| d.with_timezone(&Utc))
-}
-
-impl Expr {
-    /// Evaluate against a machine action as served (JSON).
-    pub fn matches(&self, a: &serde_json::Value) -> bool {
-        match self {
-            Expr::And(l, r) => l.matches(a) && r.matches(a),
-            Expr::Or(l, r) => l.matches(a) || r.matches(a),
-            Expr::In { field, values } => {
-                let v = a[field.as_str()].as_str().unwrap_or_default();
-                values.iter().any(|x| x == v)
-            }
-            Expr::Cmp { field, op, value } => {
-                let v = a[field.as_str()].as_str().unwrap_or_default();
-                let ord = if field == "creationDateTimeUtc" {
-                    match (date(v), date(value)) {
-                        (Some(x), Some(y)) => x.cmp(&y),
-                        _ => return false,
-                    }
-                } else {
-                    v.cmp(value.as_str())
-                };
-                use std::cmp::Ordering::*;
-                match op.as_str() {
-                    "eq" => ord == Equal,
-                    "ne" => ord != Equal,
-                    "gt" => ord == Greater,
-                    "ge" => ord != Less,
-                    "lt" => ord == Less,
-                    "le" => ord != Greater,
-                    _ => false,
-                }
-            }
-        }
-    }
 }
 
 #[cfg(test)]
@@ -238,14 +337,54 @@ impl Expr {
 mod tests {
     use super::*;
 
+    struct A {
+        id: &'static str,
+        status: &'static str,
+        machine: &'static str,
+        kind: &'static str,
+        requestor: &'static str,
+        created: DateTime<Utc>,
+    }
+
+    impl Record for A {
+        fn text(&self, f: Field) -> &str {
+            match f {
+                Field::Id => self.id,
+                Field::Status => self.status,
+                Field::MachineId => self.machine,
+                Field::Type => self.kind,
+                Field::Requestor => self.requestor,
+                Field::CreationDateTimeUtc => "",
+            }
+        }
+        fn created(&self) -> DateTime<Utc> {
+            self.created
+        }
+    }
+
+    fn action() -> A {
+        A {
+            id: "x",
+            status: "Succeeded",
+            machine: "m1",
+            kind: "LiveResponse",
+            requestor: "o'brien",
+            created: datetime("2025-03-18T21:02:00.3538594Z").unwrap(),
+        }
+    }
+
     #[test]
     fn parses_and_evaluates() {
-        let a = serde_json::json!({"id": "x", "status": "Succeeded", "type": "LiveResponse", "requestor": "o'brien", "machineId": "m1", "creationDateTimeUtc": "2025-03-18T21:02:00.3538594Z"});
+        let a = action();
         let yes = [
             "type eq 'LiveResponse' and creationDateTimeUtc ge 2025-01-01T00:00:00Z",
             "(status eq 'Failed' or status eq 'Succeeded') and machineId in ('m0','m1')",
             "requestor eq 'o''brien'",
             "creationDateTimeUtc lt 2025-03-18T21:02:00.3538595Z",
+            "creationDateTimeUtc eq 2025-03-18T21:02:00.3538594Z",
+            "creationDateTimeUtc gt 2025-03-18T21:02:00",
+            "status in ('Pending','InProgress') or (id eq 'x' and status ne 'Failed')",
+            "  status   eq\t'Succeeded'  ",
         ];
         for f in yes {
             assert!(parse(f).unwrap().matches(&a), "{f}");
@@ -254,6 +393,8 @@ mod tests {
             "status ne 'Succeeded'",
             "creationDateTimeUtc gt 2025-03-19T00:00:00Z",
             "type eq 'Isolate' or id eq 'y'",
+            "status eq 'succeeded'",
+            "status eq 'Succeeded' and (id eq 'y' or machineId eq 'm0')",
         ];
         for f in no {
             assert!(!parse(f).unwrap().matches(&a), "{f}");
@@ -261,17 +402,50 @@ mod tests {
     }
 
     #[test]
+    fn and_binds_tighter_than_or() {
+        let e = parse("id eq 'a' or id eq 'b' and status eq 'c'").unwrap();
+        match e {
+            Expr::Or(_, right) => assert!(matches!(*right, Expr::And(_, _))),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
     fn errors_name_the_problem() {
         assert_eq!(
             parse("title eq 'x'").unwrap_err(),
-            "Invalid filter: property 'title' is not supported in $filter"
+            "Could not find a property named 'title' on type \
+             'microsoft.windowsDefenderATP.api.MachineAction'."
         );
         assert!(parse("status eq 'x").unwrap_err().contains("unterminated"));
         assert!(
             parse("status like 'x'")
                 .unwrap_err()
-                .contains("unsupported operator")
+                .contains("unknown operator 'like'")
         );
-        assert!(parse("(status eq 'x'").is_err());
+        assert!(
+            parse("(status eq 'x'")
+                .unwrap_err()
+                .contains("expected ')'")
+        );
+        assert!(
+            parse("status eq Succeeded")
+                .unwrap_err()
+                .contains("string literal")
+        );
+        assert!(
+            parse("creationDateTimeUtc ge yesterday")
+                .unwrap_err()
+                .contains("DateTimeOffset")
+        );
+        assert!(parse("creationDateTimeUtc ge '2025-01-01'").is_err());
+        assert!(
+            parse("status eq 'a' status eq 'b'")
+                .unwrap_err()
+                .contains("unexpected")
+        );
+        assert!(parse("status in 'a'").is_err());
+        assert!(parse("").is_err());
+        assert!(parse("status eq 'a' and").is_err());
     }
 }
