@@ -796,11 +796,21 @@ fn blob_fault_response(fault: BlobFault, now: DateTime<Utc>) -> Response {
         BlobFault::NotFound => blob_not_found(now),
         BlobFault::Garbage => octets(Bytes::from_static(b"\xde\xad\xbe\xef\x00\xffnot a result")),
         BlobFault::Truncated => {
-            // Promise 4 KiB, send a few bytes, then break the connection.
-            let stream = futures_util::stream::iter(vec![
-                Ok(Bytes::from_static(b"{\"script_name\":\"x\"")),
-                Err(std::io::Error::other("connection reset by simulator")),
-            ]);
+            // Promise 4 KiB, send a few bytes, then (once they are surely on the wire) break
+            // the connection.
+            let stream = futures_util::stream::unfold(0u8, |step| async move {
+                match step {
+                    0 => Some((Ok(Bytes::from_static(b"{\"script_name\":\"x\"")), 1)),
+                    1 => {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        Some((
+                            Err(std::io::Error::other("connection reset by simulator")),
+                            2,
+                        ))
+                    }
+                    _ => None,
+                }
+            });
             let mut resp = Response::new(Body::from_stream(stream));
             resp.headers_mut()
                 .insert(header::CONTENT_LENGTH, HeaderValue::from_static("4096"));

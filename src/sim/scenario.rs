@@ -507,12 +507,14 @@ pub fn generate(cfg: &SimConfig, anchor: DateTime<Utc>) -> Vec<SimAction> {
                 )
             }
             Plan::Running { status, started } => {
-                let final_after =
-                    Duration::from_micros(rng.random_range(finish_us / 20..finish_us));
+                // The two that show Pending and InProgress stay so for a while, so a client
+                // that starts right away still sees them.
+                let lowest = if n < 6 { finish_us / 2 } else { finish_us / 20 };
+                let final_after = Duration::from_micros(rng.random_range(lowest..finish_us));
                 let started_after = if started {
                     Duration::ZERO
                 } else {
-                    final_after.mul_f64(rng.random_range(0.2..0.8))
+                    final_after.mul_f64(rng.random_range(if n < 6 { 0.5 } else { 0.2 }..0.8))
                 };
                 let started_after = Duration::from_micros(
                     u64::try_from(started_after.as_micros()).unwrap_or(u64::MAX),
