@@ -215,17 +215,19 @@ def quota():
     used = f'mde_api_quota_used{{{T}}}'
     limit = f'mde_api_quota_limit{{{T}}}'
 
-    def ratio(window):
+    def left(window):
         sel = f'{T},window="{window}"'
-        return f"max by (tenant, endpoint) (mde_api_quota_used{{{sel}}} / (mde_api_quota_limit{{{sel}}} > 0))"
-    warn = ((None, "green"), (0.75, "orange"), (0.9, "red"))
+        return f"min by (tenant, endpoint) (mde_api_quota_remaining{{{sel}}} / (mde_api_quota_limit{{{sel}}} > 0))"
+
+    low = ((None, "red"), (0.1, "orange"), (0.25, "green"))
     panels = [
         (row("Quota windows"), 24, 1),
-        (bargauge("Quota used, 1 minute window", "Share of the 100 calls/min budget spent, per endpoint "
-                  "(endpoint=\"all\" for a shared budget).",
-                  [target(ratio("1m"), "{{tenant}} {{endpoint}}", instant=True)], steps=warn), 12, 6),
-        (bargauge("Quota used, 1 hour window", "Share of the 1500 calls/h budget spent, per endpoint.",
-                  [target(ratio("1h"), "{{tenant}} {{endpoint}}", instant=True)], steps=warn), 12, 6),
+        (bargauge("Quota left, 1 minute window", "Share of the 100 calls/min budget the exporter may still "
+                  "spend, per endpoint (endpoint=\"all\" for a shared budget); lowered after 429s.",
+                  [target(left("1m"), "{{tenant}} {{endpoint}}", instant=True)], steps=low), 12, 6),
+        (bargauge("Quota left, 1 hour window", "Share of the 1500 calls/h budget the exporter may still spend, "
+                  "per endpoint.",
+                  [target(left("1h"), "{{tenant}} {{endpoint}}", instant=True)], steps=low), 12, 6),
         (timeseries("Calls used per window", "Calls counted in each quota window, with its limit.",
                     [target(f"sum by (tenant, endpoint, window) ({used})", "{{tenant}} {{endpoint}} {{window}}", "A"),
                      target(f"max by (window) ({limit})", "limit {{window}}", "B")]), 12, 8),
