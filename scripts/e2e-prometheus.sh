@@ -1,0 +1,97 @@
+#!/usr/bin/env bash
+# End-to-end proof of the dashboards and alerts against a real Prometheus server.
+#
+# Starts the exporter in demo mode (built-in MDE API simulator: failing scripts, script errors,
+# malformed transcripts; --demo.noisy-neighbour and many actions so the quota runs out and the
+# API answers 429) with time scaled x60 (a quota minute lasts one second), and Debian's
+# `prometheus` scraping it every second with rules/mde-liveresponse.rules.yml loaded. Then
+# scripts/e2e_prometheus.py evaluates every dashboard panel query and template variable through
+# the HTTP API (each must be valid and return data) and waits for the script-failure and quota
+# alerts to fire.
+#
+# Alert `for:` durations (5-30 minutes) cannot elapse in a two-minute test, and the simulator's
+# time scale does not apply to Prometheus's clock, so Prometheus loads a copy of the rules with
+# every `for:` set to 0s. Expressions, labels and annotations are the committed ones; the `for:`
+# durations themselves are covered by `promtool test rules` (scripts/check-rules.sh).
+#
+# Everything listens on 127.0.0.1 only; all processes are stopped on exit.
+# Env: MDE_EXPORTER_BIN (default target/debug/mde-liveresponse-exporter, built with cargo when
+# missing or with E2E_BUILD=1), PROMETHEUS (default prometheus), E2E_DEADLINE (seconds, default 100).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+bin=${MDE_EXPORTER_BIN:-target/debug/mde-liveresponse-exporter}
+prometheus=${PROMETHEUS:-prometheus}
+deadline=${E2E_DEADLINE:-100}
+required_alerts=MdeLiveResponseScriptFailed,MdeLiveResponseScriptErrors,MdeLiveResponseResultFetchFailing,MdeApiQuotaNearlyExhausted,MdeApiThrottled,MdeLiveResponseResultsWaitingForQuota
+forbidden_alerts=MdeExporterDown,MdeExporterAuthFailing,MdeExporterConfigReloadFailed
+
+command -v "$prometheus" >/dev/null || { echo "e2e: $prometheus not found (apt-get install prometheus)" >&2; exit 1; }
+if [ ! -x "$bin" ] || [ "${E2E_BUILD:-0}" = 1 ]; then
+    echo "== cargo build --bin mde-liveresponse-exporter"
+    cargo build --quiet --bin mde-liveresponse-exporter
+fi
+"$bin" --help | grep -q -- '--demo.noisy-neighbour' || { echo "e2e: $bin has no --demo.noisy-neighbour" >&2; exit 1; }
+echo "== $("$bin" --version) / $("$prometheus" --version 2>&1 | head -1)"
+
+tmp=$(mktemp -d)
+pids=()
+cleanup() {
+    local rc=$?
+    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+    for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+    if [ "$rc" -ne 0 ]; then
+        echo "---- exporter log (last 20 lines)"; tail -n 20 "$tmp/exporter.log" 2>/dev/null || true
+        echo "---- prometheus log (last 20 lines)"; tail -n 20 "$tmp/prometheus.log" 2>/dev/null || true
+    fi
+    rm -rf "$tmp"
+    exit "$rc"
+}
+trap cleanup EXIT INT TERM
+
+free_port() {
+    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
+}
+exporter_port=$(free_port)
+prom_port=$(free_port)
+
+echo "== exporter (demo) on 127.0.0.1:$exporter_port"
+"$bin" --demo --demo.time-scale=60 --demo.noisy-neighbour --demo.actions=2000 --demo.seed=42 \
+    --web.listen-address="127.0.0.1:$exporter_port" --state.path="$tmp/state.redb" \
+    --log.level=warn --log.format=json >"$tmp/exporter.log" 2>&1 &
+pids+=($!)
+
+# Rules with every `for:` shortened (see the header).
+sed -E 's/^([[:space:]]+for:)[[:space:]].*$/\1 0s/' rules/mde-liveresponse.rules.yml >"$tmp/rules.yml"
+promtool check rules "$tmp/rules.yml" >/dev/null
+cat >"$tmp/prometheus.yml" <<EOF
+global:
+  scrape_interval: 1s
+  scrape_timeout: 1s
+  evaluation_interval: 1s
+rule_files:
+  - $tmp/rules.yml
+scrape_configs:
+  - job_name: mde-liveresponse-exporter
+    static_configs:
+      - targets: ['127.0.0.1:$exporter_port']
+EOF
+
+echo "== prometheus on 127.0.0.1:$prom_port"
+"$prometheus" --config.file="$tmp/prometheus.yml" --storage.tsdb.path="$tmp/data" \
+    --web.listen-address="127.0.0.1:$prom_port" --log.level=warn >"$tmp/prometheus.log" 2>&1 &
+pids+=($!)
+
+ready=0
+for _ in $(seq 1 30); do
+    if python3 -c "import urllib.request,sys; urllib.request.urlopen('http://127.0.0.1:$prom_port/-/ready', timeout=1)" 2>/dev/null; then
+        ready=1; break
+    fi
+    sleep 1
+done
+[ "$ready" = 1 ] || { echo "e2e: prometheus not ready after 30 s" >&2; exit 1; }
+
+echo "== checks (deadline ${deadline}s)"
+python3 scripts/e2e_prometheus.py "http://127.0.0.1:$prom_port" "$deadline" \
+    "$required_alerts" "$forbidden_alerts" dashboards/*.json
+echo "e2e-prometheus: OK"

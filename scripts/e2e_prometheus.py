@@ -1,0 +1,152 @@
+#!/usr/bin/env python3
+"""Checks for scripts/e2e-prometheus.sh, against a running Prometheus that scrapes the exporter.
+
+1. waits until Prometheus has scraped the exporter (up == 1) and has enough samples for rates;
+2. every rule group evaluates without error (/api/v1/rules health);
+3. every query of every dashboard panel (variables substituted: $tenant/$script → .*,
+   $__rate_interval → 1m, $__range → 5m) is valid and returns data (/api/v1/query), and every
+   label_values() template variable has values;
+4. the required alerts reach the firing state (/api/v1/alerts, sampled every second: the short
+   quota window makes some of them come and go), and the forbidden ones never fire.
+
+Stops at the deadline with a list of what is missing. Standard library only.
+
+Usage: e2e_prometheus.py PROM_URL DEADLINE_SECONDS REQUIRED_ALERTS FORBIDDEN_ALERTS DASHBOARD.json...
+(alerts comma-separated)
+"""
+import json
+import re
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+
+SUBST = {"$tenant": ".*", "$script": ".*", "$__rate_interval": "1m", "$__range": "5m"}
+
+
+def get(base, path, **params):
+    url = base + path + ("?" + urllib.parse.urlencode(params, doseq=True) if params else "")
+    try:
+        with urllib.request.urlopen(url, timeout=10) as r:
+            return json.load(r)
+    except urllib.error.HTTPError as e:  # 400/422 carry the PromQL error as JSON
+        try:
+            return json.load(e)
+        except ValueError:
+            return {"status": "error", "error": f"HTTP {e.code}"}
+
+
+def substitute(expr):
+    for k, v in SUBST.items():
+        expr = expr.replace(k, v)
+    return expr
+
+
+def dashboard_queries(paths):
+    """[(where, expr)] for every panel target, and [(where, metric, label)] for label_values vars."""
+    queries, variables = [], []
+
+    def panels(ps):
+        for p in ps:
+            yield p
+            yield from panels(p.get("panels", []))
+
+    for path in paths:
+        with open(path) as f:
+            d = json.load(f)
+        for p in panels(d.get("panels", [])):
+            for t in p.get("targets", []):
+                queries.append((f"{d['uid']} / {p['title']} / {t['refId']}", substitute(t["expr"])))
+        for v in d.get("templating", {}).get("list", []):
+            if v.get("type") != "query":
+                continue
+            q = v["query"]["query"] if isinstance(v["query"], dict) else v["query"]
+            m = re.fullmatch(r"label_values\((.*),\s*(\w+)\)", q)
+            if m:
+                variables.append((f"{d['uid']} / ${v['name']}", substitute(m.group(1)), m.group(2)))
+    return queries, variables
+
+
+def main() -> int:
+    base, deadline_s, required, forbidden, *dashboards = sys.argv[1:]
+    required = {a for a in required.split(",") if a}
+    forbidden = {a for a in forbidden.split(",") if a}
+    deadline = time.monotonic() + float(deadline_s)
+    queries, variables = dashboard_queries(dashboards)
+    print(f"e2e: {len(queries)} panel queries and {len(variables)} variables from {len(dashboards)} dashboards; "
+          f"alerts required to fire: {', '.join(sorted(required))}")
+
+    # 1. scraped, with a few samples so that rate(...[1m]) has two points.
+    first_up = None
+    while True:
+        r = get(base, "/api/v1/query", query='up{job="mde-liveresponse-exporter"} == 1')
+        if r.get("status") == "success" and r["data"]["result"]:
+            first_up = first_up or time.monotonic()
+            if time.monotonic() - first_up >= 5:
+                break
+        if time.monotonic() > deadline:
+            print("FAIL: Prometheus never scraped the exporter successfully (up == 1)")
+            return 1
+        time.sleep(1)
+    print("e2e: exporter scraped (up == 1)")
+
+    seen_firing, seen_forbidden = set(), set()
+    pending_queries = dict(queries)  # where → expr, until it returned data once
+    pending_vars = {w: (m, lbl) for w, m, lbl in variables}
+    rule_errors = {}
+    hard_errors = []
+    while True:
+        # 2. rule health (any error is final)
+        r = get(base, "/api/v1/rules")
+        for g in r.get("data", {}).get("groups", []):
+            for rule in g.get("rules", []):
+                if rule.get("health") == "err":
+                    rule_errors[rule.get("name")] = rule.get("lastError")
+        # 3. dashboard queries
+        for where, expr in list(pending_queries.items()):
+            r = get(base, "/api/v1/query", query=expr)
+            if r.get("status") != "success":
+                hard_errors.append(f"{where}: query error {r.get('errorType')}: {r.get('error')}\n    {expr}")
+                del pending_queries[where]
+            elif r["data"]["result"]:
+                del pending_queries[where]
+        for where, (match, label) in list(pending_vars.items()):
+            r = get(base, f"/api/v1/label/{label}/values", **{"match[]": match})
+            if r.get("status") != "success":
+                hard_errors.append(f"{where}: label_values error {r.get('error')}")
+                del pending_vars[where]
+            elif r["data"]:
+                del pending_vars[where]
+        # 4. alerts
+        r = get(base, "/api/v1/alerts")
+        for a in r.get("data", {}).get("alerts", []):
+            if a.get("state") == "firing":
+                name = a["labels"]["alertname"]
+                if name not in seen_firing:
+                    print(f"e2e: {name} firing {json.dumps({k: v for k, v in a['labels'].items() if k != 'alertname'})}")
+                seen_firing.add(name)
+                if name in forbidden:
+                    seen_forbidden.add(name)
+        done = not pending_queries and not pending_vars and required <= seen_firing
+        if done or hard_errors or rule_errors or seen_forbidden or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+
+    failures = list(hard_errors)
+    failures += [f"rule {n}: evaluation error: {e}" for n, e in rule_errors.items()]
+    failures += [f"{w}: no data\n    {e}" for w, e in pending_queries.items()]
+    failures += [f"{w}: label_values() returned nothing" for w in pending_vars]
+    failures += [f"alert {a} never reached firing" for a in sorted(required - seen_firing)]
+    failures += [f"alert {a} fired but must not in the demo" for a in sorted(seen_forbidden)]
+    ok_queries = len(queries) - sum(1 for f in failures if ": no data" in f or "query error" in f)
+    print(f"e2e: {ok_queries}/{len(queries)} panel queries returned data; "
+          f"{len(variables) - len(pending_vars)}/{len(variables)} variables have values; "
+          f"alerts seen firing: {', '.join(sorted(seen_firing)) or 'none'}")
+    for f in failures:
+        print(f"FAIL: {f}")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
