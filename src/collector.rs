@@ -367,6 +367,12 @@ impl TenantCollector {
         let discovered = self.discover(deadline).await;
         let actions = match discovered {
             Ok(a) => a,
+            // Our own budget has no room for discovery before the next poll: that is the
+            // quota policy at work, not a failure. Known results are still fetched.
+            Err(PollError::Api(e @ mde::Error::Quota { .. })) => {
+                tracing::info!(tenant = %self.tenant.name, error = %e, "discovery deferred: no API quota left before the next poll; consider a longer poll_interval");
+                return self.drain().await;
+            }
             Err(e) => {
                 // Results already known are still fetched: discovery and result links have
                 // separate budgets, and nothing found earlier should wait on a failed list.

@@ -360,15 +360,21 @@ impl Config {
                     ));
                 }
                 (Some(s), None) => expand(s, env).map_err(|m| invalid(key("client_secret"), m))?,
-                (None, Some(file)) => std::fs::read_to_string(file)
-                    .map_err(|e| {
+                (None, Some(file)) => {
+                    // Relative paths are relative to the config file, not the working dir.
+                    let file = match path.parent() {
+                        Some(dir) if file.is_relative() => dir.join(file),
+                        _ => file.clone(),
+                    };
+                    std::fs::read_to_string(&file).map_err(|e| {
                         invalid(
                             key("client_secret_file"),
                             format!("cannot read {}: {e}", file.display()),
                         )
                     })?
-                    .trim_end_matches(['\r', '\n'])
-                    .to_string(),
+                }
+                .trim_end_matches(['\r', '\n'])
+                .to_string(),
             };
             if secret.is_empty() {
                 return Err(invalid(

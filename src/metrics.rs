@@ -19,7 +19,8 @@ pub const OPENMETRICS_CONTENT_TYPE: &str =
 /// Content type of the Prometheus text format (0.0.4).
 pub const PROMETHEUS_CONTENT_TYPE: &str = prometheus_text::CONTENT_TYPE;
 
-const BACKGROUND: &str = "Updated by background polls, not at scrape time (the MDE API quota forbids polling on scrape).";
+const BACKGROUND: &str =
+    "Updated by background polls, not at scrape time (the MDE API quota forbids polling on scrape)";
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TenantLabels {
@@ -277,27 +278,27 @@ impl Metrics {
         );
         r.register(
             "mde_api_quota_limit",
-            "Calls allowed per window by the configured API quota, by endpoint and window (1m, 1h).",
+            "Calls allowed per window by the configured API quota, by endpoint and window (1m, 1h)",
             m.quota_limit.clone(),
         );
         r.register(
             "mde_api_quota_used",
-            "Calls sent within the current sliding window, by endpoint and window (1m, 1h).",
+            "Calls sent within the current sliding window, by endpoint and window (1m, 1h)",
             m.quota_used.clone(),
         );
         r.register(
             "mde_api_quota_remaining",
-            "Calls still allowed within the current sliding window under the limit in force, by endpoint and window (1m, 1h).",
+            "Calls still allowed within the current sliding window under the limit in force, by endpoint and window (1m, 1h)",
             m.quota_remaining.clone(),
         );
         r.register(
             "mde_api_quota_effective_limit",
-            "Calls per window the exporter allows itself now: the configured limit, lowered after 429 answers (someone else spends the same quota) and raised back after quiet successes.",
+            "Calls per window the exporter allows itself now: the configured limit, lowered after 429 answers (someone else spends the same quota) and raised back after quiet successes",
             m.quota_effective.clone(),
         );
         r.register(
             "mde_exporter_build_info",
-            "A metric with a constant '1' value labelled by version, revision and rustc.",
+            "A metric with a constant '1' value labelled by version, revision and rustc",
             m.build_info.clone(),
         );
         r.register(
@@ -322,12 +323,12 @@ impl Metrics {
         );
         r.register(
             "mde_exporter_config_last_reload_successful",
-            "1 if the latest configuration load succeeded, else 0.",
+            "1 if the latest configuration load succeeded, else 0",
             m.config_reload_success.clone(),
         );
         r.register(
             "mde_exporter_otlp_export_failures",
-            "Span batches that could not be exported over OTLP (counted instead of logged).",
+            "Span batches that could not be exported over OTLP (counted instead of logged)",
             crate::telemetry::OTLP_EXPORT_FAILURES.clone(),
         );
         m.build_info

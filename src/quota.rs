@@ -96,7 +96,6 @@ impl Window {
 struct Budget {
     windows: [Window; 2],
     blocked_until: Option<Instant>,
-    last_throttle: Option<Instant>,
     /// Set while 429s without `Retry-After` keep coming; dropped at the first success.
     backoff: Option<ExponentialBackoff>,
 }
@@ -109,7 +108,6 @@ impl Budget {
                 Window::new("1h", cfg.per_hour, cfg.hour),
             ],
             blocked_until: None,
-            last_throttle: None,
             backoff: None,
         }
     }
@@ -217,26 +215,22 @@ impl Quota {
         Ok(())
     }
 
-    /// A call was answered (not with 429): forget the backoff, and once a whole short window
-    /// has passed without a 429, raise a lowered limit step by step.
-    pub fn succeeded(&mut self, ep: Endpoint, now: Instant) {
+    /// A call was answered (not with 429): forget the backoff, and raise a lowered limit by
+    /// 5 % of the configured one per success (additive increase).
+    pub fn succeeded(&mut self, ep: Endpoint, _now: Instant) {
         let budget = self.budget(ep);
         budget.backoff = None;
-        let quiet = budget
-            .last_throttle
-            .is_none_or(|t| now.saturating_duration_since(t) >= budget.windows[0].length);
-        if quiet {
-            for w in &mut budget.windows {
-                let step = (w.limit / 100).max(1);
-                w.effective = (w.effective + step).min(w.limit);
-            }
+        for w in &mut budget.windows {
+            let step = (w.limit / 20).max(1);
+            w.effective = (w.effective + step).min(w.limit);
         }
     }
 
     /// A 429 arrived: someone else spends the same quota. Send nothing more on this budget
     /// until `retry_after` (or, without one, an exponential backoff with jitter up to one
     /// short window) has passed, and lower the short window's limit in force to three
-    /// quarters of what we had sent in it when the 429 came. Returns the wait applied.
+    /// quarters of what we had sent in it when the 429 came (at least a tenth of the
+    /// configured limit). Returns the wait applied.
     pub fn throttled(
         &mut self,
         ep: Endpoint,
@@ -262,13 +256,15 @@ impl Quota {
         };
         let until = now + wait;
         budget.blocked_until = Some(budget.blocked_until.map_or(until, |b| b.max(until)));
-        budget.last_throttle = Some(now);
         // Only the short window is lowered: a 429 does not say which window was exceeded,
         // and lowering the hour by a quarter of a minute's use would stall us for an hour.
         // When the hour is what ran out, the server's Retry-After says so.
+        // Never below a tenth of the limit: one 429 after a single call must not leave us
+        // with one call per window.
         let short = &mut budget.windows[0];
         short.prune(now);
-        short.effective = (short.effective.min(short.used()) * 3 / 4).max(1);
+        let floor = (short.limit / 10).max(1);
+        short.effective = (short.effective.min(short.used()) * 3 / 4).max(floor);
         wait
     }
 
@@ -457,19 +453,29 @@ mod tests {
             .filter(|_| q.try_acquire(Endpoint::GetResultDownloadLink, t1).is_ok())
             .count();
         assert_eq!(sent, 30);
-        // ...and quiet successes raise it back to the configured limit, never beyond.
-        for i in 0..200 {
-            q.succeeded(
-                Endpoint::GetResultDownloadLink,
-                t1 + Duration::from_millis(i),
-            );
+        // ...and successes raise it back, 5 per success, to the configured limit, never beyond.
+        q.succeeded(Endpoint::GetResultDownloadLink, t1);
+        let limit_now = |q: &mut Quota, ep: &str| {
+            q.status(t1)
+                .into_iter()
+                .find(|w| w.endpoint == ep && w.window == "1m")
+                .unwrap()
+                .effective
+        };
+        assert_eq!(limit_now(&mut q, "get_result_download_link"), 35);
+        for _ in 0..50 {
+            q.succeeded(Endpoint::GetResultDownloadLink, t1);
         }
-        let s = q.status(t1);
-        let minute = s
-            .iter()
-            .find(|w| w.endpoint == "get_result_download_link" && w.window == "1m")
-            .unwrap();
-        assert_eq!(minute.effective, 100);
+        assert_eq!(limit_now(&mut q, "get_result_download_link"), 100);
+
+        // A 429 after a single call of ours leaves a tenth of the limit, not one call.
+        q.try_acquire(Endpoint::ListMachineActions, t1).unwrap();
+        q.throttled(
+            Endpoint::ListMachineActions,
+            t1,
+            Some(Duration::from_secs(1)),
+        );
+        assert_eq!(limit_now(&mut q, "list_machine_actions"), 10);
     }
 
     #[tokio::test(start_paused = true)]

@@ -135,8 +135,10 @@ fn demo_serves_transcript_metrics_and_stops_on_sigterm() {
     for _ in 0..300 {
         if let Ok(resp) = reqwest::blocking::get(format!("http://{addr}/metrics")) {
             body = resp.text().unwrap_or_default();
+            // The first poll has ended (its success is recorded at the end) with transcripts.
             if body.contains("mde_liveresponse_script_runs_total{")
                 && body.contains("mde_liveresponse_script_exit_code{")
+                && body.contains("mde_exporter_poll_success{tenant=\"demo\"} 1")
             {
                 break;
             }

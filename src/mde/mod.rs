@@ -177,7 +177,6 @@ impl Client {
 
     /// `GET /api/machineactions?$filter=…`, following `@odata.nextLink`. Items that do not
     /// parse are counted and skipped.
-    #[tracing::instrument(skip(self, filter), fields(tenant = %self.tenant))]
     pub async fn list_machine_actions(
         &self,
         filter: &str,
@@ -218,7 +217,6 @@ impl Client {
     }
 
     /// `GET /api/machineactions/{id}`.
-    #[tracing::instrument(skip(self), fields(tenant = %self.tenant))]
     pub async fn get_machine_action(
         &self,
         id: &str,
@@ -236,7 +234,6 @@ impl Client {
     }
 
     /// `GET /api/machineactions/{id}/GetLiveResponseResultDownloadLink(index={n})`.
-    #[tracing::instrument(skip(self), fields(tenant = %self.tenant))]
     pub async fn get_result_download_link(
         &self,
         id: &str,
@@ -263,7 +260,6 @@ impl Client {
 
     /// Download a result from its SAS link, without a bearer token (the link is the
     /// credential). `keep` false only measures the size.
-    #[tracing::instrument(skip(self, link), fields(tenant = %self.tenant))]
     pub async fn download(
         &self,
         link: &DownloadLink,
