@@ -913,3 +913,60 @@ async fn truth_helpers_agree_with_each_other() {
         .collect();
     assert_eq!(pairs.len(), last.len());
 }
+
+#[test]
+fn time_scaling_shrinks_every_clock_driven_duration() {
+    let c = SimConfig::default().time_scaled(60.0);
+    assert_eq!(c.minute, Duration::from_secs(1));
+    assert_eq!(c.hour, Duration::from_secs(60));
+    assert_eq!(c.link_ttl, Duration::from_secs(30));
+    assert_eq!(c.token_ttl, Duration::from_secs_f64(3599.0 / 60.0));
+    assert_eq!(c.finish_within, Duration::from_secs(1));
+    // The scenario's past is not clock-driven.
+    assert_eq!(c.history, SimConfig::default().history);
+    assert_eq!(
+        SimConfig::default().time_scaled(0.0).minute,
+        Duration::from_secs(60)
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_noisy_neighbour_spends_each_quota_steadily_but_never_beyond_it() {
+    let sim = Simulator::new(SimConfig {
+        per_minute: 20,
+        ..SimConfig::default()
+    });
+    sim.faults().noisy_neighbour(30);
+    let used = |ep: &'static str| {
+        let key = (sim.config().client_id.clone(), ep);
+        let mut st = sim.inner.lock();
+        st.throttles
+            .get_mut(&key)
+            .map_or((0, 0), |t| t.used(Instant::now()))
+    };
+    // One call at once, then one every two seconds.
+    tokio::time::sleep(Duration::from_millis(20_500)).await;
+    for ep in routes::QUOTA_ENDPOINTS {
+        assert_eq!(used(ep), (11, 11), "{ep}");
+    }
+    // Refused calls spend nothing: the calls at 40..58 s are refused, the one at 60 s gets
+    // the slot the call at 0 s freed.
+    tokio::time::sleep(Duration::from_secs(40)).await;
+    assert_eq!(used(routes::LIST), (20, 21));
+    drop(sim);
+}
+
+#[tokio::test(start_paused = true)]
+async fn delays_hold_the_answer_on_the_simulator_clock() {
+    let s = start(SimConfig::default()).await;
+    let token = s.token().await;
+    s.sim
+        .faults()
+        .delay("get_machine_action", Duration::from_secs(30));
+    let id = s.sim.inner.actions[0].id.clone();
+    let t0 = Instant::now();
+    let a = s.get(&token, &format!("/api/machineactions/{id}")).await;
+    assert_eq!(a.status, 200);
+    assert!(Instant::now() - t0 >= Duration::from_secs(30));
+    s.sim.faults().delay("get_machine_action", Duration::ZERO);
+}
