@@ -533,43 +533,14 @@ fn parse_basic_auth(value: &[u8]) -> Option<(String, Vec<u8>)> {
 }
 
 /// Standard-alphabet base64 with optional padding, as browsers and Prometheus send it.
-/// Written here because none of our dependencies exposes a decoder and this is all we need.
 fn decode_base64(s: &str) -> Option<Vec<u8>> {
-    fn value(c: u8) -> Option<u32> {
-        Some(match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'+' => 62,
-            b'/' => 63,
-            _ => return None,
-        } as u32)
-    }
-    let bytes = s.as_bytes();
-    let unpadded = bytes
-        .strip_suffix(b"==")
-        .or_else(|| bytes.strip_suffix(b"="))
-        .unwrap_or(bytes);
-    if bytes.len() % 4 != 0 && unpadded.len() != bytes.len() {
-        return None; // padding on a string whose length is not a multiple of 4
-    }
-    if unpadded.len() % 4 == 1 {
-        return None;
-    }
-    let mut out = Vec::with_capacity(unpadded.len() * 3 / 4);
-    for chunk in unpadded.chunks(4) {
-        let mut acc = 0u32;
-        for &c in chunk {
-            acc = (acc << 6) | value(c)?;
-        }
-        match chunk.len() {
-            4 => out.extend_from_slice(&acc.to_be_bytes()[1..]),
-            3 => out.extend_from_slice(&(acc << 6).to_be_bytes()[1..3]),
-            2 => out.push((acc >> 4) as u8),
-            _ => return None,
-        }
-    }
-    Some(out)
+    use base64::Engine as _;
+    use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+    const LENIENT: GeneralPurpose = GeneralPurpose::new(
+        &base64::alphabet::STANDARD,
+        GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
+    );
+    LENIENT.decode(s).ok()
 }
 
 // ---------------------------------------------------------------------------------------------
