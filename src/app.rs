@@ -189,6 +189,7 @@ pub async fn start_demo(opts: &DemoOptions) -> Result<(Simulator, Config, JoinHa
         max_series: 10_000,
         request_timeout: Duration::from_secs(30),
         otel: Default::default(),
+        transcript_log: Default::default(),
         tenants: vec![Tenant {
             name: "demo".into(),
             tenant_id: tenant_id.to_string(),

@@ -91,6 +91,7 @@ pub struct Settings {
     pub max_transcript_bytes: u64,
     pub series_ttl: Duration,
     pub max_series: usize,
+    pub transcript_log: crate::events::Redaction,
 }
 
 impl Settings {
@@ -100,6 +101,7 @@ impl Settings {
             max_transcript_bytes: c.max_transcript_bytes,
             series_ttl: c.series_ttl,
             max_series: c.max_series,
+            transcript_log: c.transcript_log.clone(),
         }
     }
 }
@@ -703,6 +705,8 @@ impl TenantCollector {
             output_bytes: t.script_output.len(),
             errors_bytes: t.script_errors.len(),
             end_time,
+            script_output: self.shared.settings.transcript_log.apply(&t.script_output),
+            script_errors: self.shared.settings.transcript_log.apply(&t.script_errors),
         }
         .emit(&self.shared.metrics);
         if let (Some(RunUpdate::Latest), Some(end)) = (update, end_time) {

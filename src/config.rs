@@ -12,6 +12,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use url::Url;
 
+pub use crate::events::{RedactMode, Redaction};
 pub use crate::telemetry::OtelConfig;
 
 /// A configuration problem. The message always names the file and the key at fault.
@@ -136,7 +137,30 @@ struct RawFile {
     request_timeout: Duration,
     #[serde(default)]
     otel: OtelConfig,
+    #[serde(default)]
+    transcript_log: RawTranscriptLog,
     tenants: Vec<RawTenant>,
+}
+
+/// How transcript text appears in the per-transcript log event.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawTranscriptLog {
+    /// none | truncate | hash | drop
+    output: RedactMode,
+    max_bytes: usize,
+    /// Regular expressions whose matches become `[REDACTED]`.
+    scrub: Vec<String>,
+}
+
+impl Default for RawTranscriptLog {
+    fn default() -> Self {
+        RawTranscriptLog {
+            output: RedactMode::Truncate,
+            max_bytes: 256,
+            scrub: Vec::new(),
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -268,6 +292,8 @@ pub struct Config {
     pub request_timeout: Duration,
     /// Tracing export; unset keys fall back to the standard `OTEL_*` variables.
     pub otel: OtelConfig,
+    /// How transcript text appears in logs.
+    pub transcript_log: Redaction,
     pub tenants: Vec<Tenant>,
 }
 
@@ -314,6 +340,21 @@ impl Config {
                 "must be greater than 0".into(),
             ));
         }
+        let mut scrubbers = Vec::with_capacity(raw.transcript_log.scrub.len());
+        for (i, pattern) in raw.transcript_log.scrub.iter().enumerate() {
+            let re = regex::Regex::new(pattern).map_err(|e| {
+                invalid(
+                    format!("transcript_log.scrub[{i}]"),
+                    format!("invalid regular expression: {e}"),
+                )
+            })?;
+            scrubbers.push(re);
+        }
+        let transcript_log = Redaction {
+            mode: raw.transcript_log.output,
+            max_bytes: raw.transcript_log.max_bytes,
+            scrubbers,
+        };
         if raw.tenants.is_empty() {
             return Err(invalid(
                 "tenants".into(),
@@ -444,6 +485,7 @@ impl Config {
             max_series: raw.max_series,
             request_timeout: raw.request_timeout,
             otel: raw.otel,
+            transcript_log,
             tenants,
         })
     }
@@ -635,6 +677,29 @@ tenants:
         );
         let c = parse(&text).unwrap();
         assert_eq!(c.tenants[0].client_secret.expose(), "from-file");
+    }
+
+    #[test]
+    fn transcript_log_policy() {
+        let c = parse(&format!(
+            "transcript_log:\n  output: hash\n  scrub: ['password=\\S+']\n{GOOD}"
+        ))
+        .unwrap();
+        assert_eq!(c.transcript_log.mode, RedactMode::Hash);
+        assert_eq!(c.transcript_log.scrubbers.len(), 1);
+        let err = parse(&format!("transcript_log:\n  scrub: ['(unclosed']\n{GOOD}"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with(
+                "config file cfg.yml: transcript_log.scrub[0]: invalid regular expression: "
+            ),
+            "{err}"
+        );
+        assert_eq!(
+            parse(GOOD).unwrap().transcript_log.mode,
+            RedactMode::Truncate
+        );
     }
 
     #[test]

@@ -4,7 +4,68 @@
 //! Owns the structured log fields of the per-transcript event and of fetch failures. Does not
 //! own the per-machine gauges (the collector decides which run is the latest).
 
+use sha2::{Digest, Sha256};
+
 use crate::metrics::{Metrics, ScriptLabels, reason};
+
+/// How `script_output` and `script_errors` appear in the transcript event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RedactMode {
+    /// As the script wrote them (after the scrubbers).
+    None,
+    /// The first `max_bytes` bytes (after the scrubbers).
+    #[default]
+    Truncate,
+    /// `sha256:<hex>` of the text: equal outputs can be matched, nothing is revealed.
+    Hash,
+    /// Left out.
+    Drop,
+}
+
+/// The redaction policy for transcript text in logs; the scrubbers run first and replace
+/// every match with `[REDACTED]`.
+#[derive(Debug, Clone)]
+pub struct Redaction {
+    pub mode: RedactMode,
+    pub max_bytes: usize,
+    pub scrubbers: Vec<regex::Regex>,
+}
+
+impl Default for Redaction {
+    fn default() -> Self {
+        Redaction {
+            mode: RedactMode::Truncate,
+            max_bytes: 256,
+            scrubbers: Vec::new(),
+        }
+    }
+}
+
+impl Redaction {
+    /// The text as it may be logged, or `None` when it is dropped.
+    pub fn apply(&self, text: &str) -> Option<String> {
+        if self.mode == RedactMode::Drop {
+            return None;
+        }
+        if self.mode == RedactMode::Hash {
+            return Some(format!("sha256:{:x}", Sha256::digest(text.as_bytes())));
+        }
+        let mut out = text.to_string();
+        for re in &self.scrubbers {
+            out = re.replace_all(&out, "[REDACTED]").into_owned();
+        }
+        if self.mode == RedactMode::Truncate && out.len() > self.max_bytes {
+            let mut cut = self.max_bytes;
+            while !out.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            out.truncate(cut);
+            out.push('…');
+        }
+        Some(out)
+    }
+}
 
 /// A RunScript transcript was retrieved and read.
 #[derive(Debug)]
@@ -19,11 +80,16 @@ pub struct TranscriptRetrieved<'a> {
     pub output_bytes: usize,
     pub errors_bytes: usize,
     pub end_time: Option<chrono::DateTime<chrono::Utc>>,
+    /// `script_output` after the redaction policy (`None`: dropped).
+    pub script_output: Option<String>,
+    /// `script_errors` after the redaction policy (`None`: dropped).
+    pub script_errors: Option<String>,
 }
 
 impl TranscriptRetrieved<'_> {
     pub fn emit(&self, metrics: &Metrics) {
-        // The transcript text itself is not logged: it can hold anything a script printed.
+        // The transcript text can hold anything a script printed: it is logged only as the
+        // redaction policy allows (see `Redaction`).
         tracing::info!(
             target: "mde_liveresponse_exporter::transcript",
             event = "transcript",
@@ -37,6 +103,8 @@ impl TranscriptRetrieved<'_> {
             output_bytes = self.output_bytes,
             errors_bytes = self.errors_bytes,
             end_time = self.end_time.map(|t| t.to_rfc3339()),
+            script_output = self.script_output.as_deref(),
+            script_errors = self.script_errors.as_deref(),
             "transcript retrieved"
         );
         let labels = ScriptLabels {
@@ -91,5 +159,48 @@ impl ResultFetchFailed<'_> {
             .fetch_failures
             .get_or_create(&reason(self.tenant, self.reason))
             .inc_by(1, crate::telemetry::current_trace_label(), None);
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    fn policy(mode: RedactMode, max_bytes: usize, scrub: &[&str]) -> Redaction {
+        Redaction {
+            mode,
+            max_bytes,
+            scrubbers: scrub
+                .iter()
+                .map(|r| regex::Regex::new(r).unwrap())
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn each_mode() {
+        let text = "user=alice password=hunter2 café";
+        let scrub = [r"password=\S+"];
+        assert_eq!(
+            policy(RedactMode::None, 5, &scrub).apply(text).unwrap(),
+            "user=alice [REDACTED] café"
+        );
+        assert_eq!(
+            policy(RedactMode::Truncate, 10, &scrub)
+                .apply(text)
+                .unwrap(),
+            "user=alice…"
+        );
+        // Never cuts inside a character.
+        assert_eq!(
+            policy(RedactMode::Truncate, 29, &[]).apply(text).unwrap(),
+            "user=alice password=hunter2 c…"
+        );
+        assert_eq!(
+            policy(RedactMode::Hash, 10, &[]).apply("abc").unwrap(),
+            "sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+        assert_eq!(policy(RedactMode::Drop, 10, &[]).apply(text), None);
     }
 }
