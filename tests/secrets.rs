@@ -158,10 +158,21 @@ async fn no_secret_token_or_signature_anywhere() {
     let spans = String::from_utf8_lossy(&bodies.lock().unwrap()).to_string();
 
     // With tracing on, every transcript event carries the ids of the span it happened in.
-    for line in logs.lines().filter(|l| l.contains("\"event\":\"transcript\"")) {
+    for line in logs
+        .lines()
+        .filter(|l| l.contains("\"event\":\"transcript\""))
+    {
         let v: serde_json::Value = serde_json::from_str(line).unwrap();
-        assert_eq!(v["span"]["trace_id"].as_str().map(str::len), Some(32), "{line}");
-        assert_eq!(v["span"]["span_id"].as_str().map(str::len), Some(16), "{line}");
+        assert_eq!(
+            v["span"]["trace_id"].as_str().map(str::len),
+            Some(32),
+            "{line}"
+        );
+        assert_eq!(
+            v["span"]["span_id"].as_str().map(str::len),
+            Some(16),
+            "{line}"
+        );
     }
     // The checks must have material to look at.
     assert!(
