@@ -10,7 +10,20 @@ fn main() {
         .and_then(|o| String::from_utf8(o.stdout).ok())
         .and_then(|s| s.split_whitespace().nth(1).map(str::to_string))
         .unwrap_or_else(|| "unknown".into());
-    let revision = Command::new("git")
+    // A build without .git (a container image) can pass the revision in.
+    println!("cargo:rerun-if-env-changed=MDE_EXPORTER_REVISION");
+    let from_env = std::env::var("MDE_EXPORTER_REVISION")
+        .ok()
+        .filter(|s| !s.trim().is_empty());
+    let revision = from_env.unwrap_or_else(git_revision);
+    println!("cargo:rustc-env=MDE_EXPORTER_RUSTC_VERSION={version}");
+    println!("cargo:rustc-env=MDE_EXPORTER_REVISION={revision}");
+    println!("cargo:rerun-if-changed=.git/HEAD");
+    println!("cargo:rerun-if-changed=.git/refs/heads");
+}
+
+fn git_revision() -> String {
+    Command::new("git")
         .args(["rev-parse", "--short=12", "HEAD"])
         .output()
         .ok()
@@ -18,9 +31,5 @@ fn main() {
         .and_then(|o| String::from_utf8(o.stdout).ok())
         .map(|s| s.trim().to_string())
         .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| "unknown".into());
-    println!("cargo:rustc-env=MDE_EXPORTER_RUSTC_VERSION={version}");
-    println!("cargo:rustc-env=MDE_EXPORTER_REVISION={revision}");
-    println!("cargo:rerun-if-changed=.git/HEAD");
-    println!("cargo:rerun-if-changed=.git/refs/heads");
+        .unwrap_or_else(|| "unknown".into())
 }
