@@ -2,9 +2,12 @@
 //! the README's first command runs.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+mod common;
+
+use std::process::Command;
 use std::time::Duration;
+
+use common::Binary;
 
 const BIN: &str = env!("CARGO_BIN_EXE_mde-liveresponse-exporter");
 
@@ -88,49 +91,19 @@ fn unset_secret_variable_is_named() {
     );
 }
 
-/// Kills the child when the test ends, whatever happens.
-struct Child(std::process::Child);
-impl Drop for Child {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[test]
 fn demo_serves_transcript_metrics_and_stops_on_sigterm() {
-    let mut child = Child(
-        Command::new(BIN)
-            .args([
-                "--demo",
-                "--demo.time-scale",
-                "60",
-                "--web.listen-address",
-                "127.0.0.1:0",
-                "--log.format",
-                "json",
-            ])
-            .stderr(Stdio::piped())
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap(),
+    let mut exporter = Binary::spawn(
+        &[
+            "--demo",
+            "--demo.time-scale",
+            "60",
+            "--web.listen-address",
+            "127.0.0.1:0",
+        ],
+        &[],
     );
-    // The JSON log says where it listens.
-    let stderr = child.0.stderr.take().unwrap();
-    let mut lines = BufReader::new(stderr).lines();
-    let mut addr = None;
-    for line in lines.by_ref().take(50) {
-        let line = line.unwrap();
-        let v: serde_json::Value =
-            serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON: {line}: {e}"));
-        if v["fields"]["message"] == "exporter listening" {
-            addr = v["fields"]["addr"].as_str().map(str::to_string);
-            break;
-        }
-    }
-    let addr = addr.expect("the exporter logs its address");
-    // Keep draining stderr so the child never blocks on a full pipe.
-    let drain = std::thread::spawn(move || lines.map_while(Result::ok).collect::<Vec<String>>());
+    let addr = exporter.addr;
     let mut body = String::new();
     for _ in 0..300 {
         if let Ok(resp) = reqwest::blocking::get(format!("http://{addr}/metrics")) {
@@ -155,24 +128,8 @@ fn demo_serves_transcript_metrics_and_stops_on_sigterm() {
     );
 
     // SIGTERM: a clean exit with status 0.
-    let pid = child.0.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
-    let mut status = None;
-    for _ in 0..100 {
-        if let Some(s) = child.0.try_wait().unwrap() {
-            status = Some(s);
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    assert_eq!(status.and_then(|s| s.code()), Some(0));
-    let logs = drain.join().unwrap();
+    assert_eq!(exporter.terminate(), Some(0));
+    let logs = exporter.logs();
     // One JSON event per transcript, and never the simulator's secret.
     assert!(logs.iter().any(|l| l.contains("\"event\":\"transcript\"")));
     assert!(logs.iter().all(|l| !l.contains("sim-client-secret")));

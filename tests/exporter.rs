@@ -62,16 +62,6 @@ fn assert_fetched_once(sim: &Simulator) {
     }
 }
 
-async fn all_final(sim: &Simulator) {
-    let want = sim.config().actions;
-    let s = sim.clone();
-    eventually("every simulated action is final", || {
-        let s = s.clone();
-        async move { s.truth().actions.len() == want }
-    })
-    .await;
-}
-
 /// Wait until every result of the scenario is accounted for (counted or given up).
 async fn all_accounted(addr: std::net::SocketAddr, sim: &Simulator) {
     let truth = sim.truth();

@@ -4,68 +4,34 @@
 //! trace ids that were exported. See: #4
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
 use std::time::Duration;
+
+use common::Binary;
 
 use fake_opentelemetry_collector::{ExportedSpan, FakeCollectorServer};
 use prost::Message;
 use tokio::sync::mpsc;
 
-const BIN: &str = env!("CARGO_BIN_EXE_mde-liveresponse-exporter");
-
-struct Child(std::process::Child);
-impl Drop for Child {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Start the demo exporting spans; returns the child, its metrics address and its log lines.
-fn start_demo(
-    endpoint: &str,
-    protocol: &str,
-) -> (Child, String, std::thread::JoinHandle<Vec<String>>) {
-    let mut child = Command::new(BIN)
-        .args([
+/// Start the demo exporting spans to `endpoint`.
+fn start_demo(endpoint: &str, protocol: &str) -> Binary {
+    Binary::spawn(
+        &[
             "--demo",
             "--demo.time-scale",
             "60",
             "--web.listen-address",
             "127.0.0.1:0",
-        ])
-        .env("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint)
-        .env("OTEL_EXPORTER_OTLP_PROTOCOL", protocol)
-        .env("OTEL_SERVICE_NAME", "mde-lr-test")
-        .env("OTEL_BSP_SCHEDULE_DELAY", "200")
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let mut head = Vec::new();
-    let mut addr = None;
-    for line in lines.by_ref() {
-        let line = line.unwrap();
-        if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
-            if v["fields"]["message"] == "exporter listening" {
-                addr = v["fields"]["addr"].as_str().map(str::to_string);
-            }
-        }
-        head.push(line);
-        if addr.is_some() {
-            break;
-        }
-    }
-    let addr = addr.unwrap_or_else(|| panic!("no address in {head:?}"));
-    let logs = std::thread::spawn(move || {
-        head.into_iter()
-            .chain(lines.map_while(Result::ok))
-            .collect()
-    });
-    (Child(child), addr, logs)
+        ],
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", protocol),
+            ("OTEL_SERVICE_NAME", "mde-lr-test"),
+            ("OTEL_BSP_SCHEDULE_DELAY", "200"),
+        ],
+    )
 }
 
 /// The plain value of a span attribute (the fake collector keeps the protobuf `Debug` form,
@@ -211,7 +177,7 @@ async fn collect_until_parse(rx: &mut mpsc::Receiver<ExportedSpan>) -> Vec<Expor
     }
 }
 
-async fn exemplar_trace_ids(addr: &str) -> Vec<String> {
+async fn exemplar_trace_ids(addr: std::net::SocketAddr) -> Vec<String> {
     let client = reqwest::Client::new();
     let text = client
         .get(format!("http://{addr}/metrics"))
@@ -234,7 +200,8 @@ async fn exemplar_trace_ids(addr: &str) -> Vec<String> {
 async fn spans_over_otlp_grpc_with_exemplars() {
     let mut collector = FakeCollectorServer::start().await.unwrap();
     let (tx, mut rx) = mpsc::channel(100_000);
-    let (child, addr, _logs) = start_demo(&collector.endpoint(), "grpc");
+    let child = start_demo(&collector.endpoint(), "grpc");
+    let addr = child.addr;
     let pump = tokio::spawn(async move {
         loop {
             let batch = collector
@@ -250,7 +217,7 @@ async fn spans_over_otlp_grpc_with_exemplars() {
     let spans = collect_until_parse(&mut rx).await;
     check_spans(&spans);
     // The counters carry the trace that retrieved the transcript.
-    let ids = exemplar_trace_ids(&addr).await;
+    let ids = exemplar_trace_ids(addr).await;
     assert!(!ids.is_empty(), "exemplars with trace ids");
     // Exemplars hold the latest trace per series, whose spans may still be in the batch
     // queue: keep receiving until one matches.
@@ -260,7 +227,7 @@ async fn spans_over_otlp_grpc_with_exemplars() {
     loop {
         let exported: std::collections::BTreeSet<String> =
             spans.iter().map(|s| s.trace_id.clone()).collect();
-        matched |= exemplar_trace_ids(&addr)
+        matched |= exemplar_trace_ids(addr)
             .await
             .iter()
             .any(|id| exported.contains(id));
@@ -320,7 +287,7 @@ async fn http_receiver() -> (String, mpsc::Receiver<ExportedSpan>) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spans_over_otlp_http_protobuf() {
     let (endpoint, mut rx) = http_receiver().await;
-    let (child, _addr, _logs) = start_demo(&endpoint, "http/protobuf");
+    let child = start_demo(&endpoint, "http/protobuf");
     let spans = collect_until_parse(&mut rx).await;
     check_spans(&spans);
     drop(child);
@@ -334,7 +301,8 @@ fn a_missing_collector_is_counted_not_logged() {
         .local_addr()
         .unwrap()
         .port();
-    let (mut child, addr, logs) = start_demo(&format!("http://127.0.0.1:{port}"), "http/protobuf");
+    let mut child = start_demo(&format!("http://127.0.0.1:{port}"), "http/protobuf");
+    let addr = child.addr;
     let mut failures = 0.0;
     for _ in 0..200 {
         std::thread::sleep(Duration::from_millis(100));
@@ -352,10 +320,8 @@ fn a_missing_collector_is_counted_not_logged() {
         }
     }
     assert!(failures >= 2.0, "export failures are counted");
-    let pid = child.0.id().to_string();
-    Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-    let _ = child.0.wait();
-    let lines = logs.join().unwrap();
+    assert_eq!(child.terminate(), Some(0));
+    let lines = child.logs();
     let noisy: Vec<&String> = lines
         .iter()
         .filter(|l| l.contains("opentelemetry") || l.contains("OTLP") && l.contains("ERROR"))

@@ -20,16 +20,6 @@ fn scenario(seed: u64) -> SimConfig {
     }
 }
 
-async fn all_final(sim: &Simulator) {
-    let want = sim.config().actions;
-    let s = sim.clone();
-    eventually("every simulated action is final", || {
-        let s = s.clone();
-        async move { s.truth().actions.len() == want }
-    })
-    .await;
-}
-
 /// Run the exporter against `sim` until every result is accounted for and a poll succeeded
 /// after that; return the final metrics.
 async fn run_to_the_end(

@@ -7,63 +7,26 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::*;
 use mde_liveresponse_exporter::sim::SimConfig;
 use mde_liveresponse_exporter::state::{ResultKey, State};
 
-const BIN: &str = env!("CARGO_BIN_EXE_mde-liveresponse-exporter");
-
-struct Exporter {
-    child: std::process::Child,
-    addr: String,
-    logs: std::thread::JoinHandle<Vec<String>>,
-}
-
-fn spawn(config: &std::path::Path, state: &std::path::Path) -> Exporter {
-    let mut child = Command::new(BIN)
-        .args([
+fn spawn(config: &std::path::Path, state: &std::path::Path) -> Binary {
+    let config = config.to_str().unwrap();
+    let state = state.to_str().unwrap();
+    Binary::spawn(
+        &[
             "--config.file",
-            config.to_str().unwrap(),
+            config,
             "--state.path",
-            state.to_str().unwrap(),
-        ])
-        .args([
+            state,
             "--web.listen-address",
             "127.0.0.1:0",
-            "--log.format",
-            "json",
-            "--log.level",
-            "info",
-        ])
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let mut head = Vec::new();
-    let mut addr = None;
-    for line in lines.by_ref() {
-        let line = line.unwrap();
-        if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
-            if v["fields"]["message"] == "exporter listening" {
-                addr = v["fields"]["addr"].as_str().map(str::to_string);
-                head.push(line);
-                break;
-            }
-        }
-        head.push(line);
-    }
-    let addr = addr.unwrap_or_else(|| panic!("the exporter did not start: {head:?}"));
-    let logs = std::thread::spawn(move || {
-        head.into_iter()
-            .chain(lines.map_while(Result::ok))
-            .collect::<Vec<String>>()
-    });
-    Exporter { child, addr, logs }
+        ],
+        &[],
+    )
 }
 
 /// (action id, index) of each transcript event in a life's logs.
@@ -110,9 +73,8 @@ async fn kill_9_and_restart_counts_every_result_exactly_once() {
         let mut e = spawn(&config, &state);
         // Let it work a different while each time, then SIGKILL: no chance to clean up.
         tokio::time::sleep(Duration::from_millis(150 + 97 * (i % 5))).await;
-        e.child.kill().unwrap();
-        e.child.wait().unwrap();
-        lives.push(counted(&e.logs.join().unwrap()));
+        e.kill();
+        lives.push(counted(&e.logs()));
     }
 
     // A last life runs until everything is accounted for, then stops cleanly.
@@ -124,8 +86,8 @@ async fn kill_9_and_restart_counts_every_result_exactly_once() {
     })
     .await;
     let truth = sim.truth();
-    let last = spawn(&config, &state);
-    let a: std::net::SocketAddr = last.addr.parse().unwrap();
+    let mut last = spawn(&config, &state);
+    let a = last.addr;
     eventually("the last life finishes the work", || async move {
         let m = scrape(a).await;
         // Two polls after every action was final, and nothing left waiting.
@@ -151,17 +113,8 @@ async fn kill_9_and_restart_counts_every_result_exactly_once() {
         }
     }
     assert_eq!(got, want);
-    let pid = last.child.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
-    let mut child = last.child;
-    assert_eq!(child.wait().unwrap().code(), Some(0), "SIGTERM exits 0");
-    lives.push(counted(&last.logs.join().unwrap()));
+    assert_eq!(last.terminate(), Some(0), "SIGTERM exits 0");
+    lives.push(counted(&last.logs()));
 
     // Never counted twice, across all lives.
     let mut seen = BTreeSet::new();

@@ -4,15 +4,12 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::*;
 use mde_liveresponse_exporter::sim::SimConfig;
 
-const BIN: &str = env!("CARGO_BIN_EXE_mde-liveresponse-exporter");
 const GOOD_SECRET: &str = "S3cr3t-never-logged-7f1c";
 const WRONG_SECRET: &str = "Wr0ng-secret-also-hidden-91ab";
 /// Every token the simulator issues starts like this.
@@ -78,43 +75,25 @@ async fn no_secret_token_or_signature_anywhere() {
         ),
     )
     .unwrap();
-    let mut child = Command::new(BIN)
-        .args([
+    let otlp_endpoint = format!("http://{otlp_addr}");
+    let config = config.to_str().unwrap();
+    let mut child = Binary::spawn(
+        &[
             "--config.file",
-            config.to_str().unwrap(),
+            config,
             "--web.listen-address",
             "127.0.0.1:0",
-        ])
-        .args(["--log.level", "trace"])
-        .env("GOOD", GOOD_SECRET)
-        .env("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://{otlp_addr}"))
-        .env("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")
-        .env("OTEL_BSP_SCHEDULE_DELAY", "100")
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let mut head = Vec::new();
-    let mut exporter = None;
-    for line in lines.by_ref() {
-        let line = line.unwrap();
-        if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
-            if v["fields"]["message"] == "exporter listening" {
-                exporter = v["fields"]["addr"].as_str().map(str::to_string);
-            }
-        }
-        head.push(line);
-        if exporter.is_some() {
-            break;
-        }
-    }
-    let exporter: std::net::SocketAddr = exporter.unwrap().parse().unwrap();
-    let logs = std::thread::spawn(move || {
-        head.into_iter()
-            .chain(lines.map_while(Result::ok))
-            .collect::<Vec<_>>()
-    });
+            "--log.level",
+            "trace",
+        ],
+        &[
+            ("GOOD", GOOD_SECRET),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &otlp_endpoint),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
+            ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+        ],
+    );
+    let exporter = child.addr;
 
     eventually(
         "transcripts counted and the wrong secret refused",
@@ -150,10 +129,10 @@ async fn no_secret_token_or_signature_anywhere() {
         page.contains("AADSTS7000215"),
         "the wrong secret's error is shown: {page}"
     );
-    let pid = child.id().to_string();
-    Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-    assert_eq!(child.wait().unwrap().code(), Some(0));
-    let logs = logs.join().unwrap().join("\n");
+    // SIGTERM flushes the last spans to the receiver, which runs on this runtime.
+    let code = tokio::task::block_in_place(|| child.terminate());
+    assert_eq!(code, Some(0));
+    let logs = child.logs().join("\n");
     tokio::time::sleep(Duration::from_millis(300)).await;
     let spans = String::from_utf8_lossy(&bodies.lock().unwrap()).to_string();
 

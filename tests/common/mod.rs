@@ -150,3 +150,102 @@ where
     }
     panic!("timed out waiting for: {what}");
 }
+
+/// Wait until every Live Response action of the scenario is final.
+pub async fn all_final(sim: &Simulator) {
+    let want = sim.config().actions;
+    let s = sim.clone();
+    eventually("every simulated action is final", || {
+        let s = s.clone();
+        async move { s.truth().actions.len() == want }
+    })
+    .await;
+}
+
+/// The real binary, running: its address comes from its JSON log line "exporter listening".
+/// Killed when dropped, whatever happens in the test.
+pub struct Binary {
+    pub child: std::process::Child,
+    pub addr: SocketAddr,
+    logs: Option<std::thread::JoinHandle<Vec<String>>>,
+}
+
+impl Binary {
+    /// Start `mde-liveresponse-exporter` with `args` and `env`, logging JSON on stderr.
+    pub fn spawn(args: &[&str], env: &[(&str, &str)]) -> Binary {
+        use std::io::{BufRead, BufReader};
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_mde-liveresponse-exporter"));
+        cmd.args(args)
+            .args(["--log.format", "json"])
+            .stderr(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().unwrap();
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let mut head = Vec::new();
+        let mut addr = None;
+        for line in lines.by_ref() {
+            let line = line.unwrap();
+            if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
+                if v["fields"]["message"] == "exporter listening" {
+                    addr = v["fields"]["addr"].as_str().and_then(|a| a.parse().ok());
+                }
+            }
+            head.push(line);
+            if addr.is_some() {
+                break;
+            }
+        }
+        let addr = addr.unwrap_or_else(|| panic!("the exporter did not start: {head:?}"));
+        // Keep draining stderr so the child never blocks on a full pipe.
+        let logs = std::thread::spawn(move || {
+            head.into_iter()
+                .chain(lines.map_while(Result::ok))
+                .collect()
+        });
+        Binary {
+            child,
+            addr,
+            logs: Some(logs),
+        }
+    }
+
+    /// SIGTERM, then the exit code once it has stopped (None if it did not within 10 s).
+    pub fn terminate(&mut self) -> Option<i32> {
+        let pid = self.child.id().to_string();
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap();
+        for _ in 0..100 {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return s.code();
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        None
+    }
+
+    /// SIGKILL: no chance to clean up.
+    pub fn kill(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    /// Every log line, once the process has stopped.
+    pub fn logs(&mut self) -> Vec<String> {
+        self.logs
+            .take()
+            .map(|h| h.join().unwrap())
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for Binary {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
