@@ -21,5 +21,5 @@ promtool check rules rules/*.yml
 echo "== promtool test rules rules/tests/*.yml"
 promtool test rules rules/tests/*.yml
 echo "== rule structure, runbook and test coverage"
-"$venv/bin/python" scripts/check_rules.py rules/mde-liveresponse.rules.yml rules/tests docs/runbook.md
+"$venv/bin/python" scripts/check_rules.py rules/mde-liveresponse.rules.yml rules/tests README.md
 echo "check-rules: OK"

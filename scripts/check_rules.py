@@ -3,7 +3,7 @@
 
 - every alert is CamelCase with an MdeLiveResponse/MdeApi/MdeExporter prefix, has a
   `severity` label and `summary`, `description` and `runbook_url` annotations;
-- every runbook_url points at docs/runbook.md#<alertname-lowercase>, and that section exists;
+- every runbook_url points at README.md#<alertname-lowercase>, and that section exists under `## Runbook`;
 - every alert has at least one promtool test case where it fires and one where it must not;
 - recording rule names follow level:metric:operations.
 
@@ -16,7 +16,7 @@ import sys
 
 import yaml
 
-RUNBOOK = "https://github.com/mde-liveresponse-exporter/mde-liveresponse-exporter/blob/main/docs/runbook.md#"
+RUNBOOK = "https://github.com/mde-liveresponse-exporter/mde-liveresponse-exporter/blob/main/README.md#"
 
 
 def main() -> int:
@@ -32,7 +32,11 @@ def main() -> int:
                 records.append(r["record"])
 
     with open(runbook_md) as f:
-        sections = {m.group(1) for m in re.finditer(r"^## (\S+)\s*$", f.read(), re.M)}
+        # The alert sections are the `### Name` headings under the README's `## Runbook`.
+        text = f.read()
+        runbook = text.split("\n## Runbook\n", 1)[1] if "\n## Runbook\n" in text else ""
+        runbook = re.split(r"^## ", runbook, maxsplit=1, flags=re.M)[0]
+        sections = {m.group(1) for m in re.finditer(r"^### (\S+)\s*$", runbook, re.M)}
 
     for name, r in alerts.items():
         if not re.fullmatch(r"(MdeLiveResponse|MdeApi|MdeExporter)[A-Z][A-Za-z]+", name):
@@ -46,9 +50,9 @@ def main() -> int:
         if ann.get("runbook_url") != RUNBOOK + name.lower():
             errors.append(f"{name}: runbook_url should be {RUNBOOK + name.lower()}")
         if name not in sections:
-            errors.append(f"{name}: no '## {name}' section in {runbook_md}")
+            errors.append(f"{name}: no '### {name}' section under '## Runbook' in {runbook_md}")
     for s in sections - set(alerts):
-        errors.append(f"{runbook_md}: section '## {s}' names no alert")
+        errors.append(f"{runbook_md}: runbook section '### {s}' names no alert")
 
     for rec in records:
         if not re.fullmatch(r"[a-z_]+:[a-z_]+:[a-z0-9_]+", rec):
