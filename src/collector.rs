@@ -251,6 +251,37 @@ impl Shared {
     }
 }
 
+/// The OData filter for discovery, from documented fields only. It looks back `lookback`
+/// from now, or from the last completed discovery when that is older (after an outage), but
+/// never more than `MAX_CATCH_UP` back. A last discovery in the future (the wall clock jumped
+/// back) is ignored.
+pub fn discovery_filter(
+    sel: &crate::config::Selectors,
+    now: DateTime<Utc>,
+    last_discovery: Option<DateTime<Utc>>,
+) -> String {
+    let lookback = chrono::Duration::from_std(sel.lookback).unwrap_or(chrono::Duration::days(1));
+    let from = last_discovery.filter(|t| *t < now).unwrap_or(now);
+    let floor = now.checked_sub_signed(MAX_CATCH_UP).unwrap_or(now);
+    let since = from.checked_sub_signed(lookback).unwrap_or(from).max(floor);
+    let mut f = format!(
+        "type eq 'LiveResponse' and creationDateTimeUtc ge {} and (status eq 'Succeeded' or status eq 'Failed' or status eq 'TimeOut' or status eq 'Cancelled')",
+        since.format("%Y-%m-%dT%H:%M:%SZ")
+    );
+    if let Some(r) = &sel.requestor {
+        f.push_str(&format!(" and requestor eq '{}'", r.replace('\'', "''")));
+    }
+    if !sel.machine_ids.is_empty() {
+        let ids: Vec<String> = sel
+            .machine_ids
+            .iter()
+            .map(|m| format!("machineId eq '{m}'"))
+            .collect();
+        f.push_str(&format!(" and ({})", ids.join(" or ")));
+    }
+    f
+}
+
 /// How many tries a result gets for a kind of failure before it is given up.
 fn attempts_allowed(e: &mde::Error) -> u32 {
     match e.kind() {
@@ -388,34 +419,6 @@ impl TenantCollector {
         self.drain().await
     }
 
-    /// The OData filter for discovery, from documented fields only. It looks back `lookback`
-    /// from now, or from the last completed discovery when that is older (after an outage),
-    /// but never more than `MAX_CATCH_UP` back.
-    pub fn filter(&self, now: DateTime<Utc>, last_discovery: Option<DateTime<Utc>>) -> String {
-        let sel = &self.tenant.selectors;
-        let lookback =
-            chrono::Duration::from_std(sel.lookback).unwrap_or(chrono::Duration::days(1));
-        let from = last_discovery.filter(|t| *t < now).unwrap_or(now);
-        let floor = now.checked_sub_signed(MAX_CATCH_UP).unwrap_or(now);
-        let since = from.checked_sub_signed(lookback).unwrap_or(from).max(floor);
-        let mut f = format!(
-            "type eq 'LiveResponse' and creationDateTimeUtc ge {} and (status eq 'Succeeded' or status eq 'Failed' or status eq 'TimeOut' or status eq 'Cancelled')",
-            since.format("%Y-%m-%dT%H:%M:%SZ")
-        );
-        if let Some(r) = &sel.requestor {
-            f.push_str(&format!(" and requestor eq '{}'", r.replace('\'', "''")));
-        }
-        if !sel.machine_ids.is_empty() {
-            let ids: Vec<String> = sel
-                .machine_ids
-                .iter()
-                .map(|m| format!("machineId eq '{m}'"))
-                .collect();
-            f.push_str(&format!(" and ({})", ids.join(" or ")));
-        }
-        f
-    }
-
     async fn discover(&mut self, deadline: Instant) -> Result<Vec<MachineAction>, PollError> {
         let started_at = Utc::now();
         let last = self
@@ -423,7 +426,10 @@ impl TenantCollector {
             .with_state(|s| s.last_discovery(&self.tenant.name));
         let mut actions = self
             .client
-            .list_machine_actions(&self.filter(started_at, last), QuotaWait::Until(deadline))
+            .list_machine_actions(
+                &discovery_filter(&self.tenant.selectors, started_at, last),
+                QuotaWait::Until(deadline),
+            )
             .await?;
         // Explicit ids are asked for until they are final; then never again.
         let name = self.tenant.name.clone();
@@ -739,5 +745,67 @@ impl TenantCollector {
             s.recent.truncate(RECENT);
         });
         Ok(())
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn sel() -> crate::config::Selectors {
+        crate::config::Selectors {
+            lookback: Duration::from_secs(24 * 3600),
+            requestor: Some("o'brien".into()),
+            machine_ids: vec!["m1".into(), "m2".into()],
+            ..Default::default()
+        }
+    }
+
+    fn since(filter: &str) -> &str {
+        filter
+            .split("creationDateTimeUtc ge ")
+            .nth(1)
+            .and_then(|r| r.split(' ').next())
+            .unwrap()
+    }
+
+    #[test]
+    fn filter_uses_documented_fields_and_escapes_quotes() {
+        let now = Utc.with_ymd_and_hms(2026, 11, 26, 12, 0, 0).unwrap();
+        let f = discovery_filter(&sel(), now, None);
+        assert_eq!(
+            f,
+            "type eq 'LiveResponse' and creationDateTimeUtc ge 2026-11-25T12:00:00Z and (status eq 'Succeeded' or status eq 'Failed' or status eq 'TimeOut' or status eq 'Cancelled') and requestor eq 'o''brien' and (machineId eq 'm1' or machineId eq 'm2')"
+        );
+    }
+
+    #[test]
+    fn after_an_outage_discovery_reaches_back_from_the_last_one() {
+        let now = Utc.with_ymd_and_hms(2026, 11, 26, 12, 0, 0).unwrap();
+        // Down for three days: look back from the last discovery.
+        let last = now - chrono::Duration::days(3);
+        assert_eq!(
+            since(&discovery_filter(&sel(), now, Some(last))),
+            "2026-11-22T12:00:00Z"
+        );
+        // Never more than 30 days back.
+        let ancient = now - chrono::Duration::days(365);
+        assert_eq!(
+            since(&discovery_filter(&sel(), now, Some(ancient))),
+            "2026-10-27T12:00:00Z"
+        );
+    }
+
+    #[test]
+    fn a_clock_that_jumped_back_does_not_narrow_discovery() {
+        let now = Utc.with_ymd_and_hms(2026, 11, 26, 12, 0, 0).unwrap();
+        // The last discovery is "in the future": the wall clock went back. Use now.
+        let future = now + chrono::Duration::hours(5);
+        assert_eq!(
+            since(&discovery_filter(&sel(), now, Some(future))),
+            "2026-11-25T12:00:00Z"
+        );
     }
 }
