@@ -304,6 +304,8 @@ struct Pending {
     machine: String,
     end_time: Option<DateTime<Utc>>,
     attempts: u32,
+    /// The download link of an earlier try, reused while it is valid.
+    link: Option<crate::mde::model::DownloadLink>,
 }
 
 /// The collector of one tenant.
@@ -523,6 +525,7 @@ impl TenantCollector {
                 machine: a.machine().to_string(),
                 end_time: c.end_time.or(a.last_update_date_time_utc),
                 attempts: 0,
+                link: None,
             });
         }
         Ok(())
@@ -534,7 +537,7 @@ impl TenantCollector {
             .sort_by(|a, b| a.end_time.cmp(&b.end_time).then(a.key.cmp(&b.key)));
         let mut queue: VecDeque<Pending> = std::mem::take(&mut self.pending).into();
         while let Some(mut p) = queue.pop_front() {
-            match self.fetch(&p).await {
+            match self.fetch(&mut p).await {
                 Ok(()) => {}
                 Err(PollError::Api(
                     e @ (mde::Error::Quota { .. } | mde::Error::Throttled { .. }),
@@ -600,7 +603,7 @@ impl TenantCollector {
 
     /// Link, download, read and count one result.
     #[tracing::instrument(name = "result", skip(self, p), fields(tenant = %self.tenant.name, mde.action_id = %p.key.action_id, mde.command_index = p.key.index, mde.command = p.kind.as_str(), trace_id = tracing::field::Empty, span_id = tracing::field::Empty))]
-    async fn fetch(&self, p: &Pending) -> Result<(), PollError> {
+    async fn fetch(&self, p: &mut Pending) -> Result<(), PollError> {
         let span = tracing::Span::current();
         crate::telemetry::record_ids(&span);
         let result = self.fetch_inner(p).await;
@@ -610,23 +613,34 @@ impl TenantCollector {
         result
     }
 
-    async fn fetch_inner(&self, p: &Pending) -> Result<(), PollError> {
+    async fn fetch_inner(&self, p: &mut Pending) -> Result<(), PollError> {
         let keep = p.kind == CommandType::RunScript;
         let max = self.shared.settings.max_transcript_bytes;
         let mut expired_once = false;
         let download = loop {
-            let link = self
-                .client
-                .get_result_download_link(&p.key.action_id, p.key.index, QuotaWait::No)
-                .await?;
+            // A link minted by an earlier try is used again: it is valid for 30 minutes, and
+            // a retry then costs no API quota.
+            let (link, cached) = match p.link.take() {
+                Some(link) => (link, true),
+                None => {
+                    let link = self
+                        .client
+                        .get_result_download_link(&p.key.action_id, p.key.index, QuotaWait::No)
+                        .await?;
+                    (link, false)
+                }
+            };
             match self.client.download(&link, keep, max).await {
                 // An expired link (403 AuthenticationFailed) is minted again, once per try;
                 // the script is never re-run.
-                Err(mde::Error::Status { status: 403, .. }) if !expired_once => {
-                    expired_once = true;
+                Err(mde::Error::Status { status: 403, .. }) if cached || !expired_once => {
+                    expired_once |= !cached;
                     tracing::info!(tenant = %self.tenant.name, action_id = %p.key.action_id, index = p.key.index, "download link expired, asking for a new one");
                 }
-                other => break other?,
+                other => {
+                    p.link = Some(link);
+                    break other?;
+                }
             }
         };
         match download {
