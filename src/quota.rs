@@ -40,6 +40,11 @@ impl Endpoint {
     }
 }
 
+/// 1 % of the window plus 250 ms for the trip to the API, at most a tenth of the window.
+fn send_margin(length: Duration) -> Duration {
+    (length / 100 + Duration::from_millis(250)).min(length / 10)
+}
+
 /// One sliding window: at most `effective` (≤ `limit`) sends within any span of `length`.
 #[derive(Debug)]
 struct Window {
@@ -49,6 +54,10 @@ struct Window {
     /// The limit in force: lowered after a 429, raised back slowly after successes.
     effective: u32,
     length: Duration,
+    /// How long after `length` a send still counts here. We note a send before it leaves;
+    /// the API counts it when it arrives, a little later. Without this margin a slot we
+    /// think free at `sent + length` is still taken on the server, and the call is a 429.
+    margin: Duration,
     sent: VecDeque<Instant>,
 }
 
@@ -59,13 +68,14 @@ impl Window {
             limit,
             effective: limit,
             length,
+            margin: send_margin(length),
             sent: VecDeque::new(),
         }
     }
 
     fn prune(&mut self, now: Instant) {
         while let Some(&first) = self.sent.front() {
-            if now.saturating_duration_since(first) >= self.length {
+            if now.saturating_duration_since(first) >= self.length + self.margin {
                 self.sent.pop_front();
             } else {
                 break;
@@ -87,7 +97,7 @@ impl Window {
         }
         // The send that must leave the window for a new one to fit.
         let idx = self.sent.len() - allowed;
-        (self.sent[idx] + self.length).saturating_duration_since(now)
+        (self.sent[idx] + self.length + self.margin).saturating_duration_since(now)
     }
 }
 
@@ -340,9 +350,15 @@ mod tests {
             }
         }
         assert_eq!(allowed, 1500);
+        // The first 100 sends (at t=0) leave the hour window an hour and its margin later
+        // (36.25 s: 1 % of the hour and 250 ms for the trip to the API).
+        let margin = Duration::from_millis(36_250);
         let now = start + Duration::from_secs(3600);
-        // The first 100 sends (at t=0) leave the hour window exactly now.
-        assert_eq!(q.wait(Endpoint::ListMachineActions, now), Duration::ZERO);
+        assert_eq!(q.wait(Endpoint::ListMachineActions, now), margin);
+        assert_eq!(
+            q.wait(Endpoint::ListMachineActions, now + margin),
+            Duration::ZERO
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -355,15 +371,43 @@ mod tests {
         let err = q
             .try_acquire(Endpoint::GetMachineAction, t0 + Duration::from_secs(20))
             .unwrap_err();
-        assert_eq!(err, Duration::from_secs(40));
+        // 60 s after the first send, plus the margin (600 ms + 250 ms).
+        assert_eq!(err, Duration::from_millis(40_850));
         // Other endpoints have their own budget.
         assert!(
             q.try_acquire(Endpoint::ListMachineActions, t0 + Duration::from_secs(20))
                 .is_ok()
         );
         assert!(
-            q.try_acquire(Endpoint::GetMachineAction, t0 + Duration::from_secs(60))
-                .is_ok()
+            q.try_acquire(
+                Endpoint::GetMachineAction,
+                t0 + Duration::from_millis(60_849)
+            )
+            .is_err()
+        );
+        assert!(
+            q.try_acquire(
+                Endpoint::GetMachineAction,
+                t0 + Duration::from_millis(60_850)
+            )
+            .is_ok()
+        );
+    }
+
+    #[test]
+    fn the_margin_is_small_but_covers_the_trip() {
+        assert_eq!(
+            send_margin(Duration::from_secs(60)),
+            Duration::from_millis(850)
+        );
+        assert_eq!(
+            send_margin(Duration::from_secs(3600)),
+            Duration::from_millis(36_250)
+        );
+        // Short (scaled) windows: at most a tenth.
+        assert_eq!(
+            send_margin(Duration::from_millis(500)),
+            Duration::from_millis(50)
         );
     }
 
