@@ -99,7 +99,7 @@ async fn run() {
     while done_at.len() < results.len() && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(5)).await;
         let now = started.elapsed();
-        handle.shared.with_state(|st| {
+        handle.shared().with_state(|st| {
             for (id, idx) in &results {
                 let key = ResultKey {
                     tenant: "bench".into(),

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 use crate::collector::{Settings, Shared, TenantCollector};
@@ -37,27 +37,65 @@ pub enum Error {
     State(#[from] crate::state::StoreError),
 }
 
+/// Reads the configuration again for a reload (the file, with the command line's overrides).
+pub type Loader = Arc<dyn Fn() -> Result<Config, String> + Send + Sync>;
+
+/// A reload request and where its outcome goes.
+pub type ReloadRequest = oneshot::Sender<Result<(), String>>;
+
+/// The configuration in force: swapped whole on a successful reload, so a handler always
+/// sees one consistent set of tenants, quotas and settings.
+pub type Current = Arc<RwLock<Arc<Shared>>>;
+
 /// A running exporter.
 pub struct Handle {
     pub addr: SocketAddr,
-    pub shared: Arc<Shared>,
+    current: Current,
+    reload: mpsc::Sender<ReloadRequest>,
     shutdown: watch::Sender<bool>,
-    tasks: Vec<JoinHandle<()>>,
+    supervisor: JoinHandle<()>,
     server: JoinHandle<std::io::Result<()>>,
 }
 
 impl Handle {
+    /// The configuration in force and everything the collectors share.
+    pub fn shared(&self) -> Arc<Shared> {
+        shared_now(&self.current)
+    }
+
+    /// Read the configuration again and apply it; on failure the old one stays in force.
+    pub async fn reload(&self) -> Result<(), String> {
+        request_reload(&self.reload).await
+    }
+
     /// Stop polling, stop serving, and wait for both.
     pub async fn shutdown(self) -> Result<(), Error> {
         let _ = self.shutdown.send(true);
-        for t in self.tasks {
-            let _ = t.await;
-        }
+        let _ = self.supervisor.await;
         match self.server.await {
             Ok(r) => r.map_err(Error::Serve),
             Err(e) => Err(Error::Serve(std::io::Error::other(e))),
         }
     }
+}
+
+/// The `Shared` in force now.
+pub fn shared_now(c: &Current) -> Arc<Shared> {
+    match c.read() {
+        Ok(s) => s.clone(),
+        Err(p) => p.into_inner().clone(),
+    }
+}
+
+/// Ask the supervisor for a reload and wait for its outcome.
+pub async fn request_reload(tx: &mpsc::Sender<ReloadRequest>) -> Result<(), String> {
+    let (reply, outcome) = oneshot::channel();
+    tx.send(reply)
+        .await
+        .map_err(|_| "the exporter is shutting down".to_string())?;
+    outcome
+        .await
+        .map_err(|_| "the exporter is shutting down".to_string())?
 }
 
 pub fn http_client(timeout: Duration) -> Result<reqwest::Client, Error> {
@@ -78,23 +116,49 @@ pub async fn start(
     listener: TcpListener,
     telemetry_path: &str,
 ) -> Result<Handle, Error> {
-    start_with(config, listener, telemetry_path, None).await
+    start_with(config, listener, telemetry_path, None, None).await
 }
 
-/// Like [`start`], with an optional `--web.config.file` (TLS, mutual TLS, basic auth).
-pub async fn start_with(
-    config: Config,
-    listener: TcpListener,
-    telemetry_path: &str,
-    web: Option<Arc<crate::web::WebConfig>>,
-) -> Result<Handle, Error> {
-    let metrics = Arc::new(Metrics::new());
-    metrics.config_reload_success.set(1);
+/// One API client per configured tenant.
+type TenantClients = Vec<(Tenant, Client)>;
+
+/// The collectors of one configuration.
+struct Collectors {
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Collectors {
+    async fn stop(self) {
+        let _ = self.stop.send(true);
+        for t in self.tasks {
+            let _ = t.await;
+        }
+    }
+}
+
+/// Build what a configuration needs: one client and quota per tenant. Quotas of tenants kept
+/// with the same quota settings carry their windows over, so a reload never resets what was
+/// already spent. Nothing runs yet.
+fn prepare(
+    config: &Config,
+    metrics: &Arc<Metrics>,
+    state: Arc<Mutex<State>>,
+    status: Arc<RwLock<BTreeMap<String, crate::collector::TenantStatus>>>,
+    previous: Option<(&Shared, &Config)>,
+) -> Result<(Arc<Shared>, TenantClients), Error> {
     let http = http_client(config.request_timeout)?;
     let mut quotas = BTreeMap::new();
     let mut clients = Vec::new();
     for t in &config.tenants {
-        let quota = Arc::new(Mutex::new(Quota::new(&t.quota)));
+        let kept = previous.and_then(|(shared, old)| {
+            let same = old
+                .tenants
+                .iter()
+                .any(|o| o.name == t.name && o.quota == t.quota);
+            same.then(|| shared.quotas.get(&t.name).cloned()).flatten()
+        });
+        let quota = kept.unwrap_or_else(|| Arc::new(Mutex::new(Quota::new(&t.quota))));
         quotas.insert(t.name.clone(), quota.clone());
         let client = Client::new(t, http.clone(), quota, metrics.clone()).map_err(|source| {
             Error::Client {
@@ -104,17 +168,27 @@ pub async fn start_with(
         })?;
         clients.push((t.clone(), client));
     }
+    {
+        // Tenants no longer configured leave the status page.
+        let mut st = match status.write() {
+            Ok(s) => s,
+            Err(p) => p.into_inner(),
+        };
+        st.retain(|name, _| quotas.contains_key(name));
+    }
     let shared = Arc::new(Shared {
-        metrics,
-        state: Mutex::new(State::open(config.state_path.as_deref())?),
-        status: RwLock::new(BTreeMap::new()),
+        metrics: metrics.clone(),
+        state,
+        status,
         quotas,
-        settings: Settings::from_config(&config),
+        settings: Settings::from_config(config),
         trace_url: config.otel.trace_url.clone(),
     });
-    shared.restore_series();
-    shared.refresh();
-    let (tx, rx) = watch::channel(false);
+    Ok((shared, clients))
+}
+
+fn launch(shared: &Arc<Shared>, clients: TenantClients) -> Collectors {
+    let (stop, rx) = watch::channel(false);
     let tasks = clients
         .into_iter()
         .map(|(t, client)| {
@@ -122,8 +196,100 @@ pub async fn start_with(
             tokio::spawn(collector.run(rx.clone()))
         })
         .collect();
+    Collectors { stop, tasks }
+}
+
+/// Like [`start`], with an optional `--web.config.file` (TLS, mutual TLS, basic auth) and a
+/// loader for reloads (SIGHUP, `POST /-/reload`); without a loader a reload is refused.
+pub async fn start_with(
+    config: Config,
+    listener: TcpListener,
+    telemetry_path: &str,
+    web: Option<Arc<crate::web::WebConfig>>,
+    loader: Option<Loader>,
+) -> Result<Handle, Error> {
+    let metrics = Arc::new(Metrics::new());
+    let state = Arc::new(Mutex::new(State::open(config.state_path.as_deref())?));
+    let status = Arc::new(RwLock::new(BTreeMap::new()));
+    let (shared, clients) = prepare(&config, &metrics, state.clone(), status.clone(), None)?;
+    metrics.config_reload_success.set(1);
+    metrics
+        .config_reload_timestamp
+        .set(chrono::Utc::now().timestamp_millis() as f64 / 1000.0);
+    shared.restore_series();
+    shared.refresh();
+    let collectors = launch(&shared, clients);
+    let current: Current = Arc::new(RwLock::new(shared));
+    let (reload_tx, mut reload_rx) = mpsc::channel::<ReloadRequest>(4);
+    let (shutdown, rx) = watch::channel(false);
+
+    // The supervisor owns the collectors: it swaps them on a reload and stops them at the end.
+    let supervisor = {
+        let current = current.clone();
+        let mut stop = rx.clone();
+        tokio::spawn(async move {
+            let mut collectors = collectors;
+            let mut config = config;
+            loop {
+                let request = tokio::select! {
+                    r = reload_rx.recv() => r,
+                    _ = stop.wait_for(|s| *s) => None,
+                };
+                let Some(reply) = request else { break };
+                let outcome = match &loader {
+                    None => Err("no --config.file to reload (demo mode)".to_string()),
+                    Some(load) => match load() {
+                        Err(e) => Err(e),
+                        Ok(new) => {
+                            let old = shared_now(&current);
+                            match prepare(
+                                &new,
+                                &metrics,
+                                state.clone(),
+                                status.clone(),
+                                Some((&old, &config)),
+                            ) {
+                                Err(e) => Err(e.to_string()),
+                                Ok((shared, clients)) => {
+                                    collectors.stop().await;
+                                    shared.refresh();
+                                    collectors = launch(&shared, clients);
+                                    match current.write() {
+                                        Ok(mut c) => *c = shared,
+                                        Err(p) => *p.into_inner() = shared,
+                                    }
+                                    tracing::info!(
+                                        tenants = new.tenants.len(),
+                                        "configuration reloaded"
+                                    );
+                                    config = new;
+                                    Ok(())
+                                }
+                            }
+                        }
+                    },
+                };
+                metrics
+                    .config_reload_success
+                    .set(i64::from(outcome.is_ok()));
+                match &outcome {
+                    Ok(()) => {
+                        metrics
+                            .config_reload_timestamp
+                            .set(chrono::Utc::now().timestamp_millis() as f64 / 1000.0);
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "reload failed; the previous configuration stays in force");
+                    }
+                }
+                let _ = reply.send(outcome);
+            }
+            collectors.stop().await;
+        })
+    };
+
     let addr = listener.local_addr()?;
-    let router = crate::server::app(shared.clone(), telemetry_path);
+    let router = crate::server::app(current.clone(), telemetry_path, Some(reload_tx.clone()));
     let mut stop = rx;
     let server = tokio::spawn(async move {
         crate::web::serve(listener, router, web, async move {
@@ -131,12 +297,13 @@ pub async fn start_with(
         })
         .await
     });
-    tracing::info!(%addr, tenants = config.tenants.len(), "exporter listening");
+    tracing::info!(%addr, tenants = shared_now(&current).quotas.len(), "exporter listening");
     Ok(Handle {
         addr,
-        shared,
-        shutdown: tx,
-        tasks,
+        current,
+        reload: reload_tx,
+        shutdown,
+        supervisor,
         server,
     })
 }

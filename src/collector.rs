@@ -109,8 +109,10 @@ impl Settings {
 /// State shared by all collectors and the HTTP server.
 pub struct Shared {
     pub metrics: Arc<Metrics>,
-    pub state: Mutex<State>,
-    pub status: RwLock<BTreeMap<String, TenantStatus>>,
+    /// Kept across configuration reloads.
+    pub state: Arc<Mutex<State>>,
+    /// Kept across configuration reloads.
+    pub status: Arc<RwLock<BTreeMap<String, TenantStatus>>>,
     pub quotas: BTreeMap<String, SharedQuota>,
     pub settings: Settings,
     /// Trace UI link template for the landing page (`{trace_id}` is replaced).

@@ -286,11 +286,56 @@ async fn serve(cli: Cli, file_config: Option<Config>) -> Result<()> {
     let listener = TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot listen on {addr}"))?;
-    let handle = app::start_with(config, listener, &cli.telemetry_path, web).await?;
-    shutdown_signal().await;
+    // A reload reads the file again with the same command-line overrides; the state file
+    // stays the one opened at start.
+    let sharding = shard(&cli)?;
+    let loader: Option<app::Loader> = cli.config_file.clone().map(|path| {
+        let load = move || -> Result<Config, String> {
+            let config = Config::load(&path).map_err(|e| e.to_string())?;
+            Ok(match sharding {
+                Some((index, count)) => config.shard(index, count),
+                None => config,
+            })
+        };
+        std::sync::Arc::new(load) as app::Loader
+    });
+    // Listen for SIGHUP before saying we listen: a SIGHUP without a handler ends the process.
+    #[cfg(unix)]
+    let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+    #[cfg(not(unix))]
+    let hup = None;
+    let handle = app::start_with(config, listener, &cli.telemetry_path, web, loader).await?;
+    wait_for_stop(&handle, hup).await;
     tracing::info!("shutting down");
     handle.shutdown().await?;
     Ok(())
+}
+
+#[cfg(unix)]
+type Hangup = tokio::signal::unix::Signal;
+#[cfg(not(unix))]
+type Hangup = ();
+
+/// Serve until SIGTERM or Ctrl-C; SIGHUP reloads the configuration on the way.
+async fn wait_for_stop(handle: &app::Handle, hup: Option<Hangup>) {
+    #[cfg(unix)]
+    if let Some(mut hup) = hup {
+        let stop = shutdown_signal();
+        tokio::pin!(stop);
+        loop {
+            tokio::select! {
+                _ = &mut stop => return,
+                _ = hup.recv() => {
+                    tracing::info!("SIGHUP: reloading the configuration");
+                    // The outcome is logged and in mde_exporter_config_last_reload_successful.
+                    let _ = handle.reload().await;
+                }
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = (handle, hup);
+    shutdown_signal().await;
 }
 
 /// Accept Prometheus-style `:9717` as well as `host:port`.

@@ -142,6 +142,7 @@ pub struct Metrics {
     pub poll_duration: ExHistogramFamily<TenantLabels>,
     pub token_success: Family<TenantLabels, Gauge>,
     pub config_reload_success: Gauge,
+    pub config_reload_timestamp: FloatGauge,
 }
 
 impl Default for Metrics {
@@ -183,6 +184,7 @@ impl Metrics {
             poll_duration: Family::new_with_constructor(Buckets(POLL_BUCKETS)),
             token_success: Family::default(),
             config_reload_success: Gauge::default(),
+            config_reload_timestamp: FloatGauge::default(),
         };
         let bg = |s: &str| format!("{s} {BACKGROUND}");
         let r = &mut registry;
@@ -323,8 +325,13 @@ impl Metrics {
         );
         r.register(
             "mde_exporter_config_last_reload_successful",
-            "1 if the latest configuration load succeeded, else 0",
+            "1 if the latest configuration load (start-up, SIGHUP or POST /-/reload) succeeded, else 0",
             m.config_reload_success.clone(),
+        );
+        r.register(
+            "mde_exporter_config_last_reload_success_timestamp_seconds",
+            "Unix time of the latest successful configuration load",
+            m.config_reload_timestamp.clone(),
         );
         r.register(
             "mde_exporter_otlp_export_failures",

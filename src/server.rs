@@ -10,29 +10,60 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
+use tokio::sync::mpsc;
 
+use crate::app::{Current, ReloadRequest};
 use crate::collector::Shared;
 use crate::metrics::{OPENMETRICS_CONTENT_TYPE, PROMETHEUS_CONTENT_TYPE};
 
 #[derive(Clone)]
 struct AppState {
-    shared: Arc<Shared>,
+    current: Current,
     telemetry_path: String,
+    reload: Option<mpsc::Sender<ReloadRequest>>,
 }
 
-/// The router; tests can drive it without a socket.
-pub fn app(shared: Arc<Shared>, telemetry_path: &str) -> Router {
+impl AppState {
+    fn shared(&self) -> Arc<Shared> {
+        crate::app::shared_now(&self.current)
+    }
+}
+
+/// The router; tests can drive it without a socket. `reload` enables `POST /-/reload`.
+pub fn app(
+    current: Current,
+    telemetry_path: &str,
+    reload: Option<mpsc::Sender<ReloadRequest>>,
+) -> Router {
     let state = AppState {
-        shared,
+        current,
         telemetry_path: telemetry_path.to_string(),
+        reload,
     };
     Router::new()
         .route("/", get(landing))
         .route(telemetry_path, get(metrics))
         .route("/-/healthy", get(|| async { "Healthy\n" }))
         .route("/-/ready", get(ready))
+        .route("/-/reload", post(reload_config).put(reload_config))
         .with_state(state)
+}
+
+/// `POST /-/reload`, like blackbox_exporter: 200 when the new configuration is in force,
+/// 500 with the reason when it is not (the old one stays).
+async fn reload_config(State(s): State<AppState>) -> Response {
+    let Some(tx) = &s.reload else {
+        return (StatusCode::BAD_REQUEST, "reload is not available\n").into_response();
+    };
+    match crate::app::request_reload(tx).await {
+        Ok(()) => (StatusCode::OK, "configuration reloaded\n").into_response(),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("failed to reload config: {e}\n"),
+        )
+            .into_response(),
+    }
 }
 
 /// Whether the scraper prefers OpenMetrics (Prometheus sends it first in `Accept` when
@@ -52,9 +83,9 @@ fn wants_openmetrics(headers: &HeaderMap) -> bool {
 }
 
 async fn metrics(State(s): State<AppState>, headers: HeaderMap) -> Response {
-    s.shared.refresh();
+    s.shared().refresh();
     let om = wants_openmetrics(&headers);
-    match s.shared.metrics.encode(om) {
+    match s.shared().metrics.encode(om) {
         Ok(body) => {
             let ct = if om {
                 OPENMETRICS_CONTENT_TYPE
@@ -72,7 +103,7 @@ async fn metrics(State(s): State<AppState>, headers: HeaderMap) -> Response {
 }
 
 async fn ready(State(s): State<AppState>) -> Response {
-    if s.shared.ready() {
+    if s.shared().ready() {
         (StatusCode::OK, "Ready\n").into_response()
     } else {
         (
@@ -108,9 +139,10 @@ th,td{border:1px solid #ccc;padding:.25em .6em;text-align:left}th{background:#f4
 /// The status page: per tenant, the quota, the last poll, recent transcripts and errors.
 /// Plain server-rendered HTML, like blackbox_exporter's debug pages.
 async fn landing(State(s): State<AppState>) -> Html<String> {
-    let status = s.shared.status_snapshot();
-    let quotas = s.shared.quota_status();
-    let trace_url = s.shared.trace_url.as_deref();
+    let shared = s.shared();
+    let status = shared.status_snapshot();
+    let quotas = shared.quota_status();
+    let trace_url = shared.trace_url.as_deref();
     let mut page = String::new();
     let _ = write!(
         page,
