@@ -165,7 +165,7 @@ async fn landing(State(s): State<AppState>) -> Html<String> {
             esc(tenant),
             st.polls,
             st.last_poll_at
-                .map(|t| t.to_rfc3339())
+                .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
                 .unwrap_or_else(|| "never".into()),
             if st.last_poll_ok { "ok" } else { "fail" },
             if st.polls == 0 {
@@ -198,7 +198,9 @@ async fn landing(State(s): State<AppState>) -> Html<String> {
                 if r.exit_code == 0 { "ok" } else { "fail" },
                 r.exit_code,
                 if r.errors_present { "yes" } else { "no" },
-                r.end_time.map(|t| t.to_rfc3339()).unwrap_or_default(),
+                r.end_time
+                    .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+                    .unwrap_or_default(),
                 esc(&r.action_id),
                 r.index,
                 trace_cell(trace_url, r.trace_id.as_deref())
@@ -215,7 +217,7 @@ async fn landing(State(s): State<AppState>) -> Html<String> {
                 let _ = write!(
                     page,
                     "<tr><td>{}</td><td><code>{}</code></td><td>{}</td></tr>",
-                    e.at.to_rfc3339(),
+                    e.at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
                     esc(&e.message),
                     trace_cell(trace_url, e.trace_id.as_deref())
                 );
