@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
 use tokio::net::TcpListener;
@@ -81,10 +81,7 @@ impl Handle {
 
 /// The `Shared` in force now.
 pub fn shared_now(c: &Current) -> Arc<Shared> {
-    match c.read() {
-        Ok(s) => s.clone(),
-        Err(p) => p.into_inner().clone(),
-    }
+    c.read().unwrap_or_else(PoisonError::into_inner).clone()
 }
 
 /// Ask the supervisor for a reload and wait for its outcome.
@@ -170,10 +167,7 @@ fn prepare(
     }
     {
         // Tenants no longer configured leave the status page.
-        let mut st = match status.write() {
-            Ok(s) => s,
-            Err(p) => p.into_inner(),
-        };
+        let mut st = status.write().unwrap_or_else(PoisonError::into_inner);
         st.retain(|name, _| quotas.contains_key(name));
     }
     let shared = Arc::new(Shared {
@@ -254,10 +248,8 @@ pub async fn start_with(
                                     collectors.stop().await;
                                     shared.refresh();
                                     collectors = launch(&shared, clients);
-                                    match current.write() {
-                                        Ok(mut c) => *c = shared,
-                                        Err(p) => *p.into_inner() = shared,
-                                    }
+                                    *current.write().unwrap_or_else(PoisonError::into_inner) =
+                                        shared;
                                     tracing::info!(
                                         tenants = new.tenants.len(),
                                         "configuration reloaded"

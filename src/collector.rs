@@ -6,7 +6,7 @@
 //! poll succeeds or not. Does not own HTTP, quota arithmetic or parsing.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -157,10 +157,7 @@ impl Shared {
         self.quotas
             .iter()
             .map(|(t, q)| {
-                let status = match q.lock() {
-                    Ok(mut q) => q.status(now),
-                    Err(p) => p.into_inner().status(now),
-                };
+                let status = q.lock().unwrap_or_else(PoisonError::into_inner).status(now);
                 (t.clone(), status)
             })
             .collect()
@@ -218,26 +215,17 @@ impl Shared {
     }
 
     pub fn with_state<R>(&self, f: impl FnOnce(&mut State) -> R) -> R {
-        match self.state.lock() {
-            Ok(mut s) => f(&mut s),
-            Err(p) => f(&mut p.into_inner()),
-        }
+        f(&mut self.state.lock().unwrap_or_else(PoisonError::into_inner))
     }
 
     fn update_status(&self, tenant: &str, f: impl FnOnce(&mut TenantStatus)) {
-        let mut map = match self.status.write() {
-            Ok(m) => m,
-            Err(p) => p.into_inner(),
-        };
+        let mut map = self.status.write().unwrap_or_else(PoisonError::into_inner);
         f(map.entry(tenant.to_string()).or_default());
     }
 
     /// Every tenant holds a token and has finished one poll.
     pub fn ready(&self) -> bool {
-        let map = match self.status.read() {
-            Ok(m) => m,
-            Err(p) => p.into_inner(),
-        };
+        let map = self.status.read().unwrap_or_else(PoisonError::into_inner);
         !self.quotas.is_empty()
             && self
                 .quotas
@@ -246,10 +234,10 @@ impl Shared {
     }
 
     pub fn status_snapshot(&self) -> BTreeMap<String, TenantStatus> {
-        match self.status.read() {
-            Ok(m) => m.clone(),
-            Err(p) => p.into_inner().clone(),
-        }
+        self.status
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 }
 

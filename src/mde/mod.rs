@@ -8,7 +8,7 @@
 pub mod auth;
 pub mod model;
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -374,10 +374,7 @@ impl Client {
     }
 
     fn with_quota<R>(&self, f: impl FnOnce(&mut Quota) -> R) -> R {
-        match self.quota.lock() {
-            Ok(mut q) => f(&mut q),
-            Err(poisoned) => f(&mut poisoned.into_inner()),
-        }
+        f(&mut self.quota.lock().unwrap_or_else(PoisonError::into_inner))
     }
 
     async fn acquire(&self, ep: Endpoint, wait: QuotaWait) -> Result<(), Error> {
