@@ -686,20 +686,16 @@ impl TenantCollector {
         let series = (self.tenant.name.clone(), p.machine.clone(), script.clone());
         // Marking done and offering the run as the latest happen in one durable transaction,
         // before anything is counted: a result is counted exactly when it becomes done.
-        let run = end_time.map(|end| {
-            (
-                series.clone(),
-                LastRun {
-                    end_time: end,
-                    exit_code: t.exit_code,
-                    errors_present,
-                    action_id: p.key.action_id.clone(),
-                },
-            )
+        let run = end_time.map(|end| LastRun {
+            end_time: end,
+            exit_code: t.exit_code,
+            errors_present,
+            action_id: p.key.action_id.clone(),
         });
+        let offered = run.clone().map(|r| (series.clone(), r));
         let update = match self
             .shared
-            .with_state(|s| s.commit_result(p.key.clone(), run))?
+            .with_state(|s| s.commit_result(p.key.clone(), offered))?
         {
             Committed::AlreadyDone => return Ok(()),
             Committed::Done(update) => update,
@@ -719,20 +715,15 @@ impl TenantCollector {
             script_errors: self.shared.settings.transcript_log.apply(&t.script_errors),
         }
         .emit(&self.shared.metrics);
-        if let (Some(RunUpdate::Latest), Some(end)) = (update, end_time) {
-            let labels = MachineScriptLabels {
-                tenant: series.0,
-                machine: series.1,
-                script: series.2,
-            };
+        if let (RunUpdate::Latest, Some(run)) = (update, &run) {
+            let (tenant, machine, script) = series;
             self.shared.set_series(
-                labels,
-                &LastRun {
-                    end_time: end,
-                    exit_code: t.exit_code,
-                    errors_present,
-                    action_id: p.key.action_id.clone(),
+                MachineScriptLabels {
+                    tenant,
+                    machine,
+                    script,
                 },
+                run,
             );
         }
         self.shared.update_status(&self.tenant.name, |s| {

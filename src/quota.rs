@@ -190,13 +190,6 @@ impl Quota {
         }
     }
 
-    /// Length of the short window (the longest backoff after a 429 without `Retry-After`).
-    pub fn window_length(&self) -> Duration {
-        self.budgets
-            .first()
-            .map_or(Duration::from_secs(60), |(_, b)| b.windows[0].length)
-    }
-
     /// How long until a call to `ep` may be sent; zero means now.
     pub fn wait(&mut self, ep: Endpoint, now: Instant) -> Duration {
         self.budget(ep).wait(now, 0)

@@ -112,16 +112,16 @@ impl Store {
 pub enum Committed {
     /// The result was already done: count nothing.
     AlreadyDone,
-    /// Now done; for a transcript, whether its run became the latest of its series.
-    Done(Option<RunUpdate>),
+    /// Now done, and whether a run offered with it became the latest of its series.
+    Done(RunUpdate),
 }
 
-/// What `record_run` did to the per-machine series.
+/// What `commit_result` did to the per-machine series.
 #[derive(Debug, PartialEq)]
 pub enum RunUpdate {
     /// This run is now the latest for its series.
     Latest,
-    /// A later run is already known; the gauges keep it.
+    /// A later run is already known (or none was offered); the gauges keep what they show.
     Older,
 }
 
@@ -272,16 +272,15 @@ impl State {
                 Ok(())
             })?;
         }
-        let had_run = newer.is_some();
-        if let Some((series, run)) = newer {
-            self.last_runs.insert(series, run);
-        }
+        let update = match newer {
+            Some((series, run)) => {
+                self.last_runs.insert(series, run);
+                RunUpdate::Latest
+            }
+            None => RunUpdate::Older,
+        };
         self.done.insert(key);
-        Ok(Committed::Done(Some(if had_run {
-            RunUpdate::Latest
-        } else {
-            RunUpdate::Older
-        })))
+        Ok(Committed::Done(update))
     }
 
     pub fn action_seen(&self, tenant: &str, action_id: &str) -> bool {
@@ -385,11 +384,11 @@ mod tests {
         let c = s
             .commit_result(rkey("b", 0), Some((series("m"), run(200, 1))))
             .unwrap();
-        assert_eq!(c, Committed::Done(Some(RunUpdate::Latest)));
+        assert_eq!(c, Committed::Done(RunUpdate::Latest));
         let c = s
             .commit_result(rkey("a", 0), Some((series("m"), run(100, 0))))
             .unwrap();
-        assert_eq!(c, Committed::Done(Some(RunUpdate::Older)));
+        assert_eq!(c, Committed::Done(RunUpdate::Older));
         assert_eq!(s.last_runs()[&series("m")].exit_code, 1);
         s.commit_result(rkey("c", 0), Some((series("m"), run(300, 0))))
             .unwrap();

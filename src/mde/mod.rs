@@ -161,10 +161,6 @@ impl Client {
         })
     }
 
-    pub fn quota(&self) -> &SharedQuota {
-        &self.quota
-    }
-
     pub async fn has_token(&self) -> bool {
         self.auth.has_token().await
     }
