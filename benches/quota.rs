@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use mde_liveresponse_exporter::app;
 use mde_liveresponse_exporter::config::Config;
-use mde_liveresponse_exporter::sim::{SimConfig, Simulator};
 use mde_liveresponse_exporter::state::ResultKey;
+use mde_sim::{SimConfig, Simulator};
 use tokio::net::TcpListener;
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {

@@ -38,8 +38,8 @@ step() {
 }
 
 step "cargo fmt --check" cargo fmt --all -- --check
-step "cargo clippy" cargo clippy --all-targets --locked -- -D warnings
-step "cargo test" cargo test --locked
+step "cargo clippy" cargo clippy --workspace --all-targets --locked -- -D warnings
+step "cargo test" cargo test --workspace --locked
 for check in scripts/check-rules.sh scripts/check-dashboards.sh scripts/check-deploy.sh scripts/e2e-prometheus.sh; do
   if [ -x "$check" ]; then
     step "$check" "$check"

@@ -17,8 +17,8 @@ use crate::config::{Config, QuotaConfig, Secret, Selectors, Tenant};
 use crate::mde::Client;
 use crate::metrics::Metrics;
 use crate::quota::Quota;
-use crate::sim::{SimConfig, Simulator};
 use crate::state::State;
+use mde_sim::{SimConfig, Simulator};
 
 /// A start-up problem.
 #[derive(Debug, thiserror::Error)]
@@ -199,7 +199,7 @@ pub async fn start_with(
     config: Config,
     listener: TcpListener,
     telemetry_path: &str,
-    web: Option<Arc<crate::web::WebConfig>>,
+    web: Option<Arc<exporter_web::WebConfig>>,
     loader: Option<Loader>,
 ) -> Result<Handle, Error> {
     let metrics = Arc::new(Metrics::new());
@@ -284,7 +284,7 @@ pub async fn start_with(
     let router = crate::server::app(current.clone(), telemetry_path, Some(reload_tx.clone()));
     let mut stop = rx;
     let server = tokio::spawn(async move {
-        crate::web::serve(listener, router, web, async move {
+        exporter_web::serve(listener, router, web, async move {
             let _ = stop.wait_for(|s| *s).await;
         })
         .await

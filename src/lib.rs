@@ -16,7 +16,5 @@ pub mod mde;
 pub mod metrics;
 pub mod quota;
 pub mod server;
-pub mod sim;
 pub mod state;
 pub mod telemetry;
-pub mod web;

@@ -6,11 +6,10 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
+use exporter_web::WebConfig;
 use mde_liveresponse_exporter::app::{self, DemoOptions};
 use mde_liveresponse_exporter::config::Config;
-use mde_liveresponse_exporter::sim::{SimConfig, Simulator};
 use mde_liveresponse_exporter::telemetry::{self, LogFormat};
-use mde_liveresponse_exporter::web::WebConfig;
 use tokio::net::TcpListener;
 
 /// Prometheus exporter for Microsoft Defender for Endpoint Live Response results and API quota.
@@ -96,21 +95,9 @@ struct DemoArgs {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Serve the MDE API simulator alone (token, machine actions, result links, blobs).
-    Simulate {
-        /// Address for the simulator.
-        #[arg(long = "web.listen-address", default_value = "127.0.0.1:9718")]
-        listen_address: String,
-        #[arg(long = "sim.seed", default_value_t = 42)]
-        seed: u64,
-        #[arg(long = "sim.machines", default_value_t = 25)]
-        machines: usize,
-        #[arg(long = "sim.actions", default_value_t = 80)]
-        actions: usize,
-        /// 60 makes a minute last one second.
-        #[arg(long = "sim.time-scale", default_value_t = 1.0)]
-        time_scale: f64,
-    },
+    /// Serve the MDE API simulator alone (token, machine actions, result links, blobs);
+    /// the same as the `mde-sim` binary.
+    Simulate(mde_sim::cli::SimArgs),
 }
 
 fn main() -> ExitCode {
@@ -218,29 +205,8 @@ async fn run(cli: Cli) -> Result<()> {
 }
 
 async fn serve(cli: Cli, file_config: Option<Config>) -> Result<()> {
-    if let Some(Command::Simulate {
-        listen_address,
-        seed,
-        machines,
-        actions,
-        time_scale,
-    }) = &cli.command
-    {
-        let cfg = SimConfig {
-            seed: *seed,
-            machines: *machines,
-            actions: *actions,
-            ..SimConfig::default()
-        }
-        .time_scaled(time_scale.max(0.001));
-        let sim = Simulator::new(cfg);
-        let listener = TcpListener::bind(listen_address)
-            .await
-            .with_context(|| format!("cannot listen on {listen_address}"))?;
-        let (tenant, client, _) = sim.credentials();
-        tracing::info!(address = %listener.local_addr()?, tenant, client_id = client, "simulator listening (client secret: see SimConfig defaults)");
-        sim.serve(listener, shutdown_signal()).await?;
-        return Ok(());
+    if let Some(Command::Simulate(sim)) = &cli.command {
+        return sim.run(shutdown_signal()).await;
     }
 
     let mut _demo_sim = None;

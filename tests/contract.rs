@@ -8,7 +8,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::*;
-use mde_liveresponse_exporter::sim::SimConfig;
+use mde_sim::SimConfig;
 
 const GOLDEN: &str = "tests/fixtures/metrics-families.txt";
 
@@ -35,10 +35,7 @@ const DOCUMENTED: &[&str] = &[
     "mde_exporter_poll_duration_seconds",
 ];
 
-async fn populated_exporter() -> (
-    mde_liveresponse_exporter::app::Handle,
-    mde_liveresponse_exporter::sim::Simulator,
-) {
+async fn populated_exporter() -> (mde_liveresponse_exporter::app::Handle, mde_sim::Simulator) {
     let (sim, addr) = start_sim(SimConfig {
         seed: 21,
         machines: 5,

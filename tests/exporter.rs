@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use common::*;
-use mde_liveresponse_exporter::sim::{SimConfig, Simulator};
+use mde_sim::{SimConfig, Simulator};
 
 fn scenario(seed: u64, actions: usize) -> SimConfig {
     SimConfig {

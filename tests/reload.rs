@@ -12,7 +12,7 @@ use std::time::Duration;
 use common::*;
 use mde_liveresponse_exporter::app;
 use mde_liveresponse_exporter::config::Config;
-use mde_liveresponse_exporter::sim::{SimConfig, Simulator};
+use mde_sim::{SimConfig, Simulator};
 
 fn scenario(seed: u64) -> SimConfig {
     SimConfig {

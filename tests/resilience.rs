@@ -8,7 +8,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use mde_liveresponse_exporter::sim::{BlobFault, SimConfig, Simulator};
+use mde_sim::{BlobFault, SimConfig, Simulator};
 
 fn scenario(seed: u64) -> SimConfig {
     SimConfig {

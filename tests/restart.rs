@@ -10,8 +10,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use common::*;
-use mde_liveresponse_exporter::sim::SimConfig;
 use mde_liveresponse_exporter::state::{ResultKey, State};
+use mde_sim::SimConfig;
 
 fn spawn(config: &std::path::Path, state: &std::path::Path) -> Binary {
     let config = config.to_str().unwrap();

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::*;
-use mde_liveresponse_exporter::sim::SimConfig;
+use mde_sim::SimConfig;
 
 const GOOD_SECRET: &str = "S3cr3t-never-logged-7f1c";
 const WRONG_SECRET: &str = "Wr0ng-secret-also-hidden-91ab";

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use mde_liveresponse_exporter::app::{self, Handle};
 use mde_liveresponse_exporter::config::Config;
-use mde_liveresponse_exporter::sim::{SimConfig, Simulator};
+use mde_sim::{SimConfig, Simulator};
 use tokio::net::TcpListener;
 
 pub async fn start_sim(cfg: SimConfig) -> (Simulator, SocketAddr) {

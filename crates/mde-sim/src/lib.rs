@@ -7,13 +7,16 @@
 //! anchor taken at [`Simulator::new`] plus elapsed simulator time.
 //!
 //! Owns the fake API and its ground truth ([`Simulator::truth`]) and call log
-//! ([`Simulator::stats`]). The exporter never depends on it, except in `--demo` and tests.
+//! ([`Simulator::stats`]). It never depends on the exporter it checks (a crate of its own, so
+//! the compiler enforces that); the exporter uses it only for `--demo`, `simulate` and tests.
 //!
+//! - `cli`: the flags shared by the `mde-sim` binary and the exporter's `simulate`.
 //! - `scenario`: the seeded tenant and the JSON view of an action at a moment.
 //! - `routes`: HTTP handlers, error bodies, the order of checks.
 //! - `throttle`: the sliding windows.
 //! - `filter`: the `$filter` language.
 
+pub mod cli;
 mod filter;
 mod routes;
 mod scenario;

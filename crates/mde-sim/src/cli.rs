@@ -1,0 +1,66 @@
+//! The simulator's command line, shared by the `mde-sim` binary and the exporter's
+//! `simulate` subcommand so that both take the same flags.
+//!
+//! Owns flag names and turning them into a [`SimConfig`]; does not own logging (each binary
+//! sets up its own) or the simulator's behaviour.
+
+use std::future::Future;
+
+use tokio::net::TcpListener;
+
+use crate::{SimConfig, Simulator};
+
+/// Flags of a stand-alone simulator.
+#[derive(Debug, Clone, clap::Args)]
+pub struct SimArgs {
+    /// Address for the simulator.
+    #[arg(long = "web.listen-address", default_value = "127.0.0.1:9718")]
+    pub listen_address: String,
+    /// Seed of the scenario: the same seed gives the same tenant.
+    #[arg(long = "sim.seed", default_value_t = SimConfig::default().seed)]
+    pub seed: u64,
+    /// Number of machines in the simulated tenant.
+    #[arg(long = "sim.machines", default_value_t = SimConfig::default().machines)]
+    pub machines: usize,
+    /// Number of Live Response actions in the scenario.
+    #[arg(long = "sim.actions", default_value_t = SimConfig::default().actions)]
+    pub actions: usize,
+    /// 60 makes a minute last one second.
+    #[arg(long = "sim.time-scale", default_value_t = 1.0)]
+    pub time_scale: f64,
+}
+
+impl SimArgs {
+    /// The scenario these flags describe.
+    pub fn config(&self) -> SimConfig {
+        SimConfig {
+            seed: self.seed,
+            machines: self.machines,
+            actions: self.actions,
+            ..SimConfig::default()
+        }
+        .time_scaled(self.time_scale.max(0.001))
+    }
+
+    /// Bind, log where the simulator listens and with which credentials, and serve until
+    /// `shutdown` completes.
+    pub async fn run(
+        &self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        use anyhow::Context as _;
+        let sim = Simulator::new(self.config());
+        let listener = TcpListener::bind(&self.listen_address)
+            .await
+            .with_context(|| format!("cannot listen on {}", self.listen_address))?;
+        let (tenant, client, _) = sim.credentials();
+        tracing::info!(
+            address = %listener.local_addr()?,
+            tenant,
+            client_id = client,
+            "simulator listening (client secret: see SimConfig defaults)"
+        );
+        sim.serve(listener, shutdown).await?;
+        Ok(())
+    }
+}
