@@ -9,14 +9,17 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
-use crate::collector::{Settings, Shared, TenantCollector};
+use crate::collector::TenantCollector;
 use crate::config::{Config, QuotaConfig, Secret, Selectors, Tenant};
 use crate::mde::Client;
 use crate::metrics::Metrics;
 use crate::quota::Quota;
+use crate::shared::{
+    Current, ReloadRequest, Settings, Shared, TenantStatus, request_reload, shared_now,
+};
 use crate::state::State;
 use mde_sim::{SimConfig, Simulator};
 
@@ -39,13 +42,6 @@ pub enum Error {
 
 /// Reads the configuration again for a reload (the file, with the command line's overrides).
 pub type Loader = Arc<dyn Fn() -> Result<Config, String> + Send + Sync>;
-
-/// A reload request and where its outcome goes.
-pub type ReloadRequest = oneshot::Sender<Result<(), String>>;
-
-/// The configuration in force: swapped whole on a successful reload, so a handler always
-/// sees one consistent set of tenants, quotas and settings.
-pub type Current = Arc<RwLock<Arc<Shared>>>;
 
 /// A running exporter.
 pub struct Handle {
@@ -77,22 +73,6 @@ impl Handle {
             Err(e) => Err(Error::Serve(std::io::Error::other(e))),
         }
     }
-}
-
-/// The `Shared` in force now.
-pub fn shared_now(c: &Current) -> Arc<Shared> {
-    c.read().unwrap_or_else(PoisonError::into_inner).clone()
-}
-
-/// Ask the supervisor for a reload and wait for its outcome.
-pub async fn request_reload(tx: &mpsc::Sender<ReloadRequest>) -> Result<(), String> {
-    let (reply, outcome) = oneshot::channel();
-    tx.send(reply)
-        .await
-        .map_err(|_| "the exporter is shutting down".to_string())?;
-    outcome
-        .await
-        .map_err(|_| "the exporter is shutting down".to_string())?
 }
 
 pub fn http_client(timeout: Duration) -> Result<reqwest::Client, Error> {
@@ -141,7 +121,7 @@ fn prepare(
     config: &Config,
     metrics: &Arc<Metrics>,
     state: Arc<Mutex<State>>,
-    status: Arc<RwLock<BTreeMap<String, crate::collector::TenantStatus>>>,
+    status: Arc<RwLock<BTreeMap<String, TenantStatus>>>,
     previous: Option<(&Shared, &Config)>,
 ) -> Result<(Arc<Shared>, TenantClients), Error> {
     let http = http_client(config.request_timeout)?;
@@ -211,7 +191,7 @@ pub async fn start_with(
         .config_reload_timestamp
         .set(chrono::Utc::now().timestamp_millis() as f64 / 1000.0);
     shared.restore_series();
-    shared.refresh();
+    shared.housekeeping();
     let collectors = launch(&shared, clients);
     let current: Current = Arc::new(RwLock::new(shared));
     let (reload_tx, mut reload_rx) = mpsc::channel::<ReloadRequest>(4);
@@ -246,7 +226,7 @@ pub async fn start_with(
                                 Err(e) => Err(e.to_string()),
                                 Ok((shared, clients)) => {
                                     collectors.stop().await;
-                                    shared.refresh();
+                                    shared.housekeeping();
                                     collectors = launch(&shared, clients);
                                     *current.write().unwrap_or_else(PoisonError::into_inner) =
                                         shared;

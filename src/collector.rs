@@ -5,22 +5,20 @@
 //! has room), the exactly-once accounting and the poll metrics, which are recorded whether the
 //! poll succeeds or not. Does not own HTTP, quota arithmetic or parsing.
 
-use std::collections::{BTreeMap, VecDeque};
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
-use std::time::Duration;
+use std::collections::VecDeque;
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::config::{Config, Tenant};
+use crate::config::Tenant;
 use crate::events::{ResultFetchFailed, TranscriptRetrieved};
 use crate::mde::model::{CommandType, MachineAction};
-use crate::mde::{self, Client, Download, QuotaWait, SharedQuota};
-use crate::metrics::{
-    CommandLabels, MachineScriptLabels, Metrics, QuotaLabels, StatusLabels, tenant,
-};
-use crate::state::{Committed, LastRun, ResultKey, RunUpdate, State, StoreError};
+use crate::mde::{self, Client, ErrorKind, QuotaWait};
+use crate::metrics::{CommandLabels, MachineScriptLabels, StatusLabels, tenant};
+use crate::shared::{RecentTranscript, Shared};
+use crate::state::{Committed, LastRun, ResultKey, RunUpdate, StoreError};
 
 /// Why a poll (or one result) did not complete.
 #[derive(Debug, thiserror::Error)]
@@ -35,211 +33,6 @@ pub enum PollError {
 const MAX_ATTEMPTS: u32 = 5;
 /// How far back discovery reaches at most when catching up after an outage.
 const MAX_CATCH_UP: chrono::Duration = chrono::Duration::days(30);
-/// How many recent transcripts the landing page shows per tenant.
-const RECENT: usize = 20;
-
-/// A transcript as shown on the landing page.
-#[derive(Debug, Clone)]
-pub struct RecentTranscript {
-    pub action_id: String,
-    pub index: u32,
-    pub machine: String,
-    pub script: String,
-    pub exit_code: i64,
-    pub errors_present: bool,
-    pub end_time: Option<DateTime<Utc>>,
-    /// The trace that retrieved it, when tracing is on.
-    pub trace_id: Option<String>,
-}
-
-/// A problem shown on the landing page.
-#[derive(Debug, Clone)]
-pub struct RecentError {
-    pub at: DateTime<Utc>,
-    pub message: String,
-    pub trace_id: Option<String>,
-}
-
-/// What the landing page and readiness know of a tenant.
-#[derive(Debug, Clone, Default)]
-pub struct TenantStatus {
-    pub polls: u64,
-    pub last_poll_at: Option<DateTime<Utc>>,
-    pub last_poll_ok: bool,
-    pub last_error: Option<String>,
-    pub has_token: bool,
-    pub pending: usize,
-    pub recent: VecDeque<RecentTranscript>,
-    pub recent_errors: VecDeque<RecentError>,
-}
-
-impl TenantStatus {
-    fn push_error(&mut self, message: String) {
-        self.recent_errors.push_front(RecentError {
-            at: Utc::now(),
-            message,
-            trace_id: crate::telemetry::current_trace_label().map(|t| t.trace_id),
-        });
-        self.recent_errors.truncate(RECENT);
-    }
-}
-
-/// Settings every tenant's collector shares.
-#[derive(Debug, Clone)]
-pub struct Settings {
-    pub poll_interval: Duration,
-    pub max_transcript_bytes: u64,
-    pub series_ttl: Duration,
-    pub max_series: usize,
-    pub transcript_log: crate::events::Redaction,
-}
-
-impl Settings {
-    pub fn from_config(c: &Config) -> Self {
-        Settings {
-            poll_interval: c.poll_interval,
-            max_transcript_bytes: c.max_transcript_bytes,
-            series_ttl: c.series_ttl,
-            max_series: c.max_series,
-            transcript_log: c.transcript_log.clone(),
-        }
-    }
-}
-
-/// State shared by all collectors and the HTTP server.
-pub struct Shared {
-    pub metrics: Arc<Metrics>,
-    /// Kept across configuration reloads.
-    pub state: Arc<Mutex<State>>,
-    /// Kept across configuration reloads.
-    pub status: Arc<RwLock<BTreeMap<String, TenantStatus>>>,
-    pub quotas: BTreeMap<String, SharedQuota>,
-    pub settings: Settings,
-    /// Trace UI link template for the landing page (`{trace_id}` is replaced).
-    pub trace_url: Option<String>,
-}
-
-impl Shared {
-    /// Bring the gauges that depend on time alone up to date: quota windows slide and
-    /// per-machine series expire even when no poll runs. Called at scrape time; local only.
-    pub fn refresh(&self) {
-        for (t, status) in self.quota_status() {
-            for w in status {
-                let labels = QuotaLabels {
-                    tenant: t.clone(),
-                    endpoint: w.endpoint.to_string(),
-                    window: w.window.to_string(),
-                };
-                self.metrics
-                    .quota_limit
-                    .get_or_create(&labels)
-                    .set(i64::from(w.limit));
-                self.metrics
-                    .quota_used
-                    .get_or_create(&labels)
-                    .set(i64::from(w.used));
-                self.metrics
-                    .quota_remaining
-                    .get_or_create(&labels)
-                    .set(i64::from(w.remaining));
-                self.metrics
-                    .quota_effective
-                    .get_or_create(&labels)
-                    .set(i64::from(w.effective));
-            }
-        }
-        self.expire_series();
-    }
-
-    /// The quota windows of every tenant, now.
-    pub fn quota_status(&self) -> BTreeMap<String, Vec<crate::quota::WindowStatus>> {
-        let now = Instant::now();
-        self.quotas
-            .iter()
-            .map(|(t, q)| {
-                let status = q.lock().unwrap_or_else(PoisonError::into_inner).status(now);
-                (t.clone(), status)
-            })
-            .collect()
-    }
-
-    /// Set the per-machine gauges from the state (after a restart they come back).
-    pub fn restore_series(&self) {
-        let runs = self.with_state(|s| s.last_runs().clone());
-        for ((tenant, machine, script), run) in runs {
-            self.set_series(
-                MachineScriptLabels {
-                    tenant,
-                    machine,
-                    script,
-                },
-                &run,
-            );
-        }
-    }
-
-    fn set_series(&self, labels: MachineScriptLabels, run: &LastRun) {
-        let m = &self.metrics;
-        m.script_exit_code.get_or_create(&labels).set(run.exit_code);
-        m.script_errors_present
-            .get_or_create(&labels)
-            .set(i64::from(run.errors_present));
-        m.script_last_run
-            .get_or_create(&labels)
-            .set(run.end_time.timestamp_millis() as f64 / 1000.0);
-    }
-
-    fn expire_series(&self) {
-        let ttl =
-            chrono::Duration::from_std(self.settings.series_ttl).unwrap_or(chrono::Duration::MAX);
-        let cutoff = Utc::now()
-            .checked_sub_signed(ttl)
-            .unwrap_or(DateTime::<Utc>::MIN_UTC);
-        let removed = match self.with_state(|s| s.expire(cutoff, self.settings.max_series)) {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot expire per-machine series");
-                return;
-            }
-        };
-        for (tenant, machine, script) in removed {
-            let labels = MachineScriptLabels {
-                tenant,
-                machine,
-                script,
-            };
-            self.metrics.script_exit_code.remove(&labels);
-            self.metrics.script_errors_present.remove(&labels);
-            self.metrics.script_last_run.remove(&labels);
-        }
-    }
-
-    pub fn with_state<R>(&self, f: impl FnOnce(&mut State) -> R) -> R {
-        f(&mut self.state.lock().unwrap_or_else(PoisonError::into_inner))
-    }
-
-    fn update_status(&self, tenant: &str, f: impl FnOnce(&mut TenantStatus)) {
-        let mut map = self.status.write().unwrap_or_else(PoisonError::into_inner);
-        f(map.entry(tenant.to_string()).or_default());
-    }
-
-    /// Every tenant holds a token and has finished one poll.
-    pub fn ready(&self) -> bool {
-        let map = self.status.read().unwrap_or_else(PoisonError::into_inner);
-        !self.quotas.is_empty()
-            && self
-                .quotas
-                .keys()
-                .all(|t| map.get(t).is_some_and(|s| s.has_token && s.polls > 0))
-    }
-
-    pub fn status_snapshot(&self) -> BTreeMap<String, TenantStatus> {
-        self.status
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
-    }
-}
 
 /// The OData filter for discovery, from documented fields only. It looks back `lookback`
 /// from now, or from the last completed discovery when that is older (after an outage), but
@@ -276,13 +69,23 @@ pub fn discovery_filter(
 fn attempts_allowed(e: &mde::Error) -> u32 {
     match e.kind() {
         // The cap will not change.
-        "too_large" => 1,
-        // Usually permanent, but a damaged download or a result not yet visible to the API
-        // can heal: one more try, then give up.
-        "malformed" | "not_found" | "forbidden" => 2,
+        ErrorKind::TooLarge => 1,
+        // Usually permanent, but a damaged download, a result not yet visible to the API or
+        // a link refused twice can heal: one more try, then give up.
+        ErrorKind::Malformed
+        | ErrorKind::NotFound
+        | ErrorKind::Forbidden
+        | ErrorKind::ExpiredLink => 2,
         _ if e.is_transient() => MAX_ATTEMPTS,
         _ => 1,
     }
+}
+
+/// What a result download gave.
+enum Fetched {
+    Transcript(crate::mde::model::Transcript),
+    /// A `GetFile` result's size.
+    File(u64),
 }
 
 /// A result waiting to be fetched.
@@ -381,7 +184,7 @@ impl TenantCollector {
             s.has_token = has_token;
             s.pending = pending;
         });
-        self.shared.refresh();
+        self.shared.housekeeping();
         result
     }
 
@@ -441,7 +244,7 @@ impl TenantCollector {
                 .await
             {
                 Ok(a) => actions.push(a),
-                Err(e) if e.kind() == "not_found" => {
+                Err(e) if e.kind() == ErrorKind::NotFound => {
                     tracing::warn!(tenant = %name, action_id = %id, "configured action id does not exist");
                 }
                 Err(e) => return Err(e.into()),
@@ -563,14 +366,7 @@ impl TenantCollector {
     }
 
     fn give_up(&self, p: &Pending, e: &mde::Error) -> Result<(), StoreError> {
-        let reason = match e {
-            mde::Error::Status {
-                endpoint: "download",
-                status: 403,
-                ..
-            } => "expired_link",
-            other => other.kind(),
-        };
+        let reason = e.kind().as_str();
         if self.shared.with_state(|s| s.mark_done(p.key.clone()))? {
             self.shared.update_status(&self.tenant.name, |s| {
                 s.push_error(format!(
@@ -604,10 +400,10 @@ impl TenantCollector {
     }
 
     async fn fetch_inner(&self, p: &mut Pending) -> Result<(), PollError> {
-        let keep = p.kind == CommandType::RunScript;
         let max = self.shared.settings.max_transcript_bytes;
+        let what = format!("transcript of {} index {}", p.key.action_id, p.key.index);
         let mut expired_once = false;
-        let download = loop {
+        loop {
             // A link minted by an earlier try is used again: it is valid for 30 minutes, and
             // a retry then costs no API quota.
             let (link, cached) = match p.link.take() {
@@ -620,61 +416,39 @@ impl TenantCollector {
                     (link, false)
                 }
             };
-            match self.client.download(&link, keep, max).await {
+            let outcome = match p.kind {
+                CommandType::RunScript => self
+                    .client
+                    .fetch_transcript(&link, max, &what)
+                    .await
+                    .map(Fetched::Transcript),
+                _ => self.client.measure_file(&link).await.map(Fetched::File),
+            };
+            match outcome {
                 // An expired link (403 AuthenticationFailed) is minted again, once per try;
                 // the script is never re-run.
-                Err(mde::Error::Status { status: 403, .. }) if cached || !expired_once => {
+                Err(e) if e.kind() == ErrorKind::ExpiredLink && (cached || !expired_once) => {
                     expired_once |= !cached;
                     tracing::info!(tenant = %self.tenant.name, action_id = %p.key.action_id, index = p.key.index, "download link expired, asking for a new one");
                 }
-                other => {
+                Err(e) => {
                     p.link = Some(link);
-                    break other?;
+                    return Err(e.into());
                 }
-            }
-        };
-        match download {
-            Download::Size(bytes) => {
-                if self.shared.with_state(|s| s.mark_done(p.key.clone()))? {
-                    let m = &self.shared.metrics;
-                    m.files.get_or_create(&tenant(&self.tenant.name)).inc();
-                    m.file_bytes
-                        .get_or_create(&tenant(&self.tenant.name))
-                        .inc_by(bytes);
+                Ok(Fetched::File(bytes)) => {
+                    if self.shared.with_state(|s| s.mark_done(p.key.clone()))? {
+                        let m = &self.shared.metrics;
+                        m.files.get_or_create(&tenant(&self.tenant.name)).inc();
+                        m.file_bytes
+                            .get_or_create(&tenant(&self.tenant.name))
+                            .inc_by(bytes);
+                    }
+                    return Ok(());
                 }
-                Ok(())
-            }
-            Download::Body(body) => {
-                self.shared
-                    .metrics
-                    .transcript_bytes
-                    .get_or_create(&tenant(&self.tenant.name))
-                    .inc_by(body.len() as u64);
-                let parse_span = tracing::info_span!(
-                    "parse",
-                    bytes = body.len(),
-                    exit_code = tracing::field::Empty,
-                    errors_present = tracing::field::Empty,
-                );
-                let parsed = parse_span.in_scope(|| crate::mde::model::parse_transcript(&body));
-                let transcript = match parsed {
-                    Ok(t) => {
-                        parse_span.record("exit_code", t.exit_code);
-                        parse_span.record("errors_present", t.errors_present());
-                        t
-                    }
-                    Err(source) => {
-                        crate::telemetry::record_error(&parse_span, &source.to_string());
-                        return Err(mde::Error::Parse {
-                            endpoint: "download",
-                            url: format!("transcript of {} index {}", p.key.action_id, p.key.index),
-                            source,
-                        }
-                        .into());
-                    }
-                };
-                self.account(p, &transcript)?;
-                Ok(())
+                Ok(Fetched::Transcript(transcript)) => {
+                    self.account(p, &transcript)?;
+                    return Ok(());
+                }
             }
         }
     }
@@ -727,7 +501,7 @@ impl TenantCollector {
             );
         }
         self.shared.update_status(&self.tenant.name, |s| {
-            s.recent.push_front(RecentTranscript {
+            s.push_recent(RecentTranscript {
                 action_id: p.key.action_id.clone(),
                 index: p.key.index,
                 machine: p.machine.clone(),
@@ -737,7 +511,6 @@ impl TenantCollector {
                 end_time,
                 trace_id: crate::telemetry::current_trace_label().map(|t| t.trace_id),
             });
-            s.recent.truncate(RECENT);
         });
         Ok(())
     }
@@ -748,6 +521,7 @@ impl TenantCollector {
 mod tests {
     use super::*;
     use chrono::TimeZone;
+    use std::time::Duration;
 
     fn sel() -> crate::config::Selectors {
         crate::config::Selectors {

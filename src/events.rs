@@ -6,41 +6,8 @@
 
 use sha2::{Digest, Sha256};
 
+use crate::config::{RedactMode, Redaction};
 use crate::metrics::{Metrics, ScriptLabels, reason};
-
-/// How `script_output` and `script_errors` appear in the transcript event.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum RedactMode {
-    /// As the script wrote them (after the scrubbers).
-    None,
-    /// The first `max_bytes` bytes (after the scrubbers).
-    #[default]
-    Truncate,
-    /// `sha256:<hex>` of the text: equal outputs can be matched, nothing is revealed.
-    Hash,
-    /// Left out.
-    Drop,
-}
-
-/// The redaction policy for transcript text in logs; the scrubbers run first and replace
-/// every match with `[REDACTED]`.
-#[derive(Debug, Clone)]
-pub struct Redaction {
-    pub mode: RedactMode,
-    pub max_bytes: usize,
-    pub scrubbers: Vec<regex::Regex>,
-}
-
-impl Default for Redaction {
-    fn default() -> Self {
-        Redaction {
-            mode: RedactMode::Truncate,
-            max_bytes: 256,
-            scrubbers: Vec::new(),
-        }
-    }
-}
 
 impl Redaction {
     /// The text as it may be logged, or `None` when it is dropped.

@@ -16,5 +16,6 @@ pub mod mde;
 pub mod metrics;
 pub mod quota;
 pub mod server;
+pub mod shared;
 pub mod state;
 pub mod telemetry;

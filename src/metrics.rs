@@ -4,6 +4,7 @@
 //! Values come from background polls; a scrape only encodes (and refreshes the local quota
 //! gauges), it never calls the MDE API. Does not own *when* values change (collector, client).
 
+use std::sync::LazyLock;
 use std::sync::atomic::AtomicU64;
 
 use prometheus_client::encoding::{EncodeLabelSet, prometheus_text, text};
@@ -18,6 +19,11 @@ pub const OPENMETRICS_CONTENT_TYPE: &str =
     "application/openmetrics-text; version=1.0.0; charset=utf-8";
 /// Content type of the Prometheus text format (0.0.4).
 pub const PROMETHEUS_CONTENT_TYPE: &str = prometheus_text::CONTENT_TYPE;
+
+/// Span batches the OTLP exporter could not deliver (collector down, refused...). Counted,
+/// not logged: a collector outage must not flood the logs. Process-wide, because the span
+/// pipeline is; `telemetry` increments it and every [`Metrics`] registers it.
+pub static OTLP_EXPORT_FAILURES: LazyLock<Counter> = LazyLock::new(Counter::default);
 
 const BACKGROUND: &str =
     "Updated by background polls, not at scrape time (the MDE API quota forbids polling on scrape)";
@@ -336,7 +342,7 @@ impl Metrics {
         r.register(
             "mde_exporter_otlp_export_failures",
             "Span batches that could not be exported over OTLP (counted instead of logged)",
-            crate::telemetry::OTLP_EXPORT_FAILURES.clone(),
+            OTLP_EXPORT_FAILURES.clone(),
         );
         m.build_info
             .get_or_create(&BuildLabels {

@@ -180,33 +180,26 @@ impl Quota {
         &mut self.budgets[idx].1
     }
 
-    /// How many sends result fetching must leave free for discovery: with one shared budget,
-    /// one list call per poll is reserved so discovery is never starved. Separate budgets
-    /// need no reserve.
-    pub fn discovery_reserve(&self) -> u32 {
-        match self.scope {
-            QuotaScope::PerEndpoint => 0,
-            QuotaScope::Shared => 1,
+    /// How many sends a call to `ep` must leave free for discovery. Result links are
+    /// background work: with one shared budget they leave one call per window, so discovery
+    /// is never starved. Discovery itself, and separate budgets, need no reserve.
+    fn reserve_for(&self, ep: Endpoint) -> u32 {
+        match (self.scope, ep) {
+            (QuotaScope::Shared, Endpoint::GetResultDownloadLink) => 1,
+            _ => 0,
         }
     }
 
     /// How long until a call to `ep` may be sent; zero means now.
     pub fn wait(&mut self, ep: Endpoint, now: Instant) -> Duration {
-        self.budget(ep).wait(now, 0)
+        let reserve = self.reserve_for(ep);
+        self.budget(ep).wait(now, reserve)
     }
 
-    /// Record a send if it fits now; otherwise say how long to wait. Nothing is recorded then.
+    /// Record a send if it fits now (leaving the discovery reserve where `ep` must); otherwise
+    /// say how long to wait. Nothing is recorded then.
     pub fn try_acquire(&mut self, ep: Endpoint, now: Instant) -> Result<(), Duration> {
-        self.try_acquire_leaving(ep, now, 0)
-    }
-
-    /// Like `try_acquire`, but only if `reserve` sends stay free in every window afterwards.
-    pub fn try_acquire_leaving(
-        &mut self,
-        ep: Endpoint,
-        now: Instant,
-        reserve: u32,
-    ) -> Result<(), Duration> {
+        let reserve = self.reserve_for(ep);
         let budget = self.budget(ep);
         let wait = budget.wait(now, reserve);
         if !wait.is_zero() {
@@ -522,18 +515,13 @@ mod tests {
             ..cfg(3, 10)
         });
         let t0 = Instant::now();
-        let reserve = q.discovery_reserve();
-        assert_eq!(reserve, 1);
-        q.try_acquire_leaving(Endpoint::GetResultDownloadLink, t0, reserve)
-            .unwrap();
-        q.try_acquire_leaving(Endpoint::GetMachineAction, t0, reserve)
-            .unwrap();
+        q.try_acquire(Endpoint::GetResultDownloadLink, t0).unwrap();
+        q.try_acquire(Endpoint::GetMachineAction, t0).unwrap();
         // Results may not take the last call of the window...
-        assert!(
-            q.try_acquire_leaving(Endpoint::GetResultDownloadLink, t0, reserve)
-                .is_err()
-        );
+        assert!(q.try_acquire(Endpoint::GetResultDownloadLink, t0).is_err());
+        assert!(!q.wait(Endpoint::GetResultDownloadLink, t0).is_zero());
         // ...discovery may.
+        assert!(q.wait(Endpoint::ListMachineActions, t0).is_zero());
         q.try_acquire(Endpoint::ListMachineActions, t0).unwrap();
         let status = q.status(t0);
         assert_eq!(status.len(), 2);

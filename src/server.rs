@@ -13,9 +13,8 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use tokio::sync::mpsc;
 
-use crate::app::{Current, ReloadRequest};
-use crate::collector::Shared;
 use crate::metrics::{OPENMETRICS_CONTENT_TYPE, PROMETHEUS_CONTENT_TYPE};
+use crate::shared::{Current, ReloadRequest, Shared, request_reload, shared_now};
 
 #[derive(Clone)]
 struct AppState {
@@ -26,7 +25,7 @@ struct AppState {
 
 impl AppState {
     fn shared(&self) -> Arc<Shared> {
-        crate::app::shared_now(&self.current)
+        shared_now(&self.current)
     }
 }
 
@@ -56,7 +55,7 @@ async fn reload_config(State(s): State<AppState>) -> Response {
     let Some(tx) = &s.reload else {
         return (StatusCode::BAD_REQUEST, "reload is not available\n").into_response();
     };
-    match crate::app::request_reload(tx).await {
+    match request_reload(tx).await {
         Ok(()) => (StatusCode::OK, "configuration reloaded\n").into_response(),
         Err(e) => (
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -83,7 +82,7 @@ fn wants_openmetrics(headers: &HeaderMap) -> bool {
 }
 
 async fn metrics(State(s): State<AppState>, headers: HeaderMap) -> Response {
-    s.shared().refresh();
+    s.shared().refresh_quota_gauges();
     let om = wants_openmetrics(&headers);
     match s.shared().metrics.encode(om) {
         Ok(body) => {

@@ -5,54 +5,24 @@
 //! trace, and flushing at shutdown. Does not own what is logged (see `events`) nor which
 //! spans exist (they are declared where the work happens).
 
-use std::sync::LazyLock;
 use std::time::Duration;
 
 use opentelemetry::trace::{TraceContextExt, TracerProvider as _};
 use opentelemetry_otlp::{WithExportConfig, WithHttpConfig};
 use opentelemetry_sdk::trace::{SdkTracerProvider, SpanData, SpanExporter};
-use prometheus_client::metrics::counter::Counter;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
-use crate::metrics::TraceLabel;
-
-/// Spans that could not be exported (collector down, refused...). Counted, not logged:
-/// a collector outage must not flood the logs.
-pub static OTLP_EXPORT_FAILURES: LazyLock<Counter> = LazyLock::new(Counter::default);
+use crate::config::{OtelConfig, Protocol};
+use crate::metrics::{OTLP_EXPORT_FAILURES, TraceLabel};
 
 /// Log line format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogFormat {
     Json,
     Logfmt,
-}
-
-/// OTLP transport.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
-pub enum Protocol {
-    #[serde(rename = "grpc")]
-    Grpc,
-    #[serde(rename = "http/protobuf")]
-    HttpProtobuf,
-}
-
-/// Tracing settings: the `otel:` section of the config file; unset keys fall back to the
-/// standard `OTEL_*` environment variables.
-#[derive(Debug, Clone, Default, PartialEq, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct OtelConfig {
-    /// e.g. `http://collector:4317` (gRPC) or `http://collector:4318` (HTTP).
-    pub endpoint: Option<String>,
-    pub protocol: Option<Protocol>,
-    pub service_name: Option<String>,
-    /// Fraction of polls traced, 0.0..=1.0 (parent-based); default: `OTEL_TRACES_SAMPLER` or all.
-    pub sample_ratio: Option<f64>,
-    /// Link from the status page to a trace UI, with `{trace_id}` replaced, e.g.
-    /// `http://jaeger:16686/trace/{trace_id}`.
-    pub trace_url: Option<String>,
 }
 
 impl OtelConfig {

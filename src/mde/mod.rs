@@ -22,7 +22,7 @@ use url::Url;
 use crate::config::Tenant;
 use crate::metrics::{Metrics, RequestLabels, endpoint};
 use crate::quota::{Endpoint, Quota};
-use model::{DownloadLink, MachineAction, ParseError, redact_url};
+use model::{DownloadLink, MachineAction, ParseError, Transcript, redact_url};
 
 /// Largest API answer we read (a full `$top=10000` page is a few MiB).
 const MAX_API_BODY: u64 = 64 * 1024 * 1024;
@@ -76,21 +76,69 @@ pub enum Error {
     ForeignNextLink(String),
 }
 
-impl Error {
-    /// Short machine-readable kind, used as a metric label.
-    pub fn kind(&self) -> &'static str {
+/// What kind of problem an [`Error`] is: the `reason` label of
+/// `mde_liveresponse_result_fetch_failures_total` and what retry decisions match on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ErrorKind {
+    Token,
+    Quota,
+    Throttled,
+    NotFound,
+    Forbidden,
+    /// A result download answered 403: the SAS link expired (or was refused).
+    ExpiredLink,
+    HttpError,
+    Timeout,
+    Io,
+    Malformed,
+    TooLarge,
+}
+
+impl ErrorKind {
+    /// The metric label value.
+    pub fn as_str(self) -> &'static str {
         match self {
-            Error::Token(_) => "token",
-            Error::Quota { .. } => "quota",
-            Error::Throttled { .. } => "throttled",
-            Error::Status { status: 404, .. } => "not_found",
-            Error::Status { status: 403, .. } => "forbidden",
-            Error::Status { .. } => "http_error",
-            Error::Transport { timeout: true, .. } => "timeout",
-            Error::Transport { .. } => "io",
-            Error::Parse { .. } => "malformed",
-            Error::TooLarge { .. } => "too_large",
-            Error::ForeignNextLink(_) => "malformed",
+            ErrorKind::Token => "token",
+            ErrorKind::Quota => "quota",
+            ErrorKind::Throttled => "throttled",
+            ErrorKind::NotFound => "not_found",
+            ErrorKind::Forbidden => "forbidden",
+            ErrorKind::ExpiredLink => "expired_link",
+            ErrorKind::HttpError => "http_error",
+            ErrorKind::Timeout => "timeout",
+            ErrorKind::Io => "io",
+            ErrorKind::Malformed => "malformed",
+            ErrorKind::TooLarge => "too_large",
+        }
+    }
+}
+
+impl std::fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Error {
+    /// What kind of problem this is.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::Token(_) => ErrorKind::Token,
+            Error::Quota { .. } => ErrorKind::Quota,
+            Error::Throttled { .. } => ErrorKind::Throttled,
+            Error::Status {
+                endpoint: DOWNLOAD,
+                status: 403,
+                ..
+            } => ErrorKind::ExpiredLink,
+            Error::Status { status: 404, .. } => ErrorKind::NotFound,
+            Error::Status { status: 403, .. } => ErrorKind::Forbidden,
+            Error::Status { .. } => ErrorKind::HttpError,
+            Error::Transport { timeout: true, .. } => ErrorKind::Timeout,
+            Error::Transport { .. } => ErrorKind::Io,
+            Error::Parse { .. } => ErrorKind::Malformed,
+            Error::TooLarge { .. } => ErrorKind::TooLarge,
+            Error::ForeignNextLink(_) => ErrorKind::Malformed,
         }
     }
 
@@ -114,14 +162,8 @@ pub enum QuotaWait {
     Until(Instant),
 }
 
-/// What a result download gave.
-#[derive(Debug)]
-pub enum Download {
-    /// The whole body (transcripts).
-    Body(Bytes),
-    /// The size only; the body was not kept (GetFile results).
-    Size(u64),
-}
+/// The `endpoint` label of result downloads (SAS links, not the MDE API).
+pub const DOWNLOAD: &str = "download";
 
 /// Shared per-tenant quota; a std mutex is fine, it is never held across an await.
 pub type SharedQuota = Arc<Mutex<Quota>>;
@@ -254,17 +296,78 @@ impl Client {
         })
     }
 
-    /// Download a result from its SAS link, without a bearer token (the link is the
-    /// credential). `keep` false only measures the size.
-    pub async fn download(
+    /// Download a `RunScript` result and read it as a transcript. The link is the credential:
+    /// no bearer token is sent. Bodies over `max_bytes` are refused as they stream in; the
+    /// bytes read count in `mde_liveresponse_transcript_bytes_total` even when they do not
+    /// parse.
+    pub async fn fetch_transcript(
         &self,
         link: &DownloadLink,
-        keep: bool,
         max_bytes: u64,
-    ) -> Result<Download, Error> {
-        const EP: &str = "download";
+        what: &str,
+    ) -> Result<Transcript, Error> {
+        let (resp, shown) = self.get_blob(link).await?;
+        let body = read_capped(resp, max_bytes).await.map_err(|e| match e {
+            ReadError::TooLarge => Error::TooLarge {
+                endpoint: DOWNLOAD,
+                url: shown.clone(),
+                limit: max_bytes,
+            },
+            ReadError::Io(message) => Error::Transport {
+                endpoint: DOWNLOAD,
+                url: shown.clone(),
+                message,
+                timeout: false,
+            },
+        })?;
+        self.metrics
+            .transcript_bytes
+            .get_or_create(&crate::metrics::tenant(&self.tenant))
+            .inc_by(body.len() as u64);
+        let parse_span = tracing::info_span!(
+            "parse",
+            bytes = body.len(),
+            exit_code = Empty,
+            errors_present = Empty,
+        );
+        match parse_span.in_scope(|| model::parse_transcript(&body)) {
+            Ok(t) => {
+                parse_span.record("exit_code", t.exit_code);
+                parse_span.record("errors_present", t.errors_present());
+                Ok(t)
+            }
+            Err(source) => {
+                crate::telemetry::record_error(&parse_span, &source.to_string());
+                Err(Error::Parse {
+                    endpoint: DOWNLOAD,
+                    url: what.to_string(),
+                    source,
+                })
+            }
+        }
+    }
+
+    /// Size a `GetFile` result (gzip-compressed bytes) without keeping it: from
+    /// `Content-Length` when given (the body is never read), else by streaming it through.
+    pub async fn measure_file(&self, link: &DownloadLink) -> Result<u64, Error> {
+        let (resp, shown) = self.get_blob(link).await?;
+        if let Some(len) = resp.content_length() {
+            // Dropping the response closes the connection: the bytes are never read.
+            return Ok(len);
+        }
+        let mut size = 0u64;
+        let mut stream = resp.bytes_stream();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| transport(DOWNLOAD, &shown, e))?;
+            size += chunk.len() as u64;
+        }
+        Ok(size)
+    }
+
+    /// GET a SAS link (no bearer token) and return the 2xx response and the redacted URL.
+    async fn get_blob(&self, link: &DownloadLink) -> Result<(reqwest::Response, String), Error> {
         let shown = redact_url(&link.0);
-        let span = http_span(EP, &link.0, &shown, None);
+        let span = http_span(DOWNLOAD, &link.0, &shown, None);
         let started = Instant::now();
         let sent = self
             .http
@@ -272,7 +375,7 @@ impl Client {
             .send()
             .instrument(span.clone())
             .await;
-        let resp = self.observe(EP, started, sent, &shown, &span)?;
+        let resp = self.observe(DOWNLOAD, started, sent, &shown, &span)?;
         let status = resp.status();
         if !status.is_success() {
             let code = resp
@@ -282,40 +385,14 @@ impl Client {
                 .unwrap_or_default()
                 .to_string();
             return Err(Error::Status {
-                endpoint: EP,
+                endpoint: DOWNLOAD,
                 url: shown,
                 status: status.as_u16(),
                 message: String::new(),
                 code,
             });
         }
-        if keep {
-            let body = read_capped(resp, max_bytes).await.map_err(|e| match e {
-                ReadError::TooLarge => Error::TooLarge {
-                    endpoint: EP,
-                    url: shown.clone(),
-                    limit: max_bytes,
-                },
-                ReadError::Io(message) => Error::Transport {
-                    endpoint: EP,
-                    url: shown.clone(),
-                    message,
-                    timeout: false,
-                },
-            })?;
-            Ok(Download::Body(body))
-        } else if let Some(len) = resp.content_length() {
-            // Dropping the response closes the connection: the bytes are never read.
-            Ok(Download::Size(len))
-        } else {
-            let mut size = 0u64;
-            let mut stream = resp.bytes_stream();
-            while let Some(chunk) = stream.next().await {
-                let chunk = chunk.map_err(|e| transport(EP, &shown, e))?;
-                size += chunk.len() as u64;
-            }
-            Ok(Download::Size(size))
-        }
+        Ok((resp, shown))
     }
 
     fn api_url(&self, path: &str) -> Url {
@@ -376,14 +453,7 @@ impl Client {
     async fn acquire(&self, ep: Endpoint, wait: QuotaWait) -> Result<(), Error> {
         loop {
             let now = Instant::now();
-            let decision = self.with_quota(|q| match (ep, wait) {
-                // Result links must not take the call discovery needs (shared budgets).
-                (Endpoint::GetResultDownloadLink, QuotaWait::No) => {
-                    let reserve = q.discovery_reserve();
-                    q.try_acquire_leaving(ep, now, reserve)
-                }
-                _ => q.try_acquire(ep, now),
-            });
+            let decision = self.with_quota(|q| q.try_acquire(ep, now));
             match (decision, wait) {
                 (Ok(()), _) => return Ok(()),
                 (Err(w), QuotaWait::Until(deadline)) if now + w <= deadline => {

@@ -1,0 +1,260 @@
+//! What the collectors and the HTTP server share: the configuration in force, the metrics,
+//! the state file, the quotas, and what the status page knows of each tenant.
+//!
+//! Owns the shared structures and the local bookkeeping done on them (quota gauges that slide
+//! with time, per-machine series restored from and expired in the state, readiness), and the
+//! hand-over of a reload request from the server to the supervisor. Does not own polling (the
+//! collector), routes (the server) or start-up and reloads themselves (the app).
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+
+use crate::config::Config;
+use crate::mde::SharedQuota;
+use crate::metrics::{MachineScriptLabels, Metrics, QuotaLabels};
+use crate::state::{LastRun, State};
+
+/// How many recent transcripts (and errors) the landing page shows per tenant.
+const RECENT: usize = 20;
+
+/// A reload request and where its outcome goes.
+pub type ReloadRequest = oneshot::Sender<Result<(), String>>;
+
+/// The configuration in force: swapped whole on a successful reload, so a handler always
+/// sees one consistent set of tenants, quotas and settings.
+pub type Current = Arc<RwLock<Arc<Shared>>>;
+
+/// The `Shared` in force now.
+pub fn shared_now(c: &Current) -> Arc<Shared> {
+    c.read().unwrap_or_else(PoisonError::into_inner).clone()
+}
+
+/// Ask the supervisor for a reload and wait for its outcome.
+pub async fn request_reload(tx: &mpsc::Sender<ReloadRequest>) -> Result<(), String> {
+    let (reply, outcome) = oneshot::channel();
+    tx.send(reply)
+        .await
+        .map_err(|_| "the exporter is shutting down".to_string())?;
+    outcome
+        .await
+        .map_err(|_| "the exporter is shutting down".to_string())?
+}
+
+/// A transcript as shown on the landing page.
+#[derive(Debug, Clone)]
+pub struct RecentTranscript {
+    pub action_id: String,
+    pub index: u32,
+    pub machine: String,
+    pub script: String,
+    pub exit_code: i64,
+    pub errors_present: bool,
+    pub end_time: Option<DateTime<Utc>>,
+    /// The trace that retrieved it, when tracing is on.
+    pub trace_id: Option<String>,
+}
+
+/// A problem shown on the landing page.
+#[derive(Debug, Clone)]
+pub struct RecentError {
+    pub at: DateTime<Utc>,
+    pub message: String,
+    pub trace_id: Option<String>,
+}
+
+/// What the landing page and readiness know of a tenant.
+#[derive(Debug, Clone, Default)]
+pub struct TenantStatus {
+    pub polls: u64,
+    pub last_poll_at: Option<DateTime<Utc>>,
+    pub last_poll_ok: bool,
+    pub last_error: Option<String>,
+    pub has_token: bool,
+    pub pending: usize,
+    pub recent: VecDeque<RecentTranscript>,
+    pub recent_errors: VecDeque<RecentError>,
+}
+
+impl TenantStatus {
+    pub(crate) fn push_recent(&mut self, transcript: RecentTranscript) {
+        self.recent.push_front(transcript);
+        self.recent.truncate(RECENT);
+    }
+
+    pub(crate) fn push_error(&mut self, message: String) {
+        self.recent_errors.push_front(RecentError {
+            at: Utc::now(),
+            message,
+            trace_id: crate::telemetry::current_trace_label().map(|t| t.trace_id),
+        });
+        self.recent_errors.truncate(RECENT);
+    }
+}
+
+/// Settings every tenant's collector shares.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub poll_interval: Duration,
+    pub max_transcript_bytes: u64,
+    pub series_ttl: Duration,
+    pub max_series: usize,
+    pub transcript_log: crate::config::Redaction,
+}
+
+impl Settings {
+    pub fn from_config(c: &Config) -> Self {
+        Settings {
+            poll_interval: c.poll_interval,
+            max_transcript_bytes: c.max_transcript_bytes,
+            series_ttl: c.series_ttl,
+            max_series: c.max_series,
+            transcript_log: c.transcript_log.clone(),
+        }
+    }
+}
+
+/// State shared by all collectors and the HTTP server.
+pub struct Shared {
+    pub metrics: Arc<Metrics>,
+    /// Kept across configuration reloads.
+    pub state: Arc<Mutex<State>>,
+    /// Kept across configuration reloads.
+    pub status: Arc<RwLock<BTreeMap<String, TenantStatus>>>,
+    pub quotas: BTreeMap<String, SharedQuota>,
+    pub settings: Settings,
+    /// Trace UI link template for the landing page (`{trace_id}` is replaced).
+    pub trace_url: Option<String>,
+}
+
+impl Shared {
+    /// Bring the quota gauges up to date: the windows slide even when no poll runs. Called
+    /// at scrape time; local only, it never writes the state file.
+    pub fn refresh_quota_gauges(&self) {
+        for (t, status) in self.quota_status() {
+            for w in status {
+                let labels = QuotaLabels {
+                    tenant: t.clone(),
+                    endpoint: w.endpoint.to_string(),
+                    window: w.window.to_string(),
+                };
+                self.metrics
+                    .quota_limit
+                    .get_or_create(&labels)
+                    .set(i64::from(w.limit));
+                self.metrics
+                    .quota_used
+                    .get_or_create(&labels)
+                    .set(i64::from(w.used));
+                self.metrics
+                    .quota_remaining
+                    .get_or_create(&labels)
+                    .set(i64::from(w.remaining));
+                self.metrics
+                    .quota_effective
+                    .get_or_create(&labels)
+                    .set(i64::from(w.effective));
+            }
+        }
+    }
+
+    /// The collectors' bookkeeping after each poll: quota gauges, and per-machine series
+    /// past `series_ttl` or over `max_series` removed from the state and the metrics.
+    pub fn housekeeping(&self) {
+        self.refresh_quota_gauges();
+        self.expire_series();
+    }
+
+    /// The quota windows of every tenant, now.
+    pub fn quota_status(&self) -> BTreeMap<String, Vec<crate::quota::WindowStatus>> {
+        let now = Instant::now();
+        self.quotas
+            .iter()
+            .map(|(t, q)| {
+                let status = q.lock().unwrap_or_else(PoisonError::into_inner).status(now);
+                (t.clone(), status)
+            })
+            .collect()
+    }
+
+    /// Set the per-machine gauges from the state (after a restart they come back).
+    pub fn restore_series(&self) {
+        let runs = self.with_state(|s| s.last_runs().clone());
+        for ((tenant, machine, script), run) in runs {
+            self.set_series(
+                MachineScriptLabels {
+                    tenant,
+                    machine,
+                    script,
+                },
+                &run,
+            );
+        }
+    }
+
+    pub(crate) fn set_series(&self, labels: MachineScriptLabels, run: &LastRun) {
+        let m = &self.metrics;
+        m.script_exit_code.get_or_create(&labels).set(run.exit_code);
+        m.script_errors_present
+            .get_or_create(&labels)
+            .set(i64::from(run.errors_present));
+        m.script_last_run
+            .get_or_create(&labels)
+            .set(run.end_time.timestamp_millis() as f64 / 1000.0);
+    }
+
+    fn expire_series(&self) {
+        let ttl =
+            chrono::Duration::from_std(self.settings.series_ttl).unwrap_or(chrono::Duration::MAX);
+        let cutoff = Utc::now()
+            .checked_sub_signed(ttl)
+            .unwrap_or(DateTime::<Utc>::MIN_UTC);
+        let removed = match self.with_state(|s| s.expire(cutoff, self.settings.max_series)) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot expire per-machine series");
+                return;
+            }
+        };
+        for (tenant, machine, script) in removed {
+            let labels = MachineScriptLabels {
+                tenant,
+                machine,
+                script,
+            };
+            self.metrics.script_exit_code.remove(&labels);
+            self.metrics.script_errors_present.remove(&labels);
+            self.metrics.script_last_run.remove(&labels);
+        }
+    }
+
+    pub fn with_state<R>(&self, f: impl FnOnce(&mut State) -> R) -> R {
+        f(&mut self.state.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    pub(crate) fn update_status(&self, tenant: &str, f: impl FnOnce(&mut TenantStatus)) {
+        let mut map = self.status.write().unwrap_or_else(PoisonError::into_inner);
+        f(map.entry(tenant.to_string()).or_default());
+    }
+
+    /// Every tenant holds a token and has finished one poll.
+    pub fn ready(&self) -> bool {
+        let map = self.status.read().unwrap_or_else(PoisonError::into_inner);
+        !self.quotas.is_empty()
+            && self
+                .quotas
+                .keys()
+                .all(|t| map.get(t).is_some_and(|s| s.has_token && s.polls > 0))
+    }
+
+    pub fn status_snapshot(&self) -> BTreeMap<String, TenantStatus> {
+        self.status
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+}
