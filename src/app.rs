@@ -318,17 +318,12 @@ pub async fn start_demo(opts: &DemoOptions) -> Result<(Simulator, Config, JoinHa
     let base = format!("http://{addr}");
     let url = |s: &str| url::Url::parse(s).map_err(|e| Error::Http(e.to_string()));
     let (tenant_id, client_id, secret) = sim.credentials();
+    // The file's defaults, with a shorter poll so the demo shows results quickly, and one
+    // tenant pointing at the simulator.
     let config = Config {
         poll_interval: Duration::from_secs(5)
             .div_f64(scale.max(1.0))
             .max(Duration::from_millis(200)),
-        state_path: None,
-        max_transcript_bytes: 16 * 1024 * 1024,
-        series_ttl: Duration::from_secs(24 * 3600),
-        max_series: 10_000,
-        request_timeout: Duration::from_secs(30),
-        otel: Default::default(),
-        transcript_log: Default::default(),
         tenants: vec![Tenant {
             name: "demo".into(),
             tenant_id: tenant_id.to_string(),
@@ -336,13 +331,11 @@ pub async fn start_demo(opts: &DemoOptions) -> Result<(Simulator, Config, JoinHa
             client_secret: Secret::new(secret),
             api_url: url(&base)?,
             login_url: url(&base)?,
-            audience: "https://api.securitycenter.microsoft.com".into(),
-            selectors: Selectors {
-                lookback: Duration::from_secs(24 * 3600),
-                ..Selectors::default()
-            },
+            audience: crate::config::Cloud::Commercial.audience().to_string(),
+            selectors: Selectors::default(),
             quota: QuotaConfig::default().time_scaled(scale),
         }],
+        ..Config::default()
     };
     Ok((sim, config, task))
 }

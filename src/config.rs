@@ -105,6 +105,11 @@ pub enum Cloud {
 }
 
 impl Cloud {
+    /// The token audience the cloud's API expects.
+    pub fn audience(self) -> &'static str {
+        self.urls().2
+    }
+
     /// (API base, login authority, token audience), from the table in the API notes.
     fn urls(self) -> (&'static str, &'static str, &'static str) {
         match self {
@@ -211,9 +216,10 @@ struct RawTranscriptLog {
 
 impl Default for RawTranscriptLog {
     fn default() -> Self {
+        let policy = Redaction::default();
         RawTranscriptLog {
-            output: RedactMode::Truncate,
-            max_bytes: 256,
+            output: policy.mode,
+            max_bytes: policy.max_bytes,
             scrub: Vec::new(),
         }
     }
@@ -291,7 +297,7 @@ impl fmt::Debug for Secret {
 }
 
 /// What to watch in a tenant.
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Selectors {
     /// How far back discovery looks (on `creationDateTimeUtc`).
     pub lookback: Duration,
@@ -301,6 +307,19 @@ pub struct Selectors {
     pub action_ids: Vec<String>,
     /// When non-empty, only these script names are retrieved.
     pub scripts: Vec<String>,
+}
+
+impl Default for Selectors {
+    /// The defaults of a tenant's keys in the file.
+    fn default() -> Self {
+        Selectors {
+            lookback: default_lookback(),
+            requestor: None,
+            machine_ids: Vec::new(),
+            action_ids: Vec::new(),
+            scripts: Vec::new(),
+        }
+    }
 }
 
 /// One validated tenant.
@@ -351,6 +370,23 @@ pub struct Config {
     /// How transcript text appears in logs.
     pub transcript_log: Redaction,
     pub tenants: Vec<Tenant>,
+}
+
+impl Default for Config {
+    /// The defaults of the file's keys, with no tenant (the demo builds on this).
+    fn default() -> Self {
+        Config {
+            poll_interval: default_poll_interval(),
+            state_path: None,
+            max_transcript_bytes: default_max_transcript_bytes(),
+            series_ttl: default_series_ttl(),
+            max_series: default_max_series(),
+            request_timeout: default_request_timeout(),
+            otel: OtelConfig::default(),
+            transcript_log: Redaction::default(),
+            tenants: Vec::new(),
+        }
+    }
 }
 
 impl Config {

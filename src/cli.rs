@@ -1,0 +1,286 @@
+//! The command line: flags as clap parses them ([`Cli`], the low-level arguments) and the one
+//! place they are resolved into validated settings ([`Settings`], the high-level ones), in the
+//! way ripgrep turns `LowArgs` into `HiArgs`.
+//!
+//! Owns flag names, their defaults and their cross-checks (shards, listen address, telemetry
+//! path), and how a reload re-reads the file with the same overrides. Does not own the file's
+//! schema (`config`), logging (`telemetry`) or running anything (`app`).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Parser, Subcommand};
+
+use crate::app::{DemoOptions, Loader};
+use crate::config::Config;
+use crate::telemetry::LogFormat;
+
+/// Prometheus exporter for Microsoft Defender for Endpoint Live Response results and API quota.
+///
+/// Without --config.file it runs against its built-in MDE API simulator (demo mode).
+#[derive(Debug, Parser)]
+#[command(name = "mde-liveresponse-exporter", version, about, long_about = None)]
+pub struct Cli {
+    /// YAML configuration file (tenants, selectors, quota).
+    #[arg(
+        long = "config.file",
+        env = "MDE_EXPORTER_CONFIG_FILE",
+        value_name = "PATH"
+    )]
+    pub config_file: Option<PathBuf>,
+    /// Validate the configuration file and exit (0 valid, 1 invalid).
+    #[arg(long = "config.check", requires = "config_file")]
+    pub config_check: bool,
+    /// Address to serve metrics on.
+    #[arg(
+        long = "web.listen-address",
+        env = "MDE_EXPORTER_LISTEN_ADDRESS",
+        default_value = "0.0.0.0:9717"
+    )]
+    pub listen_address: String,
+    /// Web configuration file (TLS, mutual TLS, basic auth) in the exporter-toolkit format.
+    #[arg(
+        long = "web.config.file",
+        env = "MDE_EXPORTER_WEB_CONFIG_FILE",
+        value_name = "PATH"
+    )]
+    pub web_config_file: Option<PathBuf>,
+    /// Path under which to expose metrics.
+    #[arg(long = "web.telemetry-path", default_value = "/metrics")]
+    pub telemetry_path: String,
+    /// Where to keep state (overrides `state_path` in the config file).
+    #[arg(
+        long = "state.path",
+        env = "MDE_EXPORTER_STATE_PATH",
+        value_name = "PATH"
+    )]
+    pub state_path: Option<PathBuf>,
+    /// Log level or filter (error, warn, info, debug, trace; or a RUST_LOG-style filter).
+    #[arg(
+        long = "log.level",
+        env = "MDE_EXPORTER_LOG_LEVEL",
+        default_value = "info"
+    )]
+    pub log_level: String,
+    /// Log line format.
+    #[arg(long = "log.format", value_enum, default_value = "json")]
+    pub log_format: LogFormat,
+    /// This shard's index (0-based) when tenants are split over several exporters.
+    #[arg(long = "shard.index")]
+    pub shard_index: Option<u32>,
+    /// Number of shards; the index defaults to the ordinal at the end of $HOSTNAME (pod-2 → 2).
+    #[arg(long = "shard.count")]
+    pub shard_count: Option<u32>,
+    #[command(flatten)]
+    pub demo: DemoArgs,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// Flags of the built-in demo.
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Run against the built-in MDE API simulator (the default without --config.file).
+    #[arg(long = "demo", conflicts_with = "config_file")]
+    pub demo: bool,
+    /// Demo time speed-up: 60 makes a quota minute last one second.
+    #[arg(long = "demo.time-scale", default_value_t = 1.0)]
+    pub time_scale: f64,
+    /// Seed of the demo scenario.
+    #[arg(long = "demo.seed", default_value_t = 42)]
+    pub seed: u64,
+    /// Number of Live Response actions in the demo scenario.
+    #[arg(long = "demo.actions", default_value_t = 80)]
+    pub actions: usize,
+    /// Let another simulated client spend the same API quota, so throttling shows.
+    #[arg(long = "demo.noisy-neighbour")]
+    pub noisy_neighbour: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve the MDE API simulator alone (token, machine actions, result links, blobs);
+    /// the same as the `mde-sim` binary.
+    Simulate(mde_sim::cli::SimArgs),
+}
+
+/// Where the configuration comes from.
+#[derive(Debug, Clone)]
+pub enum Source {
+    /// `--config.file`, read again on every reload.
+    File(PathBuf),
+    /// The built-in simulator; `explicit` when `--demo` was given.
+    Demo {
+        options: DemoOptions,
+        explicit: bool,
+    },
+}
+
+/// Everything the exporter needs from its command line, validated.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub source: Source,
+    pub listen: SocketAddr,
+    pub telemetry_path: String,
+    pub web_config_file: Option<PathBuf>,
+    pub state_path: Option<PathBuf>,
+    /// `(index, count)` with `index < count`.
+    pub shard: Option<(u32, u32)>,
+}
+
+impl Cli {
+    /// Resolve and cross-check the serving flags. Errors name the flag.
+    pub fn settings(&self) -> Result<Settings> {
+        if !self.telemetry_path.starts_with('/') {
+            bail!("--web.telemetry-path must start with '/'");
+        }
+        let source = match &self.config_file {
+            Some(path) => Source::File(path.clone()),
+            None => Source::Demo {
+                options: DemoOptions {
+                    time_scale: self.demo.time_scale,
+                    seed: self.demo.seed,
+                    actions: self.demo.actions,
+                    noisy_neighbour: self.demo.noisy_neighbour,
+                },
+                explicit: self.demo.demo,
+            },
+        };
+        let hostname = std::env::var("HOSTNAME").unwrap_or_default();
+        Ok(Settings {
+            source,
+            listen: parse_listen(&self.listen_address)?,
+            telemetry_path: self.telemetry_path.clone(),
+            web_config_file: self.web_config_file.clone(),
+            state_path: self.state_path.clone(),
+            shard: shard(self.shard_index, self.shard_count, &hostname)?,
+        })
+    }
+}
+
+impl Settings {
+    /// Apply the command line's overrides to a configuration: the state path and the shard.
+    pub fn apply(&self, mut config: Config) -> Config {
+        if let Some(p) = &self.state_path {
+            config.state_path = Some(p.clone());
+        }
+        match self.shard {
+            Some((index, count)) => config.shard(index, count),
+            None => config,
+        }
+    }
+
+    /// How a reload reads the configuration: the file again, with the same overrides (the
+    /// state file stays the one opened at start). `None` in demo mode, where a reload is
+    /// refused.
+    pub fn loader(&self) -> Option<Loader> {
+        let Source::File(path) = &self.source else {
+            return None;
+        };
+        let path = path.clone();
+        let shard = self.shard;
+        Some(std::sync::Arc::new(move || -> Result<Config, String> {
+            let config = Config::load(&path).map_err(|e| e.to_string())?;
+            Ok(match shard {
+                Some((index, count)) => config.shard(index, count),
+                None => config,
+            })
+        }))
+    }
+}
+
+/// Resolve `--shard.index`, or derive it from a StatefulSet pod name (`name-3` → 3).
+fn shard(index: Option<u32>, count: Option<u32>, hostname: &str) -> Result<Option<(u32, u32)>> {
+    let Some(count) = count else {
+        if index.is_some() {
+            bail!("--shard.index needs --shard.count");
+        }
+        return Ok(None);
+    };
+    if count == 0 {
+        bail!("--shard.count must be at least 1");
+    }
+    let index = match index {
+        Some(i) => i,
+        None => hostname
+            .rsplit('-')
+            .next()
+            .and_then(|o| o.parse::<u32>().ok())
+            .with_context(|| {
+                format!(
+                    "--shard.index not given and HOSTNAME {hostname:?} does not end in -<ordinal>"
+                )
+            })?,
+    };
+    if index >= count {
+        bail!("--shard.index {index} must be less than --shard.count {count}");
+    }
+    Ok(Some((index, count)))
+}
+
+/// Accept Prometheus-style `:9717` as well as `host:port`.
+fn parse_listen(s: &str) -> Result<SocketAddr> {
+    let full = if s.starts_with(':') {
+        format!("0.0.0.0{s}")
+    } else {
+        s.to_string()
+    };
+    full.parse()
+        .with_context(|| format!("--web.listen-address {s:?} is not host:port"))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    fn err(r: Result<impl std::fmt::Debug>) -> String {
+        format!("{:#}", r.unwrap_err())
+    }
+
+    #[test]
+    fn shard_flags_are_checked_and_the_ordinal_comes_from_the_hostname() {
+        assert_eq!(shard(None, None, "x").unwrap(), None);
+        assert_eq!(shard(Some(1), Some(3), "").unwrap(), Some((1, 3)));
+        assert_eq!(shard(None, Some(3), "exporter-2").unwrap(), Some((2, 3)));
+        assert_eq!(
+            err(shard(Some(1), None, "")),
+            "--shard.index needs --shard.count"
+        );
+        assert_eq!(
+            err(shard(None, Some(0), "")),
+            "--shard.count must be at least 1"
+        );
+        assert_eq!(
+            err(shard(Some(3), Some(3), "")),
+            "--shard.index 3 must be less than --shard.count 3"
+        );
+        assert_eq!(
+            err(shard(None, Some(3), "exporter")),
+            "--shard.index not given and HOSTNAME \"exporter\" does not end in -<ordinal>"
+        );
+    }
+
+    #[test]
+    fn listen_addresses_in_prometheus_style() {
+        assert_eq!(parse_listen(":9717").unwrap().to_string(), "0.0.0.0:9717");
+        assert_eq!(
+            parse_listen("127.0.0.1:1").unwrap().to_string(),
+            "127.0.0.1:1"
+        );
+        assert_eq!(
+            err(parse_listen("nope")),
+            "--web.listen-address \"nope\" is not host:port: invalid socket address syntax"
+        );
+    }
+
+    #[test]
+    fn a_relative_telemetry_path_is_refused() {
+        let cli = Cli::parse_from(["x", "--web.telemetry-path", "metrics"]);
+        assert_eq!(
+            err(cli.settings()),
+            "--web.telemetry-path must start with '/'"
+        );
+    }
+}
