@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Validate the Prometheus rules offline:
+#   render-mixin.sh --check    (the committed rules are the render of mixin/)
 #   promtool check rules       (syntax, PromQL, templates)
 #   promtool test rules        (unit tests: each alert fires and must-not-fire cases)
 #   scripts/check_rules.py     (naming, labels, annotations, runbook sections, test coverage)
-# Needs promtool and python3; PyYAML is installed into target/ci-tools/venv when missing.
+# Needs promtool and python3; PyYAML (and jsonnet, for the render) are installed into
+# target/ci-tools/venv when missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -16,6 +18,8 @@ if ! "$venv/bin/python" -c 'import yaml' 2>/dev/null; then
     "$venv/bin/pip" install --quiet --disable-pip-version-check pyyaml
 fi
 
+echo "== rules/ (and the rest of the generated files) in sync with mixin/"
+bash scripts/render-mixin.sh --check
 echo "== promtool check rules rules/*.yml"
 promtool check rules rules/*.yml
 echo "== promtool test rules rules/tests/*.yml"

@@ -2,13 +2,17 @@
 """Structural checks of the Grafana dashboards that a JSON-schema type check does not make.
 
 - uids are unique, stable and prefixed `mde-lr-`; titles unique; tags set;
-- a `datasource` variable of type datasource (query prometheus); a `tenant` query variable on
-  every dashboard, a `script` one where queries use $script; variables query through ${datasource};
+- a `datasource` variable of type datasource (query prometheus); `job` and `tenant` query
+  variables on every dashboard, a `script` one where queries use $script; variables query
+  through ${datasource}; "All" of `job` is the jobs found, never '.*' (up{job=~".*"} would count
+  every target of the Prometheus);
 - every panel and every query uses the datasource variable: no hard-coded datasource uid;
 - panel ids unique, gridPos inside the 24-column grid and panels do not overlap;
 - every query has an expr and a unique refId; rate()/increase()/*_over_time() ranges are
-  $__rate_interval or $__range (never a hard-coded window); metrics carrying a tenant label
-  are filtered by tenant=~"$tenant".
+  $__rate_interval or $__range (never a hard-coded window); every exporter metric (and `up`) is
+  filtered by job=~"$job", and those carrying a tenant label by tenant=~"$tenant";
+- range queries over the metrics that carry trace-id exemplars ask for them (`exemplar: true`),
+  and instant queries do not (Grafana draws exemplars on time series only).
 
 Usage: check_dashboards.py FILE.json...
 """
@@ -18,6 +22,11 @@ import sys
 
 DS = {"type": "prometheus", "uid": "${datasource}"}
 NO_TENANT_LABEL = ("up", "mde_exporter_build_info", "mde_exporter_config_last_reload_successful")
+# Families whose samples carry a trace_id exemplar in OpenMetrics (src/events.rs, src/mde/mod.rs,
+# src/collector.rs).
+EXEMPLAR_METRICS = re.compile(r"\bmde_(liveresponse_script_(runs|failures|errors)_total|"
+                              r"liveresponse_result_fetch_failures_total|api_requests_total|"
+                              r"(api_request|exporter_poll)_duration_seconds(_bucket|_sum|_count)?)\b")
 
 
 def walk_panels(panels):
@@ -50,7 +59,7 @@ def check(path, d, seen_uids, seen_titles):
     if not ds or ds.get("type") != "datasource" or ds.get("query") != "prometheus":
         e("needs a variable 'datasource' of type datasource with query prometheus")
     text = json.dumps(d)
-    wanted = ["tenant"] + (["script"] if "$script" in text else [])
+    wanted = ["job", "tenant"] + (["script"] if "$script" in text else [])
     for name in wanted:
         v = variables.get(name)
         if not v or v.get("type") != "query":
@@ -62,7 +71,10 @@ def check(path, d, seen_uids, seen_titles):
             e(f"variable {name!r} should be a label_values() query")
         if v.get("datasource") != DS:
             e(f"variable {name!r} must query datasource ${{datasource}}")
-        if not v.get("includeAll") or v.get("allValue") != ".*":
+        if name == "job":
+            if not v.get("includeAll") or v.get("allValue") not in (None, ""):
+                e("variable 'job' needs includeAll and no allValue (All = the jobs found)")
+        elif not v.get("includeAll") or v.get("allValue") != ".*":
             e(f"variable {name!r} needs includeAll with allValue '.*'")
 
     # Any uid that is not the datasource variable or Grafana's built-in annotation source.
@@ -107,8 +119,14 @@ def check(path, d, seen_uids, seen_titles):
                     e(f"{where}: range [{m.group(1)}] should be $__rate_interval or $__range")
             for m in re.finditer(r"\b([a-z_:][a-z0-9_:]*)\s*(\{[^}]*\})?", expr):
                 metric, sel = m.group(1), m.group(2) or ""
+                if (metric.startswith("mde_") or metric == "up") and 'job=~"$job"' not in sel:
+                    e(f"{where}: {metric} not filtered by job=~\"$job\"")
                 if metric.startswith("mde_") and metric not in NO_TENANT_LABEL and '$tenant' not in sel:
                     e(f"{where}: {metric} not filtered by tenant=~\"$tenant\"")
+            if t.get("instant") and t.get("exemplar"):
+                e(f"{where} {t.get('refId')}: an instant query cannot show exemplars")
+            if not t.get("instant") and EXEMPLAR_METRICS.search(expr) and t.get("exemplar") is not True:
+                e(f"{where} {t.get('refId')}: range query over a metric with exemplars: set exemplar: true")
     return errs
 
 

@@ -3,8 +3,8 @@
 
 1. waits until Prometheus has scraped the exporter (up == 1) and has enough samples for rates;
 2. every rule group evaluates without error (/api/v1/rules health);
-3. every query of every dashboard panel (variables substituted: $tenant/$script → .*,
-   $__rate_interval → 1m, $__range → 5m) is valid and returns data (/api/v1/query), and every
+3. every query of every dashboard panel (variables substituted: $job → the job,
+   $tenant/$script → .*, $__rate_interval → 1m, $__range → 5m) is valid and returns data (/api/v1/query), and every
    label_values() template variable has values;
 4. the required alerts reach the firing state (/api/v1/alerts, sampled every second: the short
    quota window makes some of them come and go), their annotations render, and the forbidden
@@ -23,7 +23,9 @@ import urllib.error
 import urllib.parse
 import urllib.request
 
-SUBST = {"$tenant": ".*", "$script": ".*", "$__rate_interval": "1m", "$__range": "5m"}
+# The job variable's "All" is the alternation of the jobs found: here the e2e's one job.
+SUBST = {"$job": "mde-liveresponse-exporter", "$tenant": ".*", "$script": ".*", "$__rate_interval": "1m",
+         "$__range": "5m"}
 
 
 def get(base, path, **params):

@@ -1,0 +1,163 @@
+// The alerts. Each one has a `### Name` section under `## Runbook` in README.md (its
+// runbook_url points there) and promtool test cases in rules/tests/ where it fires and where it
+// must not; scripts/check_rules.py fails without them. Severities, `for:` durations and
+// thresholds come from _config (config.libsonnet).
+local util = import 'lib/util.libsonnet';
+
+{
+  // An alert rule: `severity` and `for` are the names of its _config knobs' values; the
+  // runbook_url is derived from the name.
+  local alert(name, severity, forDuration, expr, summary, description) =
+    { alert: name, expr: expr }
+    + util.forClause(forDuration)
+    + {
+      labels: { severity: severity },
+      annotations: {
+        summary: summary,
+        description: description,
+        runbook_url: $._config.runbookURLPattern % std.asciiLower(name),
+      },
+    },
+  // Descriptions are written as lines here and rendered as one paragraph.
+  local text(lines) = std.join(' ', lines),
+  local c = $._config,
+
+  prometheusAlerts+:: {
+    groups+: [{
+      name: 'mde-liveresponse.alerts',
+      rules: [
+        alert(
+          'MdeLiveResponseScriptFailed', c.scriptFailedSeverity, c.scriptFailedFor,
+          'tenant_script:mde_liveresponse_machines_failing:count > 0',
+          'Live Response script {{ $labels.script }} failed on {{ $value }} machine(s) in tenant {{ $labels.tenant }}',
+          text([
+            'The last run of {{ $labels.script }} exited with a non-zero code on {{ $value }}',
+            'machine(s) of tenant {{ $labels.tenant }}. The alert clears when the script succeeds',
+            'on those machines again, or when their series expire (series_ttl). See the',
+            '"machines whose last run failed" table of the MDE Live Response overview dashboard.',
+          ]),
+        ),
+
+        alert(
+          'MdeLiveResponseScriptErrors', c.scriptErrorsSeverity, c.scriptErrorsFor,
+          'tenant_script:mde_liveresponse_machines_with_errors:count > 0',
+          'Live Response script {{ $labels.script }} wrote errors on {{ $value }} machine(s) in tenant {{ $labels.tenant }}',
+          text([
+            'The last run of {{ $labels.script }} wrote to its error stream (script_errors) on',
+            '{{ $value }} machine(s) of tenant {{ $labels.tenant }}, whatever its exit code.',
+          ]),
+        ),
+
+        alert(
+          'MdeLiveResponseResultFetchFailing', c.resultFetchFailingSeverity, c.resultFetchFailingFor,
+          'sum by (tenant, reason) (increase(mde_liveresponse_result_fetch_failures_total[%s])) > 0'
+          % c.resultFetchFailingWindow,
+          'Live Response results of tenant {{ $labels.tenant }} are being given up ({{ $labels.reason }})',
+          text([
+            '{{ $value | printf "%.0f" }} command result(s) of tenant {{ $labels.tenant }} could not be',
+            'retrieved or read in the last ' + util.humanize(c.resultFetchFailingWindow),
+            '(reason {{ $labels.reason }}); the exporter does not retry them, so their exit codes',
+            'are missing from the other metrics.',
+          ]),
+        ),
+
+        alert(
+          'MdeApiQuotaNearlyExhausted', c.quotaNearlyExhaustedSeverity, c.quotaNearlyExhaustedFor,
+          |||
+            tenant_endpoint_window:mde_api_quota_exhausted:ratio
+              >= on (window) group_left ()
+            mde:api_quota_nearly_exhausted_threshold:ratio
+          |||,
+          'MDE API quota of {{ $labels.endpoint }} ({{ $labels.window }} window) nearly exhausted in tenant {{ $labels.tenant }}',
+          text([
+            '{{ $value | humanizePercentage }} of the {{ $labels.window }} budget of the',
+            '{{ $labels.endpoint }} endpoint in tenant {{ $labels.tenant }} has been spent (by the',
+            'exporter, or withheld after 429s because another client spends it) for',
+            util.humanize(c.quotaNearlyExhaustedFor) + '. Results will queue',
+            '(mde_liveresponse_pending_results) and other tools sharing the app registration may',
+            'be throttled.',
+          ]),
+        ),
+
+        alert(
+          'MdeApiThrottled', c.apiThrottledSeverity, c.apiThrottledFor,
+          'sum by (tenant, endpoint) (increase(mde_api_throttled_total[%s])) > 0' % c.apiThrottledWindow,
+          'MDE API is throttling tenant {{ $labels.tenant }} on {{ $labels.endpoint }}',
+          text([
+            'The MDE API answered 429 Too Many Requests {{ $value | printf "%.0f" }} time(s) in the',
+            'last ' + util.humanize(c.apiThrottledWindow) + ' on {{ $labels.endpoint }} for tenant',
+            '{{ $labels.tenant }}, and has kept doing so for ' + util.humanize(c.apiThrottledFor) + ':',
+            'the quota is exhausted, most likely by another client of the same app registration.',
+          ]),
+        ),
+
+        alert(
+          'MdeLiveResponseResultsWaitingForQuota', c.resultsWaitingForQuotaSeverity, c.resultsWaitingForQuotaFor,
+          'mde_liveresponse_pending_results > 0',
+          'Live Response results of tenant {{ $labels.tenant }} have been waiting for API quota for '
+          + util.humanize(c.resultsWaitingForQuotaFor),
+          text([
+            '{{ $value | printf "%.0f" }} finished command result(s) of tenant {{ $labels.tenant }}',
+            'are waiting to be retrieved and the backlog has not emptied for',
+            util.humanize(c.resultsWaitingForQuotaFor) + ': the API quota does not keep up with the',
+            'number of Live Response results.',
+          ]),
+        ),
+
+        alert(
+          'MdeExporterPollFailing', c.pollFailingSeverity, c.pollFailingFor,
+          'mde_exporter_poll_success == 0',
+          'Polls of tenant {{ $labels.tenant }} are failing',
+          text([
+            "The exporter's polls of the MDE API for tenant {{ $labels.tenant }} have failed for",
+            util.humanize(c.pollFailingFor) + '; Live Response metrics of this tenant are not being',
+            'updated.',
+          ]),
+        ),
+
+        alert(
+          'MdeExporterPollStale', c.pollStaleSeverity, c.pollStaleFor,
+          'time() - mde_exporter_last_poll_success_timestamp_seconds > %d' % util.seconds(c.pollStaleThreshold),
+          'No successful poll of tenant {{ $labels.tenant }} for {{ $value | humanizeDuration }}',
+          text([
+            'The last successful poll of tenant {{ $labels.tenant }} was {{ $value | humanizeDuration }}',
+            'ago (threshold ' + util.humanize(c.pollStaleThreshold) + '): polls fail, hang or wait for quota.',
+          ]),
+        ),
+
+        alert(
+          'MdeExporterAuthFailing', c.authFailingSeverity, c.authFailingFor,
+          'mde_exporter_token_success == 0',
+          'The exporter cannot get an access token for tenant {{ $labels.tenant }}',
+          text([
+            'OAuth2 client-credentials token requests for tenant {{ $labels.tenant }} have failed',
+            'for ' + util.humanize(c.authFailingFor) + ' (wrong or expired client secret, wrong',
+            'tenant/client id, missing admin consent, or login endpoint unreachable). Nothing of',
+            'this tenant is being polled.',
+          ]),
+        ),
+
+        alert(
+          'MdeExporterConfigReloadFailed', c.configReloadFailedSeverity, c.configReloadFailedFor,
+          'mde_exporter_config_last_reload_successful == 0',
+          'mde-liveresponse-exporter {{ $labels.instance }} failed to reload its configuration',
+          text([
+            'The last configuration reload of {{ $labels.instance }} failed; the exporter keeps',
+            'running with the previous configuration.',
+          ]),
+        ),
+
+        alert(
+          'MdeExporterDown', c.exporterDownSeverity, c.exporterDownFor,
+          'up{%s} == 0' % c.jobSelector,
+          'mde-liveresponse-exporter {{ $labels.instance }} is down',
+          text([
+            'Prometheus has not been able to scrape {{ $labels.instance }} (job',
+            '{{ $labels.job }}) for ' + util.humanize(c.exporterDownFor) + ': no Live Response or',
+            'quota metrics, and no alerts based on them, come from it.',
+          ]),
+        ),
+      ],
+    }],
+  },
+}

@@ -1,0 +1,89 @@
+// The knobs of the mde-liveresponse-exporter mixin. Override any of them from your own jsonnet:
+//
+//   local mixin = (import 'mixin/mixin.libsonnet') + {
+//     _config+:: {
+//       jobSelector: 'job="mde-lr"',
+//       scriptFailedSeverity: 'critical',   // page on failed scripts
+//     },
+//   };
+//   mixin.prometheusAlerts
+//
+// The committed rules/ and dashboards/ are these defaults rendered by scripts/render-mixin.sh.
+// Durations are Prometheus durations with one unit ('90s', '15m', '2h', '1d'); an empty or zero
+// `...For` leaves the alert's `for:` out, so it fires on the first evaluation.
+{
+  _config+:: {
+    // Selector of the Prometheus job(s) that scrape the exporter, for the one series the rules
+    // read that is not the exporter's own: `up`, in MdeExporterDown. Every other series is an
+    // mde_* metric that only this exporter exposes, so the other alerts work whatever the job is
+    // called. The dashboards find their jobs themselves (their `job` variable lists the jobs
+    // that expose mde_exporter_build_info).
+    jobSelector: 'job=~"mde-liveresponse-exporter"',
+
+    // Where each alert's runbook_url points; %s is the alert name in lower case (the anchor of
+    // its `### AlertName` section in README.md).
+    runbookURLPattern: 'https://github.com/mde-liveresponse-exporter/mde-liveresponse-exporter/blob/main/README.md#%s',
+
+    // --- alerts: severity, `for:` and thresholds, one block per alert -----------------------
+
+    // A script's last run exited non-zero on some machine. One failure is worth a look, not a
+    // page; set the severity to 'critical' (and, if you like, the `for:` to '') to page.
+    scriptFailedSeverity: 'warning',
+    scriptFailedFor: '15m',
+
+    // A script's last run wrote to its error stream.
+    scriptErrorsSeverity: 'warning',
+    scriptErrorsFor: '',
+
+    // Command results given up, counted over this window.
+    resultFetchFailingWindow: '15m',
+    resultFetchFailingSeverity: 'warning',
+    resultFetchFailingFor: '5m',
+
+    // Share of a quota window no longer available (1 - remaining/limit), per window. Rendered as
+    // recorded constants (mde:api_quota_nearly_exhausted_threshold:ratio) so that a Prometheus
+    // can also override them per tenant without editing the alert.
+    quotaNearlyExhaustedRatio: { '1m': 0.9, '1h': 0.9 },
+    quotaNearlyExhaustedSeverity: 'warning',
+    quotaNearlyExhaustedFor: '5m',
+
+    // 429 answers within every window of this length.
+    apiThrottledWindow: '5m',
+    apiThrottledSeverity: 'critical',
+    apiThrottledFor: '10m',
+
+    // Finished results waiting for quota without the backlog emptying.
+    resultsWaitingForQuotaSeverity: 'warning',
+    resultsWaitingForQuotaFor: '30m',
+
+    // Every poll of a tenant failing.
+    pollFailingSeverity: 'warning',
+    pollFailingFor: '10m',
+
+    // Age of the last successful poll; raise it if poll_interval is longer.
+    pollStaleThreshold: '15m',
+    pollStaleSeverity: 'warning',
+    pollStaleFor: '5m',
+
+    // OAuth2 token requests failing.
+    authFailingSeverity: 'critical',
+    authFailingFor: '5m',
+
+    // The last config reload failed.
+    configReloadFailedSeverity: 'warning',
+    configReloadFailedFor: '5m',
+
+    // Prometheus cannot scrape the exporter (up{jobSelector} == 0).
+    exporterDownSeverity: 'critical',
+    exporterDownFor: '5m',
+
+    // --- dashboards ----------------------------------------------------------------------------
+
+    // Tags of every dashboard. Keep 'mde-liveresponse-exporter': the dashboards link to each
+    // other through it.
+    dashboardTags: ['mde', 'mde-liveresponse-exporter'],
+    dashboardRefresh: '1m',
+    dashboardTimeFrom: 'now-6h',
+    dashboardTimezone: 'browser',
+  },
+}

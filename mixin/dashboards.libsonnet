@@ -1,0 +1,183 @@
+// The three Grafana dashboards: overview (script results), API quota, exporter health. Every
+// query filters on the `job` variable, and every mde_* series with a tenant on `tenant`. Range
+// queries over the metrics that carry trace-id exemplars (script counters, fetch failures, API
+// requests and latency, poll duration) ask for exemplars, so Grafana links a point to its trace.
+local p = import 'lib/panels.libsonnet';
+
+local target = p.target;
+local J = 'job=~"$job"';
+local T = J + ',tenant=~"$tenant"';
+local TS = T + ',script=~"$script"';
+
+local overview(config) =
+  local runs = 'mde_liveresponse_script_runs_total{%s}' % TS;
+  local fails = 'mde_liveresponse_script_failures_total{%s}' % TS;
+  local errs = 'mde_liveresponse_script_errors_total{%s}' % TS;
+  local exitCode = 'mde_liveresponse_script_exit_code{%s}' % TS;
+  local redIfAny = [[null, 'green'], [1, 'red']];
+  p.dashboard(
+    config,
+    'mde-lr-overview',
+    'MDE Live Response / Overview',
+    'Live Response script results: runs, failures and errors by script, the machines whose last run failed, last exit codes.',
+    withScript=true,
+    panels=[
+      [p.row('Script results'), 24, 1],
+      [p.stat('Transcripts retrieved', "RunScript transcripts retrieved in the dashboard's time range.",
+              [target('sum(increase(%s[$__range])) or vector(0)' % runs, 'runs', instant=true)], decimals=0), 6, 4],
+      [p.stat('Failed runs', 'Transcripts with a non-zero exit code in the time range.',
+              [target('sum(increase(%s[$__range])) or vector(0)' % fails, 'failures', instant=true)],
+              steps=redIfAny, decimals=0), 6, 4],
+      [p.stat('Failure ratio', 'Failed transcripts / retrieved transcripts over the time range.',
+              [target('sum(increase(%s[$__range])) / sum(increase(%s[$__range]))' % [fails, runs], 'ratio',
+                      instant=true)],
+              unit='percentunit', steps=[[null, 'green'], [0.05, 'orange'], [0.2, 'red']], decimals=1), 6, 4],
+      [p.stat('Machines whose last run failed', 'Machines (and scripts) whose latest retrieved run exited non-zero.',
+              [target('count(%s != 0) or vector(0)' % exitCode, 'machines', instant=true)],
+              steps=redIfAny, decimals=0), 6, 4],
+      [p.timeseries('Runs by script', 'Transcripts retrieved per second, by script.',
+                    [target('sum by (script) (rate(%s[$__rate_interval]))' % runs, '{{script}}', exemplar=true)],
+                    unit='ops'), 8, 8],
+      [p.timeseries('Failures by script', 'Transcripts with a non-zero exit code per second, by script.',
+                    [target('sum by (script) (rate(%s[$__rate_interval]))' % fails, '{{script}}', exemplar=true)],
+                    unit='ops'), 8, 8],
+      [p.timeseries('Errors by script', 'Transcripts whose script wrote to its error stream, per second, by script.',
+                    [target('sum by (script) (rate(%s[$__rate_interval]))' % errs, '{{script}}', exemplar=true)],
+                    unit='ops'), 8, 8],
+      [p.timeseries('Failure ratio by script', 'Failed / retrieved transcripts, by script (empty while none is retrieved).',
+                    [target('sum by (script) (rate(%s[$__rate_interval])) / sum by (script) (rate(%s[$__rate_interval]))'
+                            % [fails, runs], '{{script}}', exemplar=true)],
+                    unit='percentunit', max=1), 12, 8],
+      [p.timeseries('Live Response commands and actions',
+                    'Commands by type and commandStatus, and final machine actions by status, per second.',
+                    [
+                      target('sum by (command, status) (rate(mde_liveresponse_commands_total{%s}[$__rate_interval]))' % T,
+                             '{{command}} {{status}}', 'A'),
+                      target('sum by (status) (rate(mde_liveresponse_actions_total{%s}[$__rate_interval]))' % T,
+                             'action {{status}}', 'B'),
+                    ], unit='ops'), 12, 8],
+      [p.row('Machines'), 24, 1],
+      [p.table('Machines whose last run failed',
+               'Latest retrieved run per machine and script where the exit code is not 0.',
+               [
+                 target('%s != 0' % exitCode, '', 'A', instant=true, format='table'),
+                 target('1000 * (mde_liveresponse_script_last_run_timestamp_seconds{%s} and on (tenant, machine, script) (%s != 0))'
+                        % [TS, exitCode], '', 'B', instant=true, format='table'),
+               ],
+               rename={ 'Value #A': 'exit code', 'Value #B': 'last run' },
+               unitOverrides={ 'last run': 'dateTimeAsIso' }, sortBy=['last run', true]), 24, 8],
+      [p.table('Last exit code per machine', 'Latest retrieved run of every machine and script.',
+               [
+                 target(exitCode, '', 'A', instant=true, format='table'),
+                 target('mde_liveresponse_script_errors_present{%s}' % TS, '', 'B', instant=true, format='table'),
+                 target('1000 * mde_liveresponse_script_last_run_timestamp_seconds{%s}' % TS, '', 'C', instant=true,
+                        format='table'),
+               ],
+               rename={ 'Value #A': 'exit code', 'Value #B': 'errors', 'Value #C': 'last run' },
+               unitOverrides={ 'last run': 'dateTimeAsIso' }, sortBy=['last run', true]), 24, 10],
+    ],
+  );
+
+local quota(config) =
+  local used = 'mde_api_quota_used{%s}' % T;
+  local limit = 'mde_api_quota_limit{%s}' % T;
+  local left(window) =
+    local sel = '%s,window="%s"' % [T, window];
+    'min by (tenant, endpoint) (mde_api_quota_remaining{%s} / (mde_api_quota_limit{%s} > 0))' % [sel, sel];
+  local low = [[null, 'red'], [0.1, 'orange'], [0.25, 'green']];
+  local latency(q, ref) =
+    target('histogram_quantile(%s, sum by (le, endpoint) (rate(mde_api_request_duration_seconds_bucket{%s}[$__rate_interval])))'
+           % [q, T], 'p%d {{endpoint}}' % std.round(std.parseJson(q) * 100), ref, exemplar=true);
+  p.dashboard(
+    config,
+    'mde-lr-api-quota',
+    'MDE Live Response / API quota',
+    'MDE API quota (100 calls/min and 1500 calls/h per endpoint): used and left per window, throttling, Retry-After, backlog waiting for quota, request latency.',
+    panels=[
+      [p.row('Quota windows'), 24, 1],
+      [p.bargauge('Quota left, 1 minute window',
+                  'Share of the 100 calls/min budget the exporter may still spend, per endpoint (endpoint="all" for a shared budget); lowered after 429s.',
+                  [target(left('1m'), '{{tenant}} {{endpoint}}', instant=true)], steps=low), 12, 6],
+      [p.bargauge('Quota left, 1 hour window', 'Share of the 1500 calls/h budget the exporter may still spend, per endpoint.',
+                  [target(left('1h'), '{{tenant}} {{endpoint}}', instant=true)], steps=low), 12, 6],
+      [p.timeseries('Calls used per window', 'Calls counted in each quota window, with its limit.',
+                    [
+                      target('sum by (tenant, endpoint, window) (%s)' % used, '{{tenant}} {{endpoint}} {{window}}', 'A'),
+                      target('max by (window) (%s)' % limit, 'limit {{window}}', 'B'),
+                    ]), 12, 8],
+      [p.timeseries('Calls left per window', 'Calls the exporter may still make in each window.',
+                    [target('sum by (tenant, endpoint, window) (mde_api_quota_remaining{%s})' % T,
+                            '{{tenant}} {{endpoint}} {{window}}')]), 12, 8],
+      [p.row('Throttling and backlog'), 24, 1],
+      [p.timeseries('Throttled responses (429)', '429 Too Many Requests answers per second, by endpoint.',
+                    [target('sum by (tenant, endpoint) (rate(mde_api_throttled_total{%s}[$__rate_interval]))' % T,
+                            '{{tenant}} {{endpoint}}')], unit='ops'), 8, 8],
+      [p.timeseries('Retry-After', 'The last Retry-After the API sent, by endpoint.',
+                    [target('max by (tenant, endpoint) (mde_api_retry_after_seconds{%s})' % T,
+                            '{{tenant}} {{endpoint}}')], unit='s'), 8, 8],
+      [p.timeseries('Backlog waiting for quota', 'Finished command results waiting to be retrieved.',
+                    [target('sum by (tenant) (mde_liveresponse_pending_results{%s})' % T, '{{tenant}}')],
+                    steps=[[null, 'green'], [100, 'orange']]), 8, 8],
+      [p.row('Requests'), 24, 1],
+      [p.timeseries('API requests by endpoint and code', 'Requests per second; code="error" is a transport failure.',
+                    [target('sum by (endpoint, code) (rate(mde_api_requests_total{%s}[$__rate_interval]))' % T,
+                            '{{endpoint}} {{code}}', exemplar=true)], unit='reqps', stack=true), 12, 8],
+      [p.timeseries('API request latency', 'p50 and p95 request duration by endpoint.',
+                    [latency('0.95', 'A'), latency('0.5', 'B')], unit='s'), 12, 8],
+    ],
+  );
+
+local health(config) =
+  local okBad = [[null, 'red'], [1, 'green']];
+  local pollDuration(part) = 'mde_exporter_poll_duration_seconds_%s{%s}' % [part, T];
+  p.dashboard(
+    config,
+    'mde-lr-exporter-health',
+    'MDE Live Response / Exporter health',
+    'Exporter self-health: up, poll success and age, poll duration, token acquisition, config reload, result fetch failures by reason.',
+    panels=[
+      [p.row('Exporter'), 24, 1],
+      [p.stat('Exporters up', 'Scrape targets of the selected jobs that answer.',
+              [target('sum(up{%s})' % J, 'up', instant=true)], steps=okBad, decimals=0), 6, 4],
+      [p.stat('Config reload', '1 if the last configuration reload succeeded.',
+              [target('min(mde_exporter_config_last_reload_successful{%s})' % J, 'reload', instant=true)],
+              steps=okBad, decimals=0), 6, 4],
+      [p.stat('Token acquisition', 'Per tenant: 1 if the last OAuth2 token request succeeded.',
+              [target('mde_exporter_token_success{%s}' % T, '{{tenant}}', instant=true)], steps=okBad,
+              decimals=0), 6, 4],
+      [p.table('Build', 'Version, revision and rustc of each exporter.',
+               [target('mde_exporter_build_info{%s}' % J, '', instant=true, format='table')],
+               exclude=['Value']), 6, 4],
+      [p.row('Polls'), 24, 1],
+      [p.timeseries('Poll success', '1 if the last poll of the tenant succeeded.',
+                    [target('mde_exporter_poll_success{%s}' % T, '{{tenant}}')], max=1), 8, 8],
+      [p.timeseries('Time since last successful poll', 'Age of the latest successful poll per tenant.',
+                    [target('time() - mde_exporter_last_poll_success_timestamp_seconds{%s}' % T, '{{tenant}}')],
+                    unit='s', steps=[[null, 'green'], [900, 'red']]), 8, 8],
+      [p.timeseries('Poll duration', 'p95 and average poll duration per tenant.',
+                    [
+                      target('histogram_quantile(0.95, sum by (le, tenant) (rate(%s[$__rate_interval])))' % pollDuration('bucket'),
+                             'p95 {{tenant}}', 'A', exemplar=true),
+                      target('sum by (tenant) (rate(%s[$__rate_interval])) / sum by (tenant) (rate(%s[$__rate_interval]))'
+                             % [pollDuration('sum'), pollDuration('count')], 'avg {{tenant}}', 'B', exemplar=true),
+                    ], unit='s'), 8, 8],
+      [p.row('Results and API'), 24, 1],
+      [p.timeseries('Result fetch failures by reason', 'Command results given up, per second, by reason.',
+                    [target('sum by (tenant, reason) (rate(mde_liveresponse_result_fetch_failures_total{%s}[$__rate_interval]))' % T,
+                            '{{tenant}} {{reason}}', exemplar=true)], unit='ops', stack=true), 12, 8],
+      [p.timeseries('API responses by code',
+                    'MDE API and token endpoint answers per second, by HTTP code ("error" = transport failure).',
+                    [target('sum by (code) (rate(mde_api_requests_total{%s}[$__rate_interval]))' % T, '{{code}}',
+                            exemplar=true)],
+                    unit='reqps', stack=true), 12, 8],
+    ],
+  );
+
+{
+  // File name (without .json) -> dashboard.
+  grafanaDashboards+:: {
+    'mde-lr-overview': overview($._config),
+    'mde-lr-api-quota': quota($._config),
+    'mde-lr-exporter-health': health($._config),
+  },
+}

@@ -1,0 +1,57 @@
+// Recording rules: the quota thresholds as recorded constants, and the aggregations the alerts
+// (and anyone's own queries) use. Names follow level:metric:operations (scripts/check_rules.py).
+local util = import 'lib/util.libsonnet';
+
+{
+  prometheusRules+:: {
+    groups+: [
+      {
+        name: 'mde-liveresponse.thresholds',
+        // Quota share (1 - remaining / limit) at or above which MdeApiQuotaNearlyExhausted
+        // fires, one series per window. A recorded constant rather than a number in the alert,
+        // so a Prometheus can add series with extra labels (e.g. a `tenant`) in its own rules.
+        local ratios = $._config.quotaNearlyExhaustedRatio,
+        rules: [
+          {
+            record: 'mde:api_quota_nearly_exhausted_threshold:ratio',
+            expr: 'vector(%g)' % ratios[window],
+            labels: { window: window },
+          }
+          for window in std.sort(std.objectFields(ratios), util.seconds)
+        ],
+      },
+      {
+        name: 'mde-liveresponse.records',
+        rules: [
+          // Share of each quota window no longer available to the exporter, per
+          // tenant/endpoint/window (endpoint="all" when the tenant shares one budget):
+          // 1 - remaining/limit. Computed from `remaining` rather than `used` because the
+          // exporter lowers its own budget after 429s (another client spends the same quota),
+          // so it can run out with `used` well under the limit. Used by MdeApiQuotaNearlyExhausted.
+          {
+            record: 'tenant_endpoint_window:mde_api_quota_exhausted:ratio',
+            expr: 'clamp(1 - mde_api_quota_remaining / (mde_api_quota_limit > 0), 0, 1)',
+          },
+          // Machines whose last run of a script exited non-zero. Used by MdeLiveResponseScriptFailed.
+          {
+            record: 'tenant_script:mde_liveresponse_machines_failing:count',
+            expr: 'count by (tenant, script) (mde_liveresponse_script_exit_code != 0)',
+          },
+          // Machines whose last run of a script wrote to stderr. Used by MdeLiveResponseScriptErrors.
+          {
+            record: 'tenant_script:mde_liveresponse_machines_with_errors:count',
+            expr: 'count by (tenant, script) (mde_liveresponse_script_errors_present == 1)',
+          },
+          // Share of retrieved transcripts that failed over the last hour, per script.
+          {
+            record: 'tenant_script:mde_liveresponse_script_failures:ratio_rate1h',
+            expr: |||
+              sum by (tenant, script) (rate(mde_liveresponse_script_failures_total[1h]))
+                / (sum by (tenant, script) (rate(mde_liveresponse_script_runs_total[1h])) > 0)
+            |||,
+          },
+        ],
+      },
+    ],
+  },
+}
