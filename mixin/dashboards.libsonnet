@@ -1,7 +1,8 @@
 // The three Grafana dashboards: overview (script results), API quota, exporter health. Every
 // query filters on the `job` variable, and every mde_* series with a tenant on `tenant`. Range
-// queries over the metrics that carry trace-id exemplars (script counters, fetch failures, API
-// requests and latency, poll duration) ask for exemplars, so Grafana links a point to its trace.
+// queries over the series that carry trace-id exemplars (script counters, fetch failures, API
+// requests, the buckets of the API latency and poll duration histograms) ask for exemplars, so
+// Grafana links a point to its trace.
 local p = import 'lib/panels.libsonnet';
 
 local target = p.target;
@@ -159,7 +160,7 @@ local health(config) =
                       target('histogram_quantile(0.95, sum by (le, tenant) (rate(%s[$__rate_interval])))' % pollDuration('bucket'),
                              'p95 {{tenant}}', 'A', exemplar=true),
                       target('sum by (tenant) (rate(%s[$__rate_interval])) / sum by (tenant) (rate(%s[$__rate_interval]))'
-                             % [pollDuration('sum'), pollDuration('count')], 'avg {{tenant}}', 'B', exemplar=true),
+                             % [pollDuration('sum'), pollDuration('count')], 'avg {{tenant}}', 'B'),
                     ], unit='s'), 8, 8],
       [p.row('Results and API'), 24, 1],
       [p.timeseries('Result fetch failures by reason', 'Command results given up, per second, by reason.',

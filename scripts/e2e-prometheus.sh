@@ -9,6 +9,14 @@
 # the HTTP API (each must be valid and return data) and waits for the script-failure and quota
 # alerts to fire.
 #
+# Exemplars end to end: Prometheus runs with --enable-feature=exemplar-storage, so it asks for
+# OpenMetrics (its default Accept header prefers it) and keeps the exemplars; the exporter sends
+# its spans over OTLP/HTTP to scripts/e2e_otlp_receiver.py, which decodes them with the
+# opentelemetry-proto package (installed into target/ci-tools/venv). The checks then require
+# /api/v1/query_exemplars to return trace ids for mde_liveresponse_script_failures_total, each
+# one the trace id of spans the exporter sent (a trace with a failed `parse`), and exemplars for
+# every dashboard query that asks for them.
+#
 # Alert `for:` durations (5-30 minutes) cannot elapse in a two-minute test, and the simulator's
 # time scale does not apply to Prometheus's clock, so Prometheus loads a copy of the rules with
 # every `for:` set to 0s. Expressions, labels and annotations are the committed ones; the `for:`
@@ -19,6 +27,8 @@
 # missing or with E2E_BUILD=1), PROMETHEUS (default prometheus), E2E_DEADLINE (seconds, default 100).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+OPENTELEMETRY_PROTO_VERSION=1.45.2
 
 bin=${MDE_EXPORTER_BIN:-target/debug/mde-liveresponse-exporter}
 prometheus=${PROMETHEUS:-prometheus}
@@ -34,6 +44,13 @@ fi
 "$bin" --help | grep -q -- '--demo.noisy-neighbour' || { echo "e2e: $bin has no --demo.noisy-neighbour" >&2; exit 1; }
 echo "== $("$bin" --version) / $("$prometheus" --version 2>&1 | head -1)"
 
+venv=target/ci-tools/venv
+if [ "$("$venv/bin/python" -c 'import importlib.metadata as m; print(m.version("opentelemetry-proto"))' 2>/dev/null)" != "$OPENTELEMETRY_PROTO_VERSION" ]; then
+    echo "== installing opentelemetry-proto $OPENTELEMETRY_PROTO_VERSION into $venv"
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install --quiet --disable-pip-version-check "opentelemetry-proto==$OPENTELEMETRY_PROTO_VERSION"
+fi
+
 tmp=$(mktemp -d)
 pids=()
 cleanup() {
@@ -43,6 +60,7 @@ cleanup() {
     if [ "$rc" -ne 0 ]; then
         echo "---- exporter log (last 20 lines)"; tail -n 20 "$tmp/exporter.log" 2>/dev/null || true
         echo "---- prometheus log (last 20 lines)"; tail -n 20 "$tmp/prometheus.log" 2>/dev/null || true
+        echo "---- OTLP receiver log (last 20 lines)"; tail -n 20 "$tmp/otlp.log" 2>/dev/null || true
     fi
     rm -rf "$tmp"
     exit "$rc"
@@ -55,10 +73,23 @@ free_port() {
 exporter_port=$(free_port)
 prom_port=$(free_port)
 
-echo "== exporter (demo) on 127.0.0.1:$exporter_port"
+echo "== OTLP/HTTP receiver"
+"$venv/bin/python" scripts/e2e_otlp_receiver.py "$tmp/otlp.port" "$tmp/spans.jsonl" >"$tmp/otlp.log" 2>&1 &
+pids+=($!)
+for _ in $(seq 1 50); do [ -s "$tmp/otlp.port" ] && break; sleep 0.2; done
+[ -s "$tmp/otlp.port" ] || { echo "e2e: the OTLP receiver did not start" >&2; exit 1; }
+otlp_port=$(cat "$tmp/otlp.port")
+echo "on 127.0.0.1:$otlp_port"
+
+echo "== exporter (demo) on 127.0.0.1:$exporter_port, spans to the OTLP receiver"
+# A short batch delay so spans arrive within a second of the exemplars that name them. The log
+# level is info because --log.level filters spans too: at warn there are no spans, hence no
+# trace ids and no exemplars.
+OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:$otlp_port" OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf \
+OTEL_SERVICE_NAME=mde-liveresponse-exporter-e2e OTEL_BSP_SCHEDULE_DELAY=200 \
 "$bin" --demo --demo.time-scale=60 --demo.noisy-neighbour --demo.actions=2000 --demo.seed=42 \
     --web.listen-address="127.0.0.1:$exporter_port" --state.path="$tmp/state.redb" \
-    --log.level=warn --log.format=json >"$tmp/exporter.log" 2>&1 &
+    --log.level=info --log.format=json >"$tmp/exporter.log" 2>&1 &
 pids+=($!)
 
 # Rules with every `for:` shortened (see the header).
@@ -77,8 +108,9 @@ scrape_configs:
       - targets: ['127.0.0.1:$exporter_port']
 EOF
 
-echo "== prometheus on 127.0.0.1:$prom_port"
+echo "== prometheus on 127.0.0.1:$prom_port (exemplar storage on)"
 "$prometheus" --config.file="$tmp/prometheus.yml" --storage.tsdb.path="$tmp/data" \
+    --enable-feature=exemplar-storage \
     --web.listen-address="127.0.0.1:$prom_port" --log.level=warn >"$tmp/prometheus.log" 2>&1 &
 pids+=($!)
 
@@ -92,6 +124,6 @@ done
 [ "$ready" = 1 ] || { echo "e2e: prometheus not ready after 30 s" >&2; exit 1; }
 
 echo "== checks (deadline ${deadline}s)"
-python3 scripts/e2e_prometheus.py "http://127.0.0.1:$prom_port" "$deadline" \
+python3 scripts/e2e_prometheus.py --spans "$tmp/spans.jsonl" "http://127.0.0.1:$prom_port" "$deadline" \
     "$required_alerts" "$forbidden_alerts" dashboards/*.json
 echo "e2e-prometheus: OK"

@@ -8,12 +8,17 @@
    label_values() template variable has values;
 4. the required alerts reach the firing state (/api/v1/alerts, sampled every second: the short
    quota window makes some of them come and go), their annotations render, and the forbidden
-   ones never fire.
+   ones never fire;
+5. with --spans (the JSON lines of scripts/e2e_otlp_receiver.py): exemplars end to end.
+   /api/v1/query_exemplars returns trace ids for mde_liveresponse_script_failures_total, and
+   every one of them is the trace id of spans the exporter sent, a trace holding a `parse` span
+   with a non-zero exit_code (the failing transcript); and every dashboard query that asks for
+   exemplars (`exemplar: true`) gets some.
 
 Stops at the deadline with a list of what is missing. Standard library only.
 
-Usage: e2e_prometheus.py PROM_URL DEADLINE_SECONDS REQUIRED_ALERTS FORBIDDEN_ALERTS DASHBOARD.json...
-(alerts comma-separated)
+Usage: e2e_prometheus.py [--spans SPANS.jsonl] PROM_URL DEADLINE_SECONDS REQUIRED_ALERTS FORBIDDEN_ALERTS
+       DASHBOARD.json...   (alerts comma-separated)
 """
 import json
 import re
@@ -46,6 +51,40 @@ def substitute(expr):
     return expr
 
 
+class Spans:
+    """The spans received so far, read incrementally from the receiver's JSON lines."""
+
+    def __init__(self, path):
+        self.path, self.offset = path, 0
+        self.traces = set()         # every trace id received
+        self.failed_parse = set()   # trace ids with a `parse` span whose exit_code is not 0
+        self.count = 0
+
+    def update(self):
+        with open(self.path) as f:
+            f.seek(self.offset)
+            chunk = f.read()
+        # Only whole lines: the receiver may be writing the last one.
+        done = chunk[:chunk.rfind("\n") + 1]
+        self.offset += len(done.encode())
+        for line in done.splitlines():
+            s = json.loads(line)
+            self.count += 1
+            self.traces.add(s["trace_id"])
+            if s["name"] == "parse" and s["attributes"].get("exit_code", 0) != 0:
+                self.failed_parse.add(s["trace_id"])
+
+
+def exemplar_trace_ids(base, query):
+    """Trace ids of the exemplars Prometheus stored for the series of `query` (last hour)."""
+    now = time.time()
+    r = get(base, "/api/v1/query_exemplars", query=query, start=f"{now - 3600:.3f}", end=f"{now:.3f}")
+    if r.get("status") != "success":
+        return None, f"{r.get('errorType')}: {r.get('error')}"
+    ids = {e.get("labels", {}).get("trace_id") for s in r.get("data") or [] for e in s.get("exemplars", [])}
+    return ids, None
+
+
 def dashboard_queries(paths):
     """[(where, expr)] for every panel target, and [(where, metric, label)] for label_values vars."""
     queries, variables = [], []
@@ -60,7 +99,8 @@ def dashboard_queries(paths):
             d = json.load(f)
         for p in panels(d.get("panels", [])):
             for t in p.get("targets", []):
-                queries.append((f"{d['uid']} / {p['title']} / {t['refId']}", substitute(t["expr"])))
+                queries.append((f"{d['uid']} / {p['title']} / {t['refId']}", substitute(t["expr"]),
+                                bool(t.get("exemplar"))))
         for v in d.get("templating", {}).get("list", []):
             if v.get("type") != "query":
                 continue
@@ -71,14 +111,24 @@ def dashboard_queries(paths):
     return queries, variables
 
 
+FAILURES = "mde_liveresponse_script_failures_total"
+
+
 def main() -> int:
-    base, deadline_s, required, forbidden, *dashboards = sys.argv[1:]
+    args = sys.argv[1:]
+    spans = None
+    if args[:1] == ["--spans"]:
+        spans = Spans(args[1])
+        args = args[2:]
+    base, deadline_s, required, forbidden, *dashboards = args
     required = {a for a in required.split(",") if a}
     forbidden = {a for a in forbidden.split(",") if a}
     deadline = time.monotonic() + float(deadline_s)
     queries, variables = dashboard_queries(dashboards)
-    print(f"e2e: {len(queries)} panel queries and {len(variables)} variables from {len(dashboards)} dashboards; "
-          f"alerts required to fire: {', '.join(sorted(required))}")
+    exemplar_queries = {w: e for w, e, ex in queries if ex}
+    queries = [(w, e) for w, e, _ in queries]
+    print(f"e2e: {len(queries)} panel queries ({len(exemplar_queries)} asking for exemplars) and {len(variables)} "
+          f"variables from {len(dashboards)} dashboards; alerts required to fire: {', '.join(sorted(required))}")
 
     # 1. scraped, with a few samples so that rate(...[1m]) has two points.
     first_up = None
@@ -97,6 +147,8 @@ def main() -> int:
     seen_firing, seen_forbidden = set(), set()
     pending_queries = dict(queries)  # where → expr, until it returned data once
     pending_vars = {w: (m, lbl) for w, m, lbl in variables}
+    pending_exemplars = dict(exemplar_queries) if spans else {}
+    failure_ids, unmatched = set(), set()
     rule_errors = {}
     hard_errors = []
     while True:
@@ -134,7 +186,27 @@ def main() -> int:
                         hard_errors.append(f"alert {name}: annotation {key} did not render: {text}")
                 if name in forbidden:
                     seen_forbidden.add(name)
-        done = not pending_queries and not pending_vars and required <= seen_firing
+        # 5. exemplars
+        for where, expr in list(pending_exemplars.items()):
+            ids, err = exemplar_trace_ids(base, expr)
+            if err:
+                hard_errors.append(f"{where}: query_exemplars error {err}\n    {expr}")
+                del pending_exemplars[where]
+            elif ids:
+                del pending_exemplars[where]
+        if spans:
+            spans.update()
+            ids, err = exemplar_trace_ids(base, FAILURES)
+            if err:
+                hard_errors.append(f"query_exemplars {FAILURES}: {err}")
+            elif ids:
+                if None in ids or "" in ids:
+                    hard_errors.append(f"{FAILURES}: an exemplar without a trace_id label")
+                failure_ids |= ids - {None, ""}
+            # A span batch may arrive a moment after the scrape that saw its exemplar: wait for it.
+            unmatched = {t for t in failure_ids if t not in spans.failed_parse}
+        exemplars_done = not spans or (failure_ids and not unmatched and not pending_exemplars)
+        done = not pending_queries and not pending_vars and required <= seen_firing and exemplars_done
         if done or hard_errors or rule_errors or seen_forbidden or time.monotonic() > deadline:
             break
         time.sleep(1)
@@ -146,6 +218,18 @@ def main() -> int:
     if not hard_errors and not rule_errors:  # otherwise the loop stopped early
         failures += [f"alert {a} never reached firing" for a in sorted(required - seen_firing)]
     failures += [f"alert {a} fired but must not in the demo" for a in sorted(seen_forbidden)]
+    if spans:
+        if not failure_ids:
+            failures.append(f"query_exemplars {FAILURES}: no exemplar with a trace_id (OpenMetrics scraped? "
+                            "exemplar storage on?)")
+        for t in sorted(unmatched):
+            why = "a trace without a failed parse span" if t in spans.traces else "no span of this trace received"
+            failures.append(f"{FAILURES} exemplar trace_id {t}: {why}")
+        failures += [f"{w}: asks for exemplars, got none\n    {e}" for w, e in pending_exemplars.items()]
+        print(f"e2e: {spans.count} spans in {len(spans.traces)} traces received over OTLP; {FAILURES} exemplars "
+              f"name {len(failure_ids)} traces, {len(failure_ids) - len(unmatched)} of them received with a "
+              f"failed parse span; {len(exemplar_queries) - len(pending_exemplars)}/{len(exemplar_queries)} "
+              "exemplar queries returned exemplars")
     ok_queries = len(queries) - sum(1 for f in failures if ": no data" in f or "query error" in f)
     print(f"e2e: {ok_queries}/{len(queries)} panel queries returned data; "
           f"{len(variables) - len(pending_vars)}/{len(variables)} variables have values; "
