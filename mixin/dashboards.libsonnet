@@ -86,9 +86,9 @@ local quota(config) =
     local sel = '%s,window="%s"' % [T, window];
     'min by (tenant, endpoint) (mde_api_quota_remaining{%s} / (mde_api_quota_limit{%s} > 0))' % [sel, sel];
   local low = [[null, 'red'], [0.1, 'orange'], [0.25, 'green']];
-  local latency(q, ref) =
+  local latency(q, name, ref) =
     target('histogram_quantile(%s, sum by (le, endpoint) (rate(mde_api_request_duration_seconds_bucket{%s}[$__rate_interval])))'
-           % [q, T], 'p%d {{endpoint}}' % std.round(std.parseJson(q) * 100), ref, exemplar=true);
+           % [q, T], name + ' {{endpoint}}', ref, exemplar=true);
   p.dashboard(
     config,
     'mde-lr-api-quota',
@@ -124,7 +124,7 @@ local quota(config) =
                     [target('sum by (endpoint, code) (rate(mde_api_requests_total{%s}[$__rate_interval]))' % T,
                             '{{endpoint}} {{code}}', exemplar=true)], unit='reqps', stack=true), 12, 8],
       [p.timeseries('API request latency', 'p50 and p95 request duration by endpoint.',
-                    [latency('0.95', 'A'), latency('0.5', 'B')], unit='s'), 12, 8],
+                    [latency('0.95', 'p95', 'A'), latency('0.5', 'p50', 'B')], unit='s'), 12, 8],
     ],
   );
 

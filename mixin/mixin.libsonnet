@@ -4,6 +4,8 @@
 //   prometheusAlerts    alerts.libsonnet       (group mde-liveresponse.alerts)
 //   prometheusRules     rules.libsonnet        (groups mde-liveresponse.thresholds and .records)
 //   grafanaDashboards   dashboards.libsonnet   (file name -> dashboard JSON)
+//   tests.jsonnet       asserts on _config overrides, evaluated on every render
+//   lib/                helpers: durations (util), panels and layout (panels)
 //
 // scripts/render-mixin.sh renders the defaults into the committed rules/mde-liveresponse.rules.yml,
 // dashboards/*.json and deploy/kubernetes/base/prometheusrule.yaml; CI (check-rules.sh,
@@ -20,7 +22,9 @@
 //   4. rules/tests/<area>.test.yml: a promtool case where it fires (with its exact labels and
 //      annotations) and one where it must not.
 //   5. Run scripts/render-mixin.sh, then scripts/check-rules.sh. If the demo can make the alert
-//      fire, add it to the required alerts of scripts/e2e-prometheus.sh.
+//      fire, add it to the required alerts of scripts/e2e-prometheus.sh. A knob that changes
+//      more than a number (a selector, a duration quoted in the description) deserves an
+//      assert in tests.jsonnet.
 // check_rules.py fails on a missing severity, annotation, runbook section or test case.
 (import 'config.libsonnet')
 + (import 'rules.libsonnet')

@@ -10,6 +10,9 @@ documents them, multi-line expressions as literal blocks, long annotations folde
 back to check that the YAML means exactly what jsonnet produced. Numbers go through Python, so
 0.9 stays 0.9 (jsonnet itself prints 17 significant digits).
 
+It first evaluates mixin/tests.jsonnet (asserts on _config overrides: paging on failed scripts,
+another job selector, thresholds, runbook URLs), so a broken knob fails the render.
+
 scripts/render-mixin.sh calls this (and gen-prometheusrule.py) and compares with the committed files.
 
 Usage: render_mixin.py OUT_ROOT   (needs the jsonnet and PyYAML packages: target/ci-tools/venv)
@@ -132,6 +135,8 @@ def rules_yaml(mixin):
 
 def main() -> int:
     out_root = sys.argv[1]
+    # The knobs' own tests (overrides of _config); an assert failing there stops the render.
+    _jsonnet.evaluate_file(os.path.join(ROOT, "mixin/tests.jsonnet"), jpathdir=[ROOT])
     mixin = json.loads(_jsonnet.evaluate_snippet(
         "render", "local m = import 'mixin/mixin.libsonnet'; "
         "{prometheusAlerts: m.prometheusAlerts, prometheusRules: m.prometheusRules, "

@@ -1,0 +1,32 @@
+// Tests of the _config knobs, evaluated by scripts/render_mixin.py on every render (a failed
+// assert stops it). The committed render covers the defaults; these cover overrides.
+local mixin = import 'mixin.libsonnet';
+local alerts(m) = { [r.alert]: r for g in m.prometheusAlerts.groups for r in g.rules };
+local with(config) = alerts(mixin { _config+:: config });
+
+local defaults = alerts(mixin);
+local paging = with({ scriptFailedSeverity: 'critical', scriptFailedFor: '' });
+local renamed = with({ jobSelector: 'job="mde-lr"' });
+local tuned = with({
+  pollStaleThreshold: '1h',
+  runbookURLPattern: 'https://wiki.example/runbooks/%s',
+  apiThrottledFor: '20m',
+});
+local failed = 'MdeLiveResponseScriptFailed';
+
+assert defaults[failed].labels.severity == 'warning' && defaults[failed]['for'] == '15m'
+       : 'a failed script warns after 15m by default';
+assert paging[failed].labels.severity == 'critical' && !std.objectHas(paging[failed], 'for')
+       : 'scriptFailedSeverity/For make it page at once';
+assert renamed.MdeExporterDown.expr == 'up{job="mde-lr"} == 0' : 'jobSelector reaches MdeExporterDown';
+assert tuned.MdeExporterPollStale.expr == 'time() - mde_exporter_last_poll_success_timestamp_seconds > 3600'
+       && std.length(std.findSubstr('(threshold 1 hour)', tuned.MdeExporterPollStale.annotations.description)) == 1
+       : 'pollStaleThreshold sets the expression and the description';
+assert tuned.MdeApiThrottled['for'] == '20m'
+       && std.length(std.findSubstr('for 20 minutes', tuned.MdeApiThrottled.annotations.description)) == 1
+       : 'the description quotes the for: in force';
+assert [a for a in std.objectFields(tuned)
+        if tuned[a].annotations.runbook_url != 'https://wiki.example/runbooks/' + std.asciiLower(a)] == []
+       : 'runbookURLPattern sets every runbook_url';
+
+{ alerts: std.length(defaults), ok: true }
