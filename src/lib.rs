@@ -4,8 +4,27 @@
 //! their transcripts (exit codes, errors) and the API quota as Prometheus metrics.
 //!
 //! ## Layout
-//! - [`sim`]: a faithful MDE API simulator (token endpoints, machine actions, result
-//!   links, blob storage, throttling, faults) used by `--demo`, `simulate` and the tests.
+//! The data path runs one way: discovery → fetch → parse → account → state → metrics, and
+//! a scrape only reads.
+//! - [`cli`]: flags (low level) resolved into validated [`cli::Settings`] (high level).
+//! - [`config`]: the YAML file's schema, parsed raw, then validated. A leaf: it imports
+//!   nothing from this crate.
+//! - [`app`]: wiring: from a config to running collectors and the HTTP server; reloads; the
+//!   demo (the simulator of the `mde-sim` crate in-process).
+//! - [`collector`]: one tenant's poll loop: what to call next, exactly-once accounting.
+//! - [`mde`]: the API client (one method per endpoint, every call metered), its token cache
+//!   ([`mde::auth`]) and the pure parsers ([`mde::model`]).
+//! - [`quota`]: the sliding-window quota policy, a pure core.
+//! - [`state`]: what is remembered across restarts (redb).
+//! - [`shared`]: what collectors and the server share: the config in force, metrics, state,
+//!   quotas, per-tenant status, and the local housekeeping on them.
+//! - [`metrics`]: the metric contract. [`events`]: log events that also count.
+//! - [`telemetry`]: logs, OTLP spans, exemplar ids.
+//! - [`server`]: `/metrics`, health, readiness, reload and the status page.
+//!
+//! The simulator (`crates/mde-sim`) and the exporter-toolkit web configuration
+//! (`crates/exporter-web`) are crates of their own: the simulator cannot import what it
+//! checks, and the web configuration is usable by any hyper/axum exporter.
 #![forbid(unsafe_code)]
 
 pub mod app;
