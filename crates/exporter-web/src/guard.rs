@@ -1,0 +1,342 @@
+//! The request guard: rate limit, basic auth and the configured response headers.
+//!
+//! Owns what happens to a request before it reaches the routes: the `rate_limit` token bucket,
+//! checking `Authorization: Basic` against the bcrypt hashes (with a cache of verified
+//! credentials), the `WWW-Authenticate` challenge and the extra headers. Does not own the
+//! connection (timeouts, TLS; see [`crate::serve`](mod@crate::serve)) nor reading the users
+//! from the file (see [`crate::config`]).
+
+use std::collections::{BTreeMap, HashSet};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::header::{AUTHORIZATION, WWW_AUTHENTICATE};
+use axum::http::{HeaderName, HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use sha2::{Digest, Sha256};
+
+use crate::config::WebConfig;
+
+/// The `WWW-Authenticate` challenge sent with every 401.
+const CHALLENGE: &str = r#"Basic realm="mde-liveresponse-exporter""#;
+
+/// How many successful credential checks are remembered; exporter-toolkit uses the same bound.
+/// Only a few scrapers ever authenticate, so this is never reached in normal operation.
+const AUTH_CACHE_CAPACITY: usize = 100;
+
+/// Wrap `router` with the configured response headers and basic auth.
+pub(crate) fn guard(router: Router, web: &WebConfig) -> Router {
+    if web.users.is_empty() && web.headers.is_empty() && web.rate_limit.is_none() {
+        return router;
+    }
+    let state = Arc::new(Guard {
+        limiter: web
+            .rate_limit
+            .map(|(interval, burst)| RateLimiter::new(interval, burst)),
+        headers: web.headers.clone(),
+        auth: (!web.users.is_empty()).then(|| BasicAuth::new(web.users.clone())),
+    });
+    router.layer(axum::middleware::from_fn_with_state(state, guard_request))
+}
+
+struct Guard {
+    limiter: Option<RateLimiter>,
+    headers: Vec<(HeaderName, HeaderValue)>,
+    auth: Option<BasicAuth>,
+}
+
+/// In exporter-toolkit's order: rate limit (before any bcrypt is spent), then auth; the extra
+/// headers go on every response that is not a 429.
+async fn guard_request(State(guard): State<Arc<Guard>>, req: Request, next: Next) -> Response {
+    let now = tokio::time::Instant::now();
+    if guard.limiter.as_ref().is_some_and(|l| !l.allow(now)) {
+        return (StatusCode::TOO_MANY_REQUESTS, "Too Many Requests\n").into_response();
+    }
+    let mut response = match &guard.auth {
+        Some(auth) if !auth.allows(&req).await => unauthorized(),
+        _ => next.run(req).await,
+    };
+    for (name, value) in &guard.headers {
+        response.headers_mut().insert(name.clone(), value.clone());
+    }
+    response
+}
+
+fn unauthorized() -> Response {
+    (
+        StatusCode::UNAUTHORIZED,
+        [(WWW_AUTHENTICATE, HeaderValue::from_static(CHALLENGE))],
+        Body::from("Unauthorized\n"),
+    )
+        .into_response()
+}
+
+/// `rate_limit` as golang.org/x/time/rate does it: a bucket of `burst` tokens, refilled at one
+/// token per `interval`, starting full; each request takes one token or gets a 429.
+struct RateLimiter {
+    interval: Duration,
+    burst: u32,
+    /// (tokens, when they were counted).
+    state: Mutex<(f64, tokio::time::Instant)>,
+}
+
+impl RateLimiter {
+    fn new(interval: Duration, burst: u32) -> RateLimiter {
+        RateLimiter {
+            interval,
+            burst,
+            state: Mutex::new((f64::from(burst), tokio::time::Instant::now())),
+        }
+    }
+
+    /// Takes `now` so tests can drive it without a clock.
+    fn allow(&self, now: tokio::time::Instant) -> bool {
+        // A poisoned lock still holds a valid (tokens, instant) pair.
+        let mut state = self
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (tokens, then) = *state;
+        let refill =
+            now.saturating_duration_since(then).as_secs_f64() / self.interval.as_secs_f64();
+        let tokens = (tokens + refill).min(f64::from(self.burst));
+        if tokens >= 1.0 {
+            *state = (tokens - 1.0, now);
+            true
+        } else {
+            *state = (tokens, now);
+            false
+        }
+    }
+}
+
+/// Checks basic-auth credentials against bcrypt hashes, remembering successes.
+struct BasicAuth {
+    /// User name → bcrypt hash.
+    users: BTreeMap<String, String>,
+    /// Verified against for unknown users so that a wrong user name costs as much as a wrong
+    /// password (no user enumeration by timing). Any configured hash does: the result is
+    /// discarded.
+    decoy_hash: String,
+    /// SHA-256 of (user, hash, password) for credentials that verified. A scrape every 15 s
+    /// would otherwise cost a full bcrypt (tens of ms of CPU) each time. Keyed by a digest so
+    /// the process never holds passwords; the hash is in the key so a changed hash never
+    /// matches an old entry. Failures are not cached: they are rare, and caching them would
+    /// let a client fill the cache with junk.
+    cache: Mutex<HashSet<[u8; 32]>>,
+    /// Serialises bcrypt runs: each one is deliberately CPU-heavy and there are 2 cores;
+    /// a burst of bad requests must not starve the scrape path (exporter-toolkit does this too).
+    bcrypt_lock: tokio::sync::Mutex<()>,
+    /// bcrypt verifications run so far; shows up in debug logs and tells tests the cache works.
+    bcrypt_runs: AtomicU64,
+}
+
+impl BasicAuth {
+    fn new(users: BTreeMap<String, String>) -> BasicAuth {
+        let decoy_hash = users.values().next().cloned().unwrap_or_default();
+        BasicAuth {
+            users,
+            decoy_hash,
+            cache: Mutex::new(HashSet::new()),
+            bcrypt_lock: tokio::sync::Mutex::new(()),
+            bcrypt_runs: AtomicU64::new(0),
+        }
+    }
+
+    /// Whether the request carries valid credentials. Takes the request by reference but
+    /// reads everything before awaiting: a request body is not `Sync`, so holding `&Request`
+    /// across an await would make the middleware future `!Send`.
+    fn allows(&self, req: &Request) -> impl Future<Output = bool> + Send + '_ {
+        let credentials = req
+            .headers()
+            .get(AUTHORIZATION)
+            .and_then(|v| parse_basic_auth(v.as_bytes()));
+        let peer = req
+            .extensions()
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0);
+        async move {
+            let Some((user, password)) = credentials else {
+                return false;
+            };
+            let ok = self.check(&user, &password).await;
+            if !ok {
+                tracing::debug!(user = %user, peer = ?peer, "basic auth failed");
+            }
+            ok
+        }
+    }
+
+    async fn check(&self, user: &str, password: &[u8]) -> bool {
+        let (hash, known) = match self.users.get(user) {
+            Some(hash) => (hash.clone(), true),
+            None => (self.decoy_hash.clone(), false),
+        };
+        let key = cache_key(user, &hash, password);
+        if known && self.cached(&key) {
+            return true;
+        }
+        let _permit = self.bcrypt_lock.lock().await;
+        // Another request may have verified the same credentials while we waited.
+        if known && self.cached(&key) {
+            return true;
+        }
+        let runs = self.bcrypt_runs.fetch_add(1, Ordering::Relaxed) + 1;
+        let password = password.to_vec();
+        let verified = tokio::task::spawn_blocking(move || bcrypt::verify(password, &hash))
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .unwrap_or(false);
+        tracing::debug!(bcrypt_runs = runs, "ran a bcrypt verification");
+        let ok = known && verified;
+        if ok {
+            self.remember(key);
+        }
+        ok
+    }
+
+    fn remember(&self, key: [u8; 32]) {
+        // A poisoned lock only means another request panicked mid-insert; the set is still
+        // a valid set, and the worst case of skipping the insert is one more bcrypt.
+        let Ok(mut cache) = self.cache.lock() else {
+            return;
+        };
+        if cache.len() >= AUTH_CACHE_CAPACITY {
+            // Evict an arbitrary entry: in practice the set holds one entry per scraper.
+            if let Some(evict) = cache.iter().next().copied() {
+                cache.remove(&evict);
+            }
+        }
+        cache.insert(key);
+    }
+
+    fn cached(&self, key: &[u8; 32]) -> bool {
+        self.cache.lock().is_ok_and(|c| c.contains(key))
+    }
+}
+
+/// Digest of the credentials with length prefixes, so ("ab", "c") and ("a", "bc") differ.
+fn cache_key(user: &str, hash: &str, password: &[u8]) -> [u8; 32] {
+    let mut h = Sha256::new();
+    for part in [user.as_bytes(), hash.as_bytes(), password] {
+        h.update((part.len() as u64).to_be_bytes());
+        h.update(part);
+    }
+    h.finalize().into()
+}
+
+/// `Basic <base64(user:password)>` → (user, password). The scheme is case-insensitive
+/// (RFC 7235); the user name must be UTF-8 to be looked up, the password may be any bytes.
+fn parse_basic_auth(value: &[u8]) -> Option<(String, Vec<u8>)> {
+    let value = std::str::from_utf8(value).ok()?.trim();
+    let (scheme, token) = value.split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let decoded = decode_base64(token.trim())?;
+    let colon = decoded.iter().position(|&b| b == b':')?;
+    let user = String::from_utf8(decoded[..colon].to_vec()).ok()?;
+    Some((user, decoded[colon + 1..].to_vec()))
+}
+
+/// Standard-alphabet base64 with optional padding, as browsers and Prometheus send it.
+fn decode_base64(s: &str) -> Option<Vec<u8>> {
+    use base64::Engine as _;
+    use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+    const LENIENT: GeneralPurpose = GeneralPurpose::new(
+        &base64::alphabet::STANDARD,
+        GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
+    );
+    LENIENT.decode(s).ok()
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rate_limiter_is_a_token_bucket() {
+        let start = tokio::time::Instant::now();
+        let limiter = RateLimiter::new(Duration::from_secs(10), 2);
+        assert!(limiter.allow(start));
+        assert!(limiter.allow(start));
+        assert!(!limiter.allow(start), "burst used up");
+        assert!(
+            !limiter.allow(start + Duration::from_secs(5)),
+            "half a token"
+        );
+        assert!(limiter.allow(start + Duration::from_secs(10)));
+        assert!(!limiter.allow(start + Duration::from_secs(10)));
+        // A long pause refills to `burst`, not beyond.
+        let later = start + Duration::from_secs(1000);
+        assert!(limiter.allow(later));
+        assert!(limiter.allow(later));
+        assert!(!limiter.allow(later));
+    }
+
+    #[test]
+    fn base64_decoding() {
+        assert_eq!(decode_base64("").unwrap(), b"");
+        assert_eq!(decode_base64("Zg==").unwrap(), b"f");
+        assert_eq!(decode_base64("Zm8=").unwrap(), b"fo");
+        assert_eq!(decode_base64("Zm9v").unwrap(), b"foo");
+        assert_eq!(decode_base64("Zm9vYg").unwrap(), b"foob");
+        assert_eq!(decode_base64("YWxpY2U6czNjcjN0").unwrap(), b"alice:s3cr3t");
+        assert_eq!(decode_base64("+/+/").unwrap(), [0xfb, 0xff, 0xbf]);
+        for bad in ["Z", "Zm9v=", "Zm9v!", "Zg=a", "=Zg="] {
+            assert_eq!(decode_base64(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn basic_auth_header_parsing() {
+        assert_eq!(
+            parse_basic_auth(b"Basic YWxpY2U6czNjcjN0"),
+            Some(("alice".to_string(), b"s3cr3t".to_vec()))
+        );
+        // Scheme is case-insensitive; the password may contain ':'.
+        assert_eq!(
+            parse_basic_auth(b"basic YWxpY2U6YTpi"),
+            Some(("alice".to_string(), b"a:b".to_vec()))
+        );
+        assert_eq!(parse_basic_auth(b"Bearer YWxpY2U6czNjcjN0"), None);
+        assert_eq!(parse_basic_auth(b"Basic bm9jb2xvbg=="), None); // "nocolon"
+        assert_eq!(parse_basic_auth(b"Basic"), None);
+    }
+
+    #[tokio::test]
+    async fn successful_checks_are_cached_failures_are_not() {
+        let hash = bcrypt::hash("s3cr3t", 4).unwrap();
+        let auth = BasicAuth::new(BTreeMap::from([("alice".to_string(), hash)]));
+        let runs = || auth.bcrypt_runs.load(Ordering::Relaxed);
+        assert!(auth.check("alice", b"s3cr3t").await);
+        assert!(auth.check("alice", b"s3cr3t").await);
+        assert_eq!(runs(), 1, "second success must come from the cache");
+        assert!(!auth.check("alice", b"wrong").await);
+        assert!(!auth.check("alice", b"wrong").await);
+        assert_eq!(runs(), 3, "failures are verified every time");
+        // An unknown user costs a bcrypt too (no enumeration by timing) and never succeeds,
+        // even with the decoy hash's own password.
+        assert!(!auth.check("mallory", b"s3cr3t").await);
+        assert_eq!(runs(), 4);
+    }
+
+    #[tokio::test]
+    async fn cache_is_bounded() {
+        let hash = bcrypt::hash("s3cr3t", 4).unwrap();
+        let auth = BasicAuth::new(BTreeMap::from([("alice".to_string(), hash)]));
+        for i in 0..(AUTH_CACHE_CAPACITY + 10) {
+            auth.remember(cache_key("u", "h", i.to_string().as_bytes()));
+        }
+        assert_eq!(auth.cache.lock().unwrap().len(), AUTH_CACHE_CAPACITY);
+    }
+}
