@@ -24,15 +24,26 @@ use sha2::{Digest, Sha256};
 
 use crate::config::WebConfig;
 
-/// The `WWW-Authenticate` challenge sent with every 401.
-const CHALLENGE: &str = r#"Basic realm="mde-liveresponse-exporter""#;
-
 /// How many successful credential checks are remembered; exporter-toolkit uses the same bound.
 /// Only a few scrapers ever authenticate, so this is never reached in normal operation.
 const AUTH_CACHE_CAPACITY: usize = 100;
 
+/// The guard's settings that come from the code rather than the file.
+#[derive(Debug, Clone)]
+pub(crate) struct GuardOptions {
+    /// The `WWW-Authenticate` header value sent with every 401, from [`challenge`].
+    pub(crate) challenge: HeaderValue,
+}
+
+/// `Basic realm="<realm>"`, with `"` and `\` escaped as RFC 7230 quoted-strings need; `None`
+/// when `realm` has characters a header cannot carry (control characters).
+pub(crate) fn challenge(realm: &str) -> Option<HeaderValue> {
+    let quoted = realm.replace('\\', "\\\\").replace('"', "\\\"");
+    HeaderValue::try_from(format!("Basic realm=\"{quoted}\"")).ok()
+}
+
 /// Wrap `router` with the configured response headers and basic auth.
-pub(crate) fn guard(router: Router, web: &WebConfig) -> Router {
+pub(crate) fn guard(router: Router, web: &WebConfig, options: &GuardOptions) -> Router {
     if web.users.is_empty() && web.headers.is_empty() && web.rate_limit.is_none() {
         return router;
     }
@@ -42,6 +53,7 @@ pub(crate) fn guard(router: Router, web: &WebConfig) -> Router {
             .map(|(interval, burst)| RateLimiter::new(interval, burst)),
         headers: web.headers.clone(),
         auth: (!web.users.is_empty()).then(|| BasicAuth::new(web.users.clone())),
+        challenge: options.challenge.clone(),
     });
     router.layer(axum::middleware::from_fn_with_state(state, guard_request))
 }
@@ -50,6 +62,8 @@ struct Guard {
     limiter: Option<RateLimiter>,
     headers: Vec<(HeaderName, HeaderValue)>,
     auth: Option<BasicAuth>,
+    /// The `WWW-Authenticate` value for 401s.
+    challenge: HeaderValue,
 }
 
 /// In exporter-toolkit's order: rate limit (before any bcrypt is spent), then auth; the extra
@@ -60,7 +74,7 @@ async fn guard_request(State(guard): State<Arc<Guard>>, req: Request, next: Next
         return (StatusCode::TOO_MANY_REQUESTS, "Too Many Requests\n").into_response();
     }
     let mut response = match &guard.auth {
-        Some(auth) if !auth.allows(&req).await => unauthorized(),
+        Some(auth) if !auth.allows(&req).await => unauthorized(&guard.challenge),
         _ => next.run(req).await,
     };
     for (name, value) in &guard.headers {
@@ -69,10 +83,10 @@ async fn guard_request(State(guard): State<Arc<Guard>>, req: Request, next: Next
     response
 }
 
-fn unauthorized() -> Response {
+fn unauthorized(challenge: &HeaderValue) -> Response {
     (
         StatusCode::UNAUTHORIZED,
-        [(WWW_AUTHENTICATE, HeaderValue::from_static(CHALLENGE))],
+        [(WWW_AUTHENTICATE, challenge.clone())],
         Body::from("Unauthorized\n"),
     )
         .into_response()
@@ -281,6 +295,19 @@ mod tests {
         assert!(limiter.allow(later));
         assert!(limiter.allow(later));
         assert!(!limiter.allow(later));
+    }
+
+    #[test]
+    fn challenge_quotes_the_realm() {
+        assert_eq!(
+            challenge("mde-liveresponse-exporter").unwrap(),
+            r#"Basic realm="mde-liveresponse-exporter""#
+        );
+        assert_eq!(
+            challenge(r#"a "b" \ c"#).unwrap(),
+            r#"Basic realm="a \"b\" \\ c""#
+        );
+        assert_eq!(challenge("bad\nrealm"), None);
     }
 
     #[test]

@@ -59,7 +59,9 @@
 //!     let listener = tokio::net::TcpListener::bind("0.0.0.0:9100").await?;
 //!     // Any future: resolve it (say, on SIGTERM) to stop accepting and drain requests.
 //!     let shutdown = std::future::pending::<()>();
-//!     exporter_web::serve(listener, router, web, shutdown).await?;
+//!     let mut options = exporter_web::ServeOptions::default();
+//!     options.realm = "my-exporter".to_string();
+//!     exporter_web::serve_with(listener, router, web, shutdown, options).await?;
 //!     Ok(())
 //! }
 //! ```
@@ -73,4 +75,4 @@ pub mod tls;
 mod fixtures;
 
 pub use config::{Error, WebConfig};
-pub use serve::serve;
+pub use serve::{ServeOptions, serve, serve_with};

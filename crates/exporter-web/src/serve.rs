@@ -22,7 +22,7 @@ use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
 use crate::config::WebConfig;
-use crate::guard::guard;
+use crate::guard::{GuardOptions, challenge, guard};
 
 /// A TLS client gets this long to finish its handshake; stops half-open connections from
 /// pinning a task forever.
@@ -30,6 +30,43 @@ const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// An HTTP/1 client gets this long to send its request headers (slowloris guard).
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How [`serve_with`] treats connections and requests; [`Default`] is what [`serve`] uses.
+///
+/// Set the fields you care about on a default value (the struct is `#[non_exhaustive]` so new
+/// settings can come without breaking callers):
+///
+/// ```
+/// let mut options = exporter_web::ServeOptions::default();
+/// options.realm = "my-exporter".to_string();
+/// ```
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ServeOptions {
+    /// The realm of the `WWW-Authenticate: Basic realm="…"` challenge sent with a 401 (browsers
+    /// show it in the login prompt). Default: `mde-liveresponse-exporter`, the exporter this
+    /// crate was written for; another exporter should set its own name.
+    pub realm: String,
+}
+
+impl Default for ServeOptions {
+    fn default() -> ServeOptions {
+        ServeOptions {
+            realm: "mde-liveresponse-exporter".to_string(),
+        }
+    }
+}
+
+/// Serve `router` on `listener` until `shutdown` resolves, then stop accepting and wait for
+/// in-flight requests to finish. The same as [`serve_with`] with [`ServeOptions::default()`].
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    web: Option<Arc<WebConfig>>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> io::Result<()> {
+    serve_with(listener, router, web, shutdown, ServeOptions::default()).await
+}
 
 /// Serve `router` on `listener` until `shutdown` resolves, then stop accepting and wait for
 /// in-flight requests to finish.
@@ -39,14 +76,29 @@ const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// credentials. Handlers can extract [`ConnectInfo<SocketAddr>`](ConnectInfo) for the peer.
 /// A failed TLS handshake or a broken connection is logged at debug and does not stop the
 /// server.
-pub async fn serve(
+///
+/// Fails at once, before accepting anything, if `options` cannot be used (a realm with control
+/// characters).
+pub async fn serve_with(
     listener: TcpListener,
     router: Router,
     web: Option<Arc<WebConfig>>,
     shutdown: impl Future<Output = ()> + Send + 'static,
+    options: ServeOptions,
 ) -> io::Result<()> {
+    let guard_options = GuardOptions {
+        challenge: challenge(&options.realm).ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("realm {:?} cannot be sent in a header", options.realm),
+            )
+        })?,
+    };
     let (router, acceptor) = match &web {
-        Some(web) => (guard(router, web), web.tls.clone().map(TlsAcceptor::from)),
+        Some(web) => (
+            guard(router, web, &guard_options),
+            web.tls.clone().map(TlsAcceptor::from),
+        ),
         None => (router, None),
     };
     if let Ok(addr) = listener.local_addr() {

@@ -402,6 +402,48 @@ async fn basic_auth_over_tls() {
 }
 
 #[tokio::test]
+async fn realm_is_an_option() {
+    let fx = Fixture::new();
+    let hash = bcrypt::hash("s3cr3t", 4).unwrap();
+    let web = Arc::new(fx.load(&format!("basic_auth_users:\n  alice: {hash}\n")));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut options = web::ServeOptions::default();
+    options.realm = "node".to_string();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(web::serve_with(
+        listener,
+        metrics_router(),
+        Some(web.clone()),
+        async move {
+            let _ = stopped.await;
+        },
+        options,
+    ));
+    let denied = client(None, None)
+        .get(format!("http://{addr}/metrics"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(denied.status(), 401);
+    assert_eq!(
+        denied.headers()["www-authenticate"],
+        r#"Basic realm="node""#
+    );
+    stop.send(()).unwrap();
+    task.await.unwrap().unwrap();
+
+    // A realm no header can carry is refused before anything is served.
+    let mut bad = web::ServeOptions::default();
+    bad.realm = "two\nlines".to_string();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let err = web::serve_with(listener, metrics_router(), Some(web), async {}, bad)
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput);
+}
+
+#[tokio::test]
 async fn rate_limit_answers_429_once_the_burst_is_spent() {
     let fx = Fixture::new();
     // One token, refilled once an hour: the second request in this test is always refused.
