@@ -5,22 +5,45 @@
 //! credentials), the `WWW-Authenticate` challenge and the extra headers. Does not own the
 //! connection (timeouts, TLS; see [`crate::serve`](mod@crate::serve)) nor reading the users
 //! from the file (see [`crate::config`]).
+//!
+//! # bcrypt under load
+//!
+//! A bcrypt verification is deliberately slow: tens of milliseconds of CPU at the usual cost
+//! of 10, more at higher costs. Anyone who can reach the port can make the server spend that
+//! by sending wrong passwords, so:
+//!
+//! - Verifications run on tokio's blocking pool (`spawn_blocking`), never on the async
+//!   workers, and at most `max_concurrent_auth_checks` at once (default: one per CPU), so a
+//!   flood of bad passwords cannot take every core or stall other connections.
+//! - Credentials that verified are remembered (a digest of user, hash and password; no
+//!   passwords are kept), so a scraper that authenticated once is checked with a lookup and
+//!   never waits behind bcrypt, however many bad passwords are queued.
+//! - Requests with credentials that are not remembered wait in a bounded queue
+//!   (`max_queued_auth_checks`); when it is full they are answered `429 Too Many Requests`
+//!   at once, without spending bcrypt on them. Their password was never checked, so 401 would
+//!   be a lie, and a retry later may succeed. A new scraper caught in a flood gets a 429, as
+//!   it would from `rate_limit`, and gets in once the queue has room; from then on it is
+//!   remembered.
+//! - The slot is given back when the verification ends, not when the request is dropped, so
+//!   clients that hang up cannot get more verifications running than the limit.
 
 use std::collections::{BTreeMap, HashSet};
+use std::fmt;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
-use axum::http::header::{AUTHORIZATION, WWW_AUTHENTICATE};
+use axum::http::header::{AUTHORIZATION, RETRY_AFTER, WWW_AUTHENTICATE};
 use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use sha2::{Digest, Sha256};
+use tokio::sync::Semaphore;
 
 use crate::config::WebConfig;
 
@@ -33,6 +56,29 @@ const AUTH_CACHE_CAPACITY: usize = 100;
 pub(crate) struct GuardOptions {
     /// The `WWW-Authenticate` header value sent with every 401, from [`challenge`].
     pub(crate) challenge: HeaderValue,
+    /// bcrypt verifications allowed to run at once (at least 1).
+    pub(crate) max_concurrent_checks: usize,
+    /// Requests allowed to wait for a verification slot; beyond that, 429 at once.
+    pub(crate) max_queued_checks: usize,
+    /// Counts the requests refused because the queue was full.
+    pub(crate) overloaded: Arc<AtomicU64>,
+}
+
+/// Put into each request's extensions by the accept loop: the guard calls it when a request
+/// passes basic auth, which establishes the connection (see [`crate::serve`](mod@crate::serve)).
+#[derive(Clone)]
+pub(crate) struct Admitted(Arc<dyn Fn() + Send + Sync>);
+
+impl Admitted {
+    pub(crate) fn new(f: impl Fn() + Send + Sync + 'static) -> Admitted {
+        Admitted(Arc::new(f))
+    }
+}
+
+impl fmt::Debug for Admitted {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Admitted")
+    }
 }
 
 /// `Basic realm="<realm>"`, with `"` and `\` escaped as RFC 7230 quoted-strings need; `None`
@@ -52,7 +98,7 @@ pub(crate) fn guard(router: Router, web: &WebConfig, options: &GuardOptions) -> 
             .rate_limit
             .map(|(interval, burst)| RateLimiter::new(interval, burst)),
         headers: web.headers.clone(),
-        auth: (!web.users.is_empty()).then(|| BasicAuth::new(web.users.clone())),
+        auth: (!web.users.is_empty()).then(|| BasicAuth::new(web.users.clone(), options)),
         challenge: options.challenge.clone(),
     });
     router.layer(axum::middleware::from_fn_with_state(state, guard_request))
@@ -73,9 +119,21 @@ async fn guard_request(State(guard): State<Arc<Guard>>, req: Request, next: Next
     if guard.limiter.as_ref().is_some_and(|l| !l.allow(now)) {
         return (StatusCode::TOO_MANY_REQUESTS, "Too Many Requests\n").into_response();
     }
-    let mut response = match &guard.auth {
-        Some(auth) if !auth.allows(&req).await => unauthorized(&guard.challenge),
-        _ => next.run(req).await,
+    let verdict = match &guard.auth {
+        Some(auth) => auth.allows(&req).await,
+        None => Verdict::Allowed,
+    };
+    let mut response = match verdict {
+        Verdict::Allowed => {
+            // Without basic auth the accept loop establishes connections itself.
+            let admitted = req.extensions().get::<Admitted>();
+            if let Some(admitted) = admitted.filter(|_| guard.auth.is_some()) {
+                (admitted.0)();
+            }
+            next.run(req).await
+        }
+        Verdict::Denied => unauthorized(&guard.challenge),
+        Verdict::Busy => busy(),
     };
     for (name, value) in &guard.headers {
         response.headers_mut().insert(name.clone(), value.clone());
@@ -88,6 +146,16 @@ fn unauthorized(challenge: &HeaderValue) -> Response {
         StatusCode::UNAUTHORIZED,
         [(WWW_AUTHENTICATE, challenge.clone())],
         Body::from("Unauthorized\n"),
+    )
+        .into_response()
+}
+
+/// The bcrypt queue is full: the credentials were not checked, try again shortly.
+fn busy() -> Response {
+    (
+        StatusCode::TOO_MANY_REQUESTS,
+        [(RETRY_AFTER, HeaderValue::from_static("1"))],
+        Body::from("Too Many Requests\n"),
     )
         .into_response()
 }
@@ -131,6 +199,16 @@ impl RateLimiter {
     }
 }
 
+/// What the guard makes of a request's credentials.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verdict {
+    Allowed,
+    /// Missing or wrong: 401.
+    Denied,
+    /// Not checked because the bcrypt queue is full: 429.
+    Busy,
+}
+
 /// Checks basic-auth credentials against bcrypt hashes, remembering successes.
 struct BasicAuth {
     /// User name → bcrypt hash.
@@ -140,34 +218,43 @@ struct BasicAuth {
     /// discarded.
     decoy_hash: String,
     /// SHA-256 of (user, hash, password) for credentials that verified. A scrape every 15 s
-    /// would otherwise cost a full bcrypt (tens of ms of CPU) each time. Keyed by a digest so
-    /// the process never holds passwords; the hash is in the key so a changed hash never
-    /// matches an old entry. Failures are not cached: they are rare, and caching them would
-    /// let a client fill the cache with junk.
+    /// would otherwise cost a full bcrypt (tens of ms of CPU) each time, and a known scraper
+    /// would queue behind a flood of bad passwords. Keyed by a digest so the process never
+    /// holds passwords; the hash is in the key so a changed hash never matches an old entry.
+    /// Failures are not cached: caching them would let a client fill the cache with junk.
     cache: Mutex<HashSet<[u8; 32]>>,
-    /// Serialises bcrypt runs: each one is deliberately CPU-heavy and there are 2 cores;
-    /// a burst of bad requests must not starve the scrape path (exporter-toolkit does this too).
-    bcrypt_lock: tokio::sync::Mutex<()>,
+    /// One permit per bcrypt verification allowed to run at once (one per core by default):
+    /// each is deliberately CPU-heavy, and the rest of the server needs CPU too.
+    slots: Arc<Semaphore>,
+    /// Requests waiting for a slot now.
+    queued: AtomicUsize,
+    /// Most requests allowed to wait; beyond that they get [`Verdict::Busy`].
+    max_queued: usize,
+    /// Requests answered [`Verdict::Busy`] (shared with [`crate::ServeStats`]).
+    overloaded: Arc<AtomicU64>,
     /// bcrypt verifications run so far; shows up in debug logs and tells tests the cache works.
     bcrypt_runs: AtomicU64,
 }
 
 impl BasicAuth {
-    fn new(users: BTreeMap<String, String>) -> BasicAuth {
+    fn new(users: BTreeMap<String, String>, options: &GuardOptions) -> BasicAuth {
         let decoy_hash = users.values().next().cloned().unwrap_or_default();
         BasicAuth {
             users,
             decoy_hash,
             cache: Mutex::new(HashSet::new()),
-            bcrypt_lock: tokio::sync::Mutex::new(()),
+            slots: Arc::new(Semaphore::new(options.max_concurrent_checks.max(1))),
+            queued: AtomicUsize::new(0),
+            max_queued: options.max_queued_checks,
+            overloaded: options.overloaded.clone(),
             bcrypt_runs: AtomicU64::new(0),
         }
     }
 
-    /// Whether the request carries valid credentials. Takes the request by reference but
-    /// reads everything before awaiting: a request body is not `Sync`, so holding `&Request`
-    /// across an await would make the middleware future `!Send`.
-    fn allows(&self, req: &Request) -> impl Future<Output = bool> + Send + '_ {
+    /// What to do with the request's credentials. Takes the request by reference but reads
+    /// everything before awaiting: a request body is not `Sync`, so holding `&Request` across
+    /// an await would make the middleware future `!Send`.
+    fn allows(&self, req: &Request) -> impl Future<Output = Verdict> + Send + '_ {
         let credentials = req
             .headers()
             .get(AUTHORIZATION)
@@ -178,43 +265,78 @@ impl BasicAuth {
             .map(|c| c.0);
         async move {
             let Some((user, password)) = credentials else {
-                return false;
+                return Verdict::Denied;
             };
-            let ok = self.check(&user, &password).await;
-            if !ok {
-                tracing::debug!(user = %user, peer = ?peer, "basic auth failed");
+            let verdict = self.check(&user, &password).await;
+            match verdict {
+                Verdict::Allowed => {}
+                Verdict::Denied => tracing::debug!(user = %user, peer = ?peer, "basic auth failed"),
+                Verdict::Busy => tracing::debug!(
+                    user = %user,
+                    peer = ?peer,
+                    "bcrypt queue full; answered 429 without checking the password"
+                ),
             }
-            ok
+            verdict
         }
     }
 
-    async fn check(&self, user: &str, password: &[u8]) -> bool {
+    async fn check(&self, user: &str, password: &[u8]) -> Verdict {
         let (hash, known) = match self.users.get(user) {
             Some(hash) => (hash.clone(), true),
             None => (self.decoy_hash.clone(), false),
         };
         let key = cache_key(user, &hash, password);
         if known && self.cached(&key) {
-            return true;
+            return Verdict::Allowed;
         }
-        let _permit = self.bcrypt_lock.lock().await;
+        let permit = match self.slots.clone().try_acquire_owned() {
+            Ok(permit) => permit,
+            Err(_) => {
+                let Some(_place) = self.enqueue() else {
+                    self.overloaded.fetch_add(1, Ordering::Relaxed);
+                    return Verdict::Busy;
+                };
+                // The semaphore is never closed; if it were, refusing is the safe answer.
+                let Ok(permit) = self.slots.clone().acquire_owned().await else {
+                    return Verdict::Busy;
+                };
+                permit
+            }
+        };
         // Another request may have verified the same credentials while we waited.
         if known && self.cached(&key) {
-            return true;
+            return Verdict::Allowed;
         }
         let runs = self.bcrypt_runs.fetch_add(1, Ordering::Relaxed) + 1;
         let password = password.to_vec();
-        let verified = tokio::task::spawn_blocking(move || bcrypt::verify(password, &hash))
-            .await
-            .ok()
-            .and_then(Result::ok)
-            .unwrap_or(false);
+        // The permit moves into the blocking task, so the slot stays taken until bcrypt is
+        // done even if this request is dropped meanwhile.
+        let verified = tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            bcrypt::verify(password, &hash)
+        })
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .unwrap_or(false);
         tracing::debug!(bcrypt_runs = runs, "ran a bcrypt verification");
-        let ok = known && verified;
-        if ok {
+        if known && verified {
             self.remember(key);
+            Verdict::Allowed
+        } else {
+            Verdict::Denied
         }
-        ok
+    }
+
+    /// A place in the queue for a verification slot, or `None` when the queue is full.
+    fn enqueue(&self) -> Option<QueuePlace<'_>> {
+        self.queued
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |q| {
+                (q < self.max_queued).then_some(q + 1)
+            })
+            .ok()
+            .map(|_| QueuePlace(&self.queued))
     }
 
     fn remember(&self, key: [u8; 32]) {
@@ -234,6 +356,15 @@ impl BasicAuth {
 
     fn cached(&self, key: &[u8; 32]) -> bool {
         self.cache.lock().is_ok_and(|c| c.contains(key))
+    }
+}
+
+/// A request waiting for a verification slot; leaving the queue (or giving up) frees the place.
+struct QueuePlace<'a>(&'a AtomicUsize);
+
+impl Drop for QueuePlace<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -276,6 +407,19 @@ fn decode_base64(s: &str) -> Option<Vec<u8>> {
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
+
+    fn options(max_concurrent_checks: usize, max_queued_checks: usize) -> GuardOptions {
+        GuardOptions {
+            challenge: challenge("test").unwrap(),
+            max_concurrent_checks,
+            max_queued_checks,
+            overloaded: Arc::default(),
+        }
+    }
+
+    fn auth_for(user: &str, hash: String) -> BasicAuth {
+        BasicAuth::new(BTreeMap::from([(user.to_string(), hash)]), &options(2, 4))
+    }
 
     #[test]
     fn rate_limiter_is_a_token_bucket() {
@@ -343,24 +487,78 @@ mod tests {
     #[tokio::test]
     async fn successful_checks_are_cached_failures_are_not() {
         let hash = bcrypt::hash("s3cr3t", 4).unwrap();
-        let auth = BasicAuth::new(BTreeMap::from([("alice".to_string(), hash)]));
+        let auth = auth_for("alice", hash);
         let runs = || auth.bcrypt_runs.load(Ordering::Relaxed);
-        assert!(auth.check("alice", b"s3cr3t").await);
-        assert!(auth.check("alice", b"s3cr3t").await);
+        assert_eq!(auth.check("alice", b"s3cr3t").await, Verdict::Allowed);
+        assert_eq!(auth.check("alice", b"s3cr3t").await, Verdict::Allowed);
         assert_eq!(runs(), 1, "second success must come from the cache");
-        assert!(!auth.check("alice", b"wrong").await);
-        assert!(!auth.check("alice", b"wrong").await);
+        assert_eq!(auth.check("alice", b"wrong").await, Verdict::Denied);
+        assert_eq!(auth.check("alice", b"wrong").await, Verdict::Denied);
         assert_eq!(runs(), 3, "failures are verified every time");
         // An unknown user costs a bcrypt too (no enumeration by timing) and never succeeds,
         // even with the decoy hash's own password.
-        assert!(!auth.check("mallory", b"s3cr3t").await);
+        assert_eq!(auth.check("mallory", b"s3cr3t").await, Verdict::Denied);
         assert_eq!(runs(), 4);
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_answers_busy_at_once_but_remembered_credentials_pass() {
+        let hash = bcrypt::hash("s3cr3t", 4).unwrap();
+        let auth = Arc::new(BasicAuth::new(
+            BTreeMap::from([("alice".to_string(), hash)]),
+            &options(1, 1),
+        ));
+        assert_eq!(auth.check("alice", b"s3cr3t").await, Verdict::Allowed);
+        // Hold the only slot and the only place in the queue.
+        let slot = auth.slots.clone().acquire_owned().await.unwrap();
+        let waiting = tokio::spawn({
+            let auth = auth.clone();
+            async move { auth.check("alice", b"wrong").await }
+        });
+        while auth.queued.load(Ordering::Acquire) == 0 {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(auth.check("alice", b"other").await, Verdict::Busy);
+        assert_eq!(auth.overloaded.load(Ordering::Relaxed), 1);
+        assert_eq!(
+            auth.check("alice", b"s3cr3t").await,
+            Verdict::Allowed,
+            "remembered credentials skip the queue"
+        );
+        drop(slot);
+        assert_eq!(waiting.await.unwrap(), Verdict::Denied);
+        assert_eq!(auth.queued.load(Ordering::Acquire), 0);
+    }
+
+    #[tokio::test]
+    async fn a_dropped_request_keeps_its_slot_until_bcrypt_is_done() {
+        // Cost 12: slow enough that the verification is still running when we look.
+        let hash = bcrypt::hash("s3cr3t", 12).unwrap();
+        let auth = Arc::new(BasicAuth::new(
+            BTreeMap::from([("alice".to_string(), hash)]),
+            &options(1, 0),
+        ));
+        let check = tokio::spawn({
+            let auth = auth.clone();
+            async move { auth.check("alice", b"wrong").await }
+        });
+        while auth.bcrypt_runs.load(Ordering::Relaxed) == 0 {
+            tokio::task::yield_now().await;
+        }
+        check.abort();
+        let _ = check.await;
+        assert_eq!(
+            auth.slots.available_permits(),
+            0,
+            "the abandoned verification still holds its slot"
+        );
+        assert_eq!(auth.check("alice", b"other").await, Verdict::Busy);
     }
 
     #[tokio::test]
     async fn cache_is_bounded() {
         let hash = bcrypt::hash("s3cr3t", 4).unwrap();
-        let auth = BasicAuth::new(BTreeMap::from([("alice".to_string(), hash)]));
+        let auth = auth_for("alice", hash);
         for i in 0..(AUTH_CACHE_CAPACITY + 10) {
             auth.remember(cache_key("u", "h", i.to_string().as_bytes()));
         }
