@@ -75,4 +75,4 @@ pub mod tls;
 mod fixtures;
 
 pub use config::{Error, WebConfig};
-pub use serve::{ServeOptions, serve, serve_with};
+pub use serve::{ServeOptions, ServeStats, serve, serve_with};

@@ -21,17 +21,18 @@
 //!   only once it is *established* (below); until then its idle time is bounded by
 //!   `header_read_timeout` too. There is no limit while a request is being handled: that is the
 //!   handler's business.
-//! - **A cap with a reserve.** At most `max_connections` are open at once; a connection
-//!   accepted beyond that is closed at once, not left in the listen backlog. Of those, at most
+//! - **A cap with a reserve.** At most `max_connections` are open at once. Of those, at most
 //!   `max_pending_connections` may be *pending*: not yet established, where established means a
 //!   request went through the guard (authenticated, when basic auth is on; any request, when it
 //!   is off). So the last `max_connections - max_pending_connections` slots are only ever held
 //!   by clients that proved themselves, such as a Prometheus that keeps its connection alive
-//!   between scrapes. When the pending slots are full, a new connection closes the oldest
-//!   pending one that has no request in flight, so a scraper that connects afresh is served
-//!   even while idle clients hold every pending slot: to push it out they would have to open
-//!   `max_pending_connections` connections in the moment between its connect and its request.
-//!   When every pending connection has a request in flight, the new one is closed instead.
+//!   between scrapes. When a new connection finds no slot (or no pending slot) free, it takes
+//!   the place of the oldest pending connection that has no request in flight, which is closed.
+//!   So a scraper that connects afresh is served even while idle clients hold every pending
+//!   slot: to push it out they would have to open `max_pending_connections` connections in the
+//!   moment between its connect and its request. When there is no such connection to close
+//!   (all established, or busy), the new one is closed at once rather than left in the listen
+//!   backlog, where it would only time out.
 //! - **Accept errors** such as EMFILE back off (from 10 ms up to 1 s) instead of spinning, and
 //!   are logged at most every 10 s. With the cap below the descriptor limit they should not
 //!   happen; see `docs/deploy.md` for the limit itself.
@@ -150,8 +151,8 @@ impl ServeStats {
         self.open.load(Ordering::Relaxed)
     }
 
-    /// Connections closed as soon as they were accepted: `max_connections` was reached, or
-    /// every pending slot was held by a connection with a request in flight.
+    /// Connections closed as soon as they were accepted: no slot was free and no pending
+    /// connection could make room (all established, or with a request in flight).
     pub fn rejected_connections(&self) -> u64 {
         self.rejected.load(Ordering::Relaxed)
     }
@@ -501,13 +502,14 @@ impl Tracker {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// A slot for a new connection: `None` if it must be closed at once. May evict the oldest
-    /// idle pending connection to make room (see the module docs).
+    /// A slot for a new connection: `None` if it must be closed at once. When every slot or
+    /// every pending slot is taken, evicts the oldest idle pending connection to make room (see
+    /// the module docs).
     fn admit(self: &Arc<Tracker>) -> Option<Admission> {
         let mut state = self.lock();
-        let admitted = state.open < self.max_connections
-            && (state.pending.len() < self.max_pending || self.evict_one(&mut state));
-        if !admitted {
+        let full = state.open >= self.max_connections || state.pending.len() >= self.max_pending;
+        // Evicting frees both a pending and an open slot.
+        if full && !self.evict_one(&mut state) {
             self.stats.rejected.fetch_add(1, Ordering::Relaxed);
             return None;
         }
@@ -520,6 +522,7 @@ impl Tracker {
             tracker: self.clone(),
             established: AtomicBool::new(false),
             evicted: AtomicBool::new(false),
+            released: AtomicBool::new(false),
             in_flight: AtomicUsize::new(0),
             clock: Mutex::new(Clock {
                 idle_since: Instant::now(),
@@ -542,6 +545,10 @@ impl Tracker {
             return false;
         };
         if let Some(victim) = state.pending.remove(&id) {
+            // Its slot passes to the new connection now rather than when its task gets round
+            // to closing it, or a fast stream of new connections would find every slot held
+            // by connections already on their way out.
+            victim.release(state);
             victim.evicted.store(true, Ordering::Relaxed);
             victim.changed.notify_one();
             self.stats.evicted.fetch_add(1, Ordering::Relaxed);
@@ -557,11 +564,9 @@ struct Admission {
 
 impl Drop for Admission {
     fn drop(&mut self) {
-        let tracker = &self.conn.tracker;
-        let mut state = tracker.lock();
-        state.open = state.open.saturating_sub(1);
+        let mut state = self.conn.tracker.lock();
         state.pending.remove(&self.conn.id);
-        tracker.stats.open.fetch_sub(1, Ordering::Relaxed);
+        self.conn.release(&mut state);
     }
 }
 
@@ -573,6 +578,8 @@ struct Conn {
     established: AtomicBool,
     /// Closed by [`Tracker::evict_one`] to make room.
     evicted: AtomicBool,
+    /// No longer counted as open (evicted, or ended); set under the tracker's lock.
+    released: AtomicBool,
     /// Requests whose response body hyper has not finished with.
     in_flight: AtomicUsize,
     clock: Mutex<Clock>,
@@ -591,6 +598,15 @@ struct Clock {
 impl Conn {
     fn stats(&self) -> &ServeStats {
         &self.tracker.stats
+    }
+
+    /// Stop counting this connection as open, once. Takes the tracker's state to show the
+    /// caller holds its lock.
+    fn release(&self, state: &mut TrackerState) {
+        if !self.released.swap(true, Ordering::Relaxed) {
+            state.open = state.open.saturating_sub(1);
+            self.tracker.stats.open.fetch_sub(1, Ordering::Relaxed);
+        }
     }
 
     fn clock(&self) -> MutexGuard<'_, Clock> {
