@@ -7,18 +7,21 @@
 //!
 //! It owns reading and validating the web config file ([`WebConfig::load`], with errors that
 //! name the file and the key), turning it into a rustls configuration, checking each request
-//! (rate limit, basic auth, extra headers) and the accept loop ([`serve()`]) that terminates TLS
-//! and hands requests to an axum [`Router`](axum::Router). It does not own the routes, the
-//! flags (`--web.listen-address`, `--web.config.file`: the caller parses them and binds the
-//! listener), reloading the file (load a new [`WebConfig`] and restart [`serve()`]), nor metrics
-//! about any of this.
+//! (rate limit, basic auth, extra headers) and the accept loop ([`serve()`], [`serve_with`])
+//! that terminates TLS, times out and caps connections, and hands requests to an axum
+//! [`Router`](axum::Router). It does not own the routes, the flags (`--web.listen-address`,
+//! `--web.config.file`: the caller parses them and binds the listener), reloading the file
+//! (load a new [`WebConfig`] and restart [`serve()`]), nor metrics: [`ServeStats`] counts what
+//! the connection limits did, for the caller to expose if it wants.
 //!
 //! # Layout
 //!
 //! - [`config`]: the file's schema, raw → validated [`WebConfig`], and [`Error`].
 //! - [`tls`]: the rustls server config, client-certificate verifiers, certificate rotation.
-//! - [`guard`]: rate limit, basic auth (bcrypt plus a cache), response headers.
-//! - [`serve`](mod@serve): the accept loop, handshake and header timeouts, graceful shutdown.
+//! - [`guard`]: rate limit, basic auth (bcrypt on a bounded queue, plus a cache), response
+//!   headers.
+//! - [`serve`](mod@serve): the accept loop, timeouts, connection limits, graceful shutdown;
+//!   [`ServeOptions`] holds every number, with defaults meant for an exporter.
 //!
 //! # Where this differs from exporter-toolkit, on purpose
 //!
