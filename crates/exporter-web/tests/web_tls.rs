@@ -124,13 +124,27 @@ struct Server {
 
 impl Server {
     async fn start(router: Router, web: Option<WebConfig>) -> Server {
+        Server::start_with(router, web, web::ServeOptions::default()).await
+    }
+
+    async fn start_with(
+        router: Router,
+        web: Option<WebConfig>,
+        options: web::ServeOptions,
+    ) -> Server {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
         let shutdown = async move {
             let _ = stopped.await;
         };
-        let task = tokio::spawn(web::serve(listener, router, web.map(Arc::new), shutdown));
+        let task = tokio::spawn(web::serve_with(
+            listener,
+            router,
+            web.map(Arc::new),
+            shutdown,
+            options,
+        ));
         Server {
             addr,
             stop: Some(stop),
@@ -460,6 +474,61 @@ async fn rate_limit_answers_429_once_the_burst_is_spent() {
         Ok((429, "Too Many Requests\n".to_string()))
     );
     server.stop().await;
+}
+
+/// See: #13. Over TLS, a client that never starts its handshake, and one that completes it but
+/// then sends no request, are both closed.
+#[tokio::test]
+async fn silent_tls_clients_are_closed() {
+    use tokio::io::AsyncReadExt;
+    let fx = Fixture::new();
+    let mut options = web::ServeOptions::default();
+    options.tls_handshake_timeout = Duration::from_millis(300);
+    options.header_read_timeout = Duration::from_millis(300);
+    let stats = options.stats.clone();
+    let server = Server::start_with(metrics_router(), Some(fx.load(TLS)), options).await;
+
+    let mut silent = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let mut buf = [0u8; 64];
+    let read = tokio::time::timeout(Duration::from_secs(20), silent.read(&mut buf)).await;
+    assert!(matches!(read, Ok(Ok(0) | Err(_))), "{read:?}");
+
+    // A completed handshake, then nothing: the request-head timeout closes it.
+    let roots = {
+        let mut roots = tokio_rustls::rustls::RootCertStore::empty();
+        let der = first_cert_der(&fx.ca.pem());
+        roots.add(der).unwrap();
+        roots
+    };
+    // An explicit provider: which one is the process default depends on the features that
+    // the dev-dependencies happen to turn on.
+    let provider = Arc::new(tokio_rustls::rustls::crypto::aws_lc_rs::default_provider());
+    let config = tokio_rustls::rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let name = tokio_rustls::rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let mut tls = connector.connect(name, tcp).await.unwrap();
+    let read = tokio::time::timeout(Duration::from_secs(20), tls.read(&mut buf)).await;
+    assert!(matches!(read, Ok(Ok(0) | Err(_))), "{read:?}");
+    assert!(stats.timed_out_connections() >= 2, "{stats:?}");
+
+    let got = get_metrics(
+        &client(Some(&fx.ca), None),
+        &server.url("https", "/metrics"),
+    )
+    .await;
+    assert_eq!(got, Ok((200, "ok".to_string())));
+    server.stop().await;
+}
+
+/// The DER of the first certificate in `pem`.
+fn first_cert_der(pem: &str) -> tokio_rustls::rustls::pki_types::CertificateDer<'static> {
+    use tokio_rustls::rustls::pki_types::pem::PemObject;
+    tokio_rustls::rustls::pki_types::CertificateDer::from_pem_slice(pem.as_bytes()).unwrap()
 }
 
 #[tokio::test]
