@@ -158,6 +158,7 @@ fn prepare(
         settings: Settings::from_config(config),
         trace_url: config.otel.trace_url.clone(),
     });
+    shared.init_series();
     Ok((shared, clients))
 }
 
@@ -261,6 +262,7 @@ pub async fn start_with(
     };
 
     let addr = listener.local_addr()?;
+    let tls = web.as_ref().is_some_and(|w| w.tls_config().is_some());
     let router = crate::server::app(current.clone(), telemetry_path, Some(reload_tx.clone()));
     let mut stop = rx;
     let server = tokio::spawn(async move {
@@ -269,7 +271,17 @@ pub async fn start_with(
         })
         .await
     });
-    tracing::info!(%addr, tenants = shared_now(&current).quotas.len(), "exporter listening");
+    // The one start-up line: what runs, where, for whom.
+    let tenants: Vec<String> = shared_now(&current).quotas.keys().cloned().collect();
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        revision = env!("MDE_EXPORTER_REVISION"),
+        %addr,
+        tls,
+        tenants = tenants.join(","),
+        tenant_count = tenants.len(),
+        "exporter listening"
+    );
     Ok(Handle {
         addr,
         current,

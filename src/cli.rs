@@ -26,7 +26,8 @@ pub struct Cli {
     #[arg(
         long = "config.file",
         env = "MDE_EXPORTER_CONFIG_FILE",
-        value_name = "PATH"
+        value_name = "PATH",
+        global = true
     )]
     pub config_file: Option<PathBuf>,
     /// Validate the configuration file and exit (0 valid, 1 invalid).
@@ -56,15 +57,24 @@ pub struct Cli {
         value_name = "PATH"
     )]
     pub state_path: Option<PathBuf>,
-    /// Log level or filter (error, warn, info, debug, trace; or a RUST_LOG-style filter).
+    /// Log level (off, error, warn, info, debug, trace) or a RUST_LOG-style filter such as
+    /// info,mde_liveresponse_exporter=debug. Spans and OTLP log records do not depend on it.
     #[arg(
         long = "log.level",
         env = "MDE_EXPORTER_LOG_LEVEL",
-        default_value = "info"
+        default_value = "info",
+        value_parser = crate::telemetry::parse_level,
+        global = true
     )]
     pub log_level: String,
-    /// Log line format.
-    #[arg(long = "log.format", value_enum, default_value = "json")]
+    /// Log line format: flat JSON (ts, level, msg, then the fields) or logfmt.
+    #[arg(
+        long = "log.format",
+        env = "MDE_EXPORTER_LOG_FORMAT",
+        value_enum,
+        default_value = "json",
+        global = true
+    )]
     pub log_format: LogFormat,
     /// This shard's index (0-based) when tenants are split over several exporters.
     #[arg(long = "shard.index")]
@@ -103,6 +113,34 @@ pub enum Command {
     /// Serve the MDE API simulator alone (token, machine actions, result links, blobs);
     /// the same as the `mde-sim` binary.
     Simulate(mde_sim::cli::SimArgs),
+    /// Print one Live Response result as the API returns it (script name, exit code, output,
+    /// errors; a GetFile result's size), through the same client and quota rules as the
+    /// exporter. Needs --config.file. Without --index, every command of the action.
+    Transcript(TranscriptArgs),
+}
+
+/// Flags of `transcript`.
+#[derive(Debug, Args)]
+pub struct TranscriptArgs {
+    /// The tenant's `name` in the configuration file.
+    #[arg(long = "tenant")]
+    pub tenant: String,
+    /// The machine action's id (as in the alert, the log line or the status page).
+    #[arg(value_name = "ACTION_ID")]
+    pub action_id: String,
+    /// The command's index within the action.
+    #[arg(long = "index")]
+    pub index: Option<u32>,
+}
+
+impl TranscriptArgs {
+    pub fn request(&self) -> crate::transcript::Request {
+        crate::transcript::Request {
+            tenant: self.tenant.clone(),
+            action_id: self.action_id.clone(),
+            index: self.index,
+        }
+    }
 }
 
 /// Where the configuration comes from.
@@ -273,6 +311,32 @@ mod tests {
             err(parse_listen("nope")),
             "--web.listen-address \"nope\" is not host:port: invalid socket address syntax"
         );
+    }
+
+    // See: #12
+    #[test]
+    fn an_unknown_level_word_is_refused_with_the_valid_ones() {
+        let e = Cli::try_parse_from(["x", "--log.level", "verbose"]).unwrap_err();
+        assert!(
+            e.to_string().contains(
+                "unknown log level \"verbose\": use one of off, error, warn, info, debug, trace"
+            ),
+            "{e}"
+        );
+        let ok = Cli::try_parse_from(["x", "--log.level", "info,mde_liveresponse_exporter=debug"]);
+        assert!(ok.is_ok());
+        // The log flags also work after a subcommand.
+        let cli = Cli::try_parse_from([
+            "x",
+            "simulate",
+            "--log.format",
+            "logfmt",
+            "--log.level",
+            "warn",
+        ])
+        .unwrap();
+        assert_eq!(cli.log_format, LogFormat::Logfmt);
+        assert_eq!(cli.log_level, "warn");
     }
 
     #[test]

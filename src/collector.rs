@@ -107,6 +107,15 @@ pub struct TenantCollector {
     client: Client,
     shared: Arc<Shared>,
     pending: Vec<Pending>,
+    /// What the poll in progress did, for its log line.
+    stats: PollStats,
+}
+
+/// Counts for the one info line each poll writes.
+#[derive(Debug, Default, Clone, Copy)]
+struct PollStats {
+    discovered: usize,
+    fetched: usize,
 }
 
 impl TenantCollector {
@@ -116,6 +125,7 @@ impl TenantCollector {
             client,
             shared,
             pending: Vec::new(),
+            stats: PollStats::default(),
         }
     }
 
@@ -145,6 +155,7 @@ impl TenantCollector {
         let span = tracing::Span::current();
         crate::telemetry::record_ids(&span);
         let started = Instant::now();
+        self.stats = PollStats::default();
         let result = self.poll_inner(started).await;
         if let Err(e) = &result {
             crate::telemetry::record_error(&span, &e.to_string());
@@ -173,6 +184,7 @@ impl TenantCollector {
         if let Some(e) = &error {
             tracing::warn!(tenant = %self.tenant.name, error = %e, "poll failed");
         }
+        self.log_poll(started, error.is_none(), pending);
         self.shared.update_status(&self.tenant.name, |s| {
             s.polls += 1;
             s.last_poll_at = Some(Utc::now());
@@ -188,13 +200,42 @@ impl TenantCollector {
         result
     }
 
+    /// One info line per poll: what was found and fetched, what waits, the result-link quota
+    /// left (the smallest of its windows) and how long it took.
+    fn log_poll(&self, started: Instant, ok: bool, waiting: usize) {
+        let link = crate::quota::Endpoint::GetResultDownloadLink.as_str();
+        let quota_left = self
+            .shared
+            .quota_status()
+            .get(&self.tenant.name)
+            .and_then(|ws| {
+                ws.iter()
+                    .filter(|w| w.endpoint == link || w.endpoint == "all")
+                    .map(|w| w.remaining)
+                    .min()
+            });
+        tracing::info!(
+            tenant = %self.tenant.name,
+            ok,
+            discovered = self.stats.discovered,
+            fetched = self.stats.fetched,
+            waiting,
+            quota_left,
+            duration_s = started.elapsed().as_secs_f64(),
+            "poll done"
+        );
+    }
+
     async fn poll_inner(&mut self, started: Instant) -> Result<(), PollError> {
         self.client.ensure_token().await?;
         // Discovery may wait for quota, but not past the next poll.
         let deadline = started + self.shared.settings.poll_interval;
         let discovered = self.discover(deadline).await;
         let actions = match discovered {
-            Ok(a) => a,
+            Ok(a) => {
+                self.stats.discovered = a.len();
+                a
+            }
             // Our own budget has no room for discovery before the next poll: that is the
             // quota policy at work, not a failure. Known results are still fetched.
             Err(PollError::Api(e @ mde::Error::Quota { .. })) => {
@@ -331,7 +372,7 @@ impl TenantCollector {
         let mut queue: VecDeque<Pending> = std::mem::take(&mut self.pending).into();
         while let Some(mut p) = queue.pop_front() {
             match self.fetch(&mut p).await {
-                Ok(()) => {}
+                Ok(()) => self.stats.fetched += 1,
                 Err(PollError::Api(
                     e @ (mde::Error::Quota { .. } | mde::Error::Throttled { .. }),
                 )) => {

@@ -10,7 +10,7 @@ use exporter_web::WebConfig;
 use mde_liveresponse_exporter::app;
 use mde_liveresponse_exporter::cli::{Cli, Command, Settings, Source};
 use mde_liveresponse_exporter::config::Config;
-use mde_liveresponse_exporter::telemetry;
+use mde_liveresponse_exporter::{telemetry, transcript};
 use tokio::net::TcpListener;
 
 fn main() -> ExitCode {
@@ -65,24 +65,39 @@ fn check_config(cli: &Cli) -> ExitCode {
 async fn run(cli: Cli) -> Result<()> {
     // The config comes first: it says how to log and trace.
     let file_config = match (&cli.command, &cli.config_file) {
-        (None, Some(path)) => Some(Config::load(path)?),
+        (None | Some(Command::Transcript(_)), Some(path)) => Some(Config::load(path)?),
+        (Some(Command::Transcript(_)), None) => {
+            anyhow::bail!("transcript needs --config.file (the tenants and their credentials)")
+        }
         _ => None,
     };
     let otel = file_config
         .as_ref()
         .map(|c| c.otel.clone())
         .unwrap_or_default();
-    let provider = telemetry::tracer_provider(&otel).map_err(anyhow::Error::msg)?;
+    // A one-off command sends no spans: nothing waits for them at exit.
+    let pipelines = match &cli.command {
+        Some(Command::Transcript(_)) => telemetry::Pipelines::default(),
+        _ => telemetry::pipelines(&otel).map_err(anyhow::Error::msg)?,
+    };
     let telemetry =
-        telemetry::init(&cli.log_level, cli.log_format, provider).map_err(anyhow::Error::msg)?;
+        telemetry::init(&cli.log_level, cli.log_format, pipelines).map_err(anyhow::Error::msg)?;
     if telemetry.tracing_enabled() {
         tracing::info!(
             endpoint = otel.effective_endpoint(),
+            log_records = telemetry.logs_enabled(),
             "exporting spans over OTLP"
         );
     }
     let result = match &cli.command {
         Some(Command::Simulate(sim)) => sim.run(shutdown_signal()).await,
+        Some(Command::Transcript(args)) => match &file_config {
+            Some(config) => transcript::run(config, &args.request())
+                .await
+                .map(|text| print!("{text}"))
+                .map_err(anyhow::Error::from),
+            None => Err(anyhow::anyhow!("transcript needs --config.file")),
+        },
         None => match cli.settings() {
             Ok(settings) => serve(settings, file_config).await,
             Err(e) => Err(e),

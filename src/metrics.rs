@@ -7,11 +7,13 @@
 use std::sync::LazyLock;
 use std::sync::atomic::AtomicU64;
 
-use prometheus_client::encoding::{EncodeLabelSet, prometheus_text, text};
-use prometheus_client::metrics::counter::Counter;
+use prometheus_client::encoding::{
+    DescriptorEncoder, EncodeLabelSet, EncodeMetric, prometheus_text, text,
+};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::exemplar::{CounterWithExemplar, HistogramWithExemplars};
 use prometheus_client::metrics::family::{Family, MetricConstructor};
-use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::registry::Registry;
 
 /// Content type of the OpenMetrics text format.
@@ -149,6 +151,8 @@ pub struct Metrics {
     pub token_success: Family<TenantLabels, Gauge>,
     pub config_reload_success: Gauge,
     pub config_reload_timestamp: FloatGauge,
+    /// Per-machine series removed from /metrics and the state, by reason (`ttl`, `max_series`).
+    pub series_evicted: Family<ReasonLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -191,6 +195,7 @@ impl Metrics {
             token_success: Family::default(),
             config_reload_success: Gauge::default(),
             config_reload_timestamp: FloatGauge::default(),
+            series_evicted: Family::default(),
         };
         let bg = |s: &str| format!("{s} {BACKGROUND}");
         let r = &mut registry;
@@ -341,9 +346,15 @@ impl Metrics {
         );
         r.register(
             "mde_exporter_otlp_export_failures",
-            "Span batches that could not be exported over OTLP (counted instead of logged)",
+            "Span and log record batches that could not be exported over OTLP (counted instead of logged)",
             OTLP_EXPORT_FAILURES.clone(),
         );
+        r.register(
+            "mde_exporter_series_evicted",
+            "Per-machine series (mde_liveresponse_script_exit_code and its siblings) removed, by reason: ttl (no run within series_ttl) or max_series (the oldest beyond the cap)",
+            m.series_evicted.clone(),
+        );
+        r.register_collector(Box::new(ProcessCollector));
         m.build_info
             .get_or_create(&BuildLabels {
                 version: env!("CARGO_PKG_VERSION").to_string(),
@@ -364,6 +375,112 @@ impl Metrics {
         }
         Ok(out)
     }
+}
+
+/// The standard `process_*` metrics, read from `/proc/self` at scrape time (the names and
+/// meanings of the Prometheus client libraries). On other systems, and for any value `/proc`
+/// does not give, the family is left out rather than reported as 0.
+#[derive(Debug)]
+struct ProcessCollector;
+
+impl prometheus_client::collector::Collector for ProcessCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        for sample in process_samples() {
+            match sample.value {
+                ProcessValue::Counter(v) => {
+                    let c = ConstCounter::new(v);
+                    let e = encoder.encode_descriptor(
+                        sample.name,
+                        sample.help,
+                        None,
+                        c.metric_type(),
+                    )?;
+                    c.encode(e)?;
+                }
+                ProcessValue::Gauge(v) => {
+                    let g = ConstGauge::new(v);
+                    let e = encoder.encode_descriptor(
+                        sample.name,
+                        sample.help,
+                        None,
+                        g.metric_type(),
+                    )?;
+                    g.encode(e)?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+enum ProcessValue {
+    Counter(f64),
+    Gauge(f64),
+}
+
+struct ProcessSample {
+    name: &'static str,
+    help: &'static str,
+    value: ProcessValue,
+}
+
+#[cfg(target_os = "linux")]
+fn process_samples() -> Vec<ProcessSample> {
+    use procfs::process::{LimitValue, Process};
+    let mut out = Vec::new();
+    let Ok(me) = Process::myself() else {
+        return out;
+    };
+    let mut push = |name, help, value| out.push(ProcessSample { name, help, value });
+    if let Ok(stat) = me.stat() {
+        let ticks = procfs::ticks_per_second() as f64;
+        if ticks > 0.0 {
+            push(
+                "process_cpu_seconds",
+                "Total user and system CPU time spent in seconds",
+                ProcessValue::Counter((stat.utime + stat.stime) as f64 / ticks),
+            );
+            if let Ok(boot) = procfs::boot_time_secs() {
+                push(
+                    "process_start_time_seconds",
+                    "Start time of the process since unix epoch in seconds",
+                    ProcessValue::Gauge(boot as f64 + stat.starttime as f64 / ticks),
+                );
+            }
+        }
+        push(
+            "process_virtual_memory_bytes",
+            "Virtual memory size in bytes",
+            ProcessValue::Gauge(stat.vsize as f64),
+        );
+        push(
+            "process_resident_memory_bytes",
+            "Resident memory size in bytes",
+            ProcessValue::Gauge(stat.rss.saturating_mul(procfs::page_size()) as f64),
+        );
+    }
+    if let Ok(n) = me.fd_count() {
+        push(
+            "process_open_fds",
+            "Number of open file descriptors",
+            ProcessValue::Gauge(n as f64),
+        );
+    }
+    if let Ok(limits) = me.limits() {
+        if let LimitValue::Value(max) = limits.max_open_files.soft_limit {
+            push(
+                "process_max_fds",
+                "Maximum number of open file descriptors",
+                ProcessValue::Gauge(max as f64),
+            );
+        }
+    }
+    out
+}
+
+#[cfg(not(target_os = "linux"))]
+fn process_samples() -> Vec<ProcessSample> {
+    Vec::new()
 }
 
 /// Label helpers so call sites stay short.
@@ -414,6 +531,34 @@ mod tests {
         assert!(text.contains("background polls"));
         let om = m.encode(true).unwrap();
         assert!(om.ends_with("# EOF\n"));
+    }
+
+    // See: #12
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn process_metrics_come_from_proc() {
+        let text = Metrics::new().encode(false).unwrap();
+        let value = |name: &str| -> f64 {
+            text.lines()
+                .find_map(|l| l.strip_prefix(&format!("{name} ")))
+                .unwrap_or_else(|| panic!("{name} missing: {text}"))
+                .parse()
+                .unwrap()
+        };
+        assert!(
+            text.contains("# TYPE process_cpu_seconds_total counter"),
+            "{text}"
+        );
+        assert!(value("process_resident_memory_bytes") > 0.0);
+        assert!(value("process_virtual_memory_bytes") >= value("process_resident_memory_bytes"));
+        assert!(value("process_open_fds") >= 3.0);
+        assert!(value("process_max_fds") >= value("process_open_fds"));
+        let now = chrono::Utc::now().timestamp() as f64;
+        let start = value("process_start_time_seconds");
+        assert!(
+            start > now - 86_400.0 && start <= now + 1.0,
+            "{start} vs {now}"
+        );
     }
 
     #[test]

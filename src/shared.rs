@@ -19,6 +19,11 @@ use crate::mde::SharedQuota;
 use crate::metrics::{MachineScriptLabels, Metrics, QuotaLabels};
 use crate::state::{LastRun, State};
 
+/// `reason` of `mde_exporter_series_evicted_total`: no run within `series_ttl`.
+const EVICTED_TTL: &str = "ttl";
+/// `reason` of `mde_exporter_series_evicted_total`: the oldest beyond `max_series`.
+const EVICTED_MAX: &str = "max_series";
+
 /// How many recent transcripts (and errors) the landing page shows per tenant.
 const RECENT: usize = 20;
 
@@ -207,19 +212,106 @@ impl Shared {
             .set(run.end_time.timestamp_millis() as f64 / 1000.0);
     }
 
+    /// Start at 0 every series whose labels are known from the configuration, so that
+    /// dashboards and `rate()` see 0 instead of "No data" until the first event: per tenant
+    /// and API endpoint (throttled, Retry-After, request durations), per tenant and known
+    /// reason (fetch failures, evicted series), per tenant and final action status, and the
+    /// per-tenant counters (polls, files, bytes, invalid actions, pending results). Called
+    /// when a configuration is prepared, so a reload adds its new tenants; values already
+    /// there are kept.
+    pub fn init_series(&self) {
+        use crate::mde::ErrorKind;
+        use crate::metrics::{StatusLabels, endpoint, reason, tenant};
+        use crate::quota::Endpoint;
+        // Every reason a result can be given up for (quota and 429s only pause fetching).
+        const REASONS: [ErrorKind; 9] = [
+            ErrorKind::Token,
+            ErrorKind::NotFound,
+            ErrorKind::Forbidden,
+            ErrorKind::ExpiredLink,
+            ErrorKind::HttpError,
+            ErrorKind::Timeout,
+            ErrorKind::Io,
+            ErrorKind::Malformed,
+            ErrorKind::TooLarge,
+        ];
+        const FINAL: [&str; 4] = ["Succeeded", "Failed", "TimeOut", "Cancelled"];
+        let m = &self.metrics;
+        for t in self.quotas.keys() {
+            for ep in Endpoint::ALL {
+                let labels = endpoint(t, ep.as_str());
+                let _ = m.api_throttled.get_or_create(&labels);
+                let _ = m.retry_after.get_or_create(&labels);
+                let _ = m.api_duration.get_or_create(&labels);
+            }
+            let _ = m
+                .api_duration
+                .get_or_create(&endpoint(t, crate::mde::DOWNLOAD));
+            for r in REASONS {
+                let _ = m.fetch_failures.get_or_create(&reason(t, r.as_str()));
+            }
+            for r in [EVICTED_TTL, EVICTED_MAX] {
+                let _ = m.series_evicted.get_or_create(&reason(t, r));
+            }
+            for status in FINAL {
+                let _ = m.actions.get_or_create(&StatusLabels {
+                    tenant: t.clone(),
+                    status: status.to_string(),
+                });
+            }
+            let labels = tenant(t);
+            let _ = m.poll_duration.get_or_create(&labels);
+            let _ = m.files.get_or_create(&labels);
+            let _ = m.file_bytes.get_or_create(&labels);
+            let _ = m.transcript_bytes.get_or_create(&labels);
+            let _ = m.invalid_actions.get_or_create(&labels);
+            let _ = m.pending_results.get_or_create(&labels);
+        }
+    }
+
     fn expire_series(&self) {
         let ttl =
             chrono::Duration::from_std(self.settings.series_ttl).unwrap_or(chrono::Duration::MAX);
         let cutoff = Utc::now()
             .checked_sub_signed(ttl)
             .unwrap_or(DateTime::<Utc>::MIN_UTC);
-        let removed = match self.with_state(|s| s.expire(cutoff, self.settings.max_series)) {
+        // Which series are past the TTL is known before they go; the rest of what `expire`
+        // removes was evicted by `max_series`.
+        let expired = self.with_state(|s| {
+            let stale: std::collections::BTreeSet<_> = s
+                .last_runs()
+                .iter()
+                .filter(|(_, r)| r.end_time < cutoff)
+                .map(|(k, _)| k.clone())
+                .collect();
+            s.expire(cutoff, self.settings.max_series)
+                .map(|removed| (stale, removed))
+        });
+        let (stale, removed) = match expired {
             Ok(r) => r,
             Err(e) => {
                 tracing::error!(error = %e, "cannot expire per-machine series");
                 return;
             }
         };
+        for key in &removed {
+            let why = if stale.contains(key) {
+                EVICTED_TTL
+            } else {
+                EVICTED_MAX
+            };
+            self.metrics
+                .series_evicted
+                .get_or_create(&crate::metrics::reason(&key.0, why))
+                .inc();
+        }
+        if removed.len() > stale.len() {
+            tracing::warn!(
+                evicted = removed.len() - stale.len(),
+                max_series = self.settings.max_series,
+                "per-machine series over max_series: the oldest were removed"
+            );
+        }
         for (tenant, machine, script) in removed {
             let labels = MachineScriptLabels {
                 tenant,

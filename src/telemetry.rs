@@ -1,19 +1,24 @@
-//! Logs and traces: JSON (default) or logfmt lines on stderr, and OpenTelemetry spans over
-//! OTLP (gRPC or HTTP/protobuf) when an endpoint is configured.
+//! Logs and traces: flat JSON (default) or logfmt lines on stderr, the way Prometheus writes
+//! its own (`ts`, `level`, `msg`, then the fields, each key once), and OpenTelemetry spans and
+//! log records over OTLP (gRPC or HTTP/protobuf) when an endpoint is configured.
 //!
-//! Owns the subscriber, the OTLP pipeline, the ids that tie logs and metric exemplars to the
-//! trace, and flushing at shutdown. Does not own what is logged (see `events`) nor which
+//! Owns the subscriber, the level words, the line format, the OTLP pipelines, the ids that tie
+//! logs and metric exemplars to the trace, and flushing at shutdown. Does not own what is logged (see `events`) nor which
 //! spans exist (they are declared where the work happens).
 
 use std::time::Duration;
 
 use opentelemetry::trace::{TraceContextExt, TracerProvider as _};
 use opentelemetry_otlp::{WithExportConfig, WithHttpConfig};
+use opentelemetry_sdk::logs::{LogBatch, LogExporter, SdkLoggerProvider};
 use opentelemetry_sdk::trace::{SdkTracerProvider, SpanData, SpanExporter};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
+
+mod format;
+use format::FlatFormat;
 
 use crate::config::{OtelConfig, Protocol};
 use crate::metrics::{OTLP_EXPORT_FAILURES, TraceLabel};
@@ -61,6 +66,7 @@ impl OtelConfig {
 /// What `init` set up; keep it until shutdown.
 pub struct Telemetry {
     provider: Option<SdkTracerProvider>,
+    logs: Option<SdkLoggerProvider>,
 }
 
 impl Telemetry {
@@ -68,16 +74,51 @@ impl Telemetry {
         self.provider.is_some()
     }
 
-    /// Flush and stop the span pipeline. The exporters block, so this runs off the runtime.
+    /// Whether events also go out as OpenTelemetry log records.
+    pub fn logs_enabled(&self) -> bool {
+        self.logs.is_some()
+    }
+
+    /// Flush and stop the OTLP pipelines. The exporters block, so this runs off the runtime.
     pub async fn shutdown(self) {
-        if let Some(provider) = self.provider {
-            let _ = tokio::task::spawn_blocking(move || {
+        let (provider, logs) = (self.provider, self.logs);
+        if provider.is_none() && logs.is_none() {
+            return;
+        }
+        let _ = tokio::task::spawn_blocking(move || {
+            // Logs first: a record may name a span that is flushed just after.
+            if let Some(logs) = logs {
+                let _ = logs.force_flush();
+                let _ = logs.shutdown_with_timeout(Duration::from_secs(5));
+            }
+            if let Some(provider) = provider {
                 let _ = provider.force_flush();
                 let _ = provider.shutdown_with_timeout(Duration::from_secs(5));
-            })
-            .await;
-        }
+            }
+        })
+        .await;
     }
+}
+
+/// The OTLP pipelines `init` installs: spans, and log records (on with spans unless
+/// `OTEL_LOGS_EXPORTER=none`).
+#[derive(Default)]
+pub struct Pipelines {
+    pub traces: Option<SdkTracerProvider>,
+    pub logs: Option<SdkLoggerProvider>,
+}
+
+/// Build both OTLP pipelines from one configuration (same endpoint and protocol), or none
+/// when no endpoint is configured. Call inside the Tokio runtime: the gRPC client needs it.
+pub fn pipelines(cfg: &OtelConfig) -> Result<Pipelines, String> {
+    let traces = tracer_provider(cfg)?;
+    let logs_off =
+        OtelConfig::env("OTEL_LOGS_EXPORTER").is_some_and(|v| v.eq_ignore_ascii_case("none"));
+    let logs = match traces.is_some() && !logs_off {
+        true => logger_provider(cfg)?,
+        false => None,
+    };
+    Ok(Pipelines { traces, logs })
 }
 
 /// Counts failed exports instead of letting each one become a log line.
@@ -103,6 +144,87 @@ impl<E: SpanExporter> SpanExporter for CountingExporter<E> {
     }
 }
 
+/// The resource both pipelines describe themselves with.
+fn resource(cfg: &OtelConfig) -> opentelemetry_sdk::Resource {
+    let name = cfg
+        .service_name
+        .clone()
+        .or_else(|| OtelConfig::env("OTEL_SERVICE_NAME"))
+        .unwrap_or_else(|| "mde-liveresponse-exporter".into());
+    opentelemetry_sdk::Resource::builder()
+        .with_service_name(name)
+        .with_attributes([opentelemetry::KeyValue::new(
+            "service.version",
+            env!("CARGO_PKG_VERSION"),
+        )])
+        .build()
+}
+
+/// The HTTP/protobuf URL for a signal (`traces`, `logs`): an explicit signal path is used as
+/// given, another signal's path is swapped, and the base form gets the signal's path.
+fn signal_url(endpoint: &str, signal: &str) -> String {
+    let base = endpoint.trim_end_matches('/');
+    for other in ["traces", "logs", "metrics"] {
+        if let Some(root) = base.strip_suffix(&format!("/v1/{other}")) {
+            return format!("{root}/v1/{signal}");
+        }
+    }
+    format!("{base}/v1/{signal}")
+}
+
+/// Build the log record pipeline to the same endpoint and protocol as the spans.
+fn logger_provider(cfg: &OtelConfig) -> Result<Option<SdkLoggerProvider>, String> {
+    let Some(endpoint) = cfg
+        .endpoint
+        .clone()
+        .or_else(|| OtelConfig::env("OTEL_EXPORTER_OTLP_LOGS_ENDPOINT"))
+        .or_else(|| cfg.effective_endpoint())
+    else {
+        return Ok(None);
+    };
+    let exporter = match cfg.effective_protocol()? {
+        Protocol::Grpc => opentelemetry_otlp::LogExporter::builder()
+            .with_tonic()
+            .with_endpoint(endpoint.clone())
+            .with_timeout(Duration::from_secs(5))
+            .build(),
+        Protocol::HttpProtobuf => opentelemetry_otlp::LogExporter::builder()
+            .with_http()
+            .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
+            .with_endpoint(signal_url(&endpoint, "logs"))
+            .with_timeout(Duration::from_secs(5))
+            .with_headers(Default::default())
+            .build(),
+    }
+    .map_err(|e| format!("OTLP log exporter for {endpoint}: {e}"))?;
+    Ok(Some(
+        SdkLoggerProvider::builder()
+            .with_batch_exporter(CountingLogExporter(exporter))
+            .with_resource(resource(cfg))
+            .build(),
+    ))
+}
+
+/// Counts failed log exports, as [`CountingExporter`] does for spans.
+#[derive(Debug)]
+struct CountingLogExporter<E>(E);
+
+impl<E: LogExporter> LogExporter for CountingLogExporter<E> {
+    async fn export(&self, batch: LogBatch<'_>) -> opentelemetry_sdk::error::OTelSdkResult {
+        let result = self.0.export(batch).await;
+        if result.is_err() {
+            OTLP_EXPORT_FAILURES.inc();
+        }
+        result
+    }
+    fn shutdown_with_timeout(&self, timeout: Duration) -> opentelemetry_sdk::error::OTelSdkResult {
+        self.0.shutdown_with_timeout(timeout)
+    }
+    fn set_resource(&mut self, resource: &opentelemetry_sdk::Resource) {
+        self.0.set_resource(resource);
+    }
+}
+
 /// Build the tracer provider, or `None` when no endpoint is configured. Call inside the
 /// Tokio runtime: the gRPC client needs it.
 pub fn tracer_provider(cfg: &OtelConfig) -> Result<Option<SdkTracerProvider>, String> {
@@ -116,38 +238,18 @@ pub fn tracer_provider(cfg: &OtelConfig) -> Result<Option<SdkTracerProvider>, St
             .with_endpoint(endpoint.clone())
             .with_timeout(Duration::from_secs(5))
             .build(),
-        Protocol::HttpProtobuf => {
-            // An explicit endpoint is used as given; the base form gets the traces path.
-            let url = if endpoint.trim_end_matches('/').ends_with("/v1/traces") {
-                endpoint.clone()
-            } else {
-                format!("{}/v1/traces", endpoint.trim_end_matches('/'))
-            };
-            opentelemetry_otlp::SpanExporter::builder()
-                .with_http()
-                .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
-                .with_endpoint(url)
-                .with_timeout(Duration::from_secs(5))
-                .with_headers(Default::default())
-                .build()
-        }
+        Protocol::HttpProtobuf => opentelemetry_otlp::SpanExporter::builder()
+            .with_http()
+            .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
+            .with_endpoint(signal_url(&endpoint, "traces"))
+            .with_timeout(Duration::from_secs(5))
+            .with_headers(Default::default())
+            .build(),
     }
     .map_err(|e| format!("OTLP exporter for {endpoint}: {e}"))?;
-    let mut resource = opentelemetry_sdk::Resource::builder();
-    let name = cfg
-        .service_name
-        .clone()
-        .or_else(|| OtelConfig::env("OTEL_SERVICE_NAME"))
-        .unwrap_or_else(|| "mde-liveresponse-exporter".into());
-    resource = resource
-        .with_service_name(name)
-        .with_attributes([opentelemetry::KeyValue::new(
-            "service.version",
-            env!("CARGO_PKG_VERSION"),
-        )]);
     let mut builder = SdkTracerProvider::builder()
         .with_batch_exporter(CountingExporter(exporter))
-        .with_resource(resource.build());
+        .with_resource(resource(cfg));
     if let Some(ratio) = cfg.sample_ratio {
         if !(0.0..=1.0).contains(&ratio) {
             return Err(format!("otel.sample_ratio {ratio} must be between 0 and 1"));
@@ -159,57 +261,107 @@ pub fn tracer_provider(cfg: &OtelConfig) -> Result<Option<SdkTracerProvider>, St
     Ok(Some(builder.build()))
 }
 
-/// Install the global subscriber. `RUST_LOG`, when set, wins over `level`. With a tracer
-/// provider, spans are exported too.
-pub fn init(
-    level: &str,
-    format: LogFormat,
-    provider: Option<SdkTracerProvider>,
-) -> Result<Telemetry, String> {
-    let mut filter = match std::env::var("RUST_LOG") {
-        Ok(v) if !v.is_empty() => {
-            EnvFilter::try_new(&v).map_err(|e| format!("RUST_LOG={v:?}: {e}"))?
+/// The level words `--log.level` accepts, least verbose first.
+pub const LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
+
+/// Check a `--log.level` value: a level word, or a `RUST_LOG`-style filter whose bare words
+/// are level words too (a target needs `target=level`). An unknown word would otherwise be
+/// taken for a target name and silence every line. Used by clap as the flag's value parser.
+pub fn parse_level(value: &str) -> Result<String, String> {
+    let value = value.trim();
+    if value.is_empty() {
+        return Err(format!("empty log level: use one of {}", LEVELS.join(", ")));
+    }
+    for part in value.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let bare = !part.contains(['=', '[', ':']);
+        if bare && !LEVELS.iter().any(|l| l.eq_ignore_ascii_case(part)) {
+            return Err(format!(
+                "unknown log level {part:?}: use one of {} (or a filter such as info,mde_liveresponse_exporter=debug)",
+                LEVELS.join(", ")
+            ));
         }
-        _ => EnvFilter::try_new(level).map_err(|e| format!("--log.level={level:?}: {e}"))?,
-    };
-    // The OpenTelemetry SDK reports export problems through `tracing`; they are counted in
-    // mde_exporter_otlp_export_failures_total instead of repeated on every batch.
-    for quiet in [
-        "opentelemetry=off",
-        "opentelemetry_sdk=off",
-        "opentelemetry_otlp=off",
-        "h2=warn",
-        "tonic=warn",
-        "hyper=warn",
-    ] {
-        if let Ok(d) = quiet.parse() {
+    }
+    EnvFilter::try_new(value).map_err(|e| format!("log filter {value:?}: {e}"))?;
+    Ok(value.to_string())
+}
+
+/// Crates whose own logs are noise, or feed back into the OTLP pipeline that reports them.
+/// The OpenTelemetry SDK reports export problems through `tracing`; they are counted in
+/// mde_exporter_otlp_export_failures_total instead of repeated on every batch.
+const QUIET: [&str; 6] = [
+    "opentelemetry=off",
+    "opentelemetry_sdk=off",
+    "opentelemetry_otlp=off",
+    "h2=warn",
+    "tonic=warn",
+    "hyper=warn",
+];
+
+fn filter(base: &str) -> Result<EnvFilter, String> {
+    let mut filter = EnvFilter::try_new(base).map_err(|e| format!("{base:?}: {e}"))?;
+    for d in QUIET {
+        if let Ok(d) = d.parse() {
             filter = filter.add_directive(d);
         }
     }
-    let fmt = match format {
-        LogFormat::Json => tracing_subscriber::fmt::layer()
-            .json()
-            .with_current_span(true)
-            .with_span_list(false)
-            .with_writer(std::io::stderr)
-            .boxed(),
-        LogFormat::Logfmt => tracing_logfmt::builder()
-            .layer()
-            .with_writer(std::io::stderr)
-            .boxed(),
+    Ok(filter)
+}
+
+/// The log lines' filter: `RUST_LOG` when set, else `--log.level`.
+fn log_filter(level: &str) -> Result<EnvFilter, String> {
+    match std::env::var("RUST_LOG") {
+        Ok(v) if !v.trim().is_empty() => {
+            let v = parse_level(&v).map_err(|e| format!("RUST_LOG: {e}"))?;
+            filter(&v)
+        }
+        _ => {
+            let level = parse_level(level).map_err(|e| format!("--log.level: {e}"))?;
+            filter(&level)
+        }
+    }
+}
+
+/// Install the global subscriber: log lines on stderr filtered by `level` (`RUST_LOG`, when
+/// set, wins), and with a [`Pipelines`] the spans and log records over OTLP. Spans have a
+/// filter of their own (info), so that a quieter `--log.level` never switches off traces and
+/// exemplars; log records go out for every info (or worse) event of the exporter itself,
+/// with the trace context of the span they happen in.
+pub fn init(level: &str, format: LogFormat, pipelines: Pipelines) -> Result<Telemetry, String> {
+    let lines = tracing_subscriber::fmt::layer()
+        .fmt_fields(tracing_subscriber::fmt::format::JsonFields::new())
+        .event_format(FlatFormat { format })
+        .with_writer(std::io::stderr)
+        .with_filter(log_filter(level)?);
+    let spans = match &pipelines.traces {
+        Some(p) => Some(
+            tracing_opentelemetry::layer()
+                .with_tracer(p.tracer("mde-liveresponse-exporter"))
+                .with_filter(filter("info")?),
+        ),
+        None => None,
     };
-    let otel = provider.as_ref().map(|p| {
-        tracing_opentelemetry::layer()
-            .with_tracer(p.tracer("mde-liveresponse-exporter"))
-            .boxed()
-    });
+    let records = match &pipelines.logs {
+        Some(p) => Some(
+            opentelemetry_appender_tracing::layer::OpenTelemetryTracingBridge::new(p)
+                // Only the exporter's own events: the HTTP and OTLP crates logging through
+                // the pipeline that carries their logs would feed on themselves.
+                .with_filter(
+                    EnvFilter::try_new("off,mde_liveresponse_exporter=info")
+                        .map_err(|e| e.to_string())?,
+                ),
+        ),
+        None => None,
+    };
     tracing_subscriber::registry()
-        .with(filter)
-        .with(otel)
-        .with(fmt)
+        .with(spans)
+        .with(records)
+        .with(lines)
         .try_init()
         .map_err(|e| e.to_string())?;
-    Ok(Telemetry { provider })
+    Ok(Telemetry {
+        provider: pipelines.traces,
+        logs: pipelines.logs,
+    })
 }
 
 /// The OpenTelemetry ids of a span, when it is being traced.

@@ -33,14 +33,11 @@ fn spawn(config: &std::path::Path, state: &std::path::Path) -> Binary {
 fn counted(logs: &[String]) -> Vec<(String, u32)> {
     logs.iter()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|v| v["fields"]["event"] == "transcript")
+        .filter(|v| v["event"] == "transcript")
         .map(|v| {
             (
-                v["fields"]["action_id"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_string(),
-                v["fields"]["index"].as_u64().unwrap_or(u64::MAX) as u32,
+                v["action_id"].as_str().unwrap_or_default().to_string(),
+                v["index"].as_u64().unwrap_or(u64::MAX) as u32,
             )
         })
         .collect()

@@ -189,8 +189,9 @@ impl Binary {
         for line in lines.by_ref() {
             let line = line.unwrap();
             if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
-                if v["fields"]["message"] == "exporter listening" {
-                    addr = v["fields"]["addr"].as_str().and_then(|a| a.parse().ok());
+                // Flat JSON lines: `msg`, then the fields (see: #12).
+                if v["msg"] == "exporter listening" {
+                    addr = v["addr"].as_str().and_then(|a| a.parse().ok());
                 }
             }
             head.push(line);
