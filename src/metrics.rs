@@ -437,32 +437,32 @@ fn process_samples() -> Vec<ProcessSample> {
         if ticks > 0.0 {
             push(
                 "process_cpu_seconds",
-                "Total user and system CPU time spent in seconds",
+                "Total user and system CPU time spent in seconds.",
                 ProcessValue::Counter((stat.utime + stat.stime) as f64 / ticks),
             );
             if let Ok(boot) = procfs::boot_time_secs() {
                 push(
                     "process_start_time_seconds",
-                    "Start time of the process since unix epoch in seconds",
+                    "Start time of the process since unix epoch in seconds.",
                     ProcessValue::Gauge(boot as f64 + stat.starttime as f64 / ticks),
                 );
             }
         }
         push(
             "process_virtual_memory_bytes",
-            "Virtual memory size in bytes",
+            "Virtual memory size in bytes.",
             ProcessValue::Gauge(stat.vsize as f64),
         );
         push(
             "process_resident_memory_bytes",
-            "Resident memory size in bytes",
+            "Resident memory size in bytes.",
             ProcessValue::Gauge(stat.rss.saturating_mul(procfs::page_size()) as f64),
         );
     }
     if let Ok(n) = me.fd_count() {
         push(
             "process_open_fds",
-            "Number of open file descriptors",
+            "Number of open file descriptors.",
             ProcessValue::Gauge(n as f64),
         );
     }
@@ -470,7 +470,7 @@ fn process_samples() -> Vec<ProcessSample> {
         if let LimitValue::Value(max) = limits.max_open_files.soft_limit {
             push(
                 "process_max_fds",
-                "Maximum number of open file descriptors",
+                "Maximum number of open file descriptors.",
                 ProcessValue::Gauge(max as f64),
             );
         }

@@ -33,6 +33,14 @@ const DOCUMENTED: &[&str] = &[
     "mde_exporter_poll_success",
     "mde_exporter_last_poll_success_timestamp_seconds",
     "mde_exporter_poll_duration_seconds",
+    // See: #12
+    "mde_exporter_series_evicted_total",
+    "process_cpu_seconds_total",
+    "process_resident_memory_bytes",
+    "process_virtual_memory_bytes",
+    "process_open_fds",
+    "process_max_fds",
+    "process_start_time_seconds",
 ];
 
 async fn populated_exporter() -> (mde_liveresponse_exporter::app::Handle, mde_sim::Simulator) {
