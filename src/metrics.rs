@@ -466,14 +466,14 @@ fn process_samples() -> Vec<ProcessSample> {
             ProcessValue::Gauge(n as f64),
         );
     }
-    if let Ok(limits) = me.limits() {
-        if let LimitValue::Value(max) = limits.max_open_files.soft_limit {
-            push(
-                "process_max_fds",
-                "Maximum number of open file descriptors.",
-                ProcessValue::Gauge(max as f64),
-            );
-        }
+    if let Ok(limits) = me.limits()
+        && let LimitValue::Value(max) = limits.max_open_files.soft_limit
+    {
+        push(
+            "process_max_fds",
+            "Maximum number of open file descriptors.",
+            ProcessValue::Gauge(max as f64),
+        );
     }
     out
 }

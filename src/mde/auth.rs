@@ -81,10 +81,10 @@ impl TokenSource {
     /// A valid token, from the cache or freshly requested.
     pub async fn token(&self) -> Result<String, TokenError> {
         let mut cached = self.cached.lock().await;
-        if let Some(c) = cached.as_ref() {
-            if Instant::now() < c.renew_at {
-                return Ok(c.token.clone());
-            }
+        if let Some(c) = cached.as_ref()
+            && Instant::now() < c.renew_at
+        {
+            return Ok(c.token.clone());
         }
         let result = self.request().await;
         let ok = result.is_ok();
