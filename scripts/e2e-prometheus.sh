@@ -83,13 +83,13 @@ echo "on 127.0.0.1:$otlp_port"
 
 echo "== exporter (demo) on 127.0.0.1:$exporter_port, spans to the OTLP receiver"
 # A short batch delay so spans arrive within a second of the exemplars that name them. The log
-# level is info because --log.level filters spans too: at warn there are no spans, hence no
-# trace ids and no exemplars.
+# level is warn on purpose: spans have their own filter, so quiet logs keep the traces and the
+# exemplars (#12). The receiver takes traces only: no log records are sent.
 OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:$otlp_port" OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf \
-OTEL_SERVICE_NAME=mde-liveresponse-exporter-e2e OTEL_BSP_SCHEDULE_DELAY=200 \
+OTEL_SERVICE_NAME=mde-liveresponse-exporter-e2e OTEL_BSP_SCHEDULE_DELAY=200 OTEL_LOGS_EXPORTER=none \
 "$bin" --demo --demo.time-scale=60 --demo.noisy-neighbour --demo.actions=2000 --demo.seed=42 \
     --web.listen-address="127.0.0.1:$exporter_port" --state.path="$tmp/state.redb" \
-    --log.level=info --log.format=json >"$tmp/exporter.log" 2>&1 &
+    --log.level=warn --log.format=json >"$tmp/exporter.log" 2>&1 &
 pids+=($!)
 
 # Rules with every `for:` shortened (see the header).
