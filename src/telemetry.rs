@@ -3,8 +3,8 @@
 //! log records over OTLP (gRPC or HTTP/protobuf) when an endpoint is configured.
 //!
 //! Owns the subscriber, the level words, the line format, the OTLP pipelines, the ids that tie
-//! logs and metric exemplars to the trace, and flushing at shutdown. Does not own what is logged (see `events`) nor which
-//! spans exist (they are declared where the work happens).
+//! logs and metric exemplars to the trace, and flushing at shutdown. Does not own what is
+//! logged (see `events`) nor which spans exist (they are declared where the work happens).
 
 use std::time::Duration;
 
@@ -114,9 +114,10 @@ pub fn pipelines(cfg: &OtelConfig) -> Result<Pipelines, String> {
     let traces = tracer_provider(cfg)?;
     let logs_off =
         OtelConfig::env("OTEL_LOGS_EXPORTER").is_some_and(|v| v.eq_ignore_ascii_case("none"));
-    let logs = match traces.is_some() && !logs_off {
-        true => logger_provider(cfg)?,
-        false => None,
+    let logs = if traces.is_some() && !logs_off {
+        logger_provider(cfg)?
+    } else {
+        None
     };
     Ok(Pipelines { traces, logs })
 }
@@ -390,4 +391,51 @@ pub fn current_trace_label() -> Option<TraceLabel> {
 /// Mark the current span failed, with a message (shown as the span status).
 pub fn record_error(span: &tracing::Span, message: &str) {
     span.set_status(opentelemetry::trace::Status::error(message.to_string()));
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    // See: #12
+    #[test]
+    fn log_records_go_to_the_logs_path_of_the_same_endpoint() {
+        assert_eq!(signal_url("http://c:4318", "logs"), "http://c:4318/v1/logs");
+        assert_eq!(
+            signal_url("http://c:4318/", "traces"),
+            "http://c:4318/v1/traces"
+        );
+        // A traces-specific endpoint gives its collector's logs path.
+        assert_eq!(
+            signal_url("http://c:4318/v1/traces", "logs"),
+            "http://c:4318/v1/logs"
+        );
+        assert_eq!(
+            signal_url("http://c:4318/v1/traces", "traces"),
+            "http://c:4318/v1/traces"
+        );
+    }
+
+    // See: #12
+    #[test]
+    fn level_words_and_filters() {
+        for ok in [
+            "info",
+            "WARN",
+            "off",
+            "info,hyper=debug",
+            "mde_liveresponse_exporter::collector",
+        ] {
+            assert!(parse_level(ok).is_ok(), "{ok}");
+        }
+        assert_eq!(
+            parse_level("info,loud").unwrap_err(),
+            "unknown log level \"loud\": use one of off, error, warn, info, debug, trace (or a filter such as info,mde_liveresponse_exporter=debug)"
+        );
+        assert_eq!(
+            parse_level(" ").unwrap_err(),
+            "empty log level: use one of off, error, warn, info, debug, trace"
+        );
+    }
 }
