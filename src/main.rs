@@ -28,10 +28,14 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // A one-off command's error is its answer, on stderr once; a server's is also logged.
+    let one_off = matches!(cli.command, Some(Command::Transcript(_)));
     match runtime.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!(error = format!("{e:#}"), "exiting");
+            if !one_off {
+                tracing::error!(error = format!("{e:#}"), "exiting");
+            }
             eprintln!("mde-liveresponse-exporter: {e:#}");
             ExitCode::FAILURE
         }
@@ -92,10 +96,18 @@ async fn run(cli: Cli) -> Result<()> {
     let result = match &cli.command {
         Some(Command::Simulate(sim)) => sim.run(shutdown_signal()).await,
         Some(Command::Transcript(args)) => match &file_config {
-            Some(config) => transcript::run(config, &args.request())
-                .await
-                .map(|text| print!("{text}"))
-                .map_err(anyhow::Error::from),
+            Some(config) => match transcript::run(config, &args.request()).await {
+                Ok(printed) => {
+                    print!("{}", printed.text);
+                    match printed.unreadable {
+                        0 => Ok(()),
+                        n => Err(anyhow::anyhow!(
+                            "{n} result(s) could not be read (see above)"
+                        )),
+                    }
+                }
+                Err(e) => Err(e.into()),
+            },
             None => Err(anyhow::anyhow!("transcript needs --config.file")),
         },
         None => match cli.settings() {

@@ -61,32 +61,32 @@ pub enum Error {
         index: u32,
         kind: String,
     },
-    #[error("tenant {tenant}: {source}")]
+    /// The API error's text is in the message, so it is not also a `source` (which
+    /// `{:#}` would print a second time).
+    #[error("tenant {tenant}: {error}")]
     Api {
         tenant: String,
-        #[source]
-        source: crate::mde::Error,
+        error: crate::mde::Error,
     },
     #[error(transparent)]
     Start(#[from] crate::app::Error),
 }
 
 /// Fetch and render what `req` asks for.
-pub async fn run(config: &Config, req: &Request) -> Result<String, Error> {
+pub async fn run(config: &Config, req: &Request) -> Result<Printed, Error> {
     let tenant = find_tenant(config, &req.tenant)?;
     let http = crate::app::http_client(config.request_timeout)?;
     let quota = Arc::new(Mutex::new(Quota::new(&tenant.quota)));
-    let client = Client::new(tenant, http, quota, Arc::new(Metrics::new())).map_err(|source| {
-        Error::Api {
+    let client =
+        Client::new(tenant, http, quota, Arc::new(Metrics::new())).map_err(|error| Error::Api {
             tenant: tenant.name.clone(),
-            source,
-        }
-    })?;
+            error,
+        })?;
     // The same quota rules as the collector: wait for room, but not for ever.
     let wait = || QuotaWait::Until(Instant::now() + config.request_timeout);
-    let api = |source| Error::Api {
+    let api = |error| Error::Api {
         tenant: tenant.name.clone(),
-        source,
+        error,
     };
     let action = match client.get_machine_action(&req.action_id, wait()).await {
         Ok(a) => a,
@@ -99,42 +99,78 @@ pub async fn run(config: &Config, req: &Request) -> Result<String, Error> {
         Err(e) => return Err(api(e)),
     };
     let wanted = select(&action, req.index)?;
-    let mut out = header(&action);
+    let mut text = header(&action);
+    let mut unreadable = 0;
     for index in wanted {
         let Some(c) = action.commands.iter().find(|c| c.index == index) else {
             continue;
         };
-        let _ = writeln!(out, "\n--- index {index}: {} ---", describe(c));
+        let _ = writeln!(text, "\n--- index {index}: {} ---", describe(c));
         if let Some(reason) = no_result(&action, c) {
-            let _ = writeln!(out, "{reason}");
+            let _ = writeln!(text, "{reason}");
             continue;
         }
-        let link = client
-            .get_result_download_link(&action.id, index, wait())
-            .await
-            .map_err(api)?;
-        match c.command.kind {
-            CommandType::RunScript => {
-                let what = format!("transcript of {} index {index}", action.id);
-                let t = client
-                    .fetch_transcript(&link, config.max_transcript_bytes, &what)
-                    .await
-                    .map_err(api)?;
-                let _ = writeln!(out, "script_name: {}", t.script_name);
-                let _ = writeln!(out, "exit_code: {}", t.exit_code);
-                let _ = writeln!(out, "script_output:\n{}", t.script_output.trim_end());
-                let _ = writeln!(out, "script_errors:\n{}", t.script_errors.trim_end());
-            }
-            _ => {
-                let size = client.measure_file(&link).await.map_err(api)?;
-                let _ = writeln!(
-                    out,
-                    "size: {size} bytes (gzip-compressed as the API serves it; not downloaded)"
-                );
+        match fetch(&client, config, &action.id, c, wait()).await {
+            Ok(result) => text.push_str(&result),
+            // One command asked for: its error is the answer. Every command: the others are
+            // still shown, and the exit status says something could not be read.
+            Err(e) if req.index.is_some() => return Err(api(e)),
+            Err(e) => {
+                unreadable += 1;
+                let _ = writeln!(text, "error: {e}");
             }
         }
     }
+    Ok(Printed { text, unreadable })
+}
+
+/// What `run` prints, and how many results could not be read.
+#[derive(Debug)]
+pub struct Printed {
+    pub text: String,
+    pub unreadable: usize,
+}
+
+/// The result of one command, as text.
+async fn fetch(
+    client: &Client,
+    config: &Config,
+    action_id: &str,
+    c: &crate::mde::model::Command,
+    wait: QuotaWait,
+) -> Result<String, crate::mde::Error> {
+    let link = client
+        .get_result_download_link(action_id, c.index, wait)
+        .await?;
+    let mut out = String::new();
+    match c.command.kind {
+        CommandType::RunScript => {
+            let what = format!("transcript of {action_id} index {}", c.index);
+            let t = client
+                .fetch_transcript(&link, config.max_transcript_bytes, &what)
+                .await?;
+            let _ = writeln!(out, "script_name: {}", t.script_name);
+            let _ = writeln!(out, "exit_code: {}", t.exit_code);
+            let _ = writeln!(out, "script_output:\n{}", or_empty(&t.script_output));
+            let _ = writeln!(out, "script_errors:\n{}", or_empty(&t.script_errors));
+        }
+        _ => {
+            let size = client.measure_file(&link).await?;
+            let _ = writeln!(
+                out,
+                "size: {size} bytes (gzip-compressed as the API serves it; not downloaded)"
+            );
+        }
+    }
     Ok(out)
+}
+
+/// The text without trailing blank lines, or `(empty)`.
+fn or_empty(text: &str) -> &str {
+    match text.trim_end() {
+        "" => "(empty)",
+        t => t,
+    }
 }
 
 fn find_tenant<'a>(config: &'a Config, name: &str) -> Result<&'a Tenant, Error> {
