@@ -1,6 +1,11 @@
 //! Notable events: one struct each, whose `emit()` both logs and counts, so that logs and
 //! metrics cannot drift apart.
 //!
+//! Every event here at `info` or above also goes out as an OpenTelemetry log record with the
+//! trace context of the span it is emitted in, when OTLP is configured: `telemetry` sends
+//! all of this crate's events (keep the target under `mde_liveresponse_exporter`), so a new
+//! event needs nothing more.
+//!
 //! Owns the structured log fields of the per-transcript event and of fetch failures. Does not
 //! own the per-machine gauges (the collector decides which run is the latest).
 
