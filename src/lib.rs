@@ -28,6 +28,7 @@
 #![forbid(unsafe_code)]
 
 pub mod app;
+pub mod certificate;
 pub mod cli;
 pub mod collector;
 pub mod config;
