@@ -340,7 +340,7 @@ pub async fn start_demo(opts: &DemoOptions) -> Result<(Simulator, Config, JoinHa
             name: "demo".into(),
             tenant_id: tenant_id.to_string(),
             client_id: client_id.to_string(),
-            client_secret: Secret::new(secret),
+            auth: crate::config::Auth::ClientSecret(Secret::new(secret)),
             api_url: url(&base)?,
             login_url: url(&base)?,
             audience: crate::config::Cloud::Commercial.audience().to_string(),

@@ -1,8 +1,11 @@
 //! Configuration: the YAML file (`--config.file`), secret resolution and validation.
 //!
 //! Owns the file schema (unknown keys are errors), `${ENV_VAR}` expansion, `client_secret_file`,
-//! cloud → URL mapping and every check that turns raw YAML into a [`Config`] the rest of the
-//! exporter can trust. Does not own command-line parsing (see `main.rs`) nor reloading.
+//! the `auth:` block (which method, which files, the AKS `AZURE_*` variables), cloud and region
+//! → URL mapping and every check that turns raw YAML into a [`Config`] the rest of the
+//! exporter can trust. Does not own command-line parsing (see `main.rs`) nor reloading, nor
+//! getting tokens (`mde::auth`); the only module it uses is the pure `certificate`, to refuse
+//! a wrong or expired certificate at load.
 
 use std::collections::BTreeSet;
 use std::fmt;
@@ -229,14 +232,24 @@ impl Default for RawTranscriptLog {
 #[serde(deny_unknown_fields)]
 struct RawTenant {
     name: String,
-    tenant_id: String,
-    client_id: String,
+    /// Required except for workload identity (`AZURE_TENANT_ID`) and managed identity.
+    #[serde(default)]
+    tenant_id: Option<String>,
+    /// Required except for workload identity (`AZURE_CLIENT_ID`) and managed identity.
+    #[serde(default)]
+    client_id: Option<String>,
+    /// The pre-`auth:` form of `method: client_secret`; still accepted.
     #[serde(default)]
     client_secret: Option<String>,
     #[serde(default)]
     client_secret_file: Option<PathBuf>,
     #[serde(default)]
+    auth: Option<RawAuth>,
+    #[serde(default)]
     cloud: Cloud,
+    /// A regional host of `api.security.microsoft.com` (commercial cloud only).
+    #[serde(default)]
+    region: Option<Region>,
     #[serde(default)]
     api_url: Option<String>,
     #[serde(default)]
@@ -255,6 +268,108 @@ struct RawTenant {
     scripts: Vec<String>,
     #[serde(default)]
     quota: QuotaConfig,
+}
+
+/// How a tenant signs in: the `auth:` block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthMethod {
+    ClientSecret,
+    Certificate,
+    WorkloadIdentity,
+    ManagedIdentity,
+}
+
+impl AuthMethod {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuthMethod::ClientSecret => "client_secret",
+            AuthMethod::Certificate => "certificate",
+            AuthMethod::WorkloadIdentity => "workload_identity",
+            AuthMethod::ManagedIdentity => "managed_identity",
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAuth {
+    method: AuthMethod,
+    #[serde(default)]
+    client_secret: Option<String>,
+    #[serde(default)]
+    client_secret_file: Option<PathBuf>,
+    #[serde(default)]
+    certificate_file: Option<PathBuf>,
+    #[serde(default)]
+    key_file: Option<PathBuf>,
+    #[serde(default)]
+    token_file: Option<String>,
+    #[serde(default)]
+    client_id: Option<String>,
+    #[serde(default)]
+    endpoint: Option<String>,
+}
+
+/// The Azure instance metadata service's token endpoint (managed identity).
+pub const IMDS_TOKEN_URL: &str = "http://169.254.169.254/metadata/identity/oauth2/token";
+
+/// A validated sign-in method. Files are named, not read: the token source reads them again
+/// for every token request, so rotated certificates and projected tokens are picked up.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Auth {
+    ClientSecret(Secret),
+    /// A PEM certificate, and its PEM key (`None`: in the certificate file).
+    Certificate {
+        certificate_file: PathBuf,
+        key_file: Option<PathBuf>,
+    },
+    /// A federated token file (AKS workload identity), read for every token request.
+    WorkloadIdentity {
+        token_file: PathBuf,
+    },
+    /// The instance metadata endpoint; `client_id` picks a user-assigned identity.
+    ManagedIdentity {
+        client_id: Option<String>,
+        endpoint: Url,
+    },
+}
+
+impl Auth {
+    pub fn method(&self) -> AuthMethod {
+        match self {
+            Auth::ClientSecret(_) => AuthMethod::ClientSecret,
+            Auth::Certificate { .. } => AuthMethod::Certificate,
+            Auth::WorkloadIdentity { .. } => AuthMethod::WorkloadIdentity,
+            Auth::ManagedIdentity { .. } => AuthMethod::ManagedIdentity,
+        }
+    }
+}
+
+/// The regional hosts of `api.security.microsoft.com`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Region {
+    Us,
+    Eu,
+    Uk,
+    Au,
+    Swa,
+    Ina,
+}
+
+impl Region {
+    /// e.g. `https://eu.api.security.microsoft.com`.
+    pub fn api_url(self) -> &'static str {
+        match self {
+            Region::Us => "https://us.api.security.microsoft.com",
+            Region::Eu => "https://eu.api.security.microsoft.com",
+            Region::Uk => "https://uk.api.security.microsoft.com",
+            Region::Au => "https://au.api.security.microsoft.com",
+            Region::Swa => "https://swa.api.security.microsoft.com",
+            Region::Ina => "https://ina.api.security.microsoft.com",
+        }
+    }
 }
 
 fn default_poll_interval() -> Duration {
@@ -327,9 +442,11 @@ impl Default for Selectors {
 pub struct Tenant {
     /// The `tenant` label value.
     pub name: String,
+    /// Empty only with managed identity, which needs neither.
     pub tenant_id: String,
     pub client_id: String,
-    pub client_secret: Secret,
+    /// How to get a token.
+    pub auth: Auth,
     /// API base, without a trailing slash, e.g. `https://api.securitycenter.microsoft.com`.
     pub api_url: Url,
     /// Login authority, e.g. `https://login.microsoftonline.com`.
@@ -466,12 +583,9 @@ impl Config {
                     format!("duplicate tenant name {:?}", t.name),
                 ));
             }
-            let tenant_id = expand(&t.tenant_id, env).map_err(|m| invalid(key("tenant_id"), m))?;
-            let client_id = expand(&t.client_id, env).map_err(|m| invalid(key("client_id"), m))?;
+            let (tenant_id, client_id, auth) =
+                resolve_auth(&t, path, env).map_err(|(k, m)| invalid(key(&k), m))?;
             for (field, v) in [("tenant_id", &tenant_id), ("client_id", &client_id)] {
-                if v.trim().is_empty() {
-                    return Err(invalid(key(field), "must not be empty".into()));
-                }
                 if v.contains('/') || v.contains('?') || v.contains('#') {
                     return Err(invalid(
                         key(field),
@@ -479,43 +593,29 @@ impl Config {
                     ));
                 }
             }
-            let secret = match (&t.client_secret, &t.client_secret_file) {
-                (Some(_), Some(_)) => {
+            let (mut api_default, mut login_default, audience_default) = t.cloud.urls();
+            if let Some(region) = t.region {
+                if t.cloud != Cloud::Commercial {
                     return Err(invalid(
-                        key("client_secret"),
-                        "set either client_secret or client_secret_file, not both".into(),
+                        key("region"),
+                        "regional hosts exist only in the commercial cloud".into(),
                     ));
                 }
-                (None, None) => {
+                if t.api_url.is_some() {
                     return Err(invalid(
-                        key("client_secret"),
-                        "one of client_secret or client_secret_file is required".into(),
+                        key("region"),
+                        "set either region or api_url, not both".into(),
                     ));
                 }
-                (Some(s), None) => expand(s, env).map_err(|m| invalid(key("client_secret"), m))?,
-                (None, Some(file)) => {
-                    // Relative paths are relative to the config file, not the working dir.
-                    let file = match path.parent() {
-                        Some(dir) if file.is_relative() => dir.join(file),
-                        _ => file.clone(),
-                    };
-                    std::fs::read_to_string(&file).map_err(|e| {
-                        invalid(
-                            key("client_secret_file"),
-                            format!("cannot read {}: {e}", file.display()),
-                        )
-                    })?
-                }
-                .trim_end_matches(['\r', '\n'])
-                .to_string(),
-            };
-            if secret.is_empty() {
-                return Err(invalid(
-                    key("client_secret"),
-                    "the client secret is empty".into(),
-                ));
+                api_default = region.api_url();
             }
-            let (api_default, login_default, audience_default) = t.cloud.urls();
+            // AKS workload identity names the authority it federates with.
+            let authority = env("AZURE_AUTHORITY_HOST");
+            if auth.method() == AuthMethod::WorkloadIdentity {
+                if let Some(a) = authority.as_deref().filter(|a| !a.is_empty()) {
+                    login_default = a;
+                }
+            }
             let api_url = parse_url(t.api_url.as_deref().unwrap_or(api_default))
                 .map_err(|m| invalid(key("api_url"), m))?;
             let login_url = parse_url(t.login_url.as_deref().unwrap_or(login_default))
@@ -555,7 +655,7 @@ impl Config {
                 name: t.name,
                 tenant_id,
                 client_id,
-                client_secret: Secret(secret),
+                auth,
                 api_url,
                 login_url,
                 audience,
@@ -603,6 +703,222 @@ fn is_safe_id(v: &str) -> bool {
     !v.is_empty()
         && v.chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.' || c == '_')
+}
+
+/// The tenant id, client id and sign-in method of a raw tenant; errors are (key under the
+/// tenant, message). The old tenant-level `client_secret`/`client_secret_file` keys are
+/// `method: client_secret` and keep their old error texts.
+fn resolve_auth(
+    t: &RawTenant,
+    path: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<(String, String, Auth), (String, String)> {
+    let legacy = t.client_secret.is_some() || t.client_secret_file.is_some();
+    let (raw, prefix) = match &t.auth {
+        Some(_) if legacy => {
+            return Err((
+                "client_secret".into(),
+                "set the secret inside auth: or at the tenant, not both".into(),
+            ));
+        }
+        Some(a) => (
+            RawAuth {
+                method: a.method,
+                client_secret: a.client_secret.clone(),
+                client_secret_file: a.client_secret_file.clone(),
+                certificate_file: a.certificate_file.clone(),
+                key_file: a.key_file.clone(),
+                token_file: a.token_file.clone(),
+                client_id: a.client_id.clone(),
+                endpoint: a.endpoint.clone(),
+            },
+            "auth.",
+        ),
+        None => (
+            RawAuth {
+                method: AuthMethod::ClientSecret,
+                client_secret: t.client_secret.clone(),
+                client_secret_file: t.client_secret_file.clone(),
+                certificate_file: None,
+                key_file: None,
+                token_file: None,
+                client_id: None,
+                endpoint: None,
+            },
+            "",
+        ),
+    };
+    let k = |field: &str| format!("{prefix}{field}");
+    let method = raw.method;
+    // Keys of another method are mistakes, not silently ignored settings.
+    let used: &[&str] = match method {
+        AuthMethod::ClientSecret => &["client_secret", "client_secret_file"],
+        AuthMethod::Certificate => &["certificate_file", "key_file"],
+        AuthMethod::WorkloadIdentity => &["token_file"],
+        AuthMethod::ManagedIdentity => &["client_id", "endpoint"],
+    };
+    let present = [
+        ("client_secret", raw.client_secret.is_some()),
+        ("client_secret_file", raw.client_secret_file.is_some()),
+        ("certificate_file", raw.certificate_file.is_some()),
+        ("key_file", raw.key_file.is_some()),
+        ("token_file", raw.token_file.is_some()),
+        ("client_id", raw.client_id.is_some()),
+        ("endpoint", raw.endpoint.is_some()),
+    ];
+    if let Some((field, _)) = present.iter().find(|(f, set)| *set && !used.contains(f)) {
+        return Err((k(field), format!("not used by method {}", method.as_str())));
+    }
+    // Relative paths are relative to the config file, not the working dir.
+    let relative = |file: &Path| match path.parent() {
+        Some(dir) if file.is_relative() => dir.join(file),
+        _ => file.to_path_buf(),
+    };
+    let id = |field: &str,
+              value: &Option<String>,
+              azure_var: &str|
+     -> Result<String, (String, String)> {
+        let value = match value {
+            Some(v) => expand(v, env).map_err(|m| (field.to_string(), m))?,
+            None => match method {
+                AuthMethod::WorkloadIdentity => env(azure_var).ok_or_else(|| {
+                    (
+                        field.to_string(),
+                        format!("not set, and {azure_var} is not set"),
+                    )
+                })?,
+                AuthMethod::ManagedIdentity => String::new(),
+                _ => {
+                    return Err((
+                        field.to_string(),
+                        format!("required for method {}", method.as_str()),
+                    ));
+                }
+            },
+        };
+        if value.trim().is_empty() && method != AuthMethod::ManagedIdentity {
+            return Err((field.to_string(), "must not be empty".into()));
+        }
+        Ok(value)
+    };
+    let tenant_id = id("tenant_id", &t.tenant_id, "AZURE_TENANT_ID")?;
+    let client_id = id("client_id", &t.client_id, "AZURE_CLIENT_ID")?;
+    let auth = match method {
+        AuthMethod::ClientSecret => {
+            let secret = match (&raw.client_secret, &raw.client_secret_file) {
+                (Some(_), Some(_)) => {
+                    return Err((
+                        k("client_secret"),
+                        "set either client_secret or client_secret_file, not both".into(),
+                    ));
+                }
+                (None, None) => {
+                    return Err((
+                        k("client_secret"),
+                        "one of client_secret or client_secret_file is required".into(),
+                    ));
+                }
+                (Some(s), None) => expand(s, env).map_err(|m| (k("client_secret"), m))?,
+                (None, Some(file)) => {
+                    let file = relative(file);
+                    std::fs::read_to_string(&file).map_err(|e| {
+                        (
+                            k("client_secret_file"),
+                            format!("cannot read {}: {e}", file.display()),
+                        )
+                    })?
+                }
+            }
+            .trim_end_matches(['\r', '\n'])
+            .to_string();
+            if secret.is_empty() {
+                return Err((k("client_secret"), "the client secret is empty".into()));
+            }
+            Auth::ClientSecret(Secret(secret))
+        }
+        AuthMethod::Certificate => {
+            let Some(cert) = &raw.certificate_file else {
+                return Err((
+                    k("certificate_file"),
+                    "required for method certificate".into(),
+                ));
+            };
+            let certificate_file = relative(cert);
+            let key_file = raw.key_file.as_deref().map(relative);
+            // Checked now, so that `--config.check` and a reload catch a wrong or expired
+            // certificate; the token source reads the files again for every token.
+            let checked =
+                crate::certificate::Certificate::load(&certificate_file, key_file.as_deref())
+                    .map_err(|m| (k("certificate_file"), m))?;
+            checked
+                .check_valid_at(chrono::Utc::now().timestamp())
+                .map_err(|m| (k("certificate_file"), m))?;
+            Auth::Certificate {
+                certificate_file,
+                key_file,
+            }
+        }
+        AuthMethod::WorkloadIdentity => {
+            let file = match &raw.token_file {
+                Some(f) => expand(f, env).map_err(|m| (k("token_file"), m))?,
+                None => env("AZURE_FEDERATED_TOKEN_FILE").ok_or_else(|| {
+                    (
+                        k("token_file"),
+                        "not set, and AZURE_FEDERATED_TOKEN_FILE is not set".into(),
+                    )
+                })?,
+            };
+            let token_file = relative(Path::new(&file));
+            if let Err(e) = std::fs::metadata(&token_file) {
+                return Err((
+                    k("token_file"),
+                    format!("cannot read {}: {e}", token_file.display()),
+                ));
+            }
+            Auth::WorkloadIdentity { token_file }
+        }
+        AuthMethod::ManagedIdentity => {
+            let endpoint = match &raw.endpoint {
+                Some(e) => parse_metadata_url(e).map_err(|m| (k("endpoint"), m))?,
+                None => parse_metadata_url(IMDS_TOKEN_URL).map_err(|m| (k("endpoint"), m))?,
+            };
+            let client_id = match &raw.client_id {
+                Some(c) => {
+                    let c = expand(c, env).map_err(|m| (k("client_id"), m))?;
+                    if !is_safe_id(&c) {
+                        return Err((k("client_id"), format!("{c:?} is not a valid client id")));
+                    }
+                    Some(c)
+                }
+                None => None,
+            };
+            Auth::ManagedIdentity {
+                client_id,
+                endpoint,
+            }
+        }
+    };
+    Ok((tenant_id, client_id, auth))
+}
+
+/// The metadata endpoint is plain http on a link-local address (or loopback in tests).
+fn parse_metadata_url(s: &str) -> Result<Url, String> {
+    let url = Url::parse(s).map_err(|e| format!("{s:?} is not a valid URL: {e}"))?;
+    let local = match url.host() {
+        Some(url::Host::Domain(d)) => d == "localhost",
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback() || ip.is_link_local(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    };
+    if !(url.scheme() == "https" || (url.scheme() == "http" && local)) {
+        return Err(format!(
+            "{s:?}: plain http is only allowed for link-local and loopback hosts"
+        ));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(format!("{s:?}: must not have a query or fragment"));
+    }
+    Ok(url)
 }
 
 /// Expand `${VAR}` references; an unset variable is an error naming it.
@@ -684,7 +1000,7 @@ tenants:
         let c = parse(GOOD).unwrap();
         assert_eq!(c.poll_interval, Duration::from_secs(60));
         let t = &c.tenants[0];
-        assert_eq!(t.client_secret.expose(), "s3cret");
+        assert_eq!(t.auth, Auth::ClientSecret(Secret::new("s3cret")));
         assert_eq!(t.quota.per_minute, 100);
         assert_eq!(t.quota.per_hour, 1500);
         assert_eq!(t.selectors.lookback, Duration::from_secs(86400));
@@ -696,7 +1012,7 @@ tenants:
             t.scope(),
             "https://api.securitycenter.microsoft.com/.default"
         );
-        assert_eq!(format!("{:?}", t.client_secret), "Secret(<redacted>)");
+        assert_eq!(format!("{:?}", t.auth), "ClientSecret(Secret(<redacted>))");
     }
 
     #[test]
@@ -768,7 +1084,105 @@ tenants:
             &format!("client_secret_file: {}", f.display()),
         );
         let c = parse(&text).unwrap();
-        assert_eq!(c.tenants[0].client_secret.expose(), "from-file");
+        assert_eq!(
+            c.tenants[0].auth,
+            Auth::ClientSecret(Secret::new("from-file"))
+        );
+    }
+
+    // See: #10
+    #[test]
+    fn auth_block_methods() {
+        let base = "tenants:\n  - name: t\n    tenant_id: tid\n    client_id: cid\n    auth:\n";
+        let c = parse(&format!(
+            "{base}      method: client_secret\n      client_secret: ${{MDE_SECRET}}\n"
+        ))
+        .unwrap();
+        assert_eq!(c.tenants[0].auth, Auth::ClientSecret(Secret::new("s3cret")));
+        let c = parse(&format!(
+            "{base}      method: managed_identity\n      client_id: 2222-aaaa\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            c.tenants[0].auth,
+            Auth::ManagedIdentity {
+                client_id: Some("2222-aaaa".into()),
+                endpoint: Url::parse(IMDS_TOKEN_URL).unwrap(),
+            }
+        );
+        // Managed identity needs neither tenant_id nor client_id.
+        let c =
+            parse("tenants:\n  - name: t\n    auth:\n      method: managed_identity\n").unwrap();
+        assert_eq!(c.tenants[0].tenant_id, "");
+    }
+
+    // See: #10
+    #[test]
+    fn auth_errors_name_the_key() {
+        let base = "tenants:\n  - name: t\n    tenant_id: tid\n    client_id: cid\n    auth:\n";
+        let cases = [
+            (
+                format!("{base}      method: managed_identity\n      key_file: k.pem\n"),
+                "config file cfg.yml: tenants[0].auth.key_file: not used by method managed_identity",
+            ),
+            (
+                format!("{base}      method: certificate\n"),
+                "config file cfg.yml: tenants[0].auth.certificate_file: required for method certificate",
+            ),
+            (
+                format!("{base}      method: workload_identity\n"),
+                "config file cfg.yml: tenants[0].auth.token_file: not set, and AZURE_FEDERATED_TOKEN_FILE is not set",
+            ),
+            (
+                format!(
+                    "{base}      method: managed_identity\n      endpoint: http://imds.example.com/token\n"
+                ),
+                "config file cfg.yml: tenants[0].auth.endpoint: \"http://imds.example.com/token\": plain http is only allowed for link-local and loopback hosts",
+            ),
+            (
+                format!("{base}      method: client_secret\n      client_secret: x\n")
+                    .replace("    auth:", "    client_secret: y\n    auth:"),
+                "config file cfg.yml: tenants[0].client_secret: set the secret inside auth: or at the tenant, not both",
+            ),
+            (
+                "tenants:\n  - name: t\n    client_id: cid\n    client_secret: x\n".to_string(),
+                "config file cfg.yml: tenants[0].tenant_id: required for method client_secret",
+            ),
+        ];
+        for (text, want) in cases {
+            assert_eq!(parse(&text).unwrap_err().to_string(), want, "{text}");
+        }
+        let err = parse(&format!("{base}      method: kerberos\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with(
+                "config file cfg.yml: tenants[0].auth.method: unknown variant `kerberos`"
+            ),
+            "{err}"
+        );
+    }
+
+    // See: #10
+    #[test]
+    fn region_picks_the_regional_host() {
+        let c = parse(&format!("{GOOD}    region: eu\n")).unwrap();
+        assert_eq!(
+            c.tenants[0].api_url.as_str(),
+            "https://eu.api.security.microsoft.com/"
+        );
+        // The audience stays the one the API expects.
+        assert_eq!(
+            c.tenants[0].scope(),
+            "https://api.securitycenter.microsoft.com/.default"
+        );
+        let err = parse(&format!("{GOOD}    region: eu\n    cloud: gcc\n"))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "config file cfg.yml: tenants[0].region: regional hosts exist only in the commercial cloud"
+        );
     }
 
     #[test]

@@ -58,6 +58,15 @@ fn bad_configs_name_the_problem() {
             "bad-yaml.yml",
             "config file tests/fixtures/config/bad-yaml.yml: ",
         ),
+        // See: #10
+        (
+            "bad-auth-key.yml",
+            "config file tests/fixtures/config/bad-auth-key.yml: tenants[0].auth.certificate_file: not used by method managed_identity",
+        ),
+        (
+            "bad-token-file.yml",
+            "config file tests/fixtures/config/bad-token-file.yml: tenants[0].auth.token_file: cannot read /nonexistent/azure-identity-token: No such file or directory",
+        ),
         (
             "missing.yml",
             "cannot read config file tests/fixtures/config/missing.yml: No such file or directory",

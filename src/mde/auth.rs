@@ -1,9 +1,14 @@
-//! OAuth2 client-credentials tokens for one tenant, cached and renewed before expiry.
+//! Tokens for one tenant, by the tenant's sign-in method, cached and renewed before expiry.
 //!
-//! The flow itself is the `oauth2` crate's; this module owns the cache, the renewal margin,
-//! the adapter from `oauth2`'s HTTP interface to our reqwest client, and the `token` endpoint
-//! metrics. It never logs or returns the secret or the token in an error.
+//! Methods: a client secret, a certificate (a signed client assertion), AKS workload identity
+//! (the federated token file as the client assertion, read again for every request) and
+//! managed identity (the instance metadata endpoint). The client-credentials flow itself is
+//! the `oauth2` crate's and the assertion is `certificate`'s; this module owns the cache, the
+//! renewal margin, the adapter from `oauth2`'s HTTP interface to our reqwest client, the
+//! metadata request, and the `token` endpoint metrics (one per request, whatever the method).
+//! It never logs or returns a secret, an assertion or a token in an error.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,7 +20,7 @@ use oauth2::{
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 
-use crate::config::Tenant;
+use crate::config::{Auth, Tenant};
 use crate::metrics::{Metrics, RequestLabels, endpoint, tenant};
 
 type Oauth =
@@ -36,8 +41,32 @@ struct Cached {
     renew_at: Instant,
 }
 
+/// `client_assertion_type` of a JWT client assertion (RFC 7523).
+const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
+
+/// What is sent to prove who we are, besides the client id.
+enum Credential {
+    /// Set on the `oauth2` client.
+    Secret,
+    /// A client assertion signed with the certificate's key; files read per request.
+    Certificate {
+        certificate_file: PathBuf,
+        key_file: Option<PathBuf>,
+    },
+    /// The federated token file is the client assertion; read per request.
+    Federated { token_file: PathBuf },
+    /// `GET {endpoint}?api-version=2018-02-01&resource=…[&client_id=…]`, `Metadata: true`.
+    Metadata {
+        endpoint: url::Url,
+        client_id: Option<String>,
+        resource: String,
+    },
+}
+
 /// A bearer token source for one tenant.
 pub struct TokenSource {
+    credential: Credential,
+    client_id: String,
     oauth: Oauth,
     scope: String,
     token_url: String,
@@ -63,11 +92,41 @@ impl TokenSource {
             url: token_url.clone(),
             message: e.to_string(),
         })?;
-        let oauth = BasicClient::new(ClientId::new(t.client_id.clone()))
-            .set_client_secret(ClientSecret::new(t.client_secret.expose().to_string()))
+        let mut oauth = BasicClient::new(ClientId::new(t.client_id.clone()))
             .set_auth_type(AuthType::RequestBody)
             .set_token_uri(url);
+        let credential = match &t.auth {
+            Auth::ClientSecret(secret) => {
+                oauth = oauth.set_client_secret(ClientSecret::new(secret.expose().to_string()));
+                Credential::Secret
+            }
+            Auth::Certificate {
+                certificate_file,
+                key_file,
+            } => Credential::Certificate {
+                certificate_file: certificate_file.clone(),
+                key_file: key_file.clone(),
+            },
+            Auth::WorkloadIdentity { token_file } => Credential::Federated {
+                token_file: token_file.clone(),
+            },
+            Auth::ManagedIdentity {
+                client_id,
+                endpoint,
+            } => Credential::Metadata {
+                endpoint: endpoint.clone(),
+                client_id: client_id.clone(),
+                // IMDS speaks v1: a resource, not a scope.
+                resource: t.audience.trim_end_matches('/').to_string(),
+            },
+        };
+        let token_url = match &credential {
+            Credential::Metadata { endpoint, .. } => endpoint.to_string(),
+            _ => token_url,
+        };
         Ok(TokenSource {
+            credential,
+            client_id: t.client_id.clone(),
             oauth,
             scope: t.scope(),
             token_url,
@@ -120,30 +179,159 @@ impl TokenSource {
     }
 
     async fn request_inner(&self) -> Result<Cached, TokenError> {
+        let started = Instant::now();
+        let fail = |message: String| TokenError {
+            url: self.token_url.clone(),
+            message,
+        };
+        let assertion = match &self.credential {
+            Credential::Secret => None,
+            Credential::Certificate {
+                certificate_file,
+                key_file,
+            } => {
+                let cert =
+                    crate::certificate::Certificate::load(certificate_file, key_file.as_deref())
+                        .map_err(fail)?;
+                Some(
+                    cert.assertion(&self.client_id, &self.token_url, unix_now())
+                        .map_err(fail)?,
+                )
+            }
+            Credential::Federated { token_file } => {
+                let text = tokio::fs::read_to_string(token_file).await.map_err(|e| {
+                    fail(format!(
+                        "cannot read federated token file {}: {e}",
+                        token_file.display()
+                    ))
+                })?;
+                let text = text.trim();
+                if text.is_empty() {
+                    return Err(fail(format!(
+                        "federated token file {} is empty",
+                        token_file.display()
+                    )));
+                }
+                Some(text.to_string())
+            }
+            Credential::Metadata {
+                endpoint,
+                client_id,
+                resource,
+            } => {
+                let (token, lifetime) = self
+                    .metadata_token(endpoint, client_id.as_deref(), resource)
+                    .await
+                    .map_err(fail)?;
+                return Ok(cached(token, started, lifetime));
+            }
+        };
         let send = OauthHttp {
             http: self.http.clone(),
             metrics: self.metrics.clone(),
             tenant: self.tenant.clone(),
         };
-        let started = Instant::now();
-        let resp = self
+        let mut exchange = self
             .oauth
             .exchange_client_credentials()
-            .add_scope(Scope::new(self.scope.clone()))
+            .add_scope(Scope::new(self.scope.clone()));
+        if let Some(assertion) = assertion {
+            exchange = exchange
+                .add_extra_param("client_assertion_type", JWT_BEARER)
+                .add_extra_param("client_assertion", assertion);
+        }
+        let resp = exchange
             .request_async(&send)
             .await
-            .map_err(|e| TokenError {
-                url: self.token_url.clone(),
-                message: describe(&e),
-            })?;
+            .map_err(|e| fail(describe(&e)))?;
         let lifetime = resp.expires_in().unwrap_or(Duration::from_secs(3599));
-        // Renew with a margin: 5 minutes, or a tenth of short lifetimes (simulator, tests).
-        let margin = Duration::from_secs(300).min(lifetime / 10);
-        Ok(Cached {
-            token: resp.access_token().secret().clone(),
-            renew_at: started + lifetime.saturating_sub(margin),
-        })
+        Ok(cached(
+            resp.access_token().secret().clone(),
+            started,
+            lifetime,
+        ))
     }
+
+    /// A token from the instance metadata endpoint (Azure IMDS answers v1 shapes: strings).
+    async fn metadata_token(
+        &self,
+        endpoint: &url::Url,
+        client_id: Option<&str>,
+        resource: &str,
+    ) -> Result<(String, Duration), String> {
+        let mut url = endpoint.clone();
+        url.query_pairs_mut()
+            .append_pair("api-version", "2018-02-01")
+            .append_pair("resource", resource);
+        if let Some(id) = client_id {
+            url.query_pairs_mut().append_pair("client_id", id);
+        }
+        let started = Instant::now();
+        let result = self.http.get(url).header("Metadata", "true").send().await;
+        let code = match &result {
+            Ok(resp) => resp.status().as_u16().to_string(),
+            Err(_) => "error".to_string(),
+        };
+        meter(&self.metrics, &self.tenant, started, code);
+        let resp = result
+            .map_err(|e| format!("request failed: {}", super::error_chain(&e.without_url())))?;
+        let status = resp.status();
+        let body = super::read_capped(resp, 1024 * 1024)
+            .await
+            .map_err(|e| e.to_string())?;
+        let json: serde_json::Value = serde_json::from_slice(&body)
+            .map_err(|e| format!("unreadable metadata answer (HTTP {status}): {e}"))?;
+        if !status.is_success() {
+            let error = json["error"].as_str().unwrap_or("error");
+            let description = json["error_description"].as_str().unwrap_or_default();
+            return Err(format!("HTTP {}: {error}: {description}", status.as_u16()));
+        }
+        let Some(token) = json["access_token"].as_str().filter(|t| !t.is_empty()) else {
+            return Err("metadata answer has no access_token".into());
+        };
+        // IMDS sends numbers as strings ("3599"); accept either.
+        let lifetime = match &json["expires_in"] {
+            serde_json::Value::String(s) => s.parse::<u64>().ok(),
+            v => v.as_u64(),
+        }
+        .map(Duration::from_secs)
+        .unwrap_or(Duration::from_secs(3599));
+        Ok((token.to_string(), lifetime))
+    }
+}
+
+/// Seconds since the epoch, for assertion claims.
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or_default()
+}
+
+/// A token asked for at `started` and valid for `lifetime`.
+fn cached(token: String, started: Instant, lifetime: Duration) -> Cached {
+    // Renew with a margin: 5 minutes, or a tenth of short lifetimes (simulator, tests).
+    let margin = Duration::from_secs(300).min(lifetime / 10);
+    Cached {
+        token,
+        renew_at: started + lifetime.saturating_sub(margin),
+    }
+}
+
+/// One request to the `token` endpoint (whatever the method), in the API metrics.
+fn meter(metrics: &Metrics, tenant: &str, started: Instant, code: String) {
+    metrics
+        .api_requests
+        .get_or_create(&RequestLabels {
+            tenant: tenant.to_string(),
+            endpoint: "token".into(),
+            code,
+        })
+        .inc_by(1, None, None);
+    metrics
+        .api_duration
+        .get_or_create(&endpoint(tenant, "token"))
+        .observe(started.elapsed().as_secs_f64(), None, None);
 }
 
 /// Our reqwest client behind `oauth2`'s HTTP interface, metering the `token` endpoint.
@@ -167,18 +355,7 @@ impl<'c> oauth2::AsyncHttpClient<'c> for OauthHttp {
                 Ok(resp) => resp.status().as_u16().to_string(),
                 Err(_) => "error".to_string(),
             };
-            self.metrics
-                .api_requests
-                .get_or_create(&RequestLabels {
-                    tenant: self.tenant.clone(),
-                    endpoint: "token".into(),
-                    code,
-                })
-                .inc_by(1, None, None);
-            self.metrics
-                .api_duration
-                .get_or_create(&endpoint(&self.tenant, "token"))
-                .observe(started.elapsed().as_secs_f64(), None, None);
+            meter(&self.metrics, &self.tenant, started, code);
             result
         })
     }

@@ -15,9 +15,12 @@
 //! - `routes`: HTTP handlers, error bodies, the order of checks.
 //! - `throttle`: the sliding windows.
 //! - `filter`: the `$filter` language.
+//! - `identity`: client assertions (certificate, federated token) and the managed-identity
+//!   metadata endpoint.
 
 pub mod cli;
 mod filter;
+mod identity;
 mod routes;
 mod scenario;
 mod throttle;
@@ -31,6 +34,7 @@ use chrono::{DateTime, Timelike as _, Utc};
 use sha2::{Digest, Sha256};
 use tokio::time::Instant;
 
+pub use identity::Identity;
 use scenario::{Blob, SimAction};
 use throttle::Throttle;
 
@@ -246,6 +250,8 @@ struct Mutable {
     throttles: HashMap<(String, &'static str), Throttle>,
     stats: Stats,
     faults: FaultState,
+    /// Certificates, federated tokens and managed identities of the app registration.
+    identity: identity::IdentityState,
 }
 
 struct Inner {

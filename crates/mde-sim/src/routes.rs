@@ -48,6 +48,10 @@ pub fn router(sim: Simulator) -> Router {
         .route("/api/machineactions/{id}/{op}", get(action_function))
         .route("/api/v1.0/machineactions/{id}/{op}", get(action_function))
         .route("/blob/{*path}", get(blob))
+        .route(
+            "/metadata/identity/oauth2/token",
+            get(super::identity::metadata_token),
+        )
         .with_state(sim)
 }
 
@@ -55,7 +59,7 @@ fn correlation_id() -> String {
     scenario::guid(&mut rand::rng())
 }
 
-fn json_response(status: StatusCode, body: String) -> Response {
+pub(crate) fn json_response(status: StatusCode, body: String) -> Response {
     (
         status,
         [(header::CONTENT_TYPE, "application/json; charset=utf-8")],
@@ -64,7 +68,7 @@ fn json_response(status: StatusCode, body: String) -> Response {
         .into_response()
 }
 
-fn json_ok(body: &impl Serialize) -> Response {
+pub(crate) fn json_ok(body: &impl Serialize) -> Response {
     match serde_json::to_string(body) {
         Ok(text) => json_response(StatusCode::OK, text),
         Err(e) => api_error(
@@ -143,7 +147,12 @@ fn blob_not_found(now: DateTime<Utc>) -> Response {
 }
 
 /// An AAD token error body; the `AADSTS` number goes into `error_codes` and `error_uri`.
-fn token_error(status: StatusCode, error: &str, aadsts: u32, description: &str) -> Response {
+pub(crate) fn token_error(
+    status: StatusCode,
+    error: &str,
+    aadsts: u32,
+    description: &str,
+) -> Response {
     let now = Utc::now().format("%Y-%m-%d %H:%M:%SZ").to_string();
     let (trace, correlation) = (correlation_id(), correlation_id());
     let body = serde_json::json!({
@@ -229,7 +238,7 @@ fn injected_failure(sim: &Simulator, endpoint: &str, status: u16) -> Response {
 }
 
 /// Count the request, wait out an injected delay, and answer an injected failure or 429.
-async fn intake(sim: &Simulator, endpoint: &'static str) -> Result<(), Response> {
+pub(crate) async fn intake(sim: &Simulator, endpoint: &'static str) -> Result<(), Response> {
     let delay = {
         let mut st = sim.inner.lock();
         *st.stats.requests.entry(endpoint.to_string()).or_insert(0) += 1;
@@ -388,6 +397,28 @@ async fn issue_token(
             "The provided value for scope is not valid. Client credential flows must have a scope value with /.default suffixed to the resource identifier (application ID URI).",
         ));
     }
+    if form.contains_key("client_assertion") || form.contains_key("client_assertion_type") {
+        // Certificate or federated credential: the client id is in the form.
+        let id = form.get("client_id").cloned().unwrap_or_default();
+        if id != cfg.client_id {
+            return Err(unknown_app(&id, tenant));
+        }
+        let base = base_url(headers);
+        let audiences = [
+            format!("{base}/{tenant}/oauth2/v2.0/token"),
+            format!("{base}/{tenant}/oauth2/token"),
+        ];
+        super::identity::check_assertion(
+            sim,
+            &id,
+            form.get("client_assertion_type").map(String::as_str),
+            form.get("client_assertion")
+                .map(String::as_str)
+                .unwrap_or_default(),
+            &audiences,
+        )?;
+        return Ok(issue_grant(sim, id));
+    }
     let (id, secret) = match (form.get("client_id"), form.get("client_secret")) {
         (Some(i), Some(s)) => (i.clone(), s.clone()),
         (form_id, _) => {
@@ -396,14 +427,7 @@ async fn issue_token(
         }
     };
     if id != cfg.client_id {
-        return Err(token_error(
-            StatusCode::BAD_REQUEST,
-            "unauthorized_client",
-            700016,
-            &format!(
-                "Application with identifier '{id}' was not found in the directory '{tenant}'."
-            ),
-        ));
+        return Err(unknown_app(&id, tenant));
     }
     if secret != cfg.client_secret {
         return Err(token_error(
@@ -415,6 +439,21 @@ async fn issue_token(
             ),
         ));
     }
+    Ok(issue_grant(sim, id))
+}
+
+fn unknown_app(id: &str, tenant: &str) -> Response {
+    token_error(
+        StatusCode::BAD_REQUEST,
+        "unauthorized_client",
+        700016,
+        &format!("Application with identifier '{id}' was not found in the directory '{tenant}'."),
+    )
+}
+
+/// A new bearer token for `client_id` (whose quota windows it spends), and its lifetime.
+pub(crate) fn issue_grant(sim: &Simulator, client_id: String) -> (String, Duration) {
+    let cfg = &sim.inner.cfg;
     let token = format!(
         "eyJ0eXAiOiJKV1QiLCJhbGciOiJub25lIn0.sim.{}",
         correlation_id().replace('-', "")
@@ -422,11 +461,11 @@ async fn issue_token(
     sim.inner.lock().tokens.insert(
         token.clone(),
         Grant {
-            client_id: id,
+            client_id,
             expires: Instant::now() + cfg.token_ttl,
         },
     );
-    Ok((token, cfg.token_ttl))
+    (token, cfg.token_ttl)
 }
 
 fn form(body: &Bytes) -> HashMap<String, String> {
