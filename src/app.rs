@@ -164,13 +164,22 @@ fn prepare(
 
 fn launch(shared: &Arc<Shared>, clients: TenantClients) -> Collectors {
     let (stop, rx) = watch::channel(false);
-    let tasks = clients
-        .into_iter()
-        .map(|(t, client)| {
-            let collector = TenantCollector::new(t, client, shared.clone());
-            tokio::spawn(collector.run(rx.clone()))
-        })
-        .collect();
+    // Machine context is rebuilt by the new refreshes' first read, so that a label that
+    // changed across a reload never leaves two info series for one machine.
+    shared.metrics.machine_info.clear();
+    shared.metrics.machine_tag.clear();
+    let mut tasks = Vec::with_capacity(clients.len() * 2);
+    for (t, client) in clients {
+        let refresh = crate::machines::MachineRefresh::new(
+            t.name.clone(),
+            client.sibling(),
+            shared.clone(),
+            t.machine_context.clone(),
+        );
+        tasks.push(tokio::spawn(refresh.run(rx.clone())));
+        let collector = TenantCollector::new(t, client, shared.clone());
+        tasks.push(tokio::spawn(collector.run(rx.clone())));
+    }
     Collectors { stop, tasks }
 }
 
@@ -346,6 +355,10 @@ pub async fn start_demo(opts: &DemoOptions) -> Result<(Simulator, Config, JoinHa
             audience: crate::config::Cloud::Commercial.audience().to_string(),
             selectors: Selectors::default(),
             quota: QuotaConfig::default().time_scaled(scale),
+            machine_context: crate::config::MachineContext {
+                tags: vec![regex::Regex::new("^(?:.*)$").map_err(|e| Error::Http(e.to_string()))?],
+                interval: Duration::from_secs(3600).div_f64(scale),
+            },
         }],
         ..Config::default()
     };

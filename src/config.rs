@@ -268,6 +268,12 @@ struct RawTenant {
     scripts: Vec<String>,
     #[serde(default)]
     quota: QuotaConfig,
+    /// Regexes over machine tags; a matching tag becomes an `mde_machine_tag` series.
+    #[serde(default)]
+    machine_tags: Vec<String>,
+    /// How often machine context is read again with `GET /api/machines`.
+    #[serde(default = "default_machine_info_interval", with = "humantime_serde")]
+    machine_info_interval: Duration,
 }
 
 /// How a tenant signs in: the `auth:` block.
@@ -387,6 +393,9 @@ fn default_max_series() -> usize {
 fn default_request_timeout() -> Duration {
     Duration::from_secs(30)
 }
+fn default_machine_info_interval() -> Duration {
+    Duration::from_secs(3600)
+}
 fn default_lookback() -> Duration {
     Duration::from_secs(24 * 3600)
 }
@@ -455,6 +464,28 @@ pub struct Tenant {
     pub audience: String,
     pub selectors: Selectors,
     pub quota: QuotaConfig,
+    /// The machine-context refresh: which tags become labels, and how often.
+    pub machine_context: MachineContext,
+}
+
+/// What the slow `GET /api/machines` refresh reads and exposes for a tenant.
+#[derive(Debug, Clone)]
+pub struct MachineContext {
+    /// Tags matching one of these (anchored) regexes become `mde_machine_tag` series; none
+    /// by default, so no tag becomes a label unless asked for.
+    pub tags: Vec<regex::Regex>,
+    /// Every machine with per-machine series is read again this often (default 1 h);
+    /// machines new to the exporter are read at the next poll interval.
+    pub interval: Duration,
+}
+
+impl Default for MachineContext {
+    fn default() -> Self {
+        MachineContext {
+            tags: Vec::new(),
+            interval: default_machine_info_interval(),
+        }
+    }
 }
 
 impl Tenant {
@@ -651,6 +682,23 @@ impl Config {
                     ));
                 }
             }
+            let mut tags = Vec::with_capacity(t.machine_tags.len());
+            for (j, pattern) in t.machine_tags.iter().enumerate() {
+                // Anchored: `pci` allows the tag "pci", not "not-pci-scope".
+                let re = regex::Regex::new(&format!("^(?:{pattern})$")).map_err(|e| {
+                    invalid(
+                        key(&format!("machine_tags[{j}]")),
+                        format!("invalid regular expression: {e}"),
+                    )
+                })?;
+                tags.push(re);
+            }
+            if t.machine_info_interval < Duration::from_secs(1) {
+                return Err(invalid(
+                    key("machine_info_interval"),
+                    "must be at least 1s".into(),
+                ));
+            }
             tenants.push(Tenant {
                 name: t.name,
                 tenant_id,
@@ -667,6 +715,10 @@ impl Config {
                     scripts: t.scripts,
                 },
                 quota: t.quota,
+                machine_context: MachineContext {
+                    tags,
+                    interval: t.machine_info_interval,
+                },
             });
         }
         Ok(Config {
@@ -1182,6 +1234,35 @@ tenants:
         assert_eq!(
             err,
             "config file cfg.yml: tenants[0].region: regional hosts exist only in the commercial cloud"
+        );
+    }
+
+    // See: #10
+    #[test]
+    fn machine_tags_are_anchored_regexes() {
+        let c = parse(&format!(
+            "{GOOD}    machine_tags: ['pci|tier0', 'team-.*']\n    machine_info_interval: 30m\n"
+        ))
+        .unwrap();
+        let mc = &c.tenants[0].machine_context;
+        assert_eq!(mc.interval, Duration::from_secs(1800));
+        let allowed = |tag: &str| mc.tags.iter().any(|r| r.is_match(tag));
+        assert!(allowed("pci") && allowed("team-red"));
+        assert!(!allowed("not-pci-scope"));
+        assert!(
+            parse(GOOD).unwrap().tenants[0]
+                .machine_context
+                .tags
+                .is_empty()
+        );
+        let err = parse(&format!("{GOOD}    machine_tags: ['(']\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with(
+                "config file cfg.yml: tenants[0].machine_tags[0]: invalid regular expression: "
+            ),
+            "{err}"
         );
     }
 

@@ -33,6 +33,7 @@ pub mod cli;
 pub mod collector;
 pub mod config;
 pub mod events;
+pub mod machines;
 pub mod mde;
 pub mod metrics;
 pub mod quota;

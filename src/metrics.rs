@@ -87,6 +87,27 @@ pub struct QuotaLabels {
     pub window: String,
 }
 
+/// `mde_machine_info`: machine context for routing alerts, from `GET /api/machines`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
+pub struct MachineInfoLabels {
+    pub tenant: String,
+    /// The `computerDnsName`, as in the per-machine script series.
+    pub machine: String,
+    pub machine_id: String,
+    /// The device group (`rbacGroupName`).
+    pub rbac_group: String,
+    pub os_platform: String,
+    pub health_status: String,
+}
+
+/// `mde_machine_tag`: one allowed machine tag.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
+pub struct MachineTagLabels {
+    pub tenant: String,
+    pub machine: String,
+    pub tag: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct BuildLabels {
     pub version: String,
@@ -153,6 +174,8 @@ pub struct Metrics {
     pub config_reload_timestamp: FloatGauge,
     /// Per-machine series removed from /metrics and the state, by reason (`ttl`, `max_series`).
     pub series_evicted: Family<ReasonLabels, Counter>,
+    pub machine_info: Family<MachineInfoLabels, Gauge>,
+    pub machine_tag: Family<MachineTagLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -196,6 +219,8 @@ impl Metrics {
             config_reload_success: Gauge::default(),
             config_reload_timestamp: FloatGauge::default(),
             series_evicted: Family::default(),
+            machine_info: Family::default(),
+            machine_tag: Family::default(),
         };
         let bg = |s: &str| format!("{s} {BACKGROUND}");
         let r = &mut registry;
@@ -328,6 +353,16 @@ impl Metrics {
             "mde_exporter_poll_duration_seconds",
             bg("Duration of polls, by tenant."),
             m.poll_duration.clone(),
+        );
+        r.register(
+            "mde_machine_info",
+            "Machine context, 1 for every machine with per-machine series: device group (rbac_group), OS platform and health status, read with GET /api/machines on its own slow schedule and quota budget (endpoint list_machines), never at scrape time. Join on tenant and machine to route alerts by device group",
+            m.machine_info.clone(),
+        );
+        r.register(
+            "mde_machine_tag",
+            "1 for every machine tag allowed by the tenant's machine_tags regexes, on machines with per-machine series; no tag becomes a label without the allow-list",
+            m.machine_tag.clone(),
         );
         r.register(
             "mde_exporter_token_success",

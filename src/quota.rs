@@ -16,19 +16,22 @@ use tokio::time::Instant;
 
 use crate::config::{QuotaConfig, QuotaScope};
 
-/// The three MDE endpoints that count against the API quota.
+/// The MDE endpoints that count against the API quota.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Endpoint {
     ListMachineActions,
     GetMachineAction,
     GetResultDownloadLink,
+    /// `GET /api/machines`: the slow machine-context refresh (`machines`).
+    ListMachines,
 }
 
 impl Endpoint {
-    pub const ALL: [Endpoint; 3] = [
+    pub const ALL: [Endpoint; 4] = [
         Endpoint::ListMachineActions,
         Endpoint::GetMachineAction,
         Endpoint::GetResultDownloadLink,
+        Endpoint::ListMachines,
     ];
     /// The `endpoint` label value.
     pub fn as_str(self) -> &'static str {
@@ -36,6 +39,7 @@ impl Endpoint {
             Endpoint::ListMachineActions => "list_machine_actions",
             Endpoint::GetMachineAction => "get_machine_action",
             Endpoint::GetResultDownloadLink => "get_result_download_link",
+            Endpoint::ListMachines => "list_machines",
         }
     }
 }
@@ -186,6 +190,8 @@ impl Quota {
     fn reserve_for(&self, ep: Endpoint) -> u32 {
         match (self.scope, ep) {
             (QuotaScope::Shared, Endpoint::GetResultDownloadLink) => 1,
+            // Machine context is the least urgent: it never takes the last call either.
+            (QuotaScope::Shared, Endpoint::ListMachines) => 1,
             _ => 0,
         }
     }

@@ -22,7 +22,7 @@ use url::Url;
 use crate::config::Tenant;
 use crate::metrics::{Metrics, RequestLabels, endpoint};
 use crate::quota::{Endpoint, Quota};
-use model::{DownloadLink, MachineAction, ParseError, Transcript, redact_url};
+use model::{DownloadLink, Machine, MachineAction, ParseError, Transcript, redact_url};
 
 /// Largest API answer we read (a full `$top=10000` page is a few MiB).
 const MAX_API_BODY: u64 = 64 * 1024 * 1024;
@@ -174,7 +174,8 @@ pub struct Client {
     api: Url,
     api_origin: String,
     tenant: String,
-    auth: auth::TokenSource,
+    /// Shared with [`Client::sibling`]s: one token cache per tenant.
+    auth: Arc<auth::TokenSource>,
     quota: SharedQuota,
     metrics: Arc<Metrics>,
 }
@@ -186,7 +187,7 @@ impl Client {
         quota: SharedQuota,
         metrics: Arc<Metrics>,
     ) -> Result<Self, Error> {
-        let auth = auth::TokenSource::new(t, http.clone(), metrics.clone())?;
+        let auth = Arc::new(auth::TokenSource::new(t, http.clone(), metrics.clone())?);
         let mut api = t.api_url.clone();
         if !api.path().ends_with('/') {
             let p = format!("{}/", api.path());
@@ -201,6 +202,56 @@ impl Client {
             quota,
             metrics,
         })
+    }
+
+    /// Another handle on the same tenant: same token cache, quota and HTTP client (for
+    /// background work beside the collector, like the machine-context refresh).
+    pub fn sibling(&self) -> Client {
+        Client {
+            http: self.http.clone(),
+            api: self.api.clone(),
+            api_origin: self.api_origin.clone(),
+            tenant: self.tenant.clone(),
+            auth: self.auth.clone(),
+            quota: self.quota.clone(),
+            metrics: self.metrics.clone(),
+        }
+    }
+
+    /// `GET /api/machines?$filter=…`, following `@odata.nextLink` on the API's host. Items
+    /// that do not parse are logged and skipped.
+    pub async fn list_machines(
+        &self,
+        filter: &str,
+        wait: QuotaWait,
+    ) -> Result<Vec<Machine>, Error> {
+        let mut url = self.api_url("api/machines");
+        url.query_pairs_mut().append_pair("$filter", filter);
+        let mut all = Vec::new();
+        let mut next = Some(url);
+        while let Some(url) = next.take() {
+            let body = self
+                .api_get(Endpoint::ListMachines, &url, wait, None)
+                .await?;
+            let page = model::parse_machine_page(&body).map_err(|source| Error::Parse {
+                endpoint: Endpoint::ListMachines.as_str(),
+                url: redact_url(&url),
+                source,
+            })?;
+            for problem in &page.invalid {
+                tracing::warn!(tenant = %self.tenant, problem, "skipping a machine that does not parse");
+            }
+            all.extend(page.machines);
+            if let Some(link) = page.next_link {
+                let parsed =
+                    Url::parse(&link).map_err(|_| Error::ForeignNextLink("not a URL".into()))?;
+                if parsed.origin().ascii_serialization() != self.api_origin {
+                    return Err(Error::ForeignNextLink(redact_url(&parsed)));
+                }
+                next = Some(parsed);
+            }
+        }
+        Ok(all)
     }
 
     pub async fn has_token(&self) -> bool {

@@ -218,6 +218,62 @@ pub fn parse_download_link(bytes: &[u8]) -> Result<DownloadLink, ParseError> {
     Ok(DownloadLink(url))
 }
 
+/// A device of `GET /api/machines`, with the fields that route alerts. Missing strings are
+/// empty (the API leaves some null on machines that never reported).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Machine {
+    pub id: String,
+    #[serde(default, deserialize_with = "null_as_empty")]
+    pub computer_dns_name: String,
+    #[serde(default, deserialize_with = "null_as_empty")]
+    pub rbac_group_name: String,
+    #[serde(default, deserialize_with = "null_as_empty")]
+    pub os_platform: String,
+    #[serde(default, deserialize_with = "null_as_empty")]
+    pub health_status: String,
+    #[serde(default, deserialize_with = "null_as_vec")]
+    pub machine_tags: Vec<String>,
+    /// ISO 8601 UTC; picks the current device when a name answers twice.
+    #[serde(default)]
+    pub last_seen: Option<String>,
+}
+
+fn null_as_vec<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    Ok(Option::<Vec<String>>::deserialize(d)?.unwrap_or_default())
+}
+
+/// One answer of `GET /api/machines`; like action pages, odd items are reported, not fatal.
+#[derive(Debug)]
+pub struct MachinePage {
+    pub machines: Vec<Machine>,
+    pub invalid: Vec<String>,
+    pub next_link: Option<String>,
+}
+
+pub fn parse_machine_page(bytes: &[u8]) -> Result<MachinePage, ParseError> {
+    let raw: RawPage =
+        serde_json::from_slice(bytes).map_err(|e| ParseError::Json(e.to_string()))?;
+    let mut machines = Vec::with_capacity(raw.value.len());
+    let mut invalid = Vec::new();
+    for v in raw.value {
+        let id = v
+            .get("id")
+            .and_then(|i| i.as_str())
+            .unwrap_or("<no id>")
+            .to_string();
+        match serde_json::from_value::<Machine>(v) {
+            Ok(m) => machines.push(m),
+            Err(e) => invalid.push(format!("machine {id}: {e}")),
+        }
+    }
+    Ok(MachinePage {
+        machines,
+        invalid,
+        next_link: raw.next_link,
+    })
+}
+
 /// Query parameters whose values are credentials (SAS signature, tokens).
 const SECRET_PARAMS: &[&str] = &["sig", "token", "access_token", "client_secret", "code"];
 

@@ -15,12 +15,14 @@
 //! - `routes`: HTTP handlers, error bodies, the order of checks.
 //! - `throttle`: the sliding windows.
 //! - `filter`: the `$filter` language.
+//! - `machines`: `GET /api/machines` and its `$filter`.
 //! - `identity`: client assertions (certificate, federated token) and the managed-identity
 //!   metadata endpoint.
 
 pub mod cli;
 mod filter;
 mod identity;
+mod machines;
 mod routes;
 mod scenario;
 mod throttle;
@@ -35,6 +37,7 @@ use sha2::{Digest, Sha256};
 use tokio::time::Instant;
 
 pub use identity::Identity;
+pub use machines::TruthMachine;
 use scenario::{Blob, SimAction};
 use throttle::Throttle;
 

@@ -30,7 +30,7 @@ pub const GET: &str = "get_machine_action";
 pub const LINK: &str = "get_result_download_link";
 pub const DOWNLOAD: &str = "download";
 /// The endpoints with a per-minute and per-hour quota.
-pub const QUOTA_ENDPOINTS: [&str; 3] = [LIST, GET, LINK];
+pub const QUOTA_ENDPOINTS: [&str; 4] = [LIST, GET, LINK, super::machines::LIST_MACHINES];
 
 const TOP_MAX: usize = 10_000;
 const LINK_FN: &str = "GetLiveResponseResultDownloadLink";
@@ -48,6 +48,8 @@ pub fn router(sim: Simulator) -> Router {
         .route("/api/machineactions/{id}/{op}", get(action_function))
         .route("/api/v1.0/machineactions/{id}/{op}", get(action_function))
         .route("/blob/{*path}", get(blob))
+        .route("/api/machines", get(super::machines::list_machines))
+        .route("/api/v1.0/machines", get(super::machines::list_machines))
         .route(
             "/metadata/identity/oauth2/token",
             get(super::identity::metadata_token),
@@ -328,7 +330,7 @@ fn malformed(sim: &Simulator, endpoint: &str) -> Option<Response> {
 }
 
 /// All checks of an API call; `Err` is the answer to send instead.
-async fn api_call(
+pub(crate) async fn api_call(
     sim: &Simulator,
     headers: &HeaderMap,
     endpoint: &'static str,

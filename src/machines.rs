@@ -1,0 +1,292 @@
+//! Machine context for routing alerts: `mde_machine_info` (device group, OS platform, health)
+//! and `mde_machine_tag` (allow-listed tags) for every machine that has per-machine series.
+//!
+//! Owns the slow refresh: which machines to read (those with series in the state, so the cost
+//! follows the machines watched, not the size of the fleet), the batches of
+//! `computerDnsName eq '…'` filters under a URL-length cap, when to read (machines new to the
+//! exporter at the next check, every machine again each `machine_info_interval`), and keeping
+//! one `mde_machine_info` series per machine (so that a `group_left` join never meets two).
+//! Calls `GET /api/machines` under its own quota endpoint (`list_machines`) without waiting
+//! for room: when the budget is spent it tries at the next check. Never runs on a scrape.
+//! Does not own the per-machine script series (collector, state) nor the HTTP call (`mde`).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use crate::config::MachineContext;
+use crate::mde::model::Machine;
+use crate::mde::{Client, QuotaWait};
+use crate::metrics::{MachineInfoLabels, MachineTagLabels};
+use crate::shared::Shared;
+
+/// Longest URL-encoded `$filter` per request; with the host and path the URL stays well
+/// under the 2,048 characters that proxies and gateways commonly accept.
+pub const MAX_FILTER_CHARS: usize = 1800;
+
+/// The `$filter` batches that select `machines` by `computerDnsName` (a documented filter
+/// field), each at most `max` characters once URL-encoded. A name longer than `max` on its
+/// own still gets a batch of one.
+pub fn filter_batches(machines: &[String], max: usize) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut current = String::new();
+    let encoded = |s: &str| url::form_urlencoded::byte_serialize(s.as_bytes()).count();
+    for m in machines {
+        // OData string literals double a single quote.
+        let term = format!("computerDnsName eq '{}'", m.replace('\'', "''"));
+        let joined = if current.is_empty() {
+            term.clone()
+        } else {
+            format!("{current} or {term}")
+        };
+        if !current.is_empty() && encoded(&joined) > max {
+            out.push(std::mem::replace(&mut current, term));
+        } else {
+            current = joined;
+        }
+    }
+    if !current.is_empty() {
+        out.push(current);
+    }
+    out
+}
+
+/// Of several devices answering to one name (a machine onboarded again), the one seen last.
+fn latest<'a>(candidates: impl Iterator<Item = &'a Machine>) -> Option<&'a Machine> {
+    candidates.max_by(|a, b| a.last_seen.cmp(&b.last_seen).then(a.id.cmp(&b.id)))
+}
+
+/// What is exposed for one machine.
+#[derive(Debug, Clone, PartialEq)]
+struct Exposed {
+    info: MachineInfoLabels,
+    tags: Vec<MachineTagLabels>,
+}
+
+/// The machine-context refresh of one tenant.
+pub struct MachineRefresh {
+    tenant: String,
+    client: Client,
+    shared: Arc<Shared>,
+    context: MachineContext,
+    /// By machine name (lower case): what is exposed now.
+    exposed: BTreeMap<String, Exposed>,
+    /// Names the API did not know at the last read; asked again at the next full refresh.
+    unknown: BTreeSet<String>,
+    last_full: Option<Instant>,
+}
+
+impl MachineRefresh {
+    pub fn new(
+        tenant: String,
+        client: Client,
+        shared: Arc<Shared>,
+        context: MachineContext,
+    ) -> Self {
+        MachineRefresh {
+            tenant,
+            client,
+            shared,
+            context,
+            exposed: BTreeMap::new(),
+            unknown: BTreeSet::new(),
+            last_full: None,
+        }
+    }
+
+    /// Check every poll interval until shutdown.
+    pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
+        let mut ticks = tokio::time::interval(self.shared.settings.poll_interval);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = ticks.tick() => {}
+                _ = shutdown.changed() => return,
+            }
+            tokio::select! {
+                _ = self.refresh_once() => {}
+                _ = shutdown.changed() => return,
+            }
+            if *shutdown.borrow() {
+                return;
+            }
+        }
+    }
+
+    /// The machine names with per-machine series, as the series spell them.
+    fn watched(&self) -> BTreeMap<String, String> {
+        self.shared.with_state(|s| {
+            s.last_runs()
+                .keys()
+                .filter(|(t, _, _)| *t == self.tenant)
+                .map(|(_, m, _)| (m.to_lowercase(), m.clone()))
+                .collect()
+        })
+    }
+
+    /// One check: forget machines without series, then read the new ones (or all, when a
+    /// full refresh is due). A failed read keeps what is exposed and is tried again later.
+    #[tracing::instrument(name = "machine_context", skip(self), fields(tenant = %self.tenant))]
+    pub async fn refresh_once(&mut self) {
+        let watched = self.watched();
+        let gone: Vec<String> = self
+            .exposed
+            .keys()
+            .filter(|k| !watched.contains_key(*k))
+            .cloned()
+            .collect();
+        for k in gone {
+            if let Some(old) = self.exposed.remove(&k) {
+                self.unexpose(&old);
+            }
+        }
+        self.unknown.retain(|k| watched.contains_key(k));
+        let full = self
+            .last_full
+            .is_none_or(|t| t.elapsed() >= self.context.interval);
+        let wanted: Vec<String> = watched
+            .iter()
+            .filter(|(k, _)| full || !(self.exposed.contains_key(*k) || self.unknown.contains(*k)))
+            .map(|(_, name)| name.clone())
+            .collect();
+        for batch in wanted.chunks(200) {
+            for filter in filter_batches(batch, MAX_FILTER_CHARS) {
+                match self.client.list_machines(&filter, QuotaWait::No).await {
+                    Ok(found) => self.apply(&watched, &filter_names(batch, &filter), &found),
+                    Err(e) => {
+                        tracing::warn!(tenant = %self.tenant, error = %e, "machine context not refreshed; trying again later");
+                        return;
+                    }
+                }
+            }
+        }
+        if full {
+            self.last_full = Some(Instant::now());
+        }
+    }
+
+    /// Expose what the API said about `asked` (lower-case names).
+    fn apply(&mut self, watched: &BTreeMap<String, String>, asked: &[String], found: &[Machine]) {
+        for key in asked {
+            let Some(name) = watched.get(key) else {
+                continue;
+            };
+            let machine = latest(
+                found
+                    .iter()
+                    .filter(|m| m.computer_dns_name.to_lowercase() == *key),
+            );
+            let Some(machine) = machine else {
+                self.unknown.insert(key.clone());
+                if let Some(old) = self.exposed.remove(key) {
+                    self.unexpose(&old);
+                }
+                continue;
+            };
+            self.unknown.remove(key);
+            let info = MachineInfoLabels {
+                tenant: self.tenant.clone(),
+                machine: name.clone(),
+                machine_id: machine.id.clone(),
+                rbac_group: machine.rbac_group_name.clone(),
+                os_platform: machine.os_platform.clone(),
+                health_status: machine.health_status.clone(),
+            };
+            let tags: BTreeSet<&String> = machine
+                .machine_tags
+                .iter()
+                .filter(|t| self.context.tags.iter().any(|re| re.is_match(t)))
+                .collect();
+            let next = Exposed {
+                info,
+                tags: tags
+                    .into_iter()
+                    .map(|t| MachineTagLabels {
+                        tenant: self.tenant.clone(),
+                        machine: name.clone(),
+                        tag: t.clone(),
+                    })
+                    .collect(),
+            };
+            if let Some(old) = self.exposed.get(key) {
+                if *old == next {
+                    continue;
+                }
+                let old = old.clone();
+                self.unexpose(&old);
+            }
+            let m = &self.shared.metrics;
+            m.machine_info.get_or_create(&next.info).set(1);
+            for t in &next.tags {
+                m.machine_tag.get_or_create(t).set(1);
+            }
+            self.exposed.insert(key.clone(), next);
+        }
+    }
+
+    fn unexpose(&self, old: &Exposed) {
+        let m = &self.shared.metrics;
+        m.machine_info.remove(&old.info);
+        for t in &old.tags {
+            m.machine_tag.remove(t);
+        }
+    }
+}
+
+/// The lower-case names of `batch` that `filter` asks for.
+fn filter_names(batch: &[String], filter: &str) -> Vec<String> {
+    batch
+        .iter()
+        .filter(|m| filter.contains(&format!("'{}'", m.replace('\'', "''"))))
+        .map(|m| m.to_lowercase())
+        .collect()
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    // See: #10
+    #[test]
+    fn batches_stay_under_the_cap_and_cover_every_machine() {
+        let names: Vec<String> = (0..300)
+            .map(|i| format!("ws-eng-{i:04}.contoso.com"))
+            .collect();
+        let batches = filter_batches(&names, MAX_FILTER_CHARS);
+        assert!(batches.len() > 1);
+        for b in &batches {
+            let encoded = url::form_urlencoded::byte_serialize(b.as_bytes()).count();
+            assert!(encoded <= MAX_FILTER_CHARS, "{encoded}");
+        }
+        let covered = names
+            .iter()
+            .filter(|n| batches.iter().any(|b| b.contains(&format!("'{n}'"))))
+            .count();
+        assert_eq!(covered, names.len());
+        assert_eq!(
+            filter_batches(&["o'brien".to_string()], MAX_FILTER_CHARS),
+            vec!["computerDnsName eq 'o''brien'".to_string()]
+        );
+    }
+
+    #[test]
+    fn the_device_seen_last_wins() {
+        let m = |id: &str, seen: &str| Machine {
+            id: id.into(),
+            computer_dns_name: "a".into(),
+            rbac_group_name: String::new(),
+            os_platform: String::new(),
+            health_status: String::new(),
+            machine_tags: Vec::new(),
+            last_seen: Some(seen.into()),
+        };
+        let list = [
+            m("old", "2025-01-01T00:00:00Z"),
+            m("new", "2025-06-01T00:00:00Z"),
+        ];
+        assert_eq!(latest(list.iter()).unwrap().id, "new");
+    }
+}
