@@ -41,6 +41,9 @@ const DOCUMENTED: &[&str] = &[
     "process_open_fds",
     "process_max_fds",
     "process_start_time_seconds",
+    // See: #10
+    "mde_machine_info",
+    "mde_machine_tag",
 ];
 
 async fn populated_exporter() -> (mde_liveresponse_exporter::app::Handle, mde_sim::Simulator) {
@@ -55,13 +58,23 @@ async fn populated_exporter() -> (mde_liveresponse_exporter::app::Handle, mde_si
     sim.faults()
         .throttle_next("list_machine_actions", 1, Some(1));
     let secret = sim.credentials().2.to_string();
-    let exporter = start_exporter(parse_config(&config_yaml(&sim, addr, &secret, "", ""))).await;
+    // See: #10 — every tag allowed, so that the machine context families are populated.
+    let exporter = start_exporter(parse_config(&config_yaml(
+        &sim,
+        addr,
+        &secret,
+        "    machine_tags: ['.*']\n",
+        "",
+    )))
+    .await;
     let a = exporter.addr;
     eventually("transcripts and a throttle", || async move {
         let m = scrape(a).await;
         sum(&m, "mde_liveresponse_script_runs_total", &[]) > 0.0
             && sum(&m, "mde_liveresponse_result_fetch_failures_total", &[]) > 0.0
             && sum(&m, "mde_api_throttled_total", &[]) > 0.0
+            && sum(&m, "mde_machine_info", &[]) > 0.0
+            && sum(&m, "mde_machine_tag", &[]) > 0.0
     })
     .await;
     (exporter, sim)
