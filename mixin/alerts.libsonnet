@@ -28,11 +28,12 @@ local util = import 'lib/util.libsonnet';
       rules: [
         alert(
           'MdeLiveResponseScriptFailed', c.scriptFailedSeverity, c.scriptFailedFor,
-          'tenant_script:mde_liveresponse_machines_failing:count > 0',
+          'tenant_script_rbac_group:mde_liveresponse_machines_failing:count > 0',
           'Live Response script {{ $labels.script }} failed on {{ $value }} machine(s) in tenant {{ $labels.tenant }}',
           text([
             'The last run of {{ $labels.script }} exited with a non-zero code on {{ $value }}',
-            'machine(s) of tenant {{ $labels.tenant }}. The alert clears when the script succeeds',
+            'machine(s) of tenant {{ $labels.tenant }} in device group "{{ $labels.rbac_group }}"',
+            '(empty while the machine context is not read yet). The alert clears when the script succeeds',
             'on those machines again, or when their series expire (series_ttl). See the',
             '"machines whose last run failed" table of the MDE Live Response overview dashboard.',
           ]),
@@ -40,11 +41,12 @@ local util = import 'lib/util.libsonnet';
 
         alert(
           'MdeLiveResponseScriptErrors', c.scriptErrorsSeverity, c.scriptErrorsFor,
-          'tenant_script:mde_liveresponse_machines_with_errors:count > 0',
+          'tenant_script_rbac_group:mde_liveresponse_machines_with_errors:count > 0',
           'Live Response script {{ $labels.script }} wrote errors on {{ $value }} machine(s) in tenant {{ $labels.tenant }}',
           text([
             'The last run of {{ $labels.script }} wrote to its error stream (script_errors) on',
-            '{{ $value }} machine(s) of tenant {{ $labels.tenant }}, whatever its exit code.',
+            '{{ $value }} machine(s) of tenant {{ $labels.tenant }} in device group',
+            '"{{ $labels.rbac_group }}", whatever its exit code.',
           ]),
         ),
 

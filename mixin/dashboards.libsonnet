@@ -10,11 +10,17 @@ local J = 'job=~"$job"';
 local T = J + ',tenant=~"$tenant"';
 local TS = T + ',script=~"$script"';
 
+// Per-machine series of the selected device groups (`rbac_group` variable, from
+// mde_machine_info); machines whose context is not read yet are always shown.
+local inGroup(series) =
+  '(%s and on (tenant, machine) mde_machine_info{%s,rbac_group=~"$rbac_group"} or %s unless on (tenant, machine) mde_machine_info{%s})'
+  % [series, T, series, T];
+
 local overview(config) =
   local runs = 'mde_liveresponse_script_runs_total{%s}' % TS;
   local fails = 'mde_liveresponse_script_failures_total{%s}' % TS;
   local errs = 'mde_liveresponse_script_errors_total{%s}' % TS;
-  local exitCode = 'mde_liveresponse_script_exit_code{%s}' % TS;
+  local exitCode = inGroup('mde_liveresponse_script_exit_code{%s}' % TS);
   local redIfAny = [[null, 'green'], [1, 'red']];
   p.dashboard(
     config,
@@ -67,12 +73,15 @@ local overview(config) =
                ],
                rename={ 'Value #A': 'exit code', 'Value #B': 'last run' },
                unitOverrides={ 'last run': 'dateTimeAsIso' }, sortBy=['last run', true]), 24, 8],
+      [p.table('Machine context', 'Device group, OS platform and health of the machines with per-machine series (mde_machine_info, read slowly with GET /api/machines).',
+               [target('mde_machine_info{%s,rbac_group=~"$rbac_group"}' % T, '', 'A', instant=true, format='table')],
+               exclude=['Value'], sortBy=['rbac_group', false]), 24, 8],
       [p.table('Last exit code per machine', 'Latest retrieved run of every machine and script.',
                [
                  target(exitCode, '', 'A', instant=true, format='table'),
-                 target('mde_liveresponse_script_errors_present{%s}' % TS, '', 'B', instant=true, format='table'),
-                 target('1000 * mde_liveresponse_script_last_run_timestamp_seconds{%s}' % TS, '', 'C', instant=true,
-                        format='table'),
+                 target(inGroup('mde_liveresponse_script_errors_present{%s}' % TS), '', 'B', instant=true, format='table'),
+                 target('1000 * %s' % inGroup('mde_liveresponse_script_last_run_timestamp_seconds{%s}' % TS), '', 'C',
+                        instant=true, format='table'),
                ],
                rename={ 'Value #A': 'exit code', 'Value #B': 'errors', 'Value #C': 'last run' },
                unitOverrides={ 'last run': 'dateTimeAsIso' }, sortBy=['last run', true]), 24, 10],

@@ -42,6 +42,33 @@ local util = import 'lib/util.libsonnet';
             record: 'tenant_script:mde_liveresponse_machines_with_errors:count',
             expr: 'count by (tenant, script) (mde_liveresponse_script_errors_present == 1)',
           },
+          // The same two counts by device group: each per-machine series joined with
+          // mde_machine_info (group_left(rbac_group)) so Alertmanager can route by device
+          // group. Machines whose context is not read yet (or not found) count with an empty
+          // rbac_group, through the `or`: a failure never waits for machine context.
+          // Used by MdeLiveResponseScriptFailed and MdeLiveResponseScriptErrors. See: #10
+          {
+            record: 'tenant_script_rbac_group:mde_liveresponse_machines_failing:count',
+            expr: |||
+              count by (tenant, script, rbac_group) (
+                  (mde_liveresponse_script_exit_code != 0)
+                    * on (tenant, machine) group_left (rbac_group) mde_machine_info
+                or on (tenant, machine, script)
+                  (mde_liveresponse_script_exit_code != 0)
+              )
+            |||,
+          },
+          {
+            record: 'tenant_script_rbac_group:mde_liveresponse_machines_with_errors:count',
+            expr: |||
+              count by (tenant, script, rbac_group) (
+                  (mde_liveresponse_script_errors_present == 1)
+                    * on (tenant, machine) group_left (rbac_group) mde_machine_info
+                or on (tenant, machine, script)
+                  (mde_liveresponse_script_errors_present == 1)
+              )
+            |||,
+          },
           // Share of retrieved transcripts that failed over the last hour, per script.
           {
             record: 'tenant_script:mde_liveresponse_script_failures:ratio_rate1h',

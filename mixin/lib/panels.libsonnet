@@ -180,6 +180,9 @@
     + (if withScript then [
          $.queryVariable('script', 'Script',
                          'label_values(mde_liveresponse_script_runs_total{job=~"$job",tenant=~"$tenant"}, script)'),
+         // Device groups of the machines with per-machine series (mde_machine_info). See: #10
+         $.queryVariable('rbac_group', 'Device group',
+                         'label_values(mde_machine_info{job=~"$job",tenant=~"$tenant"}, rbac_group)'),
        ] else []),
 
   dashboard(config, uid, title, description, panels, withScript=false):: {
