@@ -59,7 +59,7 @@ trap 'rm -rf "$tmp"' EXIT
 echo "== PrometheusRule generated from rules/mde-liveresponse.rules.yml"
 python3 scripts/gen-prometheusrule.py --check
 
-for overlay in base overlays/single overlays/sharded; do
+for overlay in base overlays/single overlays/sharded overlays/workload-identity; do
     name=$(basename "$overlay")
     echo "== kubectl kustomize deploy/kubernetes/$overlay"
     kubectl kustomize "deploy/kubernetes/$overlay" >"$tmp/$name.yaml"
@@ -90,8 +90,16 @@ echo "== sharding: every tenant on exactly one shard (real exporter, HOSTNAME-de
 echo "== example configs with --config.check"
 MDE_CONTOSO_CLIENT_SECRET=example "$bin" --config.file=deploy/kubernetes/base/config.yml --config.check
 printf 'example\n' >"$tmp/contoso-client-secret"
+# The certificate tenant's files: a throwaway self-signed RSA certificate and its key.
+openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=mde-exporter-check \
+    -keyout "$tmp/fabrikam-key.pem" -out "$tmp/fabrikam-cert.pem" 2>/dev/null
 sed "s#/run/credentials/mde-liveresponse-exporter.service/#$tmp/#" deploy/systemd/config.example.yml >"$tmp/systemd-config.yml"
 "$bin" --config.file="$tmp/systemd-config.yml" --config.check
+# Workload identity: the variables and the token file the AKS webhook provides.
+printf 'federated-token\n' >"$tmp/azure-identity-token"
+AZURE_CLIENT_ID=66666666-7777-8888-9999-000000000000 AZURE_TENANT_ID=11111111-2222-3333-4444-555555555555 \
+    AZURE_FEDERATED_TOKEN_FILE="$tmp/azure-identity-token" AZURE_AUTHORITY_HOST=https://login.microsoftonline.com/ \
+    "$bin" --config.file=deploy/kubernetes/overlays/workload-identity/config.yml --config.check
 
 echo "== docker compose file"
 "$py" scripts/check_deploy.py compose deploy/docker-compose.yml "$schema"

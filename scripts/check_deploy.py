@@ -110,7 +110,26 @@ def check_k8s(overlay, rendered):
     if "/etc/mde-liveresponse-exporter" not in mounts:
         fail(f"{overlay}: config not mounted at /etc/mde-liveresponse-exporter")
     secret_refs = [e for e in c.get("env", []) if "secretKeyRef" in e.get("valueFrom", {})]
-    if not secret_refs:
+    if overlay == "workload-identity":
+        # See: #10 — no secret at all; the AKS webhook must be asked to mutate the pod, and
+        # the ServiceAccount must name the app registration.
+        if secret_refs:
+            fail(f"{overlay}: secretKeyRef present: workload identity needs no client secret")
+        if labels.get("azure.workload.identity/use") != "true":
+            fail(f"{overlay}: pod label azure.workload.identity/use=\"true\" missing")
+        sa = by_kind.get("ServiceAccount", [{}])[0]
+        if not re.fullmatch(r"[0-9a-f-]{36}", sa.get("metadata", {}).get("annotations", {})
+                            .get("azure.workload.identity/client-id", "")):
+            fail(f"{overlay}: ServiceAccount annotation azure.workload.identity/client-id missing")
+        if pod.get("serviceAccountName") != sa.get("metadata", {}).get("name"):
+            fail(f"{overlay}: the pod does not run as the annotated ServiceAccount")
+        cm = by_kind.get("ConfigMap", [{}])[0]
+        cfg = yaml.safe_load(cm.get("data", {}).get("config.yml", "")) or {}
+        for t in cfg.get("tenants", []):
+            method = (t.get("auth") or {}).get("method")
+            if method != "workload_identity" or "client_secret" in t or "client_secret_file" in t:
+                fail(f"{overlay}: tenant {t.get('name')} does not sign in with method workload_identity")
+    elif not secret_refs:
         fail(f"{overlay}: no secretKeyRef: the client secret must come from a Secret")
     ports = {p["name"]: p["containerPort"] for p in c.get("ports", [])}
     if ports.get("metrics") != 9717:
