@@ -9,6 +9,8 @@
 //! Calls `GET /api/machines` under its own quota endpoint (`list_machines`) without waiting
 //! for room: when the budget is spent it tries at the next check. Never runs on a scrape.
 //! Does not own the per-machine script series (collector, state) nor the HTTP call (`mde`).
+//! As the tenant's one background task besides the collector, it also copies the token's
+//! missing permissions into the tenant status (status page, `/-/ready`).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -130,6 +132,12 @@ impl MachineRefresh {
     /// full refresh is due). A failed read keeps what is exposed and is tried again later.
     #[tracing::instrument(name = "machine_context", skip(self), fields(tenant = %self.tenant))]
     pub async fn refresh_once(&mut self) {
+        // The permissions read from the token go to the status page and readiness from here,
+        // the tenant's one background task besides the collector.
+        if let Some(missing) = self.client.missing_permissions() {
+            self.shared
+                .update_status(&self.tenant, |s| s.missing_permissions = missing);
+        }
         let watched = self.watched();
         let gone: Vec<String> = self
             .exposed

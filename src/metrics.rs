@@ -100,6 +100,13 @@ pub struct MachineInfoLabels {
     pub health_status: String,
 }
 
+/// `mde_exporter_permission_missing`: an application permission the token lacks.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PermissionLabels {
+    pub tenant: String,
+    pub permission: String,
+}
+
 /// `mde_machine_tag`: one allowed machine tag.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
 pub struct MachineTagLabels {
@@ -176,6 +183,7 @@ pub struct Metrics {
     pub series_evicted: Family<ReasonLabels, Counter>,
     pub machine_info: Family<MachineInfoLabels, Gauge>,
     pub machine_tag: Family<MachineTagLabels, Gauge>,
+    pub permission_missing: Family<PermissionLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -221,6 +229,7 @@ impl Metrics {
             series_evicted: Family::default(),
             machine_info: Family::default(),
             machine_tag: Family::default(),
+            permission_missing: Family::default(),
         };
         let bg = |s: &str| format!("{s} {BACKGROUND}");
         let r = &mut registry;
@@ -363,6 +372,11 @@ impl Metrics {
             "mde_machine_tag",
             "1 for every machine tag allowed by the tenant's machine_tags regexes, on machines with per-machine series; no tag becomes a label without the allow-list",
             m.machine_tag.clone(),
+        );
+        r.register(
+            "mde_exporter_permission_missing",
+            "1 if the roles claim of the tenant's latest token lacks an application permission the exporter needs (Machine.Read.All, satisfied by Machine.ReadWrite.All too), else 0; read from each new token, no API call",
+            m.permission_missing.clone(),
         );
         r.register(
             "mde_exporter_token_success",

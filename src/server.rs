@@ -105,11 +105,13 @@ async fn ready(State(s): State<AppState>) -> Response {
     if s.shared().ready() {
         (StatusCode::OK, "Ready\n").into_response()
     } else {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "Not ready: waiting for a token and a first poll of every tenant\n",
-        )
-            .into_response()
+        let mut reason =
+            "Not ready: waiting for a token and a first poll of every tenant\n".to_string();
+        for line in s.shared().not_ready_reasons() {
+            reason.push_str(&line);
+            reason.push('\n');
+        }
+        (StatusCode::SERVICE_UNAVAILABLE, reason).into_response()
     }
 }
 
@@ -178,6 +180,13 @@ async fn landing(State(s): State<AppState>) -> Html<String> {
         );
         if let Some(e) = &st.last_error {
             let _ = write!(page, "<p>Last error: <code>{}</code></p>", esc(e));
+        }
+        if !st.missing_permissions.is_empty() {
+            let _ = write!(
+                page,
+                "<p class=\"fail\">Missing application permission: <code>{}</code> (grant Machine.Read.All or Machine.ReadWrite.All of WindowsDefenderATP, with admin consent)</p>",
+                esc(&st.missing_permissions.join(", "))
+            );
         }
         page.push_str("<h3>API quota</h3><table class=\"quota\"><tr><th>Endpoint</th><th>Window</th><th>Limit</th><th>In force</th><th>Used</th><th>Left</th></tr>");
         for w in quotas.get(tenant).map(Vec::as_slice).unwrap_or_default() {

@@ -80,6 +80,8 @@ pub struct TenantStatus {
     pub last_poll_ok: bool,
     pub last_error: Option<String>,
     pub has_token: bool,
+    /// Application permissions the token's `roles` claim lacks (see `mde::auth`).
+    pub missing_permissions: Vec<String>,
     pub pending: usize,
     pub recent: VecDeque<RecentTranscript>,
     pub recent_errors: VecDeque<RecentError>,
@@ -333,14 +335,29 @@ impl Shared {
         f(map.entry(tenant.to_string()).or_default());
     }
 
-    /// Every tenant holds a token and has finished one poll.
+    /// Every tenant holds a token with the permissions it needs and has finished one poll.
     pub fn ready(&self) -> bool {
         let map = self.status.read().unwrap_or_else(PoisonError::into_inner);
         !self.quotas.is_empty()
-            && self
-                .quotas
-                .keys()
-                .all(|t| map.get(t).is_some_and(|s| s.has_token && s.polls > 0))
+            && self.quotas.keys().all(|t| {
+                map.get(t)
+                    .is_some_and(|s| s.has_token && s.polls > 0 && s.missing_permissions.is_empty())
+            })
+    }
+
+    /// Why `ready` is false, beyond waiting: one line per tenant whose token lacks
+    /// permissions.
+    pub fn not_ready_reasons(&self) -> Vec<String> {
+        let map = self.status.read().unwrap_or_else(PoisonError::into_inner);
+        map.iter()
+            .filter(|(t, s)| self.quotas.contains_key(*t) && !s.missing_permissions.is_empty())
+            .map(|(t, s)| {
+                format!(
+                    "tenant {t}: the token lacks the application permission {} (Machine.Read.All or Machine.ReadWrite.All on WindowsDefenderATP, with admin consent)",
+                    s.missing_permissions.join(", ")
+                )
+            })
+            .collect()
     }
 
     pub fn status_snapshot(&self) -> BTreeMap<String, TenantStatus> {

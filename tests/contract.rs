@@ -44,6 +44,7 @@ const DOCUMENTED: &[&str] = &[
     // See: #10
     "mde_machine_info",
     "mde_machine_tag",
+    "mde_exporter_permission_missing",
 ];
 
 async fn populated_exporter() -> (mde_liveresponse_exporter::app::Handle, mde_sim::Simulator) {

@@ -35,6 +35,31 @@ pub struct TokenError {
     pub message: String,
 }
 
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    // See: #10
+    #[test]
+    fn roles_are_read_and_either_read_permission_satisfies() {
+        use base64::Engine as _;
+        let jwt = |claims: &str| {
+            format!(
+                "eyJhbGciOiJSUzI1NiJ9.{}.sig",
+                base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(claims)
+            )
+        };
+        let roles = token_roles(&jwt(r#"{"roles":["Machine.ReadWrite.All"]}"#)).unwrap();
+        assert!(missing_permissions(&roles).is_empty());
+        let roles = token_roles(&jwt(r#"{"roles":["Machine.LiveResponse"]}"#)).unwrap();
+        assert_eq!(missing_permissions(&roles), vec!["Machine.Read.All"]);
+        let roles = token_roles(&jwt(r#"{"aud":"x"}"#)).unwrap();
+        assert_eq!(missing_permissions(&roles), vec!["Machine.Read.All"]);
+        assert_eq!(token_roles("opaque-token"), None);
+    }
+}
+
 #[derive(Clone)]
 struct Cached {
     token: String,
@@ -63,8 +88,50 @@ enum Credential {
     },
 }
 
+/// The application permissions the exporter needs, each satisfied by any of its roles. The
+/// documentation is inconsistent (the current pages list only `Machine.ReadWrite.All` for the
+/// result link, older ones `Machine.Read.All` too), so either is accepted.
+/// `Machine.LiveResponse` is not needed: it starts sessions, it does not read results.
+pub const REQUIRED_PERMISSIONS: &[(&str, &[&str])] = &[(
+    "Machine.Read.All",
+    &["Machine.Read.All", "Machine.ReadWrite.All"],
+)];
+
+/// The `roles` claim of a JWT access token, without checking the signature (the API does
+/// that; we only want to say early what is missing). `None` when the token is not a JWT.
+pub fn token_roles(token: &str) -> Option<Vec<String>> {
+    use base64::Engine as _;
+    let payload = token.split('.').nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload.trim_end_matches('='))
+        .ok()?;
+    let claims: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    Some(
+        claims
+            .get("roles")
+            .and_then(|r| r.as_array())
+            .map(|r| {
+                r.iter()
+                    .filter_map(|v| v.as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default(),
+    )
+}
+
+/// The required permissions none of whose roles is in `roles`.
+pub fn missing_permissions(roles: &[String]) -> Vec<String> {
+    REQUIRED_PERMISSIONS
+        .iter()
+        .filter(|(_, any)| !any.iter().any(|a| roles.iter().any(|r| r == a)))
+        .map(|(name, _)| name.to_string())
+        .collect()
+}
+
 /// A bearer token source for one tenant.
 pub struct TokenSource {
+    /// Permissions the latest token lacks; `None` until a JWT token was seen.
+    missing: std::sync::Mutex<Option<Vec<String>>>,
     credential: Credential,
     client_id: String,
     oauth: Oauth,
@@ -125,6 +192,7 @@ impl TokenSource {
             _ => token_url,
         };
         Ok(TokenSource {
+            missing: std::sync::Mutex::new(None),
             credential,
             client_id: t.client_id.clone(),
             oauth,
@@ -153,8 +221,40 @@ impl TokenSource {
             .set(i64::from(ok));
         let fresh = result?;
         let token = fresh.token.clone();
+        self.note_roles(&token);
         *cached = Some(fresh);
         Ok(token)
+    }
+
+    /// What the `roles` claim of the latest token lacks (`None`: no JWT seen yet).
+    pub fn missing_permissions(&self) -> Option<Vec<String>> {
+        self.missing
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    fn note_roles(&self, token: &str) {
+        let Some(roles) = token_roles(token) else {
+            return;
+        };
+        let missing = missing_permissions(&roles);
+        for (name, _) in REQUIRED_PERMISSIONS {
+            self.metrics
+                .permission_missing
+                .get_or_create(&crate::metrics::PermissionLabels {
+                    tenant: self.tenant.clone(),
+                    permission: name.to_string(),
+                })
+                .set(i64::from(missing.iter().any(|m| m == name)));
+        }
+        if !missing.is_empty() {
+            tracing::warn!(tenant = %self.tenant, missing = ?missing, roles = ?roles, "the token lacks application permissions the exporter needs");
+        }
+        *self
+            .missing
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(missing);
     }
 
     /// Forget the cached token (after a 401): the next call asks for a new one.

@@ -254,6 +254,11 @@ impl Client {
         Ok(all)
     }
 
+    /// Application permissions the latest token's `roles` claim lacks (`None`: not known).
+    pub fn missing_permissions(&self) -> Option<Vec<String>> {
+        self.auth.missing_permissions()
+    }
+
     pub async fn has_token(&self) -> bool {
         self.auth.has_token().await
     }

@@ -68,6 +68,10 @@ pub struct SimConfig {
     pub finish_within: Duration,
     /// Creation times of already-final actions spread over this past.
     pub history: Duration,
+    /// Application permissions granted to the app: the `roles` claim of its tokens. Reading
+    /// machine actions, result links and machines needs `Machine.Read.All` or
+    /// `Machine.ReadWrite.All` (else 403 Forbidden).
+    pub roles: Vec<String>,
 }
 
 impl Default for SimConfig {
@@ -88,6 +92,7 @@ impl Default for SimConfig {
             page_size: 100,
             finish_within: Duration::from_secs(60),
             history: Duration::from_secs(12 * 3600),
+            roles: vec!["Machine.Read.All".into(), "Machine.LiveResponse".into()],
         }
     }
 }
@@ -244,6 +249,8 @@ struct FaultState {
 struct Grant {
     client_id: String,
     expires: Instant,
+    /// The `roles` claim: whether the API lets this token read.
+    can_read: bool,
 }
 
 #[derive(Debug, Default)]

@@ -290,6 +290,14 @@ fn refusal(sim: &Simulator, headers: &HeaderMap, endpoint: &'static str) -> Opti
     let cfg = &sim.inner.cfg;
     let mut st = sim.inner.lock();
     let client = match st.tokens.get(token) {
+        Some(g) if g.expires > now && !g.can_read => {
+            drop(st);
+            return Some(api_error(
+                StatusCode::FORBIDDEN,
+                "Forbidden",
+                "The application does not have any of the required application permissions (Machine.Read.All, Machine.ReadWrite.All) to access the resource.",
+            ));
+        }
         Some(g) if g.expires > now => g.client_id.clone(),
         _ => {
             drop(st);
@@ -456,15 +464,33 @@ fn unknown_app(id: &str, tenant: &str) -> Response {
 /// A new bearer token for `client_id` (whose quota windows it spends), and its lifetime.
 pub(crate) fn issue_grant(sim: &Simulator, client_id: String) -> (String, Duration) {
     let cfg = &sim.inner.cfg;
-    let token = format!(
-        "eyJ0eXAiOiJKV1QiLCJhbGciOiJub25lIn0.sim.{}",
-        correlation_id().replace('-', "")
-    );
+    // A JWT in shape (header, claims, a random "signature"), so clients can read `roles`
+    // as they do with real tokens; nothing checks the signature.
+    let claims = serde_json::json!({
+        "aud": "https://api.securitycenter.microsoft.com",
+        "iss": format!("https://sts.windows.net/{}/", cfg.tenant_id),
+        "appid": client_id,
+        "tid": cfg.tenant_id,
+        "roles": cfg.roles,
+    });
+    let token = {
+        use base64::Engine as _;
+        format!(
+            "eyJ0eXAiOiJKV1QiLCJhbGciOiJub25lIn0.{}.{}",
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(claims.to_string()),
+            correlation_id().replace('-', "")
+        )
+    };
+    let can_read = cfg
+        .roles
+        .iter()
+        .any(|r| r == "Machine.Read.All" || r == "Machine.ReadWrite.All");
     sim.inner.lock().tokens.insert(
         token.clone(),
         Grant {
             client_id,
             expires: Instant::now() + cfg.token_ttl,
+            can_read,
         },
     );
     (token, cfg.token_ttl)
