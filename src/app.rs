@@ -76,15 +76,38 @@ impl Handle {
 }
 
 pub fn http_client(timeout: Duration) -> Result<reqwest::Client, Error> {
-    reqwest::Client::builder()
+    http_client_with_proxy(timeout, None)
+}
+
+/// The one HTTP client of token, API and result-download requests. The proxy is the
+/// configuration's (`proxy_url`, else `HTTPS_PROXY`, with `NO_PROXY`), resolved at load; the
+/// client never reads proxy variables itself, so what a test or a reload configures is what
+/// is used. The instance metadata address never goes through a proxy (Azure IMDS refuses
+/// proxied requests).
+pub fn http_client_with_proxy(
+    timeout: Duration,
+    proxy: Option<&crate::config::ProxyConfig>,
+) -> Result<reqwest::Client, Error> {
+    let mut builder = reqwest::Client::builder()
         .user_agent(concat!(
             "mde-liveresponse-exporter/",
             env!("CARGO_PKG_VERSION")
         ))
         .connect_timeout(Duration::from_secs(10).min(timeout))
         .timeout(timeout)
-        .build()
-        .map_err(|e| Error::Http(e.to_string()))
+        .no_proxy();
+    if let Some(p) = proxy {
+        let mut exceptions = "169.254.169.254".to_string();
+        if let Some(more) = &p.no_proxy {
+            exceptions.push(',');
+            exceptions.push_str(more);
+        }
+        let proxy = reqwest::Proxy::all(p.url.as_str())
+            .map_err(|e| Error::Http(format!("proxy: {e}")))?
+            .no_proxy(reqwest::NoProxy::from_string(&exceptions));
+        builder = builder.proxy(proxy);
+    }
+    builder.build().map_err(|e| Error::Http(e.to_string()))
 }
 
 /// Start collectors for every tenant and the HTTP server on `listener` (plain HTTP).
@@ -124,7 +147,7 @@ fn prepare(
     status: Arc<RwLock<BTreeMap<String, TenantStatus>>>,
     previous: Option<(&Shared, &Config)>,
 ) -> Result<(Arc<Shared>, TenantClients), Error> {
-    let http = http_client(config.request_timeout)?;
+    let http = http_client_with_proxy(config.request_timeout, config.proxy.as_ref())?;
     let mut quotas = BTreeMap::new();
     let mut clients = Vec::new();
     for t in &config.tenants {

@@ -203,6 +203,9 @@ struct RawFile {
     otel: OtelConfig,
     #[serde(default)]
     transcript_log: RawTranscriptLog,
+    /// Outbound proxy for token, API and download requests; default `HTTPS_PROXY`.
+    #[serde(default)]
+    proxy_url: Option<String>,
     tenants: Vec<RawTenant>,
 }
 
@@ -517,7 +520,32 @@ pub struct Config {
     pub otel: OtelConfig,
     /// How transcript text appears in logs.
     pub transcript_log: Redaction,
+    /// The outbound proxy of every request (token, API, result download), if any.
+    pub proxy: Option<ProxyConfig>,
     pub tenants: Vec<Tenant>,
+}
+
+/// An outbound HTTP proxy: `proxy_url` or `HTTPS_PROXY`, with the `NO_PROXY` exceptions.
+/// Resolved once at load, so the HTTP client never reads the environment itself.
+#[derive(Clone, PartialEq)]
+pub struct ProxyConfig {
+    pub url: Url,
+    /// `NO_PROXY` as given (comma-separated hosts, domains, IPs, CIDRs).
+    pub no_proxy: Option<String>,
+}
+
+impl fmt::Debug for ProxyConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // A proxy URL may carry a password.
+        let mut shown = self.url.clone();
+        if shown.password().is_some() {
+            let _ = shown.set_password(Some("REDACTED"));
+        }
+        f.debug_struct("ProxyConfig")
+            .field("url", &shown.as_str())
+            .field("no_proxy", &self.no_proxy)
+            .finish()
+    }
 }
 
 impl Default for Config {
@@ -532,6 +560,7 @@ impl Default for Config {
             request_timeout: default_request_timeout(),
             otel: OtelConfig::default(),
             transcript_log: Redaction::default(),
+            proxy: None,
             tenants: Vec::new(),
         }
     }
@@ -594,6 +623,38 @@ impl Config {
             mode: raw.transcript_log.output,
             max_bytes: raw.transcript_log.max_bytes,
             scrubbers,
+        };
+        // The key wins over the environment; the lower-case spellings are honoured too, as
+        // curl and most tools do.
+        let from_env = |upper: &str| {
+            env(upper)
+                .or_else(|| env(&upper.to_ascii_lowercase()))
+                .filter(|v| !v.trim().is_empty())
+        };
+        let (proxy_key, proxy_text) = match &raw.proxy_url {
+            Some(p) => ("proxy_url", Some(p.clone())),
+            None => ("HTTPS_PROXY", from_env("HTTPS_PROXY")),
+        };
+        let proxy = match proxy_text {
+            None => None,
+            Some(text) => {
+                let url = Url::parse(&text).map_err(|e| {
+                    invalid(
+                        proxy_key.into(),
+                        format!("{text:?} is not a valid URL: {e}"),
+                    )
+                })?;
+                if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+                    return Err(invalid(
+                        proxy_key.into(),
+                        format!("{text:?}: use an http:// or https:// proxy URL with a host"),
+                    ));
+                }
+                Some(ProxyConfig {
+                    url,
+                    no_proxy: from_env("NO_PROXY"),
+                })
+            }
         };
         if raw.tenants.is_empty() {
             return Err(invalid(
@@ -730,6 +791,7 @@ impl Config {
             request_timeout: raw.request_timeout,
             otel: raw.otel,
             transcript_log,
+            proxy,
             tenants,
         })
     }
@@ -1212,6 +1274,40 @@ tenants:
                 "config file cfg.yml: tenants[0].auth.method: unknown variant `kerberos`"
             ),
             "{err}"
+        );
+    }
+
+    // See: #10
+    #[test]
+    fn proxy_from_the_key_or_the_environment() {
+        let env = |name: &str| match name {
+            "MDE_SECRET" => Some("s3cret".into()),
+            "https_proxy" => Some("http://env-proxy:3128".into()),
+            "NO_PROXY" => Some("localhost,.internal".into()),
+            _ => None,
+        };
+        let p = Config::parse(GOOD, Path::new("cfg.yml"), &env)
+            .unwrap()
+            .proxy
+            .unwrap();
+        assert_eq!(p.url.as_str(), "http://env-proxy:3128/");
+        assert_eq!(p.no_proxy.as_deref(), Some("localhost,.internal"));
+        let c = Config::parse(
+            &format!("proxy_url: http://user:pw@key-proxy:8080\n{GOOD}"),
+            Path::new("cfg.yml"),
+            &env,
+        )
+        .unwrap();
+        let p = c.proxy.unwrap();
+        assert_eq!(p.url.host_str(), Some("key-proxy"));
+        assert!(!format!("{p:?}").contains("pw"));
+        assert!(parse(GOOD).unwrap().proxy.is_none());
+        let err = parse(&format!("proxy_url: socks5://p:1080\n{GOOD}"))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "config file cfg.yml: proxy_url: \"socks5://p:1080\": use an http:// or https:// proxy URL with a host"
         );
     }
 
