@@ -703,10 +703,10 @@ impl Config {
             }
             // AKS workload identity names the authority it federates with.
             let authority = env("AZURE_AUTHORITY_HOST");
-            if auth.method() == AuthMethod::WorkloadIdentity {
-                if let Some(a) = authority.as_deref().filter(|a| !a.is_empty()) {
-                    login_default = a;
-                }
+            if auth.method() == AuthMethod::WorkloadIdentity
+                && let Some(a) = authority.as_deref().filter(|a| !a.is_empty())
+            {
+                login_default = a;
             }
             let api_url = parse_url(t.api_url.as_deref().unwrap_or(api_default))
                 .map_err(|m| invalid(key("api_url"), m))?;
