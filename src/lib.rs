@@ -7,13 +7,17 @@
 //! The data path runs one way: discovery → fetch → parse → account → state → metrics, and
 //! a scrape only reads.
 //! - [`cli`]: flags (low level) resolved into validated [`cli::Settings`] (high level).
-//! - [`config`]: the YAML file's schema, parsed raw, then validated. A leaf: it imports
-//!   nothing from this crate.
+//! - [`config`]: the YAML file's schema, parsed raw, then validated. A leaf but for the
+//!   pure [`certificate`], which it uses to refuse a wrong or expired certificate at load.
+//! - [`certificate`]: PEM certificate and key → a checked signing credential and the client
+//!   assertion of `method: certificate` (imports nothing from this crate).
 //! - [`app`]: wiring: from a config to running collectors and the HTTP server; reloads; the
 //!   demo (the simulator of the `mde-sim` crate in-process).
 //! - [`collector`]: one tenant's poll loop: what to call next, exactly-once accounting.
+//! - [`machines`]: the slow machine-context refresh (`mde_machine_info`, `mde_machine_tag`)
+//!   for the machines that have per-machine series.
 //! - [`mde`]: the API client (one method per endpoint, every call metered), its token cache
-//!   ([`mde::auth`]) and the pure parsers ([`mde::model`]).
+//!   and sign-in methods ([`mde::auth`]) and the pure parsers ([`mde::model`]).
 //! - [`quota`]: the sliding-window quota policy, a pure core.
 //! - [`state`]: what is remembered across restarts (redb).
 //! - [`shared`]: what collectors and the server share: the config in force, metrics, state,
