@@ -72,8 +72,11 @@ pub enum Error {
         url: String,
         limit: u64,
     },
-    #[error("list_machine_actions: refusing @odata.nextLink to another host: {0}")]
-    ForeignNextLink(String),
+    #[error("{endpoint}: refusing @odata.nextLink to another host: {link}")]
+    ForeignNextLink {
+        endpoint: &'static str,
+        link: String,
+    },
 }
 
 /// What kind of problem an [`Error`] is: the `reason` label of
@@ -138,7 +141,7 @@ impl Error {
             Error::Transport { .. } => ErrorKind::Io,
             Error::Parse { .. } => ErrorKind::Malformed,
             Error::TooLarge { .. } => ErrorKind::TooLarge,
-            Error::ForeignNextLink(_) => ErrorKind::Malformed,
+            Error::ForeignNextLink { .. } => ErrorKind::Malformed,
         }
     }
 
@@ -148,7 +151,7 @@ impl Error {
             Error::Token(_) | Error::Quota { .. } | Error::Throttled { .. } => true,
             Error::Transport { .. } => true,
             Error::Status { status, .. } => *status >= 500 || *status == 408 || *status == 401,
-            Error::Parse { .. } | Error::TooLarge { .. } | Error::ForeignNextLink(_) => false,
+            Error::Parse { .. } | Error::TooLarge { .. } | Error::ForeignNextLink { .. } => false,
         }
     }
 }
@@ -243,10 +246,15 @@ impl Client {
             }
             all.extend(page.machines);
             if let Some(link) = page.next_link {
-                let parsed =
-                    Url::parse(&link).map_err(|_| Error::ForeignNextLink("not a URL".into()))?;
+                let parsed = Url::parse(&link).map_err(|_| Error::ForeignNextLink {
+                    endpoint: Endpoint::ListMachines.as_str(),
+                    link: "not a URL".into(),
+                })?;
                 if parsed.origin().ascii_serialization() != self.api_origin {
-                    return Err(Error::ForeignNextLink(redact_url(&parsed)));
+                    return Err(Error::ForeignNextLink {
+                        endpoint: Endpoint::ListMachines.as_str(),
+                        link: redact_url(&parsed),
+                    });
                 }
                 next = Some(parsed);
             }
@@ -298,11 +306,16 @@ impl Client {
                 .inc_by(page.invalid.len() as u64);
             all.extend(page.actions);
             if let Some(link) = page.next_link {
-                let parsed =
-                    Url::parse(&link).map_err(|_| Error::ForeignNextLink("not a URL".into()))?;
+                let parsed = Url::parse(&link).map_err(|_| Error::ForeignNextLink {
+                    endpoint: Endpoint::ListMachineActions.as_str(),
+                    link: "not a URL".into(),
+                })?;
                 // Never send our bearer token anywhere but the configured API.
                 if parsed.origin().ascii_serialization() != self.api_origin {
-                    return Err(Error::ForeignNextLink(redact_url(&parsed)));
+                    return Err(Error::ForeignNextLink {
+                        endpoint: Endpoint::ListMachineActions.as_str(),
+                        link: redact_url(&parsed),
+                    });
                 }
                 next = Some(parsed);
             }
