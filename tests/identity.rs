@@ -176,6 +176,28 @@ async fn the_simulator_checks_audience_and_replayed_assertions() {
     let (status, body) = post(elsewhere).await;
     assert_eq!(status, 401);
     assert!(body.contains("audience claim does not match"), "{body}");
+    // A tampered assertion: the signature no longer matches the registered certificate.
+    let fresh = c.assertion(client_id, &token_url, now()).unwrap();
+    let (head, sig) = fresh.rsplit_once('.').unwrap();
+    let flipped = if sig.starts_with('A') { "B" } else { "A" };
+    let (status, body) = post(format!("{head}.{flipped}{}", &sig[1..])).await;
+    assert_eq!(status, 401);
+    assert!(
+        body.contains("AADSTS700027: Client assertion failed signature validation."),
+        "{body}"
+    );
+    // A registered certificate that has expired (the assertion made while it was valid).
+    let (old_cert, old_key) = rsa_cert(1_600_000_000, 1_700_000_000);
+    sim.identity().register_certificate(&old_cert).unwrap();
+    let old = Certificate::from_pem(
+        "old.pem",
+        old_cert.as_bytes(),
+        Some(("old-key.pem", old_key.as_bytes())),
+    )
+    .unwrap();
+    let (status, body) = post(old.assertion(client_id, &token_url, 1_650_000_000).unwrap()).await;
+    assert_eq!(status, 401);
+    assert!(body.contains("is expired on application"), "{body}");
     // Signed an hour ago: outside the 10-minute validity plus 5 minutes of skew.
     let stale = c.assertion(client_id, &token_url, now() - 3600).unwrap();
     let (status, body) = post(stale).await;
