@@ -76,7 +76,10 @@ pub(crate) fn all(sim: &Simulator) -> Vec<TruthMachine> {
                         vec!["engineering"],
                     )
                 };
-            let n = u32::from_str_radix(&id[..2.min(id.len())], 16).unwrap_or(0);
+            let n = id
+                .get(..2)
+                .and_then(|h| u32::from_str_radix(h, 16).ok())
+                .unwrap_or(0);
             if n % 3 == 0 {
                 tags.push("vip");
             }
