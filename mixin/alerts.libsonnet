@@ -51,6 +51,49 @@ local util = import 'lib/util.libsonnet';
         ),
 
         alert(
+          'MdeLiveResponseScriptNotRun', c.scriptNotRunSeverity, c.scriptNotRunFor,
+          'tenant_script:mde_liveresponse_machines_not_run:count > 0',
+          'Live Response script {{ $labels.script }} did not run on {{ $value }} machine(s) in tenant {{ $labels.tenant }}',
+          text([
+            'The latest attempt to run {{ $labels.script }} never ran on {{ $value }} machine(s) of',
+            'tenant {{ $labels.tenant }}: the command failed before running (for example the script',
+            'is not in the library), the action timed out or was cancelled, or an earlier command of',
+            'the action failed. No transcript exists. mde_liveresponse_script_not_run_total has the',
+            'reason; the exporter logs the command errors (event script_not_run). The alert clears',
+            'when a later attempt runs, or when the series expire (series_ttl).',
+          ]),
+        ),
+
+        alert(
+          'MdeLiveResponseActionStuck', c.actionStuckSeverity, c.actionStuckFor,
+          'time() - mde_liveresponse_in_flight_oldest_creation_timestamp_seconds > %d'
+          % util.seconds(c.actionStuckThreshold),
+          'A Live Response action of tenant {{ $labels.tenant }} has been in flight for {{ $value | humanizeDuration }}',
+          text([
+            'The oldest Live Response action of tenant {{ $labels.tenant }} that is still Pending or',
+            'InProgress was created {{ $value | humanizeDuration }} ago (threshold',
+            util.humanize(c.actionStuckThreshold) + '): a device is offline, or the queue is stuck.',
+            'Actions wait up to 3 days before they time out.',
+          ]),
+        ),
+
+        alert(
+          'MdeLiveResponseSessionCapacityLow', c.sessionCapacityLowSeverity, c.sessionCapacityLowFor,
+          |||
+            sum by (tenant) (mde_liveresponse_actions_in_flight)
+              >= on () group_left ()
+            (mde:liveresponse_session_limit:count * %g)
+          ||| % c.sessionCapacityLowRatio,
+          'Tenant {{ $labels.tenant }} has {{ $value }} Live Response actions in flight, near the concurrent session limit',
+          text([
+            '{{ $value }} Live Response actions of tenant {{ $labels.tenant }} are Pending or',
+            'InProgress, at least ' + std.toString(c.sessionCapacityLowRatio * 100) + '% of the',
+            std.toString(c.sessionLimit) + ' concurrent sessions a tenant may have: new Live',
+            'Response sessions will soon be refused.',
+          ]),
+        ),
+
+        alert(
           'MdeLiveResponseResultFetchFailing', c.resultFetchFailingSeverity, c.resultFetchFailingFor,
           'sum by (tenant, reason) (increase(mde_liveresponse_result_fetch_failures_total[%s])) > 0'
           % c.resultFetchFailingWindow,

@@ -77,6 +77,24 @@
     exporterDownSeverity: 'critical',
     exporterDownFor: '5m',
 
+    // A script's latest attempt on some machine never ran (command failed before running,
+    // action timed out, cancelled, or failed on an earlier command). (#9)
+    scriptNotRunSeverity: 'warning',
+    scriptNotRunFor: '15m',
+
+    // A Live Response action has been in flight (Pending/InProgress) longer than this: a stuck
+    // queue or an offline device. Actions wait up to 3 days before TimeOut. (#9)
+    actionStuckThreshold: '4h',
+    actionStuckSeverity: 'warning',
+    actionStuckFor: '15m',
+
+    // In-flight Live Response actions of a tenant at or above this share of the concurrent
+    // session limit (a recorded constant, mde:liveresponse_session_limit:count). (#9)
+    sessionLimit: 25,
+    sessionCapacityLowRatio: 0.8,
+    sessionCapacityLowSeverity: 'warning',
+    sessionCapacityLowFor: '10m',
+
     // --- dashboards ----------------------------------------------------------------------------
 
     // Tags of every dashboard. Keep 'mde-liveresponse-exporter': the dashboards link to each

@@ -21,6 +21,8 @@ local overview(config) =
   local fails = 'mde_liveresponse_script_failures_total{%s}' % TS;
   local errs = 'mde_liveresponse_script_errors_total{%s}' % TS;
   local exitCode = inGroup('mde_liveresponse_script_exit_code{%s}' % TS);
+  local notRun = 'mde_liveresponse_script_not_run_total{%s}' % TS;
+  local notRunNow = inGroup('mde_liveresponse_script_not_run{%s}' % TS);
   local redIfAny = [[null, 'green'], [1, 'red']];
   p.dashboard(
     config,
@@ -31,17 +33,23 @@ local overview(config) =
     panels=[
       [p.row('Script results'), 24, 1],
       [p.stat('Transcripts retrieved', "RunScript transcripts retrieved in the dashboard's time range.",
-              [target('sum(increase(%s[$__range])) or vector(0)' % runs, 'runs', instant=true)], decimals=0), 6, 4],
+              [target('sum(increase(%s[$__range])) or vector(0)' % runs, 'runs', instant=true)], decimals=0), 4, 4],
       [p.stat('Failed runs', 'Transcripts with a non-zero exit code in the time range.',
               [target('sum(increase(%s[$__range])) or vector(0)' % fails, 'failures', instant=true)],
-              steps=redIfAny, decimals=0), 6, 4],
+              steps=redIfAny, decimals=0), 4, 4],
+      [p.stat('Scripts that did not run', 'RunScript commands of final actions that produced no transcript in the time range (command failed, action timed out, cancelled or failed earlier).',
+              [target('sum(increase(%s[$__range])) or vector(0)' % notRun, 'not run', instant=true)],
+              steps=redIfAny, decimals=0), 4, 4],
       [p.stat('Failure ratio', 'Failed transcripts / retrieved transcripts over the time range.',
               [target('sum(increase(%s[$__range])) / sum(increase(%s[$__range]))' % [fails, runs], 'ratio',
                       instant=true)],
-              unit='percentunit', steps=[[null, 'green'], [0.05, 'orange'], [0.2, 'red']], decimals=1), 6, 4],
+              unit='percentunit', steps=[[null, 'green'], [0.05, 'orange'], [0.2, 'red']], decimals=1), 4, 4],
       [p.stat('Machines whose last run failed', 'Machines (and scripts) whose latest retrieved run exited non-zero.',
               [target('count(%s != 0) or vector(0)' % exitCode, 'machines', instant=true)],
-              steps=redIfAny, decimals=0), 6, 4],
+              steps=redIfAny, decimals=0), 4, 4],
+      [p.stat('Machines whose last attempt did not run', 'Machines (and scripts) whose latest attempt never ran.',
+              [target('count(%s == 1) or vector(0)' % notRunNow, 'machines', instant=true)],
+              steps=redIfAny, decimals=0), 4, 4],
       [p.timeseries('Runs by script', 'Transcripts retrieved per second, by script.',
                     [target('sum by (script) (rate(%s[$__rate_interval]))' % runs, '{{script}}', exemplar=true)],
                     unit='ops'), 8, 8],
@@ -63,6 +71,12 @@ local overview(config) =
                       target('sum by (status) (rate(mde_liveresponse_actions_total{%s}[$__rate_interval]))' % T,
                              'action {{status}}', 'B'),
                     ], unit='ops'), 12, 8],
+      [p.timeseries('Not run by script and reason', 'RunScript commands that produced no transcript, per second, by script and reason.',
+                    [target('sum by (script, reason) (rate(%s[$__rate_interval]))' % notRun, '{{script}} {{reason}}', exemplar=true)],
+                    unit='ops'), 12, 8],
+      [p.timeseries('Actions in flight', 'Live Response actions Pending or InProgress, by status (25 concurrent sessions per tenant).',
+                    [target('sum by (status) (mde_liveresponse_actions_in_flight{%s})' % T, '{{status}}')],
+                    unit='short'), 12, 8],
       [p.row('Machines'), 24, 1],
       [p.table('Machines whose last run failed',
                'Latest retrieved run per machine and script where the exit code is not 0.',

@@ -18,6 +18,13 @@ local util = import 'lib/util.libsonnet';
             labels: { window: window },
           }
           for window in std.sort(std.objectFields(ratios), util.seconds)
+        ] + [
+          // Concurrent Live Response sessions per tenant (portal documentation: 25; queued
+          // actions appear to count too). Used by MdeLiveResponseSessionCapacityLow.
+          {
+            record: 'mde:liveresponse_session_limit:count',
+            expr: 'vector(%d)' % $._config.sessionLimit,
+          },
         ],
       },
       {
@@ -68,6 +75,11 @@ local util = import 'lib/util.libsonnet';
                   (mde_liveresponse_script_errors_present == 1)
               )
             |||,
+          },
+          // Machines whose latest attempt of a script never ran. Used by MdeLiveResponseScriptNotRun.
+          {
+            record: 'tenant_script:mde_liveresponse_machines_not_run:count',
+            expr: 'count by (tenant, script) (mde_liveresponse_script_not_run == 1)',
           },
           // Share of retrieved transcripts that failed over the last hour, per script.
           {

@@ -2,23 +2,29 @@
 //! result once, count it, and keep the per-machine gauges on the latest run.
 //!
 //! Owns the order of work within a poll (discovery, then results oldest first while the quota
-//! has room), the exactly-once accounting and the poll metrics, which are recorded whether the
-//! poll succeeds or not. Does not own HTTP, quota arithmetic or parsing.
+//! has room, and again as soon as a `Retry-After` ends), the exactly-once accounting of
+//! results and of RunScript commands that never ran, the in-flight gauges and the poll
+//! metrics, which are recorded whether the poll succeeds or not. Does not own HTTP, quota
+//! arithmetic, parsing, nor the filter and watermark arithmetic of discovery (`discovery`).
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::sync::Arc;
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::config::Tenant;
-use crate::events::{ResultFetchFailed, TranscriptRetrieved};
+use crate::discovery::{self as disc, NotRunReason};
+use crate::events::{ResultFetchFailed, ScriptNotRun, TranscriptRetrieved};
 use crate::mde::model::{CommandType, MachineAction};
 use crate::mde::{self, Client, ErrorKind, QuotaWait};
 use crate::metrics::{CommandLabels, MachineScriptLabels, StatusLabels, tenant};
 use crate::shared::{RecentTranscript, Shared};
-use crate::state::{Committed, LastRun, ResultKey, RunUpdate, StoreError};
+use crate::state::{
+    Attempt, Committed, DiscoveryUpdate, LastRun, ResultKey, RunUpdate, StoreError, Tracked,
+};
 
 /// Why a poll (or one result) did not complete.
 #[derive(Debug, thiserror::Error)]
@@ -31,39 +37,7 @@ pub enum PollError {
 
 /// Give up on a result after this many failed attempts of a kind that may be transient.
 const MAX_ATTEMPTS: u32 = 5;
-/// How far back discovery reaches at most when catching up after an outage.
-const MAX_CATCH_UP: chrono::Duration = chrono::Duration::days(30);
-
-/// The OData filter for discovery, from documented fields only. It looks back `lookback`
-/// from now, or from the last completed discovery when that is older (after an outage), but
-/// never more than `MAX_CATCH_UP` back. A last discovery in the future (the wall clock jumped
-/// back) is ignored.
-pub fn discovery_filter(
-    sel: &crate::config::Selectors,
-    now: DateTime<Utc>,
-    last_discovery: Option<DateTime<Utc>>,
-) -> String {
-    let lookback = chrono::Duration::from_std(sel.lookback).unwrap_or(chrono::Duration::days(1));
-    let from = last_discovery.filter(|t| *t < now).unwrap_or(now);
-    let floor = now.checked_sub_signed(MAX_CATCH_UP).unwrap_or(now);
-    let since = from.checked_sub_signed(lookback).unwrap_or(from).max(floor);
-    let mut f = format!(
-        "type eq 'LiveResponse' and creationDateTimeUtc ge {} and (status eq 'Succeeded' or status eq 'Failed' or status eq 'TimeOut' or status eq 'Cancelled')",
-        since.format("%Y-%m-%dT%H:%M:%SZ")
-    );
-    if let Some(r) = &sel.requestor {
-        f.push_str(&format!(" and requestor eq '{}'", r.replace('\'', "''")));
-    }
-    if !sel.machine_ids.is_empty() {
-        let ids: Vec<String> = sel
-            .machine_ids
-            .iter()
-            .map(|m| format!("machineId eq '{m}'"))
-            .collect();
-        f.push_str(&format!(" and ({})", ids.join(" or ")));
-    }
-    f
-}
+pub use crate::discovery::discovery_filter;
 
 /// How many tries a result gets for a kind of failure before it is given up.
 fn attempts_allowed(e: &mde::Error) -> u32 {
@@ -109,6 +83,13 @@ pub struct TenantCollector {
     pending: Vec<Pending>,
     /// What the poll in progress did, for its log line.
     stats: PollStats,
+    /// When result fetching may go on after a 429 or a full budget, before the next poll.
+    resume_at: Option<Instant>,
+    /// The actions followed by id were read again since this collector started, so the
+    /// results of final ones are queued again (they are not in `pending` after a restart).
+    restored: bool,
+    /// Actions the last full-window listing returned: the next sweep's expected cost.
+    last_sweep_actions: usize,
 }
 
 /// Counts for the one info line each poll writes.
@@ -126,6 +107,9 @@ impl TenantCollector {
             shared,
             pending: Vec::new(),
             stats: PollStats::default(),
+            resume_at: None,
+            restored: false,
+            last_sweep_actions: 0,
         }
     }
 
@@ -135,18 +119,45 @@ impl TenantCollector {
         let mut ticks = tokio::time::interval(self.shared.settings.poll_interval);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            tokio::select! {
-                _ = ticks.tick() => {}
+            let resume = self.resume_at;
+            let resumed = tokio::select! {
+                _ = ticks.tick() => false,
+                // A Retry-After (or a full budget) ended with results waiting: go on now,
+                // not at the next poll.
+                _ = tokio::time::sleep_until(resume.unwrap_or_else(Instant::now)), if resume.is_some() => true,
                 _ = shutdown.changed() => return,
-            }
-            tokio::select! {
-                _ = self.poll_once() => {}
-                _ = shutdown.changed() => return,
+            };
+            if resumed {
+                self.resume_at = None;
+                tokio::select! {
+                    _ = self.resume_fetching() => {}
+                    _ = shutdown.changed() => return,
+                }
+            } else {
+                tokio::select! {
+                    _ = self.poll_once() => {}
+                    _ = shutdown.changed() => return,
+                }
             }
             if *shutdown.borrow() {
                 return;
             }
         }
+    }
+
+    /// Fetch waiting results between polls, once the quota has room again.
+    async fn resume_fetching(&mut self) {
+        if let Err(e) = self.drain().await {
+            tracing::warn!(tenant = %self.tenant.name, error = %e, "result fetching failed");
+        }
+        self.shared
+            .metrics
+            .pending_results
+            .get_or_create(&tenant(&self.tenant.name))
+            .set(self.pending.len() as i64);
+        let pending = self.pending.len();
+        self.shared
+            .update_status(&self.tenant.name, |s| s.pending = pending);
     }
 
     /// One poll; always records `mde_exporter_poll_success` and the duration.
@@ -156,6 +167,7 @@ impl TenantCollector {
         crate::telemetry::record_ids(&span);
         let started = Instant::now();
         self.stats = PollStats::default();
+        self.resume_at = None;
         let result = self.poll_inner(started).await;
         if let Err(e) = &result {
             crate::telemetry::record_error(&span, &e.to_string());
@@ -230,10 +242,15 @@ impl TenantCollector {
         self.client.ensure_token().await?;
         // Discovery may wait for quota, but not past the next poll.
         let deadline = started + self.shared.settings.poll_interval;
-        let discovered = self.discover(deadline).await;
+        let discovered = if self.tenant.selectors.discovery.incremental {
+            self.discover_incremental(deadline).await
+        } else {
+            self.discover(deadline).await
+        };
         let actions = match discovered {
             Ok(a) => {
-                self.stats.discovered = a.len();
+                // Incremental discovery counted what it found itself.
+                self.stats.discovered += a.len();
                 a
             }
             // Our own budget has no room for discovery before the next poll: that is the
@@ -298,6 +315,393 @@ impl TenantCollector {
         Ok(actions)
     }
 
+    /// Incremental discovery (#9): list what was created since the watermark minus the
+    /// overlap (every status), read the actions followed by id again in batches, sweep the full
+    /// window now and then when the list budget has room, count and queue what is final, and
+    /// commit the followed set and the watermark in one transaction. Returns nothing left to
+    /// consider: it considers what it finds itself, because what stays followed depends on
+    /// the results that remain queued.
+    async fn discover_incremental(
+        &mut self,
+        deadline: Instant,
+    ) -> Result<Vec<MachineAction>, PollError> {
+        let now = Utc::now();
+        let name = self.tenant.name.clone();
+        let sel = self.tenant.selectors.clone();
+        let d = sel.discovery.clone();
+        let (watermark, last_discovery, last_reconcile, tracked) = self.shared.with_state(|s| {
+            (
+                s.watermark(&name),
+                s.last_discovery(&name),
+                s.last_reconcile(&name),
+                s.tracked(&name),
+            )
+        });
+        if !self.restored {
+            self.restore_not_run_gauges();
+        }
+        let bootstrap = watermark.is_none();
+        let filter = match watermark {
+            Some(w) => disc::incremental_filter(&sel, disc::incremental_since(w, d.overlap, now)),
+            None => disc::bootstrap_filter(&sel, now, last_discovery),
+        };
+        let listed = self
+            .client
+            .list_machine_actions(&filter, QuotaWait::Until(deadline))
+            .await?;
+        let listed_ids: HashSet<String> = listed.iter().map(|a| a.id.clone()).collect();
+        // Follow by id what is not final yet; after a start, also final actions whose results
+        // were still queued when the exporter stopped.
+        let follow: Vec<String> = tracked
+            .iter()
+            .filter(|(id, tr)| {
+                !listed_ids.contains(id) && (!self.restored || !is_final_status(&tr.status))
+            })
+            .map(|(id, _)| id.clone())
+            .collect();
+        let mut refreshed = Vec::new();
+        for batch in disc::id_batches(&follow, d.batch_size, disc::MAX_FILTER_URL_BYTES) {
+            refreshed.extend(
+                self.client
+                    .list_machine_actions(&batch, QuotaWait::Until(deadline))
+                    .await?,
+            );
+        }
+        let mut reconciled = None;
+        let mut swept = Vec::new();
+        if bootstrap {
+            // The first listing covered the whole window: it is this tenant's first sweep.
+            reconciled = Some(now);
+            self.last_sweep_actions = listed.len();
+        } else if last_reconcile.is_none_or(|r| {
+            now.signed_duration_since(r)
+                >= chrono::Duration::from_std(d.reconcile_interval).unwrap_or(chrono::Duration::MAX)
+        }) {
+            let spare = self
+                .shared
+                .quota_status()
+                .get(&name)
+                .map(|w| disc::spare_list_calls(w))
+                .unwrap_or(0);
+            let pages = self.last_sweep_actions.max(1).div_ceil(disc::ASSUMED_PAGE);
+            let in_flight = tracked
+                .iter()
+                .filter(|(_, t)| !is_final_status(&t.status))
+                .count();
+            if disc::sweep_fits(spare, pages, disc::poll_cost(in_flight, d.batch_size)) {
+                let f = discovery_filter(&sel, now, None);
+                match self
+                    .client
+                    .list_machine_actions(&f, QuotaWait::Until(deadline))
+                    .await
+                {
+                    Ok(all) => {
+                        self.last_sweep_actions = all.len();
+                        reconciled = Some(now);
+                        swept = all;
+                    }
+                    // The sweep is a safety net: it is tried again at the next poll.
+                    Err(e) => {
+                        tracing::info!(tenant = %name, error = %e, "reconciliation sweep failed, will retry")
+                    }
+                }
+            } else {
+                tracing::debug!(tenant = %name, spare, pages, "reconciliation sweep postponed: no spare list quota");
+            }
+        }
+        let explicit = self.explicit_actions(&listed, deadline).await?;
+
+        // Everything found, once per id.
+        let refreshed_ids: HashSet<String> = refreshed.iter().map(|a| a.id.clone()).collect();
+        let mut found: BTreeMap<String, MachineAction> = BTreeMap::new();
+        for a in swept {
+            if a.is_live_response()
+                && a.status.is_final()
+                && !listed_ids.contains(&a.id)
+                && !refreshed_ids.contains(&a.id)
+                && !self.shared.with_state(|s| s.action_seen(&name, &a.id))
+            {
+                self.shared
+                    .metrics
+                    .discovery_missed
+                    .get_or_create(&tenant(&name))
+                    .inc();
+                tracing::warn!(tenant = %name, action_id = %a.id, created = ?a.creation_date_time_utc, status = a.status.as_str(), "reconciliation sweep found an action incremental discovery missed");
+            }
+            found.insert(a.id.clone(), a);
+        }
+        let new_watermark = disc::next_watermark(
+            watermark,
+            listed.iter().filter_map(|a| a.creation_date_time_utc),
+            now,
+        )
+        .or(Some(now));
+        for a in listed.into_iter().chain(refreshed).chain(explicit) {
+            found.insert(a.id.clone(), a);
+        }
+        self.stats.discovered = found.len();
+        for a in found.values() {
+            self.consider(a)?;
+        }
+
+        // What stays followed: not final yet, or final with results still queued.
+        let queued: HashSet<&str> = self
+            .pending
+            .iter()
+            .map(|p| p.key.action_id.as_str())
+            .collect();
+        let mut update = DiscoveryUpdate {
+            tenant: name.clone(),
+            watermark: new_watermark,
+            reconciled,
+            ..Default::default()
+        };
+        for a in found.values().filter(|a| a.is_live_response()) {
+            let keep = !a.status.is_final() || queued.contains(a.id.as_str());
+            if keep {
+                let created = a.creation_date_time_utc.unwrap_or(now);
+                update.upsert.push((
+                    a.id.clone(),
+                    Tracked {
+                        created,
+                        status: a.status.as_str().to_string(),
+                    },
+                ));
+            } else {
+                update.remove.push(a.id.clone());
+            }
+        }
+        for (id, tr) in &tracked {
+            if found.contains_key(id) {
+                continue;
+            }
+            if is_final_status(&tr.status) {
+                // Followed for its results only: forget it once none is queued.
+                if self.restored && !queued.contains(id.as_str()) {
+                    update.remove.push(id.clone());
+                }
+            } else if disc::past_horizon(tr.created, d.in_flight_horizon, now) {
+                update.remove.push(id.clone());
+                self.shared
+                    .metrics
+                    .in_flight_abandoned
+                    .get_or_create(&tenant(&name))
+                    .inc();
+                tracing::warn!(tenant = %name, action_id = %id, created = %tr.created, status = %tr.status, "action still not final past discovery.in_flight_horizon: no longer followed");
+            }
+        }
+        self.shared.with_state(|s| s.commit_discovery(update))?;
+        // Kept for the full-window filter (sweeps, `incremental: false`) after an outage.
+        self.shared
+            .with_state(|s| s.set_last_discovery(&name, now))?;
+        self.restored = true;
+        self.set_in_flight_gauges();
+        self.expire_not_run_gauges();
+        Ok(Vec::new())
+    }
+
+    /// Configured action ids not listed yet and not counted: asked for one by one until final.
+    async fn explicit_actions(
+        &self,
+        listed: &[MachineAction],
+        deadline: Instant,
+    ) -> Result<Vec<MachineAction>, PollError> {
+        let name = &self.tenant.name;
+        let ids: Vec<String> = self
+            .tenant
+            .selectors
+            .action_ids
+            .iter()
+            .filter(|id| !listed.iter().any(|a| &a.id == *id))
+            .filter(|id| !self.shared.with_state(|s| s.action_seen(name, id)))
+            .cloned()
+            .collect();
+        let mut out = Vec::new();
+        for id in ids {
+            match self
+                .client
+                .get_machine_action(&id, QuotaWait::Until(deadline))
+                .await
+            {
+                Ok(a) => out.push(a),
+                Err(e) if e.kind() == ErrorKind::NotFound => {
+                    tracing::warn!(tenant = %name, action_id = %id, "configured action id does not exist");
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(out)
+    }
+
+    /// `mde_liveresponse_actions_in_flight` and the oldest creation time, from the followed set.
+    fn set_in_flight_gauges(&self) {
+        let name = &self.tenant.name;
+        let tracked = self.shared.with_state(|s| s.tracked(name));
+        let mut by_status: BTreeMap<String, i64> =
+            [("Pending".to_string(), 0), ("InProgress".to_string(), 0)].into();
+        let mut oldest: Option<DateTime<Utc>> = None;
+        for (_, t) in tracked.iter().filter(|(_, t)| !is_final_status(&t.status)) {
+            *by_status.entry(t.status.clone()).or_insert(0) += 1;
+            oldest = Some(oldest.map_or(t.created, |o| o.min(t.created)));
+        }
+        let m = &self.shared.metrics;
+        for (status, n) in by_status {
+            m.actions_in_flight
+                .get_or_create(&StatusLabels {
+                    tenant: name.clone(),
+                    status,
+                })
+                .set(n);
+        }
+        match oldest {
+            Some(t) => {
+                m.in_flight_oldest
+                    .get_or_create(&tenant(name))
+                    .set(t.timestamp_millis() as f64 / 1000.0);
+            }
+            // No series rather than 0: an alert on its age must not fire on "nothing".
+            None => {
+                m.in_flight_oldest.remove(&tenant(name));
+            }
+        }
+    }
+
+    /// After a start: `mde_liveresponse_script_not_run` comes back from the state.
+    fn restore_not_run_gauges(&self) {
+        let name = &self.tenant.name;
+        let attempts = self.shared.with_state(|s| s.attempts().clone());
+        for ((t, machine, script), a) in attempts.into_iter().filter(|((t, _, _), _)| t == name) {
+            self.shared
+                .metrics
+                .script_not_run
+                .get_or_create(&MachineScriptLabels {
+                    tenant: t,
+                    machine,
+                    script,
+                })
+                .set(i64::from(!a.ran));
+        }
+    }
+
+    /// Same TTL and cap as the other per-machine series.
+    fn expire_not_run_gauges(&self) {
+        let settings = &self.shared.settings;
+        let ttl = chrono::Duration::from_std(settings.series_ttl).unwrap_or(chrono::Duration::MAX);
+        let cutoff = Utc::now()
+            .checked_sub_signed(ttl)
+            .unwrap_or(DateTime::<Utc>::MIN_UTC);
+        match self
+            .shared
+            .with_state(|s| s.expire_attempts(cutoff, settings.max_series))
+        {
+            Ok(removed) => {
+                for (tenant, machine, script) in removed {
+                    self.shared
+                        .metrics
+                        .script_not_run
+                        .remove(&MachineScriptLabels {
+                            tenant,
+                            machine,
+                            script,
+                        });
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "cannot expire not-run series"),
+        }
+    }
+
+    /// Whether a RunScript command's script is one the tenant watches.
+    fn wants_script(&self, name: Option<&str>) -> bool {
+        let scripts = &self.tenant.selectors.scripts;
+        scripts.is_empty() || name.is_some_and(|n| scripts.iter().any(|s| s == n))
+    }
+
+    /// Count each RunScript command of a final action that never ran, once, and keep
+    /// `mde_liveresponse_script_not_run` on the latest attempt per machine and script.
+    fn account_not_run(&self, a: &MachineAction) -> Result<(), StoreError> {
+        let t = &self.tenant.name;
+        let at = a
+            .last_update_date_time_utc
+            .or(a.creation_date_time_utc)
+            .unwrap_or_else(Utc::now);
+        for c in &a.commands {
+            if c.command.kind != CommandType::RunScript || !self.wants_script(c.script_name()) {
+                continue;
+            }
+            let script = c.script_name().unwrap_or("unknown").to_string();
+            let series = (t.clone(), a.machine().to_string(), script.clone());
+            let labels = MachineScriptLabels {
+                tenant: t.clone(),
+                machine: a.machine().to_string(),
+                script: script.clone(),
+            };
+            let attempt = |ran| Attempt {
+                at,
+                ran,
+                action_id: a.id.clone(),
+            };
+            let reason: Option<NotRunReason> = disc::not_run_reason(&a.status, &c.command_status);
+            let ran = c.command_status == crate::mde::model::CommandStatus::Completed;
+            match reason {
+                None if ran => {
+                    let later = self
+                        .shared
+                        .with_state(|s| s.offer_ran(series, attempt(true)))?;
+                    if later {
+                        self.shared
+                            .metrics
+                            .script_not_run
+                            .get_or_create(&labels)
+                            .set(0);
+                    }
+                }
+                None => {}
+                Some(reason) => {
+                    let key = ResultKey {
+                        tenant: t.clone(),
+                        action_id: a.id.clone(),
+                        index: c.index,
+                    };
+                    if self.shared.with_state(|s| s.is_not_run_done(&key)) {
+                        continue;
+                    }
+                    let Some(update) = self
+                        .shared
+                        .with_state(|s| s.commit_not_run(key, series, attempt(false)))?
+                    else {
+                        continue;
+                    };
+                    let errors = crate::events::errors_text(&c.errors);
+                    ScriptNotRun {
+                        tenant: t,
+                        action_id: &a.id,
+                        index: c.index,
+                        machine: a.machine(),
+                        script: &script,
+                        reason: reason.as_str(),
+                        action_status: a.status.as_str(),
+                        command_status: c.command_status.as_str(),
+                        last_update: a.last_update_date_time_utc,
+                        errors: if errors.is_empty() {
+                            None
+                        } else {
+                            self.shared.settings.transcript_log.apply(&errors)
+                        },
+                    }
+                    .emit(&self.shared.metrics);
+                    if update == RunUpdate::Latest {
+                        self.shared
+                            .metrics
+                            .script_not_run
+                            .get_or_create(&labels)
+                            .set(1);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Count a final action once and queue its results that are not done yet.
     fn consider(&mut self, a: &MachineAction) -> Result<(), StoreError> {
         if !a.is_live_response() || !a.status.is_final() {
@@ -323,6 +727,7 @@ impl TenantCollector {
                     .inc();
             }
         }
+        self.account_not_run(a)?;
         let scripts = &self.tenant.selectors.scripts;
         for c in &a.commands {
             if c.command_status != crate::mde::model::CommandStatus::Completed {
@@ -376,7 +781,14 @@ impl TenantCollector {
                 Err(PollError::Api(
                     e @ (mde::Error::Quota { .. } | mde::Error::Throttled { .. }),
                 )) => {
-                    // No room now: this and everything after it waits for the next poll.
+                    // No room now: this and everything after it waits until the budget has
+                    // room again (or the next poll, whichever comes first).
+                    let wait = match &e {
+                        mde::Error::Quota { wait, .. } => *wait,
+                        mde::Error::Throttled { retry_after, .. } => *retry_after,
+                        _ => Duration::ZERO,
+                    };
+                    self.resume_at = Some(Instant::now() + wait.max(Duration::from_millis(10)));
                     tracing::debug!(tenant = %self.tenant.name, error = %e, waiting = queue.len() + 1, "result fetching paused for quota");
                     self.pending.push(p);
                     self.pending.extend(queue);
@@ -557,65 +969,7 @@ impl TenantCollector {
     }
 }
 
-#[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::expect_used)]
-mod tests {
-    use super::*;
-    use chrono::TimeZone;
-    use std::time::Duration;
-
-    fn sel() -> crate::config::Selectors {
-        crate::config::Selectors {
-            lookback: Duration::from_secs(24 * 3600),
-            requestor: Some("o'brien".into()),
-            machine_ids: vec!["m1".into(), "m2".into()],
-            ..Default::default()
-        }
-    }
-
-    fn since(filter: &str) -> &str {
-        filter
-            .split("creationDateTimeUtc ge ")
-            .nth(1)
-            .and_then(|r| r.split(' ').next())
-            .unwrap()
-    }
-
-    #[test]
-    fn filter_uses_documented_fields_and_escapes_quotes() {
-        let now = Utc.with_ymd_and_hms(2026, 11, 26, 12, 0, 0).unwrap();
-        let f = discovery_filter(&sel(), now, None);
-        assert_eq!(
-            f,
-            "type eq 'LiveResponse' and creationDateTimeUtc ge 2026-11-25T12:00:00Z and (status eq 'Succeeded' or status eq 'Failed' or status eq 'TimeOut' or status eq 'Cancelled') and requestor eq 'o''brien' and (machineId eq 'm1' or machineId eq 'm2')"
-        );
-    }
-
-    #[test]
-    fn after_an_outage_discovery_reaches_back_from_the_last_one() {
-        let now = Utc.with_ymd_and_hms(2026, 11, 26, 12, 0, 0).unwrap();
-        // Down for three days: look back from the last discovery.
-        let last = now - chrono::Duration::days(3);
-        assert_eq!(
-            since(&discovery_filter(&sel(), now, Some(last))),
-            "2026-11-22T12:00:00Z"
-        );
-        // Never more than 30 days back.
-        let ancient = now - chrono::Duration::days(365);
-        assert_eq!(
-            since(&discovery_filter(&sel(), now, Some(ancient))),
-            "2026-10-27T12:00:00Z"
-        );
-    }
-
-    #[test]
-    fn a_clock_that_jumped_back_does_not_narrow_discovery() {
-        let now = Utc.with_ymd_and_hms(2026, 11, 26, 12, 0, 0).unwrap();
-        // The last discovery is "in the future": the wall clock went back. Use now.
-        let future = now + chrono::Duration::hours(5);
-        assert_eq!(
-            since(&discovery_filter(&sel(), now, Some(future))),
-            "2026-11-25T12:00:00Z"
-        );
-    }
+/// Whether a stored status string is final (unknown values are not: followed, not forgotten).
+fn is_final_status(status: &str) -> bool {
+    crate::mde::model::ActionStatus::from(status.to_string()).is_final()
 }

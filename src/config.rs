@@ -277,6 +277,8 @@ struct RawTenant {
     /// How often machine context is read again with `GET /api/machines`.
     #[serde(default = "default_machine_info_interval", with = "humantime_serde")]
     machine_info_interval: Duration,
+    #[serde(default)]
+    discovery: RawDiscovery,
 }
 
 /// How a tenant signs in: the `auth:` block.
@@ -381,6 +383,66 @@ impl Region {
     }
 }
 
+/// The `discovery:` section of a tenant, as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawDiscovery {
+    #[serde(with = "humantime_serde")]
+    overlap: Duration,
+    #[serde(with = "humantime_serde")]
+    in_flight_horizon: Duration,
+    #[serde(with = "humantime_serde")]
+    reconcile_interval: Duration,
+    batch_size: usize,
+    incremental: bool,
+}
+
+impl Default for RawDiscovery {
+    fn default() -> Self {
+        let d = DiscoveryConfig::default();
+        RawDiscovery {
+            overlap: d.overlap,
+            in_flight_horizon: d.in_flight_horizon,
+            reconcile_interval: d.reconcile_interval,
+            batch_size: d.batch_size,
+            incremental: d.incremental,
+        }
+    }
+}
+
+/// How a tenant's machine actions are discovered (see `discovery`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct DiscoveryConfig {
+    /// Each poll lists actions created since the watermark minus this margin, for API
+    /// indexing lag and clock skew.
+    pub overlap: Duration,
+    /// Actions not final are followed this long after their creation; past it they are
+    /// counted as abandoned. Also how far back in-flight actions are looked up at first start.
+    pub in_flight_horizon: Duration,
+    /// How often a full-window reconciliation sweep runs (only with spare list quota).
+    pub reconcile_interval: Duration,
+    /// At most this many ids per `id eq '…' or …` filter when actions in flight are read again.
+    pub batch_size: usize,
+    /// `false`: the pre-#9 behaviour, every poll lists the whole `lookback` window (kept for
+    /// comparison benchmarks and as an escape hatch).
+    pub incremental: bool,
+}
+
+impl Default for DiscoveryConfig {
+    fn default() -> Self {
+        DiscoveryConfig {
+            overlap: Duration::from_secs(5 * 60),
+            in_flight_horizon: Duration::from_secs(7 * 24 * 3600),
+            reconcile_interval: Duration::from_secs(6 * 3600),
+            batch_size: 20,
+            incremental: true,
+        }
+    }
+}
+
+/// Largest `discovery.batch_size`: more ids would not fit a URL of a safe length anyway.
+pub const MAX_DISCOVERY_BATCH: usize = 50;
+
 fn default_poll_interval() -> Duration {
     Duration::from_secs(60)
 }
@@ -434,6 +496,8 @@ pub struct Selectors {
     pub action_ids: Vec<String>,
     /// When non-empty, only these script names are retrieved.
     pub scripts: Vec<String>,
+    /// How discovery finds actions: incremental watermark, in-flight horizon, sweeps.
+    pub discovery: DiscoveryConfig,
 }
 
 impl Default for Selectors {
@@ -445,6 +509,7 @@ impl Default for Selectors {
             machine_ids: Vec::new(),
             action_ids: Vec::new(),
             scripts: Vec::new(),
+            discovery: DiscoveryConfig::default(),
         }
     }
 }
@@ -732,6 +797,8 @@ impl Config {
             if t.lookback.is_zero() {
                 return Err(invalid(key("lookback"), "must be greater than 0".into()));
             }
+            let discovery = validate_discovery(&t.discovery)
+                .map_err(|(field, m)| invalid(key(&format!("discovery.{field}")), m))?;
             for (field, values) in [
                 ("machine_ids", &t.machine_ids),
                 ("action_ids", &t.action_ids),
@@ -774,6 +841,7 @@ impl Config {
                     machine_ids: t.machine_ids,
                     action_ids: t.action_ids,
                     scripts: t.scripts,
+                    discovery,
                 },
                 quota: t.quota,
                 machine_context: MachineContext {
@@ -801,6 +869,41 @@ impl Config {
         self.tenants.retain(|t| shard_of(&t.name, count) == index);
         self
     }
+}
+
+/// Check a tenant's `discovery:` section; the error names the key under `discovery.`.
+fn validate_discovery(d: &RawDiscovery) -> Result<DiscoveryConfig, (&'static str, String)> {
+    if d.overlap > Duration::from_secs(24 * 3600) {
+        return Err(("overlap", "must be at most 24h".into()));
+    }
+    if d.in_flight_horizon < Duration::from_secs(3600) {
+        return Err((
+            "in_flight_horizon",
+            "must be at least 1h (Live Response actions wait in the queue for up to 3 days)".into(),
+        ));
+    }
+    if d.overlap >= d.in_flight_horizon {
+        return Err((
+            "overlap",
+            "must be shorter than discovery.in_flight_horizon".into(),
+        ));
+    }
+    if d.reconcile_interval.is_zero() {
+        return Err(("reconcile_interval", "must be greater than 0".into()));
+    }
+    if d.batch_size == 0 || d.batch_size > MAX_DISCOVERY_BATCH {
+        return Err((
+            "batch_size",
+            format!("must be between 1 and {MAX_DISCOVERY_BATCH}"),
+        ));
+    }
+    Ok(DiscoveryConfig {
+        overlap: d.overlap,
+        in_flight_horizon: d.in_flight_horizon,
+        reconcile_interval: d.reconcile_interval,
+        batch_size: d.batch_size,
+        incremental: d.incremental,
+    })
 }
 
 /// The shard (0..count) a tenant belongs to; stable across versions and platforms.
@@ -1403,6 +1506,64 @@ tenants:
             .unwrap_err()
             .to_string();
         assert!(err.contains("tenants[0].action_ids"), "{err}");
+    }
+
+    #[test]
+    fn discovery_defaults_and_keys() {
+        let d = &parse(GOOD).unwrap().tenants[0].selectors.discovery;
+        assert_eq!(d, &DiscoveryConfig::default());
+        assert_eq!(d.overlap, Duration::from_secs(300));
+        assert_eq!(d.in_flight_horizon, Duration::from_secs(7 * 86400));
+        assert_eq!(d.reconcile_interval, Duration::from_secs(6 * 3600));
+        let c = parse(&format!(
+            "{GOOD}    discovery:\n      overlap: 2m\n      in_flight_horizon: 3d\n      reconcile_interval: 1h\n      batch_size: 10\n      incremental: false\n"
+        ))
+        .unwrap();
+        let d = &c.tenants[0].selectors.discovery;
+        assert_eq!(d.overlap, Duration::from_secs(120));
+        assert_eq!(d.in_flight_horizon, Duration::from_secs(3 * 86400));
+        assert_eq!(d.batch_size, 10);
+        assert!(!d.incremental);
+    }
+
+    // See: #9
+    #[test]
+    fn discovery_errors_name_the_key() {
+        let bad = |section: &str| {
+            parse(&format!("{GOOD}    discovery:\n{section}"))
+                .unwrap_err()
+                .to_string()
+        };
+        assert_eq!(
+            bad("      batch_size: 0\n"),
+            "config file cfg.yml: tenants[0].discovery.batch_size: must be between 1 and 50"
+        );
+        assert_eq!(
+            bad("      batch_size: 51\n"),
+            "config file cfg.yml: tenants[0].discovery.batch_size: must be between 1 and 50"
+        );
+        assert_eq!(
+            bad("      in_flight_horizon: 10m\n"),
+            "config file cfg.yml: tenants[0].discovery.in_flight_horizon: must be at least 1h (Live Response actions wait in the queue for up to 3 days)"
+        );
+        assert_eq!(
+            bad("      overlap: 2d\n"),
+            "config file cfg.yml: tenants[0].discovery.overlap: must be at most 24h"
+        );
+        assert_eq!(
+            bad("      overlap: 2h\n      in_flight_horizon: 1h\n"),
+            "config file cfg.yml: tenants[0].discovery.overlap: must be shorter than discovery.in_flight_horizon"
+        );
+        assert_eq!(
+            bad("      reconcile_interval: 0s\n"),
+            "config file cfg.yml: tenants[0].discovery.reconcile_interval: must be greater than 0"
+        );
+        assert!(
+            bad("      overlpa: 1m\n")
+                .starts_with("config file cfg.yml: tenants[0].discovery: unknown field `overlpa`"),
+            "{}",
+            bad("      overlpa: 1m\n")
+        );
     }
 
     #[test]

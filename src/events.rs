@@ -134,6 +134,65 @@ impl ResultFetchFailed<'_> {
     }
 }
 
+/// A RunScript command of a final action produced no transcript (#9).
+#[derive(Debug)]
+pub struct ScriptNotRun<'a> {
+    pub tenant: &'a str,
+    pub action_id: &'a str,
+    pub index: u32,
+    pub machine: &'a str,
+    pub script: &'a str,
+    /// `command_failed`, `action_timeout`, `action_cancelled` or `action_failed`.
+    pub reason: &'a str,
+    pub action_status: &'a str,
+    pub command_status: &'a str,
+    pub last_update: Option<chrono::DateTime<chrono::Utc>>,
+    /// The command's `errors` text, joined, after the redaction policy (`None`: dropped or
+    /// empty). It can name paths and accounts, like a transcript.
+    pub errors: Option<String>,
+}
+
+impl ScriptNotRun<'_> {
+    pub fn emit(&self, metrics: &Metrics) {
+        tracing::warn!(
+            target: "mde_liveresponse_exporter::transcript",
+            event = "script_not_run",
+            tenant = self.tenant,
+            action_id = self.action_id,
+            index = self.index,
+            machine = self.machine,
+            script = self.script,
+            reason = self.reason,
+            action_status = self.action_status,
+            command_status = self.command_status,
+            last_update = self.last_update.map(|t| t.to_rfc3339()),
+            errors = self.errors.as_deref(),
+            "script did not run"
+        );
+        metrics
+            .script_not_run_total
+            .get_or_create(&crate::metrics::NotRunLabels {
+                tenant: self.tenant.to_string(),
+                script: self.script.to_string(),
+                reason: self.reason.to_string(),
+            })
+            .inc_by(1, crate::telemetry::current_trace_label(), None);
+    }
+}
+
+/// The text of a command's `errors` array: strings as they are, anything else as JSON, one
+/// per line.
+pub fn errors_text(errors: &[serde_json::Value]) -> String {
+    errors
+        .iter()
+        .map(|e| match e {
+            serde_json::Value::String(s) => s.clone(),
+            other => other.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
@@ -174,5 +233,26 @@ mod tests {
             "sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
         assert_eq!(policy(RedactMode::Drop, 10, &[]).apply(text), None);
+    }
+
+    // See: #9
+    #[test]
+    fn command_errors_are_text_under_the_policy() {
+        let errors = [
+            serde_json::json!("Script 'x.ps1' was not found in the library password=hunter2"),
+            serde_json::json!({"code": 5}),
+        ];
+        let text = errors_text(&errors);
+        assert_eq!(
+            text,
+            "Script 'x.ps1' was not found in the library password=hunter2\n{\"code\":5}"
+        );
+        assert_eq!(
+            policy(RedactMode::None, 0, &[r"password=\S+"])
+                .apply(&text)
+                .unwrap(),
+            "Script 'x.ps1' was not found in the library [REDACTED]\n{\"code\":5}"
+        );
+        assert_eq!(errors_text(&[]), "");
     }
 }

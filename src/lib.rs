@@ -36,6 +36,7 @@ pub mod certificate;
 pub mod cli;
 pub mod collector;
 pub mod config;
+pub mod discovery;
 pub mod events;
 pub mod machines;
 pub mod mde;

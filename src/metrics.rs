@@ -67,6 +67,14 @@ pub struct ReasonLabels {
     pub reason: String,
 }
 
+/// `mde_liveresponse_script_not_run_total`'s labels.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NotRunLabels {
+    pub tenant: String,
+    pub script: String,
+    pub reason: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
     pub tenant: String,
@@ -184,6 +192,13 @@ pub struct Metrics {
     pub machine_info: Family<MachineInfoLabels, Gauge>,
     pub machine_tag: Family<MachineTagLabels, Gauge>,
     pub permission_missing: Family<PermissionLabels, Gauge>,
+    // Discovery, in flight and not-run (#9).
+    pub actions_in_flight: Family<StatusLabels, Gauge>,
+    pub in_flight_oldest: Family<TenantLabels, FloatGauge>,
+    pub in_flight_abandoned: Family<TenantLabels, Counter>,
+    pub discovery_missed: Family<TenantLabels, Counter>,
+    pub script_not_run_total: Family<NotRunLabels, ExCounter>,
+    pub script_not_run: Family<MachineScriptLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -230,6 +245,12 @@ impl Metrics {
             machine_info: Family::default(),
             machine_tag: Family::default(),
             permission_missing: Family::default(),
+            actions_in_flight: Family::default(),
+            in_flight_oldest: Family::default(),
+            in_flight_abandoned: Family::default(),
+            discovery_missed: Family::default(),
+            script_not_run_total: Family::default(),
+            script_not_run: Family::default(),
         };
         let bg = |s: &str| format!("{s} {BACKGROUND}");
         let r = &mut registry;
@@ -302,6 +323,36 @@ impl Metrics {
             "mde_liveresponse_invalid_actions",
             bg("Machine actions in API answers that could not be parsed and were skipped."),
             m.invalid_actions.clone(),
+        );
+        r.register(
+            "mde_liveresponse_actions_in_flight",
+            bg("Live Response actions not final yet (Pending, InProgress), by status."),
+            m.actions_in_flight.clone(),
+        );
+        r.register(
+            "mde_liveresponse_in_flight_oldest_creation_timestamp_seconds",
+            bg("creationDateTimeUtc (Unix seconds) of the oldest Live Response action still in flight; absent when none is."),
+            m.in_flight_oldest.clone(),
+        );
+        r.register(
+            "mde_liveresponse_in_flight_abandoned",
+            bg("Actions still not final past discovery.in_flight_horizon, no longer followed."),
+            m.in_flight_abandoned.clone(),
+        );
+        r.register(
+            "mde_liveresponse_discovery_missed",
+            bg("Final actions the reconciliation sweep found that incremental discovery had missed (expected to stay 0)."),
+            m.discovery_missed.clone(),
+        );
+        r.register(
+            "mde_liveresponse_script_not_run",
+            bg("RunScript commands of final actions that produced no transcript, by script and reason (command_failed, action_timeout, action_cancelled, action_failed)."),
+            m.script_not_run_total.clone(),
+        );
+        r.register(
+            "mde_liveresponse_script_not_run",
+            bg("1 while the latest attempt (by the action's lastUpdateDateTimeUtc) of a script on a machine did not run, 0 once a later attempt ran."),
+            m.script_not_run.clone(),
         );
         r.register(
             "mde_api_requests",
@@ -632,5 +683,40 @@ mod tests {
         );
         let plain = m.encode(false).unwrap();
         assert!(!plain.contains("trace_id"), "{plain}");
+    }
+
+    // See: #9
+    #[test]
+    fn not_run_counter_and_gauge_keep_their_contract_names() {
+        let m = Metrics::new();
+        m.script_not_run_total
+            .get_or_create(&NotRunLabels {
+                tenant: "t".into(),
+                script: "a.ps1".into(),
+                reason: "action_timeout".into(),
+            })
+            .inc_by(1, None, None);
+        m.script_not_run
+            .get_or_create(&MachineScriptLabels {
+                tenant: "t".into(),
+                machine: "m".into(),
+                script: "a.ps1".into(),
+            })
+            .set(1);
+        for openmetrics in [false, true] {
+            let text = m.encode(openmetrics).unwrap();
+            assert!(
+                text.contains(
+                    "mde_liveresponse_script_not_run_total{tenant=\"t\",script=\"a.ps1\",reason=\"action_timeout\"} 1"
+                ),
+                "{text}"
+            );
+            assert!(
+                text.contains(
+                    "mde_liveresponse_script_not_run{tenant=\"t\",machine=\"m\",script=\"a.ps1\"} 1\n"
+                ),
+                "{text}"
+            );
+        }
     }
 }

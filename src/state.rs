@@ -1,5 +1,8 @@
 //! What the exporter remembers between polls: results already counted, final actions already
-//! counted, and the latest run per (tenant, machine, script) behind the per-machine gauges.
+//! counted, and the latest run per (tenant, machine, script) behind the per-machine gauges;
+//! since schema 2 (#9) also the discovery watermark, the actions followed by id (in flight, or
+//! final with results to fetch), the RunScript commands counted as not run and the latest
+//! attempt behind `mde_liveresponse_script_not_run`.
 //!
 //! Owns the exactly-once bookkeeping and the expiry/cap of per-machine series. With a
 //! `state_path` every change is committed to an embedded redb file before it is counted, so a
@@ -18,8 +21,19 @@ const DONE: TableDefinition<&str, u8> = TableDefinition::new("done");
 const ACTIONS: TableDefinition<&str, u8> = TableDefinition::new("actions_seen");
 const RUNS: TableDefinition<&str, &[u8]> = TableDefinition::new("last_runs");
 const DISCOVERY: TableDefinition<&str, i64> = TableDefinition::new("discovery");
-/// The layout of the state file this version writes and reads.
-pub const SCHEMA: u64 = 1;
+/// Schema 2 (#9): per tenant, the newest `creationDateTimeUtc` listed (Unix ms).
+const WATERMARKS: TableDefinition<&str, i64> = TableDefinition::new("discovery_watermark");
+/// Schema 2: per tenant, when the last full-window reconciliation sweep ran (Unix ms).
+const RECONCILED: TableDefinition<&str, i64> = TableDefinition::new("discovery_reconciled");
+/// Schema 2: actions followed by id, [tenant, action id] → JSON [`Tracked`].
+const TRACKED: TableDefinition<&str, &[u8]> = TableDefinition::new("tracked_actions");
+/// Schema 2: RunScript commands counted as not run, [tenant, action id, index].
+const NOT_RUN: TableDefinition<&str, u8> = TableDefinition::new("not_run_done");
+/// Schema 2: the latest attempt per series that ever had a not-run, key as `last_runs`.
+const ATTEMPTS: TableDefinition<&str, &[u8]> = TableDefinition::new("script_attempts");
+/// The layout of the state file this version writes and reads. 1 → 2 (#9) only adds tables,
+/// so a schema-1 file is migrated by creating them and writing the new number.
+pub const SCHEMA: u64 = 2;
 
 /// A state file problem; every message names the file and what to do.
 #[derive(Debug, thiserror::Error)]
@@ -56,6 +70,33 @@ pub struct LastRun {
 /// (tenant, machine, script).
 pub type SeriesKey = (String, String, String);
 
+/// An action discovery follows by id: not final yet, or final with results still to fetch.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Tracked {
+    pub created: DateTime<Utc>,
+    /// The status last seen (`Pending`, `InProgress`, or a final one).
+    pub status: String,
+}
+
+/// The latest attempt to run a script on a machine, by the action's `lastUpdateDateTimeUtc`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Attempt {
+    pub at: DateTime<Utc>,
+    /// Whether the command ran (Completed); false: it never ran.
+    pub ran: bool,
+    pub action_id: String,
+}
+
+/// What a discovery pass changes, committed in one transaction.
+#[derive(Debug, Default)]
+pub struct DiscoveryUpdate {
+    pub tenant: String,
+    pub upsert: Vec<(String, Tracked)>,
+    pub remove: Vec<String>,
+    pub watermark: Option<DateTime<Utc>>,
+    pub reconciled: Option<DateTime<Utc>>,
+}
+
 #[derive(Debug, Default)]
 pub struct State {
     done: HashSet<ResultKey>,
@@ -64,6 +105,16 @@ pub struct State {
     /// Per tenant: when discovery last completed (Unix ms), so that after a long outage the
     /// next discovery looks back far enough to miss no finished command.
     discovered: BTreeMap<String, i64>,
+    /// Per tenant: the discovery watermark (Unix ms).
+    watermarks: BTreeMap<String, i64>,
+    /// Per tenant: the last reconciliation sweep (Unix ms).
+    reconciled: BTreeMap<String, i64>,
+    /// Actions followed by id, per (tenant, action id).
+    tracked: BTreeMap<(String, String), Tracked>,
+    /// RunScript commands already counted as not run.
+    not_run: HashSet<ResultKey>,
+    /// Latest attempt per series that ever had a not-run.
+    attempts: BTreeMap<SeriesKey, Attempt>,
     /// The file behind it, if any.
     store: Option<Store>,
 }
@@ -145,13 +196,19 @@ impl State {
             .write(|txn| {
                 let mut meta = txn.open_table(META)?;
                 let found = meta.get("schema")?.map(|v| v.value());
-                if found.is_none() {
+                // New file, or an older schema this version migrates (1 → 2 adds tables).
+                if found.is_none_or(|f| f < SCHEMA) {
                     meta.insert("schema", SCHEMA)?;
                 }
                 txn.open_table(DONE)?;
                 txn.open_table(ACTIONS)?;
                 txn.open_table(RUNS)?;
                 txn.open_table(DISCOVERY)?;
+                txn.open_table(WATERMARKS)?;
+                txn.open_table(RECONCILED)?;
+                txn.open_table(TRACKED)?;
+                txn.open_table(NOT_RUN)?;
+                txn.open_table(ATTEMPTS)?;
                 Ok(found)
             })
             .map_err(|e| open_err(&e))?;
@@ -185,6 +242,44 @@ impl State {
             for entry in read.open_table(DISCOVERY)?.iter()? {
                 let (k, v) = entry?;
                 state.discovered.insert(k.value().to_string(), v.value());
+            }
+            for entry in read.open_table(WATERMARKS)?.iter()? {
+                let (k, v) = entry?;
+                state.watermarks.insert(k.value().to_string(), v.value());
+            }
+            for entry in read.open_table(RECONCILED)?.iter()? {
+                let (k, v) = entry?;
+                state.reconciled.insert(k.value().to_string(), v.value());
+            }
+            for entry in read.open_table(TRACKED)?.iter()? {
+                let (k, v) = entry?;
+                if let (Ok(pair), Ok(t)) = (
+                    serde_json::from_str::<(String, String)>(k.value()),
+                    serde_json::from_slice::<Tracked>(v.value()),
+                ) {
+                    state.tracked.insert(pair, t);
+                }
+            }
+            for entry in read.open_table(NOT_RUN)?.iter()? {
+                let (k, _) = entry?;
+                if let Ok((tenant, action_id, index)) =
+                    serde_json::from_str::<(String, String, u32)>(k.value())
+                {
+                    state.not_run.insert(ResultKey {
+                        tenant,
+                        action_id,
+                        index,
+                    });
+                }
+            }
+            for entry in read.open_table(ATTEMPTS)?.iter()? {
+                let (k, v) = entry?;
+                if let (Ok(key), Ok(a)) = (
+                    serde_json::from_str::<SeriesKey>(k.value()),
+                    serde_json::from_slice::<Attempt>(v.value()),
+                ) {
+                    state.attempts.insert(key, a);
+                }
             }
             for entry in read.open_table(RUNS)?.iter()? {
                 let (k, v) = entry?;
@@ -302,6 +397,200 @@ impl State {
             })?;
         }
         Ok(self.actions_seen.insert(pair))
+    }
+
+    /// The discovery watermark of a tenant: the newest `creationDateTimeUtc` listed.
+    pub fn watermark(&self, tenant: &str) -> Option<DateTime<Utc>> {
+        self.watermarks
+            .get(tenant)
+            .and_then(|ms| DateTime::<Utc>::from_timestamp_millis(*ms))
+    }
+
+    /// When the last reconciliation sweep of a tenant ran.
+    pub fn last_reconcile(&self, tenant: &str) -> Option<DateTime<Utc>> {
+        self.reconciled
+            .get(tenant)
+            .and_then(|ms| DateTime::<Utc>::from_timestamp_millis(*ms))
+    }
+
+    /// The actions of a tenant followed by id.
+    pub fn tracked(&self, tenant: &str) -> Vec<(String, Tracked)> {
+        self.tracked
+            .iter()
+            .filter(|((t, _), _)| t == tenant)
+            .map(|((_, id), tr)| (id.clone(), tr.clone()))
+            .collect()
+    }
+
+    /// Commit what a discovery pass learnt (actions to follow or forget, the watermark, the
+    /// sweep time) in one durable transaction. Unchanged entries are not written again.
+    pub fn commit_discovery(&mut self, u: DiscoveryUpdate) -> Result<(), StoreError> {
+        let t = &u.tenant;
+        let upsert: Vec<&(String, Tracked)> = u
+            .upsert
+            .iter()
+            .filter(|(id, tr)| self.tracked.get(&(t.clone(), id.clone())) != Some(tr))
+            .collect();
+        let remove: Vec<&String> = u
+            .remove
+            .iter()
+            .filter(|id| self.tracked.contains_key(&(t.clone(), (*id).clone())))
+            .collect();
+        let watermark = u
+            .watermark
+            .map(|w| w.timestamp_millis())
+            .filter(|w| self.watermarks.get(t) != Some(w));
+        let reconciled = u.reconciled.map(|w| w.timestamp_millis());
+        if upsert.is_empty() && remove.is_empty() && watermark.is_none() && reconciled.is_none() {
+            return Ok(());
+        }
+        if let Some(store) = &self.store {
+            let mut encoded = Vec::with_capacity(upsert.len());
+            for (id, tr) in &upsert {
+                encoded.push((
+                    action_key(t, id),
+                    serde_json::to_vec(tr).map_err(|e| store.err(e))?,
+                ));
+            }
+            store.write(|txn| {
+                let mut table = txn.open_table(TRACKED)?;
+                for (k, v) in &encoded {
+                    table.insert(k.as_str(), v.as_slice())?;
+                }
+                for id in &remove {
+                    table.remove(action_key(t, id).as_str())?;
+                }
+                if let Some(w) = watermark {
+                    txn.open_table(WATERMARKS)?.insert(t.as_str(), w)?;
+                }
+                if let Some(r) = reconciled {
+                    txn.open_table(RECONCILED)?.insert(t.as_str(), r)?;
+                }
+                Ok(())
+            })?;
+        }
+        for (id, tr) in upsert {
+            self.tracked.insert((t.clone(), id.clone()), tr.clone());
+        }
+        for id in remove {
+            self.tracked.remove(&(t.clone(), id.clone()));
+        }
+        if let Some(w) = watermark {
+            self.watermarks.insert(t.clone(), w);
+        }
+        if let Some(r) = reconciled {
+            self.reconciled.insert(t.clone(), r);
+        }
+        Ok(())
+    }
+
+    pub fn is_not_run_done(&self, key: &ResultKey) -> bool {
+        self.not_run.contains(key)
+    }
+
+    /// Mark a RunScript command counted as not run and offer its attempt as the latest of its
+    /// series, in one durable transaction, before anything is counted (like
+    /// [`State::commit_result`]). `None`: it already was; else whether the attempt is now the
+    /// latest of its series.
+    pub fn commit_not_run(
+        &mut self,
+        key: ResultKey,
+        series: SeriesKey,
+        attempt: Attempt,
+    ) -> Result<Option<RunUpdate>, StoreError> {
+        if self.not_run.contains(&key) {
+            return Ok(None);
+        }
+        let newer = self.is_newer_attempt(&series, &attempt);
+        if let Some(store) = &self.store {
+            let encoded = serde_json::to_vec(&attempt).map_err(|e| store.err(e))?;
+            store.write(|txn| {
+                txn.open_table(NOT_RUN)?
+                    .insert(done_key(&key).as_str(), 1u8)?;
+                if newer {
+                    txn.open_table(ATTEMPTS)?
+                        .insert(series_key(&series).as_str(), encoded.as_slice())?;
+                }
+                Ok(())
+            })?;
+        }
+        self.not_run.insert(key);
+        Ok(Some(if newer {
+            self.attempts.insert(series, attempt);
+            RunUpdate::Latest
+        } else {
+            RunUpdate::Older
+        }))
+    }
+
+    /// A command that ran: it becomes the latest attempt of its series if that series already
+    /// had a not-run (other series are not tracked, to keep the cardinality of
+    /// `mde_liveresponse_script_not_run` to machines that had a problem).
+    pub fn offer_ran(&mut self, series: SeriesKey, attempt: Attempt) -> Result<bool, StoreError> {
+        if !self.attempts.contains_key(&series)
+            || !self.is_newer_attempt(&series, &attempt)
+            || self.attempts.get(&series) == Some(&attempt)
+        {
+            return Ok(false);
+        }
+        if let Some(store) = &self.store {
+            let encoded = serde_json::to_vec(&attempt).map_err(|e| store.err(e))?;
+            store.write(|txn| {
+                txn.open_table(ATTEMPTS)?
+                    .insert(series_key(&series).as_str(), encoded.as_slice())?;
+                Ok(())
+            })?;
+        }
+        self.attempts.insert(series, attempt);
+        Ok(true)
+    }
+
+    fn is_newer_attempt(&self, series: &SeriesKey, attempt: &Attempt) -> bool {
+        self.attempts.get(series).is_none_or(|a| {
+            // Same instant: a run wins over a not-run, so the gauge does not flap.
+            a.at < attempt.at || (a.at == attempt.at && attempt.ran && !a.ran)
+        })
+    }
+
+    pub fn attempts(&self) -> &BTreeMap<SeriesKey, Attempt> {
+        &self.attempts
+    }
+
+    /// Drop attempts older than `cutoff`, then the oldest beyond `max`; returns their keys.
+    pub fn expire_attempts(
+        &mut self,
+        cutoff: DateTime<Utc>,
+        max: usize,
+    ) -> Result<Vec<SeriesKey>, StoreError> {
+        let mut by_age: Vec<(DateTime<Utc>, SeriesKey)> = self
+            .attempts
+            .iter()
+            .map(|(k, a)| (a.at, k.clone()))
+            .collect();
+        by_age.sort();
+        let over = by_age.len().saturating_sub(max);
+        let removed: Vec<SeriesKey> = by_age
+            .into_iter()
+            .enumerate()
+            .filter(|(i, (at, _))| *i < over || *at < cutoff)
+            .map(|(_, (_, k))| k)
+            .collect();
+        if removed.is_empty() {
+            return Ok(removed);
+        }
+        if let Some(store) = &self.store {
+            store.write(|txn| {
+                let mut table = txn.open_table(ATTEMPTS)?;
+                for k in &removed {
+                    table.remove(series_key(k).as_str())?;
+                }
+                Ok(())
+            })?;
+        }
+        for k in &removed {
+            self.attempts.remove(k);
+        }
+        Ok(removed)
     }
 
     pub fn last_runs(&self) -> &BTreeMap<SeriesKey, LastRun> {
@@ -454,6 +743,150 @@ mod tests {
         assert_eq!(s.last_runs()[&series("m")].exit_code, 3);
     }
 
+    // See: #9
+    #[test]
+    fn a_schema_1_file_is_migrated_and_keeps_what_it_knew() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.redb");
+        {
+            // What version 1 wrote: its tables only, schema 1.
+            let db = redb::Database::create(&path).unwrap();
+            let txn = db.begin_write().unwrap();
+            txn.open_table(META)
+                .unwrap()
+                .insert("schema", 1u64)
+                .unwrap();
+            txn.open_table(DONE)
+                .unwrap()
+                .insert(done_key(&rkey("a", 0)).as_str(), 1u8)
+                .unwrap();
+            txn.open_table(DISCOVERY)
+                .unwrap()
+                .insert("t", 5_000i64)
+                .unwrap();
+            txn.commit().unwrap();
+        }
+        let mut s = State::open(Some(&path)).unwrap();
+        assert!(s.is_done(&rkey("a", 0)));
+        assert_eq!(
+            s.last_discovery("t"),
+            Some(Utc.timestamp_opt(5, 0).unwrap())
+        );
+        assert_eq!(
+            s.watermark("t"),
+            None,
+            "no watermark yet: a first discovery"
+        );
+        s.commit_discovery(DiscoveryUpdate {
+            tenant: "t".into(),
+            watermark: Some(Utc.timestamp_opt(9, 0).unwrap()),
+            ..Default::default()
+        })
+        .unwrap();
+        drop(s);
+        let db = redb::Database::open(&path).unwrap();
+        let read = db.begin_read().unwrap();
+        let schema = read
+            .open_table(META)
+            .unwrap()
+            .get("schema")
+            .unwrap()
+            .unwrap()
+            .value();
+        assert_eq!(schema, SCHEMA);
+        drop(read);
+        drop(db);
+        let s = State::open(Some(&path)).unwrap();
+        assert_eq!(s.watermark("t"), Some(Utc.timestamp_opt(9, 0).unwrap()));
+    }
+
+    // See: #9
+    #[test]
+    fn tracked_actions_watermark_and_not_run_survive_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.redb");
+        let at = |s| Utc.timestamp_opt(s, 0).unwrap();
+        let tracked = |st: &str| Tracked {
+            created: at(10),
+            status: st.into(),
+        };
+        {
+            let mut s = State::open(Some(&path)).unwrap();
+            s.commit_discovery(DiscoveryUpdate {
+                tenant: "t".into(),
+                upsert: vec![
+                    ("a".into(), tracked("Pending")),
+                    ("b".into(), tracked("InProgress")),
+                ],
+                watermark: Some(at(100)),
+                reconciled: Some(at(50)),
+                ..Default::default()
+            })
+            .unwrap();
+            s.commit_discovery(DiscoveryUpdate {
+                tenant: "t".into(),
+                remove: vec!["b".into()],
+                ..Default::default()
+            })
+            .unwrap();
+            let attempt = |secs, ran| Attempt {
+                at: at(secs),
+                ran,
+                action_id: format!("x{secs}"),
+            };
+            assert_eq!(
+                s.commit_not_run(rkey("x", 1), series("m"), attempt(200, false))
+                    .unwrap(),
+                Some(RunUpdate::Latest)
+            );
+            assert_eq!(
+                s.commit_not_run(rkey("x", 1), series("m"), attempt(200, false))
+                    .unwrap(),
+                None,
+                "counted once"
+            );
+            // A run on a series that never had a not-run is not tracked.
+            assert!(!s.offer_ran(series("other"), attempt(300, true)).unwrap());
+            // An older run does not hide the newer not-run; a later one does.
+            assert!(!s.offer_ran(series("m"), attempt(150, true)).unwrap());
+            assert!(s.offer_ran(series("m"), attempt(250, true)).unwrap());
+        }
+        let s = State::open(Some(&path)).unwrap();
+        assert_eq!(s.watermark("t"), Some(at(100)));
+        assert_eq!(s.last_reconcile("t"), Some(at(50)));
+        assert_eq!(s.tracked("t"), vec![("a".to_string(), tracked("Pending"))]);
+        assert!(s.tracked("u").is_empty());
+        assert!(s.is_not_run_done(&rkey("x", 1)));
+        assert!(s.attempts()[&series("m")].ran);
+        assert_eq!(s.attempts().len(), 1);
+    }
+
+    #[test]
+    fn attempts_expire_like_the_other_series() {
+        let mut s = State::default();
+        for (i, m) in ["a", "b", "c"].iter().enumerate() {
+            s.commit_not_run(
+                rkey(m, 0),
+                series(m),
+                Attempt {
+                    at: Utc.timestamp_opt(100 * (i as i64 + 1), 0).unwrap(),
+                    ran: false,
+                    action_id: (*m).into(),
+                },
+            )
+            .unwrap();
+        }
+        let removed = s
+            .expire_attempts(Utc.timestamp_opt(150, 0).unwrap(), 10)
+            .unwrap();
+        assert_eq!(removed, vec![series("a")]);
+        let removed = s
+            .expire_attempts(Utc.timestamp_opt(0, 0).unwrap(), 1)
+            .unwrap();
+        assert_eq!(removed, vec![series("b")]);
+        assert!(s.is_not_run_done(&rkey("a", 0)), "still counted once");
+    }
+
     #[test]
     fn corrupt_file_is_a_clear_error() {
         let dir = tempfile::tempdir().unwrap();
@@ -484,8 +917,9 @@ mod tests {
         assert_eq!(
             err,
             format!(
-                "state file {} was written by a newer version of the exporter (state schema 2, this version reads 1): run that version or newer, or move the file away",
-                path.display()
+                "state file {} was written by a newer version of the exporter (state schema {}, this version reads {SCHEMA}): run that version or newer, or move the file away",
+                path.display(),
+                SCHEMA + 1
             )
         );
     }

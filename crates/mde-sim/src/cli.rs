@@ -25,9 +25,34 @@ pub struct SimArgs {
     /// Number of Live Response actions in the scenario.
     #[arg(long = "sim.actions", default_value_t = SimConfig::default().actions)]
     pub actions: usize,
+    /// Spread the already-final actions' creation times over this past (e.g. 24h).
+    #[arg(long = "sim.history", value_parser = humantime_duration, default_value = "12h")]
+    pub history: std::time::Duration,
+    /// Extra actions queued for one to three days, still Pending at start.
+    #[arg(long = "sim.queued-for-days", default_value_t = 0)]
+    pub queued_for_days: usize,
+    /// Extra actions whose RunScript commands never ran.
+    #[arg(long = "sim.not-run", default_value_t = 0)]
+    pub not_run: usize,
     /// 60 makes a minute last one second.
     #[arg(long = "sim.time-scale", default_value_t = 1.0)]
     pub time_scale: f64,
+}
+
+/// `12h`, `30m`, `90s`, `2d`: a number and a unit.
+fn humantime_duration(s: &str) -> Result<std::time::Duration, String> {
+    let (n, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = n
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration like 12h"))?;
+    let secs = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86400,
+        _ => return Err(format!("{s:?}: the unit must be s, m, h or d")),
+    };
+    Ok(std::time::Duration::from_secs(n * secs))
 }
 
 impl SimArgs {
@@ -37,6 +62,9 @@ impl SimArgs {
             seed: self.seed,
             machines: self.machines,
             actions: self.actions,
+            history: self.history,
+            queued_for_days: self.queued_for_days,
+            not_run: self.not_run,
             ..SimConfig::default()
         }
         .time_scaled(self.time_scale.max(0.001))

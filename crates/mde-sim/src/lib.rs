@@ -72,6 +72,15 @@ pub struct SimConfig {
     /// machine actions, result links and machines needs `Machine.Read.All` or
     /// `Machine.ReadWrite.All` (else 403 Forbidden).
     pub roles: Vec<String>,
+    /// Extra Live Response actions created one to three days ago and still `Pending` at
+    /// start (queued for an offline device), final within `finish_within`: most succeed, every
+    /// fourth times out with its commands never started. (#9)
+    pub queued_for_days: usize,
+    /// Extra final Live Response actions whose RunScript commands never ran, cycling through
+    /// the four ways: the script is not in the library (command `Failed`, never started), the
+    /// action timed out or was cancelled (commands `Created`), or an earlier PutFile failed.
+    /// Every other one becomes final during the run (after `finish_within / 2`). (#9)
+    pub not_run: usize,
 }
 
 impl Default for SimConfig {
@@ -93,6 +102,8 @@ impl Default for SimConfig {
             finish_within: Duration::from_secs(60),
             history: Duration::from_secs(12 * 3600),
             roles: vec!["Machine.Read.All".into(), "Machine.LiveResponse".into()],
+            queued_for_days: 0,
+            not_run: 0,
         }
     }
 }
@@ -140,6 +151,21 @@ pub struct Truth {
     pub transcripts: Vec<TruthTranscript>,
     /// Every Completed GetFile command of a final Live Response action.
     pub files: Vec<TruthFile>,
+    /// Every RunScript command of a final Live Response action that never completed.
+    pub not_run: Vec<TruthNotRun>,
+}
+
+/// A RunScript command that produced no transcript, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TruthNotRun {
+    pub action_id: String,
+    pub index: u32,
+    pub machine: String,
+    pub script: String,
+    /// `command_failed`, `action_timeout`, `action_cancelled` or `action_failed`.
+    pub reason: &'static str,
+    /// The action's final `lastUpdateDateTimeUtc`.
+    pub last_update: DateTime<Utc>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -206,6 +232,15 @@ impl Truth {
         }
         out
     }
+    /// Not-run RunScript commands per (script, reason).
+    pub fn not_run_by_script_reason(&self) -> BTreeMap<(String, String), u64> {
+        let mut out = BTreeMap::new();
+        for n in &self.not_run {
+            *out.entry((n.script.clone(), n.reason.to_string()))
+                .or_insert(0) += 1;
+        }
+        out
+    }
     pub fn actions_by_status(&self) -> BTreeMap<String, u64> {
         let mut out = BTreeMap::new();
         for a in &self.actions {
@@ -230,6 +265,10 @@ pub struct Stats {
     pub downloads: BTreeMap<(String, u32), u64>,
     /// 403 `AuthenticationFailed` answers (expired link or bad signature).
     pub expired_downloads: u64,
+    /// Machine actions served by the list endpoint, over all pages.
+    pub list_items: u64,
+    /// Bytes of the 200 bodies served, per endpoint (today: `list_machine_actions`).
+    pub response_bytes: BTreeMap<String, u64>,
 }
 
 #[derive(Debug, Default)]
@@ -386,6 +425,22 @@ impl Simulator {
                     .collect(),
             });
             for c in &a.commands {
+                if c.kind == "RunScript" && c.status != "Completed" {
+                    let reason = match (c.status, a.status) {
+                        ("Failed", _) => "command_failed",
+                        (_, "TimeOut") => "action_timeout",
+                        (_, "Cancelled") => "action_cancelled",
+                        _ => "action_failed",
+                    };
+                    truth.not_run.push(TruthNotRun {
+                        action_id: a.id.clone(),
+                        index: c.index,
+                        machine: a.dns.clone(),
+                        script: c.params.first().map(|(_, s)| s.clone()).unwrap_or_default(),
+                        reason,
+                        last_update: a.finished,
+                    });
+                }
                 match &c.blob {
                     Some(Blob::Transcript {
                         script,

@@ -656,12 +656,17 @@ async fn list_actions(
     };
 
     let elapsed = sim.elapsed();
-    let mut matching: Vec<ActionJson<'_>> = sim
+    // The filter is evaluated on a cheap head of each action; only the page served is
+    // rendered, so a 100,000-action history costs little per call.
+    let mut matching: Vec<&scenario::SimAction> = sim
         .inner
         .actions
         .iter()
-        .map(|a| a.view(elapsed, None))
-        .filter(|v| filter.as_ref().is_none_or(|f| f.matches(v)))
+        .filter(|a| {
+            filter
+                .as_ref()
+                .is_none_or(|f| f.matches(&scenario::Head::new(a, elapsed)))
+        })
         .collect();
     if desc {
         matching.reverse();
@@ -676,6 +681,7 @@ async fn list_actions(
         .into_iter()
         .skip(skip)
         .take(end.saturating_sub(skip))
+        .map(|a| a.view(elapsed, None))
         .collect();
     let base = base_url(&headers);
     let next_link = (end < wanted_end).then(|| {
@@ -691,12 +697,24 @@ async fn list_actions(
         q.append_pair("$skip", &end.to_string());
         format!("{base}{}?{}", uri.path(), q.finish())
     });
-    json_ok(&Page {
+    let served = value.len() as u64;
+    let response = json_ok(&Page {
         context: format!("{base}/api/$metadata#MachineActions"),
         count: count.then_some(total),
         next_link,
         value,
-    })
+    });
+    let bytes = http_body_len(&response);
+    let mut st = sim.inner.lock();
+    st.stats.list_items += served;
+    *st.stats.response_bytes.entry(LIST.to_string()).or_insert(0) += bytes;
+    response
+}
+
+/// The exact length of a body built in memory (0 for a streamed one).
+fn http_body_len(r: &Response) -> u64 {
+    use axum::body::HttpBody as _;
+    r.body().size_hint().exact().unwrap_or(0)
 }
 
 fn action_not_found(id: &str) -> Response {

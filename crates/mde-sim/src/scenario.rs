@@ -217,6 +217,37 @@ impl Record for ActionJson<'_> {
     }
 }
 
+/// What `$filter` sees of an action at a moment, without rendering the whole entity.
+pub struct Head<'a> {
+    a: &'a SimAction,
+    status: &'static str,
+}
+
+impl<'a> Head<'a> {
+    pub fn new(a: &'a SimAction, elapsed: Duration) -> Self {
+        Head {
+            a,
+            status: a.status_at(elapsed),
+        }
+    }
+}
+
+impl Record for Head<'_> {
+    fn text(&self, field: Field) -> &str {
+        match field {
+            Field::Id => &self.a.id,
+            Field::Status => self.status,
+            Field::MachineId => &self.a.machine_id,
+            Field::Type => self.a.kind,
+            Field::Requestor => self.a.requestor,
+            Field::CreationDateTimeUtc => "",
+        }
+    }
+    fn created(&self) -> DateTime<Utc> {
+        self.a.created
+    }
+}
+
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct CommandJson<'a> {
@@ -635,8 +666,151 @@ pub fn generate(cfg: &SimConfig, anchor: DateTime<Utc>) -> Vec<SimAction> {
             commands: cmds,
         });
     }
+    // The #9 shapes come from an rng of their own, so that scenarios without them stay as
+    // they were for a given seed.
+    extra_actions(cfg, anchor, &machines, &mut actions);
     actions.sort_by(|a, b| a.created.cmp(&b.created).then_with(|| a.id.cmp(&b.id)));
     actions
+}
+
+/// (type, params, final commandStatus) of one command of an extra action.
+type CommandPlan = (&'static str, Vec<(&'static str, String)>, &'static str);
+
+/// Actions queued for days, and RunScript commands that never ran (see [`SimConfig`]).
+fn extra_actions(
+    cfg: &SimConfig,
+    anchor: DateTime<Utc>,
+    machines: &[(String, String)],
+    actions: &mut Vec<SimAction>,
+) {
+    let mut rng = StdRng::seed_from_u64(cfg.seed ^ 0x9_9999);
+    let finish_us = u64::try_from(cfg.finish_within.as_micros())
+        .unwrap_or(u64::MAX)
+        .max(20);
+    let day_us: i64 = 86_400_000_000;
+    let mut push = |rng: &mut StdRng,
+                    created: DateTime<Utc>,
+                    final_after: Duration,
+                    status: &'static str,
+                    cmds: Vec<CommandPlan>| {
+        let (machine_id, dns) = machines[rng.random_range(0..machines.len())].clone();
+        let (started, finished, started_after) = if final_after.is_zero() {
+            let started = created + chrono::Duration::seconds(5);
+            (
+                started,
+                started + chrono::Duration::seconds(60),
+                Duration::ZERO,
+            )
+        } else {
+            let started_after = final_after / 2;
+            (
+                anchor + micros(started_after),
+                anchor + micros(final_after),
+                started_after,
+            )
+        };
+        let n = cmds.len().max(1) as i64;
+        let slot = ((finished - started).num_microseconds().unwrap_or(1) / n).max(1);
+        let commands = cmds
+            .into_iter()
+            .enumerate()
+            .map(|(i, (kind, params, status))| {
+                let ran = status == "Completed";
+                let begin = started + chrono::Duration::microseconds(slot * i as i64);
+                let blob = match (ran, kind) {
+                    (true, "RunScript") => {
+                        let script = params.first().map(|(_, s)| s.clone()).unwrap_or_default();
+                        Some(transcript(rng, &script, &dns))
+                    }
+                    (true, "GetFile") => Some(file_blob(rng)),
+                    _ => None,
+                };
+                let errors = match (status, kind) {
+                    ("Failed", "RunScript") => vec![format!(
+                        "Script '{}' was not found in the library",
+                        params.first().map(|(_, s)| s.as_str()).unwrap_or_default()
+                    )],
+                    ("Failed", _) => vec![failure_message(kind, &params)],
+                    _ => Vec::new(),
+                };
+                SimCommand {
+                    index: i as u32,
+                    kind,
+                    params,
+                    status,
+                    errors,
+                    // A command that failed before running has no start.
+                    start: ran.then_some(begin),
+                    end: ran.then(|| begin + chrono::Duration::microseconds(slot / 2)),
+                    blob_name: format!("{i}-{}", hex(rng, 32)),
+                    blob,
+                }
+            })
+            .collect();
+        actions.push(SimAction {
+            id: guid(rng),
+            kind: "LiveResponse",
+            requestor: REQUESTORS[0],
+            comment: COMMENTS[0],
+            machine_id,
+            dns,
+            scope: None,
+            created,
+            started,
+            finished,
+            started_after,
+            final_after,
+            status,
+            commands,
+        });
+    };
+    let script = |rng: &mut StdRng| SCRIPTS[rng.random_range(0..SCRIPTS.len() - 1)].to_string();
+    for i in 0..cfg.queued_for_days {
+        let created = anchor - chrono::Duration::microseconds(rng.random_range(day_us..3 * day_us));
+        let final_after = Duration::from_micros(rng.random_range(finish_us / 4..finish_us));
+        let timed_out = i % 4 == 3;
+        let (status, cmd) = if timed_out {
+            ("TimeOut", "Created")
+        } else {
+            ("Succeeded", "Completed")
+        };
+        let s = script(&mut rng);
+        push(
+            &mut rng,
+            created,
+            final_after,
+            status,
+            vec![("RunScript", vec![("ScriptName", s)], cmd)],
+        );
+    }
+    for i in 0..cfg.not_run {
+        let created =
+            anchor - chrono::Duration::microseconds(rng.random_range(60_000_000..3_600_000_000));
+        let final_after = if i % 2 == 1 {
+            Duration::from_micros(rng.random_range(finish_us / 2..finish_us))
+        } else {
+            Duration::ZERO
+        };
+        let s = script(&mut rng);
+        let run = |status| ("RunScript", vec![("ScriptName", s.clone())], status);
+        let (status, cmds) = match i % 4 {
+            0 => ("Failed", vec![run("Failed")]),
+            1 => ("TimeOut", vec![run("Created")]),
+            2 => ("Cancelled", vec![run("Created"), run("Created")]),
+            _ => (
+                "Failed",
+                vec![
+                    (
+                        "PutFile",
+                        vec![("FileName", PUT_FILES[0].to_string())],
+                        "Failed",
+                    ),
+                    run("Created"),
+                ],
+            ),
+        };
+        push(&mut rng, created, final_after, status, cmds);
+    }
 }
 
 /// A gzip stream of `mib` MiB of zeros, a few KiB per MiB on the wire, built without
@@ -822,6 +996,41 @@ mod tests {
                 }
             }
         }
+    }
+
+    // See: #9
+    #[test]
+    fn queued_and_not_run_shapes_are_added_without_changing_the_rest() {
+        let base = generate(&SimConfig::default(), anchor());
+        let cfg = SimConfig {
+            queued_for_days: 4,
+            not_run: 8,
+            ..SimConfig::default()
+        };
+        let more = generate(&cfg, anchor());
+        assert_eq!(more.len(), base.len() + 12);
+        for a in &base {
+            assert!(
+                more.iter().any(|b| b.id == a.id),
+                "the seed's scenario is kept"
+            );
+        }
+        let queued: Vec<&SimAction> = more
+            .iter()
+            .filter(|a| anchor() - a.created > chrono::Duration::days(1))
+            .collect();
+        assert_eq!(queued.len(), 4);
+        for a in &queued {
+            assert_eq!(a.status_at(Duration::ZERO), "Pending");
+            assert!(a.is_final_at(cfg.finish_within));
+        }
+        assert!(queued.iter().any(|a| a.status == "TimeOut"));
+        let failed_before_running = more
+            .iter()
+            .flat_map(|a| a.commands.iter())
+            .filter(|c| c.kind == "RunScript" && c.status == "Failed" && c.start.is_none())
+            .count();
+        assert_eq!(failed_before_running, 2);
     }
 
     #[test]
