@@ -470,6 +470,27 @@ impl Simulator {
         truth
     }
 
+    /// Live Response actions not final now: (id, status, creation time), oldest first.
+    pub fn in_flight(&self) -> Vec<(String, &'static str, DateTime<Utc>)> {
+        let elapsed = self.elapsed();
+        self.inner
+            .actions
+            .iter()
+            .filter(|a| a.is_live_response() && !a.is_final_at(elapsed))
+            .map(|a| (a.id.clone(), a.status_at(elapsed), a.created))
+            .collect()
+    }
+
+    /// Every Live Response action of the scenario, final or not: (id, creation time).
+    pub fn live_response_actions(&self) -> Vec<(String, DateTime<Utc>)> {
+        self.inner
+            .actions
+            .iter()
+            .filter(|a| a.is_live_response())
+            .map(|a| (a.id.clone(), a.created))
+            .collect()
+    }
+
     fn elapsed(&self) -> Duration {
         self.inner.start.elapsed()
     }
