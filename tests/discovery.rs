@@ -458,3 +458,74 @@ async fn not_run_commands_are_counted_once_across_kill_9() {
     );
     assert!(s.tracked("sim").is_empty(), "nothing left to follow");
 }
+
+// See: #9
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_reconciliation_sweep_counts_what_incremental_discovery_missed() {
+    let (sim, addr) = start_sim(SimConfig {
+        seed: 913,
+        machines: 6,
+        actions: 30,
+        finish_within: Duration::ZERO,
+        ..SimConfig::default()
+    })
+    .await;
+    // An old final action the list leaves out at first, as a lagging index would.
+    let truth = sim.truth();
+    let missed = truth
+        .actions
+        .iter()
+        .find(|a| a.status == "Succeeded")
+        .unwrap()
+        .id
+        .clone();
+    sim.faults()
+        .hide_from_list(std::slice::from_ref(&missed), true);
+    let secret = sim.credentials().2.to_string();
+    let yaml = config_yaml(
+        &sim,
+        addr,
+        &secret,
+        "    discovery:\n      reconcile_interval: 2s\n",
+        "",
+    );
+    let exporter = start_exporter(parse_config(&yaml)).await;
+    let a = exporter.addr;
+    let want = truth.actions_by_status().values().sum::<u64>() as f64 - 1.0;
+    eventually("everything else counted", || async move {
+        sum(&scrape(a).await, "mde_liveresponse_actions_total", &[]) == want
+    })
+    .await;
+    assert_eq!(
+        sum(
+            &scrape(a).await,
+            "mde_liveresponse_discovery_missed_total",
+            &[]
+        ),
+        0.0
+    );
+    // The index catches up; the watermark has moved on, so only the sweep can find it.
+    sim.faults()
+        .hide_from_list(std::slice::from_ref(&missed), false);
+    eventually("the sweep finds it", || async move {
+        sum(
+            &scrape(a).await,
+            "mde_liveresponse_discovery_missed_total",
+            &[("tenant", "sim")],
+        ) == 1.0
+    })
+    .await;
+    let p = polls(&scrape(a).await);
+    eventually("more polls and sweeps", || async move {
+        polls(&scrape(a).await) >= p + 15.0
+    })
+    .await;
+    let m = scrape(a).await;
+    assert_eq!(
+        by_label(&m, "mde_liveresponse_actions_total", "status", &[]),
+        truth.actions_by_status(),
+        "counted, once"
+    );
+    assert_eq!(sum(&m, "mde_liveresponse_discovery_missed_total", &[]), 1.0);
+    exporter.shutdown().await.unwrap();
+}

@@ -281,6 +281,8 @@ struct FaultState {
     delay: HashMap<String, Duration>,
     blob: VecDeque<BlobFault>,
     malformed_api: HashMap<String, u32>,
+    /// Action ids the list endpoint leaves out (an index that lags), see `hide_from_list`.
+    hidden: std::collections::HashSet<String>,
 }
 
 /// An issued token.
@@ -594,6 +596,20 @@ impl Faults {
     /// The next `n` downloads (of existing blobs, with valid links) answer `kind`.
     pub fn blob_fault(&self, kind: BlobFault, n: u32) {
         self.with(|f| f.blob.extend(std::iter::repeat_n(kind, n as usize)));
+    }
+
+    /// While `hidden`, the list endpoint leaves these actions out (as an API index that lags
+    /// would); `GET /api/machineactions/{id}` still serves them.
+    pub fn hide_from_list(&self, ids: &[String], hidden: bool) {
+        self.with(|f| {
+            for id in ids {
+                if hidden {
+                    f.hidden.insert(id.clone());
+                } else {
+                    f.hidden.remove(id);
+                }
+            }
+        });
     }
 
     /// The next `n` answers of API `endpoint` that pass auth and quota are 200 with a

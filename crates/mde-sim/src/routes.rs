@@ -656,12 +656,14 @@ async fn list_actions(
     };
 
     let elapsed = sim.elapsed();
+    let hidden = sim.inner.lock().faults.hidden.clone();
     // The filter is evaluated on a cheap head of each action; only the page served is
     // rendered, so a 100,000-action history costs little per call.
     let mut matching: Vec<&scenario::SimAction> = sim
         .inner
         .actions
         .iter()
+        .filter(|a| hidden.is_empty() || !hidden.contains(&a.id))
         .filter(|a| {
             filter
                 .as_ref()
