@@ -129,8 +129,16 @@ async fn parent() {
             let after = sim.stats();
             child.wait().unwrap();
             let r: serde_json::Value = serde_json::from_str(line.trim()).unwrap();
-            let calls = after.requests.get("list_machine_actions").copied().unwrap_or(0)
-                - before.requests.get("list_machine_actions").copied().unwrap_or(0);
+            let calls = after
+                .requests
+                .get("list_machine_actions")
+                .copied()
+                .unwrap_or(0)
+                - before
+                    .requests
+                    .get("list_machine_actions")
+                    .copied()
+                    .unwrap_or(0);
             let bytes = after
                 .response_bytes
                 .get("list_machine_actions")

@@ -457,9 +457,17 @@ impl TenantCollector {
             ..Default::default()
         };
         for a in found.values().filter(|a| a.is_live_response()) {
+            let created = a.creation_date_time_utc.unwrap_or(now);
+            if !a.status.is_final() && disc::past_horizon(created, d.in_flight_horizon, now) {
+                // Still not final past the horizon: stop following it, loudly.
+                if tracked.iter().any(|(id, _)| id == &a.id) {
+                    update.remove.push(a.id.clone());
+                }
+                self.abandon(&a.id, created, a.status.as_str());
+                continue;
+            }
             let keep = !a.status.is_final() || queued.contains(a.id.as_str());
             if keep {
-                let created = a.creation_date_time_utc.unwrap_or(now);
                 update.upsert.push((
                     a.id.clone(),
                     Tracked {
@@ -482,12 +490,7 @@ impl TenantCollector {
                 }
             } else if disc::past_horizon(tr.created, d.in_flight_horizon, now) {
                 update.remove.push(id.clone());
-                self.shared
-                    .metrics
-                    .in_flight_abandoned
-                    .get_or_create(&tenant(&name))
-                    .inc();
-                tracing::warn!(tenant = %name, action_id = %id, created = %tr.created, status = %tr.status, "action still not final past discovery.in_flight_horizon: no longer followed");
+                self.abandon(id, tr.created, &tr.status);
             }
         }
         self.shared.with_state(|s| s.commit_discovery(update))?;
@@ -498,6 +501,17 @@ impl TenantCollector {
         self.set_in_flight_gauges();
         self.expire_not_run_gauges();
         Ok(Vec::new())
+    }
+
+    /// An action still not final past `in_flight_horizon`: counted and logged, not followed.
+    fn abandon(&self, id: &str, created: DateTime<Utc>, status: &str) {
+        let name = &self.tenant.name;
+        self.shared
+            .metrics
+            .in_flight_abandoned
+            .get_or_create(&tenant(name))
+            .inc();
+        tracing::warn!(tenant = %name, action_id = %id, created = %created, status, "action still not final past discovery.in_flight_horizon: no longer followed");
     }
 
     /// Configured action ids not listed yet and not counted: asked for one by one until final.
