@@ -13,6 +13,11 @@ local tuned = with({
   apiThrottledFor: '20m',
 });
 local failed = 'MdeLiveResponseScriptFailed';
+local stuck = with({ actionStuckThreshold: '1d' });
+local sessions = mixin { _config+:: { sessionLimit: 50, sessionCapacityLowRatio: 0.9 } };
+local sessionsAlerts = alerts(sessions);
+local limitRule = [r for g in sessions.prometheusRules.groups for r in g.rules
+                   if std.objectHas(r, 'record') && r.record == 'mde:liveresponse_session_limit:count'];
 
 assert defaults[failed].labels.severity == 'warning' && defaults[failed]['for'] == '15m'
        : 'a failed script warns after 15m by default';
@@ -28,5 +33,14 @@ assert tuned.MdeApiThrottled['for'] == '20m'
 assert [a for a in std.objectFields(tuned)
         if tuned[a].annotations.runbook_url != 'https://wiki.example/runbooks/' + std.asciiLower(a)] == []
        : 'runbookURLPattern sets every runbook_url';
+
+assert stuck.MdeLiveResponseActionStuck.expr
+       == 'time() - mde_liveresponse_in_flight_oldest_creation_timestamp_seconds > 86400'
+       && std.length(std.findSubstr('(threshold 1 day)', stuck.MdeLiveResponseActionStuck.annotations.description)) == 1
+       : 'actionStuckThreshold sets the expression and the description';
+assert limitRule[0].expr == 'vector(50)'
+       && std.length(std.findSubstr('* 0.9', sessionsAlerts.MdeLiveResponseSessionCapacityLow.expr)) == 1
+       && std.length(std.findSubstr('90% of the 50 concurrent', sessionsAlerts.MdeLiveResponseSessionCapacityLow.annotations.description)) == 1
+       : 'sessionLimit and sessionCapacityLowRatio reach the recorded limit, the alert and its description';
 
 { alerts: std.length(defaults), ok: true }
