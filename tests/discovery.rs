@@ -347,18 +347,12 @@ async fn fetching_resumes_when_retry_after_ends_not_at_the_next_poll() {
 fn not_run_events(logs: &[String]) -> Vec<(String, u32, String)> {
     logs.iter()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|v| v["fields"]["event"] == "script_not_run")
+        .filter(|v| v["event"] == "script_not_run")
         .map(|v| {
             (
-                v["fields"]["action_id"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_string(),
-                v["fields"]["index"].as_u64().unwrap_or(u64::MAX) as u32,
-                v["fields"]["reason"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_string(),
+                v["action_id"].as_str().unwrap_or_default().to_string(),
+                v["index"].as_u64().unwrap_or(u64::MAX) as u32,
+                v["reason"].as_str().unwrap_or_default().to_string(),
             )
         })
         .collect()
