@@ -90,6 +90,9 @@ pub struct TenantCollector {
     restored: bool,
     /// Actions the last full-window listing returned: the next sweep's expected cost.
     last_sweep_actions: usize,
+    /// Final actions followed for their results that were not read again yet since the
+    /// start: each has at least one result waiting, which `pending` does not hold yet.
+    unrestored: usize,
 }
 
 /// Counts for the one info line each poll writes.
@@ -110,7 +113,27 @@ impl TenantCollector {
             resume_at: None,
             restored: false,
             last_sweep_actions: 0,
+            unrestored: 0,
         }
+        .with_unrestored()
+    }
+
+    /// Count the final actions the state says still have results waiting.
+    fn with_unrestored(mut self) -> Self {
+        let name = self.tenant.name.clone();
+        self.unrestored = self
+            .shared
+            .with_state(|s| s.tracked(&name))
+            .iter()
+            .filter(|(_, t)| is_final_status(&t.status))
+            .count();
+        self
+    }
+
+    /// Finished results waiting: those queued, and at least one per followed final action not
+    /// read again yet since the start (`mde_liveresponse_pending_results`).
+    fn waiting(&self) -> usize {
+        self.pending.len() + self.unrestored
     }
 
     /// Poll every `poll_interval` until `shutdown` says stop. A poll in flight is dropped at
@@ -154,8 +177,8 @@ impl TenantCollector {
             .metrics
             .pending_results
             .get_or_create(&tenant(&self.tenant.name))
-            .set(self.pending.len() as i64);
-        let pending = self.pending.len();
+            .set(self.waiting() as i64);
+        let pending = self.waiting();
         self.shared
             .update_status(&self.tenant.name, |s| s.pending = pending);
     }
@@ -498,6 +521,7 @@ impl TenantCollector {
         self.shared
             .with_state(|s| s.set_last_discovery(&name, now))?;
         self.restored = true;
+        self.unrestored = 0;
         self.set_in_flight_gauges();
         self.expire_not_run_gauges();
         Ok(Vec::new())

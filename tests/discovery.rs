@@ -412,6 +412,13 @@ async fn not_run_commands_are_counted_once_across_kill_9() {
             && sum(&m, "mde_liveresponse_actions_in_flight", &[]) == 0.0
     })
     .await;
+    // Two more polls: a final action followed for its results is forgotten at the poll after
+    // its last result is done.
+    let p = polls(&scrape(a).await);
+    eventually("two more polls", || async move {
+        polls(&scrape(a).await) >= p + 2.0
+    })
+    .await;
     assert_eq!(last.terminate(), Some(0));
     lives.push(not_run_events(&last.logs()));
 
