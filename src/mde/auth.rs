@@ -257,9 +257,14 @@ impl TokenSource {
             .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(missing);
     }
 
-    /// Forget the cached token (after a 401): the next call asks for a new one.
-    pub async fn invalidate(&self) {
-        *self.cached.lock().await = None;
+    /// Forget `rejected` (a token the API answered 401 to): the next call asks for a new
+    /// one. A token another task already renewed meanwhile is kept, so two callers that both
+    /// saw the old token refused cause one token request, not two.
+    pub async fn invalidate(&self, rejected: &str) {
+        let mut cached = self.cached.lock().await;
+        if cached.as_ref().is_some_and(|c| c.token == rejected) {
+            *cached = None;
+        }
     }
 
     /// Whether a token is held now (for readiness).

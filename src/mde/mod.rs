@@ -565,7 +565,7 @@ impl Client {
             let status = resp.status();
             if status == StatusCode::UNAUTHORIZED && !renewed {
                 // The token may have been revoked or expired early: renew once.
-                self.auth.invalidate().await;
+                self.auth.invalidate(&token).await;
                 renewed = true;
                 continue;
             }
