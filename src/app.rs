@@ -95,6 +95,10 @@ pub fn http_client_with_proxy(
         ))
         .connect_timeout(Duration::from_secs(10).min(timeout))
         .timeout(timeout)
+        // Same-origin redirects only, and never a Referer: reqwest sets one by default, and
+        // it would carry a SAS link's signature to wherever the link redirects.
+        .redirect(crate::mde::redirect_policy())
+        .referer(false)
         .no_proxy();
     if let Some(p) = proxy {
         let mut exceptions = "169.254.169.254".to_string();

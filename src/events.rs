@@ -23,6 +23,18 @@ impl Redaction {
         if self.mode == RedactMode::Hash {
             return Some(format!("sha256:{:x}", Sha256::digest(text.as_bytes())));
         }
+        // Without scrubbers only the part that is kept is copied: a transcript near
+        // `max_transcript_bytes` is not copied whole to log 256 bytes of it.
+        if self.mode == RedactMode::Truncate && self.scrubbers.is_empty() {
+            if text.len() <= self.max_bytes {
+                return Some(text.to_string());
+            }
+            let mut cut = self.max_bytes;
+            while !text.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            return Some(format!("{}…", &text[..cut]));
+        }
         let mut out = text.to_string();
         for re in &self.scrubbers {
             out = re.replace_all(&out, "[REDACTED]").into_owned();
@@ -233,6 +245,17 @@ mod tests {
             "sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
         assert_eq!(policy(RedactMode::Drop, 10, &[]).apply(text), None);
+        // At the limit, nothing is cut and no marker is added.
+        assert_eq!(
+            policy(RedactMode::Truncate, text.len(), &[])
+                .apply(text)
+                .unwrap(),
+            text
+        );
+        assert_eq!(
+            policy(RedactMode::Truncate, 0, &[]).apply(text).unwrap(),
+            "…"
+        );
     }
 
     // See: #9

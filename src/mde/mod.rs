@@ -28,6 +28,17 @@ use model::{DownloadLink, Machine, MachineAction, ParseError, Transcript, redact
 const MAX_API_BODY: u64 = 64 * 1024 * 1024;
 /// Longest `Retry-After` we accept; beyond it we assume a broken header.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
+/// Most pages one listing may take. The server pages are 100 to 10,000 actions; at 200 pages
+/// a listing that has not ended is a loop or a runaway, and it must not spend the whole
+/// hour's quota (1,500 calls) before anyone notices.
+pub const MAX_PAGES: usize = 200;
+/// Hosts result downloads may come from: the blob storage of each Microsoft cloud. Anything
+/// else (loopback, link-local, another company's host) is refused before a byte is sent.
+pub const BLOB_HOST_SUFFIXES: &[&str] = &[
+    ".blob.core.windows.net",
+    ".blob.core.usgovcloudapi.net",
+    ".blob.core.chinacloudapi.cn",
+];
 
 /// An API problem. Messages name the endpoint and the URL (without query/signature).
 #[derive(Debug, thiserror::Error)]
@@ -77,6 +88,24 @@ pub enum Error {
         endpoint: &'static str,
         link: String,
     },
+    #[error(
+        "{endpoint}: @odata.nextLink {link} repeats a page already read in this listing: the listing loops"
+    )]
+    NextLinkLoop {
+        endpoint: &'static str,
+        link: String,
+    },
+    #[error(
+        "{endpoint}: the listing did not end within {MAX_PAGES} pages (last @odata.nextLink {link})"
+    )]
+    TooManyPages {
+        endpoint: &'static str,
+        link: String,
+    },
+    #[error(
+        "download: refusing result link {0}: only https links to Azure blob storage (*.blob.core.windows.net, *.blob.core.usgovcloudapi.net, *.blob.core.chinacloudapi.cn) are fetched"
+    )]
+    UntrustedLink(String),
 }
 
 /// What kind of problem an [`Error`] is: the `reason` label of
@@ -95,6 +124,8 @@ pub enum ErrorKind {
     Io,
     Malformed,
     TooLarge,
+    /// A result link to a host that is not blob storage, or a redirect to another host.
+    UntrustedLink,
 }
 
 impl ErrorKind {
@@ -112,6 +143,7 @@ impl ErrorKind {
             ErrorKind::Io => "io",
             ErrorKind::Malformed => "malformed",
             ErrorKind::TooLarge => "too_large",
+            ErrorKind::UntrustedLink => "untrusted_link",
         }
     }
 }
@@ -135,13 +167,20 @@ impl Error {
                 ..
             } => ErrorKind::ExpiredLink,
             Error::Status { status: 404, .. } => ErrorKind::NotFound,
+            // A redirect our policy did not follow: it pointed at another host.
+            Error::Status {
+                status: 300..=399, ..
+            } => ErrorKind::UntrustedLink,
             Error::Status { status: 403, .. } => ErrorKind::Forbidden,
             Error::Status { .. } => ErrorKind::HttpError,
             Error::Transport { timeout: true, .. } => ErrorKind::Timeout,
             Error::Transport { .. } => ErrorKind::Io,
             Error::Parse { .. } => ErrorKind::Malformed,
             Error::TooLarge { .. } => ErrorKind::TooLarge,
-            Error::ForeignNextLink { .. } => ErrorKind::Malformed,
+            Error::ForeignNextLink { .. }
+            | Error::NextLinkLoop { .. }
+            | Error::TooManyPages { .. } => ErrorKind::Malformed,
+            Error::UntrustedLink(_) => ErrorKind::UntrustedLink,
         }
     }
 
@@ -151,7 +190,12 @@ impl Error {
             Error::Token(_) | Error::Quota { .. } | Error::Throttled { .. } => true,
             Error::Transport { .. } => true,
             Error::Status { status, .. } => *status >= 500 || *status == 408 || *status == 401,
-            Error::Parse { .. } | Error::TooLarge { .. } | Error::ForeignNextLink { .. } => false,
+            Error::Parse { .. }
+            | Error::TooLarge { .. }
+            | Error::ForeignNextLink { .. }
+            | Error::NextLinkLoop { .. }
+            | Error::TooManyPages { .. }
+            | Error::UntrustedLink(_) => false,
         }
     }
 }
@@ -176,6 +220,9 @@ pub struct Client {
     http: reqwest::Client,
     api: Url,
     api_origin: String,
+    /// The API is on a loopback host (the simulator, tests): result links may then come from
+    /// that same origin too.
+    api_is_loopback: bool,
     tenant: String,
     /// Shared with [`Client::sibling`]s: one token cache per tenant.
     auth: Arc<auth::TokenSource>,
@@ -198,6 +245,7 @@ impl Client {
         }
         Ok(Client {
             api_origin: api.origin().ascii_serialization(),
+            api_is_loopback: is_loopback(&api),
             http,
             api,
             tenant: t.name.clone(),
@@ -214,6 +262,7 @@ impl Client {
             http: self.http.clone(),
             api: self.api.clone(),
             api_origin: self.api_origin.clone(),
+            api_is_loopback: self.api_is_loopback,
             tenant: self.tenant.clone(),
             auth: self.auth.clone(),
             quota: self.quota.clone(),
@@ -231,6 +280,7 @@ impl Client {
         let mut url = self.api_url("api/machines");
         url.query_pairs_mut().append_pair("$filter", filter);
         let mut all = Vec::new();
+        let mut seen = std::collections::HashSet::from([url.to_string()]);
         let mut next = Some(url);
         while let Some(url) = next.take() {
             let body = self
@@ -256,6 +306,7 @@ impl Client {
                         link: redact_url(&parsed),
                     });
                 }
+                check_next_page(&mut seen, &parsed, Endpoint::ListMachines)?;
                 next = Some(parsed);
             }
         }
@@ -287,6 +338,8 @@ impl Client {
         let mut url = self.api_url("api/machineactions");
         url.query_pairs_mut().append_pair("$filter", filter);
         let mut all = Vec::new();
+        // Every page's URL, to tell a listing that loops from one that ends.
+        let mut seen = std::collections::HashSet::from([url.to_string()]);
         let mut next = Some(url);
         while let Some(url) = next.take() {
             let body = self
@@ -317,6 +370,7 @@ impl Client {
                         link: redact_url(&parsed),
                     });
                 }
+                check_next_page(&mut seen, &parsed, Endpoint::ListMachineActions)?;
                 next = Some(parsed);
             }
         }
@@ -436,6 +490,9 @@ impl Client {
     /// GET a SAS link (no bearer token) and return the 2xx response and the redacted URL.
     async fn get_blob(&self, link: &DownloadLink) -> Result<(reqwest::Response, String), Error> {
         let shown = redact_url(&link.0);
+        if !self.trusted_download(&link.0) {
+            return Err(Error::UntrustedLink(shown));
+        }
         let span = http_span(DOWNLOAD, &link.0, &shown, None);
         let started = Instant::now();
         let sent = self
@@ -446,6 +503,18 @@ impl Client {
             .await;
         let resp = self.observe(DOWNLOAD, started, sent, &shown, &span)?;
         let status = resp.status();
+        if status.is_redirection() {
+            return Err(Error::Status {
+                endpoint: DOWNLOAD,
+                url: shown,
+                status: status.as_u16(),
+                code: "redirect".into(),
+                message: format!(
+                    "not followed: redirects to another host are refused (Location {})",
+                    location_host(&resp.headers().get(reqwest::header::LOCATION).cloned())
+                ),
+            });
+        }
         if !status.is_success() {
             let code = resp
                 .headers()
@@ -462,6 +531,24 @@ impl Client {
             });
         }
         Ok((resp, shown))
+    }
+
+    /// Whether a result link may be fetched: https to the clouds' blob storage, or the API's
+    /// own origin when that is loopback (the simulator serves blobs there).
+    fn trusted_download(&self, url: &Url) -> bool {
+        if self.api_is_loopback && url.origin().ascii_serialization() == self.api_origin {
+            return true;
+        }
+        url.scheme() == "https"
+            && url.username().is_empty()
+            && url.password().is_none()
+            && matches!(url.host(), Some(url::Host::Domain(_)))
+            && url.host_str().is_some_and(|h| {
+                let h = h.to_ascii_lowercase();
+                BLOB_HOST_SUFFIXES
+                    .iter()
+                    .any(|s| h.ends_with(s) && h.len() > s.len())
+            })
     }
 
     fn api_url(&self, path: &str) -> Url {
@@ -578,6 +665,7 @@ impl Client {
                 return Err(self.throttled(ep, retry_after));
             }
             self.with_quota(|q| q.succeeded(ep, Instant::now()));
+            let location = resp.headers().get(reqwest::header::LOCATION).cloned();
             let body = read_capped(resp, MAX_API_BODY).await.map_err(|e| match e {
                 ReadError::TooLarge => Error::TooLarge {
                     endpoint: ep.as_str(),
@@ -591,6 +679,18 @@ impl Client {
                     timeout: false,
                 },
             })?;
+            if status.is_redirection() {
+                return Err(Error::Status {
+                    endpoint: ep.as_str(),
+                    url: shown,
+                    status: status.as_u16(),
+                    code: "redirect".into(),
+                    message: format!(
+                        "not followed: redirects to another host are refused (Location {})",
+                        location_host(&location)
+                    ),
+                });
+            }
             if !status.is_success() {
                 let (code, message) = model::parse_api_error(&body)
                     .map(|e| (e.code, e.message))
@@ -626,6 +726,65 @@ impl Client {
             retry_after,
         }
     }
+}
+
+/// A listing must not loop (a nextLink already read) nor run past [`MAX_PAGES`].
+fn check_next_page(
+    seen: &mut std::collections::HashSet<String>,
+    next: &Url,
+    ep: Endpoint,
+) -> Result<(), Error> {
+    if !seen.insert(next.to_string()) {
+        return Err(Error::NextLinkLoop {
+            endpoint: ep.as_str(),
+            link: redact_url(next),
+        });
+    }
+    if seen.len() > MAX_PAGES {
+        return Err(Error::TooManyPages {
+            endpoint: ep.as_str(),
+            link: redact_url(next),
+        });
+    }
+    Ok(())
+}
+
+/// Whether a URL's host is loopback (`localhost`, 127.0.0.0/8, `::1`).
+pub fn is_loopback(url: &Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    }
+}
+
+/// The host of a `Location` header, for messages (never its query: it may hold a signature).
+fn location_host(location: &Option<reqwest::header::HeaderValue>) -> String {
+    location
+        .as_ref()
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| Url::parse(v).ok())
+        .and_then(|u| u.host_str().map(str::to_string))
+        .unwrap_or_else(|| "not an absolute URL".into())
+}
+
+/// The redirect policy of every client: follow only to the same origin (scheme, host and
+/// port), at most 5 times. A redirect elsewhere is answered to the caller as the 3xx it is,
+/// which refuses it: an API answer from a foreign host is never trusted, and a SAS link's
+/// signature or a bearer token never travels to another host.
+pub fn redirect_policy() -> reqwest::redirect::Policy {
+    reqwest::redirect::Policy::custom(|attempt| {
+        let same_origin = attempt
+            .previous()
+            .last()
+            .is_some_and(|prev| prev.origin() == attempt.url().origin());
+        if same_origin && attempt.previous().len() <= 5 {
+            attempt.follow()
+        } else {
+            attempt.stop()
+        }
+    })
 }
 
 /// A client span with the OpenTelemetry HTTP semantic conventions. `url.full` never holds
@@ -710,7 +869,10 @@ pub(crate) async fn read_capped(resp: reqwest::Response, max: u64) -> Result<Byt
     if resp.content_length().is_some_and(|l| l > max) {
         return Err(ReadError::TooLarge);
     }
-    let mut buf = BytesMut::new();
+    // Room for the announced length (at most the cap) at once: growing by doubling would
+    // hold up to twice the body while copying.
+    let announced = resp.content_length().unwrap_or(0).min(max);
+    let mut buf = BytesMut::with_capacity(usize::try_from(announced).unwrap_or(0));
     let mut stream = resp.bytes_stream();
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(|e| ReadError::Io(error_chain(&e.without_url())))?;
@@ -741,5 +903,52 @@ mod tests {
         assert_eq!(parse_retry_after(&past, now), Some(Duration::ZERO));
         assert_eq!(parse_retry_after("soon", now), None);
         assert_eq!(parse_retry_after("999999", now), None);
+    }
+
+    /// See: #13. Result links only from blob storage over https, or from a loopback API's own
+    /// origin.
+    #[tokio::test]
+    async fn downloads_only_from_blob_storage() {
+        let metrics = Arc::new(Metrics::new());
+        let client = |api: &str| {
+            let t = crate::config::Tenant {
+                name: "t".into(),
+                tenant_id: "tid".into(),
+                client_id: "cid".into(),
+                auth: crate::config::Auth::ClientSecret(crate::config::Secret::new("s")),
+                api_url: Url::parse(api).unwrap(),
+                login_url: Url::parse(api).unwrap(),
+                audience: "a".into(),
+                selectors: Default::default(),
+                quota: Default::default(),
+                machine_context: Default::default(),
+            };
+            let quota = Arc::new(Mutex::new(Quota::new(&t.quota)));
+            Client::new(&t, reqwest::Client::new(), quota, metrics.clone()).unwrap()
+        };
+        let real = client("https://api.securitycenter.microsoft.com");
+        let sim = client("http://127.0.0.1:9718");
+        let ok = |c: &Client, u: &str| c.trusted_download(&Url::parse(u).unwrap());
+        assert!(ok(&real, "https://acct.blob.core.windows.net/c/b?sig=x"));
+        assert!(ok(&real, "https://ACCT.BLOB.CORE.USGOVCLOUDAPI.NET/c/b"));
+        assert!(ok(&real, "https://a.blob.core.chinacloudapi.cn:444/c/b"));
+        for bad in [
+            "http://acct.blob.core.windows.net/c/b",
+            "https://blob.core.windows.net/c/b",
+            "https://.blob.core.windows.net/c/b",
+            "https://evil.example/x.blob.core.windows.net",
+            "https://acct.blob.core.windows.net.evil.example/c/b",
+            "https://user:pw@acct.blob.core.windows.net/c/b",
+            "https://127.0.0.1/c/b",
+            "https://169.254.169.254/latest/meta-data",
+            "http://localhost:9718/blob/x",
+            "https://api.securitycenter.microsoft.com/blob/x",
+        ] {
+            assert!(!ok(&real, bad), "{bad}");
+        }
+        assert!(ok(&sim, "http://127.0.0.1:9718/blob/x?sig=y"));
+        assert!(!ok(&sim, "http://127.0.0.1:9719/blob/x"));
+        assert!(!ok(&sim, "http://localhost:9718/blob/x"));
+        assert!(!ok(&sim, "http://169.254.169.254/latest/meta-data"));
     }
 }

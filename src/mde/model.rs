@@ -173,17 +173,33 @@ const MAX_ID_SHOWN: usize = 64;
 /// document, and `RawValue` (which would delimit items) refuses a page whose bytes are not all
 /// UTF-8. Only a broken envelope (truncated, not an object, `value` not an array) fails the page.
 pub fn parse_action_page(bytes: &[u8]) -> Result<ActionPage, ParseError> {
-    let mut page = ActionPage {
-        actions: Vec::new(),
-        invalid: Vec::new(),
-        next_link: None,
-    };
+    let (actions, invalid, next_link) = parse_page::<MachineAction>(bytes, "action")?;
+    Ok(ActionPage {
+        actions,
+        invalid,
+        next_link,
+    })
+}
+
+/// A parsed list page: the items that parse, the problems of those that do not, and the
+/// `@odata.nextLink`.
+type Page<T> = (Vec<T>, Vec<String>, Option<String>);
+
+/// The items of a list page that parse as `T`, the problems of those that do not (each
+/// naming the item as `what` and its id), and the `@odata.nextLink`. See [`parse_action_page`].
+fn parse_page<T: serde::de::DeserializeOwned>(
+    bytes: &[u8],
+    what: &str,
+) -> Result<Page<T>, ParseError> {
+    let mut items = Vec::new();
+    let mut invalid = Vec::new();
+    let mut next_link = None;
     let mut s = Scanner { b: bytes, i: 0 };
     s.ws();
     s.expect(b'{')?;
     s.ws();
     if s.eat(b'}') {
-        return s.end().map(|()| page);
+        return s.end().map(|()| (items, invalid, next_link));
     }
     loop {
         s.ws();
@@ -201,9 +217,9 @@ pub fn parse_action_page(bytes: &[u8]) -> Result<ActionPage, ParseError> {
                     loop {
                         s.ws();
                         let (vs, ve) = s.value()?;
-                        match parse_item(&bytes[vs..ve]) {
-                            Ok(a) => page.actions.push(a),
-                            Err(problem) => page.invalid.push(problem),
+                        match parse_item::<T>(&bytes[vs..ve], what) {
+                            Ok(a) => items.push(a),
+                            Err(problem) => invalid.push(problem),
                         }
                         s.ws();
                         if s.eat(b']') {
@@ -215,7 +231,7 @@ pub fn parse_action_page(bytes: &[u8]) -> Result<ActionPage, ParseError> {
             }
             "@odata.nextLink" => {
                 let (vs, ve) = s.value()?;
-                page.next_link = serde_json::from_slice(&bytes[vs..ve])
+                next_link = serde_json::from_slice(&bytes[vs..ve])
                     .map_err(|e| ParseError::Json(format!("@odata.nextLink: {e}")))?;
             }
             _ => {
@@ -228,17 +244,17 @@ pub fn parse_action_page(bytes: &[u8]) -> Result<ActionPage, ParseError> {
         }
         s.expect(b',')?;
     }
-    s.end().map(|()| page)
+    s.end().map(|()| (items, invalid, next_link))
 }
 
 /// One item of a list page, or why it was skipped (naming its id when it has a readable one).
-fn parse_item(raw: &[u8]) -> Result<MachineAction, String> {
+fn parse_item<T: serde::de::DeserializeOwned>(raw: &[u8], what: &str) -> Result<T, String> {
     #[derive(Deserialize)]
     struct IdOnly {
         id: String,
     }
     let text = std::str::from_utf8(raw);
-    let problem = match text.map(serde_json::from_str::<MachineAction>) {
+    let problem = match text.map(serde_json::from_str::<T>) {
         Ok(Ok(a)) => return Ok(a),
         Ok(Err(e)) => e.to_string(),
         Err(e) => format!("not UTF-8: {e}"),
@@ -255,7 +271,7 @@ fn parse_item(raw: &[u8]) -> Result<MachineAction, String> {
             id.escape_debug().to_string()
         })
         .unwrap_or_else(|| "<no readable id>".to_string());
-    Err(format!("action {id}: {problem}"))
+    Err(format!("{what} {id}: {problem}"))
 }
 
 /// Finds where JSON values start and end without building them. It checks only what it needs
@@ -431,26 +447,13 @@ pub struct MachinePage {
     pub next_link: Option<String>,
 }
 
+/// Parsed item by item like [`parse_action_page`]: one odd machine never hides the others.
 pub fn parse_machine_page(bytes: &[u8]) -> Result<MachinePage, ParseError> {
-    let raw: RawPage =
-        serde_json::from_slice(bytes).map_err(|e| ParseError::Json(e.to_string()))?;
-    let mut machines = Vec::with_capacity(raw.value.len());
-    let mut invalid = Vec::new();
-    for v in raw.value {
-        let id = v
-            .get("id")
-            .and_then(|i| i.as_str())
-            .unwrap_or("<no id>")
-            .to_string();
-        match serde_json::from_value::<Machine>(v) {
-            Ok(m) => machines.push(m),
-            Err(e) => invalid.push(format!("machine {id}: {e}")),
-        }
-    }
+    let (machines, invalid, next_link) = parse_page::<Machine>(bytes, "machine")?;
     Ok(MachinePage {
         machines,
         invalid,
-        next_link: raw.next_link,
+        next_link,
     })
 }
 
@@ -505,35 +508,47 @@ impl Transcript {
 
 /// Parse a transcript. PowerShell writes BOMs and sometimes UTF-16, and raw control
 /// characters (NUL among them) inside strings; all of that is accepted.
+///
+/// Memory stays near the size of the transcript: UTF-8 is read in place (no copy of the
+/// bytes), only UTF-16 is converted; the escaped copy is made only when the first parse fails.
+/// At most the bytes, one text copy and the parsed strings are alive at once.
 pub fn parse_transcript(bytes: &[u8]) -> Result<Transcript, ParseError> {
     let text = decode_text(bytes)?;
     match serde_json::from_str::<Transcript>(&text) {
         Ok(t) => Ok(t),
         Err(first) => {
             let escaped = escape_raw_controls(&text);
-            if escaped == text {
+            if escaped == *text {
                 return Err(ParseError::Json(first.to_string()));
             }
+            drop(text);
             serde_json::from_str(&escaped).map_err(|e| ParseError::Json(e.to_string()))
         }
     }
 }
 
-fn decode_text(bytes: &[u8]) -> Result<String, ParseError> {
+fn decode_text(bytes: &[u8]) -> Result<std::borrow::Cow<'_, str>, ParseError> {
+    use std::borrow::Cow;
     if let Some(rest) = bytes.strip_prefix(&[0xEF, 0xBB, 0xBF]) {
-        return String::from_utf8(rest.to_vec()).map_err(|e| ParseError::Encoding(e.to_string()));
+        return std::str::from_utf8(rest)
+            .map(Cow::Borrowed)
+            .map_err(|e| ParseError::Encoding(e.to_string()));
     }
     if let Some(rest) = bytes.strip_prefix(&[0xFF, 0xFE]) {
         if rest.len() % 2 != 0 {
             return Err(ParseError::Encoding("odd length UTF-16LE".into()));
         }
-        let units: Vec<u16> = rest
+        let units = rest
             .chunks_exact(2)
-            .map(|c| u16::from_le_bytes([c[0], c[1]]))
-            .collect();
-        return String::from_utf16(&units).map_err(|e| ParseError::Encoding(e.to_string()));
+            .map(|c| u16::from_le_bytes([c[0], c[1]]));
+        return char::decode_utf16(units)
+            .collect::<Result<String, _>>()
+            .map(Cow::Owned)
+            .map_err(|e| ParseError::Encoding(e.to_string()));
     }
-    String::from_utf8(bytes.to_vec()).map_err(|e| ParseError::Encoding(e.to_string()))
+    std::str::from_utf8(bytes)
+        .map(Cow::Borrowed)
+        .map_err(|e| ParseError::Encoding(e.to_string()))
 }
 
 /// Escape raw control characters that appear inside JSON strings (invalid JSON, but seen in
