@@ -199,6 +199,8 @@ struct RawFile {
     max_series: usize,
     #[serde(default = "default_request_timeout", with = "humantime_serde")]
     request_timeout: Duration,
+    #[serde(default = "default_in_flight_horizon", with = "humantime_serde")]
+    in_flight_horizon: Duration,
     #[serde(default)]
     otel: OtelConfig,
     #[serde(default)]
@@ -464,6 +466,63 @@ fn default_machine_info_interval() -> Duration {
 fn default_lookback() -> Duration {
     Duration::from_secs(24 * 3600)
 }
+fn default_in_flight_horizon() -> Duration {
+    Duration::from_secs(7 * DAY)
+}
+
+const DAY: u64 = 24 * 3600;
+
+/// The range each duration key must fall in: beyond it a value is a typo (or an attack on the
+/// arithmetic: `poll_interval: 10000000000000000000s` parses, then overflows a timer).
+pub mod limits {
+    use std::time::Duration;
+
+    use super::DAY;
+
+    pub const POLL_INTERVAL: (Duration, Duration) =
+        (Duration::from_millis(100), Duration::from_secs(DAY));
+    pub const REQUEST_TIMEOUT: (Duration, Duration) =
+        (Duration::from_millis(100), Duration::from_secs(3600));
+    pub const SERIES_TTL: (Duration, Duration) =
+        (Duration::from_secs(1), Duration::from_secs(365 * DAY));
+    pub const IN_FLIGHT_HORIZON: (Duration, Duration) =
+        (Duration::from_secs(60), Duration::from_secs(30 * DAY));
+    /// Discovery never reaches back further than 30 days.
+    pub const LOOKBACK_MAX: Duration = Duration::from_secs(30 * DAY);
+    pub const QUOTA_WINDOW_MAX: Duration = Duration::from_secs(7 * DAY);
+    /// Largest `max_transcript_bytes`: a transcript is held in memory while it is read.
+    pub const MAX_TRANSCRIPT_BYTES: u64 = 1 << 30;
+}
+
+/// A duration in the largest whole unit of the file's notation: `30d`, `24h`, `90s`, `100ms`.
+fn show_duration(d: Duration) -> String {
+    let s = d.as_secs();
+    if d.subsec_nanos() != 0 {
+        return humantime_serde::re::humantime::format_duration(d).to_string();
+    }
+    match s {
+        0 => "0s".into(),
+        s if s % DAY == 0 => format!("{}d", s / DAY),
+        s if s % 3600 == 0 => format!("{}h", s / 3600),
+        s if s % 60 == 0 => format!("{}m", s / 60),
+        s => format!("{s}s"),
+    }
+}
+
+/// A duration must lie in `min..=max`; the message gives the bound in the file's notation.
+fn check_range(v: Duration, (min, max): (Duration, Duration)) -> Result<(), String> {
+    if v < min {
+        return Err(format!("must be at least {}", show_duration(min)));
+    }
+    if v > max {
+        return Err(format!(
+            "must be at most {} (got {})",
+            show_duration(max),
+            show_duration(v)
+        ));
+    }
+    Ok(())
+}
 
 /// A client secret that never prints itself.
 #[derive(Clone, PartialEq, Eq)]
@@ -581,6 +640,9 @@ pub struct Config {
     /// At most this many per-machine series per metric; the oldest go first.
     pub max_series: usize,
     pub request_timeout: Duration,
+    /// A result that keeps failing transiently (5xx, timeouts, an outage) is retried, with
+    /// backoff, until this long after its command ended; only then is it given up.
+    pub in_flight_horizon: Duration,
     /// Tracing export; unset keys fall back to the standard `OTEL_*` variables.
     pub otel: OtelConfig,
     /// How transcript text appears in logs.
@@ -623,6 +685,7 @@ impl Default for Config {
             series_ttl: default_series_ttl(),
             max_series: default_max_series(),
             request_timeout: default_request_timeout(),
+            in_flight_horizon: default_in_flight_horizon(),
             otel: OtelConfig::default(),
             transcript_log: Redaction::default(),
             proxy: None,
@@ -656,16 +719,34 @@ impl Config {
             key,
             message,
         };
-        if raw.poll_interval < Duration::from_millis(100) {
-            return Err(invalid(
-                "poll_interval".into(),
-                "must be at least 100ms".into(),
-            ));
-        }
+        let ranged =
+            |key: &str, v, range| check_range(v, range).map_err(|m| invalid(key.to_string(), m));
+        ranged("poll_interval", raw.poll_interval, limits::POLL_INTERVAL)?;
+        ranged(
+            "request_timeout",
+            raw.request_timeout,
+            limits::REQUEST_TIMEOUT,
+        )?;
+        ranged("series_ttl", raw.series_ttl, limits::SERIES_TTL)?;
+        ranged(
+            "in_flight_horizon",
+            raw.in_flight_horizon,
+            limits::IN_FLIGHT_HORIZON,
+        )?;
         if raw.max_transcript_bytes == 0 {
             return Err(invalid(
                 "max_transcript_bytes".into(),
                 "must be greater than 0".into(),
+            ));
+        }
+        if raw.max_transcript_bytes > limits::MAX_TRANSCRIPT_BYTES {
+            return Err(invalid(
+                "max_transcript_bytes".into(),
+                format!(
+                    "must be at most {} (1 GiB; got {})",
+                    limits::MAX_TRANSCRIPT_BYTES,
+                    raw.max_transcript_bytes
+                ),
             ));
         }
         if raw.max_series == 0 {
@@ -794,11 +875,17 @@ impl Config {
                     "window lengths must be greater than 0".into(),
                 ));
             }
+            for (field, v) in [("quota.minute", q.minute), ("quota.hour", q.hour)] {
+                check_range(v, (Duration::ZERO, limits::QUOTA_WINDOW_MAX))
+                    .map_err(|m| invalid(key(field), m))?;
+            }
             if t.lookback.is_zero() {
                 return Err(invalid(key("lookback"), "must be greater than 0".into()));
             }
             let discovery = validate_discovery(&t.discovery)
                 .map_err(|(field, m)| invalid(key(&format!("discovery.{field}")), m))?;
+            check_range(t.lookback, (Duration::ZERO, limits::LOOKBACK_MAX))
+                .map_err(|m| invalid(key("lookback"), m))?;
             for (field, values) in [
                 ("machine_ids", &t.machine_ids),
                 ("action_ids", &t.action_ids),
@@ -857,6 +944,7 @@ impl Config {
             series_ttl: raw.series_ttl,
             max_series: raw.max_series,
             request_timeout: raw.request_timeout,
+            in_flight_horizon: raw.in_flight_horizon,
             otel: raw.otel,
             transcript_log,
             proxy,
@@ -1485,6 +1573,57 @@ tenants:
         assert_eq!(
             parse(GOOD).unwrap().transcript_log.mode,
             RedactMode::Truncate
+        );
+    }
+
+    /// See: #13. Durations that overflow a timer or make no sense fail `--config.check`,
+    /// naming the key and the bound.
+    #[test]
+    fn absurd_durations_are_refused() {
+        let err = |text: String| parse(&text).unwrap_err().to_string();
+        assert_eq!(
+            err(format!("poll_interval: 10000000000000000000s\n{GOOD}")),
+            "config file cfg.yml: poll_interval: must be at most 1d (got 10000000000000000000s)"
+        );
+        assert_eq!(
+            err(format!("poll_interval: 10ms\n{GOOD}")),
+            "config file cfg.yml: poll_interval: must be at least 100ms"
+        );
+        assert_eq!(
+            err(format!("request_timeout: 0s\n{GOOD}")),
+            "config file cfg.yml: request_timeout: must be at least 100ms"
+        );
+        assert_eq!(
+            err(format!("series_ttl: 400days\n{GOOD}")),
+            "config file cfg.yml: series_ttl: must be at most 365d (got 400d)"
+        );
+        assert_eq!(
+            err(format!("in_flight_horizon: 31days\n{GOOD}")),
+            "config file cfg.yml: in_flight_horizon: must be at most 30d (got 31d)"
+        );
+        assert_eq!(
+            err(format!("{GOOD}    lookback: 60days\n")),
+            "config file cfg.yml: tenants[0].lookback: must be at most 30d (got 60d)"
+        );
+        assert_eq!(
+            err(format!("{GOOD}    quota:\n      hour: 8days\n")),
+            "config file cfg.yml: tenants[0].quota.hour: must be at most 7d (got 8d)"
+        );
+        assert_eq!(
+            err(format!(
+                "max_transcript_bytes: 18446744073709551615\n{GOOD}"
+            )),
+            "config file cfg.yml: max_transcript_bytes: must be at most 1073741824 (1 GiB; got 18446744073709551615)"
+        );
+        // Too large to be a duration at all: a parse error naming the key.
+        let e = err(format!("poll_interval: 100000000000000000000s\n{GOOD}"));
+        assert!(
+            e.starts_with("config file cfg.yml: poll_interval: invalid value: string \"100000000000000000000s\", expected a duration"),
+            "{e}"
+        );
+        assert_eq!(
+            parse(GOOD).unwrap().in_flight_horizon,
+            Duration::from_secs(7 * 86400)
         );
     }
 
