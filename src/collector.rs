@@ -33,25 +33,73 @@ pub enum PollError {
     Api(#[from] mde::Error),
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// Nothing could be asked of the API this poll: every call was throttled (a 429, or
+    /// the quota blocked after one) or had no room in the budget.
+    #[error("no API call got through this poll: {0}")]
+    Throttled(mde::Error),
 }
 
-/// Give up on a result after this many failed attempts of a kind that may be transient.
-const MAX_ATTEMPTS: u32 = 5;
 pub use crate::discovery::discovery_filter;
+/// Longest wait between two tries of a result that fails transiently.
+const MAX_RETRY_DELAY: Duration = Duration::from_secs(3600);
 
-/// How many tries a result gets for a kind of failure before it is given up.
+/// How many tries a result gets for a kind of permanent failure before it is given up.
+/// Transient failures (5xx, timeouts, transport and token errors) have no count: they are
+/// retried until the result leaves the in-flight horizon (see [`retry_decision`]).
 fn attempts_allowed(e: &mde::Error) -> u32 {
     match e.kind() {
-        // The cap will not change.
-        ErrorKind::TooLarge => 1,
+        // The cap will not change; a link to a foreign host will not become trustworthy.
+        ErrorKind::TooLarge | ErrorKind::UntrustedLink => 1,
         // Usually permanent, but a damaged download, a result not yet visible to the API or
         // a link refused twice can heal: one more try, then give up.
         ErrorKind::Malformed
         | ErrorKind::NotFound
         | ErrorKind::Forbidden
         | ErrorKind::ExpiredLink => 2,
-        _ if e.is_transient() => MAX_ATTEMPTS,
+        _ if e.is_transient() => u32::MAX,
         _ => 1,
+    }
+}
+
+/// The wait before the next try of a result that failed `attempts` times in a row: one poll
+/// interval, doubling with each failure, at most [`MAX_RETRY_DELAY`] (but never less than one
+/// poll). A five-minute outage thus costs a handful of tries per result, not one per poll.
+pub fn retry_delay(attempts: u32, poll_interval: Duration) -> Duration {
+    let doublings = attempts.saturating_sub(1).min(31);
+    poll_interval
+        .saturating_mul(1u32 << doublings)
+        .min(MAX_RETRY_DELAY.max(poll_interval))
+}
+
+/// What to do with a result whose fetch just failed.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Retry {
+    /// Try again, not before this long from now.
+    After(Duration),
+    /// Give it up (and count it by its reason).
+    GiveUp,
+}
+
+/// Pure retry policy. Permanent answers give a result up after [`attempts_allowed`] tries;
+/// transient ones are retried with backoff for as long as the result is within the in-flight
+/// horizon (`age`: time since its command ended).
+pub fn retry_decision(
+    kind_limit: u32,
+    transient: bool,
+    attempts: u32,
+    age: Duration,
+    horizon: Duration,
+    poll_interval: Duration,
+) -> Retry {
+    let exhausted = if transient {
+        age >= horizon
+    } else {
+        attempts >= kind_limit
+    };
+    if exhausted {
+        Retry::GiveUp
+    } else {
+        Retry::After(retry_delay(attempts, poll_interval))
     }
 }
 
@@ -70,9 +118,68 @@ struct Pending {
     script: Option<String>,
     machine: String,
     end_time: Option<DateTime<Utc>>,
+    /// When this exporter first queued it (the age of a result without an `endTime`).
+    queued_at: DateTime<Utc>,
     attempts: u32,
+    /// Not tried again before this instant (backoff after a transient failure).
+    not_before: Option<Instant>,
     /// The download link of an earlier try, reused while it is valid.
     link: Option<crate::mde::model::DownloadLink>,
+}
+
+/// The results waiting to be fetched: a list kept in fetch order, and its keys, so that asking
+/// "is this one already queued?" costs O(1) whatever the backlog.
+#[derive(Debug, Default)]
+struct PendingQueue {
+    items: Vec<Pending>,
+    keys: HashSet<ResultKey>,
+}
+
+impl PendingQueue {
+    fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    fn contains(&self, key: &ResultKey) -> bool {
+        self.keys.contains(key)
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &Pending> {
+        self.items.iter()
+    }
+
+    /// Queue a result unless it is already queued.
+    fn push_new(&mut self, p: Pending) {
+        if self.keys.insert(p.key.clone()) {
+            self.items.push(p);
+        }
+    }
+
+    /// Take every item out in fetch order (oldest command first); their keys stay, since each
+    /// is either put back with [`Self::put_back`] or settled with [`Self::settled`].
+    fn take_sorted(&mut self) -> VecDeque<Pending> {
+        self.items
+            .sort_by(|a, b| a.end_time.cmp(&b.end_time).then(a.key.cmp(&b.key)));
+        std::mem::take(&mut self.items).into()
+    }
+
+    fn put_back(&mut self, p: Pending) {
+        self.items.push(p);
+    }
+
+    /// A result taken out is done (counted or given up): forget its key.
+    fn settled(&mut self, key: &ResultKey) {
+        self.keys.remove(key);
+    }
+}
+
+/// What one drain did.
+#[derive(Debug, Default)]
+struct Drained {
+    /// Results counted or given up.
+    settled: usize,
+    /// Fetching stopped for quota or a 429 (with that error).
+    stopped_by: Option<mde::Error>,
 }
 
 /// The collector of one tenant.
@@ -80,7 +187,7 @@ pub struct TenantCollector {
     tenant: Tenant,
     client: Client,
     shared: Arc<Shared>,
-    pending: Vec<Pending>,
+    pending: PendingQueue,
     /// What the poll in progress did, for its log line.
     stats: PollStats,
     /// When result fetching may go on after a 429 or a full budget, before the next poll.
@@ -108,7 +215,7 @@ impl TenantCollector {
             tenant,
             client,
             shared,
-            pending: Vec::new(),
+            pending: PendingQueue::default(),
             stats: PollStats::default(),
             resume_at: None,
             restored: false,
@@ -276,11 +383,17 @@ impl TenantCollector {
                 self.stats.discovered += a.len();
                 a
             }
-            // Our own budget has no room for discovery before the next poll: that is the
-            // quota policy at work, not a failure. Known results are still fetched.
-            Err(PollError::Api(e @ mde::Error::Quota { .. })) => {
+            // No room for discovery before the next poll (our budget is spent, or a 429
+            // blocked the endpoint). Known results are still fetched; if none could be either,
+            // nothing got through and the poll is not a success: a steady storm of 429s must
+            // show in `mde_exporter_poll_success`, not hide behind it.
+            Err(PollError::Api(e @ (mde::Error::Quota { .. } | mde::Error::Throttled { .. }))) => {
                 tracing::info!(tenant = %self.tenant.name, error = %e, "discovery deferred: no API quota left before the next poll; consider a longer poll_interval");
-                return self.drain().await;
+                let drained = self.drain().await?;
+                if drained.settled == 0 {
+                    return Err(PollError::Throttled(drained.stopped_by.unwrap_or(e)));
+                }
+                return Ok(());
             }
             Err(e) => {
                 // Results already known are still fetched: discovery and result links have
@@ -292,7 +405,7 @@ impl TenantCollector {
         for a in &actions {
             self.consider(a)?;
         }
-        self.drain().await
+        self.drain().await.map(|_| ())
     }
 
     async fn discover(&mut self, deadline: Instant) -> Result<Vec<MachineAction>, PollError> {
@@ -790,18 +903,18 @@ impl TenantCollector {
                 action_id: a.id.clone(),
                 index: c.index,
             };
-            if self.shared.with_state(|s| s.is_done(&key))
-                || self.pending.iter().any(|p| p.key == key)
-            {
+            if self.pending.contains(&key) || self.shared.with_state(|s| s.is_done(&key)) {
                 continue;
             }
-            self.pending.push(Pending {
+            self.pending.push_new(Pending {
                 key,
                 kind: c.command.kind.clone(),
                 script: c.script_name().map(str::to_string),
                 machine: a.machine().to_string(),
                 end_time: c.end_time.or(a.last_update_date_time_utc),
+                queued_at: Utc::now(),
                 attempts: 0,
+                not_before: None,
                 link: None,
             });
         }
@@ -809,13 +922,21 @@ impl TenantCollector {
     }
 
     /// Fetch pending results, oldest first, while the result-link budget has room now.
-    async fn drain(&mut self) -> Result<(), PollError> {
-        self.pending
-            .sort_by(|a, b| a.end_time.cmp(&b.end_time).then(a.key.cmp(&b.key)));
-        let mut queue: VecDeque<Pending> = std::mem::take(&mut self.pending).into();
+    /// Results backing off after a transient failure wait for their time.
+    async fn drain(&mut self) -> Result<Drained, PollError> {
+        let mut queue = self.pending.take_sorted();
+        let mut drained = Drained::default();
         while let Some(mut p) = queue.pop_front() {
+            if p.not_before.is_some_and(|t| t > Instant::now()) {
+                self.pending.put_back(p);
+                continue;
+            }
             match self.fetch(&mut p).await {
-                Ok(()) => self.stats.fetched += 1,
+                Ok(()) => {
+                    self.pending.settled(&p.key);
+                    self.stats.fetched += 1;
+                    drained.settled += 1;
+                }
                 Err(PollError::Api(
                     e @ (mde::Error::Quota { .. } | mde::Error::Throttled { .. }),
                 )) => {
@@ -828,32 +949,50 @@ impl TenantCollector {
                     };
                     self.resume_at = Some(Instant::now() + wait.max(Duration::from_millis(10)));
                     tracing::debug!(tenant = %self.tenant.name, error = %e, waiting = queue.len() + 1, "result fetching paused for quota");
-                    self.pending.push(p);
-                    self.pending.extend(queue);
-                    return Ok(());
-                }
-                Err(PollError::Store(e)) => {
-                    // Nothing was counted; the result is tried again once the store works.
-                    self.pending.push(p);
-                    self.pending.extend(queue);
-                    return Err(e.into());
+                    self.pending.put_back(p);
+                    queue.into_iter().for_each(|q| self.pending.put_back(q));
+                    drained.stopped_by = Some(e);
+                    return Ok(drained);
                 }
                 Err(PollError::Api(e)) => {
                     p.attempts += 1;
-                    if p.attempts >= attempts_allowed(&e) {
-                        if let Err(store) = self.give_up(&p, &e) {
-                            self.pending.push(p);
-                            self.pending.extend(queue);
-                            return Err(store.into());
+                    let ended = p.end_time.unwrap_or(p.queued_at).min(Utc::now());
+                    let age = (Utc::now() - ended).to_std().unwrap_or_default();
+                    let settings = &self.shared.settings;
+                    match retry_decision(
+                        attempts_allowed(&e),
+                        e.is_transient(),
+                        p.attempts,
+                        age,
+                        self.tenant.selectors.discovery.in_flight_horizon,
+                        settings.poll_interval,
+                    ) {
+                        Retry::GiveUp => {
+                            if let Err(store) = self.give_up(&p, &e) {
+                                self.pending.put_back(p);
+                                queue.into_iter().for_each(|q| self.pending.put_back(q));
+                                return Err(store.into());
+                            }
+                            self.pending.settled(&p.key);
+                            drained.settled += 1;
                         }
-                    } else {
-                        tracing::info!(tenant = %self.tenant.name, action_id = %p.key.action_id, index = p.key.index, attempts = p.attempts, error = %e, "result fetch failed, will retry");
-                        self.pending.push(p);
+                        Retry::After(wait) => {
+                            tracing::info!(tenant = %self.tenant.name, action_id = %p.key.action_id, index = p.key.index, attempts = p.attempts, retry_in_s = wait.as_secs_f64(), error = %e, "result fetch failed, will retry");
+                            p.not_before = Some(Instant::now() + wait);
+                            self.pending.put_back(p);
+                        }
                     }
+                }
+                Err(e) => {
+                    // The store failed (or anything else not the API's): nothing was counted;
+                    // the result is tried again once the store works.
+                    self.pending.put_back(p);
+                    queue.into_iter().for_each(|q| self.pending.put_back(q));
+                    return Err(e);
                 }
             }
         }
-        Ok(())
+        Ok(drained)
     }
 
     fn give_up(&self, p: &Pending, e: &mde::Error) -> Result<(), StoreError> {
@@ -1010,4 +1149,98 @@ impl TenantCollector {
 /// Whether a stored status string is final (unknown values are not: followed, not forgotten).
 fn is_final_status(status: &str) -> bool {
     crate::mde::model::ActionStatus::from(status.to_string()).is_final()
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+    use std::time::Duration;
+
+    /// See: #13. A transient failure is retried with a doubling, capped backoff for as long
+    /// as the result is inside the in-flight horizon; five minutes of outage no longer give a
+    /// result up. Permanent answers give up after their tries.
+    #[test]
+    fn transient_failures_back_off_until_the_horizon() {
+        let poll = Duration::from_secs(60);
+        let week = Duration::from_secs(7 * 86400);
+        let delays: Vec<u64> = (1..=9).map(|n| retry_delay(n, poll).as_secs()).collect();
+        assert_eq!(delays, [60, 120, 240, 480, 960, 1920, 3600, 3600, 3600]);
+        assert_eq!(retry_delay(u32::MAX, poll), Duration::from_secs(3600));
+        // A poll interval above the cap: never retried faster than polls come.
+        assert_eq!(
+            retry_delay(3, Duration::from_secs(7200)),
+            Duration::from_secs(7200)
+        );
+        // Fifty failures in a row, a day after the command ended: still retried.
+        let minute = Duration::from_secs(60);
+        assert_eq!(
+            retry_decision(u32::MAX, true, 50, Duration::from_secs(86400), week, minute),
+            Retry::After(Duration::from_secs(3600))
+        );
+        assert_eq!(
+            retry_decision(u32::MAX, true, 5, Duration::from_secs(300), week, minute),
+            Retry::After(Duration::from_secs(960))
+        );
+        // Past the horizon: given up.
+        assert_eq!(
+            retry_decision(u32::MAX, true, 3, week, week, minute),
+            Retry::GiveUp
+        );
+        // Permanent answers: their own count, whatever the age.
+        assert_eq!(
+            retry_decision(2, false, 1, Duration::ZERO, week, minute),
+            Retry::After(minute)
+        );
+        assert_eq!(
+            retry_decision(2, false, 2, Duration::ZERO, week, minute),
+            Retry::GiveUp
+        );
+        assert_eq!(
+            retry_decision(1, false, 1, Duration::ZERO, week, minute),
+            Retry::GiveUp
+        );
+    }
+
+    fn pending(action: &str, end: i64) -> Pending {
+        Pending {
+            key: ResultKey {
+                tenant: "t".into(),
+                action_id: action.into(),
+                index: 0,
+            },
+            kind: CommandType::RunScript,
+            script: None,
+            machine: "m".into(),
+            end_time: Utc.timestamp_opt(end, 0).single(),
+            queued_at: Utc.timestamp_opt(0, 0).unwrap(),
+            attempts: 0,
+            not_before: None,
+            link: None,
+        }
+    }
+
+    /// See: #13. The duplicate check is a set lookup; keys stay while an item is out being
+    /// fetched, and go when it is settled.
+    #[test]
+    fn the_pending_queue_is_keyed() {
+        let mut q = PendingQueue::default();
+        for i in (0..20_000).rev() {
+            q.push_new(pending(&format!("a{i}"), i));
+            q.push_new(pending(&format!("a{i}"), i));
+        }
+        assert_eq!(q.len(), 20_000);
+        let mut taken = q.take_sorted();
+        assert_eq!(q.len(), 0);
+        let first = taken.pop_front().unwrap();
+        assert_eq!(first.key.action_id, "a0", "oldest first");
+        assert!(q.contains(&first.key), "still known while being fetched");
+        q.push_new(pending("a0", 0));
+        assert_eq!(q.len(), 0, "not queued twice while out");
+        q.settled(&first.key);
+        assert!(!q.contains(&first.key));
+        taken.into_iter().for_each(|p| q.put_back(p));
+        assert_eq!(q.len(), 19_999);
+    }
 }
