@@ -212,6 +212,7 @@ fn launch(shared: &Arc<Shared>, clients: TenantClients) -> Collectors {
 
 /// Like [`start`], with an optional `--web.config.file` (TLS, mutual TLS, basic auth) and a
 /// loader for reloads (SIGHUP, `POST /-/reload`); without a loader a reload is refused.
+/// `POST /-/reload` is served (as with `--web.enable-lifecycle`).
 pub async fn start_with(
     config: Config,
     listener: TcpListener,
@@ -219,8 +220,26 @@ pub async fn start_with(
     web: Option<Arc<exporter_web::WebConfig>>,
     loader: Option<Loader>,
 ) -> Result<Handle, Error> {
+    start_with_lifecycle(config, listener, telemetry_path, web, loader, true).await
+}
+
+/// Requests for a reload that may wait while one runs; they then share the next reload.
+const RELOAD_QUEUE: usize = 256;
+
+/// Like [`start_with`]; `enable_lifecycle` (`--web.enable-lifecycle`) decides whether
+/// `POST /-/reload` is served. [`Handle::reload`] (SIGHUP) works either way.
+pub async fn start_with_lifecycle(
+    config: Config,
+    listener: TcpListener,
+    telemetry_path: &str,
+    web: Option<Arc<exporter_web::WebConfig>>,
+    loader: Option<Loader>,
+    enable_lifecycle: bool,
+) -> Result<Handle, Error> {
     let metrics = Arc::new(Metrics::new());
-    let state = Arc::new(Mutex::new(State::open(config.state_path.as_deref())?));
+    let mut state = State::open(config.state_path.as_deref())?;
+    state.count_write_errors_in(metrics.state_write_errors.clone());
+    let state = Arc::new(Mutex::new(state));
     let status = Arc::new(RwLock::new(BTreeMap::new()));
     let (shared, clients) = prepare(&config, &metrics, state.clone(), status.clone(), None)?;
     metrics.config_reload_success.set(1);
@@ -231,7 +250,7 @@ pub async fn start_with(
     shared.housekeeping();
     let collectors = launch(&shared, clients);
     let current: Current = Arc::new(RwLock::new(shared));
-    let (reload_tx, mut reload_rx) = mpsc::channel::<ReloadRequest>(4);
+    let (reload_tx, mut reload_rx) = mpsc::channel::<ReloadRequest>(RELOAD_QUEUE);
     let (shutdown, rx) = watch::channel(false);
 
     // The supervisor owns the collectors: it swaps them on a reload and stops them at the end.
@@ -247,6 +266,12 @@ pub async fn start_with(
                     _ = stop.wait_for(|s| *s) => None,
                 };
                 let Some(reply) = request else { break };
+                // Every request already waiting shares this reload: it starts after each of
+                // them arrived, so each sees the file as it is now.
+                let mut replies = vec![reply];
+                while let Ok(more) = reload_rx.try_recv() {
+                    replies.push(more);
+                }
                 let outcome = match &loader {
                     None => Err("no --config.file to reload (demo mode)".to_string()),
                     Some(load) => match load() {
@@ -291,7 +316,15 @@ pub async fn start_with(
                         tracing::error!(error = %e, "reload failed; the previous configuration stays in force");
                     }
                 }
-                let _ = reply.send(outcome);
+                if replies.len() > 1 {
+                    tracing::info!(
+                        requests = replies.len(),
+                        "reload requests coalesced into one reload"
+                    );
+                }
+                for reply in replies {
+                    let _ = reply.send(outcome.clone());
+                }
             }
             collectors.stop().await;
         })
@@ -299,7 +332,11 @@ pub async fn start_with(
 
     let addr = listener.local_addr()?;
     let tls = web.as_ref().is_some_and(|w| w.tls_config().is_some());
-    let router = crate::server::app(current.clone(), telemetry_path, Some(reload_tx.clone()));
+    let router = crate::server::app(
+        current.clone(),
+        telemetry_path,
+        enable_lifecycle.then(|| reload_tx.clone()),
+    );
     let mut stop = rx;
     let server = tokio::spawn(async move {
         exporter_web::serve(listener, router, web, async move {

@@ -57,6 +57,13 @@ pub struct Cli {
         value_name = "PATH"
     )]
     pub state_path: Option<PathBuf>,
+    /// Move the state file aside (renamed with the time) and start afresh: results still in
+    /// each tenant's lookback window are counted again. For a corrupt or unwanted file.
+    #[arg(long = "state.reset")]
+    pub state_reset: bool,
+    /// Enable `POST /-/reload` (off by default, as in Prometheus); SIGHUP always reloads.
+    #[arg(long = "web.enable-lifecycle")]
+    pub enable_lifecycle: bool,
     /// Log level (off, error, warn, info, debug, trace) or a RUST_LOG-style filter such as
     /// info,mde_liveresponse_exporter=debug. Spans and OTLP log records do not depend on it.
     #[arg(
@@ -163,6 +170,10 @@ pub struct Settings {
     pub telemetry_path: String,
     pub web_config_file: Option<PathBuf>,
     pub state_path: Option<PathBuf>,
+    /// `--state.reset`: move the state file aside before opening it.
+    pub state_reset: bool,
+    /// `--web.enable-lifecycle`: serve `POST /-/reload`.
+    pub enable_lifecycle: bool,
     /// `(index, count)` with `index < count`.
     pub shard: Option<(u32, u32)>,
 }
@@ -192,6 +203,8 @@ impl Cli {
             telemetry_path: self.telemetry_path.clone(),
             web_config_file: self.web_config_file.clone(),
             state_path: self.state_path.clone(),
+            state_reset: self.state_reset,
+            enable_lifecycle: self.enable_lifecycle,
             shard: shard(self.shard_index, self.shard_count, &hostname)?,
         })
     }

@@ -10,7 +10,7 @@ use exporter_web::WebConfig;
 use mde_liveresponse_exporter::app;
 use mde_liveresponse_exporter::cli::{Cli, Command, Settings, Source};
 use mde_liveresponse_exporter::config::Config;
-use mde_liveresponse_exporter::{telemetry, transcript};
+use mde_liveresponse_exporter::{state, telemetry, transcript};
 use tokio::net::TcpListener;
 
 fn main() -> ExitCode {
@@ -136,6 +136,23 @@ async fn serve(settings: Settings, file_config: Option<Config>) -> Result<()> {
         (None, Source::File(path)) => Config::load(path)?,
     };
     let config = settings.apply(config);
+    if settings.state_reset {
+        match &config.state_path {
+            Some(path) => match state::reset(path, chrono::Utc::now())? {
+                Some(aside) => tracing::warn!(
+                    path = %path.display(),
+                    moved_to = %aside.display(),
+                    "--state.reset: the state file was moved aside; starting afresh (results still inside each tenant's lookback window are counted again)"
+                ),
+                None => {
+                    tracing::info!(path = %path.display(), "--state.reset: no state file to move aside")
+                }
+            },
+            None => tracing::warn!(
+                "--state.reset given without a state file (--state.path or state_path): nothing to reset"
+            ),
+        }
+    }
     if let Some((index, count)) = settings.shard {
         tracing::info!(
             index,
@@ -156,12 +173,13 @@ async fn serve(settings: Settings, file_config: Option<Config>) -> Result<()> {
     let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
     #[cfg(not(unix))]
     let hup = None;
-    let handle = app::start_with(
+    let handle = app::start_with_lifecycle(
         config,
         listener,
         &settings.telemetry_path,
         web,
         settings.loader(),
+        settings.enable_lifecycle,
     )
     .await?;
     wait_for_stop(&handle, hup).await;

@@ -199,6 +199,8 @@ pub struct Metrics {
     pub discovery_missed: Family<TenantLabels, Counter>,
     pub script_not_run_total: Family<NotRunLabels, ExCounter>,
     pub script_not_run: Family<MachineScriptLabels, Gauge>,
+    /// Writes to the state file that failed (each is retried once after reopening the file).
+    pub state_write_errors: Counter,
 }
 
 impl Default for Metrics {
@@ -251,6 +253,7 @@ impl Metrics {
             discovery_missed: Family::default(),
             script_not_run_total: Family::default(),
             script_not_run: Family::default(),
+            state_write_errors: Counter::default(),
         };
         let bg = |s: &str| format!("{s} {BACKGROUND}");
         let r = &mut registry;
@@ -453,6 +456,11 @@ impl Metrics {
             "mde_exporter_series_evicted",
             "Per-machine series (mde_liveresponse_script_exit_code and its siblings) removed, by reason: ttl (no run within series_ttl) or max_series (the oldest beyond the cap)",
             m.series_evicted.clone(),
+        );
+        r.register(
+            "mde_exporter_state_write_errors",
+            "Writes to the state file that failed (a full disk, an I/O error); after each the file is reopened and the write tried again, so polls recover when the disk does",
+            m.state_write_errors.clone(),
         );
         r.register_collector(Box::new(ProcessCollector));
         m.build_info

@@ -29,7 +29,8 @@ impl AppState {
     }
 }
 
-/// The router; tests can drive it without a socket. `reload` enables `POST /-/reload`.
+/// The router; tests can drive it without a socket. `reload` enables `POST /-/reload`
+/// (`--web.enable-lifecycle`); without it the route answers 403, as Prometheus does.
 pub fn app(
     current: Current,
     telemetry_path: &str,
@@ -50,10 +51,16 @@ pub fn app(
 }
 
 /// `POST /-/reload`, like blackbox_exporter: 200 when the new configuration is in force,
-/// 500 with the reason when it is not (the old one stays).
+/// 500 with the reason when it is not (the old one stays). Requests that arrive while a
+/// reload runs share the next one (the supervisor coalesces them): a flood of reloads costs a
+/// reload or two, not one token request and one list call each.
 async fn reload_config(State(s): State<AppState>) -> Response {
     let Some(tx) = &s.reload else {
-        return (StatusCode::BAD_REQUEST, "reload is not available\n").into_response();
+        return (
+            StatusCode::FORBIDDEN,
+            "Lifecycle API is not enabled: start with --web.enable-lifecycle (SIGHUP reloads without it)\n",
+        )
+            .into_response();
     };
     match request_reload(tx).await {
         Ok(()) => (StatusCode::OK, "configuration reloaded\n").into_response(),

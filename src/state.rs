@@ -10,9 +10,12 @@
 //! Without one it lives in memory only.
 
 use std::collections::{BTreeMap, HashSet};
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
+use prometheus_client::metrics::counter::Counter;
 use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 
@@ -39,7 +42,7 @@ pub const SCHEMA: u64 = 2;
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error(
-        "cannot open state file {path}: {message}. If it is corrupt, move it away: the exporter then starts afresh and reads again the results still inside each tenant's lookback window"
+        "cannot open state file {path}: {message}. If it is corrupt, move it away (or start once with --state.reset, which does that): the exporter then starts afresh and counts again the results still inside each tenant's lookback window"
     )]
     Open { path: PathBuf, message: String },
     #[error(
@@ -119,10 +122,54 @@ pub struct State {
     store: Option<Store>,
 }
 
-#[derive(Debug)]
+/// How the state file is opened, and opened again after a write error: from its path; tests
+/// plug in a storage backend that fails like a full disk.
+pub type Opener = Arc<dyn Fn() -> Result<redb::Database, String> + Send + Sync>;
+
 struct Store {
-    db: redb::Database,
+    /// `None` only between closing and reopening after a write error.
+    db: Option<redb::Database>,
     path: PathBuf,
+    opener: Opener,
+    /// A write failed and the file has not been reopened since: the next write reopens first.
+    /// (After an I/O error redb refuses every later write until the database is reopened.)
+    broken: bool,
+    /// `mde_exporter_state_write_errors_total`.
+    write_errors: Counter,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("path", &self.path)
+            .field("broken", &self.broken)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The text of a panic caught from the storage library.
+fn panic_text(p: &(dyn std::any::Any + Send)) -> String {
+    p.downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into())
+}
+
+/// Open the file at `path` with redb, its integrity checked. redb panics on some corruptions
+/// (a flipped byte can reach an `unreachable!`): that is caught and reported as an error.
+fn open_file(path: &Path) -> Result<redb::Database, String> {
+    match catch_unwind(|| {
+        redb::Database::builder()
+            .set_check_integrity_on_open(true)
+            .create(path)
+    }) {
+        Ok(Ok(db)) => Ok(db),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(p) => Err(format!(
+            "the file is corrupt (reading it failed: {})",
+            panic_text(p.as_ref())
+        )),
+    }
 }
 
 fn done_key(k: &ResultKey) -> String {
@@ -146,15 +193,62 @@ impl Store {
         }
     }
 
-    /// Run `f` in one write transaction, committed durably before returning.
+    /// Run `f` in one write transaction, committed durably before returning. After a write
+    /// error (a full disk, an I/O error) the file is closed, opened again and the write tried
+    /// once more; if that fails too, the next write starts by reopening. So the exporter
+    /// recovers by itself once the disk does.
     fn write<R>(
-        &self,
-        f: impl FnOnce(&redb::WriteTransaction) -> Result<R, redb::Error>,
+        &mut self,
+        f: impl Fn(&redb::WriteTransaction) -> Result<R, redb::Error>,
     ) -> Result<R, StoreError> {
-        let txn = self.db.begin_write().map_err(|e| self.err(e))?;
-        let r = f(&txn).map_err(|e| self.err(e))?;
-        txn.commit().map_err(|e| self.err(e))?;
-        Ok(r)
+        match self.write_once(&f) {
+            Ok(r) => Ok(r),
+            Err(first) => {
+                self.write_errors.inc();
+                self.broken = true;
+                tracing::warn!(path = %self.path.display(), error = %first, "state write failed; reopening the state file to try again");
+                self.write_once(&f).inspect_err(|_| {
+                    self.write_errors.inc();
+                    self.broken = true;
+                })
+            }
+        }
+    }
+
+    /// One try, reopening first if an earlier write failed.
+    fn write_once<R>(
+        &mut self,
+        f: &impl Fn(&redb::WriteTransaction) -> Result<R, redb::Error>,
+    ) -> Result<R, StoreError> {
+        if self.broken || self.db.is_none() {
+            self.reopen()?;
+        }
+        self.try_write(f)
+    }
+
+    fn try_write<R>(
+        &self,
+        f: &impl Fn(&redb::WriteTransaction) -> Result<R, redb::Error>,
+    ) -> Result<R, StoreError> {
+        let db = self.db.as_ref().ok_or_else(|| self.err("not open"))?;
+        catch_unwind(AssertUnwindSafe(|| {
+            let txn = db.begin_write().map_err(|e| self.err(e))?;
+            let r = f(&txn).map_err(|e| self.err(e))?;
+            txn.commit().map_err(|e| self.err(e))?;
+            Ok(r)
+        }))
+        .unwrap_or_else(|p| Err(self.err(panic_text(p.as_ref()))))
+    }
+
+    fn reopen(&mut self) -> Result<(), StoreError> {
+        // Close first: redb holds a lock on the file while it is open.
+        self.db = None;
+        let db = (self.opener)()
+            .map_err(|m| self.err(format!("cannot reopen after a write error: {m}")))?;
+        self.db = Some(db);
+        self.broken = false;
+        tracing::info!(path = %self.path.display(), "state file reopened");
+        Ok(())
     }
 }
 
@@ -178,18 +272,38 @@ pub enum RunUpdate {
 
 impl State {
     /// Open (or create) the state file, or keep state in memory when `path` is `None`.
+    ///
+    /// A file that exists but is empty (truncated to 0 bytes) or corrupt stops start-up with
+    /// a message naming it: starting afresh silently would count again every result still in
+    /// the lookback window. `--state.reset` (see [`reset`]) is for operators who mean that.
     pub fn open(path: Option<&Path>) -> Result<State, StoreError> {
         let Some(path) = path else {
             return Ok(State::default());
         };
+        if std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.len() == 0) {
+            return Err(StoreError::Open {
+                path: path.to_path_buf(),
+                message: "the file is empty (0 bytes): it was truncated, or it is not a state file this exporter wrote".into(),
+            });
+        }
+        let owned = path.to_path_buf();
+        State::open_with(path, Arc::new(move || open_file(&owned)))
+    }
+
+    /// Open through `opener` (also used to reopen after a write error); `path` names the
+    /// file in messages.
+    pub fn open_with(path: &Path, opener: Opener) -> Result<State, StoreError> {
         let open_err = |e: &dyn std::fmt::Display| StoreError::Open {
             path: path.to_path_buf(),
             message: e.to_string(),
         };
-        let db = redb::Database::create(path).map_err(|e| open_err(&e))?;
-        let store = Store {
-            db,
+        let db = opener().map_err(|e| open_err(&e))?;
+        let mut store = Store {
+            db: Some(db),
             path: path.to_path_buf(),
+            opener,
+            broken: false,
+            write_errors: Counter::default(),
         };
         // Make sure every table exists and the schema is one we understand.
         let found = store
@@ -211,7 +325,10 @@ impl State {
                 txn.open_table(ATTEMPTS)?;
                 Ok(found)
             })
-            .map_err(|e| open_err(&e))?;
+            .map_err(|e| match e {
+                StoreError::Io { message, .. } => open_err(&message),
+                other => other,
+            })?;
         if let Some(found) = found.filter(|f| *f > SCHEMA) {
             return Err(StoreError::Newer {
                 path: path.to_path_buf(),
@@ -219,8 +336,11 @@ impl State {
             });
         }
         let mut state = State::default();
-        let read = store.db.begin_read().map_err(|e| open_err(&e))?;
-        let mut load = || -> Result<(), redb::Error> {
+        let Some(db) = store.db.as_ref() else {
+            return Err(open_err(&"not open"));
+        };
+        let loaded = catch_unwind(AssertUnwindSafe(|| -> Result<(), redb::Error> {
+            let read = db.begin_read()?;
             for entry in read.open_table(DONE)?.iter()? {
                 let (k, _) = entry?;
                 if let Ok((tenant, action_id, index)) =
@@ -291,11 +411,26 @@ impl State {
                 }
             }
             Ok(())
-        };
-        load().map_err(|e| open_err(&e))?;
-        drop(read);
+        }));
+        match loaded {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(open_err(&e)),
+            Err(p) => {
+                return Err(open_err(&format!(
+                    "the file is corrupt (reading it failed: {})",
+                    panic_text(p.as_ref())
+                )));
+            }
+        }
         state.store = Some(store);
         Ok(state)
+    }
+
+    /// Count failed state writes in this counter (`mde_exporter_state_write_errors_total`).
+    pub fn count_write_errors_in(&mut self, counter: Counter) {
+        if let Some(store) = &mut self.store {
+            store.write_errors = counter;
+        }
     }
 
     /// When discovery last completed for a tenant.
@@ -312,7 +447,7 @@ impl State {
         at: DateTime<Utc>,
     ) -> Result<(), StoreError> {
         let ms = at.timestamp_millis();
-        if let Some(store) = &self.store {
+        if let Some(store) = &mut self.store {
             store.write(|txn| {
                 txn.open_table(DISCOVERY)?.insert(tenant, ms)?;
                 Ok(())
@@ -351,7 +486,7 @@ impl State {
                 .get(series)
                 .is_none_or(|existing| existing.end_time <= run.end_time)
         });
-        if let Some(store) = &self.store {
+        if let Some(store) = &mut self.store {
             let encoded = match &newer {
                 Some((series, run)) => Some((
                     series_key(series),
@@ -389,7 +524,7 @@ impl State {
         if self.actions_seen.contains(&pair) {
             return Ok(false);
         }
-        if let Some(store) = &self.store {
+        if let Some(store) = &mut self.store {
             store.write(|txn| {
                 txn.open_table(ACTIONS)?
                     .insert(action_key(tenant, action_id).as_str(), 1u8)?;
@@ -444,7 +579,7 @@ impl State {
         if upsert.is_empty() && remove.is_empty() && watermark.is_none() && reconciled.is_none() {
             return Ok(());
         }
-        if let Some(store) = &self.store {
+        if let Some(store) = &mut self.store {
             let mut encoded = Vec::with_capacity(upsert.len());
             for (id, tr) in &upsert {
                 encoded.push((
@@ -502,7 +637,7 @@ impl State {
             return Ok(None);
         }
         let newer = self.is_newer_attempt(&series, &attempt);
-        if let Some(store) = &self.store {
+        if let Some(store) = &mut self.store {
             let encoded = serde_json::to_vec(&attempt).map_err(|e| store.err(e))?;
             store.write(|txn| {
                 txn.open_table(NOT_RUN)?
@@ -533,7 +668,7 @@ impl State {
         {
             return Ok(false);
         }
-        if let Some(store) = &self.store {
+        if let Some(store) = &mut self.store {
             let encoded = serde_json::to_vec(&attempt).map_err(|e| store.err(e))?;
             store.write(|txn| {
                 txn.open_table(ATTEMPTS)?
@@ -578,7 +713,7 @@ impl State {
         if removed.is_empty() {
             return Ok(removed);
         }
-        if let Some(store) = &self.store {
+        if let Some(store) = &mut self.store {
             store.write(|txn| {
                 let mut table = txn.open_table(ATTEMPTS)?;
                 for k in &removed {
@@ -624,7 +759,7 @@ impl State {
         if removed.is_empty() {
             return Ok(removed);
         }
-        if let Some(store) = &self.store {
+        if let Some(store) = &mut self.store {
             store.write(|txn| {
                 let mut runs = txn.open_table(RUNS)?;
                 for k in &removed {
@@ -638,6 +773,23 @@ impl State {
         }
         Ok(removed)
     }
+}
+
+/// `--state.reset`: move the state file aside (renamed with the time, in the same
+/// directory) so that the exporter starts afresh. Returns where it went, or `None` when there
+/// was no file. Results still in each tenant's lookback window are then counted again.
+pub fn reset(path: &Path, now: DateTime<Utc>) -> Result<Option<PathBuf>, StoreError> {
+    if std::fs::symlink_metadata(path).is_err() {
+        return Ok(None);
+    }
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(format!(".reset-{}", now.format("%Y%m%dT%H%M%SZ")));
+    let aside = path.with_file_name(name);
+    std::fs::rename(path, &aside).map_err(|e| StoreError::Io {
+        path: path.to_path_buf(),
+        message: format!("--state.reset cannot move it to {}: {e}", aside.display()),
+    })?;
+    Ok(Some(aside))
 }
 
 #[cfg(test)]
@@ -898,6 +1050,173 @@ mod tests {
             "{err}"
         );
         assert!(err.contains("move it away"), "{err}");
+    }
+
+    fn filled(path: &Path) {
+        let mut s = State::open(Some(path)).unwrap();
+        for i in 0..200 {
+            s.commit_result(
+                rkey(&format!("action-{i}"), 0),
+                Some((series(&format!("m{i}")), run(100 + i, 0))),
+            )
+            .unwrap();
+        }
+    }
+
+    /// See: #13. A file truncated to 0 bytes is not a fresh start.
+    #[test]
+    fn an_empty_file_stops_start_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.redb");
+        filled(&path);
+        std::fs::File::create(&path).unwrap();
+        let err = State::open(Some(&path)).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            format!(
+                "cannot open state file {}: the file is empty (0 bytes): it was truncated, or it is not a state file this exporter wrote. If it is corrupt, move it away (or start once with --state.reset, which does that): the exporter then starts afresh and counts again the results still inside each tenant's lookback window",
+                path.display()
+            )
+        );
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 0, "left as it was");
+    }
+
+    /// See: #13. Flipped bytes anywhere in the file: open either reads the state or stops
+    /// with the documented message; it never panics and never forgets silently.
+    #[test]
+    fn flipped_bytes_never_panic() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.redb");
+        filled(&path);
+        let good = std::fs::read(&path).unwrap();
+        let mut refused = 0;
+        let step = (good.len() / 41).max(1);
+        for at in (0..good.len()).step_by(step) {
+            let mut bad = good.clone();
+            bad[at] ^= 0x5a;
+            std::fs::write(&path, &bad).unwrap();
+            match State::open(Some(&path)) {
+                Ok(s) => assert!(
+                    s.done_len() == 200 || s.done_len() == 0,
+                    "byte {at}: partly read state ({} results)",
+                    s.done_len()
+                ),
+                Err(e) => {
+                    let e = e.to_string();
+                    assert!(
+                        e.starts_with(&format!("cannot open state file {}: ", path.display())),
+                        "byte {at}: {e}"
+                    );
+                    refused += 1;
+                }
+            }
+        }
+        assert!(refused > 0, "no flip was noticed in {} bytes", good.len());
+    }
+
+    /// A redb backend over a file whose writes fail like a full disk while `full` is set.
+    #[derive(Debug)]
+    struct FlakyDisk {
+        inner: redb::backends::FileBackend,
+        full: Arc<std::sync::atomic::AtomicBool>,
+    }
+
+    impl FlakyDisk {
+        fn check(&self) -> Result<(), std::io::Error> {
+            if self.full.load(std::sync::atomic::Ordering::SeqCst) {
+                Err(std::io::Error::from(std::io::ErrorKind::StorageFull))
+            } else {
+                Ok(())
+            }
+        }
+    }
+
+    impl redb::StorageBackend for FlakyDisk {
+        fn len(&self) -> Result<u64, std::io::Error> {
+            self.inner.len()
+        }
+        fn read(&self, offset: u64, out: &mut [u8]) -> Result<(), std::io::Error> {
+            self.inner.read(offset, out)
+        }
+        fn set_len(&self, len: u64) -> Result<(), std::io::Error> {
+            self.check()?;
+            self.inner.set_len(len)
+        }
+        fn sync_data(&self) -> Result<(), std::io::Error> {
+            self.check()?;
+            self.inner.sync_data()
+        }
+        fn write(&self, offset: u64, data: &[u8]) -> Result<(), std::io::Error> {
+            self.check()?;
+            self.inner.write(offset, data)
+        }
+        fn close(&self) -> Result<(), std::io::Error> {
+            self.inner.close()
+        }
+    }
+
+    /// See: #13. After a write error (ENOSPC) every later write used to fail until a restart;
+    /// now the file is reopened and the write succeeds as soon as the disk has room again.
+    #[test]
+    fn recovers_when_the_disk_does() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.redb");
+        let full = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let opener: Opener = {
+            let (path, full) = (path.clone(), full.clone());
+            Arc::new(move || {
+                let file = std::fs::OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .create(true)
+                    .truncate(false)
+                    .open(&path)
+                    .map_err(|e| e.to_string())?;
+                let inner = redb::backends::FileBackend::new(file).map_err(|e| e.to_string())?;
+                redb::Database::builder()
+                    .create_with_backend(FlakyDisk {
+                        inner,
+                        full: full.clone(),
+                    })
+                    .map_err(|e| e.to_string())
+            })
+        };
+        let mut s = State::open_with(&path, opener).unwrap();
+        let errors = Counter::default();
+        s.count_write_errors_in(errors.clone());
+        assert!(s.mark_done(rkey("before", 0)).unwrap());
+        full.store(true, std::sync::atomic::Ordering::SeqCst);
+        for _ in 0..3 {
+            let e = s.mark_done(rkey("during", 0)).unwrap_err().to_string();
+            assert!(
+                e.starts_with(&format!("state file {}: ", path.display())),
+                "{e}"
+            );
+            assert!(!s.is_done(&rkey("during", 0)), "not done unless committed");
+        }
+        assert!(errors.get() >= 3, "{}", errors.get());
+        full.store(false, std::sync::atomic::Ordering::SeqCst);
+        assert!(s.mark_done(rkey("during", 0)).unwrap());
+        assert!(s.mark_done(rkey("after", 0)).unwrap());
+        drop(s);
+        let s = State::open(Some(&path)).unwrap();
+        for k in ["before", "during", "after"] {
+            assert!(s.is_done(&rkey(k, 0)), "{k}");
+        }
+    }
+
+    #[test]
+    fn reset_moves_the_file_aside() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.redb");
+        let at = Utc.with_ymd_and_hms(2026, 11, 28, 4, 5, 6).unwrap();
+        assert_eq!(reset(&path, at).unwrap(), None);
+        filled(&path);
+        let aside = reset(&path, at).unwrap().unwrap();
+        assert_eq!(aside, dir.path().join("state.redb.reset-20261128T040506Z"));
+        assert!(!path.exists() && aside.exists());
+        assert_eq!(State::open(Some(&path)).unwrap().done_len(), 0);
+        assert_eq!(State::open(Some(&aside)).unwrap().done_len(), 200);
     }
 
     #[test]
