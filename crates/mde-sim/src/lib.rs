@@ -269,6 +269,10 @@ pub struct Stats {
     pub list_items: u64,
     /// Bytes of the 200 bodies served, per endpoint (today: `list_machine_actions`).
     pub response_bytes: BTreeMap<String, u64>,
+    /// Requests by the `Host` they were sent to (e.g. `127.0.0.1:9718` or `localhost:9718`).
+    pub hosts: BTreeMap<String, u64>,
+    /// Requests that carried a `Referer` header.
+    pub with_referer: u64,
 }
 
 #[derive(Debug, Default)]
@@ -283,6 +287,14 @@ struct FaultState {
     malformed_api: HashMap<String, u32>,
     /// Action ids the list endpoint leaves out (an index that lags), see `hide_from_list`.
     hidden: std::collections::HashSet<String>,
+    /// (path prefix, base URL, count): answer 302 to `base` + the same path and query.
+    redirect: Vec<(String, String, u32)>,
+    /// Every list page's `@odata.nextLink` is the page itself.
+    loop_next_link: bool,
+    /// Raw items put first into every list page's `value`.
+    list_items: Vec<Vec<u8>>,
+    /// Result links point at this base URL instead of the simulator's own.
+    link_base: Option<String>,
 }
 
 /// An issued token.
@@ -610,6 +622,30 @@ impl Faults {
                 }
             }
         });
+    }
+
+    /// Hostile: the next `n` requests whose path starts with `prefix` (`/api/`, `/blob/`)
+    /// answer `302 Found` to `base` (e.g. `http://localhost:<port>`, another host name for
+    /// the same simulator) with the same path and query. See [`Stats::hosts`].
+    pub fn redirect_next(&self, prefix: &str, base: &str, n: u32) {
+        self.with(|f| f.redirect.push((prefix.into(), base.into(), n)));
+    }
+
+    /// Hostile: while on, every list page's `@odata.nextLink` points at the page itself.
+    pub fn loop_next_link(&self, on: bool) {
+        self.with(|f| f.loop_next_link = on);
+    }
+
+    /// Hostile: every list page carries these raw items first (bytes as given: invalid
+    /// UTF-8, lone surrogate escapes, deep nesting...). Empty: none.
+    pub fn list_items(&self, items: Vec<Vec<u8>>) {
+        self.with(|f| f.list_items = items);
+    }
+
+    /// Hostile: result links point at `base` (another host) instead of the simulator's own
+    /// address; `None` restores them.
+    pub fn link_base(&self, base: Option<&str>) {
+        self.with(|f| f.link_base = base.map(str::to_string));
     }
 
     /// The next `n` answers of API `endpoint` that pass auth and quota are 200 with a

@@ -54,7 +54,51 @@ pub fn router(sim: Simulator) -> Router {
             "/metadata/identity/oauth2/token",
             get(super::identity::metadata_token),
         )
+        .layer(axum::middleware::from_fn_with_state(sim.clone(), hostile))
         .with_state(sim)
+}
+
+/// Before any route: note the Host and any Referer the request came with, and answer an
+/// injected redirect (see [`super::Faults::redirect_next`]).
+async fn hostile(
+    State(sim): State<Simulator>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    let path_and_query = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_default();
+    let redirect = {
+        let mut st = sim.inner.lock();
+        *st.stats.hosts.entry(host).or_insert(0) += 1;
+        if req.headers().contains_key(header::REFERER) {
+            st.stats.with_referer += 1;
+        }
+        let path = req.uri().path();
+        st.faults
+            .redirect
+            .iter_mut()
+            .find(|(prefix, _, n)| *n > 0 && path.starts_with(prefix.as_str()))
+            .map(|(_, base, n)| {
+                *n -= 1;
+                format!("{base}{path_and_query}")
+            })
+    };
+    match redirect {
+        Some(location) => match HeaderValue::from_str(&location) {
+            Ok(v) => (StatusCode::FOUND, [(header::LOCATION, v)]).into_response(),
+            Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
+        },
+        None => next.run(req).await,
+    }
 }
 
 fn correlation_id() -> String {
@@ -686,26 +730,40 @@ async fn list_actions(
         .map(|a| a.view(elapsed, None))
         .collect();
     let base = base_url(&headers);
-    let next_link = (end < wanted_end).then(|| {
-        let mut q = url::form_urlencoded::Serializer::new(String::new());
-        for (k, v) in &params {
-            if k != "$skip" && k != "$top" {
-                q.append_pair(k, v);
+    let (looping, items) = {
+        let st = sim.inner.lock();
+        (st.faults.loop_next_link, st.faults.list_items.clone())
+    };
+    let next_link = if looping {
+        // Hostile: the next page is this page again.
+        Some(format!("{base}{uri}"))
+    } else {
+        (end < wanted_end).then(|| {
+            let mut q = url::form_urlencoded::Serializer::new(String::new());
+            for (k, v) in &params {
+                if k != "$skip" && k != "$top" {
+                    q.append_pair(k, v);
+                }
             }
-        }
-        if let Some(t) = top {
-            q.append_pair("$top", &(t - (end - skip)).to_string());
-        }
-        q.append_pair("$skip", &end.to_string());
-        format!("{base}{}?{}", uri.path(), q.finish())
-    });
+            if let Some(t) = top {
+                q.append_pair("$top", &(t - (end - skip)).to_string());
+            }
+            q.append_pair("$skip", &end.to_string());
+            format!("{base}{}?{}", uri.path(), q.finish())
+        })
+    };
     let served = value.len() as u64;
-    let response = json_ok(&Page {
+    let page = Page {
         context: format!("{base}/api/$metadata#MachineActions"),
         count: count.then_some(total),
         next_link,
         value,
-    });
+    };
+    let response = if items.is_empty() {
+        json_ok(&page)
+    } else {
+        with_raw_items(&page, &items)
+    };
     let bytes = http_body_len(&response);
     let mut st = sim.inner.lock();
     st.stats.list_items += served;
@@ -717,6 +775,33 @@ async fn list_actions(
 fn http_body_len(r: &Response) -> u64 {
     use axum::body::HttpBody as _;
     r.body().size_hint().exact().unwrap_or(0)
+}
+
+/// The page as JSON with `items` (raw bytes, not necessarily UTF-8 or valid) spliced in
+/// first in `value`.
+fn with_raw_items(page: &Page<'_>, items: &[Vec<u8>]) -> Response {
+    let Ok(text) = serde_json::to_vec(page) else {
+        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    };
+    const VALUE: &[u8] = b"\"value\":[";
+    let Some(at) = text.windows(VALUE.len()).position(|w| w == VALUE) else {
+        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    };
+    let at = at + VALUE.len();
+    let mut body = text[..at].to_vec();
+    for item in items {
+        body.extend_from_slice(item);
+        body.push(b',');
+    }
+    if text.get(at) == Some(&b']') {
+        body.pop();
+    }
+    body.extend_from_slice(&text[at..]);
+    (
+        [(header::CONTENT_TYPE, "application/json; charset=utf-8")],
+        body,
+    )
+        .into_response()
 }
 
 fn action_not_found(id: &str) -> Response {
@@ -834,9 +919,16 @@ async fn action_function(
         .append_pair("sr", "b")
         .append_pair("sig", &sim.sign(&path, &se));
     let base = base_url(&headers);
+    let link_base = sim
+        .inner
+        .lock()
+        .faults
+        .link_base
+        .clone()
+        .unwrap_or_else(|| base.clone());
     json_ok(&serde_json::json!({
         "@odata.context": format!("{base}/api/$metadata#Edm.String"),
-        "value": format!("{base}{path}?{}", q.finish()),
+        "value": format!("{link_base}{path}?{}", q.finish()),
     }))
 }
 
