@@ -225,6 +225,8 @@ pub async fn start_with(
 
 /// Requests for a reload that may wait while one runs; they then share the next reload.
 const RELOAD_QUEUE: usize = 256;
+/// Reloads start at most this often; requests in between share the next one.
+const MIN_RELOAD_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Like [`start_with`]; `enable_lifecycle` (`--web.enable-lifecycle`) decides whether
 /// `POST /-/reload` is served. [`Handle::reload`] (SIGHUP) works either way.
@@ -260,18 +262,29 @@ pub async fn start_with_lifecycle(
         tokio::spawn(async move {
             let mut collectors = collectors;
             let mut config = config;
+            let mut last_reload: Option<tokio::time::Instant> = None;
             loop {
                 let request = tokio::select! {
                     r = reload_rx.recv() => r,
                     _ = stop.wait_for(|s| *s) => None,
                 };
                 let Some(reply) = request else { break };
+                // At most one reload per MIN_RELOAD_INTERVAL: requests that arrive meanwhile
+                // wait and share the next one, so a flood costs one reload (one token request
+                // and one list call per tenant) a second, however it is spread.
+                if let Some(last) = last_reload {
+                    tokio::select! {
+                        _ = tokio::time::sleep_until(last + MIN_RELOAD_INTERVAL) => {}
+                        _ = stop.wait_for(|s| *s) => break,
+                    }
+                }
                 // Every request already waiting shares this reload: it starts after each of
                 // them arrived, so each sees the file as it is now.
                 let mut replies = vec![reply];
                 while let Ok(more) = reload_rx.try_recv() {
                     replies.push(more);
                 }
+                last_reload = Some(tokio::time::Instant::now());
                 let outcome = match &loader {
                     None => Err("no --config.file to reload (demo mode)".to_string()),
                     Some(load) => match load() {
