@@ -229,7 +229,7 @@ impl Shared {
         use crate::metrics::{StatusLabels, endpoint, reason, tenant};
         use crate::quota::Endpoint;
         // Every reason a result can be given up for (quota and 429s only pause fetching).
-        const REASONS: [ErrorKind; 9] = [
+        const REASONS: [ErrorKind; 10] = [
             ErrorKind::Token,
             ErrorKind::NotFound,
             ErrorKind::Forbidden,
@@ -239,6 +239,7 @@ impl Shared {
             ErrorKind::Io,
             ErrorKind::Malformed,
             ErrorKind::TooLarge,
+            ErrorKind::UntrustedLink,
         ];
         const FINAL: [&str; 4] = ["Succeeded", "Failed", "TimeOut", "Cancelled"];
         let m = &self.metrics;

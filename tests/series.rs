@@ -61,6 +61,7 @@ fn check_zero(text: &str, tenant: &str) {
         "malformed",
         "too_large",
         "token",
+        "untrusted_link",
     ] {
         let s = format!(
             "mde_liveresponse_result_fetch_failures_total{{tenant=\"{tenant}\",reason=\"{reason}\"}}"
