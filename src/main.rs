@@ -173,6 +173,12 @@ async fn serve(settings: Settings, file_config: Option<Config>) -> Result<()> {
     let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
     #[cfg(not(unix))]
     let hup = None;
+    // The same for SIGTERM: one sent right after "exporter listening" must stop us gracefully,
+    // not by the default action (which ends the process without a shutdown).
+    #[cfg(unix)]
+    let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    #[cfg(not(unix))]
+    let term = None;
     let handle = app::start_with_lifecycle(
         config,
         listener,
@@ -182,7 +188,7 @@ async fn serve(settings: Settings, file_config: Option<Config>) -> Result<()> {
         settings.enable_lifecycle,
     )
     .await?;
-    wait_for_stop(&handle, hup).await;
+    wait_for_stop(&handle, hup, term).await;
     tracing::info!("shutting down");
     handle.shutdown().await?;
     Ok(())
@@ -194,10 +200,10 @@ type Hangup = tokio::signal::unix::Signal;
 type Hangup = ();
 
 /// Serve until SIGTERM or Ctrl-C; SIGHUP reloads the configuration on the way.
-async fn wait_for_stop(handle: &app::Handle, hup: Option<Hangup>) {
+async fn wait_for_stop(handle: &app::Handle, hup: Option<Hangup>, term: Option<Hangup>) {
     #[cfg(unix)]
     if let Some(mut hup) = hup {
-        let stop = shutdown_signal();
+        let stop = shutdown_signal_with(term);
         tokio::pin!(stop);
         loop {
             tokio::select! {
@@ -212,16 +218,26 @@ async fn wait_for_stop(handle: &app::Handle, hup: Option<Hangup>) {
     }
     #[cfg(not(unix))]
     let _ = (handle, hup);
-    shutdown_signal().await;
+    shutdown_signal_with(term).await;
 }
 
 async fn shutdown_signal() {
+    shutdown_signal_with(None).await;
+}
+
+/// Ctrl-C or SIGTERM; `term` is a SIGTERM stream registered earlier (else one is made now).
+#[cfg_attr(not(unix), allow(unused_variables))]
+async fn shutdown_signal_with(term: Option<Hangup>) {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };
     #[cfg(unix)]
     let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        let registered = match term {
+            Some(s) => Ok(s),
+            None => tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()),
+        };
+        match registered {
             Ok(mut s) => {
                 s.recv().await;
             }
