@@ -199,8 +199,6 @@ struct RawFile {
     max_series: usize,
     #[serde(default = "default_request_timeout", with = "humantime_serde")]
     request_timeout: Duration,
-    #[serde(default = "default_in_flight_horizon", with = "humantime_serde")]
-    in_flight_horizon: Duration,
     #[serde(default)]
     otel: OtelConfig,
     #[serde(default)]
@@ -466,9 +464,6 @@ fn default_machine_info_interval() -> Duration {
 fn default_lookback() -> Duration {
     Duration::from_secs(24 * 3600)
 }
-fn default_in_flight_horizon() -> Duration {
-    Duration::from_secs(7 * DAY)
-}
 
 const DAY: u64 = 24 * 3600;
 
@@ -485,8 +480,6 @@ pub mod limits {
         (Duration::from_millis(100), Duration::from_secs(3600));
     pub const SERIES_TTL: (Duration, Duration) =
         (Duration::from_secs(1), Duration::from_secs(365 * DAY));
-    pub const IN_FLIGHT_HORIZON: (Duration, Duration) =
-        (Duration::from_secs(60), Duration::from_secs(30 * DAY));
     /// Discovery never reaches back further than 30 days.
     pub const LOOKBACK_MAX: Duration = Duration::from_secs(30 * DAY);
     pub const QUOTA_WINDOW_MAX: Duration = Duration::from_secs(7 * DAY);
@@ -640,9 +633,6 @@ pub struct Config {
     /// At most this many per-machine series per metric; the oldest go first.
     pub max_series: usize,
     pub request_timeout: Duration,
-    /// A result that keeps failing transiently (5xx, timeouts, an outage) is retried, with
-    /// backoff, until this long after its command ended; only then is it given up.
-    pub in_flight_horizon: Duration,
     /// Tracing export; unset keys fall back to the standard `OTEL_*` variables.
     pub otel: OtelConfig,
     /// How transcript text appears in logs.
@@ -685,7 +675,6 @@ impl Default for Config {
             series_ttl: default_series_ttl(),
             max_series: default_max_series(),
             request_timeout: default_request_timeout(),
-            in_flight_horizon: default_in_flight_horizon(),
             otel: OtelConfig::default(),
             transcript_log: Redaction::default(),
             proxy: None,
@@ -728,11 +717,6 @@ impl Config {
             limits::REQUEST_TIMEOUT,
         )?;
         ranged("series_ttl", raw.series_ttl, limits::SERIES_TTL)?;
-        ranged(
-            "in_flight_horizon",
-            raw.in_flight_horizon,
-            limits::IN_FLIGHT_HORIZON,
-        )?;
         if raw.max_transcript_bytes == 0 {
             return Err(invalid(
                 "max_transcript_bytes".into(),
@@ -944,7 +928,6 @@ impl Config {
             series_ttl: raw.series_ttl,
             max_series: raw.max_series,
             request_timeout: raw.request_timeout,
-            in_flight_horizon: raw.in_flight_horizon,
             otel: raw.otel,
             transcript_log,
             proxy,
@@ -1598,10 +1581,6 @@ tenants:
             "config file cfg.yml: series_ttl: must be at most 365d (got 400d)"
         );
         assert_eq!(
-            err(format!("in_flight_horizon: 31days\n{GOOD}")),
-            "config file cfg.yml: in_flight_horizon: must be at most 30d (got 31d)"
-        );
-        assert_eq!(
             err(format!("{GOOD}    lookback: 60days\n")),
             "config file cfg.yml: tenants[0].lookback: must be at most 30d (got 60d)"
         );
@@ -1620,10 +1599,6 @@ tenants:
         assert!(
             e.starts_with("config file cfg.yml: poll_interval: invalid value: string \"100000000000000000000s\", expected a duration"),
             "{e}"
-        );
-        assert_eq!(
-            parse(GOOD).unwrap().in_flight_horizon,
-            Duration::from_secs(7 * 86400)
         );
     }
 

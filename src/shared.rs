@@ -111,8 +111,6 @@ pub struct Settings {
     pub series_ttl: Duration,
     pub max_series: usize,
     pub transcript_log: crate::config::Redaction,
-    /// Transient failures of a result are retried until this long after its command ended.
-    pub in_flight_horizon: Duration,
 }
 
 impl Settings {
@@ -123,7 +121,6 @@ impl Settings {
             series_ttl: c.series_ttl,
             max_series: c.max_series,
             transcript_log: c.transcript_log.clone(),
-            in_flight_horizon: c.in_flight_horizon,
         }
     }
 }
