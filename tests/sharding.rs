@@ -1,0 +1,137 @@
+//! Sharding over real processes: N exporters with `--shard.index`/`--shard.count` over one
+//! config serve every tenant exactly once, and going from 3 to 4 shards moves at most a
+//! third of the tenants (rendezvous hashing). See: #11
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+
+use common::{Binary, eventually, scrape, start_sim};
+use mde_sim::SimConfig;
+
+/// Tenant names of the shared config; all point at the one simulator.
+fn names() -> Vec<String> {
+    (0..24).map(|i| format!("customer-{i:02}")).collect()
+}
+
+fn config_text(addr: SocketAddr, sim: &mde_sim::Simulator) -> String {
+    let (tenant_id, client_id, secret) = sim.credentials();
+    let mut text = String::from("poll_interval: 200ms\ntenants:\n");
+    for name in names() {
+        text.push_str(&format!(
+            "  - name: {name}\n    tenant_id: {tenant_id}\n    client_id: {client_id}\n    client_secret: {secret}\n    api_url: http://{addr}\n    login_url: http://{addr}\n"
+        ));
+    }
+    text
+}
+
+/// The tenants an exporter reports a finished poll for.
+async fn served(addr: SocketAddr) -> BTreeSet<String> {
+    let samples = scrape(addr).await;
+    samples
+        .keys()
+        .filter(|(name, _)| name == "mde_exporter_poll_success")
+        .filter_map(|(_, labels)| labels.get("tenant").cloned())
+        .collect()
+}
+
+/// Run `count` exporters over `config` and return each tenant's shard, as their /metrics say.
+async fn assignment(config: &std::path::Path, count: u32) -> BTreeMap<String, u32> {
+    let config = config.to_str().unwrap().to_string();
+    let mut shards: Vec<Binary> = Vec::new();
+    for index in 0..count {
+        let (index, count) = (index.to_string(), count.to_string());
+        let config = config.clone();
+        // Spawning blocks until the process logs its address; keep the runtime free.
+        let bin = tokio::task::spawn_blocking(move || {
+            Binary::spawn(
+                &[
+                    "--config.file",
+                    &config,
+                    "--web.listen-address",
+                    "127.0.0.1:0",
+                    "--shard.index",
+                    &index,
+                    "--shard.count",
+                    &count,
+                ],
+                &[],
+            )
+        })
+        .await
+        .unwrap();
+        shards.push(bin);
+    }
+    let addrs: Vec<SocketAddr> = shards.iter().map(|b| b.addr).collect();
+    let all: BTreeSet<String> = names().into_iter().collect();
+    eventually("every tenant polled by some shard", || {
+        let addrs = addrs.clone();
+        let all = all.clone();
+        async move {
+            let mut seen = BTreeSet::new();
+            for a in addrs {
+                seen.extend(served(a).await);
+            }
+            seen == all
+        }
+    })
+    .await;
+    let mut owner: BTreeMap<String, u32> = BTreeMap::new();
+    for (index, addr) in addrs.iter().enumerate() {
+        for tenant in served(*addr).await {
+            let previous = owner.insert(tenant.clone(), index as u32);
+            assert_eq!(
+                previous, None,
+                "{tenant} is served by shards {previous:?} and {index} of {count}"
+            );
+        }
+    }
+    drop(shards);
+    owner
+}
+
+// See: #11
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_11_every_tenant_exactly_once_and_3_to_4_moves_at_most_a_third() {
+    let (sim, addr) = start_sim(SimConfig {
+        actions: 10,
+        // All tenants share the simulator's one client: give it room for all of them.
+        per_minute: 1_000_000,
+        per_hour: 10_000_000,
+        ..SimConfig::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.yml");
+    std::fs::write(&config, config_text(addr, &sim)).unwrap();
+
+    let three = assignment(&config, 3).await;
+    let four = assignment(&config, 4).await;
+    assert_eq!(three.len(), names().len());
+    assert_eq!(four.len(), names().len());
+    for n in 3..=4 {
+        let map = if n == 3 { &three } else { &four };
+        let used: BTreeSet<u32> = map.values().copied().collect();
+        assert_eq!(
+            used.len(),
+            n,
+            "every one of {n} shards serves someone: {map:?}"
+        );
+    }
+    let moved: Vec<&String> = three
+        .keys()
+        .filter(|t| three.get(*t) != four.get(*t))
+        .collect();
+    assert!(
+        moved.len() * 3 <= names().len(),
+        "3 → 4 shards moved {} of {}: {moved:?}",
+        moved.len(),
+        names().len()
+    );
+    // Rendezvous: a moved tenant goes to the new shard, never between old ones.
+    for t in &moved {
+        assert_eq!(four.get(*t), Some(&3), "{t} moved between old shards");
+    }
+}
