@@ -37,6 +37,12 @@ pub struct SimArgs {
     /// 60 makes a minute last one second.
     #[arg(long = "sim.time-scale", default_value_t = 1.0)]
     pub time_scale: f64,
+    /// Serve this many tenants, each with its own credentials, scenario (seed + i) and quota:
+    /// tenant 0 has the single simulator's credentials, tenant i > 0 tenant id
+    /// `{i:08x}-0000-4000-8000-000000005e70`, client id `{i:08x}-1111-4111-8111-111111111111`
+    /// and secret `sim-client-secret-{i}`.
+    #[arg(long = "sim.tenants", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub tenants: u32,
 }
 
 /// `12h`, `30m`, `90s`, `2d`: a number and a unit.
@@ -77,10 +83,20 @@ impl SimArgs {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         use anyhow::Context as _;
-        let sim = Simulator::new(self.config());
         let listener = TcpListener::bind(&self.listen_address)
             .await
             .with_context(|| format!("cannot listen on {}", self.listen_address))?;
+        if self.tenants > 1 {
+            let multi = crate::multi::MultiSim::new(&self.config(), self.tenants as usize);
+            tracing::info!(
+                address = %listener.local_addr()?,
+                tenants = self.tenants,
+                "simulator listening (tenant 0: the single simulator's credentials; tenant i > 0: tenant id {{i:08x}}-0000-4000-8000-000000005e70, client id {{i:08x}}-1111-4111-8111-111111111111, secret sim-client-secret-{{i}}; GET /sim/summary for the ground truth)"
+            );
+            multi.serve(listener, shutdown).await?;
+            return Ok(());
+        }
+        let sim = Simulator::new(self.config());
         let (tenant, client, _) = sim.credentials();
         tracing::info!(
             address = %listener.local_addr()?,

@@ -18,11 +18,13 @@
 //! - `machines`: `GET /api/machines` and its `$filter`.
 //! - `identity`: client assertions (certificate, federated token) and the managed-identity
 //!   metadata endpoint.
+//! - `multi`: many tenants, each a whole simulator, behind one router (`--sim.tenants`).
 
 pub mod cli;
 mod filter;
 mod identity;
 mod machines;
+pub mod multi;
 mod routes;
 mod scenario;
 mod throttle;
