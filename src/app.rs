@@ -184,6 +184,7 @@ fn prepare(
         quotas,
         settings: Settings::from_config(config),
         trace_url: config.otel.trace_url.clone(),
+        last_expiry: Mutex::new(None),
     });
     shared.init_series();
     Ok((shared, clients))
@@ -250,6 +251,7 @@ pub async fn start_with_lifecycle(
         .set(chrono::Utc::now().timestamp_millis() as f64 / 1000.0);
     shared.restore_series();
     shared.housekeeping();
+    metrics.quota_gauges.set(&shared.quotas);
     let collectors = launch(&shared, clients);
     let current: Current = Arc::new(RwLock::new(shared));
     let (reload_tx, mut reload_rx) = mpsc::channel::<ReloadRequest>(RELOAD_QUEUE);
@@ -302,6 +304,7 @@ pub async fn start_with_lifecycle(
                                 Ok((shared, clients)) => {
                                     collectors.stop().await;
                                     shared.housekeeping();
+                                    metrics.quota_gauges.set(&shared.quotas);
                                     collectors = launch(&shared, clients);
                                     *current.write().unwrap_or_else(PoisonError::into_inner) =
                                         shared;

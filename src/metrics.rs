@@ -1,15 +1,18 @@
 //! The metrics contract: every family the exporter serves, with its name, help and labels.
 //!
 //! Names and labels here are a contract with dashboards, alerts and users: add, never rename.
-//! Values come from background polls; a scrape only encodes (and refreshes the local quota
-//! gauges), it never calls the MDE API. Does not own *when* values change (collector, client).
+//! Values come from background polls; a scrape only encodes (the quota gauges are read from
+//! the local windows as it encodes), it never calls the MDE API. Does not own *when* values
+//! change (collector, client).
 
-use std::sync::LazyLock;
 use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, LazyLock, Mutex, PoisonError, RwLock};
 
+use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{
     DescriptorEncoder, EncodeLabelSet, EncodeMetric, prometheus_text, text,
 };
+use prometheus_client::metrics::MetricType;
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::exemplar::{CounterWithExemplar, HistogramWithExemplars};
 use prometheus_client::metrics::family::{Family, MetricConstructor};
@@ -176,10 +179,8 @@ pub struct Metrics {
     pub api_duration: ExHistogramFamily<EndpointLabels>,
     pub api_throttled: Family<EndpointLabels, Counter>,
     pub retry_after: Family<EndpointLabels, FloatGauge>,
-    pub quota_limit: Family<QuotaLabels, Gauge>,
-    pub quota_used: Family<QuotaLabels, Gauge>,
-    pub quota_remaining: Family<QuotaLabels, Gauge>,
-    pub quota_effective: Family<QuotaLabels, Gauge>,
+    /// The quotas behind `mde_api_quota_*`, read at scrape time (see [`QuotaGauges`]).
+    pub quota_gauges: Arc<QuotaGauges>,
     pub build_info: Family<BuildLabels, Gauge>,
     pub poll_success: Family<TenantLabels, Gauge>,
     pub last_poll_success: Family<TenantLabels, FloatGauge>,
@@ -232,10 +233,7 @@ impl Metrics {
             api_duration: Family::new_with_constructor(Buckets(API_BUCKETS)),
             api_throttled: Family::default(),
             retry_after: Family::default(),
-            quota_limit: Family::default(),
-            quota_used: Family::default(),
-            quota_remaining: Family::default(),
-            quota_effective: Family::default(),
+            quota_gauges: Arc::new(QuotaGauges::default()),
             build_info: Family::default(),
             poll_success: Family::default(),
             last_poll_success: Family::default(),
@@ -377,26 +375,7 @@ impl Metrics {
             bg("Retry-After of the latest 429 answer, by endpoint."),
             m.retry_after.clone(),
         );
-        r.register(
-            "mde_api_quota_limit",
-            "Calls allowed per window by the configured API quota, by endpoint and window (1m, 1h)",
-            m.quota_limit.clone(),
-        );
-        r.register(
-            "mde_api_quota_used",
-            "Calls sent within the current sliding window, by endpoint and window (1m, 1h)",
-            m.quota_used.clone(),
-        );
-        r.register(
-            "mde_api_quota_remaining",
-            "Calls still allowed within the current sliding window under the limit in force, by endpoint and window (1m, 1h)",
-            m.quota_remaining.clone(),
-        );
-        r.register(
-            "mde_api_quota_effective_limit",
-            "Calls per window the exporter allows itself now: the configured limit, lowered after 429 answers (someone else spends the same quota) and raised back after quiet successes",
-            m.quota_effective.clone(),
-        );
+        r.register_collector(Box::new(m.quota_gauges.clone()));
         r.register(
             "mde_exporter_build_info",
             "A metric with a constant '1' value labelled by version, revision and rustc",
@@ -589,6 +568,98 @@ fn process_samples() -> Vec<ProcessSample> {
 #[cfg(not(target_os = "linux"))]
 fn process_samples() -> Vec<ProcessSample> {
     Vec::new()
+}
+
+/// The tenants' quotas, read when `/metrics` is encoded: `mde_api_quota_limit`, `_used`,
+/// `_remaining` and `_effective_limit` are computed from the sliding windows at that moment
+/// (the windows slide even when no poll runs) and never stored. Stored gauges had to be
+/// refreshed by every scrape and after every poll of every tenant, which with N tenants cost
+/// N × 24 label sets per scrape and N² per poll interval; now a scrape reads each window once
+/// and a poll costs nothing here. See: #11
+#[derive(Debug, Default)]
+pub struct QuotaGauges {
+    quotas: RwLock<Vec<(String, Arc<Mutex<crate::quota::Quota>>)>>,
+}
+
+impl QuotaGauges {
+    /// The quotas of the configuration now in force (at start-up and after each reload).
+    pub fn set<'a>(
+        &self,
+        quotas: impl IntoIterator<Item = (&'a String, &'a Arc<Mutex<crate::quota::Quota>>)>,
+    ) {
+        let list = quotas
+            .into_iter()
+            .map(|(t, q)| (t.clone(), q.clone()))
+            .collect();
+        *self.quotas.write().unwrap_or_else(PoisonError::into_inner) = list;
+    }
+}
+
+/// (name, help, value of a window) of the four quota families, in encoding order.
+type QuotaFamily = (
+    &'static str,
+    &'static str,
+    fn(&crate::quota::WindowStatus) -> u32,
+);
+
+const QUOTA_FAMILIES: [QuotaFamily; 4] = [
+    (
+        "mde_api_quota_limit",
+        "Calls allowed per window by the configured API quota, by endpoint and window (1m, 1h).",
+        |w| w.limit,
+    ),
+    (
+        "mde_api_quota_used",
+        "Calls sent within the current sliding window, by endpoint and window (1m, 1h).",
+        |w| w.used,
+    ),
+    (
+        "mde_api_quota_remaining",
+        "Calls still allowed within the current sliding window under the limit in force, by endpoint and window (1m, 1h).",
+        |w| w.remaining,
+    ),
+    (
+        "mde_api_quota_effective_limit",
+        "Calls per window the exporter allows itself now: the configured limit, lowered after 429 answers (someone else spends the same quota) and raised back after quiet successes.",
+        |w| w.effective,
+    ),
+];
+
+impl Collector for QuotaGauges {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let now = tokio::time::Instant::now();
+        // One short lock per tenant, and none held while encoding: a poll is never blocked
+        // by a scrape, nor a scrape by a poll for longer than one window update.
+        let statuses: Vec<(String, Vec<crate::quota::WindowStatus>)> = {
+            let quotas = self.quotas.read().unwrap_or_else(PoisonError::into_inner);
+            quotas
+                .iter()
+                .map(|(t, q)| {
+                    let status = q.lock().unwrap_or_else(PoisonError::into_inner).status(now);
+                    (t.clone(), status)
+                })
+                .collect()
+        };
+        if statuses.is_empty() {
+            return Ok(());
+        }
+        for (name, help, value) in QUOTA_FAMILIES {
+            let mut family = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+            for (tenant, windows) in &statuses {
+                for w in windows {
+                    let labels = [
+                        ("tenant", tenant.as_str()),
+                        ("endpoint", w.endpoint),
+                        ("window", w.window),
+                    ];
+                    family
+                        .encode_family(&labels)?
+                        .encode_gauge(&i64::from(value(w)))?;
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Label helpers so call sites stay short.

@@ -49,6 +49,9 @@ fn send_margin(length: Duration) -> Duration {
     (length / 100 + Duration::from_millis(250)).min(length / 10)
 }
 
+/// Smallest capacity a window's log keeps once it has been used.
+const MIN_LOG: usize = 8;
+
 /// One sliding window: at most `effective` (≤ `limit`) sends within any span of `length`.
 #[derive(Debug)]
 struct Window {
@@ -62,6 +65,10 @@ struct Window {
     /// the API counts it when it arrives, a little later. Without this margin a slot we
     /// think free at `sent + length` is still taken on the server, and the call is a 429.
     margin: Duration,
+    /// Send instants still inside the window (plus margin), oldest first. Never longer than
+    /// `limit`: a send is recorded only when it fits. Its capacity follows what is in it
+    /// (grown at most to `limit`, shrunk after pruning), so a tenant that once drained a
+    /// backlog does not keep a 1,500-entry log for ever. See: #11
     sent: VecDeque<Instant>,
 }
 
@@ -85,6 +92,23 @@ impl Window {
                 break;
             }
         }
+        // Give back room when at most a quarter of it is used (so that a window that fills
+        // and empties again does not reallocate on every send).
+        let len = self.sent.len();
+        if self.sent.capacity() > 4 * len.max(MIN_LOG) {
+            self.sent.shrink_to(2 * len.max(MIN_LOG));
+        }
+    }
+
+    /// Record a send. The log grows by doubling, but never past `limit` entries.
+    fn record(&mut self, now: Instant) {
+        let len = self.sent.len();
+        if len == self.sent.capacity() {
+            let limit = self.limit.max(1) as usize;
+            let target = (2 * len).max(MIN_LOG).min(limit.max(len + 1));
+            self.sent.reserve_exact(target - len);
+        }
+        self.sent.push_back(now);
     }
 
     fn used(&self) -> u32 {
@@ -212,7 +236,7 @@ impl Quota {
             return Err(wait);
         }
         for w in &mut budget.windows {
-            w.sent.push_back(now);
+            w.record(now);
         }
         Ok(())
     }
@@ -327,6 +351,34 @@ mod tests {
         }
         // 5 full minutes of demand: exactly 100 per minute get through, no more, no less.
         assert_eq!(sends.len(), 500);
+    }
+
+    // See: #11
+    #[tokio::test(start_paused = true)]
+    async fn issue_11_the_log_is_sized_by_what_it_holds() {
+        let mut q = Quota::new(&cfg(100, 1500));
+        let start = Instant::now();
+        let ep = Endpoint::GetResultDownloadLink;
+        // A backlog: try every 100 ms for an hour and a half.
+        let mut sent = 0;
+        for step in 0..54_000u64 {
+            if q.try_acquire(ep, start + Duration::from_millis(step * 100))
+                .is_ok()
+            {
+                sent += 1;
+            }
+            let [minute, hour] = &q.budgets[ep as usize].1.windows;
+            assert!(minute.sent.len() <= 100 && hour.sent.len() <= 1500);
+            assert!(minute.sent.capacity() <= 100, "{}", minute.sent.capacity());
+            assert!(hour.sent.capacity() <= 1500, "{}", hour.sent.capacity());
+        }
+        assert!(sent > 1500, "the hour window filled and slid: {sent}");
+        // Idle for two hours: the logs are empty and give their room back.
+        let status = q.status(start + Duration::from_secs(5 * 3600));
+        assert!(status.iter().all(|w| w.used == 0));
+        for w in &q.budgets[ep as usize].1.windows {
+            assert!(w.sent.capacity() <= 4 * MIN_LOG, "{}", w.sent.capacity());
+        }
     }
 
     #[tokio::test(start_paused = true)]

@@ -89,7 +89,6 @@ fn wants_openmetrics(headers: &HeaderMap) -> bool {
 }
 
 async fn metrics(State(s): State<AppState>, headers: HeaderMap) -> Response {
-    s.shared().refresh_quota_gauges();
     let om = wants_openmetrics(&headers);
     match s.shared().metrics.encode(om) {
         Ok(body) => {

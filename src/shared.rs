@@ -16,13 +16,15 @@ use tokio::time::Instant;
 
 use crate::config::Config;
 use crate::mde::SharedQuota;
-use crate::metrics::{MachineScriptLabels, Metrics, QuotaLabels};
+use crate::metrics::{MachineScriptLabels, Metrics};
 use crate::state::{LastRun, State};
 
 /// `reason` of `mde_exporter_series_evicted_total`: no run within `series_ttl`.
 const EVICTED_TTL: &str = "ttl";
 /// `reason` of `mde_exporter_series_evicted_total`: the oldest beyond `max_series`.
 const EVICTED_MAX: &str = "max_series";
+/// At most how often per-machine series are checked for expiry (see [`Shared::housekeeping`]).
+const EXPIRY_EVERY: Duration = Duration::from_secs(1);
 
 /// How many recent transcripts (and errors) the landing page shows per tenant.
 const RECENT: usize = 20;
@@ -136,43 +138,29 @@ pub struct Shared {
     pub settings: Settings,
     /// Trace UI link template for the landing page (`{trace_id}` is replaced).
     pub trace_url: Option<String>,
+    /// When per-machine series were last checked for expiry.
+    pub last_expiry: Mutex<Option<Instant>>,
 }
 
 impl Shared {
-    /// Bring the quota gauges up to date: the windows slide even when no poll runs. Called
-    /// at scrape time; local only, it never writes the state file.
-    pub fn refresh_quota_gauges(&self) {
-        for (t, status) in self.quota_status() {
-            for w in status {
-                let labels = QuotaLabels {
-                    tenant: t.clone(),
-                    endpoint: w.endpoint.to_string(),
-                    window: w.window.to_string(),
-                };
-                self.metrics
-                    .quota_limit
-                    .get_or_create(&labels)
-                    .set(i64::from(w.limit));
-                self.metrics
-                    .quota_used
-                    .get_or_create(&labels)
-                    .set(i64::from(w.used));
-                self.metrics
-                    .quota_remaining
-                    .get_or_create(&labels)
-                    .set(i64::from(w.remaining));
-                self.metrics
-                    .quota_effective
-                    .get_or_create(&labels)
-                    .set(i64::from(w.effective));
-            }
-        }
-    }
-
-    /// The collectors' bookkeeping after each poll: quota gauges, and per-machine series
-    /// past `series_ttl` or over `max_series` removed from the state and the metrics.
+    /// The collectors' bookkeeping after each poll: per-machine series past `series_ttl` or
+    /// over `max_series` removed from the state and the metrics. The walk over every series
+    /// runs at most once per `EXPIRY_EVERY` (or poll interval, if shorter) whichever tenant
+    /// calls it: with N tenants it used to run N times per poll interval. (The quota gauges
+    /// are read at scrape time, see `metrics::QuotaGauges`.) See: #11
     pub fn housekeeping(&self) {
-        self.refresh_quota_gauges();
+        let now = Instant::now();
+        let every = EXPIRY_EVERY.min(self.settings.poll_interval);
+        {
+            let mut last = self
+                .last_expiry
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            if last.is_some_and(|t| now.saturating_duration_since(t) < every) {
+                return;
+            }
+            *last = Some(now);
+        }
         self.expire_series();
     }
 
