@@ -304,9 +304,10 @@ async fn one(n: usize, scale: f64, poll: Duration, steady_polls: u32, actions: u
     let cpu_per_poll_ms = 1000.0 * cpu / polls_done;
     let core_at_60s = 100.0 * cpu / polls_done / 60.0;
     let (_, peak) = rss_kib(pid);
-    let throttled = sum(&last, "mde_api_throttled_total", "");
+    // `+ 0.0` turns the -0.0 of an empty float sum into 0.
+    let throttled = sum(&last, "mde_api_throttled_total", "") + 0.0;
     println!(
-        "{:>6} | {:>7.1}Mi {:>7.1}Mi {:>7.1}Mi {:>7.1}Mi | {:>12.1} {:>9.2}% | {:>8} | {:>9.2?} {:>9.2?} {:>9.2?} | {:>7}",
+        "{:>6} | {:>7.1}Mi {:>7.1}Mi {:>7.1}Mi {:>7.1}Mi | {:>12.1} {:>9.3}% | {:>8} | {:>9.2?} {:>9.2?} {:>9.2?} | {:>7}",
         n,
         mib(rss_start),
         mib(rss_drain),

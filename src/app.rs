@@ -75,6 +75,14 @@ impl Handle {
     }
 }
 
+/// Idle connections kept per host. Every tenant talks to the same few hosts (its cloud's API
+/// and login hosts, and the blob storage), through the one client all tenants share: a
+/// handful of warm connections serves thousands of tenants whose polls are spread over the
+/// interval, while an unbounded pool kept one connection (and its buffers) per tenant polled
+/// at the same moment. See: #11
+const POOL_IDLE_PER_HOST: usize = 16;
+
+/// The one HTTP client all tenants share (one connection pool, one TLS configuration).
 pub fn http_client(timeout: Duration) -> Result<reqwest::Client, Error> {
     http_client_with_proxy(timeout, None)
 }
@@ -99,6 +107,7 @@ pub fn http_client_with_proxy(
         // it would carry a SAS link's signature to wherever the link redirects.
         .redirect(crate::mde::redirect_policy())
         .referer(false)
+        .pool_max_idle_per_host(POOL_IDLE_PER_HOST)
         .no_proxy();
     if let Some(p) = proxy {
         let mut exceptions = "169.254.169.254".to_string();
@@ -190,14 +199,22 @@ fn prepare(
     Ok((shared, clients))
 }
 
+/// Start one collector per tenant, their polls spread evenly over the poll interval (tenant
+/// `i` of `n` starts `i/n` of an interval late). All tenants polled at the same instant made
+/// every poll a burst of `n` concurrent requests, connections and answers in memory, and the
+/// process kept the peak; spread out, a few are in flight at any moment. The cost: the last
+/// tenant's first poll comes up to one interval after start (`/-/ready` waits for it).
+/// See: #11
 fn launch(shared: &Arc<Shared>, clients: TenantClients) -> Collectors {
     let (stop, rx) = watch::channel(false);
     // Machine context is rebuilt by the new refreshes' first read, so that a label that
     // changed across a reload never leaves two info series for one machine.
     shared.metrics.machine_info.clear();
     shared.metrics.machine_tag.clear();
+    let n = clients.len().max(1) as u32;
+    let interval = shared.settings.poll_interval;
     let mut tasks = Vec::with_capacity(clients.len() * 2);
-    for (t, client) in clients {
+    for (i, (t, client)) in clients.into_iter().enumerate() {
         let refresh = crate::machines::MachineRefresh::new(
             t.name.clone(),
             client.sibling(),
@@ -206,7 +223,16 @@ fn launch(shared: &Arc<Shared>, clients: TenantClients) -> Collectors {
         );
         tasks.push(tokio::spawn(refresh.run(rx.clone())));
         let collector = TenantCollector::new(t, client, shared.clone());
-        tasks.push(tokio::spawn(collector.run(rx.clone())));
+        let offset = interval / n * i as u32;
+        let mut stop = rx.clone();
+        let rx = rx.clone();
+        tasks.push(tokio::spawn(async move {
+            tokio::select! {
+                _ = tokio::time::sleep(offset) => {}
+                _ = stop.wait_for(|s| *s) => return,
+            }
+            collector.run(rx).await;
+        }));
     }
     Collectors { stop, tasks }
 }
@@ -353,13 +379,7 @@ pub async fn start_with_lifecycle(
         telemetry_path,
         enable_lifecycle.then(|| reload_tx.clone()),
     );
-    let mut stop = rx;
-    let server = tokio::spawn(async move {
-        exporter_web::serve(listener, router, web, async move {
-            let _ = stop.wait_for(|s| *s).await;
-        })
-        .await
-    });
+    let server = serve_on_own_thread(listener, router, web, rx)?;
     // The one start-up line: what runs, where, for whom.
     let tenants: Vec<String> = shared_now(&current).quotas.keys().cloned().collect();
     tracing::info!(
@@ -379,6 +399,44 @@ pub async fn start_with_lifecycle(
         supervisor,
         server,
     })
+}
+
+/// Serve HTTP on a thread and runtime of its own, so that a scrape is never queued behind
+/// collectors: a poll may block a worker thread (the state file's durable commit waits for
+/// the disk), and with thousands of tenants on a few worker threads `/metrics` waited for
+/// seconds. Encoding itself takes no lock a collector holds for long (families are read
+/// under their own short locks; quota windows are read one tenant at a time). The server
+/// stops when `stop` turns true or its sender is dropped. See: #11
+fn serve_on_own_thread(
+    listener: TcpListener,
+    router: axum::Router,
+    web: Option<Arc<exporter_web::WebConfig>>,
+    mut stop: watch::Receiver<bool>,
+) -> Result<JoinHandle<std::io::Result<()>>, Error> {
+    let listener = listener.into_std()?;
+    let (done, finished) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("http-server".into())
+        .spawn(move || {
+            let result = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .and_then(|rt| {
+                    rt.block_on(async move {
+                        let listener = TcpListener::from_std(listener)?;
+                        exporter_web::serve(listener, router, web, async move {
+                            let _ = stop.wait_for(|s| *s).await;
+                        })
+                        .await
+                    })
+                });
+            let _ = done.send(result);
+        })?;
+    Ok(tokio::spawn(async move {
+        finished
+            .await
+            .unwrap_or_else(|_| Err(std::io::Error::other("the HTTP server thread ended")))
+    }))
 }
 
 /// Options of the built-in demo.
