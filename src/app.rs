@@ -199,8 +199,8 @@ fn prepare(
     Ok((shared, clients))
 }
 
-/// Start one collector per tenant, their polls spread evenly over the poll interval (tenant
-/// `i` of `n` starts `i/n` of an interval late). All tenants polled at the same instant made
+/// Start one collector (and machine-context refresh) per tenant, their polls spread evenly
+/// over the poll interval (tenant `i` of `n` starts `i/n` of an interval late). All tenants polled at the same instant made
 /// every poll a burst of `n` concurrent requests, connections and answers in memory, and the
 /// process kept the peak; spread out, a few are in flight at any moment. The cost: the last
 /// tenant's first poll comes up to one interval after start (`/-/ready` waits for it).
@@ -221,20 +221,33 @@ fn launch(shared: &Arc<Shared>, clients: TenantClients) -> Collectors {
             shared.clone(),
             t.machine_context.clone(),
         );
-        tasks.push(tokio::spawn(refresh.run(rx.clone())));
         let collector = TenantCollector::new(t, client, shared.clone());
         let offset = interval / n * i as u32;
-        let mut stop = rx.clone();
-        let rx = rx.clone();
-        tasks.push(tokio::spawn(async move {
-            tokio::select! {
-                _ = tokio::time::sleep(offset) => {}
-                _ = stop.wait_for(|s| *s) => return,
-            }
-            collector.run(rx).await;
-        }));
+        tasks.push(tokio::spawn(after(
+            offset,
+            rx.clone(),
+            refresh.run(rx.clone()),
+        )));
+        tasks.push(tokio::spawn(after(
+            offset,
+            rx.clone(),
+            collector.run(rx.clone()),
+        )));
     }
     Collectors { stop, tasks }
+}
+
+/// Run `task` once `offset` has passed, unless `stop` turns true (or is dropped) first.
+async fn after(
+    offset: Duration,
+    mut stop: watch::Receiver<bool>,
+    task: impl std::future::Future<Output = ()>,
+) {
+    tokio::select! {
+        _ = tokio::time::sleep(offset) => {}
+        _ = stop.wait_for(|s| *s) => return,
+    }
+    task.await;
 }
 
 /// Like [`start`], with an optional `--web.config.file` (TLS, mutual TLS, basic auth) and a
