@@ -220,6 +220,7 @@ async fn child() {
         quotas: [("bench".to_string(), quota.clone())].into(),
         settings: Settings::from_config(&config),
         trace_url: None,
+        last_expiry: Mutex::new(None),
     });
     let http = mde_liveresponse_exporter::app::http_client(Duration::from_secs(120)).unwrap();
     let client = Client::new(&tenant, http, quota, metrics).unwrap();

@@ -56,7 +56,10 @@ async fn machine_info_and_allowed_tags_for_watched_machines() {
                 by_label(&m, "mde_machine_info", "machine", &[("tenant", "sim")])
                     .into_keys()
                     .collect();
-            !watched.is_empty() && watched == info
+            // The tenants' first refreshes are spread over the poll interval (#11): wait for
+            // the second one's too.
+            let plain = by_label(&m, "mde_machine_info", "machine", &[("tenant", "plain")]);
+            !watched.is_empty() && watched == info && !plain.is_empty()
         },
     )
     .await;
