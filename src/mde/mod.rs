@@ -295,20 +295,7 @@ impl Client {
                 tracing::warn!(tenant = %self.tenant, problem, "skipping a machine that does not parse");
             }
             all.extend(page.machines);
-            if let Some(link) = page.next_link {
-                let parsed = Url::parse(&link).map_err(|_| Error::ForeignNextLink {
-                    endpoint: Endpoint::ListMachines.as_str(),
-                    link: "not a URL".into(),
-                })?;
-                if parsed.origin().ascii_serialization() != self.api_origin {
-                    return Err(Error::ForeignNextLink {
-                        endpoint: Endpoint::ListMachines.as_str(),
-                        link: redact_url(&parsed),
-                    });
-                }
-                check_next_page(&mut seen, &parsed, Endpoint::ListMachines)?;
-                next = Some(parsed);
-            }
+            next = self.next_page(Endpoint::ListMachines, page.next_link, &mut seen)?;
         }
         Ok(all)
     }
@@ -358,23 +345,35 @@ impl Client {
                 .get_or_create(&crate::metrics::tenant(&self.tenant))
                 .inc_by(page.invalid.len() as u64);
             all.extend(page.actions);
-            if let Some(link) = page.next_link {
-                let parsed = Url::parse(&link).map_err(|_| Error::ForeignNextLink {
-                    endpoint: Endpoint::ListMachineActions.as_str(),
-                    link: "not a URL".into(),
-                })?;
-                // Never send our bearer token anywhere but the configured API.
-                if parsed.origin().ascii_serialization() != self.api_origin {
-                    return Err(Error::ForeignNextLink {
-                        endpoint: Endpoint::ListMachineActions.as_str(),
-                        link: redact_url(&parsed),
-                    });
-                }
-                check_next_page(&mut seen, &parsed, Endpoint::ListMachineActions)?;
-                next = Some(parsed);
-            }
+            next = self.next_page(Endpoint::ListMachineActions, page.next_link, &mut seen)?;
         }
         Ok(all)
+    }
+
+    /// The page after this one, from its `@odata.nextLink`: only on the configured API's
+    /// origin (our bearer token goes nowhere else), and never a page already read or past
+    /// `MAX_PAGES` (a listing that loops fails instead of spending the quota).
+    fn next_page(
+        &self,
+        ep: Endpoint,
+        link: Option<String>,
+        seen: &mut std::collections::HashSet<String>,
+    ) -> Result<Option<Url>, Error> {
+        let Some(link) = link else {
+            return Ok(None);
+        };
+        let parsed = Url::parse(&link).map_err(|_| Error::ForeignNextLink {
+            endpoint: ep.as_str(),
+            link: "not a URL".into(),
+        })?;
+        if parsed.origin().ascii_serialization() != self.api_origin {
+            return Err(Error::ForeignNextLink {
+                endpoint: ep.as_str(),
+                link: redact_url(&parsed),
+            });
+        }
+        check_next_page(seen, &parsed, ep)?;
+        Ok(Some(parsed))
     }
 
     /// `GET /api/machineactions/{id}`.
