@@ -279,6 +279,7 @@ pub async fn start_with_lifecycle(
     enable_lifecycle: bool,
 ) -> Result<Handle, Error> {
     let metrics = Arc::new(Metrics::new());
+    let http_stats = metrics.http_stats.clone();
     let mut state = State::open(config.state_path.as_deref())?;
     state.count_write_errors_in(metrics.state_write_errors.clone());
     let state = Arc::new(Mutex::new(state));
@@ -392,7 +393,7 @@ pub async fn start_with_lifecycle(
         telemetry_path,
         enable_lifecycle.then(|| reload_tx.clone()),
     );
-    let server = serve_on_own_thread(listener, router, web, rx)?;
+    let server = serve_on_own_thread(listener, router, web, rx, http_stats)?;
     // The one start-up line: what runs, where, for whom.
     let tenants: Vec<String> = shared_now(&current).quotas.keys().cloned().collect();
     tracing::info!(
@@ -425,6 +426,7 @@ fn serve_on_own_thread(
     router: axum::Router,
     web: Option<Arc<exporter_web::WebConfig>>,
     mut stop: watch::Receiver<bool>,
+    stats: Arc<exporter_web::ServeStats>,
 ) -> Result<JoinHandle<std::io::Result<()>>, Error> {
     let listener = listener.into_std()?;
     let (done, finished) = tokio::sync::oneshot::channel();
@@ -437,9 +439,17 @@ fn serve_on_own_thread(
                 .and_then(|rt| {
                     rt.block_on(async move {
                         let listener = TcpListener::from_std(listener)?;
-                        exporter_web::serve(listener, router, web, async move {
-                            let _ = stop.wait_for(|s| *s).await;
-                        })
+                        let mut options = exporter_web::ServeOptions::default();
+                        options.stats = stats;
+                        exporter_web::serve_with(
+                            listener,
+                            router,
+                            web,
+                            async move {
+                                let _ = stop.wait_for(|s| *s).await;
+                            },
+                            options,
+                        )
                         .await
                     })
                 });

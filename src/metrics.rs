@@ -181,6 +181,9 @@ pub struct Metrics {
     pub retry_after: Family<EndpointLabels, FloatGauge>,
     /// The quotas behind `mde_api_quota_*`, read at scrape time (see [`QuotaGauges`]).
     pub quota_gauges: Arc<QuotaGauges>,
+    /// What the HTTP server's connection limits and bcrypt queue did; `app` hands it to
+    /// `exporter_web::serve_with` and it is read at scrape time.
+    pub http_stats: Arc<exporter_web::ServeStats>,
     pub build_info: Family<BuildLabels, Gauge>,
     pub poll_success: Family<TenantLabels, Gauge>,
     pub last_poll_success: Family<TenantLabels, FloatGauge>,
@@ -234,6 +237,7 @@ impl Metrics {
             api_throttled: Family::default(),
             retry_after: Family::default(),
             quota_gauges: Arc::new(QuotaGauges::default()),
+            http_stats: Arc::default(),
             build_info: Family::default(),
             poll_success: Family::default(),
             last_poll_success: Family::default(),
@@ -442,6 +446,7 @@ impl Metrics {
             m.state_write_errors.clone(),
         );
         r.register_collector(Box::new(ProcessCollector));
+        r.register_collector(Box::new(HttpCollector(m.http_stats.clone())));
         m.build_info
             .get_or_create(&BuildLabels {
                 version: env!("CARGO_PKG_VERSION").to_string(),
@@ -461,6 +466,46 @@ impl Metrics {
             prometheus_text::encode(&mut out, &self.registry)?;
         }
         Ok(out)
+    }
+}
+
+/// The HTTP server's own limits at work (see `crates/exporter-web`): connections open, those
+/// closed by a limit or timeout, and requests refused because too many unknown credentials
+/// waited for bcrypt. Read from the server's counters at scrape time. See: #13
+#[derive(Debug)]
+struct HttpCollector(Arc<exporter_web::ServeStats>);
+
+impl Collector for HttpCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let stats = &self.0;
+        let open = ConstGauge::new(stats.open_connections() as i64);
+        open.encode(encoder.encode_descriptor(
+            "mde_exporter_http_connections_open",
+            "Connections to the exporter's HTTP server open now",
+            None,
+            open.metric_type(),
+        )?)?;
+        let mut closed = encoder.encode_descriptor(
+            "mde_exporter_http_connections_closed",
+            "Connections the HTTP server closed because of a limit, by reason: rejected (no slot free at accept), evicted (an idle unauthenticated connection made room for a new one), timeout (TLS handshake, request head or idle keep-alive took too long)",
+            None,
+            MetricType::Counter,
+        )?;
+        for (reason, value) in [
+            ("rejected", stats.rejected_connections()),
+            ("evicted", stats.evicted_connections()),
+            ("timeout", stats.timed_out_connections()),
+        ] {
+            ConstCounter::new(value).encode(closed.encode_family(&[("reason", reason)])?)?;
+        }
+        let overloaded = ConstCounter::new(stats.auth_overloaded_requests());
+        overloaded.encode(encoder.encode_descriptor(
+            "mde_exporter_http_auth_overloaded",
+            "Requests answered 429 at once because too many requests with unknown basic-auth credentials were already waiting for a bcrypt check",
+            None,
+            overloaded.metric_type(),
+        )?)?;
+        Ok(())
     }
 }
 

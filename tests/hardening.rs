@@ -433,3 +433,26 @@ fn an_empty_state_file_stops_start_up_until_reset() {
         "a new state file"
     );
 }
+
+/// The HTTP server's limits are visible on `/metrics`: a client that connects and sends
+/// nothing is an open connection, counted beside the scrape that reads the gauge. See: #13
+#[tokio::test]
+async fn http_connections_are_exposed_as_metrics() {
+    let (sim, addr) = start_sim(scenario(13)).await;
+    let exporter = exporter_for(&sim, addr, "").await;
+    let silent = tokio::net::TcpStream::connect(exporter.addr)
+        .await
+        .expect("connect");
+    eventually("the silent connection is counted as open", || async {
+        let m = scrape(exporter.addr).await;
+        // The silent connection plus the scrape's own.
+        sum(&m, "mde_exporter_http_connections_open", &[]) >= 2.0
+            && m.keys().any(|(n, l)| {
+                n == "mde_exporter_http_connections_closed_total"
+                    && l.get("reason").map(String::as_str) == Some("rejected")
+            })
+    })
+    .await;
+    drop(silent);
+    exporter.shutdown().await.expect("shutdown");
+}
