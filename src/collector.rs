@@ -62,7 +62,7 @@ fn attempts_allowed(e: &mde::Error) -> u32 {
 }
 
 /// The wait before the next try of a result that failed `attempts` times in a row: one poll
-/// interval, doubling with each failure, at most [`MAX_RETRY_DELAY`] (but never less than one
+/// interval, doubling with each failure, at most `MAX_RETRY_DELAY` (but never less than one
 /// poll). A five-minute outage thus costs a handful of tries per result, not one per poll.
 pub fn retry_delay(attempts: u32, poll_interval: Duration) -> Duration {
     let doublings = attempts.saturating_sub(1).min(31);
@@ -80,7 +80,7 @@ pub enum Retry {
     GiveUp,
 }
 
-/// Pure retry policy. Permanent answers give a result up after [`attempts_allowed`] tries;
+/// Pure retry policy. Permanent answers give a result up after `attempts_allowed` tries;
 /// transient ones are retried with backoff for as long as the result is within the in-flight
 /// horizon (`age`: time since its command ended).
 pub fn retry_decision(

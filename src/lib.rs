@@ -14,6 +14,8 @@
 //! - [`app`]: wiring: from a config to running collectors and the HTTP server; reloads; the
 //!   demo (the simulator of the `mde-sim` crate in-process).
 //! - [`collector`]: one tenant's poll loop: what to call next, exactly-once accounting.
+//! - [`discovery`]: the pure core of incremental discovery: filters, the watermark, batches
+//!   of in-flight ids.
 //! - [`machines`]: the slow machine-context refresh (`mde_machine_info`, `mde_machine_tag`)
 //!   for the machines that have per-machine series.
 //! - [`mde`]: the API client (one method per endpoint, every call metered), its token cache
@@ -25,6 +27,7 @@
 //! - [`metrics`]: the metric contract. [`events`]: log events that also count.
 //! - [`telemetry`]: logs, OTLP spans, exemplar ids.
 //! - [`server`]: `/metrics`, health, readiness, reload and the status page.
+//! - [`transcript`]: the `transcript` command (one result, as the API returns it).
 //!
 //! The simulator (`crates/mde-sim`) and the exporter-toolkit web configuration
 //! (`crates/exporter-web`) are crates of their own: the simulator cannot import what it
