@@ -697,31 +697,8 @@ impl State {
         cutoff: DateTime<Utc>,
         max: usize,
     ) -> Result<Vec<SeriesKey>, StoreError> {
-        let mut by_age: Vec<(DateTime<Utc>, SeriesKey)> = self
-            .attempts
-            .iter()
-            .map(|(k, a)| (a.at, k.clone()))
-            .collect();
-        by_age.sort();
-        let over = by_age.len().saturating_sub(max);
-        let removed: Vec<SeriesKey> = by_age
-            .into_iter()
-            .enumerate()
-            .filter(|(i, (at, _))| *i < over || *at < cutoff)
-            .map(|(_, (_, k))| k)
-            .collect();
-        if removed.is_empty() {
-            return Ok(removed);
-        }
-        if let Some(store) = &mut self.store {
-            store.write(|txn| {
-                let mut table = txn.open_table(ATTEMPTS)?;
-                for k in &removed {
-                    table.remove(series_key(k).as_str())?;
-                }
-                Ok(())
-            })?;
-        }
+        let removed = expired(self.attempts.iter().map(|(k, a)| (a.at, k)), cutoff, max);
+        remove_keys(&mut self.store, ATTEMPTS, &removed)?;
         for k in &removed {
             self.attempts.remove(k);
         }
@@ -739,40 +716,56 @@ impl State {
         cutoff: DateTime<Utc>,
         max: usize,
     ) -> Result<Vec<SeriesKey>, StoreError> {
-        let mut removed: Vec<SeriesKey> = self
-            .last_runs
-            .iter()
-            .filter(|(_, r)| r.end_time < cutoff)
-            .map(|(k, _)| k.clone())
-            .collect();
-        let remaining = self.last_runs.len() - removed.len();
-        if remaining > max {
-            let mut by_age: Vec<(DateTime<Utc>, SeriesKey)> = self
-                .last_runs
-                .iter()
-                .filter(|(_, r)| r.end_time >= cutoff)
-                .map(|(k, r)| (r.end_time, k.clone()))
-                .collect();
-            by_age.sort();
-            removed.extend(by_age.into_iter().take(remaining - max).map(|(_, k)| k));
-        }
-        if removed.is_empty() {
-            return Ok(removed);
-        }
-        if let Some(store) = &mut self.store {
-            store.write(|txn| {
-                let mut runs = txn.open_table(RUNS)?;
-                for k in &removed {
-                    runs.remove(series_key(k).as_str())?;
-                }
-                Ok(())
-            })?;
-        }
+        let removed = expired(
+            self.last_runs.iter().map(|(k, r)| (r.end_time, k)),
+            cutoff,
+            max,
+        );
+        remove_keys(&mut self.store, RUNS, &removed)?;
         for k in &removed {
             self.last_runs.remove(k);
         }
         Ok(removed)
     }
+}
+
+/// Which per-machine entries expire: every one older than `cutoff`, and the oldest beyond
+/// `max`. Sorted by age, that is the first `max(older than cutoff, len - max)` of them.
+fn expired<'a>(
+    entries: impl Iterator<Item = (DateTime<Utc>, &'a SeriesKey)>,
+    cutoff: DateTime<Utc>,
+    max: usize,
+) -> Vec<SeriesKey> {
+    let mut by_age: Vec<(DateTime<Utc>, &SeriesKey)> = entries.collect();
+    by_age.sort();
+    let over = by_age.len().saturating_sub(max);
+    by_age
+        .into_iter()
+        .enumerate()
+        .filter(|(i, (at, _))| *i < over || *at < cutoff)
+        .map(|(_, (_, k))| k.clone())
+        .collect()
+}
+
+/// Remove `keys` from a per-machine table of the file, if there is one, in one transaction.
+fn remove_keys(
+    store: &mut Option<Store>,
+    table: TableDefinition<&str, &[u8]>,
+    keys: &[SeriesKey],
+) -> Result<(), StoreError> {
+    let Some(store) = store else {
+        return Ok(());
+    };
+    if keys.is_empty() {
+        return Ok(());
+    }
+    store.write(|txn| {
+        let mut t = txn.open_table(table)?;
+        for k in keys {
+            t.remove(series_key(k).as_str())?;
+        }
+        Ok(())
+    })
 }
 
 /// `--state.reset`: move the state file aside (renamed with the time, in the same
