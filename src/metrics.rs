@@ -5,7 +5,7 @@
 //! the local windows as it encodes), it never calls the MDE API. Does not own *when* values
 //! change (collector, client).
 
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, LazyLock, Mutex, PoisonError, RwLock};
 
 use prometheus_client::collector::Collector;
@@ -205,6 +205,8 @@ pub struct Metrics {
     pub script_not_run: Family<MachineScriptLabels, Gauge>,
     /// Writes to the state file that failed (each is retried once after reopening the file).
     pub state_write_errors: Counter,
+    /// Length of the latest `/metrics` body, to allocate the next one at once.
+    last_body_len: AtomicUsize,
 }
 
 impl Default for Metrics {
@@ -256,6 +258,7 @@ impl Metrics {
             script_not_run_total: Family::default(),
             script_not_run: Family::default(),
             state_write_errors: Counter::default(),
+            last_body_len: AtomicUsize::new(0),
         };
         let bg = |s: &str| format!("{s} {BACKGROUND}");
         let r = &mut registry;
@@ -458,13 +461,19 @@ impl Metrics {
     }
 
     /// Encode every family. OpenMetrics (with exemplars) when asked for, else Prometheus text.
+    ///
+    /// The body is allocated once, at the size of the previous body plus an eighth: grown by
+    /// doubling from a small buffer, a 5 MB body (50,000 series) was copied about twenty
+    /// times and left the allocator a trail of freed buffers. See: #11
     pub fn encode(&self, openmetrics: bool) -> Result<String, std::fmt::Error> {
-        let mut out = String::with_capacity(16 * 1024);
+        let last = self.last_body_len.load(Ordering::Relaxed);
+        let mut out = String::with_capacity((last + last / 8).max(16 * 1024));
         if openmetrics {
             text::encode(&mut out, &self.registry)?;
         } else {
             prometheus_text::encode(&mut out, &self.registry)?;
         }
+        self.last_body_len.store(out.len(), Ordering::Relaxed);
         Ok(out)
     }
 }

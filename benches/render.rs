@@ -1,0 +1,224 @@
+//! `/metrics` render benchmark (not a test): how long encoding the metric families takes,
+//! in this process, with no HTTP and no collection running, for a registry holding the
+//! series N tenants really have.
+//!
+//! Each tenant gets what `Shared::init_series` pre-creates (per endpoint: throttled,
+//! retry-after and the request-duration histogram; the fetch-failure, eviction and action
+//! counters; the poll-duration histogram), what a poll sets (poll, token and permission
+//! gauges, request counters), its quota (the four `mde_api_quota_*` families are computed
+//! from the windows as they are encoded), and 10 machines running 2 scripts (the per-machine
+//! gauges, `mde_machine_info`). That is about 190 series a tenant, close to what the scale
+//! benchmark counts against the simulator. For each size (`BENCH_SERIES`, default
+//! `20000,50000,100000`) it prints the series count, the body size, and the p50/p99/max of
+//! `BENCH_RUNS` (default 50) encodings in the Prometheus text format and in OpenMetrics.
+//! Run it with `cargo bench --bench render`.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use mde_liveresponse_exporter::config::QuotaConfig;
+use mde_liveresponse_exporter::metrics::{
+    CommandLabels, MachineInfoLabels, MachineScriptLabels, Metrics, PermissionLabels,
+    RequestLabels, ScriptLabels, StatusLabels, endpoint, reason, tenant,
+};
+use mde_liveresponse_exporter::quota::{Endpoint, Quota};
+
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+const REASONS: [&str; 10] = [
+    "token",
+    "not_found",
+    "forbidden",
+    "expired_link",
+    "http_error",
+    "timeout",
+    "io",
+    "malformed",
+    "too_large",
+    "untrusted_link",
+];
+
+/// Fill `m` with the series of one tenant; returns its quota.
+fn one_tenant(m: &Metrics, t: &str, quota: &QuotaConfig) -> Arc<Mutex<Quota>> {
+    let mut q = Quota::new(quota);
+    let now = tokio::time::Instant::now();
+    for ep in Endpoint::ALL {
+        let labels = endpoint(t, ep.as_str());
+        let _ = m.api_throttled.get_or_create(&labels);
+        let _ = m.retry_after.get_or_create(&labels);
+        m.api_duration
+            .get_or_create(&labels)
+            .observe(0.12, None, None);
+        m.api_requests
+            .get_or_create(&RequestLabels {
+                tenant: t.into(),
+                endpoint: ep.as_str().into(),
+                code: "200".into(),
+            })
+            .inc_by(3, None, None);
+        let _ = q.try_acquire(ep, now);
+    }
+    m.api_duration
+        .get_or_create(&endpoint(t, "download"))
+        .observe(0.3, None, None);
+    for r in REASONS {
+        let _ = m.fetch_failures.get_or_create(&reason(t, r));
+    }
+    for r in ["ttl", "max_series"] {
+        let _ = m.series_evicted.get_or_create(&reason(t, r));
+    }
+    for status in ["Succeeded", "Failed", "TimeOut", "Cancelled"] {
+        m.actions
+            .get_or_create(&StatusLabels {
+                tenant: t.into(),
+                status: status.into(),
+            })
+            .inc();
+    }
+    let labels = tenant(t);
+    m.poll_duration
+        .get_or_create(&labels)
+        .observe(0.8, None, None);
+    m.files.get_or_create(&labels).inc();
+    m.file_bytes.get_or_create(&labels).inc_by(123_456);
+    m.transcript_bytes.get_or_create(&labels).inc_by(65_432);
+    let _ = m.invalid_actions.get_or_create(&labels);
+    m.pending_results.get_or_create(&labels).set(0);
+    m.poll_success.get_or_create(&labels).set(1);
+    m.last_poll_success
+        .get_or_create(&labels)
+        .set(1_764_300_000.25);
+    m.token_success.get_or_create(&labels).set(1);
+    m.permission_missing
+        .get_or_create(&PermissionLabels {
+            tenant: t.into(),
+            permission: "Machine.Read.All".into(),
+        })
+        .set(0);
+    for script in ["Collect-Inventory.ps1", "Remediate-Service.ps1"] {
+        let labels = ScriptLabels {
+            tenant: t.into(),
+            script: script.into(),
+        };
+        m.script_runs.get_or_create(&labels).inc_by(5, None, None);
+        m.script_failures
+            .get_or_create(&labels)
+            .inc_by(1, None, None);
+        m.script_errors.get_or_create(&labels).inc_by(1, None, None);
+        for i in 0..10 {
+            let labels = MachineScriptLabels {
+                tenant: t.into(),
+                machine: format!("host-{i:03}.corp.contoso.com"),
+                script: script.into(),
+            };
+            m.script_exit_code.get_or_create(&labels).set(0);
+            m.script_errors_present.get_or_create(&labels).set(0);
+            m.script_last_run
+                .get_or_create(&labels)
+                .set(1_764_299_000.0);
+        }
+    }
+    m.commands
+        .get_or_create(&CommandLabels {
+            tenant: t.into(),
+            command: "RunScript".into(),
+            status: "Completed".into(),
+        })
+        .inc_by(10);
+    for i in 0..10 {
+        m.machine_info
+            .get_or_create(&MachineInfoLabels {
+                tenant: t.into(),
+                machine: format!("host-{i:03}.corp.contoso.com"),
+                machine_id: format!("{i:040x}"),
+                rbac_group: "Tier 1 servers".into(),
+                os_platform: "Windows11".into(),
+                health_status: "Active".into(),
+            })
+            .set(1);
+    }
+    Arc::new(Mutex::new(q))
+}
+
+fn series(body: &str) -> usize {
+    body.lines()
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .count()
+}
+
+fn percentile(v: &mut [Duration], p: f64) -> Duration {
+    v.sort();
+    v.get(((v.len().max(1) - 1) as f64 * p).round() as usize)
+        .copied()
+        .unwrap_or_default()
+}
+
+fn main() {
+    let sizes: Vec<usize> = std::env::var("BENCH_SERIES")
+        .unwrap_or_else(|_| "20000,50000,100000".into())
+        .split(',')
+        .filter_map(|s| s.trim().parse().ok())
+        .collect();
+    let runs: usize = env_or("BENCH_RUNS", 50);
+    // The quota gauges read tokio's clock; a runtime gives them one.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    let _guard = rt.enter();
+    let quota = QuotaConfig::default();
+    // Series of one tenant, to size each run.
+    let per_tenant = {
+        let m = Metrics::new();
+        let base = series(&m.encode(false).unwrap());
+        let q = one_tenant(&m, "probe", &quota);
+        let names = "probe".to_string();
+        m.quota_gauges.set([(&names, &q)]);
+        series(&m.encode(false).unwrap()) - base
+    };
+    println!("{per_tenant} series a tenant; {runs} encodings per size");
+    println!(
+        "{:>8} {:>8} {:>9} | {:>22} | {:>22}",
+        "tenants", "series", "body", "text p50/p99/max", "OpenMetrics p50/p99/max"
+    );
+    for want in sizes {
+        let n = want.div_ceil(per_tenant);
+        let m = Metrics::new();
+        let names: Vec<String> = (0..n).map(|i| format!("customer-{i:04}")).collect();
+        let quotas: HashMap<&String, Arc<Mutex<Quota>>> = names
+            .iter()
+            .map(|t| (t, one_tenant(&m, t, &quota)))
+            .collect();
+        m.quota_gauges.set(quotas.iter().map(|(t, q)| (*t, q)));
+        let mut line = String::new();
+        let mut body_len = 0;
+        let mut count = 0;
+        for om in [false, true] {
+            let mut times = Vec::with_capacity(runs);
+            for _ in 0..runs {
+                let t = Instant::now();
+                let body = m.encode(om).unwrap();
+                times.push(t.elapsed());
+                if !om {
+                    body_len = body.len();
+                    count = series(&body);
+                }
+                std::hint::black_box(body);
+            }
+            line.push_str(&format!(
+                " | {:>6.1?} {:>6.1?} {:>6.1?}",
+                percentile(&mut times, 0.5),
+                percentile(&mut times, 0.99),
+                percentile(&mut times, 1.0)
+            ));
+        }
+        println!("{n:>8} {count:>8} {:>7.1}MB{line}", body_len as f64 / 1e6);
+    }
+}
