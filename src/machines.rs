@@ -107,8 +107,10 @@ impl MachineRefresh {
                 _ = ticks.tick() => {}
                 _ = shutdown.changed() => return,
             }
+            // Boxed while it runs, so the task is small between refreshes (see
+            // `TenantCollector::run`). See: #11
             tokio::select! {
-                _ = self.refresh_once() => {}
+                _ = Box::pin(self.refresh_once()) => {}
                 _ = shutdown.changed() => return,
             }
             if *shutdown.borrow() {
@@ -119,11 +121,14 @@ impl MachineRefresh {
 
     /// The machine names with per-machine series, as the series spell them.
     fn watched(&self) -> BTreeMap<String, String> {
+        // The series are ordered by tenant first: read this tenant's range only, not every
+        // tenant's series (N² per refresh interval with N tenants). See: #11
+        let from = (self.tenant.clone(), String::new(), String::new());
         self.shared.with_state(|s| {
             s.last_runs()
-                .keys()
-                .filter(|(t, _, _)| *t == self.tenant)
-                .map(|(_, m, _)| (m.to_lowercase(), m.clone()))
+                .range(from..)
+                .take_while(|((t, _, _), _)| *t == self.tenant)
+                .map(|((_, m, _), _)| (m.to_lowercase(), m.clone()))
                 .collect()
         })
     }
