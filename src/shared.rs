@@ -177,8 +177,18 @@ impl Shared {
     }
 
     /// Set the per-machine gauges from the state (after a restart they come back).
+    ///
+    /// Only for the tenants configured now: a tenant moved to another shard (or removed)
+    /// keeps its runs in this state file, and exposing them here would show its per-machine
+    /// series twice across shards, frozen in one. See: #11
     pub fn restore_series(&self) {
-        let runs = self.with_state(|s| s.last_runs().clone());
+        let runs: Vec<_> = self.with_state(|s| {
+            s.last_runs()
+                .iter()
+                .filter(|((tenant, _, _), _)| self.quotas.contains_key(tenant))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect()
+        });
         for ((tenant, machine, script), run) in runs {
             self.set_series(
                 MachineScriptLabels {

@@ -8,7 +8,7 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 
-use common::{Binary, eventually, scrape, start_sim};
+use common::{Binary, config_yaml, eventually, parse_config, scrape, start_exporter, start_sim};
 use mde_sim::SimConfig;
 
 /// Tenant names of the shared config; all point at the one simulator.
@@ -134,4 +134,59 @@ async fn issue_11_every_tenant_exactly_once_and_3_to_4_moves_at_most_a_third() {
     for t in &moved {
         assert_eq!(four.get(*t), Some(&3), "{t} moved between old shards");
     }
+}
+
+/// A tenant moved to another shard leaves its runs in the old shard's state file; when that
+/// shard restarts without it, the moved tenant's per-machine series must not come back there
+/// (the new shard serves them: two copies, one frozen). The tenant still configured gets its
+/// series back as before.
+// See: #11
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_11_a_restart_restores_only_the_tenants_it_serves() {
+    use mde_liveresponse_exporter::state::{LastRun, ResultKey, State};
+    let (sim, addr) = start_sim(SimConfig::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.redb");
+    {
+        let mut state = State::open(Some(&path)).unwrap();
+        for tenant in ["sim", "moved"] {
+            let run = LastRun {
+                end_time: chrono::Utc::now(),
+                exit_code: 3,
+                errors_present: false,
+                action_id: format!("{tenant}-action"),
+            };
+            let key = ResultKey {
+                tenant: tenant.into(),
+                action_id: run.action_id.clone(),
+                index: 0,
+            };
+            let series = (
+                tenant.to_string(),
+                "host-1".to_string(),
+                "a.ps1".to_string(),
+            );
+            state.commit_result(key, Some((series, run))).unwrap();
+        }
+    }
+    let secret = sim.credentials().2.to_string();
+    let global = format!("state_path: {}\n", path.display());
+    let config = parse_config(&config_yaml(&sim, addr, &secret, "", &global));
+    let handle = start_exporter(config).await;
+    let samples = scrape(handle.addr).await;
+    let exit = |tenant: &str| {
+        samples
+            .iter()
+            .find(|((name, labels), _)| {
+                name == "mde_liveresponse_script_exit_code"
+                    && labels.get("tenant").map(String::as_str) == Some(tenant)
+            })
+            .map(|(_, v)| *v)
+    };
+    assert_eq!(
+        exit("sim"),
+        Some(3.0),
+        "the served tenant's series come back"
+    );
+    assert_eq!(exit("moved"), None, "the moved tenant's series stay gone");
 }
