@@ -155,12 +155,18 @@ fn panic_text(p: &(dyn std::any::Any + Send)) -> String {
         .unwrap_or_else(|| "unknown panic".into())
 }
 
+/// redb's page cache. Its default, 1 GiB, let the process grow with its state file: the
+/// whole file is read into memory once at start and only written after, so the cache only
+/// holds pages being written and a few recently read ones. See: #11
+const CACHE_BYTES: usize = 4 * 1024 * 1024;
+
 /// Open the file at `path` with redb, its integrity checked. redb panics on some corruptions
 /// (a flipped byte can reach an `unreachable!`): that is caught and reported as an error.
 fn open_file(path: &Path) -> Result<redb::Database, String> {
     match catch_unwind(|| {
         redb::Database::builder()
             .set_check_integrity_on_open(true)
+            .set_cache_size(CACHE_BYTES)
             .create(path)
     }) {
         Ok(Ok(db)) => Ok(db),
