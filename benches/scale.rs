@@ -30,18 +30,20 @@ fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
         .unwrap_or(default)
 }
 
+/// A field of `/proc/<pid>/status` in KiB (0 when absent).
+fn status_kib(pid: u32, name: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with(name))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
 /// (VmRSS, VmHWM) of a process, in KiB.
 fn rss_kib(pid: u32) -> (u64, u64) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let field = |name: &str| {
-        status
-            .lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
-    };
-    (field("VmRSS:"), field("VmHWM:"))
+    (status_kib(pid, "VmRSS:"), status_kib(pid, "VmHWM:"))
 }
 
 /// User + system CPU time of a process, in seconds.
@@ -287,11 +289,18 @@ async fn one(n: usize, scale: f64, poll: Duration, steady_polls: u32, actions: u
     let cpu0 = cpu_seconds(pid);
     let t0 = Instant::now();
     let mut rss_steady = 0;
+    // What the steady RSS is made of: anonymous (heap, stacks) and file-backed (the
+    // executable's code and data that were touched).
+    let mut anon_file = (0, 0);
     let mut times = Vec::new();
     let mut last = String::new();
     while t0.elapsed() < poll * steady_polls {
         tokio::time::sleep(poll / 4).await;
-        rss_steady = rss_steady.max(rss_kib(pid).0);
+        let rss = rss_kib(pid).0;
+        if rss >= rss_steady {
+            rss_steady = rss;
+            anon_file = (status_kib(pid, "RssAnon:"), status_kib(pid, "RssFile:"));
+        }
         if let Some(s) = scrape(&http, exporter.addr).await {
             times.push(s.took);
             last = s.body;
@@ -322,13 +331,15 @@ async fn one(n: usize, scale: f64, poll: Duration, steady_polls: u32, actions: u
         series(&last),
     );
     println!(
-        "       {} results ({} transcripts, {} malformed, {} files) in {} final actions; {throttled} × 429; CPU per tenant and poll {:.3} ms",
+        "       {} results ({} transcripts, {} malformed, {} files) in {} final actions; {throttled} × 429; CPU per tenant and poll {:.3} ms; steady RSS {:.1} MiB anonymous + {:.1} MiB file-backed",
         want,
         summary.transcripts,
         summary.malformed,
         summary.files,
         summary.actions,
-        cpu_per_poll_ms / n as f64
+        cpu_per_poll_ms / n as f64,
+        mib(anon_file.0),
+        mib(anon_file.1),
     );
     let _ = exporter.child.kill();
     let _ = exporter.child.wait();
