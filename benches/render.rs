@@ -147,6 +147,17 @@ fn one_tenant(m: &Metrics, t: &str, quota: &QuotaConfig) -> Arc<Mutex<Quota>> {
     Arc::new(Mutex::new(q))
 }
 
+/// This process's resident set, in KiB (0 where `/proc` is not there).
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
 fn series(body: &str) -> usize {
     body.lines()
         .filter(|l| !l.is_empty() && !l.starts_with('#'))
@@ -185,11 +196,12 @@ fn main() {
     };
     println!("{per_tenant} series a tenant; {runs} encodings per size");
     println!(
-        "{:>8} {:>8} {:>9} | {:>22} | {:>22}",
+        "{:>8} {:>8} {:>9} | {:>22} | {:>22} | memory",
         "tenants", "series", "body", "text p50/p99/max", "OpenMetrics p50/p99/max"
     );
     for want in sizes {
         let n = want.div_ceil(per_tenant);
+        let rss_before = rss_kib();
         let m = Metrics::new();
         let names: Vec<String> = (0..n).map(|i| format!("customer-{i:04}")).collect();
         let quotas: HashMap<&String, Arc<Mutex<Quota>>> = names
@@ -197,6 +209,8 @@ fn main() {
             .map(|t| (t, one_tenant(&m, t, &quota)))
             .collect();
         m.quota_gauges.set(quotas.iter().map(|(t, q)| (*t, q)));
+        // What holding these series costs (the registry and the quotas), before any encoding.
+        let held = rss_kib().saturating_sub(rss_before);
         let mut line = String::new();
         let mut body_len = 0;
         let mut count = 0;
@@ -219,6 +233,11 @@ fn main() {
                 percentile(&mut times, 1.0)
             ));
         }
-        println!("{n:>8} {count:>8} {:>7.1}MB{line}", body_len as f64 / 1e6);
+        println!(
+            "{n:>8} {count:>8} {:>7.1}MB{line} | {:>6.1} MiB held, {:.0} bytes a series",
+            body_len as f64 / 1e6,
+            held as f64 / 1024.0,
+            held as f64 * 1024.0 / count.max(1) as f64
+        );
     }
 }
