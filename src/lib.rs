@@ -9,8 +9,9 @@
 //! - [`cli`]: flags (low level) resolved into validated [`cli::Settings`] (high level).
 //! - [`config`]: the YAML file's schema, parsed raw, then validated. A leaf but for the
 //!   pure [`certificate`], which it uses to refuse a wrong or expired certificate at load.
-//! - [`certificate`]: PEM certificate and key → a checked signing credential and the client
-//!   assertion of `method: certificate` (imports nothing from this crate).
+//! - [`certificate`]: PEM certificate and key, or a PKCS#12 (`.pfx`) file → a checked signing
+//!   credential and the client assertion of `method: certificate` (imports nothing from this
+//!   crate).
 //! - [`app`]: wiring: from a config to running collectors and the HTTP server; reloads; the
 //!   demo (the simulator of the `mde-sim` crate in-process).
 //! - [`collector`]: one tenant's poll loop: what to call next, exactly-once accounting.
