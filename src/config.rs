@@ -315,6 +315,12 @@ struct RawAuth {
     #[serde(default)]
     key_file: Option<PathBuf>,
     #[serde(default)]
+    pkcs12_file: Option<PathBuf>,
+    #[serde(default)]
+    pkcs12_password: Option<String>,
+    #[serde(default)]
+    pkcs12_password_file: Option<PathBuf>,
+    #[serde(default)]
     token_file: Option<String>,
     #[serde(default)]
     client_id: Option<String>,
@@ -335,6 +341,12 @@ pub enum Auth {
         certificate_file: PathBuf,
         key_file: Option<PathBuf>,
     },
+    /// A PKCS#12 (`.pfx`) file holding the certificate and its key (`method: certificate`
+    /// with `pkcs12_file`); the file, and a password file, are read for every token request.
+    CertificatePkcs12 {
+        pkcs12_file: PathBuf,
+        password: Pkcs12Password,
+    },
     /// A federated token file (AKS workload identity), read for every token request.
     WorkloadIdentity {
         token_file: PathBuf,
@@ -350,7 +362,7 @@ impl Auth {
     pub fn method(&self) -> AuthMethod {
         match self {
             Auth::ClientSecret(_) => AuthMethod::ClientSecret,
-            Auth::Certificate { .. } => AuthMethod::Certificate,
+            Auth::Certificate { .. } | Auth::CertificatePkcs12 { .. } => AuthMethod::Certificate,
             Auth::WorkloadIdentity { .. } => AuthMethod::WorkloadIdentity,
             Auth::ManagedIdentity { .. } => AuthMethod::ManagedIdentity,
         }
@@ -534,6 +546,31 @@ impl Secret {
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("Secret(<redacted>)")
+    }
+}
+
+/// Where the password of a PKCS#12 file comes from. Debug never shows a value.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Pkcs12Password {
+    /// No password key: the empty password (Windows exports allow it).
+    Empty,
+    /// `pkcs12_password:` (after `${VAR}` expansion).
+    Value(Secret),
+    /// `pkcs12_password_file:`, read for every token request (trailing newline dropped), so
+    /// a rotated file and its new password are picked up together.
+    File(PathBuf),
+}
+
+impl Pkcs12Password {
+    /// The password now; an error names the password file when it cannot be read.
+    pub fn resolve(&self) -> Result<Secret, String> {
+        match self {
+            Pkcs12Password::Empty => Ok(Secret(String::new())),
+            Pkcs12Password::Value(s) => Ok(s.clone()),
+            Pkcs12Password::File(file) => std::fs::read_to_string(file)
+                .map(|text| Secret(text.trim_end_matches(['\r', '\n']).to_string()))
+                .map_err(|e| format!("cannot read {}: {e}", file.display())),
+        }
     }
 }
 
@@ -1038,6 +1075,9 @@ fn resolve_auth(
                 client_secret_file: a.client_secret_file.clone(),
                 certificate_file: a.certificate_file.clone(),
                 key_file: a.key_file.clone(),
+                pkcs12_file: a.pkcs12_file.clone(),
+                pkcs12_password: a.pkcs12_password.clone(),
+                pkcs12_password_file: a.pkcs12_password_file.clone(),
                 token_file: a.token_file.clone(),
                 client_id: a.client_id.clone(),
                 endpoint: a.endpoint.clone(),
@@ -1051,6 +1091,9 @@ fn resolve_auth(
                 client_secret_file: t.client_secret_file.clone(),
                 certificate_file: None,
                 key_file: None,
+                pkcs12_file: None,
+                pkcs12_password: None,
+                pkcs12_password_file: None,
                 token_file: None,
                 client_id: None,
                 endpoint: None,
@@ -1063,7 +1106,13 @@ fn resolve_auth(
     // Keys of another method are mistakes, not silently ignored settings.
     let used: &[&str] = match method {
         AuthMethod::ClientSecret => &["client_secret", "client_secret_file"],
-        AuthMethod::Certificate => &["certificate_file", "key_file"],
+        AuthMethod::Certificate => &[
+            "certificate_file",
+            "key_file",
+            "pkcs12_file",
+            "pkcs12_password",
+            "pkcs12_password_file",
+        ],
         AuthMethod::WorkloadIdentity => &["token_file"],
         AuthMethod::ManagedIdentity => &["client_id", "endpoint"],
     };
@@ -1072,6 +1121,9 @@ fn resolve_auth(
         ("client_secret_file", raw.client_secret_file.is_some()),
         ("certificate_file", raw.certificate_file.is_some()),
         ("key_file", raw.key_file.is_some()),
+        ("pkcs12_file", raw.pkcs12_file.is_some()),
+        ("pkcs12_password", raw.pkcs12_password.is_some()),
+        ("pkcs12_password_file", raw.pkcs12_password_file.is_some()),
         ("token_file", raw.token_file.is_some()),
         ("client_id", raw.client_id.is_some()),
         ("endpoint", raw.endpoint.is_some()),
@@ -1146,28 +1198,80 @@ fn resolve_auth(
             }
             Auth::ClientSecret(Secret(secret))
         }
-        AuthMethod::Certificate => {
-            let Some(cert) = &raw.certificate_file else {
+        // Exactly one of the PEM form (certificate_file, key_file) and the PKCS#12 form
+        // (pkcs12_file and its password keys); each checked now, so that `--config.check`
+        // and a reload catch a wrong or expired certificate. The token source reads the
+        // files again for every token.
+        AuthMethod::Certificate => match (&raw.certificate_file, &raw.pkcs12_file) {
+            (Some(_), Some(_)) => {
+                return Err((
+                    k("pkcs12_file"),
+                    "set either certificate_file or pkcs12_file, not both".into(),
+                ));
+            }
+            (None, None) => {
                 return Err((
                     k("certificate_file"),
-                    "required for method certificate".into(),
+                    "required for method certificate (or pkcs12_file)".into(),
                 ));
-            };
-            let certificate_file = relative(cert);
-            let key_file = raw.key_file.as_deref().map(relative);
-            // Checked now, so that `--config.check` and a reload catch a wrong or expired
-            // certificate; the token source reads the files again for every token.
-            let checked =
-                crate::certificate::Certificate::load(&certificate_file, key_file.as_deref())
-                    .map_err(|m| (k("certificate_file"), m))?;
-            checked
-                .check_valid_at(chrono::Utc::now().timestamp())
-                .map_err(|m| (k("certificate_file"), m))?;
-            Auth::Certificate {
-                certificate_file,
-                key_file,
             }
-        }
+            (Some(cert), None) => {
+                let pkcs12_keys = [
+                    ("pkcs12_password", raw.pkcs12_password.is_some()),
+                    ("pkcs12_password_file", raw.pkcs12_password_file.is_some()),
+                ];
+                if let Some((field, _)) = pkcs12_keys.iter().find(|(_, set)| *set) {
+                    return Err((k(field), "only used with pkcs12_file".into()));
+                }
+                let certificate_file = relative(cert);
+                let key_file = raw.key_file.as_deref().map(relative);
+                let checked =
+                    crate::certificate::Certificate::load(&certificate_file, key_file.as_deref())
+                        .map_err(|m| (k("certificate_file"), m))?;
+                checked
+                    .check_valid_at(chrono::Utc::now().timestamp())
+                    .map_err(|m| (k("certificate_file"), m))?;
+                Auth::Certificate {
+                    certificate_file,
+                    key_file,
+                }
+            }
+            (None, Some(pfx)) => {
+                if raw.key_file.is_some() {
+                    return Err((
+                        k("key_file"),
+                        "only used with certificate_file; pkcs12_file holds the key".into(),
+                    ));
+                }
+                let password = match (&raw.pkcs12_password, &raw.pkcs12_password_file) {
+                    (Some(_), Some(_)) => {
+                        return Err((
+                            k("pkcs12_password"),
+                            "set either pkcs12_password or pkcs12_password_file, not both".into(),
+                        ));
+                    }
+                    (Some(p), None) => Pkcs12Password::Value(Secret(
+                        expand(p, env).map_err(|m| (k("pkcs12_password"), m))?,
+                    )),
+                    (None, Some(f)) => Pkcs12Password::File(relative(f)),
+                    (None, None) => Pkcs12Password::Empty,
+                };
+                let pkcs12_file = relative(pfx);
+                let secret = password
+                    .resolve()
+                    .map_err(|m| (k("pkcs12_password_file"), m))?;
+                let checked =
+                    crate::certificate::Certificate::load_pkcs12(&pkcs12_file, secret.expose())
+                        .map_err(|m| (k("pkcs12_file"), m))?;
+                checked
+                    .check_valid_at(chrono::Utc::now().timestamp())
+                    .map_err(|m| (k("pkcs12_file"), m))?;
+                Auth::CertificatePkcs12 {
+                    pkcs12_file,
+                    password,
+                }
+            }
+        },
         AuthMethod::WorkloadIdentity => {
             let file = match &raw.token_file {
                 Some(f) => expand(f, env).map_err(|m| (k("token_file"), m))?,
@@ -1437,7 +1541,7 @@ tenants:
             ),
             (
                 format!("{base}      method: certificate\n"),
-                "config file cfg.yml: tenants[0].auth.certificate_file: required for method certificate",
+                "config file cfg.yml: tenants[0].auth.certificate_file: required for method certificate (or pkcs12_file)",
             ),
             (
                 format!("{base}      method: workload_identity\n"),
@@ -1527,6 +1631,150 @@ tenants:
             err,
             "config file cfg.yml: tenants[0].region: regional hosts exist only in the commercial cloud"
         );
+    }
+
+    /// A directory with `app.pfx` (password `pfx-pw`), `cert.pem`/`key.pem` (the same
+    /// certificate) and `pw.txt` (the password and a newline).
+    fn pkcs12_dir() -> tempfile::TempDir {
+        use p12_keystore::{EncryptionAlgorithm as E, MacAlgorithm as M};
+        let dir = tempfile::tempdir().unwrap();
+        let now = chrono::Utc::now().timestamp();
+        let (cert, key) = crate::certificate::tests::rsa_cert_der(now - 3600, now + 86400);
+        let file = crate::certificate::tests::pfx(
+            &key,
+            &[&cert],
+            "pfx-pw",
+            E::PbeWithHmacSha256AndAes256,
+            M::HmacSha256,
+        );
+        std::fs::write(dir.path().join("app.pfx"), file).unwrap();
+        std::fs::write(
+            dir.path().join("cert.pem"),
+            pem::encode(&pem::Pem::new("CERTIFICATE", cert)),
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("key.pem"),
+            pem::encode(&pem::Pem::new("PRIVATE KEY", key)),
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("pw.txt"), "pfx-pw\n").unwrap();
+        dir
+    }
+
+    // See: #10
+    #[test]
+    fn pkcs12_file_with_its_password_from_a_variable_or_a_file() {
+        let dir = pkcs12_dir();
+        let d = dir.path().display();
+        let env = |name: &str| (name == "PFX_PW").then(|| "pfx-pw".to_string());
+        let base = "tenants:\n  - name: t\n    tenant_id: tid\n    client_id: cid\n    auth:\n      method: certificate\n";
+        let c = Config::parse(
+            &format!("{base}      pkcs12_file: {d}/app.pfx\n      pkcs12_password: ${{PFX_PW}}\n"),
+            Path::new("cfg.yml"),
+            &env,
+        )
+        .unwrap();
+        assert_eq!(
+            c.tenants[0].auth,
+            Auth::CertificatePkcs12 {
+                pkcs12_file: dir.path().join("app.pfx"),
+                password: Pkcs12Password::Value(Secret::new("pfx-pw")),
+            }
+        );
+        assert_eq!(c.tenants[0].auth.method(), AuthMethod::Certificate);
+        // The password never prints itself.
+        let shown = format!("{:?}", c.tenants[0]);
+        assert!(!shown.contains("pfx-pw"), "{shown}");
+        assert!(shown.contains("Value(Secret(<redacted>))"), "{shown}");
+        let c = parse(&format!(
+            "{base}      pkcs12_file: {d}/app.pfx\n      pkcs12_password_file: {d}/pw.txt\n"
+        ))
+        .unwrap();
+        let Auth::CertificatePkcs12 { password, .. } = &c.tenants[0].auth else {
+            panic!("{:?}", c.tenants[0].auth);
+        };
+        assert_eq!(password, &Pkcs12Password::File(dir.path().join("pw.txt")));
+        assert_eq!(password.resolve().unwrap().expose(), "pfx-pw");
+        // The PEM form is unchanged.
+        let c = parse(&format!(
+            "{base}      certificate_file: {d}/cert.pem\n      key_file: {d}/key.pem\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            c.tenants[0].auth,
+            Auth::Certificate {
+                certificate_file: dir.path().join("cert.pem"),
+                key_file: Some(dir.path().join("key.pem")),
+            }
+        );
+    }
+
+    // See: #10
+    #[test]
+    fn pkcs12_config_errors_name_the_key_and_the_file() {
+        let dir = pkcs12_dir();
+        let d = dir.path().display();
+        let base = "tenants:\n  - name: t\n    tenant_id: tid\n    client_id: cid\n    auth:\n";
+        let cert = format!("{base}      method: certificate\n");
+        let cases = [
+            (
+                format!("{cert}      certificate_file: {d}/cert.pem\n      pkcs12_file: {d}/app.pfx\n"),
+                "tenants[0].auth.pkcs12_file: set either certificate_file or pkcs12_file, not both".to_string(),
+            ),
+            (
+                format!("{cert}      pkcs12_file: {d}/app.pfx\n      key_file: {d}/key.pem\n"),
+                "tenants[0].auth.key_file: only used with certificate_file; pkcs12_file holds the key".to_string(),
+            ),
+            (
+                format!("{cert}      certificate_file: {d}/cert.pem\n      key_file: {d}/key.pem\n      pkcs12_password_file: {d}/pw.txt\n"),
+                "tenants[0].auth.pkcs12_password_file: only used with pkcs12_file".to_string(),
+            ),
+            (
+                format!("{cert}      pkcs12_file: {d}/app.pfx\n      pkcs12_password: x\n      pkcs12_password_file: {d}/pw.txt\n"),
+                "tenants[0].auth.pkcs12_password: set either pkcs12_password or pkcs12_password_file, not both".to_string(),
+            ),
+            (
+                format!("{cert}      pkcs12_file: {d}/app.pfx\n      pkcs12_password: ${{NOPE}}\n"),
+                "tenants[0].auth.pkcs12_password: environment variable NOPE is not set".to_string(),
+            ),
+            (
+                format!("{cert}      pkcs12_file: {d}/app.pfx\n      pkcs12_password_file: {d}/missing.txt\n"),
+                format!("tenants[0].auth.pkcs12_password_file: cannot read {d}/missing.txt: No such file or directory (os error 2)"),
+            ),
+            (
+                format!("{cert}      pkcs12_file: {d}/app.pfx\n      pkcs12_password: wrong\n"),
+                format!("tenants[0].auth.pkcs12_file: wrong password for {d}/app.pfx (the MAC check failed)"),
+            ),
+            (
+                // No password key: the empty password, which is not this file's.
+                format!("{cert}      pkcs12_file: {d}/app.pfx\n"),
+                format!("tenants[0].auth.pkcs12_file: wrong password for {d}/app.pfx (the MAC check failed)"),
+            ),
+            (
+                format!("{cert}      pkcs12_file: {d}/none.pfx\n"),
+                format!("tenants[0].auth.pkcs12_file: cannot read {d}/none.pfx: No such file or directory (os error 2)"),
+            ),
+            (
+                format!("{cert}      pkcs12_file: {d}/cert.pem\n"),
+                format!("tenants[0].auth.pkcs12_file: {d}/cert.pem: not a PKCS#12 file: "),
+            ),
+            (
+                format!("{base}      method: client_secret\n      client_secret: x\n      pkcs12_password: y\n"),
+                "tenants[0].auth.pkcs12_password: not used by method client_secret".to_string(),
+            ),
+        ];
+        for (text, want) in cases {
+            let err = parse(&text).unwrap_err().to_string();
+            let want = format!("config file cfg.yml: {want}");
+            // The DER reader's own words follow "not a PKCS#12 file: ".
+            if want.ends_with(": ") {
+                assert!(err.starts_with(&want), "{err}");
+            } else {
+                assert_eq!(err, want, "{text}");
+            }
+            assert!(!err.contains("pfx-pw"), "{err}");
+        }
     }
 
     // See: #10

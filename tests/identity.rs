@@ -125,6 +125,160 @@ async fn certificate_signs_in_and_an_unregistered_one_is_refused() {
     exporter.shutdown().await.unwrap();
 }
 
+fn pkcs12_fixture(name: &str) -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/pkcs12")
+        .join(name)
+}
+
+/// A PKCS#12 file (PBES2, as `p12-keystore` writes by default) of a fresh self-signed
+/// certificate, and that certificate's PEM.
+fn fresh_pfx(password: &str) -> (Vec<u8>, String) {
+    let (cert, key) = rsa_cert(now() - 3600, now() + 86400);
+    let der = |text: &str| pem::parse(text).unwrap().into_contents();
+    let mut store = p12_keystore::KeyStore::new();
+    store.add_entry(
+        "app",
+        p12_keystore::KeyStoreEntry::PrivateKeyChain(p12_keystore::PrivateKeyChain::new(
+            der(&key),
+            b"1",
+            [p12_keystore::Certificate::from_der(&der(&cert)).unwrap()],
+        )),
+    );
+    (store.writer(password).write().unwrap(), cert)
+}
+
+// See: #10
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pkcs12_files_sign_in_and_a_rotated_one_is_read_again() {
+    let (sim, addr) = start_sim(sim_config(106)).await;
+    let dir = tempfile::tempdir().unwrap();
+    // The OpenSSL-made fixtures (PBES2 and legacy 3DES/RC2-40) hold the leaf certificate.
+    let leaf = std::fs::read_to_string(pkcs12_fixture("leaf.pem")).unwrap();
+    sim.identity().register_certificate(&leaf).unwrap();
+    std::fs::write(dir.path().join("pfx-password"), "fixture-password\n").unwrap();
+    // A .pfx of a certificate never uploaded to the app registration, until it is replaced.
+    let (unregistered, _) = fresh_pfx("fixture-password");
+    std::fs::write(dir.path().join("rotated.pfx"), unregistered).unwrap();
+    let aes = pkcs12_fixture("openssl3-aes.pfx");
+    let legacy = pkcs12_fixture("legacy-3des-rc2.pfx");
+    let text = format!(
+        "poll_interval: 200ms\ntenants:\n{}{}{}",
+        tenant(
+            "aes",
+            &sim,
+            addr,
+            true,
+            &format!(
+                "      method: certificate\n      pkcs12_file: {}\n      pkcs12_password_file: pfx-password\n",
+                aes.display()
+            )
+        ),
+        tenant(
+            "legacy",
+            &sim,
+            addr,
+            true,
+            &format!(
+                "      method: certificate\n      pkcs12_file: {}\n      pkcs12_password: ${{PFX_PASSWORD}}\n",
+                legacy.display()
+            )
+        ),
+        tenant(
+            "rotated",
+            &sim,
+            addr,
+            true,
+            "      method: certificate\n      pkcs12_file: rotated.pfx\n      pkcs12_password_file: pfx-password\n"
+        ),
+    );
+    let env = |name: &str| (name == "PFX_PASSWORD").then(|| "fixture-password".to_string());
+    let config = parse_in(dir.path(), &text, &env).unwrap();
+    let exporter = start_exporter(config).await;
+    let at = exporter.addr;
+    eventually(
+        "both fixtures sign in, the unregistered one is refused",
+        || async move {
+            let m = scrape(at).await;
+            token_calls(&m, "aes", "200") > 0.0
+                && token_calls(&m, "legacy", "200") > 0.0
+                && sum(
+                    &m,
+                    "mde_liveresponse_script_runs_total",
+                    &[("tenant", "legacy")],
+                ) > 0.0
+                && token_calls(&m, "rotated", "401") > 0.0
+        },
+    )
+    .await;
+    assert!(
+        status_page(at)
+            .await
+            .contains("AADSTS700027: The certificate with identifier used to sign the client assertion is not registered on application."),
+    );
+    // Rotate: the registered certificate replaces the file, with no restart or reload.
+    std::fs::copy(&aes, dir.path().join("rotated.pfx")).unwrap();
+    eventually(
+        "the rotated .pfx is read for the next token",
+        || async move { token_calls(&scrape(at).await, "rotated", "200") > 0.0 },
+    )
+    .await;
+    // The password is nowhere on the status page.
+    assert!(!status_page(at).await.contains("fixture-password"));
+    exporter.shutdown().await.unwrap();
+}
+
+// See: #10
+#[test]
+fn pkcs12_errors_are_named_at_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let (expired_cert, expired_key) = rsa_cert(1_600_000_000, 1_700_000_000);
+    let der = |text: &str| pem::parse(text).unwrap().into_contents();
+    let mut store = p12_keystore::KeyStore::new();
+    store.add_entry(
+        "old",
+        p12_keystore::KeyStoreEntry::PrivateKeyChain(p12_keystore::PrivateKeyChain::new(
+            der(&expired_key),
+            b"1",
+            [p12_keystore::Certificate::from_der(&der(&expired_cert)).unwrap()],
+        )),
+    );
+    std::fs::write(
+        dir.path().join("expired.pfx"),
+        store.writer("pw").write().unwrap(),
+    )
+    .unwrap();
+    let base = "tenants:\n  - name: t\n    tenant_id: tid\n    client_id: cid\n    auth:\n      method: certificate\n";
+    let d = dir.path().display();
+    let cases = [
+        (
+            "      pkcs12_file: expired.pfx\n      pkcs12_password: pw\n".to_string(),
+            format!("certificate {d}/expired.pfx expired at 2023-11-14T22:13:20Z"),
+        ),
+        (
+            format!(
+                "      pkcs12_file: {}\n      pkcs12_password: not-it\n",
+                pkcs12_fixture("legacy-3des-rc2.pfx").display()
+            ),
+            format!(
+                "wrong password for {} (the MAC check failed)",
+                pkcs12_fixture("legacy-3des-rc2.pfx").display()
+            ),
+        ),
+        (
+            "      pkcs12_file: missing.pfx\n".to_string(),
+            format!("cannot read {d}/missing.pfx: No such file or directory (os error 2)"),
+        ),
+    ];
+    for (auth, want) in cases {
+        let err = parse_in(dir.path(), &format!("{base}{auth}"), &|_| None).unwrap_err();
+        assert_eq!(
+            err,
+            format!("config file {d}/config.yml: tenants[0].auth.pkcs12_file: {want}")
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_simulator_checks_audience_and_replayed_assertions() {
     let (sim, addr) = start_sim(sim_config(102)).await;

@@ -1,6 +1,7 @@
 //! Tokens for one tenant, by the tenant's sign-in method, cached and renewed before expiry.
 //!
-//! Methods: a client secret, a certificate (a signed client assertion), AKS workload identity
+//! Methods: a client secret, a certificate (a signed client assertion; its PEM or PKCS#12
+//! files, and a PKCS#12 password file, read again for every request), AKS workload identity
 //! (the federated token file as the client assertion, read again for every request) and
 //! managed identity (the instance metadata endpoint). The client-credentials flow itself is
 //! the `oauth2` crate's and the assertion is `certificate`'s; this module owns the cache, the
@@ -20,7 +21,7 @@ use oauth2::{
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 
-use crate::config::{Auth, Tenant};
+use crate::config::{Auth, Pkcs12Password, Tenant};
 use crate::metrics::{Metrics, RequestLabels, endpoint, tenant};
 
 type Oauth =
@@ -77,6 +78,11 @@ enum Credential {
     Certificate {
         certificate_file: PathBuf,
         key_file: Option<PathBuf>,
+    },
+    /// The same, from a PKCS#12 file; the file and a password file read per request.
+    Pkcs12 {
+        pkcs12_file: PathBuf,
+        password: Pkcs12Password,
     },
     /// The federated token file is the client assertion; read per request.
     Federated { token_file: PathBuf },
@@ -173,6 +179,13 @@ impl TokenSource {
             } => Credential::Certificate {
                 certificate_file: certificate_file.clone(),
                 key_file: key_file.clone(),
+            },
+            Auth::CertificatePkcs12 {
+                pkcs12_file,
+                password,
+            } => Credential::Pkcs12 {
+                pkcs12_file: pkcs12_file.clone(),
+                password: password.clone(),
             },
             Auth::WorkloadIdentity { token_file } => Credential::Federated {
                 token_file: token_file.clone(),
@@ -297,6 +310,19 @@ impl TokenSource {
             } => {
                 let cert =
                     crate::certificate::Certificate::load(certificate_file, key_file.as_deref())
+                        .map_err(fail)?;
+                Some(
+                    cert.assertion(&self.client_id, &self.token_url, unix_now())
+                        .map_err(fail)?,
+                )
+            }
+            Credential::Pkcs12 {
+                pkcs12_file,
+                password,
+            } => {
+                let password = password.resolve().map_err(fail)?;
+                let cert =
+                    crate::certificate::Certificate::load_pkcs12(pkcs12_file, password.expose())
                         .map_err(fail)?;
                 Some(
                     cert.assertion(&self.client_id, &self.token_url, unix_now())
