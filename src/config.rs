@@ -1180,7 +1180,7 @@ fn resolve_auth(
                         "one of client_secret or client_secret_file is required".into(),
                     ));
                 }
-                (Some(s), None) => expand(s, env).map_err(|m| (k("client_secret"), m))?,
+                (Some(s), None) => expand_secret(s, env).map_err(|m| (k("client_secret"), m))?,
                 (None, Some(file)) => {
                     let file = relative(file);
                     std::fs::read_to_string(&file).map_err(|e| {
@@ -1251,7 +1251,7 @@ fn resolve_auth(
                         ));
                     }
                     (Some(p), None) => Pkcs12Password::Value(Secret(
-                        expand(p, env).map_err(|m| (k("pkcs12_password"), m))?,
+                        expand_secret(p, env).map_err(|m| (k("pkcs12_password"), m))?,
                     )),
                     (None, Some(f)) => Pkcs12Password::File(relative(f)),
                     (None, None) => Pkcs12Password::Empty,
@@ -1357,6 +1357,17 @@ fn expand(value: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, S
     }
     out.push_str(rest);
     Ok(out)
+}
+
+/// [`expand`] for a secret's value: the error never quotes the value.
+fn expand_secret(value: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
+    expand(value, env).map_err(|m| {
+        if m.starts_with("unterminated") {
+            "unterminated ${ in the value (not shown: it is a secret)".to_string()
+        } else {
+            m
+        }
+    })
 }
 
 /// Accept https anywhere, and plain http only for loopback hosts (tests, the simulator).
@@ -1737,6 +1748,10 @@ tenants:
             (
                 format!("{cert}      pkcs12_file: {d}/app.pfx\n      pkcs12_password: ${{NOPE}}\n"),
                 "tenants[0].auth.pkcs12_password: environment variable NOPE is not set".to_string(),
+            ),
+            (
+                format!("{cert}      pkcs12_file: {d}/app.pfx\n      pkcs12_password: 'pfx-pw${{'\n"),
+                "tenants[0].auth.pkcs12_password: unterminated ${ in the value (not shown: it is a secret)".to_string(),
             ),
             (
                 format!("{cert}      pkcs12_file: {d}/app.pfx\n      pkcs12_password_file: {d}/missing.txt\n"),
