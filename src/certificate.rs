@@ -504,6 +504,39 @@ pub(crate) mod tests {
 
     // See: #10
     #[test]
+    fn the_certificate_matching_the_key_is_taken_not_the_first() {
+        use p12_keystore::{EncryptionAlgorithm as E, MacAlgorithm as M};
+        let (cert, key) = rsa_cert_der(1_000, 4_000_000_000);
+        let (ca, _) = rsa_cert_der(1_000, 4_000_000_000);
+        let mut store = p12_keystore::KeyStore::new();
+        // Entries come back in alias order: the CA's comes first.
+        store.add_entry(
+            "a-ca",
+            p12_keystore::KeyStoreEntry::Certificate(
+                p12_keystore::Certificate::from_der(&ca).unwrap(),
+            ),
+        );
+        store.add_entry(
+            "b-app",
+            p12_keystore::KeyStoreEntry::PrivateKeyChain(p12_keystore::PrivateKeyChain::new(
+                &key,
+                b"1",
+                [p12_keystore::Certificate::from_der(&cert).unwrap()],
+            )),
+        );
+        let file = store
+            .writer("pw")
+            .encryption_algorithm(E::PbeWithHmacSha256AndAes256)
+            .mac_algorithm(M::HmacSha256)
+            .write()
+            .unwrap();
+        let c = Certificate::from_pkcs12("chain.pfx", &file, "pw").unwrap();
+        assert_eq!(c.x5t_s256, b64url(&sha2::Sha256::digest(&cert)));
+        assert_ne!(c.x5t_s256, b64url(&sha2::Sha256::digest(&ca)));
+    }
+
+    // See: #10
+    #[test]
     fn pkcs12_errors_name_the_file_and_the_problem() {
         use p12_keystore::{EncryptionAlgorithm as E, MacAlgorithm as M};
         let (cert, key) = rsa_cert_der(1_000, 4_000_000_000);
