@@ -277,27 +277,12 @@ impl Client {
         filter: &str,
         wait: QuotaWait,
     ) -> Result<Vec<Machine>, Error> {
-        let mut url = self.api_url("api/machines");
-        url.query_pairs_mut().append_pair("$filter", filter);
-        let mut all = Vec::new();
-        let mut seen = std::collections::HashSet::from([url.to_string()]);
-        let mut next = Some(url);
-        while let Some(url) = next.take() {
-            let body = self
-                .api_get(Endpoint::ListMachines, &url, wait, None)
-                .await?;
-            let page = model::parse_machine_page(&body).map_err(|source| Error::Parse {
-                endpoint: Endpoint::ListMachines.as_str(),
-                url: redact_url(&url),
-                source,
-            })?;
-            for problem in &page.invalid {
+        self.list_all(Endpoint::ListMachines, "api/machines", filter, wait, "machine", |invalid| {
+            for problem in invalid {
                 tracing::warn!(tenant = %self.tenant, problem, "skipping a machine that does not parse");
             }
-            all.extend(page.machines);
-            next = self.next_page(Endpoint::ListMachines, page.next_link, &mut seen)?;
-        }
-        Ok(all)
+        })
+        .await
     }
 
     /// Application permissions the latest token's `roles` claim lacks (`None`: not known).
@@ -322,30 +307,47 @@ impl Client {
         filter: &str,
         wait: QuotaWait,
     ) -> Result<Vec<MachineAction>, Error> {
-        let mut url = self.api_url("api/machineactions");
+        self.list_all(Endpoint::ListMachineActions, "api/machineactions", filter, wait, "action", |invalid| {
+            for problem in invalid {
+                tracing::warn!(tenant = %self.tenant, problem, "skipping a machine action that does not parse");
+            }
+            self.metrics
+                .invalid_actions
+                .get_or_create(&crate::metrics::tenant(&self.tenant))
+                .inc_by(invalid.len() as u64);
+        })
+        .await
+    }
+
+    /// `GET {path}?$filter=…` and every page after it ([`Client::next_page`]): the items of
+    /// all pages that parse as `T` (named `item` in problems); each page's problems go to
+    /// `skipped` as that page is read.
+    async fn list_all<T: serde::de::DeserializeOwned>(
+        &self,
+        ep: Endpoint,
+        path: &str,
+        filter: &str,
+        wait: QuotaWait,
+        item: &str,
+        skipped: impl Fn(&[String]),
+    ) -> Result<Vec<T>, Error> {
+        let mut url = self.api_url(path);
         url.query_pairs_mut().append_pair("$filter", filter);
         let mut all = Vec::new();
         // Every page's URL, to tell a listing that loops from one that ends.
         let mut seen = std::collections::HashSet::from([url.to_string()]);
         let mut next = Some(url);
         while let Some(url) = next.take() {
-            let body = self
-                .api_get(Endpoint::ListMachineActions, &url, wait, None)
-                .await?;
-            let page = model::parse_action_page(&body).map_err(|source| Error::Parse {
-                endpoint: Endpoint::ListMachineActions.as_str(),
-                url: redact_url(&url),
-                source,
-            })?;
-            for problem in &page.invalid {
-                tracing::warn!(tenant = %self.tenant, problem, "skipping a machine action that does not parse");
-            }
-            self.metrics
-                .invalid_actions
-                .get_or_create(&crate::metrics::tenant(&self.tenant))
-                .inc_by(page.invalid.len() as u64);
-            all.extend(page.actions);
-            next = self.next_page(Endpoint::ListMachineActions, page.next_link, &mut seen)?;
+            let body = self.api_get(ep, &url, wait, None).await?;
+            let (items, invalid, next_link) =
+                model::parse_page::<T>(&body, item).map_err(|source| Error::Parse {
+                    endpoint: ep.as_str(),
+                    url: redact_url(&url),
+                    source,
+                })?;
+            skipped(&invalid);
+            all.extend(items);
+            next = self.next_page(ep, next_link, &mut seen)?;
         }
         Ok(all)
     }

@@ -183,11 +183,11 @@ pub fn parse_action_page(bytes: &[u8]) -> Result<ActionPage, ParseError> {
 
 /// A parsed list page: the items that parse, the problems of those that do not, and the
 /// `@odata.nextLink`.
-type Page<T> = (Vec<T>, Vec<String>, Option<String>);
+pub(crate) type Page<T> = (Vec<T>, Vec<String>, Option<String>);
 
 /// The items of a list page that parse as `T`, the problems of those that do not (each
 /// naming the item as `what` and its id), and the `@odata.nextLink`. See [`parse_action_page`].
-fn parse_page<T: serde::de::DeserializeOwned>(
+pub(crate) fn parse_page<T: serde::de::DeserializeOwned>(
     bytes: &[u8],
     what: &str,
 ) -> Result<Page<T>, ParseError> {
@@ -437,24 +437,6 @@ pub struct Machine {
 
 fn null_as_vec<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
     Ok(Option::<Vec<String>>::deserialize(d)?.unwrap_or_default())
-}
-
-/// One answer of `GET /api/machines`; like action pages, odd items are reported, not fatal.
-#[derive(Debug)]
-pub struct MachinePage {
-    pub machines: Vec<Machine>,
-    pub invalid: Vec<String>,
-    pub next_link: Option<String>,
-}
-
-/// Parsed item by item like [`parse_action_page`]: one odd machine never hides the others.
-pub fn parse_machine_page(bytes: &[u8]) -> Result<MachinePage, ParseError> {
-    let (machines, invalid, next_link) = parse_page::<Machine>(bytes, "machine")?;
-    Ok(MachinePage {
-        machines,
-        invalid,
-        next_link,
-    })
 }
 
 /// Query parameters whose values are credentials (SAS signature, tokens).
