@@ -183,6 +183,16 @@ fn done_key(k: &ResultKey) -> String {
     serde_json::json!([k.tenant, k.action_id, k.index]).to_string()
 }
 
+/// The [`ResultKey`] a [`done_key`] was made from (`None` for a key this version cannot read).
+fn parse_done_key(key: &str) -> Option<ResultKey> {
+    let (tenant, action_id, index) = serde_json::from_str::<(String, String, u32)>(key).ok()?;
+    Some(ResultKey {
+        tenant,
+        action_id,
+        index,
+    })
+}
+
 fn action_key(tenant: &str, action_id: &str) -> String {
     serde_json::json!([tenant, action_id]).to_string()
 }
@@ -349,14 +359,8 @@ impl State {
             let read = db.begin_read()?;
             for entry in read.open_table(DONE)?.iter()? {
                 let (k, _) = entry?;
-                if let Ok((tenant, action_id, index)) =
-                    serde_json::from_str::<(String, String, u32)>(k.value())
-                {
-                    state.done.insert(ResultKey {
-                        tenant,
-                        action_id,
-                        index,
-                    });
+                if let Some(key) = parse_done_key(k.value()) {
+                    state.done.insert(key);
                 }
             }
             for entry in read.open_table(ACTIONS)?.iter()? {
@@ -388,14 +392,8 @@ impl State {
             }
             for entry in read.open_table(NOT_RUN)?.iter()? {
                 let (k, _) = entry?;
-                if let Ok((tenant, action_id, index)) =
-                    serde_json::from_str::<(String, String, u32)>(k.value())
-                {
-                    state.not_run.insert(ResultKey {
-                        tenant,
-                        action_id,
-                        index,
-                    });
+                if let Some(key) = parse_done_key(k.value()) {
+                    state.not_run.insert(key);
                 }
             }
             for entry in read.open_table(ATTEMPTS)?.iter()? {
