@@ -222,7 +222,11 @@ async fn child() {
         trace_url: None,
         last_expiry: Mutex::new(None),
     });
-    let http = mde_liveresponse_exporter::app::http_client(Duration::from_secs(120)).unwrap();
+    let http = mde_liveresponse_exporter::mde::Http::new(
+        mde_liveresponse_exporter::app::http_client(Duration::from_secs(120)).unwrap(),
+        mde_liveresponse_exporter::mde::http::DEFAULT_MAX_REQUESTS_IN_FLIGHT,
+        &metrics,
+    );
     let client = Client::new(&tenant, http, quota, metrics).unwrap();
     let mut collector = TenantCollector::new(tenant, client, shared);
     // Warm-up: the token, and for incremental discovery the first-start listing.

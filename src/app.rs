@@ -14,7 +14,7 @@ use tokio::task::JoinHandle;
 
 use crate::collector::TenantCollector;
 use crate::config::{Config, QuotaConfig, Secret, Selectors, Tenant};
-use crate::mde::Client;
+use crate::mde::{Client, Http};
 use crate::metrics::Metrics;
 use crate::quota::Quota;
 use crate::shared::{
@@ -75,13 +75,6 @@ impl Handle {
     }
 }
 
-/// Idle connections kept per host. Every tenant talks to the same few hosts (its cloud's API
-/// and login hosts, and the blob storage), through the one client all tenants share: a
-/// handful of warm connections serves thousands of tenants whose polls are spread over the
-/// interval, while an unbounded pool kept one connection (and its buffers) per tenant polled
-/// at the same moment. See: #11
-const POOL_IDLE_PER_HOST: usize = 16;
-
 /// The one HTTP client all tenants share (one connection pool, one TLS configuration).
 pub fn http_client(timeout: Duration) -> Result<reqwest::Client, Error> {
     http_client_with_proxy(timeout, None)
@@ -96,6 +89,24 @@ pub fn http_client_with_proxy(
     timeout: Duration,
     proxy: Option<&crate::config::ProxyConfig>,
 ) -> Result<reqwest::Client, Error> {
+    build_http_client(
+        timeout,
+        proxy,
+        crate::mde::http::DEFAULT_MAX_REQUESTS_IN_FLIGHT,
+    )
+}
+
+/// As [`http_client_with_proxy`], keeping at most `idle_per_host` idle connections per host.
+/// Every tenant talks to the same few hosts (its cloud's API and login hosts, and the blob
+/// storage) through this one client, and at most `max_requests_in_flight` requests are in
+/// flight at once (`mde::http`), so that many connections per host are all it can use: a
+/// smaller idle pool would close and reopen connections (a TLS handshake each) whenever more
+/// are busy, a larger one could never fill. See: #11
+fn build_http_client(
+    timeout: Duration,
+    proxy: Option<&crate::config::ProxyConfig>,
+    idle_per_host: usize,
+) -> Result<reqwest::Client, Error> {
     let mut builder = reqwest::Client::builder()
         .user_agent(concat!(
             "mde-liveresponse-exporter/",
@@ -107,7 +118,7 @@ pub fn http_client_with_proxy(
         // it would carry a SAS link's signature to wherever the link redirects.
         .redirect(crate::mde::redirect_policy())
         .referer(false)
-        .pool_max_idle_per_host(POOL_IDLE_PER_HOST)
+        .pool_max_idle_per_host(idle_per_host)
         .no_proxy();
     if let Some(p) = proxy {
         let mut exceptions = "169.254.169.254".to_string();
@@ -160,7 +171,15 @@ fn prepare(
     status: Arc<RwLock<BTreeMap<String, TenantStatus>>>,
     previous: Option<(&Shared, &Config)>,
 ) -> Result<(Arc<Shared>, TenantClients), Error> {
-    let http = http_client_with_proxy(config.request_timeout, config.proxy.as_ref())?;
+    let http = Http::new(
+        build_http_client(
+            config.request_timeout,
+            config.proxy.as_ref(),
+            config.max_requests_in_flight,
+        )?,
+        config.max_requests_in_flight,
+        metrics,
+    );
     let mut quotas = BTreeMap::new();
     let mut clients = Vec::new();
     for t in &config.tenants {

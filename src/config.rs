@@ -199,6 +199,8 @@ struct RawFile {
     max_series: usize,
     #[serde(default = "default_request_timeout", with = "humantime_serde")]
     request_timeout: Duration,
+    #[serde(default = "default_max_requests_in_flight")]
+    max_requests_in_flight: usize,
     #[serde(default)]
     otel: OtelConfig,
     #[serde(default)]
@@ -470,6 +472,9 @@ fn default_max_series() -> usize {
 fn default_request_timeout() -> Duration {
     Duration::from_secs(30)
 }
+fn default_max_requests_in_flight() -> usize {
+    crate::mde::http::DEFAULT_MAX_REQUESTS_IN_FLIGHT
+}
 fn default_machine_info_interval() -> Duration {
     Duration::from_secs(3600)
 }
@@ -497,6 +502,9 @@ pub mod limits {
     pub const QUOTA_WINDOW_MAX: Duration = Duration::from_secs(7 * DAY);
     /// Largest `max_transcript_bytes`: a transcript is held in memory while it is read.
     pub const MAX_TRANSCRIPT_BYTES: u64 = 1 << 30;
+    /// `max_requests_in_flight`: each request in flight holds a connection (a file
+    /// descriptor) and its buffers.
+    pub const MAX_REQUESTS_IN_FLIGHT: (usize, usize) = (1, 4096);
 }
 
 /// A duration in the largest whole unit of the file's notation: `30d`, `24h`, `90s`, `100ms`.
@@ -670,6 +678,8 @@ pub struct Config {
     /// At most this many per-machine series per metric; the oldest go first.
     pub max_series: usize,
     pub request_timeout: Duration,
+    /// API calls and result downloads in flight at once, across all tenants.
+    pub max_requests_in_flight: usize,
     /// Tracing export; unset keys fall back to the standard `OTEL_*` variables.
     pub otel: OtelConfig,
     /// How transcript text appears in logs.
@@ -712,6 +722,7 @@ impl Default for Config {
             series_ttl: default_series_ttl(),
             max_series: default_max_series(),
             request_timeout: default_request_timeout(),
+            max_requests_in_flight: default_max_requests_in_flight(),
             otel: OtelConfig::default(),
             transcript_log: Redaction::default(),
             proxy: None,
@@ -774,6 +785,16 @@ impl Config {
             return Err(invalid(
                 "max_series".into(),
                 "must be greater than 0".into(),
+            ));
+        }
+        let (lo, hi) = limits::MAX_REQUESTS_IN_FLIGHT;
+        if !(lo..=hi).contains(&raw.max_requests_in_flight) {
+            return Err(invalid(
+                "max_requests_in_flight".into(),
+                format!(
+                    "must be between {lo} and {hi} (got {})",
+                    raw.max_requests_in_flight
+                ),
             ));
         }
         let mut scrubbers = Vec::with_capacity(raw.transcript_log.scrub.len());
@@ -965,6 +986,7 @@ impl Config {
             series_ttl: raw.series_ttl,
             max_series: raw.max_series,
             request_timeout: raw.request_timeout,
+            max_requests_in_flight: raw.max_requests_in_flight,
             otel: raw.otel,
             transcript_log,
             proxy,
@@ -1845,6 +1867,30 @@ tenants:
     }
 
     /// See: #13. Durations that overflow a timer or make no sense fail `--config.check`,
+    /// The cap on requests in flight across tenants: a default, and bounds that name the key.
+    #[test]
+    fn max_requests_in_flight_is_bounded() {
+        assert_eq!(
+            parse(GOOD).unwrap().max_requests_in_flight,
+            crate::mde::http::DEFAULT_MAX_REQUESTS_IN_FLIGHT
+        );
+        assert_eq!(
+            parse(&format!("max_requests_in_flight: 8\n{GOOD}"))
+                .unwrap()
+                .max_requests_in_flight,
+            8
+        );
+        let err = |text: String| parse(&text).unwrap_err().to_string();
+        assert_eq!(
+            err(format!("max_requests_in_flight: 0\n{GOOD}")),
+            "config file cfg.yml: max_requests_in_flight: must be between 1 and 4096 (got 0)"
+        );
+        assert_eq!(
+            err(format!("max_requests_in_flight: 100000\n{GOOD}")),
+            "config file cfg.yml: max_requests_in_flight: must be between 1 and 4096 (got 100000)"
+        );
+    }
+
     /// naming the key and the bound.
     #[test]
     fn absurd_durations_are_refused() {

@@ -205,6 +205,11 @@ pub struct Metrics {
     pub script_not_run: Family<MachineScriptLabels, Gauge>,
     /// Writes to the state file that failed (each is retried once after reopening the file).
     pub state_write_errors: Counter,
+    /// API calls and result downloads in flight across tenants, their cap
+    /// (`max_requests_in_flight`) and the time requests waited for a slot (see `mde::http`).
+    pub requests_in_flight: Gauge,
+    pub requests_in_flight_limit: Gauge,
+    pub request_slot_wait: Counter<f64>,
     /// Length of the latest `/metrics` body, to allocate the next one at once.
     last_body_len: AtomicUsize,
 }
@@ -258,6 +263,9 @@ impl Metrics {
             script_not_run_total: Family::default(),
             script_not_run: Family::default(),
             state_write_errors: Counter::default(),
+            requests_in_flight: Gauge::default(),
+            requests_in_flight_limit: Gauge::default(),
+            request_slot_wait: Counter::default(),
             last_body_len: AtomicUsize::new(0),
         };
         let bg = |s: &str| format!("{s} {BACKGROUND}");
@@ -447,6 +455,21 @@ impl Metrics {
             "mde_exporter_state_write_errors",
             "Writes to the state file that failed (a full disk, an I/O error); after each the file is reopened and the write tried again, so polls recover when the disk does",
             m.state_write_errors.clone(),
+        );
+        r.register(
+            "mde_exporter_requests_in_flight",
+            "API calls and result downloads in flight now, across all tenants (token requests are not counted)",
+            m.requests_in_flight.clone(),
+        );
+        r.register(
+            "mde_exporter_requests_in_flight_limit",
+            "The most API calls and result downloads in flight at once across all tenants (max_requests_in_flight)",
+            m.requests_in_flight_limit.clone(),
+        );
+        r.register(
+            "mde_exporter_request_slot_wait_seconds",
+            "Time requests waited for a free slot under max_requests_in_flight, summed over requests; when it grows by about a second every second, the cap, not the API, sets the pace",
+            m.request_slot_wait.clone(),
         );
         r.register_collector(Box::new(ProcessCollector));
         r.register_collector(Box::new(HttpCollector(m.http_stats.clone())));

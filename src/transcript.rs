@@ -14,7 +14,7 @@ use tokio::time::Instant;
 
 use crate::config::{Config, Tenant};
 use crate::mde::model::{CommandStatus, CommandType, MachineAction};
-use crate::mde::{Client, ErrorKind, QuotaWait};
+use crate::mde::{Client, ErrorKind, Http, QuotaWait};
 use crate::metrics::Metrics;
 use crate::quota::Quota;
 
@@ -75,13 +75,17 @@ pub enum Error {
 /// Fetch and render what `req` asks for.
 pub async fn run(config: &Config, req: &Request) -> Result<Printed, Error> {
     let tenant = find_tenant(config, &req.tenant)?;
-    let http = crate::app::http_client(config.request_timeout)?;
+    let metrics = Arc::new(Metrics::new());
+    let http = Http::new(
+        crate::app::http_client(config.request_timeout)?,
+        config.max_requests_in_flight,
+        &metrics,
+    );
     let quota = Arc::new(Mutex::new(Quota::new(&tenant.quota)));
-    let client =
-        Client::new(tenant, http, quota, Arc::new(Metrics::new())).map_err(|error| Error::Api {
-            tenant: tenant.name.clone(),
-            error,
-        })?;
+    let client = Client::new(tenant, http, quota, metrics).map_err(|error| Error::Api {
+        tenant: tenant.name.clone(),
+        error,
+    })?;
     // The same quota rules as the collector: wait for room, but not for ever.
     let wait = || QuotaWait::Until(Instant::now() + config.request_timeout);
     let api = |error| Error::Api {

@@ -1,11 +1,13 @@
 //! The MDE API client for one tenant: one method per endpoint, every call metered.
 //!
-//! Owns sending: the quota check before a call, the bearer token, one token renewal on 401,
+//! Owns sending: a slot among the requests in flight (`http`), the quota check before a
+//! call, the bearer token, one token renewal on 401,
 //! `Retry-After` on 429, response size caps, and the per-call metrics (`mde_api_*`), which are
 //! recorded whether the call succeeds or not. Does not own what to call next (the collector)
 //! nor parsing (`model`).
 
 pub mod auth;
+pub mod http;
 pub mod model;
 
 use std::sync::{Arc, Mutex, PoisonError};
@@ -22,6 +24,7 @@ use url::Url;
 use crate::config::Tenant;
 use crate::metrics::{Metrics, RequestLabels, endpoint};
 use crate::quota::{Endpoint, Quota};
+pub use http::{Http, Slot};
 use model::{DownloadLink, Machine, MachineAction, ParseError, Transcript, redact_url};
 
 /// Largest API answer we read (a full `$top=10000` page is a few MiB).
@@ -217,7 +220,7 @@ pub type SharedQuota = Arc<Mutex<Quota>>;
 
 /// The client for one tenant.
 pub struct Client {
-    http: reqwest::Client,
+    http: Http,
     api: Url,
     api_origin: String,
     /// The API is on a loopback host (the simulator, tests): result links may then come from
@@ -233,11 +236,15 @@ pub struct Client {
 impl Client {
     pub fn new(
         t: &Tenant,
-        http: reqwest::Client,
+        http: Http,
         quota: SharedQuota,
         metrics: Arc<Metrics>,
     ) -> Result<Self, Error> {
-        let auth = Arc::new(auth::TokenSource::new(t, http.clone(), metrics.clone())?);
+        let auth = Arc::new(auth::TokenSource::new(
+            t,
+            http.client.clone(),
+            metrics.clone(),
+        )?);
         let mut api = t.api_url.clone();
         if !api.path().ends_with('/') {
             let p = format!("{}/", api.path());
@@ -430,8 +437,10 @@ impl Client {
         max_bytes: u64,
         what: &str,
     ) -> Result<Transcript, Error> {
-        let (resp, shown) = self.get_blob(link).await?;
-        let body = read_capped(resp, max_bytes).await.map_err(|e| match e {
+        let (resp, shown, slot) = self.get_blob(link).await?;
+        let body = read_capped(resp, max_bytes).await;
+        drop(slot);
+        let body = body.map_err(|e| match e {
             ReadError::TooLarge => Error::TooLarge {
                 endpoint: DOWNLOAD,
                 url: shown.clone(),
@@ -474,7 +483,7 @@ impl Client {
     /// Size a `GetFile` result (gzip-compressed bytes) without keeping it: from
     /// `Content-Length` when given (the body is never read), else by streaming it through.
     pub async fn measure_file(&self, link: &DownloadLink) -> Result<u64, Error> {
-        let (resp, shown) = self.get_blob(link).await?;
+        let (resp, shown, _slot) = self.get_blob(link).await?;
         if let Some(len) = resp.content_length() {
             // Dropping the response closes the connection: the bytes are never read.
             return Ok(len);
@@ -488,16 +497,22 @@ impl Client {
         Ok(size)
     }
 
-    /// GET a SAS link (no bearer token) and return the 2xx response and the redacted URL.
-    async fn get_blob(&self, link: &DownloadLink) -> Result<(reqwest::Response, String), Error> {
+    /// GET a SAS link (no bearer token) and return the 2xx response, the redacted URL and the
+    /// slot the request holds until its body has been read.
+    async fn get_blob(
+        &self,
+        link: &DownloadLink,
+    ) -> Result<(reqwest::Response, String, Slot), Error> {
         let shown = redact_url(&link.0);
         if !self.trusted_download(&link.0) {
             return Err(Error::UntrustedLink(shown));
         }
+        let slot = self.http.slot().await;
         let span = http_span(DOWNLOAD, &link.0, &shown, None);
         let started = Instant::now();
         let sent = self
             .http
+            .client
             .get(link.0.clone())
             .send()
             .instrument(span.clone())
@@ -531,7 +546,7 @@ impl Client {
                 code,
             });
         }
-        Ok((resp, shown))
+        Ok((resp, shown, slot))
     }
 
     /// Whether a result link may be fetched: https to the clouds' blob storage, or the API's
@@ -607,13 +622,18 @@ impl Client {
         f(&mut self.quota.lock().unwrap_or_else(PoisonError::into_inner))
     }
 
-    async fn acquire(&self, ep: Endpoint, wait: QuotaWait) -> Result<(), Error> {
+    /// A slot among the requests in flight, then room in the quota, in that order: the quota
+    /// records the instant a call is sent, which must not be earlier than the real one, so the
+    /// wait for a slot comes first. The slot is given back while the quota makes the call wait.
+    async fn slot_and_quota(&self, ep: Endpoint, wait: QuotaWait) -> Result<Slot, Error> {
         loop {
+            let slot = self.http.slot().await;
             let now = Instant::now();
             let decision = self.with_quota(|q| q.try_acquire(ep, now));
             match (decision, wait) {
-                (Ok(()), _) => return Ok(()),
+                (Ok(()), _) => return Ok(slot),
                 (Err(w), QuotaWait::Until(deadline)) if now + w <= deadline => {
+                    drop(slot);
                     tokio::time::sleep(w).await;
                 }
                 (Err(w), _) => {
@@ -637,12 +657,14 @@ impl Client {
         let shown = redact_url(url);
         let mut renewed = false;
         loop {
-            self.acquire(ep, wait).await?;
+            // The token first: a token request takes no slot, and no slot waits for one.
             let token = self.auth.token().await?;
+            let slot = self.slot_and_quota(ep, wait).await?;
             let span = http_span(ep.as_str(), url, &shown, action);
             let started = Instant::now();
             let sent = self
                 .http
+                .client
                 .get(url.clone())
                 .bearer_auth(&token)
                 .header(reqwest::header::ACCEPT, "application/json")
@@ -667,7 +689,9 @@ impl Client {
             }
             self.with_quota(|q| q.succeeded(ep, Instant::now()));
             let location = resp.headers().get(reqwest::header::LOCATION).cloned();
-            let body = read_capped(resp, MAX_API_BODY).await.map_err(|e| match e {
+            let body = read_capped(resp, MAX_API_BODY).await;
+            drop(slot);
+            let body = body.map_err(|e| match e {
                 ReadError::TooLarge => Error::TooLarge {
                     endpoint: ep.as_str(),
                     url: shown.clone(),
@@ -906,26 +930,86 @@ mod tests {
         assert_eq!(parse_retry_after("999999", now), None);
     }
 
+    fn test_tenant(name: &str, quota: crate::config::QuotaConfig) -> Tenant {
+        let api = Url::parse("http://127.0.0.1:9").unwrap();
+        Tenant {
+            name: name.into(),
+            tenant_id: "tid".into(),
+            client_id: "cid".into(),
+            auth: crate::config::Auth::ClientSecret(crate::config::Secret::new("s")),
+            api_url: api.clone(),
+            login_url: api,
+            audience: "a".into(),
+            selectors: Default::default(),
+            quota,
+            machine_context: Default::default(),
+        }
+    }
+
+    /// See: #11. A call waiting for quota room gives its slot back: with one slot for the
+    /// whole process, a tenant out of quota does not hold another tenant's call back, and the
+    /// quota counts a call only once it has its slot (the instant it is really sent).
+    #[tokio::test(start_paused = true)]
+    async fn a_call_waiting_for_quota_holds_no_slot() {
+        let metrics = Arc::new(Metrics::new());
+        let http = Http::new(reqwest::Client::new(), 1, &metrics);
+        let client = |name: &str, per_minute| {
+            let t = test_tenant(
+                name,
+                crate::config::QuotaConfig {
+                    per_minute,
+                    ..Default::default()
+                },
+            );
+            let quota = Arc::new(Mutex::new(Quota::new(&t.quota)));
+            Client::new(&t, http.clone(), quota, metrics.clone()).unwrap()
+        };
+        let a = Arc::new(client("a", 1));
+        let b = client("b", 100);
+        // `a` spends its only call of the minute, then asks again and has to wait.
+        drop(
+            a.slot_and_quota(Endpoint::ListMachineActions, QuotaWait::No)
+                .await
+                .unwrap(),
+        );
+        let far = Instant::now() + Duration::from_secs(3600);
+        let waiting = {
+            let a = a.clone();
+            tokio::spawn(async move {
+                a.slot_and_quota(Endpoint::ListMachineActions, QuotaWait::Until(far))
+                    .await
+                    .map(drop)
+            })
+        };
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished());
+        // `b` gets the one slot at once, without the clock moving.
+        let started = Instant::now();
+        let slot = b
+            .slot_and_quota(Endpoint::ListMachineActions, QuotaWait::No)
+            .await
+            .unwrap();
+        assert_eq!(started.elapsed(), Duration::ZERO);
+        assert_eq!(http.available(), 0);
+        drop(slot);
+        // `a` goes once its minute has passed.
+        waiting.await.unwrap().unwrap();
+        assert!(started.elapsed() >= Duration::from_secs(59));
+        assert_eq!(http.available(), 1);
+    }
+
     /// See: #13. Result links only from blob storage over https, or from a loopback API's own
     /// origin.
     #[tokio::test]
     async fn downloads_only_from_blob_storage() {
         let metrics = Arc::new(Metrics::new());
         let client = |api: &str| {
-            let t = crate::config::Tenant {
-                name: "t".into(),
-                tenant_id: "tid".into(),
-                client_id: "cid".into(),
-                auth: crate::config::Auth::ClientSecret(crate::config::Secret::new("s")),
-                api_url: Url::parse(api).unwrap(),
-                login_url: Url::parse(api).unwrap(),
-                audience: "a".into(),
-                selectors: Default::default(),
-                quota: Default::default(),
-                machine_context: Default::default(),
-            };
+            let mut t = test_tenant("t", Default::default());
+            t.api_url = Url::parse(api).unwrap();
+            t.login_url = t.api_url.clone();
             let quota = Arc::new(Mutex::new(Quota::new(&t.quota)));
-            Client::new(&t, reqwest::Client::new(), quota, metrics.clone()).unwrap()
+            let http = Http::new(reqwest::Client::new(), 1, &metrics);
+            Client::new(&t, http, quota, metrics.clone()).unwrap()
         };
         let real = client("https://api.securitycenter.microsoft.com");
         let sim = client("http://127.0.0.1:9718");

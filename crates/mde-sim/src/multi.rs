@@ -12,6 +12,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use axum::Router;
@@ -65,6 +66,10 @@ struct Inner {
     /// Bearer token → tenant, learnt from the token answers. Tokens are kept until the
     /// simulator is dropped: one per tenant and token lifetime.
     by_token: Mutex<HashMap<String, usize>>,
+    /// API and blob requests being answered now, over all tenants, and the most ever at once
+    /// (token requests are not counted).
+    in_flight: AtomicUsize,
+    max_in_flight: AtomicUsize,
 }
 
 /// N simulated tenants behind one router; cheap to clone (an `Arc`).
@@ -97,8 +102,16 @@ impl MultiSim {
                 by_tenant,
                 by_action,
                 by_token: Mutex::new(HashMap::new()),
+                in_flight: AtomicUsize::new(0),
+                max_in_flight: AtomicUsize::new(0),
             }),
         }
+    }
+
+    /// The most API and blob requests (over all tenants, tokens not counted) that were being
+    /// answered at the same time since the start.
+    pub fn max_in_flight(&self) -> usize {
+        self.inner.max_in_flight.load(Ordering::SeqCst)
     }
 
     /// Every tenant, by index.
@@ -176,6 +189,23 @@ impl MultiSim {
     }
 }
 
+/// One request counted in [`Inner::in_flight`] while it lives.
+struct InFlight<'a>(&'a Inner);
+
+impl<'a> InFlight<'a> {
+    fn enter(inner: &'a Inner) -> Self {
+        let now = inner.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        inner.max_in_flight.fetch_max(now, Ordering::SeqCst);
+        InFlight(inner)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 async fn dispatch(State(multi): State<MultiSim>, req: Request) -> Response {
     if req.uri().path() == "/sim/summary" {
         return axum::Json(multi.summary()).into_response();
@@ -184,10 +214,12 @@ async fn dispatch(State(multi): State<MultiSim>, req: Request) -> Response {
     let Some(router) = multi.inner.routers.get(index).cloned() else {
         return StatusCode::NOT_FOUND.into_response();
     };
+    let counted = (!token).then(|| InFlight::enter(&multi.inner));
     let resp = match router.oneshot(req).await {
         Ok(r) => r,
         Err(never) => match never {},
     };
+    drop(counted);
     if !(token && resp.status().is_success()) {
         return resp;
     }
