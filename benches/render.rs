@@ -10,7 +10,9 @@
 //! gauges, `mde_machine_info`). That is about 190 series a tenant, close to what the scale
 //! benchmark counts against the simulator. For each size (`BENCH_SERIES`, default
 //! `20000,50000,100000`) it prints the series count, the body size, and the p50/p99/max of
-//! `BENCH_RUNS` (default 50) encodings in the Prometheus text format and in OpenMetrics.
+//! `BENCH_RUNS` (default 50) encodings in the Prometheus text format and in OpenMetrics, as
+//! `/metrics` makes them (`Metrics::encode_chunks`: two threads for a large body).
+//! `BENCH_THREADS=1` times the encoding on one thread, for comparison.
 //! Run it with `cargo bench --bench render`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -200,6 +202,7 @@ fn main() {
         .unwrap();
     let _guard = rt.enter();
     let quota = QuotaConfig::default();
+    let one_thread = env_or("BENCH_THREADS", 2) == 1;
     // Series of one tenant, to size each run.
     let per_tenant = {
         let m = Metrics::new();
@@ -210,7 +213,14 @@ fn main() {
         series(&m.encode(false).unwrap()) - base
     };
     if header {
-        println!("{per_tenant} series a tenant; {runs} encodings per size");
+        println!(
+            "{per_tenant} series a tenant; {runs} encodings per size; {}",
+            if one_thread {
+                "on one thread"
+            } else {
+                "as /metrics encodes them"
+            }
+        );
         println!(
             "{:>8} {:>8} {:>9} | {:>22} | {:>22} | memory",
             "tenants", "series", "body", "text p50/p99/max", "OpenMetrics p50/p99/max"
@@ -234,14 +244,20 @@ fn main() {
         for om in [false, true] {
             let mut times = Vec::with_capacity(runs);
             for _ in 0..runs {
+                // What `/metrics` does: one chunk, or two encoded side by side for a large
+                // body (sent one after the other, never joined).
                 let t = Instant::now();
-                let body = m.encode(om).unwrap();
+                let chunks = if one_thread {
+                    vec![m.encode_on_one_thread(om).unwrap()]
+                } else {
+                    m.encode_chunks(om).unwrap()
+                };
                 times.push(t.elapsed());
                 if !om {
-                    body_len = body.len();
-                    count = series(&body);
+                    body_len = chunks.iter().map(String::len).sum();
+                    count = chunks.iter().map(|c| series(c)).sum();
                 }
-                std::hint::black_box(body);
+                std::hint::black_box(chunks);
             }
             line.push_str(&format!(
                 " | {:>6.1?} {:>6.1?} {:>6.1?}",

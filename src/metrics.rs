@@ -160,7 +160,7 @@ pub type ExHistogramFamily<L> = Family<L, HistogramWithExemplars<TraceLabel>, Bu
 
 /// Every metric the exporter serves.
 pub struct Metrics {
-    registry: Registry,
+    registry: Parts,
     pub script_runs: Family<ScriptLabels, ExCounter>,
     pub script_failures: Family<ScriptLabels, ExCounter>,
     pub script_errors: Family<ScriptLabels, ExCounter>,
@@ -210,8 +210,6 @@ pub struct Metrics {
     pub requests_in_flight: Gauge,
     pub requests_in_flight_limit: Gauge,
     pub request_slot_wait: Counter<f64>,
-    /// Length of the latest `/metrics` body, to allocate the next one at once.
-    last_body_len: AtomicUsize,
 }
 
 impl Default for Metrics {
@@ -222,9 +220,9 @@ impl Default for Metrics {
 
 impl Metrics {
     pub fn new() -> Self {
-        let mut registry = Registry::default();
+        let mut registry = Parts::default();
         let m = Metrics {
-            registry: Registry::default(),
+            registry: Parts::default(),
             script_runs: Family::default(),
             script_failures: Family::default(),
             script_errors: Family::default(),
@@ -266,7 +264,6 @@ impl Metrics {
             requests_in_flight: Gauge::default(),
             requests_in_flight_limit: Gauge::default(),
             request_slot_wait: Counter::default(),
-            last_body_len: AtomicUsize::new(0),
         };
         let bg = |s: &str| format!("{s} {BACKGROUND}");
         let r = &mut registry;
@@ -484,20 +481,142 @@ impl Metrics {
     }
 
     /// Encode every family. OpenMetrics (with exemplars) when asked for, else Prometheus text.
-    ///
-    /// The body is allocated once, at the size of the previous body plus an eighth: grown by
-    /// doubling from 16 KiB, a 5 MB body (50,000 series) was reallocated nine times and left
-    /// the allocator a trail of freed buffers. See: #11
     pub fn encode(&self, openmetrics: bool) -> Result<String, std::fmt::Error> {
-        let last = self.last_body_len.load(Ordering::Relaxed);
-        let mut out = String::with_capacity((last + last / 8).max(16 * 1024));
-        if openmetrics {
-            text::encode(&mut out, &self.registry)?;
-        } else {
-            prometheus_text::encode(&mut out, &self.registry)?;
+        let mut chunks = self.encode_chunks(openmetrics)?.into_iter();
+        let mut out = chunks.next().unwrap_or_default();
+        for c in chunks {
+            out.push_str(&c);
         }
-        self.last_body_len.store(out.len(), Ordering::Relaxed);
         Ok(out)
+    }
+
+    /// Encode every family, as chunks to be sent one after the other. A small body is one
+    /// chunk; a large one is encoded by two threads (the caller's and one more), each taking
+    /// the next family, largest first by the previous body, into a chunk of its own: the
+    /// chunks come back in registration order, so the body is the one a single thread would
+    /// make, and never copied into one string (which would hold it twice). The largest family
+    /// bounds the gain: it is encoded by one thread. Two threads halve the time to encode
+    /// 50,000 series when a core is free; they do not save CPU. See: #11
+    ///
+    /// Each chunk is allocated once, at the size its families took last time plus an eighth:
+    /// grown by doubling from 16 KiB, a 5 MB body (50,000 series) was reallocated nine times
+    /// and left the allocator a trail of freed buffers.
+    pub fn encode_chunks(&self, openmetrics: bool) -> Result<Vec<String>, std::fmt::Error> {
+        self.encode_split(openmetrics, true)
+    }
+
+    /// The body encoded on the caller's thread alone (for the render benchmark's comparison).
+    pub fn encode_on_one_thread(&self, openmetrics: bool) -> Result<String, std::fmt::Error> {
+        Ok(self.encode_split(openmetrics, false)?.concat())
+    }
+
+    fn encode_split(
+        &self,
+        openmetrics: bool,
+        two_threads: bool,
+    ) -> Result<Vec<String>, std::fmt::Error> {
+        let parts = &self.registry;
+        let n = parts.parts.len();
+        let last: Vec<usize> = parts
+            .last_len
+            .iter()
+            .map(|l| l.load(Ordering::Relaxed))
+            .collect();
+        let total: usize = last.iter().sum();
+        let room = |len: usize| String::with_capacity(len + len / 8);
+        let encode_one = |i: usize, out: &mut String| -> Result<(), std::fmt::Error> {
+            let before = out.len();
+            if openmetrics {
+                text::encode_registry(out, &parts.parts[i])?;
+            } else {
+                prometheus_text::encode(out, &parts.parts[i])?;
+            }
+            parts.last_len[i].store(out.len() - before, Ordering::Relaxed);
+            Ok(())
+        };
+        let mut chunks = if two_threads && total >= PARALLEL_FROM {
+            let mut order: Vec<usize> = (0..n).collect();
+            order.sort_by_key(|&i| std::cmp::Reverse(last[i]));
+            let next = AtomicUsize::new(0);
+            let work = || -> Result<Vec<(usize, String)>, std::fmt::Error> {
+                let mut done = Vec::new();
+                while let Some(&i) = order.get(next.fetch_add(1, Ordering::Relaxed)) {
+                    let mut out = room(last[i]);
+                    encode_one(i, &mut out)?;
+                    done.push((i, out));
+                }
+                Ok(done)
+            };
+            let (mine, theirs) = std::thread::scope(|scope| {
+                // Without a second thread (a process limit), this one takes every family.
+                let other = std::thread::Builder::new()
+                    .name("metrics-encode".into())
+                    .spawn_scoped(scope, work)
+                    .ok();
+                let mine = work();
+                // A panic in the other thread is an encoder bug; it surfaces as an encoding
+                // error rather than taking the server down.
+                let theirs = other.map_or(Ok(Ok(Vec::new())), |h| h.join());
+                (mine, theirs.map_err(|_| std::fmt::Error))
+            });
+            let mut by_index: Vec<String> = vec![String::new(); n];
+            for (i, chunk) in mine?.into_iter().chain(theirs??) {
+                by_index[i] = chunk;
+            }
+            by_index.retain(|c| !c.is_empty());
+            by_index
+        } else {
+            let mut out = room(total.max(16 * 1024));
+            for i in 0..n {
+                encode_one(i, &mut out)?;
+            }
+            vec![out]
+        };
+        if openmetrics {
+            if chunks.is_empty() {
+                chunks.push(String::new());
+            }
+            if let Some(last) = chunks.last_mut() {
+                text::encode_eof(last)?;
+            }
+        }
+        Ok(chunks)
+    }
+}
+
+/// From this many bytes of body (as last encoded) on, `/metrics` is encoded by two threads.
+/// About 5,000 series; below it a thread costs more than it saves.
+const PARALLEL_FROM: usize = 512 * 1024;
+
+/// The registry, one family (or collector) to a part, in the order they were registered, with
+/// the size each took in the latest body; see [`Metrics::encode_chunks`].
+#[derive(Default)]
+struct Parts {
+    parts: Vec<Registry>,
+    last_len: Vec<AtomicUsize>,
+}
+
+impl Parts {
+    fn register(
+        &mut self,
+        name: &str,
+        help: impl Into<String>,
+        metric: impl prometheus_client::registry::Metric,
+    ) {
+        let mut r = Registry::default();
+        r.register(name, help, metric);
+        self.push(r);
+    }
+
+    fn register_collector(&mut self, collector: Box<dyn Collector>) {
+        let mut r = Registry::default();
+        r.register_collector(collector);
+        self.push(r);
+    }
+
+    fn push(&mut self, r: Registry) {
+        self.parts.push(r);
+        self.last_len.push(AtomicUsize::new(0));
     }
 }
 
@@ -764,6 +883,68 @@ pub fn reason(t: &str, r: &str) -> ReasonLabels {
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
+
+    /// Enough series in two families far apart in the registry for a body over
+    /// [`PARALLEL_FROM`].
+    fn large() -> Metrics {
+        let m = Metrics::new();
+        for i in 0..4000 {
+            let labels = MachineScriptLabels {
+                tenant: format!("tenant-{}", i % 40),
+                machine: format!("machine-{i}.contoso.example"),
+                script: "collect-inventory.ps1".into(),
+            };
+            m.script_exit_code.get_or_create(&labels).set(i % 3);
+            m.script_not_run.get_or_create(&labels).set(1);
+        }
+        m
+    }
+
+    /// The body without the `process_*` samples, which change between two encodings.
+    fn steady(body: &str) -> String {
+        body.lines()
+            .filter(|l| !l.starts_with("process_"))
+            .map(|l| format!("{l}\n"))
+            .collect()
+    }
+
+    /// See: #11. Once the previous body says it is large, the next is encoded in chunks on two
+    /// threads; sent one after the other they are exactly the body one thread makes, in both
+    /// formats, with OpenMetrics' `# EOF` once, at the end.
+    #[test]
+    fn a_large_body_in_chunks_is_the_same_body() {
+        for openmetrics in [false, true] {
+            let m = large();
+            let one = m.encode_chunks(openmetrics).unwrap();
+            assert_eq!(
+                one.len(),
+                1,
+                "the first body has no previous size to split by"
+            );
+            assert!(one[0].len() > PARALLEL_FROM);
+            let two = m.encode_chunks(openmetrics).unwrap();
+            // A chunk per family that has series, in registration order.
+            assert!(two.len() > 2, "{} chunks", two.len());
+            assert!(two.iter().all(|c| !c.is_empty()));
+            // (Not assert_eq: a failure would print megabytes.)
+            assert!(
+                steady(&two.concat()) == steady(&one[0]),
+                "two chunks differ from one"
+            );
+            assert!(steady(&m.encode(openmetrics).unwrap()) == steady(&one[0]));
+            assert_eq!(one[0].matches("# EOF").count(), usize::from(openmetrics));
+        }
+    }
+
+    /// A small body stays one chunk, encoded on the caller's thread.
+    #[test]
+    fn a_small_body_is_one_chunk() {
+        let m = Metrics::new();
+        let first = m.encode(false).unwrap();
+        let again = m.encode_chunks(false).unwrap();
+        assert_eq!(again.len(), 1);
+        assert_eq!(steady(&again[0]), steady(&first));
+    }
 
     #[test]
     fn names_follow_the_contract() {

@@ -90,12 +90,23 @@ fn wants_openmetrics(headers: &HeaderMap) -> bool {
 
 async fn metrics(State(s): State<AppState>, headers: HeaderMap) -> Response {
     let om = wants_openmetrics(&headers);
-    match s.shared().metrics.encode(om) {
-        Ok(body) => {
+    match s.shared().metrics.encode_chunks(om) {
+        Ok(mut chunks) => {
             let ct = if om {
                 OPENMETRICS_CONTENT_TYPE
             } else {
                 PROMETHEUS_CONTENT_TYPE
+            };
+            // A large body comes in two chunks encoded side by side; they are sent one after
+            // the other rather than copied into one (which would hold the body twice).
+            let body = if chunks.len() == 1 {
+                axum::body::Body::from(chunks.remove(0))
+            } else {
+                axum::body::Body::from_stream(futures_util::stream::iter(
+                    chunks
+                        .into_iter()
+                        .map(|c| Ok::<_, std::convert::Infallible>(bytes::Bytes::from(c))),
+                ))
             };
             ([(header::CONTENT_TYPE, ct)], body).into_response()
         }

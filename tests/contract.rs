@@ -118,41 +118,12 @@ async fn families_match_the_golden_file_and_the_contract() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn promtool_accepts_the_exposition() {
-    let Ok(out) = Command::new("promtool").arg("--version").output() else {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "promtool is required in CI"
-        );
-        eprintln!("SKIP: promtool not installed (scripts/test.sh installs it)");
+    if !have_promtool() {
         return;
-    };
-    assert!(out.status.success());
+    }
     let (exporter, _sim) = populated_exporter().await;
     let (_, _, text) = get(exporter.addr, "/metrics", None).await;
-    let mut child = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    use std::io::Write;
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    let report = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        out.status.success() && report.trim().is_empty(),
-        "promtool: {report}"
-    );
+    promtool_check(&text);
     exporter.shutdown().await.unwrap();
 }
 
@@ -178,5 +149,103 @@ async fn openmetrics_when_asked_and_landing_pages() {
     assert_eq!(status, 200);
     assert!(page.contains("<h2>Tenant sim</h2>"), "{page}");
     assert!(page.contains("href=\"/metrics\""));
+    exporter.shutdown().await.unwrap();
+}
+
+/// `promtool check metrics` on `text`: no error and no lint finding.
+fn promtool_check(text: &str) {
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && report.trim().is_empty(),
+        "promtool: {report}"
+    );
+}
+
+/// Whether promtool is here; in CI it must be.
+fn have_promtool() -> bool {
+    let Ok(out) = Command::new("promtool").arg("--version").output() else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "promtool is required in CI"
+        );
+        eprintln!("SKIP: promtool not installed (scripts/test.sh installs it)");
+        return false;
+    };
+    out.status.success()
+}
+
+// See: #11. A large body is encoded family by family on two threads and sent as one chunked
+// body: over HTTP it is still one valid exposition, each family once, in both formats.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_body_sent_in_chunks_is_one_valid_exposition() {
+    let (sim, addr) = start_sim(SimConfig::default()).await;
+    let exporter = start_exporter(parse_config(&config_yaml(
+        &sim,
+        addr,
+        "sim-client-secret",
+        "",
+        "",
+    )))
+    .await;
+    let shared = exporter.shared();
+    for i in 0..6000 {
+        let labels = mde_liveresponse_exporter::metrics::MachineScriptLabels {
+            tenant: "synthetic".into(),
+            machine: format!("machine-{i}.contoso.example"),
+            script: "collect.ps1".into(),
+        };
+        shared
+            .metrics
+            .script_exit_code
+            .get_or_create(&labels)
+            .set(1);
+        shared.metrics.script_not_run.get_or_create(&labels).set(1);
+    }
+    assert!(shared.metrics.encode_chunks(false).unwrap().len() == 1);
+    assert!(
+        shared.metrics.encode_chunks(false).unwrap().len() > 2,
+        "not encoded family by family"
+    );
+    let (status, _, text) = get(exporter.addr, "/metrics", None).await;
+    assert_eq!(status, 200);
+    for family in [
+        "mde_liveresponse_script_exit_code",
+        "mde_liveresponse_script_not_run",
+    ] {
+        assert_eq!(text.matches(&format!("# TYPE {family} gauge\n")).count(), 1);
+        let samples = parse_samples(&text);
+        assert_eq!(sum(&samples, family, &[("tenant", "synthetic")]), 6000.0);
+    }
+    assert!(text.contains("# TYPE mde_exporter_build_info gauge"));
+    if have_promtool() {
+        promtool_check(&text);
+    }
+    let (_, _, om) = get(
+        exporter.addr,
+        "/metrics",
+        Some("application/openmetrics-text;version=1.0.0"),
+    )
+    .await;
+    assert_eq!(om.matches("# EOF").count(), 1);
+    assert!(om.ends_with("# EOF\n"));
     exporter.shutdown().await.unwrap();
 }
