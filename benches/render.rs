@@ -12,7 +12,8 @@
 //! `20000,50000,100000`) it prints the series count, the body size, and the p50/p99/max of
 //! `BENCH_RUNS` (default 50) encodings in the Prometheus text format and in OpenMetrics, as
 //! `/metrics` makes them (`Metrics::encode_chunks`: two threads for a large body).
-//! `BENCH_THREADS=1` times the encoding on one thread, for comparison.
+//! `BENCH_THREADS=1` times the encoding on one thread, for comparison. "CPU ms" is the
+//! process's CPU time per text encoding, all threads together.
 //! Run it with `cargo bench --bench render`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -160,6 +161,20 @@ fn rss_kib() -> u64 {
         .unwrap_or(0)
 }
 
+/// CPU time (user + system) of this process so far, all threads, from `/proc/self/stat`
+/// (in clock ticks of 10 ms: enough over a few hundred encodings).
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<f64> = rest
+        .split_whitespace()
+        .map(|v| v.parse().unwrap_or(0.0))
+        .collect();
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+    (f.get(11).unwrap_or(&0.0) + f.get(12).unwrap_or(&0.0)) / 100.0
+}
+
 fn series(body: &str) -> usize {
     body.lines()
         .filter(|l| !l.is_empty() && !l.starts_with('#'))
@@ -222,8 +237,8 @@ fn main() {
             }
         );
         println!(
-            "{:>8} {:>8} {:>9} | {:>22} | {:>22} | memory",
-            "tenants", "series", "body", "text p50/p99/max", "OpenMetrics p50/p99/max"
+            "{:>8} {:>8} {:>9} | {:>22} | {:>22} | {:>8} | memory",
+            "tenants", "series", "body", "text p50/p99/max", "OpenMetrics p50/p99/max", "CPU ms"
         );
     }
     for want in sizes {
@@ -241,8 +256,10 @@ fn main() {
         let mut line = String::new();
         let mut body_len = 0;
         let mut count = 0;
+        let mut cpu_ms = 0.0;
         for om in [false, true] {
             let mut times = Vec::with_capacity(runs);
+            let cpu0 = cpu_seconds();
             for _ in 0..runs {
                 // What `/metrics` does: one chunk, or two encoded side by side for a large
                 // body (sent one after the other, never joined).
@@ -259,6 +276,9 @@ fn main() {
                 }
                 std::hint::black_box(chunks);
             }
+            if !om {
+                cpu_ms = 1000.0 * (cpu_seconds() - cpu0) / runs as f64;
+            }
             line.push_str(&format!(
                 " | {:>6.1?} {:>6.1?} {:>6.1?}",
                 percentile(&mut times, 0.5),
@@ -267,7 +287,7 @@ fn main() {
             ));
         }
         println!(
-            "{n:>8} {count:>8} {:>7.1}MB{line} | {:>6.1} MiB held, {:.0} bytes a series",
+            "{n:>8} {count:>8} {:>7.1}MB{line} | {cpu_ms:>8.1} | {:>6.1} MiB held, {:.0} bytes a series",
             body_len as f64 / 1e6,
             held as f64 / 1024.0,
             held as f64 * 1024.0 / count.max(1) as f64
