@@ -265,14 +265,17 @@ fn main() {
                 // body (sent one after the other, never joined).
                 let t = Instant::now();
                 let chunks = if one_thread {
-                    vec![m.encode_on_one_thread(om).unwrap()]
+                    m.encode_on_one_thread(om).unwrap()
                 } else {
                     m.encode_chunks(om).unwrap()
                 };
                 times.push(t.elapsed());
                 if !om {
-                    body_len = chunks.iter().map(String::len).sum();
-                    count = chunks.iter().map(|c| series(c)).sum();
+                    body_len = chunks.iter().map(|c| c.len()).sum();
+                    count = chunks
+                        .iter()
+                        .map(|c| series(std::str::from_utf8(c).unwrap()))
+                        .sum();
                 }
                 std::hint::black_box(chunks);
             }
