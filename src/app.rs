@@ -614,4 +614,49 @@ mod tests {
             );
         }
     }
+
+    /// The not-run gauges expire with the other per-machine series, in the housekeeping that
+    /// runs at most once a second whichever tenant polls (each poll of every tenant used to
+    /// sort every tenant's attempts). See: #11
+    #[tokio::test]
+    async fn housekeeping_expires_old_not_run_series() {
+        let config = Config {
+            series_ttl: Duration::from_secs(3600),
+            ..Config::default()
+        };
+        let metrics = Arc::new(Metrics::new());
+        let state = Arc::new(Mutex::new(State::open(None).unwrap()));
+        let status = Arc::new(RwLock::new(BTreeMap::new()));
+        let (shared, _) = prepare(&config, &metrics, state, status, None).unwrap();
+        let now = chrono::Utc::now();
+        let labels = |machine: &str| crate::metrics::MachineScriptLabels {
+            tenant: "t".into(),
+            machine: machine.into(),
+            script: "s.ps1".into(),
+        };
+        for (machine, age) in [("old", 7200), ("new", 60)] {
+            let attempt = crate::state::Attempt {
+                at: now - chrono::Duration::seconds(age),
+                ran: false,
+                action_id: machine.into(),
+            };
+            let series = ("t".to_string(), machine.to_string(), "s.ps1".to_string());
+            let key = crate::state::ResultKey {
+                tenant: "t".into(),
+                action_id: machine.into(),
+                index: 0,
+            };
+            shared
+                .with_state(|s| s.commit_not_run(key, series, attempt))
+                .unwrap();
+            metrics
+                .script_not_run
+                .get_or_create(&labels(machine))
+                .set(1);
+        }
+        shared.housekeeping();
+        assert!(metrics.script_not_run.get(&labels("old")).is_none());
+        assert!(metrics.script_not_run.get(&labels("new")).is_some());
+        assert_eq!(shared.with_state(|s| s.attempts().len()), 1);
+    }
 }

@@ -353,8 +353,7 @@ impl TenantCollector {
         let link = crate::quota::Endpoint::GetResultDownloadLink.as_str();
         let quota_left = self
             .shared
-            .quota_status()
-            .get(&self.tenant.name)
+            .quota_status_of(&self.tenant.name)
             .and_then(|ws| {
                 ws.iter()
                     .filter(|w| w.endpoint == link || w.endpoint == "all")
@@ -520,9 +519,8 @@ impl TenantCollector {
         }) {
             let spare = self
                 .shared
-                .quota_status()
-                .get(&name)
-                .map(|w| disc::spare_list_calls(w))
+                .quota_status_of(&name)
+                .map(|w| disc::spare_list_calls(&w))
                 .unwrap_or(0);
             let pages = self.last_sweep_actions.max(1).div_ceil(disc::ASSUMED_PAGE);
             let in_flight = tracked
@@ -641,7 +639,6 @@ impl TenantCollector {
         self.restored = true;
         self.unrestored = 0;
         self.set_in_flight_gauges();
-        self.expire_not_run_gauges();
         Ok(Vec::new())
     }
 
@@ -736,33 +733,6 @@ impl TenantCollector {
                     script,
                 })
                 .set(i64::from(!a.ran));
-        }
-    }
-
-    /// Same TTL and cap as the other per-machine series.
-    fn expire_not_run_gauges(&self) {
-        let settings = &self.shared.settings;
-        let ttl = chrono::Duration::from_std(settings.series_ttl).unwrap_or(chrono::Duration::MAX);
-        let cutoff = Utc::now()
-            .checked_sub_signed(ttl)
-            .unwrap_or(DateTime::<Utc>::MIN_UTC);
-        match self
-            .shared
-            .with_state(|s| s.expire_attempts(cutoff, settings.max_series))
-        {
-            Ok(removed) => {
-                for (tenant, machine, script) in removed {
-                    self.shared
-                        .metrics
-                        .script_not_run
-                        .remove(&MachineScriptLabels {
-                            tenant,
-                            machine,
-                            script,
-                        });
-                }
-            }
-            Err(e) => tracing::error!(error = %e, "cannot expire not-run series"),
         }
     }
 

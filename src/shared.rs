@@ -164,6 +164,36 @@ impl Shared {
         self.expire_series();
     }
 
+    /// `mde_liveresponse_script_not_run` series go with the same TTL and cap as the other
+    /// per-machine series. (Each poll of every tenant used to sort every tenant's attempts to
+    /// find them. See: #11)
+    fn expire_not_run(&self, cutoff: DateTime<Utc>) {
+        match self.with_state(|s| s.expire_attempts(cutoff, self.settings.max_series)) {
+            Ok(removed) => {
+                for (tenant, machine, script) in removed {
+                    self.metrics.script_not_run.remove(&MachineScriptLabels {
+                        tenant,
+                        machine,
+                        script,
+                    });
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "cannot expire not-run series"),
+        }
+    }
+
+    /// The quota windows of one tenant, now (`None` for a tenant not configured). A poll asks
+    /// for its own tenant's only: asking for every tenant's made each poll cost as much as
+    /// the number of tenants. See: #11
+    pub fn quota_status_of(&self, tenant: &str) -> Option<Vec<crate::quota::WindowStatus>> {
+        let q = self.quotas.get(tenant)?;
+        let status = q
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .status(Instant::now());
+        Some(status)
+    }
+
     /// The quota windows of every tenant, now.
     pub fn quota_status(&self) -> BTreeMap<String, Vec<crate::quota::WindowStatus>> {
         let now = Instant::now();
@@ -276,6 +306,7 @@ impl Shared {
         let cutoff = Utc::now()
             .checked_sub_signed(ttl)
             .unwrap_or(DateTime::<Utc>::MIN_UTC);
+        self.expire_not_run(cutoff);
         // Which series are past the TTL is known before they go; the rest of what `expire`
         // removes was evicted by `max_series`.
         let expired = self.with_state(|s| {
