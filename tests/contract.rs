@@ -198,14 +198,7 @@ fn have_promtool() -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_large_body_sent_in_chunks_is_one_valid_exposition() {
     let (sim, addr) = start_sim(SimConfig::default()).await;
-    let exporter = start_exporter(parse_config(&config_yaml(
-        &sim,
-        addr,
-        "sim-client-secret",
-        "",
-        "",
-    )))
-    .await;
+    let exporter = start_exporter_on(&sim, addr).await;
     let shared = exporter.shared();
     for i in 0..6000 {
         let labels = mde_liveresponse_exporter::metrics::MachineScriptLabels {

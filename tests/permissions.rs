@@ -24,14 +24,7 @@ async fn exporter_with_roles(
         ..SimConfig::default()
     })
     .await;
-    let exporter = start_exporter(parse_config(&config_yaml(
-        &sim,
-        addr,
-        "sim-client-secret",
-        "",
-        "",
-    )))
-    .await;
+    let exporter = start_exporter_on(&sim, addr).await;
     (exporter, sim)
 }
 

@@ -6,7 +6,7 @@ mod common;
 use std::sync::mpsc;
 use std::time::Duration;
 
-use common::{config_yaml, eventually, parse_config, start_exporter, start_sim};
+use common::{eventually, parse_config, start_exporter, start_exporter_on, start_sim};
 use mde_sim::SimConfig;
 
 // See: #11. With thousands of tenants a poll may block its worker thread (the state file's
@@ -18,14 +18,7 @@ async fn issue_11_a_scrape_is_not_queued_behind_busy_collectors() {
         ..SimConfig::default()
     })
     .await;
-    let handle = start_exporter(parse_config(&config_yaml(
-        &sim,
-        addr,
-        "sim-client-secret",
-        "",
-        "",
-    )))
-    .await;
+    let handle = start_exporter_on(&sim, addr).await;
     let exporter = handle.addr;
 
     // Occupy the runtime's only worker thread until the scrape below has its answer.

@@ -49,6 +49,18 @@ pub async fn start_exporter(config: Config) -> Handle {
     app::start(config, listener, "/metrics").await.unwrap()
 }
 
+/// An exporter on the simulator at `addr` with its credentials and nothing more configured.
+pub async fn start_exporter_on(sim: &Simulator, addr: SocketAddr) -> Handle {
+    start_exporter(parse_config(&config_yaml(
+        sim,
+        addr,
+        sim.credentials().2,
+        "",
+        "",
+    )))
+    .await
+}
+
 pub async fn get(addr: SocketAddr, path: &str, accept: Option<&str>) -> (u16, String, String) {
     let client = reqwest::Client::new();
     let mut req = client.get(format!("http://{addr}{path}"));
