@@ -13,15 +13,54 @@ use mde_liveresponse_exporter::config::Config;
 use mde_liveresponse_exporter::{state, telemetry, transcript};
 use tokio::net::TcpListener;
 
+/// Worker threads at most. Collecting is waiting on the network: 2,000 tenants take about 3 %
+/// of one core (`cargo bench --bench scale`), and `/metrics` is encoded on threads of its own.
+/// Each worker thread costs its stack and an allocator arena (about 0.2 MiB), so one per core
+/// on a large host made an idle exporter grow with the host. See: #11
+const MAX_WORKERS: usize = 4;
+/// Tenants a worker thread serves before the next one is started. More than one worker is for
+/// the moments a poll holds its thread (the state file's durable commit waits for the disk).
+const TENANTS_PER_WORKER: usize = 250;
+
+/// Worker threads for `tenants` configured at start on `cores` cores: one per
+/// `TENANTS_PER_WORKER` tenants, at most one per core and at most `MAX_WORKERS`.
+fn worker_threads(tenants: usize, cores: usize) -> usize {
+    tenants
+        .div_ceil(TENANTS_PER_WORKER)
+        .clamp(1, cores.clamp(1, MAX_WORKERS))
+}
+
+/// `--config.file`, read (for serving, and for `transcript`, which needs it).
+fn load_file_config(cli: &Cli) -> Result<Option<Config>> {
+    match (&cli.command, &cli.config_file) {
+        (None | Some(Command::Transcript(_)), Some(path)) => Ok(Some(Config::load(path)?)),
+        (Some(Command::Transcript(_)), None) => {
+            anyhow::bail!("transcript needs --config.file (the tenants and their credentials)")
+        }
+        _ => Ok(None),
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if cli.config_check {
         return check_config(&cli);
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    // The config comes first: it says how to log and trace, and how many tenants there are.
+    let file_config = load_file_config(&cli);
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    // TOKIO_WORKER_THREADS, when set, is read by tokio itself.
+    if std::env::var_os("TOKIO_WORKER_THREADS").is_none() {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let tenants = match (&cli.command, &file_config) {
+            (Some(Command::Simulate(_)), _) => usize::MAX,
+            (_, Ok(Some(config))) => config.tenants.len(),
+            // The demo's one tenant, or a config that will be refused with its error.
+            _ => 1,
+        };
+        builder.worker_threads(worker_threads(tenants, cores));
+    }
+    let runtime = match builder.enable_all().build() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("mde-liveresponse-exporter: cannot start the runtime: {e}");
@@ -30,7 +69,7 @@ fn main() -> ExitCode {
     };
     // A one-off command's error is its answer, on stderr once; a server's is also logged.
     let one_off = matches!(cli.command, Some(Command::Transcript(_)));
-    match runtime.block_on(run(cli)) {
+    match runtime.block_on(run(cli, file_config)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             if !one_off {
@@ -66,15 +105,8 @@ fn check_config(cli: &Cli) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-async fn run(cli: Cli) -> Result<()> {
-    // The config comes first: it says how to log and trace.
-    let file_config = match (&cli.command, &cli.config_file) {
-        (None | Some(Command::Transcript(_)), Some(path)) => Some(Config::load(path)?),
-        (Some(Command::Transcript(_)), None) => {
-            anyhow::bail!("transcript needs --config.file (the tenants and their credentials)")
-        }
-        _ => None,
-    };
+async fn run(cli: Cli, file_config: Result<Option<Config>>) -> Result<()> {
+    let file_config = file_config?;
     let otel = file_config
         .as_ref()
         .map(|c| c.otel.clone())
@@ -249,5 +281,23 @@ async fn shutdown_signal_with(term: Option<Hangup>) {
     tokio::select! {
         _ = ctrl_c => {}
         _ = term => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One worker for a few tenants, one more per 250, never more than the cores nor four.
+    #[test]
+    fn worker_threads_follow_tenants_and_cores() {
+        assert_eq!(worker_threads(1, 16), 1);
+        assert_eq!(worker_threads(0, 16), 1);
+        assert_eq!(worker_threads(250, 16), 1);
+        assert_eq!(worker_threads(251, 16), 2);
+        assert_eq!(worker_threads(2000, 16), 4);
+        assert_eq!(worker_threads(2000, 2), 2);
+        assert_eq!(worker_threads(usize::MAX, 2), 2);
+        assert_eq!(worker_threads(500, 0), 1);
     }
 }
