@@ -2,8 +2,8 @@
 //!
 //! Owns sending: a slot among the requests in flight (`http`), the quota check before a call,
 //! the bearer token, one token renewal on 401, `Retry-After` on 429, response size caps, and
-//! the per-call metrics (`mde_api_*`), which are recorded whether the call succeeds or not. Does not own what to call next (the collector)
-//! nor parsing (`model`).
+//! the per-call metrics (`mde_api_*`), which are recorded whether the call succeeds or not.
+//! Does not own what to call next (the collector) nor parsing (`model`).
 
 pub mod auth;
 pub mod http;
