@@ -2,9 +2,9 @@
 //! in this process, with no HTTP and no collection running, for a registry holding the
 //! series N tenants really have.
 //!
-//! Each tenant gets what `Shared::init_series` pre-creates (per endpoint: throttled,
-//! retry-after and the request-duration histogram; the fetch-failure, eviction and action
-//! counters; the poll-duration histogram), what a poll sets (poll, token and permission
+//! Each tenant gets what `Shared::init_series` pre-creates (`shared::init_tenant_series`: per
+//! endpoint: throttled, retry-after and the request-duration histogram; the fetch-failure,
+//! eviction and action counters; the poll-duration histogram), what a poll sets (poll, token and permission
 //! gauges, request counters), its quota (the four `mde_api_quota_*` families are computed
 //! from the windows as they are encoded), and 10 machines running 2 scripts (the per-machine
 //! gauges, `mde_machine_info`). That is about 190 series a tenant, close to what the scale
@@ -24,9 +24,10 @@ use std::time::{Duration, Instant};
 use mde_liveresponse_exporter::config::QuotaConfig;
 use mde_liveresponse_exporter::metrics::{
     CommandLabels, MachineInfoLabels, MachineScriptLabels, Metrics, PermissionLabels,
-    RequestLabels, ScriptLabels, StatusLabels, endpoint, reason, tenant,
+    RequestLabels, ScriptLabels, StatusLabels, endpoint, tenant,
 };
 use mde_liveresponse_exporter::quota::{Endpoint, Quota};
+use mde_liveresponse_exporter::shared::init_tenant_series;
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
     std::env::var(name)
@@ -35,29 +36,15 @@ fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
         .unwrap_or(default)
 }
 
-const REASONS: [&str; 10] = [
-    "token",
-    "not_found",
-    "forbidden",
-    "expired_link",
-    "http_error",
-    "timeout",
-    "io",
-    "malformed",
-    "too_large",
-    "untrusted_link",
-];
-
 /// Fill `m` with the series of one tenant; returns its quota.
 fn one_tenant(m: &Metrics, t: &str, quota: &QuotaConfig) -> Arc<Mutex<Quota>> {
     let mut q = Quota::new(quota);
     let now = tokio::time::Instant::now();
+    // What every configured tenant starts with, then what a few polls put in it.
+    init_tenant_series(m, t);
     for ep in Endpoint::ALL {
-        let labels = endpoint(t, ep.as_str());
-        let _ = m.api_throttled.get_or_create(&labels);
-        let _ = m.retry_after.get_or_create(&labels);
         m.api_duration
-            .get_or_create(&labels)
+            .get_or_create(&endpoint(t, ep.as_str()))
             .observe(0.12, None, None);
         m.api_requests
             .get_or_create(&RequestLabels {
@@ -71,20 +58,12 @@ fn one_tenant(m: &Metrics, t: &str, quota: &QuotaConfig) -> Arc<Mutex<Quota>> {
     m.api_duration
         .get_or_create(&endpoint(t, "download"))
         .observe(0.3, None, None);
-    for r in REASONS {
-        let _ = m.fetch_failures.get_or_create(&reason(t, r));
-    }
-    for r in ["ttl", "max_series"] {
-        let _ = m.series_evicted.get_or_create(&reason(t, r));
-    }
-    for status in ["Succeeded", "Failed", "TimeOut", "Cancelled"] {
-        m.actions
-            .get_or_create(&StatusLabels {
-                tenant: t.into(),
-                status: status.into(),
-            })
-            .inc();
-    }
+    m.actions
+        .get_or_create(&StatusLabels {
+            tenant: t.into(),
+            status: "Succeeded".into(),
+        })
+        .inc();
     let labels = tenant(t);
     m.poll_duration
         .get_or_create(&labels)
@@ -92,8 +71,6 @@ fn one_tenant(m: &Metrics, t: &str, quota: &QuotaConfig) -> Arc<Mutex<Quota>> {
     m.files.get_or_create(&labels).inc();
     m.file_bytes.get_or_create(&labels).inc_by(123_456);
     m.transcript_bytes.get_or_create(&labels).inc_by(65_432);
-    let _ = m.invalid_actions.get_or_create(&labels);
-    m.pending_results.get_or_create(&labels).set(0);
     m.poll_success.get_or_create(&labels).set(1);
     m.last_poll_success
         .get_or_create(&labels)
