@@ -234,12 +234,7 @@ fn launch(shared: &Arc<Shared>, clients: TenantClients) -> Collectors {
     let interval = shared.settings.poll_interval;
     let mut tasks = Vec::with_capacity(clients.len() * 2);
     for (i, (t, client)) in clients.into_iter().enumerate() {
-        let refresh = crate::machines::MachineRefresh::new(
-            t.name.clone(),
-            client.sibling(),
-            shared.clone(),
-            t.machine_context.clone(),
-        );
+        let refresh = crate::machines::MachineRefresh::new(&t, client.sibling(), shared.clone());
         let collector = TenantCollector::new(t, client, shared.clone());
         let offset = interval / n * i as u32;
         tasks.push(tokio::spawn(after(
@@ -580,20 +575,12 @@ mod tests {
         let (_stop, rx) = watch::channel(false);
         for (t, client) in clients {
             let mut probe = TenantCollector::new(t.clone(), client.sibling(), shared.clone());
-            let mut refresh_probe = crate::machines::MachineRefresh::new(
-                t.name.clone(),
-                client.sibling(),
-                shared.clone(),
-                t.machine_context.clone(),
-            );
+            let mut refresh_probe =
+                crate::machines::MachineRefresh::new(&t, client.sibling(), shared.clone());
             let one_poll = size_of_val(&probe.poll_once());
             let one_refresh = size_of_val(&refresh_probe.refresh_once());
-            let refresh = crate::machines::MachineRefresh::new(
-                t.name.clone(),
-                client.sibling(),
-                shared.clone(),
-                t.machine_context.clone(),
-            );
+            let refresh =
+                crate::machines::MachineRefresh::new(&t, client.sibling(), shared.clone());
             let collector = TenantCollector::new(t, client, shared.clone());
             let poll = after(Duration::ZERO, rx.clone(), collector.run(rx.clone()));
             let machines = after(Duration::ZERO, rx.clone(), refresh.run(rx.clone()));

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::config::MachineContext;
+use crate::config::{MachineContext, Tenant};
 use crate::mde::model::Machine;
 use crate::mde::{Client, QuotaWait};
 use crate::metrics::{MachineInfoLabels, MachineTagLabels};
@@ -81,17 +81,13 @@ pub struct MachineRefresh {
 }
 
 impl MachineRefresh {
-    pub fn new(
-        tenant: String,
-        client: Client,
-        shared: Arc<Shared>,
-        context: MachineContext,
-    ) -> Self {
+    /// The refresh of tenant `t`, through `client` (a sibling of its collector's).
+    pub fn new(t: &Tenant, client: Client, shared: Arc<Shared>) -> Self {
         MachineRefresh {
-            tenant,
+            tenant: t.name.clone(),
             client,
             shared,
-            context,
+            context: t.machine_context.clone(),
             exposed: BTreeMap::new(),
             unknown: BTreeSet::new(),
             last_full: None,
