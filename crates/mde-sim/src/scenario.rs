@@ -3,7 +3,7 @@
 //! blobs), and the JSON view of an action as the API serves it at a given moment (Pending →
 //! InProgress → final on the simulator clock).
 //!
-//! Owns what exists and what it looks like; does not own HTTP, quota or faults (see `routes`).
+//! Owns what exists and what it looks like; does not own HTTP, quota or faults (see `gate`, `respond` and the handlers).
 
 use std::io::Write as _;
 use std::time::Duration;

@@ -946,13 +946,13 @@ async fn a_noisy_neighbour_spends_each_quota_steadily_but_never_beyond_it() {
     };
     // One call at once, then one every two seconds.
     tokio::time::sleep(Duration::from_millis(20_500)).await;
-    for ep in routes::QUOTA_ENDPOINTS {
+    for ep in endpoints::QUOTA_ENDPOINTS {
         assert_eq!(used(ep), (11, 11), "{ep}");
     }
     // Refused calls spend nothing: the calls at 40..58 s are refused, the one at 60 s gets
     // the slot the call at 0 s freed.
     tokio::time::sleep(Duration::from_secs(40)).await;
-    assert_eq!(used(routes::LIST), (20, 21));
+    assert_eq!(used(endpoints::LIST), (20, 21));
     drop(sim);
 }
 
