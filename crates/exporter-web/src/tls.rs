@@ -4,7 +4,7 @@
 //! key-exchange groups, the client-certificate policies of Go's `crypto/tls` (as rustls
 //! verifiers, with `client_allowed_sans`), and re-reading `cert_file`/`key_file` when they
 //! rotate. Does not own the handshake itself or its timeout (see [`crate::serve`](mod@crate::serve)),
-//! nor the rest of the file (see [`crate::config`]).
+//! nor the rest of the file (see [`crate::config`]) or its raw schema and errors (`raw`, `error`).
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -24,7 +24,8 @@ use tokio_rustls::rustls::{
     SignatureScheme, SupportedProtocolVersion,
 };
 
-use crate::config::{Ctx, Error, RawTls, io_message, set};
+use crate::error::{Ctx, Error, io_message};
+use crate::raw::{RawTls, set};
 
 /// `cert_file`/`key_file` are checked for changes at most this often.
 const CERT_CHECK_INTERVAL: Duration = Duration::from_secs(1);
