@@ -46,6 +46,7 @@ pub mod machines;
 pub mod mde;
 pub mod metrics;
 pub mod quota;
+pub mod series;
 pub mod server;
 pub mod shared;
 pub mod state;
