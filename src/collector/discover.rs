@@ -343,3 +343,32 @@ fn once_per_id(actions: impl IntoIterator<Item = MachineAction>) -> Vec<MachineA
     }
     by_id.into_values().collect()
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    fn action(id: &str, status: &str) -> MachineAction {
+        serde_json::from_value(
+            serde_json::json!({"id": id, "type": "LiveResponse", "status": status}),
+        )
+        .unwrap()
+    }
+
+    /// A sweep, the listing, the followed set and configured ids can return one action more
+    /// than once: it is accounted once, with the answer read last (the freshest status).
+    #[test]
+    fn every_action_found_once_the_last_answer_winning() {
+        let found = once_per_id([
+            action("b", "Pending"),
+            action("a", "Succeeded"),
+            action("b", "Succeeded"),
+        ]);
+        let got: Vec<(&str, &str)> = found
+            .iter()
+            .map(|a| (a.id.as_str(), a.status.as_str()))
+            .collect();
+        assert_eq!(got, [("a", "Succeeded"), ("b", "Succeeded")]);
+    }
+}
