@@ -30,7 +30,7 @@ use mde_liveresponse_exporter::config::Config;
 use mde_liveresponse_exporter::mde::Client;
 use mde_liveresponse_exporter::metrics::Metrics;
 use mde_liveresponse_exporter::quota::Quota;
-use mde_liveresponse_exporter::shared::{Settings, Shared};
+use mde_liveresponse_exporter::shared::{CollectorSettings, Shared};
 use mde_liveresponse_exporter::state::{ResultKey, State};
 use mde_sim::{SimConfig, Simulator};
 use tokio::net::TcpListener;
@@ -218,7 +218,7 @@ async fn child() {
         state: Arc::new(Mutex::new(state)),
         status: Arc::new(RwLock::new(Default::default())),
         quotas: [("bench".to_string(), quota.clone())].into(),
-        settings: Settings::from_config(&config),
+        settings: CollectorSettings::from_config(&config),
         trace_url: None,
         last_expiry: Mutex::new(None),
     });
