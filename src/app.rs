@@ -16,7 +16,7 @@ use crate::collector::TenantCollector;
 use crate::config::{Config, QuotaConfig, Secret, Selectors, Tenant};
 use crate::mde::{Client, Http};
 use crate::metrics::Metrics;
-use crate::quota::Quota;
+use crate::quota::{Quota, SharedQuota};
 use crate::shared::{
     Current, ReloadRequest, Settings, Shared, TenantStatus, request_reload, shared_now,
 };
@@ -28,6 +28,8 @@ use mde_sim::{SimConfig, Simulator};
 pub enum Error {
     #[error("cannot build the HTTP client: {0}")]
     Http(String),
+    #[error(transparent)]
+    HttpClient(#[from] crate::mde::http::BuildError),
     #[error("tenant {tenant}: {source}")]
     Client {
         tenant: String,
@@ -75,63 +77,13 @@ impl Handle {
     }
 }
 
-/// The one HTTP client all tenants share (one connection pool, one TLS configuration).
-pub fn http_client(timeout: Duration) -> Result<reqwest::Client, Error> {
-    http_client_with_proxy(timeout, None)
-}
+/// The shared HTTP client, as built by [`crate::mde::http`] (kept here for callers that
+/// start from `app`).
+pub use crate::mde::http::{client as http_client, client_with_proxy as http_client_with_proxy};
 
-/// The one HTTP client of token, API and result-download requests. The proxy is the
-/// configuration's (`proxy_url`, else `HTTPS_PROXY`, with `NO_PROXY`), resolved at load; the
-/// client never reads proxy variables itself, so what a test or a reload configures is what
-/// is used. The instance metadata address never goes through a proxy (Azure IMDS refuses
-/// proxied requests).
-pub fn http_client_with_proxy(
-    timeout: Duration,
-    proxy: Option<&crate::config::ProxyConfig>,
-) -> Result<reqwest::Client, Error> {
-    build_http_client(
-        timeout,
-        proxy,
-        crate::mde::http::DEFAULT_MAX_REQUESTS_IN_FLIGHT,
-    )
-}
-
-/// As [`http_client_with_proxy`], keeping at most `idle_per_host` idle connections per host.
-/// Every tenant talks to the same few hosts (its cloud's API and login hosts, and the blob
-/// storage) through this one client, and at most `max_requests_in_flight` requests are in
-/// flight at once (`mde::http`), so that many connections per host are all it can use: a
-/// smaller idle pool would close and reopen connections (a TLS handshake each) whenever more
-/// are busy, a larger one could never fill. See: #11
-fn build_http_client(
-    timeout: Duration,
-    proxy: Option<&crate::config::ProxyConfig>,
-    idle_per_host: usize,
-) -> Result<reqwest::Client, Error> {
-    let mut builder = reqwest::Client::builder()
-        .user_agent(concat!(
-            "mde-liveresponse-exporter/",
-            env!("CARGO_PKG_VERSION")
-        ))
-        .connect_timeout(Duration::from_secs(10).min(timeout))
-        .timeout(timeout)
-        // Same-origin redirects only, and never a Referer: reqwest sets one by default, and
-        // it would carry a SAS link's signature to wherever the link redirects.
-        .redirect(crate::mde::redirect_policy())
-        .referer(false)
-        .pool_max_idle_per_host(idle_per_host)
-        .no_proxy();
-    if let Some(p) = proxy {
-        let mut exceptions = "169.254.169.254".to_string();
-        if let Some(more) = &p.no_proxy {
-            exceptions.push(',');
-            exceptions.push_str(more);
-        }
-        let proxy = reqwest::Proxy::all(p.url.as_str())
-            .map_err(|e| Error::Http(format!("proxy: {e}")))?
-            .no_proxy(reqwest::NoProxy::from_string(&exceptions));
-        builder = builder.proxy(proxy);
-    }
-    builder.build().map_err(|e| Error::Http(e.to_string()))
+/// Now, as Unix seconds (the unit of the `_timestamp_seconds` families).
+fn unix_now() -> f64 {
+    chrono::Utc::now().timestamp_millis() as f64 / 1000.0
 }
 
 /// Start collectors for every tenant and the HTTP server on `listener` (plain HTTP).
@@ -172,7 +124,7 @@ fn prepare(
     previous: Option<(&Shared, &Config)>,
 ) -> Result<(Arc<Shared>, TenantClients), Error> {
     let http = Http::new(
-        build_http_client(
+        crate::mde::http::client_with_pool(
             config.request_timeout,
             config.proxy.as_ref(),
             config.max_requests_in_flight,
@@ -190,7 +142,7 @@ fn prepare(
                 .any(|o| o.name == t.name && o.quota == t.quota);
             same.then(|| shared.quotas.get(&t.name).cloned()).flatten()
         });
-        let quota = kept.unwrap_or_else(|| Arc::new(Mutex::new(Quota::new(&t.quota))));
+        let quota: SharedQuota = kept.unwrap_or_else(|| Arc::new(Mutex::new(Quota::new(&t.quota))));
         quotas.insert(t.name.clone(), quota.clone());
         let client = Client::new(t, http.clone(), quota, metrics.clone()).map_err(|source| {
             Error::Client {
@@ -228,8 +180,7 @@ fn launch(shared: &Arc<Shared>, clients: TenantClients) -> Collectors {
     let (stop, rx) = watch::channel(false);
     // Machine context is rebuilt by the new refreshes' first read, so that a label that
     // changed across a reload never leaves two info series for one machine.
-    shared.metrics.machine_info.clear();
-    shared.metrics.machine_tag.clear();
+    shared.metrics.clear_machines();
     let n = clients.len().max(1) as u32;
     let interval = shared.settings.poll_interval;
     let mut tasks = Vec::with_capacity(clients.len() * 2);
@@ -295,14 +246,11 @@ pub async fn start_with_lifecycle(
     let metrics = Arc::new(Metrics::new());
     let http_stats = metrics.http_stats.clone();
     let mut state = State::open(config.state_path.as_deref())?;
-    state.count_write_errors_in(metrics.state_write_errors.clone());
+    state.count_write_errors_in(metrics.state_write_errors());
     let state = Arc::new(Mutex::new(state));
     let status = Arc::new(RwLock::new(BTreeMap::new()));
     let (shared, clients) = prepare(&config, &metrics, state.clone(), status.clone(), None)?;
-    metrics.config_reload_success.set(1);
-    metrics
-        .config_reload_timestamp
-        .set(chrono::Utc::now().timestamp_millis() as f64 / 1000.0);
+    metrics.record_config_load(true, unix_now());
     shared.restore_series();
     shared.housekeeping();
     metrics.quota_gauges.set(&shared.quotas);
@@ -373,15 +321,9 @@ pub async fn start_with_lifecycle(
                         }
                     },
                 };
-                metrics
-                    .config_reload_success
-                    .set(i64::from(outcome.is_ok()));
+                metrics.record_config_load(outcome.is_ok(), unix_now());
                 match &outcome {
-                    Ok(()) => {
-                        metrics
-                            .config_reload_timestamp
-                            .set(chrono::Utc::now().timestamp_millis() as f64 / 1000.0);
-                    }
+                    Ok(()) => {}
                     Err(e) => {
                         tracing::error!(error = %e, "reload failed; the previous configuration stays in force");
                     }

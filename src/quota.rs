@@ -7,6 +7,7 @@
 //! that). Counting is exact (a log of send instants), so the limits are never exceeded in any
 //! window position, which a token bucket cannot promise for a sliding window.
 //! Does not own which call goes first (the collector) nor the HTTP retry (the client).
+//! Defines [`SharedQuota`], the one name of a tenant's quota handle.
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -178,6 +179,11 @@ pub struct WindowStatus {
     /// Calls still allowed under the limit in force.
     pub remaining: u32,
 }
+
+/// One tenant's quota as its holders share it (the client that spends it, the scrape that
+/// reads it, a reload that carries it over): one name for it everywhere. A std mutex is
+/// fine, it is never held across an await.
+pub type SharedQuota = std::sync::Arc<std::sync::Mutex<Quota>>;
 
 /// The budgets of one tenant.
 #[derive(Debug)]

@@ -69,7 +69,7 @@ pub enum Error {
         error: crate::mde::Error,
     },
     #[error(transparent)]
-    Start(#[from] crate::app::Error),
+    Start(#[from] crate::mde::http::BuildError),
 }
 
 /// Fetch and render what `req` asks for.
@@ -77,7 +77,7 @@ pub async fn run(config: &Config, req: &Request) -> Result<Printed, Error> {
     let tenant = find_tenant(config, &req.tenant)?;
     let metrics = Arc::new(Metrics::new());
     let http = Http::new(
-        crate::app::http_client(config.request_timeout)?,
+        crate::mde::http::client(config.request_timeout)?,
         config.max_requests_in_flight,
         &metrics,
     );
