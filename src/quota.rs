@@ -194,6 +194,11 @@ pub struct Quota {
 }
 
 impl Quota {
+    /// A new quota for `config`, as its holders share it.
+    pub fn shared(config: &QuotaConfig) -> SharedQuota {
+        std::sync::Arc::new(std::sync::Mutex::new(Quota::new(config)))
+    }
+
     pub fn new(cfg: &QuotaConfig) -> Self {
         let keys: Vec<&'static str> = match cfg.scope {
             QuotaScope::PerEndpoint => Endpoint::ALL.iter().map(|e| e.as_str()).collect(),

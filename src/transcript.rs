@@ -8,7 +8,7 @@
 //! HTTP or parsing.
 
 use std::fmt::Write as _;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use tokio::time::Instant;
 
@@ -81,7 +81,7 @@ pub async fn run(config: &Config, req: &Request) -> Result<Printed, Error> {
         config.max_requests_in_flight,
         &metrics,
     );
-    let quota = Arc::new(Mutex::new(Quota::new(&tenant.quota)));
+    let quota = Quota::shared(&tenant.quota);
     let client = Client::new(tenant, http, quota, metrics).map_err(|error| Error::Api {
         tenant: tenant.name.clone(),
         error,

@@ -1,8 +1,8 @@
 //! The MDE API client for one tenant: one method per endpoint, every call metered.
 //!
 //! Owns the endpoints (listings and their paging, one action, a result's download link) and
-//! the client's parts: [`error`] (one error type), [`send`] (slot, quota, token, 401/429,
-//! size caps, the per-call metrics), [`download`] (result links and their trust policy),
+//! the client's parts: `error` (one error type), `send` (slot, quota, token, 401/429,
+//! size caps, the per-call metrics), `download` (result links and their trust policy),
 //! [`http`] (the one `reqwest` client and its policy: redirects, Referer, proxy; the cap on
 //! requests in flight), [`auth`] (tokens) and [`model`] (pure parsers). Does not own what to
 //! call next (the collector) nor parsing (`model`).
@@ -289,7 +289,6 @@ fn check_next_page(
 mod tests {
     use super::*;
     use crate::quota::Quota;
-    use std::sync::Mutex;
     use std::time::Duration;
     use tokio::time::Instant;
 
@@ -324,7 +323,7 @@ mod tests {
                     ..Default::default()
                 },
             );
-            let quota = Arc::new(Mutex::new(Quota::new(&t.quota)));
+            let quota = Quota::shared(&t.quota);
             Client::new(&t, http.clone(), quota, metrics.clone()).unwrap()
         };
         let a = Arc::new(client("a", 1));
@@ -370,7 +369,7 @@ mod tests {
             let mut t = test_tenant("t", Default::default());
             t.api_url = Url::parse(api).unwrap();
             t.login_url = t.api_url.clone();
-            let quota = Arc::new(Mutex::new(Quota::new(&t.quota)));
+            let quota = Quota::shared(&t.quota);
             let http = Http::new(reqwest::Client::new(), 1, &metrics);
             Client::new(&t, http, quota, metrics.clone()).unwrap()
         };

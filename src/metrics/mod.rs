@@ -11,8 +11,8 @@
 //! and discovery), [`exporter`] (configuration loads, state writes, machine context). A
 //! subsystem calls a method; it does not reach into a family. (The families are still `pub`
 //! while the collector, shared, state and machine-context modules move to the methods.)
-//! [`encode`] turns the families into a `/metrics` body; [`collectors`] are the families
-//! computed at scrape time (process, HTTP server, quota windows). [`labels`] holds the label
+//! `encode` turns the families into a `/metrics` body; `collectors` are the families
+//! computed at scrape time (process, HTTP server, quota windows). `labels` holds the label
 //! sets. Does not own *when* values change (collector, client).
 
 pub mod api;

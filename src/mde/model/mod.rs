@@ -2,8 +2,8 @@
 //!
 //! Owns how a machine action, a list page, a download link and a transcript are read, leniently
 //! where the API is known to vary (unknown fields and status values are kept, not rejected)
-//! and strictly where a value matters. Does no I/O. By noun: [`action`] (a machine action and
-//! its commands), [`page`] (a list page, item by item), [`machine`] (a device), [`transcript`]
+//! and strictly where a value matters. Does no I/O. By noun: `action` (a machine action and
+//! its commands), `page` (a list page, item by item), `machine` (a device), `transcript`
 //! (a RunScript result); here the errors, download links, URL redaction and API error bodies.
 
 mod action;

@@ -1,7 +1,12 @@
-//! Wiring: from a validated [`Config`] to running collectors and an HTTP server, and the
-//! built-in demo (the simulator in-process, with a config pointing at it).
+//! Wiring: from a validated [`Config`] to running collectors and an HTTP server; reloads;
+//! the built-in demo (`demo`: the simulator in-process, with a config pointing at it); and
+//! the binary's run ([`run`]: runtime size, `--config.check`, serving until a signal).
 //!
-//! Owns start-up order and shutdown. Does not own any policy.
+//! Owns start-up order, reloads and shutdown. Does not own any policy, the flags (`cli`) nor
+//! the HTTP client (`mde::http`).
+
+mod demo;
+pub mod run;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -12,8 +17,9 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
+pub use crate::cli::{DemoOptions, Loader};
 use crate::collector::TenantCollector;
-use crate::config::{Config, QuotaConfig, Secret, Selectors, Tenant};
+use crate::config::{Config, Tenant};
 use crate::mde::{Client, Http};
 use crate::metrics::Metrics;
 use crate::quota::{Quota, SharedQuota};
@@ -21,7 +27,7 @@ use crate::shared::{
     Current, ReloadRequest, Settings, Shared, TenantStatus, request_reload, shared_now,
 };
 use crate::state::State;
-use mde_sim::{SimConfig, Simulator};
+pub use demo::start_demo;
 
 /// A start-up problem.
 #[derive(Debug, thiserror::Error)]
@@ -41,9 +47,6 @@ pub enum Error {
     #[error(transparent)]
     State(#[from] crate::state::StoreError),
 }
-
-/// Reads the configuration again for a reload (the file, with the command line's overrides).
-pub type Loader = Arc<dyn Fn() -> Result<Config, String> + Send + Sync>;
 
 /// A running exporter.
 pub struct Handle {
@@ -142,7 +145,7 @@ fn prepare(
                 .any(|o| o.name == t.name && o.quota == t.quota);
             same.then(|| shared.quotas.get(&t.name).cloned()).flatten()
         });
-        let quota: SharedQuota = kept.unwrap_or_else(|| Arc::new(Mutex::new(Quota::new(&t.quota))));
+        let quota: SharedQuota = kept.unwrap_or_else(|| Quota::shared(&t.quota));
         quotas.insert(t.name.clone(), quota.clone());
         let client = Client::new(t, http.clone(), quota, metrics.clone()).map_err(|source| {
             Error::Client {
@@ -416,70 +419,6 @@ fn serve_on_own_thread(
             .await
             .unwrap_or_else(|_| Err(std::io::Error::other("the HTTP server thread ended")))
     }))
-}
-
-/// Options of the built-in demo.
-#[derive(Debug, Clone)]
-pub struct DemoOptions {
-    /// 60 makes a minute last a second, for the simulator and our quota alike.
-    pub time_scale: f64,
-    pub seed: u64,
-    pub actions: usize,
-    /// Another client spends the same quota, so that 429s happen.
-    pub noisy_neighbour: bool,
-}
-
-/// Start the simulator on a loopback port and return it with a config that points at it.
-pub async fn start_demo(opts: &DemoOptions) -> Result<(Simulator, Config, JoinHandle<()>), Error> {
-    let scale = opts.time_scale.max(0.001);
-    let sim_cfg = SimConfig {
-        seed: opts.seed,
-        actions: opts.actions,
-        ..SimConfig::default()
-    }
-    .time_scaled(scale);
-    let sim = Simulator::new(sim_cfg);
-    if opts.noisy_neighbour {
-        // Half the per-minute budget of each endpoint goes to "someone else".
-        sim.faults().noisy_neighbour(sim.config().per_minute / 2);
-    }
-    let listener = TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    let task = {
-        let sim = sim.clone();
-        tokio::spawn(async move {
-            if let Err(e) = sim.serve(listener, std::future::pending()).await {
-                tracing::error!(error = %e, "simulator stopped");
-            }
-        })
-    };
-    let base = format!("http://{addr}");
-    let url = |s: &str| url::Url::parse(s).map_err(|e| Error::Http(e.to_string()));
-    let (tenant_id, client_id, secret) = sim.credentials();
-    // The file's defaults, with a shorter poll so the demo shows results quickly, and one
-    // tenant pointing at the simulator.
-    let config = Config {
-        poll_interval: Duration::from_secs(5)
-            .div_f64(scale.max(1.0))
-            .max(Duration::from_millis(200)),
-        tenants: vec![Tenant {
-            name: "demo".into(),
-            tenant_id: tenant_id.to_string(),
-            client_id: client_id.to_string(),
-            auth: crate::config::Auth::ClientSecret(Secret::new(secret)),
-            api_url: url(&base)?,
-            login_url: url(&base)?,
-            audience: crate::config::Cloud::Commercial.audience().to_string(),
-            selectors: Selectors::default(),
-            quota: QuotaConfig::default().time_scaled(scale),
-            machine_context: crate::config::MachineContext {
-                tags: vec![regex::Regex::new("^(?:.*)$").map_err(|e| Error::Http(e.to_string()))?],
-                interval: Duration::from_secs(3600).div_f64(scale),
-            },
-        }],
-        ..Config::default()
-    };
-    Ok((sim, config, task))
 }
 
 #[cfg(test)]
