@@ -3,8 +3,9 @@
 //! way ripgrep turns `LowArgs` into `HiArgs`.
 //!
 //! Owns flag names, their defaults and their cross-checks (shards, listen address, telemetry
-//! path), and how a reload re-reads the file with the same overrides. Does not own the file's
-//! schema (`config`), logging (`telemetry`) or running anything (`app`).
+//! path), the demo's options ([`DemoOptions`]), and how a reload re-reads the file with the
+//! same overrides ([`Loader`]). Does not own the file's schema (`config`), logging
+//! (`telemetry`) or running anything (`app`, which imports this module, never the reverse).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
