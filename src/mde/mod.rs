@@ -2,12 +2,14 @@
 //!
 //! Owns the endpoints (listings and their paging, one action, a result's download link) and
 //! the client's parts: `error` (one error type), `send` (slot, quota, token, 401/429,
-//! size caps, the per-call metrics), `download` (result links and their trust policy),
+//! the per-call metrics), `body` (a body read under a size cap, an error's chain on one
+//! line), `download` (result links and their trust policy),
 //! [`http`] (the one `reqwest` client and its policy: redirects, Referer, proxy; the cap on
 //! requests in flight), [`auth`] (tokens) and [`model`] (pure parsers). Does not own what to
 //! call next (the collector) nor parsing (`model`).
 
 pub mod auth;
+mod body;
 mod download;
 mod error;
 pub mod http;
@@ -23,13 +25,13 @@ use crate::config::Tenant;
 use crate::metrics::Metrics;
 use crate::quota::Endpoint;
 pub use crate::quota::SharedQuota;
+pub(crate) use body::error_chain;
+pub(crate) use body::read_capped;
 pub use download::{BLOB_HOST_SUFFIXES, is_loopback};
-pub(crate) use error::error_chain;
 pub use error::{Error, ErrorKind};
 pub use http::{Http, Slot, redirect_policy};
 use model::{DownloadLink, Machine, MachineAction, redact_url};
 pub use send::parse_retry_after;
-pub(crate) use send::read_capped;
 
 /// Most pages one listing may take. The server pages are 100 to 10,000 actions; at 200 pages
 /// a listing that has not ended is a loop or a runaway, and it must not spend the whole
