@@ -393,6 +393,39 @@ impl Metrics {
     }
 }
 
+/// Encoding `/metrics` (the work itself is [`encode`]'s).
+impl Metrics {
+    /// Encode every family. OpenMetrics (with exemplars) when asked for, else Prometheus text.
+    pub fn encode(&self, openmetrics: bool) -> Result<String, std::fmt::Error> {
+        encode::join(self.encode_chunks(openmetrics)?)
+    }
+
+    /// Encode every family, as chunks to be sent one after the other. A small body is one
+    /// chunk. A large one is encoded by two threads (the caller's and one more), the families
+    /// shared out between them by the sizes they had in the previous body (largest first, to
+    /// whichever thread has less so far), each thread writing into one buffer of its own; the
+    /// chunks are slices of the two buffers, one a family, in registration order, so the body
+    /// is the one a single thread makes, never copied into one string (which would hold it
+    /// twice). The largest family bounds the gain: it is encoded by one thread. Two threads
+    /// halve the time to encode 50,000 series when a core is free. See: #11
+    ///
+    /// Each buffer is allocated once, at the size its families took last time plus an eighth:
+    /// grown by doubling from 16 KiB, a 5 MB body (50,000 series) was reallocated nine times.
+    /// A large body's buffers are at least [`encode::MAPPED`], see there.
+    pub fn encode_chunks(&self, openmetrics: bool) -> Result<Vec<bytes::Bytes>, std::fmt::Error> {
+        self.registry.encode_split(openmetrics, true)
+    }
+
+    /// As [`Metrics::encode_chunks`], on the caller's thread alone, into one chunk (for the
+    /// render benchmark's comparison).
+    pub fn encode_on_one_thread(
+        &self,
+        openmetrics: bool,
+    ) -> Result<Vec<bytes::Bytes>, std::fmt::Error> {
+        self.registry.encode_split(openmetrics, false)
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
