@@ -24,6 +24,12 @@
     // its `### AlertName` section in README.md).
     runbookURLPattern: 'https://github.com/mde-liveresponse-exporter/mde-liveresponse-exporter/blob/main/README.md#%s',
 
+    // The exporter's URL as the people who get the alerts reach it (its --web.external-url;
+    // the default listen port is 9717). The failed-script, script-errors and not-run alerts
+    // link to its transcript page from a `transcript_url` annotation:
+    // <exporterExternalURL>/transcripts?tenant=..&machine=..&script=.. (#22)
+    exporterExternalURL: 'http://localhost:9717',
+
     // --- alerts: severity, `for:` and thresholds, one block per alert -----------------------
 
     // A script's last run exited non-zero on some machine. One failure is worth a look, not a

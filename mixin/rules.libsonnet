@@ -76,10 +76,24 @@ local util = import 'lib/util.libsonnet';
               )
             |||,
           },
-          // Machines whose latest attempt of a script never ran. Used by MdeLiveResponseScriptNotRun.
+          // Machines whose latest attempt of a script never ran.
           {
             record: 'tenant_script:mde_liveresponse_machines_not_run:count',
             expr: 'count by (tenant, script) (mde_liveresponse_script_not_run == 1)',
+          },
+          // The same by device group, joined like the failing count above, so that
+          // Alertmanager routes a not-run alert to the team of the device group too. Used by
+          // MdeLiveResponseScriptNotRun. (#22)
+          {
+            record: 'tenant_script_rbac_group:mde_liveresponse_machines_not_run:count',
+            expr: |||
+              count by (tenant, script, rbac_group) (
+                  (mde_liveresponse_script_not_run == 1)
+                    * on (tenant, machine) group_left (rbac_group) mde_machine_info
+                or on (tenant, machine, script)
+                  (mde_liveresponse_script_not_run == 1)
+              )
+            |||,
           },
           // Share of retrieved transcripts that failed over the last hour, per script.
           {

@@ -43,4 +43,12 @@ assert limitRule[0].expr == 'vector(50)'
        && std.length(std.findSubstr('90% of the 50 concurrent', sessionsAlerts.MdeLiveResponseSessionCapacityLow.annotations.description)) == 1
        : 'sessionLimit and sessionCapacityLowRatio reach the recorded limit, the alert and its description';
 
+local linked = with({ exporterExternalURL: 'https://mde-lr.example:9443/' });
+assert [a for a in ['MdeLiveResponseScriptFailed', 'MdeLiveResponseScriptErrors', 'MdeLiveResponseScriptNotRun']
+        if std.length(std.findSubstr('https://mde-lr.example:9443/transcripts?tenant={{ $labels.tenant | urlquery }}&machine=',
+                                     linked[a].annotations.transcript_url)) != 1] == []
+       && std.length(std.findSubstr('{{- else -}}https://mde-lr.example:9443/{{- end -}}',
+                                    linked.MdeLiveResponseScriptFailed.annotations.transcript_url)) == 1
+       : 'exporterExternalURL (a trailing slash dropped) is the base of every transcript_url';
+
 { alerts: std.length(defaults), ok: true }
