@@ -94,6 +94,39 @@ local util = import 'lib/util.libsonnet';
           transcriptURL('mde_liveresponse_script_not_run{%s} == 1'),
         ),
 
+      ] + [
+        // The SRE workbook's multiwindow, multi-burn-rate alerts, one rule per window pair
+        // (labels long and short). The value is the burn rate over the long window: how many
+        // times faster than the objective allows the error budget is being spent. (#22)
+        local ratio(w) = 'tenant_script:mde_liveresponse_script_bad_runs:ratio_rate' + w;
+        local budget = '(1 - tenant_script:mde_liveresponse_script_slo_objective:ratio)';
+        local period = util.seconds(c.scriptSLOPeriod);
+        local lasts(factor) =
+          local hours = period / 3600 / factor;
+          if hours % 24 == 0 then '%g days' % (hours / 24) else '%g hours' % std.round(hours);
+        alert(
+          'MdeLiveResponseScriptErrorBudgetBurn', b.severity, b['for'],
+          |||
+            %(long)s / on (tenant, script) %(budget)s > %(factor)g
+            and
+            %(short)s / on (tenant, script) %(budget)s > %(factor)g
+          ||| % { long: ratio(b.long), short: ratio(b.short), budget: budget, factor: b.factor },
+          'Live Response script {{ $labels.script }} is burning its error budget in tenant {{ $labels.tenant }}',
+          text([
+            'Runs of {{ $labels.script }} in tenant {{ $labels.tenant }} that failed (non-zero exit',
+            'code) or never ran are spending the error budget of its objective',
+            '({{ with printf `tenant_script:mde_liveresponse_script_slo_objective:ratio{tenant=%q,script=%q}`',
+            '$labels.tenant $labels.script | query }}{{ . | first | value | humanizePercentage }}{{ end }}',
+            'good runs over ' + util.humanize(c.scriptSLOPeriod) + ') at {{ $value | printf "%.1f" }}x the',
+            'rate the objective allows over the last ' + util.humanize(b.long) + ', and at more than',
+            std.toString(b.factor) + 'x over the last ' + util.humanize(b.short) + '. At',
+            std.toString(b.factor) + 'x the whole budget is gone in ' + lasts(b.factor) + '. The',
+            'error budget panels of the MDE Live Response overview dashboard show it by script; the',
+            'MdeLiveResponseScriptFailed and MdeLiveResponseScriptNotRun alerts name the machines.',
+          ]),
+        ) + { labels+: { long: b.long, short: b.short } }
+        for b in c.scriptErrorBudgetBurn
+      ] + [
         alert(
           'MdeLiveResponseActionStuck', c.actionStuckSeverity, c.actionStuckFor,
           'time() - mde_liveresponse_in_flight_oldest_creation_timestamp_seconds > %d'

@@ -3,11 +3,12 @@
 
 - every alert is CamelCase with an MdeLiveResponse/MdeApi/MdeExporter prefix, has a
   `severity` label and `summary`, `description` and `runbook_url` annotations;
-- every runbook_url points at README.md#<alertname-lowercase>, and that section exists under `## Runbook`;
+- every runbook_url points at README.md#<alertname-lowercase>, and that section exists under `## Runbook`
+  (of RUNBOOK_MD, or of one of the further files: runbook entries written for a later merge);
 - every alert has at least one promtool test case where it fires and one where it must not;
 - recording rule names follow level:metric:operations.
 
-Usage: check_rules.py RULES_FILE TESTS_DIR RUNBOOK_MD
+Usage: check_rules.py RULES_FILE TESTS_DIR RUNBOOK_MD [MORE_RUNBOOK_MD...]
 """
 import glob
 import os
@@ -20,7 +21,8 @@ RUNBOOK = "https://github.com/mde-liveresponse-exporter/mde-liveresponse-exporte
 
 
 def main() -> int:
-    rules_file, tests_dir, runbook_md = sys.argv[1:4]
+    rules_file, tests_dir, *runbook_mds = sys.argv[1:]
+    runbook_md = " + ".join(runbook_mds)
     with open(rules_file) as f:
         groups = yaml.safe_load(f)["groups"]
     alerts, records, errors = {}, [], []
@@ -31,12 +33,14 @@ def main() -> int:
             else:
                 records.append(r["record"])
 
-    with open(runbook_md) as f:
-        # The alert sections are the `### Name` headings under the README's `## Runbook`.
-        text = f.read()
-        runbook = text.split("\n## Runbook\n", 1)[1] if "\n## Runbook\n" in text else ""
-        runbook = re.split(r"^## ", runbook, maxsplit=1, flags=re.M)[0]
-        sections = {m.group(1) for m in re.finditer(r"^### (\S+)\s*$", runbook, re.M)}
+    sections = set()
+    for path in runbook_mds:
+        with open(path) as f:
+            # The alert sections are the `### Name` headings under the file's `## Runbook`.
+            text = "\n" + f.read()
+            runbook = text.split("\n## Runbook\n", 1)[1] if "\n## Runbook\n" in text else ""
+            runbook = re.split(r"^## ", runbook, maxsplit=1, flags=re.M)[0]
+            sections |= {m.group(1) for m in re.finditer(r"^### (\S+)\s*$", runbook, re.M)}
 
     for name, r in alerts.items():
         if not re.fullmatch(r"(MdeLiveResponse|MdeApi|MdeExporter)[A-Z][A-Za-z]+", name):
