@@ -117,7 +117,7 @@ SCRIPT_ALERTS = ("MdeLiveResponseScriptFailed", "MdeLiveResponseScriptErrors", "
 GROUPS_WANTED = 2  # device groups with a checked MdeLiveResponseScriptFailed notification
 
 
-def check_one(prom, exporter_url, receiver, body, a):
+def check_one(exporter_url, receiver, body, a):
     """The problems of one script alert's notification; [] when it is right."""
     labels, ann = a.get("labels", {}), a.get("annotations", {})
     group = labels.get("rbac_group", "")
@@ -157,7 +157,7 @@ def check_routed(prom, log_path, exporter_url, deadline):
                     continue
                 seen.add(key)
                 where = f"{labels['alertname']} {labels.get('script')} in {group or '(no device group)'} at /{receiver}"
-                found = check_one(prom, exporter_url, receiver, n["body"], a)
+                found = check_one(exporter_url, receiver, n["body"], a)
                 problems += [f"{where}: {p}" for p in found]
                 if found or labels["alertname"] != "MdeLiveResponseScriptFailed" or group not in GROUP_RECEIVER \
                         or group in passed:
