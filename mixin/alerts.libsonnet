@@ -7,7 +7,7 @@ local util = import 'lib/util.libsonnet';
 {
   // An alert rule: `severity` and `for` are the names of its _config knobs' values; the
   // runbook_url is derived from the name.
-  local alert(name, severity, forDuration, expr, summary, description) =
+  local alert(name, severity, forDuration, expr, summary, description, annotations={}) =
     { alert: name, expr: expr }
     + util.forClause(forDuration)
     + {
@@ -16,7 +16,34 @@ local util = import 'lib/util.libsonnet';
         summary: summary,
         description: description,
         runbook_url: $._config.runbookURLPattern % std.asciiLower(name),
-      },
+      } + annotations,
+    },
+  // The `transcript_url` annotation of an alert by (tenant, script, rbac_group) on per-machine
+  // series: a link to the exporter's transcript page of one of the alert's machines, the first
+  // by name. `series` is the per-machine condition with `%s` where the tenant and script
+  // matchers go, e.g. 'mde_liveresponse_script_exit_code{%s} != 0'. The alert counts machines
+  // and has no `machine` label, so the template asks Prometheus for them (`query`), in the
+  // alert's device group the way the tenant_script_rbac_group:* rules put them there: with
+  // that rbac_group in mde_machine_info, or, for an empty rbac_group, without a device group
+  // (no context read yet, or an empty one). Label values are URL-escaped (`urlquery`). When the
+  // machines are gone by the time the annotation renders, it links to the exporter's status
+  // page. (#22)
+  local transcriptURL(series) =
+    local base = std.rstripChars($._config.exporterExternalURL, '/');
+    local cond(sel) = '(' + std.strReplace(series, '%s', sel) + ')';
+    {
+      transcript_url: std.join('', [
+        '{{- $sel := printf `tenant=%q,script=%q` $labels.tenant $labels.script -}}',
+        '{{- $q := printf `' + cond('%s') + ' unless on (tenant, machine) mde_machine_info{rbac_group!=""}` $sel -}}',
+        '{{- if $labels.rbac_group -}}',
+        '{{- $q = printf `' + cond('%s') + ' and on (tenant, machine) mde_machine_info{rbac_group=%q}` $sel $labels.rbac_group -}}',
+        '{{- end -}}',
+        '{{- with query $q | sortByLabel "machine" -}}{{- with first . -}}',
+        base + '/transcripts?tenant={{ $labels.tenant | urlquery }}&machine={{ label "machine" . | urlquery }}&script={{ $labels.script | urlquery }}',
+        '{{- end -}}{{- else -}}',
+        base + '/',
+        '{{- end -}}',
+      ]),
     },
   // Descriptions are written as lines here and rendered as one paragraph.
   local text(lines) = std.join(' ', lines),
@@ -37,6 +64,7 @@ local util = import 'lib/util.libsonnet';
             'on those machines again, or when their series expire (series_ttl). See the',
             '"machines whose last run failed" table of the MDE Live Response overview dashboard.',
           ]),
+          transcriptURL('mde_liveresponse_script_exit_code{%s} != 0'),
         ),
 
         alert(
@@ -48,11 +76,12 @@ local util = import 'lib/util.libsonnet';
             '{{ $value }} machine(s) of tenant {{ $labels.tenant }} in device group',
             '"{{ $labels.rbac_group }}", whatever its exit code.',
           ]),
+          transcriptURL('mde_liveresponse_script_errors_present{%s} == 1'),
         ),
 
         alert(
           'MdeLiveResponseScriptNotRun', c.scriptNotRunSeverity, c.scriptNotRunFor,
-          'tenant_script:mde_liveresponse_machines_not_run:count > 0',
+          'tenant_script_rbac_group:mde_liveresponse_machines_not_run:count > 0',
           'Live Response script {{ $labels.script }} did not run on {{ $value }} machine(s) in tenant {{ $labels.tenant }}',
           text([
             'The latest attempt to run {{ $labels.script }} never ran on {{ $value }} machine(s) of',
@@ -62,8 +91,42 @@ local util = import 'lib/util.libsonnet';
             'reason; the exporter logs the command errors (event script_not_run). The alert clears',
             'when a later attempt runs, or when the series expire (series_ttl).',
           ]),
+          transcriptURL('mde_liveresponse_script_not_run{%s} == 1'),
         ),
 
+      ] + [
+        // The SRE workbook's multiwindow, multi-burn-rate alerts, one rule per window pair
+        // (labels long and short). The value is the burn rate over the long window: how many
+        // times faster than the objective allows the error budget is being spent. (#22)
+        local ratio(w) = 'tenant_script:mde_liveresponse_script_bad_runs:ratio_rate' + w;
+        local budget = '(1 - tenant_script:mde_liveresponse_script_slo_objective:ratio)';
+        local period = util.seconds(c.scriptSLOPeriod);
+        local lasts(factor) =
+          local hours = period / 3600 / factor;
+          if hours % 24 == 0 then '%g days' % (hours / 24) else '%g hours' % std.round(hours);
+        alert(
+          'MdeLiveResponseScriptErrorBudgetBurn', b.severity, b['for'],
+          |||
+            %(long)s / on (tenant, script) %(budget)s > %(factor)g
+            and
+            %(short)s / on (tenant, script) %(budget)s > %(factor)g
+          ||| % { long: ratio(b.long), short: ratio(b.short), budget: budget, factor: b.factor },
+          'Live Response script {{ $labels.script }} is burning its error budget in tenant {{ $labels.tenant }}',
+          text([
+            'Runs of {{ $labels.script }} in tenant {{ $labels.tenant }} that failed (non-zero exit',
+            'code) or never ran are spending the error budget of its objective',
+            '({{ with printf `tenant_script:mde_liveresponse_script_slo_objective:ratio{tenant=%q,script=%q}`',
+            '$labels.tenant $labels.script | query }}{{ . | first | value | humanizePercentage }}{{ end }}',
+            'good runs over ' + util.humanize(c.scriptSLOPeriod) + ') at {{ $value | printf "%.1f" }}x the',
+            'rate the objective allows over the last ' + util.humanize(b.long) + ', and at more than',
+            std.toString(b.factor) + 'x over the last ' + util.humanize(b.short) + '. At',
+            std.toString(b.factor) + 'x the whole budget is gone in ' + lasts(b.factor) + '. The',
+            'error budget panels of the MDE Live Response overview dashboard show it by script; the',
+            'MdeLiveResponseScriptFailed and MdeLiveResponseScriptNotRun alerts name the machines.',
+          ]),
+        ) + { labels+: { long: b.long, short: b.short } }
+        for b in c.scriptErrorBudgetBurn
+      ] + [
         alert(
           'MdeLiveResponseActionStuck', c.actionStuckSeverity, c.actionStuckFor,
           'time() - mde_liveresponse_in_flight_oldest_creation_timestamp_seconds > %d'

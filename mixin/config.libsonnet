@@ -24,6 +24,12 @@
     // its `### AlertName` section in docs/runbook.md).
     runbookURLPattern: 'https://github.com/mde-liveresponse-exporter/mde-liveresponse-exporter/blob/main/docs/runbook.md#%s',
 
+    // The exporter's URL as the people who get the alerts reach it (its --web.external-url;
+    // the default listen port is 9717). The failed-script, script-errors and not-run alerts
+    // link to its transcript page from a `transcript_url` annotation:
+    // <exporterExternalURL>/transcripts?tenant=..&machine=..&script=.. (#22)
+    exporterExternalURL: 'http://localhost:9717',
+
     // --- alerts: severity, `for:` and thresholds, one block per alert -----------------------
 
     // A script's last run exited non-zero on some machine. One failure is worth a look, not a
@@ -94,6 +100,34 @@
     sessionCapacityLowRatio: 0.8,
     sessionCapacityLowSeverity: 'warning',
     sessionCapacityLowFor: '10m',
+
+    // --- per-script objectives (#22) -----------------------------------------------------------
+
+    // Share of a script's attempts that must be good over scriptSLOPeriod: retrieved with exit
+    // code 0. Bad runs are transcripts with a non-zero exit code
+    // (mde_liveresponse_script_failures_total) and attempts that never ran
+    // (mde_liveresponse_script_not_run_total); attempts are both kinds of run
+    // (mde_liveresponse_script_runs_total + mde_liveresponse_script_not_run_total). `default`
+    // holds for every script not listed in `scripts`. The compliance-check.ps1 entry is an
+    // example of an override: it only applies to a script of that name. Rendered as recorded
+    // constants (mde:liveresponse_script_slo_objective:ratio, with a `script` label for the
+    // overrides), so a Prometheus can also add its own.
+    scriptSLOs: {
+      default: 0.95,
+      scripts: { 'compliance-check.ps1': 0.99 },
+    },
+    // The period the objective is measured over; the burn-rate factors below are the SRE
+    // workbook's for 30 days (14.4x for 1 hour spends 2% of a 30-day budget).
+    scriptSLOPeriod: '30d',
+    // MdeLiveResponseScriptErrorBudgetBurn: the multiwindow, multi-burn-rate alerts of the SRE
+    // workbook. Each fires when the bad-run ratio over both its `long` and its `short` window
+    // is above `factor` times the error budget (1 - objective). One recording rule per window.
+    scriptErrorBudgetBurn: [
+      { severity: 'critical', long: '1h', short: '5m', factor: 14.4, 'for': '2m' },
+      { severity: 'critical', long: '6h', short: '30m', factor: 6, 'for': '15m' },
+      { severity: 'warning', long: '1d', short: '2h', factor: 3, 'for': '1h' },
+      { severity: 'warning', long: '3d', short: '6h', factor: 1, 'for': '3h' },
+    ],
 
     // --- dashboards ----------------------------------------------------------------------------
 

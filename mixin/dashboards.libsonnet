@@ -77,6 +77,24 @@ local overview(config) =
       [p.timeseries('Actions in flight', 'Live Response actions Pending or InProgress, by status (25 concurrent sessions per tenant).',
                     [target('sum by (status) (mde_liveresponse_actions_in_flight{%s})' % T, '{{status}}')],
                     unit='short'), 12, 8],
+      // Per-script objectives (#22): the budget left over the time range (set it to the SLO
+      // period, 30 days by default, to read it against the objective) and the burn rate the
+      // MdeLiveResponseScriptErrorBudgetBurn alerts compare with their factors.
+      [p.row('Error budget'), 24, 1],
+      [p.bargauge('Error budget left',
+                  'Per script: 1 - (bad runs / attempts over the time range) / (1 - objective). Bad runs exited non-zero or never ran; the objective is _config.scriptSLOs (tenant_script:mde_liveresponse_script_slo_objective:ratio). Below 0 the objective is missed over the range; set the range to ' + config.scriptSLOPeriod + ' to read it over the period of the objective.',
+                  [target(|||
+                    1 - (
+                      sum by (script) (increase(%(fails)s[$__range]) or increase(%(notRun)s[$__range]) or increase(%(runs)s[$__range]) * 0)
+                        / (sum by (script) (increase(%(runs)s[$__range]) or increase(%(notRun)s[$__range])) > 0)
+                    ) / on (script) (1 - max by (script) (tenant_script:mde_liveresponse_script_slo_objective:ratio{tenant=~"$tenant",script=~"$script"}))
+                  ||| % { fails: fails, notRun: notRun, runs: runs }, '{{script}}', instant=true)],
+                  steps=[[null, 'red'], [0.25, 'orange'], [0.5, 'green']]), 12, 8],
+      [p.timeseries('Error budget burn rate (1 hour)',
+                    'Per tenant and script: bad-run ratio over the last hour / error budget (1 - objective). 1 spends the budget exactly over the objective period; the first MdeLiveResponseScriptErrorBudgetBurn rule pages above ' + std.toString(config.scriptErrorBudgetBurn[0].factor) + ' (with its short window above it too).',
+                    [target('tenant_script:mde_liveresponse_script_bad_runs:ratio_rate1h{tenant=~"$tenant",script=~"$script"} / on (tenant, script) (1 - tenant_script:mde_liveresponse_script_slo_objective:ratio{tenant=~"$tenant",script=~"$script"})',
+                            '{{tenant}} {{script}}')],
+                    steps=[[null, 'green'], [1, 'orange'], [config.scriptErrorBudgetBurn[0].factor, 'red']]), 12, 8],
       [p.row('Machines'), 24, 1],
       [p.table('Machines whose last run failed',
                'Latest retrieved run per machine and script where the exit code is not 0.',

@@ -2,7 +2,7 @@
 // dashboards, configured by _config (config.libsonnet).
 //
 //   prometheusAlerts    alerts.libsonnet       (group mde-liveresponse.alerts)
-//   prometheusRules     rules.libsonnet        (groups mde-liveresponse.thresholds and .records)
+//   prometheusRules     rules.libsonnet        (groups mde-liveresponse.thresholds, .records and .slo)
 //   grafanaDashboards   dashboards.libsonnet   (file name -> dashboard JSON)
 //   tests.jsonnet       asserts on _config overrides, evaluated on every render
 //   lib/                helpers: durations (util), panels and layout (panels)

@@ -76,10 +76,24 @@ local util = import 'lib/util.libsonnet';
               )
             |||,
           },
-          // Machines whose latest attempt of a script never ran. Used by MdeLiveResponseScriptNotRun.
+          // Machines whose latest attempt of a script never ran.
           {
             record: 'tenant_script:mde_liveresponse_machines_not_run:count',
             expr: 'count by (tenant, script) (mde_liveresponse_script_not_run == 1)',
+          },
+          // The same by device group, joined like the failing count above, so that
+          // Alertmanager routes a not-run alert to the team of the device group too. Used by
+          // MdeLiveResponseScriptNotRun. (#22)
+          {
+            record: 'tenant_script_rbac_group:mde_liveresponse_machines_not_run:count',
+            expr: |||
+              count by (tenant, script, rbac_group) (
+                  (mde_liveresponse_script_not_run == 1)
+                    * on (tenant, machine) group_left (rbac_group) mde_machine_info
+                or on (tenant, machine, script)
+                  (mde_liveresponse_script_not_run == 1)
+              )
+            |||,
           },
           // Share of retrieved transcripts that failed over the last hour, per script.
           {
@@ -89,6 +103,66 @@ local util = import 'lib/util.libsonnet';
                 / (sum by (tenant, script) (rate(mde_liveresponse_script_runs_total[1h])) > 0)
             |||,
           },
+        ],
+      },
+      {
+        // Per-script objectives and the bad-run ratios of the error-budget burn alerts (#22).
+        name: 'mde-liveresponse.slo',
+        local slo = $._config.scriptSLOs,
+        local windows = std.set(std.flattenArrays([[b.long, b.short] for b in $._config.scriptErrorBudgetBurn]),
+                                util.seconds),
+        local scripts = 'group by (tenant, script) (mde_liveresponse_script_runs_total or mde_liveresponse_script_not_run_total)',
+        rules: [
+          // The objectives: the default (no script label) and one series per override.
+          {
+            record: 'mde:liveresponse_script_slo_objective:ratio',
+            expr: 'vector(%g)' % slo.default,
+          },
+        ] + [
+          {
+            record: 'mde:liveresponse_script_slo_objective:ratio',
+            expr: 'vector(%g)' % slo.scripts[script],
+            labels: { script: script },
+          }
+          for script in std.objectFields(slo.scripts)
+        ] + [
+          // The objective of every script the exporter has seen, per tenant: its override, or
+          // the default.
+          {
+            record: 'tenant_script:mde_liveresponse_script_slo_objective:ratio',
+            expr: |||
+              (
+                %(scripts)s
+                  * on (script) group_left () mde:liveresponse_script_slo_objective:ratio{script!=""}
+              )
+              or on (tenant, script)
+              (
+                %(scripts)s
+                  * on () group_left () mde:liveresponse_script_slo_objective:ratio{script=""}
+              )
+            ||| % { scripts: scripts },
+          },
+        ] + [
+          // Share of a script's attempts over the window that were bad: exit code not 0, or
+          // never ran. The `or ... * 0` term makes it 0 (not absent) for a script that ran
+          // without failing while the failure counter does not exist yet; not_run has a
+          // `reason` label, so its series always add up. Absent when nothing was attempted.
+          {
+            record: 'tenant_script:mde_liveresponse_script_bad_runs:ratio_rate%s' % w,
+            expr: |||
+              sum by (tenant, script) (
+                  rate(mde_liveresponse_script_failures_total[%(w)s])
+                or rate(mde_liveresponse_script_not_run_total[%(w)s])
+                or rate(mde_liveresponse_script_runs_total[%(w)s]) * 0
+              )
+              /
+              (sum by (tenant, script) (
+                  rate(mde_liveresponse_script_runs_total[%(w)s])
+                or rate(mde_liveresponse_script_not_run_total[%(w)s])
+              ) > 0)
+            ||| % { w: w },
+          }
+          for w in windows
         ],
       },
     ],

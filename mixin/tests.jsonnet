@@ -1,7 +1,9 @@
 // Tests of the _config knobs, evaluated by scripts/render_mixin.py on every render (a failed
 // assert stops it). The committed render covers the defaults; these cover overrides.
 local mixin = import 'mixin.libsonnet';
-local alerts(m) = { [r.alert]: r for g in m.prometheusAlerts.groups for r in g.rules };
+// By name; the burn-rate alert has one rule per window pair, keyed `name/long`.
+local alerts(m) = { [r.alert + (if std.objectHas(r.labels, 'long') then '/' + r.labels.long else '')]: r
+                    for g in m.prometheusAlerts.groups for r in g.rules };
 local with(config) = alerts(mixin { _config+:: config });
 
 local defaults = alerts(mixin);
@@ -31,7 +33,7 @@ assert tuned.MdeApiThrottled['for'] == '20m'
        && std.length(std.findSubstr('for 20 minutes', tuned.MdeApiThrottled.annotations.description)) == 1
        : 'the description quotes the for: in force';
 assert [a for a in std.objectFields(tuned)
-        if tuned[a].annotations.runbook_url != 'https://wiki.example/runbooks/' + std.asciiLower(a)] == []
+        if tuned[a].annotations.runbook_url != 'https://wiki.example/runbooks/' + std.asciiLower(tuned[a].alert)] == []
        : 'runbookURLPattern sets every runbook_url';
 
 assert stuck.MdeLiveResponseActionStuck.expr
@@ -42,5 +44,34 @@ assert limitRule[0].expr == 'vector(50)'
        && std.length(std.findSubstr('* 0.9', sessionsAlerts.MdeLiveResponseSessionCapacityLow.expr)) == 1
        && std.length(std.findSubstr('90% of the 50 concurrent', sessionsAlerts.MdeLiveResponseSessionCapacityLow.annotations.description)) == 1
        : 'sessionLimit and sessionCapacityLowRatio reach the recorded limit, the alert and its description';
+
+local linked = with({ exporterExternalURL: 'https://mde-lr.example:9443/' });
+assert [a for a in ['MdeLiveResponseScriptFailed', 'MdeLiveResponseScriptErrors', 'MdeLiveResponseScriptNotRun']
+        if std.length(std.findSubstr('https://mde-lr.example:9443/transcripts?tenant={{ $labels.tenant | urlquery }}&machine=',
+                                     linked[a].annotations.transcript_url)) != 1] == []
+       && std.length(std.findSubstr('{{- else -}}https://mde-lr.example:9443/{{- end -}}',
+                                    linked.MdeLiveResponseScriptFailed.annotations.transcript_url)) == 1
+       : 'exporterExternalURL (a trailing slash dropped) is the base of every transcript_url';
+
+local slo = mixin { _config+:: {
+  scriptSLOs: { default: 0.9, scripts: { 'a.ps1': 0.999 } },
+  scriptErrorBudgetBurn: [{ severity: 'critical', long: '2h', short: '10m', factor: 10, 'for': '' }],
+} };
+local sloRules = [r for g in slo.prometheusRules.groups for r in g.rules if std.objectHas(r, 'record')];
+local sloAlerts = [r for g in slo.prometheusAlerts.groups for r in g.rules
+                   if r.alert == 'MdeLiveResponseScriptErrorBudgetBurn'];
+assert [r.expr for r in sloRules if r.record == 'mde:liveresponse_script_slo_objective:ratio']
+       == ['vector(0.9)', 'vector(0.999)']
+       && [r.labels for r in sloRules if r.record == 'mde:liveresponse_script_slo_objective:ratio'
+           && std.objectHas(r, 'labels')] == [{ script: 'a.ps1' }]
+       : 'scriptSLOs: the default and each override become recorded objectives';
+assert [r.record for r in sloRules if std.startsWith(r.record, 'tenant_script:mde_liveresponse_script_bad_runs:')]
+       == ['tenant_script:mde_liveresponse_script_bad_runs:ratio_rate10m',
+           'tenant_script:mde_liveresponse_script_bad_runs:ratio_rate2h']
+       && std.length(sloAlerts) == 1 && !std.objectHas(sloAlerts[0], 'for')
+       && sloAlerts[0].labels == { severity: 'critical', long: '2h', short: '10m' }
+       && std.length(std.findSubstr('> 10\nand\n', sloAlerts[0].expr)) == 1
+       && std.length(std.findSubstr('the whole budget is gone in 3 days', sloAlerts[0].annotations.description)) == 1
+       : 'scriptErrorBudgetBurn sets the recorded windows, the rules, their labels and descriptions';
 
 { alerts: std.length(defaults), ok: true }

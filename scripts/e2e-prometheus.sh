@@ -33,7 +33,7 @@ OPENTELEMETRY_PROTO_VERSION=1.45.2
 bin=${MDE_EXPORTER_BIN:-target/debug/mde-liveresponse-exporter}
 prometheus=${PROMETHEUS:-prometheus}
 deadline=${E2E_DEADLINE:-100}
-required_alerts=MdeLiveResponseScriptFailed,MdeLiveResponseScriptErrors,MdeLiveResponseResultFetchFailing,MdeApiQuotaNearlyExhausted,MdeApiThrottled,MdeLiveResponseResultsWaitingForQuota
+required_alerts=MdeLiveResponseScriptFailed,MdeLiveResponseScriptErrors,MdeLiveResponseScriptErrorBudgetBurn,MdeLiveResponseResultFetchFailing,MdeApiQuotaNearlyExhausted,MdeApiThrottled,MdeLiveResponseResultsWaitingForQuota
 forbidden_alerts=MdeExporterDown,MdeExporterAuthFailing,MdeExporterConfigReloadFailed
 
 command -v "$prometheus" >/dev/null || { echo "e2e: $prometheus not found (apt-get install prometheus)" >&2; exit 1; }

@@ -7,9 +7,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Debian packages the tests use: prometheus (promtool and a real server), chromium (the
-# status page test).
+# status page test), prometheus-alertmanager (amtool and a real Alertmanager).
 missing=()
 command -v promtool >/dev/null 2>&1 && command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)
+command -v amtool >/dev/null 2>&1 && command -v prometheus-alertmanager >/dev/null 2>&1 || missing+=(prometheus-alertmanager)
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
@@ -43,7 +44,8 @@ step "scripts/check-layout.py --self-test" python3 scripts/check-layout.py --sel
 step "scripts/check-layout.py" python3 scripts/check-layout.py
 step "cargo clippy" cargo clippy --workspace --all-targets --locked -- -D warnings
 step "cargo test" cargo test --workspace --locked
-for check in scripts/check-rules.sh scripts/check-dashboards.sh scripts/check-deploy.sh scripts/e2e-prometheus.sh; do
+for check in scripts/check-rules.sh scripts/check-dashboards.sh scripts/check-deploy.sh scripts/check-alertmanager.sh \
+  scripts/e2e-prometheus.sh scripts/e2e-alertmanager.sh; do
   if [ -x "$check" ]; then
     step "$check" "$check"
   fi
