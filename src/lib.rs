@@ -29,9 +29,11 @@
 //! - [`shared`]: what collectors and the server share: the config in force, metrics, state,
 //!   quotas, per-tenant status, and the local housekeeping on them.
 //! - [`metrics`]: the metric contract. [`events`]: log events that also count.
+//! - [`excerpt`]: what the transcript page may show of a run, bounded (kept in [`state`]).
 //! - [`telemetry`]: logs, OTLP spans, exemplar ids.
 //! - [`server`]: `/metrics`, health, readiness, reload and the status page.
 //! - [`transcript`]: the `transcript` command (one result, as the API returns it).
+//! - [`web`]: routes beyond `/metrics` and the status page: `/probe` (one tenant's series).
 //!
 //! The simulator (`crates/mde-sim`) and the exporter-toolkit web configuration
 //! (`crates/exporter-web`) are crates of their own: the simulator cannot import what it
@@ -45,6 +47,7 @@ pub mod collector;
 pub mod config;
 pub mod discovery;
 pub mod events;
+pub mod excerpt;
 pub mod machines;
 pub mod mde;
 pub mod metrics;
@@ -55,3 +58,4 @@ pub mod shared;
 pub mod state;
 pub mod telemetry;
 pub mod transcript;
+pub mod web;

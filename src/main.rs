@@ -193,6 +193,7 @@ async fn serve(settings: Settings, file_config: Option<Config>) -> Result<()> {
             "sharding tenants"
         );
     }
+    mde_liveresponse_exporter::web::set_external_url(settings.external_url.clone());
     let web = match &settings.web_config_file {
         Some(p) => Some(Arc::new(WebConfig::load(p)?)),
         None => None,
