@@ -116,7 +116,7 @@ echo "== docker compose file"
 "$py" scripts/check_deploy.py compose deploy/docker-compose.yml "$schema"
 "$py" scripts/check_deploy.py grafana-provisioning deploy/grafana/provisioning deploy/docker-compose.yml
 "$py" scripts/check_deploy.py otel deploy/otel-collector/config.yml deploy/docker-compose.yml
-promtool check config --syntax-only deploy/prometheus/prometheus.yml
+promtool check config --syntax-only deploy/prometheus/prometheus.yml deploy/prometheus/prometheus-per-tenant.yml
 # `docker compose config` parses without an engine, but needs the compose plugin (not on the
 # CI machine today: its docker client has none); use it when present.
 if docker compose version >/dev/null 2>&1; then

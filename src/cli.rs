@@ -61,6 +61,15 @@ pub struct Cli {
     /// each tenant's lookback window are counted again. For a corrupt or unwanted file.
     #[arg(long = "state.reset")]
     pub state_reset: bool,
+    /// The URL under which the exporter is reachable from outside (behind a reverse proxy, say),
+    /// as Prometheus' flag: links the exporter makes (the transcript page's) start with it.
+    /// Absolute http(s), no query or fragment; it does not change the paths served.
+    #[arg(
+        long = "web.external-url",
+        env = "MDE_EXPORTER_WEB_EXTERNAL_URL",
+        value_name = "URL"
+    )]
+    pub external_url: Option<String>,
     /// Enable `POST /-/reload` (off by default, as in Prometheus); SIGHUP always reloads.
     #[arg(long = "web.enable-lifecycle")]
     pub enable_lifecycle: bool,
@@ -188,6 +197,8 @@ pub struct Settings {
     pub state_reset: bool,
     /// `--web.enable-lifecycle`: serve `POST /-/reload`.
     pub enable_lifecycle: bool,
+    /// `--web.external-url`, without a trailing `/`.
+    pub external_url: Option<String>,
     /// `(index, count)` with `index < count`.
     pub shard: Option<(u32, u32)>,
 }
@@ -224,9 +235,24 @@ impl Cli {
             state_path: self.state_path.clone(),
             state_reset: self.state_reset,
             enable_lifecycle: self.enable_lifecycle,
+            external_url: self.external_url.as_deref().map(external_url).transpose()?,
             shard: shard(self.shard_index, self.shard_count, &hostname)?,
         })
     }
+}
+
+/// `--web.external-url`: an absolute http(s) URL without query or fragment, returned without
+/// its trailing `/` so paths can be appended.
+fn external_url(s: &str) -> Result<String> {
+    let url = url::Url::parse(s)
+        .map_err(|e| anyhow::anyhow!("--web.external-url {s:?} is not an absolute URL: {e}"))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+        bail!("--web.external-url {s:?} must be an http:// or https:// URL with a host");
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        bail!("--web.external-url {s:?} must have no query or fragment");
+    }
+    Ok(url.as_str().trim_end_matches('/').to_string())
 }
 
 impl Settings {
@@ -369,6 +395,47 @@ mod tests {
         .unwrap();
         assert_eq!(cli.log_format, LogFormat::Logfmt);
         assert_eq!(cli.log_level, "warn");
+    }
+
+    #[test]
+    fn the_external_url_is_absolute_http_and_loses_its_trailing_slash() {
+        // See: #22
+        let url = |v: &str| {
+            Cli::parse_from(["x", "--web.external-url", v])
+                .settings()
+                .map(|s| s.external_url)
+                .map_err(|e| e.to_string())
+        };
+        assert_eq!(
+            url("https://mde.example/exporter/"),
+            Ok(Some("https://mde.example/exporter".to_string()))
+        );
+        assert_eq!(
+            url("http://10.0.0.1:9717"),
+            Ok(Some("http://10.0.0.1:9717".to_string()))
+        );
+        assert_eq!(
+            url("mde.example"),
+            Err("--web.external-url \"mde.example\" is not an absolute URL: relative URL without a base".to_string())
+        );
+        assert_eq!(
+            url("ftp://mde.example"),
+            Err("--web.external-url \"ftp://mde.example\" must be an http:// or https:// URL with a host".to_string())
+        );
+        assert_eq!(
+            url("https://mde.example/?a=1"),
+            Err(
+                "--web.external-url \"https://mde.example/?a=1\" must have no query or fragment"
+                    .to_string()
+            )
+        );
+        assert_eq!(
+            Cli::parse_from(["x"])
+                .settings()
+                .map(|s| s.external_url)
+                .ok(),
+            Some(None)
+        );
     }
 
     #[test]

@@ -41,9 +41,11 @@
 //!   each subsystem calls ([`metrics::api`], [`metrics::results`], [`metrics::poll`],
 //!   [`metrics::exporter`]), the `/metrics` encoder (`encode`) and the families read at
 //!   scrape time (`collectors`). [`events`]: log events that also count.
+//! - [`excerpt`]: what the transcript page may show of a run, bounded (kept in [`state`]).
 //! - [`telemetry`]: logs, OTLP spans, exemplar ids.
 //! - [`server`]: `/metrics`, health, readiness, reload and the status page.
 //! - [`transcript`]: the `transcript` command (one result, as the API returns it).
+//! - [`web`]: routes beyond `/metrics` and the status page: `/probe` (one tenant's series).
 //!
 //! The simulator (`crates/mde-sim`) and the exporter-toolkit web configuration
 //! (`crates/exporter-web`) are crates of their own: the simulator cannot import what it
@@ -57,6 +59,7 @@ pub mod collector;
 pub mod config;
 pub mod discovery;
 pub mod events;
+pub mod excerpt;
 pub mod machines;
 pub mod mde;
 pub mod metrics;
@@ -68,3 +71,4 @@ pub mod shared;
 pub mod state;
 pub mod telemetry;
 pub mod transcript;
+pub mod web;

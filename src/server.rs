@@ -47,6 +47,11 @@ pub fn app(
         .route("/-/healthy", get(|| async { "Healthy\n" }))
         .route("/-/ready", get(ready))
         .route("/-/reload", post(reload_config).put(reload_config))
+        .route("/probe", crate::web::probe::route(state.current.clone()))
+        .route(
+            "/transcripts",
+            crate::web::transcripts::route(state.current.clone()),
+        )
         .with_state(state)
 }
 

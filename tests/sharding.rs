@@ -155,6 +155,7 @@ async fn issue_11_a_restart_restores_only_the_tenants_it_serves() {
                 exit_code: 3,
                 errors_present: false,
                 action_id: format!("{tenant}-action"),
+                excerpt: None,
             };
             let key = ResultKey {
                 tenant: tenant.into(),

@@ -182,6 +182,7 @@ async fn serve(settings: Settings) -> Result<()> {
             "sharding tenants"
         );
     }
+    crate::web::set_external_url(settings.external_url.clone());
     let web = match &settings.web_config_file {
         Some(p) => Some(Arc::new(WebConfig::load(p)?)),
         None => None,

@@ -39,6 +39,10 @@ pub struct LastRun {
     pub exit_code: i64,
     pub errors_present: bool,
     pub action_id: String,
+    /// What the transcript page shows of this run (#22), committed with it; absent in files
+    /// written before, so the field is optional in both directions (state format: added).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub excerpt: Option<crate::excerpt::Excerpt>,
 }
 
 /// (tenant, machine, script).
@@ -438,6 +442,7 @@ mod tests {
             exit_code: code,
             errors_present: false,
             action_id: format!("a{secs}"),
+            excerpt: None,
         }
     }
 

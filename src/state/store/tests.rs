@@ -12,6 +12,7 @@ fn run(secs: i64, code: i64) -> LastRun {
         exit_code: code,
         errors_present: false,
         action_id: format!("a{secs}"),
+        excerpt: None,
     }
 }
 
