@@ -210,6 +210,15 @@ impl Cli {
     }
 }
 
+impl Cli {
+    /// What start-up refuses of the flags, for `--config.check`: [`Cli::settings`]'s checks
+    /// (telemetry path, listen address, shard index and count, the index from `HOSTNAME`),
+    /// with their messages. See: #24 (item 8).
+    pub fn check_flags(&self) -> Result<()> {
+        self.settings().map(|_| ())
+    }
+}
+
 impl Settings {
     /// Apply the command line's overrides to a configuration: the state path and the shard.
     pub fn apply(&self, mut config: Config) -> Config {
