@@ -3,8 +3,9 @@
 //! way ripgrep turns `LowArgs` into `HiArgs`.
 //!
 //! Owns flag names, their defaults and their cross-checks (shards, listen address, telemetry
-//! path), and how a reload re-reads the file with the same overrides. Does not own the file's
-//! schema (`config`), logging (`telemetry`) or running anything (`app`).
+//! path), the demo's options ([`DemoOptions`]), and how a reload re-reads the file with the
+//! same overrides ([`Loader`]). Does not own the file's schema (`config`), logging
+//! (`telemetry`) or running anything (`app`, which imports this module, never the reverse).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -12,7 +13,6 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 
-use crate::app::{DemoOptions, Loader};
 use crate::config::Config;
 use crate::telemetry::LogFormat;
 
@@ -150,11 +150,25 @@ impl TranscriptArgs {
     }
 }
 
+/// Reads the configuration again for a reload (the file, with the command line's overrides).
+pub type Loader = std::sync::Arc<dyn Fn() -> Result<Config, String> + Send + Sync>;
+
+/// Options of the built-in demo.
+#[derive(Debug, Clone)]
+pub struct DemoOptions {
+    /// 60 makes a minute last a second, for the simulator and our quota alike.
+    pub time_scale: f64,
+    pub seed: u64,
+    pub actions: usize,
+    /// Another client spends the same quota, so that 429s happen.
+    pub noisy_neighbour: bool,
+}
+
 /// Where the configuration comes from.
 #[derive(Debug, Clone)]
 pub enum Source {
-    /// `--config.file`, read again on every reload.
-    File(PathBuf),
+    /// `--config.file` as read at start (`config`), read again from `path` on every reload.
+    File { path: PathBuf, config: Box<Config> },
     /// The built-in simulator; `explicit` when `--demo` was given.
     Demo {
         options: DemoOptions,
@@ -179,13 +193,18 @@ pub struct Settings {
 }
 
 impl Cli {
-    /// Resolve and cross-check the serving flags. Errors name the flag.
-    pub fn settings(&self) -> Result<Settings> {
+    /// Resolve and cross-check the serving flags. Errors name the flag. `file` is
+    /// `--config.file` as read before the runtime started (its path and its configuration):
+    /// with one the exporter serves it, without one it runs the demo.
+    pub fn settings(&self, file: Option<(PathBuf, Config)>) -> Result<Settings> {
         if !self.telemetry_path.starts_with('/') {
             bail!("--web.telemetry-path must start with '/'");
         }
-        let source = match &self.config_file {
-            Some(path) => Source::File(path.clone()),
+        let source = match file {
+            Some((path, config)) => Source::File {
+                path,
+                config: Box::new(config),
+            },
             None => Source::Demo {
                 options: DemoOptions {
                     time_scale: self.demo.time_scale,
@@ -215,7 +234,8 @@ impl Cli {
     /// (telemetry path, listen address, shard index and count, the index from `HOSTNAME`),
     /// with their messages. See: #24 (item 8).
     pub fn check_flags(&self) -> Result<()> {
-        self.settings().map(|_| ())
+        // Without the file: the flags' checks do not depend on it.
+        self.settings(None).map(|_| ())
     }
 }
 
@@ -235,7 +255,7 @@ impl Settings {
     /// state file stays the one opened at start). `None` in demo mode, where a reload is
     /// refused.
     pub fn loader(&self) -> Option<Loader> {
-        let Source::File(path) = &self.source else {
+        let Source::File { path, .. } = &self.source else {
             return None;
         };
         let path = path.clone();
@@ -365,7 +385,7 @@ mod tests {
     fn a_relative_telemetry_path_is_refused() {
         let cli = Cli::parse_from(["x", "--web.telemetry-path", "metrics"]);
         assert_eq!(
-            err(cli.settings()),
+            err(cli.settings(None)),
             "--web.telemetry-path must start with '/'"
         );
     }

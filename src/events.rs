@@ -12,7 +12,7 @@
 use sha2::{Digest, Sha256};
 
 use crate::config::{RedactMode, Redaction};
-use crate::metrics::{Metrics, ScriptLabels, reason};
+use crate::metrics::Metrics;
 
 impl Redaction {
     /// The text as it may be logged, or `None` when it is dropped.
@@ -91,28 +91,14 @@ impl TranscriptRetrieved<'_> {
             script_errors = self.script_errors.as_deref(),
             "transcript retrieved"
         );
-        let labels = ScriptLabels {
-            tenant: self.tenant.to_string(),
-            script: self.script.to_string(),
-        };
         // Each counter carries the trace that retrieved the transcript as its exemplar.
-        let exemplar = crate::telemetry::current_trace_label;
-        metrics
-            .script_runs
-            .get_or_create(&labels)
-            .inc_by(1, exemplar(), None);
-        if self.exit_code != 0 {
-            metrics
-                .script_failures
-                .get_or_create(&labels)
-                .inc_by(1, exemplar(), None);
-        }
-        if self.errors_present {
-            metrics
-                .script_errors
-                .get_or_create(&labels)
-                .inc_by(1, exemplar(), None);
-        }
+        metrics.record_transcript(
+            self.tenant,
+            self.script,
+            self.exit_code,
+            self.errors_present,
+            crate::telemetry::current_trace_label,
+        );
     }
 }
 
@@ -139,10 +125,11 @@ impl ResultFetchFailed<'_> {
             error = self.error,
             "giving up on a command result"
         );
-        metrics
-            .fetch_failures
-            .get_or_create(&reason(self.tenant, self.reason))
-            .inc_by(1, crate::telemetry::current_trace_label(), None);
+        metrics.record_fetch_failure(
+            self.tenant,
+            self.reason,
+            crate::telemetry::current_trace_label(),
+        );
     }
 }
 
@@ -181,14 +168,12 @@ impl ScriptNotRun<'_> {
             errors = self.errors.as_deref(),
             "script did not run"
         );
-        metrics
-            .script_not_run_total
-            .get_or_create(&crate::metrics::NotRunLabels {
-                tenant: self.tenant.to_string(),
-                script: self.script.to_string(),
-                reason: self.reason.to_string(),
-            })
-            .inc_by(1, crate::telemetry::current_trace_label(), None);
+        metrics.record_script_not_run(
+            self.tenant,
+            self.script,
+            self.reason,
+            crate::telemetry::current_trace_label(),
+        );
     }
 }
 

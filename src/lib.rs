@@ -18,19 +18,31 @@
 //! - [`sign_in_file`]: the 1 MiB cap of every sign-in file (certificates, keys, `.pfx`,
 //!   password, secret and federated token files).
 //! - [`app`]: wiring: from a config to running collectors and the HTTP server; reloads; the
-//!   demo (the simulator of the `mde-sim` crate in-process).
-//! - [`collector`]: one tenant's poll loop: what to call next, exactly-once accounting.
-//! - [`discovery`]: the pure core of incremental discovery: filters, the watermark, batches
-//!   of in-flight ids.
+//!   demo (`app::demo`, the simulator of the `mde-sim` crate in-process); the binary's run
+//!   ([`app::run`]: runtime size, `--config.check`, subcommands, signals).
+//! - [`collector`]: one tenant's poll loop (`collector/mod.rs`: the poll order), its list
+//!   calls (`discover`: one contract for both discovery modes), counting and fetching results
+//!   exactly once (`results`) and the retry policy (`retry`).
+//! - [`discovery`]: the pure core of discovery: filters, the watermark, batches of in-flight
+//!   ids, which ids are read again and what stays followed (decisions only, no I/O).
 //! - [`machines`]: the slow machine-context refresh (`mde_machine_info`, `mde_machine_tag`)
 //!   for the machines that have per-machine series.
-//! - [`mde`]: the API client (one method per endpoint, every call metered), its token cache
-//!   and sign-in methods ([`mde::auth`]) and the pure parsers ([`mde::model`]).
-//! - [`quota`]: the sliding-window quota policy, a pure core.
-//! - [`state`]: what is remembered across restarts (redb).
+//! - [`mde`]: the API client, one method per endpoint (`mod`), every call metered: its error
+//!   (`error`), sending with slot, quota, token, 401/429 (`send`), result downloads and their
+//!   trust policy (`download`), the one `reqwest` client and its policy with the cap on
+//!   requests in flight ([`mde::http`]), its token cache and sign-in methods ([`mde::auth`])
+//!   and the pure parsers, one file per noun ([`mde::model`]).
+//! - [`quota`]: the sliding-window quota policy, a pure core, and [`quota::SharedQuota`], the
+//!   one name of a tenant's quota handle.
+//! - [`state`]: what is remembered across restarts: the indexes and exactly-once rules
+//!   (`state/mod.rs`), the redb file, its migration and reopening (`state/store.rs`).
+//! - [`series`]: the per-machine series: set, restored after a start, expired, started at 0.
 //! - [`shared`]: what collectors and the server share: the config in force, metrics, state,
-//!   quotas, per-tenant status, and the local housekeeping on them.
-//! - [`metrics`]: the metric contract. [`events`]: log events that also count.
+//!   quotas, the collectors' settings, per-tenant status and readiness.
+//! - [`metrics`]: the metric contract (`mod`, label sets in `labels`), the recording methods
+//!   each subsystem calls ([`metrics::api`], [`metrics::results`], [`metrics::poll`],
+//!   [`metrics::exporter`]), the `/metrics` encoder (`encode`) and the families read at
+//!   scrape time (`collectors`). [`events`]: log events that also count.
 //! - [`telemetry`]: logs, OTLP spans, exemplar ids.
 //! - [`server`]: `/metrics`, health, readiness, reload and the status page.
 //! - [`transcript`]: the `transcript` command (one result, as the API returns it).
@@ -51,6 +63,7 @@ pub mod machines;
 pub mod mde;
 pub mod metrics;
 pub mod quota;
+pub mod series;
 pub mod server;
 pub mod shard;
 pub mod shared;

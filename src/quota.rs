@@ -7,6 +7,7 @@
 //! that). Counting is exact (a log of send instants), so the limits are never exceeded in any
 //! window position, which a token bucket cannot promise for a sliding window.
 //! Does not own which call goes first (the collector) nor the HTTP retry (the client).
+//! Defines [`SharedQuota`], the one name of a tenant's quota handle.
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -179,6 +180,11 @@ pub struct WindowStatus {
     pub remaining: u32,
 }
 
+/// One tenant's quota as its holders share it (the client that spends it, the scrape that
+/// reads it, a reload that carries it over): one name for it everywhere. A std mutex is
+/// fine, it is never held across an await.
+pub type SharedQuota = std::sync::Arc<std::sync::Mutex<Quota>>;
+
 /// The budgets of one tenant.
 #[derive(Debug)]
 pub struct Quota {
@@ -188,6 +194,11 @@ pub struct Quota {
 }
 
 impl Quota {
+    /// A new quota for `config`, as its holders share it.
+    pub fn shared(config: &QuotaConfig) -> SharedQuota {
+        std::sync::Arc::new(std::sync::Mutex::new(Quota::new(config)))
+    }
+
     pub fn new(cfg: &QuotaConfig) -> Self {
         let keys: Vec<&'static str> = match cfg.scope {
             QuotaScope::PerEndpoint => Endpoint::ALL.iter().map(|e| e.as_str()).collect(),

@@ -8,7 +8,7 @@
 //! HTTP or parsing.
 
 use std::fmt::Write as _;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use tokio::time::Instant;
 
@@ -69,7 +69,7 @@ pub enum Error {
         error: crate::mde::Error,
     },
     #[error(transparent)]
-    Start(#[from] crate::app::Error),
+    Start(#[from] crate::mde::http::BuildError),
 }
 
 /// Fetch and render what `req` asks for.
@@ -77,11 +77,11 @@ pub async fn run(config: &Config, req: &Request) -> Result<Printed, Error> {
     let tenant = find_tenant(config, &req.tenant)?;
     let metrics = Arc::new(Metrics::new());
     let http = Http::new(
-        crate::app::http_client(config.request_timeout)?,
+        crate::mde::http::client(config.request_timeout)?,
         config.max_requests_in_flight,
         &metrics,
     );
-    let quota = Arc::new(Mutex::new(Quota::new(&tenant.quota)));
+    let quota = Quota::shared(&tenant.quota);
     let client = Client::new(tenant, http, quota, metrics).map_err(|error| Error::Api {
         tenant: tenant.name.clone(),
         error,

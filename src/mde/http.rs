@@ -1,35 +1,128 @@
 //! The HTTP side all tenants share: one `reqwest` client (one connection pool, one TLS
-//! configuration) and the cap on requests in flight across tenants (`max_requests_in_flight`).
+//! configuration, one policy) and the cap on requests in flight across tenants
+//! (`max_requests_in_flight`).
 //!
-//! Owns the slots: an API call or a result download holds one from just before it is sent
-//! until its body has been read, so the answers being read and the connections open at once
-//! are bounded however many tenants poll at the same moment. A slot is never held while
-//! waiting for anything but that one exchange (not for a token, not for quota room), so a
-//! slow tenant holds at most the one slot of its current request, for at most
-//! `request_timeout`. Does not own what a request is (`mde::Client`), the quota (a call takes
-//! its slot first and its quota unit second, so the send instant the quota records is the
-//! real one), nor token requests, which are rare and take no slot.
+//! Owns the client's policy: same-origin redirects only, never a Referer, the proxy of the
+//! configuration (never read from the environment by the client itself), the instance
+//! metadata address never proxied, the idle pool sized to the cap. Owns the slots: an API
+//! call or a result download holds one from just before it is sent until its body has been
+//! read, so the answers being read and the connections open at once are bounded however many
+//! tenants poll at the same moment. A slot is never held while waiting for anything but that
+//! one exchange (not for a token, not for quota room), so a slow tenant holds at most the one
+//! slot of its current request, for at most `request_timeout`. Does not own what a request
+//! is (`mde::Client`), the quota (a call takes its slot first and its quota unit second, so
+//! the send instant the quota records is the real one), nor token requests, which are rare
+//! and take no slot.
 
 use std::sync::Arc;
+use std::time::Duration;
 
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
+use url::Url;
 
+use crate::config::ProxyConfig;
 use crate::metrics::Metrics;
+use crate::metrics::api::RequestSlots;
 
 /// Requests in flight across all tenants when the configuration does not say; the default
 /// is the configuration's (it owns its defaults), named here too for the callers of [`Http::new`].
 pub use crate::config::DEFAULT_MAX_REQUESTS_IN_FLIGHT;
+
+/// The client could not be built (a proxy URL reqwest refuses, no TLS backend).
+#[derive(Debug, thiserror::Error)]
+#[error("cannot build the HTTP client: {0}")]
+pub struct BuildError(String);
+
+/// The one HTTP client all tenants share, without a proxy.
+pub fn client(timeout: Duration) -> Result<reqwest::Client, BuildError> {
+    client_with_proxy(timeout, None)
+}
+
+/// The one HTTP client of token, API and result-download requests. The proxy is the
+/// configuration's (`proxy_url`, else `HTTPS_PROXY`, with `NO_PROXY`), resolved at load; the
+/// client never reads proxy variables itself, so what a test or a reload configures is what
+/// is used. The instance metadata address never goes through a proxy (Azure IMDS refuses
+/// proxied requests).
+pub fn client_with_proxy(
+    timeout: Duration,
+    proxy: Option<&ProxyConfig>,
+) -> Result<reqwest::Client, BuildError> {
+    client_with_pool(timeout, proxy, DEFAULT_MAX_REQUESTS_IN_FLIGHT)
+}
+
+/// As [`client_with_proxy`], keeping at most `idle_per_host` idle connections per host.
+/// Every tenant talks to the same few hosts (its cloud's API and login hosts, and the blob
+/// storage) through this one client, and at most `max_requests_in_flight` requests are in
+/// flight at once (see [`Http`]), so that many connections per host are all it can use: a
+/// smaller idle pool would close and reopen connections (a TLS handshake each) whenever more
+/// are busy, a larger one could never fill. See: #11
+pub fn client_with_pool(
+    timeout: Duration,
+    proxy: Option<&ProxyConfig>,
+    idle_per_host: usize,
+) -> Result<reqwest::Client, BuildError> {
+    let mut builder = reqwest::Client::builder()
+        .user_agent(concat!(
+            "mde-liveresponse-exporter/",
+            env!("CARGO_PKG_VERSION")
+        ))
+        .connect_timeout(Duration::from_secs(10).min(timeout))
+        .timeout(timeout)
+        // Same-origin redirects only, and never a Referer: reqwest sets one by default, and
+        // it would carry a SAS link's signature to wherever the link redirects.
+        .redirect(redirect_policy())
+        .referer(false)
+        .pool_max_idle_per_host(idle_per_host)
+        .no_proxy();
+    if let Some(p) = proxy {
+        let mut exceptions = "169.254.169.254".to_string();
+        if let Some(more) = &p.no_proxy {
+            exceptions.push(',');
+            exceptions.push_str(more);
+        }
+        let proxy = reqwest::Proxy::all(p.url.as_str())
+            .map_err(|e| BuildError(format!("proxy: {e}")))?
+            .no_proxy(reqwest::NoProxy::from_string(&exceptions));
+        builder = builder.proxy(proxy);
+    }
+    builder.build().map_err(|e| BuildError(e.to_string()))
+}
+
+/// The redirect policy of every client: follow only to the same origin (scheme, host and
+/// port), at most 5 times. A redirect elsewhere is answered to the caller as the 3xx it is,
+/// which refuses it: an API answer from a foreign host is never trusted, and a SAS link's
+/// signature or a bearer token never travels to another host.
+pub fn redirect_policy() -> reqwest::redirect::Policy {
+    reqwest::redirect::Policy::custom(|attempt| {
+        let same_origin = attempt
+            .previous()
+            .last()
+            .is_some_and(|prev| prev.origin() == attempt.url().origin());
+        if same_origin && attempt.previous().len() <= 5 {
+            attempt.follow()
+        } else {
+            attempt.stop()
+        }
+    })
+}
+
+/// The host of a `Location` header, for messages (never its query: it may hold a signature).
+pub(crate) fn location_host(location: &Option<reqwest::header::HeaderValue>) -> String {
+    location
+        .as_ref()
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| Url::parse(v).ok())
+        .and_then(|u| u.host_str().map(str::to_string))
+        .unwrap_or_else(|| "not an absolute URL".into())
+}
 
 /// The shared client and its slots. Cloning is cheap and shares both.
 #[derive(Clone)]
 pub struct Http {
     pub(crate) client: reqwest::Client,
     slots: Arc<Semaphore>,
-    in_flight: Gauge,
-    waited: Counter<f64>,
+    metrics: RequestSlots,
 }
 
 /// One request's right to be in flight; given back when dropped.
@@ -37,12 +130,12 @@ pub struct Slot {
     // `None` only if the semaphore were closed, which nothing does: the request then goes
     // ahead without a slot rather than failing.
     _permit: Option<OwnedSemaphorePermit>,
-    in_flight: Gauge,
+    metrics: RequestSlots,
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        self.in_flight.dec();
+        self.metrics.given_back();
     }
 }
 
@@ -51,32 +144,27 @@ impl Http {
     /// clones; the gauges and the wait counter are `metrics`' (`mde_exporter_requests_*`).
     pub fn new(client: reqwest::Client, max_in_flight: usize, metrics: &Metrics) -> Http {
         let max_in_flight = max_in_flight.max(1);
-        metrics
-            .requests_in_flight_limit
-            .set(i64::try_from(max_in_flight).unwrap_or(i64::MAX));
         Http {
             client,
             slots: Arc::new(Semaphore::new(max_in_flight)),
-            in_flight: metrics.requests_in_flight.clone(),
-            waited: metrics.request_slot_wait.clone(),
+            metrics: metrics.request_slots(max_in_flight),
         }
     }
 
     /// Wait for a free slot (first come, first served) and take it.
     pub async fn slot(&self) -> Slot {
-        let permit = match self.slots.clone().try_acquire_owned() {
-            Ok(p) => Some(p),
+        let (permit, waited) = match self.slots.clone().try_acquire_owned() {
+            Ok(p) => (Some(p), Duration::ZERO),
             Err(_) => {
                 let started = Instant::now();
                 let p = self.slots.clone().acquire_owned().await.ok();
-                self.waited.inc_by(started.elapsed().as_secs_f64());
-                p
+                (p, started.elapsed())
             }
         };
-        self.in_flight.inc();
+        self.metrics.taken(waited);
         Slot {
             _permit: permit,
-            in_flight: self.in_flight.clone(),
+            metrics: self.metrics.clone(),
         }
     }
 

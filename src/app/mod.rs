@@ -1,7 +1,12 @@
-//! Wiring: from a validated [`Config`] to running collectors and an HTTP server, and the
-//! built-in demo (the simulator in-process, with a config pointing at it).
+//! Wiring: from a validated [`Config`] to running collectors and an HTTP server; reloads;
+//! the built-in demo (`demo`: the simulator in-process, with a config pointing at it); and
+//! the binary's run ([`run`]: runtime size, `--config.check`, serving until a signal).
 //!
-//! Owns start-up order and shutdown. Does not own any policy.
+//! Owns start-up order, reloads and shutdown. Does not own any policy, the flags (`cli`) nor
+//! the HTTP client (`mde::http`).
+
+mod demo;
+pub mod run;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -12,22 +17,25 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
+pub use crate::cli::{DemoOptions, Loader};
 use crate::collector::TenantCollector;
-use crate::config::{Config, QuotaConfig, Secret, Selectors, Tenant};
+use crate::config::{Config, Tenant};
 use crate::mde::{Client, Http};
 use crate::metrics::Metrics;
-use crate::quota::Quota;
+use crate::quota::{Quota, SharedQuota};
 use crate::shared::{
-    Current, ReloadRequest, Settings, Shared, TenantStatus, request_reload, shared_now,
+    CollectorSettings, Current, ReloadRequest, Shared, TenantStatus, request_reload, shared_now,
 };
 use crate::state::State;
-use mde_sim::{SimConfig, Simulator};
+pub use demo::start_demo;
 
 /// A start-up problem.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("cannot build the HTTP client: {0}")]
     Http(String),
+    #[error(transparent)]
+    HttpClient(#[from] crate::mde::http::BuildError),
     #[error("tenant {tenant}: {source}")]
     Client {
         tenant: String,
@@ -39,9 +47,6 @@ pub enum Error {
     #[error(transparent)]
     State(#[from] crate::state::StoreError),
 }
-
-/// Reads the configuration again for a reload (the file, with the command line's overrides).
-pub type Loader = Arc<dyn Fn() -> Result<Config, String> + Send + Sync>;
 
 /// A running exporter.
 pub struct Handle {
@@ -75,63 +80,13 @@ impl Handle {
     }
 }
 
-/// The one HTTP client all tenants share (one connection pool, one TLS configuration).
-pub fn http_client(timeout: Duration) -> Result<reqwest::Client, Error> {
-    http_client_with_proxy(timeout, None)
-}
+/// The shared HTTP client, as built by [`crate::mde::http`] (kept here for callers that
+/// start from `app`).
+pub use crate::mde::http::{client as http_client, client_with_proxy as http_client_with_proxy};
 
-/// The one HTTP client of token, API and result-download requests. The proxy is the
-/// configuration's (`proxy_url`, else `HTTPS_PROXY`, with `NO_PROXY`), resolved at load; the
-/// client never reads proxy variables itself, so what a test or a reload configures is what
-/// is used. The instance metadata address never goes through a proxy (Azure IMDS refuses
-/// proxied requests).
-pub fn http_client_with_proxy(
-    timeout: Duration,
-    proxy: Option<&crate::config::ProxyConfig>,
-) -> Result<reqwest::Client, Error> {
-    build_http_client(
-        timeout,
-        proxy,
-        crate::mde::http::DEFAULT_MAX_REQUESTS_IN_FLIGHT,
-    )
-}
-
-/// As [`http_client_with_proxy`], keeping at most `idle_per_host` idle connections per host.
-/// Every tenant talks to the same few hosts (its cloud's API and login hosts, and the blob
-/// storage) through this one client, and at most `max_requests_in_flight` requests are in
-/// flight at once (`mde::http`), so that many connections per host are all it can use: a
-/// smaller idle pool would close and reopen connections (a TLS handshake each) whenever more
-/// are busy, a larger one could never fill. See: #11
-fn build_http_client(
-    timeout: Duration,
-    proxy: Option<&crate::config::ProxyConfig>,
-    idle_per_host: usize,
-) -> Result<reqwest::Client, Error> {
-    let mut builder = reqwest::Client::builder()
-        .user_agent(concat!(
-            "mde-liveresponse-exporter/",
-            env!("CARGO_PKG_VERSION")
-        ))
-        .connect_timeout(Duration::from_secs(10).min(timeout))
-        .timeout(timeout)
-        // Same-origin redirects only, and never a Referer: reqwest sets one by default, and
-        // it would carry a SAS link's signature to wherever the link redirects.
-        .redirect(crate::mde::redirect_policy())
-        .referer(false)
-        .pool_max_idle_per_host(idle_per_host)
-        .no_proxy();
-    if let Some(p) = proxy {
-        let mut exceptions = "169.254.169.254".to_string();
-        if let Some(more) = &p.no_proxy {
-            exceptions.push(',');
-            exceptions.push_str(more);
-        }
-        let proxy = reqwest::Proxy::all(p.url.as_str())
-            .map_err(|e| Error::Http(format!("proxy: {e}")))?
-            .no_proxy(reqwest::NoProxy::from_string(&exceptions));
-        builder = builder.proxy(proxy);
-    }
-    builder.build().map_err(|e| Error::Http(e.to_string()))
+/// Now, as Unix seconds (the unit of the `_timestamp_seconds` families).
+fn unix_now() -> f64 {
+    chrono::Utc::now().timestamp_millis() as f64 / 1000.0
 }
 
 /// Start collectors for every tenant and the HTTP server on `listener` (plain HTTP).
@@ -172,7 +127,7 @@ fn prepare(
     previous: Option<(&Shared, &Config)>,
 ) -> Result<(Arc<Shared>, TenantClients), Error> {
     let http = Http::new(
-        build_http_client(
+        crate::mde::http::client_with_pool(
             config.request_timeout,
             config.proxy.as_ref(),
             config.max_requests_in_flight,
@@ -190,7 +145,7 @@ fn prepare(
                 .any(|o| o.name == t.name && o.quota == t.quota);
             same.then(|| shared.quotas.get(&t.name).cloned()).flatten()
         });
-        let quota = kept.unwrap_or_else(|| Arc::new(Mutex::new(Quota::new(&t.quota))));
+        let quota: SharedQuota = kept.unwrap_or_else(|| Quota::shared(&t.quota));
         quotas.insert(t.name.clone(), quota.clone());
         let client = Client::new(t, http.clone(), quota, metrics.clone()).map_err(|source| {
             Error::Client {
@@ -210,7 +165,7 @@ fn prepare(
         state,
         status,
         quotas,
-        settings: Settings::from_config(config),
+        settings: CollectorSettings::from_config(config),
         trace_url: config.otel.trace_url.clone(),
         last_expiry: Mutex::new(None),
     });
@@ -228,8 +183,7 @@ fn launch(shared: &Arc<Shared>, clients: TenantClients) -> Collectors {
     let (stop, rx) = watch::channel(false);
     // Machine context is rebuilt by the new refreshes' first read, so that a label that
     // changed across a reload never leaves two info series for one machine.
-    shared.metrics.machine_info.clear();
-    shared.metrics.machine_tag.clear();
+    shared.metrics.clear_machines();
     let n = clients.len().max(1) as u32;
     let interval = shared.settings.poll_interval;
     let mut tasks = Vec::with_capacity(clients.len() * 2);
@@ -295,14 +249,11 @@ pub async fn start_with_lifecycle(
     let metrics = Arc::new(Metrics::new());
     let http_stats = metrics.http_stats.clone();
     let mut state = State::open(config.state_path.as_deref())?;
-    state.count_write_errors_in(metrics.state_write_errors.clone());
+    state.count_write_errors_in(metrics.state_write_errors());
     let state = Arc::new(Mutex::new(state));
     let status = Arc::new(RwLock::new(BTreeMap::new()));
     let (shared, clients) = prepare(&config, &metrics, state.clone(), status.clone(), None)?;
-    metrics.config_reload_success.set(1);
-    metrics
-        .config_reload_timestamp
-        .set(chrono::Utc::now().timestamp_millis() as f64 / 1000.0);
+    metrics.record_config_load(true, unix_now());
     shared.restore_series();
     shared.housekeeping();
     metrics.quota_gauges.set(&shared.quotas);
@@ -373,15 +324,9 @@ pub async fn start_with_lifecycle(
                         }
                     },
                 };
-                metrics
-                    .config_reload_success
-                    .set(i64::from(outcome.is_ok()));
+                metrics.record_config_load(outcome.is_ok(), unix_now());
                 match &outcome {
-                    Ok(()) => {
-                        metrics
-                            .config_reload_timestamp
-                            .set(chrono::Utc::now().timestamp_millis() as f64 / 1000.0);
-                    }
+                    Ok(()) => {}
                     Err(e) => {
                         tracing::error!(error = %e, "reload failed; the previous configuration stays in force");
                     }
@@ -474,70 +419,6 @@ fn serve_on_own_thread(
             .await
             .unwrap_or_else(|_| Err(std::io::Error::other("the HTTP server thread ended")))
     }))
-}
-
-/// Options of the built-in demo.
-#[derive(Debug, Clone)]
-pub struct DemoOptions {
-    /// 60 makes a minute last a second, for the simulator and our quota alike.
-    pub time_scale: f64,
-    pub seed: u64,
-    pub actions: usize,
-    /// Another client spends the same quota, so that 429s happen.
-    pub noisy_neighbour: bool,
-}
-
-/// Start the simulator on a loopback port and return it with a config that points at it.
-pub async fn start_demo(opts: &DemoOptions) -> Result<(Simulator, Config, JoinHandle<()>), Error> {
-    let scale = opts.time_scale.max(0.001);
-    let sim_cfg = SimConfig {
-        seed: opts.seed,
-        actions: opts.actions,
-        ..SimConfig::default()
-    }
-    .time_scaled(scale);
-    let sim = Simulator::new(sim_cfg);
-    if opts.noisy_neighbour {
-        // Half the per-minute budget of each endpoint goes to "someone else".
-        sim.faults().noisy_neighbour(sim.config().per_minute / 2);
-    }
-    let listener = TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    let task = {
-        let sim = sim.clone();
-        tokio::spawn(async move {
-            if let Err(e) = sim.serve(listener, std::future::pending()).await {
-                tracing::error!(error = %e, "simulator stopped");
-            }
-        })
-    };
-    let base = format!("http://{addr}");
-    let url = |s: &str| url::Url::parse(s).map_err(|e| Error::Http(e.to_string()));
-    let (tenant_id, client_id, secret) = sim.credentials();
-    // The file's defaults, with a shorter poll so the demo shows results quickly, and one
-    // tenant pointing at the simulator.
-    let config = Config {
-        poll_interval: Duration::from_secs(5)
-            .div_f64(scale.max(1.0))
-            .max(Duration::from_millis(200)),
-        tenants: vec![Tenant {
-            name: "demo".into(),
-            tenant_id: tenant_id.to_string(),
-            client_id: client_id.to_string(),
-            auth: crate::config::Auth::ClientSecret(Secret::new(secret)),
-            api_url: url(&base)?,
-            login_url: url(&base)?,
-            audience: crate::config::Cloud::Commercial.audience().to_string(),
-            selectors: Selectors::default(),
-            quota: QuotaConfig::default().time_scaled(scale),
-            machine_context: crate::config::MachineContext {
-                tags: vec![regex::Regex::new("^(?:.*)$").map_err(|e| Error::Http(e.to_string()))?],
-                interval: Duration::from_secs(3600).div_f64(scale),
-            },
-        }],
-        ..Config::default()
-    };
-    Ok((sim, config, task))
 }
 
 #[cfg(test)]

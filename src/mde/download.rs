@@ -1,0 +1,175 @@
+//! Result downloads and their trust policy: a result link is a credential (a SAS signature),
+//! so it is fetched only from the clouds' blob storage over https (or from a loopback API's
+//! own origin, the simulator), without a bearer token, with the body capped as it streams in.
+//!
+//! Owns reading a transcript or sizing a GetFile result from its link. Does not own asking
+//! for the link (`mod`) nor parsing the transcript (`model`).
+
+use futures_util::StreamExt;
+use tokio::time::Instant;
+use tracing::Instrument;
+use tracing::field::Empty;
+use url::Url;
+
+use super::http::location_host;
+use super::model::{self, DownloadLink, Transcript, redact_url};
+use super::send::{ReadError, http_span, read_capped, transport};
+use super::{Client, DOWNLOAD, Error, Slot};
+
+/// Hosts result downloads may come from: the blob storage of each Microsoft cloud. Anything
+/// else (loopback, link-local, another company's host) is refused before a byte is sent.
+pub const BLOB_HOST_SUFFIXES: &[&str] = &[
+    ".blob.core.windows.net",
+    ".blob.core.usgovcloudapi.net",
+    ".blob.core.chinacloudapi.cn",
+];
+
+/// Whether a URL's host is loopback (`localhost`, 127.0.0.0/8, `::1`).
+pub fn is_loopback(url: &Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    }
+}
+
+impl Client {
+    /// Download a `RunScript` result and read it as a transcript. The link is the credential:
+    /// no bearer token is sent. Bodies over `max_bytes` are refused as they stream in; the
+    /// bytes read count in `mde_liveresponse_transcript_bytes_total` even when they do not
+    /// parse.
+    pub async fn fetch_transcript(
+        &self,
+        link: &DownloadLink,
+        max_bytes: u64,
+        what: &str,
+    ) -> Result<Transcript, Error> {
+        let (resp, shown, slot) = self.get_blob(link).await?;
+        let body = read_capped(resp, max_bytes).await;
+        drop(slot);
+        let body = body.map_err(|e| match e {
+            ReadError::TooLarge => Error::TooLarge {
+                endpoint: DOWNLOAD,
+                url: shown.clone(),
+                limit: max_bytes,
+            },
+            ReadError::Io(message) => Error::Transport {
+                endpoint: DOWNLOAD,
+                url: shown.clone(),
+                message,
+                timeout: false,
+            },
+        })?;
+        self.metrics
+            .record_transcript_bytes(&self.tenant, body.len());
+        let parse_span = tracing::info_span!(
+            "parse",
+            bytes = body.len(),
+            exit_code = Empty,
+            errors_present = Empty,
+        );
+        match parse_span.in_scope(|| model::parse_transcript(&body)) {
+            Ok(t) => {
+                parse_span.record("exit_code", t.exit_code);
+                parse_span.record("errors_present", t.errors_present());
+                Ok(t)
+            }
+            Err(source) => {
+                crate::telemetry::record_error(&parse_span, &source.to_string());
+                Err(Error::Parse {
+                    endpoint: DOWNLOAD,
+                    url: what.to_string(),
+                    source,
+                })
+            }
+        }
+    }
+
+    /// Size a `GetFile` result (gzip-compressed bytes) without keeping it: from
+    /// `Content-Length` when given (the body is never read), else by streaming it through.
+    pub async fn measure_file(&self, link: &DownloadLink) -> Result<u64, Error> {
+        let (resp, shown, _slot) = self.get_blob(link).await?;
+        if let Some(len) = resp.content_length() {
+            // Dropping the response closes the connection: the bytes are never read.
+            return Ok(len);
+        }
+        let mut size = 0u64;
+        let mut stream = resp.bytes_stream();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| transport(DOWNLOAD, &shown, e))?;
+            size += chunk.len() as u64;
+        }
+        Ok(size)
+    }
+
+    /// GET a SAS link (no bearer token) and return the 2xx response, the redacted URL and the
+    /// slot the request holds until its body has been read.
+    async fn get_blob(
+        &self,
+        link: &DownloadLink,
+    ) -> Result<(reqwest::Response, String, Slot), Error> {
+        let shown = redact_url(&link.0);
+        if !self.trusted_download(&link.0) {
+            return Err(Error::UntrustedLink(shown));
+        }
+        let slot = self.http.slot().await;
+        let span = http_span(DOWNLOAD, &link.0, &shown, None);
+        let started = Instant::now();
+        let sent = self
+            .http
+            .client
+            .get(link.0.clone())
+            .send()
+            .instrument(span.clone())
+            .await;
+        let resp = self.observe(DOWNLOAD, started, sent, &shown, &span)?;
+        let status = resp.status();
+        if status.is_redirection() {
+            return Err(Error::Status {
+                endpoint: DOWNLOAD,
+                url: shown,
+                status: status.as_u16(),
+                code: "redirect".into(),
+                message: format!(
+                    "not followed: redirects to another host are refused (Location {})",
+                    location_host(&resp.headers().get(reqwest::header::LOCATION).cloned())
+                ),
+            });
+        }
+        if !status.is_success() {
+            let code = resp
+                .headers()
+                .get("x-ms-error-code")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_string();
+            return Err(Error::Status {
+                endpoint: DOWNLOAD,
+                url: shown,
+                status: status.as_u16(),
+                message: String::new(),
+                code,
+            });
+        }
+        Ok((resp, shown, slot))
+    }
+
+    /// Whether a result link may be fetched: https to the clouds' blob storage, or the API's
+    /// own origin when that is loopback (the simulator serves blobs there).
+    pub(super) fn trusted_download(&self, url: &Url) -> bool {
+        if self.api_is_loopback && url.origin().ascii_serialization() == self.api_origin {
+            return true;
+        }
+        url.scheme() == "https"
+            && url.username().is_empty()
+            && url.password().is_none()
+            && matches!(url.host(), Some(url::Host::Domain(_)))
+            && url.host_str().is_some_and(|h| {
+                let h = h.to_ascii_lowercase();
+                BLOB_HOST_SUFFIXES
+                    .iter()
+                    .any(|s| h.ends_with(s) && h.len() > s.len())
+            })
+    }
+}

@@ -1,0 +1,356 @@
+//! A list page (`{"value": [...], "@odata.nextLink": ...}`), read item by item so one odd
+//! item never hides the others.
+//!
+//! Owns the envelope scanner and the per-item parse. Does not own the item types (`action`,
+//! `machine`).
+
+use serde::Deserialize;
+
+use super::{MachineAction, ParseError};
+
+/// One page of `GET /api/machineactions`. Items that do not parse are reported, not fatal:
+/// one odd action must not hide the others.
+#[derive(Debug)]
+pub struct ActionPage {
+    pub actions: Vec<MachineAction>,
+    pub invalid: Vec<String>,
+    pub next_link: Option<String>,
+}
+
+/// Longest id quoted in a problem message: ids come from the network.
+const MAX_ID_SHOWN: usize = 64;
+
+/// Parse a list page item by item. The envelope (`{"value": [...], "@odata.nextLink": ...}`)
+/// is walked by a small scanner that only finds where each item starts and ends; every item is
+/// then parsed on its own, straight from the page's bytes, into a [`MachineAction`]. So an
+/// item with invalid UTF-8, a lone surrogate escape or nesting deeper than serde_json's
+/// recursion limit is skipped and reported while the rest of the page counts, and the page is
+/// never held a second time as a `serde_json::Value` tree (which cost about 16 times its size).
+///
+/// serde_json cannot do this alone: an error inside one element of a sequence aborts the whole
+/// document, and `RawValue` (which would delimit items) refuses a page whose bytes are not all
+/// UTF-8. Only a broken envelope (truncated, not an object, `value` not an array) fails the page.
+pub fn parse_action_page(bytes: &[u8]) -> Result<ActionPage, ParseError> {
+    let (actions, invalid, next_link) = parse_page::<MachineAction>(bytes, "action")?;
+    Ok(ActionPage {
+        actions,
+        invalid,
+        next_link,
+    })
+}
+
+/// A parsed list page: the items that parse, the problems of those that do not, and the
+/// `@odata.nextLink`.
+pub(crate) type Page<T> = (Vec<T>, Vec<String>, Option<String>);
+
+/// The items of a list page that parse as `T`, the problems of those that do not (each
+/// naming the item as `what` and its id), and the `@odata.nextLink`. See [`parse_action_page`].
+pub(crate) fn parse_page<T: serde::de::DeserializeOwned>(
+    bytes: &[u8],
+    what: &str,
+) -> Result<Page<T>, ParseError> {
+    let mut items = Vec::new();
+    let mut invalid = Vec::new();
+    let mut next_link = None;
+    let mut s = Scanner { b: bytes, i: 0 };
+    s.ws();
+    s.expect(b'{')?;
+    s.ws();
+    if s.eat(b'}') {
+        return s.end().map(|()| (items, invalid, next_link));
+    }
+    loop {
+        s.ws();
+        let (ks, ke) = s.value()?;
+        let key: String = serde_json::from_slice(&bytes[ks..ke])
+            .map_err(|e| ParseError::Json(format!("page key at byte {ks}: {e}")))?;
+        s.ws();
+        s.expect(b':')?;
+        s.ws();
+        match key.as_str() {
+            "value" => {
+                s.expect(b'[')?;
+                s.ws();
+                if !s.eat(b']') {
+                    loop {
+                        s.ws();
+                        let (vs, ve) = s.value()?;
+                        match parse_item::<T>(&bytes[vs..ve], what) {
+                            Ok(a) => items.push(a),
+                            Err(problem) => invalid.push(problem),
+                        }
+                        s.ws();
+                        if s.eat(b']') {
+                            break;
+                        }
+                        s.expect(b',')?;
+                    }
+                }
+            }
+            "@odata.nextLink" => {
+                let (vs, ve) = s.value()?;
+                next_link = serde_json::from_slice(&bytes[vs..ve])
+                    .map_err(|e| ParseError::Json(format!("@odata.nextLink: {e}")))?;
+            }
+            _ => {
+                s.value()?;
+            }
+        }
+        s.ws();
+        if s.eat(b'}') {
+            break;
+        }
+        s.expect(b',')?;
+    }
+    s.end().map(|()| (items, invalid, next_link))
+}
+
+/// One item of a list page, or why it was skipped (naming its id when it has a readable one).
+fn parse_item<T: serde::de::DeserializeOwned>(raw: &[u8], what: &str) -> Result<T, String> {
+    #[derive(Deserialize)]
+    struct IdOnly {
+        id: String,
+    }
+    let text = std::str::from_utf8(raw);
+    let problem = match text.map(serde_json::from_str::<T>) {
+        Ok(Ok(a)) => return Ok(a),
+        Ok(Err(e)) => e.to_string(),
+        Err(e) => format!("not UTF-8: {e}"),
+    };
+    let id = text
+        .ok()
+        .and_then(|t| serde_json::from_str::<IdOnly>(t).ok())
+        .map(|i| {
+            // Shown as Rust escapes control characters: no line breaks from the network.
+            let mut id: String = i.id.chars().take(MAX_ID_SHOWN).collect();
+            if id.len() < i.id.len() {
+                id.push('…');
+            }
+            id.escape_debug().to_string()
+        })
+        .unwrap_or_else(|| "<no readable id>".to_string());
+    Err(format!("{what} {id}: {problem}"))
+}
+
+/// Finds where JSON values start and end without building them. It checks only what it needs
+/// to find boundaries (strings, escapes, bracket depth); each value it delimits is parsed by
+/// serde_json, which checks the rest. Iterative: nesting depth costs no stack.
+struct Scanner<'a> {
+    b: &'a [u8],
+    i: usize,
+}
+
+impl Scanner<'_> {
+    fn err(&self, what: &str) -> ParseError {
+        if self.i >= self.b.len() {
+            ParseError::Json(format!("page ends early: {what}"))
+        } else {
+            ParseError::Json(format!("{what} at byte {}", self.i))
+        }
+    }
+
+    fn ws(&mut self) {
+        while self
+            .b
+            .get(self.i)
+            .is_some_and(|c| matches!(c, b' ' | b'\t' | b'\n' | b'\r'))
+        {
+            self.i += 1;
+        }
+    }
+
+    fn eat(&mut self, c: u8) -> bool {
+        if self.b.get(self.i) == Some(&c) {
+            self.i += 1;
+            true
+        } else {
+            false
+        }
+    }
+
+    fn expect(&mut self, c: u8) -> Result<(), ParseError> {
+        if self.eat(c) {
+            Ok(())
+        } else {
+            Err(self.err(&format!("expected '{}'", c as char)))
+        }
+    }
+
+    /// Only whitespace may follow the page.
+    fn end(&mut self) -> Result<(), ParseError> {
+        self.ws();
+        if self.i == self.b.len() {
+            Ok(())
+        } else {
+            Err(self.err("trailing characters after the page"))
+        }
+    }
+
+    /// Skip a string whose opening quote is at `i`.
+    fn string(&mut self) -> Result<(), ParseError> {
+        self.i += 1;
+        while let Some(&c) = self.b.get(self.i) {
+            match c {
+                b'"' => {
+                    self.i += 1;
+                    return Ok(());
+                }
+                b'\\' => self.i += 2,
+                _ => self.i += 1,
+            }
+        }
+        Err(self.err("unterminated string"))
+    }
+
+    /// The span of the value starting at `i`, which is left just after it.
+    fn value(&mut self) -> Result<(usize, usize), ParseError> {
+        let start = self.i;
+        match self.b.get(self.i) {
+            None => return Err(self.err("expected a value")),
+            Some(b'"') => self.string()?,
+            Some(b'{' | b'[') => {
+                let mut depth = 0usize;
+                loop {
+                    match self.b.get(self.i) {
+                        None => return Err(self.err("unterminated object or array")),
+                        Some(b'"') => self.string()?,
+                        Some(b'{' | b'[') => {
+                            depth += 1;
+                            self.i += 1;
+                        }
+                        Some(b'}' | b']') => {
+                            depth -= 1;
+                            self.i += 1;
+                            if depth == 0 {
+                                break;
+                            }
+                        }
+                        Some(_) => self.i += 1,
+                    }
+                }
+            }
+            Some(_) => {
+                while self.b.get(self.i).is_some_and(|c| {
+                    !matches!(c, b',' | b'}' | b']' | b' ' | b'\t' | b'\n' | b'\r')
+                }) {
+                    self.i += 1;
+                }
+                if self.i == start {
+                    return Err(self.err("expected a value"));
+                }
+            }
+        }
+        Ok((start, self.i.min(self.b.len())))
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::super::action::ACTION;
+    use super::*;
+
+    #[test]
+    fn a_bad_item_does_not_hide_the_page() {
+        let page = format!(
+            r#"{{"value":[{ACTION}, {{"id":"broken","type":"LiveResponse"}}],"@odata.nextLink":"https://x/api/machineactions?$skip=2"}}"#
+        );
+        let p = parse_action_page(page.as_bytes()).unwrap();
+        assert_eq!(p.actions.len(), 1);
+        assert_eq!(p.invalid.len(), 1);
+        assert!(
+            p.invalid[0].starts_with("action broken: missing field `status`"),
+            "{:?}",
+            p.invalid
+        );
+        assert_eq!(
+            p.next_link.as_deref(),
+            Some("https://x/api/machineactions?$skip=2")
+        );
+    }
+
+    #[test]
+    fn hostile_items_are_skipped_not_the_page() {
+        let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+        let mut page = Vec::new();
+        page.extend_from_slice(b"{\"@odata.context\":\"x\",\"value\":[");
+        page.extend_from_slice(ACTION.as_bytes());
+        // Invalid UTF-8 inside a string of the second item.
+        page.extend_from_slice(b",{\"id\":\"bad-utf8\",\"type\":\"LiveResponse\",\"status\":\"Succeeded\",\"requestor\":\"\xff\xfe\"}");
+        // A lone surrogate escape in a field that matters.
+        page.extend_from_slice(
+            br#",{"id":"lone","type":"LiveResponse","status":"Succeeded","requestor":"\ud800"}"#,
+        );
+        // Very deep nesting in an unknown field is skipped over (the item counts); in a field
+        // that is read, it passes serde_json's recursion limit and the item is skipped.
+        page.extend_from_slice(
+            format!(
+                r#",{{"id":"deep-unknown","type":"LiveResponse","status":"Succeeded","x":{deep}}}"#
+            )
+            .as_bytes(),
+        );
+        page.extend_from_slice(
+            format!(r#",{{"id":"deep","type":"LiveResponse","status":"Succeeded","commands":[{{"index":0,"commandStatus":"Failed","command":{{"type":"RunScript"}},"errors":{deep}}}]}}"#)
+                .as_bytes(),
+        );
+        page.extend_from_slice(b",");
+        page.extend_from_slice(ACTION.replace("6f0c2b1e", "70000000").as_bytes());
+        page.extend_from_slice(b"],\"@odata.nextLink\":\"https://x/api/machineactions?$skip=5\"}");
+        let p = parse_action_page(&page).unwrap();
+        let ids: Vec<&str> = p.actions.iter().map(|a| a.id.as_str()).collect();
+        assert_eq!(
+            ids,
+            [
+                "6f0c2b1e-8d3a-4c55-9a0e-3b7d41f2c9aa",
+                "deep-unknown",
+                "70000000-8d3a-4c55-9a0e-3b7d41f2c9aa"
+            ]
+        );
+        assert_eq!(p.invalid.len(), 3, "{:?}", p.invalid);
+        assert!(
+            p.invalid[0].starts_with("action <no readable id>: not UTF-8"),
+            "{:?}",
+            p.invalid
+        );
+        assert!(p.invalid[1].starts_with("action lone: "), "{:?}", p.invalid);
+        assert!(p.invalid[1].contains("hex escape"), "{:?}", p.invalid);
+        assert!(
+            p.invalid[2].starts_with("action deep: recursion limit exceeded"),
+            "{:?}",
+            p.invalid
+        );
+        assert_eq!(
+            p.next_link.as_deref(),
+            Some("https://x/api/machineactions?$skip=5")
+        );
+    }
+
+    #[test]
+    fn a_broken_envelope_fails_the_page_with_its_place() {
+        let err = |b: &[u8]| parse_action_page(b).unwrap_err().to_string();
+        assert_eq!(err(b"[]"), "invalid JSON: expected '{' at byte 0");
+        assert_eq!(
+            err(b"{\"value\": {}}"),
+            "invalid JSON: expected '[' at byte 10"
+        );
+        assert_eq!(
+            err(b"{\"value\": [{\"id\":\"a\""),
+            "invalid JSON: page ends early: unterminated object or array"
+        );
+        assert_eq!(
+            err(b"{\"value\": []} x"),
+            "invalid JSON: trailing characters after the page at byte 14"
+        );
+        assert!(parse_action_page(b" { } ").unwrap().actions.is_empty());
+        let p = parse_action_page(b"{\"value\":[],\"@odata.nextLink\":null}").unwrap();
+        assert_eq!(p.next_link, None);
+    }
+
+    #[test]
+    fn malformed_page_is_an_error() {
+        assert!(matches!(
+            parse_action_page(b"{\"value\": [").unwrap_err(),
+            ParseError::Json(_)
+        ));
+    }
+}

@@ -1,0 +1,57 @@
+//! What the exporter records about itself: configuration loads
+//! (`mde_exporter_config_last_reload_*`), state-file write errors
+//! (`mde_exporter_state_write_errors`) and machine context (`mde_machine_info`,
+//! `mde_machine_tag`).
+//!
+//! Owns the writing of those families. Does not own reloading (`app`), the state file
+//! (`state`) nor the machine-context refresh (`machines`).
+
+use prometheus_client::metrics::counter::Counter;
+
+use super::{MachineInfoLabels, MachineTagLabels, Metrics};
+
+impl Metrics {
+    /// A configuration load (start-up, SIGHUP or `POST /-/reload`) ended, at `now` (Unix
+    /// seconds); a failed one leaves the success timestamp as it was.
+    pub fn record_config_load(&self, ok: bool, now: f64) {
+        self.config_reload_success.set(i64::from(ok));
+        if ok {
+            self.config_reload_timestamp.set(now);
+        }
+    }
+
+    /// The counter the state store increments on each failed write (`State::count_write_errors_in`).
+    pub fn state_write_errors(&self) -> Counter {
+        self.state_write_errors.clone()
+    }
+
+    /// A machine's context is exposed: its info series and its allowed tags.
+    pub fn expose_machine<'a>(
+        &self,
+        info: &MachineInfoLabels,
+        tags: impl IntoIterator<Item = &'a MachineTagLabels>,
+    ) {
+        self.machine_info.get_or_create(info).set(1);
+        for t in tags {
+            self.machine_tag.get_or_create(t).set(1);
+        }
+    }
+
+    /// A machine's context is no longer exposed.
+    pub fn unexpose_machine<'a>(
+        &self,
+        info: &MachineInfoLabels,
+        tags: impl IntoIterator<Item = &'a MachineTagLabels>,
+    ) {
+        self.machine_info.remove(info);
+        for t in tags {
+            self.machine_tag.remove(t);
+        }
+    }
+
+    /// No machine context is exposed (before a configuration's refreshes start).
+    pub fn clear_machines(&self) {
+        self.machine_info.clear();
+        self.machine_tag.clear();
+    }
+}

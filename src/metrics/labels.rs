@@ -1,0 +1,132 @@
+//! The label sets of the metric families, and short constructors for the common ones.
+//!
+//! Owns the label names (a contract: add, never rename). Does not own the families (`mod`).
+
+use prometheus_client::encoding::EncodeLabelSet;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TenantLabels {
+    pub tenant: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ScriptLabels {
+    pub tenant: String,
+    pub script: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
+pub struct MachineScriptLabels {
+    pub tenant: String,
+    pub machine: String,
+    pub script: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CommandLabels {
+    pub tenant: String,
+    pub command: String,
+    pub status: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StatusLabels {
+    pub tenant: String,
+    pub status: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub tenant: String,
+    pub reason: String,
+}
+
+/// `mde_liveresponse_script_not_run_total`'s labels.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NotRunLabels {
+    pub tenant: String,
+    pub script: String,
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub tenant: String,
+    pub endpoint: String,
+    pub code: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EndpointLabels {
+    pub tenant: String,
+    pub endpoint: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct QuotaLabels {
+    pub tenant: String,
+    pub endpoint: String,
+    pub window: String,
+}
+
+/// `mde_machine_info`: machine context for routing alerts, from `GET /api/machines`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
+pub struct MachineInfoLabels {
+    pub tenant: String,
+    /// The `computerDnsName`, as in the per-machine script series.
+    pub machine: String,
+    pub machine_id: String,
+    /// The device group (`rbacGroupName`).
+    pub rbac_group: String,
+    pub os_platform: String,
+    pub health_status: String,
+}
+
+/// `mde_exporter_permission_missing`: an application permission the token lacks.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PermissionLabels {
+    pub tenant: String,
+    pub permission: String,
+}
+
+/// `mde_machine_tag`: one allowed machine tag.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
+pub struct MachineTagLabels {
+    pub tenant: String,
+    pub machine: String,
+    pub tag: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BuildLabels {
+    pub version: String,
+    pub revision: String,
+    pub rustc: String,
+}
+
+/// Exemplar labels: the trace that changed a counter or histogram.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TraceLabel {
+    pub trace_id: String,
+}
+
+/// Label helpers so call sites stay short.
+pub fn tenant(t: &str) -> TenantLabels {
+    TenantLabels {
+        tenant: t.to_string(),
+    }
+}
+
+pub fn endpoint(t: &str, e: &str) -> EndpointLabels {
+    EndpointLabels {
+        tenant: t.to_string(),
+        endpoint: e.to_string(),
+    }
+}
+
+pub fn reason(t: &str, r: &str) -> ReasonLabels {
+    ReasonLabels {
+        tenant: t.to_string(),
+        reason: r.to_string(),
+    }
+}

@@ -1,0 +1,80 @@
+//! What a tenant's poll records: its outcome and duration (`mde_exporter_poll_*`,
+//! `mde_exporter_last_poll_success_timestamp_seconds`), results waiting
+//! (`mde_liveresponse_pending_results`), and discovery (`mde_liveresponse_actions_in_flight`,
+//! `_in_flight_oldest_creation_timestamp_seconds`, `_in_flight_abandoned`,
+//! `_discovery_missed`).
+//!
+//! Owns the writing of those families. Does not own the poll (`collector`).
+
+use std::time::Duration;
+
+use super::{Metrics, StatusLabels, TraceLabel, tenant};
+
+impl Metrics {
+    /// One poll of a tenant ended (`ok` or not) after `elapsed`, at `now` (Unix seconds),
+    /// with `pending` results waiting.
+    pub fn record_poll(
+        &self,
+        tenant_name: &str,
+        ok: bool,
+        elapsed: Duration,
+        now: f64,
+        pending: usize,
+        exemplar: Option<TraceLabel>,
+    ) {
+        let labels = tenant(tenant_name);
+        self.poll_duration
+            .get_or_create(&labels)
+            .observe(elapsed.as_secs_f64(), exemplar, None);
+        self.poll_success.get_or_create(&labels).set(i64::from(ok));
+        if ok {
+            self.last_poll_success.get_or_create(&labels).set(now);
+        }
+        self.pending_results
+            .get_or_create(&labels)
+            .set(i64::try_from(pending).unwrap_or(i64::MAX));
+    }
+
+    /// The actions not final yet, by status, and the creation time (Unix seconds) of the
+    /// oldest; no oldest series when none is in flight (an alert on its age must not fire on
+    /// "nothing").
+    pub fn set_in_flight(
+        &self,
+        tenant_name: &str,
+        by_status: impl IntoIterator<Item = (String, i64)>,
+        oldest: Option<f64>,
+    ) {
+        for (status, n) in by_status {
+            self.actions_in_flight
+                .get_or_create(&StatusLabels {
+                    tenant: tenant_name.to_string(),
+                    status,
+                })
+                .set(n);
+        }
+        match oldest {
+            Some(t) => {
+                self.in_flight_oldest
+                    .get_or_create(&tenant(tenant_name))
+                    .set(t);
+            }
+            None => {
+                self.in_flight_oldest.remove(&tenant(tenant_name));
+            }
+        }
+    }
+
+    /// An action still not final past `in_flight_horizon`, no longer followed.
+    pub fn record_in_flight_abandoned(&self, tenant_name: &str) {
+        self.in_flight_abandoned
+            .get_or_create(&tenant(tenant_name))
+            .inc();
+    }
+
+    /// A final action the reconciliation sweep found that incremental discovery missed.
+    pub fn record_discovery_missed(&self, tenant_name: &str) {
+        self.discovery_missed
+            .get_or_create(&tenant(tenant_name))
+            .inc();
+    }
+}

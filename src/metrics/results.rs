@@ -1,0 +1,145 @@
+//! What retrieving results records: final actions and their commands
+//! (`mde_liveresponse_actions`, `_commands`), transcripts (`_script_runs`, `_script_failures`,
+//! `_script_errors`), results given up on (`_result_fetch_failures`), GetFile sizes
+//! (`_files`, `_file_bytes`), scripts that did not run (`_script_not_run` counter and gauge),
+//! and the per-machine script series (`_script_exit_code`, `_script_errors_present`,
+//! `_script_last_run_timestamp_seconds`) with their evictions
+//! (`mde_exporter_series_evicted`).
+//!
+//! Owns the writing of those families. Does not own when a result counts (`collector`,
+//! `state`) nor which series expire (`shared`).
+
+use super::{
+    CommandLabels, MachineScriptLabels, Metrics, NotRunLabels, ScriptLabels, StatusLabels,
+    TraceLabel, reason, tenant,
+};
+
+/// The latest run of a script on a machine, as the per-machine series show it.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ScriptSeries {
+    pub exit_code: i64,
+    pub errors_present: bool,
+    /// End time, Unix seconds.
+    pub end_time: f64,
+}
+
+impl Metrics {
+    /// A final action seen for the first time, with the (type, commandStatus) of its commands.
+    pub fn record_final_action<'a>(
+        &self,
+        tenant_name: &str,
+        status: &str,
+        commands: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) {
+        self.actions
+            .get_or_create(&StatusLabels {
+                tenant: tenant_name.to_string(),
+                status: status.to_string(),
+            })
+            .inc();
+        for (command, status) in commands {
+            self.commands
+                .get_or_create(&CommandLabels {
+                    tenant: tenant_name.to_string(),
+                    command: command.to_string(),
+                    status: status.to_string(),
+                })
+                .inc();
+        }
+    }
+
+    /// A transcript retrieved (counted once); each counter carries `exemplar`, the trace that
+    /// retrieved it.
+    pub fn record_transcript(
+        &self,
+        tenant_name: &str,
+        script: &str,
+        exit_code: i64,
+        errors_present: bool,
+        exemplar: impl Fn() -> Option<TraceLabel>,
+    ) {
+        let labels = ScriptLabels {
+            tenant: tenant_name.to_string(),
+            script: script.to_string(),
+        };
+        self.script_runs
+            .get_or_create(&labels)
+            .inc_by(1, exemplar(), None);
+        if exit_code != 0 {
+            self.script_failures
+                .get_or_create(&labels)
+                .inc_by(1, exemplar(), None);
+        }
+        if errors_present {
+            self.script_errors
+                .get_or_create(&labels)
+                .inc_by(1, exemplar(), None);
+        }
+    }
+
+    /// A result given up on, by reason.
+    pub fn record_fetch_failure(&self, tenant_name: &str, why: &str, exemplar: Option<TraceLabel>) {
+        self.fetch_failures
+            .get_or_create(&reason(tenant_name, why))
+            .inc_by(1, exemplar, None);
+    }
+
+    /// A GetFile result sized (counted once).
+    pub fn record_file(&self, tenant_name: &str, bytes: u64) {
+        let labels = tenant(tenant_name);
+        self.files.get_or_create(&labels).inc();
+        self.file_bytes.get_or_create(&labels).inc_by(bytes);
+    }
+
+    /// A RunScript command of a final action that produced no transcript, by reason.
+    pub fn record_script_not_run(
+        &self,
+        tenant_name: &str,
+        script: &str,
+        why: &str,
+        exemplar: Option<TraceLabel>,
+    ) {
+        self.script_not_run_total
+            .get_or_create(&NotRunLabels {
+                tenant: tenant_name.to_string(),
+                script: script.to_string(),
+                reason: why.to_string(),
+            })
+            .inc_by(1, exemplar, None);
+    }
+
+    /// `mde_liveresponse_script_not_run` of a (tenant, machine, script): 1 while its latest
+    /// attempt did not run.
+    pub fn set_script_not_run(&self, labels: &MachineScriptLabels, not_run: bool) {
+        self.script_not_run
+            .get_or_create(labels)
+            .set(i64::from(not_run));
+    }
+
+    /// The `mde_liveresponse_script_not_run` series of a (tenant, machine, script) expired.
+    pub fn remove_script_not_run(&self, labels: &MachineScriptLabels) {
+        self.script_not_run.remove(labels);
+    }
+
+    /// The per-machine series of a (tenant, machine, script) show `run`.
+    pub fn set_script_series(&self, labels: &MachineScriptLabels, run: ScriptSeries) {
+        self.script_exit_code
+            .get_or_create(labels)
+            .set(run.exit_code);
+        self.script_errors_present
+            .get_or_create(labels)
+            .set(i64::from(run.errors_present));
+        self.script_last_run.get_or_create(labels).set(run.end_time);
+    }
+
+    /// The per-machine series of a (tenant, machine, script) are removed, for `why` (`ttl`,
+    /// `max_series`), counted in `mde_exporter_series_evicted`.
+    pub fn evict_script_series(&self, labels: &MachineScriptLabels, why: &str) {
+        self.series_evicted
+            .get_or_create(&reason(&labels.tenant, why))
+            .inc();
+        self.script_exit_code.remove(labels);
+        self.script_errors_present.remove(labels);
+        self.script_last_run.remove(labels);
+    }
+}
