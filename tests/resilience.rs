@@ -38,7 +38,7 @@ async fn run_to_the_end(
     )))
     .await;
     let a = exporter.addr;
-    settled(&sim, a).await;
+    settled(sim, a).await;
     // One more poll: nothing may change.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let m = scrape(a).await;
