@@ -1,7 +1,7 @@
 //! Sign-in without a client secret, end to end against the simulator, which checks what the
 //! Microsoft identity platform checks: a certificate's client assertion (signature against
 //! the registered certificate, `aud`, `iss`/`sub`, `nbf`/`exp`, an unused `jti`), a federated
-//! token it was told to trust (read again from the file for every token), and its own
+//! token it was told to trust (read again from the file when it changed), and its own
 //! managed-identity metadata endpoint. Each method's clear error is asserted too. See: #10
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
