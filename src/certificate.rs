@@ -7,9 +7,10 @@
 //! error before anything is sent (the key matches the certificate, the certificate is within
 //! its validity), and the assertion's claims. Both formats end in one constructor from a DER
 //! certificate and a key, so the checks exist once. Pure apart from reading the files;
-//! imports nothing from the rest of the crate, so both `config` (to check a file at load and
+//! imports nothing else from the crate, so both `config` (to check a file at load and
 //! `--config.check`) and `mde::auth` (to sign, re-reading the files on every token request so
-//! that a rotated certificate is picked up) can use it without an import circle. Signing is
+//! that a rotated certificate is picked up) can use it without an import circle (the one
+//! module of the crate it uses is `sign_in_file`, the 1 MiB cap of its reads). Signing is
 //! `jsonwebtoken`'s (on aws-lc-rs, which rustls already links); the X.509 parsing is
 //! `x509-parser`'s; PKCS#12 decoding (MAC, PBES1/PBES2 decryption, bags) is `p12-keystore`'s.
 
@@ -59,7 +60,7 @@ struct Claims {
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, String> {
-    std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
+    crate::sign_in_file::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
 }
 
 fn b64url(bytes: &[u8]) -> String {
@@ -655,5 +656,26 @@ pub(crate) mod tests {
         );
         let err = Certificate::from_pem("c.pem", cert.as_bytes(), None).unwrap_err();
         assert_eq!(err, "c.pem: no PRIVATE KEY block");
+    }
+
+    // See: #24 (item 3): the PEM, key and .pfx files are read within the 1 MiB cap.
+    #[test]
+    fn issue_24_certificate_files_over_1_mib_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let big = dir.path().join("big");
+        std::fs::write(&big, vec![b'#'; 2 << 20]).unwrap();
+        let want = format!(
+            "cannot read {}: too large for a sign-in file: 2097152 bytes, the limit is 1 MiB (1048576 bytes)",
+            big.display()
+        );
+        let (cert, _) = rsa_cert(1_000, 4_000_000_000);
+        let cert_file = dir.path().join("cert.pem");
+        std::fs::write(&cert_file, cert).unwrap();
+        assert_eq!(Certificate::load(&big, None).err().unwrap(), want);
+        assert_eq!(
+            Certificate::load(&cert_file, Some(&big)).err().unwrap(),
+            want
+        );
+        assert_eq!(Certificate::load_pkcs12(&big, "").err().unwrap(), want);
     }
 }

@@ -255,6 +255,16 @@ fn external_url(s: &str) -> Result<String> {
     Ok(url.as_str().trim_end_matches('/').to_string())
 }
 
+impl Cli {
+    /// What start-up refuses of the flags, for `--config.check`: [`Cli::settings`]'s checks
+    /// (telemetry path, listen address, shard index and count, the index from `HOSTNAME`),
+    /// with their messages. See: #24 (item 8).
+    pub fn check_flags(&self) -> Result<()> {
+        // Without the file: the flags' checks do not depend on it.
+        self.settings(None).map(|_| ())
+    }
+}
+
 impl Settings {
     /// Apply the command line's overrides to a configuration: the state path and the shard.
     pub fn apply(&self, mut config: Config) -> Config {
@@ -402,7 +412,7 @@ mod tests {
         // See: #22
         let url = |v: &str| {
             Cli::parse_from(["x", "--web.external-url", v])
-                .settings()
+                .settings(None)
                 .map(|s| s.external_url)
                 .map_err(|e| e.to_string())
         };
@@ -431,7 +441,7 @@ mod tests {
         );
         assert_eq!(
             Cli::parse_from(["x"])
-                .settings()
+                .settings(None)
                 .map(|s| s.external_url)
                 .ok(),
             Some(None)

@@ -10,11 +10,13 @@
 //! - [`config`]: the YAML file: its raw schema, then each section validated by its own
 //!   module (tenant, sign-in with its file reads, cloud URLs, quota, discovery, proxy, logs).
 //!   A leaf but for the pure [`certificate`] (a wrong or expired certificate is refused at
-//!   load) and [`shard`].
+//!   load), [`sign_in_file`] and [`shard`].
 //! - [`shard`]: rendezvous sharding, which exporter of `count` serves a tenant (pure).
 //! - [`certificate`]: PEM certificate and key, or a PKCS#12 (`.pfx`) file → a checked signing
 //!   credential and the client assertion of `method: certificate` (imports nothing from this
-//!   crate).
+//!   crate but [`sign_in_file`]).
+//! - [`sign_in_file`]: the 1 MiB cap of every sign-in file (certificates, keys, `.pfx`,
+//!   password, secret and federated token files).
 //! - [`app`]: wiring: from a config to running collectors and the HTTP server; reloads; the
 //!   demo (`app::demo`, the simulator of the `mde-sim` crate in-process); the binary's run
 //!   ([`app::run`]: runtime size, `--config.check`, subcommands, signals).
@@ -68,6 +70,7 @@ pub mod series;
 pub mod server;
 pub mod shard;
 pub mod shared;
+pub mod sign_in_file;
 pub mod state;
 pub mod telemetry;
 pub mod transcript;

@@ -134,3 +134,67 @@ fn demo_serves_transcript_metrics_and_stops_on_sigterm() {
     assert!(logs.iter().any(|l| l.contains("\"event\":\"transcript\"")));
     assert!(logs.iter().all(|l| !l.contains("sim-client-secret")));
 }
+
+// See: #24 (item 8). `--config.check` accepted `--shard.index 5 --shard.count 2`, which
+// start-up then refused: the check refuses what start-up refuses, with the same words.
+#[test]
+fn issue_24_config_check_refuses_the_flags_start_up_refuses() {
+    let run = |flags: &[&str], hostname: &str| {
+        let out = Command::new(BIN)
+            .args([
+                "--config.check",
+                "--config.file",
+                "tests/fixtures/config/good.yml",
+            ])
+            .args(flags)
+            .env("MDE_CLIENT_SECRET", "from-env")
+            .env("HOSTNAME", hostname)
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).trim().to_string(),
+            String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        )
+    };
+    let cases: [(&[&str], &str, &str); 5] = [
+        (
+            &["--shard.index", "5", "--shard.count", "2"],
+            "",
+            "--shard.index 5 must be less than --shard.count 2",
+        ),
+        (
+            &["--shard.count", "0"],
+            "",
+            "--shard.count must be at least 1",
+        ),
+        (
+            &["--shard.index", "1"],
+            "",
+            "--shard.index needs --shard.count",
+        ),
+        (
+            &["--shard.count", "3"],
+            "exporter",
+            "--shard.index not given and HOSTNAME \"exporter\" does not end in -<ordinal>",
+        ),
+        (
+            &["--web.listen-address", "nowhere"],
+            "",
+            "--web.listen-address \"nowhere\" is not host:port: invalid socket address syntax",
+        ),
+    ];
+    for (flags, hostname, want) in cases {
+        let (code, out, err) = run(flags, hostname);
+        assert_eq!((code, err.as_str()), (1, want), "{flags:?}: {out}");
+    }
+    // Flags that start-up accepts pass the check, the shard from the pod name too.
+    for (flags, hostname) in [
+        (&["--shard.index", "1", "--shard.count", "2"][..], ""),
+        (&["--shard.count", "3"][..], "exporter-2"),
+    ] {
+        let (code, out, err) = run(flags, hostname);
+        assert_eq!(code, 0, "{flags:?}: {err}");
+        assert_eq!(out, "tests/fixtures/config/good.yml: OK (2 tenant(s))");
+    }
+}

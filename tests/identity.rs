@@ -1,7 +1,7 @@
 //! Sign-in without a client secret, end to end against the simulator, which checks what the
 //! Microsoft identity platform checks: a certificate's client assertion (signature against
 //! the registered certificate, `aud`, `iss`/`sub`, `nbf`/`exp`, an unused `jti`), a federated
-//! token it was told to trust (read again from the file for every token), and its own
+//! token it was told to trust (read again from the file when it changed), and its own
 //! managed-identity metadata endpoint. Each method's clear error is asserted too. See: #10
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -539,4 +539,65 @@ async fn managed_identity_uses_the_metadata_endpoint() {
         "{page}"
     );
     exporter.shutdown().await.unwrap();
+}
+
+// See: #24 (item 3). A 300 MB token file was read on every token and sent to the token
+// endpoint; a file over 1 MiB is refused at token time, named, and nothing is sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_24_a_token_file_over_1_mib_is_refused_at_token_time_and_not_sent() {
+    let (sim, addr) = start_sim(sim_config(124)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("azure-identity-token");
+    std::fs::write(&token_file, "federated-token-1\n").unwrap();
+    sim.identity().trust_federated_token("federated-token-1");
+    let auth = format!(
+        "      method: workload_identity\n      token_file: {}\n",
+        token_file.display()
+    );
+    let text = format!(
+        "poll_interval: 200ms\ntenants:\n{}",
+        tenant("wi", &sim, addr, true, &auth)
+    );
+    let config = parse_in(dir.path(), &text, &|_| None).unwrap();
+    let exporter = start_exporter(config).await;
+    let at = exporter.addr;
+    eventually("a token for the federated token", || async move {
+        token_calls(&scrape(at).await, "wi", "200") == 1.0
+    })
+    .await;
+    std::fs::write(&token_file, vec![b'a'; 2 << 20]).unwrap();
+    sim.faults().revoke_tokens();
+    eventually(
+        "the oversized token file on the status page",
+        || async move {
+            status_page(at)
+                .await
+                .contains("too large for a sign-in file")
+        },
+    )
+    .await;
+    let page = status_page(at).await;
+    assert!(
+        page.contains(&format!(
+            "cannot read federated token file {}: too large for a sign-in file: 2097152 bytes, the limit is 1 MiB (1048576 bytes)",
+            token_file.display()
+        )),
+        "{page}"
+    );
+    let sent = sum(
+        &scrape(at).await,
+        "mde_api_requests_total",
+        &[("tenant", "wi"), ("endpoint", "token")],
+    );
+    assert_eq!(sent, 1.0, "only the first token request was sent");
+    exporter.shutdown().await.unwrap();
+    // At load, the same file is refused, naming it and the limit.
+    assert_eq!(
+        parse_in(dir.path(), &text, &|_| None).unwrap_err(),
+        format!(
+            "config file {}/config.yml: tenants[0].auth.token_file: cannot read {}: too large for a sign-in file: 2097152 bytes, the limit is 1 MiB (1048576 bytes)",
+            dir.path().display(),
+            token_file.display()
+        )
+    );
 }

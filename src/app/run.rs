@@ -74,6 +74,11 @@ pub fn check_config(cli: &Cli) -> ExitCode {
         eprintln!("--config.check needs --config.file");
         return ExitCode::FAILURE;
     };
+    // What start-up would refuse of the flags, the check refuses too.
+    if let Err(e) = cli.check_flags() {
+        eprintln!("{e:#}");
+        return ExitCode::FAILURE;
+    }
     match Config::load(path) {
         Ok(c) => println!("{}: OK ({} tenant(s))", path.display(), c.tenants.len()),
         Err(e) => {

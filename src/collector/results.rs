@@ -437,6 +437,14 @@ impl TenantCollector {
             exit_code: t.exit_code,
             errors_present,
             action_id: p.key.action_id.clone(),
+            // The transcript page's excerpt, committed with the run (#22).
+            excerpt: Some(crate::excerpt::Excerpt::new(
+                &self.shared.settings.transcript_log,
+                &t.script_output,
+                &t.script_errors,
+                p.key.index,
+                chrono::Utc::now(),
+            )),
         });
         let offered = run.clone().map(|r| (series.clone(), r));
         let update = match self

@@ -9,7 +9,8 @@
 //! key (including [`DEFAULT_MAX_REQUESTS_IN_FLIGHT`]). Does not own the command line (`cli`),
 //! reloading (`app`), getting tokens (`mde::auth`) nor the tenant → shard mapping
 //! (`crate::shard`, used by [`Config::shard`]). The only modules of this crate it uses are the
-//! pure `certificate` (to refuse a wrong or expired certificate at load) and `shard`.
+//! pure `certificate` (to refuse a wrong or expired certificate at load), `sign_in_file` (the
+//! 1 MiB cap of the sign-in files it reads) and `shard`.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};

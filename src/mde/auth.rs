@@ -2,11 +2,13 @@
 //!
 //! Methods: a client secret, a certificate (a signed client assertion; its PEM or PKCS#12
 //! files, and a PKCS#12 password file, read again for every request), AKS workload identity
-//! (the federated token file as the client assertion, read again for every request) and
+//! (the federated token file as the client assertion, read again when it changed) and
 //! managed identity (the instance metadata endpoint). The client-credentials flow itself is
 //! the `oauth2` crate's and the assertion is `certificate`'s; this module owns the cache, the
 //! renewal margin, the adapter from `oauth2`'s HTTP interface to our reqwest client, the
-//! metadata request, and the `token` endpoint metrics (one per request, whatever the method).
+//! metadata request, the change detection of the federated token file, and the `token`
+//! endpoint metrics (one per request, whatever the method). Every sign-in file it reads is
+//! within the 1 MiB cap of `sign_in_file`.
 //! It never logs or returns a secret, an assertion or a token in an error.
 
 use std::path::PathBuf;
@@ -59,6 +61,55 @@ mod tests {
         assert_eq!(missing_permissions(&roles), vec!["Machine.Read.All"]);
         assert_eq!(token_roles("opaque-token"), None);
     }
+
+    // See: #24 (item 3). A 300 MB token file was read on every token and sent whole.
+    #[test]
+    fn issue_24_the_token_file_is_capped_and_read_again_only_when_it_changed() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("azure-identity-token");
+        std::fs::write(&file, "token-1\n").unwrap();
+        let token = FederatedToken::new(file.clone());
+        assert_eq!(token.read().unwrap(), "token-1");
+        // Same length, same modification time: the file is not read again.
+        let modified = std::fs::metadata(&file).unwrap().modified().unwrap();
+        std::fs::write(&file, "token-2\n").unwrap();
+        let set_modified = |t| {
+            std::fs::File::options()
+                .write(true)
+                .open(&file)
+                .unwrap()
+                .set_modified(t)
+                .unwrap();
+        };
+        set_modified(modified);
+        assert_eq!(token.read().unwrap(), "token-1");
+        // Changed: read again.
+        set_modified(modified + Duration::from_secs(1));
+        assert_eq!(token.read().unwrap(), "token-2");
+        // Over 1 MiB: refused, naming the file and the limit.
+        std::fs::write(&file, vec![b'a'; 2 << 20]).unwrap();
+        assert_eq!(
+            token.read().unwrap_err(),
+            format!(
+                "cannot read federated token file {}: too large for a sign-in file: 2097152 bytes, the limit is 1 MiB (1048576 bytes)",
+                file.display()
+            )
+        );
+        // Empty, and gone: named as before.
+        std::fs::write(&file, "\n").unwrap();
+        assert_eq!(
+            token.read().unwrap_err(),
+            format!("federated token file {} is empty", file.display())
+        );
+        std::fs::remove_file(&file).unwrap();
+        assert_eq!(
+            token.read().unwrap_err(),
+            format!(
+                "cannot read federated token file {}: No such file or directory (os error 2)",
+                file.display()
+            )
+        );
+    }
 }
 
 #[derive(Clone)]
@@ -84,14 +135,96 @@ enum Credential {
         pkcs12_file: PathBuf,
         password: Pkcs12Password,
     },
-    /// The federated token file is the client assertion; read per request.
-    Federated { token_file: PathBuf },
+    /// The federated token file is the client assertion.
+    Federated(FederatedToken),
     /// `GET {endpoint}?api-version=2018-02-01&resource=…[&client_id=…]`, `Metadata: true`.
     Metadata {
         endpoint: url::Url,
         client_id: Option<String>,
         resource: String,
     },
+}
+
+/// The federated token file of workload identity, read again only when it changed.
+///
+/// Kubernetes rotates a projected token by swapping the file (a new inode, a new modification
+/// time), so (device, inode, length, modification time) tells a new token from the one read
+/// before without reading it; a file over the sign-in file cap (1 MiB) is refused unread.
+/// The reads are synchronous, like the certificate files': a `stat` per token request and a
+/// read of at most 1 MiB when the file changed, once an hour or so.
+struct FederatedToken {
+    file: PathBuf,
+    /// The stamp of the file last read, and the token it held.
+    last: std::sync::Mutex<Option<(FileStamp, String)>>,
+}
+
+/// What tells one version of a file from another without reading it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileStamp {
+    dev: u64,
+    ino: u64,
+    len: u64,
+    modified: Option<std::time::SystemTime>,
+}
+
+impl FileStamp {
+    fn of(meta: &std::fs::Metadata) -> FileStamp {
+        #[cfg(unix)]
+        let (dev, ino) = {
+            use std::os::unix::fs::MetadataExt as _;
+            (meta.dev(), meta.ino())
+        };
+        #[cfg(not(unix))]
+        let (dev, ino) = (0, 0);
+        FileStamp {
+            dev,
+            ino,
+            len: meta.len(),
+            modified: meta.modified().ok(),
+        }
+    }
+}
+
+impl FederatedToken {
+    fn new(file: PathBuf) -> FederatedToken {
+        FederatedToken {
+            file,
+            last: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// The token in the file, trimmed; an error names the file.
+    fn read(&self) -> Result<String, String> {
+        let file = &self.file;
+        let cannot =
+            |e: std::io::Error| format!("cannot read federated token file {}: {e}", file.display());
+        let meta = std::fs::metadata(file).map_err(cannot)?;
+        let stamp = FileStamp::of(&meta);
+        let mut last = self
+            .last
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some((seen, token)) = last.as_ref()
+            && *seen == stamp
+        {
+            return Ok(token.clone());
+        }
+        crate::sign_in_file::check_size(meta.len()).map_err(cannot)?;
+        let bytes = crate::sign_in_file::read(file).map_err(cannot)?;
+        let text = String::from_utf8(bytes).map_err(|_| {
+            cannot(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "stream did not contain valid UTF-8",
+            ))
+        })?;
+        let text = text.trim();
+        if text.is_empty() {
+            *last = None;
+            return Err(format!("federated token file {} is empty", file.display()));
+        }
+        *last = Some((stamp, text.to_string()));
+        Ok(text.to_string())
+    }
 }
 
 /// The application permissions the exporter needs, each satisfied by any of its roles. The
@@ -187,9 +320,9 @@ impl TokenSource {
                 pkcs12_file: pkcs12_file.clone(),
                 password: password.clone(),
             },
-            Auth::WorkloadIdentity { token_file } => Credential::Federated {
-                token_file: token_file.clone(),
-            },
+            Auth::WorkloadIdentity { token_file } => {
+                Credential::Federated(FederatedToken::new(token_file.clone()))
+            }
             Auth::ManagedIdentity {
                 client_id,
                 endpoint,
@@ -329,22 +462,7 @@ impl TokenSource {
                         .map_err(fail)?,
                 )
             }
-            Credential::Federated { token_file } => {
-                let text = tokio::fs::read_to_string(token_file).await.map_err(|e| {
-                    fail(format!(
-                        "cannot read federated token file {}: {e}",
-                        token_file.display()
-                    ))
-                })?;
-                let text = text.trim();
-                if text.is_empty() {
-                    return Err(fail(format!(
-                        "federated token file {} is empty",
-                        token_file.display()
-                    )));
-                }
-                Some(text.to_string())
-            }
+            Credential::Federated(token) => Some(token.read().map_err(fail)?),
             Credential::Metadata {
                 endpoint,
                 client_id,

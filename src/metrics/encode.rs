@@ -164,7 +164,7 @@ impl Parts {
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
-    use crate::metrics::MachineScriptLabels;
+    use crate::metrics::{MachineScriptLabels, Metrics};
     /// Enough series in two families far apart in the registry for a body over
     /// [`PARALLEL_FROM`].
     fn large() -> Metrics {

@@ -4,7 +4,8 @@
 //! Owns the sign-in methods and their keys, the AKS `AZURE_*` fallbacks of workload
 //! identity, the file reads done at load (`client_secret_file`, and the certificate and
 //! PKCS#12 files, checked through the pure `certificate` so that a wrong or expired one is
-//! refused at load), paths relative to the config file, and the secret types that never
+//! refused at load; each within the 1 MiB cap of sign-in files, the federated token file's
+//! size checked too), paths relative to the config file, and the secret types that never
 //! print themselves. Does not own getting tokens (`mde::auth`), which reads the certificate,
 //! password and token files again for every token.
 
@@ -61,7 +62,8 @@ impl AuthMethod {
 pub const IMDS_TOKEN_URL: &str = "http://169.254.169.254/metadata/identity/oauth2/token";
 
 /// A validated sign-in method. Files are named, not read: the token source reads them again
-/// for every token request, so rotated certificates and projected tokens are picked up.
+/// for every token request (the federated token file: when it changed), so rotated
+/// certificates and projected tokens are picked up.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Auth {
     ClientSecret(Secret),
@@ -76,7 +78,7 @@ pub enum Auth {
         pkcs12_file: PathBuf,
         password: Pkcs12Password,
     },
-    /// A federated token file (AKS workload identity), read for every token request.
+    /// A federated token file (AKS workload identity), read again when it changed.
     WorkloadIdentity {
         token_file: PathBuf,
     },
@@ -136,11 +138,22 @@ impl Pkcs12Password {
         match self {
             Pkcs12Password::Empty => Ok(Secret(String::new())),
             Pkcs12Password::Value(s) => Ok(s.clone()),
-            Pkcs12Password::File(file) => std::fs::read_to_string(file)
+            Pkcs12Password::File(file) => read_text(file)
                 .map(|text| Secret(text.trim_end_matches(['\r', '\n']).to_string()))
                 .map_err(|e| format!("cannot read {}: {e}", file.display())),
         }
     }
+}
+
+/// A small text file (a secret or a password), within the cap of sign-in files.
+fn read_text(path: &Path) -> std::io::Result<String> {
+    let bytes = crate::sign_in_file::read(path)?;
+    String::from_utf8(bytes).map_err(|_| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "stream did not contain valid UTF-8",
+        )
+    })
 }
 
 /// A tenant's sign-in, resolved.
@@ -307,7 +320,7 @@ impl Cx<'_> {
             }
             (None, Some(file)) => {
                 let file = self.relative(file);
-                std::fs::read_to_string(&file).map_err(|e| {
+                read_text(&file).map_err(|e| {
                     self.invalid(
                         "client_secret_file",
                         format!("cannot read {}: {e}", file.display()),
@@ -335,7 +348,10 @@ impl Cx<'_> {
             })?,
         };
         let token_file = self.relative(Path::new(&file));
-        if let Err(e) = std::fs::metadata(&token_file) {
+        // Looked at, not read: the token source reads it (and it may not hold a token yet).
+        let checked =
+            std::fs::metadata(&token_file).and_then(|m| crate::sign_in_file::check_size(m.len()));
+        if let Err(e) = checked {
             return Err(self.invalid(
                 "token_file",
                 format!("cannot read {}: {e}", token_file.display()),
@@ -496,5 +512,86 @@ mod tests {
             ),
             "{err}"
         );
+    }
+
+    // See: #24 (item 3). Sign-in files over 1 MiB are refused at load, naming the file.
+    #[test]
+    fn issue_24_sign_in_files_over_1_mib_are_refused_at_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let big = |name: &str| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, vec![b'a'; 2 << 20]).unwrap();
+            path
+        };
+        let (token, secret, pem, pfx, pw) = (
+            big("token"),
+            big("secret"),
+            big("cert.pem"),
+            big("app.pfx"),
+            big("pw.txt"),
+        );
+        let too_large = |p: &Path| {
+            format!(
+                "cannot read {}: too large for a sign-in file: 2097152 bytes, the limit is 1 MiB (1048576 bytes)",
+                p.display()
+            )
+        };
+        let base = "tenants:\n  - name: t\n    tenant_id: tid\n    client_id: cid\n    auth:\n";
+        let cases = [
+            (
+                format!(
+                    "{base}      method: workload_identity\n      token_file: {}\n",
+                    token.display()
+                ),
+                format!(
+                    "config file cfg.yml: tenants[0].auth.token_file: {}",
+                    too_large(&token)
+                ),
+            ),
+            (
+                GOOD.replace(
+                    "client_secret: ${MDE_SECRET}",
+                    &format!("client_secret_file: {}", secret.display()),
+                ),
+                format!(
+                    "config file cfg.yml: tenants[0].client_secret_file: {}",
+                    too_large(&secret)
+                ),
+            ),
+            (
+                format!(
+                    "{base}      method: certificate\n      certificate_file: {}\n",
+                    pem.display()
+                ),
+                format!(
+                    "config file cfg.yml: tenants[0].auth.certificate_file: {}",
+                    too_large(&pem)
+                ),
+            ),
+            (
+                format!(
+                    "{base}      method: certificate\n      pkcs12_file: {}\n",
+                    pfx.display()
+                ),
+                format!(
+                    "config file cfg.yml: tenants[0].auth.pkcs12_file: {}",
+                    too_large(&pfx)
+                ),
+            ),
+            (
+                format!(
+                    "{base}      method: certificate\n      pkcs12_file: {}\n      pkcs12_password_file: {}\n",
+                    pfx.display(),
+                    pw.display()
+                ),
+                format!(
+                    "config file cfg.yml: tenants[0].auth.pkcs12_password_file: {}",
+                    too_large(&pw)
+                ),
+            ),
+        ];
+        for (text, want) in cases {
+            assert_eq!(parse(&text).unwrap_err().to_string(), want, "{text}");
+        }
     }
 }
