@@ -7,8 +7,11 @@
 //! The data path runs one way: discovery → fetch → parse → account → state → metrics, and
 //! a scrape only reads.
 //! - [`cli`]: flags (low level) resolved into validated [`cli::Settings`] (high level).
-//! - [`config`]: the YAML file's schema, parsed raw, then validated. A leaf but for the
-//!   pure [`certificate`], which it uses to refuse a wrong or expired certificate at load.
+//! - [`config`]: the YAML file: its raw schema, then each section validated by its own
+//!   module (tenant, sign-in with its file reads, cloud URLs, quota, discovery, proxy, logs).
+//!   A leaf but for the pure [`certificate`] (a wrong or expired certificate is refused at
+//!   load) and [`shard`].
+//! - [`shard`]: rendezvous sharding, which exporter of `count` serves a tenant (pure).
 //! - [`certificate`]: PEM certificate and key, or a PKCS#12 (`.pfx`) file → a checked signing
 //!   credential and the client assertion of `method: certificate` (imports nothing from this
 //!   crate).
@@ -52,6 +55,7 @@ pub mod metrics;
 pub mod quota;
 pub mod series;
 pub mod server;
+pub mod shard;
 pub mod shared;
 pub mod state;
 pub mod telemetry;

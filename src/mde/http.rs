@@ -19,8 +19,9 @@ use tokio::time::Instant;
 
 use crate::metrics::Metrics;
 
-/// Requests in flight across all tenants when the configuration does not say.
-pub const DEFAULT_MAX_REQUESTS_IN_FLIGHT: usize = 64;
+/// Requests in flight across all tenants when the configuration does not say; the default
+/// is the configuration's (it owns its defaults), named here too for the callers of [`Http::new`].
+pub use crate::config::DEFAULT_MAX_REQUESTS_IN_FLIGHT;
 
 /// The shared client and its slots. Cloning is cheap and shares both.
 #[derive(Clone)]
