@@ -87,7 +87,7 @@ pub fn poll_cost(in_flight: usize, batch_size: usize) -> usize {
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
-    use chrono::TimeZone;
+    use chrono::{DateTime, TimeZone, Utc};
     use std::time::Duration;
 
     fn now() -> DateTime<Utc> {
