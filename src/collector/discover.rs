@@ -140,14 +140,26 @@ impl TenantCollector {
             self.restore_not_run_gauges();
         }
         let bootstrap = watermark.is_none();
+        // A first start lists what is in flight first and on its own, then the window (#20).
+        let in_flight = match disc::in_flight_filter(&sel, now, last_discovery) {
+            Some(f) if bootstrap => {
+                self.client
+                    .list_machine_actions(&f, QuotaWait::Until(deadline))
+                    .await?
+            }
+            _ => Vec::new(),
+        };
         let filter = match watermark {
             Some(w) => disc::incremental_filter(&sel, disc::incremental_since(w, d.overlap, now)),
             None => disc::bootstrap_filter(&sel, now, last_discovery),
         };
-        let listed = self
+        let mut listed = self
             .client
             .list_machine_actions(&filter, QuotaWait::Until(deadline))
             .await?;
+        // Of two answers for one action, the window's is the later one: it wins.
+        let windowed: HashSet<String> = listed.iter().map(|a| a.id.clone()).collect();
+        listed.extend(in_flight.into_iter().filter(|a| !windowed.contains(&a.id)));
         let listed_ids: HashSet<String> = listed.iter().map(|a| a.id.clone()).collect();
         let follow = disc::ids_to_reread(&tracked, &listed_ids, self.restored);
         let mut refreshed = Vec::new();
@@ -163,7 +175,7 @@ impl TenantCollector {
         if bootstrap {
             // The first listing covered the whole window: it is this tenant's first sweep.
             reconciled = Some(now);
-            self.last_sweep_actions = listed.len();
+            self.last_sweep_actions = windowed.len();
         } else if disc::sweep_due(last_reconcile, now, d.reconcile_interval) {
             let spare = self
                 .shared

@@ -79,30 +79,38 @@ pub fn discovery_filter(
     )
 }
 
-/// The first discovery of a tenant (no watermark yet): final actions over the full window, and
-/// actions still in flight over the whole `in_flight_horizon`, so that an action queued days
-/// ago is followed to its end.
+/// The first discovery of a tenant (no watermark yet), its first listing: the actions still
+/// in flight (`Pending`, `InProgress`) created within the whole `in_flight_horizon`, so that an
+/// action queued days ago is followed to its end. Listed first and on its own (#20): were it
+/// part of the window's listing, an old action turning final while the window's pages are
+/// read would leave the answer between two page requests (the status is evaluated per
+/// request), shift the pages after it, and be listed nowhere. `None` when the window reaches
+/// back as far as the horizon: the window's listing then holds every in-flight action.
+pub fn in_flight_filter(
+    sel: &Selectors,
+    now: DateTime<Utc>,
+    last_discovery: Option<DateTime<Utc>>,
+) -> Option<String> {
+    let since = full_window_since(sel, now, last_discovery);
+    let horizon = duration(sel.discovery.in_flight_horizon);
+    let flight_since = now.checked_sub_signed(horizon).unwrap_or(now);
+    (flight_since < since).then(|| {
+        format!(
+            "type eq 'LiveResponse' and creationDateTimeUtc ge {} and (status eq 'Pending' or status eq 'InProgress'){}",
+            odata_time(flight_since),
+            selector_clauses(sel)
+        )
+    })
+}
+
+/// The first discovery's second listing: every action of the full window, whatever its
+/// status, so that none leaves the answer while its pages are read (#20).
 pub fn bootstrap_filter(
     sel: &Selectors,
     now: DateTime<Utc>,
     last_discovery: Option<DateTime<Utc>>,
 ) -> String {
-    let since = full_window_since(sel, now, last_discovery);
-    let horizon = duration(sel.discovery.in_flight_horizon);
-    let flight_since = now.checked_sub_signed(horizon).unwrap_or(now);
-    let window = if flight_since < since {
-        format!(
-            "(creationDateTimeUtc ge {} or (creationDateTimeUtc ge {} and (status eq 'Pending' or status eq 'InProgress')))",
-            odata_time(since),
-            odata_time(flight_since)
-        )
-    } else {
-        format!("creationDateTimeUtc ge {}", odata_time(since))
-    };
-    format!(
-        "type eq 'LiveResponse' and {window}{}",
-        selector_clauses(sel)
-    )
+    incremental_filter(sel, full_window_since(sel, now, last_discovery))
 }
 
 /// Where an incremental listing starts: the watermark minus the overlap, but never more than
@@ -242,16 +250,21 @@ mod tests {
     // See: #9
     #[test]
     fn the_first_discovery_follows_in_flight_actions_over_the_whole_horizon() {
-        let f = bootstrap_filter(&sel(), now(), None);
         assert_eq!(
-            f,
-            "type eq 'LiveResponse' and (creationDateTimeUtc ge 2026-11-25T12:00:00Z or (creationDateTimeUtc ge 2026-11-19T12:00:00Z and (status eq 'Pending' or status eq 'InProgress'))) and requestor eq 'o''brien' and (machineId eq 'm1' or machineId eq 'm2')"
+            in_flight_filter(&sel(), now(), None).unwrap(),
+            "type eq 'LiveResponse' and creationDateTimeUtc ge 2026-11-19T12:00:00Z and (status eq 'Pending' or status eq 'InProgress') and requestor eq 'o''brien' and (machineId eq 'm1' or machineId eq 'm2')"
         );
-        // A lookback longer than the horizon needs no second clause.
+        // See: #20. The window is listed on its own, whatever the status.
+        assert_eq!(
+            bootstrap_filter(&sel(), now(), None),
+            "type eq 'LiveResponse' and creationDateTimeUtc ge 2026-11-25T12:00:00Z and requestor eq 'o''brien' and (machineId eq 'm1' or machineId eq 'm2')"
+        );
+        // A lookback longer than the horizon needs no in-flight listing.
         let mut long = sel();
         long.lookback = Duration::from_secs(10 * 86400);
         long.requestor = None;
         long.machine_ids.clear();
+        assert_eq!(in_flight_filter(&long, now(), None), None);
         assert_eq!(
             bootstrap_filter(&long, now(), None),
             "type eq 'LiveResponse' and creationDateTimeUtc ge 2026-11-16T12:00:00Z"
