@@ -18,7 +18,7 @@ use tokio::time::Instant;
 use super::{PollError, TenantCollector};
 use crate::discovery::{self as disc, is_final_status};
 use crate::mde::model::MachineAction;
-use crate::mde::{ErrorKind, QuotaWait};
+use crate::mde::{self, ErrorKind, QuotaWait};
 use crate::metrics::{MachineScriptLabels, StatusLabels, tenant};
 use crate::state::{DiscoveryUpdate, StoreError, Tracked};
 
@@ -38,6 +38,8 @@ struct FollowCommit {
     tracked: Vec<(String, Tracked)>,
     watermark: Option<DateTime<Utc>>,
     reconciled: Option<DateTime<Utc>>,
+    /// Every followed action was read again (not cut short by quota).
+    complete: bool,
 }
 
 impl TenantCollector {
@@ -89,8 +91,12 @@ impl TenantCollector {
         // Kept for the full-window filter (sweeps, `incremental: false`) after an outage.
         self.shared
             .with_state(|s| s.set_last_discovery(&name, f.now))?;
-        self.restored = true;
-        self.unrestored = 0;
+        // Cut short right after a start, final actions with results still to fetch may not
+        // have been read again yet: they are, at the next poll.
+        if f.complete {
+            self.restored = true;
+            self.unrestored = 0;
+        }
         self.set_in_flight_gauges();
         Ok(())
     }
@@ -140,31 +146,68 @@ impl TenantCollector {
             self.restore_not_run_gauges();
         }
         let bootstrap = watermark.is_none();
+        // A first start lists what is in flight first and on its own, then the window (#20).
+        let in_flight = match disc::in_flight_filter(&sel, now, last_discovery) {
+            Some(f) if bootstrap => {
+                self.client
+                    .list_machine_actions(&f, QuotaWait::Until(deadline))
+                    .await?
+            }
+            _ => Vec::new(),
+        };
         let filter = match watermark {
             Some(w) => disc::incremental_filter(&sel, disc::incremental_since(w, d.overlap, now)),
             None => disc::bootstrap_filter(&sel, now, last_discovery),
         };
-        let listed = self
+        let mut listed = self
             .client
             .list_machine_actions(&filter, QuotaWait::Until(deadline))
             .await?;
+        // Of two answers for one action, the window's is the later one: it wins.
+        let windowed: HashSet<String> = listed.iter().map(|a| a.id.clone()).collect();
+        listed.extend(in_flight.into_iter().filter(|a| !windowed.contains(&a.id)));
         let listed_ids: HashSet<String> = listed.iter().map(|a| a.id.clone()).collect();
-        let follow = disc::ids_to_reread(&tracked, &listed_ids, self.restored);
+        // Oldest re-read first: a poll cut short by quota starts the next one where it stopped.
+        let follow = disc::rotate_after(
+            disc::ids_to_reread(&tracked, &listed_ids, self.restored),
+            self.reread_after.as_deref(),
+        );
         let mut refreshed = Vec::new();
+        let mut reread = 0;
+        let mut cut_short = None;
         for batch in disc::id_batches(&follow, d.batch_size, disc::MAX_FILTER_URL_BYTES) {
-            refreshed.extend(
-                self.client
-                    .list_machine_actions(&batch, QuotaWait::Until(deadline))
-                    .await?,
-            );
+            match self
+                .client
+                .list_machine_actions(&batch, QuotaWait::Until(deadline))
+                .await
+            {
+                Ok(found) => {
+                    refreshed.extend(found);
+                    reread += batch.matches("id eq '").count();
+                }
+                // No room before the next poll (#20 item 2): what was listed so far is
+                // accounted; the rest is read at the next poll, from where this one stopped.
+                Err(e @ (mde::Error::Quota { .. } | mde::Error::Throttled { .. })) => {
+                    tracing::info!(tenant = %name, error = %e, reread, waiting = follow.len() - reread.min(follow.len()), "discovery cut short by quota: the rest is read again at the next poll");
+                    cut_short = Some(e);
+                    break;
+                }
+                Err(e) => return Err(e.into()),
+            }
         }
+        self.reread_after = match (&cut_short, reread.checked_sub(1)) {
+            (Some(_), Some(last)) => follow.get(last).cloned(),
+            (Some(_), None) => self.reread_after.take(),
+            (None, _) => None,
+        };
         let mut reconciled = None;
         let mut swept = Vec::new();
         if bootstrap {
             // The first listing covered the whole window: it is this tenant's first sweep.
             reconciled = Some(now);
-            self.last_sweep_actions = listed.len();
-        } else if disc::sweep_due(last_reconcile, now, d.reconcile_interval) {
+            self.last_sweep_actions = windowed.len();
+        } else if cut_short.is_none() && disc::sweep_due(last_reconcile, now, d.reconcile_interval)
+        {
             let spare = self
                 .shared
                 .quota_status_of(&name)
@@ -219,7 +262,10 @@ impl TenantCollector {
             .chain(swept.iter().map(|a| &a.id))
             .cloned()
             .collect();
-        let explicit = self.explicit_actions(&known, deadline).await?;
+        let explicit = match cut_short {
+            None => self.explicit_actions(&known, deadline).await?,
+            Some(_) => Vec::new(),
+        };
         let new_watermark = disc::next_watermark(
             watermark,
             listed.iter().filter_map(|a| a.creation_date_time_utc),
@@ -241,6 +287,7 @@ impl TenantCollector {
                 tracked,
                 watermark: new_watermark,
                 reconciled,
+                complete: cut_short.is_none(),
             }),
         })
     }

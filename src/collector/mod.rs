@@ -60,6 +60,9 @@ pub struct TenantCollector {
     /// The actions followed by id were read again since this collector started, so the
     /// results of final ones are queued again (they are not in `pending` after a restart).
     restored: bool,
+    /// The last followed action read again by a poll cut short by quota: the next poll
+    /// starts after it, so that the whole followed set is read in turn. (#20)
+    reread_after: Option<String>,
     /// Actions the last full-window listing returned: the next sweep's expected cost.
     last_sweep_actions: usize,
     /// Final actions followed for their results that were not read again yet since the
@@ -84,6 +87,7 @@ impl TenantCollector {
             stats: PollStats::default(),
             resume_at: None,
             restored: false,
+            reread_after: None,
             last_sweep_actions: 0,
             unrestored: 0,
         }

@@ -160,7 +160,7 @@ impl TenantCollector {
                     }
                     let Some(update) = self
                         .shared
-                        .with_state(|s| s.commit_not_run(key, series, attempt(false)))?
+                        .with_state(|s| s.commit_not_run(key, series.clone(), attempt(false)))?
                     else {
                         continue;
                     };
@@ -182,12 +182,20 @@ impl TenantCollector {
                         },
                     }
                     .emit(&self.shared.metrics);
-                    if update == RunUpdate::Latest {
+                    // The series shows its latest attempt: this one, or a newer one (a run seen
+                    // earlier, whatever the order; the series starts then, at 0). See: #20
+                    let shown = match update {
+                        RunUpdate::Latest => Some(true),
+                        RunUpdate::Older => self
+                            .shared
+                            .with_state(|s| s.attempts().get(&series).map(|a| !a.ran)),
+                    };
+                    if let Some(not_run) = shown {
                         self.shared
                             .metrics
                             .script_not_run
                             .get_or_create(&labels)
-                            .set(1);
+                            .set(i64::from(not_run));
                     }
                 }
             }

@@ -19,7 +19,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use store::{
-    ACTIONS, ATTEMPTS, DISCOVERY, DONE, NOT_RUN, RECONCILED, RUNS, Store, TRACKED, WATERMARKS,
+    ACTIONS, ATTEMPTS, DISCOVERY, DONE, NOT_RUN, RAN, RECONCILED, RUNS, Store, TRACKED, WATERMARKS,
     action_key, done_key, remove_keys, series_key,
 };
 pub use store::{Opener, SCHEMA, StoreError, reset};
@@ -93,6 +93,9 @@ pub struct State {
     not_run: HashSet<ResultKey>,
     /// Latest attempt per series that ever had a not-run.
     attempts: BTreeMap<SeriesKey, Attempt>,
+    /// Schema 3 (#20): the newest attempt that ran, per series, whether or not it had a
+    /// not-run, so that an older not-run seen after it does not win.
+    ran: BTreeMap<SeriesKey, Attempt>,
     /// The file behind it, if any.
     store: Option<Store>,
 }
@@ -309,7 +312,10 @@ impl State {
     /// Mark a RunScript command counted as not run and offer its attempt as the latest of its
     /// series, in one durable transaction, before anything is counted (like
     /// [`State::commit_result`]). `None`: it already was; else whether the attempt is now the
-    /// latest of its series.
+    /// latest of its series. The latest is the newest of the attempt already known, this one
+    /// and the newest run remembered for the series: a run seen before this older not-run
+    /// still wins (see [`State::offer_ran`]), so [`State::attempts`] is right whatever the
+    /// order the attempts came in. See: #20
     pub fn commit_not_run(
         &mut self,
         key: ResultKey,
@@ -319,55 +325,85 @@ impl State {
         if self.not_run.contains(&key) {
             return Ok(None);
         }
-        let newer = self.is_newer_attempt(&series, &attempt);
+        let mut latest = self.attempts.get(&series).cloned();
+        for candidate in [Some(&attempt), self.ran.get(&series)]
+            .into_iter()
+            .flatten()
+        {
+            if is_newer(candidate, latest.as_ref()) {
+                latest = Some(candidate.clone());
+            }
+        }
+        let changed = latest
+            .as_ref()
+            .filter(|l| self.attempts.get(&series) != Some(l));
         if let Some(store) = &mut self.store {
-            let encoded = serde_json::to_vec(&attempt).map_err(|e| store.err(e))?;
+            let encoded = changed
+                .map(serde_json::to_vec)
+                .transpose()
+                .map_err(|e| store.err(e))?;
             store.write(|txn| {
                 txn.open_table(NOT_RUN)?
                     .insert(done_key(&key).as_str(), 1u8)?;
-                if newer {
+                if let Some(v) = &encoded {
                     txn.open_table(ATTEMPTS)?
-                        .insert(series_key(&series).as_str(), encoded.as_slice())?;
+                        .insert(series_key(&series).as_str(), v.as_slice())?;
                 }
                 Ok(())
             })?;
         }
         self.not_run.insert(key);
-        Ok(Some(if newer {
-            self.attempts.insert(series, attempt);
+        let update = if latest.as_ref() == Some(&attempt) {
             RunUpdate::Latest
         } else {
             RunUpdate::Older
-        }))
+        };
+        if let Some(l) = latest {
+            self.attempts.insert(series, l);
+        }
+        Ok(Some(update))
     }
 
-    /// A command that ran: it becomes the latest attempt of its series if that series already
-    /// had a not-run (other series are not tracked, to keep the cardinality of
-    /// `mde_liveresponse_script_not_run` to machines that had a problem).
+    /// A command that ran. It is remembered as the newest run of its series (durably, so a
+    /// not-run seen later, even after a restart, can be compared with it), and it becomes the
+    /// latest attempt of its series if that series already had a not-run and this run is newer
+    /// (other series get no `mde_liveresponse_script_not_run` series, to keep its cardinality
+    /// to machines that had a problem). Returns whether the latest attempt changed; both are
+    /// written in one transaction, and nothing when neither changes.
     pub fn offer_ran(&mut self, series: SeriesKey, attempt: Attempt) -> Result<bool, StoreError> {
-        if !self.attempts.contains_key(&series)
-            || !self.is_newer_attempt(&series, &attempt)
-            || self.attempts.get(&series) == Some(&attempt)
-        {
+        let remember = is_newer(&attempt, self.ran.get(&series));
+        let take = self.attempts.contains_key(&series)
+            && self.is_newer_attempt(&series, &attempt)
+            && self.attempts.get(&series) != Some(&attempt);
+        if !remember && !take {
             return Ok(false);
         }
         if let Some(store) = &mut self.store {
             let encoded = serde_json::to_vec(&attempt).map_err(|e| store.err(e))?;
             store.write(|txn| {
-                txn.open_table(ATTEMPTS)?
-                    .insert(series_key(&series).as_str(), encoded.as_slice())?;
+                let key = series_key(&series);
+                if remember {
+                    txn.open_table(RAN)?
+                        .insert(key.as_str(), encoded.as_slice())?;
+                }
+                if take {
+                    txn.open_table(ATTEMPTS)?
+                        .insert(key.as_str(), encoded.as_slice())?;
+                }
                 Ok(())
             })?;
         }
-        self.attempts.insert(series, attempt);
-        Ok(true)
+        if remember {
+            self.ran.insert(series.clone(), attempt.clone());
+        }
+        if take {
+            self.attempts.insert(series, attempt);
+        }
+        Ok(take)
     }
 
     fn is_newer_attempt(&self, series: &SeriesKey, attempt: &Attempt) -> bool {
-        self.attempts.get(series).is_none_or(|a| {
-            // Same instant: a run wins over a not-run, so the gauge does not flap.
-            a.at < attempt.at || (a.at == attempt.at && attempt.ran && !a.ran)
-        })
+        is_newer(attempt, self.attempts.get(series))
     }
 
     pub fn attempts(&self) -> &BTreeMap<SeriesKey, Attempt> {
@@ -382,6 +418,12 @@ impl State {
     ) -> Result<Vec<SeriesKey>, StoreError> {
         let removed = expired(self.attempts.iter().map(|(k, a)| (a.at, k)), cutoff, max);
         remove_keys(&mut self.store, ATTEMPTS, &removed)?;
+        // The runs remembered for the order of attempts go with the same TTL and cap.
+        let old_runs = expired(self.ran.iter().map(|(k, a)| (a.at, k)), cutoff, max);
+        remove_keys(&mut self.store, RAN, &old_runs)?;
+        for k in &old_runs {
+            self.ran.remove(k);
+        }
         for k in &removed {
             self.attempts.remove(k);
         }
@@ -410,6 +452,12 @@ impl State {
         }
         Ok(removed)
     }
+}
+
+/// Whether `attempt` is newer than `than`: a later `lastUpdateDateTimeUtc`, or the same
+/// instant and a run over a not-run (so the gauge does not flap).
+fn is_newer(attempt: &Attempt, than: Option<&Attempt>) -> bool {
+    than.is_none_or(|a| a.at < attempt.at || (a.at == attempt.at && attempt.ran && !a.ran))
 }
 
 /// Which per-machine entries expire: every one older than `cutoff`, and the oldest beyond

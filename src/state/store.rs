@@ -34,9 +34,11 @@ pub(super) const TRACKED: TableDefinition<&str, &[u8]> = TableDefinition::new("t
 pub(super) const NOT_RUN: TableDefinition<&str, u8> = TableDefinition::new("not_run_done");
 /// Schema 2: the latest attempt per series that ever had a not-run, key as `last_runs`.
 pub(super) const ATTEMPTS: TableDefinition<&str, &[u8]> = TableDefinition::new("script_attempts");
-/// The layout of the state file this version writes and reads. 1 → 2 (#9) only adds tables,
-/// so a schema-1 file is migrated by creating them and writing the new number.
-pub const SCHEMA: u64 = 2;
+/// Schema 3 (#20): the newest attempt that ran per series, key as `last_runs`, JSON [`Attempt`].
+pub(super) const RAN: TableDefinition<&str, &[u8]> = TableDefinition::new("script_ran");
+/// The layout of the state file this version writes and reads. 1 → 2 (#9) and 2 → 3 (#20)
+/// only add tables, so an older file is migrated by creating them and writing the new number.
+pub const SCHEMA: u64 = 3;
 
 /// A state file problem; every message names the file and what to do.
 #[derive(Debug, thiserror::Error)]
@@ -239,7 +241,7 @@ impl State {
             .write(|txn| {
                 let mut meta = txn.open_table(META)?;
                 let found = meta.get("schema")?.map(|v| v.value());
-                // New file, or an older schema this version migrates (1 → 2 adds tables).
+                // New file, or an older schema this version migrates (1 → 2 → 3 add tables).
                 if found.is_none_or(|f| f < SCHEMA) {
                     meta.insert("schema", SCHEMA)?;
                 }
@@ -252,6 +254,7 @@ impl State {
                 txn.open_table(TRACKED)?;
                 txn.open_table(NOT_RUN)?;
                 txn.open_table(ATTEMPTS)?;
+                txn.open_table(RAN)?;
                 Ok(found)
             })
             .map_err(|e| match e {
@@ -307,6 +310,15 @@ impl State {
                 let (k, _) = entry?;
                 if let Some(key) = parse_done_key(k.value()) {
                     state.not_run.insert(key);
+                }
+            }
+            for entry in read.open_table(RAN)?.iter()? {
+                let (k, v) = entry?;
+                if let (Ok(key), Ok(a)) = (
+                    serde_json::from_str::<SeriesKey>(k.value()),
+                    serde_json::from_slice::<Attempt>(v.value()),
+                ) {
+                    state.ran.insert(key, a);
                 }
             }
             for entry in read.open_table(ATTEMPTS)?.iter()? {

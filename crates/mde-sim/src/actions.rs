@@ -175,6 +175,8 @@ pub(crate) async fn list_actions(
     let mut st = sim.inner.lock();
     st.stats.list_items += served;
     *st.stats.response_bytes.entry(LIST.to_string()).or_insert(0) += bytes;
+    drop(st);
+    sim.on_list_page();
     response
 }
 

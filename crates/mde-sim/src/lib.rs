@@ -28,6 +28,7 @@
 mod actions;
 mod blob;
 pub mod cli;
+mod clock;
 mod endpoints;
 mod filter;
 mod gate;
@@ -341,6 +342,8 @@ struct Inner {
     signing_key: String,
     /// Never held across an await.
     state: Mutex<Mutable>,
+    /// Moves the clock forward for tests (#20).
+    skew: clock::Skew,
 }
 
 impl Inner {
@@ -389,6 +392,7 @@ impl Simulator {
                 by_id,
                 signing_key,
                 state: Mutex::new(Mutable::default()),
+                skew: clock::Skew::default(),
             }),
         }
     }
@@ -518,7 +522,7 @@ impl Simulator {
     }
 
     fn elapsed(&self) -> Duration {
-        self.inner.start.elapsed()
+        self.inner.start.elapsed() + self.inner.skew.offset()
     }
 
     fn now_wall(&self) -> DateTime<Utc> {

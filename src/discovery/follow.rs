@@ -1,0 +1,268 @@
+//! What discovery keeps following: which followed actions a poll reads again by id, which
+//! configured ids it asks for, whether a sweep is due, and what stays followed after the poll
+//! (or is abandoned past the in-flight horizon).
+//!
+//! Owns these decisions as pure functions of the followed set, what was found and the times.
+//! Does not own remembering them (the state, whose [`Tracked`] record this decides about) nor
+//! the order of work in a poll (the collector).
+
+use std::collections::HashSet;
+
+use chrono::{DateTime, Utc};
+
+use super::filter::duration;
+use crate::mde::model::{ActionStatus, MachineAction};
+use crate::state::Tracked;
+
+/// Whether an action created at `created` is past the in-flight horizon at `now`.
+pub fn past_horizon(
+    created: DateTime<Utc>,
+    horizon: std::time::Duration,
+    now: DateTime<Utc>,
+) -> bool {
+    now.signed_duration_since(created) > duration(horizon)
+}
+
+/// Whether a stored status string is final (unknown values are not: followed, not forgotten).
+pub fn is_final_status(status: &str) -> bool {
+    ActionStatus::from(status.to_string()).is_final()
+}
+
+/// The followed actions a poll reads again by id: those its listing did not return. Right
+/// after a start (`restored` false) that includes final actions whose results were still
+/// queued when the exporter stopped (their results are queued again from the answer); after
+/// that, only the ones not final yet.
+pub fn ids_to_reread(
+    tracked: &[(String, Tracked)],
+    listed: &HashSet<String>,
+    restored: bool,
+) -> Vec<String> {
+    tracked
+        .iter()
+        .filter(|(id, tr)| !listed.contains(id) && (!restored || !is_final_status(&tr.status)))
+        .map(|(id, _)| id.clone())
+        .collect()
+}
+
+/// `ids` (sorted) starting after `after` and wrapping around: a poll cut short by quota
+/// re-read the ids up to `after`, so the next one starts with those it did not reach.
+pub fn rotate_after(mut ids: Vec<String>, after: Option<&str>) -> Vec<String> {
+    if let Some(after) = after {
+        let start = ids.partition_point(|id| id.as_str() <= after);
+        ids.rotate_left(start);
+    }
+    ids
+}
+
+/// The configured action ids to ask for one by one: those not found by this poll's listings
+/// (`known`) and not counted yet (`seen`). Each id is asked for at most once per poll.
+pub fn explicit_ids_to_ask(
+    configured: &[String],
+    known: &HashSet<String>,
+    seen: impl Fn(&str) -> bool,
+) -> Vec<String> {
+    let mut asked = HashSet::new();
+    configured
+        .iter()
+        .filter(|id| !known.contains(*id) && !seen(id) && asked.insert(id.as_str()))
+        .cloned()
+        .collect()
+}
+
+/// Whether the full-window reconciliation sweep is due: never ran, or ran `interval` ago.
+pub fn sweep_due(
+    last_reconcile: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+    interval: std::time::Duration,
+) -> bool {
+    last_reconcile.is_none_or(|r| {
+        now.signed_duration_since(r)
+            >= chrono::Duration::from_std(interval).unwrap_or(chrono::Duration::MAX)
+    })
+}
+
+/// An action still not final past the in-flight horizon: no longer followed, and counted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Abandoned {
+    pub id: String,
+    pub created: DateTime<Utc>,
+    pub status: String,
+}
+
+/// What stays followed after a poll: the changes to the followed set, and what is abandoned.
+#[derive(Debug, Default, PartialEq)]
+pub struct Following {
+    /// Followed (again, or with a new status).
+    pub upsert: Vec<(String, Tracked)>,
+    /// No longer followed.
+    pub remove: Vec<String>,
+    /// Not final past the horizon: dropped, to be counted and logged.
+    pub abandoned: Vec<Abandoned>,
+}
+
+/// What stays followed once a poll has accounted what it `found`: an action not final yet,
+/// within `horizon`; a final action only while some of its results are still `queued`.
+/// Followed actions this poll did not find are kept, except a final one with nothing queued
+/// once the followed set was read again since the start (`restored`), and one not final past
+/// the horizon.
+pub fn what_stays_followed<'a>(
+    found: impl IntoIterator<Item = &'a MachineAction>,
+    tracked: &[(String, Tracked)],
+    queued: &HashSet<&str>,
+    restored: bool,
+    horizon: std::time::Duration,
+    now: DateTime<Utc>,
+) -> Following {
+    let followed: HashSet<&str> = tracked.iter().map(|(id, _)| id.as_str()).collect();
+    let mut out = Following::default();
+    let mut found_ids = HashSet::new();
+    for a in found {
+        found_ids.insert(a.id.as_str());
+        if !a.is_live_response() {
+            continue;
+        }
+        let created = a.creation_date_time_utc.unwrap_or(now);
+        if !a.status.is_final() && past_horizon(created, horizon, now) {
+            if followed.contains(a.id.as_str()) {
+                out.remove.push(a.id.clone());
+            }
+            out.abandoned.push(Abandoned {
+                id: a.id.clone(),
+                created,
+                status: a.status.as_str().to_string(),
+            });
+            continue;
+        }
+        if !a.status.is_final() || queued.contains(a.id.as_str()) {
+            let status = a.status.as_str().to_string();
+            out.upsert.push((a.id.clone(), Tracked { created, status }));
+        } else {
+            out.remove.push(a.id.clone());
+        }
+    }
+    for (id, tr) in tracked {
+        if found_ids.contains(id.as_str()) {
+            continue;
+        }
+        if is_final_status(&tr.status) {
+            // Followed for its results only: forgotten once none is queued.
+            if restored && !queued.contains(id.as_str()) {
+                out.remove.push(id.clone());
+            }
+        } else if past_horizon(tr.created, horizon, now) {
+            out.remove.push(id.clone());
+            out.abandoned.push(Abandoned {
+                id: id.clone(),
+                created: tr.created,
+                status: tr.status.clone(),
+            });
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+    use std::time::Duration;
+
+    fn now() -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 11, 26, 12, 0, 0).unwrap()
+    }
+
+    fn action(id: &str, status: &str, created: DateTime<Utc>) -> MachineAction {
+        serde_json::from_value(serde_json::json!({
+            "id": id,
+            "type": "LiveResponse",
+            "status": status,
+            "creationDateTimeUtc": created,
+        }))
+        .unwrap()
+    }
+
+    fn tracked(id: &str, status: &str, created: DateTime<Utc>) -> (String, Tracked) {
+        let status = status.to_string();
+        (id.to_string(), Tracked { created, status })
+    }
+
+    #[test]
+    fn what_is_read_again_by_id() {
+        let t = now();
+        let followed = vec![
+            tracked("pending", "Pending", t),
+            tracked("listed", "InProgress", t),
+            tracked("final", "Succeeded", t),
+        ];
+        let listed: HashSet<String> = ["listed".to_string()].into();
+        // Right after a start, final ones too (their results are queued again).
+        assert_eq!(
+            ids_to_reread(&followed, &listed, false),
+            ["pending", "final"]
+        );
+        assert_eq!(ids_to_reread(&followed, &listed, true), ["pending"]);
+    }
+
+    #[test]
+    fn configured_ids_are_asked_for_once_and_only_when_unknown() {
+        let configured: Vec<String> = ["a", "b", "c", "a"].map(String::from).to_vec();
+        let known: HashSet<String> = ["b".to_string()].into();
+        assert_eq!(
+            explicit_ids_to_ask(&configured, &known, |id| id == "c"),
+            ["a"]
+        );
+    }
+
+    // See: #9
+    #[test]
+    fn what_stays_followed_after_a_poll() {
+        let day = Duration::from_secs(86400);
+        let horizon = 7 * day;
+        let recent = now() - chrono::Duration::hours(1);
+        let old = now() - chrono::Duration::days(8);
+        let found = [
+            action("new-pending", "Pending", recent),
+            action("done-queued", "Succeeded", recent),
+            action("done", "Failed", recent),
+            action("stale", "Pending", old),
+        ];
+        let followed = vec![
+            tracked("done", "InProgress", recent),
+            tracked("stale", "Pending", old),
+            tracked("quiet", "Pending", recent),
+            tracked("quiet-old", "InProgress", old),
+            tracked("final-unread", "Succeeded", recent),
+        ];
+        let queued: HashSet<&str> = ["done-queued"].into();
+        let f = what_stays_followed(&found, &followed, &queued, true, horizon, now());
+        assert_eq!(
+            f.upsert,
+            vec![
+                tracked("new-pending", "Pending", recent),
+                tracked("done-queued", "Succeeded", recent)
+            ]
+        );
+        assert_eq!(f.remove, ["done", "stale", "quiet-old", "final-unread"]);
+        let abandoned: Vec<&str> = f.abandoned.iter().map(|a| a.id.as_str()).collect();
+        assert_eq!(abandoned, ["stale", "quiet-old"]);
+        // Before the followed set was read again since the start, a final action not found
+        // keeps being followed (its results are not queued yet).
+        let f = what_stays_followed(&found, &followed, &queued, false, horizon, now());
+        assert!(!f.remove.contains(&"final-unread".to_string()));
+        // An action abandoned that was never followed is counted but not removed.
+        let f = what_stays_followed(&found[3..], &[], &queued, true, horizon, now());
+        assert!(f.remove.is_empty());
+        assert_eq!(f.abandoned.len(), 1);
+    }
+
+    #[test]
+    fn a_poll_cut_short_starts_the_next_where_it_stopped() {
+        let ids: Vec<String> = ["a", "b", "c", "d"].map(String::from).to_vec();
+        assert_eq!(rotate_after(ids.clone(), None), ["a", "b", "c", "d"]);
+        assert_eq!(rotate_after(ids.clone(), Some("b")), ["c", "d", "a", "b"]);
+        // The last one re-read is gone (final, forgotten): start after where it was.
+        assert_eq!(rotate_after(ids.clone(), Some("bb")), ["c", "d", "a", "b"]);
+        assert_eq!(rotate_after(ids, Some("z")), ["a", "b", "c", "d"]);
+    }
+}
