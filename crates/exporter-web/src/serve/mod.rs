@@ -112,6 +112,7 @@ pub async fn serve_with(
         })?,
         max_concurrent_checks: options.max_concurrent_auth_checks.max(1),
         max_queued_checks: options.max_queued_auth_checks,
+        max_checks_per_peer: options.max_auth_checks_per_peer.max(1),
         overloaded: options.stats.auth_overloaded.clone(),
     };
     let basic_auth = web.as_ref().is_some_and(|w| w.basic_auth_enabled());

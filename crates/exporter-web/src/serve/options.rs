@@ -52,6 +52,11 @@ pub struct ServeOptions {
     /// is answered 429 at once, without checking its password. Credentials that verified
     /// recently skip the queue. Default: 32.
     pub max_queued_auth_checks: usize,
+    /// Most requests from one peer address waiting for or running a bcrypt check; a request
+    /// beyond that is answered 429 at once, so one address flooding wrong passwords is
+    /// throttled on its own and others keep their share of the queue. Credentials that
+    /// verified recently skip this limit too. Default: 4.
+    pub max_auth_checks_per_peer: usize,
     /// Counters of what the limits did; clone the `Arc` before passing the options to read
     /// them while serving.
     pub stats: Arc<ServeStats>,
@@ -70,6 +75,7 @@ impl Default for ServeOptions {
                 .map(usize::from)
                 .unwrap_or(1),
             max_queued_auth_checks: 32,
+            max_auth_checks_per_peer: 4,
             stats: Arc::default(),
         }
     }
