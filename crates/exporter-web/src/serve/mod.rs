@@ -125,15 +125,17 @@ pub async fn serve_with(
     };
     let max_connections = options.max_connections.max(1);
     let max_pending = options.max_pending_connections.clamp(1, max_connections);
+    // The caller logs the one "listening" line (it knows what it serves); this is the
+    // detail behind it, for debugging. See: #24 (item 10)
     if let Ok(addr) = listener.local_addr() {
-        tracing::info!(
+        tracing::debug!(
             address = %addr,
             tls = acceptor.is_some(),
             basic_auth,
             web_config = ?web.as_ref().map(|w| w.path()),
             max_connections,
             max_pending_connections = max_pending,
-            "listening"
+            "serving"
         );
     }
     let mut builder = http1::Builder::new();
