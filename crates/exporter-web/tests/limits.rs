@@ -456,3 +456,102 @@ async fn a_flooding_address_does_not_lock_out_a_new_scraper_from_another() {
     );
     server.stop().await;
 }
+
+/// Sets its flag when dropped: tells the test the server let go of a response body.
+struct DropFlag(Arc<std::sync::atomic::AtomicBool>);
+
+impl Drop for DropFlag {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// See: #24 (item 1). A client that sends a request and never reads the answer used to hold
+/// the response (and its memory) for as long as it kept the connection: there was no limit
+/// once the handler had answered. Now a response not written within `send_timeout` is dropped,
+/// its connection closed and counted; a client that reads gets the whole body.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_response_nobody_reads_is_dropped_after_the_send_timeout() {
+    const BODY: usize = 32 << 20;
+    let dropped = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = dropped.clone();
+    let router = Router::new().route(
+        "/metrics",
+        get(move || {
+            let guard = DropFlag(flag.clone());
+            async move {
+                let chunk = axum::body::Bytes::from(vec![b'x'; 1 << 20]);
+                let chunks = (0..BODY >> 20).map(move |_| {
+                    let _keep = &guard;
+                    Ok::<_, std::convert::Infallible>(chunk.clone())
+                });
+                axum::body::Body::from_stream(futures_util::stream::iter(
+                    chunks.collect::<Vec<_>>(),
+                ))
+            }
+        }),
+    );
+    // Set in the web config file, which overrides `ServeOptions::send_timeout` (30 s).
+    let options = options(Duration::from_secs(10), Duration::from_secs(60));
+    let web = WebConfig::parse(
+        "http_server_config:\n  send_timeout: 1s\n",
+        std::path::Path::new("/x/web.yml"),
+    )
+    .unwrap();
+    let stats = options.stats.clone();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let server = tokio::spawn(serve_with(
+        listener,
+        router,
+        Some(Arc::new(web)),
+        async move {
+            let _ = stopped.await;
+        },
+        options,
+    ));
+
+    let mut stalled = TcpStream::connect(addr).await.unwrap();
+    stalled
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    tokio::time::timeout(OUTER, async {
+        while stats.timed_out_responses() == 0 || !dropped.load(std::sync::atomic::Ordering::SeqCst)
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the unread response was never dropped");
+    assert!(
+        closed_by_server(&mut stalled).await,
+        "the stalled connection stays open"
+    );
+    assert_eq!(
+        stats.timed_out_connections(),
+        0,
+        "a send timeout is counted apart"
+    );
+
+    // A reader that keeps up gets everything, and nothing more is counted.
+    let mut reader = TcpStream::connect(addr).await.unwrap();
+    reader
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut response = Vec::new();
+    tokio::time::timeout(OUTER, reader.read_to_end(&mut response))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(response.len() > BODY, "{}", response.len());
+    assert_eq!(stats.timed_out_responses(), 1);
+    let _ = stop.send(());
+    tokio::time::timeout(OUTER, server)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+}

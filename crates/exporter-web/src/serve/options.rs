@@ -37,6 +37,11 @@ pub struct ServeOptions {
     /// longer than common scrape intervals so a scraper can keep its connection (and its
     /// reserved slot) from one scrape to the next.
     pub idle_timeout: Duration,
+    /// How long a response may take to be written, from when the handler returned it to its
+    /// last byte handed to the socket. A client that reads too slowly (or not at all) has its
+    /// connection closed and the response dropped, so it cannot hold the response's memory for
+    /// longer than this. Default: 30 s. See: #24
+    pub send_timeout: Duration,
     /// Most connections open at once; one accepted beyond this is closed at once. Default: 512,
     /// well under the common limit of 1,024 file descriptors, leaving room for the exporter's
     /// own outbound connections and files.
@@ -69,6 +74,7 @@ impl Default for ServeOptions {
             tls_handshake_timeout: Duration::from_secs(10),
             header_read_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(120),
+            send_timeout: Duration::from_secs(30),
             max_connections: 512,
             max_pending_connections: 448,
             max_concurrent_auth_checks: std::thread::available_parallelism()
@@ -89,6 +95,7 @@ pub struct ServeStats {
     pub(super) rejected: AtomicU64,
     pub(super) evicted: AtomicU64,
     pub(super) timed_out: AtomicU64,
+    pub(super) timed_out_responses: AtomicU64,
     /// Shared with the guard, which does the counting.
     pub(super) auth_overloaded: Arc<AtomicU64>,
 }
@@ -115,6 +122,13 @@ impl ServeStats {
         self.timed_out.load(Ordering::Relaxed)
     }
 
+    /// Responses dropped (and their connections closed) because they were not written within
+    /// `send_timeout`: the client read too slowly or not at all. Not counted in
+    /// [`timed_out_connections`](ServeStats::timed_out_connections).
+    pub fn timed_out_responses(&self) -> u64 {
+        self.timed_out_responses.load(Ordering::Relaxed)
+    }
+
     /// Requests answered 429 because the queue of bcrypt checks was full.
     pub fn auth_overloaded_requests(&self) -> u64 {
         self.auth_overloaded.load(Ordering::Relaxed)
@@ -129,4 +143,5 @@ pub(super) struct Timeouts {
     pub(super) tls_handshake: Duration,
     pub(super) header_read: Duration,
     pub(super) idle: Duration,
+    pub(super) send: Duration,
 }
