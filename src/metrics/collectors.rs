@@ -14,7 +14,8 @@ use prometheus_client::metrics::gauge::ConstGauge;
 
 /// The HTTP server's own limits at work (see `crates/exporter-web`): connections open, those
 /// closed by a limit or timeout, and requests refused because too many unknown credentials
-/// waited for bcrypt. Read from the server's counters at scrape time. See: #13
+/// waited for bcrypt, and responses dropped because the client did not read them in time.
+/// Read from the server's counters at scrape time. See: #13, #24
 #[derive(Debug)]
 pub(super) struct HttpCollector(pub(super) Arc<exporter_web::ServeStats>);
 
@@ -47,6 +48,13 @@ impl Collector for HttpCollector {
             "Requests answered 429 at once because too many requests with unknown basic-auth credentials were already waiting for a bcrypt check",
             None,
             overloaded.metric_type(),
+        )?)?;
+        let unread = ConstCounter::new(stats.timed_out_responses());
+        unread.encode(encoder.encode_descriptor(
+            "mde_exporter_http_responses_timed_out",
+            "Responses the HTTP server dropped, closing the connection, because the client did not read them within the send timeout (http_server_config.send_timeout in the web config file, default 30s)",
+            None,
+            unread.metric_type(),
         )?)?;
         Ok(())
     }

@@ -33,6 +33,8 @@ pub struct WebConfig {
     pub(crate) headers: Vec<(HeaderName, HeaderValue)>,
     /// `rate_limit`: (interval, burst) for one server-wide token bucket.
     pub(crate) rate_limit: Option<(Duration, u32)>,
+    /// `http_server_config.send_timeout`: overrides [`crate::ServeOptions::send_timeout`].
+    pub(crate) send_timeout: Option<Duration>,
 }
 
 impl fmt::Debug for WebConfig {
@@ -44,6 +46,7 @@ impl fmt::Debug for WebConfig {
             .field("users", &self.users.keys().collect::<Vec<_>>())
             .field("headers", &self.headers)
             .field("rate_limit", &self.rate_limit)
+            .field("send_timeout", &self.send_timeout)
             .finish()
     }
 }
@@ -79,7 +82,17 @@ impl WebConfig {
             None => None,
         };
         let mut headers = Vec::new();
+        let mut send_timeout = None;
         if let Some(http) = raw.http_server_config {
+            if let Some(t) = http.send_timeout {
+                if t.is_zero() {
+                    return Err(ctx.invalid(
+                        "http_server_config.send_timeout",
+                        "must be more than 0 (a response needs time to be written)",
+                    ));
+                }
+                send_timeout = Some(t);
+            }
             // `http2` is accepted so toolkit files load, and has no effect: only HTTP/1.1 is
             // compiled into hyper here, and TLS advertises only `http/1.1` in ALPN.
             let _http2_is_ignored = http.http2;
@@ -98,6 +111,7 @@ impl WebConfig {
             users,
             headers,
             rate_limit,
+            send_timeout,
         })
     }
 
@@ -209,6 +223,24 @@ mod tests {
             err("http_server_config:\n  headers:\n    X-Frame-Options: allow\n"),
             "web config file /x/web.yml: http_server_config.headers.X-Frame-Options: invalid \
              value \"allow\", expected one of [\"deny\", \"sameorigin\"]"
+        );
+    }
+
+    #[test]
+    // See: #24. Our one key beyond exporter-toolkit's schema.
+    fn send_timeout_is_a_go_duration_above_zero() {
+        let web = WebConfig::parse(
+            "http_server_config:\n  send_timeout: 1m30s\n",
+            Path::new("/x/web.yml"),
+        )
+        .unwrap();
+        assert_eq!(web.send_timeout, Some(Duration::from_secs(90)));
+        let unset = WebConfig::parse("http_server_config: {}\n", Path::new("/x/web.yml")).unwrap();
+        assert_eq!(unset.send_timeout, None);
+        assert_eq!(
+            err("http_server_config:\n  send_timeout: 0s\n"),
+            "web config file /x/web.yml: http_server_config.send_timeout: must be more than 0 \
+             (a response needs time to be written)"
         );
     }
 

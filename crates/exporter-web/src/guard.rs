@@ -24,13 +24,19 @@
 //!   be a lie, and a retry later may succeed. A new scraper caught in a flood gets a 429, as
 //!   it would from `rate_limit`, and gets in once the queue has room; from then on it is
 //!   remembered.
-//! - The slot is given back when the verification ends, not when the request is dropped, so
-//!   clients that hang up cannot get more verifications running than the limit.
+//! - Each peer address may have at most `max_auth_checks_per_peer` requests waiting for or
+//!   running a verification; beyond that its requests are answered 429 at once. So one
+//!   address flooding wrong passwords is throttled on its own and cannot fill the queue: a
+//!   scraper from another address whose credentials are not remembered yet (after a restart,
+//!   a new Prometheus replica) waits behind at most that many of the flood's checks. See: #24
+//! - The slot (and the peer's place) is given back when the verification ends, not when the
+//!   request is dropped, so clients that hang up cannot get more verifications running than
+//!   the limit.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -60,6 +66,8 @@ pub(crate) struct GuardOptions {
     pub(crate) max_concurrent_checks: usize,
     /// Requests allowed to wait for a verification slot; beyond that, 429 at once.
     pub(crate) max_queued_checks: usize,
+    /// Requests from one peer address allowed to wait for or run a verification (at least 1).
+    pub(crate) max_checks_per_peer: usize,
     /// Counts the requests refused because the queue was full.
     pub(crate) overloaded: Arc<AtomicU64>,
 }
@@ -230,6 +238,12 @@ struct BasicAuth {
     queued: AtomicUsize,
     /// Most requests allowed to wait; beyond that they get [`Verdict::Busy`].
     max_queued: usize,
+    /// Per peer address (`None`: unknown), requests waiting for or running a verification.
+    /// An entry goes when its count reaches 0, so the map never holds more entries than
+    /// `max_queued` plus the slots.
+    per_peer: Arc<Mutex<HashMap<Option<IpAddr>, usize>>>,
+    /// Most requests one peer address may have in `per_peer`; beyond that [`Verdict::Busy`].
+    max_per_peer: usize,
     /// Requests answered [`Verdict::Busy`] (shared with [`crate::ServeStats`]).
     overloaded: Arc<AtomicU64>,
     /// bcrypt verifications run so far; shows up in debug logs and tells tests the cache works.
@@ -246,6 +260,8 @@ impl BasicAuth {
             slots: Arc::new(Semaphore::new(options.max_concurrent_checks.max(1))),
             queued: AtomicUsize::new(0),
             max_queued: options.max_queued_checks,
+            per_peer: Arc::default(),
+            max_per_peer: options.max_checks_per_peer.max(1),
             overloaded: options.overloaded.clone(),
             bcrypt_runs: AtomicU64::new(0),
         }
@@ -267,7 +283,9 @@ impl BasicAuth {
             let Some((user, password)) = credentials else {
                 return Verdict::Denied;
             };
-            let verdict = self.check(&user, &password).await;
+            let verdict = self
+                .check(peer.map(|p| p.ip().to_canonical()), &user, &password)
+                .await;
             match verdict {
                 Verdict::Allowed => {}
                 Verdict::Denied => tracing::debug!(user = %user, peer = ?peer, "basic auth failed"),
@@ -281,7 +299,7 @@ impl BasicAuth {
         }
     }
 
-    async fn check(&self, user: &str, password: &[u8]) -> Verdict {
+    async fn check(&self, peer: Option<IpAddr>, user: &str, password: &[u8]) -> Verdict {
         let (hash, known) = match self.users.get(user) {
             Some(hash) => (hash.clone(), true),
             None => (self.decoy_hash.clone(), false),
@@ -290,6 +308,10 @@ impl BasicAuth {
         if known && self.cached(&key) {
             return Verdict::Allowed;
         }
+        let Some(peer_place) = self.peer_place(peer) else {
+            self.overloaded.fetch_add(1, Ordering::Relaxed);
+            return Verdict::Busy;
+        };
         let permit = match self.slots.clone().try_acquire_owned() {
             Ok(permit) => permit,
             Err(_) => {
@@ -314,6 +336,7 @@ impl BasicAuth {
         // done even if this request is dropped meanwhile.
         let verified = tokio::task::spawn_blocking(move || {
             let _permit = permit;
+            let _peer_place = peer_place;
             bcrypt::verify(password, &hash)
         })
         .await
@@ -337,6 +360,23 @@ impl BasicAuth {
             })
             .ok()
             .map(|_| QueuePlace(&self.queued))
+    }
+
+    /// A place among `peer`'s requests waiting for or running a verification, or `None` when
+    /// it has `max_per_peer` already.
+    fn peer_place(&self, peer: Option<IpAddr>) -> Option<PeerPlace> {
+        // A poisoned lock only means another request panicked while counting; the map is
+        // still usable.
+        let mut map = self.per_peer.lock().unwrap_or_else(|e| e.into_inner());
+        let n = map.entry(peer).or_insert(0);
+        if *n >= self.max_per_peer {
+            return None;
+        }
+        *n += 1;
+        Some(PeerPlace {
+            map: self.per_peer.clone(),
+            peer,
+        })
     }
 
     fn remember(&self, key: [u8; 32]) {
@@ -365,6 +405,24 @@ struct QueuePlace<'a>(&'a AtomicUsize);
 impl Drop for QueuePlace<'_> {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// One request's place among its peer's verifications; dropping it gives the place back.
+struct PeerPlace {
+    map: Arc<Mutex<HashMap<Option<IpAddr>, usize>>>,
+    peer: Option<IpAddr>,
+}
+
+impl Drop for PeerPlace {
+    fn drop(&mut self) {
+        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = map.get_mut(&self.peer) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                map.remove(&self.peer);
+            }
+        }
     }
 }
 
@@ -413,6 +471,7 @@ mod tests {
             challenge: challenge("test").unwrap(),
             max_concurrent_checks,
             max_queued_checks,
+            max_checks_per_peer: usize::MAX,
             overloaded: Arc::default(),
         }
     }
@@ -489,15 +548,18 @@ mod tests {
         let hash = bcrypt::hash("s3cr3t", 4).unwrap();
         let auth = auth_for("alice", hash);
         let runs = || auth.bcrypt_runs.load(Ordering::Relaxed);
-        assert_eq!(auth.check("alice", b"s3cr3t").await, Verdict::Allowed);
-        assert_eq!(auth.check("alice", b"s3cr3t").await, Verdict::Allowed);
+        assert_eq!(auth.check(None, "alice", b"s3cr3t").await, Verdict::Allowed);
+        assert_eq!(auth.check(None, "alice", b"s3cr3t").await, Verdict::Allowed);
         assert_eq!(runs(), 1, "second success must come from the cache");
-        assert_eq!(auth.check("alice", b"wrong").await, Verdict::Denied);
-        assert_eq!(auth.check("alice", b"wrong").await, Verdict::Denied);
+        assert_eq!(auth.check(None, "alice", b"wrong").await, Verdict::Denied);
+        assert_eq!(auth.check(None, "alice", b"wrong").await, Verdict::Denied);
         assert_eq!(runs(), 3, "failures are verified every time");
         // An unknown user costs a bcrypt too (no enumeration by timing) and never succeeds,
         // even with the decoy hash's own password.
-        assert_eq!(auth.check("mallory", b"s3cr3t").await, Verdict::Denied);
+        assert_eq!(
+            auth.check(None, "mallory", b"s3cr3t").await,
+            Verdict::Denied
+        );
         assert_eq!(runs(), 4);
     }
 
@@ -508,20 +570,20 @@ mod tests {
             BTreeMap::from([("alice".to_string(), hash)]),
             &options(1, 1),
         ));
-        assert_eq!(auth.check("alice", b"s3cr3t").await, Verdict::Allowed);
+        assert_eq!(auth.check(None, "alice", b"s3cr3t").await, Verdict::Allowed);
         // Hold the only slot and the only place in the queue.
         let slot = auth.slots.clone().acquire_owned().await.unwrap();
         let waiting = tokio::spawn({
             let auth = auth.clone();
-            async move { auth.check("alice", b"wrong").await }
+            async move { auth.check(None, "alice", b"wrong").await }
         });
         while auth.queued.load(Ordering::Acquire) == 0 {
             tokio::task::yield_now().await;
         }
-        assert_eq!(auth.check("alice", b"other").await, Verdict::Busy);
+        assert_eq!(auth.check(None, "alice", b"other").await, Verdict::Busy);
         assert_eq!(auth.overloaded.load(Ordering::Relaxed), 1);
         assert_eq!(
-            auth.check("alice", b"s3cr3t").await,
+            auth.check(None, "alice", b"s3cr3t").await,
             Verdict::Allowed,
             "remembered credentials skip the queue"
         );
@@ -540,7 +602,7 @@ mod tests {
         ));
         let check = tokio::spawn({
             let auth = auth.clone();
-            async move { auth.check("alice", b"wrong").await }
+            async move { auth.check(None, "alice", b"wrong").await }
         });
         while auth.bcrypt_runs.load(Ordering::Relaxed) == 0 {
             tokio::task::yield_now().await;
@@ -552,7 +614,7 @@ mod tests {
             0,
             "the abandoned verification still holds its slot"
         );
-        assert_eq!(auth.check("alice", b"other").await, Verdict::Busy);
+        assert_eq!(auth.check(None, "alice", b"other").await, Verdict::Busy);
     }
 
     #[tokio::test]
@@ -563,5 +625,45 @@ mod tests {
             auth.remember(cache_key("u", "h", i.to_string().as_bytes()));
         }
         assert_eq!(auth.cache.lock().unwrap().len(), AUTH_CACHE_CAPACITY);
+    }
+
+    /// See: #24. One address with its share in use is refused at once; another address still
+    /// gets its credentials checked, and a remembered one never counts against its address.
+    #[tokio::test]
+    async fn one_address_is_throttled_on_its_own() {
+        let hash = bcrypt::hash("s3cr3t", 4).unwrap();
+        let mut options = options(1, 8);
+        options.max_checks_per_peer = 1;
+        let auth = Arc::new(BasicAuth::new(
+            BTreeMap::from([
+                ("alice".to_string(), hash.clone()),
+                ("bob".to_string(), hash),
+            ]),
+            &options,
+        ));
+        let flooder = Some(IpAddr::from([127, 0, 0, 2]));
+        let scraper = Some(IpAddr::from([127, 0, 0, 1]));
+        assert_eq!(
+            auth.check(flooder, "alice", b"s3cr3t").await,
+            Verdict::Allowed
+        );
+        // Hold the flooder's only place.
+        let place = auth.peer_place(flooder).unwrap();
+        assert_eq!(auth.check(flooder, "alice", b"wrong").await, Verdict::Busy);
+        assert_eq!(
+            auth.check(scraper, "bob", b"s3cr3t").await,
+            Verdict::Allowed
+        );
+        assert_eq!(
+            auth.check(flooder, "alice", b"s3cr3t").await,
+            Verdict::Allowed,
+            "remembered credentials skip the per-address limit"
+        );
+        drop(place);
+        assert!(auth.per_peer.lock().unwrap().is_empty(), "entries go at 0");
+        assert_eq!(
+            auth.check(flooder, "alice", b"wrong").await,
+            Verdict::Denied
+        );
     }
 }

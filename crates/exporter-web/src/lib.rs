@@ -43,6 +43,12 @@
 //! - `curve_preferences: [CurveP521]` is rejected: the aws-lc-rs provider has no P-521 key
 //!   exchange.
 //! - `rate_limit` with an interval but no `burst` is rejected (Go would refuse every request).
+//! - `http_server_config.send_timeout` (ours, not exporter-toolkit's) bounds how long a
+//!   response may take to be written (default 30 s, [`ServeOptions::send_timeout`]); a client
+//!   that does not read has its connection closed, so it cannot pin the response's memory.
+//! - Basic-auth checks are also limited per peer address
+//!   ([`ServeOptions::max_auth_checks_per_peer`]), so one address flooding wrong passwords
+//!   cannot fill the bcrypt queue for everyone else.
 //!
 //! # Usage
 //!

@@ -74,6 +74,10 @@ impl RawRateLimit {
 pub(crate) struct RawHttp {
     pub(crate) http2: Option<bool>,
     pub(crate) headers: Option<BTreeMap<String, String>>,
+    /// Not in exporter-toolkit: how long a response may take to be written (Go duration
+    /// syntax). See: #24
+    #[serde(default, with = "humantime_serde")]
+    pub(crate) send_timeout: Option<Duration>,
 }
 
 /// `Some` only for a non-empty string.

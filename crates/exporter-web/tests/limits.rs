@@ -1,6 +1,7 @@
 //! `serve_with` under hostile load, over real sockets on 127.0.0.1:0: connections that never
 //! send a byte or send their request head a byte at a time, more connections than the cap,
-//! and floods of wrong passwords. Regression tests for #13.
+//! and floods of wrong passwords (from one address, while another scrapes). Regression tests for
+//! #13 and #24.
 //!
 //! The timeouts are made short through `ServeOptions` so each test takes a few seconds; no test
 //! asserts how long anything took, only that it happened within a generous outer bound.
@@ -358,4 +359,199 @@ async fn a_flood_of_wrong_passwords_does_not_starve_a_right_one() {
         "{statuses:?}"
     );
     server.stop().await;
+}
+
+/// A web config with basic auth for `user0`..`user{n-1}` (password `s3cr3t`) at `cost`.
+fn many_users_config(n: usize, cost: u32) -> WebConfig {
+    let hash = bcrypt::hash("s3cr3t", cost).unwrap();
+    let users: String = (0..n).map(|i| format!("  user{i}: {hash}\n")).collect();
+    WebConfig::parse(
+        &format!("basic_auth_users:\n{users}"),
+        std::path::Path::new("/x/web.yml"),
+    )
+    .unwrap()
+}
+
+/// See: #24 (item 2). One address flooding wrong passwords used to fill the single bcrypt
+/// queue, so a scraper whose credentials were not remembered yet (after a restart, a new
+/// Prometheus replica) got 429 on 4-8 of 8 scrapes. The flood now comes from 127.0.0.2 and is
+/// throttled on its own (`max_auth_checks_per_peer`), while 8 new scrapers from 127.0.0.1, each
+/// with credentials never seen before, all get in on their first try.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flooding_address_does_not_lock_out_a_new_scraper_from_another() {
+    const FLOODERS: usize = 48;
+    const SCRAPES: usize = 8;
+    let mut options = options(Duration::from_secs(10), Duration::from_secs(60));
+    options.max_queued_auth_checks = 16;
+    let server = Server::start(Some(many_users_config(SCRAPES, 10)), options).await;
+    let url = server.url();
+    let client_from = |ip: [u8; 4]| {
+        reqwest::Client::builder()
+            .local_address(std::net::IpAddr::from(ip))
+            .timeout(Duration::from_secs(120))
+            .build()
+            .unwrap()
+    };
+
+    let attacker = client_from([127, 0, 0, 2]);
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flood: Vec<_> = (0..FLOODERS)
+        .map(|i| {
+            let (attacker, url, stop) = (attacker.clone(), url.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut statuses = std::collections::BTreeMap::<u16, usize>::new();
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let status = attacker
+                        .get(&url)
+                        .basic_auth("user0", Some(format!("wrong{i}")))
+                        .send()
+                        .await
+                        .map(|r| r.status().as_u16())
+                        .unwrap_or(0);
+                    *statuses.entry(status).or_default() += 1;
+                    if status == 429 {
+                        tokio::time::sleep(Duration::from_millis(2)).await;
+                    }
+                }
+                statuses
+            })
+        })
+        .collect();
+    // Wait until the flood is throttled, so the scrapes below really compete with it.
+    tokio::time::timeout(OUTER, async {
+        while server.stats.auth_overloaded_requests() == 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("the flood was never throttled");
+
+    let scraper = client_from([127, 0, 0, 1]);
+    let mut scrapes = Vec::new();
+    for i in 0..SCRAPES {
+        let response = tokio::time::timeout(
+            OUTER,
+            scraper
+                .get(&url)
+                .basic_auth(format!("user{i}"), Some("s3cr3t"))
+                .send(),
+        )
+        .await
+        .expect("a new scraper waited too long behind the flood")
+        .unwrap();
+        scrapes.push(response.status().as_u16());
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut statuses = std::collections::BTreeMap::<u16, usize>::new();
+    for task in flood {
+        for (status, n) in task.await.unwrap() {
+            *statuses.entry(status).or_default() += n;
+        }
+    }
+    assert_eq!(scrapes, [200; SCRAPES], "flood: {statuses:?}");
+    assert_eq!(
+        statuses.keys().copied().collect::<Vec<_>>(),
+        [401, 429],
+        "the flood is answered 401 (checked) or 429 (throttled): {statuses:?}"
+    );
+    server.stop().await;
+}
+
+/// Sets its flag when dropped: tells the test the server let go of a response body.
+struct DropFlag(Arc<std::sync::atomic::AtomicBool>);
+
+impl Drop for DropFlag {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// See: #24 (item 1). A client that sends a request and never reads the answer used to hold
+/// the response (and its memory) for as long as it kept the connection: there was no limit
+/// once the handler had answered. Now a response not written within `send_timeout` is dropped,
+/// its connection closed and counted; a client that reads gets the whole body.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_response_nobody_reads_is_dropped_after_the_send_timeout() {
+    const BODY: usize = 32 << 20;
+    let dropped = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = dropped.clone();
+    let router = Router::new().route(
+        "/metrics",
+        get(move || {
+            let guard = DropFlag(flag.clone());
+            async move {
+                let chunk = axum::body::Bytes::from(vec![b'x'; 1 << 20]);
+                let chunks = (0..BODY >> 20).map(move |_| {
+                    let _keep = &guard;
+                    Ok::<_, std::convert::Infallible>(chunk.clone())
+                });
+                axum::body::Body::from_stream(futures_util::stream::iter(
+                    chunks.collect::<Vec<_>>(),
+                ))
+            }
+        }),
+    );
+    // Set in the web config file, which overrides `ServeOptions::send_timeout` (30 s).
+    let options = options(Duration::from_secs(10), Duration::from_secs(60));
+    let web = WebConfig::parse(
+        "http_server_config:\n  send_timeout: 1s\n",
+        std::path::Path::new("/x/web.yml"),
+    )
+    .unwrap();
+    let stats = options.stats.clone();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let server = tokio::spawn(serve_with(
+        listener,
+        router,
+        Some(Arc::new(web)),
+        async move {
+            let _ = stopped.await;
+        },
+        options,
+    ));
+
+    let mut stalled = TcpStream::connect(addr).await.unwrap();
+    stalled
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    tokio::time::timeout(OUTER, async {
+        while stats.timed_out_responses() == 0 || !dropped.load(std::sync::atomic::Ordering::SeqCst)
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the unread response was never dropped");
+    assert!(
+        closed_by_server(&mut stalled).await,
+        "the stalled connection stays open"
+    );
+    assert_eq!(
+        stats.timed_out_connections(),
+        0,
+        "a send timeout is counted apart"
+    );
+
+    // A reader that keeps up gets everything, and nothing more is counted.
+    let mut reader = TcpStream::connect(addr).await.unwrap();
+    reader
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut response = Vec::new();
+    tokio::time::timeout(OUTER, reader.read_to_end(&mut response))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(response.len() > BODY, "{}", response.len());
+    assert_eq!(stats.timed_out_responses(), 1);
+    let _ = stop.send(());
+    tokio::time::timeout(OUTER, server)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
 }

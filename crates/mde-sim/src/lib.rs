@@ -23,6 +23,7 @@
 //! - `machines`: `GET /api/machines` and its `$filter`.
 //! - `identity`: the token endpoints, client assertions (certificate, federated token) and the
 //!   managed-identity metadata endpoint.
+//! - `log`: the `mde-sim` binary's log lines (flat JSON, as the exporter writes them).
 //! - `multi`: many tenants, each a whole simulator, behind one router (`--sim.tenants`).
 
 mod actions;
@@ -33,6 +34,7 @@ mod endpoints;
 mod filter;
 mod gate;
 mod identity;
+pub mod log;
 mod machines;
 pub mod multi;
 mod respond;

@@ -67,6 +67,7 @@ impl Tracker {
             clock: Mutex::new(Clock {
                 idle_since: Instant::now(),
                 first_byte: None,
+                sending_since: None,
             }),
             changed: Notify::new(),
         });
@@ -133,6 +134,9 @@ pub(super) struct Clock {
     pub(super) idle_since: Instant,
     /// The first byte read since `idle_since`: a request head has started arriving.
     pub(super) first_byte: Option<Instant>,
+    /// When the response in flight was handed to hyper: it must be written by
+    /// `sending_since + send_timeout`. HTTP/1 answers one request at a time per connection.
+    pub(super) sending_since: Option<Instant>,
 }
 
 impl Conn {
@@ -162,9 +166,18 @@ impl Conn {
 
     /// When the connection must be closed if nothing changes; `None` while a request is in
     /// flight.
+    /// Whether a response is being written (its deadline is the send timeout's).
+    pub(super) fn is_sending(&self) -> bool {
+        self.in_flight.load(Ordering::Acquire) > 0 && self.clock().sending_since.is_some()
+    }
+
     pub(super) fn deadline(&self, timeouts: &Timeouts) -> Option<Instant> {
         if self.in_flight.load(Ordering::Acquire) > 0 {
-            return None;
+            // No limit while the handler runs (that is its business); one once it answered.
+            return self
+                .clock()
+                .sending_since
+                .map(|since| since + timeouts.send);
         }
         let clock = self.clock();
         Some(match clock.first_byte {
@@ -216,12 +229,21 @@ impl InFlight {
     }
 }
 
+impl InFlight {
+    /// The handler answered: the response must now be written within the send timeout.
+    pub(super) fn sending(&self) {
+        self.conn.clock().sending_since = Some(Instant::now());
+        self.conn.changed.notify_one();
+    }
+}
+
 impl Drop for InFlight {
     fn drop(&mut self) {
         {
             let mut clock = self.conn.clock();
             clock.idle_since = Instant::now();
             clock.first_byte = None;
+            clock.sending_since = None;
         }
         self.conn.in_flight.fetch_sub(1, Ordering::AcqRel);
         self.conn.changed.notify_one();

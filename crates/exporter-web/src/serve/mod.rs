@@ -24,7 +24,9 @@
 //!   byte of a later request. Between requests a connection may stay open `idle_timeout`, but
 //!   only once it is *established* (below); until then its idle time is bounded by
 //!   `header_read_timeout` too. There is no limit while a request is being handled: that is the
-//!   handler's business.
+//!   handler's business. Once the handler has answered, the response must be written within
+//!   `send_timeout`; a client that does not read it has its connection closed and the response
+//!   dropped, so it cannot hold the response's memory for long (see: #24).
 //! - **A cap with a reserve.** At most `max_connections` are open at once. Of those, at most
 //!   `max_pending_connections` may be *pending*: not yet established, where established means a
 //!   request went through the guard (authenticated, when basic auth is on; any request, when it
@@ -112,6 +114,7 @@ pub async fn serve_with(
         })?,
         max_concurrent_checks: options.max_concurrent_auth_checks.max(1),
         max_queued_checks: options.max_queued_auth_checks,
+        max_checks_per_peer: options.max_auth_checks_per_peer.max(1),
         overloaded: options.stats.auth_overloaded.clone(),
     };
     let basic_auth = web.as_ref().is_some_and(|w| w.basic_auth_enabled());
@@ -124,15 +127,17 @@ pub async fn serve_with(
     };
     let max_connections = options.max_connections.max(1);
     let max_pending = options.max_pending_connections.clamp(1, max_connections);
+    // The caller logs the one "listening" line (it knows what it serves); this is the
+    // detail behind it, for debugging. See: #24 (item 10)
     if let Ok(addr) = listener.local_addr() {
-        tracing::info!(
+        tracing::debug!(
             address = %addr,
             tls = acceptor.is_some(),
             basic_auth,
             web_config = ?web.as_ref().map(|w| w.path()),
             max_connections,
             max_pending_connections = max_pending,
-            "listening"
+            "serving"
         );
     }
     let mut builder = http1::Builder::new();
@@ -152,6 +157,10 @@ pub async fn serve_with(
             tls_handshake: options.tls_handshake_timeout,
             header_read: options.header_read_timeout,
             idle: options.idle_timeout,
+            send: web
+                .as_ref()
+                .and_then(|w| w.send_timeout)
+                .unwrap_or(options.send_timeout),
         },
     });
     let tracker = Arc::new(Tracker {
@@ -313,7 +322,9 @@ async fn serve_http<S>(
             let response = router.call(req);
             async move {
                 let response = response.await?;
-                // The request counts as in flight until its body has been handed to hyper.
+                // The request counts as in flight until its body has been handed to hyper, and
+                // from now on that must happen within the send timeout.
+                in_flight.sending();
                 Ok::<_, Infallible>(response.map(|inner| TrackedBody {
                     inner,
                     _in_flight: in_flight,
@@ -338,8 +349,13 @@ async fn serve_http<S>(
             }
             () = sleep_until(deadline) => {
                 if conn.deadline(&shared.timeouts).is_some_and(|d| d <= Instant::now()) {
-                    conn.stats().timed_out.fetch_add(1, Ordering::Relaxed);
-                    tracing::debug!(peer = %peer, "closing a connection that sent no complete request in time");
+                    if conn.is_sending() {
+                        conn.stats().timed_out_responses.fetch_add(1, Ordering::Relaxed);
+                        tracing::debug!(peer = %peer, "dropping a response the client did not read in time");
+                    } else {
+                        conn.stats().timed_out.fetch_add(1, Ordering::Relaxed);
+                        tracing::debug!(peer = %peer, "closing a connection that sent no complete request in time");
+                    }
                     return;
                 }
             }

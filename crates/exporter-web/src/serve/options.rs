@@ -37,6 +37,11 @@ pub struct ServeOptions {
     /// longer than common scrape intervals so a scraper can keep its connection (and its
     /// reserved slot) from one scrape to the next.
     pub idle_timeout: Duration,
+    /// How long a response may take to be written, from when the handler returned it to its
+    /// last byte handed to the socket. A client that reads too slowly (or not at all) has its
+    /// connection closed and the response dropped, so it cannot hold the response's memory for
+    /// longer than this. Default: 30 s. See: #24
+    pub send_timeout: Duration,
     /// Most connections open at once; one accepted beyond this is closed at once. Default: 512,
     /// well under the common limit of 1,024 file descriptors, leaving room for the exporter's
     /// own outbound connections and files.
@@ -52,6 +57,11 @@ pub struct ServeOptions {
     /// is answered 429 at once, without checking its password. Credentials that verified
     /// recently skip the queue. Default: 32.
     pub max_queued_auth_checks: usize,
+    /// Most requests from one peer address waiting for or running a bcrypt check; a request
+    /// beyond that is answered 429 at once, so one address flooding wrong passwords is
+    /// throttled on its own and others keep their share of the queue. Credentials that
+    /// verified recently skip this limit too. Default: 4.
+    pub max_auth_checks_per_peer: usize,
     /// Counters of what the limits did; clone the `Arc` before passing the options to read
     /// them while serving.
     pub stats: Arc<ServeStats>,
@@ -64,12 +74,14 @@ impl Default for ServeOptions {
             tls_handshake_timeout: Duration::from_secs(10),
             header_read_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(120),
+            send_timeout: Duration::from_secs(30),
             max_connections: 512,
             max_pending_connections: 448,
             max_concurrent_auth_checks: std::thread::available_parallelism()
                 .map(usize::from)
                 .unwrap_or(1),
             max_queued_auth_checks: 32,
+            max_auth_checks_per_peer: 4,
             stats: Arc::default(),
         }
     }
@@ -83,6 +95,7 @@ pub struct ServeStats {
     pub(super) rejected: AtomicU64,
     pub(super) evicted: AtomicU64,
     pub(super) timed_out: AtomicU64,
+    pub(super) timed_out_responses: AtomicU64,
     /// Shared with the guard, which does the counting.
     pub(super) auth_overloaded: Arc<AtomicU64>,
 }
@@ -109,6 +122,13 @@ impl ServeStats {
         self.timed_out.load(Ordering::Relaxed)
     }
 
+    /// Responses dropped (and their connections closed) because they were not written within
+    /// `send_timeout`: the client read too slowly or not at all. Not counted in
+    /// [`timed_out_connections`](ServeStats::timed_out_connections).
+    pub fn timed_out_responses(&self) -> u64 {
+        self.timed_out_responses.load(Ordering::Relaxed)
+    }
+
     /// Requests answered 429 because the queue of bcrypt checks was full.
     pub fn auth_overloaded_requests(&self) -> u64 {
         self.auth_overloaded.load(Ordering::Relaxed)
@@ -123,4 +143,5 @@ pub(super) struct Timeouts {
     pub(super) tls_handshake: Duration,
     pub(super) header_read: Duration,
     pub(super) idle: Duration,
+    pub(super) send: Duration,
 }
