@@ -30,28 +30,18 @@ use mde_liveresponse_exporter::config::Config;
 use mde_liveresponse_exporter::mde::Client;
 use mde_liveresponse_exporter::metrics::Metrics;
 use mde_liveresponse_exporter::quota::Quota;
-use mde_liveresponse_exporter::shared::{Settings, Shared};
+use mde_liveresponse_exporter::shared::{CollectorSettings, Shared};
 use mde_liveresponse_exporter::state::{ResultKey, State};
 use mde_sim::{SimConfig, Simulator};
 use tokio::net::TcpListener;
 
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
+mod common;
 
+use common::env_or;
+
+/// Peak resident set in KiB (0 where `/proc` is not there).
 fn peak_rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-        })
-        .unwrap_or(0)
+    common::peak_rss_kib().unwrap_or(0)
 }
 
 fn main() {
@@ -218,7 +208,7 @@ async fn child() {
         state: Arc::new(Mutex::new(state)),
         status: Arc::new(RwLock::new(Default::default())),
         quotas: [("bench".to_string(), quota.clone())].into(),
-        settings: Settings::from_config(&config),
+        settings: CollectorSettings::from_config(&config),
         trace_url: None,
         last_expiry: Mutex::new(None),
     });

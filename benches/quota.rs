@@ -18,21 +18,9 @@ use mde_liveresponse_exporter::state::ResultKey;
 use mde_sim::{SimConfig, Simulator};
 use tokio::net::TcpListener;
 
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
+mod common;
 
-fn peak_rss_kib() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-}
+use common::{env_or, peak_rss_kib};
 
 fn main() {
     // `cargo bench` passes `--bench`; any other argument is a filter we do not use.

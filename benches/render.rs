@@ -29,12 +29,9 @@ use mde_liveresponse_exporter::metrics::{
 use mde_liveresponse_exporter::quota::{Endpoint, Quota};
 use mde_liveresponse_exporter::shared::init_tenant_series;
 
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
+mod common;
+
+use common::env_or;
 
 /// Fill `m` with the series of one tenant; returns its quota.
 fn one_tenant(m: &Metrics, t: &str, quota: &QuotaConfig) -> Arc<Mutex<Quota>> {
@@ -129,13 +126,7 @@ fn one_tenant(m: &Metrics, t: &str, quota: &QuotaConfig) -> Arc<Mutex<Quota>> {
 
 /// This process's resident set, in KiB (0 where `/proc` is not there).
 fn rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
+    common::status_kib("self", "VmRSS:").unwrap_or(0)
 }
 
 /// CPU time (user + system) of this process so far, all threads, from `/proc/self/stat`

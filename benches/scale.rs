@@ -23,22 +23,13 @@ use mde_sim::SimConfig;
 use mde_sim::multi::MultiSim;
 use tokio::net::TcpListener;
 
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
+mod common;
+
+use common::env_or;
 
 /// A field of `/proc/<pid>/status` in KiB (0 when absent).
 fn status_kib(pid: u32, name: &str) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find(|l| l.starts_with(name))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
+    common::status_kib(&pid.to_string(), name).unwrap_or(0)
 }
 
 /// (VmRSS, VmHWM) of a process, in KiB.

@@ -1,4 +1,4 @@
-// The alerts. Each one has a `### Name` section under `## Runbook` in README.md (its
+// The alerts. Each one has a `### Name` section in docs/runbook.md (its
 // runbook_url points there) and promtool test cases in rules/tests/ where it fires and where it
 // must not; scripts/check_rules.py fails without them. Severities, `for:` durations and
 // thresholds come from _config (config.libsonnet).

@@ -21,8 +21,8 @@
     jobSelector: 'job=~"mde-liveresponse-exporter"',
 
     // Where each alert's runbook_url points; %s is the alert name in lower case (the anchor of
-    // its `### AlertName` section in README.md).
-    runbookURLPattern: 'https://github.com/mde-liveresponse-exporter/mde-liveresponse-exporter/blob/main/README.md#%s',
+    // its `### AlertName` section in docs/runbook.md).
+    runbookURLPattern: 'https://github.com/mde-liveresponse-exporter/mde-liveresponse-exporter/blob/main/docs/runbook.md#%s',
 
     // --- alerts: severity, `for:` and thresholds, one block per alert -----------------------
 

@@ -17,7 +17,7 @@
 //      expr, summary, description)` entry. Names are CamelCase with an MdeLiveResponse, MdeApi or
 //      MdeExporter prefix; the runbook_url is derived from the name. A recording rule it needs
 //      goes in rules.libsonnet (level:metric:operations).
-//   3. README.md: add a `### <AlertName>` section under `## Runbook` (Meaning, Impact, What to
+//   3. docs/runbook.md: add a `### <AlertName>` section (Meaning, Impact, What to
 //      check, How to fix); the runbook_url points at it.
 //   4. rules/tests/<area>.test.yml: a promtool case where it fires (with its exact labels and
 //      annotations) and one where it must not.

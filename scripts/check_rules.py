@@ -3,7 +3,8 @@
 
 - every alert is CamelCase with an MdeLiveResponse/MdeApi/MdeExporter prefix, has a
   `severity` label and `summary`, `description` and `runbook_url` annotations;
-- every runbook_url points at README.md#<alertname-lowercase>, and that section exists under `## Runbook`;
+- every runbook_url points at docs/runbook.md#<alertname-lowercase>, that anchor is a heading of
+  docs/runbook.md (GitHub's slug of it), and the heading is `### <AlertName>`;
 - every alert has at least one promtool test case where it fires and one where it must not;
 - recording rule names follow level:metric:operations.
 
@@ -16,7 +17,13 @@ import sys
 
 import yaml
 
-RUNBOOK = "https://github.com/mde-liveresponse-exporter/mde-liveresponse-exporter/blob/main/README.md#"
+RUNBOOK = "https://github.com/mde-liveresponse-exporter/mde-liveresponse-exporter/blob/main/docs/runbook.md#"
+
+
+def slug(text: str) -> str:
+    """GitHub's heading anchor (as scripts/check_links.py computes it)."""
+    text = re.sub(r"`([^`]*)`", r"\1", text).strip().lower()
+    return re.sub(r"[^\w\- ]", "", text).replace(" ", "-")
 
 
 def main() -> int:
@@ -32,11 +39,11 @@ def main() -> int:
                 records.append(r["record"])
 
     with open(runbook_md) as f:
-        # The alert sections are the `### Name` headings under the README's `## Runbook`.
-        text = f.read()
-        runbook = text.split("\n## Runbook\n", 1)[1] if "\n## Runbook\n" in text else ""
-        runbook = re.split(r"^## ", runbook, maxsplit=1, flags=re.M)[0]
-        sections = {m.group(1) for m in re.finditer(r"^### (\S+)\s*$", runbook, re.M)}
+        # The alert sections are the `### Name` headings of docs/runbook.md; the anchors are the
+        # slugs of all its headings (outside fenced code).
+        text = re.sub(r"^```.*?^```", "", f.read(), flags=re.M | re.S)
+        sections = {m.group(1) for m in re.finditer(r"^### (\S+)\s*$", text, re.M)}
+        anchors = {slug(m.group(1)) for m in re.finditer(r"^#{1,6} (.*?)\s*$", text, re.M)}
 
     for name, r in alerts.items():
         if not re.fullmatch(r"(MdeLiveResponse|MdeApi|MdeExporter)[A-Z][A-Za-z]+", name):
@@ -47,10 +54,14 @@ def main() -> int:
         for key in ("summary", "description", "runbook_url"):
             if not ann.get(key):
                 errors.append(f"{name}: annotation {key} missing")
-        if ann.get("runbook_url") != RUNBOOK + name.lower():
+        url = ann.get("runbook_url", "")
+        if url != RUNBOOK + name.lower():
             errors.append(f"{name}: runbook_url should be {RUNBOOK + name.lower()}")
+        anchor = url.partition("#")[2]
+        if anchor and anchor not in anchors:
+            errors.append(f"{name}: runbook_url anchor #{anchor} is no heading of {runbook_md}")
         if name not in sections:
-            errors.append(f"{name}: no '### {name}' section under '## Runbook' in {runbook_md}")
+            errors.append(f"{name}: no '### {name}' section in {runbook_md}")
     for s in sections - set(alerts):
         errors.append(f"{runbook_md}: runbook section '### {s}' names no alert")
 

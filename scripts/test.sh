@@ -38,6 +38,9 @@ step() {
 }
 
 step "cargo fmt --check" cargo fmt --all -- --check
+# The layout rules of #19: file sizes, a thin main.rs, no import circle between modules.
+step "scripts/check-layout.py --self-test" python3 scripts/check-layout.py --self-test
+step "scripts/check-layout.py" python3 scripts/check-layout.py
 step "cargo clippy" cargo clippy --workspace --all-targets --locked -- -D warnings
 step "cargo test" cargo test --workspace --locked
 for check in scripts/check-rules.sh scripts/check-dashboards.sh scripts/check-deploy.sh scripts/e2e-prometheus.sh; do

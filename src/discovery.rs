@@ -1,20 +1,26 @@
-//! The pure core of discovery: which OData filters a poll sends, how the watermark moves, how
-//! actions in flight are batched into `id eq '…' or …` filters under a URL-length cap, why a
-//! `RunScript` command never ran, and whether there is spare list quota for a sweep.
+//! The pure core of discovery: which OData filters a poll sends, how the watermark moves, which
+//! followed actions are read again by id and how they are batched into `id eq '…' or …`
+//! filters under a URL-length cap, which configured action ids are asked for, what stays
+//! followed after a poll (and what is abandoned past the horizon), why a `RunScript` command
+//! never ran, and whether a sweep is due and there is spare list quota for it.
 //!
-//! Owns these decisions as functions of their inputs (times, ids, quota windows); no sockets,
-//! no clock, no state file. Does not own sending (the client), remembering (the state) nor the
-//! order of work in a poll (the collector).
+//! Owns these decisions as functions of their inputs (times, ids, statuses, quota windows); no
+//! sockets, no clock, no state file. Does not own sending (the client), remembering (the
+//! state, whose [`Tracked`] record it decides about) nor the order of work in a poll (the
+//! collector).
 //!
 //! Only documented filter fields are used: `type`, `status`, `creationDateTimeUtc`,
 //! `requestor`, `machineId` and `id`, each with `eq`/`ge` joined by `and`/`or`. The API
 //! documentation does not say whether `in (…)` works on `id`, so ids are batched as
 //! `id eq 'a' or id eq 'b'`.
 
+use std::collections::HashSet;
+
 use chrono::{DateTime, Utc};
 
 use crate::config::Selectors;
-use crate::mde::model::{ActionStatus, CommandStatus};
+use crate::mde::model::{ActionStatus, CommandStatus, MachineAction};
+use crate::state::Tracked;
 
 /// How far back discovery reaches at most when catching up after an outage.
 pub const MAX_CATCH_UP: chrono::Duration = chrono::Duration::days(30);
@@ -228,6 +234,134 @@ pub fn past_horizon(
     now: DateTime<Utc>,
 ) -> bool {
     now.signed_duration_since(created) > duration(horizon)
+}
+
+/// Whether a stored status string is final (unknown values are not: followed, not forgotten).
+pub fn is_final_status(status: &str) -> bool {
+    ActionStatus::from(status.to_string()).is_final()
+}
+
+/// The followed actions a poll reads again by id: those its listing did not return. Right
+/// after a start (`restored` false) that includes final actions whose results were still
+/// queued when the exporter stopped (their results are queued again from the answer); after
+/// that, only the ones not final yet.
+pub fn ids_to_reread(
+    tracked: &[(String, Tracked)],
+    listed: &HashSet<String>,
+    restored: bool,
+) -> Vec<String> {
+    tracked
+        .iter()
+        .filter(|(id, tr)| !listed.contains(id) && (!restored || !is_final_status(&tr.status)))
+        .map(|(id, _)| id.clone())
+        .collect()
+}
+
+/// The configured action ids to ask for one by one: those not found by this poll's listings
+/// (`known`) and not counted yet (`seen`). Each id is asked for at most once per poll.
+pub fn explicit_ids_to_ask(
+    configured: &[String],
+    known: &HashSet<String>,
+    seen: impl Fn(&str) -> bool,
+) -> Vec<String> {
+    let mut asked = HashSet::new();
+    configured
+        .iter()
+        .filter(|id| !known.contains(*id) && !seen(id) && asked.insert(id.as_str()))
+        .cloned()
+        .collect()
+}
+
+/// Whether the full-window reconciliation sweep is due: never ran, or ran `interval` ago.
+pub fn sweep_due(
+    last_reconcile: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+    interval: std::time::Duration,
+) -> bool {
+    last_reconcile.is_none_or(|r| {
+        now.signed_duration_since(r)
+            >= chrono::Duration::from_std(interval).unwrap_or(chrono::Duration::MAX)
+    })
+}
+
+/// An action still not final past the in-flight horizon: no longer followed, and counted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Abandoned {
+    pub id: String,
+    pub created: DateTime<Utc>,
+    pub status: String,
+}
+
+/// What stays followed after a poll: the changes to the followed set, and what is abandoned.
+#[derive(Debug, Default, PartialEq)]
+pub struct Following {
+    /// Followed (again, or with a new status).
+    pub upsert: Vec<(String, Tracked)>,
+    /// No longer followed.
+    pub remove: Vec<String>,
+    /// Not final past the horizon: dropped, to be counted and logged.
+    pub abandoned: Vec<Abandoned>,
+}
+
+/// What stays followed once a poll has accounted what it `found`: an action not final yet,
+/// within `horizon`; a final action only while some of its results are still `queued`.
+/// Followed actions this poll did not find are kept, except a final one with nothing queued
+/// once the followed set was read again since the start (`restored`), and one not final past
+/// the horizon.
+pub fn what_stays_followed<'a>(
+    found: impl IntoIterator<Item = &'a MachineAction>,
+    tracked: &[(String, Tracked)],
+    queued: &HashSet<&str>,
+    restored: bool,
+    horizon: std::time::Duration,
+    now: DateTime<Utc>,
+) -> Following {
+    let followed: HashSet<&str> = tracked.iter().map(|(id, _)| id.as_str()).collect();
+    let mut out = Following::default();
+    let mut found_ids = HashSet::new();
+    for a in found {
+        found_ids.insert(a.id.as_str());
+        if !a.is_live_response() {
+            continue;
+        }
+        let created = a.creation_date_time_utc.unwrap_or(now);
+        if !a.status.is_final() && past_horizon(created, horizon, now) {
+            if followed.contains(a.id.as_str()) {
+                out.remove.push(a.id.clone());
+            }
+            out.abandoned.push(Abandoned {
+                id: a.id.clone(),
+                created,
+                status: a.status.as_str().to_string(),
+            });
+            continue;
+        }
+        if !a.status.is_final() || queued.contains(a.id.as_str()) {
+            let status = a.status.as_str().to_string();
+            out.upsert.push((a.id.clone(), Tracked { created, status }));
+        } else {
+            out.remove.push(a.id.clone());
+        }
+    }
+    for (id, tr) in tracked {
+        if found_ids.contains(id.as_str()) {
+            continue;
+        }
+        if is_final_status(&tr.status) {
+            // Followed for its results only: forgotten once none is queued.
+            if restored && !queued.contains(id.as_str()) {
+                out.remove.push(id.clone());
+            }
+        } else if past_horizon(tr.created, horizon, now) {
+            out.remove.push(id.clone());
+            out.abandoned.push(Abandoned {
+                id: id.clone(),
+                created: tr.created,
+                status: tr.status.clone(),
+            });
+        }
+    }
+    out
 }
 
 /// List calls still allowed now by the list budget (the smallest `remaining` over its
@@ -446,6 +580,18 @@ mod tests {
             7 * day,
             now()
         ));
+        let hour = Duration::from_secs(3600);
+        assert!(sweep_due(None, now(), hour));
+        assert!(!sweep_due(
+            Some(now() - chrono::Duration::minutes(59)),
+            now(),
+            hour
+        ));
+        assert!(sweep_due(
+            Some(now() - chrono::Duration::hours(1)),
+            now(),
+            hour
+        ));
         assert_eq!(poll_cost(0, 20), 1);
         assert_eq!(poll_cost(21, 20), 3);
         let w = |endpoint, remaining| crate::quota::WindowStatus {
@@ -465,5 +611,89 @@ mod tests {
         assert!(sweep_fits(40, 30, 10));
         assert!(!sweep_fits(40, 31, 10));
         assert_eq!(spare_list_calls(&[w("all", 7)]), 7);
+    }
+
+    fn action(id: &str, status: &str, created: DateTime<Utc>) -> MachineAction {
+        serde_json::from_value(serde_json::json!({
+            "id": id,
+            "type": "LiveResponse",
+            "status": status,
+            "creationDateTimeUtc": created,
+        }))
+        .unwrap()
+    }
+
+    fn tracked(id: &str, status: &str, created: DateTime<Utc>) -> (String, Tracked) {
+        let status = status.to_string();
+        (id.to_string(), Tracked { created, status })
+    }
+
+    #[test]
+    fn what_is_read_again_by_id() {
+        let t = now();
+        let followed = vec![
+            tracked("pending", "Pending", t),
+            tracked("listed", "InProgress", t),
+            tracked("final", "Succeeded", t),
+        ];
+        let listed: HashSet<String> = ["listed".to_string()].into();
+        // Right after a start, final ones too (their results are queued again).
+        assert_eq!(
+            ids_to_reread(&followed, &listed, false),
+            ["pending", "final"]
+        );
+        assert_eq!(ids_to_reread(&followed, &listed, true), ["pending"]);
+    }
+
+    #[test]
+    fn configured_ids_are_asked_for_once_and_only_when_unknown() {
+        let configured: Vec<String> = ["a", "b", "c", "a"].map(String::from).to_vec();
+        let known: HashSet<String> = ["b".to_string()].into();
+        assert_eq!(
+            explicit_ids_to_ask(&configured, &known, |id| id == "c"),
+            ["a"]
+        );
+    }
+
+    // See: #9
+    #[test]
+    fn what_stays_followed_after_a_poll() {
+        let day = Duration::from_secs(86400);
+        let horizon = 7 * day;
+        let recent = now() - chrono::Duration::hours(1);
+        let old = now() - chrono::Duration::days(8);
+        let found = [
+            action("new-pending", "Pending", recent),
+            action("done-queued", "Succeeded", recent),
+            action("done", "Failed", recent),
+            action("stale", "Pending", old),
+        ];
+        let followed = vec![
+            tracked("done", "InProgress", recent),
+            tracked("stale", "Pending", old),
+            tracked("quiet", "Pending", recent),
+            tracked("quiet-old", "InProgress", old),
+            tracked("final-unread", "Succeeded", recent),
+        ];
+        let queued: HashSet<&str> = ["done-queued"].into();
+        let f = what_stays_followed(&found, &followed, &queued, true, horizon, now());
+        assert_eq!(
+            f.upsert,
+            vec![
+                tracked("new-pending", "Pending", recent),
+                tracked("done-queued", "Succeeded", recent)
+            ]
+        );
+        assert_eq!(f.remove, ["done", "stale", "quiet-old", "final-unread"]);
+        let abandoned: Vec<&str> = f.abandoned.iter().map(|a| a.id.as_str()).collect();
+        assert_eq!(abandoned, ["stale", "quiet-old"]);
+        // Before the followed set was read again since the start, a final action not found
+        // keeps being followed (its results are not queued yet).
+        let f = what_stays_followed(&found, &followed, &queued, false, horizon, now());
+        assert!(!f.remove.contains(&"final-unread".to_string()));
+        // An action abandoned that was never followed is counted but not removed.
+        let f = what_stays_followed(&found[3..], &[], &queued, true, horizon, now());
+        assert!(f.remove.is_empty());
+        assert_eq!(f.abandoned.len(), 1);
     }
 }

@@ -7,17 +7,22 @@
 //! The data path runs one way: discovery → fetch → parse → account → state → metrics, and
 //! a scrape only reads.
 //! - [`cli`]: flags (low level) resolved into validated [`cli::Settings`] (high level).
-//! - [`config`]: the YAML file's schema, parsed raw, then validated. A leaf but for the
-//!   pure [`certificate`], which it uses to refuse a wrong or expired certificate at load.
+//! - [`config`]: the YAML file: its raw schema, then each section validated by its own
+//!   module (tenant, sign-in with its file reads, cloud URLs, quota, discovery, proxy, logs).
+//!   A leaf but for the pure [`certificate`] (a wrong or expired certificate is refused at
+//!   load) and [`shard`].
+//! - [`shard`]: rendezvous sharding, which exporter of `count` serves a tenant (pure).
 //! - [`certificate`]: PEM certificate and key, or a PKCS#12 (`.pfx`) file → a checked signing
 //!   credential and the client assertion of `method: certificate` (imports nothing from this
 //!   crate).
 //! - [`app`]: wiring: from a config to running collectors and the HTTP server; reloads; the
 //!   demo (`app::demo`, the simulator of the `mde-sim` crate in-process); the binary's run
 //!   ([`app::run`]: runtime size, `--config.check`, subcommands, signals).
-//! - [`collector`]: one tenant's poll loop: what to call next, exactly-once accounting.
-//! - [`discovery`]: the pure core of incremental discovery: filters, the watermark, batches
-//!   of in-flight ids.
+//! - [`collector`]: one tenant's poll loop (`collector/mod.rs`: the poll order), its list
+//!   calls (`discover`: one contract for both discovery modes), counting and fetching results
+//!   exactly once (`results`) and the retry policy (`retry`).
+//! - [`discovery`]: the pure core of discovery: filters, the watermark, batches of in-flight
+//!   ids, which ids are read again and what stays followed (decisions only, no I/O).
 //! - [`machines`]: the slow machine-context refresh (`mde_machine_info`, `mde_machine_tag`)
 //!   for the machines that have per-machine series.
 //! - [`mde`]: the API client, one method per endpoint (`mod`), every call metered: its error
@@ -27,9 +32,11 @@
 //!   and the pure parsers, one file per noun ([`mde::model`]).
 //! - [`quota`]: the sliding-window quota policy, a pure core, and [`quota::SharedQuota`], the
 //!   one name of a tenant's quota handle.
-//! - [`state`]: what is remembered across restarts (redb).
+//! - [`state`]: what is remembered across restarts: the indexes and exactly-once rules
+//!   (`state/mod.rs`), the redb file, its migration and reopening (`state/store.rs`).
+//! - [`series`]: the per-machine series: set, restored after a start, expired, started at 0.
 //! - [`shared`]: what collectors and the server share: the config in force, metrics, state,
-//!   quotas, per-tenant status, and the local housekeeping on them.
+//!   quotas, the collectors' settings, per-tenant status and readiness.
 //! - [`metrics`]: the metric contract (`mod`, label sets in `labels`), the recording methods
 //!   each subsystem calls ([`metrics::api`], [`metrics::results`], [`metrics::poll`],
 //!   [`metrics::exporter`]), the `/metrics` encoder (`encode`) and the families read at
@@ -54,7 +61,9 @@ pub mod machines;
 pub mod mde;
 pub mod metrics;
 pub mod quota;
+pub mod series;
 pub mod server;
+pub mod shard;
 pub mod shared;
 pub mod state;
 pub mod telemetry;

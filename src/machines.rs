@@ -8,7 +8,7 @@
 //! one `mde_machine_info` series per machine (so that a `group_left` join never meets two).
 //! Calls `GET /api/machines` under its own quota endpoint (`list_machines`) without waiting
 //! for room: when the budget is spent it tries at the next check. Never runs on a scrape.
-//! Does not own the per-machine script series (collector, state) nor the HTTP call (`mde`).
+//! Does not own the per-machine script series (`series`, `state`) nor the HTTP call (`mde`).
 //! As the tenant's one background task besides the collector, it also copies the token's
 //! missing permissions into the tenant status (status page, `/-/ready`).
 

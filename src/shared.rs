@@ -1,10 +1,13 @@
-//! What the collectors and the HTTP server share: the configuration in force, the metrics,
-//! the state file, the quotas, and what the status page knows of each tenant.
+//! What the collectors and the HTTP server share: the configuration in force ([`Current`],
+//! swapped whole on a reload), the metrics, the state, the quotas, the collectors' settings,
+//! and what the status page and readiness know of each tenant.
 //!
-//! Owns the shared structures and the local bookkeeping done on them (quota gauges that slide
-//! with time, per-machine series restored from and expired in the state, readiness), and the
-//! hand-over of a reload request from the server to the supervisor. Does not own polling (the
-//! collector), routes (the server) or start-up and reloads themselves (the app).
+//! Owns these shared structures, the per-tenant status (recent transcripts and errors),
+//! readiness and its reasons, reading the quota windows for the status page and poll logs,
+//! when per-machine series are checked for expiry (housekeeping), and the hand-over of a
+//! reload request from the server to the supervisor. Does not own polling (the collector),
+//! the per-machine series themselves (`series`), the quota gauges (read at scrape time by
+//! `metrics`), routes (the server) or start-up and reloads themselves (the app).
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
@@ -16,13 +19,10 @@ use tokio::time::Instant;
 
 use crate::config::Config;
 use crate::mde::SharedQuota;
-use crate::metrics::{MachineScriptLabels, Metrics};
-use crate::state::{LastRun, State};
+use crate::metrics::Metrics;
+pub use crate::series::init_tenant_series;
+use crate::state::State;
 
-/// `reason` of `mde_exporter_series_evicted_total`: no run within `series_ttl`.
-const EVICTED_TTL: &str = "ttl";
-/// `reason` of `mde_exporter_series_evicted_total`: the oldest beyond `max_series`.
-const EVICTED_MAX: &str = "max_series";
 /// At most how often per-machine series are checked for expiry (see [`Shared::housekeeping`]).
 const EXPIRY_EVERY: Duration = Duration::from_secs(1);
 
@@ -105,9 +105,10 @@ impl TenantStatus {
     }
 }
 
-/// Settings every tenant's collector shares.
+/// The settings every tenant's collector shares, taken from the configuration: the poll
+/// interval, the transcript cap, the per-machine series TTL and cap, and transcript logging.
 #[derive(Debug, Clone)]
-pub struct Settings {
+pub struct CollectorSettings {
     pub poll_interval: Duration,
     pub max_transcript_bytes: u64,
     pub series_ttl: Duration,
@@ -115,9 +116,9 @@ pub struct Settings {
     pub transcript_log: crate::config::Redaction,
 }
 
-impl Settings {
+impl CollectorSettings {
     pub fn from_config(c: &Config) -> Self {
-        Settings {
+        CollectorSettings {
             poll_interval: c.poll_interval,
             max_transcript_bytes: c.max_transcript_bytes,
             series_ttl: c.series_ttl,
@@ -135,7 +136,7 @@ pub struct Shared {
     /// Kept across configuration reloads.
     pub status: Arc<RwLock<BTreeMap<String, TenantStatus>>>,
     pub quotas: BTreeMap<String, SharedQuota>,
-    pub settings: Settings,
+    pub settings: CollectorSettings,
     /// Trace UI link template for the landing page (`{trace_id}` is replaced).
     pub trace_url: Option<String>,
     /// When per-machine series were last checked for expiry.
@@ -161,25 +162,12 @@ impl Shared {
             }
             *last = Some(now);
         }
-        self.expire_series();
-    }
-
-    /// `mde_liveresponse_script_not_run` series go with the same TTL and cap as the other
-    /// per-machine series. (Each poll of every tenant used to sort every tenant's attempts to
-    /// find them. See: #11)
-    fn expire_not_run(&self, cutoff: DateTime<Utc>) {
-        match self.with_state(|s| s.expire_attempts(cutoff, self.settings.max_series)) {
-            Ok(removed) => {
-                for (tenant, machine, script) in removed {
-                    self.metrics.script_not_run.remove(&MachineScriptLabels {
-                        tenant,
-                        machine,
-                        script,
-                    });
-                }
-            }
-            Err(e) => tracing::error!(error = %e, "cannot expire not-run series"),
-        }
+        crate::series::expire(
+            &self.metrics,
+            &self.state,
+            self.settings.series_ttl,
+            self.settings.max_series,
+        );
     }
 
     /// The quota windows of one tenant, now (`None` for a tenant not configured). A poll asks
@@ -206,108 +194,17 @@ impl Shared {
             .collect()
     }
 
-    /// Set the per-machine gauges from the state (after a restart they come back).
-    ///
-    /// Only for the tenants configured now: a tenant moved to another shard (or removed)
-    /// keeps its runs in this state file, and exposing them here would show its per-machine
-    /// series twice across shards, frozen in one. See: #11
+    /// Set the per-machine gauges from the state, for the tenants configured now (see
+    /// [`crate::series::restore`]).
     pub fn restore_series(&self) {
-        let runs: Vec<_> = self.with_state(|s| {
-            s.last_runs()
-                .iter()
-                .filter(|((tenant, _, _), _)| self.quotas.contains_key(tenant))
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect()
-        });
-        for ((tenant, machine, script), run) in runs {
-            self.set_series(
-                MachineScriptLabels {
-                    tenant,
-                    machine,
-                    script,
-                },
-                &run,
-            );
-        }
+        crate::series::restore(&self.metrics, &self.state, |t| self.quotas.contains_key(t));
     }
 
-    pub(crate) fn set_series(&self, labels: MachineScriptLabels, run: &LastRun) {
-        let m = &self.metrics;
-        m.script_exit_code.get_or_create(&labels).set(run.exit_code);
-        m.script_errors_present
-            .get_or_create(&labels)
-            .set(i64::from(run.errors_present));
-        m.script_last_run
-            .get_or_create(&labels)
-            .set(run.end_time.timestamp_millis() as f64 / 1000.0);
-    }
-
-    /// Start at 0 every series whose labels are known from the configuration, so that
-    /// dashboards and `rate()` see 0 instead of "No data" until the first event: per tenant
-    /// and API endpoint (throttled, Retry-After, request durations), per tenant and known
-    /// reason (fetch failures, evicted series), per tenant and final action status, and the
-    /// per-tenant counters (polls, files, bytes, invalid actions, pending results). Called
-    /// when a configuration is prepared, so a reload adds its new tenants; values already
-    /// there are kept.
+    /// Start at 0 the series of every tenant configured now (see [`init_tenant_series`]).
+    /// Called when a configuration is prepared, so a reload adds its new tenants.
     pub fn init_series(&self) {
         for t in self.quotas.keys() {
             init_tenant_series(&self.metrics, t);
-        }
-    }
-
-    fn expire_series(&self) {
-        let ttl =
-            chrono::Duration::from_std(self.settings.series_ttl).unwrap_or(chrono::Duration::MAX);
-        let cutoff = Utc::now()
-            .checked_sub_signed(ttl)
-            .unwrap_or(DateTime::<Utc>::MIN_UTC);
-        self.expire_not_run(cutoff);
-        // Which series are past the TTL is known before they go; the rest of what `expire`
-        // removes was evicted by `max_series`.
-        let expired = self.with_state(|s| {
-            let stale: std::collections::BTreeSet<_> = s
-                .last_runs()
-                .iter()
-                .filter(|(_, r)| r.end_time < cutoff)
-                .map(|(k, _)| k.clone())
-                .collect();
-            s.expire(cutoff, self.settings.max_series)
-                .map(|removed| (stale, removed))
-        });
-        let (stale, removed) = match expired {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot expire per-machine series");
-                return;
-            }
-        };
-        for key in &removed {
-            let why = if stale.contains(key) {
-                EVICTED_TTL
-            } else {
-                EVICTED_MAX
-            };
-            self.metrics
-                .series_evicted
-                .get_or_create(&crate::metrics::reason(&key.0, why))
-                .inc();
-        }
-        if removed.len() > stale.len() {
-            tracing::warn!(
-                evicted = removed.len() - stale.len(),
-                max_series = self.settings.max_series,
-                "per-machine series over max_series: the oldest were removed"
-            );
-        }
-        for (tenant, machine, script) in removed {
-            let labels = MachineScriptLabels {
-                tenant,
-                machine,
-                script,
-            };
-            self.metrics.script_exit_code.remove(&labels);
-            self.metrics.script_errors_present.remove(&labels);
-            self.metrics.script_last_run.remove(&labels);
         }
     }
 
@@ -351,54 +248,4 @@ impl Shared {
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
     }
-}
-
-/// The series of one tenant that [`Shared::init_series`] starts at 0 (also used by the render
-/// benchmark, to measure the series a tenant really has).
-pub fn init_tenant_series(m: &Metrics, t: &str) {
-    use crate::mde::ErrorKind;
-    use crate::metrics::{StatusLabels, endpoint, reason, tenant};
-    use crate::quota::Endpoint;
-    // Every reason a result can be given up for (quota and 429s only pause fetching).
-    const REASONS: [ErrorKind; 10] = [
-        ErrorKind::Token,
-        ErrorKind::NotFound,
-        ErrorKind::Forbidden,
-        ErrorKind::ExpiredLink,
-        ErrorKind::HttpError,
-        ErrorKind::Timeout,
-        ErrorKind::Io,
-        ErrorKind::Malformed,
-        ErrorKind::TooLarge,
-        ErrorKind::UntrustedLink,
-    ];
-    const FINAL: [&str; 4] = ["Succeeded", "Failed", "TimeOut", "Cancelled"];
-    for ep in Endpoint::ALL {
-        let labels = endpoint(t, ep.as_str());
-        let _ = m.api_throttled.get_or_create(&labels);
-        let _ = m.retry_after.get_or_create(&labels);
-        let _ = m.api_duration.get_or_create(&labels);
-    }
-    let _ = m
-        .api_duration
-        .get_or_create(&endpoint(t, crate::mde::DOWNLOAD));
-    for r in REASONS {
-        let _ = m.fetch_failures.get_or_create(&reason(t, r.as_str()));
-    }
-    for r in [EVICTED_TTL, EVICTED_MAX] {
-        let _ = m.series_evicted.get_or_create(&reason(t, r));
-    }
-    for status in FINAL {
-        let _ = m.actions.get_or_create(&StatusLabels {
-            tenant: t.to_string(),
-            status: status.to_string(),
-        });
-    }
-    let labels = tenant(t);
-    let _ = m.poll_duration.get_or_create(&labels);
-    let _ = m.files.get_or_create(&labels);
-    let _ = m.file_bytes.get_or_create(&labels);
-    let _ = m.transcript_bytes.get_or_create(&labels);
-    let _ = m.invalid_actions.get_or_create(&labels);
-    let _ = m.pending_results.get_or_create(&labels);
 }

@@ -19,16 +19,10 @@ use tracing_subscriber::{EnvFilter, Layer};
 
 mod format;
 use format::FlatFormat;
+pub use format::LogFormat;
 
 use crate::config::{OtelConfig, Protocol};
 use crate::metrics::{OTLP_EXPORT_FAILURES, TraceLabel};
-
-/// Log line format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum LogFormat {
-    Json,
-    Logfmt,
-}
 
 impl OtelConfig {
     fn env(name: &str) -> Option<String> {

@@ -102,16 +102,7 @@ fn unset_secret_variable_is_named() {
 
 #[test]
 fn demo_serves_transcript_metrics_and_stops_on_sigterm() {
-    let mut exporter = Binary::spawn(
-        &[
-            "--demo",
-            "--demo.time-scale",
-            "60",
-            "--web.listen-address",
-            "127.0.0.1:0",
-        ],
-        &[],
-    );
+    let mut exporter = Binary::demo(&[]);
     let addr = exporter.addr;
     let mut body = String::new();
     for _ in 0..300 {

@@ -375,11 +375,7 @@ async fn not_run_commands_are_counted_once_across_kill_9() {
         ..SimConfig::default()
     })
     .await;
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("config.yml");
-    let state = dir.path().join("state.redb");
-    let secret = sim.credentials().2.to_string();
-    std::fs::write(&config, config_yaml(&sim, addr, &secret, "", "")).unwrap();
+    let (_dir, config, state) = config_dir(&sim, addr);
     let spawn = || {
         Binary::spawn(
             &[

@@ -44,24 +44,6 @@ async fn exporter_for(sim: &Simulator, addr: SocketAddr, extra_global: &str) -> 
     .await
 }
 
-/// Wait until every result of the scenario is counted (or given up) and a poll succeeded.
-async fn settled(sim: &Simulator, a: SocketAddr) -> Samples {
-    let truth = sim.truth();
-    let want = (truth.transcripts.len() + truth.files.len()) as f64;
-    eventually(
-        "every result accounted for and a healthy poll",
-        || async move {
-            let m = scrape(a).await;
-            let done = sum(&m, "mde_liveresponse_script_runs_total", &[])
-                + sum(&m, "mde_liveresponse_result_fetch_failures_total", &[])
-                + sum(&m, "mde_liveresponse_files_total", &[]);
-            done >= want && sum(&m, "mde_exporter_poll_success", &[]) == 1.0
-        },
-    )
-    .await;
-    scrape(a).await
-}
-
 fn runs_match_truth(sim: &Simulator, m: &Samples) {
     let truth = sim.truth();
     assert_eq!(

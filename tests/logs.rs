@@ -9,7 +9,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::Binary;
+use common::{Binary, DEMO_ARGS};
 
 const BIN: &str = env!("CARGO_BIN_EXE_mde-liveresponse-exporter");
 
@@ -79,16 +79,7 @@ fn an_unknown_level_word_is_an_error_listing_the_valid_ones() {
 
 #[test]
 fn json_lines_are_flat_with_a_start_up_line_and_a_line_per_poll() {
-    let mut exporter = Binary::spawn(
-        &[
-            "--demo",
-            "--demo.time-scale",
-            "60",
-            "--web.listen-address",
-            "127.0.0.1:0",
-        ],
-        &[],
-    );
+    let mut exporter = Binary::demo(&[]);
     let addr = exporter.addr;
     // Wait until a poll has ended with transcripts counted (its success is recorded last).
     for _ in 0..300 {
@@ -204,17 +195,7 @@ fn logfmt_lines(args: &[&str], until: &str, n: usize) -> Vec<String> {
 
 #[test]
 fn logfmt_lines_repeat_no_key() {
-    let lines = logfmt_lines(
-        &[
-            "--demo",
-            "--demo.time-scale",
-            "60",
-            "--web.listen-address",
-            "127.0.0.1:0",
-        ],
-        "msg=\"poll done\"",
-        1,
-    );
+    let lines = logfmt_lines(&DEMO_ARGS, "msg=\"poll done\"", 1);
     assert!(
         lines.iter().any(|l| l.contains("event=transcript")),
         "{lines:?}"

@@ -9,7 +9,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use common::Binary;
+use common::{Binary, DEMO_ARGS};
 use fake_opentelemetry_collector::{ExportedLog, ExportedSpan, FakeCollectorServer};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -18,14 +18,10 @@ async fn transcript_events_are_log_records_in_their_trace_even_at_warn() {
     // Log lines at warn, except the one the test harness reads the address from.
     let child = Binary::spawn(
         &[
-            "--demo",
-            "--demo.time-scale",
-            "60",
-            "--web.listen-address",
-            "127.0.0.1:0",
-            "--log.level",
-            "warn,mde_liveresponse_exporter::app=info",
-        ],
+            &DEMO_ARGS[..],
+            &["--log.level", "warn,mde_liveresponse_exporter::app=info"],
+        ]
+        .concat(),
         &[
             ("OTEL_EXPORTER_OTLP_ENDPOINT", &collector.endpoint()),
             ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
@@ -101,20 +97,11 @@ fn no_log_records_when_otel_logs_exporter_is_none() {
         .unwrap()
         .local_addr()
         .unwrap();
-    let mut child = Binary::spawn(
-        &[
-            "--demo",
-            "--demo.time-scale",
-            "60",
-            "--web.listen-address",
-            "127.0.0.1:0",
-        ],
-        &[
-            ("OTEL_EXPORTER_OTLP_ENDPOINT", &format!("http://{addr}")),
-            ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
-            ("OTEL_LOGS_EXPORTER", "none"),
-        ],
-    );
+    let mut child = Binary::demo(&[
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", &format!("http://{addr}")),
+        ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
+        ("OTEL_LOGS_EXPORTER", "none"),
+    ]);
     // Let it poll once (and install its SIGTERM handler, just after it says it listens).
     let metrics = format!("http://{}/metrics", child.addr);
     for _ in 0..300 {

@@ -17,21 +17,12 @@ use tokio::sync::mpsc;
 
 /// Start the demo exporting spans to `endpoint`.
 fn start_demo(endpoint: &str, protocol: &str) -> Binary {
-    Binary::spawn(
-        &[
-            "--demo",
-            "--demo.time-scale",
-            "60",
-            "--web.listen-address",
-            "127.0.0.1:0",
-        ],
-        &[
-            ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint),
-            ("OTEL_EXPORTER_OTLP_PROTOCOL", protocol),
-            ("OTEL_SERVICE_NAME", "mde-lr-test"),
-            ("OTEL_BSP_SCHEDULE_DELAY", "200"),
-        ],
-    )
+    Binary::demo(&[
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint),
+        ("OTEL_EXPORTER_OTLP_PROTOCOL", protocol),
+        ("OTEL_SERVICE_NAME", "mde-lr-test"),
+        ("OTEL_BSP_SCHEDULE_DELAY", "200"),
+    ])
 }
 
 /// The plain value of a span attribute (the fake collector keeps the protobuf `Debug` form,

@@ -53,16 +53,7 @@ async fn post_reload_refuses_a_bad_file_and_applies_a_good_one() {
     std::fs::write(&path, &one).unwrap();
     let file = path.clone();
     let loader: app::Loader = Arc::new(move || Config::load(&file).map_err(|e| e.to_string()));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let exporter = app::start_with(
-        Config::load(&path).unwrap(),
-        listener,
-        "/metrics",
-        None,
-        Some(loader),
-    )
-    .await
-    .unwrap();
+    let exporter = start_exporter_with_loader(Config::load(&path).unwrap(), loader).await;
     let a = exporter.addr;
     all_final(&sim_a).await;
     eventually("alpha counted", || async move {

@@ -37,20 +37,8 @@ async fn run_to_the_end(
         extra_global,
     )))
     .await;
-    let truth = sim.truth();
-    let want = (truth.transcripts.len() + truth.files.len()) as f64;
     let a = exporter.addr;
-    eventually(
-        "every result accounted for and a healthy poll",
-        || async move {
-            let m = scrape(a).await;
-            let done = sum(&m, "mde_liveresponse_script_runs_total", &[])
-                + sum(&m, "mde_liveresponse_result_fetch_failures_total", &[])
-                + sum(&m, "mde_liveresponse_files_total", &[]);
-            done >= want && sum(&m, "mde_exporter_poll_success", &[]) == 1.0
-        },
-    )
-    .await;
+    settled(sim, a).await;
     // One more poll: nothing may change.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let m = scrape(a).await;

@@ -58,11 +58,7 @@ async fn kill_9_and_restart_counts_every_result_exactly_once() {
         ..SimConfig::default()
     })
     .await;
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("config.yml");
-    let state = dir.path().join("state.redb");
-    let secret = sim.credentials().2.to_string();
-    std::fs::write(&config, config_yaml(&sim, addr, &secret, "", "")).unwrap();
+    let (_dir, config, state) = config_dir(&sim, addr);
 
     let mut lives: Vec<Vec<(String, u32)>> = Vec::new();
     let kills = 12;

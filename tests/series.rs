@@ -8,11 +8,13 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{all_final, config_yaml, eventually, get, parse_config, scrape, start_sim, sum};
+use common::{
+    all_final, config_yaml, eventually, get, parse_config, scrape, start_exporter_with_loader,
+    start_sim, sum,
+};
 use mde_liveresponse_exporter::app;
 use mde_liveresponse_exporter::config::Config;
 use mde_sim::SimConfig;
-use tokio::net::TcpListener;
 
 /// A one-tenant config whose API is a closed port: nothing can be throttled or fetched.
 fn unreachable(name: &str, port: u16) -> String {
@@ -94,16 +96,7 @@ async fn known_series_start_at_zero_and_a_reload_adds_new_tenants() {
     );
     let reloaded: Config = parse_config(&second);
     let loader: app::Loader = Arc::new(move || Ok(reloaded.clone()));
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let exporter = app::start_with(
-        parse_config(&first),
-        listener,
-        "/metrics",
-        None,
-        Some(loader),
-    )
-    .await
-    .unwrap();
+    let exporter = start_exporter_with_loader(parse_config(&first), loader).await;
     let (_, _, text) = get(exporter.addr, "/metrics", None).await;
     check_zero(&text, "one");
     assert!(!text.contains("tenant=\"two\""));

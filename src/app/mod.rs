@@ -24,7 +24,7 @@ use crate::mde::{Client, Http};
 use crate::metrics::Metrics;
 use crate::quota::{Quota, SharedQuota};
 use crate::shared::{
-    Current, ReloadRequest, Settings, Shared, TenantStatus, request_reload, shared_now,
+    CollectorSettings, Current, ReloadRequest, Shared, TenantStatus, request_reload, shared_now,
 };
 use crate::state::State;
 pub use demo::start_demo;
@@ -165,7 +165,7 @@ fn prepare(
         state,
         status,
         quotas,
-        settings: Settings::from_config(config),
+        settings: CollectorSettings::from_config(config),
         trace_url: config.otel.trace_url.clone(),
         last_expiry: Mutex::new(None),
     });

@@ -11,9 +11,9 @@ use tracing::Instrument;
 use tracing::field::Empty;
 use url::Url;
 
-use super::http::location_host;
+use super::http::{ReadError, location_host, read_capped};
 use super::model::{self, DownloadLink, Transcript, redact_url};
-use super::send::{ReadError, http_span, read_capped, transport};
+use super::send::{http_span, transport};
 use super::{Client, DOWNLOAD, Error, Slot};
 
 /// Hosts result downloads may come from: the blob storage of each Microsoft cloud. Anything

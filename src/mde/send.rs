@@ -8,16 +8,14 @@
 use std::sync::PoisonError;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
-use futures_util::StreamExt;
+use bytes::Bytes;
 use reqwest::StatusCode;
 use tokio::time::Instant;
 use tracing::Instrument;
 use tracing::field::Empty;
 use url::Url;
 
-use super::error_chain;
-use super::http::location_host;
+use super::http::{ReadError, error_chain, location_host, read_capped};
 use super::model::{self, redact_url};
 use super::{Client, Error, QuotaWait, Slot};
 use crate::quota::{Endpoint, Quota};
@@ -247,34 +245,6 @@ pub fn parse_retry_after(value: &str, now: std::time::SystemTime) -> Option<Dura
         at.duration_since(now).unwrap_or(Duration::ZERO)
     };
     (d <= MAX_RETRY_AFTER).then_some(d)
-}
-
-#[derive(Debug, thiserror::Error)]
-pub(crate) enum ReadError {
-    #[error("body larger than the limit")]
-    TooLarge,
-    #[error("{0}")]
-    Io(String),
-}
-
-/// Read a body, stopping as soon as it passes `max` bytes: memory stays bounded.
-pub(crate) async fn read_capped(resp: reqwest::Response, max: u64) -> Result<Bytes, ReadError> {
-    if resp.content_length().is_some_and(|l| l > max) {
-        return Err(ReadError::TooLarge);
-    }
-    // Room for the announced length (at most the cap) at once: growing by doubling would
-    // hold up to twice the body while copying.
-    let announced = resp.content_length().unwrap_or(0).min(max);
-    let mut buf = BytesMut::with_capacity(usize::try_from(announced).unwrap_or(0));
-    let mut stream = resp.bytes_stream();
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| ReadError::Io(error_chain(&e.without_url())))?;
-        if (buf.len() + chunk.len()) as u64 > max {
-            return Err(ReadError::TooLarge);
-        }
-        buf.extend_from_slice(&chunk);
-    }
-    Ok(buf.freeze())
 }
 
 #[cfg(test)]

@@ -4,12 +4,10 @@
 //! Owns the encoding and the registry's parts ([`Parts`]). Does not own the families nor
 //! their names (`metrics`).
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
-use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{prometheus_text, text};
-use prometheus_client::registry::Registry;
 
 use super::Metrics;
 
@@ -154,38 +152,6 @@ const MAPPED: usize = 32 * 1024 * 1024 + 4096;
 /// From this many bytes of body (as last encoded) on, `/metrics` is encoded by two threads.
 /// About 5,000 series; below it a thread costs more than it saves.
 const PARALLEL_FROM: usize = 512 * 1024;
-
-/// The registry, one family (or collector) to a part, in the order they were registered, with
-/// the size each took in the latest body; see [`Metrics::encode_chunks`].
-#[derive(Default)]
-pub(super) struct Parts {
-    parts: Vec<Registry>,
-    last_len: Vec<AtomicUsize>,
-}
-
-impl Parts {
-    pub(super) fn register(
-        &mut self,
-        name: &str,
-        help: impl Into<String>,
-        metric: impl prometheus_client::registry::Metric,
-    ) {
-        let mut r = Registry::default();
-        r.register(name, help, metric);
-        self.push(r);
-    }
-
-    pub(super) fn register_collector(&mut self, collector: Box<dyn Collector>) {
-        let mut r = Registry::default();
-        r.register_collector(collector);
-        self.push(r);
-    }
-
-    fn push(&mut self, r: Registry) {
-        self.parts.push(r);
-        self.last_len.push(AtomicUsize::new(0));
-    }
-}
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]

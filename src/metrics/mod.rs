@@ -23,18 +23,19 @@ mod labels;
 pub mod poll;
 pub mod results;
 
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, AtomicUsize};
 use std::sync::{Arc, LazyLock};
 
+use prometheus_client::collector::Collector;
 use prometheus_client::encoding::prometheus_text;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::exemplar::{CounterWithExemplar, HistogramWithExemplars};
 use prometheus_client::metrics::family::{Family, MetricConstructor};
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
 
 pub use collectors::QuotaGauges;
 use collectors::{HttpCollector, ProcessCollector};
-use encode::Parts;
 pub use labels::*;
 
 /// Content type of the OpenMetrics text format.
@@ -390,6 +391,38 @@ impl Metrics {
             })
             .set(1);
         Metrics { registry, ..m }
+    }
+}
+
+/// The registry, one family (or collector) to a part, in the order they were registered, with
+/// the size each took in the latest body; see [`Metrics::encode_chunks`] (in `encode`).
+#[derive(Default)]
+struct Parts {
+    parts: Vec<Registry>,
+    last_len: Vec<AtomicUsize>,
+}
+
+impl Parts {
+    fn register(
+        &mut self,
+        name: &str,
+        help: impl Into<String>,
+        metric: impl prometheus_client::registry::Metric,
+    ) {
+        let mut r = Registry::default();
+        r.register(name, help, metric);
+        self.push(r);
+    }
+
+    fn register_collector(&mut self, collector: Box<dyn Collector>) {
+        let mut r = Registry::default();
+        r.register_collector(collector);
+        self.push(r);
+    }
+
+    fn push(&mut self, r: Registry) {
+        self.parts.push(r);
+        self.last_len.push(AtomicUsize::new(0));
     }
 }
 

@@ -3,7 +3,7 @@
 //! (the innermost value wins), as JSON or logfmt. This is the shape of Prometheus's own logs,
 //! so the same log pipeline reads both.
 //!
-//! Owns writing a line. Does not own which events are written (the filters in `telemetry`).
+//! Owns writing a line and the formats ([`LogFormat`]). Does not own which events are written (the filters in `telemetry`).
 
 use std::fmt;
 
@@ -14,7 +14,12 @@ use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, FormattedFields};
 use tracing_subscriber::registry::LookupSpan;
 
-use super::LogFormat;
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Json,
+    Logfmt,
+}
 
 /// The event formatter for both line formats. Span fields are stored by `JsonFields` (a JSON
 /// object per span), which is read back here.

@@ -50,6 +50,47 @@ pub async fn start_exporter(config: Config) -> Handle {
 }
 
 /// An exporter on the simulator at `addr` with its credentials and nothing more configured.
+/// Start the exporter on 127.0.0.1:0 with `loader` serving reloads (SIGHUP, `POST /-/reload`).
+pub async fn start_exporter_with_loader(config: Config, loader: app::Loader) -> Handle {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    app::start_with(config, listener, "/metrics", None, Some(loader))
+        .await
+        .unwrap()
+}
+
+/// A temporary directory holding `config.yml` (one tenant pointing at the simulator, with its
+/// secret) and the path `state.redb` for the binary's state: (dir, config, state).
+pub fn config_dir(
+    sim: &Simulator,
+    addr: SocketAddr,
+) -> (tempfile::TempDir, std::path::PathBuf, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.yml");
+    let state = dir.path().join("state.redb");
+    let secret = sim.credentials().2.to_string();
+    std::fs::write(&config, config_yaml(sim, addr, &secret, "", "")).unwrap();
+    (dir, config, state)
+}
+
+/// Wait until every result of the scenario is counted (or given up) and a poll succeeded;
+/// then scrape once more.
+pub async fn settled(sim: &Simulator, a: SocketAddr) -> Samples {
+    let truth = sim.truth();
+    let want = (truth.transcripts.len() + truth.files.len()) as f64;
+    eventually(
+        "every result accounted for and a healthy poll",
+        || async move {
+            let m = scrape(a).await;
+            let done = sum(&m, "mde_liveresponse_script_runs_total", &[])
+                + sum(&m, "mde_liveresponse_result_fetch_failures_total", &[])
+                + sum(&m, "mde_liveresponse_files_total", &[]);
+            done >= want && sum(&m, "mde_exporter_poll_success", &[]) == 1.0
+        },
+    )
+    .await;
+    scrape(a).await
+}
+
 pub async fn start_exporter_on(sim: &Simulator, addr: SocketAddr) -> Handle {
     start_exporter(parse_config(&config_yaml(
         sim,
@@ -182,7 +223,22 @@ pub struct Binary {
     logs: Option<std::thread::JoinHandle<Vec<String>>>,
 }
 
+/// The flags of the demo the binary tests run: the built-in simulator, 60 times faster, on a
+/// free loopback port.
+pub const DEMO_ARGS: [&str; 5] = [
+    "--demo",
+    "--demo.time-scale",
+    "60",
+    "--web.listen-address",
+    "127.0.0.1:0",
+];
+
 impl Binary {
+    /// Start the demo ([`DEMO_ARGS`]) with `env`.
+    pub fn demo(env: &[(&str, &str)]) -> Binary {
+        Binary::spawn(&DEMO_ARGS, env)
+    }
+
     /// Start `mde-liveresponse-exporter` with `args` and `env`, logging JSON on stderr.
     pub fn spawn(args: &[&str], env: &[(&str, &str)]) -> Binary {
         use std::io::{BufRead, BufReader};

@@ -1,47 +1,25 @@
 //! The web configuration file: exporter-toolkit's schema, read strictly, validated into a
 //! [`WebConfig`].
 //!
-//! Owns the raw serde types (unknown keys are errors), the checks that do not need TLS
-//! (headers allow-list, `rate_limit`, bcrypt hashes) and [`Error`], whose messages name the
-//! file and the key. Does not own building the rustls configuration (see [`crate::tls`], called
+//! Owns [`WebConfig`] and the checks that do not need TLS (headers allow-list, bcrypt hashes),
+//! and re-exports [`Error`]. Does not own the raw serde schema (see `raw`), the error type and
+//! its messages (see `error`), building the rustls configuration (see [`crate::tls`], called
 //! from here so a bad `tls_server_config` fails at load) nor using any of it on a request (see
 //! [`crate::guard`] and [`crate::serve`](mod@crate::serve)).
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::http::{HeaderName, HeaderValue};
-use serde::Deserialize;
 use tokio_rustls::rustls::ServerConfig;
 
+pub use crate::error::Error;
+use crate::error::{Ctx, io_message};
+use crate::raw::RawFile;
 use crate::tls::build_tls;
-
-/// A web config problem. The message always names the file and, when there is one, the key.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    /// The web config file itself could not be read.
-    #[error("cannot read web config file {}: {message}", path.display())]
-    Read {
-        path: PathBuf,
-        message: String,
-        #[source]
-        source: io::Error,
-    },
-    /// The YAML is malformed or has unknown or mistyped keys.
-    #[error("web config file {}: {message}", path.display())]
-    Parse { path: PathBuf, message: String },
-    /// A value is present but not acceptable (including files it names that cannot be used).
-    #[error("web config file {}: {key}: {message}", path.display())]
-    Invalid {
-        path: PathBuf,
-        key: String,
-        message: String,
-    },
-}
 
 /// A validated web configuration: TLS material loaded and checked, users' hashes checked.
 pub struct WebConfig {
@@ -136,106 +114,6 @@ impl WebConfig {
     /// Whether requests must carry basic-auth credentials.
     pub fn basic_auth_enabled(&self) -> bool {
         !self.users.is_empty()
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// The file schema (exporter-toolkit's `web.Config`).
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawFile {
-    #[serde(default)]
-    tls_server_config: Option<RawTls>,
-    #[serde(default)]
-    http_server_config: Option<RawHttp>,
-    #[serde(default)]
-    rate_limit: Option<RawRateLimit>,
-    #[serde(default)]
-    basic_auth_users: Option<BTreeMap<String, String>>,
-}
-
-/// Go treats an empty string as unset; so do we (`Option<String>` + [`set`]).
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct RawTls {
-    pub(crate) cert: Option<String>,
-    pub(crate) key: Option<String>,
-    pub(crate) client_ca: Option<String>,
-    pub(crate) cert_file: Option<String>,
-    pub(crate) key_file: Option<String>,
-    pub(crate) client_auth_type: Option<String>,
-    pub(crate) client_ca_file: Option<String>,
-    pub(crate) cipher_suites: Option<Vec<String>>,
-    pub(crate) curve_preferences: Option<Vec<String>>,
-    pub(crate) min_version: Option<String>,
-    pub(crate) max_version: Option<String>,
-    pub(crate) prefer_server_cipher_suites: Option<bool>,
-    pub(crate) client_allowed_sans: Option<Vec<String>>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawRateLimit {
-    burst: Option<u32>,
-    /// Go duration syntax ("1s", "500ms", "1m30s"); humantime reads those.
-    #[serde(default, with = "humantime_serde")]
-    interval: Option<Duration>,
-}
-
-impl RawRateLimit {
-    /// An unset or zero interval disables limiting, as in Go.
-    fn validate(self, ctx: &Ctx) -> Result<Option<(Duration, u32)>, Error> {
-        let Some(interval) = self.interval.filter(|i| !i.is_zero()) else {
-            return Ok(None);
-        };
-        match self.burst {
-            // Go would build a limiter that refuses every request; say so instead.
-            None | Some(0) => Err(ctx.invalid(
-                "rate_limit.burst",
-                "must be at least 1 when rate_limit.interval is set",
-            )),
-            Some(burst) => Ok(Some((interval, burst))),
-        }
-    }
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawHttp {
-    http2: Option<bool>,
-    headers: Option<BTreeMap<String, String>>,
-}
-
-/// `Some` only for a non-empty string.
-pub(crate) fn set(s: &Option<String>) -> Option<&str> {
-    s.as_deref().filter(|s| !s.is_empty())
-}
-
-/// Builds `Error::Invalid` for one file.
-pub(crate) struct Ctx<'a> {
-    pub(crate) path: &'a Path,
-}
-
-impl Ctx<'_> {
-    pub(crate) fn invalid(&self, key: impl Into<String>, message: impl Into<String>) -> Error {
-        Error::Invalid {
-            path: self.path.to_path_buf(),
-            key: key.into(),
-            message: message.into(),
-        }
-    }
-}
-
-/// `io::Error`'s message without the " (os error N)" suffix, like Go prints it.
-pub(crate) fn io_message(e: &io::Error) -> String {
-    let s = e.to_string();
-    match e.raw_os_error() {
-        Some(code) => s
-            .strip_suffix(&format!(" (os error {code})"))
-            .map(str::to_owned)
-            .unwrap_or(s),
-        None => s,
     }
 }
 

@@ -16,7 +16,9 @@
 //!
 //! # Layout
 //!
-//! - [`config`]: the file's schema, raw → validated [`WebConfig`], and [`Error`].
+//! - [`config`]: the validated [`WebConfig`] (raw → checked), re-exporting [`Error`].
+//! - `raw`: the file's serde schema, read strictly.
+//! - `error`: [`Error`] and the helpers that build its messages.
 //! - [`tls`]: the rustls server config, client-certificate verifiers, certificate rotation.
 //! - [`guard`]: rate limit, basic auth (bcrypt on a bounded queue, plus a cache), response
 //!   headers.
@@ -70,7 +72,9 @@
 //! ```
 
 pub mod config;
+mod error;
 pub mod guard;
+mod raw;
 pub mod serve;
 pub mod tls;
 

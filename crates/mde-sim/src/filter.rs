@@ -4,7 +4,7 @@
 //! quote) and unquoted ISO 8601 datetimes (`2025-01-01T00:00:00Z`, up to 7 fractional digits).
 //!
 //! Owns parsing and evaluation against any [`Record`]; errors are the message of the 400
-//! `ODataError` answer. Does not own `$top`/`$skip`/`$orderby` (see `routes`).
+//! `ODataError` answer. Does not own `$top`/`$skip`/`$orderby` (see `actions`).
 
 use std::cmp::Ordering;
 

@@ -1,12 +1,14 @@
-//! Sign-in without a client secret, checked as the Microsoft identity platform checks it:
-//! client assertions (a JWT signed with a certificate registered on the app, or a federated
-//! token the app was told to trust) and the managed-identity metadata endpoint.
+//! Sign-in, checked as the Microsoft identity platform checks it: the two AAD token endpoints
+//! (v1 `/{tenant}/oauth2/token`, v2 `/{tenant}/oauth2/v2.0/token`) with a client secret (form or
+//! HTTP Basic) or a client assertion (a JWT signed with a certificate registered on the app, or a
+//! federated token the app was told to trust), and the managed-identity metadata endpoint.
 //!
 //! Owns the registrations ([`Identity`]: certificates, trusted federated tokens, managed
 //! identities), the order of the assertion checks (registered thumbprint → signature →
 //! certificate validity → `aud` → `iss`/`sub` → `nbf`/`exp` with AAD's 5-minute skew → unused
-//! `jti`) and the IMDS answer. Does not own issuing the token, the token error body or the
-//! call counting (`routes`).
+//! `jti`), the token endpoints' checks (tenant → grant type → v2 scope → client → secret or
+//! assertion), issuing the bearer tokens the API accepts, and the IMDS answer. Does not own the
+//! token error body (`respond`) or the call counting and injected faults (`gate`).
 //!
 //! The `AADSTS` numbers are those Microsoft documents for these failures where it does
 //! (700027 signature and certificate, 700024 time range, 70021 federated record, 700016
@@ -15,15 +17,22 @@
 
 use std::collections::{HashMap, HashSet};
 
-use axum::extract::{RawQuery, State};
-use axum::http::{HeaderMap, StatusCode};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::Response;
 use base64::Engine as _;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde::Serialize;
 use sha2::Digest as _;
+use tokio::time::Instant;
 
-use super::Simulator;
-use super::routes::{TOKEN, intake, issue_grant, json_ok, json_response, token_error};
+use super::endpoints::TOKEN;
+use super::gate::intake;
+use super::respond::{base_url, correlation_id, json_ok, json_response, token_error};
+use super::{Grant, Simulator};
 
 /// `client_assertion_type` of a JWT client assertion.
 pub const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
@@ -340,4 +349,215 @@ pub(crate) async fn metadata_token(
         "resource": resource,
         "token_type": "Bearer",
     }))
+}
+
+fn basic_credentials(headers: &HeaderMap) -> Option<(String, String)> {
+    use base64::Engine as _;
+    let v = headers
+        .get(header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .strip_prefix("Basic ")?;
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(v.trim())
+        .ok()?;
+    let text = String::from_utf8(decoded).ok()?;
+    let (id, secret) = text.split_once(':')?;
+    let decode = |s: &str| {
+        url::form_urlencoded::parse(format!("x={s}").as_bytes())
+            .next()
+            .map(|(_, v)| v.into_owned())
+            .unwrap_or_default()
+    };
+    Some((decode(id), decode(secret)))
+}
+
+/// The checks both token endpoints share; returns the new token and its lifetime.
+async fn issue_token(
+    sim: &Simulator,
+    tenant: &str,
+    headers: &HeaderMap,
+    form: &HashMap<String, String>,
+    v2: bool,
+) -> Result<(String, Duration), Response> {
+    intake(sim, TOKEN).await?;
+    let cfg = &sim.inner.cfg;
+    if tenant != cfg.tenant_id {
+        return Err(token_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            90002,
+            &format!(
+                "Tenant '{tenant}' not found. Check to make sure you have the correct tenant ID and are signing into the correct cloud."
+            ),
+        ));
+    }
+    if form.get("grant_type").map(String::as_str) != Some("client_credentials") {
+        return Err(token_error(
+            StatusCode::BAD_REQUEST,
+            "unsupported_grant_type",
+            70003,
+            "The app requested an unsupported grant type.",
+        ));
+    }
+    if v2 && !form.get("scope").is_some_and(|s| s.ends_with("/.default")) {
+        return Err(token_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_scope",
+            1002012,
+            "The provided value for scope is not valid. Client credential flows must have a scope value with /.default suffixed to the resource identifier (application ID URI).",
+        ));
+    }
+    if form.contains_key("client_assertion") || form.contains_key("client_assertion_type") {
+        // Certificate or federated credential: the client id is in the form.
+        let id = form.get("client_id").cloned().unwrap_or_default();
+        if id != cfg.client_id {
+            return Err(unknown_app(&id, tenant));
+        }
+        let base = base_url(headers);
+        let audiences = [
+            format!("{base}/{tenant}/oauth2/v2.0/token"),
+            format!("{base}/{tenant}/oauth2/token"),
+        ];
+        check_assertion(
+            sim,
+            &id,
+            form.get("client_assertion_type").map(String::as_str),
+            form.get("client_assertion")
+                .map(String::as_str)
+                .unwrap_or_default(),
+            &audiences,
+        )?;
+        return Ok(issue_grant(sim, id));
+    }
+    let (id, secret) = match (form.get("client_id"), form.get("client_secret")) {
+        (Some(i), Some(s)) => (i.clone(), s.clone()),
+        (form_id, _) => {
+            let (basic_id, basic_secret) = basic_credentials(headers).unwrap_or_default();
+            (form_id.cloned().unwrap_or(basic_id), basic_secret)
+        }
+    };
+    if id != cfg.client_id {
+        return Err(unknown_app(&id, tenant));
+    }
+    if secret != cfg.client_secret {
+        return Err(token_error(
+            StatusCode::UNAUTHORIZED,
+            "invalid_client",
+            7000215,
+            &format!(
+                "Invalid client secret provided. Ensure the secret being sent in the request is the client secret value, not the client secret ID, for a secret added to app '{id}'."
+            ),
+        ));
+    }
+    Ok(issue_grant(sim, id))
+}
+
+fn unknown_app(id: &str, tenant: &str) -> Response {
+    token_error(
+        StatusCode::BAD_REQUEST,
+        "unauthorized_client",
+        700016,
+        &format!("Application with identifier '{id}' was not found in the directory '{tenant}'."),
+    )
+}
+
+/// A new bearer token for `client_id` (whose quota windows it spends), and its lifetime.
+pub(crate) fn issue_grant(sim: &Simulator, client_id: String) -> (String, Duration) {
+    let cfg = &sim.inner.cfg;
+    // A JWT in shape (header, claims, a random "signature"), so clients can read `roles`
+    // as they do with real tokens; nothing checks the signature.
+    let claims = serde_json::json!({
+        "aud": "https://api.securitycenter.microsoft.com",
+        "iss": format!("https://sts.windows.net/{}/", cfg.tenant_id),
+        "appid": client_id,
+        "tid": cfg.tenant_id,
+        "roles": cfg.roles,
+    });
+    let token = {
+        use base64::Engine as _;
+        format!(
+            "eyJ0eXAiOiJKV1QiLCJhbGciOiJub25lIn0.{}.{}",
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(claims.to_string()),
+            correlation_id().replace('-', "")
+        )
+    };
+    let can_read = cfg
+        .roles
+        .iter()
+        .any(|r| r == "Machine.Read.All" || r == "Machine.ReadWrite.All");
+    sim.inner.lock().tokens.insert(
+        token.clone(),
+        Grant {
+            client_id,
+            expires: Instant::now() + cfg.token_ttl,
+            can_read,
+        },
+    );
+    (token, cfg.token_ttl)
+}
+
+fn form(body: &Bytes) -> HashMap<String, String> {
+    url::form_urlencoded::parse(body).into_owned().collect()
+}
+
+#[derive(Serialize)]
+struct TokenV1 {
+    token_type: &'static str,
+    expires_in: String,
+    ext_expires_in: String,
+    expires_on: String,
+    not_before: String,
+    resource: String,
+    access_token: String,
+}
+
+#[derive(Serialize)]
+struct TokenV2 {
+    token_type: &'static str,
+    expires_in: u64,
+    ext_expires_in: u64,
+    access_token: String,
+}
+
+pub(crate) async fn token_v1(
+    State(sim): State<Simulator>,
+    Path(tenant): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let form = form(&body);
+    match issue_token(&sim, &tenant, &headers, &form, false).await {
+        Ok((access_token, ttl)) => {
+            let now = sim.now_wall().timestamp();
+            let secs = ttl.as_secs();
+            json_ok(&TokenV1 {
+                token_type: "Bearer",
+                expires_in: secs.to_string(),
+                ext_expires_in: secs.to_string(),
+                expires_on: (now.saturating_add_unsigned(secs)).to_string(),
+                not_before: now.to_string(),
+                resource: form.get("resource").cloned().unwrap_or_default(),
+                access_token,
+            })
+        }
+        Err(r) => r,
+    }
+}
+
+pub(crate) async fn token_v2(
+    State(sim): State<Simulator>,
+    Path(tenant): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    match issue_token(&sim, &tenant, &headers, &form(&body), true).await {
+        Ok((access_token, ttl)) => json_ok(&TokenV2 {
+            token_type: "Bearer",
+            expires_in: ttl.as_secs(),
+            ext_expires_in: ttl.as_secs(),
+            access_token,
+        }),
+        Err(r) => r,
+    }
 }

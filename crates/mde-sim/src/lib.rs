@@ -12,19 +12,29 @@
 //!
 //! - `cli`: the flags shared by the `mde-sim` binary and the exporter's `simulate`.
 //! - `scenario`: the seeded tenant and the JSON view of an action at a moment.
-//! - `routes`: HTTP handlers, error bodies, the order of checks.
+//! - `routes`: the route table and the middleware in front of it.
+//! - `gate`: the checks every call goes through, in order (count, delay, faults, bearer, quota).
+//! - `respond`: the response shapes (MDE, quota, AAD and Azure Storage errors, JSON).
+//! - `endpoints`: the endpoint names calls are counted under, and which have a quota.
+//! - `actions`: the machine-action API (list, get, download link).
+//! - `blob`: the blob container (SAS check, bytes, blob faults).
 //! - `throttle`: the sliding windows.
 //! - `filter`: the `$filter` language.
 //! - `machines`: `GET /api/machines` and its `$filter`.
-//! - `identity`: client assertions (certificate, federated token) and the managed-identity
-//!   metadata endpoint.
+//! - `identity`: the token endpoints, client assertions (certificate, federated token) and the
+//!   managed-identity metadata endpoint.
 //! - `multi`: many tenants, each a whole simulator, behind one router (`--sim.tenants`).
 
+mod actions;
+mod blob;
 pub mod cli;
+mod endpoints;
 mod filter;
+mod gate;
 mod identity;
 mod machines;
 pub mod multi;
+mod respond;
 mod routes;
 mod scenario;
 mod throttle;
@@ -552,7 +562,7 @@ impl Faults {
     /// Another client of the same app registration makes `n` calls to `endpoint` now. Like
     /// real calls, those refused by the windows spend nothing.
     pub fn spend_quota(&self, endpoint: &str, n: u32) {
-        let Some(ep) = routes::QUOTA_ENDPOINTS.iter().find(|e| **e == endpoint) else {
+        let Some(ep) = endpoints::QUOTA_ENDPOINTS.iter().find(|e| **e == endpoint) else {
             return;
         };
         let cfg = &self.inner.cfg;
@@ -583,7 +593,7 @@ impl Faults {
                 tick.tick().await;
                 let Some(inner) = weak.upgrade() else { return };
                 let me = Faults { inner };
-                for ep in routes::QUOTA_ENDPOINTS {
+                for ep in endpoints::QUOTA_ENDPOINTS {
                     me.spend_quota(ep, 1);
                 }
             }

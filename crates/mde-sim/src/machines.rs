@@ -7,7 +7,7 @@
 //! `$filter`: `eq`/`ne` on `id`, `computerDnsName`, `healthStatus`, `osPlatform`,
 //! `rbacGroupId` (a number), `riskScore`, `exposureLevel`, and `machineTags/any(t: t eq '…')`,
 //! joined by `and`/`or` (`and` binds tighter; no parentheses). `rbacGroupName` is refused, as
-//! the real API refuses it. Does not own the quota, bearer and fault checks (`routes`).
+//! the real API refuses it. Does not own the quota, bearer and fault checks (`gate`) or the endpoint name (`endpoints`).
 
 use std::collections::BTreeMap;
 
@@ -17,10 +17,10 @@ use axum::response::Response;
 use serde::Serialize;
 
 use super::Simulator;
-use super::routes::{api_call, api_error, json_ok};
+use super::endpoints::LIST_MACHINES;
+use super::gate::api_call;
+use super::respond::{api_error, json_ok};
 use super::scenario::iso;
-
-pub const LIST_MACHINES: &str = "list_machines";
 
 /// A device as `GET /api/machines` shows it (and as tests compare against).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

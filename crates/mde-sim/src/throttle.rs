@@ -3,7 +3,7 @@
 //! is described to behave. Rejected calls do not consume quota.
 //!
 //! Pure core: takes `tokio::time::Instant`s, never sleeps, never sees HTTP. Does not own the
-//! 429 body or the `Retry-After` header (see `routes`), nor which endpoints are quota'd.
+//! 429 body or the `Retry-After` header (see `respond`, `gate`), nor which endpoints are quota'd (`endpoints`).
 
 use std::collections::VecDeque;
 use std::time::Duration;

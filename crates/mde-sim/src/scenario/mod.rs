@@ -1,0 +1,27 @@
+//! The simulated tenant: machines and machine actions generated deterministically from the
+//! seed, each with its final outcome fixed up front (statuses, commands, transcripts, GetFile
+//! blobs), and the JSON view of an action as the API serves it at a given moment (Pending →
+//! InProgress → final on the simulator clock).
+//!
+//! Owns what exists and what it looks like; does not own HTTP, quota or faults (see `gate`,
+//! `respond` and the handlers).
+//!
+//! - `model`: the action, its commands and blobs, and its status at a moment.
+//! - `view`: the JSON view of an action (and the `$filter` fields of it).
+//! - `generate`: the tenant's library (scripts, files) and the seeded draw of its actions.
+//! - `encode`: timestamps, GUIDs and gzip as the services write them.
+
+mod encode;
+mod generate;
+mod model;
+mod view;
+
+pub use encode::{guid, gzip_bomb, iso};
+#[cfg(test)]
+pub use generate::MALFORMED_SCRIPT;
+pub use generate::generate;
+pub use model::{Blob, SimAction};
+pub use view::{ActionJson, Head};
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,374 @@
+//! Discovery, the collector's side: one contract for both modes. [`TenantCollector::discover`]
+//! lists (full window, or incremental: since the watermark, the followed set by id, a sweep
+//! now and then, configured ids) and returns every action found once per id;
+//! [`TenantCollector::account_discovered`] counts and queues them, then commits what stays
+//! followed and the watermark in one transaction.
+//!
+//! Owns the list calls of a poll, their order and what is remembered of them (the last
+//! discovery time, the followed set, the watermark, the sweep time), the sweep's "missed"
+//! warning, and the in-flight gauges. Does not own the decisions themselves (filters, which
+//! ids, what stays followed: the pure `discovery` module), nor counting and fetching what was
+//! found (`results`).
+
+use std::collections::{BTreeMap, HashSet};
+
+use chrono::{DateTime, Utc};
+use tokio::time::Instant;
+
+use super::{PollError, TenantCollector};
+use crate::discovery::{self as disc, is_final_status};
+use crate::mde::model::MachineAction;
+use crate::mde::{ErrorKind, QuotaWait};
+use crate::metrics::{MachineScriptLabels, StatusLabels, tenant};
+use crate::state::{DiscoveryUpdate, StoreError, Tracked};
+
+/// What one discovery pass found.
+pub(super) struct Discovered {
+    /// Every action found, once per id, in id order.
+    actions: Vec<MachineAction>,
+    /// Incremental discovery: what to commit once the actions are accounted (what stays
+    /// followed depends on the results that remain queued then).
+    follow: Option<FollowCommit>,
+}
+
+/// The bookkeeping an incremental pass commits after accounting.
+struct FollowCommit {
+    now: DateTime<Utc>,
+    /// The followed set as it was when the pass started.
+    tracked: Vec<(String, Tracked)>,
+    watermark: Option<DateTime<Utc>>,
+    reconciled: Option<DateTime<Utc>>,
+}
+
+impl TenantCollector {
+    /// One discovery pass, full window or incremental as configured. List calls may wait for
+    /// quota until `deadline` (the next poll).
+    pub(super) async fn discover(&mut self, deadline: Instant) -> Result<Discovered, PollError> {
+        if self.tenant.selectors.discovery.incremental {
+            self.discover_incremental(deadline).await
+        } else {
+            self.discover_full(deadline).await
+        }
+    }
+
+    /// Count and queue what a pass found, then (incremental) commit what stays followed, the
+    /// watermark and the sweep time in one transaction.
+    pub(super) fn account_discovered(&mut self, d: Discovered) -> Result<(), StoreError> {
+        self.stats.discovered += d.actions.len();
+        for a in &d.actions {
+            self.consider(a)?;
+        }
+        let Some(f) = d.follow else {
+            return Ok(());
+        };
+        let name = self.tenant.name.clone();
+        let queued: HashSet<&str> = self
+            .pending
+            .iter()
+            .map(|p| p.key.action_id.as_str())
+            .collect();
+        let following = disc::what_stays_followed(
+            &d.actions,
+            &f.tracked,
+            &queued,
+            self.restored,
+            self.tenant.selectors.discovery.in_flight_horizon,
+            f.now,
+        );
+        for a in &following.abandoned {
+            self.abandon(&a.id, a.created, &a.status);
+        }
+        let update = DiscoveryUpdate {
+            tenant: name.clone(),
+            upsert: following.upsert,
+            remove: following.remove,
+            watermark: f.watermark,
+            reconciled: f.reconciled,
+        };
+        self.shared.with_state(|s| s.commit_discovery(update))?;
+        // Kept for the full-window filter (sweeps, `incremental: false`) after an outage.
+        self.shared
+            .with_state(|s| s.set_last_discovery(&name, f.now))?;
+        self.restored = true;
+        self.unrestored = 0;
+        self.set_in_flight_gauges();
+        Ok(())
+    }
+
+    /// `discovery.incremental: false`: the final actions of the full window, every poll.
+    async fn discover_full(&mut self, deadline: Instant) -> Result<Discovered, PollError> {
+        let started_at = Utc::now();
+        let last = self
+            .shared
+            .with_state(|s| s.last_discovery(&self.tenant.name));
+        let mut actions = self
+            .client
+            .list_machine_actions(
+                &disc::discovery_filter(&self.tenant.selectors, started_at, last),
+                QuotaWait::Until(deadline),
+            )
+            .await?;
+        let known: HashSet<String> = actions.iter().map(|a| a.id.clone()).collect();
+        actions.extend(self.explicit_actions(&known, deadline).await?);
+        // Stored before the actions are processed: if we die now, the next discovery still
+        // reaches back `lookback` before this one, which covers every action seen here.
+        self.shared
+            .with_state(|s| s.set_last_discovery(&self.tenant.name, started_at))?;
+        Ok(Discovered {
+            actions: once_per_id(actions),
+            follow: None,
+        })
+    }
+
+    /// Incremental discovery (#9): list what was created since the watermark minus the
+    /// overlap (every status), read the actions followed by id again in batches, sweep the full
+    /// window now and then when the list budget has room, and ask for configured ids not found.
+    async fn discover_incremental(&mut self, deadline: Instant) -> Result<Discovered, PollError> {
+        let now = Utc::now();
+        let name = self.tenant.name.clone();
+        let sel = self.tenant.selectors.clone();
+        let d = sel.discovery.clone();
+        let (watermark, last_discovery, last_reconcile, tracked) = self.shared.with_state(|s| {
+            (
+                s.watermark(&name),
+                s.last_discovery(&name),
+                s.last_reconcile(&name),
+                s.tracked(&name),
+            )
+        });
+        if !self.restored {
+            self.restore_not_run_gauges();
+        }
+        let bootstrap = watermark.is_none();
+        let filter = match watermark {
+            Some(w) => disc::incremental_filter(&sel, disc::incremental_since(w, d.overlap, now)),
+            None => disc::bootstrap_filter(&sel, now, last_discovery),
+        };
+        let listed = self
+            .client
+            .list_machine_actions(&filter, QuotaWait::Until(deadline))
+            .await?;
+        let listed_ids: HashSet<String> = listed.iter().map(|a| a.id.clone()).collect();
+        let follow = disc::ids_to_reread(&tracked, &listed_ids, self.restored);
+        let mut refreshed = Vec::new();
+        for batch in disc::id_batches(&follow, d.batch_size, disc::MAX_FILTER_URL_BYTES) {
+            refreshed.extend(
+                self.client
+                    .list_machine_actions(&batch, QuotaWait::Until(deadline))
+                    .await?,
+            );
+        }
+        let mut reconciled = None;
+        let mut swept = Vec::new();
+        if bootstrap {
+            // The first listing covered the whole window: it is this tenant's first sweep.
+            reconciled = Some(now);
+            self.last_sweep_actions = listed.len();
+        } else if disc::sweep_due(last_reconcile, now, d.reconcile_interval) {
+            let spare = self
+                .shared
+                .quota_status_of(&name)
+                .map(|w| disc::spare_list_calls(&w))
+                .unwrap_or(0);
+            let pages = self.last_sweep_actions.max(1).div_ceil(disc::ASSUMED_PAGE);
+            let in_flight = tracked
+                .iter()
+                .filter(|(_, t)| !is_final_status(&t.status))
+                .count();
+            if disc::sweep_fits(spare, pages, disc::poll_cost(in_flight, d.batch_size)) {
+                let f = disc::discovery_filter(&sel, now, None);
+                match self
+                    .client
+                    .list_machine_actions(&f, QuotaWait::Until(deadline))
+                    .await
+                {
+                    Ok(all) => {
+                        self.last_sweep_actions = all.len();
+                        reconciled = Some(now);
+                        swept = all;
+                    }
+                    // The sweep is a safety net: it is tried again at the next poll.
+                    Err(e) => {
+                        tracing::info!(tenant = %name, error = %e, "reconciliation sweep failed, will retry")
+                    }
+                }
+            } else {
+                tracing::debug!(tenant = %name, spare, pages, "reconciliation sweep postponed: no spare list quota");
+            }
+        }
+        let refreshed_ids: HashSet<String> = refreshed.iter().map(|a| a.id.clone()).collect();
+        for a in &swept {
+            if a.is_live_response()
+                && a.status.is_final()
+                && !listed_ids.contains(&a.id)
+                && !refreshed_ids.contains(&a.id)
+                && !self.shared.with_state(|s| s.action_seen(&name, &a.id))
+            {
+                self.shared
+                    .metrics
+                    .discovery_missed
+                    .get_or_create(&tenant(&name))
+                    .inc();
+                tracing::warn!(tenant = %name, action_id = %a.id, created = ?a.creation_date_time_utc, status = a.status.as_str(), "reconciliation sweep found an action incremental discovery missed");
+            }
+        }
+        // A configured id already found by a listing is not asked for again.
+        let known: HashSet<String> = listed_ids
+            .iter()
+            .chain(&refreshed_ids)
+            .chain(swept.iter().map(|a| &a.id))
+            .cloned()
+            .collect();
+        let explicit = self.explicit_actions(&known, deadline).await?;
+        let new_watermark = disc::next_watermark(
+            watermark,
+            listed.iter().filter_map(|a| a.creation_date_time_utc),
+            now,
+        )
+        .or(Some(now));
+        // Everything found, once per id; a newer answer replaces an older one.
+        let actions = once_per_id(
+            swept
+                .into_iter()
+                .chain(listed)
+                .chain(refreshed)
+                .chain(explicit),
+        );
+        Ok(Discovered {
+            actions,
+            follow: Some(FollowCommit {
+                now,
+                tracked,
+                watermark: new_watermark,
+                reconciled,
+            }),
+        })
+    }
+
+    /// An action still not final past `in_flight_horizon`: counted and logged, not followed.
+    fn abandon(&self, id: &str, created: DateTime<Utc>, status: &str) {
+        let name = &self.tenant.name;
+        self.shared
+            .metrics
+            .in_flight_abandoned
+            .get_or_create(&tenant(name))
+            .inc();
+        tracing::warn!(tenant = %name, action_id = %id, created = %created, status, "action still not final past discovery.in_flight_horizon: no longer followed");
+    }
+
+    /// Configured action ids not found by this poll's listings (`known`) and not counted yet:
+    /// asked for one by one until final.
+    async fn explicit_actions(
+        &self,
+        known: &HashSet<String>,
+        deadline: Instant,
+    ) -> Result<Vec<MachineAction>, PollError> {
+        let name = &self.tenant.name;
+        let ids = disc::explicit_ids_to_ask(&self.tenant.selectors.action_ids, known, |id| {
+            self.shared.with_state(|s| s.action_seen(name, id))
+        });
+        let mut out = Vec::new();
+        for id in ids {
+            match self
+                .client
+                .get_machine_action(&id, QuotaWait::Until(deadline))
+                .await
+            {
+                Ok(a) => out.push(a),
+                Err(e) if e.kind() == ErrorKind::NotFound => {
+                    tracing::warn!(tenant = %name, action_id = %id, "configured action id does not exist");
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(out)
+    }
+
+    /// `mde_liveresponse_actions_in_flight` and the oldest creation time, from the followed set.
+    fn set_in_flight_gauges(&self) {
+        let name = &self.tenant.name;
+        let tracked = self.shared.with_state(|s| s.tracked(name));
+        let mut by_status: BTreeMap<String, i64> =
+            [("Pending".to_string(), 0), ("InProgress".to_string(), 0)].into();
+        let mut oldest: Option<DateTime<Utc>> = None;
+        for (_, t) in tracked.iter().filter(|(_, t)| !is_final_status(&t.status)) {
+            *by_status.entry(t.status.clone()).or_insert(0) += 1;
+            oldest = Some(oldest.map_or(t.created, |o| o.min(t.created)));
+        }
+        let m = &self.shared.metrics;
+        for (status, n) in by_status {
+            m.actions_in_flight
+                .get_or_create(&StatusLabels {
+                    tenant: name.clone(),
+                    status,
+                })
+                .set(n);
+        }
+        match oldest {
+            Some(t) => {
+                m.in_flight_oldest
+                    .get_or_create(&tenant(name))
+                    .set(t.timestamp_millis() as f64 / 1000.0);
+            }
+            // No series rather than 0: an alert on its age must not fire on "nothing".
+            None => {
+                m.in_flight_oldest.remove(&tenant(name));
+            }
+        }
+    }
+
+    /// After a start: `mde_liveresponse_script_not_run` comes back from the state.
+    fn restore_not_run_gauges(&self) {
+        let name = &self.tenant.name;
+        let attempts = self.shared.with_state(|s| s.attempts().clone());
+        for ((t, machine, script), a) in attempts.into_iter().filter(|((t, _, _), _)| t == name) {
+            self.shared
+                .metrics
+                .script_not_run
+                .get_or_create(&MachineScriptLabels {
+                    tenant: t,
+                    machine,
+                    script,
+                })
+                .set(i64::from(!a.ran));
+        }
+    }
+}
+
+/// Actions once per id, in id order; of two answers for one id the later one wins.
+fn once_per_id(actions: impl IntoIterator<Item = MachineAction>) -> Vec<MachineAction> {
+    let mut by_id: BTreeMap<String, MachineAction> = BTreeMap::new();
+    for a in actions {
+        by_id.insert(a.id.clone(), a);
+    }
+    by_id.into_values().collect()
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    fn action(id: &str, status: &str) -> MachineAction {
+        serde_json::from_value(
+            serde_json::json!({"id": id, "type": "LiveResponse", "status": status}),
+        )
+        .unwrap()
+    }
+
+    /// A sweep, the listing, the followed set and configured ids can return one action more
+    /// than once: it is accounted once, with the answer read last (the freshest status).
+    #[test]
+    fn every_action_found_once_the_last_answer_winning() {
+        let found = once_per_id([
+            action("b", "Pending"),
+            action("a", "Succeeded"),
+            action("b", "Succeeded"),
+        ]);
+        let got: Vec<(&str, &str)> = found
+            .iter()
+            .map(|a| (a.id.as_str(), a.status.as_str()))
+            .collect();
+        assert_eq!(got, [("a", "Succeeded"), ("b", "Succeeded")]);
+    }
+}

@@ -1,0 +1,268 @@
+//! The poll loop of one tenant: discover Live Response actions, fetch each command result
+//! once, count it, and keep the per-machine gauges on the latest run.
+//!
+//! Owns the order of work within a poll: discovery ([`discover`]), then accounting what it
+//! found and fetching results oldest first while the quota has room ([`results`]), and again
+//! as soon as a `Retry-After` ends; and the poll metrics, which are recorded whether the poll
+//! succeeds or not. Does not own HTTP, quota arithmetic, parsing, the pure decisions of
+//! discovery (`crate::discovery`), nor the retry policy ([`retry`]).
+//!
+//! - [`discover`]: the list calls of a poll and what is remembered of them, one contract for
+//!   both discovery modes.
+//! - [`results`]: counting final actions and not-run commands, the pending queue, fetching
+//!   and accounting results exactly once.
+//! - [`retry`]: how often and how long a failed result is tried again (pure).
+
+mod discover;
+mod results;
+mod retry;
+
+use std::sync::Arc;
+
+use chrono::Utc;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use crate::config::Tenant;
+use crate::discovery::is_final_status;
+use crate::mde::{self, Client};
+use crate::metrics::tenant;
+use crate::shared::Shared;
+use crate::state::StoreError;
+
+pub use crate::discovery::discovery_filter;
+use results::PendingQueue;
+pub use retry::{Retry, retry_decision, retry_delay};
+
+/// Why a poll (or one result) did not complete.
+#[derive(Debug, thiserror::Error)]
+pub enum PollError {
+    #[error(transparent)]
+    Api(#[from] mde::Error),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Nothing could be asked of the API this poll: every call was throttled (a 429, or
+    /// the quota blocked after one) or had no room in the budget.
+    #[error("no API call got through this poll: {0}")]
+    Throttled(mde::Error),
+}
+
+/// The collector of one tenant.
+pub struct TenantCollector {
+    tenant: Tenant,
+    client: Client,
+    shared: Arc<Shared>,
+    pending: PendingQueue,
+    /// What the poll in progress did, for its log line.
+    stats: PollStats,
+    /// When result fetching may go on after a 429 or a full budget, before the next poll.
+    resume_at: Option<Instant>,
+    /// The actions followed by id were read again since this collector started, so the
+    /// results of final ones are queued again (they are not in `pending` after a restart).
+    restored: bool,
+    /// Actions the last full-window listing returned: the next sweep's expected cost.
+    last_sweep_actions: usize,
+    /// Final actions followed for their results that were not read again yet since the
+    /// start: each has at least one result waiting, which `pending` does not hold yet.
+    unrestored: usize,
+}
+
+/// Counts for the one info line each poll writes.
+#[derive(Debug, Default, Clone, Copy)]
+struct PollStats {
+    discovered: usize,
+    fetched: usize,
+}
+
+impl TenantCollector {
+    pub fn new(tenant: Tenant, client: Client, shared: Arc<Shared>) -> Self {
+        TenantCollector {
+            tenant,
+            client,
+            shared,
+            pending: PendingQueue::default(),
+            stats: PollStats::default(),
+            resume_at: None,
+            restored: false,
+            last_sweep_actions: 0,
+            unrestored: 0,
+        }
+        .with_unrestored()
+    }
+
+    /// Count the final actions the state says still have results waiting.
+    fn with_unrestored(mut self) -> Self {
+        let name = self.tenant.name.clone();
+        self.unrestored = self
+            .shared
+            .with_state(|s| s.tracked(&name))
+            .iter()
+            .filter(|(_, t)| is_final_status(&t.status))
+            .count();
+        self
+    }
+
+    /// Finished results waiting: those queued, and at least one per followed final action not
+    /// read again yet since the start (`mde_liveresponse_pending_results`).
+    fn waiting(&self) -> usize {
+        self.pending.len() + self.unrestored
+    }
+
+    /// Poll every `poll_interval` until `shutdown` says stop. A poll in flight is dropped at
+    /// shutdown; nothing is lost, since a result is marked done only once it is counted.
+    ///
+    /// A poll's future is boxed for the time it runs: the task itself, which lives as long as
+    /// the tenant, then holds the collector and a timer between polls instead of room for the
+    /// deepest poll (11 KiB a tenant before), which with polls spread over the interval
+    /// almost every tenant is not in. See: #11
+    pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
+        let mut ticks = tokio::time::interval(self.shared.settings.poll_interval);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let resume = self.resume_at;
+            let resumed = tokio::select! {
+                _ = ticks.tick() => false,
+                // A Retry-After (or a full budget) ended with results waiting: go on now,
+                // not at the next poll.
+                _ = tokio::time::sleep_until(resume.unwrap_or_else(Instant::now)), if resume.is_some() => true,
+                _ = shutdown.changed() => return,
+            };
+            if resumed {
+                self.resume_at = None;
+                tokio::select! {
+                    _ = Box::pin(self.resume_fetching()) => {}
+                    _ = shutdown.changed() => return,
+                }
+            } else {
+                tokio::select! {
+                    _ = Box::pin(self.poll_once()) => {}
+                    _ = shutdown.changed() => return,
+                }
+            }
+            if *shutdown.borrow() {
+                return;
+            }
+        }
+    }
+
+    /// Fetch waiting results between polls, once the quota has room again.
+    async fn resume_fetching(&mut self) {
+        if let Err(e) = self.drain().await {
+            tracing::warn!(tenant = %self.tenant.name, error = %e, "result fetching failed");
+        }
+        self.shared
+            .metrics
+            .pending_results
+            .get_or_create(&tenant(&self.tenant.name))
+            .set(self.waiting() as i64);
+        let pending = self.waiting();
+        self.shared
+            .update_status(&self.tenant.name, |s| s.pending = pending);
+    }
+
+    /// One poll; always records `mde_exporter_poll_success` and the duration.
+    #[tracing::instrument(name = "poll", skip(self), fields(tenant = %self.tenant.name, trace_id = tracing::field::Empty, span_id = tracing::field::Empty))]
+    pub async fn poll_once(&mut self) -> Result<(), PollError> {
+        let span = tracing::Span::current();
+        crate::telemetry::record_ids(&span);
+        let started = Instant::now();
+        self.stats = PollStats::default();
+        self.resume_at = None;
+        let result = self.poll_inner(started).await;
+        if let Err(e) = &result {
+            crate::telemetry::record_error(&span, &e.to_string());
+        }
+        let m = &self.shared.metrics;
+        let labels = tenant(&self.tenant.name);
+        m.poll_duration.get_or_create(&labels).observe(
+            started.elapsed().as_secs_f64(),
+            crate::telemetry::current_trace_label(),
+            None,
+        );
+        m.poll_success
+            .get_or_create(&labels)
+            .set(i64::from(result.is_ok()));
+        if result.is_ok() {
+            m.last_poll_success
+                .get_or_create(&labels)
+                .set(Utc::now().timestamp_millis() as f64 / 1000.0);
+        }
+        m.pending_results
+            .get_or_create(&labels)
+            .set(self.pending.len() as i64);
+        let has_token = self.client.has_token().await;
+        let pending = self.pending.len();
+        let error = result.as_ref().err().map(|e| e.to_string());
+        if let Some(e) = &error {
+            tracing::warn!(tenant = %self.tenant.name, error = %e, "poll failed");
+        }
+        self.log_poll(started, error.is_none(), pending);
+        self.shared.update_status(&self.tenant.name, |s| {
+            s.polls += 1;
+            s.last_poll_at = Some(Utc::now());
+            s.last_poll_ok = error.is_none();
+            if let Some(e) = &error {
+                s.push_error(format!("poll failed: {e}"));
+            }
+            s.last_error = error;
+            s.has_token = has_token;
+            s.pending = pending;
+        });
+        self.shared.housekeeping();
+        result
+    }
+
+    /// One info line per poll: what was found and fetched, what waits, the result-link quota
+    /// left (the smallest of its windows) and how long it took.
+    fn log_poll(&self, started: Instant, ok: bool, waiting: usize) {
+        let link = crate::quota::Endpoint::GetResultDownloadLink.as_str();
+        let quota_left = self
+            .shared
+            .quota_status_of(&self.tenant.name)
+            .and_then(|ws| {
+                ws.iter()
+                    .filter(|w| w.endpoint == link || w.endpoint == "all")
+                    .map(|w| w.remaining)
+                    .min()
+            });
+        tracing::info!(
+            tenant = %self.tenant.name,
+            ok,
+            discovered = self.stats.discovered,
+            fetched = self.stats.fetched,
+            waiting,
+            quota_left,
+            duration_s = started.elapsed().as_secs_f64(),
+            "poll done"
+        );
+    }
+
+    async fn poll_inner(&mut self, started: Instant) -> Result<(), PollError> {
+        self.client.ensure_token().await?;
+        // Discovery may wait for quota, but not past the next poll.
+        let deadline = started + self.shared.settings.poll_interval;
+        let discovered = match self.discover(deadline).await {
+            Ok(d) => d,
+            // No room for discovery before the next poll (our budget is spent, or a 429
+            // blocked the endpoint). Known results are still fetched; if none could be either,
+            // nothing got through and the poll is not a success: a steady storm of 429s must
+            // show in `mde_exporter_poll_success`, not hide behind it.
+            Err(PollError::Api(e @ (mde::Error::Quota { .. } | mde::Error::Throttled { .. }))) => {
+                tracing::info!(tenant = %self.tenant.name, error = %e, "discovery deferred: no API quota left before the next poll; consider a longer poll_interval");
+                let drained = self.drain().await?;
+                if drained.settled == 0 {
+                    return Err(PollError::Throttled(drained.stopped_by.unwrap_or(e)));
+                }
+                return Ok(());
+            }
+            Err(e) => {
+                // Results already known are still fetched: discovery and result links have
+                // separate budgets, and nothing found earlier should wait on a failed list.
+                self.drain().await?;
+                return Err(e);
+            }
+        };
+        self.account_discovered(discovered)?;
+        self.drain().await.map(|_| ())
+    }
+}

@@ -1,0 +1,535 @@
+//! What a poll found, accounted: each final action counted once, each RunScript command that
+//! never ran counted once (with `mde_liveresponse_script_not_run` on the latest attempt), and
+//! each result queued, fetched oldest first and accounted exactly once.
+//!
+//! Owns the pending queue, the result fetch (link, download, the expired-link retry), the
+//! durable commit before anything is counted, and the per-result events and status lines.
+//! Does not own discovery (`discover`), the retry policy (`retry`), nor the HTTP calls and
+//! the transcript parser (`mde`).
+
+use std::collections::{HashSet, VecDeque};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use tokio::time::Instant;
+
+use super::retry::{Retry, attempts_allowed, retry_decision};
+use super::{PollError, TenantCollector};
+use crate::discovery::{self as disc, NotRunReason};
+use crate::events::{ResultFetchFailed, ScriptNotRun, TranscriptRetrieved};
+use crate::mde::model::{CommandType, MachineAction};
+use crate::mde::{self, ErrorKind, QuotaWait};
+use crate::metrics::{CommandLabels, MachineScriptLabels, StatusLabels, tenant};
+use crate::shared::RecentTranscript;
+use crate::state::{Attempt, Committed, LastRun, ResultKey, RunUpdate, StoreError};
+
+/// What a result download gave.
+enum Fetched {
+    Transcript(crate::mde::model::Transcript),
+    /// A `GetFile` result's size.
+    File(u64),
+}
+
+/// A result waiting to be fetched.
+#[derive(Debug, Clone)]
+pub(super) struct Pending {
+    pub(super) key: ResultKey,
+    kind: CommandType,
+    script: Option<String>,
+    machine: String,
+    end_time: Option<DateTime<Utc>>,
+    /// When this exporter first queued it (the age of a result without an `endTime`).
+    queued_at: DateTime<Utc>,
+    attempts: u32,
+    /// Not tried again before this instant (backoff after a transient failure).
+    not_before: Option<Instant>,
+    /// The download link of an earlier try, reused while it is valid.
+    link: Option<crate::mde::model::DownloadLink>,
+}
+
+/// The results waiting to be fetched: a list kept in fetch order, and its keys, so that asking
+/// "is this one already queued?" costs O(1) whatever the backlog.
+#[derive(Debug, Default)]
+pub(super) struct PendingQueue {
+    items: Vec<Pending>,
+    keys: HashSet<ResultKey>,
+}
+
+impl PendingQueue {
+    pub(super) fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    pub(super) fn contains(&self, key: &ResultKey) -> bool {
+        self.keys.contains(key)
+    }
+
+    pub(super) fn iter(&self) -> impl Iterator<Item = &Pending> {
+        self.items.iter()
+    }
+
+    /// Queue a result unless it is already queued.
+    pub(super) fn push_new(&mut self, p: Pending) {
+        if self.keys.insert(p.key.clone()) {
+            self.items.push(p);
+        }
+    }
+
+    /// Take every item out in fetch order (oldest command first); their keys stay, since each
+    /// is either put back with [`Self::put_back`] or settled with [`Self::settled`].
+    pub(super) fn take_sorted(&mut self) -> VecDeque<Pending> {
+        self.items
+            .sort_by(|a, b| a.end_time.cmp(&b.end_time).then(a.key.cmp(&b.key)));
+        std::mem::take(&mut self.items).into()
+    }
+
+    pub(super) fn put_back(&mut self, p: Pending) {
+        self.items.push(p);
+    }
+
+    /// A result taken out is done (counted or given up): forget its key.
+    pub(super) fn settled(&mut self, key: &ResultKey) {
+        self.keys.remove(key);
+    }
+}
+
+/// What one drain did.
+#[derive(Debug, Default)]
+pub(super) struct Drained {
+    /// Results counted or given up.
+    pub(super) settled: usize,
+    /// Fetching stopped for quota or a 429 (with that error).
+    pub(super) stopped_by: Option<mde::Error>,
+}
+
+impl TenantCollector {
+    /// Whether a RunScript command's script is one the tenant watches.
+    fn wants_script(&self, name: Option<&str>) -> bool {
+        let scripts = &self.tenant.selectors.scripts;
+        scripts.is_empty() || name.is_some_and(|n| scripts.iter().any(|s| s == n))
+    }
+
+    /// Count each RunScript command of a final action that never ran, once, and keep
+    /// `mde_liveresponse_script_not_run` on the latest attempt per machine and script.
+    fn account_not_run(&self, a: &MachineAction) -> Result<(), StoreError> {
+        let t = &self.tenant.name;
+        let at = a
+            .last_update_date_time_utc
+            .or(a.creation_date_time_utc)
+            .unwrap_or_else(Utc::now);
+        for c in &a.commands {
+            if c.command.kind != CommandType::RunScript || !self.wants_script(c.script_name()) {
+                continue;
+            }
+            let script = c.script_name().unwrap_or("unknown").to_string();
+            let series = (t.clone(), a.machine().to_string(), script.clone());
+            let labels = MachineScriptLabels {
+                tenant: t.clone(),
+                machine: a.machine().to_string(),
+                script: script.clone(),
+            };
+            let attempt = |ran| Attempt {
+                at,
+                ran,
+                action_id: a.id.clone(),
+            };
+            let reason: Option<NotRunReason> = disc::not_run_reason(&a.status, &c.command_status);
+            let ran = c.command_status == crate::mde::model::CommandStatus::Completed;
+            match reason {
+                None if ran => {
+                    let later = self
+                        .shared
+                        .with_state(|s| s.offer_ran(series, attempt(true)))?;
+                    if later {
+                        self.shared
+                            .metrics
+                            .script_not_run
+                            .get_or_create(&labels)
+                            .set(0);
+                    }
+                }
+                None => {}
+                Some(reason) => {
+                    let key = ResultKey {
+                        tenant: t.clone(),
+                        action_id: a.id.clone(),
+                        index: c.index,
+                    };
+                    if self.shared.with_state(|s| s.is_not_run_done(&key)) {
+                        continue;
+                    }
+                    let Some(update) = self
+                        .shared
+                        .with_state(|s| s.commit_not_run(key, series, attempt(false)))?
+                    else {
+                        continue;
+                    };
+                    let errors = crate::events::errors_text(&c.errors);
+                    ScriptNotRun {
+                        tenant: t,
+                        action_id: &a.id,
+                        index: c.index,
+                        machine: a.machine(),
+                        script: &script,
+                        reason: reason.as_str(),
+                        action_status: a.status.as_str(),
+                        command_status: c.command_status.as_str(),
+                        last_update: a.last_update_date_time_utc,
+                        errors: if errors.is_empty() {
+                            None
+                        } else {
+                            self.shared.settings.transcript_log.apply(&errors)
+                        },
+                    }
+                    .emit(&self.shared.metrics);
+                    if update == RunUpdate::Latest {
+                        self.shared
+                            .metrics
+                            .script_not_run
+                            .get_or_create(&labels)
+                            .set(1);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Count a final action once and queue its results that are not done yet.
+    pub(super) fn consider(&mut self, a: &MachineAction) -> Result<(), StoreError> {
+        if !a.is_live_response() || !a.status.is_final() {
+            return Ok(());
+        }
+        let t = self.tenant.name.clone();
+        let first_time = self.shared.with_state(|s| s.mark_action_seen(&t, &a.id))?;
+        if first_time {
+            let m = &self.shared.metrics;
+            m.actions
+                .get_or_create(&StatusLabels {
+                    tenant: t.clone(),
+                    status: a.status.as_str().to_string(),
+                })
+                .inc();
+            for c in &a.commands {
+                m.commands
+                    .get_or_create(&CommandLabels {
+                        tenant: t.clone(),
+                        command: c.command.kind.as_str().to_string(),
+                        status: c.command_status.as_str().to_string(),
+                    })
+                    .inc();
+            }
+        }
+        self.account_not_run(a)?;
+        let scripts = &self.tenant.selectors.scripts;
+        for c in &a.commands {
+            if c.command_status != crate::mde::model::CommandStatus::Completed {
+                continue;
+            }
+            match c.command.kind {
+                CommandType::RunScript => {
+                    if !scripts.is_empty()
+                        && !c
+                            .script_name()
+                            .is_some_and(|n| scripts.iter().any(|s| s == n))
+                    {
+                        continue;
+                    }
+                }
+                CommandType::GetFile => {}
+                // PutFile has no result; unknown types are not asked for.
+                _ => continue,
+            }
+            let key = ResultKey {
+                tenant: t.clone(),
+                action_id: a.id.clone(),
+                index: c.index,
+            };
+            if self.pending.contains(&key) || self.shared.with_state(|s| s.is_done(&key)) {
+                continue;
+            }
+            self.pending.push_new(Pending {
+                key,
+                kind: c.command.kind.clone(),
+                script: c.script_name().map(str::to_string),
+                machine: a.machine().to_string(),
+                end_time: c.end_time.or(a.last_update_date_time_utc),
+                queued_at: Utc::now(),
+                attempts: 0,
+                not_before: None,
+                link: None,
+            });
+        }
+        Ok(())
+    }
+
+    /// Fetch pending results, oldest first, while the result-link budget has room now.
+    /// Results backing off after a transient failure wait for their time.
+    pub(super) async fn drain(&mut self) -> Result<Drained, PollError> {
+        let mut queue = self.pending.take_sorted();
+        let mut drained = Drained::default();
+        while let Some(mut p) = queue.pop_front() {
+            if p.not_before.is_some_and(|t| t > Instant::now()) {
+                self.pending.put_back(p);
+                continue;
+            }
+            match self.fetch(&mut p).await {
+                Ok(()) => {
+                    self.pending.settled(&p.key);
+                    self.stats.fetched += 1;
+                    drained.settled += 1;
+                }
+                Err(PollError::Api(
+                    e @ (mde::Error::Quota { .. } | mde::Error::Throttled { .. }),
+                )) => {
+                    // No room now: this and everything after it waits until the budget has
+                    // room again (or the next poll, whichever comes first).
+                    let wait = match &e {
+                        mde::Error::Quota { wait, .. } => *wait,
+                        mde::Error::Throttled { retry_after, .. } => *retry_after,
+                        _ => Duration::ZERO,
+                    };
+                    self.resume_at = Some(Instant::now() + wait.max(Duration::from_millis(10)));
+                    tracing::debug!(tenant = %self.tenant.name, error = %e, waiting = queue.len() + 1, "result fetching paused for quota");
+                    self.pending.put_back(p);
+                    queue.into_iter().for_each(|q| self.pending.put_back(q));
+                    drained.stopped_by = Some(e);
+                    return Ok(drained);
+                }
+                Err(PollError::Api(e)) => {
+                    p.attempts += 1;
+                    let ended = p.end_time.unwrap_or(p.queued_at).min(Utc::now());
+                    let age = (Utc::now() - ended).to_std().unwrap_or_default();
+                    let settings = &self.shared.settings;
+                    match retry_decision(
+                        attempts_allowed(&e),
+                        e.is_transient(),
+                        p.attempts,
+                        age,
+                        self.tenant.selectors.discovery.in_flight_horizon,
+                        settings.poll_interval,
+                    ) {
+                        Retry::GiveUp => {
+                            if let Err(store) = self.give_up(&p, &e) {
+                                self.pending.put_back(p);
+                                queue.into_iter().for_each(|q| self.pending.put_back(q));
+                                return Err(store.into());
+                            }
+                            self.pending.settled(&p.key);
+                            drained.settled += 1;
+                        }
+                        Retry::After(wait) => {
+                            tracing::info!(tenant = %self.tenant.name, action_id = %p.key.action_id, index = p.key.index, attempts = p.attempts, retry_in_s = wait.as_secs_f64(), error = %e, "result fetch failed, will retry");
+                            p.not_before = Some(Instant::now() + wait);
+                            self.pending.put_back(p);
+                        }
+                    }
+                }
+                Err(e) => {
+                    // The store failed (or anything else not the API's): nothing was counted;
+                    // the result is tried again once the store works.
+                    self.pending.put_back(p);
+                    queue.into_iter().for_each(|q| self.pending.put_back(q));
+                    return Err(e);
+                }
+            }
+        }
+        Ok(drained)
+    }
+
+    fn give_up(&self, p: &Pending, e: &mde::Error) -> Result<(), StoreError> {
+        let reason = e.kind().as_str();
+        if self.shared.with_state(|s| s.mark_done(p.key.clone()))? {
+            self.shared.update_status(&self.tenant.name, |s| {
+                s.push_error(format!(
+                    "gave up on action {} index {} ({reason}): {e}",
+                    p.key.action_id, p.key.index
+                ));
+            });
+            ResultFetchFailed {
+                tenant: &self.tenant.name,
+                action_id: &p.key.action_id,
+                index: p.key.index,
+                reason,
+                attempts: p.attempts,
+                error: &e.to_string(),
+            }
+            .emit(&self.shared.metrics);
+        }
+        Ok(())
+    }
+
+    /// Link, download, read and count one result.
+    #[tracing::instrument(name = "result", skip(self, p), fields(tenant = %self.tenant.name, mde.action_id = %p.key.action_id, mde.command_index = p.key.index, mde.command = p.kind.as_str(), trace_id = tracing::field::Empty, span_id = tracing::field::Empty))]
+    async fn fetch(&self, p: &mut Pending) -> Result<(), PollError> {
+        let span = tracing::Span::current();
+        crate::telemetry::record_ids(&span);
+        let result = self.fetch_inner(p).await;
+        if let Err(e) = &result {
+            crate::telemetry::record_error(&span, &e.to_string());
+        }
+        result
+    }
+
+    async fn fetch_inner(&self, p: &mut Pending) -> Result<(), PollError> {
+        let max = self.shared.settings.max_transcript_bytes;
+        let what = format!("transcript of {} index {}", p.key.action_id, p.key.index);
+        let mut expired_once = false;
+        loop {
+            // A link minted by an earlier try is used again: it is valid for 30 minutes, and
+            // a retry then costs no API quota.
+            let (link, cached) = match p.link.take() {
+                Some(link) => (link, true),
+                None => {
+                    let link = self
+                        .client
+                        .get_result_download_link(&p.key.action_id, p.key.index, QuotaWait::No)
+                        .await?;
+                    (link, false)
+                }
+            };
+            let outcome = match p.kind {
+                CommandType::RunScript => self
+                    .client
+                    .fetch_transcript(&link, max, &what)
+                    .await
+                    .map(Fetched::Transcript),
+                _ => self.client.measure_file(&link).await.map(Fetched::File),
+            };
+            match outcome {
+                // An expired link (403 AuthenticationFailed) is minted again, once per try;
+                // the script is never re-run.
+                Err(e) if e.kind() == ErrorKind::ExpiredLink && (cached || !expired_once) => {
+                    expired_once |= !cached;
+                    tracing::info!(tenant = %self.tenant.name, action_id = %p.key.action_id, index = p.key.index, "download link expired, asking for a new one");
+                }
+                Err(e) => {
+                    p.link = Some(link);
+                    return Err(e.into());
+                }
+                Ok(Fetched::File(bytes)) => {
+                    if self.shared.with_state(|s| s.mark_done(p.key.clone()))? {
+                        let m = &self.shared.metrics;
+                        m.files.get_or_create(&tenant(&self.tenant.name)).inc();
+                        m.file_bytes
+                            .get_or_create(&tenant(&self.tenant.name))
+                            .inc_by(bytes);
+                    }
+                    return Ok(());
+                }
+                Ok(Fetched::Transcript(transcript)) => {
+                    self.account(p, &transcript)?;
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    fn account(&self, p: &Pending, t: &crate::mde::model::Transcript) -> Result<(), StoreError> {
+        let script = p.script.clone().unwrap_or_else(|| t.script_name.clone());
+        let errors_present = t.errors_present();
+        let end_time = p.end_time;
+        let series = (self.tenant.name.clone(), p.machine.clone(), script.clone());
+        // Marking done and offering the run as the latest happen in one durable transaction,
+        // before anything is counted: a result is counted exactly when it becomes done.
+        let run = end_time.map(|end| LastRun {
+            end_time: end,
+            exit_code: t.exit_code,
+            errors_present,
+            action_id: p.key.action_id.clone(),
+        });
+        let offered = run.clone().map(|r| (series.clone(), r));
+        let update = match self
+            .shared
+            .with_state(|s| s.commit_result(p.key.clone(), offered))?
+        {
+            Committed::AlreadyDone => return Ok(()),
+            Committed::Done(update) => update,
+        };
+        TranscriptRetrieved {
+            tenant: &self.tenant.name,
+            action_id: &p.key.action_id,
+            index: p.key.index,
+            machine: &p.machine,
+            script: &script,
+            exit_code: t.exit_code,
+            errors_present,
+            output_bytes: t.script_output.len(),
+            errors_bytes: t.script_errors.len(),
+            end_time,
+            script_output: self.shared.settings.transcript_log.apply(&t.script_output),
+            script_errors: self.shared.settings.transcript_log.apply(&t.script_errors),
+        }
+        .emit(&self.shared.metrics);
+        if let (RunUpdate::Latest, Some(run)) = (update, &run) {
+            let (tenant, machine, script) = series;
+            let labels = MachineScriptLabels {
+                tenant,
+                machine,
+                script,
+            };
+            crate::series::set(&self.shared.metrics, &labels, run);
+        }
+        self.shared.update_status(&self.tenant.name, |s| {
+            s.push_recent(RecentTranscript {
+                action_id: p.key.action_id.clone(),
+                index: p.key.index,
+                machine: p.machine.clone(),
+                script,
+                exit_code: t.exit_code,
+                errors_present,
+                end_time,
+                trace_id: crate::telemetry::current_trace_label().map(|t| t.trace_id),
+            });
+        });
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn pending(action: &str, end: i64) -> Pending {
+        Pending {
+            key: ResultKey {
+                tenant: "t".into(),
+                action_id: action.into(),
+                index: 0,
+            },
+            kind: CommandType::RunScript,
+            script: None,
+            machine: "m".into(),
+            end_time: Utc.timestamp_opt(end, 0).single(),
+            queued_at: Utc.timestamp_opt(0, 0).unwrap(),
+            attempts: 0,
+            not_before: None,
+            link: None,
+        }
+    }
+
+    /// See: #13. The duplicate check is a set lookup; keys stay while an item is out being
+    /// fetched, and go when it is settled.
+    #[test]
+    fn the_pending_queue_is_keyed() {
+        let mut q = PendingQueue::default();
+        for i in (0..20_000).rev() {
+            q.push_new(pending(&format!("a{i}"), i));
+            q.push_new(pending(&format!("a{i}"), i));
+        }
+        assert_eq!(q.len(), 20_000);
+        let mut taken = q.take_sorted();
+        assert_eq!(q.len(), 0);
+        let first = taken.pop_front().unwrap();
+        assert_eq!(first.key.action_id, "a0", "oldest first");
+        assert!(q.contains(&first.key), "still known while being fetched");
+        q.push_new(pending("a0", 0));
+        assert_eq!(q.len(), 0, "not queued twice while out");
+        q.settled(&first.key);
+        assert!(!q.contains(&first.key));
+        taken.into_iter().for_each(|p| q.put_back(p));
+        assert_eq!(q.len(), 19_999);
+    }
+}

@@ -1,0 +1,142 @@
+//! A tenant's `discovery:` section: how its machine actions are found.
+//!
+//! Owns the section's keys, their defaults and their checks. Does not own discovery itself
+//! (`crate::discovery`, `collector`).
+
+use std::time::Duration;
+
+use super::check::Invalid;
+use super::raw::RawDiscovery;
+
+/// How a tenant's machine actions are discovered (see `discovery`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct DiscoveryConfig {
+    /// Each poll lists actions created since the watermark minus this margin, for API
+    /// indexing lag and clock skew.
+    pub overlap: Duration,
+    /// Actions not final are followed this long after their creation; past it they are
+    /// counted as abandoned. Also how far back in-flight actions are looked up at first start.
+    pub in_flight_horizon: Duration,
+    /// How often a full-window reconciliation sweep runs (only with spare list quota).
+    pub reconcile_interval: Duration,
+    /// At most this many ids per `id eq '…' or …` filter when actions in flight are read again.
+    pub batch_size: usize,
+    /// `false`: the pre-#9 behaviour, every poll lists the whole `lookback` window (kept for
+    /// comparison benchmarks and as an escape hatch).
+    pub incremental: bool,
+}
+
+impl Default for DiscoveryConfig {
+    fn default() -> Self {
+        DiscoveryConfig {
+            overlap: Duration::from_secs(5 * 60),
+            in_flight_horizon: Duration::from_secs(7 * 24 * 3600),
+            reconcile_interval: Duration::from_secs(6 * 3600),
+            batch_size: 20,
+            incremental: true,
+        }
+    }
+}
+
+/// Largest `discovery.batch_size`: more ids would not fit a URL of a safe length anyway.
+pub const MAX_DISCOVERY_BATCH: usize = 50;
+
+impl RawDiscovery {
+    /// Check the section; the error's key is the key under `discovery.`.
+    pub(super) fn validate(&self) -> Result<DiscoveryConfig, Invalid> {
+        let d = self;
+        if d.overlap > Duration::from_secs(24 * 3600) {
+            return Err(Invalid::new("overlap", "must be at most 24h"));
+        }
+        if d.in_flight_horizon < Duration::from_secs(3600) {
+            return Err(Invalid::new(
+                "in_flight_horizon",
+                "must be at least 1h (Live Response actions wait in the queue for up to 3 days)",
+            ));
+        }
+        if d.overlap >= d.in_flight_horizon {
+            return Err(Invalid::new(
+                "overlap",
+                "must be shorter than discovery.in_flight_horizon",
+            ));
+        }
+        if d.reconcile_interval.is_zero() {
+            return Err(Invalid::new("reconcile_interval", "must be greater than 0"));
+        }
+        if d.batch_size == 0 || d.batch_size > MAX_DISCOVERY_BATCH {
+            return Err(Invalid::new(
+                "batch_size",
+                format!("must be between 1 and {MAX_DISCOVERY_BATCH}"),
+            ));
+        }
+        Ok(DiscoveryConfig {
+            overlap: d.overlap,
+            in_flight_horizon: d.in_flight_horizon,
+            reconcile_interval: d.reconcile_interval,
+            batch_size: d.batch_size,
+            incremental: d.incremental,
+        })
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::super::fixtures::{GOOD, assert_errors, parse};
+    use super::*;
+
+    #[test]
+    fn discovery_defaults_and_keys() {
+        let d = &parse(GOOD).unwrap().tenants[0].selectors.discovery;
+        assert_eq!(d, &DiscoveryConfig::default());
+        assert_eq!(d.overlap, Duration::from_secs(300));
+        assert_eq!(d.in_flight_horizon, Duration::from_secs(7 * 86400));
+        assert_eq!(d.reconcile_interval, Duration::from_secs(6 * 3600));
+        let c = parse(&format!(
+            "{GOOD}    discovery:\n      overlap: 2m\n      in_flight_horizon: 3d\n      reconcile_interval: 1h\n      batch_size: 10\n      incremental: false\n"
+        ))
+        .unwrap();
+        let d = &c.tenants[0].selectors.discovery;
+        assert_eq!(d.overlap, Duration::from_secs(120));
+        assert_eq!(d.in_flight_horizon, Duration::from_secs(3 * 86400));
+        assert_eq!(d.batch_size, 10);
+        assert!(!d.incremental);
+    }
+
+    // See: #9
+    #[test]
+    fn discovery_errors_name_the_key() {
+        let bad = |section: &str| format!("{GOOD}    discovery:\n{section}");
+        assert_errors(&[
+            (
+                bad("      batch_size: 0\n"),
+                "config file cfg.yml: tenants[0].discovery.batch_size: must be between 1 and 50",
+            ),
+            (
+                bad("      batch_size: 51\n"),
+                "config file cfg.yml: tenants[0].discovery.batch_size: must be between 1 and 50",
+            ),
+            (
+                bad("      in_flight_horizon: 10m\n"),
+                "config file cfg.yml: tenants[0].discovery.in_flight_horizon: must be at least 1h (Live Response actions wait in the queue for up to 3 days)",
+            ),
+            (
+                bad("      overlap: 2d\n"),
+                "config file cfg.yml: tenants[0].discovery.overlap: must be at most 24h",
+            ),
+            (
+                bad("      overlap: 2h\n      in_flight_horizon: 1h\n"),
+                "config file cfg.yml: tenants[0].discovery.overlap: must be shorter than discovery.in_flight_horizon",
+            ),
+            (
+                bad("      reconcile_interval: 0s\n"),
+                "config file cfg.yml: tenants[0].discovery.reconcile_interval: must be greater than 0",
+            ),
+        ]);
+        let e = parse(&bad("      overlpa: 1m\n")).unwrap_err().to_string();
+        assert!(
+            e.starts_with("config file cfg.yml: tenants[0].discovery: unknown field `overlpa`"),
+            "{e}"
+        );
+    }
+}

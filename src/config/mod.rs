@@ -1,0 +1,258 @@
+//! Configuration: the YAML file (`--config.file`) read, expanded and validated into a
+//! [`Config`] the rest of the exporter can trust.
+//!
+//! Owns the file: its schema (`raw`; unknown keys are errors), the checks of each section,
+//! each in its own module beside its tests (`check` for the file-level keys and the shared
+//! bounds, `tenant`, `auth` with the file reads of sign-in, `cloud` for cloud and region →
+//! URLs, `quota`, `discovery`, `output` for `otel:` and `transcript_log:`, `proxy`), `${VAR}`
+//! expansion (`env`), the error type naming the file and the key, and the defaults of every
+//! key (including [`DEFAULT_MAX_REQUESTS_IN_FLIGHT`]). Does not own the command line (`cli`),
+//! reloading (`app`), getting tokens (`mde::auth`) nor the tenant → shard mapping
+//! (`crate::shard`, used by [`Config::shard`]). The only modules of this crate it uses are the
+//! pure `certificate` (to refuse a wrong or expired certificate at load) and `shard`.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+mod auth;
+mod check;
+mod cloud;
+mod discovery;
+mod env;
+#[cfg(test)]
+mod fixtures;
+mod output;
+mod proxy;
+mod quota;
+mod raw;
+mod tenant;
+
+pub use self::auth::{Auth, AuthMethod, IMDS_TOKEN_URL, Pkcs12Password, Secret};
+pub use self::check::limits;
+pub use self::cloud::{Cloud, Region};
+pub use self::discovery::{DiscoveryConfig, MAX_DISCOVERY_BATCH};
+pub use self::output::{OtelConfig, Protocol, RedactMode, Redaction};
+pub use self::proxy::ProxyConfig;
+pub use self::quota::{QuotaConfig, QuotaScope};
+pub use self::raw::DEFAULT_MAX_REQUESTS_IN_FLIGHT;
+pub use self::tenant::{MachineContext, Selectors, Tenant};
+pub use crate::shard::shard_of;
+
+use self::check::Invalid;
+use self::raw::RawFile;
+
+/// A configuration problem. The message always names the file and the key at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The YAML is malformed or has unknown/mistyped keys.
+    #[error("config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    /// A value is present but not acceptable.
+    #[error("config file {path}: {key}: {message}")]
+    Invalid {
+        path: PathBuf,
+        key: String,
+        message: String,
+    },
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub poll_interval: Duration,
+    pub state_path: Option<PathBuf>,
+    pub max_transcript_bytes: u64,
+    /// Per-machine series disappear this long after the run they describe.
+    pub series_ttl: Duration,
+    /// At most this many per-machine series per metric; the oldest go first.
+    pub max_series: usize,
+    pub request_timeout: Duration,
+    /// API calls and result downloads in flight at once, across all tenants.
+    pub max_requests_in_flight: usize,
+    /// Tracing export; unset keys fall back to the standard `OTEL_*` variables.
+    pub otel: OtelConfig,
+    /// How transcript text appears in logs.
+    pub transcript_log: Redaction,
+    /// The outbound proxy of every request (token, API, result download), if any.
+    pub proxy: Option<ProxyConfig>,
+    pub tenants: Vec<Tenant>,
+}
+
+impl Default for Config {
+    /// The defaults of the file's keys, with no tenant (the demo builds on this).
+    fn default() -> Self {
+        Config {
+            poll_interval: raw::default_poll_interval(),
+            state_path: None,
+            max_transcript_bytes: raw::default_max_transcript_bytes(),
+            series_ttl: raw::default_series_ttl(),
+            max_series: raw::default_max_series(),
+            request_timeout: raw::default_request_timeout(),
+            max_requests_in_flight: raw::default_max_requests_in_flight(),
+            otel: OtelConfig::default(),
+            transcript_log: Redaction::default(),
+            proxy: None,
+            tenants: Vec::new(),
+        }
+    }
+}
+
+impl Config {
+    /// Read, expand and validate a config file.
+    pub fn load(path: &Path) -> Result<Config, Error> {
+        let text = std::fs::read_to_string(path).map_err(|source| Error::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Config::parse(&text, path, &|name| std::env::var(name).ok())
+    }
+
+    /// Parse from text; `env` resolves `${VAR}` (a parameter so tests need no process env).
+    pub fn parse(
+        text: &str,
+        path: &Path,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, Error> {
+        let raw: RawFile = serde_norway::from_str(text).map_err(|e| Error::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        Config::validate(raw, path, env).map_err(|e| Error::Invalid {
+            path: path.to_path_buf(),
+            key: e.key,
+            message: e.message,
+        })
+    }
+
+    /// The raw file's sections, each checked by its own module, in the order of the file.
+    fn validate(
+        raw: RawFile,
+        path: &Path,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, Invalid> {
+        check::file_scalars(&raw)?;
+        let transcript_log = raw
+            .transcript_log
+            .validate()
+            .map_err(|e| e.under("transcript_log."))?;
+        let proxy = proxy::resolve(raw.proxy_url.as_deref(), env)?;
+        if raw.tenants.is_empty() {
+            return Err(Invalid::new("tenants", "at least one tenant is required"));
+        }
+        let mut names = BTreeSet::new();
+        let mut tenants = Vec::with_capacity(raw.tenants.len());
+        for (i, t) in raw.tenants.into_iter().enumerate() {
+            let at = format!("tenants[{i}].");
+            t.check_name().map_err(|e| e.under(&at))?;
+            if !names.insert(t.name.clone()) {
+                return Err(Invalid::new(
+                    format!("{at}name"),
+                    format!("duplicate tenant name {:?}", t.name),
+                ));
+            }
+            tenants.push(t.validate(path, env).map_err(|e| e.under(&at))?);
+        }
+        Ok(Config {
+            poll_interval: raw.poll_interval,
+            state_path: raw.state_path,
+            max_transcript_bytes: raw.max_transcript_bytes,
+            series_ttl: raw.series_ttl,
+            max_series: raw.max_series,
+            request_timeout: raw.request_timeout,
+            max_requests_in_flight: raw.max_requests_in_flight,
+            otel: raw.otel,
+            transcript_log,
+            proxy,
+            tenants,
+        })
+    }
+
+    /// Keep only the tenants of one shard (rendezvous hashing, see [`shard_of`]).
+    pub fn shard(mut self, index: u32, count: u32) -> Config {
+        self.tenants.retain(|t| shard_of(&t.name, count) == index);
+        self
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::fixtures::{GOOD, assert_errors, parse};
+    use super::*;
+
+    #[test]
+    fn defaults_follow_the_documented_limits() {
+        let c = parse(GOOD).unwrap();
+        assert_eq!(c.poll_interval, Duration::from_secs(60));
+        assert_eq!(c.series_ttl, Duration::from_secs(86400));
+        assert_eq!(c.max_series, 10_000);
+        assert_eq!(c.request_timeout, Duration::from_secs(30));
+        assert_eq!(c.max_transcript_bytes, 16 * 1024 * 1024);
+        assert_eq!(c.max_requests_in_flight, DEFAULT_MAX_REQUESTS_IN_FLIGHT);
+        let d = Config::default();
+        assert_eq!(
+            (d.poll_interval, d.series_ttl, d.max_series),
+            (c.poll_interval, c.series_ttl, c.max_series)
+        );
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let err = parse(&format!("{GOOD}    colud: gcc\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("config file cfg.yml: tenants[0]: unknown field `colud`"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn file_errors_name_the_key() {
+        assert_errors(&[
+            (
+                format!(
+                    "{GOOD}  - name: contoso\n    tenant_id: t\n    client_id: c\n    client_secret: x\n"
+                ),
+                "config file cfg.yml: tenants[1].name: duplicate tenant name \"contoso\"",
+            ),
+            (
+                "tenants: []\n".to_string(),
+                "config file cfg.yml: tenants: at least one tenant is required",
+            ),
+            (
+                format!("max_series: 0\n{GOOD}"),
+                "config file cfg.yml: max_series: must be greater than 0",
+            ),
+        ]);
+    }
+
+    #[test]
+    fn shard_keeps_the_tenants_of_one_shard() {
+        let text = format!(
+            "{GOOD}  - name: fabrikam\n    tenant_id: t\n    client_id: c\n    client_secret: x\n"
+        );
+        let names = |index| {
+            parse(&text)
+                .unwrap()
+                .shard(index, 2)
+                .tenants
+                .into_iter()
+                .map(|t| t.name)
+                .collect::<Vec<_>>()
+        };
+        let (a, b) = (names(0), names(1));
+        assert_eq!(a.len() + b.len(), 2, "{a:?} {b:?}");
+        for n in a {
+            assert_eq!(shard_of(&n, 2), 0);
+        }
+    }
+}

@@ -1,0 +1,198 @@
+//! The file's schema as serde reads it, before any check: every key, its type and its default.
+//!
+//! Owns the raw structs (`deny_unknown_fields` on each, so a misspelt key is an error naming
+//! it) and the defaults of the keys. Does not own what a value may be: each section's own
+//! module turns its raw form into a validated one (`tenant`, `auth`, `cloud`, `discovery`,
+//! `quota`, `output`, `proxy`, `check`).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::auth::AuthMethod;
+use super::cloud::{Cloud, Region};
+use super::discovery::DiscoveryConfig;
+use super::output::{OtelConfig, RedactMode, Redaction};
+use super::quota::QuotaConfig;
+
+/// Requests in flight across all tenants when the configuration does not say.
+pub const DEFAULT_MAX_REQUESTS_IN_FLIGHT: usize = 64;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawFile {
+    #[serde(default = "default_poll_interval", with = "humantime_serde")]
+    pub poll_interval: Duration,
+    #[serde(default)]
+    pub state_path: Option<PathBuf>,
+    #[serde(default = "default_max_transcript_bytes")]
+    pub max_transcript_bytes: u64,
+    #[serde(default = "default_series_ttl", with = "humantime_serde")]
+    pub series_ttl: Duration,
+    #[serde(default = "default_max_series")]
+    pub max_series: usize,
+    #[serde(default = "default_request_timeout", with = "humantime_serde")]
+    pub request_timeout: Duration,
+    #[serde(default = "default_max_requests_in_flight")]
+    pub max_requests_in_flight: usize,
+    #[serde(default)]
+    pub otel: OtelConfig,
+    #[serde(default)]
+    pub transcript_log: RawTranscriptLog,
+    /// Outbound proxy for token, API and download requests; default `HTTPS_PROXY`.
+    #[serde(default)]
+    pub proxy_url: Option<String>,
+    pub tenants: Vec<RawTenant>,
+}
+
+/// How transcript text appears in the per-transcript log event.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RawTranscriptLog {
+    /// none | truncate | hash | drop
+    pub output: RedactMode,
+    pub max_bytes: usize,
+    /// Regular expressions whose matches become `[REDACTED]`.
+    pub scrub: Vec<String>,
+}
+
+impl Default for RawTranscriptLog {
+    fn default() -> Self {
+        let policy = Redaction::default();
+        RawTranscriptLog {
+            output: policy.mode,
+            max_bytes: policy.max_bytes,
+            scrub: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawTenant {
+    pub name: String,
+    /// Required except for workload identity (`AZURE_TENANT_ID`) and managed identity.
+    #[serde(default)]
+    pub tenant_id: Option<String>,
+    /// Required except for workload identity (`AZURE_CLIENT_ID`) and managed identity.
+    #[serde(default)]
+    pub client_id: Option<String>,
+    /// The pre-`auth:` form of `method: client_secret`; still accepted.
+    #[serde(default)]
+    pub client_secret: Option<String>,
+    #[serde(default)]
+    pub client_secret_file: Option<PathBuf>,
+    #[serde(default)]
+    pub auth: Option<RawAuth>,
+    #[serde(default)]
+    pub cloud: Cloud,
+    /// A regional host of `api.security.microsoft.com` (commercial cloud only).
+    #[serde(default)]
+    pub region: Option<Region>,
+    #[serde(default)]
+    pub api_url: Option<String>,
+    #[serde(default)]
+    pub login_url: Option<String>,
+    #[serde(default)]
+    pub audience: Option<String>,
+    #[serde(default = "default_lookback", with = "humantime_serde")]
+    pub lookback: Duration,
+    #[serde(default)]
+    pub requestor: Option<String>,
+    #[serde(default)]
+    pub machine_ids: Vec<String>,
+    #[serde(default)]
+    pub action_ids: Vec<String>,
+    #[serde(default)]
+    pub scripts: Vec<String>,
+    #[serde(default)]
+    pub quota: QuotaConfig,
+    /// Regexes over machine tags; a matching tag becomes an `mde_machine_tag` series.
+    #[serde(default)]
+    pub machine_tags: Vec<String>,
+    /// How often machine context is read again with `GET /api/machines`.
+    #[serde(default = "default_machine_info_interval", with = "humantime_serde")]
+    pub machine_info_interval: Duration,
+    #[serde(default)]
+    pub discovery: RawDiscovery,
+}
+
+/// The `auth:` block of a tenant, as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawAuth {
+    pub method: AuthMethod,
+    #[serde(default)]
+    pub client_secret: Option<String>,
+    #[serde(default)]
+    pub client_secret_file: Option<PathBuf>,
+    #[serde(default)]
+    pub certificate_file: Option<PathBuf>,
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
+    #[serde(default)]
+    pub pkcs12_file: Option<PathBuf>,
+    #[serde(default)]
+    pub pkcs12_password: Option<String>,
+    #[serde(default)]
+    pub pkcs12_password_file: Option<PathBuf>,
+    #[serde(default)]
+    pub token_file: Option<String>,
+    #[serde(default)]
+    pub client_id: Option<String>,
+    #[serde(default)]
+    pub endpoint: Option<String>,
+}
+
+/// The `discovery:` section of a tenant, as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RawDiscovery {
+    #[serde(with = "humantime_serde")]
+    pub overlap: Duration,
+    #[serde(with = "humantime_serde")]
+    pub in_flight_horizon: Duration,
+    #[serde(with = "humantime_serde")]
+    pub reconcile_interval: Duration,
+    pub batch_size: usize,
+    pub incremental: bool,
+}
+
+impl Default for RawDiscovery {
+    fn default() -> Self {
+        let d = DiscoveryConfig::default();
+        RawDiscovery {
+            overlap: d.overlap,
+            in_flight_horizon: d.in_flight_horizon,
+            reconcile_interval: d.reconcile_interval,
+            batch_size: d.batch_size,
+            incremental: d.incremental,
+        }
+    }
+}
+
+pub(super) fn default_poll_interval() -> Duration {
+    Duration::from_secs(60)
+}
+pub(super) fn default_max_transcript_bytes() -> u64 {
+    16 * 1024 * 1024
+}
+pub(super) fn default_series_ttl() -> Duration {
+    Duration::from_secs(24 * 3600)
+}
+pub(super) fn default_max_series() -> usize {
+    10_000
+}
+pub(super) fn default_request_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+pub(super) fn default_max_requests_in_flight() -> usize {
+    DEFAULT_MAX_REQUESTS_IN_FLIGHT
+}
+pub(super) fn default_machine_info_interval() -> Duration {
+    Duration::from_secs(3600)
+}
+pub(super) fn default_lookback() -> Duration {
+    Duration::from_secs(24 * 3600)
+}

@@ -1,0 +1,529 @@
+//! What the exporter remembers between polls: results already counted, final actions already
+//! counted, and the latest run per (tenant, machine, script) behind the per-machine gauges;
+//! since schema 2 (#9) also the discovery watermark, the actions followed by id (in flight, or
+//! final with results to fetch), the RunScript commands counted as not run and the latest
+//! attempt behind `mde_liveresponse_script_not_run`.
+//!
+//! Owns the in-memory indexes and the exactly-once rules over them (a result, an action or a
+//! not-run command is committed once; which run or attempt is the latest), and the expiry/cap
+//! of per-machine entries. With a `state_path` every change is committed to the file
+//! ([`store`]) before it is counted, so a restart (even `kill -9`) neither counts a result
+//! twice nor loses the per-machine gauges. Without one it lives in memory only. Does not own
+//! the file format, opening and reopening ([`store`]), nor the metrics set from it.
+
+mod store;
+
+use std::collections::{BTreeMap, HashSet};
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use store::{
+    ACTIONS, ATTEMPTS, DISCOVERY, DONE, NOT_RUN, RECONCILED, RUNS, Store, TRACKED, WATERMARKS,
+    action_key, done_key, remove_keys, series_key,
+};
+pub use store::{Opener, SCHEMA, StoreError, reset};
+
+/// One command result: (tenant, action id, command index).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ResultKey {
+    pub tenant: String,
+    pub action_id: String,
+    pub index: u32,
+}
+
+/// The latest run of a script on a machine.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LastRun {
+    pub end_time: DateTime<Utc>,
+    pub exit_code: i64,
+    pub errors_present: bool,
+    pub action_id: String,
+}
+
+/// (tenant, machine, script).
+pub type SeriesKey = (String, String, String);
+
+/// An action discovery follows by id: not final yet, or final with results still to fetch.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Tracked {
+    pub created: DateTime<Utc>,
+    /// The status last seen (`Pending`, `InProgress`, or a final one).
+    pub status: String,
+}
+
+/// The latest attempt to run a script on a machine, by the action's `lastUpdateDateTimeUtc`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Attempt {
+    pub at: DateTime<Utc>,
+    /// Whether the command ran (Completed); false: it never ran.
+    pub ran: bool,
+    pub action_id: String,
+}
+
+/// What a discovery pass changes, committed in one transaction.
+#[derive(Debug, Default)]
+pub struct DiscoveryUpdate {
+    pub tenant: String,
+    pub upsert: Vec<(String, Tracked)>,
+    pub remove: Vec<String>,
+    pub watermark: Option<DateTime<Utc>>,
+    pub reconciled: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Default)]
+pub struct State {
+    done: HashSet<ResultKey>,
+    actions_seen: HashSet<(String, String)>,
+    last_runs: BTreeMap<SeriesKey, LastRun>,
+    /// Per tenant: when discovery last completed (Unix ms), so that after a long outage the
+    /// next discovery looks back far enough to miss no finished command.
+    discovered: BTreeMap<String, i64>,
+    /// Per tenant: the discovery watermark (Unix ms).
+    watermarks: BTreeMap<String, i64>,
+    /// Per tenant: the last reconciliation sweep (Unix ms).
+    reconciled: BTreeMap<String, i64>,
+    /// Actions followed by id, per (tenant, action id).
+    tracked: BTreeMap<(String, String), Tracked>,
+    /// RunScript commands already counted as not run.
+    not_run: HashSet<ResultKey>,
+    /// Latest attempt per series that ever had a not-run.
+    attempts: BTreeMap<SeriesKey, Attempt>,
+    /// The file behind it, if any.
+    store: Option<Store>,
+}
+
+/// What `commit_result` did.
+#[derive(Debug, PartialEq)]
+pub enum Committed {
+    /// The result was already done: count nothing.
+    AlreadyDone,
+    /// Now done, and whether a run offered with it became the latest of its series.
+    Done(RunUpdate),
+}
+
+/// What `commit_result` did to the per-machine series.
+#[derive(Debug, PartialEq)]
+pub enum RunUpdate {
+    /// This run is now the latest for its series.
+    Latest,
+    /// A later run is already known (or none was offered); the gauges keep what they show.
+    Older,
+}
+
+impl State {
+    /// When discovery last completed for a tenant.
+    pub fn last_discovery(&self, tenant: &str) -> Option<DateTime<Utc>> {
+        self.discovered
+            .get(tenant)
+            .and_then(|ms| DateTime::<Utc>::from_timestamp_millis(*ms))
+    }
+
+    /// Remember that discovery completed at `at`.
+    pub fn set_last_discovery(
+        &mut self,
+        tenant: &str,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        let ms = at.timestamp_millis();
+        if let Some(store) = &mut self.store {
+            store.write(|txn| {
+                txn.open_table(DISCOVERY)?.insert(tenant, ms)?;
+                Ok(())
+            })?;
+        }
+        self.discovered.insert(tenant.to_string(), ms);
+        Ok(())
+    }
+
+    /// How many results are done (counted or given up).
+    pub fn done_len(&self) -> usize {
+        self.done.len()
+    }
+
+    pub fn is_done(&self, key: &ResultKey) -> bool {
+        self.done.contains(key)
+    }
+
+    /// Mark a result counted (or given up), durably. Returns false if it already was.
+    pub fn mark_done(&mut self, key: ResultKey) -> Result<bool, StoreError> {
+        Ok(self.commit_result(key, None)? != Committed::AlreadyDone)
+    }
+
+    /// Mark a result done and, for a transcript, offer its run as the latest of its series;
+    /// both in one durable transaction, before anything is counted.
+    pub fn commit_result(
+        &mut self,
+        key: ResultKey,
+        run: Option<(SeriesKey, LastRun)>,
+    ) -> Result<Committed, StoreError> {
+        if self.done.contains(&key) {
+            return Ok(Committed::AlreadyDone);
+        }
+        let newer = run.filter(|(series, run)| {
+            self.last_runs
+                .get(series)
+                .is_none_or(|existing| existing.end_time <= run.end_time)
+        });
+        if let Some(store) = &mut self.store {
+            let encoded = match &newer {
+                Some((series, run)) => Some((
+                    series_key(series),
+                    serde_json::to_vec(run).map_err(|e| store.err(e))?,
+                )),
+                None => None,
+            };
+            store.write(|txn| {
+                txn.open_table(DONE)?.insert(done_key(&key).as_str(), 1u8)?;
+                if let Some((k, v)) = &encoded {
+                    txn.open_table(RUNS)?.insert(k.as_str(), v.as_slice())?;
+                }
+                Ok(())
+            })?;
+        }
+        let update = match newer {
+            Some((series, run)) => {
+                self.last_runs.insert(series, run);
+                RunUpdate::Latest
+            }
+            None => RunUpdate::Older,
+        };
+        self.done.insert(key);
+        Ok(Committed::Done(update))
+    }
+
+    pub fn action_seen(&self, tenant: &str, action_id: &str) -> bool {
+        self.actions_seen
+            .contains(&(tenant.to_string(), action_id.to_string()))
+    }
+
+    /// Mark a final action counted, durably. Returns false if it already was.
+    pub fn mark_action_seen(&mut self, tenant: &str, action_id: &str) -> Result<bool, StoreError> {
+        let pair = (tenant.to_string(), action_id.to_string());
+        if self.actions_seen.contains(&pair) {
+            return Ok(false);
+        }
+        if let Some(store) = &mut self.store {
+            store.write(|txn| {
+                txn.open_table(ACTIONS)?
+                    .insert(action_key(tenant, action_id).as_str(), 1u8)?;
+                Ok(())
+            })?;
+        }
+        Ok(self.actions_seen.insert(pair))
+    }
+
+    /// The discovery watermark of a tenant: the newest `creationDateTimeUtc` listed.
+    pub fn watermark(&self, tenant: &str) -> Option<DateTime<Utc>> {
+        self.watermarks
+            .get(tenant)
+            .and_then(|ms| DateTime::<Utc>::from_timestamp_millis(*ms))
+    }
+
+    /// When the last reconciliation sweep of a tenant ran.
+    pub fn last_reconcile(&self, tenant: &str) -> Option<DateTime<Utc>> {
+        self.reconciled
+            .get(tenant)
+            .and_then(|ms| DateTime::<Utc>::from_timestamp_millis(*ms))
+    }
+
+    /// The actions of a tenant followed by id.
+    pub fn tracked(&self, tenant: &str) -> Vec<(String, Tracked)> {
+        self.tracked
+            .iter()
+            .filter(|((t, _), _)| t == tenant)
+            .map(|((_, id), tr)| (id.clone(), tr.clone()))
+            .collect()
+    }
+
+    /// Commit what a discovery pass learnt (actions to follow or forget, the watermark, the
+    /// sweep time) in one durable transaction. Unchanged entries are not written again.
+    pub fn commit_discovery(&mut self, u: DiscoveryUpdate) -> Result<(), StoreError> {
+        let t = &u.tenant;
+        let upsert: Vec<&(String, Tracked)> = u
+            .upsert
+            .iter()
+            .filter(|(id, tr)| self.tracked.get(&(t.clone(), id.clone())) != Some(tr))
+            .collect();
+        let remove: Vec<&String> = u
+            .remove
+            .iter()
+            .filter(|id| self.tracked.contains_key(&(t.clone(), (*id).clone())))
+            .collect();
+        let watermark = u
+            .watermark
+            .map(|w| w.timestamp_millis())
+            .filter(|w| self.watermarks.get(t) != Some(w));
+        let reconciled = u.reconciled.map(|w| w.timestamp_millis());
+        if upsert.is_empty() && remove.is_empty() && watermark.is_none() && reconciled.is_none() {
+            return Ok(());
+        }
+        if let Some(store) = &mut self.store {
+            let mut encoded = Vec::with_capacity(upsert.len());
+            for (id, tr) in &upsert {
+                encoded.push((
+                    action_key(t, id),
+                    serde_json::to_vec(tr).map_err(|e| store.err(e))?,
+                ));
+            }
+            store.write(|txn| {
+                let mut table = txn.open_table(TRACKED)?;
+                for (k, v) in &encoded {
+                    table.insert(k.as_str(), v.as_slice())?;
+                }
+                for id in &remove {
+                    table.remove(action_key(t, id).as_str())?;
+                }
+                if let Some(w) = watermark {
+                    txn.open_table(WATERMARKS)?.insert(t.as_str(), w)?;
+                }
+                if let Some(r) = reconciled {
+                    txn.open_table(RECONCILED)?.insert(t.as_str(), r)?;
+                }
+                Ok(())
+            })?;
+        }
+        for (id, tr) in upsert {
+            self.tracked.insert((t.clone(), id.clone()), tr.clone());
+        }
+        for id in remove {
+            self.tracked.remove(&(t.clone(), id.clone()));
+        }
+        if let Some(w) = watermark {
+            self.watermarks.insert(t.clone(), w);
+        }
+        if let Some(r) = reconciled {
+            self.reconciled.insert(t.clone(), r);
+        }
+        Ok(())
+    }
+
+    pub fn is_not_run_done(&self, key: &ResultKey) -> bool {
+        self.not_run.contains(key)
+    }
+
+    /// Mark a RunScript command counted as not run and offer its attempt as the latest of its
+    /// series, in one durable transaction, before anything is counted (like
+    /// [`State::commit_result`]). `None`: it already was; else whether the attempt is now the
+    /// latest of its series.
+    pub fn commit_not_run(
+        &mut self,
+        key: ResultKey,
+        series: SeriesKey,
+        attempt: Attempt,
+    ) -> Result<Option<RunUpdate>, StoreError> {
+        if self.not_run.contains(&key) {
+            return Ok(None);
+        }
+        let newer = self.is_newer_attempt(&series, &attempt);
+        if let Some(store) = &mut self.store {
+            let encoded = serde_json::to_vec(&attempt).map_err(|e| store.err(e))?;
+            store.write(|txn| {
+                txn.open_table(NOT_RUN)?
+                    .insert(done_key(&key).as_str(), 1u8)?;
+                if newer {
+                    txn.open_table(ATTEMPTS)?
+                        .insert(series_key(&series).as_str(), encoded.as_slice())?;
+                }
+                Ok(())
+            })?;
+        }
+        self.not_run.insert(key);
+        Ok(Some(if newer {
+            self.attempts.insert(series, attempt);
+            RunUpdate::Latest
+        } else {
+            RunUpdate::Older
+        }))
+    }
+
+    /// A command that ran: it becomes the latest attempt of its series if that series already
+    /// had a not-run (other series are not tracked, to keep the cardinality of
+    /// `mde_liveresponse_script_not_run` to machines that had a problem).
+    pub fn offer_ran(&mut self, series: SeriesKey, attempt: Attempt) -> Result<bool, StoreError> {
+        if !self.attempts.contains_key(&series)
+            || !self.is_newer_attempt(&series, &attempt)
+            || self.attempts.get(&series) == Some(&attempt)
+        {
+            return Ok(false);
+        }
+        if let Some(store) = &mut self.store {
+            let encoded = serde_json::to_vec(&attempt).map_err(|e| store.err(e))?;
+            store.write(|txn| {
+                txn.open_table(ATTEMPTS)?
+                    .insert(series_key(&series).as_str(), encoded.as_slice())?;
+                Ok(())
+            })?;
+        }
+        self.attempts.insert(series, attempt);
+        Ok(true)
+    }
+
+    fn is_newer_attempt(&self, series: &SeriesKey, attempt: &Attempt) -> bool {
+        self.attempts.get(series).is_none_or(|a| {
+            // Same instant: a run wins over a not-run, so the gauge does not flap.
+            a.at < attempt.at || (a.at == attempt.at && attempt.ran && !a.ran)
+        })
+    }
+
+    pub fn attempts(&self) -> &BTreeMap<SeriesKey, Attempt> {
+        &self.attempts
+    }
+
+    /// Drop attempts older than `cutoff`, then the oldest beyond `max`; returns their keys.
+    pub fn expire_attempts(
+        &mut self,
+        cutoff: DateTime<Utc>,
+        max: usize,
+    ) -> Result<Vec<SeriesKey>, StoreError> {
+        let removed = expired(self.attempts.iter().map(|(k, a)| (a.at, k)), cutoff, max);
+        remove_keys(&mut self.store, ATTEMPTS, &removed)?;
+        for k in &removed {
+            self.attempts.remove(k);
+        }
+        Ok(removed)
+    }
+
+    pub fn last_runs(&self) -> &BTreeMap<SeriesKey, LastRun> {
+        &self.last_runs
+    }
+
+    /// Drop series whose run ended before `cutoff`, then the oldest beyond `max`.
+    /// Returns the keys removed so the gauges can be removed too.
+    pub fn expire(
+        &mut self,
+        cutoff: DateTime<Utc>,
+        max: usize,
+    ) -> Result<Vec<SeriesKey>, StoreError> {
+        let removed = expired(
+            self.last_runs.iter().map(|(k, r)| (r.end_time, k)),
+            cutoff,
+            max,
+        );
+        remove_keys(&mut self.store, RUNS, &removed)?;
+        for k in &removed {
+            self.last_runs.remove(k);
+        }
+        Ok(removed)
+    }
+}
+
+/// Which per-machine entries expire: every one older than `cutoff`, and the oldest beyond
+/// `max`. Sorted by age, that is the first `max(older than cutoff, len - max)` of them.
+fn expired<'a>(
+    entries: impl Iterator<Item = (DateTime<Utc>, &'a SeriesKey)>,
+    cutoff: DateTime<Utc>,
+    max: usize,
+) -> Vec<SeriesKey> {
+    let mut by_age: Vec<(DateTime<Utc>, &SeriesKey)> = entries.collect();
+    by_age.sort();
+    let over = by_age.len().saturating_sub(max);
+    by_age
+        .into_iter()
+        .enumerate()
+        .filter(|(i, (at, _))| *i < over || *at < cutoff)
+        .map(|(_, (_, k))| k.clone())
+        .collect()
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn run(secs: i64, code: i64) -> LastRun {
+        LastRun {
+            end_time: Utc.timestamp_opt(secs, 0).unwrap(),
+            exit_code: code,
+            errors_present: false,
+            action_id: format!("a{secs}"),
+        }
+    }
+
+    fn series(m: &str) -> SeriesKey {
+        ("t".into(), m.into(), "s.ps1".into())
+    }
+
+    fn rkey(action: &str, index: u32) -> ResultKey {
+        ResultKey {
+            tenant: "t".into(),
+            action_id: action.into(),
+            index,
+        }
+    }
+
+    #[test]
+    fn latest_by_end_time_whatever_the_order() {
+        let mut s = State::default();
+        let c = s
+            .commit_result(rkey("b", 0), Some((series("m"), run(200, 1))))
+            .unwrap();
+        assert_eq!(c, Committed::Done(RunUpdate::Latest));
+        let c = s
+            .commit_result(rkey("a", 0), Some((series("m"), run(100, 0))))
+            .unwrap();
+        assert_eq!(c, Committed::Done(RunUpdate::Older));
+        assert_eq!(s.last_runs()[&series("m")].exit_code, 1);
+        s.commit_result(rkey("c", 0), Some((series("m"), run(300, 0))))
+            .unwrap();
+        assert_eq!(s.last_runs()[&series("m")].exit_code, 0);
+        let again = s
+            .commit_result(rkey("c", 0), Some((series("m"), run(400, 9))))
+            .unwrap();
+        assert_eq!(again, Committed::AlreadyDone);
+        assert_eq!(s.last_runs()[&series("m")].exit_code, 0);
+    }
+
+    #[test]
+    fn expiry_then_cap_oldest_first() {
+        let mut s = State::default();
+        for (i, m) in ["a", "b", "c", "d"].iter().enumerate() {
+            s.commit_result(rkey(m, 0), Some((series(m), run(100 * (i as i64 + 1), 0))))
+                .unwrap();
+        }
+        let removed = s.expire(Utc.timestamp_opt(150, 0).unwrap(), 2).unwrap();
+        assert_eq!(removed, vec![series("a"), series("b")]);
+        let removed = s.expire(Utc.timestamp_opt(0, 0).unwrap(), 1).unwrap();
+        assert_eq!(removed, vec![series("c")]);
+        assert_eq!(s.last_runs().len(), 1);
+    }
+
+    #[test]
+    fn done_is_once() {
+        let mut s = State::default();
+        let k = rkey("x", 0);
+        assert!(!s.is_done(&k));
+        assert!(s.mark_done(k.clone()).unwrap());
+        assert!(!s.mark_done(k.clone()).unwrap());
+        assert!(s.is_done(&k));
+        assert!(s.mark_action_seen("t", "x").unwrap());
+        assert!(!s.mark_action_seen("t", "x").unwrap());
+    }
+
+    #[test]
+    fn attempts_expire_like_the_other_series() {
+        let mut s = State::default();
+        for (i, m) in ["a", "b", "c"].iter().enumerate() {
+            s.commit_not_run(
+                rkey(m, 0),
+                series(m),
+                Attempt {
+                    at: Utc.timestamp_opt(100 * (i as i64 + 1), 0).unwrap(),
+                    ran: false,
+                    action_id: (*m).into(),
+                },
+            )
+            .unwrap();
+        }
+        let removed = s
+            .expire_attempts(Utc.timestamp_opt(150, 0).unwrap(), 10)
+            .unwrap();
+        assert_eq!(removed, vec![series("a")]);
+        let removed = s
+            .expire_attempts(Utc.timestamp_opt(0, 0).unwrap(), 1)
+            .unwrap();
+        assert_eq!(removed, vec![series("b")]);
+        assert!(s.is_not_run_done(&rkey("a", 0)), "still counted once");
+    }
+}

@@ -1,0 +1,393 @@
+//! The state file: its redb tables and their encoding, the schema number and the migration
+//! of older files, opening (with an integrity check, refusing an empty, corrupt or newer
+//! file) and loading it into the in-memory indexes, durable write transactions that reopen
+//! the file after a write error, and `--state.reset`.
+//!
+//! Owns the on-disk format (table names, keys as JSON arrays, values as JSON) and how a write
+//! reaches the disk. Does not own what is written when (the exactly-once rules of `state`).
+//! Tables are only ever added: an older file opens, and only the schema number is rewritten.
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use prometheus_client::metrics::counter::Counter;
+use redb::{ReadableDatabase, ReadableTable, TableDefinition};
+
+use super::{Attempt, LastRun, ResultKey, SeriesKey, State, Tracked};
+
+pub(super) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+pub(super) const DONE: TableDefinition<&str, u8> = TableDefinition::new("done");
+pub(super) const ACTIONS: TableDefinition<&str, u8> = TableDefinition::new("actions_seen");
+pub(super) const RUNS: TableDefinition<&str, &[u8]> = TableDefinition::new("last_runs");
+pub(super) const DISCOVERY: TableDefinition<&str, i64> = TableDefinition::new("discovery");
+/// Schema 2 (#9): per tenant, the newest `creationDateTimeUtc` listed (Unix ms).
+pub(super) const WATERMARKS: TableDefinition<&str, i64> =
+    TableDefinition::new("discovery_watermark");
+/// Schema 2: per tenant, when the last full-window reconciliation sweep ran (Unix ms).
+pub(super) const RECONCILED: TableDefinition<&str, i64> =
+    TableDefinition::new("discovery_reconciled");
+/// Schema 2: actions followed by id, [tenant, action id] → JSON [`Tracked`].
+pub(super) const TRACKED: TableDefinition<&str, &[u8]> = TableDefinition::new("tracked_actions");
+/// Schema 2: RunScript commands counted as not run, [tenant, action id, index].
+pub(super) const NOT_RUN: TableDefinition<&str, u8> = TableDefinition::new("not_run_done");
+/// Schema 2: the latest attempt per series that ever had a not-run, key as `last_runs`.
+pub(super) const ATTEMPTS: TableDefinition<&str, &[u8]> = TableDefinition::new("script_attempts");
+/// The layout of the state file this version writes and reads. 1 → 2 (#9) only adds tables,
+/// so a schema-1 file is migrated by creating them and writing the new number.
+pub const SCHEMA: u64 = 2;
+
+/// A state file problem; every message names the file and what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error(
+        "cannot open state file {path}: {message}. If it is corrupt, move it away (or start once with --state.reset, which does that): the exporter then starts afresh and counts again the results still inside each tenant's lookback window"
+    )]
+    Open { path: PathBuf, message: String },
+    #[error(
+        "state file {path} was written by a newer version of the exporter (state schema {found}, this version reads {SCHEMA}): run that version or newer, or move the file away"
+    )]
+    Newer { path: PathBuf, found: u64 },
+    #[error("state file {path}: {message}")]
+    Io { path: PathBuf, message: String },
+}
+
+/// How the state file is opened, and opened again after a write error: from its path; tests
+/// plug in a storage backend that fails like a full disk.
+pub type Opener = Arc<dyn Fn() -> Result<redb::Database, String> + Send + Sync>;
+
+pub(super) struct Store {
+    /// `None` only between closing and reopening after a write error.
+    pub(super) db: Option<redb::Database>,
+    pub(super) path: PathBuf,
+    pub(super) opener: Opener,
+    /// A write failed and the file has not been reopened since: the next write reopens first.
+    /// (After an I/O error redb refuses every later write until the database is reopened.)
+    pub(super) broken: bool,
+    /// `mde_exporter_state_write_errors_total`.
+    pub(super) write_errors: Counter,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("path", &self.path)
+            .field("broken", &self.broken)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The text of a panic caught from the storage library.
+fn panic_text(p: &(dyn std::any::Any + Send)) -> String {
+    p.downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into())
+}
+
+/// redb's page cache. Its default, 1 GiB, let the process grow with its state file: the
+/// whole file is read into memory once at start and only written after, so the cache only
+/// holds pages being written and a few recently read ones. See: #11
+const CACHE_BYTES: usize = 4 * 1024 * 1024;
+
+/// Open the file at `path` with redb, its integrity checked. redb panics on some corruptions
+/// (a flipped byte can reach an `unreachable!`): that is caught and reported as an error.
+fn open_file(path: &Path) -> Result<redb::Database, String> {
+    match catch_unwind(|| {
+        redb::Database::builder()
+            .set_check_integrity_on_open(true)
+            .set_cache_size(CACHE_BYTES)
+            .create(path)
+    }) {
+        Ok(Ok(db)) => Ok(db),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(p) => Err(format!(
+            "the file is corrupt (reading it failed: {})",
+            panic_text(p.as_ref())
+        )),
+    }
+}
+
+pub(super) fn done_key(k: &ResultKey) -> String {
+    // JSON keeps the parts apart whatever characters they hold.
+    serde_json::json!([k.tenant, k.action_id, k.index]).to_string()
+}
+
+/// The [`ResultKey`] a [`done_key`] was made from (`None` for a key this version cannot read).
+fn parse_done_key(key: &str) -> Option<ResultKey> {
+    let (tenant, action_id, index) = serde_json::from_str::<(String, String, u32)>(key).ok()?;
+    Some(ResultKey {
+        tenant,
+        action_id,
+        index,
+    })
+}
+
+pub(super) fn action_key(tenant: &str, action_id: &str) -> String {
+    serde_json::json!([tenant, action_id]).to_string()
+}
+
+pub(super) fn series_key(k: &SeriesKey) -> String {
+    serde_json::json!([k.0, k.1, k.2]).to_string()
+}
+
+impl Store {
+    pub(super) fn err(&self, e: impl std::fmt::Display) -> StoreError {
+        StoreError::Io {
+            path: self.path.clone(),
+            message: e.to_string(),
+        }
+    }
+
+    /// Run `f` in one write transaction, committed durably before returning. After a write
+    /// error (a full disk, an I/O error) the file is closed, opened again and the write tried
+    /// once more; if that fails too, the next write starts by reopening. So the exporter
+    /// recovers by itself once the disk does.
+    pub(super) fn write<R>(
+        &mut self,
+        f: impl Fn(&redb::WriteTransaction) -> Result<R, redb::Error>,
+    ) -> Result<R, StoreError> {
+        match self.write_once(&f) {
+            Ok(r) => Ok(r),
+            Err(first) => {
+                self.write_errors.inc();
+                self.broken = true;
+                tracing::warn!(path = %self.path.display(), error = %first, "state write failed; reopening the state file to try again");
+                self.write_once(&f).inspect_err(|_| {
+                    self.write_errors.inc();
+                    self.broken = true;
+                })
+            }
+        }
+    }
+
+    /// One try, reopening first if an earlier write failed.
+    fn write_once<R>(
+        &mut self,
+        f: &impl Fn(&redb::WriteTransaction) -> Result<R, redb::Error>,
+    ) -> Result<R, StoreError> {
+        if self.broken || self.db.is_none() {
+            self.reopen()?;
+        }
+        self.try_write(f)
+    }
+
+    fn try_write<R>(
+        &self,
+        f: &impl Fn(&redb::WriteTransaction) -> Result<R, redb::Error>,
+    ) -> Result<R, StoreError> {
+        let db = self.db.as_ref().ok_or_else(|| self.err("not open"))?;
+        catch_unwind(AssertUnwindSafe(|| {
+            let txn = db.begin_write().map_err(|e| self.err(e))?;
+            let r = f(&txn).map_err(|e| self.err(e))?;
+            txn.commit().map_err(|e| self.err(e))?;
+            Ok(r)
+        }))
+        .unwrap_or_else(|p| Err(self.err(panic_text(p.as_ref()))))
+    }
+
+    fn reopen(&mut self) -> Result<(), StoreError> {
+        // Close first: redb holds a lock on the file while it is open.
+        self.db = None;
+        let db = (self.opener)()
+            .map_err(|m| self.err(format!("cannot reopen after a write error: {m}")))?;
+        self.db = Some(db);
+        self.broken = false;
+        tracing::info!(path = %self.path.display(), "state file reopened");
+        Ok(())
+    }
+}
+
+impl State {
+    /// Open (or create) the state file, or keep state in memory when `path` is `None`.
+    ///
+    /// A file that exists but is empty (truncated to 0 bytes) or corrupt stops start-up with
+    /// a message naming it: starting afresh silently would count again every result still in
+    /// the lookback window. `--state.reset` (see [`reset`]) is for operators who mean that.
+    pub fn open(path: Option<&Path>) -> Result<State, StoreError> {
+        let Some(path) = path else {
+            return Ok(State::default());
+        };
+        if std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.len() == 0) {
+            return Err(StoreError::Open {
+                path: path.to_path_buf(),
+                message: "the file is empty (0 bytes): it was truncated, or it is not a state file this exporter wrote".into(),
+            });
+        }
+        let owned = path.to_path_buf();
+        State::open_with(path, Arc::new(move || open_file(&owned)))
+    }
+
+    /// Open through `opener` (also used to reopen after a write error); `path` names the
+    /// file in messages.
+    pub fn open_with(path: &Path, opener: Opener) -> Result<State, StoreError> {
+        let open_err = |e: &dyn std::fmt::Display| StoreError::Open {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        };
+        let db = opener().map_err(|e| open_err(&e))?;
+        let mut store = Store {
+            db: Some(db),
+            path: path.to_path_buf(),
+            opener,
+            broken: false,
+            write_errors: Counter::default(),
+        };
+        // Make sure every table exists and the schema is one we understand.
+        let found = store
+            .write(|txn| {
+                let mut meta = txn.open_table(META)?;
+                let found = meta.get("schema")?.map(|v| v.value());
+                // New file, or an older schema this version migrates (1 → 2 adds tables).
+                if found.is_none_or(|f| f < SCHEMA) {
+                    meta.insert("schema", SCHEMA)?;
+                }
+                txn.open_table(DONE)?;
+                txn.open_table(ACTIONS)?;
+                txn.open_table(RUNS)?;
+                txn.open_table(DISCOVERY)?;
+                txn.open_table(WATERMARKS)?;
+                txn.open_table(RECONCILED)?;
+                txn.open_table(TRACKED)?;
+                txn.open_table(NOT_RUN)?;
+                txn.open_table(ATTEMPTS)?;
+                Ok(found)
+            })
+            .map_err(|e| match e {
+                StoreError::Io { message, .. } => open_err(&message),
+                other => other,
+            })?;
+        if let Some(found) = found.filter(|f| *f > SCHEMA) {
+            return Err(StoreError::Newer {
+                path: path.to_path_buf(),
+                found,
+            });
+        }
+        let mut state = State::default();
+        let Some(db) = store.db.as_ref() else {
+            return Err(open_err(&"not open"));
+        };
+        let loaded = catch_unwind(AssertUnwindSafe(|| -> Result<(), redb::Error> {
+            let read = db.begin_read()?;
+            for entry in read.open_table(DONE)?.iter()? {
+                let (k, _) = entry?;
+                if let Some(key) = parse_done_key(k.value()) {
+                    state.done.insert(key);
+                }
+            }
+            for entry in read.open_table(ACTIONS)?.iter()? {
+                let (k, _) = entry?;
+                if let Ok(pair) = serde_json::from_str::<(String, String)>(k.value()) {
+                    state.actions_seen.insert(pair);
+                }
+            }
+            for entry in read.open_table(DISCOVERY)?.iter()? {
+                let (k, v) = entry?;
+                state.discovered.insert(k.value().to_string(), v.value());
+            }
+            for entry in read.open_table(WATERMARKS)?.iter()? {
+                let (k, v) = entry?;
+                state.watermarks.insert(k.value().to_string(), v.value());
+            }
+            for entry in read.open_table(RECONCILED)?.iter()? {
+                let (k, v) = entry?;
+                state.reconciled.insert(k.value().to_string(), v.value());
+            }
+            for entry in read.open_table(TRACKED)?.iter()? {
+                let (k, v) = entry?;
+                if let (Ok(pair), Ok(t)) = (
+                    serde_json::from_str::<(String, String)>(k.value()),
+                    serde_json::from_slice::<Tracked>(v.value()),
+                ) {
+                    state.tracked.insert(pair, t);
+                }
+            }
+            for entry in read.open_table(NOT_RUN)?.iter()? {
+                let (k, _) = entry?;
+                if let Some(key) = parse_done_key(k.value()) {
+                    state.not_run.insert(key);
+                }
+            }
+            for entry in read.open_table(ATTEMPTS)?.iter()? {
+                let (k, v) = entry?;
+                if let (Ok(key), Ok(a)) = (
+                    serde_json::from_str::<SeriesKey>(k.value()),
+                    serde_json::from_slice::<Attempt>(v.value()),
+                ) {
+                    state.attempts.insert(key, a);
+                }
+            }
+            for entry in read.open_table(RUNS)?.iter()? {
+                let (k, v) = entry?;
+                if let (Ok(key), Ok(run)) = (
+                    serde_json::from_str::<SeriesKey>(k.value()),
+                    serde_json::from_slice::<LastRun>(v.value()),
+                ) {
+                    state.last_runs.insert(key, run);
+                }
+            }
+            Ok(())
+        }));
+        match loaded {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(open_err(&e)),
+            Err(p) => {
+                return Err(open_err(&format!(
+                    "the file is corrupt (reading it failed: {})",
+                    panic_text(p.as_ref())
+                )));
+            }
+        }
+        state.store = Some(store);
+        Ok(state)
+    }
+
+    /// Count failed state writes in this counter (`mde_exporter_state_write_errors_total`).
+    pub fn count_write_errors_in(&mut self, counter: Counter) {
+        if let Some(store) = &mut self.store {
+            store.write_errors = counter;
+        }
+    }
+}
+
+/// Remove `keys` from a per-machine table of the file, if there is one, in one transaction.
+pub(super) fn remove_keys(
+    store: &mut Option<Store>,
+    table: TableDefinition<&str, &[u8]>,
+    keys: &[SeriesKey],
+) -> Result<(), StoreError> {
+    let Some(store) = store else {
+        return Ok(());
+    };
+    if keys.is_empty() {
+        return Ok(());
+    }
+    store.write(|txn| {
+        let mut t = txn.open_table(table)?;
+        for k in keys {
+            t.remove(series_key(k).as_str())?;
+        }
+        Ok(())
+    })
+}
+
+/// `--state.reset`: move the state file aside (renamed with the time, in the same
+/// directory) so that the exporter starts afresh. Returns where it went, or `None` when there
+/// was no file. Results still in each tenant's lookback window are then counted again.
+pub fn reset(path: &Path, now: DateTime<Utc>) -> Result<Option<PathBuf>, StoreError> {
+    if std::fs::symlink_metadata(path).is_err() {
+        return Ok(None);
+    }
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(format!(".reset-{}", now.format("%Y%m%dT%H%M%SZ")));
+    let aside = path.with_file_name(name);
+    std::fs::rename(path, &aside).map_err(|e| StoreError::Io {
+        path: path.to_path_buf(),
+        message: format!("--state.reset cannot move it to {}: {e}", aside.display()),
+    })?;
+    Ok(Some(aside))
+}
+
+#[cfg(test)]
+mod tests;
