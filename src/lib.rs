@@ -32,6 +32,8 @@
 //!   and the pure parsers, one file per noun ([`mde::model`]).
 //! - [`quota`]: the sliding-window quota policy, a pure core, and [`quota::SharedQuota`], the
 //!   one name of a tenant's quota handle.
+//! - [`script_metrics`]: script output as metrics (#21): Prometheus text-format samples
+//!   amid transcript noise (`parse`) and one JSON object's numbers (`json`), pure.
 //! - [`state`]: what is remembered across restarts: the indexes and exactly-once rules
 //!   (`state/mod.rs`), the redb file, its migration and reopening (`state/store.rs`).
 //! - [`series`]: the per-machine series: set, restored after a start, expired, started at 0.
@@ -61,6 +63,7 @@ pub mod machines;
 pub mod mde;
 pub mod metrics;
 pub mod quota;
+pub mod script_metrics;
 pub mod series;
 pub mod server;
 pub mod shard;

@@ -1,0 +1,10 @@
+//! Script output as metrics (#21): what a fleet-wide script prints (Prometheus text-format
+//! sample lines, or one JSON object) becomes per-machine series.
+//!
+//! Owns reading samples out of a transcript's output: [`parse`] (the text format amid
+//! transcript noise, with the bounds of one transcript) and [`json`] (one JSON object and its
+//! dotted paths). Pure: no I/O, no metrics. Does not own which scripts are read nor their
+//! names (`config::script_metrics`).
+
+pub mod json;
+pub mod parse;
