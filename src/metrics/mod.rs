@@ -123,6 +123,9 @@ pub struct Metrics {
     pub requests_in_flight: Gauge,
     pub requests_in_flight_limit: Gauge,
     pub request_slot_wait: Counter<f64>,
+    /// Script output as metrics (`mde_script_*`, `mde_script_metrics_*`), rendered from its
+    /// store at scrape time. See: #21
+    pub script_metrics: Arc<crate::script_metrics::store::Store>,
 }
 
 impl Default for Metrics {
@@ -177,6 +180,7 @@ impl Metrics {
             requests_in_flight: Gauge::default(),
             requests_in_flight_limit: Gauge::default(),
             request_slot_wait: Counter::default(),
+            script_metrics: Arc::default(),
         };
         let bg = |s: &str| format!("{s} {BACKGROUND}");
         let r = &mut registry;
@@ -381,6 +385,7 @@ impl Metrics {
             "Time requests waited for a free slot under max_requests_in_flight, summed over requests; when it grows by about a second every second, the cap, not the API, sets the pace",
             m.request_slot_wait.clone(),
         );
+        r.register_collector(Box::new(m.script_metrics.clone()));
         r.register_collector(Box::new(ProcessCollector));
         r.register_collector(Box::new(HttpCollector(m.http_stats.clone())));
         m.build_info

@@ -69,6 +69,8 @@ pub enum Drop {
     UnsupportedType,
     /// Beyond the total of series a rule may hold (`store`).
     MaxTotal,
+    /// The prefixed name lies under one of the exporter's own prefixes (`store`).
+    ReservedName,
 }
 
 impl Drop {
@@ -80,6 +82,7 @@ impl Drop {
             Drop::TooManyLabels => "too_many_labels",
             Drop::UnsupportedType => "unsupported_type",
             Drop::MaxTotal => "max_total",
+            Drop::ReservedName => "reserved_name",
         }
     }
 }
