@@ -38,6 +38,8 @@ pub(super) struct Pending {
     script: Option<String>,
     machine: String,
     end_time: Option<DateTime<Utc>>,
+    /// The action's `lastUpdateDateTimeUtc`: which script_metrics set is the latest (#21).
+    last_update: Option<DateTime<Utc>>,
     /// When this exporter first queued it (the age of a result without an `endTime`).
     queued_at: DateTime<Utc>,
     attempts: u32,
@@ -254,6 +256,7 @@ impl TenantCollector {
                 script: c.script_name().map(str::to_string),
                 machine: a.machine().to_string(),
                 end_time: c.end_time.or(a.last_update_date_time_utc),
+                last_update: a.last_update_date_time_utc,
                 queued_at: Utc::now(),
                 attempts: 0,
                 not_before: None,
@@ -446,6 +449,23 @@ impl TenantCollector {
             Committed::AlreadyDone => return Ok(()),
             Committed::Done(update) => update,
         };
+        // Script output as metrics (#21), read from the full output before any redaction.
+        if let Some(rule) = self
+            .shared
+            .settings
+            .script_metrics
+            .rule_for(&self.tenant.name, &script)
+        {
+            let extracted = crate::script_metrics::store::extract(rule, t.script_output.as_bytes());
+            let produced = p.last_update.or(end_time).unwrap_or_else(Utc::now);
+            self.shared.metrics.script_metrics.record(
+                series.clone(),
+                produced,
+                p.key.index,
+                rule,
+                extracted,
+            );
+        }
         TranscriptRetrieved {
             tenant: &self.tenant.name,
             action_id: &p.key.action_id,
@@ -503,6 +523,7 @@ mod tests {
             script: None,
             machine: "m".into(),
             end_time: Utc.timestamp_opt(end, 0).single(),
+            last_update: None,
             queued_at: Utc.timestamp_opt(0, 0).unwrap(),
             attempts: 0,
             not_before: None,
