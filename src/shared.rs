@@ -171,8 +171,11 @@ impl Shared {
             self.settings.series_ttl,
             self.settings.max_series,
         );
-        // Script-output sets past their rule's ttl (#21).
-        self.metrics.script_metrics.expire(chrono::Utc::now());
+        // Script-output sets past their rule's ttl (#21), from /metrics and the state file.
+        let expired = self.metrics.script_metrics.expire(chrono::Utc::now());
+        if let Err(e) = self.with_state(|s| s.remove_script_sets(&expired)) {
+            tracing::error!(error = %e, "cannot expire script_metrics sets");
+        }
     }
 
     /// The quota windows of one tenant, now (`None` for a tenant not configured). A poll asks

@@ -78,3 +78,33 @@ async fn script_output_becomes_per_machine_series() {
     );
     exporter.shutdown().await.unwrap();
 }
+
+/// The sets are written with the transcript that gave them: after a restart they are served
+/// at the first scrape, before any poll, and no transcript is fetched again.
+#[tokio::test]
+async fn sets_survive_a_restart() {
+    let (sim, addr) = start_sim(SimConfig::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state.redb");
+    let global = format!("state_path: {}\n{RULES}", state.display());
+    let text = config_yaml(&sim, addr, sim.credentials().2, "", &global);
+    let exporter = start_exporter(parse_config(&text)).await;
+    let before = settled(&sim, exporter.addr).await;
+    exporter.shutdown().await.unwrap();
+    let sets = |m: &common::Samples| {
+        m.iter()
+            .filter(|((n, _), _)| n == "mde_script_metrics_last_transcript_timestamp_seconds")
+            .map(|((_, l), v)| (l.clone(), *v))
+            .collect::<Vec<_>>()
+    };
+    assert!(!sets(&before).is_empty());
+    let downloads = sim.stats().downloads;
+    // The restarted exporter's first scrape, before its first poll has fetched anything.
+    let mut config = parse_config(&text);
+    config.poll_interval = std::time::Duration::from_secs(3600);
+    let again = start_exporter(config).await;
+    let after = common::scrape(again.addr).await;
+    assert_eq!(sets(&after), sets(&before));
+    assert_eq!(sim.stats().downloads, downloads, "nothing fetched again");
+    again.shutdown().await.unwrap();
+}

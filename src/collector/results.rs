@@ -442,22 +442,39 @@ impl TenantCollector {
             action_id: p.key.action_id.clone(),
         });
         let offered = run.clone().map(|r| (series.clone(), r));
-        let update = match self
-            .shared
-            .with_state(|s| s.commit_result(p.key.clone(), offered))?
-        {
-            Committed::AlreadyDone => return Ok(()),
-            Committed::Done(update) => update,
-        };
-        // Script output as metrics (#21), read from the full output before any redaction.
-        if let Some(rule) = self
+        // Script output as metrics (#21), read from the full output before any redaction; the
+        // set is written in the transaction that marks the transcript done, unless the set
+        // held is later.
+        let script_set = self
             .shared
             .settings
             .script_metrics
             .rule_for(&self.tenant.name, &script)
+            .map(|rule| {
+                let extracted =
+                    crate::script_metrics::store::extract(rule, t.script_output.as_bytes());
+                let produced = p.last_update.or(end_time).unwrap_or_else(Utc::now);
+                (rule, produced, extracted)
+            });
+        let durable = script_set.as_ref().and_then(|(rule, produced, extracted)| {
+            let set =
+                crate::script_metrics::store::Set::new(*produced, p.key.index, rule, extracted);
+            let held = self.shared.metrics.script_metrics.get(&series);
+            if held.is_some_and(|h| h.is_later_than(&set)) {
+                return None;
+            }
+            serde_json::to_vec(&set)
+                .ok()
+                .map(|bytes| (series.clone(), bytes))
+        });
+        let update = match self
+            .shared
+            .with_state(|s| s.commit_result_with_set(p.key.clone(), offered, durable))?
         {
-            let extracted = crate::script_metrics::store::extract(rule, t.script_output.as_bytes());
-            let produced = p.last_update.or(end_time).unwrap_or_else(Utc::now);
+            Committed::AlreadyDone => return Ok(()),
+            Committed::Done(update) => update,
+        };
+        if let Some((rule, produced, extracted)) = script_set {
             self.shared.metrics.script_metrics.record(
                 series.clone(),
                 produced,

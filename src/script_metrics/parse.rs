@@ -44,7 +44,9 @@ impl Default for Limits {
 }
 
 /// A family's `# TYPE`, as far as it is honoured.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub enum Kind {
     Gauge,
     Counter,

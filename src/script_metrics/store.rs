@@ -27,7 +27,7 @@ use crate::config::{ScriptFormat, ScriptRule, is_reserved};
 const OWN_LABELS: [&str; 3] = ["tenant", "machine", "script"];
 
 /// One family of a set.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Family {
     /// The full name (prefix + the sample's name).
     pub name: String,
@@ -122,8 +122,8 @@ fn renamed(labels: Vec<(String, String)>) -> Vec<(String, String)> {
 /// (tenant, machine, script).
 pub type SetKey = (String, String, String);
 
-/// The current set of one (tenant, machine, script).
-#[derive(Debug, Clone, PartialEq)]
+/// The current set of one (tenant, machine, script); its JSON is what the state file keeps.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Set {
     /// The action's `lastUpdateDateTimeUtc` (the set's age and which set is later).
     pub produced: DateTime<Utc>,
@@ -134,6 +134,26 @@ pub struct Set {
 }
 
 impl Set {
+    /// The set `extracted` would be, before the rule's total is applied.
+    pub fn new(
+        produced: DateTime<Utc>,
+        index: u32,
+        rule: &ScriptRule,
+        extracted: &Extracted,
+    ) -> Set {
+        Set {
+            produced,
+            index,
+            ttl: rule.ttl,
+            families: extracted.families.clone(),
+        }
+    }
+
+    /// Whether this set is later than `other` (a later action, or a later command of one).
+    pub fn is_later_than(&self, other: &Set) -> bool {
+        (self.produced, self.index) > (other.produced, other.index)
+    }
+
     fn series(&self) -> usize {
         self.families.iter().map(|f| f.samples.len()).sum()
     }

@@ -34,6 +34,11 @@ pub(super) const TRACKED: TableDefinition<&str, &[u8]> = TableDefinition::new("t
 pub(super) const NOT_RUN: TableDefinition<&str, u8> = TableDefinition::new("not_run_done");
 /// Schema 2: the latest attempt per series that ever had a not-run, key as `last_runs`.
 pub(super) const ATTEMPTS: TableDefinition<&str, &[u8]> = TableDefinition::new("script_attempts");
+/// Script output as metrics (#21): the current set per series, opaque bytes (the set's own
+/// JSON, see `script_metrics::store`), written with the transcript that gave it. Added
+/// without a schema change: an older version ignores it.
+pub(super) const SCRIPT_SETS: TableDefinition<&str, &[u8]> =
+    TableDefinition::new("script_metric_sets");
 /// The layout of the state file this version writes and reads. 1 → 2 (#9) only adds tables,
 /// so a schema-1 file is migrated by creating them and writing the new number.
 pub const SCHEMA: u64 = 2;
@@ -252,6 +257,7 @@ impl State {
                 txn.open_table(TRACKED)?;
                 txn.open_table(NOT_RUN)?;
                 txn.open_table(ATTEMPTS)?;
+                txn.open_table(SCRIPT_SETS)?;
                 Ok(found)
             })
             .map_err(|e| match e {
@@ -316,6 +322,12 @@ impl State {
                     serde_json::from_slice::<Attempt>(v.value()),
                 ) {
                     state.attempts.insert(key, a);
+                }
+            }
+            for entry in read.open_table(SCRIPT_SETS)?.iter()? {
+                let (k, v) = entry?;
+                if let Ok(key) = serde_json::from_str::<SeriesKey>(k.value()) {
+                    state.script_sets.insert(key, v.value().to_vec());
                 }
             }
             for entry in read.open_table(RUNS)?.iter()? {
