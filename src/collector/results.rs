@@ -475,6 +475,20 @@ impl TenantCollector {
             Committed::Done(update) => update,
         };
         if let Some((rule, produced, extracted)) = script_set {
+            let dropped: u64 = extracted.dropped.values().sum();
+            if dropped > 0 || extracted.invalid > 0 {
+                // Once per transcript, however many lines: the counts are in the metrics.
+                tracing::warn!(
+                    tenant = %self.tenant.name,
+                    action_id = %p.key.action_id,
+                    index = p.key.index,
+                    machine = %p.machine,
+                    script = %script,
+                    invalid_lines = extracted.invalid,
+                    dropped,
+                    "script_metrics: some of the script's output was left out"
+                );
+            }
             self.shared.metrics.script_metrics.record(
                 series.clone(),
                 produced,
