@@ -7,8 +7,9 @@
 //! URLs, `quota`, `discovery`, `output` for `otel:` and `transcript_log:`, `proxy`,
 //! `script_metrics` for script output as metrics), `${VAR}` expansion (`env`), the error
 //! type naming the file and the key, and the defaults of every key (including
-//! [`DEFAULT_MAX_REQUESTS_IN_FLIGHT`]). Does not own the command line (`cli`), reloading (`app`), getting tokens (`mde::auth`) nor the tenant → shard mapping
-//! (`crate::shard`, used by [`Config::shard`]). The only modules of this crate it uses are the
+//! [`DEFAULT_MAX_REQUESTS_IN_FLIGHT`]). Does not own the command line (`cli`), reloading
+//! (`app`), getting tokens (`mde::auth`) nor the tenant → shard mapping (`crate::shard`,
+//! used by [`Config::shard`]). The only modules of this crate it uses are the
 //! pure `certificate` (to refuse a wrong or expired certificate at load), `shard`, and the
 //! pure `script_metrics::parse` (what a valid metric name is, for `script_metrics:`).
 
