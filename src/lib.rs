@@ -34,6 +34,9 @@
 //!   and the pure parsers, one file per noun ([`mde::model`]).
 //! - [`quota`]: the sliding-window quota policy, a pure core, and [`quota::SharedQuota`], the
 //!   one name of a tenant's quota handle.
+//! - [`script_metrics`]: script output as metrics (#21): Prometheus text-format samples
+//!   amid transcript noise (`parse`) and one JSON object's numbers (`json`), both pure, and
+//!   the current set per (tenant, machine, script) rendered at scrape time (`store`).
 //! - [`state`]: what is remembered across restarts: the indexes and exactly-once rules
 //!   (`state/mod.rs`), the redb file, its migration and reopening (`state/store.rs`).
 //! - [`series`]: the per-machine series: set, restored after a start, expired, started at 0.
@@ -66,6 +69,7 @@ pub mod machines;
 pub mod mde;
 pub mod metrics;
 pub mod quota;
+pub mod script_metrics;
 pub mod series;
 pub mod server;
 pub mod shard;

@@ -114,6 +114,8 @@ pub struct CollectorSettings {
     pub series_ttl: Duration,
     pub max_series: usize,
     pub transcript_log: crate::config::Redaction,
+    /// Which scripts' output becomes metrics (#21).
+    pub script_metrics: crate::config::ScriptMetrics,
 }
 
 impl CollectorSettings {
@@ -124,6 +126,7 @@ impl CollectorSettings {
             series_ttl: c.series_ttl,
             max_series: c.max_series,
             transcript_log: c.transcript_log.clone(),
+            script_metrics: c.script_metrics.clone(),
         }
     }
 }
@@ -168,6 +171,11 @@ impl Shared {
             self.settings.series_ttl,
             self.settings.max_series,
         );
+        // Script-output sets past their rule's ttl (#21), from /metrics and the state file.
+        let expired = self.metrics.script_metrics.expire(chrono::Utc::now());
+        if let Err(e) = self.with_state(|s| s.remove_script_sets(&expired)) {
+            tracing::error!(error = %e, "cannot expire script_metrics sets");
+        }
     }
 
     /// The quota windows of one tenant, now (`None` for a tenant not configured). A poll asks

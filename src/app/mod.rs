@@ -89,6 +89,24 @@ fn unix_now() -> f64 {
     chrono::Utc::now().timestamp_millis() as f64 / 1000.0
 }
 
+/// The script_metrics sets of the state file back in `/metrics` (#21), before any poll.
+fn restore_script_sets(shared: &Shared) {
+    let sets: Vec<(crate::state::SeriesKey, Vec<u8>)> = shared.with_state(|s| {
+        s.script_sets()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    });
+    for (key, bytes) in sets {
+        match serde_json::from_slice::<crate::script_metrics::store::Set>(&bytes) {
+            Ok(set) => shared.metrics.script_metrics.restore(key, set),
+            Err(e) => {
+                tracing::warn!(error = %e, "skipping a script_metrics set the state file holds that does not parse")
+            }
+        }
+    }
+}
+
 /// Start collectors for every tenant and the HTTP server on `listener` (plain HTTP).
 pub async fn start(
     config: Config,
@@ -255,6 +273,7 @@ pub async fn start_with_lifecycle(
     let (shared, clients) = prepare(&config, &metrics, state.clone(), status.clone(), None)?;
     metrics.record_config_load(true, unix_now());
     shared.restore_series();
+    restore_script_sets(&shared);
     shared.housekeeping();
     metrics.quota_gauges.set(&shared.quotas);
     let collectors = launch(&shared, clients);

@@ -38,6 +38,8 @@ pub(super) struct Pending {
     script: Option<String>,
     machine: String,
     end_time: Option<DateTime<Utc>>,
+    /// The action's `lastUpdateDateTimeUtc`: which script_metrics set is the latest (#21).
+    last_update: Option<DateTime<Utc>>,
     /// When this exporter first queued it (the age of a result without an `endTime`).
     queued_at: DateTime<Utc>,
     attempts: u32,
@@ -262,6 +264,7 @@ impl TenantCollector {
                 script: c.script_name().map(str::to_string),
                 machine: a.machine().to_string(),
                 end_time: c.end_time.or(a.last_update_date_time_utc),
+                last_update: a.last_update_date_time_utc,
                 queued_at: Utc::now(),
                 attempts: 0,
                 not_before: None,
@@ -455,13 +458,61 @@ impl TenantCollector {
             )),
         });
         let offered = run.clone().map(|r| (series.clone(), r));
+        // Script output as metrics (#21), read from the full output before any redaction; the
+        // set is written in the transaction that marks the transcript done, unless the set
+        // held is later.
+        let script_set = self
+            .shared
+            .settings
+            .script_metrics
+            .rule_for(&self.tenant.name, &script)
+            .map(|rule| {
+                let extracted =
+                    crate::script_metrics::store::extract(rule, t.script_output.as_bytes());
+                let produced = p.last_update.or(end_time).unwrap_or_else(Utc::now);
+                (rule, produced, extracted)
+            });
+        let durable = script_set.as_ref().and_then(|(rule, produced, extracted)| {
+            let set =
+                crate::script_metrics::store::Set::new(*produced, p.key.index, rule, extracted);
+            let held = self.shared.metrics.script_metrics.get(&series);
+            if held.is_some_and(|h| h.is_later_than(&set)) {
+                return None;
+            }
+            serde_json::to_vec(&set)
+                .ok()
+                .map(|bytes| (series.clone(), bytes))
+        });
         let update = match self
             .shared
-            .with_state(|s| s.commit_result(p.key.clone(), offered))?
+            .with_state(|s| s.commit_result_with_set(p.key.clone(), offered, durable))?
         {
             Committed::AlreadyDone => return Ok(()),
             Committed::Done(update) => update,
         };
+        if let Some((rule, produced, extracted)) = script_set {
+            let dropped: u64 = extracted.dropped.values().sum();
+            if dropped > 0 || extracted.invalid > 0 {
+                // Once per transcript, however many lines: the counts are in the metrics.
+                tracing::warn!(
+                    tenant = %self.tenant.name,
+                    action_id = %p.key.action_id,
+                    index = p.key.index,
+                    machine = %p.machine,
+                    script = %script,
+                    invalid_lines = extracted.invalid,
+                    dropped,
+                    "script_metrics: some of the script's output was left out"
+                );
+            }
+            self.shared.metrics.script_metrics.record(
+                series.clone(),
+                produced,
+                p.key.index,
+                rule,
+                extracted,
+            );
+        }
         TranscriptRetrieved {
             tenant: &self.tenant.name,
             action_id: &p.key.action_id,
@@ -519,6 +570,7 @@ mod tests {
             script: None,
             machine: "m".into(),
             end_time: Utc.timestamp_opt(end, 0).single(),
+            last_update: None,
             queued_at: Utc.timestamp_opt(0, 0).unwrap(),
             attempts: 0,
             not_before: None,

@@ -4,13 +4,14 @@
 //! Owns the file: its schema (`raw`; unknown keys are errors), the checks of each section,
 //! each in its own module beside its tests (`check` for the file-level keys and the shared
 //! bounds, `tenant`, `auth` with the file reads of sign-in, `cloud` for cloud and region →
-//! URLs, `quota`, `discovery`, `output` for `otel:` and `transcript_log:`, `proxy`), `${VAR}`
-//! expansion (`env`), the error type naming the file and the key, and the defaults of every
-//! key (including [`DEFAULT_MAX_REQUESTS_IN_FLIGHT`]). Does not own the command line (`cli`),
-//! reloading (`app`), getting tokens (`mde::auth`) nor the tenant → shard mapping
-//! (`crate::shard`, used by [`Config::shard`]). The only modules of this crate it uses are the
+//! URLs, `quota`, `discovery`, `output` for `otel:` and `transcript_log:`, `proxy`,
+//! `script_metrics` for script output as metrics), `${VAR}` expansion (`env`), the error
+//! type naming the file and the key, and the defaults of every key (including
+//! [`DEFAULT_MAX_REQUESTS_IN_FLIGHT`]). Does not own the command line (`cli`), reloading
+//! (`app`), getting tokens (`mde::auth`) nor the tenant → shard mapping (`crate::shard`,
+//! used by [`Config::shard`]). The only modules of this crate it uses are the
 //! pure `certificate` (to refuse a wrong or expired certificate at load), `sign_in_file` (the
-//! 1 MiB cap of the sign-in files it reads) and `shard`.
+//! 1 MiB cap of the sign-in files it reads), `shard`, and the pure `script_metrics::parse` (what a valid metric name is, for `script_metrics:`).
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -27,6 +28,7 @@ mod output;
 mod proxy;
 mod quota;
 mod raw;
+mod script_metrics;
 mod tenant;
 
 pub use self::auth::{Auth, AuthMethod, IMDS_TOKEN_URL, Pkcs12Password, Secret};
@@ -37,6 +39,9 @@ pub use self::output::{OtelConfig, Protocol, RedactMode, Redaction};
 pub use self::proxy::ProxyConfig;
 pub use self::quota::{QuotaConfig, QuotaScope};
 pub use self::raw::DEFAULT_MAX_REQUESTS_IN_FLIGHT;
+pub use self::script_metrics::{
+    Format as ScriptFormat, JsonMetric, RESERVED_PREFIXES, ScriptMetrics, ScriptRule, is_reserved,
+};
 pub use self::tenant::{MachineContext, Selectors, Tenant};
 pub use crate::shard::shard_of;
 
@@ -84,6 +89,8 @@ pub struct Config {
     pub transcript_log: Redaction,
     /// The outbound proxy of every request (token, API, result download), if any.
     pub proxy: Option<ProxyConfig>,
+    /// Script output as metrics (#21): the rules and each tenant's narrowing.
+    pub script_metrics: ScriptMetrics,
     pub tenants: Vec<Tenant>,
 }
 
@@ -101,6 +108,7 @@ impl Default for Config {
             otel: OtelConfig::default(),
             transcript_log: Redaction::default(),
             proxy: None,
+            script_metrics: ScriptMetrics::default(),
             tenants: Vec::new(),
         }
     }
@@ -145,12 +153,14 @@ impl Config {
             .validate()
             .map_err(|e| e.under("transcript_log."))?;
         let proxy = proxy::resolve(raw.proxy_url.as_deref(), env)?;
+        let rules = script_metrics::validate(raw.script_metrics)?;
+        let mut narrowed = std::collections::BTreeMap::new();
         if raw.tenants.is_empty() {
             return Err(Invalid::new("tenants", "at least one tenant is required"));
         }
         let mut names = BTreeSet::new();
         let mut tenants = Vec::with_capacity(raw.tenants.len());
-        for (i, t) in raw.tenants.into_iter().enumerate() {
+        for (i, mut t) in raw.tenants.into_iter().enumerate() {
             let at = format!("tenants[{i}].");
             t.check_name().map_err(|e| e.under(&at))?;
             if !names.insert(t.name.clone()) {
@@ -158,6 +168,10 @@ impl Config {
                     format!("{at}name"),
                     format!("duplicate tenant name {:?}", t.name),
                 ));
+            }
+            if let Some(list) = t.script_metrics.take() {
+                let kept = script_metrics::narrow(&list, &rules).map_err(|e| e.under(&at))?;
+                narrowed.insert(t.name.clone(), kept);
             }
             tenants.push(t.validate(path, env).map_err(|e| e.under(&at))?);
         }
@@ -172,6 +186,7 @@ impl Config {
             otel: raw.otel,
             transcript_log,
             proxy,
+            script_metrics: ScriptMetrics { rules, narrowed },
             tenants,
         })
     }

@@ -43,6 +43,9 @@ pub(super) struct RawFile {
     /// Outbound proxy for token, API and download requests; default `HTTPS_PROXY`.
     #[serde(default)]
     pub proxy_url: Option<String>,
+    /// Script output as metrics (#21).
+    #[serde(default)]
+    pub script_metrics: Vec<super::script_metrics::RawRule>,
     pub tenants: Vec<RawTenant>,
 }
 
@@ -116,6 +119,9 @@ pub(super) struct RawTenant {
     pub machine_info_interval: Duration,
     #[serde(default)]
     pub discovery: RawDiscovery,
+    /// The top-level script_metrics rules this tenant keeps (by script); all when absent.
+    #[serde(default)]
+    pub script_metrics: Option<Vec<String>>,
 }
 
 /// The `auth:` block of a tenant, as written.

@@ -11,8 +11,7 @@ use tracing::Instrument;
 use tracing::field::Empty;
 use url::Url;
 
-use super::body::{ReadError, read_capped};
-use super::http::location_host;
+use super::http::{ReadError, location_host, read_capped};
 use super::model::{self, DownloadLink, Transcript, redact_url};
 use super::send::{http_span, transport};
 use super::{Client, DOWNLOAD, Error, Slot};

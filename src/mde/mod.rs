@@ -2,14 +2,12 @@
 //!
 //! Owns the endpoints (listings and their paging, one action, a result's download link) and
 //! the client's parts: `error` (one error type), `send` (slot, quota, token, 401/429,
-//! the per-call metrics), `body` (a body read under a size cap, an error's chain on one
-//! line), `download` (result links and their trust policy),
+//! size caps, the per-call metrics), `download` (result links and their trust policy),
 //! [`http`] (the one `reqwest` client and its policy: redirects, Referer, proxy; the cap on
 //! requests in flight), [`auth`] (tokens) and [`model`] (pure parsers). Does not own what to
 //! call next (the collector) nor parsing (`model`).
 
 pub mod auth;
-mod body;
 mod download;
 mod error;
 pub mod http;
@@ -25,11 +23,10 @@ use crate::config::Tenant;
 use crate::metrics::Metrics;
 use crate::quota::Endpoint;
 pub use crate::quota::SharedQuota;
-pub(crate) use body::error_chain;
-pub(crate) use body::read_capped;
 pub use download::{BLOB_HOST_SUFFIXES, is_loopback};
 pub use error::{Error, ErrorKind};
 pub use http::{Http, Slot, redirect_policy};
+pub(crate) use http::{error_chain, read_capped};
 use model::{DownloadLink, Machine, MachineAction, redact_url};
 pub use send::parse_retry_after;
 

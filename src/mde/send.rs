@@ -15,8 +15,7 @@ use tracing::Instrument;
 use tracing::field::Empty;
 use url::Url;
 
-use super::body::{ReadError, error_chain, read_capped};
-use super::http::location_host;
+use super::http::{ReadError, error_chain, location_host, read_capped};
 use super::model::{self, redact_url};
 use super::{Client, Error, QuotaWait, Slot};
 use crate::quota::{Endpoint, Quota};

@@ -23,18 +23,19 @@ mod labels;
 pub mod poll;
 pub mod results;
 
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, AtomicUsize};
 use std::sync::{Arc, LazyLock};
 
+use prometheus_client::collector::Collector;
 use prometheus_client::encoding::prometheus_text;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::exemplar::{CounterWithExemplar, HistogramWithExemplars};
 use prometheus_client::metrics::family::{Family, MetricConstructor};
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
 
 pub use collectors::QuotaGauges;
 use collectors::{HttpCollector, ProcessCollector};
-use encode::Parts;
 pub use labels::*;
 
 /// Content type of the OpenMetrics text format.
@@ -122,6 +123,9 @@ pub struct Metrics {
     pub requests_in_flight: Gauge,
     pub requests_in_flight_limit: Gauge,
     pub request_slot_wait: Counter<f64>,
+    /// Script output as metrics (`mde_script_*`, `mde_script_metrics_*`), rendered from its
+    /// store at scrape time. See: #21
+    pub script_metrics: Arc<crate::script_metrics::store::Store>,
 }
 
 impl Default for Metrics {
@@ -176,6 +180,7 @@ impl Metrics {
             requests_in_flight: Gauge::default(),
             requests_in_flight_limit: Gauge::default(),
             request_slot_wait: Counter::default(),
+            script_metrics: Arc::default(),
         };
         let bg = |s: &str| format!("{s} {BACKGROUND}");
         let r = &mut registry;
@@ -380,6 +385,7 @@ impl Metrics {
             "Time requests waited for a free slot under max_requests_in_flight, summed over requests; when it grows by about a second every second, the cap, not the API, sets the pace",
             m.request_slot_wait.clone(),
         );
+        r.register_collector(Box::new(m.script_metrics.clone()));
         r.register_collector(Box::new(ProcessCollector));
         r.register_collector(Box::new(HttpCollector(m.http_stats.clone())));
         m.build_info
@@ -393,36 +399,35 @@ impl Metrics {
     }
 }
 
-/// Encoding `/metrics` (the work itself is [`encode`]'s).
-impl Metrics {
-    /// Encode every family. OpenMetrics (with exemplars) when asked for, else Prometheus text.
-    pub fn encode(&self, openmetrics: bool) -> Result<String, std::fmt::Error> {
-        encode::join(self.encode_chunks(openmetrics)?)
+/// The registry, one family (or collector) to a part, in the order they were registered, with
+/// the size each took in the latest body; see [`Metrics::encode_chunks`] (in `encode`).
+#[derive(Default)]
+struct Parts {
+    parts: Vec<Registry>,
+    last_len: Vec<AtomicUsize>,
+}
+
+impl Parts {
+    fn register(
+        &mut self,
+        name: &str,
+        help: impl Into<String>,
+        metric: impl prometheus_client::registry::Metric,
+    ) {
+        let mut r = Registry::default();
+        r.register(name, help, metric);
+        self.push(r);
     }
 
-    /// Encode every family, as chunks to be sent one after the other. A small body is one
-    /// chunk. A large one is encoded by two threads (the caller's and one more), the families
-    /// shared out between them by the sizes they had in the previous body (largest first, to
-    /// whichever thread has less so far), each thread writing into one buffer of its own; the
-    /// chunks are slices of the two buffers, one a family, in registration order, so the body
-    /// is the one a single thread makes, never copied into one string (which would hold it
-    /// twice). The largest family bounds the gain: it is encoded by one thread. Two threads
-    /// halve the time to encode 50,000 series when a core is free. See: #11
-    ///
-    /// Each buffer is allocated once, at the size its families took last time plus an eighth:
-    /// grown by doubling from 16 KiB, a 5 MB body (50,000 series) was reallocated nine times.
-    /// A large body's buffers are at least [`encode::MAPPED`], see there.
-    pub fn encode_chunks(&self, openmetrics: bool) -> Result<Vec<bytes::Bytes>, std::fmt::Error> {
-        self.registry.encode_split(openmetrics, true)
+    fn register_collector(&mut self, collector: Box<dyn Collector>) {
+        let mut r = Registry::default();
+        r.register_collector(collector);
+        self.push(r);
     }
 
-    /// As [`Metrics::encode_chunks`], on the caller's thread alone, into one chunk (for the
-    /// render benchmark's comparison).
-    pub fn encode_on_one_thread(
-        &self,
-        openmetrics: bool,
-    ) -> Result<Vec<bytes::Bytes>, std::fmt::Error> {
-        self.registry.encode_split(openmetrics, false)
+    fn push(&mut self, r: Registry) {
+        self.parts.push(r);
+        self.last_len.push(AtomicUsize::new(0));
     }
 }
 

@@ -19,8 +19,8 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use store::{
-    ACTIONS, ATTEMPTS, DISCOVERY, DONE, NOT_RUN, RAN, RECONCILED, RUNS, Store, TRACKED, WATERMARKS,
-    action_key, done_key, remove_keys, series_key,
+    ACTIONS, ATTEMPTS, DISCOVERY, DONE, NOT_RUN, RAN, RECONCILED, RUNS, SCRIPT_SETS, Store,
+    TRACKED, WATERMARKS, action_key, done_key, remove_keys, series_key,
 };
 pub use store::{Opener, SCHEMA, StoreError, reset};
 
@@ -96,6 +96,8 @@ pub struct State {
     /// Schema 3 (#20): the newest attempt that ran, per series, whether or not it had a
     /// not-run, so that an older not-run seen after it does not win.
     ran: BTreeMap<SeriesKey, Attempt>,
+    /// Script output as metrics (#21): the current set per series, as written.
+    script_sets: BTreeMap<SeriesKey, Vec<u8>>,
     /// The file behind it, if any.
     store: Option<Store>,
 }
@@ -164,6 +166,18 @@ impl State {
         key: ResultKey,
         run: Option<(SeriesKey, LastRun)>,
     ) -> Result<Committed, StoreError> {
+        self.commit_result_with_set(key, run, None)
+    }
+
+    /// As [`State::commit_result`], writing in the same transaction the script_metrics set
+    /// the transcript gave (#21): after a restart or a kill -9 the set is served at once and
+    /// the transcript is not fetched again.
+    pub fn commit_result_with_set(
+        &mut self,
+        key: ResultKey,
+        run: Option<(SeriesKey, LastRun)>,
+        set: Option<(SeriesKey, Vec<u8>)>,
+    ) -> Result<Committed, StoreError> {
         if self.done.contains(&key) {
             return Ok(Committed::AlreadyDone);
         }
@@ -185,8 +199,15 @@ impl State {
                 if let Some((k, v)) = &encoded {
                     txn.open_table(RUNS)?.insert(k.as_str(), v.as_slice())?;
                 }
+                if let Some((k, v)) = &set {
+                    txn.open_table(SCRIPT_SETS)?
+                        .insert(series_key(k).as_str(), v.as_slice())?;
+                }
                 Ok(())
             })?;
+        }
+        if let Some((k, v)) = set {
+            self.script_sets.insert(k, v);
         }
         let update = match newer {
             Some((series, run)) => {
@@ -428,6 +449,20 @@ impl State {
             self.attempts.remove(k);
         }
         Ok(removed)
+    }
+
+    /// The script_metrics sets as written (#21), for the restore after a start.
+    pub fn script_sets(&self) -> &BTreeMap<SeriesKey, Vec<u8>> {
+        &self.script_sets
+    }
+
+    /// Forget the script_metrics sets of `keys` (expired).
+    pub fn remove_script_sets(&mut self, keys: &[SeriesKey]) -> Result<(), StoreError> {
+        remove_keys(&mut self.store, SCRIPT_SETS, keys)?;
+        for k in keys {
+            self.script_sets.remove(k);
+        }
+        Ok(())
     }
 
     pub fn last_runs(&self) -> &BTreeMap<SeriesKey, LastRun> {

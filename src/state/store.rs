@@ -36,6 +36,11 @@ pub(super) const NOT_RUN: TableDefinition<&str, u8> = TableDefinition::new("not_
 pub(super) const ATTEMPTS: TableDefinition<&str, &[u8]> = TableDefinition::new("script_attempts");
 /// Schema 3 (#20): the newest attempt that ran per series, key as `last_runs`, JSON [`Attempt`].
 pub(super) const RAN: TableDefinition<&str, &[u8]> = TableDefinition::new("script_ran");
+/// Script output as metrics (#21): the current set per series, opaque bytes (the set's own
+/// JSON, see `script_metrics::store`), written with the transcript that gave it. Added
+/// without a schema change: an older version ignores it.
+pub(super) const SCRIPT_SETS: TableDefinition<&str, &[u8]> =
+    TableDefinition::new("script_metric_sets");
 /// The layout of the state file this version writes and reads. 1 → 2 (#9) and 2 → 3 (#20)
 /// only add tables, so an older file is migrated by creating them and writing the new number.
 pub const SCHEMA: u64 = 3;
@@ -255,6 +260,7 @@ impl State {
                 txn.open_table(NOT_RUN)?;
                 txn.open_table(ATTEMPTS)?;
                 txn.open_table(RAN)?;
+                txn.open_table(SCRIPT_SETS)?;
                 Ok(found)
             })
             .map_err(|e| match e {
@@ -328,6 +334,12 @@ impl State {
                     serde_json::from_slice::<Attempt>(v.value()),
                 ) {
                     state.attempts.insert(key, a);
+                }
+            }
+            for entry in read.open_table(SCRIPT_SETS)?.iter()? {
+                let (k, v) = entry?;
+                if let Ok(key) = serde_json::from_str::<SeriesKey>(k.value()) {
+                    state.script_sets.insert(key, v.value().to_vec());
                 }
             }
             for entry in read.open_table(RUNS)?.iter()? {

@@ -3,7 +3,7 @@
 //! (the innermost value wins), as JSON or logfmt. This is the shape of Prometheus's own logs,
 //! so the same log pipeline reads both.
 //!
-//! Owns writing a line and the two line formats ([`LogFormat`]). Does not own which events are written (the filters in `telemetry`).
+//! Owns writing a line and the formats ([`LogFormat`]). Does not own which events are written (the filters in `telemetry`).
 
 use std::fmt;
 

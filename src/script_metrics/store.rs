@@ -1,0 +1,382 @@
+//! The current script-output series (#21): per (tenant, machine, script) the samples of the
+//! latest transcript, served at scrape time by a `prometheus-client` collector over this
+//! compact store, with the counts of invalid lines and dropped samples.
+//!
+//! Owns turning a rule and a transcript's output into a set ([`extract`]: prefix, the
+//! exporter's own labels, `exported_` for a sample's own `tenant`/`machine`/`script`, the
+//! bounds), which set is current (the latest by the action's `lastUpdateDateTimeUtc`; a later
+//! command wins within one action), the total per rule, ttl expiry, and rendering
+//! (`mde_script_*`, `mde_script_metrics_*`). Does not own fetching transcripts (`collector`)
+//! nor keeping sets across restarts (`state`).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{PoisonError, RwLock};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
+use prometheus_client::metrics::MetricType;
+
+use super::json;
+use super::parse::{self, Drop, Kind, Limits};
+use crate::config::{ScriptFormat, ScriptRule, is_reserved};
+
+/// Labels the exporter sets on every script series; a sample's own label of one of these
+/// names becomes `exported_<name>`.
+const OWN_LABELS: [&str; 3] = ["tenant", "machine", "script"];
+
+/// One family of a set.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Family {
+    /// The full name (prefix + the sample's name).
+    pub name: String,
+    pub kind: Kind,
+    pub help: Option<String>,
+    /// Each sample's own labels (renamed where they clash) and value.
+    pub samples: Vec<(Vec<(String, String)>, f64)>,
+}
+
+/// What one transcript gave under its rule.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Extracted {
+    pub families: Vec<Family>,
+    pub invalid: u64,
+    pub dropped: BTreeMap<Drop, u64>,
+}
+
+impl Extracted {
+    pub fn series(&self) -> usize {
+        self.families.iter().map(|f| f.samples.len()).sum()
+    }
+}
+
+/// The samples of `output` under `rule`.
+pub fn extract(rule: &ScriptRule, output: &[u8]) -> Extracted {
+    let limits = Limits {
+        max_series: rule.max_series,
+        ..Limits::default()
+    };
+    match rule.format {
+        ScriptFormat::Prometheus => {
+            let parsed = parse::parse(output, &limits);
+            let mut out = Extracted {
+                invalid: parsed.invalid,
+                dropped: parsed.dropped,
+                ..Extracted::default()
+            };
+            let mut at: HashMap<String, usize> = HashMap::new();
+            for s in parsed.samples {
+                let name = format!("{}{}", rule.prefix, s.name);
+                if is_reserved(&name) {
+                    *out.dropped.entry(Drop::ReservedName).or_default() += 1;
+                    continue;
+                }
+                let i = *at.entry(name.clone()).or_insert_with(|| {
+                    out.families.push(Family {
+                        name,
+                        kind: parsed.kinds.get(&s.name).copied().unwrap_or(Kind::Untyped),
+                        help: parsed.help.get(&s.name).cloned(),
+                        samples: Vec::new(),
+                    });
+                    out.families.len() - 1
+                });
+                out.families[i].samples.push((renamed(s.labels), s.value));
+            }
+            out
+        }
+        ScriptFormat::Json => {
+            let mut out = Extracted::default();
+            let object = json::find_object(output);
+            for m in &rule.metrics {
+                match object.as_ref().and_then(|o| json::number_at(o, &m.path)) {
+                    Some(v) => out.families.push(Family {
+                        name: format!("{}{}", rule.prefix, m.name),
+                        kind: Kind::Gauge,
+                        help: m.help.clone(),
+                        samples: vec![(Vec::new(), v)],
+                    }),
+                    None => out.invalid += 1,
+                }
+            }
+            out
+        }
+    }
+}
+
+/// A sample's own `tenant`, `machine` or `script` label never replaces the real one: it
+/// becomes `exported_<name>` (Prometheus' honor_labels convention).
+fn renamed(labels: Vec<(String, String)>) -> Vec<(String, String)> {
+    labels
+        .into_iter()
+        .map(|(k, v)| {
+            if OWN_LABELS.contains(&k.as_str()) {
+                (format!("exported_{k}"), v)
+            } else {
+                (k, v)
+            }
+        })
+        .collect()
+}
+
+/// (tenant, machine, script).
+pub type SetKey = (String, String, String);
+
+/// The current set of one (tenant, machine, script); its JSON is what the state file keeps.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Set {
+    /// The action's `lastUpdateDateTimeUtc` (the set's age and which set is later).
+    pub produced: DateTime<Utc>,
+    /// The command index within the action: a later command wins within one action.
+    pub index: u32,
+    pub ttl: Duration,
+    pub families: Vec<Family>,
+}
+
+impl Set {
+    /// The set `extracted` would be, before the rule's total is applied.
+    pub fn new(
+        produced: DateTime<Utc>,
+        index: u32,
+        rule: &ScriptRule,
+        extracted: &Extracted,
+    ) -> Set {
+        Set {
+            produced,
+            index,
+            ttl: rule.ttl,
+            families: extracted.families.clone(),
+        }
+    }
+
+    /// Whether this set is later than `other` (a later action, or a later command of one).
+    pub fn is_later_than(&self, other: &Set) -> bool {
+        (self.produced, self.index) > (other.produced, other.index)
+    }
+
+    fn series(&self) -> usize {
+        self.families.iter().map(|f| f.samples.len()).sum()
+    }
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    sets: HashMap<SetKey, Set>,
+    /// Series held per (tenant, script): the rule's total.
+    totals: HashMap<(String, String), usize>,
+    invalid: BTreeMap<(String, String), u64>,
+    dropped: BTreeMap<(String, String, &'static str), u64>,
+}
+
+/// The current sets and the counts, shared by the collectors and the scrape.
+#[derive(Debug, Default)]
+pub struct Store {
+    inner: RwLock<Inner>,
+}
+
+/// What [`Store::record`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recorded {
+    /// The set is the current one now.
+    Current,
+    /// An older transcript than the set held: counted, not shown.
+    Older,
+}
+
+impl Store {
+    /// A transcript's set for `key`, produced at `produced` (command `index`): it replaces
+    /// the held set unless that one is later. Samples beyond the rule's total are dropped
+    /// (`max_total`); invalid lines and drops are counted either way.
+    pub fn record(
+        &self,
+        key: SetKey,
+        produced: DateTime<Utc>,
+        index: u32,
+        rule: &ScriptRule,
+        mut extracted: Extracted,
+    ) -> Recorded {
+        let mut inner = self.inner.write().unwrap_or_else(PoisonError::into_inner);
+        let rule_key = (key.0.clone(), key.2.clone());
+        if extracted.invalid > 0 {
+            *inner.invalid.entry(rule_key.clone()).or_default() += extracted.invalid;
+        }
+        let older = inner
+            .sets
+            .get(&key)
+            .is_some_and(|held| (held.produced, held.index) > (produced, index));
+        if !older {
+            let held = inner.sets.get(&key).map_or(0, Set::series);
+            let total = inner.totals.get(&rule_key).copied().unwrap_or(0) - held;
+            let mut room = rule.max_total_series.saturating_sub(total);
+            for f in &mut extracted.families {
+                if f.samples.len() > room {
+                    let over = (f.samples.len() - room) as u64;
+                    *extracted.dropped.entry(Drop::MaxTotal).or_default() += over;
+                    f.samples.truncate(room);
+                }
+                room -= f.samples.len();
+            }
+            extracted.families.retain(|f| !f.samples.is_empty());
+            let set = Set {
+                produced,
+                index,
+                ttl: rule.ttl,
+                families: extracted.families,
+            };
+            inner.totals.insert(rule_key.clone(), total + set.series());
+            inner.sets.insert(key.clone(), set);
+        }
+        for (why, n) in extracted.dropped {
+            *inner
+                .dropped
+                .entry((key.0.clone(), key.2.clone(), why.as_str()))
+                .or_default() += n;
+        }
+        if older {
+            Recorded::Older
+        } else {
+            Recorded::Current
+        }
+    }
+
+    /// Put a set back as it was (after a restart), without counting anything.
+    pub fn restore(&self, key: SetKey, set: Set) {
+        let mut inner = self.inner.write().unwrap_or_else(PoisonError::into_inner);
+        let rule_key = (key.0.clone(), key.2.clone());
+        let old = inner
+            .sets
+            .insert(key, set.clone())
+            .map_or(0, |s| s.series());
+        let t = inner.totals.entry(rule_key).or_default();
+        *t = *t - old + set.series();
+    }
+
+    /// The set of `key`, if any.
+    pub fn get(&self, key: &SetKey) -> Option<Set> {
+        let inner = self.inner.read().unwrap_or_else(PoisonError::into_inner);
+        inner.sets.get(key).cloned()
+    }
+
+    /// Remove the sets older than their rule's ttl at `now`; the keys removed.
+    pub fn expire(&self, now: DateTime<Utc>) -> Vec<SetKey> {
+        let mut inner = self.inner.write().unwrap_or_else(PoisonError::into_inner);
+        let stale: Vec<SetKey> = inner
+            .sets
+            .iter()
+            .filter(|(_, s)| {
+                chrono::Duration::from_std(s.ttl).is_ok_and(|ttl| s.produced + ttl < now)
+            })
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in &stale {
+            if let Some(s) = inner.sets.remove(k)
+                && let Some(t) = inner.totals.get_mut(&(k.0.clone(), k.2.clone()))
+            {
+                *t -= s.series();
+            }
+        }
+        stale
+    }
+}
+
+/// One family as rendered: its kind, help, and the sets that have it.
+type Rendered<'a> = (Kind, Option<&'a str>, Vec<(&'a SetKey, &'a Family)>);
+
+impl Collector for Store {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let inner = self.inner.read().unwrap_or_else(PoisonError::into_inner);
+        // Families by name across sets, in name order; the sets of one family in key order.
+        let mut families: BTreeMap<&str, Rendered<'_>> = BTreeMap::new();
+        for (key, set) in &inner.sets {
+            for f in &set.families {
+                let e = families.entry(f.name.as_str()).or_insert((
+                    f.kind,
+                    f.help.as_deref(),
+                    Vec::new(),
+                ));
+                e.2.push((key, f));
+            }
+        }
+        for (name, (kind, help, mut sets)) in families {
+            sets.sort_by(|a, b| a.0.cmp(b.0));
+            let (metric_type, help) = match kind {
+                Kind::Counter => (MetricType::Counter, help),
+                Kind::Gauge => (MetricType::Gauge, help),
+                Kind::Untyped => (MetricType::Unknown, help),
+            };
+            let mut family = encoder.encode_descriptor(
+                name,
+                help.unwrap_or("Printed by a script, read from its Live Response transcript"),
+                None,
+                metric_type,
+            )?;
+            for ((tenant, machine, script), f) in sets {
+                for (labels, value) in &f.samples {
+                    let mut all: Vec<(&str, &str)> = vec![
+                        ("tenant", tenant.as_str()),
+                        ("machine", machine.as_str()),
+                        ("script", script.as_str()),
+                    ];
+                    all.extend(labels.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+                    let mut e = family.encode_family(&all)?;
+                    match kind {
+                        Kind::Counter => e.encode_counter::<NoLabelSet, _, u64>(value, None)?,
+                        _ => e.encode_gauge(value)?,
+                    }
+                }
+            }
+        }
+        if !inner.sets.is_empty() {
+            let mut last = encoder.encode_descriptor(
+                "mde_script_metrics_last_transcript_timestamp_seconds",
+                "lastUpdateDateTimeUtc (Unix seconds) of the action whose transcript gave the current script_metrics set of a script on a machine",
+                None,
+                MetricType::Gauge,
+            )?;
+            let mut keys: Vec<&SetKey> = inner.sets.keys().collect();
+            keys.sort();
+            for k in keys {
+                let ts = inner.sets[k].produced.timestamp_millis() as f64 / 1000.0;
+                last.encode_family(&[
+                    ("tenant", k.0.as_str()),
+                    ("machine", k.1.as_str()),
+                    ("script", k.2.as_str()),
+                ])?
+                .encode_gauge(&ts)?;
+            }
+        }
+        if !inner.invalid.is_empty() {
+            let mut f = encoder.encode_descriptor(
+                "mde_script_metrics_lines_invalid",
+                "Lines of script output that started like a sample and did not parse, and JSON paths missing or not a number, by script",
+                None,
+                MetricType::Counter,
+            )?;
+            for ((tenant, script), n) in &inner.invalid {
+                f.encode_family(&[("tenant", tenant.as_str()), ("script", script.as_str())])?
+                    .encode_counter::<NoLabelSet, _, u64>(n, None)?;
+            }
+        }
+        if !inner.dropped.is_empty() {
+            let mut f = encoder.encode_descriptor(
+                "mde_script_metrics_dropped",
+                "Script output samples that parsed and were not kept, by reason (max_series, max_total, name_too_long, label_too_long, too_many_labels, unsupported_type, reserved_name)",
+                None,
+                MetricType::Counter,
+            )?;
+            for ((tenant, script, reason), n) in &inner.dropped {
+                f.encode_family(&[
+                    ("tenant", tenant.as_str()),
+                    ("script", script.as_str()),
+                    ("reason", *reason),
+                ])?
+                .encode_counter::<NoLabelSet, _, u64>(n, None)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+#[path = "store_tests.rs"]
+mod tests;

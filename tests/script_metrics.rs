@@ -1,0 +1,110 @@
+//! Script output as metrics through the simulator (#21): the simulator's transcripts carry
+//! PowerShell noise, NUL bytes and non-ASCII text; one of its scripts prints a line that
+//! starts like a sample and does not parse (`Collected 42 items`). See: #21
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::collections::BTreeSet;
+
+use common::{config_yaml, parse_config, settled, start_exporter, start_sim, sum};
+use mde_sim::SimConfig;
+
+const RULES: &str = "script_metrics:
+  - script: collect-triage.ps1
+    format: prometheus
+  - script: check-bitlocker.ps1
+    format: prometheus
+  - script: hunt-persistence.ps1
+    format: json
+    metrics:
+      - name: persistence_found
+        path: found
+";
+
+#[tokio::test]
+async fn script_output_becomes_per_machine_series() {
+    let (sim, addr) = start_sim(SimConfig::default()).await;
+    let config = parse_config(&config_yaml(&sim, addr, sim.credentials().2, "", RULES));
+    let exporter = start_exporter(config).await;
+    let m = settled(&sim, exporter.addr).await;
+    let truth = sim.truth();
+    let runs = truth.runs_by_script();
+    let invalid = |script: &str| {
+        sum(
+            &m,
+            "mde_script_metrics_lines_invalid_total",
+            &[("tenant", "sim"), ("script", script)],
+        )
+    };
+    // One line that starts like a sample per collect-triage transcript; the transcript
+    // header, footer and the rest are noise.
+    assert_eq!(
+        invalid("collect-triage.ps1"),
+        runs["collect-triage.ps1"] as f64
+    );
+    assert_eq!(invalid("check-bitlocker.ps1"), 0.0);
+    // No JSON object in the output: the one path is missing, once per transcript.
+    assert_eq!(
+        invalid("hunt-persistence.ps1"),
+        runs["hunt-persistence.ps1"] as f64
+    );
+    // Every (machine, script) of a rule has its set and its time.
+    for script in ["collect-triage.ps1", "check-bitlocker.ps1"] {
+        let want: BTreeSet<String> = truth
+            .last_by_machine_script()
+            .into_keys()
+            .filter(|(_, s)| s == script)
+            .map(|(machine, _)| machine)
+            .collect();
+        let got: BTreeSet<String> = m
+            .keys()
+            .filter(|(n, l)| {
+                n == "mde_script_metrics_last_transcript_timestamp_seconds"
+                    && l.get("script").map(String::as_str) == Some(script)
+            })
+            .map(|(_, l)| l["machine"].clone())
+            .collect();
+        assert_eq!(got, want, "{script}");
+    }
+    // A script without a rule has no set.
+    assert_eq!(
+        sum(
+            &m,
+            "mde_script_metrics_last_transcript_timestamp_seconds",
+            &[("script", "get-av-status.ps1")]
+        ),
+        0.0
+    );
+    exporter.shutdown().await.unwrap();
+}
+
+/// The sets are written with the transcript that gave them: after a restart they are served
+/// at the first scrape, before any poll, and no transcript is fetched again.
+#[tokio::test]
+async fn sets_survive_a_restart() {
+    let (sim, addr) = start_sim(SimConfig::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state.redb");
+    let global = format!("state_path: {}\n{RULES}", state.display());
+    let text = config_yaml(&sim, addr, sim.credentials().2, "", &global);
+    let exporter = start_exporter(parse_config(&text)).await;
+    let before = settled(&sim, exporter.addr).await;
+    exporter.shutdown().await.unwrap();
+    let sets = |m: &common::Samples| {
+        m.iter()
+            .filter(|((n, _), _)| n == "mde_script_metrics_last_transcript_timestamp_seconds")
+            .map(|((_, l), v)| (l.clone(), *v))
+            .collect::<Vec<_>>()
+    };
+    assert!(!sets(&before).is_empty());
+    let downloads = sim.stats().downloads;
+    // The restarted exporter's first scrape, before its first poll has fetched anything.
+    let mut config = parse_config(&text);
+    config.poll_interval = std::time::Duration::from_secs(3600);
+    let again = start_exporter(config).await;
+    let after = common::scrape(again.addr).await;
+    assert_eq!(sets(&after), sets(&before));
+    assert_eq!(sim.stats().downloads, downloads, "nothing fetched again");
+    again.shutdown().await.unwrap();
+}
