@@ -1,0 +1,94 @@
+#!/usr/bin/env bash
+# Build the pinned Go programs the tests use into .tools/bin (git-ignored):
+#   helm (Helm 4: lint and template the chart), prometheus + promtool (Prometheus 3: the
+#   end-to-end test, rule checks), alertmanager + amtool, jaeger (Jaeger v2: the trace backend).
+# Each program is built with `go install module/cmd/x@version`, so only the Go module proxy is
+# needed. A stamp file per program (.tools/stamps/NAME) holds what it was built from (module,
+# version, Go version, flags); a program whose stamp matches is not built again, so only the
+# first run pays (see docs/tools.md for the figures). Builds run under `nice -n 19`, one at a time.
+#
+# Usage: scripts/tools.sh [NAME...]   (default: all; NAME is one of the names below)
+#        scripts/tools.sh --list      print NAME VERSION for each pinned program
+# Exit status: 0 when every asked-for program is built, 1 when any build failed (the others are
+# still built; callers that have a fallback, like the e2e's Debian Prometheus, check the binary).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# NAME MODULE VERSION PACKAGE [BUILD-TAGS]
+TOOLS=(
+    "helm helm.sh/helm/v4 v4.3.2 helm.sh/helm/v4/cmd/helm"
+    "promtool github.com/prometheus/prometheus v0.316.0 github.com/prometheus/prometheus/cmd/promtool"
+    "prometheus github.com/prometheus/prometheus v0.316.0 github.com/prometheus/prometheus/cmd/prometheus"
+    "amtool github.com/prometheus/alertmanager v0.35.0 github.com/prometheus/alertmanager/cmd/amtool"
+    "alertmanager github.com/prometheus/alertmanager v0.35.0 github.com/prometheus/alertmanager/cmd/alertmanager"
+    "jaeger github.com/jaegertracing/jaeger v1.75.0 github.com/jaegertracing/jaeger/cmd/jaeger"
+)
+# -trimpath and -s -w: no local paths, no symbol tables (about a third smaller binaries).
+# CGO_ENABLED=0: static binaries, no C toolchain needed.
+LDFLAGS="-s -w"
+
+root=$PWD/.tools
+bin=$root/bin
+stamps=$root/stamps
+
+if [ "${1:-}" = --list ]; then
+    for t in "${TOOLS[@]}"; do
+        read -r name _ version _ <<<"$t"
+        echo "$name $version"
+    done
+    exit 0
+fi
+
+command -v go >/dev/null || { echo "tools.sh: go not found (Go 1.26 or newer is needed)" >&2; exit 1; }
+mkdir -p "$bin" "$stamps"
+goversion=$(go env GOVERSION)
+
+wanted=("$@")
+is_wanted() {
+    [ ${#wanted[@]} -eq 0 ] && return 0
+    local w
+    for w in "${wanted[@]}"; do [ "$w" = "$1" ] && return 0; done
+    return 1
+}
+for w in "${wanted[@]}"; do
+    printf '%s\n' "${TOOLS[@]}" | awk '{print $1}' | grep -qx "$w" \
+        || { echo "tools.sh: unknown tool $w (scripts/tools.sh --list)" >&2; exit 2; }
+done
+
+built=()
+failed=()
+total=0
+for t in "${TOOLS[@]}"; do
+    read -r name module version package tags <<<"$t"
+    is_wanted "$name" || continue
+    stamp="$module@$version $package go=$goversion tags=${tags:-} ldflags=$LDFLAGS trimpath cgo=0"
+    if [ -x "$bin/$name" ] && [ "$(cat "$stamps/$name" 2>/dev/null)" = "$stamp" ]; then
+        echo "tools: $name $version up to date"
+        continue
+    fi
+    echo "== tools: building $name ($package@$version)"
+    start=$(date +%s)
+    rm -f "$stamps/$name"
+    if nice -n 19 env GOBIN="$bin" CGO_ENABLED=0 GOFLAGS=-buildvcs=false \
+        go install -trimpath -ldflags="$LDFLAGS" ${tags:+-tags="$tags"} "$package@$version"; then
+        secs=$(($(date +%s) - start))
+        total=$((total + secs))
+        echo "$stamp" >"$stamps/$name"
+        built+=("$name ${secs}s $(du -m "$bin/$name" | cut -f1)MB")
+        echo "tools: $name $version built in ${secs}s"
+    else
+        secs=$(($(date +%s) - start))
+        total=$((total + secs))
+        failed+=("$name")
+        echo "tools: FAILED to build $name $version (after ${secs}s)" >&2
+    fi
+done
+
+if [ ${#built[@]} -gt 0 ]; then
+    echo "tools: built ${#built[@]} program(s) in ${total}s: $(IFS=,; echo "${built[*]}" | sed 's/,/, /g')"
+    echo "tools: this is the first-run cost; later runs skip them (stamps in $stamps)"
+fi
+if [ ${#failed[@]} -gt 0 ]; then
+    echo "tools: failed: ${failed[*]}" >&2
+    exit 1
+fi
