@@ -3,8 +3,10 @@
 #
 # Starts the exporter in demo mode (built-in MDE API simulator: failing scripts, script errors,
 # malformed transcripts; --demo.noisy-neighbour and many actions so the quota runs out and the
-# API answers 429) with time scaled x60 (a quota minute lasts one second), and Debian's
-# `prometheus` scraping it every second with rules/mde-liveresponse.rules.yml loaded. Then
+# API answers 429) with time scaled x60 (a quota minute lasts one second), and a real Prometheus
+# scraping it every second with rules/mde-liveresponse.rules.yml loaded: Prometheus 3
+# (.tools/bin/prometheus, built by scripts/tools.sh), or Debian's `prometheus` (2.42) when that
+# build is missing, which the output says. Then
 # scripts/e2e_prometheus.py evaluates every dashboard panel query and template variable through
 # the HTTP API (each must be valid and return data) and waits for the script-failure and quota
 # alerts to fire.
@@ -24,19 +26,28 @@
 #
 # Everything listens on 127.0.0.1 only; all processes are stopped on exit.
 # Env: MDE_EXPORTER_BIN (default target/debug/mde-liveresponse-exporter, built with cargo when
-# missing or with E2E_BUILD=1), PROMETHEUS (default prometheus), E2E_DEADLINE (seconds, default 100).
+# missing or with E2E_BUILD=1), PROMETHEUS (default .tools/bin/prometheus, else prometheus on
+# PATH), E2E_DEADLINE (seconds, default 100).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 OPENTELEMETRY_PROTO_VERSION=1.45.2
 
 bin=${MDE_EXPORTER_BIN:-target/debug/mde-liveresponse-exporter}
-prometheus=${PROMETHEUS:-prometheus}
+if [ -n "${PROMETHEUS:-}" ]; then
+    prometheus=$PROMETHEUS
+elif [ -x .tools/bin/prometheus ]; then
+    prometheus=.tools/bin/prometheus
+else
+    prometheus=prometheus
+    echo "e2e: WARNING: .tools/bin/prometheus (Prometheus 3) is not built (scripts/tools.sh prometheus" \
+        "failed or was not run): falling back to $(command -v prometheus || echo 'prometheus on PATH')" >&2
+fi
 deadline=${E2E_DEADLINE:-100}
 required_alerts=MdeLiveResponseScriptFailed,MdeLiveResponseScriptErrors,MdeLiveResponseResultFetchFailing,MdeApiQuotaNearlyExhausted,MdeApiThrottled,MdeLiveResponseResultsWaitingForQuota
 forbidden_alerts=MdeExporterDown,MdeExporterAuthFailing,MdeExporterConfigReloadFailed
 
-command -v "$prometheus" >/dev/null || { echo "e2e: $prometheus not found (apt-get install prometheus)" >&2; exit 1; }
+command -v "$prometheus" >/dev/null || { echo "e2e: $prometheus not found (scripts/tools.sh prometheus, or apt-get install prometheus)" >&2; exit 1; }
 if [ ! -x "$bin" ] || [ "${E2E_BUILD:-0}" = 1 ]; then
     echo "== cargo build --bin mde-liveresponse-exporter"
     cargo build --quiet --bin mde-liveresponse-exporter
