@@ -16,6 +16,7 @@ import sys
 
 import yaml
 
+sys.dont_write_bytecode = True  # no __pycache__ in scripts/
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import check_deploy  # noqa: E402  (same directory; its fail()/errors are shared)
 
