@@ -55,6 +55,14 @@ for w in "${wanted[@]}"; do
         || { echo "tools.sh: unknown tool $w (scripts/tools.sh --list)" >&2; exit 2; }
 done
 
+# CPU seconds (user+sys) of all finished children so far, from the `times` builtin: the build's
+# CPU cost, which unlike its wall time does not depend on what else the machine is doing.
+child_cpu() {
+    times | tail -1 | awk '{ split($0, t, " "); s = 0
+        for (i = 1; i <= 2; i++) { n = split(t[i], p, "m"); s += p[1] * 60 + substr(p[2], 1, length(p[2]) - 1) }
+        printf "%d\n", s }'
+}
+
 built=()
 failed=()
 total=0
@@ -68,14 +76,16 @@ for t in "${TOOLS[@]}"; do
     fi
     echo "== tools: building $name ($package@$version)"
     start=$(date +%s)
+    cpu0=$(child_cpu)
     rm -f "$stamps/$name"
     if nice -n 19 env GOBIN="$bin" CGO_ENABLED=0 GOFLAGS=-buildvcs=false \
         go install -trimpath -ldflags="$LDFLAGS" ${tags:+-tags="$tags"} "$package@$version"; then
         secs=$(($(date +%s) - start))
+        cpu=$(($(child_cpu) - cpu0))
         total=$((total + secs))
         echo "$stamp" >"$stamps/$name"
-        built+=("$name ${secs}s $(du -m "$bin/$name" | cut -f1)MB")
-        echo "tools: $name $version built in ${secs}s"
+        built+=("$name ${secs}s (${cpu} CPU-s) $(du -m "$bin/$name" | cut -f1)MB")
+        echo "tools: $name $version built in ${secs}s wall, ${cpu}s CPU (user+sys), $(du -m "$bin/$name" | cut -f1) MB"
     else
         secs=$(($(date +%s) - start))
         total=$((total + secs))
