@@ -157,8 +157,9 @@ else
     echo "== OTLP/HTTP receiver"
     "$venv/bin/python" scripts/e2e_otlp_receiver.py "$tmp/otlp.port" "$tmp/spans.jsonl" >"$tmp/otlp.log" 2>&1 &
     pids+=($!)
-    for _ in $(seq 1 50); do [ -s "$tmp/otlp.port" ] && break; sleep 0.2; done
-    [ -s "$tmp/otlp.port" ] || { echo "e2e: the OTLP receiver did not start" >&2; exit 1; }
+    # Up to 30 s: importing protobuf takes seconds on a busy 2-core machine.
+    for _ in $(seq 1 150); do [ -s "$tmp/otlp.port" ] && break; sleep 0.2; done
+    [ -s "$tmp/otlp.port" ] || { echo "e2e: the OTLP receiver did not start within 30 s" >&2; exit 1; }
     otlp_port=$(cat "$tmp/otlp.port")
     echo "on 127.0.0.1:$otlp_port"
     traces_args=(--spans "$tmp/spans.jsonl")

@@ -14,13 +14,17 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# NAME MODULE VERSION PACKAGE [BUILD-TAGS]
+# NAME MODULE VERSION PACKAGE [VERSION-VARIABLE=VALUE]
+# The last field is what the projects' own release builds set with -X so that `--version` (and
+# Prometheus's /api/v1/status/buildinfo) name the release; `go install` alone leaves it empty
+# (Prometheus, Alertmanager) or without the patch (helm "v4.3"). Prometheus's module v0.316.0
+# is Prometheus 3.16.0 (its VERSION file); Jaeger's module v1.75.0 is the v2.12.0 release.
 TOOLS=(
-    "helm helm.sh/helm/v4 v4.3.2 helm.sh/helm/v4/cmd/helm"
-    "promtool github.com/prometheus/prometheus v0.316.0 github.com/prometheus/prometheus/cmd/promtool"
-    "prometheus github.com/prometheus/prometheus v0.316.0 github.com/prometheus/prometheus/cmd/prometheus"
-    "amtool github.com/prometheus/alertmanager v0.35.0 github.com/prometheus/alertmanager/cmd/amtool"
-    "alertmanager github.com/prometheus/alertmanager v0.35.0 github.com/prometheus/alertmanager/cmd/alertmanager"
+    "helm helm.sh/helm/v4 v4.3.2 helm.sh/helm/v4/cmd/helm helm.sh/helm/v4/internal/version.version=v4.3.2"
+    "promtool github.com/prometheus/prometheus v0.316.0 github.com/prometheus/prometheus/cmd/promtool github.com/prometheus/common/version.Version=3.16.0"
+    "prometheus github.com/prometheus/prometheus v0.316.0 github.com/prometheus/prometheus/cmd/prometheus github.com/prometheus/common/version.Version=3.16.0"
+    "amtool github.com/prometheus/alertmanager v0.35.0 github.com/prometheus/alertmanager/cmd/amtool github.com/prometheus/common/version.Version=0.35.0"
+    "alertmanager github.com/prometheus/alertmanager v0.35.0 github.com/prometheus/alertmanager/cmd/alertmanager github.com/prometheus/common/version.Version=0.35.0"
     "jaeger github.com/jaegertracing/jaeger v1.75.0 github.com/jaegertracing/jaeger/cmd/jaeger"
 )
 # -trimpath and -s -w: no local paths, no symbol tables (about a third smaller binaries).
@@ -57,31 +61,35 @@ done
 
 # CPU seconds (user+sys) of all finished children so far, from the `times` builtin: the build's
 # CPU cost, which unlike its wall time does not depend on what else the machine is doing.
+# `times` runs in this shell (a $(...) subshell would report its own, empty, children).
 child_cpu() {
-    times | tail -1 | awk '{ split($0, t, " "); s = 0
-        for (i = 1; i <= 2; i++) { n = split(t[i], p, "m"); s += p[1] * 60 + substr(p[2], 1, length(p[2]) - 1) }
-        printf "%d\n", s }'
+    times >"$root/times"
+    awk 'END { s = 0
+        for (i = 1; i <= 2; i++) { n = split($i, p, "m"); s += p[1] * 60 + substr(p[2], 1, length(p[2]) - 1) }
+        printf "%d\n", s }' "$root/times"
 }
 
 built=()
 failed=()
 total=0
 for t in "${TOOLS[@]}"; do
-    read -r name module version package tags <<<"$t"
+    read -r name module version package xvar <<<"$t"
     is_wanted "$name" || continue
-    stamp="$module@$version $package go=$goversion tags=${tags:-} ldflags=$LDFLAGS trimpath cgo=0"
+    ldflags="$LDFLAGS${xvar:+ -X $xvar}"
+    stamp="$module@$version $package go=$goversion ldflags=$ldflags trimpath cgo=0"
     if [ -x "$bin/$name" ] && [ "$(cat "$stamps/$name" 2>/dev/null)" = "$stamp" ]; then
         echo "tools: $name $version up to date"
         continue
     fi
     echo "== tools: building $name ($package@$version)"
     start=$(date +%s)
-    cpu0=$(child_cpu)
+    child_cpu >"$root/cpu0"
     rm -f "$stamps/$name"
     if nice -n 19 env GOBIN="$bin" CGO_ENABLED=0 GOFLAGS=-buildvcs=false \
-        go install -trimpath -ldflags="$LDFLAGS" ${tags:+-tags="$tags"} "$package@$version"; then
+        go install -trimpath -ldflags="$ldflags" "$package@$version"; then
         secs=$(($(date +%s) - start))
-        cpu=$(($(child_cpu) - cpu0))
+        child_cpu >"$root/cpu1"
+        cpu=$(($(cat "$root/cpu1") - $(cat "$root/cpu0")))
         total=$((total + secs))
         echo "$stamp" >"$stamps/$name"
         built+=("$name ${secs}s (${cpu} CPU-s) $(du -m "$bin/$name" | cut -f1)MB")
