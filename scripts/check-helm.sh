@@ -10,6 +10,7 @@
 #   - drift: the chart and the kustomize overlays render the same exporter (scripts/check_helm.py
 #     drift: image, args, env, probes, resources, security contexts, volumes, Service,
 #     ServiceMonitor, PrometheusRule, config);
+#   - every case's rendered config.yml accepted by the real exporter's --config.check;
 #   - sharding: the real exporter run once per pod of the chart's StatefulSet, every tenant on
 #     exactly one shard (when the exporter is built);
 #   - values.schema.json and the chart's own checks reject bad values with the expected message;
@@ -89,8 +90,24 @@ done
 if [ -x "$bin" ]; then
     echo "== sharding: the chart's StatefulSet, every tenant on exactly one shard (real exporter)"
     "$py" scripts/check_deploy.py shards "$bin" "$tmp/sharded.yaml" 24
+
+    echo "== each case's rendered config.yml accepted by --config.check"
+    openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=mde-exporter-check \
+        -keyout "$tmp/fabrikam-key.pem" -out "$tmp/fabrikam-cert.pem" 2>/dev/null
+    printf 'federated-token\n' >"$tmp/azure-identity-token"
+    for case in "${cases[@]}"; do
+        # The certificate mount's paths point at the throwaway certificate made above.
+        "$py" -c 'import sys, yaml
+docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d and d["kind"] == "ConfigMap"]
+print(docs[0]["data"]["config.yml"], end="")' "$tmp/$case.yaml" \
+            | sed "s#/etc/mde-liveresponse-exporter/certs/#$tmp/#" >"$tmp/$case-config.yml"
+        MDE_CONTOSO_CLIENT_SECRET=example \
+            AZURE_CLIENT_ID=66666666-7777-8888-9999-000000000000 AZURE_TENANT_ID=11111111-2222-3333-4444-555555555555 \
+            AZURE_FEDERATED_TOKEN_FILE="$tmp/azure-identity-token" AZURE_AUTHORITY_HOST=https://login.microsoftonline.com/ \
+            "$bin" --config.file="$tmp/$case-config.yml" --config.check
+    done
 else
-    echo "== sharding run skipped: $bin not built (cargo build)"
+    echo "== sharding run and --config.check skipped: $bin not built (cargo build)"
 fi
 
 echo "== bad values are rejected"
