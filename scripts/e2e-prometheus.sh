@@ -3,19 +3,24 @@
 #
 # Starts the exporter in demo mode (built-in MDE API simulator: failing scripts, script errors,
 # malformed transcripts; --demo.noisy-neighbour and many actions so the quota runs out and the
-# API answers 429) with time scaled x60 (a quota minute lasts one second), and Debian's
-# `prometheus` scraping it every second with rules/mde-liveresponse.rules.yml loaded. Then
+# API answers 429) with time scaled x60 (a quota minute lasts one second), and a real Prometheus
+# scraping it every second with rules/mde-liveresponse.rules.yml loaded: Prometheus 3
+# (.tools/bin/prometheus, built by scripts/tools.sh), or Debian's `prometheus` (2.42) when that
+# build is missing, which the output says. Then
 # scripts/e2e_prometheus.py evaluates every dashboard panel query and template variable through
 # the HTTP API (each must be valid and return data) and waits for the script-failure and quota
 # alerts to fire.
 #
 # Exemplars end to end: Prometheus runs with --enable-feature=exemplar-storage, so it asks for
 # OpenMetrics (its default Accept header prefers it) and keeps the exemplars; the exporter sends
-# its spans over OTLP/HTTP to scripts/e2e_otlp_receiver.py, which decodes them with the
-# opentelemetry-proto package (installed into target/ci-tools/venv). The checks then require
+# its spans over OTLP/HTTP to a real Jaeger v2 (.tools/bin/jaeger, built by scripts/tools.sh;
+# its OTLP receiver and query API on loopback, in-memory storage). The checks then require
 # /api/v1/query_exemplars to return trace ids for mde_liveresponse_script_failures_total, each
-# one the trace id of spans the exporter sent (a trace with a failed `parse`), and exemplars for
-# every dashboard query that asks for them.
+# one found through Jaeger's query API (/api/traces/<id>, what Grafana's Jaeger datasource
+# calls when you click an exemplar) as a trace with a failed `parse`, and exemplars for every
+# dashboard query that asks for them. When Jaeger is not built the spans go to
+# scripts/e2e_otlp_receiver.py instead (decoded with the opentelemetry-proto package, installed
+# into target/ci-tools/venv), which the output says.
 #
 # Alert `for:` durations (5-30 minutes) cannot elapse in a two-minute test, and the simulator's
 # time scale does not apply to Prometheus's clock, so Prometheus loads a copy of the rules with
@@ -24,19 +29,37 @@
 #
 # Everything listens on 127.0.0.1 only; all processes are stopped on exit.
 # Env: MDE_EXPORTER_BIN (default target/debug/mde-liveresponse-exporter, built with cargo when
-# missing or with E2E_BUILD=1), PROMETHEUS (default prometheus), E2E_DEADLINE (seconds, default 100).
+# missing or with E2E_BUILD=1), PROMETHEUS (default .tools/bin/prometheus, else prometheus on
+# PATH), JAEGER (default .tools/bin/jaeger; `none`: the Python receiver), E2E_DEADLINE
+# (seconds, default 100).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 OPENTELEMETRY_PROTO_VERSION=1.45.2
 
 bin=${MDE_EXPORTER_BIN:-target/debug/mde-liveresponse-exporter}
-prometheus=${PROMETHEUS:-prometheus}
+if [ -n "${PROMETHEUS:-}" ]; then
+    prometheus=$PROMETHEUS
+elif [ -x .tools/bin/prometheus ]; then
+    prometheus=.tools/bin/prometheus
+else
+    prometheus=prometheus
+    echo "e2e: WARNING: .tools/bin/prometheus (Prometheus 3) is not built (scripts/tools.sh prometheus" \
+        "failed or was not run): falling back to $(command -v prometheus || echo 'prometheus on PATH')" >&2
+fi
+jaeger=${JAEGER:-}
+if [ -z "$jaeger" ] && [ -x .tools/bin/jaeger ]; then
+    jaeger=.tools/bin/jaeger
+elif [ -z "$jaeger" ]; then
+    echo "e2e: WARNING: .tools/bin/jaeger (Jaeger v2) is not built (scripts/tools.sh jaeger failed or" \
+        "was not run): spans go to scripts/e2e_otlp_receiver.py instead" >&2
+fi
+[ "$jaeger" = none ] && jaeger=
 deadline=${E2E_DEADLINE:-100}
 required_alerts=MdeLiveResponseScriptFailed,MdeLiveResponseScriptErrors,MdeLiveResponseScriptErrorBudgetBurn,MdeLiveResponseResultFetchFailing,MdeApiQuotaNearlyExhausted,MdeApiThrottled,MdeLiveResponseResultsWaitingForQuota
 forbidden_alerts=MdeExporterDown,MdeExporterAuthFailing,MdeExporterConfigReloadFailed
 
-command -v "$prometheus" >/dev/null || { echo "e2e: $prometheus not found (apt-get install prometheus)" >&2; exit 1; }
+command -v "$prometheus" >/dev/null || { echo "e2e: $prometheus not found (scripts/tools.sh prometheus, or apt-get install prometheus)" >&2; exit 1; }
 if [ ! -x "$bin" ] || [ "${E2E_BUILD:-0}" = 1 ]; then
     echo "== cargo build --bin mde-liveresponse-exporter"
     cargo build --quiet --bin mde-liveresponse-exporter
@@ -60,7 +83,7 @@ cleanup() {
     if [ "$rc" -ne 0 ]; then
         echo "---- exporter log (last 20 lines)"; tail -n 20 "$tmp/exporter.log" 2>/dev/null || true
         echo "---- prometheus log (last 20 lines)"; tail -n 20 "$tmp/prometheus.log" 2>/dev/null || true
-        echo "---- OTLP receiver log (last 20 lines)"; tail -n 20 "$tmp/otlp.log" 2>/dev/null || true
+        echo "---- OTLP receiver / Jaeger log (last 20 lines)"; tail -n 20 "$tmp/otlp.log" 2>/dev/null || true
     fi
     rm -rf "$tmp"
     exit "$rc"
@@ -73,15 +96,77 @@ free_port() {
 exporter_port=$(free_port)
 prom_port=$(free_port)
 
-echo "== OTLP/HTTP receiver"
-"$venv/bin/python" scripts/e2e_otlp_receiver.py "$tmp/otlp.port" "$tmp/spans.jsonl" >"$tmp/otlp.log" 2>&1 &
-pids+=($!)
-for _ in $(seq 1 50); do [ -s "$tmp/otlp.port" ] && break; sleep 0.2; done
-[ -s "$tmp/otlp.port" ] || { echo "e2e: the OTLP receiver did not start" >&2; exit 1; }
-otlp_port=$(cat "$tmp/otlp.port")
-echo "on 127.0.0.1:$otlp_port"
+if [ -n "$jaeger" ]; then
+    otlp_port=$(free_port)
+    jaeger_query_port=$(free_port)
+    jaeger_grpc_port=$(free_port)
+    echo "== Jaeger v2 ($jaeger): OTLP/HTTP on 127.0.0.1:$otlp_port, query API on 127.0.0.1:$jaeger_query_port"
+    # The all-in-one shape (cmd/jaeger/config.yaml of v1.75.0) cut down to what the test uses:
+    # OTLP/HTTP in, memory storage, the query API; everything on loopback, no own telemetry.
+    cat >"$tmp/jaeger.yml" <<EOF
+service:
+  extensions: [jaeger_storage, jaeger_query]
+  pipelines:
+    traces:
+      receivers: [otlp]
+      processors: [batch]
+      exporters: [jaeger_storage_exporter]
+  telemetry:
+    metrics:
+      level: none
+    logs:
+      level: warn
+extensions:
+  jaeger_storage:
+    backends:
+      memstore:
+        memory:
+          max_traces: 100000
+  jaeger_query:
+    storage:
+      traces: memstore
+    http:
+      endpoint: 127.0.0.1:$jaeger_query_port
+    grpc:
+      endpoint: 127.0.0.1:$jaeger_grpc_port
+receivers:
+  otlp:
+    protocols:
+      http:
+        endpoint: 127.0.0.1:$otlp_port
+processors:
+  batch:
+    timeout: 200ms
+exporters:
+  jaeger_storage_exporter:
+    trace_storage: memstore
+EOF
+    "$jaeger" --config="$tmp/jaeger.yml" >"$tmp/otlp.log" 2>&1 &
+    pids+=($!)
+    up=0
+    for _ in $(seq 1 60); do
+        if python3 -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:$jaeger_query_port/api/services', timeout=1)" 2>/dev/null; then
+            up=1; break
+        fi
+        sleep 0.5
+    done
+    [ "$up" = 1 ] || { echo "e2e: Jaeger's query API did not come up" >&2; exit 1; }
+    traces_args=(--jaeger "http://127.0.0.1:$jaeger_query_port")
+    traces_to=Jaeger
+else
+    echo "== OTLP/HTTP receiver"
+    "$venv/bin/python" scripts/e2e_otlp_receiver.py "$tmp/otlp.port" "$tmp/spans.jsonl" >"$tmp/otlp.log" 2>&1 &
+    pids+=($!)
+    # Up to 30 s: importing protobuf takes seconds on a busy 2-core machine.
+    for _ in $(seq 1 150); do [ -s "$tmp/otlp.port" ] && break; sleep 0.2; done
+    [ -s "$tmp/otlp.port" ] || { echo "e2e: the OTLP receiver did not start within 30 s" >&2; exit 1; }
+    otlp_port=$(cat "$tmp/otlp.port")
+    echo "on 127.0.0.1:$otlp_port"
+    traces_args=(--spans "$tmp/spans.jsonl")
+    traces_to="the OTLP receiver"
+fi
 
-echo "== exporter (demo) on 127.0.0.1:$exporter_port, spans to the OTLP receiver"
+echo "== exporter (demo) on 127.0.0.1:$exporter_port, spans to $traces_to"
 # A short batch delay so spans arrive within a second of the exemplars that name them. The log
 # level is warn on purpose: spans have their own filter, so quiet logs keep the traces and the
 # exemplars (#12). The receiver takes traces only: no log records are sent.
@@ -124,6 +209,6 @@ done
 [ "$ready" = 1 ] || { echo "e2e: prometheus not ready after 30 s" >&2; exit 1; }
 
 echo "== checks (deadline ${deadline}s)"
-python3 scripts/e2e_prometheus.py --spans "$tmp/spans.jsonl" "http://127.0.0.1:$prom_port" "$deadline" \
+python3 scripts/e2e_prometheus.py "${traces_args[@]}" "http://127.0.0.1:$prom_port" "$deadline" \
     "$required_alerts" "$forbidden_alerts" dashboards/*.json
 echo "e2e-prometheus: OK"

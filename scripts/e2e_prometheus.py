@@ -9,15 +9,18 @@
 4. the required alerts reach the firing state (/api/v1/alerts, sampled every second: the short
    quota window makes some of them come and go), their annotations render, and the forbidden
    ones never fire;
-5. with --spans (the JSON lines of scripts/e2e_otlp_receiver.py): exemplars end to end.
-   /api/v1/query_exemplars returns trace ids for mde_liveresponse_script_failures_total, and
-   every one of them is the trace id of spans the exporter sent, a trace holding a `parse` span
-   with a non-zero exit_code (the failing transcript); and every dashboard query that asks for
-   exemplars (`exemplar: true`) gets some.
+5. with --jaeger (the query API of a Jaeger v2 that received the exporter's spans over OTLP) or
+   --spans (the JSON lines of scripts/e2e_otlp_receiver.py, when Jaeger is not built):
+   exemplars end to end. /api/v1/query_exemplars returns trace ids for
+   mde_liveresponse_script_failures_total, and every one of them is the trace id of spans the
+   exporter sent, a trace holding a `parse` span with a non-zero exit_code (the failing
+   transcript), found in Jaeger by that id (/api/traces/<id>, the API Grafana's Jaeger
+   datasource uses); and every dashboard query that asks for exemplars (`exemplar: true`) gets
+   some.
 
 Stops at the deadline with a list of what is missing. Standard library only.
 
-Usage: e2e_prometheus.py [--spans SPANS.jsonl] PROM_URL DEADLINE_SECONDS REQUIRED_ALERTS FORBIDDEN_ALERTS
+Usage: e2e_prometheus.py [--jaeger JAEGER_QUERY_URL | --spans SPANS.jsonl] PROM_URL DEADLINE_SECONDS REQUIRED_ALERTS FORBIDDEN_ALERTS
        DASHBOARD.json...   (alerts comma-separated)
 """
 import json
@@ -64,8 +67,9 @@ class Spans:
         self.traces = set()         # every trace id received
         self.failed_parse = set()   # trace ids with a `parse` span whose exit_code is not 0
         self.count = 0
+        self.source = "received over OTLP"
 
-    def update(self):
+    def update(self, _exemplar_ids=()):
         with open(self.path) as f:
             f.seek(self.offset)
             chunk = f.read()
@@ -78,6 +82,32 @@ class Spans:
             self.traces.add(s["trace_id"])
             if s["name"] == "parse" and s["attributes"].get("exit_code", 0) != 0:
                 self.failed_parse.add(s["trace_id"])
+
+
+class JaegerTraces:
+    """Traces looked up by id in Jaeger's query API, the way Grafana follows an exemplar."""
+
+    def __init__(self, base):
+        self.base = base
+        self.traces = set()         # exemplar trace ids Jaeger has
+        self.failed_parse = set()   # of those, the ones with a `parse` span whose exit_code is not 0
+        self.count = 0              # spans in the traces found
+        self.source = f"found in Jaeger ({base}/api/traces/<id>)"
+
+    def update(self, exemplar_ids=()):
+        for t in sorted(set(exemplar_ids) - self.failed_parse):
+            r = get(self.base, f"/api/traces/{t}")
+            for trace in r.get("data") or []:
+                # Jaeger drops leading zeros of a trace id: compare the numbers.
+                if int(trace.get("traceID", "0"), 16) != int(t, 16):
+                    continue
+                if t not in self.traces:
+                    self.traces.add(t)
+                    self.count += len(trace.get("spans", []))
+                for span in trace.get("spans", []):
+                    tags = {x.get("key"): x.get("value") for x in span.get("tags", [])}
+                    if span.get("operationName") == "parse" and str(tags.get("exit_code", 0)) != "0":
+                        self.failed_parse.add(t)
 
 
 def exemplar_trace_ids(base, query):
@@ -124,6 +154,9 @@ def main() -> int:
     spans = None
     if args[:1] == ["--spans"]:
         spans = Spans(args[1])
+        args = args[2:]
+    elif args[:1] == ["--jaeger"]:
+        spans = JaegerTraces(args[1])
         args = args[2:]
     base, deadline_s, required, forbidden, *dashboards = args
     required = {a for a in required.split(",") if a}
@@ -200,7 +233,6 @@ def main() -> int:
             elif ids:
                 del pending_exemplars[where]
         if spans:
-            spans.update()
             ids, err = exemplar_trace_ids(base, FAILURES)
             if err:
                 hard_errors.append(f"query_exemplars {FAILURES}: {err}")
@@ -208,6 +240,7 @@ def main() -> int:
                 if None in ids or "" in ids:
                     hard_errors.append(f"{FAILURES}: an exemplar without a trace_id label")
                 failure_ids |= ids - {None, ""}
+            spans.update(failure_ids)
             # A span batch may arrive a moment after the scrape that saw its exemplar: wait for it.
             unmatched = {t for t in failure_ids if t not in spans.failed_parse}
         exemplars_done = not spans or (failure_ids and not unmatched and not pending_exemplars)
@@ -228,11 +261,11 @@ def main() -> int:
             failures.append(f"query_exemplars {FAILURES}: no exemplar with a trace_id (OpenMetrics scraped? "
                             "exemplar storage on?)")
         for t in sorted(unmatched):
-            why = "a trace without a failed parse span" if t in spans.traces else "no span of this trace received"
+            why = "a trace without a failed parse span" if t in spans.traces else f"no span of this trace {spans.source}"
             failures.append(f"{FAILURES} exemplar trace_id {t}: {why}")
         failures += [f"{w}: asks for exemplars, got none\n    {e}" for w, e in pending_exemplars.items()]
-        print(f"e2e: {spans.count} spans in {len(spans.traces)} traces received over OTLP; {FAILURES} exemplars "
-              f"name {len(failure_ids)} traces, {len(failure_ids) - len(unmatched)} of them received with a "
+        print(f"e2e: {spans.count} spans in {len(spans.traces)} traces {spans.source}; {FAILURES} exemplars "
+              f"name {len(failure_ids)} traces, {len(failure_ids) - len(unmatched)} of them with a "
               f"failed parse span; {len(exemplar_queries) - len(pending_exemplars)}/{len(exemplar_queries)} "
               "exemplar queries returned exemplars")
     ok_queries = len(queries) - sum(1 for f in failures if ": no data" in f or "query error" in f)

@@ -3,6 +3,9 @@
 #   rules/mde-liveresponse.rules.yml              (scripts/render_mixin.py)
 #   dashboards/*.json                             (scripts/render_mixin.py)
 #   deploy/kubernetes/base/prometheusrule.yaml    (scripts/gen-prometheusrule.py, from the rules)
+#   deploy/helm/mde-liveresponse-exporter/files/mde-liveresponse.rules.yml   (a copy of the rules:
+#                                                 the chart's PrometheusRule template includes it;
+#                                                 Helm reads files inside the chart only)
 #
 #   scripts/render-mixin.sh           write them
 #   scripts/render-mixin.sh --check   render into a temporary directory and fail when the
@@ -33,8 +36,11 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 "$venv/bin/python" scripts/render_mixin.py "$tmp"
 python3 scripts/gen-prometheusrule.py "$tmp" >/dev/null
+chart_rules=deploy/helm/mde-liveresponse-exporter/files/mde-liveresponse.rules.yml
+mkdir -p "$tmp/$(dirname "$chart_rules")"
+cp "$tmp/rules/mde-liveresponse.rules.yml" "$tmp/$chart_rules"
 
-generated=(rules/mde-liveresponse.rules.yml deploy/kubernetes/base/prometheusrule.yaml)
+generated=(rules/mde-liveresponse.rules.yml deploy/kubernetes/base/prometheusrule.yaml "$chart_rules")
 if [ "$check" = 1 ]; then
     failed=0
     for f in "${generated[@]}"; do

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The whole test suite. The README's second command and CI (.ci/run) both run this file.
 # It installs what the tests need when it can (Debian's prometheus package gives promtool and
-# a real Prometheus server), then runs formatting, lints, the Rust tests and the checks of
-# rules, dashboards and deploy files, and the end-to-end test against a real Prometheus.
+# a real Prometheus server; scripts/tools.sh builds the pinned Go programs -- helm, Prometheus
+# 3, Alertmanager, Jaeger -- into .tools/bin, minutes on the first run, nothing afterwards),
+# then runs formatting, lints, the Rust tests and the checks of rules, dashboards, deploy files
+# and the Helm chart, and the end-to-end test against a real Prometheus.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -38,14 +40,17 @@ step() {
   fi
 }
 
+# First, so that a failed build shows at the top; the steps that need a tool fail (or, the
+# e2e, fall back to Debian's Prometheus) when it is missing.
+step "scripts/tools.sh" scripts/tools.sh
 step "cargo fmt --check" cargo fmt --all -- --check
 # The layout rules of #19: file sizes, a thin main.rs, no import circle between modules.
 step "scripts/check-layout.py --self-test" python3 scripts/check-layout.py --self-test
 step "scripts/check-layout.py" python3 scripts/check-layout.py
 step "cargo clippy" cargo clippy --workspace --all-targets --locked -- -D warnings
 step "cargo test" cargo test --workspace --locked
-for check in scripts/check-rules.sh scripts/check-dashboards.sh scripts/check-deploy.sh scripts/check-alertmanager.sh \
-  scripts/e2e-prometheus.sh scripts/e2e-alertmanager.sh; do
+for check in scripts/check-rules.sh scripts/check-dashboards.sh scripts/check-deploy.sh scripts/check-helm.sh \
+  scripts/check-alertmanager.sh scripts/e2e-prometheus.sh scripts/e2e-alertmanager.sh; do
   if [ -x "$check" ]; then
     step "$check" "$check"
   fi
