@@ -309,11 +309,18 @@ async fn landing(State(s): State<AppState>) -> Html<String> {
                 w.endpoint, w.window, w.limit, w.effective, w.used, w.remaining
             );
         }
-        page.push_str("</table><h3>Recent transcripts</h3><table class=\"transcripts\"><tr><th>Script</th><th>Machine</th><th>Exit code</th><th>Errors</th><th>Ended</th><th>Action</th><th>Trace</th></tr>");
+        page.push_str("</table><h3>Recent transcripts</h3><table class=\"transcripts\"><tr><th>Script</th><th>Machine</th><th>Exit code</th><th>Errors</th><th>Ended</th><th>Action</th><th>Trace</th><th>Transcript</th></tr>");
         for r in &st.recent {
+            // The latest transcript of the machine and script, from the state file (#22).
+            let transcript = crate::web::link(&format!(
+                "/transcripts?tenant={}&machine={}&script={}",
+                crate::web::query_value(tenant),
+                crate::web::query_value(&r.machine),
+                crate::web::query_value(&r.script)
+            ));
             let _ = write!(
                 page,
-                "<tr><td>{}</td><td>{}</td><td class=\"{}\">{}</td><td>{}</td><td>{}</td><td>{}/{}</td><td>{}</td></tr>",
+                "<tr><td>{}</td><td>{}</td><td class=\"{}\">{}</td><td>{}</td><td>{}</td><td>{}/{}</td><td>{}</td><td><a href=\"{}\">latest</a></td></tr>",
                 esc(&r.script),
                 esc(&r.machine),
                 if r.exit_code == 0 { "ok" } else { "fail" },
@@ -324,7 +331,8 @@ async fn landing(State(s): State<AppState>) -> Html<String> {
                     .unwrap_or_default(),
                 esc(&r.action_id),
                 r.index,
-                trace_cell(trace_url, r.trace_id.as_deref())
+                trace_cell(trace_url, r.trace_id.as_deref()),
+                esc(&transcript)
             );
         }
         page.push_str("</table><h3>Recent errors</h3>");

@@ -83,6 +83,19 @@ async fn the_latest_transcript_follows_the_redaction_policy() {
                 t.index
             )
         );
+        if mode == "truncate" {
+            // The status page links each recent transcript to the page (#22).
+            let (_, _, status_page) = get(a, "/", None).await;
+            let prefix = format!("href=\"{EXTERNAL}/transcripts?tenant=sim&amp;machine=");
+            let at = status_page
+                .find(&prefix)
+                .expect("a transcript link on the status page");
+            let href = &status_page[at + "href=\"".len()..];
+            let href = &href[..href.find('"').unwrap()];
+            let path = href.strip_prefix(EXTERNAL).unwrap().replace("&amp;", "&");
+            let (linked, _, body) = json(a, &path).await;
+            assert_eq!(linked, 200, "{path}: {body}");
+        }
         let output = v["output"].as_str();
         match mode {
             "truncate" => {
