@@ -16,17 +16,16 @@
 # device group's route with its labels and transcript_url, whose machine is in that group and
 # failing; the inhibitions suppress what they should (alerts posted to the Alertmanager API).
 #
-# The final step, GET transcript_url and assert the failing exit code, needs the exporter's
-# /transcripts page (issue #22 item 1, another branch): turn it on with E2E_FETCH_TRANSCRIPT=1
-# (or pass --fetch-transcript to this script).
+# The final step GETs transcript_url from the exporter's /transcripts page and asserts the
+# failing exit code (on by default; E2E_FETCH_TRANSCRIPT=0 turns it off).
 #
 # Env: MDE_EXPORTER_BIN (default target/debug/mde-liveresponse-exporter, built when missing or
 # with E2E_BUILD=1), PROMETHEUS (default prometheus), ALERTMANAGER (default
-# prometheus-alertmanager), E2E_DEADLINE (seconds, default 90), E2E_FETCH_TRANSCRIPT (0/1).
+# prometheus-alertmanager), E2E_DEADLINE (seconds, default 90), E2E_FETCH_TRANSCRIPT (1/0, default 1).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-fetch=${E2E_FETCH_TRANSCRIPT:-0}
+fetch=${E2E_FETCH_TRANSCRIPT:-1}
 for arg in "$@"; do
     case "$arg" in
         --fetch-transcript) fetch=1 ;;
