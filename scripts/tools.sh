@@ -13,6 +13,13 @@
 # version, Go version, flags); a program whose stamp matches is not built again, so only the
 # first run pays (see docs/tools.md for the figures). Builds run under `nice -n 19`, one at a time.
 #
+# Built programs are also kept in a cache outside the work tree (MDE_TOOLS_CACHE, default
+# ~/.cache/mde-liveresponse-exporter/tools, with their stamps), so a fresh clone on a machine
+# that built them once (CI runs in a new clone) copies them instead of compiling again.
+# TOOLS_BUDGET_SECONDS (default 1200) bounds the compiling of one run: a build still running when
+# it is spent is stopped and the program reported as not built (exit 0; Go's build cache keeps
+# what was compiled, so the next run goes on from there), and the callers use their fallbacks.
+#
 # Usage: scripts/tools.sh [NAME...]   (default: all; NAME is one of the names below)
 #        scripts/tools.sh --list      print NAME VERSION for each pinned program
 # Exit status: 0 when every asked-for program is built, 1 when any build failed (the others are
@@ -40,6 +47,8 @@ LDFLAGS="-s -w"
 root=$PWD/.tools
 bin=$root/bin
 stamps=$root/stamps
+cache=${MDE_TOOLS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/mde-liveresponse-exporter/tools}
+deadline=$((SECONDS + ${TOOLS_BUDGET_SECONDS:-1200}))
 
 if [ "${1:-}" = --list ]; then
     for t in "${TOOLS[@]}"; do
@@ -77,6 +86,7 @@ child_cpu() {
 
 built=()
 failed=()
+skipped=()
 total=0
 for t in "${TOOLS[@]}"; do
     read -r name module version package xvar <<<"$t"
@@ -92,6 +102,18 @@ for t in "${TOOLS[@]}"; do
     fi
     if [ -x "$bin/$name" ] && [ "$(cat "$stamps/$name" 2>/dev/null)" = "$stamp" ]; then
         echo "tools: $name $version up to date"
+        continue
+    fi
+    if [ -x "$cache/bin/$name" ] && [ "$(cat "$cache/stamps/$name" 2>/dev/null)" = "$stamp" ]; then
+        cp "$cache/bin/$name" "$bin/$name.tmp" && mv "$bin/$name.tmp" "$bin/$name"
+        echo "$stamp" >"$stamps/$name"
+        echo "tools: $name $version copied from $cache"
+        continue
+    fi
+    left=$((deadline - SECONDS))
+    if [ "$left" -le 0 ]; then
+        skipped+=("$name")
+        echo "tools: $name $version not built: TOOLS_BUDGET_SECONDS is spent" >&2
         continue
     fi
     echo "== tools: building $name ($package@$version)"
@@ -115,12 +137,22 @@ for t in "${TOOLS[@]}"; do
     else
         target=(install -trimpath -ldflags="$ldflags" "$package@$version")
     fi
-    if nice -n 19 env GOBIN="$bin" CGO_ENABLED=0 GOFLAGS=-buildvcs=false go "${target[@]}"; then
+    rc=0
+    timeout "$left" nice -n 19 env GOBIN="$bin" CGO_ENABLED=0 GOFLAGS=-buildvcs=false go "${target[@]}" || rc=$?
+    if [ "$rc" = 124 ]; then
+        skipped+=("$name")
+        echo "tools: $name $version not built: stopped after ${left}s, when TOOLS_BUDGET_SECONDS was spent (the next run goes on from Go's build cache)" >&2
+        continue
+    fi
+    if [ "$rc" = 0 ]; then
         secs=$(($(date +%s) - start))
         child_cpu >"$root/cpu1"
         cpu=$(($(cat "$root/cpu1") - $(cat "$root/cpu0")))
         total=$((total + secs))
         echo "$stamp" >"$stamps/$name"
+        mkdir -p "$cache/bin" "$cache/stamps" \
+            && cp "$bin/$name" "$cache/bin/$name.tmp" && mv "$cache/bin/$name.tmp" "$cache/bin/$name" \
+            && echo "$stamp" >"$cache/stamps/$name" || echo "tools: could not keep $name in $cache" >&2
         built+=("$name ${secs}s (${cpu} CPU-s) $(du -m "$bin/$name" | cut -f1)MB")
         echo "tools: $name $version built in ${secs}s wall, ${cpu}s CPU (user+sys), $(du -m "$bin/$name" | cut -f1) MB"
     else
@@ -134,6 +166,9 @@ done
 if [ ${#built[@]} -gt 0 ]; then
     echo "tools: built ${#built[@]} program(s) in ${total}s: $(IFS=,; echo "${built[*]}" | sed 's/,/, /g')"
     echo "tools: this is the first-run cost; later runs skip them (stamps in $stamps)"
+fi
+if [ ${#skipped[@]} -gt 0 ]; then
+    echo "tools: not built within the budget: ${skipped[*]} (the steps that need them fall back or say so)" >&2
 fi
 if [ ${#failed[@]} -gt 0 ]; then
     echo "tools: failed: ${failed[*]}" >&2
