@@ -22,6 +22,7 @@ pub mod exporter;
 mod labels;
 pub mod poll;
 pub mod results;
+mod tenant;
 
 use std::sync::atomic::{AtomicU64, AtomicUsize};
 use std::sync::{Arc, LazyLock};
@@ -37,6 +38,8 @@ use prometheus_client::registry::Registry;
 pub use collectors::QuotaGauges;
 use collectors::{HttpCollector, ProcessCollector};
 pub use labels::*;
+pub use results::ScriptSeries;
+pub use tenant::TenantSeries;
 
 /// Content type of the OpenMetrics text format.
 pub const OPENMETRICS_CONTENT_TYPE: &str =
