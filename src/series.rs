@@ -2,11 +2,12 @@
 //! and `mde_liveresponse_script_not_run` per (tenant, machine, script), and the per-tenant
 //! series started at 0.
 //!
-//! Owns setting them from a run, restoring them from the state after a start, expiring them
+//! Owns deciding them from a run, restoring them from the state after a start, expiring them
 //! (`series_ttl`, then the oldest beyond `max_series`, counted in
-//! `mde_exporter_series_evicted_total`), and starting a tenant's series at 0. Does not own
-//! what is remembered (the state decides which run is the latest and removes what expires),
-//! when expiry runs (`shared`'s housekeeping) nor the metric definitions (`metrics`).
+//! `mde_exporter_series_evicted_total`), and which label values a tenant's series start at 0
+//! for (endpoints, reasons, final statuses). Does not own what is remembered (the state
+//! decides which run is the latest and removes what expires), when expiry runs (`shared`'s
+//! housekeeping) nor the metric definitions and their writing (`metrics`' recording methods).
 
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;

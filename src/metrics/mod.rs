@@ -8,9 +8,9 @@
 //! Owns the families and their registration order ([`Metrics::new`]), and, per subsystem, the
 //! methods that write them: [`api`] (the MDE API client: requests, 429s, slots, tokens),
 //! [`results`] (transcripts, results, per-machine script series), [`poll`] (a tenant's poll
-//! and discovery), [`exporter`] (configuration loads, state writes, machine context). A
-//! subsystem calls a method; it does not reach into a family. (The families are still `pub`
-//! while the collector, shared, state and machine-context modules move to the methods.)
+//! and discovery), [`exporter`] (configuration loads, state writes, machine context),
+//! `tenant` (a tenant's series started at 0). A subsystem calls a method; it does not reach
+//! into a family: the family fields are private to this module, so each has one writer here.
 //! `encode` turns the families into a `/metrics` body; `collectors` are the families
 //! computed at scrape time (process, HTTP server, quota windows). `labels` holds the label
 //! sets. Does not own *when* values change (collector, client).
