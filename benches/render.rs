@@ -23,8 +23,7 @@ use std::time::{Duration, Instant};
 
 use mde_liveresponse_exporter::config::QuotaConfig;
 use mde_liveresponse_exporter::metrics::{
-    CommandLabels, MachineInfoLabels, MachineScriptLabels, Metrics, PermissionLabels,
-    RequestLabels, ScriptLabels, StatusLabels, endpoint, tenant,
+    MachineInfoLabels, MachineScriptLabels, Metrics, ScriptSeries,
 };
 use mde_liveresponse_exporter::quota::{Endpoint, Quota};
 use mde_liveresponse_exporter::shared::init_tenant_series;
@@ -40,86 +39,74 @@ fn one_tenant(m: &Metrics, t: &str, quota: &QuotaConfig) -> Arc<Mutex<Quota>> {
     // What every configured tenant starts with, then what a few polls put in it.
     init_tenant_series(m, t);
     for ep in Endpoint::ALL {
-        m.api_duration
-            .get_or_create(&endpoint(t, ep.as_str()))
-            .observe(0.12, None, None);
-        m.api_requests
-            .get_or_create(&RequestLabels {
-                tenant: t.into(),
-                endpoint: ep.as_str().into(),
-                code: "200".into(),
-            })
-            .inc_by(3, None, None);
+        for _ in 0..3 {
+            m.record_request(
+                t,
+                ep.as_str(),
+                "200".into(),
+                Duration::from_millis(120),
+                None,
+            );
+        }
         let _ = q.try_acquire(ep, now);
     }
-    m.api_duration
-        .get_or_create(&endpoint(t, "download"))
-        .observe(0.3, None, None);
-    m.actions
-        .get_or_create(&StatusLabels {
-            tenant: t.into(),
-            status: "Succeeded".into(),
-        })
-        .inc();
-    let labels = tenant(t);
-    m.poll_duration
-        .get_or_create(&labels)
-        .observe(0.8, None, None);
-    m.files.get_or_create(&labels).inc();
-    m.file_bytes.get_or_create(&labels).inc_by(123_456);
-    m.transcript_bytes.get_or_create(&labels).inc_by(65_432);
-    m.poll_success.get_or_create(&labels).set(1);
-    m.last_poll_success
-        .get_or_create(&labels)
-        .set(1_764_300_000.25);
-    m.token_success.get_or_create(&labels).set(1);
-    m.permission_missing
-        .get_or_create(&PermissionLabels {
-            tenant: t.into(),
-            permission: "Machine.Read.All".into(),
-        })
-        .set(0);
+    m.record_request(
+        t,
+        "download",
+        "200".into(),
+        Duration::from_millis(300),
+        None,
+    );
+    m.record_final_action(
+        t,
+        "Succeeded",
+        std::iter::repeat_n(("RunScript", "Completed"), 10),
+    );
+    m.record_poll(
+        t,
+        true,
+        Duration::from_millis(800),
+        1_764_300_000.25,
+        0,
+        None,
+    );
+    m.record_file(t, 123_456);
+    m.record_transcript_bytes(t, 65_432);
+    m.record_token(t, true);
+    m.set_permission_missing(t, "Machine.Read.All", false);
     for script in ["Collect-Inventory.ps1", "Remediate-Service.ps1"] {
-        let labels = ScriptLabels {
-            tenant: t.into(),
-            script: script.into(),
-        };
-        m.script_runs.get_or_create(&labels).inc_by(5, None, None);
-        m.script_failures
-            .get_or_create(&labels)
-            .inc_by(1, None, None);
-        m.script_errors.get_or_create(&labels).inc_by(1, None, None);
+        // 5 runs: one failed and with errors.
+        for run in 0..5 {
+            m.record_transcript(t, script, i64::from(run == 0), run == 0, || None);
+        }
         for i in 0..10 {
             let labels = MachineScriptLabels {
                 tenant: t.into(),
                 machine: format!("host-{i:03}.corp.contoso.com"),
                 script: script.into(),
             };
-            m.script_exit_code.get_or_create(&labels).set(0);
-            m.script_errors_present.get_or_create(&labels).set(0);
-            m.script_last_run
-                .get_or_create(&labels)
-                .set(1_764_299_000.0);
+            m.set_script_series(
+                &labels,
+                ScriptSeries {
+                    exit_code: 0,
+                    errors_present: false,
+                    end_time: 1_764_299_000.0,
+                },
+            );
         }
     }
-    m.commands
-        .get_or_create(&CommandLabels {
-            tenant: t.into(),
-            command: "RunScript".into(),
-            status: "Completed".into(),
-        })
-        .inc_by(10);
     for i in 0..10 {
-        m.machine_info
-            .get_or_create(&MachineInfoLabels {
+        m.expose_machine(
+            &MachineInfoLabels {
                 tenant: t.into(),
                 machine: format!("host-{i:03}.corp.contoso.com"),
                 machine_id: format!("{i:040x}"),
                 rbac_group: "Tier 1 servers".into(),
                 os_platform: "Windows11".into(),
                 health_status: "Active".into(),
-            })
-            .set(1);
+            },
+            [],
+        );
     }
     Arc::new(Mutex::new(q))
 }
@@ -192,7 +179,7 @@ fn main() {
         let base = series(&m.encode(false).unwrap());
         let q = one_tenant(&m, "probe", &quota);
         let names = "probe".to_string();
-        m.quota_gauges.set([(&names, &q)]);
+        m.set_quotas([(&names, &q)]);
         series(&m.encode(false).unwrap()) - base
     };
     if header {
@@ -218,7 +205,7 @@ fn main() {
             .iter()
             .map(|t| (t, one_tenant(&m, t, &quota)))
             .collect();
-        m.quota_gauges.set(quotas.iter().map(|(t, q)| (*t, q)));
+        m.set_quotas(quotas.iter().map(|(t, q)| (*t, q)));
         // What holding these series costs (the registry and the quotas), before any encoding.
         let held = rss_kib().saturating_sub(rss_before);
         let mut line = String::new();

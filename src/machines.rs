@@ -226,21 +226,13 @@ impl MachineRefresh {
                 let old = old.clone();
                 self.unexpose(&old);
             }
-            let m = &self.shared.metrics;
-            m.machine_info.get_or_create(&next.info).set(1);
-            for t in &next.tags {
-                m.machine_tag.get_or_create(t).set(1);
-            }
+            self.shared.metrics.expose_machine(&next.info, &next.tags);
             self.exposed.insert(key.clone(), next);
         }
     }
 
     fn unexpose(&self, old: &Exposed) {
-        let m = &self.shared.metrics;
-        m.machine_info.remove(&old.info);
-        for t in &old.tags {
-            m.machine_tag.remove(t);
-        }
+        self.shared.metrics.unexpose_machine(&old.info, &old.tags);
     }
 }
 

@@ -2,18 +2,19 @@
 //! and `mde_liveresponse_script_not_run` per (tenant, machine, script), and the per-tenant
 //! series started at 0.
 //!
-//! Owns setting them from a run, restoring them from the state after a start, expiring them
+//! Owns deciding them from a run, restoring them from the state after a start, expiring them
 //! (`series_ttl`, then the oldest beyond `max_series`, counted in
-//! `mde_exporter_series_evicted_total`), and starting a tenant's series at 0. Does not own
-//! what is remembered (the state decides which run is the latest and removes what expires),
-//! when expiry runs (`shared`'s housekeeping) nor the metric definitions (`metrics`).
+//! `mde_exporter_series_evicted_total`), and which label values a tenant's series start at 0
+//! for (endpoints, reasons, final statuses). Does not own what is remembered (the state
+//! decides which run is the latest and removes what expires), when expiry runs (`shared`'s
+//! housekeeping) nor the metric definitions and their writing (`metrics`' recording methods).
 
 use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use crate::metrics::{MachineScriptLabels, Metrics};
+use crate::metrics::{MachineScriptLabels, Metrics, ScriptSeries, TenantSeries};
 use crate::state::{LastRun, SeriesKey, State};
 
 /// `reason` of `mde_exporter_series_evicted_total`: no run within `series_ttl`.
@@ -35,13 +36,14 @@ fn lock(state: &Mutex<State>) -> std::sync::MutexGuard<'_, State> {
 
 /// Set the gauges of one series from its latest run.
 pub fn set(m: &Metrics, labels: &MachineScriptLabels, run: &LastRun) {
-    m.script_exit_code.get_or_create(labels).set(run.exit_code);
-    m.script_errors_present
-        .get_or_create(labels)
-        .set(i64::from(run.errors_present));
-    m.script_last_run
-        .get_or_create(labels)
-        .set(run.end_time.timestamp_millis() as f64 / 1000.0);
+    m.set_script_series(
+        labels,
+        ScriptSeries {
+            exit_code: run.exit_code,
+            errors_present: run.errors_present,
+            end_time: run.end_time.timestamp_millis() as f64 / 1000.0,
+        },
+    );
 }
 
 /// Set the per-machine gauges from the state (after a restart they come back).
@@ -88,16 +90,6 @@ pub fn expire(m: &Metrics, state: &Mutex<State>, ttl: Duration, max: usize) {
             return;
         }
     };
-    for key in &removed {
-        let why = if stale.contains(key) {
-            EVICTED_TTL
-        } else {
-            EVICTED_MAX
-        };
-        m.series_evicted
-            .get_or_create(&crate::metrics::reason(&key.0, why))
-            .inc();
-    }
     if removed.len() > stale.len() {
         tracing::warn!(
             evicted = removed.len() - stale.len(),
@@ -106,10 +98,12 @@ pub fn expire(m: &Metrics, state: &Mutex<State>, ttl: Duration, max: usize) {
         );
     }
     for key in removed {
-        let labels = labels(key);
-        m.script_exit_code.remove(&labels);
-        m.script_errors_present.remove(&labels);
-        m.script_last_run.remove(&labels);
+        let why = if stale.contains(&key) {
+            EVICTED_TTL
+        } else {
+            EVICTED_MAX
+        };
+        m.evict_script_series(&labels(key), why);
     }
 }
 
@@ -121,7 +115,7 @@ fn expire_not_run(m: &Metrics, state: &Mutex<State>, cutoff: DateTime<Utc>, max:
     match removed {
         Ok(removed) => {
             for key in removed {
-                m.script_not_run.remove(&labels(key));
+                m.remove_script_not_run(&labels(key));
             }
         }
         Err(e) => tracing::error!(error = %e, "cannot expire not-run series"),
@@ -136,7 +130,6 @@ fn expire_not_run(m: &Metrics, state: &Mutex<State>, cutoff: DateTime<Utc>, max:
 /// call it again. (Also used by the render benchmark, to measure the series a tenant has.)
 pub fn init_tenant_series(m: &Metrics, t: &str) {
     use crate::mde::ErrorKind;
-    use crate::metrics::{StatusLabels, endpoint, reason, tenant};
     use crate::quota::Endpoint;
     // Every reason a result can be given up for (quota and 429s only pause fetching).
     const REASONS: [ErrorKind; 10] = [
@@ -151,33 +144,16 @@ pub fn init_tenant_series(m: &Metrics, t: &str) {
         ErrorKind::TooLarge,
         ErrorKind::UntrustedLink,
     ];
-    const FINAL: [&str; 4] = ["Succeeded", "Failed", "TimeOut", "Cancelled"];
-    for ep in Endpoint::ALL {
-        let labels = endpoint(t, ep.as_str());
-        let _ = m.api_throttled.get_or_create(&labels);
-        let _ = m.retry_after.get_or_create(&labels);
-        let _ = m.api_duration.get_or_create(&labels);
-    }
-    let _ = m
-        .api_duration
-        .get_or_create(&endpoint(t, crate::mde::DOWNLOAD));
-    for r in REASONS {
-        let _ = m.fetch_failures.get_or_create(&reason(t, r.as_str()));
-    }
-    for r in [EVICTED_TTL, EVICTED_MAX] {
-        let _ = m.series_evicted.get_or_create(&reason(t, r));
-    }
-    for status in FINAL {
-        let _ = m.actions.get_or_create(&StatusLabels {
-            tenant: t.to_string(),
-            status: status.to_string(),
-        });
-    }
-    let labels = tenant(t);
-    let _ = m.poll_duration.get_or_create(&labels);
-    let _ = m.files.get_or_create(&labels);
-    let _ = m.file_bytes.get_or_create(&labels);
-    let _ = m.transcript_bytes.get_or_create(&labels);
-    let _ = m.invalid_actions.get_or_create(&labels);
-    let _ = m.pending_results.get_or_create(&labels);
+    let endpoints: Vec<&str> = Endpoint::ALL.iter().map(|ep| ep.as_str()).collect();
+    let reasons: Vec<&str> = REASONS.iter().map(|r| r.as_str()).collect();
+    m.init_tenant_series(
+        t,
+        &TenantSeries {
+            endpoints: &endpoints,
+            download: crate::mde::DOWNLOAD,
+            fetch_failures: &reasons,
+            evicted: &[EVICTED_TTL, EVICTED_MAX],
+            final_statuses: &["Succeeded", "Failed", "TimeOut", "Cancelled"],
+        },
+    );
 }

@@ -206,12 +206,15 @@ async fn a_large_body_sent_in_chunks_is_one_valid_exposition() {
             machine: format!("machine-{i}.contoso.example"),
             script: "collect.ps1".into(),
         };
-        shared
-            .metrics
-            .script_exit_code
-            .get_or_create(&labels)
-            .set(1);
-        shared.metrics.script_not_run.get_or_create(&labels).set(1);
+        shared.metrics.set_script_series(
+            &labels,
+            mde_liveresponse_exporter::metrics::ScriptSeries {
+                exit_code: 1,
+                errors_present: false,
+                end_time: 1_764_299_000.0,
+            },
+        );
+        shared.metrics.set_script_not_run(&labels, true);
     }
     assert!(shared.metrics.encode_chunks(false).unwrap().len() == 1);
     assert!(

@@ -265,7 +265,7 @@ pub async fn start_with_lifecycle(
     enable_lifecycle: bool,
 ) -> Result<Handle, Error> {
     let metrics = Arc::new(Metrics::new());
-    let http_stats = metrics.http_stats.clone();
+    let http_stats = metrics.http_stats();
     let mut state = State::open(config.state_path.as_deref())?;
     state.count_write_errors_in(metrics.state_write_errors());
     let state = Arc::new(Mutex::new(state));
@@ -275,7 +275,7 @@ pub async fn start_with_lifecycle(
     shared.restore_series();
     restore_script_sets(&shared);
     shared.housekeeping();
-    metrics.quota_gauges.set(&shared.quotas);
+    metrics.set_quotas(&shared.quotas);
     let collectors = launch(&shared, clients);
     let current: Current = Arc::new(RwLock::new(shared));
     let (reload_tx, mut reload_rx) = mpsc::channel::<ReloadRequest>(RELOAD_QUEUE);
@@ -328,7 +328,7 @@ pub async fn start_with_lifecycle(
                                 Ok((shared, clients)) => {
                                     collectors.stop().await;
                                     shared.housekeeping();
-                                    metrics.quota_gauges.set(&shared.quotas);
+                                    metrics.set_quotas(&shared.quotas);
                                     collectors = launch(&shared, clients);
                                     *current.write().unwrap_or_else(PoisonError::into_inner) =
                                         shared;
@@ -536,14 +536,11 @@ mod tests {
             shared
                 .with_state(|s| s.commit_not_run(key, series, attempt))
                 .unwrap();
-            metrics
-                .script_not_run
-                .get_or_create(&labels(machine))
-                .set(1);
+            metrics.set_script_not_run(&labels(machine), true);
         }
         shared.housekeeping();
-        assert!(metrics.script_not_run.get(&labels("old")).is_none());
-        assert!(metrics.script_not_run.get(&labels("new")).is_some());
+        assert!(metrics.script_not_run_value(&labels("old")).is_none());
+        assert!(metrics.script_not_run_value(&labels("new")).is_some());
         assert_eq!(shared.with_state(|s| s.attempts().len()), 1);
     }
 }

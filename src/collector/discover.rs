@@ -19,7 +19,7 @@ use super::{PollError, TenantCollector};
 use crate::discovery::{self as disc, is_final_status};
 use crate::mde::model::MachineAction;
 use crate::mde::{self, ErrorKind, QuotaWait};
-use crate::metrics::{MachineScriptLabels, StatusLabels, tenant};
+use crate::metrics::MachineScriptLabels;
 use crate::state::{DiscoveryUpdate, StoreError, Tracked};
 
 /// What one discovery pass found.
@@ -247,11 +247,7 @@ impl TenantCollector {
                 && !refreshed_ids.contains(&a.id)
                 && !self.shared.with_state(|s| s.action_seen(&name, &a.id))
             {
-                self.shared
-                    .metrics
-                    .discovery_missed
-                    .get_or_create(&tenant(&name))
-                    .inc();
+                self.shared.metrics.record_discovery_missed(&name);
                 tracing::warn!(tenant = %name, action_id = %a.id, created = ?a.creation_date_time_utc, status = a.status.as_str(), "reconciliation sweep found an action incremental discovery missed");
             }
         }
@@ -295,11 +291,7 @@ impl TenantCollector {
     /// An action still not final past `in_flight_horizon`: counted and logged, not followed.
     fn abandon(&self, id: &str, created: DateTime<Utc>, status: &str) {
         let name = &self.tenant.name;
-        self.shared
-            .metrics
-            .in_flight_abandoned
-            .get_or_create(&tenant(name))
-            .inc();
+        self.shared.metrics.record_in_flight_abandoned(name);
         tracing::warn!(tenant = %name, action_id = %id, created = %created, status, "action still not final past discovery.in_flight_horizon: no longer followed");
     }
 
@@ -342,26 +334,12 @@ impl TenantCollector {
             *by_status.entry(t.status.clone()).or_insert(0) += 1;
             oldest = Some(oldest.map_or(t.created, |o| o.min(t.created)));
         }
-        let m = &self.shared.metrics;
-        for (status, n) in by_status {
-            m.actions_in_flight
-                .get_or_create(&StatusLabels {
-                    tenant: name.clone(),
-                    status,
-                })
-                .set(n);
-        }
-        match oldest {
-            Some(t) => {
-                m.in_flight_oldest
-                    .get_or_create(&tenant(name))
-                    .set(t.timestamp_millis() as f64 / 1000.0);
-            }
-            // No series rather than 0: an alert on its age must not fire on "nothing".
-            None => {
-                m.in_flight_oldest.remove(&tenant(name));
-            }
-        }
+        // No oldest series rather than 0: an alert on its age must not fire on "nothing".
+        self.shared.metrics.set_in_flight(
+            name,
+            by_status,
+            oldest.map(|t| t.timestamp_millis() as f64 / 1000.0),
+        );
     }
 
     /// After a start: `mde_liveresponse_script_not_run` comes back from the state.
@@ -369,15 +347,14 @@ impl TenantCollector {
         let name = &self.tenant.name;
         let attempts = self.shared.with_state(|s| s.attempts().clone());
         for ((t, machine, script), a) in attempts.into_iter().filter(|((t, _, _), _)| t == name) {
-            self.shared
-                .metrics
-                .script_not_run
-                .get_or_create(&MachineScriptLabels {
+            self.shared.metrics.set_script_not_run(
+                &MachineScriptLabels {
                     tenant: t,
                     machine,
                     script,
-                })
-                .set(i64::from(!a.ran));
+                },
+                !a.ran,
+            );
         }
     }
 }

@@ -26,7 +26,6 @@ use tokio::time::Instant;
 use crate::config::Tenant;
 use crate::discovery::is_final_status;
 use crate::mde::{self, Client};
-use crate::metrics::tenant;
 use crate::shared::Shared;
 use crate::state::StoreError;
 
@@ -156,9 +155,7 @@ impl TenantCollector {
         }
         self.shared
             .metrics
-            .pending_results
-            .get_or_create(&tenant(&self.tenant.name))
-            .set(self.waiting() as i64);
+            .set_pending_results(&self.tenant.name, self.waiting());
         let pending = self.waiting();
         self.shared
             .update_status(&self.tenant.name, |s| s.pending = pending);
@@ -177,23 +174,14 @@ impl TenantCollector {
             crate::telemetry::record_error(&span, &e.to_string());
         }
         let m = &self.shared.metrics;
-        let labels = tenant(&self.tenant.name);
-        m.poll_duration.get_or_create(&labels).observe(
-            started.elapsed().as_secs_f64(),
+        m.record_poll(
+            &self.tenant.name,
+            result.is_ok(),
+            started.elapsed(),
+            Utc::now().timestamp_millis() as f64 / 1000.0,
+            self.pending.len(),
             crate::telemetry::current_trace_label(),
-            None,
         );
-        m.poll_success
-            .get_or_create(&labels)
-            .set(i64::from(result.is_ok()));
-        if result.is_ok() {
-            m.last_poll_success
-                .get_or_create(&labels)
-                .set(Utc::now().timestamp_millis() as f64 / 1000.0);
-        }
-        m.pending_results
-            .get_or_create(&labels)
-            .set(self.pending.len() as i64);
         let has_token = self.client.has_token().await;
         let pending = self.pending.len();
         let error = result.as_ref().err().map(|e| e.to_string());

@@ -19,7 +19,7 @@ use crate::discovery::{self as disc, NotRunReason};
 use crate::events::{ResultFetchFailed, ScriptNotRun, TranscriptRetrieved};
 use crate::mde::model::{CommandType, MachineAction};
 use crate::mde::{self, ErrorKind, QuotaWait};
-use crate::metrics::{CommandLabels, MachineScriptLabels, StatusLabels, tenant};
+use crate::metrics::MachineScriptLabels;
 use crate::shared::RecentTranscript;
 use crate::state::{Attempt, Committed, LastRun, ResultKey, RunUpdate, StoreError};
 
@@ -143,11 +143,7 @@ impl TenantCollector {
                         .shared
                         .with_state(|s| s.offer_ran(series, attempt(true)))?;
                     if later {
-                        self.shared
-                            .metrics
-                            .script_not_run
-                            .get_or_create(&labels)
-                            .set(0);
+                        self.shared.metrics.set_script_not_run(&labels, false);
                     }
                 }
                 None => {}
@@ -193,11 +189,7 @@ impl TenantCollector {
                             .with_state(|s| s.attempts().get(&series).map(|a| !a.ran)),
                     };
                     if let Some(not_run) = shown {
-                        self.shared
-                            .metrics
-                            .script_not_run
-                            .get_or_create(&labels)
-                            .set(i64::from(not_run));
+                        self.shared.metrics.set_script_not_run(&labels, not_run);
                     }
                 }
             }
@@ -213,22 +205,13 @@ impl TenantCollector {
         let t = self.tenant.name.clone();
         let first_time = self.shared.with_state(|s| s.mark_action_seen(&t, &a.id))?;
         if first_time {
-            let m = &self.shared.metrics;
-            m.actions
-                .get_or_create(&StatusLabels {
-                    tenant: t.clone(),
-                    status: a.status.as_str().to_string(),
-                })
-                .inc();
-            for c in &a.commands {
-                m.commands
-                    .get_or_create(&CommandLabels {
-                        tenant: t.clone(),
-                        command: c.command.kind.as_str().to_string(),
-                        status: c.command_status.as_str().to_string(),
-                    })
-                    .inc();
-            }
+            self.shared.metrics.record_final_action(
+                &t,
+                a.status.as_str(),
+                a.commands
+                    .iter()
+                    .map(|c| (c.command.kind.as_str(), c.command_status.as_str())),
+            );
         }
         self.account_not_run(a)?;
         let scripts = &self.tenant.selectors.scripts;
@@ -420,11 +403,7 @@ impl TenantCollector {
                 }
                 Ok(Fetched::File(bytes)) => {
                     if self.shared.with_state(|s| s.mark_done(p.key.clone()))? {
-                        let m = &self.shared.metrics;
-                        m.files.get_or_create(&tenant(&self.tenant.name)).inc();
-                        m.file_bytes
-                            .get_or_create(&tenant(&self.tenant.name))
-                            .inc_by(bytes);
+                        self.shared.metrics.record_file(&self.tenant.name, bytes);
                     }
                     return Ok(());
                 }

@@ -24,7 +24,7 @@ use tokio::sync::Mutex;
 use tokio::time::Instant;
 
 use crate::config::{Auth, Pkcs12Password, Tenant};
-use crate::metrics::{Metrics, RequestLabels, endpoint, tenant};
+use crate::metrics::Metrics;
 
 type Oauth =
     BasicClient<EndpointNotSet, EndpointNotSet, EndpointNotSet, EndpointNotSet, EndpointSet>;
@@ -361,10 +361,7 @@ impl TokenSource {
         }
         let result = self.request().await;
         let ok = result.is_ok();
-        self.metrics
-            .token_success
-            .get_or_create(&tenant(&self.tenant))
-            .set(i64::from(ok));
+        self.metrics.record_token(&self.tenant, ok);
         let fresh = result?;
         let token = fresh.token.clone();
         self.note_roles(&token);
@@ -386,13 +383,11 @@ impl TokenSource {
         };
         let missing = missing_permissions(&roles);
         for (name, _) in REQUIRED_PERMISSIONS {
-            self.metrics
-                .permission_missing
-                .get_or_create(&crate::metrics::PermissionLabels {
-                    tenant: self.tenant.clone(),
-                    permission: name.to_string(),
-                })
-                .set(i64::from(missing.iter().any(|m| m == name)));
+            self.metrics.set_permission_missing(
+                &self.tenant,
+                name,
+                missing.iter().any(|m| m == name),
+            );
         }
         if !missing.is_empty() {
             tracing::warn!(tenant = %self.tenant, missing = ?missing, roles = ?roles, "the token lacks application permissions the exporter needs");
@@ -569,18 +564,7 @@ fn cached(token: String, started: Instant, lifetime: Duration) -> Cached {
 
 /// One request to the `token` endpoint (whatever the method), in the API metrics.
 fn meter(metrics: &Metrics, tenant: &str, started: Instant, code: String) {
-    metrics
-        .api_requests
-        .get_or_create(&RequestLabels {
-            tenant: tenant.to_string(),
-            endpoint: "token".into(),
-            code,
-        })
-        .inc_by(1, None, None);
-    metrics
-        .api_duration
-        .get_or_create(&endpoint(tenant, "token"))
-        .observe(started.elapsed().as_secs_f64(), None, None);
+    metrics.record_request(tenant, "token", code, started.elapsed(), None);
 }
 
 /// Our reqwest client behind `oauth2`'s HTTP interface, metering the `token` endpoint.

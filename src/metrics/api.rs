@@ -2,7 +2,8 @@
 //! `mde_api_request_duration_seconds`), 429 answers (`mde_api_throttled`,
 //! `mde_api_retry_after_seconds`), the slots of requests in flight
 //! (`mde_exporter_requests_in_flight*`, `mde_exporter_request_slot_wait_seconds`), tokens
-//! (`mde_exporter_token_success`, `mde_exporter_permission_missing`) and transcript bytes.
+//! (`mde_exporter_token_success`, `mde_exporter_permission_missing`), transcript bytes and
+//! the quotas read for `mde_api_quota_*`.
 //!
 //! Owns the writing of those families. Does not own when a request is sent (`mde`).
 
@@ -74,6 +75,24 @@ impl Metrics {
                 permission: permission.to_string(),
             })
             .set(i64::from(missing));
+    }
+
+    /// The quotas of the tenants configured now, read at scrape time for `mde_api_quota_*`.
+    pub fn set_quotas<'a>(
+        &self,
+        quotas: impl IntoIterator<Item = (&'a String, &'a crate::quota::SharedQuota)>,
+    ) {
+        self.quota_gauges.set(quotas);
+    }
+
+    /// (in flight, cap, seconds waited) of the request slots, for tests.
+    #[cfg(test)]
+    pub(crate) fn request_slots_now(&self) -> (i64, i64, f64) {
+        (
+            self.requests_in_flight.get(),
+            self.requests_in_flight_limit.get(),
+            self.request_slot_wait.get(),
+        )
     }
 
     /// The slots of requests in flight, capped at `max_in_flight` (see `mde::http`).

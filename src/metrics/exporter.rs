@@ -6,6 +6,8 @@
 //! Owns the writing of those families. Does not own reloading (`app`), the state file
 //! (`state`) nor the machine-context refresh (`machines`).
 
+use std::sync::Arc;
+
 use prometheus_client::metrics::counter::Counter;
 
 use super::{MachineInfoLabels, MachineTagLabels, Metrics};
@@ -18,6 +20,12 @@ impl Metrics {
         if ok {
             self.config_reload_timestamp.set(now);
         }
+    }
+
+    /// What the HTTP server's connection limits and bcrypt queue did: `app` hands it to
+    /// `exporter_web::serve_with`, and it is read at scrape time.
+    pub fn http_stats(&self) -> Arc<exporter_web::ServeStats> {
+        self.http_stats.clone()
     }
 
     /// The counter the state store increments on each failed write (`State::count_write_errors_in`).

@@ -8,9 +8,9 @@
 //! Owns the families and their registration order ([`Metrics::new`]), and, per subsystem, the
 //! methods that write them: [`api`] (the MDE API client: requests, 429s, slots, tokens),
 //! [`results`] (transcripts, results, per-machine script series), [`poll`] (a tenant's poll
-//! and discovery), [`exporter`] (configuration loads, state writes, machine context). A
-//! subsystem calls a method; it does not reach into a family. (The families are still `pub`
-//! while the collector, shared, state and machine-context modules move to the methods.)
+//! and discovery), [`exporter`] (configuration loads, state writes, machine context),
+//! `tenant` (a tenant's series started at 0). A subsystem calls a method; it does not reach
+//! into a family: the family fields are private to this module, so each has one writer here.
 //! `encode` turns the families into a `/metrics` body; `collectors` are the families
 //! computed at scrape time (process, HTTP server, quota windows). `labels` holds the label
 //! sets. Does not own *when* values change (collector, client).
@@ -22,6 +22,7 @@ pub mod exporter;
 mod labels;
 pub mod poll;
 pub mod results;
+mod tenant;
 
 use std::sync::atomic::{AtomicU64, AtomicUsize};
 use std::sync::{Arc, LazyLock};
@@ -37,6 +38,8 @@ use prometheus_client::registry::Registry;
 pub use collectors::QuotaGauges;
 use collectors::{HttpCollector, ProcessCollector};
 pub use labels::*;
+pub use results::ScriptSeries;
+pub use tenant::TenantSeries;
 
 /// Content type of the OpenMetrics text format.
 pub const OPENMETRICS_CONTENT_TYPE: &str =
@@ -74,55 +77,55 @@ pub type ExHistogramFamily<L> = Family<L, HistogramWithExemplars<TraceLabel>, Bu
 /// Every metric the exporter serves.
 pub struct Metrics {
     registry: Parts,
-    pub script_runs: Family<ScriptLabels, ExCounter>,
-    pub script_failures: Family<ScriptLabels, ExCounter>,
-    pub script_errors: Family<ScriptLabels, ExCounter>,
-    pub script_exit_code: Family<MachineScriptLabels, Gauge>,
-    pub script_errors_present: Family<MachineScriptLabels, Gauge>,
-    pub script_last_run: Family<MachineScriptLabels, FloatGauge>,
-    pub commands: Family<CommandLabels, Counter>,
-    pub actions: Family<StatusLabels, Counter>,
-    pub fetch_failures: Family<ReasonLabels, ExCounter>,
-    pub files: Family<TenantLabels, Counter>,
-    pub file_bytes: Family<TenantLabels, Counter>,
-    pub transcript_bytes: Family<TenantLabels, Counter>,
-    pub pending_results: Family<TenantLabels, Gauge>,
-    pub invalid_actions: Family<TenantLabels, Counter>,
-    pub api_requests: Family<RequestLabels, ExCounter>,
-    pub api_duration: ExHistogramFamily<EndpointLabels>,
-    pub api_throttled: Family<EndpointLabels, Counter>,
-    pub retry_after: Family<EndpointLabels, FloatGauge>,
+    pub(super) script_runs: Family<ScriptLabels, ExCounter>,
+    pub(super) script_failures: Family<ScriptLabels, ExCounter>,
+    pub(super) script_errors: Family<ScriptLabels, ExCounter>,
+    pub(super) script_exit_code: Family<MachineScriptLabels, Gauge>,
+    pub(super) script_errors_present: Family<MachineScriptLabels, Gauge>,
+    pub(super) script_last_run: Family<MachineScriptLabels, FloatGauge>,
+    pub(super) commands: Family<CommandLabels, Counter>,
+    pub(super) actions: Family<StatusLabels, Counter>,
+    pub(super) fetch_failures: Family<ReasonLabels, ExCounter>,
+    pub(super) files: Family<TenantLabels, Counter>,
+    pub(super) file_bytes: Family<TenantLabels, Counter>,
+    pub(super) transcript_bytes: Family<TenantLabels, Counter>,
+    pub(super) pending_results: Family<TenantLabels, Gauge>,
+    pub(super) invalid_actions: Family<TenantLabels, Counter>,
+    pub(super) api_requests: Family<RequestLabels, ExCounter>,
+    pub(super) api_duration: ExHistogramFamily<EndpointLabels>,
+    pub(super) api_throttled: Family<EndpointLabels, Counter>,
+    pub(super) retry_after: Family<EndpointLabels, FloatGauge>,
     /// The quotas behind `mde_api_quota_*`, read at scrape time (see [`QuotaGauges`]).
-    pub quota_gauges: Arc<QuotaGauges>,
+    pub(super) quota_gauges: Arc<QuotaGauges>,
     /// What the HTTP server's connection limits and bcrypt queue did; `app` hands it to
     /// `exporter_web::serve_with` and it is read at scrape time.
-    pub http_stats: Arc<exporter_web::ServeStats>,
-    pub build_info: Family<BuildLabels, Gauge>,
-    pub poll_success: Family<TenantLabels, Gauge>,
-    pub last_poll_success: Family<TenantLabels, FloatGauge>,
-    pub poll_duration: ExHistogramFamily<TenantLabels>,
-    pub token_success: Family<TenantLabels, Gauge>,
-    pub config_reload_success: Gauge,
-    pub config_reload_timestamp: FloatGauge,
+    pub(super) http_stats: Arc<exporter_web::ServeStats>,
+    pub(super) build_info: Family<BuildLabels, Gauge>,
+    pub(super) poll_success: Family<TenantLabels, Gauge>,
+    pub(super) last_poll_success: Family<TenantLabels, FloatGauge>,
+    pub(super) poll_duration: ExHistogramFamily<TenantLabels>,
+    pub(super) token_success: Family<TenantLabels, Gauge>,
+    pub(super) config_reload_success: Gauge,
+    pub(super) config_reload_timestamp: FloatGauge,
     /// Per-machine series removed from /metrics and the state, by reason (`ttl`, `max_series`).
-    pub series_evicted: Family<ReasonLabels, Counter>,
-    pub machine_info: Family<MachineInfoLabels, Gauge>,
-    pub machine_tag: Family<MachineTagLabels, Gauge>,
-    pub permission_missing: Family<PermissionLabels, Gauge>,
+    pub(super) series_evicted: Family<ReasonLabels, Counter>,
+    pub(super) machine_info: Family<MachineInfoLabels, Gauge>,
+    pub(super) machine_tag: Family<MachineTagLabels, Gauge>,
+    pub(super) permission_missing: Family<PermissionLabels, Gauge>,
     // Discovery, in flight and not-run (#9).
-    pub actions_in_flight: Family<StatusLabels, Gauge>,
-    pub in_flight_oldest: Family<TenantLabels, FloatGauge>,
-    pub in_flight_abandoned: Family<TenantLabels, Counter>,
-    pub discovery_missed: Family<TenantLabels, Counter>,
-    pub script_not_run_total: Family<NotRunLabels, ExCounter>,
-    pub script_not_run: Family<MachineScriptLabels, Gauge>,
+    pub(super) actions_in_flight: Family<StatusLabels, Gauge>,
+    pub(super) in_flight_oldest: Family<TenantLabels, FloatGauge>,
+    pub(super) in_flight_abandoned: Family<TenantLabels, Counter>,
+    pub(super) discovery_missed: Family<TenantLabels, Counter>,
+    pub(super) script_not_run_total: Family<NotRunLabels, ExCounter>,
+    pub(super) script_not_run: Family<MachineScriptLabels, Gauge>,
     /// Writes to the state file that failed (each is retried once after reopening the file).
-    pub state_write_errors: Counter,
+    pub(super) state_write_errors: Counter,
     /// API calls and result downloads in flight across tenants, their cap
     /// (`max_requests_in_flight`) and the time requests waited for a slot (see `mde::http`).
-    pub requests_in_flight: Gauge,
-    pub requests_in_flight_limit: Gauge,
-    pub request_slot_wait: Counter<f64>,
+    pub(super) requests_in_flight: Gauge,
+    pub(super) requests_in_flight_limit: Gauge,
+    pub(super) request_slot_wait: Counter<f64>,
     /// Script output as metrics (`mde_script_*`, `mde_script_metrics_*`), rendered from its
     /// store at scrape time. See: #21
     pub script_metrics: Arc<crate::script_metrics::store::Store>,

@@ -35,6 +35,13 @@ impl Metrics {
             .set(i64::try_from(pending).unwrap_or(i64::MAX));
     }
 
+    /// Results waiting to be fetched, between polls.
+    pub fn set_pending_results(&self, tenant_name: &str, pending: usize) {
+        self.pending_results
+            .get_or_create(&tenant(tenant_name))
+            .set(i64::try_from(pending).unwrap_or(i64::MAX));
+    }
+
     /// The actions not final yet, by status, and the creation time (Unix seconds) of the
     /// oldest; no oldest series when none is in flight (an alert on its age must not fire on
     /// "nothing").

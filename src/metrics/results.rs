@@ -116,6 +116,12 @@ impl Metrics {
             .set(i64::from(not_run));
     }
 
+    /// The value of `mde_liveresponse_script_not_run` of a (tenant, machine, script), for tests.
+    #[cfg(test)]
+    pub(crate) fn script_not_run_value(&self, labels: &MachineScriptLabels) -> Option<i64> {
+        self.script_not_run.get(labels).map(|g| g.get())
+    }
+
     /// The `mde_liveresponse_script_not_run` series of a (tenant, machine, script) expired.
     pub fn remove_script_not_run(&self, labels: &MachineScriptLabels) {
         self.script_not_run.remove(labels);
