@@ -9,11 +9,15 @@
 //!
 //! - [`discover`]: the list calls of a poll and what is remembered of them, one contract for
 //!   both discovery modes.
-//! - [`results`]: counting final actions and not-run commands, the pending queue, fetching
+//! - [`results`]: counting final actions and not-run commands, filling the pending queue, fetching
 //!   and accounting results exactly once.
+//! - [`error`]: why a poll (or one result) did not complete.
+//! - [`pending`]: the queue of results waiting to be fetched.
 //! - [`retry`]: how often and how long a failed result is tried again (pure).
 
 mod discover;
+mod error;
+mod pending;
 mod results;
 mod retry;
 
@@ -28,24 +32,11 @@ use crate::discovery::is_final_status;
 use crate::mde::{self, Client};
 use crate::metrics::tenant;
 use crate::shared::Shared;
-use crate::state::StoreError;
 
 pub use crate::discovery::discovery_filter;
-use results::PendingQueue;
+pub use error::PollError;
+use pending::PendingQueue;
 pub use retry::{Retry, retry_decision, retry_delay};
-
-/// Why a poll (or one result) did not complete.
-#[derive(Debug, thiserror::Error)]
-pub enum PollError {
-    #[error(transparent)]
-    Api(#[from] mde::Error),
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    /// Nothing could be asked of the API this poll: every call was throttled (a 429, or
-    /// the quota blocked after one) or had no room in the budget.
-    #[error("no API call got through this poll: {0}")]
-    Throttled(mde::Error),
-}
 
 /// The collector of one tenant.
 pub struct TenantCollector {
