@@ -3,7 +3,7 @@
 //!
 //! Owns the file: its schema (`raw`; unknown keys are errors), the checks of each section,
 //! each in its own module beside its tests (`check` for the file-level keys and the shared
-//! bounds, `tenant`, `auth` with the file reads of sign-in, `cloud` for cloud and region →
+//! checks, [`limits`] for the bounds of the duration and size keys, `tenant`, `auth` with the file reads of sign-in, `cloud` for cloud and region →
 //! URLs, `quota`, `discovery`, `output` for `otel:` and `transcript_log:`, `proxy`), `${VAR}`
 //! expansion (`env`), the error type naming the file and the key, and the defaults of every
 //! key (including [`DEFAULT_MAX_REQUESTS_IN_FLIGHT`]). Does not own the command line (`cli`),
@@ -23,6 +23,7 @@ mod discovery;
 mod env;
 #[cfg(test)]
 mod fixtures;
+pub mod limits;
 mod output;
 mod proxy;
 mod quota;
@@ -30,7 +31,6 @@ mod raw;
 mod tenant;
 
 pub use self::auth::{Auth, AuthMethod, IMDS_TOKEN_URL, Pkcs12Password, Secret};
-pub use self::check::limits;
 pub use self::cloud::{Cloud, Region};
 pub use self::discovery::{DiscoveryConfig, MAX_DISCOVERY_BATCH};
 pub use self::output::{OtelConfig, Protocol, RedactMode, Redaction};

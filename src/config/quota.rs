@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::check::{Invalid, check_range, limits};
+use super::check::{Invalid, check_range};
+use super::limits;
 
 /// Whether each endpoint has its own budget or all endpoints share one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
