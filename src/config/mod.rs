@@ -3,8 +3,10 @@
 //!
 //! Owns the file: its schema (`raw`; unknown keys are errors), the checks of each section,
 //! each in its own module beside its tests (`check` for the file-level keys and the shared
-//! checks, [`limits`] for the bounds of the duration and size keys, `tenant`, `auth` with the file reads of sign-in, `cloud` for cloud and region →
-//! URLs, `quota`, `discovery`, `output` for `otel:` and `transcript_log:`, `proxy`), `${VAR}`
+//! checks, [`limits`] for the bounds of the duration and size keys, `tenant`, `auth` with the
+//! file reads of sign-in, `cloud` for cloud and region → URLs, `quota`, `discovery`, `output`
+//! for `otel:` and `transcript_log:`, `proxy`; the value types they share with the schema in
+//! `types`), `${VAR}`
 //! expansion (`env`), the error type naming the file and the key, and the defaults of every
 //! key (including [`DEFAULT_MAX_REQUESTS_IN_FLIGHT`]). Does not own the command line (`cli`),
 //! reloading (`app`), getting tokens (`mde::auth`) nor the tenant → shard mapping
@@ -29,15 +31,17 @@ mod proxy;
 mod quota;
 mod raw;
 mod tenant;
+mod types;
 
-pub use self::auth::{Auth, AuthMethod, IMDS_TOKEN_URL, Pkcs12Password, Secret};
-pub use self::cloud::{Cloud, Region};
-pub use self::discovery::{DiscoveryConfig, MAX_DISCOVERY_BATCH};
-pub use self::output::{OtelConfig, Protocol, RedactMode, Redaction};
+pub use self::auth::{Auth, IMDS_TOKEN_URL, Pkcs12Password, Secret};
+pub use self::discovery::MAX_DISCOVERY_BATCH;
 pub use self::proxy::ProxyConfig;
-pub use self::quota::{QuotaConfig, QuotaScope};
 pub use self::raw::DEFAULT_MAX_REQUESTS_IN_FLIGHT;
 pub use self::tenant::{MachineContext, Selectors, Tenant};
+pub use self::types::{
+    AuthMethod, Cloud, DiscoveryConfig, OtelConfig, Protocol, QuotaConfig, QuotaScope, RedactMode,
+    Redaction, Region,
+};
 pub use crate::shard::shard_of;
 
 use self::check::Invalid;

@@ -13,10 +13,9 @@ use url::Url;
 use super::auth::{self, Auth};
 use super::check::{Invalid, check_range, is_safe_id};
 use super::cloud;
-use super::discovery::DiscoveryConfig;
 use super::limits;
-use super::quota::QuotaConfig;
 use super::raw::{RawTenant, default_lookback, default_machine_info_interval};
+use super::types::{DiscoveryConfig, QuotaConfig};
 
 /// What to watch in a tenant.
 #[derive(Debug, Clone, PartialEq)]
