@@ -2,10 +2,11 @@
 //! never ran counted once (with `mde_liveresponse_script_not_run` on the latest attempt), and
 //! each result queued, fetched oldest first and accounted exactly once.
 //!
-//! Owns filling and draining the pending queue (`pending`), the result fetch (link, download, the expired-link retry), the
-//! durable commit before anything is counted, and the per-result events and status lines.
-//! Does not own discovery (`discover`), the retry policy (`retry`), nor the HTTP calls and
-//! the transcript parser (`mde`).
+//! Owns filling and draining the pending queue, the result fetch (link, download, the
+//! expired-link retry), the durable commit before anything is counted, and the per-result
+//! events and status lines. Does not own the queue itself (`pending`), discovery
+//! (`discover`), the retry policy (`retry`), nor the HTTP calls and the transcript parser
+//! (`mde`).
 
 use std::time::Duration;
 
