@@ -13,11 +13,13 @@
 //!   and accounting results exactly once.
 //! - [`error`]: why a poll (or one result) did not complete.
 //! - [`pending`]: the queue of results waiting to be fetched.
+//! - [`poller`]: what one tenant's collector holds between and during polls.
 //! - [`retry`]: how often and how long a failed result is tried again (pure).
 
 mod discover;
 mod error;
 mod pending;
+mod poller;
 mod results;
 mod retry;
 
@@ -36,37 +38,9 @@ use crate::shared::Shared;
 pub use crate::discovery::discovery_filter;
 pub use error::PollError;
 use pending::PendingQueue;
+use poller::PollStats;
+pub use poller::TenantCollector;
 pub use retry::{Retry, retry_decision, retry_delay};
-
-/// The collector of one tenant.
-pub struct TenantCollector {
-    tenant: Tenant,
-    client: Client,
-    shared: Arc<Shared>,
-    pending: PendingQueue,
-    /// What the poll in progress did, for its log line.
-    stats: PollStats,
-    /// When result fetching may go on after a 429 or a full budget, before the next poll.
-    resume_at: Option<Instant>,
-    /// The actions followed by id were read again since this collector started, so the
-    /// results of final ones are queued again (they are not in `pending` after a restart).
-    restored: bool,
-    /// The last followed action read again by a poll cut short by quota: the next poll
-    /// starts after it, so that the whole followed set is read in turn. (#20)
-    reread_after: Option<String>,
-    /// Actions the last full-window listing returned: the next sweep's expected cost.
-    last_sweep_actions: usize,
-    /// Final actions followed for their results that were not read again yet since the
-    /// start: each has at least one result waiting, which `pending` does not hold yet.
-    unrestored: usize,
-}
-
-/// Counts for the one info line each poll writes.
-#[derive(Debug, Default, Clone, Copy)]
-struct PollStats {
-    discovered: usize,
-    fetched: usize,
-}
 
 impl TenantCollector {
     pub fn new(tenant: Tenant, client: Client, shared: Arc<Shared>) -> Self {

@@ -13,9 +13,9 @@ use std::time::Duration;
 use chrono::Utc;
 use tokio::time::Instant;
 
-use super::TenantCollector;
 use super::error::PollError;
 use super::pending::Pending;
+use super::poller::TenantCollector;
 use super::retry::{Retry, attempts_allowed, retry_decision};
 use crate::discovery::{self as disc, NotRunReason};
 use crate::events::{ResultFetchFailed, ScriptNotRun, TranscriptRetrieved};
