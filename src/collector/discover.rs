@@ -15,7 +15,8 @@ use std::collections::{BTreeMap, HashSet};
 use chrono::{DateTime, Utc};
 use tokio::time::Instant;
 
-use super::{PollError, TenantCollector};
+use super::error::PollError;
+use super::poller::TenantCollector;
 use crate::discovery::{self as disc, is_final_status};
 use crate::mde::model::MachineAction;
 use crate::mde::{self, ErrorKind, QuotaWait};

@@ -9,11 +9,17 @@
 //!
 //! - [`discover`]: the list calls of a poll and what is remembered of them, one contract for
 //!   both discovery modes.
-//! - [`results`]: counting final actions and not-run commands, the pending queue, fetching
+//! - [`results`]: counting final actions and not-run commands, filling the pending queue, fetching
 //!   and accounting results exactly once.
+//! - [`error`]: why a poll (or one result) did not complete.
+//! - [`pending`]: the queue of results waiting to be fetched.
+//! - [`poller`]: what one tenant's collector holds between and during polls.
 //! - [`retry`]: how often and how long a failed result is tried again (pure).
 
 mod discover;
+mod error;
+mod pending;
+mod poller;
 mod results;
 mod retry;
 
@@ -27,54 +33,13 @@ use crate::config::Tenant;
 use crate::discovery::is_final_status;
 use crate::mde::{self, Client};
 use crate::shared::Shared;
-use crate::state::StoreError;
 
 pub use crate::discovery::discovery_filter;
-use results::PendingQueue;
+pub use error::PollError;
+use pending::PendingQueue;
+use poller::PollStats;
+pub use poller::TenantCollector;
 pub use retry::{Retry, retry_decision, retry_delay};
-
-/// Why a poll (or one result) did not complete.
-#[derive(Debug, thiserror::Error)]
-pub enum PollError {
-    #[error(transparent)]
-    Api(#[from] mde::Error),
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    /// Nothing could be asked of the API this poll: every call was throttled (a 429, or
-    /// the quota blocked after one) or had no room in the budget.
-    #[error("no API call got through this poll: {0}")]
-    Throttled(mde::Error),
-}
-
-/// The collector of one tenant.
-pub struct TenantCollector {
-    tenant: Tenant,
-    client: Client,
-    shared: Arc<Shared>,
-    pending: PendingQueue,
-    /// What the poll in progress did, for its log line.
-    stats: PollStats,
-    /// When result fetching may go on after a 429 or a full budget, before the next poll.
-    resume_at: Option<Instant>,
-    /// The actions followed by id were read again since this collector started, so the
-    /// results of final ones are queued again (they are not in `pending` after a restart).
-    restored: bool,
-    /// The last followed action read again by a poll cut short by quota: the next poll
-    /// starts after it, so that the whole followed set is read in turn. (#20)
-    reread_after: Option<String>,
-    /// Actions the last full-window listing returned: the next sweep's expected cost.
-    last_sweep_actions: usize,
-    /// Final actions followed for their results that were not read again yet since the
-    /// start: each has at least one result waiting, which `pending` does not hold yet.
-    unrestored: usize,
-}
-
-/// Counts for the one info line each poll writes.
-#[derive(Debug, Default, Clone, Copy)]
-struct PollStats {
-    discovered: usize,
-    fetched: usize,
-}
 
 impl TenantCollector {
     pub fn new(tenant: Tenant, client: Client, shared: Arc<Shared>) -> Self {

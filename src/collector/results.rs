@@ -2,19 +2,21 @@
 //! never ran counted once (with `mde_liveresponse_script_not_run` on the latest attempt), and
 //! each result queued, fetched oldest first and accounted exactly once.
 //!
-//! Owns the pending queue, the result fetch (link, download, the expired-link retry), the
-//! durable commit before anything is counted, and the per-result events and status lines.
-//! Does not own discovery (`discover`), the retry policy (`retry`), nor the HTTP calls and
-//! the transcript parser (`mde`).
+//! Owns filling and draining the pending queue, the result fetch (link, download, the
+//! expired-link retry), the durable commit before anything is counted, and the per-result
+//! events and status lines. Does not own the queue itself (`pending`), discovery
+//! (`discover`), the retry policy (`retry`), nor the HTTP calls and the transcript parser
+//! (`mde`).
 
-use std::collections::{HashSet, VecDeque};
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use tokio::time::Instant;
 
+use super::error::PollError;
+use super::pending::Pending;
+use super::poller::TenantCollector;
 use super::retry::{Retry, attempts_allowed, retry_decision};
-use super::{PollError, TenantCollector};
 use crate::discovery::{self as disc, NotRunReason};
 use crate::events::{ResultFetchFailed, ScriptNotRun, TranscriptRetrieved};
 use crate::mde::model::{CommandType, MachineAction};
@@ -28,71 +30,6 @@ enum Fetched {
     Transcript(crate::mde::model::Transcript),
     /// A `GetFile` result's size.
     File(u64),
-}
-
-/// A result waiting to be fetched.
-#[derive(Debug, Clone)]
-pub(super) struct Pending {
-    pub(super) key: ResultKey,
-    kind: CommandType,
-    script: Option<String>,
-    machine: String,
-    end_time: Option<DateTime<Utc>>,
-    /// The action's `lastUpdateDateTimeUtc`: which script_metrics set is the latest (#21).
-    last_update: Option<DateTime<Utc>>,
-    /// When this exporter first queued it (the age of a result without an `endTime`).
-    queued_at: DateTime<Utc>,
-    attempts: u32,
-    /// Not tried again before this instant (backoff after a transient failure).
-    not_before: Option<Instant>,
-    /// The download link of an earlier try, reused while it is valid.
-    link: Option<crate::mde::model::DownloadLink>,
-}
-
-/// The results waiting to be fetched: a list kept in fetch order, and its keys, so that asking
-/// "is this one already queued?" costs O(1) whatever the backlog.
-#[derive(Debug, Default)]
-pub(super) struct PendingQueue {
-    items: Vec<Pending>,
-    keys: HashSet<ResultKey>,
-}
-
-impl PendingQueue {
-    pub(super) fn len(&self) -> usize {
-        self.items.len()
-    }
-
-    pub(super) fn contains(&self, key: &ResultKey) -> bool {
-        self.keys.contains(key)
-    }
-
-    pub(super) fn iter(&self) -> impl Iterator<Item = &Pending> {
-        self.items.iter()
-    }
-
-    /// Queue a result unless it is already queued.
-    pub(super) fn push_new(&mut self, p: Pending) {
-        if self.keys.insert(p.key.clone()) {
-            self.items.push(p);
-        }
-    }
-
-    /// Take every item out in fetch order (oldest command first); their keys stay, since each
-    /// is either put back with [`Self::put_back`] or settled with [`Self::settled`].
-    pub(super) fn take_sorted(&mut self) -> VecDeque<Pending> {
-        self.items
-            .sort_by(|a, b| a.end_time.cmp(&b.end_time).then(a.key.cmp(&b.key)));
-        std::mem::take(&mut self.items).into()
-    }
-
-    pub(super) fn put_back(&mut self, p: Pending) {
-        self.items.push(p);
-    }
-
-    /// A result taken out is done (counted or given up): forget its key.
-    pub(super) fn settled(&mut self, key: &ResultKey) {
-        self.keys.remove(key);
-    }
 }
 
 /// What one drain did.
@@ -536,6 +473,7 @@ impl TenantCollector {
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
+    use crate::collector::pending::PendingQueue;
     use chrono::TimeZone;
 
     fn pending(action: &str, end: i64) -> Pending {

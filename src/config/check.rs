@@ -1,14 +1,15 @@
 //! The checks every section shares, and the file-level keys' own checks.
 //!
-//! Owns [`Invalid`] (a section's complaint: the key under the section and the message), the
-//! bounds of the duration and size keys ([`limits`]), how a bound is shown (`30d`, `100ms`),
+//! Owns [`Invalid`] (a section's complaint: the key under the section and the message), how
+//! a bound is shown (`30d`, `100ms`),
 //! the id syntax safe in URLs and OData filters, and the checks of the file-level scalar keys
 //! (`poll_interval`, `request_timeout`, `series_ttl`, `max_transcript_bytes`, `max_series`,
-//! `max_requests_in_flight`). Does not own the sections (`tenant`, `auth`, `cloud`, …), nor
-//! naming the file in the error (`mod`).
+//! `max_requests_in_flight`). Does not own the bounds themselves (`limits`), the sections
+//! (`tenant`, `auth`, `cloud`, …), nor naming the file in the error (`mod`).
 
 use std::time::Duration;
 
+use super::limits::{self, DAY};
 use super::raw::RawFile;
 
 /// A section's complaint: the key, relative to where the section sits, and the message.
@@ -34,31 +35,6 @@ impl Invalid {
             message: self.message,
         }
     }
-}
-
-pub(super) const DAY: u64 = 24 * 3600;
-
-/// The range each duration key must fall in: beyond it a value is a typo (or an attack on the
-/// arithmetic: `poll_interval: 10000000000000000000s` parses, then overflows a timer).
-pub mod limits {
-    use std::time::Duration;
-
-    use super::DAY;
-
-    pub const POLL_INTERVAL: (Duration, Duration) =
-        (Duration::from_millis(100), Duration::from_secs(DAY));
-    pub const REQUEST_TIMEOUT: (Duration, Duration) =
-        (Duration::from_millis(100), Duration::from_secs(3600));
-    pub const SERIES_TTL: (Duration, Duration) =
-        (Duration::from_secs(1), Duration::from_secs(365 * DAY));
-    /// Discovery never reaches back further than 30 days.
-    pub const LOOKBACK_MAX: Duration = Duration::from_secs(30 * DAY);
-    pub const QUOTA_WINDOW_MAX: Duration = Duration::from_secs(7 * DAY);
-    /// Largest `max_transcript_bytes`: a transcript is held in memory while it is read.
-    pub const MAX_TRANSCRIPT_BYTES: u64 = 1 << 30;
-    /// `max_requests_in_flight`: each request in flight holds a connection (a file
-    /// descriptor) and its buffers.
-    pub const MAX_REQUESTS_IN_FLIGHT: (usize, usize) = (1, 4096);
 }
 
 /// A duration in the largest whole unit of the file's notation: `30d`, `24h`, `90s`, `100ms`.

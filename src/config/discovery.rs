@@ -1,42 +1,13 @@
 //! A tenant's `discovery:` section: how its machine actions are found.
 //!
-//! Owns the section's keys, their defaults and their checks. Does not own discovery itself
-//! (`crate::discovery`, `collector`).
+//! Owns the section's checks and the largest batch size. Does not own the validated type and
+//! its defaults (`types`), nor discovery itself (`crate::discovery`, `collector`).
 
 use std::time::Duration;
 
 use super::check::Invalid;
 use super::raw::RawDiscovery;
-
-/// How a tenant's machine actions are discovered (see `discovery`).
-#[derive(Debug, Clone, PartialEq)]
-pub struct DiscoveryConfig {
-    /// Each poll lists actions created since the watermark minus this margin, for API
-    /// indexing lag and clock skew.
-    pub overlap: Duration,
-    /// Actions not final are followed this long after their creation; past it they are
-    /// counted as abandoned. Also how far back in-flight actions are looked up at first start.
-    pub in_flight_horizon: Duration,
-    /// How often a full-window reconciliation sweep runs (only with spare list quota).
-    pub reconcile_interval: Duration,
-    /// At most this many ids per `id eq '…' or …` filter when actions in flight are read again.
-    pub batch_size: usize,
-    /// `false`: the pre-#9 behaviour, every poll lists the whole `lookback` window (kept for
-    /// comparison benchmarks and as an escape hatch).
-    pub incremental: bool,
-}
-
-impl Default for DiscoveryConfig {
-    fn default() -> Self {
-        DiscoveryConfig {
-            overlap: Duration::from_secs(5 * 60),
-            in_flight_horizon: Duration::from_secs(7 * 24 * 3600),
-            reconcile_interval: Duration::from_secs(6 * 3600),
-            batch_size: 20,
-            incremental: true,
-        }
-    }
-}
+use super::types::DiscoveryConfig;
 
 /// Largest `discovery.batch_size`: more ids would not fit a URL of a safe length anyway.
 pub const MAX_DISCOVERY_BATCH: usize = 50;

@@ -3,15 +3,17 @@
 //!
 //! Owns the file: its schema (`raw`; unknown keys are errors), the checks of each section,
 //! each in its own module beside its tests (`check` for the file-level keys and the shared
-//! bounds, `tenant`, `auth` with the file reads of sign-in, `cloud` for cloud and region →
-//! URLs, `quota`, `discovery`, `output` for `otel:` and `transcript_log:`, `proxy`,
-//! `script_metrics` for script output as metrics), `${VAR}` expansion (`env`), the error
-//! type naming the file and the key, and the defaults of every key (including
-//! [`DEFAULT_MAX_REQUESTS_IN_FLIGHT`]). Does not own the command line (`cli`), reloading
-//! (`app`), getting tokens (`mde::auth`) nor the tenant → shard mapping (`crate::shard`,
-//! used by [`Config::shard`]). The only modules of this crate it uses are the
+//! checks, [`limits`] for the bounds of the duration and size keys, `tenant`, `auth` with the
+//! file reads of sign-in, `cloud` for cloud and region → URLs, `quota`, `discovery`, `output`
+//! for `otel:` and `transcript_log:`, `proxy`, `script_metrics` for script output as
+//! metrics; the value types they share with the schema in `types`), `${VAR}` expansion
+//! (`env`), the error type naming the file and the key, and the defaults of every
+//! key (including [`DEFAULT_MAX_REQUESTS_IN_FLIGHT`]). Does not own the command line (`cli`),
+//! reloading (`app`), getting tokens (`mde::auth`) nor the tenant → shard mapping
+//! (`crate::shard`, used by [`Config::shard`]). The only modules of this crate it uses are the
 //! pure `certificate` (to refuse a wrong or expired certificate at load), `sign_in_file` (the
-//! 1 MiB cap of the sign-in files it reads), `shard`, and the pure `script_metrics::parse` (what a valid metric name is, for `script_metrics:`).
+//! 1 MiB cap of the sign-in files it reads), `shard`, and the pure `script_metrics::parse`
+//! (what a valid metric name is, for `script_metrics:`).
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -24,25 +26,27 @@ mod discovery;
 mod env;
 #[cfg(test)]
 mod fixtures;
+pub mod limits;
 mod output;
 mod proxy;
 mod quota;
 mod raw;
 mod script_metrics;
 mod tenant;
+mod types;
 
-pub use self::auth::{Auth, AuthMethod, IMDS_TOKEN_URL, Pkcs12Password, Secret};
-pub use self::check::limits;
-pub use self::cloud::{Cloud, Region};
-pub use self::discovery::{DiscoveryConfig, MAX_DISCOVERY_BATCH};
-pub use self::output::{OtelConfig, Protocol, RedactMode, Redaction};
+pub use self::auth::{Auth, IMDS_TOKEN_URL, Pkcs12Password, Secret};
+pub use self::discovery::MAX_DISCOVERY_BATCH;
 pub use self::proxy::ProxyConfig;
-pub use self::quota::{QuotaConfig, QuotaScope};
 pub use self::raw::DEFAULT_MAX_REQUESTS_IN_FLIGHT;
 pub use self::script_metrics::{
     Format as ScriptFormat, JsonMetric, RESERVED_PREFIXES, ScriptMetrics, ScriptRule, is_reserved,
 };
 pub use self::tenant::{MachineContext, Selectors, Tenant};
+pub use self::types::{
+    AuthMethod, Cloud, DiscoveryConfig, OtelConfig, Protocol, QuotaConfig, QuotaScope, RedactMode,
+    Redaction, Region,
+};
 pub use crate::shard::shard_of;
 
 use self::check::Invalid;

@@ -1,71 +1,13 @@
 //! What the exporter emits besides metrics: the `otel:` section (traces) and the
 //! `transcript_log:` section (how transcript text appears in logs).
 //!
-//! Owns both sections' keys, defaults and checks (the scrubbers must be valid regular
-//! expressions). Does not own setting up the exporters (`telemetry`) nor applying the
+//! Owns both sections' checks (the scrubbers must be valid regular expressions). Does not own
+//! their types and defaults (`types`), setting up the exporters (`telemetry`) nor applying the
 //! redaction (`events`).
 
 use super::check::Invalid;
 use super::raw::RawTranscriptLog;
-
-/// OTLP transport.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
-pub enum Protocol {
-    #[serde(rename = "grpc")]
-    Grpc,
-    #[serde(rename = "http/protobuf")]
-    HttpProtobuf,
-}
-
-/// Tracing settings: the `otel:` section of the config file; unset keys fall back to the
-/// standard `OTEL_*` environment variables.
-#[derive(Debug, Clone, Default, PartialEq, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct OtelConfig {
-    /// e.g. `http://collector:4317` (gRPC) or `http://collector:4318` (HTTP).
-    pub endpoint: Option<String>,
-    pub protocol: Option<Protocol>,
-    pub service_name: Option<String>,
-    /// Fraction of polls traced, 0.0..=1.0 (parent-based); default: `OTEL_TRACES_SAMPLER` or all.
-    pub sample_ratio: Option<f64>,
-    /// Link from the status page to a trace UI, with `{trace_id}` replaced, e.g.
-    /// `http://jaeger:16686/trace/{trace_id}`.
-    pub trace_url: Option<String>,
-}
-
-/// How `script_output` and `script_errors` appear in the transcript event.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum RedactMode {
-    /// As the script wrote them (after the scrubbers).
-    None,
-    /// The first `max_bytes` bytes (after the scrubbers).
-    #[default]
-    Truncate,
-    /// `sha256:<hex>` of the text: equal outputs can be matched, nothing is revealed.
-    Hash,
-    /// Left out.
-    Drop,
-}
-
-/// The redaction policy for transcript text in logs; the scrubbers run first and replace
-/// every match with `[REDACTED]`.
-#[derive(Debug, Clone)]
-pub struct Redaction {
-    pub mode: RedactMode,
-    pub max_bytes: usize,
-    pub scrubbers: Vec<regex::Regex>,
-}
-
-impl Default for Redaction {
-    fn default() -> Self {
-        Redaction {
-            mode: RedactMode::Truncate,
-            max_bytes: 256,
-            scrubbers: Vec::new(),
-        }
-    }
-}
+use super::types::Redaction;
 
 impl RawTranscriptLog {
     /// The policy; the error's key is the key under `transcript_log.`.
@@ -92,7 +34,7 @@ impl RawTranscriptLog {
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::super::fixtures::{GOOD, parse};
-    use super::*;
+    use super::super::types::{OtelConfig, Protocol, RedactMode};
 
     #[test]
     fn transcript_log_policy() {

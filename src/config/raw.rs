@@ -1,20 +1,18 @@
 //! The file's schema as serde reads it, before any check: every key, its type and its default.
 //!
 //! Owns the raw structs (`deny_unknown_fields` on each, so a misspelt key is an error naming
-//! it) and the defaults of the keys. Does not own what a value may be: each section's own
-//! module turns its raw form into a validated one (`tenant`, `auth`, `cloud`, `discovery`,
-//! `quota`, `output`, `proxy`, `check`).
+//! it) and the defaults of the keys. Does not own the section types it holds as they are
+//! (`types`), nor what a value may be: each section's own module turns its raw form into a
+//! validated one (`tenant`, `auth`, `cloud`, `discovery`, `quota`, `output`, `proxy`, `check`).
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::auth::AuthMethod;
-use super::cloud::{Cloud, Region};
-use super::discovery::DiscoveryConfig;
-use super::output::{OtelConfig, RedactMode, Redaction};
-use super::quota::QuotaConfig;
+use super::types::{
+    AuthMethod, Cloud, DiscoveryConfig, OtelConfig, QuotaConfig, RedactMode, Redaction, Region,
+};
 
 /// Requests in flight across all tenants when the configuration does not say.
 pub const DEFAULT_MAX_REQUESTS_IN_FLIGHT: usize = 64;

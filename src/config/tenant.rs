@@ -11,11 +11,11 @@ use std::time::Duration;
 use url::Url;
 
 use super::auth::{self, Auth};
-use super::check::{Invalid, check_range, is_safe_id, limits};
+use super::check::{Invalid, check_range, is_safe_id};
 use super::cloud;
-use super::discovery::DiscoveryConfig;
-use super::quota::QuotaConfig;
+use super::limits;
 use super::raw::{RawTenant, default_lookback, default_machine_info_interval};
+use super::types::{DiscoveryConfig, QuotaConfig};
 
 /// What to watch in a tenant.
 #[derive(Debug, Clone, PartialEq)]

@@ -9,61 +9,24 @@
 //! of per-machine entries. With a `state_path` every change is committed to the file
 //! ([`store`]) before it is counted, so a restart (even `kill -9`) neither counts a result
 //! twice nor loses the per-machine gauges. Without one it lives in memory only. Does not own
-//! the file format, opening and reopening ([`store`]), nor the metrics set from it.
+//! the records kept ([`model`]: result and series keys, runs, tracked actions, attempts), the
+//! file format, opening and reopening ([`store`]), nor the metrics set from it.
 
+mod model;
 mod store;
 
 use std::collections::{BTreeMap, HashSet};
+use std::path::Path;
 
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
+use prometheus_client::metrics::counter::Counter;
 
+pub use model::{Attempt, LastRun, ResultKey, SeriesKey, Tracked};
 use store::{
-    ACTIONS, ATTEMPTS, DISCOVERY, DONE, NOT_RUN, RAN, RECONCILED, RUNS, SCRIPT_SETS, Store,
+    ACTIONS, ATTEMPTS, DISCOVERY, DONE, Loaded, NOT_RUN, RAN, RECONCILED, RUNS, SCRIPT_SETS, Store,
     TRACKED, WATERMARKS, action_key, done_key, remove_keys, series_key,
 };
 pub use store::{Opener, SCHEMA, StoreError, reset};
-
-/// One command result: (tenant, action id, command index).
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ResultKey {
-    pub tenant: String,
-    pub action_id: String,
-    pub index: u32,
-}
-
-/// The latest run of a script on a machine.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct LastRun {
-    pub end_time: DateTime<Utc>,
-    pub exit_code: i64,
-    pub errors_present: bool,
-    pub action_id: String,
-    /// What the transcript page shows of this run (#22), committed with it; absent in files
-    /// written before, so the field is optional in both directions (state format: added).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub excerpt: Option<crate::excerpt::Excerpt>,
-}
-
-/// (tenant, machine, script).
-pub type SeriesKey = (String, String, String);
-
-/// An action discovery follows by id: not final yet, or final with results still to fetch.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Tracked {
-    pub created: DateTime<Utc>,
-    /// The status last seen (`Pending`, `InProgress`, or a final one).
-    pub status: String,
-}
-
-/// The latest attempt to run a script on a machine, by the action's `lastUpdateDateTimeUtc`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Attempt {
-    pub at: DateTime<Utc>,
-    /// Whether the command ran (Completed); false: it never ran.
-    pub ran: bool,
-    pub action_id: String,
-}
 
 /// What a discovery pass changes, committed in one transaction.
 #[derive(Debug, Default)]
@@ -121,6 +84,62 @@ pub enum RunUpdate {
 }
 
 impl State {
+    /// Open (or create) the state file, or keep state in memory when `path` is `None`.
+    ///
+    /// A file that exists but is empty (truncated to 0 bytes) or corrupt stops start-up with
+    /// a message naming it: starting afresh silently would count again every result still in
+    /// the lookback window. `--state.reset` (see [`reset`]) is for operators who mean that.
+    pub fn open(path: Option<&Path>) -> Result<State, StoreError> {
+        match path {
+            None => Ok(State::default()),
+            Some(path) => store::open(path).map(State::from_file),
+        }
+    }
+
+    /// Open through `opener` (also used to reopen after a write error); `path` names the
+    /// file in messages.
+    pub fn open_with(path: &Path, opener: Opener) -> Result<State, StoreError> {
+        store::open_with(path, opener).map(State::from_file)
+    }
+
+    /// The state read from a file, written to it from now on.
+    fn from_file((store, loaded): (Store, Loaded)) -> State {
+        let Loaded {
+            done,
+            actions_seen,
+            last_runs,
+            discovered,
+            watermarks,
+            reconciled,
+            tracked,
+            not_run,
+            attempts,
+            ran,
+            script_sets,
+        } = loaded;
+        State {
+            done,
+            actions_seen,
+            last_runs,
+            discovered,
+            watermarks,
+            reconciled,
+            tracked,
+            not_run,
+            attempts,
+            ran,
+            script_sets,
+            store: Some(store),
+        }
+    }
+
+    /// Count failed state writes in this counter (`mde_exporter_state_write_errors_total`).
+    pub fn count_write_errors_in(&mut self, counter: Counter) {
+        if let Some(store) = &mut self.store {
+            store.write_errors = counter;
+        }
+    }
+
     /// When discovery last completed for a tenant.
     pub fn last_discovery(&self, tenant: &str) -> Option<DateTime<Utc>> {
         self.discovered

@@ -1,12 +1,14 @@
 //! The state file: its redb tables and their encoding, the schema number and the migration
 //! of older files, opening (with an integrity check, refusing an empty, corrupt or newer
-//! file) and loading it into the in-memory indexes, durable write transactions that reopen
+//! file) and reading it into the indexes `state` keeps, durable write transactions that reopen
 //! the file after a write error, and `--state.reset`.
 //!
 //! Owns the on-disk format (table names, keys as JSON arrays, values as JSON) and how a write
-//! reaches the disk. Does not own what is written when (the exactly-once rules of `state`).
+//! reaches the disk. Does not own what is written when (the exactly-once rules of `state`),
+//! nor the records written (`state::model`).
 //! Tables are only ever added: an older file opens, and only the schema number is rewritten.
 
+use std::collections::{BTreeMap, HashSet};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -15,7 +17,7 @@ use chrono::{DateTime, Utc};
 use prometheus_client::metrics::counter::Counter;
 use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 
-use super::{Attempt, LastRun, ResultKey, SeriesKey, State, Tracked};
+use super::model::{Attempt, LastRun, ResultKey, SeriesKey, Tracked};
 
 pub(super) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 pub(super) const DONE: TableDefinition<&str, u8> = TableDefinition::new("done");
@@ -206,173 +208,176 @@ impl Store {
     }
 }
 
-impl State {
-    /// Open (or create) the state file, or keep state in memory when `path` is `None`.
-    ///
-    /// A file that exists but is empty (truncated to 0 bytes) or corrupt stops start-up with
-    /// a message naming it: starting afresh silently would count again every result still in
-    /// the lookback window. `--state.reset` (see [`reset`]) is for operators who mean that.
-    pub fn open(path: Option<&Path>) -> Result<State, StoreError> {
-        let Some(path) = path else {
-            return Ok(State::default());
-        };
-        if std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.len() == 0) {
-            return Err(StoreError::Open {
+/// What the state file holds, read into the indexes `state` keeps (its fields by the same names).
+#[derive(Debug, Default)]
+pub(super) struct Loaded {
+    pub(super) done: HashSet<ResultKey>,
+    pub(super) actions_seen: HashSet<(String, String)>,
+    pub(super) last_runs: BTreeMap<SeriesKey, LastRun>,
+    pub(super) discovered: BTreeMap<String, i64>,
+    pub(super) watermarks: BTreeMap<String, i64>,
+    pub(super) reconciled: BTreeMap<String, i64>,
+    pub(super) tracked: BTreeMap<(String, String), Tracked>,
+    pub(super) not_run: HashSet<ResultKey>,
+    pub(super) attempts: BTreeMap<SeriesKey, Attempt>,
+    pub(super) ran: BTreeMap<SeriesKey, Attempt>,
+    pub(super) script_sets: BTreeMap<SeriesKey, Vec<u8>>,
+}
+
+/// Open (or create) the state file at `path` and read it.
+///
+/// A file that exists but is empty (truncated to 0 bytes) or corrupt is refused with a message
+/// naming it: starting afresh silently would count again every result still in the lookback
+/// window. `--state.reset` (see [`reset`]) is for operators who mean that.
+pub(super) fn open(path: &Path) -> Result<(Store, Loaded), StoreError> {
+    if std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.len() == 0) {
+        return Err(StoreError::Open {
                 path: path.to_path_buf(),
                 message: "the file is empty (0 bytes): it was truncated, or it is not a state file this exporter wrote".into(),
             });
-        }
-        let owned = path.to_path_buf();
-        State::open_with(path, Arc::new(move || open_file(&owned)))
     }
+    let owned = path.to_path_buf();
+    open_with(path, Arc::new(move || open_file(&owned)))
+}
 
-    /// Open through `opener` (also used to reopen after a write error); `path` names the
-    /// file in messages.
-    pub fn open_with(path: &Path, opener: Opener) -> Result<State, StoreError> {
-        let open_err = |e: &dyn std::fmt::Display| StoreError::Open {
+/// Open through `opener` (also used to reopen after a write error) and read the file; `path`
+/// names the file in messages.
+pub(super) fn open_with(path: &Path, opener: Opener) -> Result<(Store, Loaded), StoreError> {
+    let open_err = |e: &dyn std::fmt::Display| StoreError::Open {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    };
+    let db = opener().map_err(|e| open_err(&e))?;
+    let mut store = Store {
+        db: Some(db),
+        path: path.to_path_buf(),
+        opener,
+        broken: false,
+        write_errors: Counter::default(),
+    };
+    // Make sure every table exists and the schema is one we understand.
+    let found = store
+        .write(|txn| {
+            let mut meta = txn.open_table(META)?;
+            let found = meta.get("schema")?.map(|v| v.value());
+            // New file, or an older schema this version migrates (1 → 2 → 3 add tables).
+            if found.is_none_or(|f| f < SCHEMA) {
+                meta.insert("schema", SCHEMA)?;
+            }
+            txn.open_table(DONE)?;
+            txn.open_table(ACTIONS)?;
+            txn.open_table(RUNS)?;
+            txn.open_table(DISCOVERY)?;
+            txn.open_table(WATERMARKS)?;
+            txn.open_table(RECONCILED)?;
+            txn.open_table(TRACKED)?;
+            txn.open_table(NOT_RUN)?;
+            txn.open_table(ATTEMPTS)?;
+            txn.open_table(RAN)?;
+            txn.open_table(SCRIPT_SETS)?;
+            Ok(found)
+        })
+        .map_err(|e| match e {
+            StoreError::Io { message, .. } => open_err(&message),
+            other => other,
+        })?;
+    if let Some(found) = found.filter(|f| *f > SCHEMA) {
+        return Err(StoreError::Newer {
             path: path.to_path_buf(),
-            message: e.to_string(),
-        };
-        let db = opener().map_err(|e| open_err(&e))?;
-        let mut store = Store {
-            db: Some(db),
-            path: path.to_path_buf(),
-            opener,
-            broken: false,
-            write_errors: Counter::default(),
-        };
-        // Make sure every table exists and the schema is one we understand.
-        let found = store
-            .write(|txn| {
-                let mut meta = txn.open_table(META)?;
-                let found = meta.get("schema")?.map(|v| v.value());
-                // New file, or an older schema this version migrates (1 → 2 → 3 add tables).
-                if found.is_none_or(|f| f < SCHEMA) {
-                    meta.insert("schema", SCHEMA)?;
-                }
-                txn.open_table(DONE)?;
-                txn.open_table(ACTIONS)?;
-                txn.open_table(RUNS)?;
-                txn.open_table(DISCOVERY)?;
-                txn.open_table(WATERMARKS)?;
-                txn.open_table(RECONCILED)?;
-                txn.open_table(TRACKED)?;
-                txn.open_table(NOT_RUN)?;
-                txn.open_table(ATTEMPTS)?;
-                txn.open_table(RAN)?;
-                txn.open_table(SCRIPT_SETS)?;
-                Ok(found)
-            })
-            .map_err(|e| match e {
-                StoreError::Io { message, .. } => open_err(&message),
-                other => other,
-            })?;
-        if let Some(found) = found.filter(|f| *f > SCHEMA) {
-            return Err(StoreError::Newer {
-                path: path.to_path_buf(),
-                found,
-            });
-        }
-        let mut state = State::default();
-        let Some(db) = store.db.as_ref() else {
-            return Err(open_err(&"not open"));
-        };
-        let loaded = catch_unwind(AssertUnwindSafe(|| -> Result<(), redb::Error> {
-            let read = db.begin_read()?;
-            for entry in read.open_table(DONE)?.iter()? {
-                let (k, _) = entry?;
-                if let Some(key) = parse_done_key(k.value()) {
-                    state.done.insert(key);
-                }
-            }
-            for entry in read.open_table(ACTIONS)?.iter()? {
-                let (k, _) = entry?;
-                if let Ok(pair) = serde_json::from_str::<(String, String)>(k.value()) {
-                    state.actions_seen.insert(pair);
-                }
-            }
-            for entry in read.open_table(DISCOVERY)?.iter()? {
-                let (k, v) = entry?;
-                state.discovered.insert(k.value().to_string(), v.value());
-            }
-            for entry in read.open_table(WATERMARKS)?.iter()? {
-                let (k, v) = entry?;
-                state.watermarks.insert(k.value().to_string(), v.value());
-            }
-            for entry in read.open_table(RECONCILED)?.iter()? {
-                let (k, v) = entry?;
-                state.reconciled.insert(k.value().to_string(), v.value());
-            }
-            for entry in read.open_table(TRACKED)?.iter()? {
-                let (k, v) = entry?;
-                if let (Ok(pair), Ok(t)) = (
-                    serde_json::from_str::<(String, String)>(k.value()),
-                    serde_json::from_slice::<Tracked>(v.value()),
-                ) {
-                    state.tracked.insert(pair, t);
-                }
-            }
-            for entry in read.open_table(NOT_RUN)?.iter()? {
-                let (k, _) = entry?;
-                if let Some(key) = parse_done_key(k.value()) {
-                    state.not_run.insert(key);
-                }
-            }
-            for entry in read.open_table(RAN)?.iter()? {
-                let (k, v) = entry?;
-                if let (Ok(key), Ok(a)) = (
-                    serde_json::from_str::<SeriesKey>(k.value()),
-                    serde_json::from_slice::<Attempt>(v.value()),
-                ) {
-                    state.ran.insert(key, a);
-                }
-            }
-            for entry in read.open_table(ATTEMPTS)?.iter()? {
-                let (k, v) = entry?;
-                if let (Ok(key), Ok(a)) = (
-                    serde_json::from_str::<SeriesKey>(k.value()),
-                    serde_json::from_slice::<Attempt>(v.value()),
-                ) {
-                    state.attempts.insert(key, a);
-                }
-            }
-            for entry in read.open_table(SCRIPT_SETS)?.iter()? {
-                let (k, v) = entry?;
-                if let Ok(key) = serde_json::from_str::<SeriesKey>(k.value()) {
-                    state.script_sets.insert(key, v.value().to_vec());
-                }
-            }
-            for entry in read.open_table(RUNS)?.iter()? {
-                let (k, v) = entry?;
-                if let (Ok(key), Ok(run)) = (
-                    serde_json::from_str::<SeriesKey>(k.value()),
-                    serde_json::from_slice::<LastRun>(v.value()),
-                ) {
-                    state.last_runs.insert(key, run);
-                }
-            }
-            Ok(())
-        }));
-        match loaded {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => return Err(open_err(&e)),
-            Err(p) => {
-                return Err(open_err(&format!(
-                    "the file is corrupt (reading it failed: {})",
-                    panic_text(p.as_ref())
-                )));
-            }
-        }
-        state.store = Some(store);
-        Ok(state)
+            found,
+        });
     }
-
-    /// Count failed state writes in this counter (`mde_exporter_state_write_errors_total`).
-    pub fn count_write_errors_in(&mut self, counter: Counter) {
-        if let Some(store) = &mut self.store {
-            store.write_errors = counter;
+    let mut state = Loaded::default();
+    let Some(db) = store.db.as_ref() else {
+        return Err(open_err(&"not open"));
+    };
+    let loaded = catch_unwind(AssertUnwindSafe(|| -> Result<(), redb::Error> {
+        let read = db.begin_read()?;
+        for entry in read.open_table(DONE)?.iter()? {
+            let (k, _) = entry?;
+            if let Some(key) = parse_done_key(k.value()) {
+                state.done.insert(key);
+            }
+        }
+        for entry in read.open_table(ACTIONS)?.iter()? {
+            let (k, _) = entry?;
+            if let Ok(pair) = serde_json::from_str::<(String, String)>(k.value()) {
+                state.actions_seen.insert(pair);
+            }
+        }
+        for entry in read.open_table(DISCOVERY)?.iter()? {
+            let (k, v) = entry?;
+            state.discovered.insert(k.value().to_string(), v.value());
+        }
+        for entry in read.open_table(WATERMARKS)?.iter()? {
+            let (k, v) = entry?;
+            state.watermarks.insert(k.value().to_string(), v.value());
+        }
+        for entry in read.open_table(RECONCILED)?.iter()? {
+            let (k, v) = entry?;
+            state.reconciled.insert(k.value().to_string(), v.value());
+        }
+        for entry in read.open_table(TRACKED)?.iter()? {
+            let (k, v) = entry?;
+            if let (Ok(pair), Ok(t)) = (
+                serde_json::from_str::<(String, String)>(k.value()),
+                serde_json::from_slice::<Tracked>(v.value()),
+            ) {
+                state.tracked.insert(pair, t);
+            }
+        }
+        for entry in read.open_table(NOT_RUN)?.iter()? {
+            let (k, _) = entry?;
+            if let Some(key) = parse_done_key(k.value()) {
+                state.not_run.insert(key);
+            }
+        }
+        for entry in read.open_table(RAN)?.iter()? {
+            let (k, v) = entry?;
+            if let (Ok(key), Ok(a)) = (
+                serde_json::from_str::<SeriesKey>(k.value()),
+                serde_json::from_slice::<Attempt>(v.value()),
+            ) {
+                state.ran.insert(key, a);
+            }
+        }
+        for entry in read.open_table(SCRIPT_SETS)?.iter()? {
+            let (k, v) = entry?;
+            if let Ok(key) = serde_json::from_str::<SeriesKey>(k.value()) {
+                state.script_sets.insert(key, v.value().to_vec());
+            }
+        }
+        for entry in read.open_table(ATTEMPTS)?.iter()? {
+            let (k, v) = entry?;
+            if let (Ok(key), Ok(a)) = (
+                serde_json::from_str::<SeriesKey>(k.value()),
+                serde_json::from_slice::<Attempt>(v.value()),
+            ) {
+                state.attempts.insert(key, a);
+            }
+        }
+        for entry in read.open_table(RUNS)?.iter()? {
+            let (k, v) = entry?;
+            if let (Ok(key), Ok(run)) = (
+                serde_json::from_str::<SeriesKey>(k.value()),
+                serde_json::from_slice::<LastRun>(v.value()),
+            ) {
+                state.last_runs.insert(key, run);
+            }
+        }
+        Ok(())
+    }));
+    match loaded {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return Err(open_err(&e)),
+        Err(p) => {
+            return Err(open_err(&format!(
+                "the file is corrupt (reading it failed: {})",
+                panic_text(p.as_ref())
+            )));
         }
     }
+    Ok((store, state))
 }
 
 /// Remove `keys` from a per-machine table of the file, if there is one, in one transaction.

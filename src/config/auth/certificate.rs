@@ -94,9 +94,9 @@ impl Cx<'_> {
 mod tests {
     use std::path::Path;
 
+    use super::super::super::AuthMethod;
     use super::super::super::Config;
     use super::super::super::fixtures::parse;
-    use super::super::AuthMethod;
     use super::*;
 
     /// A directory with `app.pfx` (password `pfx-pw`), `cert.pem`/`key.pem` (the same

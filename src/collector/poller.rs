@@ -1,0 +1,44 @@
+//! What the collector of one tenant holds between and during polls: the tenant, its client,
+//! the shared state, the pending queue, and where the last poll left off.
+//!
+//! Owns the [`TenantCollector`] type and its poll counters. Does not own what a poll does with
+//! them (`collector`, `discover`, `results`).
+
+use std::sync::Arc;
+
+use tokio::time::Instant;
+
+use super::pending::PendingQueue;
+use crate::config::Tenant;
+use crate::mde::Client;
+use crate::shared::Shared;
+
+/// The collector of one tenant.
+pub struct TenantCollector {
+    pub(super) tenant: Tenant,
+    pub(super) client: Client,
+    pub(super) shared: Arc<Shared>,
+    pub(super) pending: PendingQueue,
+    /// What the poll in progress did, for its log line.
+    pub(super) stats: PollStats,
+    /// When result fetching may go on after a 429 or a full budget, before the next poll.
+    pub(super) resume_at: Option<Instant>,
+    /// The actions followed by id were read again since this collector started, so the
+    /// results of final ones are queued again (they are not in `pending` after a restart).
+    pub(super) restored: bool,
+    /// The last followed action read again by a poll cut short by quota: the next poll
+    /// starts after it, so that the whole followed set is read in turn. (#20)
+    pub(super) reread_after: Option<String>,
+    /// Actions the last full-window listing returned: the next sweep's expected cost.
+    pub(super) last_sweep_actions: usize,
+    /// Final actions followed for their results that were not read again yet since the
+    /// start: each has at least one result waiting, which `pending` does not hold yet.
+    pub(super) unrestored: usize,
+}
+
+/// Counts for the one info line each poll writes.
+#[derive(Debug, Default, Clone, Copy)]
+pub(super) struct PollStats {
+    pub(super) discovered: usize,
+    pub(super) fetched: usize,
+}

@@ -1,0 +1,243 @@
+//! The value types of the config file's sections that its schema (`raw`) holds as they are:
+//! the sign-in method, the cloud and region, the discovery settings, the quota, the `otel:`
+//! section and the transcript redaction policy, with their defaults and what each value
+//! means (a cloud's URLs, a region's host, a method's keys).
+//!
+//! Owns these types, their serde form and their defaults. Does not own checking them nor the
+//! sections around them (`auth`, `cloud`, `discovery`, `quota`, `output`), nor the schema
+//! (`raw`).
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// How a tenant signs in: the `auth:` block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthMethod {
+    ClientSecret,
+    Certificate,
+    WorkloadIdentity,
+    ManagedIdentity,
+}
+
+impl AuthMethod {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuthMethod::ClientSecret => "client_secret",
+            AuthMethod::Certificate => "certificate",
+            AuthMethod::WorkloadIdentity => "workload_identity",
+            AuthMethod::ManagedIdentity => "managed_identity",
+        }
+    }
+
+    /// The keys of the `auth:` block this method reads; any other key set is a mistake.
+    pub(super) fn keys(self) -> &'static [&'static str] {
+        match self {
+            AuthMethod::ClientSecret => &["client_secret", "client_secret_file"],
+            AuthMethod::Certificate => &[
+                "certificate_file",
+                "key_file",
+                "pkcs12_file",
+                "pkcs12_password",
+                "pkcs12_password_file",
+            ],
+            AuthMethod::WorkloadIdentity => &["token_file"],
+            AuthMethod::ManagedIdentity => &["client_id", "endpoint"],
+        }
+    }
+}
+
+/// Which Microsoft cloud a tenant lives in; decides the default API, login and audience URLs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Cloud {
+    #[default]
+    Commercial,
+    Gcc,
+    GccHigh,
+    Dod,
+}
+
+impl Cloud {
+    /// The token audience the cloud's API expects.
+    pub fn audience(self) -> &'static str {
+        self.urls().2
+    }
+
+    /// (API base, login authority, token audience), from the table in the API notes.
+    pub(super) fn urls(self) -> (&'static str, &'static str, &'static str) {
+        match self {
+            Cloud::Commercial => (
+                "https://api.securitycenter.microsoft.com",
+                "https://login.microsoftonline.com",
+                "https://api.securitycenter.microsoft.com",
+            ),
+            Cloud::Gcc => (
+                "https://api-gcc.securitycenter.microsoft.us",
+                "https://login.microsoftonline.com",
+                "https://api-gcc.securitycenter.microsoft.us",
+            ),
+            Cloud::GccHigh | Cloud::Dod => (
+                "https://api-gov.securitycenter.microsoft.us",
+                "https://login.microsoftonline.us",
+                "https://api-gov.securitycenter.microsoft.us",
+            ),
+        }
+    }
+}
+
+/// The regional hosts of `api.security.microsoft.com`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Region {
+    Us,
+    Eu,
+    Uk,
+    Au,
+    Swa,
+    Ina,
+}
+
+impl Region {
+    /// e.g. `https://eu.api.security.microsoft.com`.
+    pub fn api_url(self) -> &'static str {
+        match self {
+            Region::Us => "https://us.api.security.microsoft.com",
+            Region::Eu => "https://eu.api.security.microsoft.com",
+            Region::Uk => "https://uk.api.security.microsoft.com",
+            Region::Au => "https://au.api.security.microsoft.com",
+            Region::Swa => "https://swa.api.security.microsoft.com",
+            Region::Ina => "https://ina.api.security.microsoft.com",
+        }
+    }
+}
+
+/// How a tenant's machine actions are discovered (see `discovery`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct DiscoveryConfig {
+    /// Each poll lists actions created since the watermark minus this margin, for API
+    /// indexing lag and clock skew.
+    pub overlap: Duration,
+    /// Actions not final are followed this long after their creation; past it they are
+    /// counted as abandoned. Also how far back in-flight actions are looked up at first start.
+    pub in_flight_horizon: Duration,
+    /// How often a full-window reconciliation sweep runs (only with spare list quota).
+    pub reconcile_interval: Duration,
+    /// At most this many ids per `id eq '…' or …` filter when actions in flight are read again.
+    pub batch_size: usize,
+    /// `false`: the pre-#9 behaviour, every poll lists the whole `lookback` window (kept for
+    /// comparison benchmarks and as an escape hatch).
+    pub incremental: bool,
+}
+
+impl Default for DiscoveryConfig {
+    fn default() -> Self {
+        DiscoveryConfig {
+            overlap: Duration::from_secs(5 * 60),
+            in_flight_horizon: Duration::from_secs(7 * 24 * 3600),
+            reconcile_interval: Duration::from_secs(6 * 3600),
+            batch_size: 20,
+            incremental: true,
+        }
+    }
+}
+
+/// Whether each endpoint has its own budget or all endpoints share one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum QuotaScope {
+    /// The documented behaviour: every endpoint has its own 100/min and 1500/h.
+    #[default]
+    PerEndpoint,
+    /// One budget for all endpoints, for app registrations shared with other tools.
+    Shared,
+}
+
+/// The API quota we hold ourselves to, per tenant.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QuotaConfig {
+    /// Calls allowed in one short window (documented: 100 per minute).
+    pub per_minute: u32,
+    /// Calls allowed in one long window (documented: 1500 per hour).
+    pub per_hour: u32,
+    /// Length of the short window; shrink it only for tests and benchmarks.
+    #[serde(with = "humantime_serde")]
+    pub minute: Duration,
+    /// Length of the long window.
+    #[serde(with = "humantime_serde")]
+    pub hour: Duration,
+    pub scope: QuotaScope,
+}
+
+impl Default for QuotaConfig {
+    fn default() -> Self {
+        QuotaConfig {
+            per_minute: 100,
+            per_hour: 1500,
+            minute: Duration::from_secs(60),
+            hour: Duration::from_secs(3600),
+            scope: QuotaScope::PerEndpoint,
+        }
+    }
+}
+
+/// OTLP transport.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+pub enum Protocol {
+    #[serde(rename = "grpc")]
+    Grpc,
+    #[serde(rename = "http/protobuf")]
+    HttpProtobuf,
+}
+
+/// Tracing settings: the `otel:` section of the config file; unset keys fall back to the
+/// standard `OTEL_*` environment variables.
+#[derive(Debug, Clone, Default, PartialEq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OtelConfig {
+    /// e.g. `http://collector:4317` (gRPC) or `http://collector:4318` (HTTP).
+    pub endpoint: Option<String>,
+    pub protocol: Option<Protocol>,
+    pub service_name: Option<String>,
+    /// Fraction of polls traced, 0.0..=1.0 (parent-based); default: `OTEL_TRACES_SAMPLER` or all.
+    pub sample_ratio: Option<f64>,
+    /// Link from the status page to a trace UI, with `{trace_id}` replaced, e.g.
+    /// `http://jaeger:16686/trace/{trace_id}`.
+    pub trace_url: Option<String>,
+}
+
+/// How `script_output` and `script_errors` appear in the transcript event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RedactMode {
+    /// As the script wrote them (after the scrubbers).
+    None,
+    /// The first `max_bytes` bytes (after the scrubbers).
+    #[default]
+    Truncate,
+    /// `sha256:<hex>` of the text: equal outputs can be matched, nothing is revealed.
+    Hash,
+    /// Left out.
+    Drop,
+}
+
+/// The redaction policy for transcript text in logs; the scrubbers run first and replace
+/// every match with `[REDACTED]`.
+#[derive(Debug, Clone)]
+pub struct Redaction {
+    pub mode: RedactMode,
+    pub max_bytes: usize,
+    pub scrubbers: Vec<regex::Regex>,
+}
+
+impl Default for Redaction {
+    fn default() -> Self {
+        Redaction {
+            mode: RedactMode::Truncate,
+            max_bytes: 256,
+            scrubbers: Vec::new(),
+        }
+    }
+}
