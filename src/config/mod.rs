@@ -39,14 +39,13 @@ pub use self::auth::{Auth, IMDS_TOKEN_URL, Pkcs12Password, Secret};
 pub use self::discovery::MAX_DISCOVERY_BATCH;
 pub use self::proxy::ProxyConfig;
 pub use self::raw::DEFAULT_MAX_REQUESTS_IN_FLIGHT;
-pub use self::script_metrics::{
-    Format as ScriptFormat, JsonMetric, RESERVED_PREFIXES, ScriptMetrics, ScriptRule, is_reserved,
-};
+pub use self::script_metrics::{RESERVED_PREFIXES, ScriptMetrics, ScriptRule, is_reserved};
 pub use self::tenant::{MachineContext, Selectors, Tenant};
 pub use self::types::{
     AuthMethod, Cloud, DiscoveryConfig, OtelConfig, Protocol, QuotaConfig, QuotaScope, RedactMode,
     Redaction, Region,
 };
+pub use self::types::{Format as ScriptFormat, JsonMetric};
 pub use crate::shard::shard_of;
 
 use self::check::Invalid;

@@ -43,7 +43,7 @@ pub(super) struct RawFile {
     pub proxy_url: Option<String>,
     /// Script output as metrics (#21).
     #[serde(default)]
-    pub script_metrics: Vec<super::script_metrics::RawRule>,
+    pub script_metrics: Vec<super::types::RawRule>,
     pub tenants: Vec<RawTenant>,
 }
 

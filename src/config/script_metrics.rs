@@ -10,9 +10,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use serde::Deserialize;
-
 use super::check::{Invalid, check_range};
+use super::types::{Format, JsonMetric, RawRule};
 use crate::script_metrics::parse::is_metric_name;
 
 /// Name prefixes of the exporter's own families: no rule may produce a name under one.
@@ -24,59 +23,6 @@ pub const RESERVED_PREFIXES: &[&str] = &[
     "mde_script_metrics_",
     "process_",
 ];
-
-/// How a script prints its results.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Format {
-    /// Sample lines in the Prometheus text format, anywhere in `script_output`.
-    Prometheus,
-    /// One JSON object, read at the paths of the rule's `metrics`.
-    Json,
-}
-
-/// One `metrics:` entry of a `format: json` rule.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct JsonMetric {
-    /// The sample name; the family is the rule's prefix + this.
-    pub name: String,
-    /// Dotted path to a number or a boolean (1/0) in the object.
-    pub path: String,
-    #[serde(default)]
-    pub help: Option<String>,
-}
-
-/// One rule, as written.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct RawRule {
-    pub script: String,
-    pub format: Format,
-    #[serde(default = "default_prefix")]
-    pub prefix: String,
-    #[serde(default = "default_max_series")]
-    pub max_series: usize,
-    #[serde(default = "default_max_total_series")]
-    pub max_total_series: usize,
-    #[serde(default = "default_ttl", with = "humantime_serde")]
-    pub ttl: Duration,
-    #[serde(default)]
-    pub metrics: Vec<JsonMetric>,
-}
-
-fn default_prefix() -> String {
-    "mde_script_".into()
-}
-fn default_max_series() -> usize {
-    500
-}
-fn default_max_total_series() -> usize {
-    50_000
-}
-fn default_ttl() -> Duration {
-    Duration::from_secs(7 * 86_400)
-}
 
 /// Most series one transcript may give, whatever `max_series` says.
 const MAX_SERIES_CAP: usize = 100_000;

@@ -1,6 +1,7 @@
 //! The value types of the config file's sections that its schema (`raw`) holds as they are:
 //! the sign-in method, the cloud and region, the discovery settings, the quota, the `otel:`
-//! section and the transcript redaction policy, with their defaults and what each value
+//! section, the transcript redaction policy and a `script_metrics:` rule as written, with their
+//! defaults and what each value
 //! means (a cloud's URLs, a region's host, a method's keys).
 //!
 //! Owns these types, their serde form and their defaults. Does not own checking them nor the
@@ -240,4 +241,59 @@ impl Default for Redaction {
             scrubbers: Vec::new(),
         }
     }
+}
+
+// The `script_metrics:` section's value types (#21), checked in `script_metrics`.
+
+/// How a script prints its results.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Format {
+    /// Sample lines in the Prometheus text format, anywhere in `script_output`.
+    Prometheus,
+    /// One JSON object, read at the paths of the rule's `metrics`.
+    Json,
+}
+
+/// One `metrics:` entry of a `format: json` rule.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JsonMetric {
+    /// The sample name; the family is the rule's prefix + this.
+    pub name: String,
+    /// Dotted path to a number or a boolean (1/0) in the object.
+    pub path: String,
+    #[serde(default)]
+    pub help: Option<String>,
+}
+
+/// One rule, as written.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRule {
+    pub script: String,
+    pub format: Format,
+    #[serde(default = "default_prefix")]
+    pub prefix: String,
+    #[serde(default = "default_max_series")]
+    pub max_series: usize,
+    #[serde(default = "default_max_total_series")]
+    pub max_total_series: usize,
+    #[serde(default = "default_ttl", with = "humantime_serde")]
+    pub ttl: Duration,
+    #[serde(default)]
+    pub metrics: Vec<JsonMetric>,
+}
+
+fn default_prefix() -> String {
+    "mde_script_".into()
+}
+fn default_max_series() -> usize {
+    500
+}
+fn default_max_total_series() -> usize {
+    50_000
+}
+fn default_ttl() -> Duration {
+    Duration::from_secs(7 * 86_400)
 }
