@@ -1,8 +1,7 @@
 //! The value types of the config file's sections that its schema (`raw`) holds as they are:
 //! the sign-in method, the cloud and region, the discovery settings, the quota, the `otel:`
 //! section, the transcript redaction policy and a `script_metrics:` rule as written, with their
-//! defaults and what each value
-//! means (a cloud's URLs, a region's host, a method's keys).
+//! defaults and what each value means (a cloud's URLs, a region's host, a method's keys).
 //!
 //! Owns these types, their serde form and their defaults. Does not own checking them nor the
 //! sections around them (`auth`, `cloud`, `discovery`, `quota`, `output`), nor the schema
