@@ -130,6 +130,20 @@ mod tests {
         );
     }
 
+    // See: #20 (item 6): `aea`, listed by the newer Learn pages, with the legacy audience.
+    #[test]
+    fn region_aea_is_a_regional_host_with_the_legacy_audience() {
+        let c = parse(&format!("{GOOD}    region: aea\n")).unwrap();
+        assert_eq!(
+            c.tenants[0].api_url.as_str(),
+            "https://aea.api.security.microsoft.com/"
+        );
+        assert_eq!(
+            c.tenants[0].scope(),
+            "https://api.securitycenter.microsoft.com/.default"
+        );
+    }
+
     #[test]
     fn url_errors_name_the_key() {
         assert_errors(&[

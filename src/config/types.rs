@@ -97,6 +97,8 @@ pub enum Region {
     Au,
     Swa,
     Ina,
+    /// Listed by the newer Learn pages (2026-01); the token audience stays the legacy one. See: #20
+    Aea,
 }
 
 impl Region {
@@ -109,6 +111,7 @@ impl Region {
             Region::Au => "https://au.api.security.microsoft.com",
             Region::Swa => "https://swa.api.security.microsoft.com",
             Region::Ina => "https://ina.api.security.microsoft.com",
+            Region::Aea => "https://aea.api.security.microsoft.com",
         }
     }
 }
