@@ -256,6 +256,18 @@ local util = import 'lib/util.libsonnet';
         ),
 
         alert(
+          'MdeExporterStateWriteFailing', c.stateWriteFailingSeverity, c.stateWriteFailingFor,
+          'increase(mde_exporter_state_write_errors_total[5m]) > 0',
+          'mde-liveresponse-exporter {{ $labels.instance }} cannot write its state file',
+          text([
+            'Writes to the state file of {{ $labels.instance }} have kept failing (full disk, I/O',
+            'error, read-only volume) for ' + util.humanize(c.stateWriteFailingFor) + '. What is',
+            'retrieved is still exposed, but what it has counted is not remembered: after a',
+            'restart results may be fetched and counted again.',
+          ]),
+        ),
+
+        alert(
           'MdeExporterDown', c.exporterDownSeverity, c.exporterDownFor,
           'up{%s} == 0' % c.jobSelector,
           'mde-liveresponse-exporter {{ $labels.instance }} is down',

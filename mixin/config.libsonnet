@@ -78,6 +78,9 @@
     // The last config reload failed.
     configReloadFailedSeverity: 'warning',
     configReloadFailedFor: '5m',
+    // MdeExporterStateWriteFailing (#24): writes to the state file keep failing.
+    stateWriteFailingSeverity: 'warning',
+    stateWriteFailingFor: '10m',
 
     // Prometheus cannot scrape the exporter (up{jobSelector} == 0).
     exporterDownSeverity: 'critical',
