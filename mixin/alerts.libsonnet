@@ -136,7 +136,7 @@ local util = import 'lib/util.libsonnet';
             'The oldest Live Response action of tenant {{ $labels.tenant }} that is still Pending or',
             'InProgress was created {{ $value | humanizeDuration }} ago (threshold',
             util.humanize(c.actionStuckThreshold) + '): a device is offline, or the queue is stuck.',
-            'Actions wait up to 3 days before they time out.',
+            'Actions of an offline device wait up to 2 hours (older documentation: 3 days) before they time out.',
           ]),
         ),
 

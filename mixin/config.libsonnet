@@ -92,7 +92,8 @@
     scriptNotRunFor: '15m',
 
     // A Live Response action has been in flight (Pending/InProgress) longer than this: a stuck
-    // queue or an offline device. Actions wait up to 3 days before TimeOut. (#9)
+    // queue or an offline device. Actions wait up to 2 hours before TimeOut (the run-live-response page of 2025-12-31;
+    // older pages said 3 days). (#9, #20)
     actionStuckThreshold: '4h',
     actionStuckSeverity: 'warning',
     actionStuckFor: '15m',

@@ -22,7 +22,7 @@ impl RawDiscovery {
         if d.in_flight_horizon < Duration::from_secs(3600) {
             return Err(Invalid::new(
                 "in_flight_horizon",
-                "must be at least 1h (Live Response actions wait in the queue for up to 3 days)",
+                "must be at least 1h (Live Response actions of an offline device wait in the queue for up to 2 hours; older documentation said 3 days)",
             ));
         }
         if d.overlap >= d.in_flight_horizon {
@@ -89,7 +89,7 @@ mod tests {
             ),
             (
                 bad("      in_flight_horizon: 10m\n"),
-                "config file cfg.yml: tenants[0].discovery.in_flight_horizon: must be at least 1h (Live Response actions wait in the queue for up to 3 days)",
+                "config file cfg.yml: tenants[0].discovery.in_flight_horizon: must be at least 1h (Live Response actions of an offline device wait in the queue for up to 2 hours; older documentation said 3 days)",
             ),
             (
                 bad("      overlap: 2d\n"),
