@@ -12,6 +12,8 @@
 //! the records kept ([`model`]: result and series keys, runs, tracked actions, attempts), the
 //! file format, opening and reopening ([`store`]), nor the metrics set from it.
 
+#[cfg(test)]
+mod fixtures;
 mod model;
 mod store;
 
@@ -535,30 +537,9 @@ fn expired<'a>(
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
+    use super::fixtures::{rkey, run, series};
     use super::*;
     use chrono::TimeZone;
-
-    fn run(secs: i64, code: i64) -> LastRun {
-        LastRun {
-            end_time: Utc.timestamp_opt(secs, 0).unwrap(),
-            exit_code: code,
-            errors_present: false,
-            action_id: format!("a{secs}"),
-            excerpt: None,
-        }
-    }
-
-    fn series(m: &str) -> SeriesKey {
-        ("t".into(), m.into(), "s.ps1".into())
-    }
-
-    fn rkey(action: &str, index: u32) -> ResultKey {
-        ResultKey {
-            tenant: "t".into(),
-            action_id: action.into(),
-            index,
-        }
-    }
 
     #[test]
     fn latest_by_end_time_whatever_the_order() {

@@ -3,30 +3,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use super::*;
+use crate::state::fixtures::{rkey, run, series};
 use crate::state::*;
 use chrono::TimeZone;
-
-fn run(secs: i64, code: i64) -> LastRun {
-    LastRun {
-        end_time: Utc.timestamp_opt(secs, 0).unwrap(),
-        exit_code: code,
-        errors_present: false,
-        action_id: format!("a{secs}"),
-        excerpt: None,
-    }
-}
-
-fn series(m: &str) -> SeriesKey {
-    ("t".into(), m.into(), "s.ps1".into())
-}
-
-fn rkey(action: &str, index: u32) -> ResultKey {
-    ResultKey {
-        tenant: "t".into(),
-        action_id: action.into(),
-        index,
-    }
-}
 
 #[test]
 fn survives_a_reopen() {
