@@ -56,12 +56,7 @@ async fn actions_turning_final_while_the_bootstrap_reads_pages_are_all_counted_o
     );
     let exporter = start_exporter(parse_config(&yaml)).await;
     let a = exporter.addr;
-    let s = sim.clone();
-    eventually("every simulated action is final", || {
-        let s = s.clone();
-        async move { s.in_flight().is_empty() }
-    })
-    .await;
+    no_action_in_flight(&sim).await;
     let truth = sim.truth();
     eventually("the work is done", || async move {
         let m = scrape(a).await;

@@ -39,12 +39,7 @@ async fn a_poll_cut_short_by_quota_keeps_what_it_read() {
     );
     let exporter = start_exporter(parse_config(&yaml)).await;
     let a = exporter.addr;
-    let s = sim.clone();
-    eventually("every simulated action is final", || {
-        let s = s.clone();
-        async move { s.in_flight().is_empty() }
-    })
-    .await;
+    no_action_in_flight(&sim).await;
     let truth = sim.truth();
     let want = truth.actions_by_status();
     eventually("every final action counted", || {

@@ -11,15 +11,6 @@ use common::*;
 use mde_liveresponse_exporter::state::{ResultKey, State};
 use mde_sim::{SimConfig, Simulator};
 
-async fn no_action_in_flight(sim: &Simulator) {
-    let s = sim.clone();
-    eventually("every simulated action is final", || {
-        let s = s.clone();
-        async move { s.in_flight().is_empty() }
-    })
-    .await;
-}
-
 fn polls(m: &Samples) -> f64 {
     sum(m, "mde_exporter_poll_duration_seconds", &[])
 }

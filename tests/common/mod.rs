@@ -204,6 +204,17 @@ where
     panic!("timed out waiting for: {what}");
 }
 
+/// Wait until the simulator has no action Pending or InProgress, the extra in-flight ones
+/// included (which [`all_final`] does not count).
+pub async fn no_action_in_flight(sim: &Simulator) {
+    let s = sim.clone();
+    eventually("every simulated action is final", || {
+        let s = s.clone();
+        async move { s.in_flight().is_empty() }
+    })
+    .await;
+}
+
 /// Wait until every Live Response action of the scenario is final.
 pub async fn all_final(sim: &Simulator) {
     let want = sim.config().actions;
