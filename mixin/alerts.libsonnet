@@ -144,14 +144,15 @@ local util = import 'lib/util.libsonnet';
           'MdeLiveResponseSessionCapacityLow', c.sessionCapacityLowSeverity, c.sessionCapacityLowFor,
           |||
             sum by (tenant) (mde_liveresponse_actions_in_flight)
-              >= on () group_left ()
-            (mde:liveresponse_session_limit:count * %g)
+              >= on (tenant)
+            (tenant:mde_liveresponse_session_limit:count * %g)
           ||| % c.sessionCapacityLowRatio,
           'Tenant {{ $labels.tenant }} has {{ $value }} Live Response actions in flight, near the concurrent session limit',
           text([
             '{{ $value }} Live Response actions of tenant {{ $labels.tenant }} are Pending or',
             'InProgress, at least ' + std.toString(c.sessionCapacityLowRatio * 100) + '% of the',
-            std.toString(c.sessionLimit) + ' concurrent sessions a tenant may have: new Live',
+            '{{ with printf `tenant:mde_liveresponse_session_limit:count{tenant=%q}` $labels.tenant | query }}{{ . | first | value }}{{ end }}',
+            'concurrent sessions the tenant may have (default ' + std.toString(c.sessionLimit) + '): new Live',
             'Response sessions will soon be refused.',
           ]),
         ),

@@ -92,15 +92,20 @@
     scriptNotRunFor: '15m',
 
     // A Live Response action has been in flight (Pending/InProgress) longer than this: a stuck
-    // queue or an offline device. Actions wait up to 2 hours before TimeOut (the run-live-response page of 2025-12-31;
-    // older pages said 3 days). (#9, #20)
-    actionStuckThreshold: '4h',
+    // queue or an offline device. Actions of an offline device wait up to 2 hours before TimeOut
+    // (the run-live-response page of 2025-12-31; older pages said 3 days), so 1 hour warns
+    // while there is still time to act (before #20: 4h). (#9, #20)
+    actionStuckThreshold: '1h',
     actionStuckSeverity: 'warning',
     actionStuckFor: '15m',
 
     // In-flight Live Response actions of a tenant at or above this share of the concurrent
-    // session limit (a recorded constant, mde:liveresponse_session_limit:count). (#9)
-    sessionLimit: 25,
+    // session limit (recorded constants, mde:liveresponse_session_limit:count). (#9)
+    // `sessionLimit` holds for every tenant not listed in `sessionLimitByTenant`: 50, the
+    // run-live-response page of 2025-12-31 (older pages said 25). A tenant whose limit differs
+    // gets its own entry, e.g. { contoso: 25 }. (#20)
+    sessionLimit: 50,
+    sessionLimitByTenant: {},
     sessionCapacityLowRatio: 0.8,
     sessionCapacityLowSeverity: 'warning',
     sessionCapacityLowFor: '10m',

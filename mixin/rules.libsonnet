@@ -19,11 +19,36 @@ local util = import 'lib/util.libsonnet';
           }
           for window in std.sort(std.objectFields(ratios), util.seconds)
         ] + [
-          // Concurrent Live Response sessions per tenant (portal documentation: 25; queued
-          // actions appear to count too). Used by MdeLiveResponseSessionCapacityLow.
+          // Concurrent Live Response sessions per tenant (the run-live-response page of
+          // 2025-12-31: 50; older pages: 25; queued actions appear to count too): the default
+          // (no tenant label) and one series per override in sessionLimitByTenant.
           {
             record: 'mde:liveresponse_session_limit:count',
             expr: 'vector(%d)' % $._config.sessionLimit,
+          },
+        ] + [
+          {
+            record: 'mde:liveresponse_session_limit:count',
+            expr: 'vector(%d)' % $._config.sessionLimitByTenant[tenant],
+            labels: { tenant: tenant },
+          }
+          for tenant in std.objectFields($._config.sessionLimitByTenant)
+        ] + [
+          // The limit of every tenant the exporter reports in-flight actions for: its
+          // override, or the default. Used by MdeLiveResponseSessionCapacityLow.
+          {
+            record: 'tenant:mde_liveresponse_session_limit:count',
+            expr: |||
+              (
+                group by (tenant) (mde_liveresponse_actions_in_flight)
+                  * on (tenant) group_left () mde:liveresponse_session_limit:count{tenant!=""}
+              )
+              or on (tenant)
+              (
+                group by (tenant) (mde_liveresponse_actions_in_flight)
+                  * on () group_left () mde:liveresponse_session_limit:count{tenant=""}
+              )
+            |||,
           },
         ],
       },

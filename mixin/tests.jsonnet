@@ -16,7 +16,7 @@ local tuned = with({
 });
 local failed = 'MdeLiveResponseScriptFailed';
 local stuck = with({ actionStuckThreshold: '1d' });
-local sessions = mixin { _config+:: { sessionLimit: 50, sessionCapacityLowRatio: 0.9 } };
+local sessions = mixin { _config+:: { sessionLimit: 40, sessionLimitByTenant: { contoso: 25 }, sessionCapacityLowRatio: 0.9 } };
 local sessionsAlerts = alerts(sessions);
 local limitRule = [r for g in sessions.prometheusRules.groups for r in g.rules
                    if std.objectHas(r, 'record') && r.record == 'mde:liveresponse_session_limit:count'];
@@ -40,10 +40,17 @@ assert stuck.MdeLiveResponseActionStuck.expr
        == 'time() - mde_liveresponse_in_flight_oldest_creation_timestamp_seconds > 86400'
        && std.length(std.findSubstr('(threshold 1 day)', stuck.MdeLiveResponseActionStuck.annotations.description)) == 1
        : 'actionStuckThreshold sets the expression and the description';
-assert limitRule[0].expr == 'vector(50)'
+assert limitRule[0].expr == 'vector(40)' && !std.objectHas(limitRule[0], 'labels')
+       && limitRule[1].expr == 'vector(25)' && limitRule[1].labels == { tenant: 'contoso' }
        && std.length(std.findSubstr('* 0.9', sessionsAlerts.MdeLiveResponseSessionCapacityLow.expr)) == 1
-       && std.length(std.findSubstr('90% of the 50 concurrent', sessionsAlerts.MdeLiveResponseSessionCapacityLow.annotations.description)) == 1
-       : 'sessionLimit and sessionCapacityLowRatio reach the recorded limit, the alert and its description';
+       && std.length(std.findSubstr('90% of the', sessionsAlerts.MdeLiveResponseSessionCapacityLow.annotations.description)) == 1
+       && std.length(std.findSubstr('(default 40)', sessionsAlerts.MdeLiveResponseSessionCapacityLow.annotations.description)) == 1
+       : 'sessionLimit, sessionLimitByTenant and sessionCapacityLowRatio reach the recorded limits, the alert and its description';
+assert [r for g in mixin.prometheusRules.groups for r in g.rules
+        if std.objectHas(r, 'record') && r.record == 'mde:liveresponse_session_limit:count'][0].expr == 'vector(50)'
+       && defaults.MdeLiveResponseActionStuck.expr
+          == 'time() - mde_liveresponse_in_flight_oldest_creation_timestamp_seconds > 3600'
+       : 'by default a tenant may have 50 sessions (run-live-response page, 2025-12-31) and an action is stuck after 1h (2-hour offline queue)';
 
 local linked = with({ exporterExternalURL: 'https://mde-lr.example:9443/' });
 assert [a for a in ['MdeLiveResponseScriptFailed', 'MdeLiveResponseScriptErrors', 'MdeLiveResponseScriptNotRun']
