@@ -201,6 +201,28 @@ local util = import 'lib/util.libsonnet';
         ),
 
         alert(
+          'MdeApiEndpointDeprecated', c.endpointDeprecatedSeverity, c.endpointDeprecatedFor,
+          // increase() misses a counter's first sample: the `unless ... offset` term catches a
+          // series that is new within the window.
+          |||
+            sum by (tenant, endpoint, reason) (increase(mde_api_endpoint_deprecation_notices_total[%(w)s])) > 0
+            or
+            sum by (tenant, endpoint, reason) (
+              mde_api_endpoint_deprecation_notices_total
+                unless mde_api_endpoint_deprecation_notices_total offset %(w)s
+            )
+          ||| % { w: c.endpointDeprecatedWindow },
+          'The MDE API announces the end of {{ $labels.endpoint }} (tenant {{ $labels.tenant }})',
+          text([
+            'Within the last ' + util.humanize(c.endpointDeprecatedWindow) + ' the MDE API answered',
+            '{{ $labels.endpoint }} for tenant {{ $labels.tenant }} with a deprecation notice',
+            '({{ $labels.reason }}: a Deprecation or Sunset header, or gone: 404/410 on a collection).',
+            'The exporter will stop seeing Live Response results when the endpoint is retired; the',
+            'status page shows what the answer said.',
+          ]),
+        ),
+
+        alert(
           'MdeLiveResponseResultsWaitingForQuota', c.resultsWaitingForQuotaSeverity, c.resultsWaitingForQuotaFor,
           'mde_liveresponse_pending_results > 0',
           'Live Response results of tenant {{ $labels.tenant }} have been waiting for API quota for '

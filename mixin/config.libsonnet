@@ -58,6 +58,12 @@
     apiThrottledSeverity: 'critical',
     apiThrottledFor: '10m',
 
+    // The API announced the end of an endpoint (Deprecation/Sunset header, or 404/410 on a
+    // collection endpoint) within this window. Fires at once: one notice is worth a look. (#20)
+    endpointDeprecatedWindow: '1h',
+    endpointDeprecatedSeverity: 'warning',
+    endpointDeprecatedFor: '',
+
     // Finished results waiting for quota without the backlog emptying.
     resultsWaitingForQuotaSeverity: 'warning',
     resultsWaitingForQuotaFor: '30m',

@@ -301,6 +301,21 @@ async fn landing(State(s): State<AppState>) -> Html<String> {
                 esc(&st.missing_permissions.join(", "))
             );
         }
+        let notices = shared.metrics.deprecation_notices(tenant);
+        if !notices.is_empty() {
+            page.push_str("<h3>Endpoint deprecation notices</h3><p class=\"fail\">The MDE API announces the end of an endpoint the exporter uses (see the runbook, MdeApiEndpointDeprecated).</p><table class=\"notices\"><tr><th>Endpoint</th><th>Reason</th><th>Answers</th><th>Latest</th></tr>");
+            for (endpoint, reason, count, detail) in &notices {
+                let _ = write!(
+                    page,
+                    "<tr><td>{}</td><td>{}</td><td>{}</td><td><code>{}</code></td></tr>",
+                    esc(endpoint),
+                    esc(reason),
+                    count,
+                    esc(detail)
+                );
+            }
+            page.push_str("</table>");
+        }
         page.push_str("<h3>API quota</h3><table class=\"quota\"><tr><th>Endpoint</th><th>Window</th><th>Limit</th><th>In force</th><th>Used</th><th>Left</th></tr>");
         for w in quotas.get(tenant).map(Vec::as_slice).unwrap_or_default() {
             let _ = write!(

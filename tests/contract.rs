@@ -58,6 +58,9 @@ async fn populated_exporter() -> (mde_liveresponse_exporter::app::Handle, mde_si
     .await;
     sim.faults()
         .throttle_next("list_machine_actions", 1, Some(1));
+    // See: #20 — an endpoint that announces its end, for mde_api_endpoint_deprecation_notices_total.
+    sim.faults()
+        .announce("/api/machines", "Deprecation", "@1767225600");
     let secret = sim.credentials().2.to_string();
     // See: #10 — every tag allowed, so that the machine context families are populated.
     let exporter = start_exporter(parse_config(&config_yaml(
@@ -76,6 +79,7 @@ async fn populated_exporter() -> (mde_liveresponse_exporter::app::Handle, mde_si
             && sum(&m, "mde_api_throttled_total", &[]) > 0.0
             && sum(&m, "mde_machine_info", &[]) > 0.0
             && sum(&m, "mde_machine_tag", &[]) > 0.0
+            && sum(&m, "mde_api_endpoint_deprecation_notices_total", &[]) > 0.0
     })
     .await;
     (exporter, sim)

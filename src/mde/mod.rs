@@ -8,6 +8,7 @@
 //! call next (the collector) nor parsing (`model`).
 
 pub mod auth;
+pub mod deprecation;
 mod download;
 mod error;
 pub mod http;

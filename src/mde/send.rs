@@ -60,6 +60,33 @@ impl Client {
         sent
     }
 
+    /// Count and, the first time, log what an answer says of its endpoint's end (#20).
+    fn deprecation_notices(
+        &self,
+        ep: Endpoint,
+        status: StatusCode,
+        headers: &reqwest::header::HeaderMap,
+        shown: &str,
+    ) {
+        for n in super::deprecation::notices(ep, status, headers) {
+            if self.metrics.record_deprecation_notice(
+                &self.tenant,
+                ep.as_str(),
+                n.reason,
+                &n.detail,
+            ) {
+                tracing::warn!(
+                    tenant = %self.tenant,
+                    endpoint = ep.as_str(),
+                    url = %shown,
+                    reason = n.reason,
+                    detail = %n.detail,
+                    "the MDE API announces the end of an endpoint the exporter uses: check Microsoft's API changelog (counted in mde_api_endpoint_deprecation_notices_total; logged once per endpoint and reason)"
+                );
+            }
+        }
+    }
+
     pub(super) fn with_quota<R>(&self, f: impl FnOnce(&mut Quota) -> R) -> R {
         f(&mut self.quota.lock().unwrap_or_else(PoisonError::into_inner))
     }
@@ -119,6 +146,7 @@ impl Client {
                 .await;
             let resp = self.observe(ep.as_str(), started, sent, &shown, &span)?;
             let status = resp.status();
+            self.deprecation_notices(ep, status, resp.headers(), &shown);
             if status == StatusCode::UNAUTHORIZED && !renewed {
                 // The token may have been revoked or expired early: renew once.
                 self.auth.invalidate(&token).await;

@@ -2,8 +2,9 @@
 //! `mde_api_request_duration_seconds`), 429 answers (`mde_api_throttled`,
 //! `mde_api_retry_after_seconds`), the slots of requests in flight
 //! (`mde_exporter_requests_in_flight*`, `mde_exporter_request_slot_wait_seconds`), tokens
-//! (`mde_exporter_token_success`, `mde_exporter_permission_missing`), transcript bytes and
-//! the quotas read for `mde_api_quota_*`.
+//! (`mde_exporter_token_success`, `mde_exporter_permission_missing`), transcript bytes,
+//! endpoint deprecation notices (`mde_api_endpoint_deprecation_notices_total`, and what the
+//! latest said, for the status page) and the quotas read for `mde_api_quota_*`.
 //!
 //! Owns the writing of those families. Does not own when a request is sent (`mde`).
 
@@ -12,7 +13,7 @@ use std::time::Duration;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 
-use super::{Metrics, PermissionLabels, RequestLabels, TraceLabel, endpoint, tenant};
+use super::{Metrics, NoticeLabels, PermissionLabels, RequestLabels, TraceLabel, endpoint, tenant};
 
 impl Metrics {
     /// One HTTP exchange with `endpoint` ended with `code` (the status, or `"error"` when no
@@ -44,6 +45,45 @@ impl Metrics {
         self.retry_after
             .get_or_create(&labels)
             .set(retry_after.as_secs_f64());
+    }
+
+    /// An answer of `endpoint` announced its end (`reason`, see `mde::deprecation`); `detail`
+    /// is what it said. Returns true for the first notice of this tenant, endpoint and reason
+    /// in this process, which the caller logs.
+    pub fn record_deprecation_notice(
+        &self,
+        tenant: &str,
+        endpoint_name: &str,
+        reason: &str,
+        detail: &str,
+    ) -> bool {
+        let labels = NoticeLabels {
+            tenant: tenant.to_string(),
+            endpoint: endpoint_name.to_string(),
+            reason: reason.to_string(),
+        };
+        let first = self.deprecation_notices.get_or_create(&labels).inc() == 0;
+        self.deprecation_seen
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(labels, detail.to_string());
+        first
+    }
+
+    /// The deprecation notices of `tenant` seen in this process: (endpoint, reason, count,
+    /// what the latest said), for the status page.
+    pub fn deprecation_notices(&self, tenant: &str) -> Vec<(String, String, u64, String)> {
+        let seen = self
+            .deprecation_seen
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        seen.iter()
+            .filter(|(l, _)| l.tenant == tenant)
+            .map(|(l, detail)| {
+                let count = self.deprecation_notices.get_or_create(l).get();
+                (l.endpoint.clone(), l.reason.clone(), count, detail.clone())
+            })
+            .collect()
     }
 
     /// Bytes of a RunScript transcript downloaded.

@@ -62,6 +62,14 @@ pub struct EndpointLabels {
     pub endpoint: String,
 }
 
+/// `mde_api_endpoint_deprecation_notices_total`'s labels.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
+pub struct NoticeLabels {
+    pub tenant: String,
+    pub endpoint: String,
+    pub reason: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct QuotaLabels {
     pub tenant: String,

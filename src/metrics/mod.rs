@@ -95,6 +95,10 @@ pub struct Metrics {
     pub(super) api_duration: ExHistogramFamily<EndpointLabels>,
     pub(super) api_throttled: Family<EndpointLabels, Counter>,
     pub(super) retry_after: Family<EndpointLabels, FloatGauge>,
+    /// Deprecation/Sunset headers and 404/410 on collection endpoints (#20), and what the
+    /// latest of each said, for the status page.
+    pub(super) deprecation_notices: Family<NoticeLabels, Counter>,
+    pub(super) deprecation_seen: std::sync::Mutex<std::collections::BTreeMap<NoticeLabels, String>>,
     /// The quotas behind `mde_api_quota_*`, read at scrape time (see [`QuotaGauges`]).
     pub(super) quota_gauges: Arc<QuotaGauges>,
     /// What the HTTP server's connection limits and bcrypt queue did; `app` hands it to
@@ -160,6 +164,8 @@ impl Metrics {
             api_duration: Family::new_with_constructor(Buckets(API_BUCKETS)),
             api_throttled: Family::default(),
             retry_after: Family::default(),
+            deprecation_notices: Family::default(),
+            deprecation_seen: std::sync::Mutex::default(),
             quota_gauges: Arc::new(QuotaGauges::default()),
             http_stats: Arc::default(),
             build_info: Family::default(),
@@ -306,6 +312,11 @@ impl Metrics {
             "mde_api_retry_after_seconds",
             bg("Retry-After of the latest 429 answer, by endpoint."),
             m.retry_after.clone(),
+        );
+        r.register(
+            "mde_api_endpoint_deprecation_notices",
+            bg("API answers that announce an endpoint's end, by endpoint and reason: a Deprecation (deprecation_header) or Sunset (sunset_header) header, or 404/410 on a collection endpoint (gone)."),
+            m.deprecation_notices.clone(),
         );
         r.register_collector(Box::new(m.quota_gauges.clone()));
         r.register(

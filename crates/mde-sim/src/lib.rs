@@ -310,6 +310,8 @@ struct FaultState {
     list_items: Vec<Vec<u8>>,
     /// Result links point at this base URL instead of the simulator's own.
     link_base: Option<String>,
+    /// (path prefix, header, value): added to every answer under the prefix, see `announce`.
+    announce: Vec<(String, String, String)>,
 }
 
 /// An issued token.
