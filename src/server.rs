@@ -250,6 +250,37 @@ fn trace_cell(template: Option<&str>, trace_id: Option<&str>) -> String {
 const STYLE: &str = "body{font-family:sans-serif;margin:1.5em;max-width:80em}table{border-collapse:collapse;margin:.5em 0 1.5em}\
 th,td{border:1px solid #ccc;padding:.25em .6em;text-align:left}th{background:#f4f4f4}.fail{color:#b00020;font-weight:bold}.ok{color:#1b5e20}";
 
+/// The discovery line of a tenant (#20): the last poll's outcome, re-reads waiting, the
+/// in-flight listing's fallback, and the next poll's interval with its reason.
+fn discovery_line(page: &mut String, d: &crate::shared::DiscoveryStatus) {
+    if d.outcome.is_empty() && d.interval.is_none() {
+        return;
+    }
+    let _ = write!(
+        page,
+        "<p class=\"discovery\">Discovery: <span class=\"{}\">{}</span> · re-reads waiting: {}",
+        if d.rereads_pending == 0 { "ok" } else { "fail" },
+        esc(if d.outcome.is_empty() {
+            "not run yet"
+        } else {
+            &d.outcome
+        }),
+        d.rereads_pending
+    );
+    if d.in_flight_filter == Some(false) {
+        page.push_str(" · <span class=\"fail\">in-flight status filter refused by the API (400): actions in flight are read by id</span>");
+    }
+    if let Some(i) = d.interval {
+        let _ = write!(
+            page,
+            " · next poll in {:.1} s ({})",
+            i.as_secs_f64(),
+            esc(&d.interval_reason)
+        );
+    }
+    page.push_str("</p>");
+}
+
 /// The status page: per tenant, the quota, the last poll, recent transcripts and errors.
 /// Plain server-rendered HTML, like blackbox_exporter's debug pages.
 async fn landing(State(s): State<AppState>) -> Html<String> {
@@ -294,6 +325,7 @@ async fn landing(State(s): State<AppState>) -> Html<String> {
         if let Some(e) = &st.last_error {
             let _ = write!(page, "<p>Last error: <code>{}</code></p>", esc(e));
         }
+        discovery_line(&mut page, &st.discovery);
         if !st.missing_permissions.is_empty() {
             let _ = write!(
                 page,

@@ -43,6 +43,10 @@ pub use retry::{Retry, retry_decision, retry_delay};
 
 impl TenantCollector {
     pub fn new(tenant: Tenant, client: Client, shared: Arc<Shared>) -> Self {
+        // Assumed until the API refuses it (#20).
+        shared
+            .metrics
+            .set_in_flight_filter_supported(&tenant.name, true);
         TenantCollector {
             tenant,
             client,
@@ -51,9 +55,10 @@ impl TenantCollector {
             stats: PollStats::default(),
             resume_at: None,
             restored: false,
-            reread_after: None,
+            rereads: Vec::new(),
             last_sweep_actions: 0,
             unrestored: 0,
+            in_flight_filter_refused: false,
         }
         .with_unrestored()
     }
@@ -206,6 +211,10 @@ impl TenantCollector {
             // show in `mde_exporter_poll_success`, not hide behind it.
             Err(PollError::Api(e @ (mde::Error::Quota { .. } | mde::Error::Throttled { .. }))) => {
                 tracing::info!(tenant = %self.tenant.name, error = %e, "discovery deferred: no API quota left before the next poll; consider a longer poll_interval");
+                self.note_outcome(format!(
+                    "deferred: no list quota before the next poll ({})",
+                    e.kind().as_str()
+                ));
                 let drained = self.drain().await?;
                 if drained.settled == 0 {
                     return Err(PollError::Throttled(drained.stopped_by.unwrap_or(e)));
@@ -213,6 +222,7 @@ impl TenantCollector {
                 return Ok(());
             }
             Err(e) => {
+                self.note_outcome(format!("failed: {e}"));
                 // Results already known are still fetched: discovery and result links have
                 // separate budgets, and nothing found earlier should wait on a failed list.
                 self.drain().await?;
