@@ -402,6 +402,26 @@ mod tests {
         h
     }
 
+    // See: #20 items 1, 2 and 5
+    #[test]
+    fn the_discovery_line_shows_outcome_waits_fallback_and_cadence() {
+        let mut page = String::new();
+        discovery_line(&mut page, &crate::shared::DiscoveryStatus::default());
+        assert_eq!(page, "", "nothing before the first poll");
+        let d = crate::shared::DiscoveryStatus {
+            outcome: "cut short by quota (quota): 12 followed actions wait to be read again at the next poll".into(),
+            rereads_pending: 12,
+            in_flight_filter: Some(false),
+            interval: Some(std::time::Duration::from_millis(9600)),
+            interval_reason: "the last poll's list calls spread over list_budget_share of the hour budget; last poll: 2 list calls".into(),
+        };
+        discovery_line(&mut page, &d);
+        assert_eq!(
+            page,
+            "<p class=\"discovery\">Discovery: <span class=\"fail\">cut short by quota (quota): 12 followed actions wait to be read again at the next poll</span> · re-reads waiting: 12 · <span class=\"fail\">in-flight status filter refused by the API (400): actions in flight are read by id</span> · next poll in 9.6 s (the last poll's list calls spread over list_budget_share of the hour budget; last poll: 2 list calls)</p>"
+        );
+    }
+
     #[test]
     fn negotiation() {
         assert!(!wants_openmetrics(&HeaderMap::new()));

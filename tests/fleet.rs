@@ -210,3 +210,58 @@ async fn a_refused_status_filter_falls_back_to_id_batches() {
         Some(false)
     );
 }
+
+/// See: #20 item 5. The cadence spends half the list budget: two listings a poll (1,500 calls
+/// an hour, half of it) give a poll every 9.6 s; a quiet tenant (nothing in flight, nothing
+/// new) backs off, doubling towards `poll_interval`. The interval and its reason show in a
+/// gauge and on the status page.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cadence_follows_the_list_budget_and_a_quiet_tenant_backs_off() {
+    let (sim, addr) = fleet_sim().await;
+    let (mut c, shared) = collector(&sim, addr);
+    let interval = |shared: &Shared| {
+        value(
+            &scrape(shared),
+            "mde_liveresponse_discovery_interval_seconds{tenant=\"fleet\"}",
+        )
+        .unwrap()
+    };
+    poll(&mut c, &sim).await;
+    assert_eq!(poll(&mut c, &sim).await, 2);
+    assert_eq!(interval(&shared), 9.6);
+    let reason = shared.status_snapshot()["fleet"]
+        .discovery
+        .interval_reason
+        .clone();
+    assert_eq!(
+        reason,
+        "the last poll's list calls spread over list_budget_share of the hour budget; last poll: 2 list calls"
+    );
+
+    // Nothing in flight: a tenant whose actions are all final.
+    let (quiet, addr) = start_sim(SimConfig {
+        seed: 2021,
+        machines: 3,
+        actions: 5,
+        finish_within: Duration::ZERO,
+        page_size: 10_000,
+        ..SimConfig::default()
+    })
+    .await;
+    let (mut c, shared) = collector(&quiet, addr);
+    // The first start found everything new; then one call a poll, quiet: 10 s, 20 s, 40 s,
+    // then poll_interval.
+    poll(&mut c, &quiet).await;
+    let mut seen = Vec::new();
+    for _ in 0..4 {
+        assert_eq!(poll(&mut c, &quiet).await, 1);
+        seen.push(interval(&shared));
+    }
+    assert_eq!(seen, [10.0, 20.0, 40.0, 60.0]);
+    assert!(
+        shared.status_snapshot()["fleet"]
+            .discovery
+            .interval_reason
+            .starts_with("quiet")
+    );
+}

@@ -306,6 +306,10 @@ impl TenantCollector {
             now,
         )
         .or(Some(now));
+        // Something was created since the last poll: the tenant is not quiet (cadence). The
+        // state keeps the watermark in milliseconds.
+        let ms = |w: Option<DateTime<Utc>>| w.map(|w| w.timestamp_millis());
+        self.stats.new_actions |= watermark.is_none() || ms(new_watermark) > ms(watermark);
         // Everything found, once per id; a newer answer replaces an older one.
         let actions = once_per_id(
             swept

@@ -6,6 +6,8 @@
 
 use std::sync::Arc;
 
+use std::time::Duration;
+
 use tokio::time::Instant;
 
 use super::pending::PendingQueue;
@@ -38,6 +40,10 @@ pub struct TenantCollector {
     /// The API refused the status-filtered in-flight listing (400): every action in flight is
     /// read by id, as before #20, until the collector is started again (a restart or reload).
     pub(super) in_flight_filter_refused: bool,
+    /// The time from this poll's start to the next, as the cadence chose it (#20).
+    pub(super) interval: Duration,
+    /// Polls in a row that found nothing in flight and nothing new (the quiet back-off).
+    pub(super) quiet_polls: u32,
 }
 
 /// Counts for the one info line each poll writes.
@@ -45,4 +51,6 @@ pub struct TenantCollector {
 pub(super) struct PollStats {
     pub(super) discovered: usize,
     pub(super) fetched: usize,
+    /// Actions created since the last poll were listed (incremental), or results fetched.
+    pub(super) new_actions: bool,
 }

@@ -2,6 +2,8 @@
 //!
 //! - [`filter`]: the OData filters a poll sends (full window, bootstrap, incremental, the
 //!   in-flight set, id batches under a URL-length cap) and how the watermark moves.
+//! - [`cadence`]: how long until the next poll, and why (the list budget share, the bounds,
+//!   the quiet back-off).
 //! - [`follow`]: which followed actions are read again by id, which configured ids are asked
 //!   for, whether a sweep is due, what stays followed after a poll and what is abandoned.
 //! - here: why a `RunScript` command never ran, and the list-quota arithmetic of a sweep.
@@ -10,9 +12,11 @@
 //! Does not own sending (the client), remembering (the state) nor the order of work in a
 //! poll (the collector).
 
+pub mod cadence;
 pub mod filter;
 pub mod follow;
 
+pub use cadence::*;
 pub use filter::*;
 pub use follow::*;
 
