@@ -309,12 +309,17 @@ pub(crate) async fn action_function(
     else {
         return no_result();
     };
+    let elapsed = sim.elapsed();
     let expired = {
         let mut st = sim.inner.lock();
         *st.stats
             .link_requests
             .entry((id.clone(), index))
             .or_insert(0) += 1;
+        st.stats
+            .first_link
+            .entry((id.clone(), index))
+            .or_insert(elapsed);
         st.faults.expire_links
     };
     let now = sim.now_wall();

@@ -281,6 +281,10 @@ pub struct Stats {
     pub throttled: BTreeMap<String, u64>,
     /// Successful link mints per (action id, index).
     pub link_requests: BTreeMap<(String, u32), u64>,
+    /// Simulator time of the first successful link mint per (action id, index): with
+    /// [`Simulator::final_after`], how long after an action became final its result was asked
+    /// for (the fleet benchmark, #20).
+    pub first_link: BTreeMap<(String, u32), Duration>,
     /// Genuine 200 blob downloads per (action id, index); answers replaced by a
     /// [`BlobFault`] are not counted.
     pub downloads: BTreeMap<(String, u32), u64>,
@@ -519,6 +523,12 @@ impl Simulator {
             .filter(|a| a.is_live_response() && !a.is_final_at(elapsed))
             .map(|a| (a.id.clone(), a.status_at(elapsed), a.created))
             .collect()
+    }
+
+    /// Simulator time (since start) at which action `id` is final.
+    pub fn final_after(&self, id: &str) -> Option<Duration> {
+        let i = *self.inner.by_id.get(id)?;
+        self.inner.actions.get(i).map(|a| a.final_after)
     }
 
     /// Every Live Response action of the scenario, final or not: (id, creation time).
