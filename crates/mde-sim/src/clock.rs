@@ -2,7 +2,8 @@
 //! action whose change falls in the jump (Pending → InProgress → final) changes then, between
 //! two pages as it can on the real API while a long listing is read. (#20)
 //!
-//! Owns the offset added to the simulator clock and the page count that triggers a jump.
+//! Owns the offset added to the simulator clock, the page count that triggers a jump, and
+//! when on that clock an action is final.
 //! Does not own serving pages (`actions`) nor what an action is at a given time (`scenario`).
 
 use std::sync::Mutex;
@@ -39,6 +40,12 @@ impl Simulator {
     /// simulator clock forward by `by` (before the next page is computed).
     pub fn advance_after_list_pages(&self, pages: u32, by: Duration) {
         self.inner.skew.lock().pending = Some((pages.max(1), by));
+    }
+
+    /// Simulator time (since start) at which action `id` is final.
+    pub fn final_after(&self, id: &str) -> Option<Duration> {
+        let i = *self.inner.by_id.get(id)?;
+        self.inner.actions.get(i).map(|a| a.final_after)
     }
 
     /// Move the simulator clock forward by `by` now: every action whose change falls in the

@@ -525,12 +525,6 @@ impl Simulator {
             .collect()
     }
 
-    /// Simulator time (since start) at which action `id` is final.
-    pub fn final_after(&self, id: &str) -> Option<Duration> {
-        let i = *self.inner.by_id.get(id)?;
-        self.inner.actions.get(i).map(|a| a.final_after)
-    }
-
     /// Every Live Response action of the scenario, final or not: (id, creation time).
     pub fn live_response_actions(&self) -> Vec<(String, DateTime<Utc>)> {
         self.inner
