@@ -122,6 +122,10 @@ pub struct DemoArgs {
     /// Let another simulated client spend the same API quota, so throttling shows.
     #[arg(long = "demo.noisy-neighbour")]
     pub noisy_neighbour: bool,
+    /// The fleet scenario: this many more actions of one script, Pending on offline devices,
+    /// every tenth coming online during the run (#20).
+    #[arg(long = "demo.fleet", default_value_t = 0)]
+    pub fleet: usize,
 }
 
 #[derive(Debug, Subcommand)]
@@ -171,6 +175,8 @@ pub struct DemoOptions {
     pub actions: usize,
     /// Another client spends the same quota, so that 429s happen.
     pub noisy_neighbour: bool,
+    /// Actions of the fleet scenario (`SimConfig::fleet`).
+    pub fleet: usize,
 }
 
 /// Where the configuration comes from.
@@ -222,6 +228,7 @@ impl Cli {
                     seed: self.demo.seed,
                     actions: self.demo.actions,
                     noisy_neighbour: self.demo.noisy_neighbour,
+                    fleet: self.demo.fleet,
                 },
                 explicit: self.demo.demo,
             },

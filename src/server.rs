@@ -250,6 +250,37 @@ fn trace_cell(template: Option<&str>, trace_id: Option<&str>) -> String {
 const STYLE: &str = "body{font-family:sans-serif;margin:1.5em;max-width:80em}table{border-collapse:collapse;margin:.5em 0 1.5em}\
 th,td{border:1px solid #ccc;padding:.25em .6em;text-align:left}th{background:#f4f4f4}.fail{color:#b00020;font-weight:bold}.ok{color:#1b5e20}";
 
+/// The discovery line of a tenant (#20): the last poll's outcome, re-reads waiting, the
+/// in-flight listing's fallback, and the next poll's interval with its reason.
+fn discovery_line(page: &mut String, d: &crate::shared::DiscoveryStatus) {
+    if d.outcome.is_empty() && d.interval.is_none() {
+        return;
+    }
+    let _ = write!(
+        page,
+        "<p class=\"discovery\">Discovery: <span class=\"{}\">{}</span> · re-reads waiting: {}",
+        if d.rereads_pending == 0 { "ok" } else { "fail" },
+        esc(if d.outcome.is_empty() {
+            "not run yet"
+        } else {
+            &d.outcome
+        }),
+        d.rereads_pending
+    );
+    if d.in_flight_filter == Some(false) {
+        page.push_str(" · <span class=\"fail\">in-flight status filter refused by the API (400): actions in flight are read by id</span>");
+    }
+    if let Some(i) = d.interval {
+        let _ = write!(
+            page,
+            " · next poll in {:.1} s ({})",
+            i.as_secs_f64(),
+            esc(&d.interval_reason)
+        );
+    }
+    page.push_str("</p>");
+}
+
 /// The status page: per tenant, the quota, the last poll, recent transcripts and errors.
 /// Plain server-rendered HTML, like blackbox_exporter's debug pages.
 async fn landing(State(s): State<AppState>) -> Html<String> {
@@ -294,6 +325,7 @@ async fn landing(State(s): State<AppState>) -> Html<String> {
         if let Some(e) = &st.last_error {
             let _ = write!(page, "<p>Last error: <code>{}</code></p>", esc(e));
         }
+        discovery_line(&mut page, &st.discovery);
         if !st.missing_permissions.is_empty() {
             let _ = write!(
                 page,
@@ -383,6 +415,26 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert(header::ACCEPT, v.parse().unwrap());
         h
+    }
+
+    // See: #20 items 1, 2 and 5
+    #[test]
+    fn the_discovery_line_shows_outcome_waits_fallback_and_cadence() {
+        let mut page = String::new();
+        discovery_line(&mut page, &crate::shared::DiscoveryStatus::default());
+        assert_eq!(page, "", "nothing before the first poll");
+        let d = crate::shared::DiscoveryStatus {
+            outcome: "cut short by quota (quota): 12 followed actions wait to be read again at the next poll".into(),
+            rereads_pending: 12,
+            in_flight_filter: Some(false),
+            interval: Some(std::time::Duration::from_millis(9600)),
+            interval_reason: "the last poll's list calls spread over list_budget_share of the hour budget; last poll: 2 list calls".into(),
+        };
+        discovery_line(&mut page, &d);
+        assert_eq!(
+            page,
+            "<p class=\"discovery\">Discovery: <span class=\"fail\">cut short by quota (quota): 12 followed actions wait to be read again at the next poll</span> · re-reads waiting: 12 · <span class=\"fail\">in-flight status filter refused by the API (400): actions in flight are read by id</span> · next poll in 9.6 s (the last poll's list calls spread over list_budget_share of the hour budget; last poll: 2 list calls)</p>"
+        );
     }
 
     #[test]

@@ -87,6 +87,22 @@ pub struct TenantStatus {
     pub pending: usize,
     pub recent: VecDeque<RecentTranscript>,
     pub recent_errors: VecDeque<RecentError>,
+    /// How discovery went at the last poll and when the next one is (#20).
+    pub discovery: DiscoveryStatus,
+}
+
+/// What the status page shows of a tenant's discovery (#20).
+#[derive(Debug, Clone, Default)]
+pub struct DiscoveryStatus {
+    /// The last poll's discovery outcome: `complete`, or why it ended early.
+    pub outcome: String,
+    /// Followed actions a poll cut short did not read again; the next poll reads them first.
+    pub rereads_pending: usize,
+    /// `Some(false)` once the API refused the status-filtered in-flight listing (400).
+    pub in_flight_filter: Option<bool>,
+    /// The time until the next poll, and why the cadence chose it.
+    pub interval: Option<Duration>,
+    pub interval_reason: String,
 }
 
 impl TenantStatus {

@@ -58,4 +58,17 @@ async fn a_poll_cut_short_by_quota_keeps_what_it_read() {
         truth.runs_by_script()
     );
     assert_eq!(sum(&m, "mde_liveresponse_discovery_missed_total", &[]), 0.0);
+    // Nothing waits to be read again once all is counted, and the status page says how the
+    // last discovery went and when the next poll is.
+    assert_eq!(
+        sum(&m, "mde_liveresponse_discovery_rereads_pending", &[]),
+        0.0
+    );
+    let (_, _, page) = get(a, "/", None).await;
+    assert!(
+        page.contains("<p class=\"discovery\">Discovery: <span"),
+        "{page}"
+    );
+    assert!(page.contains(" · re-reads waiting: "), "{page}");
+    assert!(page.contains(" · next poll in 0.2 s ("), "{page}");
 }

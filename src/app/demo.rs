@@ -19,6 +19,7 @@ pub async fn start_demo(opts: &DemoOptions) -> Result<(Simulator, Config, JoinHa
     let sim_cfg = SimConfig {
         seed: opts.seed,
         actions: opts.actions,
+        fleet: opts.fleet,
         ..SimConfig::default()
     }
     .time_scaled(scale);

@@ -1,12 +1,14 @@
 //! Discovery, the collector's side: one contract for both modes. [`TenantCollector::discover`]
-//! lists (full window, or incremental: since the watermark, the followed set by id, a sweep
-//! now and then, configured ids) and returns every action found once per id;
+//! lists (full window, or incremental: since the watermark, the in-flight set in one
+//! status-filtered listing, by id the followed actions missing from it, a sweep now and then,
+//! configured ids) and returns every action found once per id;
 //! [`TenantCollector::account_discovered`] counts and queues them, then commits what stays
 //! followed and the watermark in one transaction.
 //!
 //! Owns the list calls of a poll, their order and what is remembered of them (the last
-//! discovery time, the followed set, the watermark, the sweep time), the sweep's "missed"
-//! warning, and the in-flight gauges. Does not own the decisions themselves (filters, which
+//! discovery time, the followed set, the watermark, the sweep time), the fallback to id
+//! batches when the API refuses the status filter, the sweep's "missed" warning, the
+//! in-flight gauges, and the discovery outcome (re-reads waiting, status page). Does not own the decisions themselves (filters, which
 //! ids, what stays followed: the pure `discovery` module), nor counting and fetching what was
 //! found (`results`).
 
@@ -121,6 +123,7 @@ impl TenantCollector {
         // reaches back `lookback` before this one, which covers every action seen here.
         self.shared
             .with_state(|s| s.set_last_discovery(&self.tenant.name, started_at))?;
+        self.note_outcome("complete".into());
         Ok(Discovered {
             actions: once_per_id(actions),
             follow: None,
@@ -149,11 +152,7 @@ impl TenantCollector {
         let bootstrap = watermark.is_none();
         // A first start lists what is in flight first and on its own, then the window (#20).
         let in_flight = match disc::in_flight_filter(&sel, now, last_discovery) {
-            Some(f) if bootstrap => {
-                self.client
-                    .list_machine_actions(&f, QuotaWait::Until(deadline))
-                    .await?
-            }
+            Some(f) if bootstrap => self.bootstrap_in_flight(&f, now, deadline).await?,
             _ => Vec::new(),
         };
         let filter = match watermark {
@@ -168,14 +167,45 @@ impl TenantCollector {
         let windowed: HashSet<String> = listed.iter().map(|a| a.id.clone()).collect();
         listed.extend(in_flight.into_iter().filter(|a| !windowed.contains(&a.id)));
         let listed_ids: HashSet<String> = listed.iter().map(|a| a.id.clone()).collect();
-        // Oldest re-read first: a poll cut short by quota starts the next one where it stopped.
-        let follow = disc::rotate_after(
-            disc::ids_to_reread(&tracked, &listed_ids, self.restored),
-            self.reread_after.as_deref(),
-        );
+        // What a poll cut short did not read again comes first (#20 item 2), still followed
+        // and not in this poll's listing.
+        let followed: HashSet<&str> = tracked.iter().map(|(id, _)| id.as_str()).collect();
+        let carried: Vec<String> = std::mem::take(&mut self.rereads)
+            .into_iter()
+            .filter(|id| followed.contains(id.as_str()) && !listed_ids.contains(id))
+            .collect();
+        // After the first poll, what is in flight comes in one listing (#20 item 1); only the
+        // followed actions missing from it (they became final) are read again by id.
+        let mut cut_short = None;
+        let still_in_flight = if bootstrap || !carried.is_empty() {
+            Vec::new()
+        } else {
+            match self
+                .list_in_flight(&tracked, &listed_ids, now, deadline)
+                .await
+            {
+                Ok(found) => found,
+                Err(e @ (mde::Error::Quota { .. } | mde::Error::Throttled { .. })) => {
+                    cut_short = Some(e);
+                    Vec::new()
+                }
+                Err(e) => return Err(e.into()),
+            }
+        };
+        let answered: HashSet<String> = listed_ids
+            .iter()
+            .cloned()
+            .chain(still_in_flight.iter().map(|a| a.id.clone()))
+            .collect();
+        // Cut short before the in-flight listing answered, nothing is known to have changed:
+        // the next poll lists the in-flight set again.
+        let follow = match (&cut_short, carried.is_empty()) {
+            (Some(_), _) => Vec::new(),
+            (None, true) => disc::ids_to_reread(&tracked, &answered, self.restored),
+            (None, false) => carried,
+        };
         let mut refreshed = Vec::new();
         let mut reread = 0;
-        let mut cut_short = None;
         for batch in disc::id_batches(&follow, d.batch_size, disc::MAX_FILTER_URL_BYTES) {
             match self
                 .client
@@ -189,18 +219,23 @@ impl TenantCollector {
                 // No room before the next poll (#20 item 2): what was listed so far is
                 // accounted; the rest is read at the next poll, from where this one stopped.
                 Err(e @ (mde::Error::Quota { .. } | mde::Error::Throttled { .. })) => {
-                    tracing::info!(tenant = %name, error = %e, reread, waiting = follow.len() - reread.min(follow.len()), "discovery cut short by quota: the rest is read again at the next poll");
                     cut_short = Some(e);
                     break;
                 }
                 Err(e) => return Err(e.into()),
             }
         }
-        self.reread_after = match (&cut_short, reread.checked_sub(1)) {
-            (Some(_), Some(last)) => follow.get(last).cloned(),
-            (Some(_), None) => self.reread_after.take(),
-            (None, _) => None,
+        let waiting = match &cut_short {
+            Some(_) => follow.len().saturating_sub(reread),
+            None => 0,
         };
+        if let Some(e) = &cut_short {
+            tracing::info!(tenant = %name, error = %e, reread, waiting, "discovery cut short by quota: the rest is read again at the next poll");
+        }
+        self.note_discovery_outcome(cut_short.as_ref(), waiting);
+        if cut_short.is_some() {
+            self.rereads = follow.get(reread..).unwrap_or_default().to_vec();
+        }
         let mut reconciled = None;
         let mut swept = Vec::new();
         if bootstrap {
@@ -219,7 +254,9 @@ impl TenantCollector {
                 .iter()
                 .filter(|(_, t)| !is_final_status(&t.status))
                 .count();
-            if disc::sweep_fits(spare, pages, disc::poll_cost(in_flight, d.batch_size)) {
+            let next_poll =
+                disc::poll_cost(in_flight, d.batch_size, !self.in_flight_filter_refused);
+            if disc::sweep_fits(spare, pages, next_poll) {
                 let f = disc::discovery_filter(&sel, now, None);
                 match self
                     .client
@@ -244,7 +281,7 @@ impl TenantCollector {
         for a in &swept {
             if a.is_live_response()
                 && a.status.is_final()
-                && !listed_ids.contains(&a.id)
+                && !answered.contains(&a.id)
                 && !refreshed_ids.contains(&a.id)
                 && !self.shared.with_state(|s| s.action_seen(&name, &a.id))
             {
@@ -253,7 +290,7 @@ impl TenantCollector {
             }
         }
         // A configured id already found by a listing is not asked for again.
-        let known: HashSet<String> = listed_ids
+        let known: HashSet<String> = answered
             .iter()
             .chain(&refreshed_ids)
             .chain(swept.iter().map(|a| &a.id))
@@ -269,11 +306,16 @@ impl TenantCollector {
             now,
         )
         .or(Some(now));
+        // Something was created since the last poll: the tenant is not quiet (cadence). The
+        // state keeps the watermark in milliseconds.
+        let ms = |w: Option<DateTime<Utc>>| w.map(|w| w.timestamp_millis());
+        self.stats.new_actions |= watermark.is_none() || ms(new_watermark) > ms(watermark);
         // Everything found, once per id; a newer answer replaces an older one.
         let actions = once_per_id(
             swept
                 .into_iter()
                 .chain(listed)
+                .chain(still_in_flight)
                 .chain(refreshed)
                 .chain(explicit),
         );
@@ -287,6 +329,114 @@ impl TenantCollector {
                 complete: cut_short.is_none(),
             }),
         })
+    }
+
+    /// The first start's in-flight listing. An API that refuses the status filter (400) gets
+    /// the whole horizon listed whatever the status instead, of which the actions not final
+    /// are kept: dearer, once, but no action in flight at the start is left unfollowed.
+    async fn bootstrap_in_flight(
+        &mut self,
+        filter: &str,
+        now: DateTime<Utc>,
+        deadline: Instant,
+    ) -> Result<Vec<MachineAction>, PollError> {
+        if !self.in_flight_filter_refused {
+            match self
+                .client
+                .list_machine_actions(filter, QuotaWait::Until(deadline))
+                .await
+            {
+                Ok(found) => {
+                    self.set_filter_supported(true);
+                    return Ok(found);
+                }
+                Err(e) if refused_filter(&e) => self.filter_refused(&e),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let sel = &self.tenant.selectors;
+        let all = disc::incremental_filter(sel, disc::in_flight_since(sel, now));
+        let found = self
+            .client
+            .list_machine_actions(&all, QuotaWait::Until(deadline))
+            .await?;
+        Ok(found.into_iter().filter(|a| !a.status.is_final()).collect())
+    }
+
+    /// The in-flight set in one status-filtered listing, when some followed action in flight
+    /// was not in this poll's listing (else nothing is asked: a quiet tenant costs one call).
+    /// A 400 switches this collector to reading them by id; a listing refused for quota cuts
+    /// the poll's discovery short (the error is returned for that).
+    async fn list_in_flight(
+        &mut self,
+        tracked: &[(String, Tracked)],
+        listed: &HashSet<String>,
+        now: DateTime<Utc>,
+        deadline: Instant,
+    ) -> Result<Vec<MachineAction>, mde::Error> {
+        let unlisted = tracked
+            .iter()
+            .any(|(id, t)| !is_final_status(&t.status) && !listed.contains(id));
+        if self.in_flight_filter_refused || !unlisted {
+            return Ok(Vec::new());
+        }
+        let filter = disc::in_flight_listing_filter(&self.tenant.selectors, now);
+        match self
+            .client
+            .list_machine_actions(&filter, QuotaWait::Until(deadline))
+            .await
+        {
+            Ok(found) => {
+                self.set_filter_supported(true);
+                Ok(found)
+            }
+            Err(e) if refused_filter(&e) => {
+                self.filter_refused(&e);
+                Ok(Vec::new())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn set_filter_supported(&self, supported: bool) {
+        let name = &self.tenant.name;
+        self.shared
+            .metrics
+            .set_in_flight_filter_supported(name, supported);
+        self.shared
+            .update_status(name, |s| s.discovery.in_flight_filter = Some(supported));
+    }
+
+    /// The API refused the status filter: logged once, shown, and not asked again.
+    fn filter_refused(&mut self, e: &mde::Error) {
+        self.in_flight_filter_refused = true;
+        self.set_filter_supported(false);
+        tracing::warn!(tenant = %self.tenant.name, error = %e, "the API refused the status-filtered listing of actions in flight: every action in flight is read by id instead (one list call per discovery.batch_size ids) until the next restart or reload");
+    }
+
+    /// The discovery outcome of this poll, for `mde_liveresponse_discovery_rereads_pending`
+    /// and the status page.
+    fn note_discovery_outcome(&self, cut_short: Option<&mde::Error>, waiting: usize) {
+        let name = &self.tenant.name;
+        self.shared
+            .metrics
+            .set_discovery_rereads_pending(name, waiting);
+        let outcome = match cut_short {
+            None => "complete".to_string(),
+            Some(e) => format!(
+                "cut short by quota ({}): {waiting} followed actions wait to be read again at the next poll",
+                e.kind().as_str()
+            ),
+        };
+        self.shared
+            .update_status(name, |s| s.discovery.rereads_pending = waiting);
+        self.note_outcome(outcome);
+    }
+
+    /// The last poll's discovery outcome on the status page.
+    pub(super) fn note_outcome(&self, outcome: String) {
+        self.shared
+            .update_status(&self.tenant.name, |s| s.discovery.outcome = outcome);
     }
 
     /// An action still not final past `in_flight_horizon`: counted and logged, not followed.
@@ -358,6 +508,11 @@ impl TenantCollector {
             );
         }
     }
+}
+
+/// A 400 to a listing: the API does not accept its filter.
+fn refused_filter(e: &mde::Error) -> bool {
+    matches!(e, mde::Error::Status { status: 400, .. })
 }
 
 /// Actions once per id, in id order; of two answers for one id the later one wins.

@@ -24,6 +24,7 @@ mod results;
 mod retry;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use chrono::Utc;
 use tokio::sync::watch;
@@ -43,6 +44,10 @@ pub use retry::{Retry, retry_decision, retry_delay};
 
 impl TenantCollector {
     pub fn new(tenant: Tenant, client: Client, shared: Arc<Shared>) -> Self {
+        // Assumed until the API refuses it (#20).
+        shared
+            .metrics
+            .set_in_flight_filter_supported(&tenant.name, true);
         TenantCollector {
             tenant,
             client,
@@ -51,9 +56,12 @@ impl TenantCollector {
             stats: PollStats::default(),
             resume_at: None,
             restored: false,
-            reread_after: None,
+            rereads: Vec::new(),
             last_sweep_actions: 0,
             unrestored: 0,
+            in_flight_filter_refused: false,
+            interval: Duration::ZERO,
+            quiet_polls: 0,
         }
         .with_unrestored()
     }
@@ -76,20 +84,21 @@ impl TenantCollector {
         self.pending.len() + self.unrestored
     }
 
-    /// Poll every `poll_interval` until `shutdown` says stop. A poll in flight is dropped at
-    /// shutdown; nothing is lost, since a result is marked done only once it is counted.
+    /// Poll until `shutdown` says stop, each poll `interval` after the start of the one
+    /// before, as the cadence chose it ([`Self::choose_interval`]). A poll in flight is
+    /// dropped at shutdown; nothing is lost, since a result is marked done only once it is
+    /// counted.
     ///
     /// A poll's future is boxed for the time it runs: the task itself, which lives as long as
     /// the tenant, then holds the collector and a timer between polls instead of room for the
     /// deepest poll (11 KiB a tenant before), which with polls spread over the interval
     /// almost every tenant is not in. See: #11
     pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
-        let mut ticks = tokio::time::interval(self.shared.settings.poll_interval);
-        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut next_poll = Instant::now();
         loop {
             let resume = self.resume_at;
             let resumed = tokio::select! {
-                _ = ticks.tick() => false,
+                _ = tokio::time::sleep_until(next_poll) => false,
                 // A Retry-After (or a full budget) ended with results waiting: go on now,
                 // not at the next poll.
                 _ = tokio::time::sleep_until(resume.unwrap_or_else(Instant::now)), if resume.is_some() => true,
@@ -102,10 +111,13 @@ impl TenantCollector {
                     _ = shutdown.changed() => return,
                 }
             } else {
+                let started = Instant::now();
                 tokio::select! {
                     _ = Box::pin(self.poll_once()) => {}
                     _ = shutdown.changed() => return,
                 }
+                // A poll longer than its interval is followed at once.
+                next_poll = started + self.interval;
             }
             if *shutdown.borrow() {
                 return;
@@ -134,7 +146,9 @@ impl TenantCollector {
         let started = Instant::now();
         self.stats = PollStats::default();
         self.resume_at = None;
+        let used_before = self.list_hour_window();
         let result = self.poll_inner(started).await;
+        self.choose_interval(used_before, result.is_ok());
         if let Err(e) = &result {
             crate::telemetry::record_error(&span, &e.to_string());
         }
@@ -167,6 +181,57 @@ impl TenantCollector {
         });
         self.shared.housekeeping();
         result
+    }
+
+    /// The list endpoint's long window now: (calls used, limit in force). With a shared
+    /// budget (`quota.scope: shared`) the window of all endpoints.
+    fn list_hour_window(&self) -> Option<(u32, u32)> {
+        let list = crate::quota::Endpoint::ListMachineActions.as_str();
+        self.shared
+            .quota_status_of(&self.tenant.name)?
+            .iter()
+            .find(|w| (w.endpoint == list || w.endpoint == "all") && w.window == "1h")
+            .map(|w| (w.used, w.effective))
+    }
+
+    /// The cadence (#20 item 5): the time until the next poll, from this poll's list calls,
+    /// the budget share and whether the tenant is quiet; shown in
+    /// `mde_liveresponse_discovery_interval_seconds` and on the status page.
+    fn choose_interval(&mut self, used_before: Option<(u32, u32)>, ok: bool) {
+        let name = self.tenant.name.clone();
+        let d = &self.tenant.selectors.discovery;
+        let after = self.list_hour_window();
+        let cost = match (used_before, after) {
+            (Some((before, _)), Some((now, _))) => now.saturating_sub(before),
+            _ => 1,
+        };
+        let in_flight = self
+            .shared
+            .with_state(|s| s.tracked(&name))
+            .iter()
+            .any(|(_, t)| !is_final_status(&t.status));
+        let quiet = ok && !in_flight && self.waiting() == 0 && !self.stats.new_actions;
+        self.quiet_polls = match (ok, quiet) {
+            (_, true) => self.quiet_polls.saturating_add(1),
+            (true, false) => 0,
+            (false, false) => self.quiet_polls,
+        };
+        let (interval, reason) = crate::discovery::next_interval(&crate::discovery::CadenceInput {
+            poll_interval: self.shared.settings.poll_interval,
+            min_interval: d.min_interval,
+            list_budget_share: d.list_budget_share,
+            hour_budget: after.map_or(self.tenant.quota.per_hour, |(_, effective)| effective),
+            hour: self.tenant.quota.hour,
+            cost,
+            quiet_polls: self.quiet_polls,
+        });
+        self.interval = interval;
+        self.shared.metrics.set_discovery_interval(&name, interval);
+        self.shared.update_status(&name, |s| {
+            s.discovery.interval = Some(interval);
+            s.discovery.interval_reason =
+                format!("{}; last poll: {cost} list calls", reason.as_str());
+        });
     }
 
     /// One info line per poll: what was found and fetched, what waits, the result-link quota
@@ -206,6 +271,10 @@ impl TenantCollector {
             // show in `mde_exporter_poll_success`, not hide behind it.
             Err(PollError::Api(e @ (mde::Error::Quota { .. } | mde::Error::Throttled { .. }))) => {
                 tracing::info!(tenant = %self.tenant.name, error = %e, "discovery deferred: no API quota left before the next poll; consider a longer poll_interval");
+                self.note_outcome(format!(
+                    "deferred: no list quota before the next poll ({})",
+                    e.kind().as_str()
+                ));
                 let drained = self.drain().await?;
                 if drained.settled == 0 {
                     return Err(PollError::Throttled(drained.stopped_by.unwrap_or(e)));
@@ -213,6 +282,7 @@ impl TenantCollector {
                 return Ok(());
             }
             Err(e) => {
+                self.note_outcome(format!("failed: {e}"));
                 // Results already known are still fetched: discovery and result links have
                 // separate budgets, and nothing found earlier should wait on a failed list.
                 self.drain().await?;

@@ -6,6 +6,8 @@
 
 use std::sync::Arc;
 
+use std::time::Duration;
+
 use tokio::time::Instant;
 
 use super::pending::PendingQueue;
@@ -26,14 +28,22 @@ pub struct TenantCollector {
     /// The actions followed by id were read again since this collector started, so the
     /// results of final ones are queued again (they are not in `pending` after a restart).
     pub(super) restored: bool,
-    /// The last followed action read again by a poll cut short by quota: the next poll
-    /// starts after it, so that the whole followed set is read in turn. (#20)
-    pub(super) reread_after: Option<String>,
+    /// The followed actions a poll cut short by quota did not read again, in order: the next
+    /// poll reads them first, before it lists the in-flight set again, so that a tight budget
+    /// spent on listings cannot starve the re-reads. (#20)
+    pub(super) rereads: Vec<String>,
     /// Actions the last full-window listing returned: the next sweep's expected cost.
     pub(super) last_sweep_actions: usize,
     /// Final actions followed for their results that were not read again yet since the
     /// start: each has at least one result waiting, which `pending` does not hold yet.
     pub(super) unrestored: usize,
+    /// The API refused the status-filtered in-flight listing (400): every action in flight is
+    /// read by id, as before #20, until the collector is started again (a restart or reload).
+    pub(super) in_flight_filter_refused: bool,
+    /// The time from this poll's start to the next, as the cadence chose it (#20).
+    pub(super) interval: Duration,
+    /// Polls in a row that found nothing in flight and nothing new (the quiet back-off).
+    pub(super) quiet_polls: u32,
 }
 
 /// Counts for the one info line each poll writes.
@@ -41,4 +51,6 @@ pub struct TenantCollector {
 pub(super) struct PollStats {
     pub(super) discovered: usize,
     pub(super) fetched: usize,
+    /// Actions created since the last poll were listed (incremental), or results fetched.
+    pub(super) new_actions: bool,
 }

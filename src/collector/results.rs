@@ -208,6 +208,7 @@ impl TenantCollector {
                 Ok(()) => {
                     self.pending.settled(&p.key);
                     self.stats.fetched += 1;
+                    self.stats.new_actions = true;
                     drained.settled += 1;
                 }
                 Err(PollError::Api(

@@ -7,14 +7,15 @@ use std::time::Duration;
 
 use super::check::Invalid;
 use super::raw::RawDiscovery;
-use super::types::DiscoveryConfig;
+use super::types::{DEFAULT_MIN_INTERVAL, DiscoveryConfig};
 
 /// Largest `discovery.batch_size`: more ids would not fit a URL of a safe length anyway.
 pub const MAX_DISCOVERY_BATCH: usize = 50;
 
 impl RawDiscovery {
-    /// Check the section; the error's key is the key under `discovery.`.
-    pub(super) fn validate(&self) -> Result<DiscoveryConfig, Invalid> {
+    /// Check the section; the error's key is the key under `discovery.`. `poll_interval` is
+    /// the longest time between two polls, which `min_interval` must not exceed.
+    pub(super) fn validate(&self, poll_interval: Duration) -> Result<DiscoveryConfig, Invalid> {
         let d = self;
         if d.overlap > Duration::from_secs(24 * 3600) {
             return Err(Invalid::new("overlap", "must be at most 24h"));
@@ -40,12 +41,37 @@ impl RawDiscovery {
                 format!("must be between 1 and {MAX_DISCOVERY_BATCH}"),
             ));
         }
+        // `!(x > 0.0)` also refuses NaN.
+        if !(d.list_budget_share > 0.0 && d.list_budget_share <= 1.0) {
+            return Err(Invalid::new(
+                "list_budget_share",
+                format!(
+                    "must be greater than 0 and at most 1 (got {})",
+                    d.list_budget_share
+                ),
+            ));
+        }
+        let min_interval = match d.min_interval {
+            None => DEFAULT_MIN_INTERVAL.min(poll_interval),
+            Some(m) if m.is_zero() => {
+                return Err(Invalid::new("min_interval", "must be greater than 0"));
+            }
+            Some(m) if m > poll_interval => {
+                return Err(Invalid::new(
+                    "min_interval",
+                    "must be at most poll_interval (the longest time between two polls)",
+                ));
+            }
+            Some(m) => m,
+        };
         Ok(DiscoveryConfig {
             overlap: d.overlap,
             in_flight_horizon: d.in_flight_horizon,
             reconcile_interval: d.reconcile_interval,
             batch_size: d.batch_size,
             incremental: d.incremental,
+            list_budget_share: d.list_budget_share,
+            min_interval,
         })
     }
 }
@@ -72,6 +98,23 @@ mod tests {
         assert_eq!(d.in_flight_horizon, Duration::from_secs(3 * 86400));
         assert_eq!(d.batch_size, 10);
         assert!(!d.incremental);
+        // See: #20. The cadence's keys; min_interval never above a shorter poll_interval.
+        assert_eq!(d.list_budget_share, 0.5);
+        assert_eq!(d.min_interval, Duration::from_secs(5));
+        let c = parse(&format!(
+            "{GOOD}    discovery:\n      list_budget_share: 1\n      min_interval: 30s\n"
+        ))
+        .unwrap();
+        let d = &c.tenants[0].selectors.discovery;
+        assert_eq!(
+            (d.list_budget_share, d.min_interval),
+            (1.0, Duration::from_secs(30))
+        );
+        let c = parse(&format!("poll_interval: 2s\n{GOOD}")).unwrap();
+        assert_eq!(
+            c.tenants[0].selectors.discovery.min_interval,
+            Duration::from_secs(2)
+        );
     }
 
     // See: #9
@@ -102,6 +145,27 @@ mod tests {
             (
                 bad("      reconcile_interval: 0s\n"),
                 "config file cfg.yml: tenants[0].discovery.reconcile_interval: must be greater than 0",
+            ),
+            // See: #20
+            (
+                bad("      list_budget_share: 0\n"),
+                "config file cfg.yml: tenants[0].discovery.list_budget_share: must be greater than 0 and at most 1 (got 0)",
+            ),
+            (
+                bad("      list_budget_share: 1.5\n"),
+                "config file cfg.yml: tenants[0].discovery.list_budget_share: must be greater than 0 and at most 1 (got 1.5)",
+            ),
+            (
+                bad("      list_budget_share: -0.2\n"),
+                "config file cfg.yml: tenants[0].discovery.list_budget_share: must be greater than 0 and at most 1 (got -0.2)",
+            ),
+            (
+                bad("      min_interval: 0s\n"),
+                "config file cfg.yml: tenants[0].discovery.min_interval: must be greater than 0",
+            ),
+            (
+                format!("poll_interval: 30s\n{}", bad("      min_interval: 31s\n")),
+                "config file cfg.yml: tenants[0].discovery.min_interval: must be at most poll_interval (the longest time between two polls)",
             ),
         ]);
         let e = parse(&bad("      overlpa: 1m\n")).unwrap_err().to_string();

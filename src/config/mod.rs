@@ -176,7 +176,10 @@ impl Config {
                 let kept = script_metrics::narrow(&list, &rules).map_err(|e| e.under(&at))?;
                 narrowed.insert(t.name.clone(), kept);
             }
-            tenants.push(t.validate(path, env).map_err(|e| e.under(&at))?);
+            tenants.push(
+                t.validate(path, env, raw.poll_interval)
+                    .map_err(|e| e.under(&at))?,
+            );
         }
         Ok(Config {
             poll_interval: raw.poll_interval,

@@ -161,6 +161,10 @@ pub(super) struct RawDiscovery {
     pub reconcile_interval: Duration,
     pub batch_size: usize,
     pub incremental: bool,
+    pub list_budget_share: f64,
+    /// `None`: 5 s, or `poll_interval` when that is shorter.
+    #[serde(with = "humantime_serde")]
+    pub min_interval: Option<Duration>,
 }
 
 impl Default for RawDiscovery {
@@ -172,6 +176,8 @@ impl Default for RawDiscovery {
             reconcile_interval: d.reconcile_interval,
             batch_size: d.batch_size,
             incremental: d.incremental,
+            list_budget_share: d.list_budget_share,
+            min_interval: None,
         }
     }
 }

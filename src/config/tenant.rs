@@ -117,6 +117,7 @@ impl RawTenant {
         self,
         path: &Path,
         env: &dyn Fn(&str) -> Option<String>,
+        poll_interval: Duration,
     ) -> Result<Tenant, Invalid> {
         let t = self;
         let sign_in = auth::resolve(&t, path, env)?;
@@ -125,7 +126,10 @@ impl RawTenant {
         if t.lookback.is_zero() {
             return Err(Invalid::new("lookback", "must be greater than 0"));
         }
-        let discovery = t.discovery.validate().map_err(|e| e.under("discovery."))?;
+        let discovery = t
+            .discovery
+            .validate(poll_interval)
+            .map_err(|e| e.under("discovery."))?;
         check_range(t.lookback, (Duration::ZERO, limits::LOOKBACK_MAX))
             .map_err(|m| Invalid::new("lookback", m))?;
         for (field, values) in [

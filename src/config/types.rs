@@ -116,6 +116,11 @@ impl Region {
     }
 }
 
+/// `discovery.list_budget_share` when not written.
+pub const DEFAULT_LIST_BUDGET_SHARE: f64 = 0.5;
+/// `discovery.min_interval` when not written (and `poll_interval` is not shorter).
+pub const DEFAULT_MIN_INTERVAL: Duration = Duration::from_secs(5);
+
 /// How a tenant's machine actions are discovered (see `discovery`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct DiscoveryConfig {
@@ -132,6 +137,12 @@ pub struct DiscoveryConfig {
     /// `false`: the pre-#9 behaviour, every poll lists the whole `lookback` window (kept for
     /// comparison benchmarks and as an escape hatch).
     pub incremental: bool,
+    /// The share of the list endpoint's hour budget the polls of this tenant may spend: the
+    /// cadence polls as often as that allows (#20).
+    pub list_budget_share: f64,
+    /// The shortest time between two polls; `poll_interval` is the longest. Not written: 5 s,
+    /// or `poll_interval` when that is shorter.
+    pub min_interval: Duration,
 }
 
 impl Default for DiscoveryConfig {
@@ -142,6 +153,8 @@ impl Default for DiscoveryConfig {
             reconcile_interval: Duration::from_secs(6 * 3600),
             batch_size: 20,
             incremental: true,
+            list_budget_share: DEFAULT_LIST_BUDGET_SHARE,
+            min_interval: DEFAULT_MIN_INTERVAL,
         }
     }
 }

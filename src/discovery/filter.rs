@@ -1,5 +1,5 @@
 //! The OData filters discovery sends (the full window, the bootstrap, the incremental
-//! listing, id batches under a URL-length cap) and how the watermark moves.
+//! listing, the in-flight set, id batches under a URL-length cap) and how the watermark moves.
 //!
 //! Owns these as pure functions of the selectors, times and ids. Does not own which ids are
 //! read again nor what stays followed (`follow`), nor sending them (the collector).
@@ -92,15 +92,30 @@ pub fn in_flight_filter(
     last_discovery: Option<DateTime<Utc>>,
 ) -> Option<String> {
     let since = full_window_since(sel, now, last_discovery);
+    let flight_since = in_flight_since(sel, now);
+    (flight_since < since).then(|| in_flight_created_since(sel, flight_since))
+}
+
+/// The start of the in-flight set: `in_flight_horizon` back from now.
+pub fn in_flight_since(sel: &Selectors, now: DateTime<Utc>) -> DateTime<Utc> {
     let horizon = duration(sel.discovery.in_flight_horizon);
-    let flight_since = now.checked_sub_signed(horizon).unwrap_or(now);
-    (flight_since < since).then(|| {
-        format!(
-            "type eq 'LiveResponse' and creationDateTimeUtc ge {} and (status eq 'Pending' or status eq 'InProgress'){}",
-            odata_time(flight_since),
-            selector_clauses(sel)
-        )
-    })
+    now.checked_sub_signed(horizon).unwrap_or(now)
+}
+
+/// Every poll after the first, the in-flight set in one listing (#20): the actions still
+/// `Pending` or `InProgress` created within `in_flight_horizon`. A followed action missing
+/// from its answer became final (or left the horizon): only those are read again by id, so a
+/// poll costs one or two listings and a batch per 20 changed actions, not per 20 in flight.
+pub fn in_flight_listing_filter(sel: &Selectors, now: DateTime<Utc>) -> String {
+    in_flight_created_since(sel, in_flight_since(sel, now))
+}
+
+fn in_flight_created_since(sel: &Selectors, since: DateTime<Utc>) -> String {
+    format!(
+        "type eq 'LiveResponse' and creationDateTimeUtc ge {} and (status eq 'Pending' or status eq 'InProgress'){}",
+        odata_time(since),
+        selector_clauses(sel)
+    )
 }
 
 /// The first discovery's second listing: every action of the full window, whatever its
@@ -265,6 +280,11 @@ mod tests {
         long.requestor = None;
         long.machine_ids.clear();
         assert_eq!(in_flight_filter(&long, now(), None), None);
+        // See: #20. Every later poll lists the in-flight set over the horizon the same way.
+        assert_eq!(
+            in_flight_listing_filter(&long, now()),
+            "type eq 'LiveResponse' and creationDateTimeUtc ge 2026-11-19T12:00:00Z and (status eq 'Pending' or status eq 'InProgress')"
+        );
         assert_eq!(
             bootstrap_filter(&long, now(), None),
             "type eq 'LiveResponse' and creationDateTimeUtc ge 2026-11-16T12:00:00Z"

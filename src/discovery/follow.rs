@@ -44,16 +44,6 @@ pub fn ids_to_reread(
         .collect()
 }
 
-/// `ids` (sorted) starting after `after` and wrapping around: a poll cut short by quota
-/// re-read the ids up to `after`, so the next one starts with those it did not reach.
-pub fn rotate_after(mut ids: Vec<String>, after: Option<&str>) -> Vec<String> {
-    if let Some(after) = after {
-        let start = ids.partition_point(|id| id.as_str() <= after);
-        ids.rotate_left(start);
-    }
-    ids
-}
-
 /// The configured action ids to ask for one by one: those not found by this poll's listings
 /// (`known`) and not counted yet (`seen`). Each id is asked for at most once per poll.
 pub fn explicit_ids_to_ask(
@@ -254,15 +244,5 @@ mod tests {
         let f = what_stays_followed(&found[3..], &[], &queued, true, horizon, now());
         assert!(f.remove.is_empty());
         assert_eq!(f.abandoned.len(), 1);
-    }
-
-    #[test]
-    fn a_poll_cut_short_starts_the_next_where_it_stopped() {
-        let ids: Vec<String> = ["a", "b", "c", "d"].map(String::from).to_vec();
-        assert_eq!(rotate_after(ids.clone(), None), ["a", "b", "c", "d"]);
-        assert_eq!(rotate_after(ids.clone(), Some("b")), ["c", "d", "a", "b"]);
-        // The last one re-read is gone (final, forgotten): start after where it was.
-        assert_eq!(rotate_after(ids.clone(), Some("bb")), ["c", "d", "a", "b"]);
-        assert_eq!(rotate_after(ids, Some("z")), ["a", "b", "c", "d"]);
     }
 }

@@ -1,7 +1,9 @@
 //! The pure core of discovery: decisions only, no I/O (no sockets, no clock, no state file).
 //!
-//! - [`filter`]: the OData filters a poll sends (full window, bootstrap, incremental, id
-//!   batches under a URL-length cap) and how the watermark moves.
+//! - [`filter`]: the OData filters a poll sends (full window, bootstrap, incremental, the
+//!   in-flight set, id batches under a URL-length cap) and how the watermark moves.
+//! - [`cadence`]: how long until the next poll, and why (the list budget share, the bounds,
+//!   the quiet back-off).
 //! - [`follow`]: which followed actions are read again by id, which configured ids are asked
 //!   for, whether a sweep is due, what stays followed after a poll and what is abandoned.
 //! - here: why a `RunScript` command never ran, and the list-quota arithmetic of a sweep.
@@ -10,9 +12,11 @@
 //! Does not own sending (the client), remembering (the state) nor the order of work in a
 //! poll (the collector).
 
+pub mod cadence;
 pub mod filter;
 pub mod follow;
 
+pub use cadence::*;
 pub use filter::*;
 pub use follow::*;
 
@@ -78,9 +82,16 @@ pub fn sweep_fits(spare: u32, sweep_pages: usize, next_poll_calls: usize) -> boo
     (spare as usize) >= sweep_pages.saturating_add(next_poll_calls)
 }
 
-/// The list calls one incremental poll needs: one listing plus one per batch of in-flight ids.
-pub fn poll_cost(in_flight: usize, batch_size: usize) -> usize {
-    1 + in_flight.div_ceil(batch_size.max(1))
+/// The list calls one incremental poll is expected to need: one listing, and for what is in
+/// flight either the in-flight listing and one batch of changed ids (`in_flight_listing`, #20)
+/// or one batch per `batch_size` ids in flight (the fallback when the API refuses the status
+/// filter).
+pub fn poll_cost(in_flight: usize, batch_size: usize, in_flight_listing: bool) -> usize {
+    match (in_flight, in_flight_listing) {
+        (0, _) => 1,
+        (_, true) => 3,
+        (n, false) => 1 + n.div_ceil(batch_size.max(1)),
+    }
 }
 
 #[cfg(test)]
@@ -149,8 +160,10 @@ mod tests {
             now(),
             hour
         ));
-        assert_eq!(poll_cost(0, 20), 1);
-        assert_eq!(poll_cost(21, 20), 3);
+        assert_eq!(poll_cost(0, 20, true), 1);
+        assert_eq!(poll_cost(21, 20, false), 3);
+        assert_eq!(poll_cost(2000, 20, false), 101);
+        assert_eq!(poll_cost(2000, 20, true), 3);
         let w = |endpoint, remaining| crate::quota::WindowStatus {
             endpoint,
             window: "1m",

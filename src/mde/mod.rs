@@ -36,6 +36,10 @@ pub use send::parse_retry_after;
 /// hour's quota (1,500 calls) before anyone notices.
 pub const MAX_PAGES: usize = 200;
 
+/// `$top` of every listing: the documented maximum. The API's default page size is not
+/// documented, so no listing relies on it (#20).
+pub const LIST_TOP: usize = 10_000;
+
 /// Whether a quota'd call may wait for room in the budget, and until when.
 #[derive(Debug, Clone, Copy)]
 pub enum QuotaWait {
@@ -154,9 +158,9 @@ impl Client {
         .await
     }
 
-    /// `GET {path}?$filter=…` and every page after it ([`Client::next_page`]): the items of
-    /// all pages that parse as `T` (named `item` in problems); each page's problems go to
-    /// `skipped` as that page is read.
+    /// `GET {path}?$filter=…&$top=10000` and every page after it ([`Client::next_page`],
+    /// [`full_page_continuation`]): the items of all pages that parse as `T` (named `item` in
+    /// problems); each page's problems go to `skipped` as that page is read.
     async fn list_all<T: serde::de::DeserializeOwned>(
         &self,
         ep: Endpoint,
@@ -167,7 +171,9 @@ impl Client {
         skipped: impl Fn(&[String]),
     ) -> Result<Vec<T>, Error> {
         let mut url = self.api_url(path);
-        url.query_pairs_mut().append_pair("$filter", filter);
+        url.query_pairs_mut()
+            .append_pair("$filter", filter)
+            .append_pair("$top", &LIST_TOP.to_string());
         let mut all = Vec::new();
         // Every page's URL, to tell a listing that loops from one that ends.
         let mut seen = std::collections::HashSet::from([url.to_string()]);
@@ -180,9 +186,19 @@ impl Client {
                     url: redact_url(&url),
                     source,
                 })?;
+            let served = items.len() + invalid.len();
             skipped(&invalid);
             all.extend(items);
-            next = self.next_page(ep, next_link, &mut seen)?;
+            next = match self.next_page(ep, next_link, &mut seen)? {
+                Some(link) => Some(link),
+                None => match full_page_continuation(&url, served) {
+                    Some(more) => {
+                        check_next_page(&mut seen, &more, ep)?;
+                        Some(more)
+                    }
+                    None => None,
+                },
+            };
         }
         Ok(all)
     }
@@ -261,6 +277,35 @@ impl Client {
         url.set_path(&joined);
         url
     }
+}
+
+/// A page that served all the `$top` it was asked for, with no `@odata.nextLink`: whether
+/// OData ends a `$top` listing there or more actions match is not documented, so the rest is
+/// asked for with `$skip` (a listing of exactly `$top` items costs one empty page more). A
+/// page that served fewer ended the listing.
+fn full_page_continuation(url: &Url, served: usize) -> Option<Url> {
+    let param = |k: &str| {
+        url.query_pairs()
+            .find(|(n, _)| n == k)
+            .and_then(|(_, v)| v.parse::<usize>().ok())
+    };
+    let top = param("$top")?;
+    if served == 0 || served < top {
+        return None;
+    }
+    let skip = param("$skip").unwrap_or(0).saturating_add(served);
+    let kept: Vec<(String, String)> = url
+        .query_pairs()
+        .filter(|(n, _)| n != "$top" && n != "$skip")
+        .map(|(n, v)| (n.into_owned(), v.into_owned()))
+        .collect();
+    let mut more = url.clone();
+    more.query_pairs_mut()
+        .clear()
+        .extend_pairs(kept)
+        .append_pair("$top", &LIST_TOP.to_string())
+        .append_pair("$skip", &skip.to_string());
+    Some(more)
 }
 
 /// A listing must not loop (a nextLink already read) nor run past [`MAX_PAGES`].
@@ -358,6 +403,35 @@ mod tests {
         waiting.await.unwrap().unwrap();
         assert!(started.elapsed() >= Duration::from_secs(59));
         assert_eq!(http.available(), 1);
+    }
+
+    /// See: #20. A page as full as its `$top` with no nextLink is followed by `$skip`; a
+    /// shorter one, or one without `$top`, ends the listing.
+    #[test]
+    fn a_full_top_page_without_next_link_asks_for_the_rest() {
+        let u = Url::parse("http://h/api/machineactions?%24filter=type+eq+%27x%27&%24top=10000")
+            .unwrap();
+        let more = full_page_continuation(&u, 10_000).unwrap();
+        let q: Vec<(String, String)> = more.query_pairs().into_owned().collect();
+        assert_eq!(
+            q,
+            [
+                ("$filter".to_string(), "type eq 'x'".to_string()),
+                ("$top".to_string(), "10000".to_string()),
+                ("$skip".to_string(), "10000".to_string()),
+            ]
+        );
+        // The simulator's last page of a chain asks for what is left of `$top`.
+        let last = Url::parse("http://h/api/machineactions?%24top=100&%24skip=9900").unwrap();
+        let more = full_page_continuation(&last, 100).unwrap();
+        assert!(
+            more.as_str().ends_with("%24top=10000&%24skip=10000"),
+            "{more}"
+        );
+        assert_eq!(full_page_continuation(&u, 9_999), None);
+        assert_eq!(full_page_continuation(&u, 0), None);
+        let no_top = Url::parse("http://h/api/machineactions").unwrap();
+        assert_eq!(full_page_continuation(&no_top, 100), None);
     }
 
     /// See: #13. Result links only from blob storage over https, or from a loopback API's own

@@ -121,6 +121,10 @@ pub struct Metrics {
     pub(super) in_flight_oldest: Family<TenantLabels, FloatGauge>,
     pub(super) in_flight_abandoned: Family<TenantLabels, Counter>,
     pub(super) discovery_missed: Family<TenantLabels, Counter>,
+    // Discovery at fleet scale (#20).
+    pub(super) in_flight_filter_supported: Family<TenantLabels, Gauge>,
+    pub(super) discovery_rereads_pending: Family<TenantLabels, Gauge>,
+    pub(super) discovery_interval: Family<TenantLabels, FloatGauge>,
     pub(super) script_not_run_total: Family<NotRunLabels, ExCounter>,
     pub(super) script_not_run: Family<MachineScriptLabels, Gauge>,
     /// Writes to the state file that failed (each is retried once after reopening the file).
@@ -183,6 +187,9 @@ impl Metrics {
             in_flight_oldest: Family::default(),
             in_flight_abandoned: Family::default(),
             discovery_missed: Family::default(),
+            in_flight_filter_supported: Family::default(),
+            discovery_rereads_pending: Family::default(),
+            discovery_interval: Family::default(),
             script_not_run_total: Family::default(),
             script_not_run: Family::default(),
             state_write_errors: Counter::default(),
@@ -282,6 +289,21 @@ impl Metrics {
             "mde_liveresponse_discovery_missed",
             bg("Final actions the reconciliation sweep found that incremental discovery had missed (expected to stay 0)."),
             m.discovery_missed.clone(),
+        );
+        r.register(
+            "mde_liveresponse_discovery_in_flight_filter_supported",
+            bg("1 while the API accepts the status-filtered listing of the actions in flight; 0 once it refused it (400) and discovery reads every action in flight by id."),
+            m.in_flight_filter_supported.clone(),
+        );
+        r.register(
+            "mde_liveresponse_discovery_rereads_pending",
+            bg("Followed actions a poll cut short by quota did not read again; the next poll reads them first."),
+            m.discovery_rereads_pending.clone(),
+        );
+        r.register(
+            "mde_liveresponse_discovery_interval_seconds",
+            bg("Time until the tenant's next poll, as the cadence chose it (discovery.list_budget_share, discovery.min_interval, poll_interval)."),
+            m.discovery_interval.clone(),
         );
         r.register(
             "mde_liveresponse_script_not_run",

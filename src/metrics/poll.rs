@@ -2,7 +2,8 @@
 //! `mde_exporter_last_poll_success_timestamp_seconds`), results waiting
 //! (`mde_liveresponse_pending_results`), and discovery (`mde_liveresponse_actions_in_flight`,
 //! `_in_flight_oldest_creation_timestamp_seconds`, `_in_flight_abandoned`,
-//! `_discovery_missed`).
+//! `_discovery_missed`, and of #20 `_discovery_in_flight_filter_supported`,
+//! `_discovery_rereads_pending`, `_discovery_interval_seconds`).
 //!
 //! Owns the writing of those families. Does not own the poll (`collector`).
 
@@ -83,5 +84,27 @@ impl Metrics {
         self.discovery_missed
             .get_or_create(&tenant(tenant_name))
             .inc();
+    }
+
+    /// Whether the API accepts the status-filtered listing of what is in flight (1), or
+    /// refused it with a 400 and discovery reads every action in flight by id instead (0).
+    pub fn set_in_flight_filter_supported(&self, tenant_name: &str, supported: bool) {
+        self.in_flight_filter_supported
+            .get_or_create(&tenant(tenant_name))
+            .set(i64::from(supported));
+    }
+
+    /// Followed actions a poll cut short by quota did not read again: the next poll does.
+    pub fn set_discovery_rereads_pending(&self, tenant_name: &str, waiting: usize) {
+        self.discovery_rereads_pending
+            .get_or_create(&tenant(tenant_name))
+            .set(i64::try_from(waiting).unwrap_or(i64::MAX));
+    }
+
+    /// The time until this tenant's next poll, as the cadence chose it.
+    pub fn set_discovery_interval(&self, tenant_name: &str, interval: Duration) {
+        self.discovery_interval
+            .get_or_create(&tenant(tenant_name))
+            .set(interval.as_secs_f64());
     }
 }

@@ -54,5 +54,6 @@ impl Metrics {
         let _ = self.transcript_bytes.get_or_create(&labels);
         let _ = self.invalid_actions.get_or_create(&labels);
         let _ = self.pending_results.get_or_create(&labels);
+        let _ = self.discovery_rereads_pending.get_or_create(&labels);
     }
 }

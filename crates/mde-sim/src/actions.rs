@@ -62,6 +62,15 @@ pub(crate) async fn list_actions(
             .into_owned()
             .collect();
     let param = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+    if sim.inner.lock().faults.refuse_in_flight_filter
+        && param("$filter").is_some_and(|f| {
+            f.contains("status eq 'Pending'") || f.contains("status eq 'InProgress'")
+        })
+    {
+        return odata_error(
+            "The query specified in the URI is not valid. Filtering on status 'Pending' or 'InProgress' is not supported.",
+        );
+    }
     let filter = match param("$filter").map(filter::parse).transpose() {
         Ok(f) => f,
         Err(e) => return odata_error(&e),
@@ -300,12 +309,17 @@ pub(crate) async fn action_function(
     else {
         return no_result();
     };
+    let elapsed = sim.elapsed();
     let expired = {
         let mut st = sim.inner.lock();
         *st.stats
             .link_requests
             .entry((id.clone(), index))
             .or_insert(0) += 1;
+        st.stats
+            .first_link
+            .entry((id.clone(), index))
+            .or_insert(elapsed);
         st.faults.expire_links
     };
     let now = sim.now_wall();

@@ -34,6 +34,10 @@ pub struct SimArgs {
     /// Extra actions whose RunScript commands never ran.
     #[arg(long = "sim.not-run", default_value_t = 0)]
     pub not_run: usize,
+    /// The fleet scenario: this many extra actions of one script, Pending on offline devices,
+    /// every tenth coming online during the run.
+    #[arg(long = "sim.fleet", default_value_t = 0)]
+    pub fleet: usize,
     /// 60 makes a minute last one second.
     #[arg(long = "sim.time-scale", default_value_t = 1.0)]
     pub time_scale: f64,
@@ -71,6 +75,7 @@ impl SimArgs {
             history: self.history,
             queued_for_days: self.queued_for_days,
             not_run: self.not_run,
+            fleet: self.fleet,
             ..SimConfig::default()
         }
         .time_scaled(self.time_scale.max(0.001))

@@ -1,8 +1,9 @@
-//! A simulator clock tests can move forward between two list page requests: every action
-//! whose change falls in the jump (Pending → InProgress → final) changes between the pages,
-//! as it can on the real API while a long listing is read. (#20)
+//! A simulator clock tests can move forward, at once or between two list page requests: every
+//! action whose change falls in the jump (Pending → InProgress → final) changes then, between
+//! two pages as it can on the real API while a long listing is read. (#20)
 //!
-//! Owns the offset added to the simulator clock and the page count that triggers a jump.
+//! Owns the offset added to the simulator clock, the page count that triggers a jump, and
+//! when on that clock an action is final.
 //! Does not own serving pages (`actions`) nor what an action is at a given time (`scenario`).
 
 use std::sync::Mutex;
@@ -39,6 +40,18 @@ impl Simulator {
     /// simulator clock forward by `by` (before the next page is computed).
     pub fn advance_after_list_pages(&self, pages: u32, by: Duration) {
         self.inner.skew.lock().pending = Some((pages.max(1), by));
+    }
+
+    /// Simulator time (since start) at which action `id` is final.
+    pub fn final_after(&self, id: &str) -> Option<Duration> {
+        let i = *self.inner.by_id.get(id)?;
+        self.inner.actions.get(i).map(|a| a.final_after)
+    }
+
+    /// Move the simulator clock forward by `by` now: every action whose change falls in the
+    /// jump has changed at the next request (#20).
+    pub fn advance(&self, by: Duration) {
+        self.inner.skew.lock().offset += by;
     }
 
     /// A list page was served: count it towards a waiting jump.

@@ -96,6 +96,11 @@ pub struct SimConfig {
     /// action timed out or was cancelled (commands `Created`), or an earlier PutFile failed.
     /// Every other one becomes final during the run (after `finish_within / 2`). (#9)
     pub not_run: usize,
+    /// The fleet scenario (#20): this many extra Live Response actions of one script, each on
+    /// a device of its own, created within the last 90 minutes and `Pending` on offline
+    /// devices; every tenth device comes online during the run (`Succeeded` within
+    /// `finish_within`), the others stay `Pending` until their 2-hour queue ends (`TimeOut`).
+    pub fleet: usize,
 }
 
 impl Default for SimConfig {
@@ -119,6 +124,7 @@ impl Default for SimConfig {
             roles: vec!["Machine.Read.All".into(), "Machine.LiveResponse".into()],
             queued_for_days: 0,
             not_run: 0,
+            fleet: 0,
         }
     }
 }
@@ -275,6 +281,10 @@ pub struct Stats {
     pub throttled: BTreeMap<String, u64>,
     /// Successful link mints per (action id, index).
     pub link_requests: BTreeMap<(String, u32), u64>,
+    /// Simulator time of the first successful link mint per (action id, index): with
+    /// [`Simulator::final_after`], how long after an action became final its result was asked
+    /// for (the fleet benchmark, #20).
+    pub first_link: BTreeMap<(String, u32), Duration>,
     /// Genuine 200 blob downloads per (action id, index); answers replaced by a
     /// [`BlobFault`] are not counted.
     pub downloads: BTreeMap<(String, u32), u64>,
@@ -312,6 +322,8 @@ struct FaultState {
     link_base: Option<String>,
     /// (path prefix, header, value): added to every answer under the prefix, see `announce`.
     announce: Vec<(String, String, String)>,
+    /// Listings whose `$filter` asks for `Pending` or `InProgress` answer 400 (#20).
+    refuse_in_flight_filter: bool,
 }
 
 /// An issued token.
@@ -555,6 +567,13 @@ impl Faults {
                 .or_default()
                 .extend(std::iter::repeat_n(status, n as usize));
         });
+    }
+
+    /// While `on`, a listing whose `$filter` selects `status eq 'Pending'` or
+    /// `status eq 'InProgress'` answers 400 `ODataError`, as an API that does not accept the
+    /// status filter would (#20).
+    pub fn refuse_in_flight_filter(&self, on: bool) {
+        self.with(|f| f.refuse_in_flight_filter = on);
     }
 
     /// The next `n` requests to `endpoint` get the quota 429, with `Retry-After` when `Some`.

@@ -135,7 +135,7 @@ fn draw_commands(rng: &mut StdRng, n: usize) -> Vec<(&'static str, Vec<(&'static
     out
 }
 
-fn transcript(rng: &mut StdRng, script: &str, dns: &str) -> Blob {
+pub(super) fn transcript(rng: &mut StdRng, script: &str, dns: &str) -> Blob {
     let exit_code: i64 = match rng.random_range(0..10) {
         0..7 => 0,
         7 => 1,

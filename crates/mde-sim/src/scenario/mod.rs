@@ -9,9 +9,11 @@
 //! - `model`: the action, its commands and blobs, and its status at a moment.
 //! - `view`: the JSON view of an action (and the `$filter` fields of it).
 //! - `generate`: the tenant's library (scripts, files) and the seeded draw of its actions.
+//! - `fleet`: the fleet scenario (one script fleet-wide, most devices offline).
 //! - `encode`: timestamps, GUIDs and gzip as the services write them.
 
 mod encode;
+mod fleet;
 mod generate;
 mod model;
 mod view;
@@ -19,9 +21,18 @@ mod view;
 pub use encode::{guid, gzip_bomb, iso};
 #[cfg(test)]
 pub use generate::MALFORMED_SCRIPT;
-pub use generate::generate;
 pub use model::{Blob, SimAction};
 pub use view::{ActionJson, Head};
 
 #[cfg(test)]
 mod tests;
+
+/// The whole scenario of `cfg`: the seeded tenant and its fleet, by creation time.
+pub fn generate(cfg: &crate::SimConfig, anchor: chrono::DateTime<chrono::Utc>) -> Vec<SimAction> {
+    let mut actions = generate::generate(cfg, anchor);
+    if cfg.fleet > 0 {
+        actions.extend(fleet::fleet_actions(cfg, anchor));
+        actions.sort_by(|a, b| a.created.cmp(&b.created).then_with(|| a.id.cmp(&b.id)));
+    }
+    actions
+}

@@ -229,3 +229,40 @@ fn the_gzip_bomb_is_small_and_inflates_to_what_it_claims() {
     assert_eq!(out.len(), 8 << 20);
     assert!(out.iter().all(|b| *b == 0));
 }
+
+// See: #20
+#[test]
+fn a_fleet_waits_on_offline_devices_and_a_tenth_comes_online() {
+    let base = generate(&SimConfig::default(), anchor());
+    let cfg = SimConfig {
+        fleet: 200,
+        ..SimConfig::default()
+    };
+    let more = generate(&cfg, anchor());
+    assert_eq!(more.len(), base.len() + 200);
+    let fleet: Vec<&SimAction> = more
+        .iter()
+        .filter(|a| a.dns.starts_with("fleet-"))
+        .collect();
+    assert_eq!(fleet.len(), 200);
+    let machines: BTreeSet<&str> = fleet.iter().map(|a| a.machine_id.as_str()).collect();
+    assert_eq!(machines.len(), 200, "a device of its own each");
+    for a in &fleet {
+        assert_eq!(a.status_at(Duration::ZERO), "Pending");
+        assert!(anchor() - a.created <= chrono::Duration::minutes(90));
+    }
+    let online: Vec<&&SimAction> = fleet.iter().filter(|a| a.status == "Succeeded").collect();
+    assert_eq!(online.len(), 20);
+    for a in &online {
+        assert!(a.is_final_at(cfg.finish_within));
+        assert_eq!(a.commands[0].status, "Completed");
+        assert!(a.commands[0].blob.is_some());
+    }
+    // The others stay Pending until their 2-hour queue ends, then time out, never started.
+    for a in fleet.iter().filter(|a| a.status != "Succeeded") {
+        assert_eq!(a.status, "TimeOut");
+        assert_eq!(a.status_at(Duration::from_secs(29 * 60)), "Pending");
+        assert!(a.is_final_at(Duration::from_secs(2 * 3600)));
+        assert_eq!(a.commands[0].status, "Created");
+    }
+}
