@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use super::check::{Invalid, check_range};
-use super::types::{Format, JsonMetric, RawRule};
+use super::types::{self, Format, JsonMetric, RawRule};
 use crate::script_metrics::parse::is_metric_name;
 
 /// Name prefixes of the exporter's own families: no rule may produce a name under one.
@@ -49,6 +49,21 @@ pub struct ScriptMetrics {
     pub rules: Vec<ScriptRule>,
     /// Tenants with their own `script_metrics:` list: the scripts they keep.
     pub narrowed: BTreeMap<String, BTreeSet<String>>,
+}
+
+impl ScriptRule {
+    /// A rule for `script` in `format`, every other key at its default (the demo's rules).
+    pub fn new(script: &str, format: Format, metrics: Vec<JsonMetric>) -> ScriptRule {
+        ScriptRule {
+            script: script.to_string(),
+            format,
+            prefix: types::default_prefix(),
+            max_series: types::default_max_series(),
+            max_total_series: types::default_max_total_series(),
+            ttl: types::default_ttl(),
+            metrics,
+        }
+    }
 }
 
 impl ScriptMetrics {

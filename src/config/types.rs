@@ -287,15 +287,15 @@ pub(super) struct RawRule {
     pub metrics: Vec<JsonMetric>,
 }
 
-fn default_prefix() -> String {
+pub(super) fn default_prefix() -> String {
     "mde_script_".into()
 }
-fn default_max_series() -> usize {
+pub(super) fn default_max_series() -> usize {
     500
 }
-fn default_max_total_series() -> usize {
+pub(super) fn default_max_total_series() -> usize {
     50_000
 }
-fn default_ttl() -> Duration {
+pub(super) fn default_ttl() -> Duration {
     Duration::from_secs(7 * 86_400)
 }

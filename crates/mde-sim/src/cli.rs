@@ -34,6 +34,9 @@ pub struct SimArgs {
     /// Extra actions whose RunScript commands never ran.
     #[arg(long = "sim.not-run", default_value_t = 0)]
     pub not_run: usize,
+    /// Two scripts print findings for `script_metrics:` rules (Prometheus text and JSON).
+    #[arg(long = "sim.script-metrics")]
+    pub script_metrics: bool,
     /// 60 makes a minute last one second.
     #[arg(long = "sim.time-scale", default_value_t = 1.0)]
     pub time_scale: f64,
@@ -71,6 +74,7 @@ impl SimArgs {
             history: self.history,
             queued_for_days: self.queued_for_days,
             not_run: self.not_run,
+            script_metrics: self.script_metrics,
             ..SimConfig::default()
         }
         .time_scaled(self.time_scale.max(0.001))

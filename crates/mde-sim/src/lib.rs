@@ -54,6 +54,7 @@ use tokio::time::Instant;
 pub use identity::Identity;
 pub use machines::TruthMachine;
 use scenario::{Blob, SimAction};
+pub use scenario::{JSON_SCRIPT, TEXT_SCRIPT};
 use throttle::Throttle;
 
 /// Scenario and behaviour of the simulator.
@@ -96,6 +97,11 @@ pub struct SimConfig {
     /// action timed out or was cancelled (commands `Created`), or an earlier PutFile failed.
     /// Every other one becomes final during the run (after `finish_within / 2`). (#9)
     pub not_run: usize,
+    /// Two scripts of the library report findings in their output (#21): [`TEXT_SCRIPT`]
+    /// prints Prometheus text-format samples, [`JSON_SCRIPT`] one JSON object, amid the
+    /// transcript's noise ([`TruthTranscript::printed`] has the values). Off: they print
+    /// only noise. Either way the same seed draws the same tenant.
+    pub script_metrics: bool,
 }
 
 impl Default for SimConfig {
@@ -119,6 +125,7 @@ impl Default for SimConfig {
             roles: vec!["Machine.Read.All".into(), "Machine.LiveResponse".into()],
             queued_for_days: 0,
             not_run: 0,
+            script_metrics: false,
         }
     }
 }
@@ -205,8 +212,15 @@ pub struct TruthTranscript {
     pub errors_present: bool,
     /// The command's `endTime` (same instant the API serves).
     pub end_time: DateTime<Utc>,
+    /// The action's `lastUpdateDateTimeUtc` once final: with `index`, which transcript of a
+    /// machine and script is the latest for `script_metrics` (#21).
+    pub last_update: DateTime<Utc>,
     /// The blob is not valid transcript JSON.
     pub malformed: bool,
+    /// What the output reports with `script_metrics` on: (sample name, value) for
+    /// [`TEXT_SCRIPT`] (each name printed once, labels aside), (dotted path, value; a boolean
+    /// as 1/0) for [`JSON_SCRIPT`]; empty otherwise.
+    pub printed: Vec<(String, i64)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -479,6 +493,7 @@ impl Simulator {
                         exit_code,
                         errors_present,
                         malformed,
+                        printed,
                         ..
                     }) => truth.transcripts.push(TruthTranscript {
                         action_id: a.id.clone(),
@@ -488,7 +503,9 @@ impl Simulator {
                         exit_code: *exit_code,
                         errors_present: *errors_present,
                         end_time: c.end.unwrap_or(a.finished),
+                        last_update: a.finished,
                         malformed: *malformed,
+                        printed: printed.clone(),
                     }),
                     Some(Blob::File { gz }) => truth.files.push(TruthFile {
                         action_id: a.id.clone(),

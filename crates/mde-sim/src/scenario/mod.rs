@@ -10,10 +10,12 @@
 //! - `view`: the JSON view of an action (and the `$filter` fields of it).
 //! - `generate`: the tenant's library (scripts, files) and the seeded draw of its actions.
 //! - `encode`: timestamps, GUIDs and gzip as the services write them.
+//! - `printed`: what two scripts print when `script_metrics` is on (#21).
 
 mod encode;
 mod generate;
 mod model;
+mod printed;
 mod view;
 
 pub use encode::{guid, gzip_bomb, iso};
@@ -21,6 +23,7 @@ pub use encode::{guid, gzip_bomb, iso};
 pub use generate::MALFORMED_SCRIPT;
 pub use generate::generate;
 pub use model::{Blob, SimAction};
+pub use printed::{JSON_SCRIPT, TEXT_SCRIPT};
 pub use view::{ActionJson, Head};
 
 #[cfg(test)]
