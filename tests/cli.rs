@@ -130,7 +130,7 @@ fn demo_serves_transcript_metrics_and_stops_on_sigterm() {
     // printed: text-format samples and the numbers of a JSON object.
     for family in [
         "mde_script_bitlocker_protection_on{tenant=\"demo\"",
-        "mde_script_av_signature_age_days{tenant=\"demo\"",
+        "mde_script_av_signature_age_seconds{tenant=\"demo\"",
         "mde_script_metrics_last_transcript_timestamp_seconds{tenant=\"demo\"",
     ] {
         assert!(body.contains(family), "no {family} in {body}");

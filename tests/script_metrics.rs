@@ -129,10 +129,10 @@ async fn each_machine_serves_what_its_latest_transcript_printed() {
     metrics:
       - name: av_enabled
         path: antivirus_enabled
-      - name: av_signature_age_days
-        path: signature.age_days
-      - name: av_quick_scan_age_days
-        path: quick_scan_age_days
+      - name: av_signature_age_seconds
+        path: signature.age_seconds
+      - name: av_quick_scan_age_seconds
+        path: quick_scan_age_seconds
 ",
         mde_sim::TEXT_SCRIPT,
         mde_sim::JSON_SCRIPT
@@ -155,7 +155,7 @@ async fn each_machine_serves_what_its_latest_transcript_printed() {
     let name_of = |script: &str, printed: &str| match (script, printed) {
         (mde_sim::TEXT_SCRIPT, name) => format!("mde_script_{name}"),
         (_, "antivirus_enabled") => "mde_script_av_enabled".into(),
-        (_, "signature.age_days") => "mde_script_av_signature_age_days".into(),
+        (_, "signature.age_seconds") => "mde_script_av_signature_age_seconds".into(),
         (_, path) => format!("mde_script_av_{path}"),
     };
     let mut checked = 0;

@@ -31,7 +31,11 @@ pub fn printed(script: &str, id: &str, dns: &str) -> Option<(String, Vec<(String
         TEXT_SCRIPT => {
             // One machine in five has BitLocker off.
             let on = i64::from(!h.is_multiple_of(5));
-            let percent = if on == 1 { 100 } else { (h >> 8) as i64 % 100 };
+            let encrypted = if on == 1 {
+                1
+            } else {
+                i64::from((h >> 8).is_multiple_of(3))
+            };
             let reboot = i64::from((h >> 16).is_multiple_of(7));
             let status = if on == 1 { "On" } else { "Off" };
             let out = format!(
@@ -40,27 +44,28 @@ pub fn printed(script: &str, id: &str, dns: &str) -> Option<(String, Vec<(String
                  # HELP bitlocker_protection_on 1 if BitLocker protects the volume.\n\
                  # TYPE bitlocker_protection_on gauge\n\
                  bitlocker_protection_on{{volume=\"C:\",machine=\"{dns}\"}} {on}\n\
-                 # TYPE bitlocker_encryption_percent gauge\n\
-                 bitlocker_encryption_percent{{volume=\"C:\"}} {percent}\n\
+                 # TYPE bitlocker_fully_encrypted gauge\n\
+                 bitlocker_fully_encrypted{{volume=\"C:\"}} {encrypted}\n\
                  reboot_pending {reboot}\n"
             );
             Some((
                 out,
                 vec![
                     ("bitlocker_protection_on".into(), on),
-                    ("bitlocker_encryption_percent".into(), percent),
+                    ("bitlocker_fully_encrypted".into(), encrypted),
                     ("reboot_pending".into(), reboot),
                 ],
             ))
         }
         JSON_SCRIPT => {
             let enabled = !h.is_multiple_of(9);
-            let age = (h >> 8) as i64 % 40;
-            let scan = (h >> 16) as i64 % 10;
+            // In base units, as `promtool check metrics` wants them.
+            let age = (h >> 8) as i64 % 40 * 86_400;
+            let scan = (h >> 16) as i64 % 10 * 86_400 + 3_600;
             let out = format!(
                 "AMRunningMode : Normal\n\
                  AntivirusEnabled : {}\n\
-                 {{\n    \"antivirus_enabled\":  {enabled},\n    \"signature\":  {{\n        \"age_days\":  {age},\n        \"version\":  \"1.421.{}.0\"\n    }},\n    \"quick_scan_age_days\":  {scan}\n}}\n",
+                 {{\n    \"antivirus_enabled\":  {enabled},\n    \"signature\":  {{\n        \"age_seconds\":  {age},\n        \"version\":  \"1.421.{}.0\"\n    }},\n    \"quick_scan_age_seconds\":  {scan}\n}}\n",
                 if enabled { "True" } else { "False" },
                 (h >> 24) % 1000,
             );
@@ -68,8 +73,8 @@ pub fn printed(script: &str, id: &str, dns: &str) -> Option<(String, Vec<(String
                 out,
                 vec![
                     ("antivirus_enabled".into(), i64::from(enabled)),
-                    ("signature.age_days".into(), age),
-                    ("quick_scan_age_days".into(), scan),
+                    ("signature.age_seconds".into(), age),
+                    ("quick_scan_age_seconds".into(), scan),
                 ],
             ))
         }
