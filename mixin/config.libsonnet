@@ -82,6 +82,12 @@
     stateWriteFailingSeverity: 'warning',
     stateWriteFailingFor: '10m',
 
+    // MdeLiveResponseScriptMetricsStale (#21): the newest script_metrics set of a rule is older
+    // than this. Keep it below the rule's ttl (7 days by default), after which the sets expire.
+    scriptMetricsStaleThreshold: '2d',
+    scriptMetricsStaleSeverity: 'warning',
+    scriptMetricsStaleFor: '1h',
+
     // Prometheus cannot scrape the exporter (up{jobSelector} == 0).
     exporterDownSeverity: 'critical',
     exporterDownFor: '5m',
