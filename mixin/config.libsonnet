@@ -147,5 +147,9 @@
     dashboardRefresh: '1m',
     dashboardTimeFrom: 'now-6h',
     dashboardTimezone: 'browser',
+    // The "Script results" dashboard's `family` variable: the names of script_metrics families
+    // (the rules' prefix, mde_script_ by default; the exporter's own mde_script_metrics_* are
+    // left out). (#21)
+    scriptMetricsFamilyRegex: 'mde_script_.+',
   },
 }
