@@ -55,7 +55,9 @@ impl Extracted {
 pub fn extract(rule: &ScriptRule, output: &[u8]) -> Extracted {
     let limits = Limits {
         max_series: rule.max_series,
-        ..Limits::default()
+        max_name_len: rule.max_name_length,
+        max_label_value_len: rule.max_label_length,
+        max_labels: rule.max_labels,
     };
     match rule.format {
         ScriptFormat::Prometheus => {

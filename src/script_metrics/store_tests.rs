@@ -14,6 +14,9 @@ fn rule(format: ScriptFormat) -> ScriptRule {
         max_series: 500,
         max_total_series: 50_000,
         ttl: Duration::from_secs(7 * 86_400),
+        max_name_length: 128,
+        max_label_length: 1024,
+        max_labels: 16,
         metrics: Vec::new(),
     }
 }
@@ -237,4 +240,31 @@ fn json_rules_read_their_paths() {
         ]
     );
     assert_eq!(e.families[0].help.as_deref(), Some("Free disk"));
+}
+
+// See: #21. The caps on one sample are the rule's keys: a sample within the defaults is
+// dropped under a rule with smaller caps, for the reason of the cap it exceeds.
+#[test]
+fn the_caps_on_one_sample_are_the_rules() {
+    let text = b"disk_free{drive=\"C:\",kind=\"ssd\",pool=\"a\"} 3\nlong_metric_name 1\nv{label=\"0123456789\"} 2\nok 4\n";
+    let defaults = extract(&rule(ScriptFormat::Prometheus), text);
+    assert_eq!(defaults.series(), 4);
+    assert!(defaults.dropped.is_empty());
+    let mut r = rule(ScriptFormat::Prometheus);
+    r.max_labels = 2;
+    r.max_name_length = 10;
+    r.max_label_length = 5;
+    let e = extract(&r, text);
+    let kept: Vec<&str> = e.families.iter().map(|f| f.name.as_str()).collect();
+    assert_eq!(kept, ["mde_script_ok"]);
+    assert_eq!(
+        e.dropped,
+        [
+            (Drop::NameTooLong, 1),
+            (Drop::LabelTooLong, 1),
+            (Drop::TooManyLabels, 1)
+        ]
+        .into_iter()
+        .collect()
+    );
 }
