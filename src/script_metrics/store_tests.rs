@@ -268,3 +268,33 @@ fn the_caps_on_one_sample_are_the_rules() {
         .collect()
     );
 }
+
+// See: #21. The set the state file keeps was the one extracted, not the one served: beyond
+// the rule's total, a restart restored more series than the total allows. The collector now
+// cuts the extracted set with cap_to_total before writing it; the set written is the set
+// served, and the excess is counted once.
+#[test]
+fn the_set_kept_in_the_state_is_within_the_total() {
+    let mut r = rule(ScriptFormat::Prometheus);
+    r.max_total_series = 3;
+    let store = Store::default();
+    let when = at("2025-03-18T10:00:00Z");
+    store.record(key("a"), when, 0, &r, extract(&r, b"x 1\ny 1\n"));
+    let mut e = extract(&r, b"x 1\ny 1\n");
+    store.cap_to_total(&key("b"), &r, &mut e);
+    let durable = Set::new(when, 0, &r, &e);
+    store.record(key("b"), when, 0, &r, e);
+    assert_eq!(durable.series(), 1);
+    assert_eq!(store.get(&key("b")).unwrap(), durable);
+    // After a restart the restored sets hold the total, no more.
+    let restarted = Store::default();
+    restarted.restore(key("a"), store.get(&key("a")).unwrap());
+    restarted.restore(key("b"), durable);
+    let text = render(restarted);
+    assert_eq!(
+        text.matches("{tenant=\"t\",machine=").count() - 2,
+        3,
+        "{text}"
+    );
+    assert!(render(store).contains("reason=\"max_total\"} 1"));
+}
