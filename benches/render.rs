@@ -14,6 +14,10 @@
 //! `/metrics` makes them (`Metrics::encode_chunks`: two threads for a large body).
 //! `BENCH_THREADS=1` times the encoding on one thread, for comparison. "CPU ms" is the
 //! process's CPU time per text encoding, all threads together.
+//! `BENCH_SCRIPT_MACHINES=10000` adds script output as metrics (#21): that many machines of
+//! one tenant, each with a set of `BENCH_SCRIPT_SAMPLES` (default 20) samples, 20 families of
+//! one sample with a label of its own (10,000 x 20 = 200,000 `mde_script_*` series, the
+//! target of #21: at most 30 ms, RSS at most 128 MiB), on top of the `BENCH_SERIES` size.
 //! Run it with `cargo bench --bench render`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -111,6 +115,38 @@ fn one_tenant(m: &Metrics, t: &str, quota: &QuotaConfig) -> Arc<Mutex<Quota>> {
     Arc::new(Mutex::new(q))
 }
 
+/// The script_metrics sets of `BENCH_SCRIPT_MACHINES` machines (none by default). See: #21
+fn script_sets(m: &Metrics) {
+    use mde_liveresponse_exporter::script_metrics::parse::Kind;
+    use mde_liveresponse_exporter::script_metrics::store::{Family, Set};
+    let machines: usize = env_or("BENCH_SCRIPT_MACHINES", 0);
+    let samples: usize = env_or("BENCH_SCRIPT_SAMPLES", 20);
+    let produced = chrono::DateTime::from_timestamp(1_764_299_000, 0).unwrap_or_default();
+    for i in 0..machines {
+        let families = (0..samples)
+            .map(|f| Family {
+                name: format!("mde_script_compliance_check_{f:02}"),
+                kind: Kind::Gauge,
+                help: Some("Printed by compliance-check.ps1".into()),
+                samples: vec![(vec![("volume".into(), "C:".into())], (i % 7) as f64)],
+            })
+            .collect();
+        m.script_metrics.restore(
+            (
+                "customer-0000".into(),
+                format!("host-{i:05}.corp.contoso.com"),
+                "compliance-check.ps1".into(),
+            ),
+            Set {
+                produced,
+                index: 0,
+                ttl: Duration::from_secs(7 * 86_400),
+                families,
+            },
+        );
+    }
+}
+
 /// This process's resident set, in KiB (0 where `/proc` is not there).
 fn rss_kib() -> u64 {
     common::status_kib("self", "VmRSS:").unwrap_or(0)
@@ -206,6 +242,7 @@ fn main() {
             .map(|t| (t, one_tenant(&m, t, &quota)))
             .collect();
         m.set_quotas(quotas.iter().map(|(t, q)| (*t, q)));
+        script_sets(&m);
         // What holding these series costs (the registry and the quotas), before any encoding.
         let held = rss_kib().saturating_sub(rss_before);
         let mut line = String::new();

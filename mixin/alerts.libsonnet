@@ -300,6 +300,22 @@ local util = import 'lib/util.libsonnet';
             'quota metrics, and no alerts based on them, come from it.',
           ]),
         ),
+
+        // See: #21. Even the newest set of a script_metrics rule is old: the script no longer
+        // runs anywhere, or its transcripts are no longer retrieved.
+        alert(
+          'MdeLiveResponseScriptMetricsStale', c.scriptMetricsStaleSeverity, c.scriptMetricsStaleFor,
+          'time() - max by (tenant, script) (mde_script_metrics_last_transcript_timestamp_seconds) > %d'
+          % util.seconds(c.scriptMetricsStaleThreshold),
+          'The script_metrics of {{ $labels.script }} in tenant {{ $labels.tenant }} are {{ $value | humanizeDuration }} old',
+          text([
+            'The newest transcript that gave mde_script_* series for {{ $labels.script }} in tenant',
+            '{{ $labels.tenant }} is {{ $value | humanizeDuration }} old (threshold',
+            util.humanize(c.scriptMetricsStaleThreshold) + '): on every machine its values are as old as that.',
+            'The script is no longer run, or its results are not retrieved. The sets expire after',
+            "the rule's ttl (7 days by default).",
+          ]),
+        ),
       ],
     }],
   },

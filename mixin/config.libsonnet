@@ -88,6 +88,12 @@
     stateWriteFailingSeverity: 'warning',
     stateWriteFailingFor: '10m',
 
+    // MdeLiveResponseScriptMetricsStale (#21): the newest script_metrics set of a rule is older
+    // than this. Keep it below the rule's ttl (7 days by default), after which the sets expire.
+    scriptMetricsStaleThreshold: '2d',
+    scriptMetricsStaleSeverity: 'warning',
+    scriptMetricsStaleFor: '1h',
+
     // Prometheus cannot scrape the exporter (up{jobSelector} == 0).
     exporterDownSeverity: 'critical',
     exporterDownFor: '5m',
@@ -152,5 +158,9 @@
     dashboardRefresh: '1m',
     dashboardTimeFrom: 'now-6h',
     dashboardTimezone: 'browser',
+    // The "Script results" dashboard's `family` variable: the names of script_metrics families
+    // (the rules' prefix, mde_script_ by default; the exporter's own mde_script_metrics_* are
+    // left out). (#21)
+    scriptMetricsFamilyRegex: 'mde_script_.+',
   },
 }

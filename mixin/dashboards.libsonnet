@@ -1,9 +1,10 @@
-// The three Grafana dashboards: overview (script results), API quota, exporter health. Every
-// query filters on the `job` variable, and every mde_* series with a tenant on `tenant`. Range
+// The four Grafana dashboards: overview (script results), API quota, exporter health, script
+// results (script output as metrics, #21). Every query filters on the `job` variable, and every mde_* series with a tenant on `tenant`. Range
 // queries over the series that carry trace-id exemplars (script counters, fetch failures, API
 // requests, the buckets of the API latency and poll duration histograms) ask for exemplars, so
 // Grafana links a point to its trace.
 local p = import 'lib/panels.libsonnet';
+local util = import 'lib/util.libsonnet';
 
 local target = p.target;
 local J = 'job=~"$job"';
@@ -120,6 +121,67 @@ local overview(config) =
     ],
   );
 
+// Script output as metrics (#21): the latest value of one mde_script_* family (the `family`
+// variable) per machine, with its machine context, filtered by device group and machine tag.
+local scriptResults(config) =
+  local TSM = T + ',script=~"$script"';
+  local last = 'mde_script_metrics_last_transcript_timestamp_seconds{%s}' % TSM;
+  local family = '{__name__="$family",%s}' % TSM;
+  // All of `tag` ('.*') also matches the empty string: then machines without tags are shown
+  // too; a chosen tag shows only the machines that have it. label_replace sets all="yes" only
+  // when its regex, $tag, matches the (empty) label `none`.
+  local tagAll = '(label_replace(vector(1), "all", "yes", "none", "$tag") and on (all) label_replace(vector(1), "all", "yes", "none", ".*"))';
+  local tagged = '(mde_machine_tag{%s,tag=~"$tag"} or on (tenant, machine) ((mde_machine_info{%s} unless on (tenant, machine) mde_machine_tag{%s}) and on () %s))'
+                 % [T, T, T, tagAll];
+  // Machines whose context is not read yet are always shown (no group, no tags).
+  local inContext(series) =
+    '(%s * on (tenant, machine) group_left (rbac_group, os_platform, health_status) mde_machine_info{%s,rbac_group=~"$rbac_group"} and on (tenant, machine) %s) or (%s unless on (tenant, machine) mde_machine_info{%s})'
+    % [series, T, tagged, series, T];
+  local familyVariable = p.queryVariable(
+    'family', 'Family',
+    'label_values({__name__=~"%s",__name__!~"mde_script_metrics_.+",job=~"$job",tenant=~"$tenant",script=~"$script"}, __name__)'
+    % config.scriptMetricsFamilyRegex,
+    allValue=null
+  ) + { includeAll: false, multi: false };
+  p.dashboard(
+    config,
+    'mde-lr-script-results',
+    'MDE Live Response / Script results',
+    'Script output as metrics: the latest value of a script_metrics family per machine, with its device group, OS and health, filtered by device group and machine tag; the age of the sets, invalid lines and dropped samples.',
+    extraVariables=[
+      p.queryVariable('script', 'Script',
+                      'label_values(mde_script_metrics_last_transcript_timestamp_seconds{job=~"$job",tenant=~"$tenant"}, script)'),
+      familyVariable,
+      p.queryVariable('rbac_group', 'Device group',
+                      'label_values(mde_machine_info{job=~"$job",tenant=~"$tenant"}, rbac_group)'),
+      p.queryVariable('tag', 'Machine tag', 'label_values(mde_machine_tag{job=~"$job",tenant=~"$tenant"}, tag)'),
+    ],
+    panels=[
+      [p.row('Script results'), 24, 1],
+      [p.stat('Machines reporting', 'Machines (and scripts) with a current script_metrics set.',
+              [target('count(%s) or vector(0)' % last, 'machines', instant=true)], decimals=0), 6, 4],
+      [p.stat('Age of the newest set', 'Time since the newest transcript that gave a set (MdeLiveResponseScriptMetricsStale fires above ' + util.humanize(config.scriptMetricsStaleThreshold) + ').',
+              [target('time() - max(%s)' % last, 'age', instant=true)], unit='s',
+              steps=[[null, 'green'], [util.seconds(config.scriptMetricsStaleThreshold), 'red']]), 6, 4],
+      [p.stat('Invalid lines', 'Lines that started like a sample and did not parse, and JSON paths missing or not a number, in the time range.',
+              [target('sum(increase(mde_script_metrics_lines_invalid_total{%s}[$__range])) or vector(0)' % TSM, 'invalid', instant=true)],
+              steps=[[null, 'green'], [1, 'orange']], decimals=0), 6, 4],
+      [p.stat('Samples dropped', 'Samples left out by a bound (max_series, the total per rule, name and label caps) or of an unsupported type, in the time range.',
+              [target('sum(increase(mde_script_metrics_dropped_total{%s}[$__range])) or vector(0)' % TSM, 'dropped', instant=true)],
+              steps=[[null, 'green'], [1, 'orange']], decimals=0), 6, 4],
+      [p.table('Latest $family per machine',
+               "Each machine's value of the chosen family from its latest transcript, with the sample's own labels and the machine's device group, OS and health (mde_machine_info). Machines whose context is not read yet are always shown.",
+               [target(inContext(family), '', 'A', instant=true, format='table')],
+               rename={ Value: 'value' }, sortBy=['value', false]), 24, 10],
+      [p.timeseries('$family by device group', 'Average of the chosen family over the machines of each device group.',
+                    [target('avg by (rbac_group) (%s * on (tenant, machine) group_left (rbac_group) mde_machine_info{%s,rbac_group=~"$rbac_group"})'
+                            % [family, T], '{{rbac_group}}')]), 12, 8],
+      [p.table('Last transcript per machine', 'When the current set of each machine and script was produced (the action\'s lastUpdateDateTimeUtc).',
+               [target('1000 * (%s)' % inContext(last), '', 'A', instant=true, format='table')],
+               rename={ Value: 'produced' }, unitOverrides={ produced: 'dateTimeAsIso' }, sortBy=['produced', false]), 12, 8],
+    ],
+  );
+
 local quota(config) =
   local used = 'mde_api_quota_used{%s}' % T;
   local limit = 'mde_api_quota_limit{%s}' % T;
@@ -221,5 +283,6 @@ local health(config) =
     'mde-lr-overview': overview($._config),
     'mde-lr-api-quota': quota($._config),
     'mde-lr-exporter-health': health($._config),
+    'mde-lr-script-results': scriptResults($._config),
   },
 }

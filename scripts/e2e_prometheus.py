@@ -4,7 +4,7 @@
 1. waits until Prometheus has scraped the exporter (up == 1) and has enough samples for rates;
 2. every rule group evaluates without error (/api/v1/rules health);
 3. every query of every dashboard panel (variables substituted: $job → the job,
-   $tenant/$script/$rbac_group → .*, $__rate_interval → 1m, $__range → 5m) is valid and returns data (/api/v1/query), and every
+   $tenant/$script/$rbac_group/$tag → .*, $family → a family of the demo, $__rate_interval → 1m, $__range → 5m) is valid and returns data (/api/v1/query), and every
    label_values() template variable has values;
 4. the required alerts reach the firing state (/api/v1/alerts, sampled every second: the short
    quota window makes some of them come and go), their annotations render, and the forbidden
@@ -32,7 +32,9 @@ import urllib.parse
 import urllib.request
 
 # The job variable's "All" is the alternation of the jobs found: here the e2e's one job.
+# $family: one script_metrics family the demo's rules give (#21).
 SUBST = {"$job": "mde-liveresponse-exporter", "$tenant": ".*", "$script": ".*", "$rbac_group": ".*",
+         "$tag": ".*", "$family": "mde_script_bitlocker_protection_on",
          "$__rate_interval": "1m", "$__range": "5m"}
 
 

@@ -126,6 +126,15 @@ fn demo_serves_transcript_metrics_and_stops_on_sigterm() {
         body.contains("mde_exporter_poll_success{tenant=\"demo\"} 1"),
         "{body}"
     );
+    // See: #21. After that one poll, the demo's script_metrics rules show what its scripts
+    // printed: text-format samples and the numbers of a JSON object.
+    for family in [
+        "mde_script_bitlocker_protection_on{tenant=\"demo\"",
+        "mde_script_av_signature_age_seconds{tenant=\"demo\"",
+        "mde_script_metrics_last_transcript_timestamp_seconds{tenant=\"demo\"",
+    ] {
+        assert!(body.contains(family), "no {family} in {body}");
+    }
 
     // SIGTERM: a clean exit with status 0.
     assert_eq!(exporter.terminate(), Some(0));

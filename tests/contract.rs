@@ -45,7 +45,30 @@ const DOCUMENTED: &[&str] = &[
     "mde_machine_info",
     "mde_machine_tag",
     "mde_exporter_permission_missing",
+    // See: #21: the fixed families of script output as metrics, and one a script printed.
+    "mde_script_metrics_lines_invalid_total",
+    "mde_script_metrics_dropped_total",
+    "mde_script_metrics_last_transcript_timestamp_seconds",
+    "mde_script_bitlocker_protection_on",
 ];
+
+/// See: #21. Rules over the simulator's scripts that print findings (text and JSON), one
+/// whose transcripts have a line that starts like a sample and does not parse
+/// (`Collected 42 items`), and a `max_series` below what one script prints, so that every
+/// `mde_script_metrics_*` family has samples.
+const SCRIPT_RULES: &str = "script_metrics:
+  - script: check-bitlocker.ps1
+    format: prometheus
+    max_series: 2
+  - script: get-av-status.ps1
+    format: json
+    metrics:
+      - name: av_enabled
+        path: antivirus_enabled
+        help: 1 if Microsoft Defender Antivirus is enabled
+  - script: collect-triage.ps1
+    format: prometheus
+";
 
 async fn populated_exporter() -> (mde_liveresponse_exporter::app::Handle, mde_sim::Simulator) {
     let (sim, addr) = start_sim(SimConfig {
@@ -53,6 +76,7 @@ async fn populated_exporter() -> (mde_liveresponse_exporter::app::Handle, mde_si
         machines: 5,
         actions: 30,
         finish_within: Duration::from_millis(300),
+        script_metrics: true,
         ..SimConfig::default()
     })
     .await;
@@ -68,7 +92,7 @@ async fn populated_exporter() -> (mde_liveresponse_exporter::app::Handle, mde_si
         addr,
         &secret,
         "    machine_tags: ['.*']\n",
-        "",
+        SCRIPT_RULES,
     )))
     .await;
     let a = exporter.addr;
@@ -80,6 +104,9 @@ async fn populated_exporter() -> (mde_liveresponse_exporter::app::Handle, mde_si
             && sum(&m, "mde_machine_info", &[]) > 0.0
             && sum(&m, "mde_machine_tag", &[]) > 0.0
             && sum(&m, "mde_api_endpoint_deprecation_notices_total", &[]) > 0.0
+            && sum(&m, "mde_script_metrics_lines_invalid_total", &[]) > 0.0
+            && sum(&m, "mde_script_metrics_dropped_total", &[]) > 0.0
+            && sum(&m, "mde_script_av_enabled", &[]) > 0.0
     })
     .await;
     (exporter, sim)

@@ -108,3 +108,103 @@ async fn sets_survive_a_restart() {
     assert_eq!(sim.stats().downloads, downloads, "nothing fetched again");
     again.shutdown().await.unwrap();
 }
+
+/// See: #21. The simulator's script_metrics scenario: one script prints text-format samples
+/// (one with a `machine` label of its own) and another one JSON object, amid the transcript
+/// noise; each machine's series carry what its latest transcript (by the action's
+/// `lastUpdateDateTimeUtc`, then the command index) printed.
+#[tokio::test]
+async fn each_machine_serves_what_its_latest_transcript_printed() {
+    let (sim, addr) = start_sim(SimConfig {
+        script_metrics: true,
+        ..SimConfig::default()
+    })
+    .await;
+    let rules = format!(
+        "script_metrics:
+  - script: {}
+    format: prometheus
+  - script: {}
+    format: json
+    metrics:
+      - name: av_enabled
+        path: antivirus_enabled
+      - name: av_signature_age_seconds
+        path: signature.age_seconds
+      - name: av_quick_scan_age_seconds
+        path: quick_scan_age_seconds
+",
+        mde_sim::TEXT_SCRIPT,
+        mde_sim::JSON_SCRIPT
+    );
+    let config = parse_config(&config_yaml(&sim, addr, sim.credentials().2, "", &rules));
+    let exporter = start_exporter(config).await;
+    let m = settled(&sim, exporter.addr).await;
+    let truth = sim.truth();
+    let mut latest: std::collections::BTreeMap<(String, String), mde_sim::TruthTranscript> =
+        Default::default();
+    for t in truth.transcripts.iter().filter(|t| !t.malformed) {
+        let key = (t.machine.clone(), t.script.clone());
+        if latest
+            .get(&key)
+            .is_none_or(|e| (e.last_update, e.index) < (t.last_update, t.index))
+        {
+            latest.insert(key, t.clone());
+        }
+    }
+    let name_of = |script: &str, printed: &str| match (script, printed) {
+        (mde_sim::TEXT_SCRIPT, name) => format!("mde_script_{name}"),
+        (_, "antivirus_enabled") => "mde_script_av_enabled".into(),
+        (_, "signature.age_seconds") => "mde_script_av_signature_age_seconds".into(),
+        (_, path) => format!("mde_script_av_{path}"),
+    };
+    let mut checked = 0;
+    for ((machine, script), t) in &latest {
+        if script != mde_sim::TEXT_SCRIPT && script != mde_sim::JSON_SCRIPT {
+            continue;
+        }
+        assert_eq!(t.printed.len(), 3, "{t:?}");
+        for (printed, value) in &t.printed {
+            let name = name_of(script, printed);
+            let own = [("tenant", "sim"), ("machine", machine), ("script", script)];
+            let series: Vec<_> = m
+                .iter()
+                .filter(|((n, l), _)| {
+                    *n == name
+                        && own
+                            .iter()
+                            .all(|(k, v)| l.get(*k).map(String::as_str) == Some(*v))
+                })
+                .collect();
+            assert_eq!(series.len(), 1, "{name} on {machine}: {series:?}");
+            assert_eq!(*series[0].1, *value as f64, "{name} on {machine}");
+            checked += 1;
+        }
+        if script == mde_sim::TEXT_SCRIPT {
+            // The script's own `machine` label does not replace the real one.
+            assert_eq!(
+                sum(
+                    &m,
+                    "mde_script_bitlocker_protection_on",
+                    &[
+                        ("machine", machine),
+                        ("exported_machine", machine),
+                        ("volume", "C:")
+                    ]
+                ),
+                t.printed[0].1 as f64
+            );
+        }
+    }
+    assert!(checked >= 12, "{checked}");
+    // Noise only: no invalid line, nothing dropped.
+    for script in [mde_sim::TEXT_SCRIPT, mde_sim::JSON_SCRIPT] {
+        let filter = [("script", script)];
+        assert_eq!(
+            sum(&m, "mde_script_metrics_lines_invalid_total", &filter),
+            0.0
+        );
+        assert_eq!(sum(&m, "mde_script_metrics_dropped_total", &filter), 0.0);
+    }
+    exporter.shutdown().await.unwrap();
+}

@@ -185,7 +185,9 @@
                          'label_values(mde_machine_info{job=~"$job",tenant=~"$tenant"}, rbac_group)'),
        ] else []),
 
-  dashboard(config, uid, title, description, panels, withScript=false):: {
+  // extraVariables: more variables after job and tenant (and script and rbac_group with
+  // withScript).
+  dashboard(config, uid, title, description, panels, withScript=false, extraVariables=[]):: {
     uid: uid,
     title: title,
     description: description,
@@ -220,7 +222,7 @@
       tooltip: '',
       url: '',
     }],
-    templating: { list: $.variables(withScript) },
+    templating: { list: $.variables(withScript) + extraVariables },
     panels: $.layout(panels),
   },
 }

@@ -1,5 +1,6 @@
 //! The built-in demo: the simulator of the `mde-sim` crate on a loopback port, and a
-//! configuration with one tenant pointing at it.
+//! configuration with one tenant pointing at it, whose two scripts that print findings are read
+//! by `script_metrics:` rules (#21), so that `mde_script_*` series appear within one poll.
 //!
 //! Owns the demo's configuration. Does not own the simulator (`mde-sim`) nor serving (`app`).
 
@@ -11,7 +12,10 @@ use tokio::task::JoinHandle;
 
 use super::Error;
 use crate::cli::DemoOptions;
-use crate::config::{Config, QuotaConfig, Secret, Selectors, Tenant};
+use crate::config::{
+    Config, JsonMetric, QuotaConfig, ScriptFormat, ScriptMetrics, ScriptRule, Secret, Selectors,
+    Tenant,
+};
 
 /// Start the simulator on a loopback port and return it with a config that points at it.
 pub async fn start_demo(opts: &DemoOptions) -> Result<(Simulator, Config, JoinHandle<()>), Error> {
@@ -20,6 +24,7 @@ pub async fn start_demo(opts: &DemoOptions) -> Result<(Simulator, Config, JoinHa
         seed: opts.seed,
         actions: opts.actions,
         fleet: opts.fleet,
+        script_metrics: true,
         ..SimConfig::default()
     }
     .time_scaled(scale);
@@ -62,7 +67,45 @@ pub async fn start_demo(opts: &DemoOptions) -> Result<(Simulator, Config, JoinHa
                 interval: Duration::from_secs(3600).div_f64(scale),
             },
         }],
+        script_metrics: demo_script_metrics(),
         ..Config::default()
     };
     Ok((sim, config, task))
+}
+
+/// The rules for the simulator's two scripts that print findings: Prometheus text from
+/// `check-bitlocker.ps1`, one JSON object from `get-av-status.ps1`.
+fn demo_script_metrics() -> ScriptMetrics {
+    let metric = |name: &str, path: &str, help: &str| JsonMetric {
+        name: name.into(),
+        path: path.into(),
+        help: Some(help.into()),
+    };
+    ScriptMetrics {
+        rules: vec![
+            ScriptRule::new(mde_sim::TEXT_SCRIPT, ScriptFormat::Prometheus, Vec::new()),
+            ScriptRule::new(
+                mde_sim::JSON_SCRIPT,
+                ScriptFormat::Json,
+                vec![
+                    metric(
+                        "av_enabled",
+                        "antivirus_enabled",
+                        "1 if Microsoft Defender Antivirus is enabled, reported by get-av-status.ps1",
+                    ),
+                    metric(
+                        "av_signature_age_seconds",
+                        "signature.age_seconds",
+                        "Age of the antivirus signatures, reported by get-av-status.ps1",
+                    ),
+                    metric(
+                        "av_quick_scan_age_seconds",
+                        "quick_scan_age_seconds",
+                        "Time since the last quick scan, reported by get-av-status.ps1",
+                    ),
+                ],
+            ),
+        ],
+        narrowed: Default::default(),
+    }
 }

@@ -384,8 +384,13 @@ impl TenantCollector {
             .script_metrics
             .rule_for(&self.tenant.name, &script)
             .map(|rule| {
-                let extracted =
+                let mut extracted =
                     crate::script_metrics::store::extract(rule, t.script_output.as_bytes());
+                // The state file keeps the set as served: within the rule's total.
+                self.shared
+                    .metrics
+                    .script_metrics
+                    .cap_to_total(&series, rule, &mut extracted);
                 let produced = p.last_update.or(end_time).unwrap_or_else(Utc::now);
                 (rule, produced, extracted)
             });

@@ -3,7 +3,8 @@
 //! script names, which narrows the rules to those scripts.
 //!
 //! Owns the section's keys, their defaults (prefix `mde_script_`, `max_series` 500 per
-//! transcript, `max_total_series` 50,000 per rule, `ttl` 7 days) and their checks: names
+//! transcript, `max_total_series` 50,000 per rule, `ttl` 7 days, the caps on one sample
+//! `max_name_length` 128, `max_label_length` 1024, `max_labels` 16) and their checks: names
 //! that are not valid metric names, or could shadow the exporter's own families, are refused.
 //! Does not own reading the output (`crate::script_metrics`).
 
@@ -11,7 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use super::check::{Invalid, check_range};
-use super::types::{Format, JsonMetric, RawRule};
+use super::types::{self, Format, JsonMetric, RawRule};
 use crate::script_metrics::parse::is_metric_name;
 
 /// Name prefixes of the exporter's own families: no rule may produce a name under one.
@@ -28,6 +29,10 @@ pub const RESERVED_PREFIXES: &[&str] = &[
 const MAX_SERIES_CAP: usize = 100_000;
 /// Most series one rule may hold, whatever `max_total_series` says.
 const MAX_TOTAL_CAP: usize = 1_000_000;
+/// Longest names, label values and most labels a rule may allow.
+const MAX_NAME_CAP: usize = 1024;
+const MAX_LABEL_CAP: usize = 65_536;
+const MAX_LABELS_CAP: usize = 64;
 
 /// One validated rule.
 #[derive(Debug, Clone, PartialEq)]
@@ -39,6 +44,12 @@ pub struct ScriptRule {
     pub max_series: usize,
     pub max_total_series: usize,
     pub ttl: Duration,
+    /// Longest metric name (before the prefix) and label name, in bytes.
+    pub max_name_length: usize,
+    /// Longest label value, in bytes.
+    pub max_label_length: usize,
+    /// Most labels of a sample's own.
+    pub max_labels: usize,
     /// `format: json` only.
     pub metrics: Vec<JsonMetric>,
 }
@@ -49,6 +60,24 @@ pub struct ScriptMetrics {
     pub rules: Vec<ScriptRule>,
     /// Tenants with their own `script_metrics:` list: the scripts they keep.
     pub narrowed: BTreeMap<String, BTreeSet<String>>,
+}
+
+impl ScriptRule {
+    /// A rule for `script` in `format`, every other key at its default (the demo's rules).
+    pub fn new(script: &str, format: Format, metrics: Vec<JsonMetric>) -> ScriptRule {
+        ScriptRule {
+            script: script.to_string(),
+            format,
+            prefix: types::default_prefix(),
+            max_series: types::default_max_series(),
+            max_total_series: types::default_max_total_series(),
+            ttl: types::default_ttl(),
+            max_name_length: types::default_max_name_length(),
+            max_label_length: types::default_max_label_length(),
+            max_labels: types::default_max_labels(),
+            metrics,
+        }
+    }
 }
 
 impl ScriptMetrics {
@@ -118,6 +147,15 @@ impl RawRule {
                 format!("must be between 1 and {MAX_TOTAL_CAP}"),
             ));
         }
+        for (key, value, cap) in [
+            ("max_name_length", self.max_name_length, MAX_NAME_CAP),
+            ("max_label_length", self.max_label_length, MAX_LABEL_CAP),
+            ("max_labels", self.max_labels, MAX_LABELS_CAP),
+        ] {
+            if value == 0 || value > cap {
+                return Err(Invalid::new(key, format!("must be between 1 and {cap}")));
+            }
+        }
         check_range(
             self.ttl,
             (Duration::from_secs(60), Duration::from_secs(366 * 86_400)),
@@ -180,6 +218,9 @@ impl RawRule {
             max_series: self.max_series,
             max_total_series: self.max_total_series,
             ttl: self.ttl,
+            max_name_length: self.max_name_length,
+            max_label_length: self.max_label_length,
+            max_labels: self.max_labels,
             metrics: self.metrics,
         })
     }
@@ -248,6 +289,18 @@ script_metrics:
             ),
             ("mde_script_", 500, 50_000, Duration::from_secs(7 * 86_400))
         );
+        assert_eq!(
+            (
+                first.max_name_length,
+                first.max_label_length,
+                first.max_labels
+            ),
+            (128, 1024, 16)
+        );
+        assert_eq!(
+            ScriptRule::new("compliance-check.ps1", Format::Prometheus, Vec::new()),
+            *first
+        );
         assert_eq!(s.rules[1].metrics[0].path, "disk.free_gb");
         assert_eq!(s.rules[1].ttl, Duration::from_secs(86_400));
         assert!(s.rule_for("contoso", "compliance-check.ps1").is_none());
@@ -305,6 +358,18 @@ script_metrics:
             (
                 rule("    format: prometheus\n    max_series: 0\n"),
                 "config file cfg.yml: script_metrics[0].max_series: must be between 1 and 100000",
+            ),
+            (
+                rule("    format: prometheus\n    max_name_length: 0\n"),
+                "config file cfg.yml: script_metrics[0].max_name_length: must be between 1 and 1024",
+            ),
+            (
+                rule("    format: prometheus\n    max_label_length: 65537\n"),
+                "config file cfg.yml: script_metrics[0].max_label_length: must be between 1 and 65536",
+            ),
+            (
+                rule("    format: prometheus\n    max_labels: 65\n"),
+                "config file cfg.yml: script_metrics[0].max_labels: must be between 1 and 64",
             ),
             (
                 rule("    format: prometheus\n    ttl: 1s\n"),

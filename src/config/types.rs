@@ -296,19 +296,35 @@ pub(super) struct RawRule {
     pub max_total_series: usize,
     #[serde(default = "default_ttl", with = "humantime_serde")]
     pub ttl: Duration,
+    #[serde(default = "default_max_name_length")]
+    pub max_name_length: usize,
+    #[serde(default = "default_max_label_length")]
+    pub max_label_length: usize,
+    #[serde(default = "default_max_labels")]
+    pub max_labels: usize,
     #[serde(default)]
     pub metrics: Vec<JsonMetric>,
 }
 
-fn default_prefix() -> String {
+pub(super) fn default_prefix() -> String {
     "mde_script_".into()
 }
-fn default_max_series() -> usize {
+pub(super) fn default_max_series() -> usize {
     500
 }
-fn default_max_total_series() -> usize {
+pub(super) fn default_max_total_series() -> usize {
     50_000
 }
-fn default_ttl() -> Duration {
+// The caps on one sample: `script_metrics::parse::Limits::default()` holds the same numbers.
+pub(super) fn default_max_name_length() -> usize {
+    128
+}
+pub(super) fn default_max_label_length() -> usize {
+    1024
+}
+pub(super) fn default_max_labels() -> usize {
+    16
+}
+pub(super) fn default_ttl() -> Duration {
     Duration::from_secs(7 * 86_400)
 }

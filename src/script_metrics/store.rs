@@ -55,7 +55,9 @@ impl Extracted {
 pub fn extract(rule: &ScriptRule, output: &[u8]) -> Extracted {
     let limits = Limits {
         max_series: rule.max_series,
-        ..Limits::default()
+        max_name_len: rule.max_name_length,
+        max_label_value_len: rule.max_label_length,
+        max_labels: rule.max_labels,
     };
     match rule.format {
         ScriptFormat::Prometheus => {
@@ -205,18 +207,7 @@ impl Store {
             .get(&key)
             .is_some_and(|held| (held.produced, held.index) > (produced, index));
         if !older {
-            let held = inner.sets.get(&key).map_or(0, Set::series);
-            let total = inner.totals.get(&rule_key).copied().unwrap_or(0) - held;
-            let mut room = rule.max_total_series.saturating_sub(total);
-            for f in &mut extracted.families {
-                if f.samples.len() > room {
-                    let over = (f.samples.len() - room) as u64;
-                    *extracted.dropped.entry(Drop::MaxTotal).or_default() += over;
-                    f.samples.truncate(room);
-                }
-                room -= f.samples.len();
-            }
-            extracted.families.retain(|f| !f.samples.is_empty());
+            let total = cap(&inner, &key, rule, &mut extracted);
             let set = Set {
                 produced,
                 index,
@@ -237,6 +228,15 @@ impl Store {
         } else {
             Recorded::Current
         }
+    }
+
+    /// Cut `extracted` to the room its rule's total leaves for `key` (the set `key` holds
+    /// makes room), counting the excess as `max_total`: what the state file keeps must be
+    /// what is served, or a restart would restore sets beyond the total. [`Store::record`]
+    /// cuts again, which changes nothing when nothing was recorded in between.
+    pub fn cap_to_total(&self, key: &SetKey, rule: &ScriptRule, extracted: &mut Extracted) {
+        let inner = self.inner.read().unwrap_or_else(PoisonError::into_inner);
+        cap(&inner, key, rule, extracted);
     }
 
     /// Put a set back as it was (after a restart), without counting anything.
@@ -277,6 +277,25 @@ impl Store {
         }
         stale
     }
+}
+
+/// Cut `extracted` to the room the rule's total leaves for `key`; the rule's total without
+/// the set `key` holds.
+fn cap(inner: &Inner, key: &SetKey, rule: &ScriptRule, extracted: &mut Extracted) -> usize {
+    let rule_key = (key.0.clone(), key.2.clone());
+    let held = inner.sets.get(key).map_or(0, Set::series);
+    let total = inner.totals.get(&rule_key).copied().unwrap_or(0) - held;
+    let mut room = rule.max_total_series.saturating_sub(total);
+    for f in &mut extracted.families {
+        if f.samples.len() > room {
+            let over = (f.samples.len() - room) as u64;
+            *extracted.dropped.entry(Drop::MaxTotal).or_default() += over;
+            f.samples.truncate(room);
+        }
+        room -= f.samples.len();
+    }
+    extracted.families.retain(|f| !f.samples.is_empty());
+    total
 }
 
 /// One family as rendered: its kind, help, and the sets that have it.

@@ -14,6 +14,9 @@ fn rule(format: ScriptFormat) -> ScriptRule {
         max_series: 500,
         max_total_series: 50_000,
         ttl: Duration::from_secs(7 * 86_400),
+        max_name_length: 128,
+        max_label_length: 1024,
+        max_labels: 16,
         metrics: Vec::new(),
     }
 }
@@ -237,4 +240,61 @@ fn json_rules_read_their_paths() {
         ]
     );
     assert_eq!(e.families[0].help.as_deref(), Some("Free disk"));
+}
+
+// See: #21. The caps on one sample are the rule's keys: a sample within the defaults is
+// dropped under a rule with smaller caps, for the reason of the cap it exceeds.
+#[test]
+fn the_caps_on_one_sample_are_the_rules() {
+    let text = b"disk_free{drive=\"C:\",kind=\"ssd\",pool=\"a\"} 3\nlong_metric_name 1\nv{label=\"0123456789\"} 2\nok 4\n";
+    let defaults = extract(&rule(ScriptFormat::Prometheus), text);
+    assert_eq!(defaults.series(), 4);
+    assert!(defaults.dropped.is_empty());
+    let mut r = rule(ScriptFormat::Prometheus);
+    r.max_labels = 2;
+    r.max_name_length = 10;
+    r.max_label_length = 5;
+    let e = extract(&r, text);
+    let kept: Vec<&str> = e.families.iter().map(|f| f.name.as_str()).collect();
+    assert_eq!(kept, ["mde_script_ok"]);
+    assert_eq!(
+        e.dropped,
+        [
+            (Drop::NameTooLong, 1),
+            (Drop::LabelTooLong, 1),
+            (Drop::TooManyLabels, 1)
+        ]
+        .into_iter()
+        .collect()
+    );
+}
+
+// See: #21. The set the state file keeps was the one extracted, not the one served: beyond
+// the rule's total, a restart restored more series than the total allows. The collector now
+// cuts the extracted set with cap_to_total before writing it; the set written is the set
+// served, and the excess is counted once.
+#[test]
+fn the_set_kept_in_the_state_is_within_the_total() {
+    let mut r = rule(ScriptFormat::Prometheus);
+    r.max_total_series = 3;
+    let store = Store::default();
+    let when = at("2025-03-18T10:00:00Z");
+    store.record(key("a"), when, 0, &r, extract(&r, b"x 1\ny 1\n"));
+    let mut e = extract(&r, b"x 1\ny 1\n");
+    store.cap_to_total(&key("b"), &r, &mut e);
+    let durable = Set::new(when, 0, &r, &e);
+    store.record(key("b"), when, 0, &r, e);
+    assert_eq!(durable.series(), 1);
+    assert_eq!(store.get(&key("b")).unwrap(), durable);
+    // After a restart the restored sets hold the total, no more.
+    let restarted = Store::default();
+    restarted.restore(key("a"), store.get(&key("a")).unwrap());
+    restarted.restore(key("b"), durable);
+    let text = render(restarted);
+    assert_eq!(
+        text.matches("{tenant=\"t\",machine=").count() - 2,
+        3,
+        "{text}"
+    );
+    assert!(render(store).contains("reason=\"max_total\"} 1"));
 }

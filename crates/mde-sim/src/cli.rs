@@ -38,6 +38,9 @@ pub struct SimArgs {
     /// every tenth coming online during the run.
     #[arg(long = "sim.fleet", default_value_t = 0)]
     pub fleet: usize,
+    /// Two scripts print findings for `script_metrics:` rules (Prometheus text and JSON).
+    #[arg(long = "sim.script-metrics")]
+    pub script_metrics: bool,
     /// 60 makes a minute last one second.
     #[arg(long = "sim.time-scale", default_value_t = 1.0)]
     pub time_scale: f64,
@@ -76,6 +79,7 @@ impl SimArgs {
             queued_for_days: self.queued_for_days,
             not_run: self.not_run,
             fleet: self.fleet,
+            script_metrics: self.script_metrics,
             ..SimConfig::default()
         }
         .time_scaled(self.time_scale.max(0.001))

@@ -24,6 +24,7 @@
 //! - `identity`: the token endpoints, client assertions (certificate, federated token) and the
 //!   managed-identity metadata endpoint.
 //! - `log`: the `mde-sim` binary's log lines (flat JSON, as the exporter writes them).
+//! - `truth`: the ground-truth types [`Simulator::truth`] returns, and their tallies.
 //! - `multi`: many tenants, each a whole simulator, behind one router (`--sim.tenants`).
 
 mod actions;
@@ -41,6 +42,7 @@ mod respond;
 mod routes;
 mod scenario;
 mod throttle;
+mod truth;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::future::Future;
@@ -54,7 +56,9 @@ use tokio::time::Instant;
 pub use identity::Identity;
 pub use machines::TruthMachine;
 use scenario::{Blob, SimAction};
+pub use scenario::{JSON_SCRIPT, TEXT_SCRIPT};
 use throttle::Throttle;
+pub use truth::{Truth, TruthAction, TruthFile, TruthNotRun, TruthTranscript};
 
 /// Scenario and behaviour of the simulator.
 #[derive(Debug, Clone)]
@@ -101,6 +105,11 @@ pub struct SimConfig {
     /// devices; every tenth device comes online during the run (`Succeeded` within
     /// `finish_within`), the others stay `Pending` until their 2-hour queue ends (`TimeOut`).
     pub fleet: usize,
+    /// Two scripts of the library report findings in their output (#21): [`TEXT_SCRIPT`]
+    /// prints Prometheus text-format samples, [`JSON_SCRIPT`] one JSON object, amid the
+    /// transcript's noise ([`TruthTranscript::printed`] has the values). Off: they print
+    /// only noise. Either way the same seed draws the same tenant.
+    pub script_metrics: bool,
 }
 
 impl Default for SimConfig {
@@ -125,6 +134,7 @@ impl Default for SimConfig {
             queued_for_days: 0,
             not_run: 0,
             fleet: 0,
+            script_metrics: false,
         }
     }
 }
@@ -162,113 +172,6 @@ pub enum BlobFault {
     Huge(usize),
     /// 200 with a ~1 MiB gzip stream that inflates to 1 GiB of zeros.
     GzipBomb,
-}
-
-/// Ground truth: what is final *now*, Live Response actions only.
-#[derive(Debug, Clone, Default)]
-pub struct Truth {
-    pub actions: Vec<TruthAction>,
-    /// Every Completed RunScript command of a final Live Response action.
-    pub transcripts: Vec<TruthTranscript>,
-    /// Every Completed GetFile command of a final Live Response action.
-    pub files: Vec<TruthFile>,
-    /// Every RunScript command of a final Live Response action that never completed.
-    pub not_run: Vec<TruthNotRun>,
-}
-
-/// A RunScript command that produced no transcript, and why.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TruthNotRun {
-    pub action_id: String,
-    pub index: u32,
-    pub machine: String,
-    pub script: String,
-    /// `command_failed`, `action_timeout`, `action_cancelled` or `action_failed`.
-    pub reason: &'static str,
-    /// The action's final `lastUpdateDateTimeUtc`.
-    pub last_update: DateTime<Utc>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TruthAction {
-    pub id: String,
-    pub machine_id: String,
-    pub computer_dns_name: String,
-    pub status: String,
-    pub requestor: String,
-    /// (command type, final commandStatus), by index.
-    pub commands: Vec<(String, String)>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TruthTranscript {
-    pub action_id: String,
-    pub index: u32,
-    /// The machine's `computerDnsName`.
-    pub machine: String,
-    pub script: String,
-    pub exit_code: i64,
-    pub errors_present: bool,
-    /// The command's `endTime` (same instant the API serves).
-    pub end_time: DateTime<Utc>,
-    /// The blob is not valid transcript JSON.
-    pub malformed: bool,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TruthFile {
-    pub action_id: String,
-    pub index: u32,
-    pub compressed_bytes: u64,
-}
-
-impl Truth {
-    /// Non-malformed transcripts per script.
-    pub fn runs_by_script(&self) -> BTreeMap<String, u64> {
-        self.count(|_| true)
-    }
-    /// Non-malformed transcripts with a non-zero exit code, per script.
-    pub fn failures_by_script(&self) -> BTreeMap<String, u64> {
-        self.count(|t| t.exit_code != 0)
-    }
-    /// Non-malformed transcripts with non-empty `script_errors`, per script.
-    pub fn errors_by_script(&self) -> BTreeMap<String, u64> {
-        self.count(|t| t.errors_present)
-    }
-    fn count(&self, f: impl Fn(&TruthTranscript) -> bool) -> BTreeMap<String, u64> {
-        let mut out = BTreeMap::new();
-        for t in self.transcripts.iter().filter(|t| !t.malformed && f(t)) {
-            *out.entry(t.script.clone()).or_insert(0) += 1;
-        }
-        out
-    }
-    /// The latest (by `end_time`) non-malformed transcript per (machine, script).
-    pub fn last_by_machine_script(&self) -> BTreeMap<(String, String), TruthTranscript> {
-        let mut out: BTreeMap<(String, String), TruthTranscript> = BTreeMap::new();
-        for t in self.transcripts.iter().filter(|t| !t.malformed) {
-            let key = (t.machine.clone(), t.script.clone());
-            if out.get(&key).is_none_or(|e| e.end_time <= t.end_time) {
-                out.insert(key, t.clone());
-            }
-        }
-        out
-    }
-    /// Not-run RunScript commands per (script, reason).
-    pub fn not_run_by_script_reason(&self) -> BTreeMap<(String, String), u64> {
-        let mut out = BTreeMap::new();
-        for n in &self.not_run {
-            *out.entry((n.script.clone(), n.reason.to_string()))
-                .or_insert(0) += 1;
-        }
-        out
-    }
-    pub fn actions_by_status(&self) -> BTreeMap<String, u64> {
-        let mut out = BTreeMap::new();
-        for a in &self.actions {
-            *out.entry(a.status.clone()).or_insert(0) += 1;
-        }
-        out
-    }
 }
 
 /// What was called so far. Endpoint names: `token`, `list_machine_actions`,
@@ -493,6 +396,7 @@ impl Simulator {
                         exit_code,
                         errors_present,
                         malformed,
+                        printed,
                         ..
                     }) => truth.transcripts.push(TruthTranscript {
                         action_id: a.id.clone(),
@@ -502,7 +406,9 @@ impl Simulator {
                         exit_code: *exit_code,
                         errors_present: *errors_present,
                         end_time: c.end.unwrap_or(a.finished),
+                        last_update: a.finished,
                         malformed: *malformed,
+                        printed: printed.clone(),
                     }),
                     Some(Blob::File { gz }) => truth.files.push(TruthFile {
                         action_id: a.id.clone(),

@@ -55,7 +55,7 @@ pub fn fleet_actions(cfg: &SimConfig, anchor: DateTime<Utc>) -> Vec<SimAction> {
             let started = anchor + chrono::Duration::from_std(started_after).unwrap_or_default();
             let finished = anchor + chrono::Duration::from_std(final_after).unwrap_or_default();
             let ran = online;
-            let blob = ran.then(|| transcript(&mut rng, script, &dns));
+            let blob = ran.then(|| transcript(&mut rng, script, &dns, false));
             let command = SimCommand {
                 index: 0,
                 kind: "RunScript",

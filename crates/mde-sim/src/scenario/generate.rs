@@ -13,6 +13,7 @@ use rand::{Rng, SeedableRng};
 
 use super::encode::{guid, gzip, hex};
 use super::model::{Blob, SimAction, SimCommand};
+use super::printed::printed;
 use crate::SimConfig;
 
 /// The scripts of the tenant's Live Response library.
@@ -135,7 +136,7 @@ fn draw_commands(rng: &mut StdRng, n: usize) -> Vec<(&'static str, Vec<(&'static
     out
 }
 
-pub(super) fn transcript(rng: &mut StdRng, script: &str, dns: &str) -> Blob {
+pub(super) fn transcript(rng: &mut StdRng, script: &str, dns: &str, script_metrics: bool) -> Blob {
     let exit_code: i64 = match rng.random_range(0..10) {
         0..7 => 0,
         7 => 1,
@@ -151,17 +152,27 @@ pub(super) fn transcript(rng: &mut StdRng, script: &str, dns: &str) -> Blob {
     } else {
         String::new()
     };
+    let id = guid(rng).to_uppercase();
     let mut output = format!(
         "Transcript started, output file is C:\\ProgramData\\Microsoft\\Windows Defender Advanced \
-         Threat Protection\\Temp\\PSScriptOutputs\\PSScript_Transcript_{}.txt\n",
-        guid(rng).to_uppercase()
+         Threat Protection\\Temp\\PSScriptOutputs\\PSScript_Transcript_{id}.txt\n",
     );
     output.push_str(&format!("Running {script} on {dns}\n"));
-    match script {
-        "check-bitlocker.ps1" => output.push_str("MountPoint : C:\nProtectionStatus : On\n"),
-        "get-av-status.ps1" => output.push_str("AMRunningMode : Normal\nAntivirusEnabled : True\n"),
-        _ => output.push_str(&format!("Collected {} items\n", rng.random_range(1..500))),
-    }
+    // The scripts of the script_metrics scenario report their findings (#21).
+    let reported = script_metrics.then(|| printed(script, &id, dns)).flatten();
+    let samples = if let Some((lines, samples)) = reported {
+        output.push_str(&lines);
+        samples
+    } else {
+        match script {
+            "check-bitlocker.ps1" => output.push_str("MountPoint : C:\nProtectionStatus : On\n"),
+            "get-av-status.ps1" => {
+                output.push_str("AMRunningMode : Normal\nAntivirusEnabled : True\n")
+            }
+            _ => output.push_str(&format!("Collected {} items\n", rng.random_range(1..500))),
+        }
+        Vec::new()
+    };
     if rng.random_range(0..4) == 0 {
         output.push_str("Résumé: café, 日本語のファイル名 \u{0}binary\u{0} tail\n");
     }
@@ -189,6 +200,7 @@ pub(super) fn transcript(rng: &mut StdRng, script: &str, dns: &str) -> Blob {
         exit_code,
         errors_present: !errors.is_empty(),
         malformed,
+        printed: if malformed { Vec::new() } else { samples },
     }
 }
 
@@ -342,7 +354,7 @@ pub fn generate(cfg: &SimConfig, anchor: DateTime<Utc>) -> Vec<SimAction> {
             let blob = match (status, kind) {
                 ("Completed", "RunScript") => {
                     let script = params.first().map(|(_, s)| s.clone()).unwrap_or_default();
-                    Some(transcript(&mut rng, &script, &dns))
+                    Some(transcript(&mut rng, &script, &dns, cfg.script_metrics))
                 }
                 ("Completed", "GetFile") => Some(file_blob(&mut rng)),
                 _ => None,
@@ -454,7 +466,7 @@ fn extra_actions(
                 let blob = match (ran, kind) {
                     (true, "RunScript") => {
                         let script = params.first().map(|(_, s)| s.clone()).unwrap_or_default();
-                        Some(transcript(rng, &script, &dns))
+                        Some(transcript(rng, &script, &dns, cfg.script_metrics))
                     }
                     (true, "GetFile") => Some(file_blob(rng)),
                     _ => None,

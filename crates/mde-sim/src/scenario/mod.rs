@@ -11,17 +11,20 @@
 //! - `generate`: the tenant's library (scripts, files) and the seeded draw of its actions.
 //! - `fleet`: the fleet scenario (one script fleet-wide, most devices offline).
 //! - `encode`: timestamps, GUIDs and gzip as the services write them.
+//! - `printed`: what two scripts print when `script_metrics` is on (#21).
 
 mod encode;
 mod fleet;
 mod generate;
 mod model;
+mod printed;
 mod view;
 
 pub use encode::{guid, gzip_bomb, iso};
 #[cfg(test)]
 pub use generate::MALFORMED_SCRIPT;
 pub use model::{Blob, SimAction};
+pub use printed::{JSON_SCRIPT, TEXT_SCRIPT};
 pub use view::{ActionJson, Head};
 
 #[cfg(test)]

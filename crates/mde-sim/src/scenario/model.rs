@@ -19,6 +19,9 @@ pub enum Blob {
         errors_present: bool,
         /// The bytes are not valid transcript JSON.
         malformed: bool,
+        /// The samples its output reports, when the scenario has `script_metrics` on (see
+        /// `printed`).
+        printed: Vec<(String, i64)>,
     },
     /// A GetFile result: one gzip stream.
     File { gz: Vec<u8> },

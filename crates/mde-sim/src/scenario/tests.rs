@@ -266,3 +266,100 @@ fn a_fleet_waits_on_offline_devices_and_a_tenth_comes_online() {
         assert_eq!(a.commands[0].status, "Created");
     }
 }
+
+// See: #21. The scripts of the script_metrics scenario print their findings amid the noise;
+// the rest of the tenant is drawn as without it.
+#[test]
+fn script_metrics_change_what_two_scripts_print_and_nothing_else() {
+    let cfg = SimConfig {
+        not_run: 4,
+        queued_for_days: 3,
+        ..SimConfig::default()
+    };
+    let plain = generate(&cfg, anchor());
+    let with = generate(
+        &SimConfig {
+            script_metrics: true,
+            ..cfg
+        },
+        anchor(),
+    );
+    let shape = |v: &[SimAction]| {
+        v.iter()
+            .flat_map(|a| {
+                a.commands.iter().map(move |c| match &c.blob {
+                    Some(Blob::Transcript {
+                        script, exit_code, ..
+                    }) => (a.id.clone(), a.status, c.status, script.clone(), *exit_code),
+                    _ => (a.id.clone(), a.status, c.status, String::new(), 0),
+                })
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(shape(&plain), shape(&with));
+    let output = |bytes: &[u8]| {
+        let v: serde_json::Value = serde_json::from_slice(bytes).unwrap();
+        v["script_output"].as_str().unwrap().to_string()
+    };
+    let (mut text, mut json) = (0, 0);
+    for (a, b) in plain.iter().zip(&with) {
+        for (c, d) in a.commands.iter().zip(&b.commands) {
+            let (
+                Some(Blob::Transcript {
+                    bytes: before,
+                    printed: none,
+                    malformed: false,
+                    ..
+                }),
+                Some(Blob::Transcript {
+                    bytes,
+                    script,
+                    printed,
+                    ..
+                }),
+            ) = (&c.blob, &d.blob)
+            else {
+                continue;
+            };
+            assert!(none.is_empty());
+            let out = output(bytes);
+            match script.as_str() {
+                TEXT_SCRIPT => {
+                    text += 1;
+                    assert_eq!(printed.len(), 3);
+                    assert!(out.starts_with("Transcript started, output file is C:\\"));
+                    assert!(out.contains("# TYPE bitlocker_protection_on gauge\n"));
+                    for (name, value) in printed {
+                        let line = out
+                            .lines()
+                            .find(|l| {
+                                l.starts_with(&format!("{name}{{"))
+                                    || l.starts_with(&format!("{name} "))
+                            })
+                            .unwrap();
+                        assert!(line.ends_with(&format!(" {value}")), "{line}");
+                    }
+                }
+                JSON_SCRIPT => {
+                    json += 1;
+                    let at = out.find("{\n").unwrap();
+                    let end = out.rfind("}\n").unwrap();
+                    let v: serde_json::Value = serde_json::from_str(&out[at..=end]).unwrap();
+                    for (path, value) in printed {
+                        let mut x = &v;
+                        for k in path.split('.') {
+                            x = &x[k];
+                        }
+                        let got = x.as_i64().or(x.as_bool().map(i64::from)).unwrap();
+                        assert_eq!(got, *value, "{path}");
+                    }
+                }
+                _ => {
+                    assert!(printed.is_empty());
+                    assert_eq!(out, output(before));
+                }
+            }
+        }
+    }
+    assert!(text > 0 && json > 0, "{text} {json}");
+}
