@@ -54,5 +54,6 @@ impl Metrics {
         let _ = self.transcript_bytes.get_or_create(&labels);
         let _ = self.invalid_actions.get_or_create(&labels);
         let _ = self.pending_results.get_or_create(&labels);
+        let _ = self.state_identity_changes.get_or_create(&labels);
     }
 }
