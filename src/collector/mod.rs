@@ -34,6 +34,7 @@ use crate::config::Tenant;
 use crate::discovery::is_final_status;
 use crate::mde::{self, Client};
 use crate::shared::Shared;
+use crate::state::{IdentityCheck, TenantIdentity};
 
 pub use crate::discovery::discovery_filter;
 pub use error::PollError;
@@ -63,7 +64,40 @@ impl TenantCollector {
             interval: Duration::ZERO,
             quiet_polls: 0,
         }
+        .with_identity()
         .with_unrestored()
+    }
+
+    /// Check that the state's entries of this tenant name are this tenant's (#24): pointed
+    /// at another tenant_id or API, it starts afresh (see `State::check_identity`), logged
+    /// and counted. Before the followed actions are counted, which a change drops.
+    fn with_identity(self) -> Self {
+        let name = self.tenant.name.clone();
+        let identity = TenantIdentity {
+            tenant_id: self.tenant.tenant_id.clone(),
+            api_url: self.tenant.api_url.as_str().to_string(),
+        };
+        match self
+            .shared
+            .with_state(|s| s.check_identity(&name, &identity))
+        {
+            Ok(IdentityCheck::Changed { was }) => {
+                tracing::warn!(
+                    tenant = %name,
+                    tenant_id = %identity.tenant_id,
+                    api_url = %identity.api_url,
+                    was_tenant_id = %was.tenant_id,
+                    was_api_url = %was.api_url,
+                    "the state's entries of this tenant name were recorded for another tenant_id or api_url: this tenant starts afresh (its watermark and followed actions are dropped; what was counted stays counted)"
+                );
+                self.shared.metrics.record_tenant_identity_change(&name);
+            }
+            Ok(IdentityCheck::Same | IdentityCheck::Adopted) => {}
+            Err(e) => {
+                tracing::warn!(tenant = %name, error = %e, "cannot record the tenant's identity in the state file; checked again at the next start or reload")
+            }
+        }
+        self
     }
 
     /// Count the final actions the state says still have results waiting.

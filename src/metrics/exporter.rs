@@ -1,6 +1,7 @@
 //! What the exporter records about itself: configuration loads
 //! (`mde_exporter_config_last_reload_*`), state-file write errors
-//! (`mde_exporter_state_write_errors`) and machine context (`mde_machine_info`,
+//! (`mde_exporter_state_write_errors`), tenant identity changes of the state
+//! (`mde_exporter_state_tenant_identity_changes`) and machine context (`mde_machine_info`,
 //! `mde_machine_tag`).
 //!
 //! Owns the writing of those families. Does not own reloading (`app`), the state file
@@ -10,7 +11,7 @@ use std::sync::Arc;
 
 use prometheus_client::metrics::counter::Counter;
 
-use super::{MachineInfoLabels, MachineTagLabels, Metrics};
+use super::{MachineInfoLabels, MachineTagLabels, Metrics, tenant};
 
 impl Metrics {
     /// A configuration load (start-up, SIGHUP or `POST /-/reload`) ended, at `now` (Unix
@@ -31,6 +32,13 @@ impl Metrics {
     /// The counter the state store increments on each failed write (`State::count_write_errors_in`).
     pub fn state_write_errors(&self) -> Counter {
         self.state_write_errors.clone()
+    }
+
+    /// The tenant's state entries belonged to another tenant_id or API: it started afresh.
+    pub fn record_tenant_identity_change(&self, tenant_name: &str) {
+        self.state_identity_changes
+            .get_or_create(&tenant(tenant_name))
+            .inc();
     }
 
     /// A machine's context is exposed: its info series and its allowed tags.

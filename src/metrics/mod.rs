@@ -129,6 +129,8 @@ pub struct Metrics {
     pub(super) script_not_run: Family<MachineScriptLabels, Gauge>,
     /// Writes to the state file that failed (each is retried once after reopening the file).
     pub(super) state_write_errors: Counter,
+    /// Tenants whose name came back pointing at another tenant_id or API (#24).
+    pub(super) state_identity_changes: Family<TenantLabels, Counter>,
     /// API calls and result downloads in flight across tenants, their cap
     /// (`max_requests_in_flight`) and the time requests waited for a slot (see `mde::http`).
     pub(super) requests_in_flight: Gauge,
@@ -193,6 +195,7 @@ impl Metrics {
             script_not_run_total: Family::default(),
             script_not_run: Family::default(),
             state_write_errors: Counter::default(),
+            state_identity_changes: Family::default(),
             requests_in_flight: Gauge::default(),
             requests_in_flight_limit: Gauge::default(),
             request_slot_wait: Counter::default(),
@@ -405,6 +408,11 @@ impl Metrics {
             "mde_exporter_state_write_errors",
             "Writes to the state file that failed (a full disk, an I/O error); after each the file is reopened and the write tried again, so polls recover when the disk does",
             m.state_write_errors.clone(),
+        );
+        r.register(
+            "mde_exporter_state_tenant_identity_changes",
+            "Times a tenant name's tenant_id or api_url differed from the identity its state entries were recorded under; each time that tenant's discovery state was dropped and it started afresh (bootstrap)",
+            m.state_identity_changes.clone(),
         );
         r.register(
             "mde_exporter_requests_in_flight",

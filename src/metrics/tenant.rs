@@ -55,5 +55,6 @@ impl Metrics {
         let _ = self.invalid_actions.get_or_create(&labels);
         let _ = self.pending_results.get_or_create(&labels);
         let _ = self.discovery_rereads_pending.get_or_create(&labels);
+        let _ = self.state_identity_changes.get_or_create(&labels);
     }
 }

@@ -10,10 +10,13 @@
 //! ([`store`]) before it is counted, so a restart (even `kill -9`) neither counts a result
 //! twice nor loses the per-machine gauges. Without one it lives in memory only. Does not own
 //! the records kept ([`model`]: result and series keys, runs, tracked actions, attempts), the
-//! file format, opening and reopening ([`store`]), nor the metrics set from it.
+//! file format, opening and reopening ([`store`]), whether another process holds the file
+//! ([`lock`]), nor the metrics set from it.
 
 #[cfg(test)]
 mod fixtures;
+mod identity;
+mod lock;
 mod model;
 mod store;
 
@@ -23,7 +26,9 @@ use std::path::Path;
 use chrono::{DateTime, Utc};
 use prometheus_client::metrics::counter::Counter;
 
-pub use model::{Attempt, LastRun, ResultKey, SeriesKey, Tracked};
+pub use identity::IdentityCheck;
+pub use lock::Holder;
+pub use model::{Attempt, LastRun, ResultKey, SeriesKey, TenantIdentity, Tracked};
 use store::{
     ACTIONS, ATTEMPTS, DISCOVERY, DONE, Loaded, NOT_RUN, RAN, RECONCILED, RUNS, SCRIPT_SETS, Store,
     TRACKED, WATERMARKS, action_key, done_key, remove_keys, series_key,
@@ -63,6 +68,8 @@ pub struct State {
     ran: BTreeMap<SeriesKey, Attempt>,
     /// Script output as metrics (#21): the current set per series, as written.
     script_sets: BTreeMap<SeriesKey, Vec<u8>>,
+    /// #24: per tenant, whose history the entries of that tenant are.
+    identities: BTreeMap<String, TenantIdentity>,
     /// The file behind it, if any.
     store: Option<Store>,
 }
@@ -118,6 +125,7 @@ impl State {
             attempts,
             ran,
             script_sets,
+            identities,
         } = loaded;
         State {
             done,
@@ -131,6 +139,7 @@ impl State {
             attempts,
             ran,
             script_sets,
+            identities,
             store: Some(store),
         }
     }

@@ -1,6 +1,7 @@
 //! The records the state keeps, shared by its indexes and the state file: the key of a
 //! command result, the key of a per-machine series, the latest run of a series, an action
-//! followed by id and the latest attempt of a series.
+//! followed by id, the latest attempt of a series and whose history a tenant's entries are
+//! (its identity).
 //!
 //! Owns these types and their serde form (the JSON values of the state file). Does not own the
 //! indexes or the exactly-once rules over them (`state`), nor the tables and keys of the file
@@ -48,4 +49,13 @@ pub struct Attempt {
     /// Whether the command ran (Completed); false: it never ran.
     pub ran: bool,
     pub action_id: String,
+}
+
+/// Whose history a tenant's entries are (#24): the state is keyed by tenant name, and the
+/// same name pointed at another tenant (or another API) must not inherit its watermark.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TenantIdentity {
+    pub tenant_id: String,
+    /// The API base URL, as configured (`api_url`).
+    pub api_url: String,
 }

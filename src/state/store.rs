@@ -17,7 +17,8 @@ use chrono::{DateTime, Utc};
 use prometheus_client::metrics::counter::Counter;
 use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 
-use super::model::{Attempt, LastRun, ResultKey, SeriesKey, Tracked};
+use super::lock::{self, Holder};
+use super::model::{Attempt, LastRun, ResultKey, SeriesKey, TenantIdentity, Tracked};
 
 pub(super) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 pub(super) const DONE: TableDefinition<&str, u8> = TableDefinition::new("done");
@@ -43,6 +44,10 @@ pub(super) const RAN: TableDefinition<&str, &[u8]> = TableDefinition::new("scrip
 /// without a schema change: an older version ignores it.
 pub(super) const SCRIPT_SETS: TableDefinition<&str, &[u8]> =
     TableDefinition::new("script_metric_sets");
+/// #24: per tenant, whose history its entries are, JSON [`TenantIdentity`]. Added without a
+/// schema change (an older version ignores it); a file without it adopts the identity
+/// configured at its next start.
+pub(super) const IDENTITIES: TableDefinition<&str, &[u8]> = TableDefinition::new("tenant_identity");
 /// The layout of the state file this version writes and reads. 1 → 2 (#9) and 2 → 3 (#20)
 /// only add tables, so an older file is migrated by creating them and writing the new number.
 pub const SCHEMA: u64 = 3;
@@ -60,6 +65,17 @@ pub enum StoreError {
     Newer { path: PathBuf, found: u64 },
     #[error("state file {path}: {message}")]
     Io { path: PathBuf, message: String },
+    /// Another process (an exporter) has the file open. Not corruption: moving the file away
+    /// or `--state.reset` would make this process count again what the other one counts.
+    #[error(
+        "state file {path} is in use by another process {holder}: another exporter is running with it. Each exporter (each replica, each shard) needs a state file of its own: stop the other process, or give this one another --state.path. Do not move the file away or use --state.reset for this: both exporters would then count the same results"
+    )]
+    Locked { path: PathBuf, holder: Holder },
+    /// `--state.reset` on a file another process holds.
+    #[error(
+        "--state.reset refused: state file {path} is in use by another process {holder}. Stop that exporter first: resetting under it would leave it writing to the moved file while this one counts its results again"
+    )]
+    ResetLocked { path: PathBuf, holder: Holder },
 }
 
 /// How the state file is opened, and opened again after a write error: from its path; tests
@@ -222,6 +238,7 @@ pub(super) struct Loaded {
     pub(super) attempts: BTreeMap<SeriesKey, Attempt>,
     pub(super) ran: BTreeMap<SeriesKey, Attempt>,
     pub(super) script_sets: BTreeMap<SeriesKey, Vec<u8>>,
+    pub(super) identities: BTreeMap<String, TenantIdentity>,
 }
 
 /// Open (or create) the state file at `path` and read it.
@@ -247,7 +264,15 @@ pub(super) fn open_with(path: &Path, opener: Opener) -> Result<(Store, Loaded), 
         path: path.to_path_buf(),
         message: e.to_string(),
     };
-    let db = opener().map_err(|e| open_err(&e))?;
+    let db = opener().map_err(|e| match lock::held_by(path) {
+        // The open failed because another process holds the file: say so, and not that it
+        // may be corrupt (whose advice, a reset, would be wrong here).
+        Some(holder) => StoreError::Locked {
+            path: path.to_path_buf(),
+            holder,
+        },
+        None => open_err(&e),
+    })?;
     let mut store = Store {
         db: Some(db),
         path: path.to_path_buf(),
@@ -275,6 +300,7 @@ pub(super) fn open_with(path: &Path, opener: Opener) -> Result<(Store, Loaded), 
             txn.open_table(ATTEMPTS)?;
             txn.open_table(RAN)?;
             txn.open_table(SCRIPT_SETS)?;
+            txn.open_table(IDENTITIES)?;
             Ok(found)
         })
         .map_err(|e| match e {
@@ -347,6 +373,12 @@ pub(super) fn open_with(path: &Path, opener: Opener) -> Result<(Store, Loaded), 
                 state.script_sets.insert(key, v.value().to_vec());
             }
         }
+        for entry in read.open_table(IDENTITIES)?.iter()? {
+            let (k, v) = entry?;
+            if let Ok(id) = serde_json::from_slice::<TenantIdentity>(v.value()) {
+                state.identities.insert(k.value().to_string(), id);
+            }
+        }
         for entry in read.open_table(ATTEMPTS)?.iter()? {
             let (k, v) = entry?;
             if let (Ok(key), Ok(a)) = (
@@ -404,10 +436,28 @@ pub(super) fn remove_keys(
 /// `--state.reset`: move the state file aside (renamed with the time, in the same
 /// directory) so that the exporter starts afresh. Returns where it went, or `None` when there
 /// was no file. Results still in each tenant's lookback window are then counted again.
+///
+/// The file's lock is taken first and held while it is moved: a file another process (a live
+/// exporter) holds is refused, naming that process, and left where it is. See: #24
 pub fn reset(path: &Path, now: DateTime<Utc>) -> Result<Option<PathBuf>, StoreError> {
     if std::fs::symlink_metadata(path).is_err() {
         return Ok(None);
     }
+    let _locked = match lock::lock(path) {
+        Ok(Ok(file)) => file,
+        Ok(Err(holder)) => {
+            return Err(StoreError::ResetLocked {
+                path: path.to_path_buf(),
+                holder,
+            });
+        }
+        Err(e) => {
+            return Err(StoreError::Io {
+                path: path.to_path_buf(),
+                message: format!("--state.reset cannot lock it: {e}"),
+            });
+        }
+    };
     let mut name = path.file_name().unwrap_or_default().to_os_string();
     name.push(format!(".reset-{}", now.format("%Y%m%dT%H%M%SZ")));
     let aside = path.with_file_name(name);

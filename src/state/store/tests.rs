@@ -333,6 +333,35 @@ fn reset_moves_the_file_aside() {
     assert_eq!(State::open(Some(&aside)).unwrap().done_len(), 200);
 }
 
+/// See: #24 item 5. A file held open (here by this process, as a live exporter would) is not
+/// moved by a reset, and a second open says it is in use instead of advising a reset.
+#[test]
+fn a_held_file_is_neither_reset_nor_called_corrupt() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.redb");
+    let held = State::open(Some(&path)).unwrap();
+    let at = Utc.with_ymd_and_hms(2026, 11, 28, 4, 5, 6).unwrap();
+    let err = reset(&path, at).unwrap_err().to_string();
+    assert_eq!(
+        err,
+        format!(
+            "--state.reset refused: state file {} is in use by another process (pid unknown). Stop that exporter first: resetting under it would leave it writing to the moved file while this one counts its results again",
+            path.display()
+        )
+    );
+    assert!(path.exists(), "left where it is");
+    let err = State::open(Some(&path)).unwrap_err().to_string();
+    assert_eq!(
+        err,
+        format!(
+            "state file {} is in use by another process (pid unknown): another exporter is running with it. Each exporter (each replica, each shard) needs a state file of its own: stop the other process, or give this one another --state.path. Do not move the file away or use --state.reset for this: both exporters would then count the same results",
+            path.display()
+        )
+    );
+    drop(held);
+    assert!(reset(&path, at).unwrap().is_some());
+}
+
 #[test]
 fn newer_schema_is_refused() {
     let dir = tempfile::tempdir().unwrap();
