@@ -9,6 +9,7 @@
 mod action;
 mod machine;
 mod page;
+mod poison;
 mod transcript;
 
 use serde::Deserialize;

@@ -105,18 +105,21 @@ pub(crate) fn parse_page<T: serde::de::DeserializeOwned>(
     s.end().map(|()| (items, invalid, next_link))
 }
 
-/// One item of a list page, or why it was skipped (naming its id when it has a readable one).
+/// One item of a list page, or why it was skipped (naming its id when it has a readable one):
+/// not UTF-8, poison in any field (`poison`), or not of the item's type.
 fn parse_item<T: serde::de::DeserializeOwned>(raw: &[u8], what: &str) -> Result<T, String> {
     #[derive(Deserialize)]
     struct IdOnly {
         id: String,
     }
     let text = std::str::from_utf8(raw);
-    let problem = match text.map(serde_json::from_str::<T>) {
-        Ok(Ok(a)) => return Ok(a),
-        Ok(Err(e)) => e.to_string(),
-        Err(e) => format!("not UTF-8: {e}"),
-    };
+    let problem =
+        match text.map(|t| super::poison::check(raw).map(|()| serde_json::from_str::<T>(t))) {
+            Ok(Ok(Ok(a))) => return Ok(a),
+            Ok(Ok(Err(e))) => e.to_string(),
+            Ok(Err(poison)) => poison,
+            Err(e) => format!("not UTF-8: {e}"),
+        };
     let id = text
         .ok()
         .and_then(|t| serde_json::from_str::<IdOnly>(t).ok())
@@ -281,8 +284,7 @@ mod tests {
         page.extend_from_slice(
             br#",{"id":"lone","type":"LiveResponse","status":"Succeeded","requestor":"\ud800"}"#,
         );
-        // Very deep nesting in an unknown field is skipped over (the item counts); in a field
-        // that is read, it passes serde_json's recursion limit and the item is skipped.
+        // Very deep nesting is skipped, in a field that is not read as in one that is (#24).
         page.extend_from_slice(
             format!(
                 r#",{{"id":"deep-unknown","type":"LiveResponse","status":"Succeeded","x":{deep}}}"#
@@ -302,20 +304,28 @@ mod tests {
             ids,
             [
                 "6f0c2b1e-8d3a-4c55-9a0e-3b7d41f2c9aa",
-                "deep-unknown",
                 "70000000-8d3a-4c55-9a0e-3b7d41f2c9aa"
             ]
         );
-        assert_eq!(p.invalid.len(), 3, "{:?}", p.invalid);
+        assert_eq!(p.invalid.len(), 4, "{:?}", p.invalid);
         assert!(
             p.invalid[0].starts_with("action <no readable id>: not UTF-8"),
             "{:?}",
             p.invalid
         );
         assert!(p.invalid[1].starts_with("action lone: "), "{:?}", p.invalid);
-        assert!(p.invalid[1].contains("hex escape"), "{:?}", p.invalid);
         assert!(
-            p.invalid[2].starts_with("action deep: recursion limit exceeded"),
+            p.invalid[1].contains("lone UTF-16 surrogate"),
+            "{:?}",
+            p.invalid
+        );
+        assert!(
+            p.invalid[2].starts_with("action deep-unknown: nesting deeper than 128 levels"),
+            "{:?}",
+            p.invalid
+        );
+        assert!(
+            p.invalid[3].starts_with("action deep: nesting deeper than 128 levels"),
             "{:?}",
             p.invalid
         );
@@ -323,6 +333,44 @@ mod tests {
             p.next_link.as_deref(),
             Some("https://x/api/machineactions?$skip=5")
         );
+    }
+
+    /// #24 item 9: a poison item in a field the action type does not read is skipped and
+    /// reported like one in a field it reads; valid surrogate pairs still parse.
+    #[test]
+    fn poison_in_a_field_that_is_not_read_skips_the_item() {
+        let item = |id: &str, comment: &str| {
+            format!(
+                r#"{{"id":"{id}","type":"LiveResponse","status":"Succeeded","requestorComment":{comment}}}"#
+            )
+        };
+        let page = format!(
+            r#"{{"value":[{},{},{},{},{}]}}"#,
+            item("lone-high", r#""x\ud800y""#),
+            item("lone-low", r#""\udc00""#),
+            item("high-then-not-low", r#""\ud800\u0041""#),
+            item(
+                "pair",
+                r#""\ud83d\ude00 and \\ud800 (an escaped backslash)""#
+            ),
+            item("deep-ok", "[[[1]]]"),
+        );
+        let p = parse_action_page(page.as_bytes()).unwrap();
+        let ids: Vec<&str> = p.actions.iter().map(|a| a.id.as_str()).collect();
+        assert_eq!(ids, ["pair", "deep-ok"], "{:?}", p.invalid);
+        assert_eq!(p.invalid.len(), 3, "{:?}", p.invalid);
+        for (problem, id) in p
+            .invalid
+            .iter()
+            .zip(["lone-high", "lone-low", "high-then-not-low"])
+        {
+            assert!(
+                problem.starts_with(&format!(
+                    "action {id}: lone UTF-16 surrogate escape at byte "
+                )),
+                "{problem}"
+            );
+        }
     }
 
     #[test]
