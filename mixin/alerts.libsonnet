@@ -291,6 +291,18 @@ local util = import 'lib/util.libsonnet';
         ),
 
         alert(
+          'MdeExporterShardDuplicated', c.shardDuplicatedSeverity, c.shardDuplicatedFor,
+          'count by (index, count) (mde_exporter_shard_info{count!="1"}) > 1',
+          'Shard {{ $labels.index }} of {{ $labels.count }} is served by {{ $value }} exporters',
+          text([
+            '{{ $value }} exporter processes say they are shard {{ $labels.index }} of',
+            '{{ $labels.count }} (mde_exporter_shard_info): each of them serves the same tenants,',
+            'spends their API quota again and exposes their series twice, so sums over tenants',
+            'double. Another shard index is then served by nobody.',
+          ]),
+        ),
+
+        alert(
           'MdeExporterDown', c.exporterDownSeverity, c.exporterDownFor,
           'up{%s} == 0' % c.jobSelector,
           'mde-liveresponse-exporter {{ $labels.instance }} is down',

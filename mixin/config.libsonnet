@@ -94,6 +94,10 @@
     scriptMetricsStaleSeverity: 'warning',
     scriptMetricsStaleFor: '1h',
 
+    // Two exporter processes claim the same --shard.index of the same --shard.count (#24).
+    shardDuplicatedSeverity: 'warning',
+    shardDuplicatedFor: '10m',
+
     // Prometheus cannot scrape the exporter (up{jobSelector} == 0).
     exporterDownSeverity: 'critical',
     exporterDownFor: '5m',

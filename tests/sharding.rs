@@ -8,7 +8,9 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 
-use common::{Binary, config_yaml, eventually, parse_config, scrape, start_exporter, start_sim};
+use common::{
+    Binary, config_yaml, eventually, parse_config, scrape, start_exporter, start_sim, sum,
+};
 use mde_sim::SimConfig;
 
 /// Tenant names of the shared config; all point at the one simulator.
@@ -78,6 +80,20 @@ async fn assignment(config: &std::path::Path, count: u32) -> BTreeMap<String, u3
         }
     })
     .await;
+    // #24 item 8: each process says which shard it is.
+    for (index, addr) in addrs.iter().enumerate() {
+        let m = scrape(*addr).await;
+        assert_eq!(
+            sum(
+                &m,
+                "mde_exporter_shard_info",
+                &[("index", &index.to_string()), ("count", &count.to_string())]
+            ),
+            1.0,
+            "shard {index} of {count}"
+        );
+        assert_eq!(sum(&m, "mde_exporter_shard_info", &[]), 1.0);
+    }
     let mut owner: BTreeMap<String, u32> = BTreeMap::new();
     for (index, addr) in addrs.iter().enumerate() {
         for tenant in served(*addr).await {

@@ -180,6 +180,7 @@ async fn serve(settings: Settings) -> Result<()> {
         }
     }
     if let Some((index, count)) = settings.shard {
+        crate::metrics::exporter::set_shard(index, count);
         tracing::info!(
             index,
             count,

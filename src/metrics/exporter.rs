@@ -1,8 +1,8 @@
 //! What the exporter records about itself: configuration loads
 //! (`mde_exporter_config_last_reload_*`), state-file write errors
 //! (`mde_exporter_state_write_errors`), tenant identity changes of the state
-//! (`mde_exporter_state_tenant_identity_changes`) and machine context (`mde_machine_info`,
-//! `mde_machine_tag`).
+//! (`mde_exporter_state_tenant_identity_changes`), the shard (`mde_exporter_shard_info`, see
+//! [`set_shard`]) and machine context (`mde_machine_info`, `mde_machine_tag`).
 //!
 //! Owns the writing of those families. Does not own reloading (`app`), the state file
 //! (`state`) nor the machine-context refresh (`machines`).
@@ -12,6 +12,13 @@ use std::sync::Arc;
 use prometheus_client::metrics::counter::Counter;
 
 use super::{MachineInfoLabels, MachineTagLabels, Metrics, tenant};
+
+/// Record this process's shard, once, before the metrics are built (start-up): every
+/// [`Metrics`] built afterwards serves `mde_exporter_shard_info{index,count}`. A second call
+/// changes nothing: the shard flags cannot change on a reload.
+pub fn set_shard(index: u32, count: u32) {
+    let _ = super::SHARD.set((index, count));
+}
 
 impl Metrics {
     /// A configuration load (start-up, SIGHUP or `POST /-/reload`) ended, at `now` (Unix

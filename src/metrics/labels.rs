@@ -62,6 +62,13 @@ pub struct EndpointLabels {
     pub endpoint: String,
 }
 
+/// `mde_exporter_shard_info`'s labels.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ShardLabels {
+    pub index: String,
+    pub count: String,
+}
+
 /// `mde_api_endpoint_deprecation_notices_total`'s labels.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
 pub struct NoticeLabels {

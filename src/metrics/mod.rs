@@ -52,6 +52,10 @@ pub const PROMETHEUS_CONTENT_TYPE: &str = prometheus_text::CONTENT_TYPE;
 /// pipeline is; `telemetry` increments it and every [`Metrics`] registers it.
 pub static OTLP_EXPORT_FAILURES: LazyLock<Counter> = LazyLock::new(Counter::default);
 
+/// This process's shard (`--shard.index`, `--shard.count`), set once at start-up by
+/// [`exporter::set_shard`] before the metrics are built; unsharded: index 0 of 1 (#24).
+static SHARD: std::sync::OnceLock<(u32, u32)> = std::sync::OnceLock::new();
+
 const BACKGROUND: &str =
     "Updated by background polls, not at scrape time (the MDE API quota forbids polling on scrape)";
 
@@ -105,6 +109,7 @@ pub struct Metrics {
     /// `exporter_web::serve_with` and it is read at scrape time.
     pub(super) http_stats: Arc<exporter_web::ServeStats>,
     pub(super) build_info: Family<BuildLabels, Gauge>,
+    pub(super) shard_info: Family<ShardLabels, Gauge>,
     pub(super) poll_success: Family<TenantLabels, Gauge>,
     pub(super) last_poll_success: Family<TenantLabels, FloatGauge>,
     pub(super) poll_duration: ExHistogramFamily<TenantLabels>,
@@ -175,6 +180,7 @@ impl Metrics {
             quota_gauges: Arc::new(QuotaGauges::default()),
             http_stats: Arc::default(),
             build_info: Family::default(),
+            shard_info: Family::default(),
             poll_success: Family::default(),
             last_poll_success: Family::default(),
             poll_duration: Family::new_with_constructor(Buckets(POLL_BUCKETS)),
@@ -350,6 +356,11 @@ impl Metrics {
             m.build_info.clone(),
         );
         r.register(
+            "mde_exporter_shard_info",
+            "The shard this process serves (--shard.index of --shard.count; index 0 of 1 when not sharded), value 1. Two targets with the same index and count serve the same tenants twice",
+            m.shard_info.clone(),
+        );
+        r.register(
             "mde_exporter_poll_success",
             bg("1 if the latest poll of a tenant succeeded, else 0."),
             m.poll_success.clone(),
@@ -437,6 +448,13 @@ impl Metrics {
                 version: env!("CARGO_PKG_VERSION").to_string(),
                 revision: env!("MDE_EXPORTER_REVISION").to_string(),
                 rustc: env!("MDE_EXPORTER_RUSTC_VERSION").to_string(),
+            })
+            .set(1);
+        let (index, count) = SHARD.get().copied().unwrap_or((0, 1));
+        m.shard_info
+            .get_or_create(&ShardLabels {
+                index: index.to_string(),
+                count: count.to_string(),
             })
             .set(1);
         Metrics { registry, ..m }
