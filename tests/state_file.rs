@@ -21,6 +21,27 @@ fn config_file(dir: &std::path::Path) -> std::path::PathBuf {
     path
 }
 
+/// Run the exporter on `config` and `state` with `extra` flags until it exits (a refused start
+/// does): its exit code and standard error.
+fn run_to_end(
+    config: &std::path::Path,
+    state: &std::path::Path,
+    extra: &[&str],
+) -> (Option<i32>, String) {
+    let out = Command::new(BIN)
+        .args(["--web.listen-address", "127.0.0.1:0", "--config.file"])
+        .arg(config)
+        .arg("--state.path")
+        .arg(state)
+        .args(extra)
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 fn files_in(dir: &std::path::Path) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(dir)
         .unwrap()
@@ -54,16 +75,8 @@ fn reset_refuses_a_state_file_another_process_holds() {
     let before = files_in(dir.path());
     let holder = format!("(pid {})", first.child.id());
 
-    let reset = Command::new(BIN)
-        .args(["--web.listen-address", "127.0.0.1:0", "--config.file"])
-        .arg(&config)
-        .arg("--state.path")
-        .arg(&state)
-        .arg("--state.reset")
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&reset.stderr);
-    assert_eq!(reset.status.code(), Some(1), "{stderr}");
+    let (code, stderr) = run_to_end(&config, &state, &["--state.reset"]);
+    assert_eq!(code, Some(1), "{stderr}");
     assert!(
         stderr.contains(&format!(
             "--state.reset refused: state file {} is in use by another process {holder}",
@@ -73,15 +86,8 @@ fn reset_refuses_a_state_file_another_process_holds() {
     );
     assert_eq!(files_in(dir.path()), before, "nothing moved aside");
 
-    let second = Command::new(BIN)
-        .args(["--web.listen-address", "127.0.0.1:0", "--config.file"])
-        .arg(&config)
-        .arg("--state.path")
-        .arg(&state)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&second.stderr);
-    assert_eq!(second.status.code(), Some(1), "{stderr}");
+    let (code, stderr) = run_to_end(&config, &state, &[]);
+    assert_eq!(code, Some(1), "{stderr}");
     assert!(
         stderr.contains(&format!(
             "state file {} is in use by another process {holder}",
