@@ -37,7 +37,7 @@ use tokio::net::TcpListener;
 
 mod common;
 
-use common::env_or;
+use common::{env_list, env_or};
 
 /// Peak resident set in KiB (0 where `/proc` is not there).
 fn peak_rss_kib() -> u64 {
@@ -57,11 +57,7 @@ fn main() {
 }
 
 async fn parent() {
-    let rates: Vec<usize> = std::env::var("BENCH_RATES")
-        .unwrap_or_else(|_| "1000,10000,100000".into())
-        .split(',')
-        .filter_map(|r| r.trim().parse().ok())
-        .collect();
+    let rates: Vec<usize> = env_list("BENCH_RATES", "1000,10000,100000");
     let polls: u32 = env_or("BENCH_POLLS", 5);
     let mut rows = Vec::new();
     for rate in rates {

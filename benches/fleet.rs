@@ -32,7 +32,7 @@ use tokio::net::TcpListener;
 
 mod common;
 
-use common::env_or;
+use common::{env_list, env_or};
 
 fn main() {
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -43,11 +43,7 @@ fn main() {
 }
 
 async fn run() {
-    let fleets: Vec<usize> = std::env::var("BENCH_FLEET")
-        .unwrap_or_else(|_| "0,400,2000,10000".into())
-        .split(',')
-        .filter_map(|r| r.trim().parse().ok())
-        .collect();
+    let fleets: Vec<usize> = env_list("BENCH_FLEET", "0,400,2000,10000");
     let hours: f64 = env_or("BENCH_HOURS", 1.0);
     let scale: f64 = env_or("BENCH_SCALE", 60.0);
     let mut rows = Vec::new();

@@ -34,7 +34,7 @@ use mde_liveresponse_exporter::shared::init_tenant_series;
 
 mod common;
 
-use common::env_or;
+use common::{env_list, env_or};
 
 /// Fill `m` with the series of one tenant; returns its quota.
 fn one_tenant(m: &Metrics, t: &str, quota: &QuotaConfig) -> Arc<Mutex<Quota>> {
@@ -180,11 +180,7 @@ fn percentile(v: &mut [Duration], p: f64) -> Duration {
 }
 
 fn main() {
-    let sizes: Vec<usize> = std::env::var("BENCH_SERIES")
-        .unwrap_or_else(|_| "20000,50000,100000".into())
-        .split(',')
-        .filter_map(|s| s.trim().parse().ok())
-        .collect();
+    let sizes: Vec<usize> = env_list("BENCH_SERIES", "20000,50000,100000");
     let runs: usize = env_or("BENCH_RUNS", 50);
     // Each size in a process of its own, so that what its series hold is not hidden by memory
     // the allocator kept from the size before.

@@ -25,7 +25,7 @@ use tokio::net::TcpListener;
 
 mod common;
 
-use common::env_or;
+use common::{env_list, env_or};
 
 /// A field of `/proc/<pid>/status` in KiB (0 when absent).
 fn status_kib(pid: u32, name: &str) -> u64 {
@@ -130,11 +130,7 @@ async fn run() {
     let scale: f64 = env_or("BENCH_SCALE", 10.0);
     let steady_polls: u32 = env_or("BENCH_STEADY_POLLS", 5);
     let actions: usize = env_or("BENCH_ACTIONS", 10);
-    let tenants: Vec<usize> = std::env::var("BENCH_TENANTS")
-        .unwrap_or_else(|_| "1,100,500,2000".into())
-        .split(',')
-        .filter_map(|s| s.trim().parse().ok())
-        .collect();
+    let tenants: Vec<usize> = env_list("BENCH_TENANTS", "1,100,500,2000");
     let exporter = std::env::var("BENCH_EXPORTER")
         .unwrap_or_else(|_| env!("CARGO_BIN_EXE_mde-liveresponse-exporter").to_string());
     let poll = Duration::from_secs(60).div_f64(scale);

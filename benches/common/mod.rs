@@ -1,7 +1,7 @@
 //! Set-up the benchmarks share (`mod common;` in each): knobs from the environment and memory
 //! figures from `/proc`.
 //!
-//! Owns: `env_or` and the `/proc/<pid>/status` readers. Does not own: what a benchmark runs or
+//! Owns: `env_or`, `env_list` and the `/proc/<pid>/status` readers. Does not own: what a benchmark runs or
 //! prints, nor starting the simulator or the exporter (each benchmark does that its own way).
 #![allow(dead_code)]
 
@@ -11,6 +11,16 @@ pub fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
+}
+
+/// `name` from the environment as a comma-separated list of `T` (entries that do not parse
+/// are left out), or `default` (the same form) when unset.
+pub fn env_list<T: std::str::FromStr>(name: &str, default: &str) -> Vec<T> {
+    std::env::var(name)
+        .unwrap_or_else(|_| default.into())
+        .split(',')
+        .filter_map(|s| s.trim().parse().ok())
+        .collect()
 }
 
 /// A field of `/proc/<pid>/status` in KiB (`pid` is a number or `self`; `field` includes the
