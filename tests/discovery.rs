@@ -9,18 +9,10 @@ use std::time::Duration;
 
 use common::*;
 use mde_liveresponse_exporter::state::{ResultKey, State};
-use mde_sim::{SimConfig, Simulator};
+use mde_sim::SimConfig;
 
 fn polls(m: &Samples) -> f64 {
     sum(m, "mde_exporter_poll_duration_seconds", &[])
-}
-
-fn list_calls(sim: &Simulator) -> u64 {
-    sim.stats()
-        .requests
-        .get("list_machine_actions")
-        .copied()
-        .unwrap_or(0)
 }
 
 /// Not-run counter samples as (script, reason) → count.

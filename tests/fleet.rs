@@ -14,7 +14,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use common::start_sim;
+use common::{list_calls, start_sim};
 use mde_liveresponse_exporter::collector::TenantCollector;
 use mde_liveresponse_exporter::config::Config;
 use mde_liveresponse_exporter::mde::Client;
@@ -68,14 +68,6 @@ fn collector(sim: &Simulator, addr: std::net::SocketAddr) -> (TenantCollector, A
     );
     let client = Client::new(&tenant, http, quota, metrics).unwrap();
     (TenantCollector::new(tenant, client, shared.clone()), shared)
-}
-
-fn list_calls(sim: &Simulator) -> u64 {
-    sim.stats()
-        .requests
-        .get("list_machine_actions")
-        .copied()
-        .unwrap_or(0)
 }
 
 /// One poll; the list calls it made.

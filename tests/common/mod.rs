@@ -329,3 +329,12 @@ impl Drop for Binary {
         let _ = self.child.wait();
     }
 }
+
+/// Calls to `list_machine_actions` the simulator answered so far.
+pub fn list_calls(sim: &Simulator) -> u64 {
+    sim.stats()
+        .requests
+        .get("list_machine_actions")
+        .copied()
+        .unwrap_or(0)
+}
