@@ -95,18 +95,18 @@ fn value(text: &str, series: &str) -> Option<f64> {
 
 /// See: #20 item 1. Before, every poll read each of the 400 actions in flight by id, 20 a
 /// call: 1 + 20 = 21 list calls a poll whatever changed. Now a poll lists what is in flight
-/// in one status-filtered listing and reads by id only the followed actions missing from it
-/// (they became final): 1-2 listings + ceil(changed / 20).
+/// in the same listing as what is new (one status-filtered listing) and reads by id only the
+/// followed actions missing from it (they became final): 1 listing + ceil(changed / 20).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn with_400_in_flight_a_poll_costs_two_listings_and_a_batch_per_20_changed() {
+async fn with_400_in_flight_a_poll_costs_one_listing_and_a_batch_per_20_changed() {
     let (sim, addr) = fleet_sim().await;
     let (mut c, shared) = collector(&sim, addr);
     assert!(in_flight_ids(&sim).len() >= FLEET);
     // The first start: the in-flight set, then the window.
     let first = poll(&mut c, &sim).await;
     assert_eq!(first, 2);
-    // Nothing changed: the incremental listing and the in-flight listing.
-    assert_eq!(poll(&mut c, &sim).await, 2);
+    // Nothing changed: one listing of what is new and what is in flight.
+    assert_eq!(poll(&mut c, &sim).await, 1);
     let mut counted = 0;
     for _ in 0..4 {
         let before = in_flight_ids(&sim);
@@ -114,7 +114,7 @@ async fn with_400_in_flight_a_poll_costs_two_listings_and_a_batch_per_20_changed
         let changed = before.difference(&in_flight_ids(&sim)).count();
         let calls = poll(&mut c, &sim).await;
         assert!(
-            (2..=2 + changed.div_ceil(20) as u64).contains(&calls),
+            (1..=1 + changed.div_ceil(20) as u64).contains(&calls),
             "{calls} list calls for {changed} changed"
         );
         counted += changed;
@@ -203,8 +203,66 @@ async fn a_refused_status_filter_falls_back_to_id_batches() {
     );
 }
 
-/// See: #20 item 5. The cadence spends half the list budget: two listings a poll (1,500 calls
-/// an hour, half of it) give a poll every 9.6 s; a quiet tenant (nothing in flight, nothing
+/// See: #20. An API that accepts the status filter but not nested in an `or` of dates gets
+/// what is new and what is in flight in two listings: the refusal is asked once, nothing is
+/// missed, the status filter still counts as supported, and two listings a poll spread over
+/// half the budget give a poll every 9.6 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_combined_listing_falls_back_to_two_listings() {
+    let (sim, addr) = fleet_sim().await;
+    sim.faults().refuse_combined_filter(true);
+    let (mut c, shared) = collector(&sim, addr);
+    // The first start (in flight, then the window) never combines.
+    assert_eq!(poll(&mut c, &sim).await, 2);
+    // The refused combined listing, then the window and the in-flight set apart.
+    assert_eq!(poll(&mut c, &sim).await, 3);
+    // Not asked again.
+    assert_eq!(poll(&mut c, &sim).await, 2);
+    let text = scrape(&shared);
+    assert_eq!(
+        value(
+            &text,
+            "mde_liveresponse_discovery_interval_seconds{tenant=\"fleet\"}"
+        ),
+        Some(9.6)
+    );
+    for _ in 0..3 {
+        sim.advance(Duration::from_secs(200));
+        poll(&mut c, &sim).await;
+    }
+    let text = scrape(&shared);
+    assert_eq!(
+        value(
+            &text,
+            "mde_liveresponse_discovery_in_flight_filter_supported{tenant=\"fleet\"}"
+        ),
+        Some(1.0)
+    );
+    let truth = sim.truth();
+    let succeeded = truth
+        .actions_by_status()
+        .get("Succeeded")
+        .copied()
+        .unwrap_or(0);
+    assert!(succeeded > 0);
+    assert_eq!(
+        value(
+            &text,
+            "mde_liveresponse_actions_total{tenant=\"fleet\",status=\"Succeeded\"}"
+        ),
+        Some(succeeded as f64)
+    );
+    assert_eq!(
+        value(
+            &text,
+            "mde_liveresponse_actions_in_flight{tenant=\"fleet\",status=\"Pending\"}"
+        ),
+        Some(in_flight_ids(&sim).len() as f64)
+    );
+}
+
+/// See: #20 item 5. The cadence spends half the list budget: one listing a poll (1,500 calls
+/// an hour, half of it) would allow a poll every 4.8 s, so `min_interval` (5 s) holds; a quiet tenant (nothing in flight, nothing
 /// new) backs off, doubling towards `poll_interval`. The interval and its reason show in a
 /// gauge and on the status page.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -219,15 +277,15 @@ async fn the_cadence_follows_the_list_budget_and_a_quiet_tenant_backs_off() {
         .unwrap()
     };
     poll(&mut c, &sim).await;
-    assert_eq!(poll(&mut c, &sim).await, 2);
-    assert_eq!(interval(&shared), 9.6);
+    assert_eq!(poll(&mut c, &sim).await, 1);
+    assert_eq!(interval(&shared), 5.0);
     let reason = shared.status_snapshot()["fleet"]
         .discovery
         .interval_reason
         .clone();
     assert_eq!(
         reason,
-        "the last poll's list calls spread over list_budget_share of the hour budget; last poll: 2 list calls"
+        "min_interval: the list budget allows more; last poll: 1 list calls"
     );
 
     // Nothing in flight: a tenant whose actions are all final.

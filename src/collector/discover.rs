@@ -1,13 +1,14 @@
 //! Discovery, the collector's side: one contract for both modes. [`TenantCollector::discover`]
-//! lists (full window, or incremental: since the watermark, the in-flight set in one
-//! status-filtered listing, by id the followed actions missing from it, a sweep now and then,
-//! configured ids) and returns every action found once per id;
+//! lists (full window, or incremental: what is new and what is in flight in one listing, or
+//! apart when the API refuses the combination, by id the followed actions missing from it, a
+//! sweep now and then, configured ids) and returns every action found once per id;
 //! [`TenantCollector::account_discovered`] counts and queues them, then commits what stays
 //! followed and the watermark in one transaction.
 //!
 //! Owns the list calls of a poll, their order and what is remembered of them (the last
-//! discovery time, the followed set, the watermark, the sweep time), the fallback to id
-//! batches when the API refuses the status filter, the sweep's "missed" warning, the
+//! discovery time, the followed set, the watermark, the sweep time), the fallbacks (two
+//! listings when the API refuses the combined one, id batches when it refuses the status
+//! filter), the sweep's "missed" warning, the
 //! in-flight gauges, and the discovery outcome (re-reads waiting, status page). Does not own the decisions themselves (filters, which
 //! ids, what stays followed: the pure `discovery` module), nor counting and fetching what was
 //! found (`results`).
@@ -155,14 +156,28 @@ impl TenantCollector {
             Some(f) if bootstrap => self.bootstrap_in_flight(&f, now, deadline).await?,
             _ => Vec::new(),
         };
-        let filter = match watermark {
-            Some(w) => disc::incremental_filter(&sel, disc::incremental_since(w, d.overlap, now)),
-            None => disc::bootstrap_filter(&sel, now, last_discovery),
+        let since = watermark.map(|w| disc::incremental_since(w, d.overlap, now));
+        // With followed actions in flight from before the window, what is new and what is in
+        // flight come in one listing (#20): a poll costs one call, not two.
+        let combined = match since {
+            Some(since) if self.rereads.is_empty() => {
+                self.list_combined(&tracked, since, now, deadline).await?
+            }
+            _ => None,
         };
-        let mut listed = self
-            .client
-            .list_machine_actions(&filter, QuotaWait::Until(deadline))
-            .await?;
+        let in_flight_answered = combined.is_some();
+        let mut listed = match combined {
+            Some(found) => found,
+            None => {
+                let filter = match since {
+                    Some(since) => disc::incremental_filter(&sel, since),
+                    None => disc::bootstrap_filter(&sel, now, last_discovery),
+                };
+                self.client
+                    .list_machine_actions(&filter, QuotaWait::Until(deadline))
+                    .await?
+            }
+        };
         // Of two answers for one action, the window's is the later one: it wins.
         let windowed: HashSet<String> = listed.iter().map(|a| a.id.clone()).collect();
         listed.extend(in_flight.into_iter().filter(|a| !windowed.contains(&a.id)));
@@ -177,7 +192,7 @@ impl TenantCollector {
         // After the first poll, what is in flight comes in one listing (#20 item 1); only the
         // followed actions missing from it (they became final) are read again by id.
         let mut cut_short = None;
-        let still_in_flight = if bootstrap || !carried.is_empty() {
+        let still_in_flight = if bootstrap || !carried.is_empty() || in_flight_answered {
             Vec::new()
         } else {
             match self
@@ -393,6 +408,42 @@ impl TenantCollector {
             Err(e) if refused_filter(&e) => {
                 self.filter_refused(&e);
                 Ok(Vec::new())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The one listing of what is new and what is in flight, when some followed action in
+    /// flight was created before `since` (else the window's listing holds it: a quiet tenant
+    /// costs one plain call). `None` when not sent, or refused (400): the caller then lists
+    /// the two apart, and this collector does not ask again until it is started again.
+    async fn list_combined(
+        &mut self,
+        tracked: &[(String, Tracked)],
+        since: DateTime<Utc>,
+        now: DateTime<Utc>,
+        deadline: Instant,
+    ) -> Result<Option<Vec<MachineAction>>, mde::Error> {
+        let older_in_flight = tracked
+            .iter()
+            .any(|(_, t)| !is_final_status(&t.status) && t.created < since);
+        if self.in_flight_filter_refused || self.combined_filter_refused || !older_in_flight {
+            return Ok(None);
+        }
+        let filter = disc::combined_listing_filter(&self.tenant.selectors, since, now);
+        match self
+            .client
+            .list_machine_actions(&filter, QuotaWait::Until(deadline))
+            .await
+        {
+            Ok(found) => {
+                self.set_filter_supported(true);
+                Ok(Some(found))
+            }
+            Err(e) if refused_filter(&e) => {
+                self.combined_filter_refused = true;
+                tracing::warn!(tenant = %self.tenant.name, error = %e, "the API refused the one listing of new and in-flight actions: they are listed apart (two list calls a poll) until the next restart or reload");
+                Ok(None)
             }
             Err(e) => Err(e),
         }

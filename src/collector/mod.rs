@@ -61,6 +61,7 @@ impl TenantCollector {
             last_sweep_actions: 0,
             unrestored: 0,
             in_flight_filter_refused: false,
+            combined_filter_refused: false,
             interval: Duration::ZERO,
             quiet_polls: 0,
         }

@@ -40,6 +40,9 @@ pub struct TenantCollector {
     /// The API refused the status-filtered in-flight listing (400): every action in flight is
     /// read by id, as before #20, until the collector is started again (a restart or reload).
     pub(super) in_flight_filter_refused: bool,
+    /// The API refused the one listing of what is new and what is in flight (400): a poll
+    /// lists them apart, as two listings, until the collector is started again. (#20)
+    pub(super) combined_filter_refused: bool,
     /// The time from this poll's start to the next, as the cadence chose it (#20).
     pub(super) interval: Duration,
     /// Polls in a row that found nothing in flight and nothing new (the quiet back-off).

@@ -71,6 +71,13 @@ pub(crate) async fn list_actions(
             "The query specified in the URI is not valid. Filtering on status 'Pending' or 'InProgress' is not supported.",
         );
     }
+    if sim.inner.lock().faults.refuse_combined_filter
+        && param("$filter").is_some_and(|f| f.contains(" or (creationDateTimeUtc ge "))
+    {
+        return odata_error(
+            "The query specified in the URI is not valid. An 'or' of different properties is not supported.",
+        );
+    }
     let filter = match param("$filter").map(filter::parse).transpose() {
         Ok(f) => f,
         Err(e) => return odata_error(&e),

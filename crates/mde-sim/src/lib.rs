@@ -227,6 +227,8 @@ struct FaultState {
     announce: Vec<(String, String, String)>,
     /// Listings whose `$filter` asks for `Pending` or `InProgress` answer 400 (#20).
     refuse_in_flight_filter: bool,
+    /// Listings whose `$filter` nests the status clause in an `or` of dates answer 400 (#20).
+    refuse_combined_filter: bool,
 }
 
 /// An issued token.
@@ -480,6 +482,13 @@ impl Faults {
     /// status filter would (#20).
     pub fn refuse_in_flight_filter(&self, on: bool) {
         self.with(|f| f.refuse_in_flight_filter = on);
+    }
+
+    /// While `on`, a listing whose `$filter` joins a creation date `or` a status clause
+    /// (what is new and what is in flight in one listing) answers 400 `ODataError`; the two
+    /// apart are still accepted (#20).
+    pub fn refuse_combined_filter(&self, on: bool) {
+        self.with(|f| f.refuse_combined_filter = on);
     }
 
     /// The next `n` requests to `endpoint` get the quota 429, with `Retry-After` when `Some`.
