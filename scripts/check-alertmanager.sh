@@ -9,6 +9,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# The pinned amtool 0.35 of scripts/tools.sh when it is built, else Debian's.
+[ -x .tools/bin/amtool ] && PATH=$PWD/.tools/bin:$PATH
 command -v amtool >/dev/null || { echo "check-alertmanager: amtool not found (apt-get install prometheus-alertmanager)" >&2; exit 1; }
 config=deploy/alertmanager/alertmanager.yml
 templates='deploy/alertmanager/templates/*.tmpl'
@@ -22,7 +24,7 @@ failed=0
 # expected receiver | labels of the alert
 while IFS='|' read -r want labels; do
     [ -z "$want" ] && continue
-    # shellcheck disable=SC2086 # the labels are words on purpose (quoted values kept by eval)
+    # shellcheck disable=SC2086 # the labels are words on purpose (eval keeps the single-quoted words whole; the double quotes inside reach amtool, which 0.35 asks for: its UTF-8 matcher parser refuses an unquoted value with a space)
     got=$(eval "amtool config routes test --config.file=$config $labels" 2>/dev/null) || true
     if [ "$got" = "$want" ]; then
         echo "ok   $want <- $labels"
@@ -31,21 +33,21 @@ while IFS='|' read -r want labels; do
         failed=1
     fi
 done <<'CASES'
-demo-finance-it|alertname=MdeLiveResponseScriptFailed severity=warning tenant=demo rbac_group="Finance Workstations" script=triage.ps1
-demo-finance-it|alertname=MdeLiveResponseScriptErrors severity=warning tenant=demo rbac_group="Finance Workstations" script=triage.ps1
-demo-dba|alertname=MdeLiveResponseScriptNotRun severity=warning tenant=demo rbac_group="SQL Servers" script=get-av-status.ps1
-demo-dba-pager|alertname=MdeLiveResponseScriptFailed severity=critical tenant=demo rbac_group="SQL Servers" script=triage.ps1
-demo-engineering-it|alertname=MdeLiveResponseScriptFailed severity=warning tenant=demo rbac_group="Engineering Workstations" script=triage.ps1
+demo-finance-it|alertname=MdeLiveResponseScriptFailed severity=warning tenant=demo 'rbac_group="Finance Workstations"' script=triage.ps1
+demo-finance-it|alertname=MdeLiveResponseScriptErrors severity=warning tenant=demo 'rbac_group="Finance Workstations"' script=triage.ps1
+demo-dba|alertname=MdeLiveResponseScriptNotRun severity=warning tenant=demo 'rbac_group="SQL Servers"' script=get-av-status.ps1
+demo-dba-pager|alertname=MdeLiveResponseScriptFailed severity=critical tenant=demo 'rbac_group="SQL Servers"' script=triage.ps1
+demo-engineering-it|alertname=MdeLiveResponseScriptFailed severity=warning tenant=demo 'rbac_group="Engineering Workstations"' script=triage.ps1
 demo-soc|alertname=MdeLiveResponseScriptFailed severity=warning tenant=demo script=triage.ps1
-demo-soc|alertname=MdeLiveResponseScriptFailed severity=warning tenant=demo rbac_group="Unassigned" script=triage.ps1
+demo-soc|alertname=MdeLiveResponseScriptFailed severity=warning tenant=demo 'rbac_group="Unassigned"' script=triage.ps1
 demo-soc|alertname=MdeLiveResponseScriptErrorBudgetBurn severity=critical tenant=demo script=triage.ps1 long=1h short=5m
 demo-soc|alertname=MdeApiThrottled severity=critical tenant=demo endpoint=list_machine_actions
-contoso-finance-it|alertname=MdeLiveResponseScriptFailed severity=warning tenant=contoso rbac_group="Finance Paris" script=triage.ps1
-contoso-soc|alertname=MdeLiveResponseScriptFailed severity=warning tenant=contoso rbac_group="SQL Servers" script=triage.ps1
+contoso-finance-it|alertname=MdeLiveResponseScriptFailed severity=warning tenant=contoso 'rbac_group="Finance Paris"' script=triage.ps1
+contoso-soc|alertname=MdeLiveResponseScriptFailed severity=warning tenant=contoso 'rbac_group="SQL Servers"' script=triage.ps1
 contoso-soc|alertname=MdeExporterAuthFailing severity=critical tenant=contoso
 mde-exporter-ops|alertname=MdeExporterDown severity=critical job=mde-liveresponse-exporter instance=exporter:9717
 mde-exporter-ops|alertname=MdeExporterConfigReloadFailed severity=warning instance=exporter:9717
-mde-exporter-ops|alertname=MdeLiveResponseScriptFailed severity=warning tenant=unknown-tenant rbac_group="Finance Workstations" script=triage.ps1
+mde-exporter-ops|alertname=MdeLiveResponseScriptFailed severity=warning tenant=unknown-tenant 'rbac_group="Finance Workstations"' script=triage.ps1
 CASES
 
 echo "== amtool template render $templates"

@@ -5,10 +5,10 @@
 # Starts, all on 127.0.0.1:
 #   - the exporter in demo mode (built-in MDE API simulator with failing scripts and machines in
 #     three device groups), time scaled x60, as scripts/e2e-prometheus.sh does;
-#   - Debian's `prometheus` scraping it every second, evaluating the committed rules every
+#   - Prometheus (3, .tools/bin, else Debian's 2.42) scraping it every second, evaluating the committed rules every
 #     second with every `for:` set to 0s (as e2e-prometheus.sh) and the mixin's
 #     exporterExternalURL replaced by this exporter's URL, sending alerts to:
-#   - Debian's `prometheus-alertmanager` with deploy/alertmanager/alertmanager.yml as committed
+#   - Alertmanager (0.35, .tools/bin, else Debian's `prometheus-alertmanager`) with deploy/alertmanager/alertmanager.yml as committed
 #     (route tree, inhibitions, templates) except that every receiver is a webhook to:
 #   - a local webhook receiver (scripts/e2e_alertmanager.py receive), one path per receiver;
 #     group_wait/group_interval are cut to 1s/2s.
@@ -20,8 +20,8 @@
 # failing exit code (on by default; E2E_FETCH_TRANSCRIPT=0 turns it off).
 #
 # Env: MDE_EXPORTER_BIN (default target/debug/mde-liveresponse-exporter, built when missing or
-# with E2E_BUILD=1), PROMETHEUS (default prometheus), ALERTMANAGER (default
-# prometheus-alertmanager), E2E_DEADLINE (seconds, default 90), E2E_FETCH_TRANSCRIPT (1/0, default 1).
+# with E2E_BUILD=1), PROMETHEUS (default .tools/bin/prometheus when built, else prometheus),
+# ALERTMANAGER (default .tools/bin/alertmanager when built, else prometheus-alertmanager), E2E_DEADLINE (seconds, default 90), E2E_FETCH_TRANSCRIPT (1/0, default 1).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -34,8 +34,15 @@ for arg in "$@"; do
 done
 
 bin=${MDE_EXPORTER_BIN:-target/debug/mde-liveresponse-exporter}
-prometheus=${PROMETHEUS:-prometheus}
-alertmanager=${ALERTMANAGER:-prometheus-alertmanager}
+# The pinned builds of scripts/tools.sh (Prometheus 3, Alertmanager 0.35, their promtool and
+# amtool) when they are built, else Debian's packages.
+[ -d .tools/bin ] && PATH=$PWD/.tools/bin:$PATH
+default_prometheus=prometheus
+[ -x .tools/bin/prometheus ] && default_prometheus=.tools/bin/prometheus
+default_alertmanager=prometheus-alertmanager
+[ -x .tools/bin/alertmanager ] && default_alertmanager=.tools/bin/alertmanager
+prometheus=${PROMETHEUS:-$default_prometheus}
+alertmanager=${ALERTMANAGER:-$default_alertmanager}
 deadline=${E2E_DEADLINE:-90}
 
 for tool in "$prometheus" "$alertmanager" promtool amtool; do
