@@ -440,7 +440,10 @@ impl Metrics {
             "Time requests waited for a free slot under max_requests_in_flight, summed over requests; when it grows by about a second every second, the cap, not the API, sets the pace",
             m.request_slot_wait.clone(),
         );
-        r.register_collector(Box::new(m.script_metrics.clone()));
+        // In two parts: the two threads encoding a large body share the script series. (#21)
+        for part in m.script_metrics.parts(2) {
+            r.register_collector(Box::new(part));
+        }
         r.register_collector(Box::new(ProcessCollector));
         r.register_collector(Box::new(HttpCollector(m.http_stats.clone())));
         m.build_info

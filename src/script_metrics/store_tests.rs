@@ -298,3 +298,65 @@ fn the_set_kept_in_the_state_is_within_the_total() {
     );
     assert!(render(store).contains("reason=\"max_total\"} 1"));
 }
+
+/// See: #21. The store as two parts (what `/metrics` registers, so that two threads share
+/// the script series) gives every family once, whole, with the samples the single collector
+/// gives, and the store's own families once.
+#[test]
+fn two_parts_give_every_family_once_and_whole() {
+    let r = rule(ScriptFormat::Prometheus);
+    let store = Arc::new(Store::default());
+    for m in 0..30 {
+        let body = format!(
+            "a_one {m}\nb_two{{v=\"x\"}} 2\nc_three 3\nd_four 4\ne_five{{k=\"q\\\"uote\"}} 5\n"
+        );
+        let e = extract(&r, body.as_bytes());
+        store.record(
+            key(&format!("m{m:02}")),
+            at("2026-12-01T00:00:00Z"),
+            0,
+            &r,
+            e,
+        );
+    }
+    let one = {
+        let mut reg = Registry::default();
+        reg.register_collector(Box::new(store.parts(1).remove(0)));
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &reg).unwrap();
+        out
+    };
+    let two = {
+        let mut reg = Registry::default();
+        for p in store.parts(2) {
+            reg.register_collector(Box::new(p));
+        }
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &reg).unwrap();
+        out
+    };
+    // Each family once: its block of lines (HELP, TYPE, samples) is the same in both bodies.
+    let blocks = |body: &str| -> BTreeMap<String, String> {
+        let mut out = BTreeMap::new();
+        let mut name = String::new();
+        for line in body.lines().filter(|l| !l.starts_with("# EOF")) {
+            if let Some(rest) = line.strip_prefix("# HELP ") {
+                name = rest.split(' ').next().unwrap().to_string();
+                assert!(!out.contains_key(&name), "{name} twice");
+            }
+            out.entry(name.clone())
+                .or_insert_with(String::new)
+                .push_str(&format!("{line}\n"));
+        }
+        out
+    };
+    let (b1, b2) = (blocks(&one), blocks(&two));
+    assert_eq!(b1.len(), 6, "{one}");
+    assert_eq!(b1, b2);
+    assert_eq!(one.len(), two.len());
+    assert_eq!(
+        two.matches("mde_script_metrics_last_transcript_timestamp_seconds{")
+            .count(),
+        30
+    );
+}
