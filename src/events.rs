@@ -83,6 +83,9 @@ impl TranscriptRetrieved<'_> {
             machine = self.machine,
             script = self.script,
             exit_code = self.exit_code,
+            // The OpenTelemetry convention's name beside the older `exit_code`, for one
+            // release (docs/operations.md#semantic-conventions).
+            process.exit.code = self.exit_code,
             errors_present = self.errors_present,
             output_bytes = self.output_bytes,
             errors_bytes = self.errors_bytes,

@@ -14,7 +14,7 @@ use url::Url;
 use super::http::{ReadError, location_host, read_capped};
 use super::model::{self, DownloadLink, Transcript, redact_url};
 use super::send::{http_span, transport};
-use super::{Client, DOWNLOAD, Error, Slot};
+use super::{Client, DOWNLOAD, DOWNLOAD_URL_TEMPLATE, Error, Slot};
 
 /// Hosts result downloads may come from: the blob storage of each Microsoft cloud. Anything
 /// else (loopback, link-local, another company's host) is refused before a byte is sent.
@@ -63,15 +63,19 @@ impl Client {
         })?;
         self.metrics
             .record_transcript_bytes(&self.tenant, body.len());
+        // `exit_code` is the older name, `process.exit.code` the OpenTelemetry convention's:
+        // both, for one release (docs/operations.md#semantic-conventions).
         let parse_span = tracing::info_span!(
             "parse",
             bytes = body.len(),
             exit_code = Empty,
+            process.exit.code = Empty,
             errors_present = Empty,
         );
         match parse_span.in_scope(|| model::parse_transcript(&body)) {
             Ok(t) => {
                 parse_span.record("exit_code", t.exit_code);
+                parse_span.record("process.exit.code", t.exit_code);
                 parse_span.record("errors_present", t.errors_present());
                 Ok(t)
             }
@@ -114,7 +118,7 @@ impl Client {
             return Err(Error::UntrustedLink(shown));
         }
         let slot = self.http.slot().await;
-        let span = http_span(DOWNLOAD, &link.0, &shown, None);
+        let span = http_span(DOWNLOAD, &link.0, &shown, DOWNLOAD_URL_TEMPLATE, None);
         let started = Instant::now();
         let sent = self
             .http

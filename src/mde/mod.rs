@@ -52,6 +52,24 @@ pub enum QuotaWait {
 /// The `endpoint` label of result downloads (SAS links, not the MDE API).
 pub const DOWNLOAD: &str = "download";
 
+/// The `url.template` of result downloads: a blob in a container, with no name, id or SAS
+/// signature in it.
+pub const DOWNLOAD_URL_TEMPLATE: &str = "/{container}/{blob}";
+
+/// An endpoint's path under the API base, with its ids as `{placeholders}`: the
+/// `url.template` of its spans (OpenTelemetry HTTP client conventions), joined to the base
+/// path the same way [`Client::api_url`] joins the real path.
+pub fn url_template(ep: Endpoint) -> &'static str {
+    match ep {
+        Endpoint::ListMachineActions => "api/machineactions",
+        Endpoint::GetMachineAction => "api/machineactions/{id}",
+        Endpoint::GetResultDownloadLink => {
+            "api/machineactions/{id}/GetLiveResponseResultDownloadLink(index={index})"
+        }
+        Endpoint::ListMachines => "api/machines",
+    }
+}
+
 /// The client for one tenant.
 pub struct Client {
     http: Http,
@@ -269,6 +287,11 @@ impl Client {
             url: redact_url(&url),
             source,
         })
+    }
+
+    /// The `url.template` of `ep`'s spans under this tenant's API base path.
+    fn api_url_template(&self, ep: Endpoint) -> String {
+        format!("{}{}", self.api.path(), url_template(ep))
     }
 
     fn api_url(&self, path: &str) -> Url {

@@ -35,12 +35,16 @@ impl Client {
         shown: &str,
         span: &tracing::Span,
     ) -> Result<reqwest::Response, Error> {
+        if let Err(e) = &sent {
+            span.record("error.type", transport_error_type(e));
+        }
         let sent = sent.map_err(|e| transport(ep, shown, e));
         let code = match &sent {
             Ok(r) => {
                 let status = r.status();
                 span.record("http.response.status_code", status.as_u16());
-                if status.is_client_error() || status.is_server_error() {
+                if let Some(error_type) = status_error_type(status) {
+                    span.record("error.type", error_type.as_str());
                     crate::telemetry::record_error(span, &format!("HTTP {}", status.as_u16()));
                 }
                 status.as_u16().to_string()
@@ -133,7 +137,7 @@ impl Client {
             // The token first: a token request takes no slot, and no slot waits for one.
             let token = self.auth.token().await?;
             let slot = self.slot_and_quota(ep, wait).await?;
-            let span = http_span(ep.as_str(), url, &shown, action);
+            let span = http_span(ep.as_str(), url, &shown, &self.api_url_template(ep), action);
             let started = Instant::now();
             let sent = self
                 .http
@@ -165,18 +169,24 @@ impl Client {
             let location = resp.headers().get(reqwest::header::LOCATION).cloned();
             let body = read_capped(resp, MAX_API_BODY).await;
             drop(slot);
-            let body = body.map_err(|e| match e {
-                ReadError::TooLarge => Error::TooLarge {
-                    endpoint: ep.as_str(),
-                    url: shown.clone(),
-                    limit: MAX_API_BODY,
-                },
-                ReadError::Io(message) => Error::Transport {
-                    endpoint: ep.as_str(),
-                    url: shown.clone(),
-                    message,
-                    timeout: false,
-                },
+            let body = body.map_err(|e| {
+                let e = match e {
+                    ReadError::TooLarge => Error::TooLarge {
+                        endpoint: ep.as_str(),
+                        url: shown.clone(),
+                        limit: MAX_API_BODY,
+                    },
+                    ReadError::Io(message) => Error::Transport {
+                        endpoint: ep.as_str(),
+                        url: shown.clone(),
+                        message,
+                        timeout: false,
+                    },
+                };
+                // The answer's head was fine, its body was not: the exchange failed.
+                span.record("error.type", e.kind().as_str());
+                crate::telemetry::record_error(&span, &e.to_string());
+                e
             })?;
             if status.is_redirection() {
                 return Err(Error::Status {
@@ -221,12 +231,33 @@ impl Client {
     }
 }
 
+/// The `error.type` of an answer (OpenTelemetry HTTP client conventions): its status code,
+/// for 4xx and 5xx; `None` for an answer that is no error.
+pub(super) fn status_error_type(status: StatusCode) -> Option<String> {
+    (status.is_client_error() || status.is_server_error()).then(|| status.as_u16().to_string())
+}
+
+/// The `error.type` of a request that got no answer: `timeout`, `connect` (no connection,
+/// including name resolution and TLS) or `io` (the connection broke), low-cardinality
+/// classes as the conventions ask.
+pub(super) fn transport_error_type(e: &reqwest::Error) -> &'static str {
+    if e.is_timeout() {
+        "timeout"
+    } else if e.is_connect() {
+        "connect"
+    } else {
+        "io"
+    }
+}
+
 /// A client span with the OpenTelemetry HTTP semantic conventions. `url.full` never holds
-/// a signature or token.
+/// a signature or token; `url.template` (`template`) holds no id either. `error.type` is
+/// filled in when the exchange fails ([`status_error_type`], [`transport_error_type`]).
 pub(super) fn http_span(
     ep: &'static str,
     url: &Url,
     shown: &str,
+    template: &str,
     action: Option<(&str, Option<u32>)>,
 ) -> tracing::Span {
     let span = tracing::info_span!(
@@ -235,9 +266,11 @@ pub(super) fn http_span(
         otel.kind = "client",
         http.request.method = "GET",
         url.full = %shown,
+        url.template = template,
         server.address = url.host_str().unwrap_or_default(),
         server.port = url.port_or_known_default().unwrap_or_default(),
         http.response.status_code = Empty,
+        error.type = Empty,
         mde.endpoint = ep,
         mde.action_id = Empty,
         mde.command_index = Empty,
