@@ -4,7 +4,9 @@
 //! the client's parts: `error` (one error type), `send` (slot, quota, token, 401/429,
 //! size caps, the per-call metrics), `download` (result links and their trust policy),
 //! [`http`] (the one `reqwest` client and its policy: redirects, Referer, proxy; the cap on
-//! requests in flight), [`auth`] (tokens) and [`model`] (pure parsers). Does not own what to
+//! requests in flight), [`auth`] (tokens) and [`model`] (pure parsers); and reading the API's
+//! clock off each answer's `Date` header into the tenant's [`crate::clock::ApiClock`], with the
+//! skew gauge. Does not own what to
 //! call next (the collector) nor parsing (`model`).
 
 pub mod auth;
