@@ -204,6 +204,7 @@ async fn child() {
         state: Arc::new(Mutex::new(state)),
         status: Arc::new(RwLock::new(Default::default())),
         quotas: [("bench".to_string(), quota.clone())].into(),
+        clocks: Default::default(),
         settings: CollectorSettings::from_config(&config),
         trace_url: None,
         last_expiry: Mutex::new(None),

@@ -290,6 +290,22 @@ local util = import 'lib/util.libsonnet';
           ]),
         ),
 
+        // See: #24 item 7. The local clock disagrees with the MDE API's (its Date header) by
+        // more than the exporter's max_clock_skew: nothing in flight is abandoned and no
+        // per-machine series expires by time until they agree again.
+        alert(
+          'MdeExporterClockSkew', c.clockSkewSeverity, c.clockSkewFor,
+          'abs(mde_exporter_clock_skew_seconds) > %d' % c.clockSkewThresholdSeconds,
+          'The clock of mde-liveresponse-exporter {{ $labels.instance }} is {{ $value | humanizeDuration }} off the MDE API (tenant {{ $labels.tenant }})',
+          text([
+            'The local clock of {{ $labels.instance }} minus the MDE API\'s (the Date header of its',
+            'answers) has been beyond ' + c.clockSkewThresholdSeconds + ' s for ' + util.humanize(c.clockSkewFor),
+            '(mde_exporter_clock_skew_seconds, negative: behind). Beyond max_clock_skew the exporter',
+            'abandons no in-flight action and expires no per-machine series by time: series of',
+            'machines that stopped running the script stay, until the clocks agree again.',
+          ]),
+        ),
+
         alert(
           'MdeExporterShardDuplicated', c.shardDuplicatedSeverity, c.shardDuplicatedFor,
           'count by (index, count) (mde_exporter_shard_info{count!="1"}) > 1',

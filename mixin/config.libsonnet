@@ -94,6 +94,12 @@
     scriptMetricsStaleSeverity: 'warning',
     scriptMetricsStaleFor: '1h',
 
+    // MdeExporterClockSkew (#24): |local clock - API clock| above this many seconds. Keep it
+    // at the exporter's max_clock_skew (default 5m), beyond which it refuses time-based decisions.
+    clockSkewThresholdSeconds: 300,
+    clockSkewSeverity: 'warning',
+    clockSkewFor: '5m',
+
     // Two exporter processes claim the same --shard.index of the same --shard.count (#24).
     shardDuplicatedSeverity: 'warning',
     shardDuplicatedFor: '10m',

@@ -9,11 +9,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Debian packages the tests use: prometheus (promtool and a real server), chromium (the
-# status page test), prometheus-alertmanager (amtool and a real Alertmanager).
+# status page test), prometheus-alertmanager (amtool and a real Alertmanager), faketime
+# (libfaketime: tests/clock_jump.rs moves the exporter's wall clock).
 missing=()
 command -v promtool >/dev/null 2>&1 && command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)
 command -v amtool >/dev/null 2>&1 && command -v prometheus-alertmanager >/dev/null 2>&1 || missing+=(prometheus-alertmanager)
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+command -v faketime >/dev/null 2>&1 || missing+=(faketime)
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "== installing Debian packages: ${missing[*]}"

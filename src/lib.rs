@@ -23,6 +23,9 @@
 //! - [`collector`]: one tenant's poll loop (`collector/mod.rs`: the poll order), its list
 //!   calls (`discover`: one contract for both discovery modes), counting and fetching results
 //!   exactly once (`results`) and the retry policy (`retry`).
+//! - [`clock`]: the API's clock per tenant (the answers' `Date` header, carried by the
+//!   monotonic clock) and the verdict whether time-based decisions (in-flight horizon, series
+//!   expiry) may be taken: only when the local clock agrees with it within `max_clock_skew`.
 //! - [`discovery`]: the pure core of discovery: filters, the watermark, batches of in-flight
 //!   ids, which ids are read again and what stays followed (decisions only, no I/O).
 //! - [`machines`]: the slow machine-context refresh (`mde_machine_info`, `mde_machine_tag`)
@@ -60,6 +63,7 @@
 pub mod app;
 pub mod certificate;
 pub mod cli;
+pub mod clock;
 pub mod collector;
 pub mod config;
 pub mod discovery;

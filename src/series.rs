@@ -3,7 +3,7 @@
 //! series started at 0.
 //!
 //! Owns deciding them from a run, restoring them from the state after a start, expiring them
-//! (`series_ttl`, then the oldest beyond `max_series`, counted in
+//! (`series_ttl` by each tenant's API time, then the oldest beyond `max_series`, counted in
 //! `mde_exporter_series_evicted_total`), and which label values a tenant's series start at 0
 //! for (endpoints, reasons, final statuses). Does not own what is remembered (the state
 //! decides which run is the latest and removes what expires), when expiry runs (`shared`'s
@@ -64,13 +64,24 @@ pub fn restore(m: &Metrics, state: &Mutex<State>, configured: impl Fn(&str) -> b
 }
 
 /// Remove the series past `ttl` or over `max` from the state and the metrics: the not-run
-/// series first, then the run series, each eviction counted by its reason.
-pub fn expire(m: &Metrics, state: &Mutex<State>, ttl: Duration, max: usize) {
+/// series first, then the run series, each eviction counted by its reason. The TTL is judged
+/// per tenant at `now_of(tenant)`, the API's time (see `crate::clock`); a tenant without one
+/// (its local clock disagrees with the API's) keeps its series past the TTL. See: #24 item 7
+pub fn expire(
+    m: &Metrics,
+    state: &Mutex<State>,
+    ttl: Duration,
+    max: usize,
+    now_of: &dyn Fn(&str) -> Option<DateTime<Utc>>,
+) {
     let ttl = chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::MAX);
-    let cutoff = Utc::now()
-        .checked_sub_signed(ttl)
-        .unwrap_or(DateTime::<Utc>::MIN_UTC);
-    expire_not_run(m, state, cutoff, max);
+    let cutoff = |tenant: &str| {
+        now_of(tenant).map(|now| {
+            now.checked_sub_signed(ttl)
+                .unwrap_or(DateTime::<Utc>::MIN_UTC)
+        })
+    };
+    expire_not_run(m, state, &cutoff, max);
     // Which series are past the TTL is known before they go; the rest of what `expire`
     // removes was evicted by `max_series`.
     let expired = {
@@ -78,10 +89,10 @@ pub fn expire(m: &Metrics, state: &Mutex<State>, ttl: Duration, max: usize) {
         let stale: std::collections::BTreeSet<_> = s
             .last_runs()
             .iter()
-            .filter(|(_, r)| r.end_time < cutoff)
+            .filter(|(k, r)| cutoff(&k.0).is_some_and(|c| r.end_time < c))
             .map(|(k, _)| k.clone())
             .collect();
-        s.expire(cutoff, max).map(|removed| (stale, removed))
+        s.expire(&cutoff, max).map(|removed| (stale, removed))
     };
     let (stale, removed) = match expired {
         Ok(r) => r,
@@ -110,7 +121,7 @@ pub fn expire(m: &Metrics, state: &Mutex<State>, ttl: Duration, max: usize) {
 /// `mde_liveresponse_script_not_run` series go with the same TTL and cap as the other
 /// per-machine series. (Each poll of every tenant used to sort every tenant's attempts to
 /// find them. See: #11)
-fn expire_not_run(m: &Metrics, state: &Mutex<State>, cutoff: DateTime<Utc>, max: usize) {
+fn expire_not_run(m: &Metrics, state: &Mutex<State>, cutoff: crate::state::Cutoff<'_>, max: usize) {
     let removed = lock(state).expire_attempts(cutoff, max);
     match removed {
         Ok(removed) => {

@@ -4,7 +4,8 @@
 //!
 //! Owns these shared structures, the per-tenant status (recent transcripts and errors),
 //! readiness and its reasons, reading the quota windows for the status page and poll logs,
-//! when per-machine series are checked for expiry (housekeeping), and the hand-over of a
+//! when per-machine series are checked for expiry (housekeeping) and by which time (each
+//! tenant's API clock, see `clock`, with the skew gauges), and the hand-over of a
 //! reload request from the server to the supervisor. Does not own polling (the collector),
 //! the per-machine series themselves (`series`), the quota gauges (read at scrape time by
 //! `metrics`), routes (the server) or start-up and reloads themselves (the app).
@@ -17,6 +18,7 @@ use chrono::{DateTime, Utc};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
+use crate::clock::ApiClock;
 use crate::config::Config;
 use crate::mde::SharedQuota;
 use crate::metrics::Metrics;
@@ -129,6 +131,8 @@ pub struct CollectorSettings {
     pub max_transcript_bytes: u64,
     pub series_ttl: Duration,
     pub max_series: usize,
+    /// How far the local clock may be from the API's before time-based decisions are refused.
+    pub max_clock_skew: Duration,
     pub transcript_log: crate::config::Redaction,
     /// Which scripts' output becomes metrics (#21).
     pub script_metrics: crate::config::ScriptMetrics,
@@ -141,6 +145,7 @@ impl CollectorSettings {
             max_transcript_bytes: c.max_transcript_bytes,
             series_ttl: c.series_ttl,
             max_series: c.max_series,
+            max_clock_skew: c.max_clock_skew,
             transcript_log: c.transcript_log.clone(),
             script_metrics: c.script_metrics.clone(),
         }
@@ -155,6 +160,9 @@ pub struct Shared {
     /// Kept across configuration reloads.
     pub status: Arc<RwLock<BTreeMap<String, TenantStatus>>>,
     pub quotas: BTreeMap<String, SharedQuota>,
+    /// Each tenant's view of the API's clock (its client reads answers into it; kept across
+    /// reloads for a tenant whose API did not change).
+    pub clocks: BTreeMap<String, ApiClock>,
     pub settings: CollectorSettings,
     /// Trace UI link template for the landing page (`{trace_id}` is replaced).
     pub trace_url: Option<String>,
@@ -181,17 +189,39 @@ impl Shared {
             }
             *last = Some(now);
         }
+        let now_of = self.api_times();
+        let now_of = |t: &str| now_of.get(t).copied().unwrap_or_else(|| Some(Utc::now()));
         crate::series::expire(
             &self.metrics,
             &self.state,
             self.settings.series_ttl,
             self.settings.max_series,
+            &now_of,
         );
         // Script-output sets past their rule's ttl (#21), from /metrics and the state file.
-        let expired = self.metrics.script_metrics.expire(chrono::Utc::now());
+        let expired = self.metrics.script_metrics.expire(&now_of);
         if let Err(e) = self.with_state(|s| s.remove_script_sets(&expired)) {
             tracing::error!(error = %e, "cannot expire script_metrics sets");
         }
+    }
+
+    /// Each configured tenant's time to judge expiry by: the API's, or `None` when its clock
+    /// refuses (see [`crate::clock::ApiClock::decide`]); the skew gauges follow. A tenant not
+    /// configured here has no API clock in this process: its entries of the state file expire
+    /// by the local clock, as they always did. See: #24 item 7
+    fn api_times(&self) -> BTreeMap<String, Option<DateTime<Utc>>> {
+        let (local, at) = (Utc::now(), Instant::now());
+        self.clocks
+            .iter()
+            .map(|(t, clock)| {
+                if let Some(skew) = clock.skew(local, at) {
+                    self.metrics
+                        .record_clock_skew(t, skew.num_milliseconds() as f64 / 1000.0);
+                }
+                let v = clock.decide(t, local, at, self.settings.max_clock_skew);
+                (t.clone(), v.time())
+            })
+            .collect()
     }
 
     /// The quota windows of one tenant, now (`None` for a tenant not configured). A poll asks

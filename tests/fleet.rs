@@ -57,6 +57,7 @@ fn collector(sim: &Simulator, addr: std::net::SocketAddr) -> (TenantCollector, A
         state: Arc::new(Mutex::new(State::default())),
         status: Arc::new(RwLock::new(Default::default())),
         quotas: [("fleet".to_string(), quota.clone())].into(),
+        clocks: Default::default(),
         settings: CollectorSettings::from_config(&config),
         trace_url: None,
         last_expiry: Mutex::new(None),

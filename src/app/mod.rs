@@ -154,6 +154,7 @@ fn prepare(
         metrics,
     );
     let mut quotas = BTreeMap::new();
+    let mut clocks = BTreeMap::new();
     let mut clients = Vec::new();
     for t in &config.tenants {
         let kept = previous.and_then(|(shared, old)| {
@@ -171,6 +172,19 @@ fn prepare(
                 source,
             }
         })?;
+        // The API's clock carries over while the tenant's API is the same (#24 item 7).
+        let clock = previous.and_then(|(shared, old)| {
+            let same = old
+                .tenants
+                .iter()
+                .any(|o| o.name == t.name && o.api_url == t.api_url);
+            same.then(|| shared.clocks.get(&t.name).cloned()).flatten()
+        });
+        let client = match clock {
+            Some(c) => client.with_clock(c),
+            None => client,
+        };
+        clocks.insert(t.name.clone(), client.clock().clone());
         clients.push((t.clone(), client));
     }
     {
@@ -183,6 +197,7 @@ fn prepare(
         state,
         status,
         quotas,
+        clocks,
         settings: CollectorSettings::from_config(config),
         trace_url: config.otel.trace_url.clone(),
         last_expiry: Mutex::new(None),

@@ -78,7 +78,10 @@ impl TenantCollector {
             &f.tracked,
             &queued,
             self.restored,
-            self.tenant.selectors.discovery.in_flight_horizon,
+            disc::Horizon {
+                length: self.tenant.selectors.discovery.in_flight_horizon,
+                at: self.judge_time(),
+            },
             f.now,
         );
         for a in &following.abandoned {
@@ -107,7 +110,7 @@ impl TenantCollector {
 
     /// `discovery.incremental: false`: the final actions of the full window, every poll.
     async fn discover_full(&mut self, deadline: Instant) -> Result<Discovered, PollError> {
-        let started_at = Utc::now();
+        let started_at = self.api_now();
         let last = self
             .shared
             .with_state(|s| s.last_discovery(&self.tenant.name));
@@ -135,7 +138,7 @@ impl TenantCollector {
     /// overlap (every status), read the actions followed by id again in batches, sweep the full
     /// window now and then when the list budget has room, and ask for configured ids not found.
     async fn discover_incremental(&mut self, deadline: Instant) -> Result<Discovered, PollError> {
-        let now = Utc::now();
+        let now = self.api_now();
         let name = self.tenant.name.clone();
         let sel = self.tenant.selectors.clone();
         let d = sel.discovery.clone();

@@ -1,7 +1,8 @@
 //! What the collector of one tenant holds between and during polls: the tenant, its client,
 //! the shared state, the pending queue, and where the last poll left off.
 //!
-//! Owns the [`TenantCollector`] type and its poll counters. Does not own what a poll does with
+//! Owns the [`TenantCollector`] type, its poll counters and the times it decides by (the
+//! API's clock, see `crate::clock`). Does not own what a poll does with
 //! them (`collector`, `discover`, `results`).
 
 use std::sync::Arc;
@@ -56,4 +57,29 @@ pub(super) struct PollStats {
     pub(super) fetched: usize,
     /// Actions created since the last poll were listed (incremental), or results fetched.
     pub(super) new_actions: bool,
+}
+
+impl TenantCollector {
+    /// The API's time now, else the local time: the "now" of discovery's windows and of a
+    /// result's queueing, compared later with the API's own timestamps (#24 item 7).
+    pub(super) fn api_now(&self) -> chrono::DateTime<chrono::Utc> {
+        self.client
+            .clock()
+            .now_or_local(chrono::Utc::now(), Instant::now())
+    }
+
+    /// The time to judge the in-flight horizon by: the API's, or `None` when the local clock
+    /// disagrees with it by more than `max_clock_skew` or no answer told it yet (nothing is
+    /// abandoned or given up for age then). See: #24 item 7
+    pub(super) fn judge_time(&self) -> Option<chrono::DateTime<chrono::Utc>> {
+        self.client
+            .clock()
+            .decide(
+                &self.tenant.name,
+                chrono::Utc::now(),
+                Instant::now(),
+                self.shared.settings.max_clock_skew,
+            )
+            .time()
+    }
 }

@@ -10,7 +10,6 @@
 
 use std::time::Duration;
 
-use chrono::Utc;
 use tokio::time::Instant;
 
 use super::error::PollError;
@@ -55,7 +54,7 @@ impl TenantCollector {
         let at = a
             .last_update_date_time_utc
             .or(a.creation_date_time_utc)
-            .unwrap_or_else(Utc::now);
+            .unwrap_or_else(|| self.api_now());
         for c in &a.commands {
             if c.command.kind != CommandType::RunScript || !self.wants_script(c.script_name()) {
                 continue;
@@ -185,7 +184,7 @@ impl TenantCollector {
                 machine: a.machine().to_string(),
                 end_time: c.end_time.or(a.last_update_date_time_utc),
                 last_update: a.last_update_date_time_utc,
-                queued_at: Utc::now(),
+                queued_at: self.api_now(),
                 attempts: 0,
                 not_before: None,
                 link: None,
@@ -230,8 +229,12 @@ impl TenantCollector {
                 }
                 Err(PollError::Api(e)) => {
                     p.attempts += 1;
-                    let ended = p.end_time.unwrap_or(p.queued_at).min(Utc::now());
-                    let age = (Utc::now() - ended).to_std().unwrap_or_default();
+                    // Judged by the API's time; none (a local clock that disagrees with the
+                    // API's): not past the horizon, retried (#24 item 7).
+                    let age = self.judge_time().map_or(Duration::ZERO, |now| {
+                        let ended = p.end_time.unwrap_or(p.queued_at).min(now);
+                        (now - ended).to_std().unwrap_or_default()
+                    });
                     let settings = &self.shared.settings;
                     match retry_decision(
                         attempts_allowed(&e),
@@ -391,7 +394,7 @@ impl TenantCollector {
                     .metrics
                     .script_metrics
                     .cap_to_total(&series, rule, &mut extracted);
-                let produced = p.last_update.or(end_time).unwrap_or_else(Utc::now);
+                let produced = p.last_update.or(end_time).unwrap_or_else(|| self.api_now());
                 (rule, produced, extracted)
             });
         let durable = script_set.as_ref().and_then(|(rule, produced, extracted)| {
@@ -480,7 +483,7 @@ impl TenantCollector {
 mod tests {
     use super::*;
     use crate::collector::pending::PendingQueue;
-    use chrono::TimeZone;
+    use chrono::{TimeZone, Utc};
 
     fn pending(action: &str, end: i64) -> Pending {
         Pending {

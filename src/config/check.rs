@@ -3,7 +3,7 @@
 //! Owns [`Invalid`] (a section's complaint: the key under the section and the message), how
 //! a bound is shown (`30d`, `100ms`),
 //! the id syntax safe in URLs and OData filters, and the checks of the file-level scalar keys
-//! (`poll_interval`, `request_timeout`, `series_ttl`, `max_transcript_bytes`, `max_series`,
+//! (`poll_interval`, `request_timeout`, `series_ttl`, `max_clock_skew`, `max_transcript_bytes`, `max_series`,
 //! `max_requests_in_flight`). Does not own the bounds themselves (`limits`), the sections
 //! (`tenant`, `auth`, `cloud`, …), nor naming the file in the error (`mod`).
 
@@ -84,6 +84,7 @@ pub(super) fn file_scalars(raw: &RawFile) -> Result<(), Invalid> {
         limits::REQUEST_TIMEOUT,
     )?;
     ranged("series_ttl", raw.series_ttl, limits::SERIES_TTL)?;
+    ranged("max_clock_skew", raw.max_clock_skew, limits::MAX_CLOCK_SKEW)?;
     if raw.max_transcript_bytes == 0 {
         return Err(Invalid::new(
             "max_transcript_bytes",
@@ -157,6 +158,14 @@ mod tests {
             (
                 format!("series_ttl: 400days\n{GOOD}"),
                 "config file cfg.yml: series_ttl: must be at most 365d (got 400d)",
+            ),
+            (
+                format!("max_clock_skew: 2days\n{GOOD}"),
+                "config file cfg.yml: max_clock_skew: must be at most 1d (got 2d)",
+            ),
+            (
+                format!("max_clock_skew: 0s\n{GOOD}"),
+                "config file cfg.yml: max_clock_skew: must be at least 1s",
             ),
             (
                 format!("{GOOD}    lookback: 60days\n"),

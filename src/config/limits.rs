@@ -17,6 +17,9 @@ pub const REQUEST_TIMEOUT: (Duration, Duration) =
     (Duration::from_millis(100), Duration::from_secs(3600));
 pub const SERIES_TTL: (Duration, Duration) =
     (Duration::from_secs(1), Duration::from_secs(365 * DAY));
+/// `max_clock_skew`: beyond a day the check would let a clock that jumped past
+/// `series_ttl`'s default act.
+pub const MAX_CLOCK_SKEW: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(DAY));
 /// Discovery never reaches back further than 30 days.
 pub const LOOKBACK_MAX: Duration = Duration::from_secs(30 * DAY);
 pub const QUOTA_WINDOW_MAX: Duration = Duration::from_secs(7 * DAY);

@@ -83,6 +83,9 @@ pub struct Config {
     pub series_ttl: Duration,
     /// At most this many per-machine series per metric; the oldest go first.
     pub max_series: usize,
+    /// How far the local clock may be from the API's (its answers' `Date`) before in-flight
+    /// actions are no longer abandoned and per-machine series no longer expire by time.
+    pub max_clock_skew: Duration,
     pub request_timeout: Duration,
     /// API calls and result downloads in flight at once, across all tenants.
     pub max_requests_in_flight: usize,
@@ -106,6 +109,7 @@ impl Default for Config {
             max_transcript_bytes: raw::default_max_transcript_bytes(),
             series_ttl: raw::default_series_ttl(),
             max_series: raw::default_max_series(),
+            max_clock_skew: raw::default_max_clock_skew(),
             request_timeout: raw::default_request_timeout(),
             max_requests_in_flight: raw::default_max_requests_in_flight(),
             otel: OtelConfig::default(),
@@ -187,6 +191,7 @@ impl Config {
             max_transcript_bytes: raw.max_transcript_bytes,
             series_ttl: raw.series_ttl,
             max_series: raw.max_series,
+            max_clock_skew: raw.max_clock_skew,
             request_timeout: raw.request_timeout,
             max_requests_in_flight: raw.max_requests_in_flight,
             otel: raw.otel,
@@ -216,6 +221,8 @@ mod tests {
         assert_eq!(c.poll_interval, Duration::from_secs(60));
         assert_eq!(c.series_ttl, Duration::from_secs(86400));
         assert_eq!(c.max_series, 10_000);
+        assert_eq!(c.max_clock_skew, Duration::from_secs(300));
+        assert_eq!(Config::default().max_clock_skew, c.max_clock_skew);
         assert_eq!(c.request_timeout, Duration::from_secs(30));
         assert_eq!(c.max_transcript_bytes, 16 * 1024 * 1024);
         assert_eq!(c.max_requests_in_flight, DEFAULT_MAX_REQUESTS_IN_FLIGHT);

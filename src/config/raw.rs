@@ -30,6 +30,10 @@ pub(super) struct RawFile {
     pub series_ttl: Duration,
     #[serde(default = "default_max_series")]
     pub max_series: usize,
+    /// How far the local clock may be from the API's before nothing is abandoned or expired
+    /// by time (#24 item 7).
+    #[serde(default = "default_max_clock_skew", with = "humantime_serde")]
+    pub max_clock_skew: Duration,
     #[serde(default = "default_request_timeout", with = "humantime_serde")]
     pub request_timeout: Duration,
     #[serde(default = "default_max_requests_in_flight")]
@@ -190,6 +194,9 @@ pub(super) fn default_max_transcript_bytes() -> u64 {
 }
 pub(super) fn default_series_ttl() -> Duration {
     Duration::from_secs(24 * 3600)
+}
+pub(super) fn default_max_clock_skew() -> Duration {
+    Duration::from_secs(300)
 }
 pub(super) fn default_max_series() -> usize {
     10_000

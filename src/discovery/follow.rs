@@ -1,6 +1,6 @@
 //! What discovery keeps following: which followed actions a poll reads again by id, which
 //! configured ids it asks for, whether a sweep is due, and what stays followed after the poll
-//! (or is abandoned past the in-flight horizon).
+//! (or is abandoned past the in-flight horizon, judged by the API's clock: see [`Horizon`]).
 //!
 //! Owns these decisions as pure functions of the followed set, what was found and the times.
 //! Does not own remembering them (the state, whose [`Tracked`] record this decides about) nor
@@ -21,6 +21,24 @@ pub fn past_horizon(
     now: DateTime<Utc>,
 ) -> bool {
     now.signed_duration_since(created) > duration(horizon)
+}
+
+/// The in-flight horizon and the time it is judged at: the API's time, or `None` when the
+/// local clock disagrees with the API's or no answer told the API's time yet (see
+/// `crate::clock`). Nothing is abandoned without a time to judge by: a local clock that
+/// jumped ahead would otherwise abandon every action in flight for good. See: #24 item 7
+#[derive(Debug, Clone, Copy)]
+pub struct Horizon {
+    pub length: std::time::Duration,
+    pub at: Option<DateTime<Utc>>,
+}
+
+impl Horizon {
+    /// Whether an action created at `created` is past this horizon (never, with no time).
+    pub fn passed(&self, created: DateTime<Utc>) -> bool {
+        self.at
+            .is_some_and(|at| past_horizon(created, self.length, at))
+    }
 }
 
 /// Whether a stored status string is final (unknown values are not: followed, not forgotten).
@@ -94,13 +112,13 @@ pub struct Following {
 /// within `horizon`; a final action only while some of its results are still `queued`.
 /// Followed actions this poll did not find are kept, except a final one with nothing queued
 /// once the followed set was read again since the start (`restored`), and one not final past
-/// the horizon.
+/// the horizon. `now` stands for a creation time the API did not give.
 pub fn what_stays_followed<'a>(
     found: impl IntoIterator<Item = &'a MachineAction>,
     tracked: &[(String, Tracked)],
     queued: &HashSet<&str>,
     restored: bool,
-    horizon: std::time::Duration,
+    horizon: Horizon,
     now: DateTime<Utc>,
 ) -> Following {
     let followed: HashSet<&str> = tracked.iter().map(|(id, _)| id.as_str()).collect();
@@ -112,7 +130,7 @@ pub fn what_stays_followed<'a>(
             continue;
         }
         let created = a.creation_date_time_utc.unwrap_or(now);
-        if !a.status.is_final() && past_horizon(created, horizon, now) {
+        if !a.status.is_final() && horizon.passed(created) {
             if followed.contains(a.id.as_str()) {
                 out.remove.push(a.id.clone());
             }
@@ -139,7 +157,7 @@ pub fn what_stays_followed<'a>(
             if restored && !queued.contains(id.as_str()) {
                 out.remove.push(id.clone());
             }
-        } else if past_horizon(tr.created, horizon, now) {
+        } else if horizon.passed(tr.created) {
             out.remove.push(id.clone());
             out.abandoned.push(Abandoned {
                 id: id.clone(),
@@ -208,7 +226,10 @@ mod tests {
     #[test]
     fn what_stays_followed_after_a_poll() {
         let day = Duration::from_secs(86400);
-        let horizon = 7 * day;
+        let horizon = Horizon {
+            length: 7 * day,
+            at: Some(now()),
+        };
         let recent = now() - chrono::Duration::hours(1);
         let old = now() - chrono::Duration::days(8);
         let found = [
@@ -244,5 +265,22 @@ mod tests {
         let f = what_stays_followed(&found[3..], &[], &queued, true, horizon, now());
         assert!(f.remove.is_empty());
         assert_eq!(f.abandoned.len(), 1);
+    }
+
+    /// See: #24 item 7. Without a time to judge by (the local clock disagrees with the API's),
+    /// nothing is abandoned: what is not final stays followed, however old it looks.
+    #[test]
+    fn nothing_is_abandoned_without_the_apis_time() {
+        let horizon = Horizon {
+            length: Duration::from_secs(7 * 86400),
+            at: None,
+        };
+        let old = now() - chrono::Duration::days(8);
+        let found = [action("stale", "Pending", old)];
+        let followed = vec![tracked("quiet-old", "InProgress", old)];
+        let f = what_stays_followed(&found, &followed, &HashSet::new(), true, horizon, now());
+        assert!(f.abandoned.is_empty());
+        assert!(f.remove.is_empty());
+        assert_eq!(f.upsert, vec![tracked("stale", "Pending", old)]);
     }
 }

@@ -4,7 +4,9 @@
 //! the client's parts: `error` (one error type), `send` (slot, quota, token, 401/429,
 //! size caps, the per-call metrics), `download` (result links and their trust policy),
 //! [`http`] (the one `reqwest` client and its policy: redirects, Referer, proxy; the cap on
-//! requests in flight), [`auth`] (tokens) and [`model`] (pure parsers). Does not own what to
+//! requests in flight), [`auth`] (tokens) and [`model`] (pure parsers); and reading the API's
+//! clock off each answer's `Date` header into the tenant's [`crate::clock::ApiClock`], with the
+//! skew gauge. Does not own what to
 //! call next (the collector) nor parsing (`model`).
 
 pub mod auth;
@@ -20,6 +22,7 @@ use std::sync::Arc;
 use tokio::time::Instant;
 use url::Url;
 
+use crate::clock::ApiClock;
 use crate::config::Tenant;
 use crate::metrics::Metrics;
 use crate::quota::Endpoint;
@@ -83,6 +86,9 @@ pub struct Client {
     auth: Arc<auth::TokenSource>,
     quota: SharedQuota,
     metrics: Arc<Metrics>,
+    /// The API's clock as its answers' `Date` header tells it (#24 item 7), shared with the
+    /// collector's decisions and `shared`'s expiry.
+    clock: ApiClock,
 }
 
 impl Client {
@@ -111,7 +117,33 @@ impl Client {
             auth,
             quota,
             metrics,
+            clock: ApiClock::default(),
         })
+    }
+
+    /// The tenant's view of the API's clock.
+    pub fn clock(&self) -> &ApiClock {
+        &self.clock
+    }
+
+    /// Read the API's clock from `clock` (kept across a reload) instead of a fresh one.
+    pub fn with_clock(mut self, clock: ApiClock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// An answer came: its `Date` header tells the API's time, and the skew gauge follows.
+    fn note_date(&self, headers: &reqwest::header::HeaderMap) {
+        let date = headers
+            .get(reqwest::header::DATE)
+            .and_then(|v| v.to_str().ok());
+        let at = Instant::now();
+        if self.clock.observe_header(date, at)
+            && let Some(skew) = self.clock.skew(chrono::Utc::now(), at)
+        {
+            self.metrics
+                .record_clock_skew(&self.tenant, skew.num_milliseconds() as f64 / 1000.0);
+        }
     }
 
     /// Another handle on the same tenant: same token cache, quota and HTTP client (for
@@ -126,6 +158,7 @@ impl Client {
             auth: self.auth.clone(),
             quota: self.quota.clone(),
             metrics: self.metrics.clone(),
+            clock: self.clock.clone(),
         }
     }
 

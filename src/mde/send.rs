@@ -150,6 +150,7 @@ impl Client {
                 .await;
             let resp = self.observe(ep.as_str(), started, sent, &shown, &span)?;
             let status = resp.status();
+            self.note_date(resp.headers());
             self.deprecation_notices(ep, status, resp.headers(), &shown);
             if status == StatusCode::UNAUTHORIZED && !renewed {
                 // The token may have been revoked or expired early: renew once.

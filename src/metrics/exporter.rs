@@ -2,10 +2,11 @@
 //! (`mde_exporter_config_last_reload_*`), state-file write errors
 //! (`mde_exporter_state_write_errors`), tenant identity changes of the state
 //! (`mde_exporter_state_tenant_identity_changes`), the shard (`mde_exporter_shard_info`, see
-//! [`set_shard`]) and machine context (`mde_machine_info`, `mde_machine_tag`).
+//! [`set_shard`]), the skew of the local clock from the API's (`mde_exporter_clock_skew_seconds`)
+//! and machine context (`mde_machine_info`, `mde_machine_tag`).
 //!
 //! Owns the writing of those families. Does not own reloading (`app`), the state file
-//! (`state`) nor the machine-context refresh (`machines`).
+//! (`state`), the API's clock (`clock`) nor the machine-context refresh (`machines`).
 
 use std::sync::Arc;
 
@@ -46,6 +47,13 @@ impl Metrics {
         self.state_identity_changes
             .get_or_create(&tenant(tenant_name))
             .inc();
+    }
+
+    /// The local clock is `seconds` ahead of the tenant's API (negative: behind).
+    pub fn record_clock_skew(&self, tenant_name: &str, seconds: f64) {
+        self.clock_skew
+            .get_or_create(&tenant(tenant_name))
+            .set(seconds);
     }
 
     /// A machine's context is exposed: its info series and its allowed tags.

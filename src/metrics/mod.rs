@@ -136,6 +136,8 @@ pub struct Metrics {
     pub(super) state_write_errors: Counter,
     /// Tenants whose name came back pointing at another tenant_id or API (#24).
     pub(super) state_identity_changes: Family<TenantLabels, Counter>,
+    /// Local minus API time per tenant, from the answers' `Date` header (#24 item 7).
+    pub(super) clock_skew: Family<TenantLabels, FloatGauge>,
     /// API calls and result downloads in flight across tenants, their cap
     /// (`max_requests_in_flight`) and the time requests waited for a slot (see `mde::http`).
     pub(super) requests_in_flight: Gauge,
@@ -202,6 +204,7 @@ impl Metrics {
             script_not_run: Family::default(),
             state_write_errors: Counter::default(),
             state_identity_changes: Family::default(),
+            clock_skew: Family::default(),
             requests_in_flight: Gauge::default(),
             requests_in_flight_limit: Gauge::default(),
             request_slot_wait: Counter::default(),
@@ -424,6 +427,11 @@ impl Metrics {
             "mde_exporter_state_tenant_identity_changes",
             "Times a tenant name's tenant_id or api_url differed from the identity its state entries were recorded under; each time that tenant's discovery state was dropped and it started afresh (bootstrap)",
             m.state_identity_changes.clone(),
+        );
+        r.register(
+            "mde_exporter_clock_skew_seconds",
+            "The local clock minus the MDE API's, per tenant: the API's time is the latest answer's Date header plus the monotonic time since (1 s resolution). Beyond max_clock_skew no in-flight action is abandoned and no per-machine series expires by time",
+            m.clock_skew.clone(),
         );
         r.register(
             "mde_exporter_requests_in_flight",

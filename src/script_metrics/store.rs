@@ -258,14 +258,18 @@ impl Store {
         inner.sets.get(key).cloned()
     }
 
-    /// Remove the sets older than their rule's ttl at `now`; the keys removed.
-    pub fn expire(&self, now: DateTime<Utc>) -> Vec<SetKey> {
+    /// Remove the sets older than their rule's ttl at `now_of(tenant)` (the tenant's API
+    /// time; `None`: its clock refuses the judgement, nothing of it expires); the keys
+    /// removed. See: #24 item 7
+    pub fn expire(&self, now_of: &dyn Fn(&str) -> Option<DateTime<Utc>>) -> Vec<SetKey> {
         let mut inner = self.inner.write().unwrap_or_else(PoisonError::into_inner);
         let stale: Vec<SetKey> = inner
             .sets
             .iter()
-            .filter(|(_, s)| {
-                chrono::Duration::from_std(s.ttl).is_ok_and(|ttl| s.produced + ttl < now)
+            .filter(|(k, s)| {
+                now_of(&k.0).is_some_and(|now| {
+                    chrono::Duration::from_std(s.ttl).is_ok_and(|ttl| s.produced + ttl < now)
+                })
             })
             .map(|(k, _)| k.clone())
             .collect();

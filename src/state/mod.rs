@@ -461,10 +461,11 @@ impl State {
         &self.attempts
     }
 
-    /// Drop attempts older than `cutoff`, then the oldest beyond `max`; returns their keys.
+    /// Drop attempts older than their tenant's `cutoff`, then the oldest beyond `max`;
+    /// returns their keys.
     pub fn expire_attempts(
         &mut self,
-        cutoff: DateTime<Utc>,
+        cutoff: Cutoff<'_>,
         max: usize,
     ) -> Result<Vec<SeriesKey>, StoreError> {
         let removed = expired(self.attempts.iter().map(|(k, a)| (a.at, k)), cutoff, max);
@@ -499,13 +500,9 @@ impl State {
         &self.last_runs
     }
 
-    /// Drop series whose run ended before `cutoff`, then the oldest beyond `max`.
-    /// Returns the keys removed so the gauges can be removed too.
-    pub fn expire(
-        &mut self,
-        cutoff: DateTime<Utc>,
-        max: usize,
-    ) -> Result<Vec<SeriesKey>, StoreError> {
+    /// Drop series whose run ended before their tenant's `cutoff`, then the oldest beyond
+    /// `max`. Returns the keys removed so the gauges can be removed too.
+    pub fn expire(&mut self, cutoff: Cutoff<'_>, max: usize) -> Result<Vec<SeriesKey>, StoreError> {
         let removed = expired(
             self.last_runs.iter().map(|(k, r)| (r.end_time, k)),
             cutoff,
@@ -525,11 +522,16 @@ fn is_newer(attempt: &Attempt, than: Option<&Attempt>) -> bool {
     than.is_none_or(|a| a.at < attempt.at || (a.at == attempt.at && attempt.ran && !a.ran))
 }
 
-/// Which per-machine entries expire: every one older than `cutoff`, and the oldest beyond
-/// `max`. Sorted by age, that is the first `max(older than cutoff, len - max)` of them.
+/// Where `series_ttl` cuts, per tenant: entries older than it expire. `None`: the tenant's
+/// clock refuses the judgement (see `crate::clock`) and none of its entries expires by age;
+/// the cap `max` applies all the same.
+pub type Cutoff<'a> = &'a dyn Fn(&str) -> Option<DateTime<Utc>>;
+
+/// Which per-machine entries expire: every one older than its tenant's `cutoff`, and the
+/// oldest beyond `max`.
 fn expired<'a>(
     entries: impl Iterator<Item = (DateTime<Utc>, &'a SeriesKey)>,
-    cutoff: DateTime<Utc>,
+    cutoff: Cutoff<'_>,
     max: usize,
 ) -> Vec<SeriesKey> {
     let mut by_age: Vec<(DateTime<Utc>, &SeriesKey)> = entries.collect();
@@ -538,7 +540,7 @@ fn expired<'a>(
     by_age
         .into_iter()
         .enumerate()
-        .filter(|(i, (at, _))| *i < over || *at < cutoff)
+        .filter(|(i, (at, k))| *i < over || cutoff(&k.0).is_some_and(|c| *at < c))
         .map(|(_, (_, k))| k.clone())
         .collect()
 }
@@ -572,6 +574,11 @@ mod tests {
         assert_eq!(s.last_runs()[&series("m")].exit_code, 0);
     }
 
+    /// The same cutoff for every tenant, at `secs` past the epoch.
+    fn at(secs: i64) -> impl Fn(&str) -> Option<DateTime<Utc>> {
+        move |_| Some(Utc.timestamp_opt(secs, 0).unwrap())
+    }
+
     #[test]
     fn expiry_then_cap_oldest_first() {
         let mut s = State::default();
@@ -579,11 +586,17 @@ mod tests {
             s.commit_result(rkey(m, 0), Some((series(m), run(100 * (i as i64 + 1), 0))))
                 .unwrap();
         }
-        let removed = s.expire(Utc.timestamp_opt(150, 0).unwrap(), 2).unwrap();
+        let removed = s.expire(&at(150), 2).unwrap();
         assert_eq!(removed, vec![series("a"), series("b")]);
-        let removed = s.expire(Utc.timestamp_opt(0, 0).unwrap(), 1).unwrap();
+        let removed = s.expire(&at(0), 1).unwrap();
         assert_eq!(removed, vec![series("c")]);
         assert_eq!(s.last_runs().len(), 1);
+        // A tenant whose clock refuses the judgement keeps its series past the TTL; the cap
+        // still holds. See: #24 item 7
+        let removed = s.expire(&|_| None, 1).unwrap();
+        assert!(removed.is_empty());
+        let removed = s.expire(&|_| None, 0).unwrap();
+        assert_eq!(removed, vec![series("d")]);
     }
 
     #[test]
@@ -613,13 +626,9 @@ mod tests {
             )
             .unwrap();
         }
-        let removed = s
-            .expire_attempts(Utc.timestamp_opt(150, 0).unwrap(), 10)
-            .unwrap();
+        let removed = s.expire_attempts(&at(150), 10).unwrap();
         assert_eq!(removed, vec![series("a")]);
-        let removed = s
-            .expire_attempts(Utc.timestamp_opt(0, 0).unwrap(), 1)
-            .unwrap();
+        let removed = s.expire_attempts(&at(0), 1).unwrap();
         assert_eq!(removed, vec![series("b")]);
         assert!(s.is_not_run_done(&rkey("a", 0)), "still counted once");
     }

@@ -21,7 +21,8 @@ fn survives_a_reopen() {
             .unwrap();
         s.commit_result(rkey("z", 0), Some((series("old"), run(5, 0))))
             .unwrap();
-        s.expire(Utc.timestamp_opt(50, 0).unwrap(), 10).unwrap();
+        s.expire(&|_| Some(Utc.timestamp_opt(50, 0).unwrap()), 10)
+            .unwrap();
     }
     let s = State::open(Some(&path)).unwrap();
     assert!(s.is_done(&rkey("a", 1)) && s.is_done(&rkey("a", 2)) && s.is_done(&rkey("z", 0)));
