@@ -27,6 +27,16 @@
 # every `for:` set to 0s. Expressions, labels and annotations are the committed ones; the `for:`
 # durations themselves are covered by `promtool test rules` (scripts/check-rules.sh).
 #
+# OTLP metrics push (#23 item 3): with Prometheus 3 a second Prometheus runs with
+# --web.enable-otlp-receiver and scrapes nothing; the exporter pushes its metrics to it
+# (OTEL_METRICS_EXPORTER=otlp, every second) as well as serving /metrics, and
+# scripts/e2e_otlp_push.py checks that every /metrics name comes back under Prometheus's
+# default OTLP translation and that mde_liveresponse_script_runs_total, selected by the job and
+# instance labels the receiver sets, equals a value /metrics showed. A second Prometheus, not
+# the scraping one: pushed copies of the scraped series would be counted twice by the rules
+# (count by (tenant, script) ...). Skipped, saying so, with a Prometheus without the receiver
+# (Debian's 2.42).
+#
 # Everything listens on 127.0.0.1 only; all processes are stopped on exit.
 # Env: MDE_EXPORTER_BIN (default target/debug/mde-liveresponse-exporter, built with cargo when
 # missing or with E2E_BUILD=1), PROMETHEUS (default .tools/bin/prometheus, else prometheus on
@@ -83,6 +93,7 @@ cleanup() {
     if [ "$rc" -ne 0 ]; then
         echo "---- exporter log (last 20 lines)"; tail -n 20 "$tmp/exporter.log" 2>/dev/null || true
         echo "---- prometheus log (last 20 lines)"; tail -n 20 "$tmp/prometheus.log" 2>/dev/null || true
+        echo "---- OTLP-receiving prometheus log (last 20 lines)"; tail -n 20 "$tmp/prometheus-otlp.log" 2>/dev/null || true
         echo "---- OTLP receiver / Jaeger log (last 20 lines)"; tail -n 20 "$tmp/otlp.log" 2>/dev/null || true
     fi
     rm -rf "$tmp"
@@ -166,13 +177,36 @@ else
     traces_to="the OTLP receiver"
 fi
 
+# ---- OTLP metrics push (#23 item 3): the receiving Prometheus and the exporter's variables.
+otlp_push_env=()
+otlp_push_job=mde-liveresponse-exporter-e2e
+otlp_push_instance=e2e-push
+# (The help is read whole first: grep -q stopping early would fail the pipe under pipefail.
+# Prometheus 3 lists the flag as --[no-]web.enable-otlp-receiver.)
+prometheus_help=$("$prometheus" --help 2>&1 || true)
+if grep -q 'web.enable-otlp-receiver' <<<"$prometheus_help"; then
+    otlp_prom_port=$(free_port)
+    printf 'global: {}\n' >"$tmp/prometheus-otlp.yml"
+    echo "== prometheus OTLP receiver on 127.0.0.1:$otlp_prom_port (metrics pushed by the exporter)"
+    "$prometheus" --config.file="$tmp/prometheus-otlp.yml" --storage.tsdb.path="$tmp/data-otlp" \
+        --web.enable-otlp-receiver --web.listen-address="127.0.0.1:$otlp_prom_port" \
+        --log.level=warn >"$tmp/prometheus-otlp.log" 2>&1 &
+    pids+=($!)
+    otlp_push_env=(OTEL_METRICS_EXPORTER=otlp
+        "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT=http://127.0.0.1:$otlp_prom_port/api/v1/otlp/v1/metrics"
+        OTEL_METRIC_EXPORT_INTERVAL=1000 "OTEL_RESOURCE_ATTRIBUTES=service.instance.id=$otlp_push_instance")
+else
+    echo "e2e: SKIP OTLP metrics push: $prometheus has no --web.enable-otlp-receiver (Prometheus 3 has it;" \
+        "Debian's 2.42 does not)" >&2
+fi
+
 echo "== exporter (demo) on 127.0.0.1:$exporter_port, spans to $traces_to"
 # A short batch delay so spans arrive within a second of the exemplars that name them. The log
 # level is warn on purpose: spans have their own filter, so quiet logs keep the traces and the
 # exemplars (#12). The receiver takes traces only: no log records are sent.
 OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:$otlp_port" OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf \
 OTEL_SERVICE_NAME=mde-liveresponse-exporter-e2e OTEL_BSP_SCHEDULE_DELAY=200 OTEL_LOGS_EXPORTER=none \
-"$bin" --demo --demo.time-scale=60 --demo.noisy-neighbour --demo.actions=2000 --demo.seed=42 \
+env "${otlp_push_env[@]}" "$bin" --demo --demo.time-scale=60 --demo.noisy-neighbour --demo.actions=2000 --demo.seed=42 \
     --web.listen-address="127.0.0.1:$exporter_port" --state.path="$tmp/state.redb" \
     --log.level=warn --log.format=json >"$tmp/exporter.log" 2>&1 &
 pids+=($!)
@@ -211,4 +245,11 @@ done
 echo "== checks (deadline ${deadline}s)"
 python3 scripts/e2e_prometheus.py "${traces_args[@]}" "http://127.0.0.1:$prom_port" "$deadline" \
     "$required_alerts" "$forbidden_alerts" dashboards/*.json
+
+# ---- OTLP metrics push (#23 item 3): the names and values read back.
+if [ "${#otlp_push_env[@]}" -gt 0 ]; then
+    echo "== OTLP metrics push checks"
+    python3 scripts/e2e_otlp_push.py "http://127.0.0.1:$otlp_prom_port" "http://127.0.0.1:$exporter_port" \
+        "$otlp_push_job" "$otlp_push_instance" 30
+fi
 echo "e2e-prometheus: OK"

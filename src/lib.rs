@@ -51,6 +51,9 @@
 //!   scrape time (`collectors`). [`events`]: log events that also count.
 //! - [`excerpt`]: what the transcript page may show of a run, bounded (kept in [`state`]).
 //! - [`telemetry`]: logs, OTLP spans, exemplar ids.
+//! - [`otlp_metrics`]: the metric contract pushed over OTLP (`OTEL_METRICS_EXPORTER=otlp`):
+//!   the `/metrics` OpenMetrics text read back (`parse`), turned into OTLP metrics named for
+//!   Prometheus's translation (`build`), sent over HTTP or gRPC (`send`).
 //! - [`server`]: `/metrics`, health, readiness, reload and the status page.
 //! - [`transcript`]: the `transcript` command (one result, as the API returns it).
 //! - [`web`]: routes beyond `/metrics` and the status page: `/probe` (one tenant's series).
@@ -72,6 +75,7 @@ pub mod excerpt;
 pub mod machines;
 pub mod mde;
 pub mod metrics;
+pub mod otlp_metrics;
 pub mod quota;
 pub mod script_metrics;
 pub mod series;

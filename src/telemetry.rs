@@ -139,8 +139,9 @@ impl<E: SpanExporter> SpanExporter for CountingExporter<E> {
     }
 }
 
-/// The resource both pipelines describe themselves with.
-fn resource(cfg: &OtelConfig) -> opentelemetry_sdk::Resource {
+/// The resource both pipelines (and the OTLP metrics push, `otlp_metrics`) describe
+/// themselves with.
+pub(crate) fn resource(cfg: &OtelConfig) -> opentelemetry_sdk::Resource {
     let name = cfg
         .service_name
         .clone()
@@ -155,9 +156,9 @@ fn resource(cfg: &OtelConfig) -> opentelemetry_sdk::Resource {
         .build()
 }
 
-/// The HTTP/protobuf URL for a signal (`traces`, `logs`): an explicit signal path is used as
+/// The HTTP/protobuf URL for a signal (`traces`, `logs`, `metrics`): an explicit signal path is used as
 /// given, another signal's path is swapped, and the base form gets the signal's path.
-fn signal_url(endpoint: &str, signal: &str) -> String {
+pub(crate) fn signal_url(endpoint: &str, signal: &str) -> String {
     let base = endpoint.trim_end_matches('/');
     for other in ["traces", "logs", "metrics"] {
         if let Some(root) = base.strip_suffix(&format!("/v1/{other}")) {

@@ -50,6 +50,8 @@ const DOCUMENTED: &[&str] = &[
     "mde_script_metrics_dropped_total",
     "mde_script_metrics_last_transcript_timestamp_seconds",
     "mde_script_bitlocker_protection_on",
+    // See: #23
+    "mde_exporter_otlp_metrics_exports_total",
 ];
 
 /// See: #21. Rules over the simulator's scripts that print findings (text and JSON), one
@@ -87,7 +89,7 @@ async fn populated_exporter() -> (mde_liveresponse_exporter::app::Handle, mde_si
         .announce("/api/machines", "Deprecation", "@1767225600");
     let secret = sim.credentials().2.to_string();
     // See: #10 — every tag allowed, so that the machine context families are populated.
-    let exporter = start_exporter(parse_config(&config_yaml(
+    let mut exporter = start_exporter(parse_config(&config_yaml(
         &sim,
         addr,
         &secret,
@@ -95,6 +97,24 @@ async fn populated_exporter() -> (mde_liveresponse_exporter::app::Handle, mde_si
         SCRIPT_RULES,
     )))
     .await;
+    // See: #23 — pushing over OTLP (to nowhere: no export is due within the test) serves
+    // mde_exporter_otlp_metrics_exports_total.
+    exporter
+        .push_metrics(
+            mde_liveresponse_exporter::otlp_metrics::PushConfig::resolve(
+                &Default::default(),
+                &|name| match name {
+                    "OTEL_METRICS_EXPORTER" => Some("otlp".into()),
+                    "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT" => {
+                        Some("http://127.0.0.1:9/v1/metrics".into())
+                    }
+                    _ => None,
+                },
+            )
+            .unwrap()
+            .unwrap(),
+        )
+        .unwrap();
     let a = exporter.addr;
     eventually("transcripts and a throttle", || async move {
         let m = scrape(a).await;

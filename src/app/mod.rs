@@ -56,6 +56,8 @@ pub struct Handle {
     shutdown: watch::Sender<bool>,
     supervisor: JoinHandle<()>,
     server: JoinHandle<std::io::Result<()>>,
+    /// The OTLP metrics push, when on: its stop and its task (see [`Handle::push_metrics`]).
+    pusher: Option<(watch::Sender<bool>, JoinHandle<()>)>,
 }
 
 impl Handle {
@@ -69,14 +71,34 @@ impl Handle {
         request_reload(&self.reload).await
     }
 
-    /// Stop polling, stop serving, and wait for both.
+    /// Push the metrics over OTLP as `cfg` says, as well as serving them, until shutdown;
+    /// `service.instance.id` defaults to this host's name and the listening port. A second
+    /// call replaces the first push.
+    pub fn push_metrics(&mut self, cfg: crate::otlp_metrics::PushConfig) -> Result<(), String> {
+        let (stop, rx) = watch::channel(false);
+        let instance = format!("{}:{}", crate::otlp_metrics::hostname(), self.addr.port());
+        let metrics = shared_now(&self.current).metrics.clone();
+        let task = crate::otlp_metrics::spawn(metrics, cfg, &instance, rx)?;
+        if let Some((old, _)) = self.pusher.replace((stop, task)) {
+            let _ = old.send(true);
+        }
+        Ok(())
+    }
+
+    /// Stop polling, stop serving, and wait for both; then push the metrics one last time
+    /// (when pushing), with the values the collectors left.
     pub async fn shutdown(self) -> Result<(), Error> {
         let _ = self.shutdown.send(true);
         let _ = self.supervisor.await;
-        match self.server.await {
+        let served = match self.server.await {
             Ok(r) => r.map_err(Error::Serve),
             Err(e) => Err(Error::Serve(std::io::Error::other(e))),
+        };
+        if let Some((stop, task)) = self.pusher {
+            let _ = stop.send(true);
+            let _ = task.await;
         }
+        served
     }
 }
 
@@ -405,6 +427,7 @@ pub async fn start_with_lifecycle(
         shutdown,
         supervisor,
         server,
+        pusher: None,
     })
 }
 

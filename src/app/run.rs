@@ -162,6 +162,10 @@ async fn serve(settings: Settings) -> Result<()> {
         }
     };
     let config = settings.apply(config);
+    // The OTLP metrics push the OTEL_* variables ask for; a wrong one stops the start.
+    let push =
+        crate::otlp_metrics::PushConfig::resolve(&config.otel, &|name| std::env::var(name).ok())
+            .map_err(anyhow::Error::msg)?;
     if settings.state_reset {
         match &config.state_path {
             Some(path) => match state::reset(path, chrono::Utc::now())? {
@@ -216,6 +220,17 @@ async fn serve(settings: Settings) -> Result<()> {
         settings.enable_lifecycle,
     )
     .await?;
+    let mut handle = handle;
+    if let Some(push) = push {
+        tracing::info!(
+            endpoint = %crate::otlp_metrics::shown_endpoint(&push.endpoint),
+            protocol = ?push.protocol,
+            interval_ms = push.interval.as_millis() as u64,
+            headers = push.header_names().join(","),
+            "pushing metrics over OTLP"
+        );
+        handle.push_metrics(push).map_err(anyhow::Error::msg)?;
+    }
     wait_for_stop(&handle, hup, term).await;
     tracing::info!("shutting down");
     handle.shutdown().await?;

@@ -2,17 +2,19 @@
 //! (`mde_exporter_config_last_reload_*`), state-file write errors
 //! (`mde_exporter_state_write_errors`), tenant identity changes of the state
 //! (`mde_exporter_state_tenant_identity_changes`), the shard (`mde_exporter_shard_info`, see
-//! [`set_shard`]), the skew of the local clock from the API's (`mde_exporter_clock_skew_seconds`)
-//! and machine context (`mde_machine_info`, `mde_machine_tag`).
+//! [`set_shard`]), the skew of the local clock from the API's (`mde_exporter_clock_skew_seconds`),
+//! machine context (`mde_machine_info`, `mde_machine_tag`) and OTLP metrics pushes
+//! (`mde_exporter_otlp_metrics_exports_total`).
 //!
 //! Owns the writing of those families. Does not own reloading (`app`), the state file
-//! (`state`), the API's clock (`clock`) nor the machine-context refresh (`machines`).
+//! (`state`), the API's clock (`clock`), the machine-context refresh (`machines`) nor pushing
+//! (`otlp_metrics`).
 
 use std::sync::Arc;
 
 use prometheus_client::metrics::counter::Counter;
 
-use super::{MachineInfoLabels, MachineTagLabels, Metrics, tenant};
+use super::{ExportResultLabels, MachineInfoLabels, MachineTagLabels, Metrics, tenant};
 
 /// Record this process's shard, once, before the metrics are built (start-up): every
 /// [`Metrics`] built afterwards serves `mde_exporter_shard_info{index,count}`. A second call
@@ -40,6 +42,27 @@ impl Metrics {
     /// The counter the state store increments on each failed write (`State::count_write_errors_in`).
     pub fn state_write_errors(&self) -> Counter {
         self.state_write_errors.clone()
+    }
+
+    /// OTLP metrics pushing starts: both results are served from 0.
+    pub fn record_otlp_metrics_export_start(&self) {
+        for result in ["success", "failure"] {
+            let _ = self
+                .otlp_metrics_exports
+                .get_or_create(&ExportResultLabels {
+                    result: result.into(),
+                });
+        }
+    }
+
+    /// An OTLP metrics push (all its requests) ended.
+    pub fn record_otlp_metrics_export(&self, ok: bool) {
+        let result = if ok { "success" } else { "failure" };
+        self.otlp_metrics_exports
+            .get_or_create(&ExportResultLabels {
+                result: result.into(),
+            })
+            .inc();
     }
 
     /// The tenant's state entries belonged to another tenant_id or API: it started afresh.

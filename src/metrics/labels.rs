@@ -62,6 +62,12 @@ pub struct EndpointLabels {
     pub endpoint: String,
 }
 
+/// `mde_exporter_otlp_metrics_exports_total`'s labels: `success` or `failure`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ExportResultLabels {
+    pub result: String,
+}
+
 /// `mde_exporter_shard_info`'s labels.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ShardLabels {

@@ -143,6 +143,8 @@ pub struct Metrics {
     pub(super) requests_in_flight: Gauge,
     pub(super) requests_in_flight_limit: Gauge,
     pub(super) request_slot_wait: Counter<f64>,
+    /// OTLP metrics pushes, by result (`otlp_metrics`, see `exporter`).
+    pub(super) otlp_metrics_exports: Family<ExportResultLabels, Counter>,
     /// Script output as metrics (`mde_script_*`, `mde_script_metrics_*`), rendered from its
     /// store at scrape time. See: #21
     pub script_metrics: Arc<crate::script_metrics::store::Store>,
@@ -208,6 +210,7 @@ impl Metrics {
             requests_in_flight: Gauge::default(),
             requests_in_flight_limit: Gauge::default(),
             request_slot_wait: Counter::default(),
+            otlp_metrics_exports: Family::default(),
             script_metrics: Arc::default(),
         };
         let bg = |s: &str| format!("{s} {BACKGROUND}");
@@ -412,6 +415,11 @@ impl Metrics {
             "mde_exporter_otlp_export_failures",
             "Span and log record batches that could not be exported over OTLP (counted instead of logged)",
             OTLP_EXPORT_FAILURES.clone(),
+        );
+        r.register(
+            "mde_exporter_otlp_metrics_exports",
+            "Pushes of the metrics over OTLP (OTEL_METRICS_EXPORTER=otlp), one per OTEL_METRIC_EXPORT_INTERVAL and one at shutdown, by result: success, or failure (the receiver down or refusing; logged once per push)",
+            m.otlp_metrics_exports.clone(),
         );
         r.register(
             "mde_exporter_series_evicted",
