@@ -277,11 +277,16 @@ fn main() {
                 percentile(&mut times, 1.0)
             ));
         }
+        // The process's peak RSS so far (VmHWM): the series held plus the bodies of a scrape,
+        // the figure a memory limit has to allow (#21: at most 128 MiB with 200,000 script
+        // series). Run one size at a time for it to be that size's.
+        let peak = common::status_kib("self", "VmHWM:").unwrap_or(0);
         println!(
-            "{n:>8} {count:>8} {:>7.1}MB{line} | {cpu_ms:>8.1} | {:>6.1} MiB held, {:.0} bytes a series",
+            "{n:>8} {count:>8} {:>7.1}MB{line} | {cpu_ms:>8.1} | {:>6.1} MiB held, {:.0} bytes a series, peak RSS {:.1} MiB",
             body_len as f64 / 1e6,
             held as f64 / 1024.0,
-            held as f64 * 1024.0 / count.max(1) as f64
+            held as f64 * 1024.0 / count.max(1) as f64,
+            peak as f64 / 1024.0
         );
     }
 }

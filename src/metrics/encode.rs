@@ -65,7 +65,11 @@ impl Metrics {
                 let mut spans = Vec::with_capacity(families.len());
                 for &i in families {
                     let start = out.len();
-                    if openmetrics {
+                    if let Some(script) = &parts.script[i] {
+                        // 200,000 script series: written directly, not sample by sample
+                        // through the encoder (the same bytes). (#21)
+                        script.write_text(&mut out, openmetrics)?;
+                    } else if openmetrics {
                         text::encode_registry(&mut out, &parts.parts[i])?;
                     } else {
                         prometheus_text::encode(&mut out, &parts.parts[i])?;

@@ -1,22 +1,19 @@
 //! The current script-output series (#21): per (tenant, machine, script) the samples of the
-//! latest transcript, served at scrape time by a `prometheus-client` collector over this
-//! compact store, with the counts of invalid lines and dropped samples.
+//! latest transcript, held in a compact store and served at scrape time from it (`render`:
+//! collectors and a direct text writer), with the counts of invalid lines and dropped samples.
 //!
 //! Owns turning a rule and a transcript's output into a set ([`extract`]: prefix, the
 //! exporter's own labels, `exported_` for a sample's own `tenant`/`machine`/`script`, the
 //! bounds), which set is current (the latest by the action's `lastUpdateDateTimeUtc`; a later
-//! command wins within one action), the total per rule, ttl expiry, and rendering
-//! (`mde_script_*`, `mde_script_metrics_*`). Does not own fetching transcripts (`collector`)
-//! nor keeping sets across restarts (`state`).
+//! command wins within one action), the total per rule and ttl expiry. Does not own rendering
+//! (`render`, its child), fetching transcripts (`collector`) nor keeping sets across restarts
+//! (`state`).
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{PoisonError, RwLock};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
-use prometheus_client::metrics::MetricType;
 
 use super::json;
 use super::parse::{self, Drop, Kind, Limits};
@@ -303,157 +300,9 @@ fn cap(inner: &Inner, key: &SetKey, rule: &ScriptRule, extracted: &mut Extracted
     total
 }
 
-/// One family as rendered: its kind, help, and the sets that have it.
-type Rendered<'a> = (Kind, Option<&'a str>, Vec<(&'a SetKey, &'a Family)>);
-
-/// One of `count` parts of the store for `/metrics` (#21): the script families at positions
-/// `index`, `index + count`, ... of the name order, and with index 0 the store's own families
-/// (`mde_script_metrics_*`). The registry holds the parts apart, so that the two threads that
-/// encode a large body share 200,000 script series out between them instead of one thread
-/// encoding them all. Each part walks the sets once to find its families.
-#[derive(Debug, Clone)]
-pub struct Part {
-    store: Arc<Store>,
-    index: usize,
-    count: usize,
-}
-
-impl Store {
-    /// The store as `count` parts (at least one), each a collector of its own.
-    pub fn parts(self: &Arc<Self>, count: usize) -> Vec<Part> {
-        let count = count.max(1);
-        (0..count)
-            .map(|index| Part {
-                store: self.clone(),
-                index,
-                count,
-            })
-            .collect()
-    }
-}
-
-impl Collector for Part {
-    fn encode(&self, encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        self.store.encode_part(encoder, self.index, self.count)
-    }
-}
-
-impl Collector for Store {
-    fn encode(&self, encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        self.encode_part(encoder, 0, 1)
-    }
-}
-
-impl Store {
-    fn encode_part(
-        &self,
-        mut encoder: DescriptorEncoder,
-        part: usize,
-        parts: usize,
-    ) -> Result<(), std::fmt::Error> {
-        let inner = self.inner.read().unwrap_or_else(PoisonError::into_inner);
-        // Families by name across sets, in name order; the sets of one family in key order
-        // (the sets are held in key order: one pass, no sort of 200,000 entries). A name
-        // two sets give different kinds or help takes the first set's, in key order.
-        let mut families: HashMap<&str, Rendered<'_>> = HashMap::new();
-        for (key, set) in &inner.sets {
-            for f in &set.families {
-                families
-                    .entry(f.name.as_str())
-                    .or_insert_with(|| (f.kind, f.help.as_deref(), Vec::new()))
-                    .2
-                    .push((key, f));
-            }
-        }
-        let mut names: Vec<&str> = families.keys().copied().collect();
-        names.sort_unstable();
-        let names = names.into_iter().skip(part).step_by(parts.max(1));
-        // One label list for every sample, refilled (not one allocation a sample).
-        let mut all: Vec<(&str, &str)> = Vec::with_capacity(8);
-        for name in names {
-            let Some((kind, help, sets)) = families.remove(name) else {
-                continue;
-            };
-            let metric_type = match kind {
-                Kind::Counter => MetricType::Counter,
-                Kind::Gauge => MetricType::Gauge,
-                Kind::Untyped => MetricType::Unknown,
-            };
-            let mut family = encoder.encode_descriptor(
-                name,
-                help.unwrap_or("Printed by a script, read from its Live Response transcript"),
-                None,
-                metric_type,
-            )?;
-            for ((tenant, machine, script), f) in sets {
-                for (labels, value) in &f.samples {
-                    all.clear();
-                    all.extend([
-                        ("tenant", tenant.as_str()),
-                        ("machine", machine.as_str()),
-                        ("script", script.as_str()),
-                    ]);
-                    all.extend(labels.iter().map(|(k, v)| (k.as_str(), v.as_str())));
-                    let labels = all.as_slice();
-                    let mut e = family.encode_family(&labels)?;
-                    match kind {
-                        Kind::Counter => e.encode_counter::<NoLabelSet, _, u64>(value, None)?,
-                        _ => e.encode_gauge(value)?,
-                    }
-                }
-            }
-        }
-        if part != 0 {
-            return Ok(());
-        }
-        if !inner.sets.is_empty() {
-            let mut last = encoder.encode_descriptor(
-                "mde_script_metrics_last_transcript_timestamp_seconds",
-                "lastUpdateDateTimeUtc (Unix seconds) of the action whose transcript gave the current script_metrics set of a script on a machine",
-                None,
-                MetricType::Gauge,
-            )?;
-            for (k, set) in &inner.sets {
-                let ts = set.produced.timestamp_millis() as f64 / 1000.0;
-                last.encode_family(&[
-                    ("tenant", k.0.as_str()),
-                    ("machine", k.1.as_str()),
-                    ("script", k.2.as_str()),
-                ])?
-                .encode_gauge(&ts)?;
-            }
-        }
-        if !inner.invalid.is_empty() {
-            let mut f = encoder.encode_descriptor(
-                "mde_script_metrics_lines_invalid",
-                "Lines of script output that started like a sample and did not parse, and JSON paths missing or not a number, by script",
-                None,
-                MetricType::Counter,
-            )?;
-            for ((tenant, script), n) in &inner.invalid {
-                f.encode_family(&[("tenant", tenant.as_str()), ("script", script.as_str())])?
-                    .encode_counter::<NoLabelSet, _, u64>(n, None)?;
-            }
-        }
-        if !inner.dropped.is_empty() {
-            let mut f = encoder.encode_descriptor(
-                "mde_script_metrics_dropped",
-                "Script output samples that parsed and were not kept, by reason (max_series, max_total, name_too_long, label_too_long, too_many_labels, unsupported_type, reserved_name)",
-                None,
-                MetricType::Counter,
-            )?;
-            for ((tenant, script, reason), n) in &inner.dropped {
-                f.encode_family(&[
-                    ("tenant", tenant.as_str()),
-                    ("script", script.as_str()),
-                    ("reason", *reason),
-                ])?
-                .encode_counter::<NoLabelSet, _, u64>(n, None)?;
-            }
-        }
-        Ok(())
-    }
-}
+#[path = "render.rs"]
+mod render;
+pub use render::Part;
 
 #[cfg(test)]
 #[path = "store_tests.rs"]
