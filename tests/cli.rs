@@ -144,6 +144,41 @@ fn demo_serves_transcript_metrics_and_stops_on_sigterm() {
     assert!(logs.iter().all(|l| !l.contains("sim-client-secret")));
 }
 
+// See: #23 (item 3). `--config.check` accepted OTLP metrics variables that start-up refuses:
+// it refuses them too, with the same words, never showing a header's value.
+#[test]
+fn config_check_refuses_the_otlp_metrics_variables_start_up_refuses() {
+    let cases = [
+        (
+            ("OTEL_METRIC_EXPORT_INTERVAL", "1m"),
+            "OTEL_METRIC_EXPORT_INTERVAL=\"1m\" is not a positive number of milliseconds",
+        ),
+        (
+            ("OTEL_EXPORTER_OTLP_HEADERS", "x-key=s3cret%0Avalue"),
+            "OTEL_EXPORTER_OTLP_HEADERS: header \"x-key\" cannot be sent (its value is not shown)",
+        ),
+    ];
+    for ((var, value), want) in cases {
+        for check in [true, false] {
+            let mut cmd = Command::new(BIN);
+            if check {
+                cmd.arg("--config.check");
+            }
+            let out = cmd
+                .args(["--config.file", "tests/fixtures/config/good.yml"])
+                .env("MDE_CLIENT_SECRET", "from-env")
+                .env("OTEL_METRICS_EXPORTER", "otlp")
+                .env(var, value)
+                .output()
+                .unwrap();
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(1), "check {check}: {err}");
+            assert!(err.contains(want), "check {check}: {err}");
+            assert!(!err.contains("s3cret"), "{err}");
+        }
+    }
+}
+
 // See: #24 (item 8). `--config.check` accepted `--shard.index 5 --shard.count 2`, which
 // start-up then refused: the check refuses what start-up refuses, with the same words.
 #[test]

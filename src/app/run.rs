@@ -80,7 +80,16 @@ pub fn check_config(cli: &Cli) -> ExitCode {
         return ExitCode::FAILURE;
     }
     match Config::load(path) {
-        Ok(c) => println!("{}: OK ({} tenant(s))", path.display(), c.tenants.len()),
+        Ok(c) => {
+            // The OTLP metrics variables, as start-up reads them (see `serve`).
+            if let Err(e) =
+                crate::otlp_metrics::PushConfig::resolve(&c.otel, &|name| std::env::var(name).ok())
+            {
+                eprintln!("{e}");
+                return ExitCode::FAILURE;
+            }
+            println!("{}: OK ({} tenant(s))", path.display(), c.tenants.len())
+        }
         Err(e) => {
             eprintln!("{e}");
             return ExitCode::FAILURE;

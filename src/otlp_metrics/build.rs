@@ -250,6 +250,16 @@ pub fn metrics<'a>(
     Ok(families)
 }
 
+/// `points` moved (not copied: a fleet's family holds tens of thousands) into parts of at
+/// most `max` each, in order.
+fn parts<T>(points: Vec<T>, max: usize) -> impl Iterator<Item = Vec<T>> {
+    let mut rest = points.into_iter();
+    std::iter::from_fn(move || {
+        let part: Vec<T> = rest.by_ref().take(max).collect();
+        (!part.is_empty()).then_some(part)
+    })
+}
+
 /// A metric cut into parts of at most `max_points` data points each (one part when it has
 /// fewer), each part the same metric with some of its points.
 fn cut(m: Metric, max_points: usize) -> Vec<Metric> {
@@ -271,35 +281,32 @@ fn cut(m: Metric, max_points: usize) -> Vec<Metric> {
         data: Some(data),
     };
     match data {
-        Some(metric::Data::Gauge(g)) => g
-            .data_points
-            .chunks(max_points)
-            .map(|c| {
-                part(metric::Data::Gauge(Gauge {
-                    data_points: c.to_vec(),
-                }))
-            })
+        Some(metric::Data::Gauge(g)) => parts(g.data_points, max_points)
+            .map(|data_points| part(metric::Data::Gauge(Gauge { data_points })))
             .collect(),
-        Some(metric::Data::Sum(s)) => s
-            .data_points
-            .chunks(max_points)
-            .map(|c| {
-                part(metric::Data::Sum(Sum {
-                    data_points: c.to_vec(),
-                    ..s.clone()
-                }))
-            })
-            .collect(),
-        Some(metric::Data::Histogram(h)) => h
-            .data_points
-            .chunks(max_points)
-            .map(|c| {
-                part(metric::Data::Histogram(Histogram {
-                    data_points: c.to_vec(),
-                    ..h.clone()
-                }))
-            })
-            .collect(),
+        Some(metric::Data::Sum(s)) => {
+            let (temporality, monotonic) = (s.aggregation_temporality, s.is_monotonic);
+            parts(s.data_points, max_points)
+                .map(|data_points| {
+                    part(metric::Data::Sum(Sum {
+                        data_points,
+                        aggregation_temporality: temporality,
+                        is_monotonic: monotonic,
+                    }))
+                })
+                .collect()
+        }
+        Some(metric::Data::Histogram(h)) => {
+            let temporality = h.aggregation_temporality;
+            parts(h.data_points, max_points)
+                .map(|data_points| {
+                    part(metric::Data::Histogram(Histogram {
+                        data_points,
+                        aggregation_temporality: temporality,
+                    }))
+                })
+                .collect()
+        }
         other => vec![Metric {
             name,
             description,
@@ -462,6 +469,23 @@ mod tests {
             })
             .collect();
         assert_eq!(counts, vec![vec![10], vec![10], vec![5, 1]]);
+        // A cut counter stays a monotonic cumulative sum in every part.
+        let mut counter = String::from("# TYPE c counter\n");
+        for i in 0..25 {
+            counter.push_str(&format!("c_total{{i=\"{i}\"}} {i}\n"));
+        }
+        let parts = cut(one(&counter).remove(0), 10);
+        assert_eq!(parts.iter().map(points).collect::<Vec<_>>(), [10, 10, 5]);
+        for p in &parts {
+            let Some(metric::Data::Sum(s)) = &p.data else {
+                panic!("{p:?}")
+            };
+            assert!(s.is_monotonic);
+            assert_eq!(
+                s.aggregation_temporality,
+                AggregationTemporality::Cumulative as i32
+            );
+        }
         // By bytes: every part alone.
         let r = requests(m, &Resource::default(), &scope, 10, 1);
         assert_eq!(r.len(), 4);

@@ -215,6 +215,15 @@ fn headers(name: &str, value: Option<String>) -> Result<Vec<(String, String)>, S
         let v = percent_encoding::percent_decode_str(v.trim())
             .decode_utf8()
             .map_err(|_| format!("{name}: the value of {k:?} is not UTF-8 once decoded"))?;
+        // Checked here, not when the first request goes: `--config.check` and start-up
+        // refuse a header no request could carry.
+        if http::HeaderName::from_bytes(k.as_bytes()).is_err()
+            || http::HeaderValue::from_str(&v).is_err()
+        {
+            return Err(format!(
+                "{name}: header {k:?} cannot be sent (its value is not shown)"
+            ));
+        }
         out.push((k.to_string(), v.into_owned()));
     }
     Ok(out)

@@ -187,6 +187,11 @@ fn headers_merge_and_stay_secret() {
     );
     assert_eq!(c.header_names(), ["Authorization", "x-tenant"]);
     assert!(!format!("{:?}", c.header_names()).contains("c2VjcmV0"));
+    let err = resolve(&[on, ("OTEL_EXPORTER_OTLP_METRICS_HEADERS", "x=s3cret%0D")]).unwrap_err();
+    assert_eq!(
+        err,
+        "OTEL_EXPORTER_OTLP_METRICS_HEADERS: header \"x\" cannot be sent (its value is not shown)"
+    );
     let err = resolve(&[on, ("OTEL_EXPORTER_OTLP_HEADERS", "a=1,s3cret-token")]).unwrap_err();
     assert_eq!(
         err,
