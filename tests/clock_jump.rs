@@ -7,8 +7,8 @@
 //! How libfaketime is used: `LD_PRELOAD` of `libfaketime.so.1` with `FAKETIME_TIMESTAMP_FILE`
 //! (the offset, re-read on every call with `FAKETIME_NO_CACHE=1`, so the test moves the clock
 //! of the running process) and `FAKETIME_DONT_FAKE_MONOTONIC=1`: a real wall-clock jump does
-//! not move `CLOCK_MONOTONIC`, which tokio's timers and `Instant` read, and without it a
-//! change of the offset would move the timers too (every sleep would end at once). On a machine
+//! not move `CLOCK_MONOTONIC`, which tokio's timers and `Instant` read; without it the monotonic
+//! clock jumps with the offset too, and the exporter polled no more after the jump. On a machine
 //! without libfaketime the test says so and passes without running.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 

@@ -50,6 +50,13 @@ pub struct SimArgs {
     /// and secret `sim-client-secret-{i}`.
     #[arg(long = "sim.tenants", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub tenants: u32,
+    /// The first this many result downloads answer a valid transcript of
+    /// `--sim.huge-transcript-bytes` bytes instead of the blob (single tenant only; the
+    /// transcript memory benchmark, bench/transcript-memory.sh).
+    #[arg(long = "sim.huge-transcripts", default_value_t = 0)]
+    pub huge_transcripts: u32,
+    #[arg(long = "sim.huge-transcript-bytes", default_value_t = 16 * 1024 * 1024)]
+    pub huge_transcript_bytes: usize,
 }
 
 /// `12h`, `30m`, `90s`, `2d`: a number and a unit.
@@ -106,6 +113,12 @@ impl SimArgs {
             return Ok(());
         }
         let sim = Simulator::new(self.config());
+        if self.huge_transcripts > 0 {
+            sim.faults().blob_fault(
+                crate::BlobFault::Huge(self.huge_transcript_bytes),
+                self.huge_transcripts,
+            );
+        }
         let (tenant, client, _) = sim.credentials();
         tracing::info!(
             address = %listener.local_addr()?,

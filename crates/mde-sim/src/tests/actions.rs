@@ -16,6 +16,14 @@ async fn paging_with_a_filter_serves_every_live_response_action_once() {
         s.base
     );
     let a = s.get(&token, &first).await;
+    // Every answer carries a Date header (hyper's, real time): the exporter reads the API's
+    // clock from it (#24 item 7).
+    let date = a.header("date").expect("a Date header");
+    let date = chrono::DateTime::parse_from_rfc2822(date).expect("an HTTP date");
+    assert!(
+        (chrono::Utc::now() - date.to_utc()).num_seconds().abs() <= 2,
+        "{date}"
+    );
     let v = a.json();
     assert_eq!(v["@odata.count"], 80);
     assert_eq!(
