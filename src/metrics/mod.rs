@@ -120,6 +120,11 @@ pub struct Metrics {
     pub(super) series_evicted: Family<ReasonLabels, Counter>,
     pub(super) machine_info: Family<MachineInfoLabels, Gauge>,
     pub(super) machine_tag: Family<MachineTagLabels, Gauge>,
+    /// How many `mde_machine_tag` series there are, all tenants together: they count against
+    /// `max_series` (#24).
+    pub(super) machine_tag_series: AtomicUsize,
+    /// Allowed tags left out by a cap, by reason (#24).
+    pub(super) machine_tags_dropped: Family<ReasonLabels, Counter>,
     pub(super) permission_missing: Family<PermissionLabels, Gauge>,
     // Discovery, in flight and not-run (#9).
     pub(super) actions_in_flight: Family<StatusLabels, Gauge>,
@@ -190,6 +195,8 @@ impl Metrics {
             series_evicted: Family::default(),
             machine_info: Family::default(),
             machine_tag: Family::default(),
+            machine_tag_series: AtomicUsize::new(0),
+            machine_tags_dropped: Family::default(),
             permission_missing: Family::default(),
             actions_in_flight: Family::default(),
             in_flight_oldest: Family::default(),
@@ -384,6 +391,11 @@ impl Metrics {
             "mde_machine_tag",
             "1 for every machine tag allowed by the tenant's machine_tags regexes, on machines with per-machine series; no tag becomes a label without the allow-list",
             m.machine_tag.clone(),
+        );
+        r.register(
+            "mde_machine_tags_dropped",
+            "Allowed machine tags left out, counted each time a machine's context is read, by reason: too_long (over max_tag_length characters; dropped whole, never cut), per_machine (beyond max_tags_per_machine, the first in alphabetical order kept) or max_series (no room left under max_series by the per-machine script series and the other tags)",
+            m.machine_tags_dropped.clone(),
         );
         r.register(
             "mde_exporter_permission_missing",
