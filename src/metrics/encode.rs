@@ -65,6 +65,11 @@ impl Metrics {
                 let mut spans = Vec::with_capacity(families.len());
                 for &i in families {
                     let start = out.len();
+                    if openmetrics && parts.text_only[i] {
+                        // A name that clashes in OpenMetrics (see `Parts::text_only`).
+                        spans.push((i, start..start));
+                        continue;
+                    }
                     if openmetrics {
                         text::encode_registry(&mut out, &parts.parts[i])?;
                     } else {

@@ -326,9 +326,18 @@ impl Metrics {
             bg("RunScript commands of final actions that produced no transcript, by script and reason (command_failed, action_timeout, action_cancelled, action_failed)."),
             m.script_not_run_total.clone(),
         );
-        r.register(
+        // The gauge's first name is the counter's family name in OpenMetrics (which drops
+        // `_total`), a clash strict parsers refuse: it stays in the Prometheus text format,
+        // where it never clashed, and OpenMetrics has the same series under `_current` only.
+        // See: #24
+        r.register_text_only(
             "mde_liveresponse_script_not_run",
             bg("1 while the latest attempt (by the action's lastUpdateDateTimeUtc) of a script on a machine did not run, 0 once a later attempt ran."),
+            m.script_not_run.clone(),
+        );
+        r.register(
+            "mde_liveresponse_script_not_run_current",
+            bg("1 while the latest attempt (by the action's lastUpdateDateTimeUtc) of a script on a machine did not run, 0 once a later attempt ran; the same series as mde_liveresponse_script_not_run, whose name OpenMetrics leaves out (it is the family name of mde_liveresponse_script_not_run_total there)."),
             m.script_not_run.clone(),
         );
         r.register(
@@ -479,6 +488,8 @@ impl Metrics {
 struct Parts {
     parts: Vec<Registry>,
     last_len: Vec<AtomicUsize>,
+    /// Parts left out of the OpenMetrics exposition (a name that clashes there).
+    text_only: Vec<bool>,
 }
 
 impl Parts {
@@ -493,6 +504,19 @@ impl Parts {
         self.push(r);
     }
 
+    /// As [`Parts::register`], served in the Prometheus text format only.
+    fn register_text_only(
+        &mut self,
+        name: &str,
+        help: impl Into<String>,
+        metric: impl prometheus_client::registry::Metric,
+    ) {
+        self.register(name, help, metric);
+        if let Some(last) = self.text_only.last_mut() {
+            *last = true;
+        }
+    }
+
     fn register_collector(&mut self, collector: Box<dyn Collector>) {
         let mut r = Registry::default();
         r.register_collector(collector);
@@ -502,6 +526,7 @@ impl Parts {
     fn push(&mut self, r: Registry) {
         self.parts.push(r);
         self.last_len.push(AtomicUsize::new(0));
+        self.text_only.push(false);
     }
 }
 
@@ -557,6 +582,28 @@ mod tests {
         assert!(!plain.contains("trace_id"), "{plain}");
     }
 
+    /// See: #24 item 10. In OpenMetrics a counter's family name has no `_total`: the counter
+    /// `mde_liveresponse_script_not_run_total` is the family `mde_liveresponse_script_not_run`,
+    /// the name of the old gauge too, which strict parsers refuse. Every family name there
+    /// is one family's.
+    #[test]
+    fn openmetrics_family_names_are_unique() {
+        let m = Metrics::new();
+        let labels = MachineScriptLabels {
+            tenant: "t".into(),
+            machine: "m".into(),
+            script: "a.ps1".into(),
+        };
+        m.record_script_not_run("t", "a.ps1", "action_timeout", None);
+        m.set_script_not_run(&labels, true);
+        let om = m.encode(true).unwrap();
+        let mut seen = std::collections::BTreeSet::new();
+        for line in om.lines().filter(|l| l.starts_with("# TYPE ")) {
+            let name = line.split(' ').nth(2).unwrap();
+            assert!(seen.insert(name.to_string()), "{name} twice: {line}");
+        }
+    }
+
     // See: #9
     #[test]
     fn not_run_counter_and_gauge_keep_their_contract_names() {
@@ -583,9 +630,18 @@ mod tests {
                 ),
                 "{text}"
             );
-            assert!(
+            // The gauge under its first name in the text format only; under `_current` in
+            // both (#24).
+            assert_eq!(
                 text.contains(
                     "mde_liveresponse_script_not_run{tenant=\"t\",machine=\"m\",script=\"a.ps1\"} 1\n"
+                ),
+                !openmetrics,
+                "{text}"
+            );
+            assert!(
+                text.contains(
+                    "mde_liveresponse_script_not_run_current{tenant=\"t\",machine=\"m\",script=\"a.ps1\"} 1\n"
                 ),
                 "{text}"
             );
