@@ -91,7 +91,7 @@ local util = import 'lib/util.libsonnet';
             'reason; the exporter logs the command errors (event script_not_run). The alert clears',
             'when a later attempt runs, or when the series expire (series_ttl).',
           ]),
-          transcriptURL('mde_liveresponse_script_not_run{%s} == 1'),
+          transcriptURL('mde_liveresponse_script_not_run_current{%s} == 1'),
         ),
 
       ] + [

@@ -23,7 +23,7 @@ local overview(config) =
   local errs = 'mde_liveresponse_script_errors_total{%s}' % TS;
   local exitCode = inGroup('mde_liveresponse_script_exit_code{%s}' % TS);
   local notRun = 'mde_liveresponse_script_not_run_total{%s}' % TS;
-  local notRunNow = inGroup('mde_liveresponse_script_not_run{%s}' % TS);
+  local notRunNow = inGroup('mde_liveresponse_script_not_run_current{%s}' % TS);
   local redIfAny = [[null, 'green'], [1, 'red']];
   p.dashboard(
     config,

@@ -104,7 +104,7 @@ local util = import 'lib/util.libsonnet';
           // Machines whose latest attempt of a script never ran.
           {
             record: 'tenant_script:mde_liveresponse_machines_not_run:count',
-            expr: 'count by (tenant, script) (mde_liveresponse_script_not_run == 1)',
+            expr: 'count by (tenant, script) (mde_liveresponse_script_not_run_current == 1)',
           },
           // The same by device group, joined like the failing count above, so that
           // Alertmanager routes a not-run alert to the team of the device group too. Used by
@@ -113,10 +113,10 @@ local util = import 'lib/util.libsonnet';
             record: 'tenant_script_rbac_group:mde_liveresponse_machines_not_run:count',
             expr: |||
               count by (tenant, script, rbac_group) (
-                  (mde_liveresponse_script_not_run == 1)
+                  (mde_liveresponse_script_not_run_current == 1)
                     * on (tenant, machine) group_left (rbac_group) mde_machine_info
                 or on (tenant, machine, script)
-                  (mde_liveresponse_script_not_run == 1)
+                  (mde_liveresponse_script_not_run_current == 1)
               )
             |||,
           },

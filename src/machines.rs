@@ -5,7 +5,10 @@
 //! follows the machines watched, not the size of the fleet), the batches of
 //! `computerDnsName eq '…'` filters under a URL-length cap, when to read (machines new to the
 //! exporter at the next check, every machine again each `machine_info_interval`), and keeping
-//! one `mde_machine_info` series per machine (so that a `group_left` join never meets two).
+//! one `mde_machine_info` series per machine (so that a `group_left` join never meets two),
+//! and the tag bounds (#24): which allowed tags a machine shows under `max_tags_per_machine`,
+//! `max_tag_length` and the room `max_series` leaves, and counting what is left out
+//! (`mde_machine_tags_dropped_total`).
 //! Calls `GET /api/machines` under its own quota endpoint (`list_machines`) without waiting
 //! for room: when the budget is spent it tries at the next check. Never runs on a scrape.
 //! Does not own the per-machine script series (`series`, `state`) nor the HTTP call (`mde`).
@@ -60,6 +63,64 @@ fn latest<'a>(candidates: impl Iterator<Item = &'a Machine>) -> Option<&'a Machi
     candidates.max_by(|a, b| a.last_seen.cmp(&b.last_seen).then(a.id.cmp(&b.id)))
 }
 
+/// `reason` of `mde_machine_tags_dropped_total`: longer than `max_tag_length`.
+const DROPPED_TOO_LONG: &str = "too_long";
+/// `reason` of `mde_machine_tags_dropped_total`: beyond `max_tags_per_machine`.
+const DROPPED_PER_MACHINE: &str = "per_machine";
+/// `reason` of `mde_machine_tags_dropped_total`: no room left under `max_series`.
+const DROPPED_MAX_SERIES: &str = "max_series";
+
+/// Allowed tags left out of one machine's, by reason.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct Dropped {
+    too_long: u64,
+    per_machine: u64,
+    max_series: u64,
+}
+
+impl Dropped {
+    fn add(&mut self, other: Dropped) {
+        self.too_long += other.too_long;
+        self.per_machine += other.per_machine;
+        self.max_series += other.max_series;
+    }
+
+    fn total(&self) -> u64 {
+        self.too_long + self.per_machine + self.max_series
+    }
+}
+
+/// The tags a machine shows: of `tags`, those an allow-list regex matches, each once; a tag
+/// longer than `max_tag_length` characters dropped whole (a cut one could collide with
+/// another); then the first `max_tags` in alphabetical order (stable whatever order the API
+/// answers in); then at most `room`, what `max_series` leaves. See: #24
+fn select_tags<'a>(
+    tags: &'a [String],
+    context: &MachineContext,
+    room: usize,
+) -> (Vec<&'a String>, Dropped) {
+    let mut dropped = Dropped::default();
+    let allowed: BTreeSet<&String> = tags
+        .iter()
+        .filter(|t| context.tags.iter().any(|re| re.is_match(t)))
+        .collect();
+    let mut kept = Vec::with_capacity(allowed.len().min(context.max_tags));
+    for t in allowed {
+        if t.chars().count() > context.max_tag_length {
+            dropped.too_long += 1;
+        } else if kept.len() >= context.max_tags {
+            dropped.per_machine += 1;
+        } else {
+            kept.push(t);
+        }
+    }
+    if kept.len() > room {
+        dropped.max_series += (kept.len() - room) as u64;
+        kept.truncate(room);
+    }
+    (kept, dropped)
+}
+
 /// What is exposed for one machine.
 #[derive(Debug, Clone, PartialEq)]
 struct Exposed {
@@ -83,6 +144,11 @@ pub struct MachineRefresh {
 impl MachineRefresh {
     /// The refresh of tenant `t`, through `client` (a sibling of its collector's).
     pub fn new(t: &Tenant, client: Client, shared: Arc<Shared>) -> Self {
+        if !t.machine_context.tags.is_empty() {
+            for why in [DROPPED_TOO_LONG, DROPPED_PER_MACHINE, DROPPED_MAX_SERIES] {
+                shared.metrics.record_machine_tags_dropped(&t.name, why, 0);
+            }
+        }
         MachineRefresh {
             tenant: t.name.clone(),
             client,
@@ -178,6 +244,10 @@ impl MachineRefresh {
 
     /// Expose what the API said about `asked` (lower-case names).
     fn apply(&mut self, watched: &BTreeMap<String, String>, asked: &[String], found: &[Machine]) {
+        // Tags count against max_series after the per-machine script series (#24).
+        let scripts = self.shared.with_state(|s| s.last_runs().len());
+        let max_series = self.shared.settings.max_series;
+        let mut dropped = Dropped::default();
         for key in asked {
             let Some(name) = watched.get(key) else {
                 continue;
@@ -203,11 +273,17 @@ impl MachineRefresh {
                 os_platform: machine.os_platform.clone(),
                 health_status: machine.health_status.clone(),
             };
-            let tags: BTreeSet<&String> = machine
-                .machine_tags
-                .iter()
-                .filter(|t| self.context.tags.iter().any(|re| re.is_match(t)))
-                .collect();
+            // The room of this machine: what the script series and the other machines' tags
+            // leave (its own tags, replaced now, do not count).
+            let mine = self.exposed.get(key).map_or(0, |e| e.tags.len());
+            let others = self
+                .shared
+                .metrics
+                .machine_tag_series()
+                .saturating_sub(mine);
+            let room = max_series.saturating_sub(scripts + others);
+            let (tags, left_out) = select_tags(&machine.machine_tags, &self.context, room);
+            dropped.add(left_out);
             let next = Exposed {
                 info,
                 tags: tags
@@ -229,6 +305,27 @@ impl MachineRefresh {
             self.shared.metrics.expose_machine(&next.info, &next.tags);
             self.exposed.insert(key.clone(), next);
         }
+        self.count_dropped(dropped);
+    }
+
+    /// Count the tags left out by one read, and say so once for the read.
+    fn count_dropped(&self, dropped: Dropped) {
+        if dropped.total() == 0 {
+            return;
+        }
+        let m = &self.shared.metrics;
+        m.record_machine_tags_dropped(&self.tenant, DROPPED_TOO_LONG, dropped.too_long);
+        m.record_machine_tags_dropped(&self.tenant, DROPPED_PER_MACHINE, dropped.per_machine);
+        m.record_machine_tags_dropped(&self.tenant, DROPPED_MAX_SERIES, dropped.max_series);
+        tracing::info!(
+            tenant = %self.tenant,
+            too_long = dropped.too_long,
+            per_machine = dropped.per_machine,
+            max_series = dropped.max_series,
+            max_tags_per_machine = self.context.max_tags,
+            max_tag_length = self.context.max_tag_length,
+            "machine tags left out by their caps (mde_machine_tags_dropped_total)"
+        );
     }
 
     fn unexpose(&self, old: &Exposed) {
@@ -271,6 +368,51 @@ mod tests {
             filter_batches(&["o'brien".to_string()], MAX_FILTER_CHARS),
             vec!["computerDnsName eq 'o''brien'".to_string()]
         );
+    }
+
+    // See: #24
+    #[test]
+    fn tags_are_capped_per_machine_by_length_and_by_room() {
+        let context = MachineContext {
+            tags: vec![regex::Regex::new("^(?:t-.*|long-.*)$").unwrap()],
+            max_tags: 3,
+            max_tag_length: 10,
+            ..MachineContext::default()
+        };
+        let tags: Vec<String> = [
+            "t-5",
+            "other",
+            "t-1",
+            "t-1",
+            "long-xxxxxxxx",
+            "t-4",
+            "t-2",
+            "t-3",
+        ]
+        .iter()
+        .map(|t| t.to_string())
+        .collect();
+        let (kept, dropped) = select_tags(&tags, &context, usize::MAX);
+        // Allowed, each once, alphabetical, the long one dropped whole, not cut.
+        assert_eq!(kept, ["t-1", "t-2", "t-3"]);
+        assert_eq!(
+            dropped,
+            Dropped {
+                too_long: 1,
+                per_machine: 2,
+                max_series: 0
+            }
+        );
+        let (kept, dropped) = select_tags(&tags, &context, 1);
+        assert_eq!(kept, ["t-1"]);
+        assert_eq!((dropped.per_machine, dropped.max_series), (2, 2));
+        // Characters, not bytes: ten of them in 20 bytes fit.
+        let wide = vec!["t-éééééééé".to_string()];
+        assert_eq!(select_tags(&wide, &context, 5).0.len(), 1);
+        // Nothing allowed: nothing dropped either.
+        let (kept, dropped) = select_tags(&tags, &MachineContext::default(), 5);
+        assert!(kept.is_empty());
+        assert_eq!(dropped.total(), 0);
     }
 
     #[test]

@@ -114,3 +114,78 @@ async fn machine_info_and_allowed_tags_for_watched_machines() {
     assert!(calls > 0);
     exporter.shutdown().await.unwrap();
 }
+
+/// See: #24 item 4. 26 machines, each with thousands of tags that the allow-list lets through
+/// (`.*`), some of 5,000 characters: before, every one was a series (52,104 series, a 4.4 MB
+/// body, 0 evictions). Now a machine shows at most `max_tags_per_machine` tags of at most
+/// `max_tag_length` characters, the tags take only what `max_series` leaves of the
+/// per-machine script series, and what was left out is counted by reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn machine_tags_are_bounded_and_what_is_dropped_is_counted() {
+    let (sim, addr) = start_sim(SimConfig {
+        seed: 2424,
+        machines: 26,
+        actions: 150,
+        finish_within: Duration::from_millis(200),
+        // Room for every result at once: the test is about tags, not the quota.
+        per_minute: 1000,
+        per_hour: 10_000,
+        ..SimConfig::default()
+    })
+    .await;
+    let mut flood: Vec<String> = (0..2000).map(|i| format!("bulk-{i:04}")).collect();
+    flood.extend((0..5).map(|i| format!("long-{i}-{}", "x".repeat(5000))));
+    sim.faults().machine_tags(flood);
+    const MAX_SERIES: usize = 300;
+    let text = config_yaml(
+        &sim,
+        addr,
+        "sim-client-secret",
+        "    machine_tags: ['.*']\n    machine_info_interval: 1s\n",
+        &format!("max_series: {MAX_SERIES}\n"),
+    );
+    let exporter = start_exporter(parse_config(&text)).await;
+    let at = exporter.addr;
+    all_final(&sim).await;
+    settled(&sim, at).await;
+    let machines = sim.machines().len();
+    assert_eq!(machines, 26);
+    eventually("machine context of every watched machine", || async move {
+        let m = scrape(at).await;
+        let watched = by_label(
+            &m,
+            "mde_liveresponse_script_last_run_timestamp_seconds",
+            "machine",
+            &[],
+        );
+        let info = by_label(&m, "mde_machine_info", "machine", &[]);
+        watched.len() + 2 >= machines && info.len() == watched.len()
+    })
+    .await;
+    let (_, _, body) = get(at, "/metrics", None).await;
+    let m = parse_samples(&body);
+    let per_machine = by_label(&m, "mde_machine_tag", "machine", &[]);
+    assert!(!per_machine.is_empty());
+    assert!(per_machine.values().all(|n| *n <= 20), "{per_machine:?}");
+    // Truncated tags would collide into one label value; long tags are dropped whole.
+    assert!(!body.contains("long-"), "a long tag was exposed");
+    assert!(body.len() < 512 * 1024, "{} bytes", body.len());
+    // The tags take what max_series leaves of the script series: each machine's share is
+    // checked when it is read again (every machine_info_interval).
+    eventually("within max_series, every reason counted", || async move {
+        let m = scrape(at).await;
+        let scripts = m
+            .keys()
+            .filter(|(n, _)| n == "mde_liveresponse_script_exit_code")
+            .count();
+        let tags = m.keys().filter(|(n, _)| n == "mde_machine_tag").count();
+        let dropped = |why: &str| sum(&m, "mde_machine_tags_dropped_total", &[("reason", why)]);
+        tags > 0
+            && scripts + tags <= MAX_SERIES
+            && dropped("too_long") > 0.0
+            && dropped("per_machine") > 0.0
+            && dropped("max_series") > 0.0
+    })
+    .await;
+    exporter.shutdown().await.unwrap();
+}

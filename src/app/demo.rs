@@ -65,6 +65,7 @@ pub async fn start_demo(opts: &DemoOptions) -> Result<(Simulator, Config, JoinHa
             machine_context: crate::config::MachineContext {
                 tags: vec![regex::Regex::new("^(?:.*)$").map_err(|e| Error::Http(e.to_string()))?],
                 interval: Duration::from_secs(3600).div_f64(scale),
+                ..crate::config::MachineContext::default()
             },
         }],
         script_metrics: demo_script_metrics(),

@@ -119,6 +119,12 @@ pub(super) struct RawTenant {
     /// How often machine context is read again with `GET /api/machines`.
     #[serde(default = "default_machine_info_interval", with = "humantime_serde")]
     pub machine_info_interval: Duration,
+    /// Most `mde_machine_tag` series one machine shows (#24).
+    #[serde(default = "default_max_tags_per_machine")]
+    pub max_tags_per_machine: usize,
+    /// Longest tag (in characters) that becomes a label value; longer ones are dropped (#24).
+    #[serde(default = "default_max_tag_length")]
+    pub max_tag_length: usize,
     #[serde(default)]
     pub discovery: RawDiscovery,
     /// The top-level script_metrics rules this tenant keeps (by script); all when absent.
@@ -209,6 +215,12 @@ pub(super) fn default_max_requests_in_flight() -> usize {
 }
 pub(super) fn default_machine_info_interval() -> Duration {
     Duration::from_secs(3600)
+}
+pub(super) fn default_max_tags_per_machine() -> usize {
+    20
+}
+pub(super) fn default_max_tag_length() -> usize {
+    128
 }
 pub(super) fn default_lookback() -> Duration {
     Duration::from_secs(24 * 3600)

@@ -1,7 +1,7 @@
 //! One entry of `tenants:`: what to watch, and the validated [`Tenant`] the collectors use.
 //!
 //! Owns the tenant's own keys (`name`, `lookback`, `requestor`, the id lists, `scripts`,
-//! `machine_tags`, `machine_info_interval`) and putting the tenant together from its
+//! `machine_tags`, `machine_info_interval`, `max_tags_per_machine`, `max_tag_length`) and putting the tenant together from its
 //! sections: sign-in (`auth`), URLs (`cloud`), `quota` and `discovery`, each of which checks
 //! itself. Does not own the uniqueness of names across tenants (`mod`).
 
@@ -14,7 +14,10 @@ use super::auth::{self, Auth};
 use super::check::{Invalid, check_range, is_safe_id};
 use super::cloud;
 use super::limits;
-use super::raw::{RawTenant, default_lookback, default_machine_info_interval};
+use super::raw::{
+    RawTenant, default_lookback, default_machine_info_interval, default_max_tag_length,
+    default_max_tags_per_machine,
+};
 use super::types::{DiscoveryConfig, QuotaConfig};
 
 /// What to watch in a tenant.
@@ -77,13 +80,26 @@ pub struct MachineContext {
     /// Every machine with per-machine series is read again this often (default 1 h);
     /// machines new to the exporter are read at the next poll interval.
     pub interval: Duration,
+    /// Most tags one machine shows (default 20): of its allowed tags, the first in
+    /// alphabetical order. (#24)
+    pub max_tags: usize,
+    /// Longest tag, in characters, that becomes a label value (default 128); a longer tag is
+    /// dropped whole, never cut (two cut tags could become one label value). (#24)
+    pub max_tag_length: usize,
 }
+
+/// The highest `max_tags_per_machine`.
+pub const MAX_TAGS_PER_MACHINE_CAP: usize = 1000;
+/// The highest `max_tag_length`, as `script_metrics`' `max_label_length`.
+pub const MAX_TAG_LENGTH_CAP: usize = 1024;
 
 impl Default for MachineContext {
     fn default() -> Self {
         MachineContext {
             tags: Vec::new(),
             interval: default_machine_info_interval(),
+            max_tags: default_max_tags_per_machine(),
+            max_tag_length: default_max_tag_length(),
         }
     }
 }
@@ -143,7 +159,7 @@ impl RawTenant {
                 ));
             }
         }
-        let machine_context = machine_context(&t.machine_tags, t.machine_info_interval)?;
+        let machine_context = machine_context(&t)?;
         Ok(Tenant {
             name: t.name,
             tenant_id: sign_in.tenant_id,
@@ -166,10 +182,10 @@ impl RawTenant {
     }
 }
 
-/// `machine_tags` (anchored regexes) and `machine_info_interval`.
-fn machine_context(patterns: &[String], interval: Duration) -> Result<MachineContext, Invalid> {
-    let mut tags = Vec::with_capacity(patterns.len());
-    for (j, pattern) in patterns.iter().enumerate() {
+/// `machine_tags` (anchored regexes), `machine_info_interval` and the tag caps.
+fn machine_context(t: &RawTenant) -> Result<MachineContext, Invalid> {
+    let mut tags = Vec::with_capacity(t.machine_tags.len());
+    for (j, pattern) in t.machine_tags.iter().enumerate() {
         // Anchored: `pci` allows the tag "pci", not "not-pci-scope".
         let re = regex::Regex::new(&format!("^(?:{pattern})$")).map_err(|e| {
             Invalid::new(
@@ -179,10 +195,28 @@ fn machine_context(patterns: &[String], interval: Duration) -> Result<MachineCon
         })?;
         tags.push(re);
     }
+    let interval = t.machine_info_interval;
     if interval < Duration::from_secs(1) {
         return Err(Invalid::new("machine_info_interval", "must be at least 1s"));
     }
-    Ok(MachineContext { tags, interval })
+    for (key, value, cap) in [
+        (
+            "max_tags_per_machine",
+            t.max_tags_per_machine,
+            MAX_TAGS_PER_MACHINE_CAP,
+        ),
+        ("max_tag_length", t.max_tag_length, MAX_TAG_LENGTH_CAP),
+    ] {
+        if value == 0 || value > cap {
+            return Err(Invalid::new(key, format!("must be between 1 and {cap}")));
+        }
+    }
+    Ok(MachineContext {
+        tags,
+        interval,
+        max_tags: t.max_tags_per_machine,
+        max_tag_length: t.max_tag_length,
+    })
 }
 
 #[cfg(test)]
@@ -216,6 +250,14 @@ mod tests {
         .unwrap();
         let mc = &c.tenants[0].machine_context;
         assert_eq!(mc.interval, Duration::from_secs(1800));
+        // See: #24: the caps' defaults.
+        assert_eq!((mc.max_tags, mc.max_tag_length), (20, 128));
+        let set = parse(&format!(
+            "{GOOD}    max_tags_per_machine: 5\n    max_tag_length: 64\n"
+        ))
+        .unwrap();
+        let set = &set.tenants[0].machine_context;
+        assert_eq!((set.max_tags, set.max_tag_length), (5, 64));
         let allowed = |tag: &str| mc.tags.iter().any(|r| r.is_match(tag));
         assert!(allowed("pci") && allowed("team-red"));
         assert!(!allowed("not-pci-scope"));
@@ -250,6 +292,23 @@ mod tests {
             (
                 format!("{GOOD}    machine_info_interval: 10ms\n"),
                 "config file cfg.yml: tenants[0].machine_info_interval: must be at least 1s",
+            ),
+            // See: #24
+            (
+                format!("{GOOD}    max_tags_per_machine: 0\n"),
+                "config file cfg.yml: tenants[0].max_tags_per_machine: must be between 1 and 1000",
+            ),
+            (
+                format!("{GOOD}    max_tags_per_machine: 1001\n"),
+                "config file cfg.yml: tenants[0].max_tags_per_machine: must be between 1 and 1000",
+            ),
+            (
+                format!("{GOOD}    max_tag_length: 0\n"),
+                "config file cfg.yml: tenants[0].max_tag_length: must be between 1 and 1024",
+            ),
+            (
+                format!("{GOOD}    max_tag_length: 2000\n"),
+                "config file cfg.yml: tenants[0].max_tag_length: must be between 1 and 1024",
             ),
             (
                 GOOD.replace("name: contoso", "name: ' '"),

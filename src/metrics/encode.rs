@@ -65,6 +65,11 @@ impl Metrics {
                 let mut spans = Vec::with_capacity(families.len());
                 for &i in families {
                     let start = out.len();
+                    if openmetrics && parts.text_only[i] {
+                        // A name that clashes in OpenMetrics (see `Parts::text_only`).
+                        spans.push((i, start..start));
+                        continue;
+                    }
                     if let Some(script) = &parts.script[i] {
                         // 200,000 script series: written directly, not sample by sample
                         // through the encoder (the same bytes). (#21)

@@ -3,18 +3,19 @@
 //! (`mde_exporter_state_write_errors`), tenant identity changes of the state
 //! (`mde_exporter_state_tenant_identity_changes`), the shard (`mde_exporter_shard_info`, see
 //! [`set_shard`]), the skew of the local clock from the API's (`mde_exporter_clock_skew_seconds`),
-//! machine context (`mde_machine_info`, `mde_machine_tag`) and OTLP metrics pushes
-//! (`mde_exporter_otlp_metrics_exports_total`).
+//! machine context (`mde_machine_info`, `mde_machine_tag` and how many there are,
+//! `mde_machine_tags_dropped`) and OTLP metrics pushes (`mde_exporter_otlp_metrics_exports_total`).
 //!
 //! Owns the writing of those families. Does not own reloading (`app`), the state file
 //! (`state`), the API's clock (`clock`), the machine-context refresh (`machines`) nor pushing
 //! (`otlp_metrics`).
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use prometheus_client::metrics::counter::Counter;
 
-use super::{ExportResultLabels, MachineInfoLabels, MachineTagLabels, Metrics, tenant};
+use super::{ExportResultLabels, MachineInfoLabels, MachineTagLabels, Metrics, reason, tenant};
 
 /// Record this process's shard, once, before the metrics are built (start-up): every
 /// [`Metrics`] built afterwards serves `mde_exporter_shard_info{index,count}`. A second call
@@ -87,8 +88,24 @@ impl Metrics {
     ) {
         self.machine_info.get_or_create(info).set(1);
         for t in tags {
+            if self.machine_tag.get(t).is_none() {
+                self.machine_tag_series.fetch_add(1, Ordering::Relaxed);
+            }
             self.machine_tag.get_or_create(t).set(1);
         }
+    }
+
+    /// How many `mde_machine_tag` series are exposed, all tenants together (#24).
+    pub fn machine_tag_series(&self) -> usize {
+        self.machine_tag_series.load(Ordering::Relaxed)
+    }
+
+    /// `n` allowed tags of a tenant's machine left out, for `why` (`too_long`,
+    /// `per_machine`, `max_series`); `n` = 0 starts the series (#24).
+    pub fn record_machine_tags_dropped(&self, tenant_name: &str, why: &str, n: u64) {
+        self.machine_tags_dropped
+            .get_or_create(&reason(tenant_name, why))
+            .inc_by(n);
     }
 
     /// A machine's context is no longer exposed.
@@ -99,7 +116,9 @@ impl Metrics {
     ) {
         self.machine_info.remove(info);
         for t in tags {
-            self.machine_tag.remove(t);
+            if self.machine_tag.remove(t) {
+                self.machine_tag_series.fetch_sub(1, Ordering::Relaxed);
+            }
         }
     }
 
@@ -107,5 +126,6 @@ impl Metrics {
     pub fn clear_machines(&self) {
         self.machine_info.clear();
         self.machine_tag.clear();
+        self.machine_tag_series.store(0, Ordering::Relaxed);
     }
 }

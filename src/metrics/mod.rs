@@ -120,6 +120,11 @@ pub struct Metrics {
     pub(super) series_evicted: Family<ReasonLabels, Counter>,
     pub(super) machine_info: Family<MachineInfoLabels, Gauge>,
     pub(super) machine_tag: Family<MachineTagLabels, Gauge>,
+    /// How many `mde_machine_tag` series there are, all tenants together: they count against
+    /// `max_series` (#24).
+    pub(super) machine_tag_series: AtomicUsize,
+    /// Allowed tags left out by a cap, by reason (#24).
+    pub(super) machine_tags_dropped: Family<ReasonLabels, Counter>,
     pub(super) permission_missing: Family<PermissionLabels, Gauge>,
     // Discovery, in flight and not-run (#9).
     pub(super) actions_in_flight: Family<StatusLabels, Gauge>,
@@ -194,6 +199,8 @@ impl Metrics {
             series_evicted: Family::default(),
             machine_info: Family::default(),
             machine_tag: Family::default(),
+            machine_tag_series: AtomicUsize::new(0),
+            machine_tags_dropped: Family::default(),
             permission_missing: Family::default(),
             actions_in_flight: Family::default(),
             in_flight_oldest: Family::default(),
@@ -325,9 +332,18 @@ impl Metrics {
             bg("RunScript commands of final actions that produced no transcript, by script and reason (command_failed, action_timeout, action_cancelled, action_failed)."),
             m.script_not_run_total.clone(),
         );
-        r.register(
+        // The gauge's first name is the counter's family name in OpenMetrics (which drops
+        // `_total`), a clash strict parsers refuse: it stays in the Prometheus text format,
+        // where it never clashed, and OpenMetrics has the same series under `_current` only.
+        // See: #24
+        r.register_text_only(
             "mde_liveresponse_script_not_run",
             bg("1 while the latest attempt (by the action's lastUpdateDateTimeUtc) of a script on a machine did not run, 0 once a later attempt ran."),
+            m.script_not_run.clone(),
+        );
+        r.register(
+            "mde_liveresponse_script_not_run_current",
+            bg("1 while the latest attempt (by the action's lastUpdateDateTimeUtc) of a script on a machine did not run, 0 once a later attempt ran; the same series as mde_liveresponse_script_not_run, whose name OpenMetrics leaves out (it is the family name of mde_liveresponse_script_not_run_total there)."),
             m.script_not_run.clone(),
         );
         r.register(
@@ -390,6 +406,11 @@ impl Metrics {
             "mde_machine_tag",
             "1 for every machine tag allowed by the tenant's machine_tags regexes, on machines with per-machine series; no tag becomes a label without the allow-list",
             m.machine_tag.clone(),
+        );
+        r.register(
+            "mde_machine_tags_dropped",
+            "Allowed machine tags left out, counted each time a machine's context is read, by reason: too_long (over max_tag_length characters; dropped whole, never cut), per_machine (beyond max_tags_per_machine, the first in alphabetical order kept) or max_series (no room left under max_series by the per-machine script series and the other tags)",
+            m.machine_tags_dropped.clone(),
         );
         r.register(
             "mde_exporter_permission_missing",
@@ -489,6 +510,8 @@ struct Parts {
     /// Per part, the script-output part it is, if it is one: the text formats write it
     /// directly, the same bytes its collector gives (#21).
     script: Vec<Option<crate::script_metrics::store::Part>>,
+    /// Parts left out of the OpenMetrics exposition (a name that clashes there).
+    text_only: Vec<bool>,
 }
 
 impl Parts {
@@ -501,6 +524,19 @@ impl Parts {
         let mut r = Registry::default();
         r.register(name, help, metric);
         self.push(r);
+    }
+
+    /// As [`Parts::register`], served in the Prometheus text format only.
+    fn register_text_only(
+        &mut self,
+        name: &str,
+        help: impl Into<String>,
+        metric: impl prometheus_client::registry::Metric,
+    ) {
+        self.register(name, help, metric);
+        if let Some(last) = self.text_only.last_mut() {
+            *last = true;
+        }
     }
 
     fn register_collector(&mut self, collector: Box<dyn Collector>) {
@@ -522,6 +558,7 @@ impl Parts {
         self.parts.push(r);
         self.last_len.push(AtomicUsize::new(0));
         self.script.push(None);
+        self.text_only.push(false);
     }
 }
 
@@ -577,6 +614,28 @@ mod tests {
         assert!(!plain.contains("trace_id"), "{plain}");
     }
 
+    /// See: #24 item 10. In OpenMetrics a counter's family name has no `_total`: the counter
+    /// `mde_liveresponse_script_not_run_total` is the family `mde_liveresponse_script_not_run`,
+    /// the name of the old gauge too, which strict parsers refuse. Every family name there
+    /// is one family's.
+    #[test]
+    fn openmetrics_family_names_are_unique() {
+        let m = Metrics::new();
+        let labels = MachineScriptLabels {
+            tenant: "t".into(),
+            machine: "m".into(),
+            script: "a.ps1".into(),
+        };
+        m.record_script_not_run("t", "a.ps1", "action_timeout", None);
+        m.set_script_not_run(&labels, true);
+        let om = m.encode(true).unwrap();
+        let mut seen = std::collections::BTreeSet::new();
+        for line in om.lines().filter(|l| l.starts_with("# TYPE ")) {
+            let name = line.split(' ').nth(2).unwrap();
+            assert!(seen.insert(name.to_string()), "{name} twice: {line}");
+        }
+    }
+
     // See: #9
     #[test]
     fn not_run_counter_and_gauge_keep_their_contract_names() {
@@ -603,9 +662,18 @@ mod tests {
                 ),
                 "{text}"
             );
-            assert!(
+            // The gauge under its first name in the text format only; under `_current` in
+            // both (#24).
+            assert_eq!(
                 text.contains(
                     "mde_liveresponse_script_not_run{tenant=\"t\",machine=\"m\",script=\"a.ps1\"} 1\n"
+                ),
+                !openmetrics,
+                "{text}"
+            );
+            assert!(
+                text.contains(
+                    "mde_liveresponse_script_not_run_current{tenant=\"t\",machine=\"m\",script=\"a.ps1\"} 1\n"
                 ),
                 "{text}"
             );

@@ -229,6 +229,8 @@ struct FaultState {
     refuse_in_flight_filter: bool,
     /// Listings whose `$filter` nests the status clause in an `or` of dates answer 400 (#20).
     refuse_combined_filter: bool,
+    /// Tags every machine carries after its own, see `machine_tags` (#24).
+    extra_machine_tags: Vec<String>,
 }
 
 /// An issued token.
@@ -594,6 +596,13 @@ impl Faults {
     /// UTF-8, lone surrogate escapes, deep nesting...). Empty: none.
     pub fn list_items(&self, items: Vec<Vec<u8>>) {
         self.with(|f| f.list_items = items);
+    }
+
+    /// Hostile: every machine of `GET /api/machines` also carries these tags after its own
+    /// (thousands, some of thousands of characters: a fleet whose tags nobody curates).
+    /// Empty: only its own. (#24)
+    pub fn machine_tags(&self, tags: Vec<String>) {
+        self.with(|f| f.extra_machine_tags = tags);
     }
 
     /// Hostile: result links point at `base` (another host) instead of the simulator's own

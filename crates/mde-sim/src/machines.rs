@@ -49,6 +49,7 @@ pub(crate) fn all(sim: &Simulator) -> Vec<TruthMachine> {
         by_id.insert(&a.machine_id, &a.dns);
     }
     let seen = iso(sim.inner.anchor);
+    let extra = sim.inner.lock().faults.extra_machine_tags.clone();
     by_id
         .into_iter()
         .map(|(id, dns)| {
@@ -97,7 +98,11 @@ pub(crate) fn all(sim: &Simulator) -> Vec<TruthMachine> {
                 risk_score: ["None", "Low", "Medium", "High"][(n % 4) as usize].into(),
                 exposure_level: ["Low", "Medium", "High"][(n % 3) as usize].into(),
                 is_aad_joined: true,
-                machine_tags: tags.into_iter().map(String::from).collect(),
+                machine_tags: tags
+                    .into_iter()
+                    .map(String::from)
+                    .chain(extra.iter().cloned())
+                    .collect(),
             }
         })
         .collect()
