@@ -196,6 +196,12 @@ impl Metrics {
         self.series_evicted
             .get_or_create(&reason(&labels.tenant, why))
             .inc();
+        self.remove_script_series(labels);
+    }
+
+    /// The per-machine series of a (tenant, machine, script) are removed, not counted: a
+    /// tenant this process no longer serves (another shard's, or removed by a reload). (#24)
+    pub fn remove_script_series(&self, labels: &MachineScriptLabels) {
         if self.script_exit_code.remove(labels) {
             self.script_machines.removed(labels);
         }
