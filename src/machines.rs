@@ -1,8 +1,10 @@
 //! Machine context for routing alerts: `mde_machine_info` (device group, OS platform, health)
 //! and `mde_machine_tag` (allow-listed tags) for every machine that has per-machine series.
 //!
-//! Owns the slow refresh: which machines to read (those with series in the state, so the cost
-//! follows the machines watched, not the size of the fleet), the batches of
+//! Owns the slow refresh: which machines to read (those with per-machine script series, so the
+//! cost follows the machines watched, not the size of the fleet; kept from the machines that
+//! appeared or went since the last check, `metrics`' index of them, so a check costs what
+//! changed), the batches of
 //! `computerDnsName eq '…'` filters under a URL-length cap, when to read (machines new to the
 //! exporter at the next check, every machine again each `machine_info_interval`), and keeping
 //! one `mde_machine_info` series per machine (so that a `group_left` join never meets two),
@@ -11,7 +13,8 @@
 //! (`mde_machine_tags_dropped_total`).
 //! Calls `GET /api/machines` under its own quota endpoint (`list_machines`) without waiting
 //! for room: when the budget is spent it tries at the next check. Never runs on a scrape.
-//! Does not own the per-machine script series (`series`, `state`) nor the HTTP call (`mde`).
+//! Does not own the per-machine script series (`series`, `state`) nor their index by machine
+//! (`metrics`) nor the HTTP call (`mde`).
 //! As the tenant's one background task besides the collector, it also copies the token's
 //! missing permissions into the tenant status (status page, `/-/ready`).
 
@@ -24,7 +27,7 @@ use tokio::time::Instant;
 use crate::config::{MachineContext, Tenant};
 use crate::mde::model::Machine;
 use crate::mde::{Client, QuotaWait};
-use crate::metrics::{MachineInfoLabels, MachineTagLabels};
+use crate::metrics::{MachineInfoLabels, MachineTagLabels, Metrics};
 use crate::shared::Shared;
 
 /// Longest URL-encoded `$filter` per request; with the host and path the URL stays well
@@ -128,6 +131,66 @@ struct Exposed {
     tags: Vec<MachineTagLabels>,
 }
 
+/// The machines of a tenant with per-machine script series, by name without case (as the
+/// refresh asks the API) to the names the series spell; kept from what changed since the
+/// last check (`Metrics::take_changed_script_machines`), so that a check costs what changed:
+/// it used to collect every series of the tenant from the state at each poll interval. (#24)
+#[derive(Debug, Default)]
+struct Watched {
+    by_key: BTreeMap<String, BTreeSet<String>>,
+    synced: bool,
+    /// Machines looked at so far (what the unit test counts).
+    work: u64,
+}
+
+/// What changed in [`Watched`] at one check (lower-case names).
+#[derive(Debug, Default, PartialEq)]
+struct Changes {
+    appeared: Vec<String>,
+    gone: Vec<String>,
+}
+
+impl Watched {
+    /// Catch up with the per-machine series of `tenant`: all of them the first time, then
+    /// only the machines that got their first series or lost their last one.
+    fn update(&mut self, metrics: &Metrics, tenant: &str) -> Changes {
+        let mut changes = Changes::default();
+        let changed: Vec<(String, bool)> = if self.synced {
+            metrics.take_changed_script_machines(tenant)
+        } else {
+            self.synced = true;
+            metrics
+                .script_machines(tenant)
+                .into_iter()
+                .map(|m| (m, true))
+                .collect()
+        };
+        for (name, present) in changed {
+            self.work += 1;
+            let key = name.to_lowercase();
+            if present {
+                let names = self.by_key.entry(key.clone()).or_default();
+                if names.is_empty() {
+                    changes.appeared.push(key);
+                }
+                names.insert(name);
+            } else if let Some(names) = self.by_key.get_mut(&key) {
+                names.remove(&name);
+                if names.is_empty() {
+                    self.by_key.remove(&key);
+                    changes.gone.push(key);
+                }
+            }
+        }
+        changes
+    }
+
+    /// The name the series spell for `key` (of several spellings, the first).
+    fn name(&self, key: &str) -> Option<&String> {
+        self.by_key.get(key).and_then(|names| names.first())
+    }
+}
+
 /// The machine-context refresh of one tenant.
 pub struct MachineRefresh {
     tenant: String,
@@ -138,6 +201,10 @@ pub struct MachineRefresh {
     exposed: BTreeMap<String, Exposed>,
     /// Names the API did not know at the last read; asked again at the next full refresh.
     unknown: BTreeSet<String>,
+    /// The machines with per-machine series.
+    watched: Watched,
+    /// Machines that appeared and were not read yet (a failed read keeps them here).
+    pending: BTreeSet<String>,
     last_full: Option<Instant>,
 }
 
@@ -156,6 +223,8 @@ impl MachineRefresh {
             context: t.machine_context.clone(),
             exposed: BTreeMap::new(),
             unknown: BTreeSet::new(),
+            watched: Watched::default(),
+            pending: BTreeSet::new(),
             last_full: None,
         }
     }
@@ -181,20 +250,6 @@ impl MachineRefresh {
         }
     }
 
-    /// The machine names with per-machine series, as the series spell them.
-    fn watched(&self) -> BTreeMap<String, String> {
-        // The series are ordered by tenant first: read this tenant's range only, not every
-        // tenant's series (N² per refresh interval with N tenants). See: #11
-        let from = (self.tenant.clone(), String::new(), String::new());
-        self.shared.with_state(|s| {
-            s.last_runs()
-                .range(from..)
-                .take_while(|((t, _, _), _)| *t == self.tenant)
-                .map(|((_, m, _), _)| (m.to_lowercase(), m.clone()))
-                .collect()
-        })
-    }
-
     /// One check: forget machines without series, then read the new ones (or all, when a
     /// full refresh is due). A failed read keeps what is exposed and is tried again later.
     #[tracing::instrument(name = "machine_context", skip(self), fields(tenant = %self.tenant))]
@@ -205,31 +260,32 @@ impl MachineRefresh {
             self.shared
                 .update_status(&self.tenant, |s| s.missing_permissions = missing);
         }
-        let watched = self.watched();
-        let gone: Vec<String> = self
-            .exposed
-            .keys()
-            .filter(|k| !watched.contains_key(*k))
-            .cloned()
-            .collect();
-        for k in gone {
+        let changes = self.watched.update(&self.shared.metrics, &self.tenant);
+        for k in changes.gone {
+            self.unknown.remove(&k);
+            self.pending.remove(&k);
             if let Some(old) = self.exposed.remove(&k) {
                 self.unexpose(&old);
             }
         }
-        self.unknown.retain(|k| watched.contains_key(k));
+        self.pending.extend(changes.appeared);
         let full = self
             .last_full
             .is_none_or(|t| t.elapsed() >= self.context.interval);
-        let wanted: Vec<String> = watched
+        // A full refresh reads every machine; otherwise only the new ones.
+        let wanted: Vec<String> = if full {
+            self.watched.by_key.keys().cloned().collect()
+        } else {
+            self.pending.iter().cloned().collect()
+        };
+        let wanted: Vec<String> = wanted
             .iter()
-            .filter(|(k, _)| full || !(self.exposed.contains_key(*k) || self.unknown.contains(*k)))
-            .map(|(_, name)| name.clone())
+            .filter_map(|k| self.watched.name(k).cloned())
             .collect();
         for batch in wanted.chunks(200) {
             for filter in filter_batches(batch, MAX_FILTER_CHARS) {
                 match self.client.list_machines(&filter, QuotaWait::No).await {
-                    Ok(found) => self.apply(&watched, &filter_names(batch, &filter), &found),
+                    Ok(found) => self.apply(&filter_names(batch, &filter), &found),
                     Err(e) => {
                         tracing::warn!(tenant = %self.tenant, error = %e, "machine context not refreshed; trying again later");
                         return;
@@ -243,13 +299,14 @@ impl MachineRefresh {
     }
 
     /// Expose what the API said about `asked` (lower-case names).
-    fn apply(&mut self, watched: &BTreeMap<String, String>, asked: &[String], found: &[Machine]) {
+    fn apply(&mut self, asked: &[String], found: &[Machine]) {
         // Tags count against max_series after the per-machine script series (#24).
         let scripts = self.shared.with_state(|s| s.last_runs().len());
         let max_series = self.shared.settings.max_series;
         let mut dropped = Dropped::default();
         for key in asked {
-            let Some(name) = watched.get(key) else {
+            self.pending.remove(key);
+            let Some(name) = self.watched.name(key).cloned() else {
                 continue;
             };
             let machine = latest(
@@ -413,6 +470,57 @@ mod tests {
         let (kept, dropped) = select_tags(&tags, &MachineContext::default(), 5);
         assert!(kept.is_empty());
         assert_eq!(dropped.total(), 0);
+    }
+
+    /// See: #24 item 10. A check costs the machines that appeared or went, not every series
+    /// of the tenant (before, each check collected all of them from the state, at every poll
+    /// interval), and never another tenant's.
+    #[test]
+    fn a_check_costs_what_changed() {
+        use crate::metrics::{MachineScriptLabels, ScriptSeries};
+        let m = Metrics::new();
+        let labels = |tenant: &str, machine: &str, script: &str| MachineScriptLabels {
+            tenant: tenant.into(),
+            machine: machine.into(),
+            script: script.into(),
+        };
+        let run = ScriptSeries {
+            exit_code: 0,
+            errors_present: false,
+            end_time: 1.0,
+        };
+        for i in 0..1000 {
+            for script in ["a.ps1", "b.ps1", "c.ps1"] {
+                m.set_script_series(&labels("t", &format!("ws-{i}"), script), run);
+                m.set_script_series(&labels("other", &format!("ws-{i}"), script), run);
+            }
+        }
+        let mut w = Watched::default();
+        let first = w.update(&m, "t");
+        // The first check: one look per machine, not per series, and only this tenant's.
+        assert_eq!((first.appeared.len(), w.work), (1000, 1000));
+        // Nothing changed: nothing to look at.
+        assert_eq!(w.update(&m, "t"), Changes::default());
+        assert_eq!(w.work, 1000);
+        // A new run on a known machine changes nothing; a new machine and one that lost its
+        // last series are the two looks of the next check.
+        m.set_script_series(&labels("t", "ws-1", "a.ps1"), run);
+        m.set_script_series(&labels("t", "WS-NEW", "a.ps1"), run);
+        for script in ["a.ps1", "b.ps1", "c.ps1"] {
+            m.evict_script_series(&labels("t", "ws-7", script), "ttl");
+        }
+        m.evict_script_series(&labels("t", "ws-8", "a.ps1"), "ttl");
+        let next = w.update(&m, "t");
+        assert_eq!(
+            next,
+            Changes {
+                appeared: vec!["ws-new".into()],
+                gone: vec!["ws-7".into()],
+            }
+        );
+        assert_eq!(w.work, 1002);
+        assert_eq!(w.name("ws-new").map(String::as_str), Some("WS-NEW"));
+        assert!(w.name("ws-8").is_some(), "ws-8 keeps two scripts");
     }
 
     #[test]

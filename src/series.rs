@@ -2,7 +2,8 @@
 //! and `mde_liveresponse_script_not_run` per (tenant, machine, script), and the per-tenant
 //! series started at 0.
 //!
-//! Owns deciding them from a run, restoring them from the state after a start, expiring them
+//! Owns deciding them from a run, restoring them from the state after a start, dropping those
+//! of tenants not served here (another shard's, or removed by a reload), expiring them
 //! (`series_ttl` by each tenant's API time, then the oldest beyond `max_series`, counted in
 //! `mde_exporter_series_evicted_total`), and which label values a tenant's series start at 0
 //! for (endpoints, reasons, final statuses). Does not own what is remembered (the state
@@ -63,16 +64,46 @@ pub fn restore(m: &Metrics, state: &Mutex<State>, configured: impl Fn(&str) -> b
     }
 }
 
+/// Remove from /metrics the per-machine series (script gauges and not-run gauges) the state
+/// holds for tenants not `served` now: a tenant moved to another shard or removed by a reload
+/// kept them until `series_ttl` (#24). Not counted as evictions; the state keeps its entries
+/// (they expire with `series_ttl`). Returns how many (tenant, machine, script) were removed.
+pub fn drop_unserved(m: &Metrics, state: &Mutex<State>, served: impl Fn(&str) -> bool) -> usize {
+    let (runs, attempts): (Vec<SeriesKey>, Vec<SeriesKey>) = {
+        let s = lock(state);
+        let unserved = |keys: &mut dyn Iterator<Item = &SeriesKey>| -> Vec<SeriesKey> {
+            keys.filter(|(tenant, _, _)| !served(tenant))
+                .cloned()
+                .collect()
+        };
+        (
+            unserved(&mut s.last_runs().keys()),
+            unserved(&mut s.attempts().keys()),
+        )
+    };
+    let n = runs.len();
+    for key in runs {
+        m.remove_script_series(&labels(key));
+    }
+    for key in attempts {
+        m.remove_script_not_run(&labels(key));
+    }
+    n
+}
+
 /// Remove the series past `ttl` or over `max` from the state and the metrics: the not-run
-/// series first, then the run series, each eviction counted by its reason. The TTL is judged
-/// per tenant at `now_of(tenant)`, the API's time (see `crate::clock`); a tenant without one
-/// (its local clock disagrees with the API's) keeps its series past the TTL. See: #24 item 7
+/// series first, then the run series, each eviction counted by its reason (a tenant not
+/// `served` now is not counted: its series were not shown here, see [`drop_unserved`]). The
+/// TTL is judged per tenant at `now_of(tenant)`, the API's time (see `crate::clock`); a tenant
+/// without one (its local clock disagrees with the API's) keeps its series past the TTL. See:
+/// #24 item 7
 pub fn expire(
     m: &Metrics,
     state: &Mutex<State>,
     ttl: Duration,
     max: usize,
     now_of: &dyn Fn(&str) -> Option<DateTime<Utc>>,
+    served: impl Fn(&str) -> bool,
 ) {
     let ttl = chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::MAX);
     let cutoff = |tenant: &str| {
@@ -109,6 +140,10 @@ pub fn expire(
         );
     }
     for key in removed {
+        if !served(&key.0) {
+            m.remove_script_series(&labels(key));
+            continue;
+        }
         let why = if stale.contains(&key) {
             EVICTED_TTL
         } else {
@@ -167,4 +202,62 @@ pub fn init_tenant_series(m: &Metrics, t: &str) {
             final_statuses: &["Succeeded", "Failed", "TimeOut", "Cancelled"],
         },
     );
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use crate::state::{LastRun, ResultKey};
+
+    /// See: #24 item 10. Series of a tenant not served here are removed, never counted in
+    /// `mde_exporter_series_evicted_total` (a series for a tenant this process does not
+    /// serve); the served tenant's expiry is counted as before.
+    #[test]
+    fn unserved_tenants_are_dropped_not_counted() {
+        let m = Metrics::new();
+        let state = Mutex::new(State::open(None).unwrap());
+        let old = Utc::now() - chrono::Duration::days(3);
+        for tenant in ["here", "gone"] {
+            let key: SeriesKey = (tenant.into(), "host-1".into(), "a.ps1".into());
+            let run = LastRun {
+                end_time: old,
+                exit_code: 1,
+                errors_present: false,
+                action_id: format!("{tenant}-1"),
+                excerpt: None,
+            };
+            lock(&state)
+                .commit_result(
+                    ResultKey {
+                        tenant: tenant.into(),
+                        action_id: run.action_id.clone(),
+                        index: 0,
+                    },
+                    Some((key.clone(), run.clone())),
+                )
+                .unwrap();
+            set(&m, &labels(key), &run);
+        }
+        let served = |t: &str| t == "here";
+        assert_eq!(drop_unserved(&m, &state, served), 1);
+        let text = m.encode(false).unwrap();
+        assert!(!text.contains("tenant=\"gone\""), "{text}");
+        assert!(text.contains("mde_liveresponse_script_exit_code{tenant=\"here\""));
+        expire(
+            &m,
+            &state,
+            Duration::from_secs(3600),
+            100,
+            &|_| Some(Utc::now()),
+            served,
+        );
+        let text = m.encode(false).unwrap();
+        assert!(
+            text.contains("mde_exporter_series_evicted_total{tenant=\"here\",reason=\"ttl\"} 1"),
+            "{text}"
+        );
+        assert!(!text.contains("tenant=\"gone\""), "{text}");
+        assert!(lock(&state).last_runs().is_empty());
+    }
 }

@@ -197,6 +197,7 @@ impl Shared {
             self.settings.series_ttl,
             self.settings.max_series,
             &now_of,
+            |t| self.quotas.contains_key(t),
         );
         // Script-output sets past their rule's ttl (#21), from /metrics and the state file.
         let expired = self.metrics.script_metrics.expire(&now_of);
@@ -252,6 +253,20 @@ impl Shared {
     /// [`crate::series::restore`]).
     pub fn restore_series(&self) {
         crate::series::restore(&self.metrics, &self.state, |t| self.quotas.contains_key(t));
+    }
+
+    /// Remove from /metrics the per-machine series of tenants not configured now (see
+    /// [`crate::series::drop_unserved`]); after each reload (at start they are not restored).
+    pub fn drop_unserved_series(&self) {
+        let n = crate::series::drop_unserved(&self.metrics, &self.state, |t| {
+            self.quotas.contains_key(t)
+        });
+        if n > 0 {
+            tracing::info!(
+                series = n,
+                "per-machine series of tenants not served here removed from /metrics"
+            );
+        }
     }
 
     /// Start at 0 the series of every tenant configured now (see [`init_tenant_series`]).

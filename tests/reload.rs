@@ -77,7 +77,7 @@ async fn post_reload_refuses_a_bad_file_and_applies_a_good_one() {
     assert_eq!(
         body.trim(),
         format!(
-            "failed to reload config: config file {}: tenants[0]: unknown field `colud`, expected one of `name`, `tenant_id`, `client_id`, `client_secret`, `client_secret_file`, `auth`, `cloud`, `region`, `api_url`, `login_url`, `audience`, `lookback`, `requestor`, `machine_ids`, `action_ids`, `scripts`, `quota`, `machine_tags`, `machine_info_interval`, `discovery`, `script_metrics` at line 9 column 5",
+            "failed to reload config: config file {}: tenants[0]: unknown field `colud`, expected one of `name`, `tenant_id`, `client_id`, `client_secret`, `client_secret_file`, `auth`, `cloud`, `region`, `api_url`, `login_url`, `audience`, `lookback`, `requestor`, `machine_ids`, `action_ids`, `scripts`, `quota`, `machine_tags`, `machine_info_interval`, `max_tags_per_machine`, `max_tag_length`, `discovery`, `script_metrics` at line 9 column 5",
             path.display()
         )
     );

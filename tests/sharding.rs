@@ -207,3 +207,123 @@ async fn issue_11_a_restart_restores_only_the_tenants_it_serves() {
     );
     assert_eq!(exit("moved"), None, "the moved tenant's series stay gone");
 }
+
+/// Two tenants on the one simulator: `sim` and `moved` (the same credentials).
+fn two_tenants(sim: &mde_sim::Simulator, addr: SocketAddr, global: &str) -> String {
+    let secret = sim.credentials().2.to_string();
+    let text = config_yaml(sim, addr, &secret, "", global);
+    let tenant = text.split_once("tenants:\n").unwrap().1;
+    format!("{text}{}", tenant.replace("name: sim", "name: moved"))
+}
+
+/// The per-machine families (script gauges, not-run gauges, script output) with a series
+/// of `tenant`.
+fn per_machine_of(samples: &common::Samples, tenant: &str) -> BTreeSet<String> {
+    samples
+        .iter()
+        .filter(|((name, labels), _)| {
+            labels.get("tenant").map(String::as_str) == Some(tenant)
+                && labels.contains_key("machine")
+                && (name.starts_with("mde_liveresponse_script_") || name.starts_with("mde_script_"))
+        })
+        .map(|((name, _), _)| name.clone())
+        .collect()
+}
+
+/// See: #24 item 10. A tenant a reload leaves out (moved to another shard's configuration)
+/// kept its per-machine series here until `series_ttl`, frozen beside the copy the other
+/// shard serves; now they go with the reload, without counting as evictions. The tenant
+/// kept keeps its series.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_drops_the_series_of_a_tenant_it_no_longer_serves() {
+    use mde_liveresponse_exporter::{app, config::Config};
+    use std::sync::Arc;
+    let (sim, addr) = start_sim(SimConfig {
+        seed: 2410,
+        machines: 6,
+        actions: 30,
+        not_run: 4,
+        finish_within: std::time::Duration::from_millis(200),
+        ..SimConfig::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("config.yml");
+    std::fs::write(&file, two_tenants(&sim, addr, "")).unwrap();
+    let path = file.clone();
+    let loader: app::Loader = Arc::new(move || Config::load(&path).map_err(|e| e.to_string()));
+    let exporter = common::start_exporter_with_loader(Config::load(&file).unwrap(), loader).await;
+    let a = exporter.addr;
+    eventually("both tenants' per-machine series", || async move {
+        let m = scrape(a).await;
+        ["sim", "moved"].iter().all(|t| {
+            let families = per_machine_of(&m, t);
+            families.contains("mde_liveresponse_script_exit_code")
+                && families.contains("mde_liveresponse_script_not_run_current")
+        })
+    })
+    .await;
+    let secret = sim.credentials().2.to_string();
+    std::fs::write(&file, config_yaml(&sim, addr, &secret, "", "")).unwrap();
+    exporter.reload().await.unwrap();
+    let m = scrape(a).await;
+    assert_eq!(per_machine_of(&m, "moved"), BTreeSet::new());
+    assert!(per_machine_of(&m, "sim").contains("mde_liveresponse_script_exit_code"));
+    assert_eq!(
+        sum(
+            &m,
+            "mde_exporter_series_evicted_total",
+            &[("tenant", "moved")]
+        ),
+        0.0
+    );
+    exporter.shutdown().await.unwrap();
+}
+
+/// See: #24 item 10. The script output sets (`mde_script_*`) the state file holds for a
+/// tenant this process no longer serves stay out of /metrics after a restart, as the script
+/// series do (#11): before, every set came back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_restores_script_output_only_for_the_tenants_it_serves() {
+    let (sim, addr) = start_sim(SimConfig {
+        seed: 2411,
+        machines: 5,
+        actions: 30,
+        script_metrics: true,
+        finish_within: std::time::Duration::from_millis(200),
+        ..SimConfig::default()
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let global = format!(
+        "state_path: {}\nscript_metrics:\n  - script: check-bitlocker.ps1\n    format: prometheus\n",
+        dir.path().join("state.redb").display()
+    );
+    let has_output = |m: &common::Samples, t: &str| {
+        per_machine_of(m, t)
+            .iter()
+            .any(|f| f.starts_with("mde_script_"))
+    };
+    {
+        let exporter = start_exporter(parse_config(&two_tenants(&sim, addr, &global))).await;
+        let a = exporter.addr;
+        common::all_final(&sim).await;
+        eventually("script output of both tenants", || async move {
+            let m = scrape(a).await;
+            has_output(&m, "sim") && has_output(&m, "moved")
+        })
+        .await;
+        exporter.shutdown().await.unwrap();
+    }
+    let secret = sim.credentials().2.to_string();
+    let exporter =
+        start_exporter(parse_config(&config_yaml(&sim, addr, &secret, "", &global))).await;
+    let m = scrape(exporter.addr).await;
+    assert!(has_output(&m, "sim"), "the served tenant's sets come back");
+    assert!(
+        !has_output(&m, "moved"),
+        "{:?}",
+        per_machine_of(&m, "moved")
+    );
+    exporter.shutdown().await.unwrap();
+}

@@ -120,6 +120,11 @@ fn restore_script_sets(shared: &Shared) {
             .collect()
     });
     for (key, bytes) in sets {
+        // Only the tenants served here: another shard's (or a removed tenant's) sets would
+        // show their series twice across shards, one copy frozen (#24).
+        if !shared.quotas.contains_key(&key.0) {
+            continue;
+        }
         match serde_json::from_slice::<crate::script_metrics::store::Set>(&bytes) {
             Ok(set) => shared.metrics.script_metrics.restore(key, set),
             Err(e) => {
@@ -364,6 +369,9 @@ pub async fn start_with_lifecycle(
                                 Err(e) => Err(e.to_string()),
                                 Ok((shared, clients)) => {
                                     collectors.stop().await;
+                                    // A tenant the new configuration leaves out: its series
+                                    // go now, not at series_ttl (#24).
+                                    shared.drop_unserved_series();
                                     shared.housekeeping();
                                     metrics.set_quotas(&shared.quotas);
                                     collectors = launch(&shared, clients);

@@ -87,6 +87,8 @@ pub struct Metrics {
     pub(super) script_exit_code: Family<MachineScriptLabels, Gauge>,
     pub(super) script_errors_present: Family<MachineScriptLabels, Gauge>,
     pub(super) script_last_run: Family<MachineScriptLabels, FloatGauge>,
+    /// Which machines have those series, per tenant (#24).
+    pub(super) script_machines: results::MachineIndex,
     pub(super) commands: Family<CommandLabels, Counter>,
     pub(super) actions: Family<StatusLabels, Counter>,
     pub(super) fetch_failures: Family<ReasonLabels, ExCounter>,
@@ -172,6 +174,7 @@ impl Metrics {
             script_exit_code: Family::default(),
             script_errors_present: Family::default(),
             script_last_run: Family::default(),
+            script_machines: results::MachineIndex::default(),
             commands: Family::default(),
             actions: Family::default(),
             fetch_failures: Family::default(),

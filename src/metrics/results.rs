@@ -4,15 +4,63 @@
 //! (`_files`, `_file_bytes`), scripts that did not run (`_script_not_run` counter and gauge),
 //! and the per-machine script series (`_script_exit_code`, `_script_errors_present`,
 //! `_script_last_run_timestamp_seconds`) with their evictions
-//! (`mde_exporter_series_evicted`).
+//! (`mde_exporter_series_evicted`), and which machines of a tenant have per-machine script
+//! series ([`MachineIndex`], kept as they are set and evicted, for the machine context).
 //!
 //! Owns the writing of those families. Does not own when a result counts (`collector`,
 //! `state`) nor which series expire (`shared`).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Mutex, PoisonError};
 
 use super::{
     CommandLabels, MachineScriptLabels, Metrics, NotRunLabels, ScriptLabels, StatusLabels,
     TraceLabel, reason, tenant,
 };
+
+/// Per tenant, the machines with per-machine script series and which of them appeared or
+/// went since the machine context last asked, so that its refresh costs what changed, not
+/// every series of the tenant (#24).
+#[derive(Debug, Default)]
+pub struct MachineIndex(Mutex<HashMap<String, TenantMachines>>);
+
+#[derive(Debug, Default)]
+struct TenantMachines {
+    /// Machine (as the series spell it) → how many scripts have series on it.
+    scripts: BTreeMap<String, usize>,
+    /// Machines that appeared (first script) or went (last script) since the last take.
+    changed: BTreeSet<String>,
+}
+
+impl MachineIndex {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, TenantMachines>> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn added(&self, labels: &MachineScriptLabels) {
+        let mut all = self.lock();
+        let t = all.entry(labels.tenant.clone()).or_default();
+        let n = t.scripts.entry(labels.machine.clone()).or_default();
+        *n += 1;
+        if *n == 1 {
+            t.changed.insert(labels.machine.clone());
+        }
+    }
+
+    fn removed(&self, labels: &MachineScriptLabels) {
+        let mut all = self.lock();
+        let Some(t) = all.get_mut(&labels.tenant) else {
+            return;
+        };
+        if let Some(n) = t.scripts.get_mut(&labels.machine) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                t.scripts.remove(&labels.machine);
+                t.changed.insert(labels.machine.clone());
+            }
+        }
+    }
+}
 
 /// The latest run of a script on a machine, as the per-machine series show it.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -129,9 +177,13 @@ impl Metrics {
 
     /// The per-machine series of a (tenant, machine, script) show `run`.
     pub fn set_script_series(&self, labels: &MachineScriptLabels, run: ScriptSeries) {
+        let new = self.script_exit_code.get(labels).is_none();
         self.script_exit_code
             .get_or_create(labels)
             .set(run.exit_code);
+        if new {
+            self.script_machines.added(labels);
+        }
         self.script_errors_present
             .get_or_create(labels)
             .set(i64::from(run.errors_present));
@@ -144,8 +196,45 @@ impl Metrics {
         self.series_evicted
             .get_or_create(&reason(&labels.tenant, why))
             .inc();
-        self.script_exit_code.remove(labels);
+        self.remove_script_series(labels);
+    }
+
+    /// The per-machine series of a (tenant, machine, script) are removed, not counted: a
+    /// tenant this process no longer serves (another shard's, or removed by a reload). (#24)
+    pub fn remove_script_series(&self, labels: &MachineScriptLabels) {
+        if self.script_exit_code.remove(labels) {
+            self.script_machines.removed(labels);
+        }
         self.script_errors_present.remove(labels);
         self.script_last_run.remove(labels);
+    }
+
+    /// The machines of `tenant_name` with per-machine script series now; what changed before
+    /// is forgotten (the caller knows it all). For the machine context's first refresh.
+    pub fn script_machines(&self, tenant_name: &str) -> Vec<String> {
+        let mut all = self.script_machines.lock();
+        let Some(t) = all.get_mut(tenant_name) else {
+            return Vec::new();
+        };
+        t.changed.clear();
+        t.scripts.keys().cloned().collect()
+    }
+
+    /// The machines of `tenant_name` that got their first per-machine script series or lost
+    /// their last one since the previous call (or [`Metrics::script_machines`]), each with
+    /// whether it has series now. Costs what changed.
+    pub fn take_changed_script_machines(&self, tenant_name: &str) -> Vec<(String, bool)> {
+        let mut all = self.script_machines.lock();
+        let Some(t) = all.get_mut(tenant_name) else {
+            return Vec::new();
+        };
+        let changed = std::mem::take(&mut t.changed);
+        changed
+            .into_iter()
+            .map(|m| {
+                let present = t.scripts.contains_key(&m);
+                (m, present)
+            })
+            .collect()
     }
 }
