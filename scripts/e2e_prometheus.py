@@ -17,10 +17,14 @@
    transcript), found in Jaeger by that id (/api/traces/<id>, the API Grafana's Jaeger
    datasource uses); and every dashboard query that asks for exemplars (`exemplar: true`) gets
    some.
+6. with --native-job JOB (Prometheus 3, a second job scraping the exporter in protobuf with
+   scrape_native_histograms and always_scrape_classic_histograms): the API and poll latency
+   histograms are stored both ways for that job: the native series (histogram_count() of it
+   has a value) and the classic `_bucket` series.
 
 Stops at the deadline with a list of what is missing. Standard library only.
 
-Usage: e2e_prometheus.py [--jaeger JAEGER_QUERY_URL | --spans SPANS.jsonl] PROM_URL DEADLINE_SECONDS REQUIRED_ALERTS FORBIDDEN_ALERTS
+Usage: e2e_prometheus.py [--jaeger JAEGER_QUERY_URL | --spans SPANS.jsonl] [--native-job JOB] PROM_URL DEADLINE_SECONDS REQUIRED_ALERTS FORBIDDEN_ALERTS
        DASHBOARD.json...   (alerts comma-separated)
 """
 import json
@@ -149,16 +153,30 @@ def dashboard_queries(paths):
 
 
 FAILURES = "mde_liveresponse_script_failures_total"
+# The histograms that are native histograms too in a protobuf scrape (#23).
+NATIVE = ("mde_api_request_duration_seconds", "mde_exporter_poll_duration_seconds")
+
+
+def native_checks(job):
+    """{what: PromQL} that must return a sample for `job`: each family native and classic."""
+    checks = {}
+    for f in NATIVE:
+        checks[f"{f} native"] = f'histogram_count({f}{{job="{job}"}}) > 0'
+        checks[f"{f} classic"] = f'count({f}_bucket{{job="{job}"}}) > 0'
+    return checks
 
 
 def main() -> int:
     args = sys.argv[1:]
     spans = None
-    if args[:1] == ["--spans"]:
-        spans = Spans(args[1])
-        args = args[2:]
-    elif args[:1] == ["--jaeger"]:
-        spans = JaegerTraces(args[1])
+    native_job = None
+    while args[:1] in (["--spans"], ["--jaeger"], ["--native-job"]):
+        if args[0] == "--spans":
+            spans = Spans(args[1])
+        elif args[0] == "--jaeger":
+            spans = JaegerTraces(args[1])
+        else:
+            native_job = args[1]
         args = args[2:]
     base, deadline_s, required, forbidden, *dashboards = args
     required = {a for a in required.split(",") if a}
@@ -188,6 +206,7 @@ def main() -> int:
     pending_queries = dict(queries)  # where → expr, until it returned data once
     pending_vars = {w: (m, lbl) for w, m, lbl in variables}
     pending_exemplars = dict(exemplar_queries) if spans else {}
+    pending_native = native_checks(native_job) if native_job else {}
     failure_ids, unmatched = set(), set()
     rule_errors = {}
     hard_errors = []
@@ -245,8 +264,17 @@ def main() -> int:
             spans.update(failure_ids)
             # A span batch may arrive a moment after the scrape that saw its exemplar: wait for it.
             unmatched = {t for t in failure_ids if t not in spans.failed_parse}
+        # 6. native histograms beside the classic ones
+        for what, expr in list(pending_native.items()):
+            r = get(base, "/api/v1/query", query=expr)
+            if r.get("status") != "success":
+                hard_errors.append(f"{what}: query error {r.get('error')}\n    {expr}")
+                del pending_native[what]
+            elif r["data"]["result"]:
+                del pending_native[what]
         exemplars_done = not spans or (failure_ids and not unmatched and not pending_exemplars)
-        done = not pending_queries and not pending_vars and required <= seen_firing and exemplars_done
+        done = (not pending_queries and not pending_vars and required <= seen_firing and exemplars_done
+                and not pending_native)
         if done or hard_errors or rule_errors or seen_forbidden or time.monotonic() > deadline:
             break
         time.sleep(1)
@@ -270,6 +298,12 @@ def main() -> int:
               f"name {len(failure_ids)} traces, {len(failure_ids) - len(unmatched)} of them with a "
               f"failed parse span; {len(exemplar_queries) - len(pending_exemplars)}/{len(exemplar_queries)} "
               "exemplar queries returned exemplars")
+    if native_job:
+        failures += [f"{w} for job {native_job}: no data (protobuf scraped? scrape_native_histograms?)\n    {e}"
+                     for w, e in pending_native.items()]
+        print(f"e2e: native histograms (job {native_job}): "
+              f"{len(NATIVE) * 2 - len(pending_native)}/{len(NATIVE) * 2} checks (native and classic "
+              f"series of {', '.join(NATIVE)}) returned data")
     ok_queries = len(queries) - sum(1 for f in failures if ": no data" in f or "query error" in f)
     print(f"e2e: {ok_queries}/{len(queries)} panel queries returned data; "
           f"{len(variables) - len(pending_vars)}/{len(variables)} variables have values; "

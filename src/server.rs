@@ -1,7 +1,8 @@
 //! The exporter's own HTTP server: `/metrics`, `/-/healthy`, `/-/ready` and a landing page.
 //!
 //! Owns content negotiation (Prometheus text by default, OpenMetrics with exemplars when the
-//! scraper's `Accept` asks for it), sharing rendered `/metrics` bodies between concurrent
+//! scraper's `Accept` asks for it, Prometheus protobuf with native histograms when it prefers
+//! that), sharing rendered `/metrics` bodies between concurrent
 //! scrapes and capping the bytes unfinished responses hold, and what the landing page shows.
 //! Never calls the MDE API. Does not own the send timeout or connection limits
 //! (`exporter_web`).
@@ -19,7 +20,7 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use crate::metrics::{Metrics, OPENMETRICS_CONTENT_TYPE, PROMETHEUS_CONTENT_TYPE};
+use crate::metrics::{Format, Metrics};
 use crate::shared::{Current, ReloadRequest, Shared, request_reload, shared_now};
 
 #[derive(Clone)]
@@ -39,7 +40,7 @@ pub const MAX_HELD_RESPONSE_BYTES: usize = 64 << 20;
 /// The rendered `/metrics` bodies, one slot per format, so concurrent scrapes share one render.
 /// See: #24
 struct Renders {
-    slots: [tokio::sync::Mutex<Option<Slot>>; 2],
+    slots: [tokio::sync::Mutex<Option<Slot>>; 3],
     /// Bytes of the bodies some response still holds.
     held: Arc<AtomicUsize>,
     cap: usize,
@@ -72,7 +73,11 @@ impl Drop for Held {
 impl Renders {
     fn new(cap: usize) -> Renders {
         Renders {
-            slots: [tokio::sync::Mutex::new(None), tokio::sync::Mutex::new(None)],
+            slots: [
+                tokio::sync::Mutex::new(None),
+                tokio::sync::Mutex::new(None),
+                tokio::sync::Mutex::new(None),
+            ],
             held: Arc::default(),
             cap,
             count: AtomicUsize::new(0),
@@ -83,13 +88,9 @@ impl Renders {
     /// own render time ago (the scrapes were concurrent; the server's one thread just could not
     /// start this one sooner) or when unfinished responses already hold `cap` bytes; otherwise
     /// a new render.
-    async fn body(
-        &self,
-        metrics: &Metrics,
-        openmetrics: bool,
-    ) -> Result<Arc<Held>, std::fmt::Error> {
+    async fn body(&self, metrics: &Metrics, format: Format) -> Result<Arc<Held>, std::fmt::Error> {
         let arrived = Instant::now();
-        let mut slot = self.slots[usize::from(openmetrics)].lock().await;
+        let mut slot = self.slots[format as usize].lock().await;
         if let Some(last) = slot.as_ref()
             && let Some(body) = last.body.upgrade()
             && (arrived <= last.done + last.took || self.held.load(Ordering::Relaxed) >= self.cap)
@@ -97,7 +98,11 @@ impl Renders {
             return Ok(body);
         }
         let start = Instant::now();
-        let chunks = metrics.encode_chunks(openmetrics)?;
+        let chunks = match format {
+            Format::Text => metrics.encode_chunks(false)?,
+            Format::OpenMetrics => metrics.encode_chunks(true)?,
+            Format::Protobuf => vec![metrics.encode_protobuf()?],
+        };
         let len = chunks.iter().map(Bytes::len).sum();
         self.held.fetch_add(len, Ordering::Relaxed);
         self.count.fetch_add(1, Ordering::Relaxed);
@@ -187,16 +192,62 @@ fn wants_openmetrics(headers: &HeaderMap) -> bool {
         })
 }
 
+/// The media ranges of `Accept` with their weights (`q`, 1 when not given).
+fn accepted(headers: &HeaderMap) -> impl Iterator<Item = (String, f32)> + '_ {
+    headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|part| {
+            let q = part
+                .split(';')
+                .map(str::trim)
+                .find_map(|p| p.strip_prefix("q="))
+                .and_then(|q| q.parse::<f32>().ok())
+                .unwrap_or(1.0);
+            (part.to_ascii_lowercase().replace(' ', ""), q)
+        })
+}
+
+/// Whether the scraper prefers the Prometheus protobuf format (length-delimited
+/// `io.prometheus.client.MetricFamily`, what Prometheus asks for with `PrometheusProto`
+/// first in `scrape_protocols`): offered with a weight at least that of every text format.
+fn wants_protobuf(headers: &HeaderMap) -> bool {
+    let (mut proto, mut text) = (0.0f32, 0.0f32);
+    for (range, q) in accepted(headers) {
+        if range.starts_with("application/vnd.google.protobuf;")
+            && range.contains("proto=io.prometheus.client.metricfamily")
+            && range.contains("encoding=delimited")
+        {
+            proto = proto.max(q);
+        } else if range.starts_with("application/openmetrics-text")
+            || range.starts_with("text/plain")
+        {
+            text = text.max(q);
+        }
+    }
+    proto > 0.0 && proto >= text
+}
+
+/// The format for a scrape: protobuf when preferred, else OpenMetrics when asked for at all,
+/// else Prometheus text.
+fn negotiate(headers: &HeaderMap) -> Format {
+    if wants_protobuf(headers) {
+        Format::Protobuf
+    } else if wants_openmetrics(headers) {
+        Format::OpenMetrics
+    } else {
+        Format::Text
+    }
+}
+
 async fn metrics(State(s): State<AppState>, headers: HeaderMap) -> Response {
-    let om = wants_openmetrics(&headers);
+    let format = negotiate(&headers);
     let shared = s.shared();
-    match s.renders.body(&shared.metrics, om).await {
+    match s.renders.body(&shared.metrics, format).await {
         Ok(held) => {
-            let ct = if om {
-                OPENMETRICS_CONTENT_TYPE
-            } else {
-                PROMETHEUS_CONTENT_TYPE
-            };
+            let ct = format.content_type();
             // A large body comes in chunks, a family each, encoded on two threads; they are
             // sent one after the other rather than copied into one (which would hold the body
             // twice), and shared (`Bytes` clones) with every scrape sending the same render.
@@ -449,21 +500,54 @@ mod tests {
         )));
     }
 
+    // See: #23. What Prometheus 3 sends with PrometheusProto first in scrape_protocols gets
+    // protobuf; its default list (OpenMetrics first) and Prometheus 2's keep their formats.
+    #[test]
+    fn protobuf_when_preferred() {
+        let proto = "application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=delimited";
+        assert_eq!(
+            negotiate(&accept(&format!(
+                "{proto};q=0.5,application/openmetrics-text;version=1.0.0;q=0.4,text/plain;version=1.0.0;escaping=allow-utf-8;q=0.3,text/plain;version=0.0.4;q=0.2,*/*;q=0.1"
+            ))),
+            Format::Protobuf
+        );
+        assert_eq!(negotiate(&accept(proto)), Format::Protobuf);
+        assert_eq!(
+            negotiate(&accept(&format!(
+                "application/openmetrics-text;version=1.0.0;q=0.5,{proto};q=0.4,text/plain;version=0.0.4;q=0.3"
+            ))),
+            Format::OpenMetrics
+        );
+        assert_eq!(
+            negotiate(&accept(&format!("text/plain;version=0.0.4,{proto};q=0.5"))),
+            Format::Text
+        );
+        // Another protobuf (the text form, or not delimited) is not ours.
+        assert_eq!(
+            negotiate(&accept(
+                "application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=text"
+            )),
+            Format::Text
+        );
+        assert_eq!(negotiate(&accept(&format!("{proto};q=0"))), Format::Text);
+        assert_eq!(negotiate(&HeaderMap::new()), Format::Text);
+    }
+
     /// See: #24 (item 1). Scrapes arriving together share one render (the same bytes, not a
     /// copy each); a later one renders afresh.
     #[tokio::test(start_paused = true)]
     async fn concurrent_scrapes_share_one_render() {
         let metrics = Metrics::new();
         let renders = Renders::new(MAX_HELD_RESPONSE_BYTES);
-        let a = renders.body(&metrics, false).await.unwrap();
-        let b = renders.body(&metrics, false).await.unwrap();
+        let a = renders.body(&metrics, Format::Text).await.unwrap();
+        let b = renders.body(&metrics, Format::Text).await.unwrap();
         assert!(Arc::ptr_eq(&a, &b), "rendered once for both");
-        let om = renders.body(&metrics, true).await.unwrap();
+        let om = renders.body(&metrics, Format::OpenMetrics).await.unwrap();
         assert!(!Arc::ptr_eq(&a, &om), "each format has its own render");
         assert_eq!(renders.count.load(Ordering::Relaxed), 2);
         assert_eq!(renders.held.load(Ordering::Relaxed), a.len + om.len);
         tokio::time::advance(std::time::Duration::from_millis(10)).await;
-        let c = renders.body(&metrics, false).await.unwrap();
+        let c = renders.body(&metrics, Format::Text).await.unwrap();
         assert!(
             !Arc::ptr_eq(&a, &c),
             "a scrape after the window renders afresh"
@@ -483,13 +567,13 @@ mod tests {
     async fn past_the_cap_a_scrape_shares_the_newest_body() {
         let metrics = Metrics::new();
         let renders = Renders::new(1);
-        let stalled = renders.body(&metrics, false).await.unwrap();
+        let stalled = renders.body(&metrics, Format::Text).await.unwrap();
         tokio::time::advance(std::time::Duration::from_secs(5)).await;
-        let next = renders.body(&metrics, false).await.unwrap();
+        let next = renders.body(&metrics, Format::Text).await.unwrap();
         assert!(Arc::ptr_eq(&stalled, &next));
         assert_eq!(renders.count.load(Ordering::Relaxed), 1);
         drop((stalled, next));
-        let fresh = renders.body(&metrics, false).await.unwrap();
+        let fresh = renders.body(&metrics, Format::Text).await.unwrap();
         assert_eq!(
             renders.count.load(Ordering::Relaxed),
             2,

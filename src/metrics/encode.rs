@@ -1,5 +1,7 @@
 //! The `/metrics` body: every family encoded in registration order, one thread for a small
-//! body, two for a large one, into buffers sized by the previous body. See: #11
+//! body, two for a large one, into buffers sized by the previous body (See: #11); or, in the
+//! Prometheus protobuf format, on one thread with the latency histograms' native buckets
+//! (See: #23).
 //!
 //! Owns the encoding and the registry's parts ([`Parts`]). Does not own the families nor
 //! their names (`metrics`).
@@ -7,7 +9,7 @@
 use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
-use prometheus_client::encoding::{prometheus_text, text};
+use prometheus_client::encoding::{prometheus_protobuf, prometheus_text, text};
 
 use super::Metrics;
 
@@ -15,6 +17,28 @@ impl Metrics {
     /// Encode every family. OpenMetrics (with exemplars) when asked for, else Prometheus text.
     pub fn encode(&self, openmetrics: bool) -> Result<String, std::fmt::Error> {
         join(self.encode_chunks(openmetrics)?)
+    }
+
+    /// Encode every family in the Prometheus protobuf format (length-delimited
+    /// `MetricFamily` messages), the latency histograms with native buckets beside their
+    /// classic ones. On the caller's thread: the native switch is per thread (see `native`).
+    pub fn encode_protobuf(&self) -> Result<Bytes, std::fmt::Error> {
+        super::native::protobuf_scope(|| {
+            let mut out = Vec::with_capacity(
+                self.registry
+                    .last_len
+                    .iter()
+                    .map(|l| l.load(Ordering::Relaxed))
+                    .sum::<usize>()
+                    .max(16 * 1024),
+            );
+            for part in &self.registry.parts {
+                let bytes =
+                    prometheus_protobuf::encode_to_vec(part).map_err(|_| std::fmt::Error)?;
+                out.extend_from_slice(&bytes);
+            }
+            Ok(Bytes::from(out))
+        })
     }
 
     /// Encode every family, as chunks to be sent one after the other. A small body is one

@@ -11,7 +11,8 @@
 //! and discovery), [`exporter`] (configuration loads, state writes, machine context),
 //! `tenant` (a tenant's series started at 0). A subsystem calls a method; it does not reach
 //! into a family: the family fields are private to this module, so each has one writer here.
-//! `encode` turns the families into a `/metrics` body; `collectors` are the families
+//! `encode` turns the families into a `/metrics` body (text, OpenMetrics or protobuf);
+//! `native` is the latency histograms' type, native histograms too in protobuf; `collectors` are the families
 //! computed at scrape time (process, HTTP server, quota windows). `labels` holds the label
 //! sets. Does not own *when* values change (collector, client).
 
@@ -20,6 +21,7 @@ mod collectors;
 mod encode;
 pub mod exporter;
 mod labels;
+mod native;
 pub mod poll;
 pub mod results;
 mod tenant;
@@ -30,14 +32,16 @@ use std::sync::{Arc, LazyLock};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::prometheus_text;
 use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::exemplar::{CounterWithExemplar, HistogramWithExemplars};
-use prometheus_client::metrics::family::{Family, MetricConstructor};
+use prometheus_client::metrics::exemplar::CounterWithExemplar;
+use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
 pub use collectors::QuotaGauges;
 use collectors::{HttpCollector, ProcessCollector};
 pub use labels::*;
+use native::Buckets;
+pub use native::ClassicAndNative;
 pub use results::ScriptSeries;
 pub use tenant::TenantSeries;
 
@@ -46,6 +50,30 @@ pub const OPENMETRICS_CONTENT_TYPE: &str =
     "application/openmetrics-text; version=1.0.0; charset=utf-8";
 /// Content type of the Prometheus text format (0.0.4).
 pub const PROMETHEUS_CONTENT_TYPE: &str = prometheus_text::CONTENT_TYPE;
+/// Content type of the Prometheus protobuf format: length-delimited `MetricFamily` messages.
+pub const PROTOBUF_CONTENT_TYPE: &str =
+    "application/vnd.google.protobuf; proto=io.prometheus.client.MetricFamily; encoding=delimited";
+
+/// The exposition formats `/metrics` serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// Prometheus text 0.0.4, the default.
+    Text,
+    /// OpenMetrics text, with exemplars.
+    OpenMetrics,
+    /// Prometheus protobuf: the latency histograms are native histograms too (#23).
+    Protobuf,
+}
+
+impl Format {
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Format::Text => PROMETHEUS_CONTENT_TYPE,
+            Format::OpenMetrics => OPENMETRICS_CONTENT_TYPE,
+            Format::Protobuf => PROTOBUF_CONTENT_TYPE,
+        }
+    }
+}
 
 /// Span batches the OTLP exporter could not deliver (collector down, refused...). Counted,
 /// not logged: a collector outage must not flood the logs. Process-wide, because the span
@@ -62,21 +90,14 @@ const BACKGROUND: &str =
 pub type ExCounter = CounterWithExemplar<TraceLabel>;
 pub type FloatGauge = Gauge<f64, AtomicU64>;
 
-#[derive(Clone)]
-pub struct Buckets(&'static [f64]);
-
-impl MetricConstructor<HistogramWithExemplars<TraceLabel>> for Buckets {
-    fn new_metric(&self) -> HistogramWithExemplars<TraceLabel> {
-        HistogramWithExemplars::new(self.0.iter().copied())
-    }
-}
-
 const API_BUCKETS: &[f64] = &[0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
 const POLL_BUCKETS: &[f64] = &[
     0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
 ];
 
-pub type ExHistogramFamily<L> = Family<L, HistogramWithExemplars<TraceLabel>, Buckets>;
+/// A latency histogram family: classic buckets with exemplars, native buckets as well in
+/// protobuf (see `native`).
+pub type ExHistogramFamily<L> = Family<L, ClassicAndNative, Buckets>;
 
 /// Every metric the exporter serves.
 pub struct Metrics {

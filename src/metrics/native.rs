@@ -1,0 +1,167 @@
+//! The latency histograms that are also native histograms (#23): classic buckets with trace
+//! exemplars in the text formats, and, in the Prometheus protobuf format, the same classic
+//! buckets and the native (sparse, exponential) buckets beside them.
+//!
+//! prometheus-client 0.26 has no histogram that holds exemplars and native buckets at once
+//! (`HistogramWithExemplars` is classic only, and an `Exemplar` cannot be built outside the
+//! crate), so each series keeps both: the one with exemplars is encoded in the text formats,
+//! unchanged, and the classic-and-native one in protobuf, where these two families carry no
+//! exemplars. The choice is made per encoding by [`protobuf_scope`], set only by `encode`
+//! around a protobuf encoding on its own thread.
+//!
+//! Owns the metric type, its native bucket configuration and the protobuf switch. Does not own
+//! the families (`metrics`) nor the encoding (`encode`).
+
+use std::cell::Cell;
+use std::time::SystemTime;
+
+use prometheus_client::encoding::{EncodeMetric, MetricEncoder};
+use prometheus_client::metrics::exemplar::HistogramWithExemplars;
+use prometheus_client::metrics::family::MetricConstructor;
+use prometheus_client::metrics::histogram::{Histogram, NativeHistogramConfig};
+use prometheus_client::metrics::{MetricType, TypedMetric};
+
+use super::labels::TraceLabel;
+
+thread_local! {
+    /// Whether this thread is encoding the Prometheus protobuf format now.
+    static PROTOBUF: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Run `f` (a protobuf encoding) with the native buckets switched on for this thread.
+pub(super) fn protobuf_scope<R>(f: impl FnOnce() -> R) -> R {
+    struct Reset(bool);
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            PROTOBUF.with(|p| p.set(self.0));
+        }
+    }
+    let _reset = Reset(PROTOBUF.with(|p| p.replace(true)));
+    f()
+}
+
+/// The native buckets: growth factor 1.1 (schema 3, the Prometheus default), at most 160
+/// buckets (client_golang's usual limit; beyond it the resolution halves), never reset.
+fn native_config() -> NativeHistogramConfig {
+    NativeHistogramConfig::default().max_buckets(160)
+}
+
+/// A latency histogram: classic buckets with exemplars, and native buckets for protobuf.
+#[derive(Debug, Clone)]
+pub struct ClassicAndNative {
+    with_exemplars: HistogramWithExemplars<TraceLabel>,
+    native: Histogram,
+}
+
+impl ClassicAndNative {
+    pub fn new(buckets: &[f64]) -> Self {
+        ClassicAndNative {
+            with_exemplars: HistogramWithExemplars::new(buckets.iter().copied()),
+            native: Histogram::new_classic_and_native(buckets.iter().copied(), native_config()),
+        }
+    }
+
+    /// Observe `v` in both, with the trace as the classic bucket's exemplar.
+    pub fn observe(&self, v: f64, exemplar: Option<TraceLabel>, timestamp: Option<SystemTime>) {
+        self.with_exemplars.observe(v, exemplar, timestamp);
+        self.native.observe(v);
+    }
+}
+
+impl TypedMetric for ClassicAndNative {
+    const TYPE: MetricType = MetricType::Histogram;
+}
+
+impl EncodeMetric for ClassicAndNative {
+    fn encode(&self, encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        if PROTOBUF.with(Cell::get) {
+            self.native.encode(encoder)
+        } else {
+            self.with_exemplars.encode(encoder)
+        }
+    }
+
+    fn metric_type(&self) -> MetricType {
+        Self::TYPE
+    }
+}
+
+/// The bucket bounds a family's series are made with.
+#[derive(Clone)]
+pub struct Buckets(pub &'static [f64]);
+
+impl MetricConstructor<ClassicAndNative> for Buckets {
+    fn new_metric(&self) -> ClassicAndNative {
+        ClassicAndNative::new(self.0)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use prometheus_client::encoding::{prometheus_protobuf, prometheus_text, text};
+    use prometheus_client::registry::Registry;
+
+    fn registry(metric: impl prometheus_client::registry::Metric) -> Registry {
+        let mut r = Registry::default();
+        r.register("latency_seconds", "Latency", metric);
+        r
+    }
+
+    // See: #23. Both text formats are those of the classic histogram with exemplars, byte for
+    // byte; protobuf has the classic buckets and the native ones.
+    #[test]
+    fn text_formats_unchanged_protobuf_has_both_bucket_kinds() {
+        let bounds = [0.1, 1.0, 10.0];
+        let ours = ClassicAndNative::new(&bounds);
+        let classic = HistogramWithExemplars::<TraceLabel>::new(bounds.iter().copied());
+        for (v, trace) in [
+            (0.05, None),
+            (0.4, Some("4bf92f3577b34da6a3ce929d0e0e4736")),
+            (30.0, None),
+        ] {
+            let ex = trace.map(|t| TraceLabel { trace_id: t.into() });
+            ours.observe(v, ex.clone(), None);
+            classic.observe(v, ex, None);
+        }
+        let (ours, classic) = (registry(ours), registry(classic));
+        let (mut a, mut b) = (String::new(), String::new());
+        prometheus_text::encode(&mut a, &ours).unwrap();
+        prometheus_text::encode(&mut b, &classic).unwrap();
+        assert_eq!(a, b);
+        let (mut a, mut b) = (String::new(), String::new());
+        text::encode(&mut a, &ours).unwrap();
+        text::encode(&mut b, &classic).unwrap();
+        assert_eq!(a, b);
+        assert!(
+            a.contains("trace_id=\"4bf92f3577b34da6a3ce929d0e0e4736\""),
+            "{a}"
+        );
+
+        let families = protobuf_scope(|| prometheus_protobuf::encode(&ours)).unwrap();
+        let h = families[0].metric[0].histogram.as_ref().unwrap();
+        assert_eq!(h.sample_count, 3);
+        let classic: Vec<(f64, u64)> = h
+            .bucket
+            .iter()
+            .map(|b| (b.upper_bound, b.cumulative_count))
+            .collect();
+        assert_eq!(classic[..3], [(0.1, 1), (1.0, 2), (10.0, 2)]);
+        assert_eq!(h.schema, 3);
+        assert!(!h.positive_span.is_empty());
+        let native: i64 = h
+            .positive_delta
+            .iter()
+            .scan(0, |c, d| {
+                *c += d;
+                Some(*c)
+            })
+            .sum();
+        assert_eq!(native, 3, "each observation in a native bucket");
+        // Outside the scope, protobuf gets the classic histogram alone.
+        let families = prometheus_protobuf::encode(&ours).unwrap();
+        let h = families[0].metric[0].histogram.as_ref().unwrap();
+        assert!(h.positive_span.is_empty() && h.positive_delta.is_empty());
+    }
+}
