@@ -242,7 +242,13 @@ async fn pushed_names_and_values_are_the_scraped_ones() {
             .map(|(n, _)| n.clone())
             .collect::<std::collections::BTreeSet<_>>()
     };
-    let (want, got) = (names(&scraped), names(&pushed));
+    // Except the not-run gauge's old name, which only the text format keeps: in OpenMetrics,
+    // and so in the push, it would clash with the counter's family name; its series are
+    // pushed as `mde_liveresponse_script_not_run_current` (#24 item 10).
+    let mut want = names(&scraped);
+    assert!(want.remove("mde_liveresponse_script_not_run"));
+    assert!(want.contains("mde_liveresponse_script_not_run_current"));
+    let got = names(&pushed);
     assert_eq!(
         want.difference(&got).collect::<Vec<_>>(),
         Vec::<&String>::new(),
@@ -257,7 +263,9 @@ async fn pushed_names_and_values_are_the_scraped_ones() {
     // with every poll and are compared by name only).
     let settled_only = |s: &Samples| -> Samples {
         s.iter()
-            .filter(|((n, _), _)| n.starts_with("mde_liveresponse_script_"))
+            .filter(|((n, _), _)| {
+                n.starts_with("mde_liveresponse_script_") && n != "mde_liveresponse_script_not_run"
+            })
             .map(|(k, v)| (k.clone(), *v))
             .collect()
     };

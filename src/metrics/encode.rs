@@ -94,11 +94,7 @@ impl Metrics {
                         spans.push((i, start..start));
                         continue;
                     }
-                    if let Some(script) = &parts.script[i] {
-                        // 200,000 script series: written directly, not sample by sample
-                        // through the encoder (the same bytes). (#21)
-                        script.write_text(&mut out, openmetrics)?;
-                    } else if openmetrics {
+                    if openmetrics {
                         text::encode_registry(&mut out, &parts.parts[i])?;
                     } else {
                         prometheus_text::encode(&mut out, &parts.parts[i])?;
