@@ -4,7 +4,7 @@ that receives the exporter's pushed metrics on its OTLP receiver (--web.enable-o
 and scrapes nothing.
 
 1. the names come back: every metric name /metrics shows (histograms as _bucket, _sum and
-   _count) is a series name of the pushed job and instance in Prometheus, translated by its
+   _count; but for TEXT_ONLY) is a series name of the pushed job and instance in Prometheus, translated by its
    default OTLP translation (UnderscoreEscapingWithSuffixes);
 2. the values come back: mde_liveresponse_script_runs_total read back (selected by the job and
    instance labels the OTLP receiver sets from service.name and service.instance.id) is, series
@@ -81,6 +81,12 @@ def pushed_runs(base, job, instance):
     return out
 
 
+# Names only the Prometheus text format has: the push, built from the OpenMetrics body, leaves
+# out the not-run gauge's old name, which clashes there with the counter's family name; its
+# series come back as mde_liveresponse_script_not_run_current (#24 item 10).
+TEXT_ONLY = {"mde_liveresponse_script_not_run"}
+
+
 def main() -> int:
     base, exporter, job, instance, deadline_s = sys.argv[1:]
     deadline = time.monotonic() + float(deadline_s)
@@ -91,7 +97,7 @@ def main() -> int:
         for labels, v in runs.items():
             seen.setdefault(labels, set()).add(v)
         if missing_names is None or missing_names:
-            missing_names = names - pushed_names(base, job, instance)
+            missing_names = names - TEXT_ONLY - pushed_names(base, job, instance)
         runs_back = pushed_runs(base, job, instance)
         mismatched = {labels: v for labels, v in runs_back.items() if v not in seen.get(labels, ())}
         if (not missing_names and runs_back and not mismatched
