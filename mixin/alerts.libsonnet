@@ -318,6 +318,19 @@ local util = import 'lib/util.libsonnet';
           ]),
         ),
 
+        // See: #24 item 8. One tenant name polled by two processes: two deployments, two
+        // shard sets, or replicas of an unsharded exporter that each serve every tenant.
+        alert(
+          'MdeExporterTenantServedTwice', c.tenantServedTwiceSeverity, c.tenantServedTwiceFor,
+          'count by (tenant) (mde_exporter_poll_success{%s}) > 1' % c.jobSelector,
+          'Tenant {{ $labels.tenant }} is served by {{ $value }} exporters',
+          text([
+            '{{ $value }} exporter processes poll tenant {{ $labels.tenant }}',
+            '(mde_exporter_poll_success): its API quota is spent once per process (more 429s)',
+            'and its series are exposed once per process, so sums over its scripts double.',
+          ]),
+        ),
+
         alert(
           'MdeExporterDown', c.exporterDownSeverity, c.exporterDownFor,
           'up{%s} == 0' % c.jobSelector,

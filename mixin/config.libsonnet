@@ -103,6 +103,8 @@
     // Two exporter processes claim the same --shard.index of the same --shard.count (#24).
     shardDuplicatedSeverity: 'warning',
     shardDuplicatedFor: '10m',
+    tenantServedTwiceSeverity: 'warning',
+    tenantServedTwiceFor: '10m',
 
     // Prometheus cannot scrape the exporter (up{jobSelector} == 0).
     exporterDownSeverity: 'critical',
