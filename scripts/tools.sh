@@ -16,7 +16,7 @@
 # Built programs are also kept in a cache outside the work tree (MDE_TOOLS_CACHE, default
 # ~/.cache/mde-liveresponse-exporter/tools, with their stamps), so a fresh clone on a machine
 # that built them once (CI runs in a new clone) copies them instead of compiling again.
-# TOOLS_BUDGET_SECONDS (default 1200) bounds the compiling of one run: a build still running when
+# TOOLS_BUDGET_SECONDS (default 900) bounds the compiling of one run: a build still running when
 # it is spent is stopped and the program reported as not built (exit 0; Go's build cache keeps
 # what was compiled, so the next run goes on from there), and the callers use their fallbacks.
 #
@@ -48,7 +48,7 @@ root=$PWD/.tools
 bin=$root/bin
 stamps=$root/stamps
 cache=${MDE_TOOLS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/mde-liveresponse-exporter/tools}
-deadline=$((SECONDS + ${TOOLS_BUDGET_SECONDS:-1200}))
+deadline=$((SECONDS + ${TOOLS_BUDGET_SECONDS:-900}))
 
 if [ "${1:-}" = --list ]; then
     for t in "${TOOLS[@]}"; do
