@@ -137,6 +137,8 @@ def check_chart(case, rendered):
             fail(f"{case}: MDE_CONTOSO_CLIENT_SECRET should come from {APP}-credentials/contoso-client-secret, got {ref}")
         if len(kinds.get("ServiceMonitor", [])) != 1:
             fail(f"{case}: the probe ServiceMonitor should be off by default")
+        if "OTEL_METRICS_EXPORTER" in env:
+            fail(f"{case}: the OTLP metrics push should be off by default (otlpMetrics.endpoint empty)")
     elif case == "sharded":
         if w["kind"] != "StatefulSet" or w["spec"].get("replicas") != 3:
             fail(f"{case}: shards 3 should render a StatefulSet of 3")
@@ -186,6 +188,12 @@ def check_chart(case, rendered):
                     fail(f"{case}: tenant {t['name']} {k} {p} is not under the certificates mount")
         if env.get("OTEL_EXPORTER_OTLP_ENDPOINT", {}).get("value") != "http://otel-collector.observability:4317":
             fail(f"{case}: otlpEndpoint should set OTEL_EXPORTER_OTLP_ENDPOINT")
+        push = {k: env.get(k, {}).get("value") for k in
+                ("OTEL_METRICS_EXPORTER", "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", "OTEL_METRIC_EXPORT_INTERVAL")}
+        if push != {"OTEL_METRICS_EXPORTER": "otlp",
+                    "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT": "http://prometheus.monitoring:9090/api/v1/otlp/v1/metrics",
+                    "OTEL_METRIC_EXPORT_INTERVAL": "30000"}:
+            fail(f"{case}: otlpMetrics should set the OTLP metrics push variables, got {push}")
         probe = [s for s in kinds.get("ServiceMonitor", []) if s["metadata"]["name"].endswith("-probe")]
         if len(probe) != 1:
             fail(f"{case}: probeServiceMonitor.enabled should render one -probe ServiceMonitor")
