@@ -94,6 +94,18 @@ fn value(text: &str, series: &str) -> Option<f64> {
         .and_then(|v| v.parse().ok())
 }
 
+/// Succeeded actions as counted (`mde_liveresponse_actions_total`, 0 when not there yet) and
+/// as the simulator's ground truth has them.
+fn succeeded(text: &str, sim: &Simulator) -> (f64, u64) {
+    let counted = value(
+        text,
+        "mde_liveresponse_actions_total{tenant=\"fleet\",status=\"Succeeded\"}",
+    )
+    .unwrap_or(0.0);
+    let truth = sim.truth().actions_by_status().get("Succeeded").copied();
+    (counted, truth.unwrap_or(0))
+}
+
 /// See: #20 item 1. Before, every poll read each of the 400 actions in flight by id, 20 a
 /// call: 1 + 20 = 21 list calls a poll whatever changed. Now a poll lists what is in flight
 /// in the same listing as what is new (one status-filtered listing) and reads by id only the
@@ -123,20 +135,8 @@ async fn with_400_in_flight_a_poll_costs_one_listing_and_a_batch_per_20_changed(
     // About a tenth of the fleet came online and ran its script; every one is counted.
     assert!(counted >= FLEET / 20, "{counted}");
     let text = scrape(&shared);
-    let succeeded = value(
-        &text,
-        "mde_liveresponse_actions_total{tenant=\"fleet\",status=\"Succeeded\"}",
-    )
-    .unwrap_or(0.0);
-    let truth = sim.truth();
-    assert_eq!(
-        succeeded,
-        truth
-            .actions_by_status()
-            .get("Succeeded")
-            .copied()
-            .unwrap_or(0) as f64
-    );
+    let (counted, truth) = succeeded(&text, &sim);
+    assert_eq!(counted, truth as f64);
     let pending = value(
         &text,
         "mde_liveresponse_actions_in_flight{tenant=\"fleet\",status=\"Pending\"}",
@@ -185,19 +185,8 @@ async fn a_refused_status_filter_falls_back_to_id_batches() {
         ),
         Some(0.0)
     );
-    let truth = sim.truth();
-    assert_eq!(
-        value(
-            &text,
-            "mde_liveresponse_actions_total{tenant=\"fleet\",status=\"Succeeded\"}"
-        )
-        .unwrap_or(0.0),
-        truth
-            .actions_by_status()
-            .get("Succeeded")
-            .copied()
-            .unwrap_or(0) as f64
-    );
+    let (counted, truth) = succeeded(&text, &sim);
+    assert_eq!(counted, truth as f64);
     assert_eq!(
         shared.status_snapshot()["fleet"].discovery.in_flight_filter,
         Some(false)
@@ -239,20 +228,9 @@ async fn a_refused_combined_listing_falls_back_to_two_listings() {
         ),
         Some(1.0)
     );
-    let truth = sim.truth();
-    let succeeded = truth
-        .actions_by_status()
-        .get("Succeeded")
-        .copied()
-        .unwrap_or(0);
-    assert!(succeeded > 0);
-    assert_eq!(
-        value(
-            &text,
-            "mde_liveresponse_actions_total{tenant=\"fleet\",status=\"Succeeded\"}"
-        ),
-        Some(succeeded as f64)
-    );
+    let (counted, truth) = succeeded(&text, &sim);
+    assert!(truth > 0);
+    assert_eq!(counted, truth as f64);
     assert_eq!(
         value(
             &text,

@@ -359,17 +359,9 @@ impl TenantCollector {
         deadline: Instant,
     ) -> Result<Vec<MachineAction>, PollError> {
         if !self.in_flight_filter_refused {
-            match self
-                .client
-                .list_machine_actions(filter, QuotaWait::Until(deadline))
-                .await
-            {
-                Ok(found) => {
-                    self.set_filter_supported(true);
-                    return Ok(found);
-                }
-                Err(e) if refused_filter(&e) => self.filter_refused(&e),
-                Err(e) => return Err(e.into()),
+            match self.status_listing(filter, deadline).await? {
+                Ok(found) => return Ok(found),
+                Err(refused) => self.filter_refused(&refused),
             }
         }
         let sel = &self.tenant.selectors;
@@ -399,20 +391,12 @@ impl TenantCollector {
             return Ok(Vec::new());
         }
         let filter = disc::in_flight_listing_filter(&self.tenant.selectors, now);
-        match self
-            .client
-            .list_machine_actions(&filter, QuotaWait::Until(deadline))
-            .await
-        {
-            Ok(found) => {
-                self.set_filter_supported(true);
-                Ok(found)
-            }
-            Err(e) if refused_filter(&e) => {
-                self.filter_refused(&e);
+        match self.status_listing(&filter, deadline).await? {
+            Ok(found) => Ok(found),
+            Err(refused) => {
+                self.filter_refused(&refused);
                 Ok(Vec::new())
             }
-            Err(e) => Err(e),
         }
     }
 
@@ -434,20 +418,34 @@ impl TenantCollector {
             return Ok(None);
         }
         let filter = disc::combined_listing_filter(&self.tenant.selectors, since, now);
+        match self.status_listing(&filter, deadline).await? {
+            Ok(found) => Ok(Some(found)),
+            Err(refused) => {
+                self.combined_filter_refused = true;
+                tracing::warn!(tenant = %self.tenant.name, error = %refused, "the API refused the one listing of new and in-flight actions: they are listed apart (two list calls a poll) until the next restart or reload");
+                Ok(None)
+            }
+        }
+    }
+
+    /// One listing whose filter selects by status. An answer shows the status filter as
+    /// supported; a 400 (the API does not take the filter) is the inner `Err`, for the caller
+    /// to fall back from; any other error is the outer one.
+    async fn status_listing(
+        &self,
+        filter: &str,
+        deadline: Instant,
+    ) -> Result<Result<Vec<MachineAction>, mde::Error>, mde::Error> {
         match self
             .client
-            .list_machine_actions(&filter, QuotaWait::Until(deadline))
+            .list_machine_actions(filter, QuotaWait::Until(deadline))
             .await
         {
             Ok(found) => {
                 self.set_filter_supported(true);
-                Ok(Some(found))
+                Ok(Ok(found))
             }
-            Err(e) if refused_filter(&e) => {
-                self.combined_filter_refused = true;
-                tracing::warn!(tenant = %self.tenant.name, error = %e, "the API refused the one listing of new and in-flight actions: they are listed apart (two list calls a poll) until the next restart or reload");
-                Ok(None)
-            }
+            Err(e) if refused_filter(&e) => Ok(Err(e)),
             Err(e) => Err(e),
         }
     }
