@@ -9,14 +9,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 TENANTS=${BENCH_TENANTS:-150}
 READERS=${BENCH_READERS:-500}
-TARGET=${CARGO_TARGET_DIR:-target}
-EXE=${BENCH_EXPORTER:-}
-if [[ -z "$EXE" ]]; then
-  for p in "$TARGET/release/mde-liveresponse-exporter" "$TARGET/debug/mde-liveresponse-exporter"; do
-    [[ -x "$p" ]] && { EXE=$p; break; }
-  done
-fi
-[[ -x "$EXE" ]] || { echo "build the exporter first (cargo build --release)" >&2; exit 2; }
+# shellcheck source=bench/exporter-binary.sh
+. bench/exporter-binary.sh
 DIR=$(mktemp -d)
 SIM_PORT=${BENCH_SIM_PORT:-19818}
 PORT=${BENCH_PORT:-19817}

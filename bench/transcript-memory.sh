@@ -11,14 +11,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 CAPS=${BENCH_CAPS:-16777216,67108864}
 HUGE=${BENCH_HUGE:-3}
-TARGET=${CARGO_TARGET_DIR:-target}
-EXE=${BENCH_EXPORTER:-}
-if [[ -z "$EXE" ]]; then
-  for p in "$TARGET/release/mde-liveresponse-exporter" "$TARGET/debug/mde-liveresponse-exporter"; do
-    [[ -x "$p" ]] && { EXE=$p; break; }
-  done
-fi
-[[ -x "$EXE" ]] || { echo "build the exporter first (cargo build --release)" >&2; exit 2; }
+# shellcheck source=bench/exporter-binary.sh
+. bench/exporter-binary.sh
 # Free loopback ports, chosen afresh for each run (other benchmarks and tests share the machine).
 free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 DIR=$(mktemp -d)
