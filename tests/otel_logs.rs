@@ -9,7 +9,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use common::{Binary, DEMO_ARGS};
+use common::{Binary, DEMO_ARGS, otlp_grpc_env};
 use fake_opentelemetry_collector::{ExportedLog, ExportedSpan, FakeCollectorServer};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -22,13 +22,7 @@ async fn transcript_events_are_log_records_in_their_trace_even_at_warn() {
             &["--log.level", "warn,mde_liveresponse_exporter::app=info"],
         ]
         .concat(),
-        &[
-            ("OTEL_EXPORTER_OTLP_ENDPOINT", &collector.endpoint()),
-            ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
-            ("OTEL_SERVICE_NAME", "mde-lr-test"),
-            ("OTEL_BSP_SCHEDULE_DELAY", "200"),
-            ("OTEL_BLRP_SCHEDULE_DELAY", "200"),
-        ],
+        &otlp_grpc_env(&collector.endpoint()),
     );
     let mut spans: Vec<ExportedSpan> = Vec::new();
     let mut logs: Vec<ExportedLog> = Vec::new();

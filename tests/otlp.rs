@@ -25,17 +25,9 @@ fn start_demo(endpoint: &str, protocol: &str) -> Binary {
     ])
 }
 
-/// The plain value of a span attribute (the fake collector keeps the protobuf `Debug` form,
-/// e.g. `Some(AnyValue { value: Some(StringValue("demo")) })`).
+/// The plain value of a span attribute.
 fn attr(s: &ExportedSpan, key: &str) -> Option<String> {
-    let raw = s.attributes.get(key)?;
-    for kind in ["StringValue(", "IntValue(", "BoolValue(", "DoubleValue("] {
-        if let Some(rest) = raw.split(kind).nth(1) {
-            let inner = rest.split(')').next().unwrap_or_default();
-            return Some(inner.trim_matches('"').to_string());
-        }
-    }
-    Some(raw.clone())
+    common::otlp_attribute(&s.attributes, key)
 }
 
 /// Wait until the spans include a parse span, then check the tree and the attributes.

@@ -8,32 +8,14 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
-use common::{Binary, config_yaml, start_sim};
+use common::{Binary, config_yaml, otlp_attribute, otlp_grpc_env, start_sim};
 use fake_opentelemetry_collector::{ExportedLog, ExportedSpan, FakeCollectorServer};
 use mde_sim::SimConfig;
 
-/// The plain value of an attribute (the fake collector keeps the protobuf `Debug` form,
-/// e.g. `Some(AnyValue { value: Some(StringValue("demo")) })`).
-fn plain(attributes: &BTreeMap<String, String>, key: &str) -> Option<String> {
-    let raw = attributes.get(key)?;
-    // A string may hold parentheses: it ends at its closing quote.
-    if let Some(rest) = raw.split("StringValue(\"").nth(1) {
-        return Some(rest.rsplit_once("\")").map_or(rest, |(s, _)| s).to_string());
-    }
-    for kind in ["StringValue(", "IntValue(", "BoolValue(", "DoubleValue("] {
-        if let Some(rest) = raw.split(kind).nth(1) {
-            let inner = rest.split(')').next().unwrap_or_default();
-            return Some(inner.trim_matches('"').to_string());
-        }
-    }
-    Some(raw.clone())
-}
-
 fn attr(s: &ExportedSpan, key: &str) -> Option<String> {
-    plain(&s.attributes, key)
+    otlp_attribute(&s.attributes, key)
 }
 
 fn is_transcript(l: &ExportedLog) -> bool {
@@ -54,7 +36,8 @@ fn complete(spans: &[ExportedSpan], logs: &[ExportedLog]) -> bool {
         .iter()
         .any(|s| s.name == "parse" && attr(s, "process.exit.code").is_some_and(|c| c != "0"));
     let failing_record = logs.iter().any(|l| {
-        is_transcript(l) && plain(&l.attributes, "process.exit.code").is_some_and(|c| c != "0")
+        is_transcript(l)
+            && otlp_attribute(&l.attributes, "process.exit.code").is_some_and(|c| c != "0")
     });
     let download = spans.iter().any(|s| s.name == "GET download");
     throttled && timed_out && failing_parse && failing_record && download
@@ -90,13 +73,7 @@ async fn api_and_transcript_telemetry_follow_the_semantic_conventions() {
             "--web.listen-address",
             "127.0.0.1:0",
         ],
-        &[
-            ("OTEL_EXPORTER_OTLP_ENDPOINT", &collector.endpoint()),
-            ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
-            ("OTEL_SERVICE_NAME", "mde-lr-test"),
-            ("OTEL_BSP_SCHEDULE_DELAY", "200"),
-            ("OTEL_BLRP_SCHEDULE_DELAY", "200"),
-        ],
+        &otlp_grpc_env(&collector.endpoint()),
     );
 
     let mut spans: Vec<ExportedSpan> = Vec::new();
@@ -201,11 +178,12 @@ async fn api_and_transcript_telemetry_follow_the_semantic_conventions() {
     let failing = logs
         .iter()
         .find(|l| {
-            is_transcript(l) && plain(&l.attributes, "process.exit.code").is_some_and(|c| c != "0")
+            is_transcript(l)
+                && otlp_attribute(&l.attributes, "process.exit.code").is_some_and(|c| c != "0")
         })
         .unwrap();
     assert_eq!(
-        plain(&failing.attributes, "process.exit.code"),
-        plain(&failing.attributes, "exit_code")
+        otlp_attribute(&failing.attributes, "process.exit.code"),
+        otlp_attribute(&failing.attributes, "exit_code")
     );
 }

@@ -338,3 +338,32 @@ pub fn list_calls(sim: &Simulator) -> u64 {
         .copied()
         .unwrap_or(0)
 }
+
+/// The plain value of an OTLP attribute as the fake collector keeps it (the protobuf `Debug`
+/// form, e.g. `Some(AnyValue { value: Some(StringValue("demo")) })`); a string may hold
+/// parentheses: it ends at its closing quote.
+pub fn otlp_attribute(attributes: &BTreeMap<String, String>, key: &str) -> Option<String> {
+    let raw = attributes.get(key)?;
+    if let Some(rest) = raw.split("StringValue(\"").nth(1) {
+        return Some(rest.rsplit_once("\")").map_or(rest, |(s, _)| s).to_string());
+    }
+    for kind in ["StringValue(", "IntValue(", "BoolValue(", "DoubleValue("] {
+        if let Some(rest) = raw.split(kind).nth(1) {
+            let inner = rest.split(')').next().unwrap_or_default();
+            return Some(inner.trim_matches('"').to_string());
+        }
+    }
+    Some(raw.clone())
+}
+
+/// The environment that sends a process's spans and logs over OTLP/gRPC to `endpoint` (a fake
+/// collector), exported every 200 ms.
+pub fn otlp_grpc_env(endpoint: &str) -> [(&str, &str); 5] {
+    [
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint),
+        ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+        ("OTEL_SERVICE_NAME", "mde-lr-test"),
+        ("OTEL_BSP_SCHEDULE_DELAY", "200"),
+        ("OTEL_BLRP_SCHEDULE_DELAY", "200"),
+    ]
+}
