@@ -17,7 +17,7 @@ mod common;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use common::{Binary, Samples, config_dir, eventually, scrape, start_sim, sum};
+use common::{Binary, Samples, config_dir, eventually, results_done, scrape, start_sim, sum};
 use mde_sim::SimConfig;
 
 /// libfaketime's preload library: `LIBFAKETIME`, else where Debian's `faketime` puts it.
@@ -106,10 +106,8 @@ async fn a_clock_jumped_eight_days_ahead_abandons_and_expires_nothing() {
         "every final result counted, the in-flight ones followed",
         || async move {
             let m = scrape(a).await;
-            let done = sum(&m, "mde_liveresponse_script_runs_total", &[])
-                + sum(&m, "mde_liveresponse_result_fetch_failures_total", &[])
-                + sum(&m, "mde_liveresponse_files_total", &[]);
-            done >= want && sum(&m, "mde_liveresponse_actions_in_flight", &[]) == in_flight
+            results_done(&m) >= want
+                && sum(&m, "mde_liveresponse_actions_in_flight", &[]) == in_flight
         },
     )
     .await;

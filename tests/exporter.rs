@@ -261,10 +261,7 @@ async fn a_small_quota_is_never_exceeded_and_everything_arrives() {
     for _ in 0..600 {
         let m = scrape(a).await;
         saw_backlog |= sum(&m, "mde_liveresponse_pending_results", &[]) > 0.0;
-        let done = sum(&m, "mde_liveresponse_script_runs_total", &[])
-            + sum(&m, "mde_liveresponse_result_fetch_failures_total", &[])
-            + sum(&m, "mde_liveresponse_files_total", &[]);
-        if done >= want {
+        if results_done(&m) >= want {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;

@@ -72,6 +72,14 @@ pub fn config_dir(
     (dir, config, state)
 }
 
+/// The results accounted for: transcripts counted, results given up, files sized. A scenario
+/// is done when this reaches its truth's transcripts and files.
+pub fn results_done(m: &Samples) -> f64 {
+    sum(m, "mde_liveresponse_script_runs_total", &[])
+        + sum(m, "mde_liveresponse_result_fetch_failures_total", &[])
+        + sum(m, "mde_liveresponse_files_total", &[])
+}
+
 /// Wait until every result of the scenario is counted (or given up) and a poll succeeded;
 /// then scrape once more.
 pub async fn settled(sim: &Simulator, a: SocketAddr) -> Samples {
@@ -81,10 +89,7 @@ pub async fn settled(sim: &Simulator, a: SocketAddr) -> Samples {
         "every result accounted for and a healthy poll",
         || async move {
             let m = scrape(a).await;
-            let done = sum(&m, "mde_liveresponse_script_runs_total", &[])
-                + sum(&m, "mde_liveresponse_result_fetch_failures_total", &[])
-                + sum(&m, "mde_liveresponse_files_total", &[]);
-            done >= want && sum(&m, "mde_exporter_poll_success", &[]) == 1.0
+            results_done(&m) >= want && sum(&m, "mde_exporter_poll_success", &[]) == 1.0
         },
     )
     .await;
