@@ -18,6 +18,7 @@
 //! one tenant, each with a set of `BENCH_SCRIPT_SAMPLES` (default 20) samples, 20 families of
 //! one sample with a label of its own (10,000 x 20 = 200,000 `mde_script_*` series, the
 //! target of #21: at most 30 ms, RSS at most 128 MiB), on top of the `BENCH_SERIES` size.
+//! `BENCH_PROTOBUF=1` times the Prometheus protobuf format as well.
 //! Run it with `cargo bench --bench render`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -288,5 +289,22 @@ fn main() {
             held as f64 * 1024.0 / count.max(1) as f64,
             peak as f64 / 1024.0
         );
+        // `BENCH_PROTOBUF=1`: the protobuf format too (one thread, as `/metrics` encodes it),
+        // after the text formats so that the peak above is theirs.
+        if env_or("BENCH_PROTOBUF", 0) == 1 {
+            let mut times: Vec<Duration> = (0..runs)
+                .map(|_| {
+                    let t = Instant::now();
+                    std::hint::black_box(m.encode_protobuf().unwrap());
+                    t.elapsed()
+                })
+                .collect();
+            println!(
+                "{n:>8} {count:>8} protobuf p50/p99/max {:>6.1?} {:>6.1?} {:>6.1?}",
+                percentile(&mut times, 0.5),
+                percentile(&mut times, 0.99),
+                percentile(&mut times, 1.0)
+            );
+        }
     }
 }

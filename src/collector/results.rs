@@ -400,8 +400,8 @@ impl TenantCollector {
         let durable = script_set.as_ref().and_then(|(rule, produced, extracted)| {
             let set =
                 crate::script_metrics::store::Set::new(*produced, p.key.index, rule, extracted);
-            let held = self.shared.metrics.script_metrics.get(&series);
-            if held.is_some_and(|h| h.is_later_than(&set)) {
+            let held = self.shared.metrics.script_metrics.produced(&series);
+            if held.is_some_and(|h| h > (set.produced, set.index)) {
                 return None;
             }
             serde_json::to_vec(&set)

@@ -94,7 +94,11 @@ impl Metrics {
                         spans.push((i, start..start));
                         continue;
                     }
-                    if openmetrics {
+                    if let Some(script) = &parts.script[i] {
+                        // 200,000 script series: their held lines copied, not encoded sample
+                        // by sample (the same bytes). (#21)
+                        script.write_text(&mut out, openmetrics)?;
+                    } else if openmetrics {
                         text::encode_registry(&mut out, &parts.parts[i])?;
                     } else {
                         prometheus_text::encode(&mut out, &parts.parts[i])?;

@@ -503,7 +503,7 @@ impl Metrics {
         );
         // In two parts: the two threads encoding a large body share the script series. (#21)
         for part in m.script_metrics.parts(2) {
-            r.register_collector(Box::new(part));
+            r.register_script_part(part);
         }
         r.register_collector(Box::new(ProcessCollector));
         r.register_collector(Box::new(HttpCollector(m.http_stats.clone())));
@@ -533,6 +533,9 @@ struct Parts {
     last_len: Vec<AtomicUsize>,
     /// Parts left out of the OpenMetrics exposition (a name that clashes there).
     text_only: Vec<bool>,
+    /// Per part, the script-output part it is, if it is one: the text formats write it
+    /// directly, the same bytes its collector gives (#21).
+    script: Vec<Option<crate::script_metrics::store::Part>>,
 }
 
 impl Parts {
@@ -566,10 +569,20 @@ impl Parts {
         self.push(r);
     }
 
+    fn register_script_part(&mut self, part: crate::script_metrics::store::Part) {
+        let mut r = Registry::default();
+        r.register_collector(Box::new(part.clone()));
+        self.push(r);
+        if let Some(last) = self.script.last_mut() {
+            *last = Some(part);
+        }
+    }
+
     fn push(&mut self, r: Registry) {
         self.parts.push(r);
         self.last_len.push(AtomicUsize::new(0));
         self.text_only.push(false);
+        self.script.push(None);
     }
 }
 

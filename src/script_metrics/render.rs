@@ -1,21 +1,28 @@
 //! Rendering the script-output store for `/metrics` (#21): the store in [`Part`]s that the two
-//! encoding threads share, each a `prometheus-client` collector.
+//! encoding threads share, each written directly in the two text formats (what `/metrics`
+//! does: the held sample lines copied, no sample formatted at a scrape) and each a
+//! `prometheus-client` collector (the protobuf format; the samples read back from the held
+//! lines).
 //!
 //! Owns the order of the families (name order; the sets of a family in key order), which
-//! kind and help a family gets, and which part encodes which family. Does not own the sets
-//! (`store`) nor the body they go in (`metrics::encode`).
+//! kind and help a family gets (its first set's), which part encodes which family, and the
+//! headers and own families' lines in both text formats, the bytes the collector gives (a
+//! test holds the two equal). Does not own how the sets are held (`store`), the bytes of a
+//! sample line (`lines`) nor the body they go in (`metrics::encode`).
 //!
-//! A direct writer of the two text formats (the same bytes, without the encoder's objects)
-//! was tried and measured no faster than the encoder here (207 against 190 ms of CPU for
-//! 200,000 series): the time goes to walking and formatting the samples, not to the encoder.
+//! A direct writer that formatted every sample at each scrape was tried first and measured no
+//! faster than the encoder (207 against 190 ms of CPU for 200,000 series): the time went to
+//! formatting the samples, which is why they are held formatted.
 
+use std::fmt::Write as _;
 use std::sync::{Arc, PoisonError};
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
 use prometheus_client::metrics::MetricType;
 
-use super::{Family, Inner, Kind, SetKey, Store};
+use super::lines::{self, push_label, push_line, push_value};
+use super::{Fragment, Inner, Kind, SetKey, Store};
 
 /// The help of a family whose script gave none.
 const DEFAULT_HELP: &str = "Printed by a script, read from its Live Response transcript";
@@ -26,41 +33,25 @@ const INVALID_HELP: &str = "Lines of script output that started like a sample an
 const DROPPED_NAME: &str = "mde_script_metrics_dropped";
 const DROPPED_HELP: &str = "Script output samples that parsed and were not kept, by reason (max_series, max_total, name_too_long, label_too_long, too_many_labels, unsupported_type, reserved_name)";
 
-/// One script family as rendered: its name, kind, help, and the sets that have it.
-struct Rendered<'a> {
-    name: &'a str,
-    kind: Kind,
-    help: &'a str,
-    sets: Vec<(&'a SetKey, &'a Family)>,
-}
+type Sets = std::collections::BTreeMap<Arc<SetKey>, Fragment>;
 
-/// The script families of part `part` of `parts`, in name order; the sets of one family in
-/// key order (the sets are held in key order: one pass, no sort of 200,000 entries). A name
-/// two sets give different kinds or help takes the first set's, in key order.
-fn families(inner: &Inner, part: usize, parts: usize) -> Vec<Rendered<'_>> {
-    let mut by_name: std::collections::HashMap<&str, Rendered<'_>> = Default::default();
-    for (key, set) in &inner.sets {
-        for f in &set.families {
-            by_name
-                .entry(f.name.as_str())
-                .or_insert_with(|| Rendered {
-                    name: f.name.as_str(),
-                    kind: f.kind,
-                    help: f.help.as_deref().unwrap_or(DEFAULT_HELP),
-                    sets: Vec::new(),
-                })
-                .sets
-                .push((key, f));
-        }
-    }
-    let mut names: Vec<&str> = by_name.keys().copied().collect();
-    names.sort_unstable();
-    names
-        .into_iter()
+/// The script families of part `part` of `parts`, in name order: positions `part`,
+/// `part + parts`, ... Each with its kind and help (its first set's, in key order).
+fn families(
+    inner: &Inner,
+    part: usize,
+    parts: usize,
+) -> impl Iterator<Item = (&str, Kind, &str, &Sets)> {
+    inner
+        .families
+        .iter()
         .skip(part)
         .step_by(parts.max(1))
-        .filter_map(|n| by_name.remove(n))
-        .collect()
+        .filter_map(|(name, sets)| {
+            let first = sets.values().next()?;
+            let help = first.help.as_deref().unwrap_or(DEFAULT_HELP);
+            Some((&**name, first.kind, help, sets))
+        })
 }
 
 /// One of `count` parts of the store for `/metrics` (#21): the script families at positions
@@ -89,6 +80,131 @@ impl Store {
     }
 }
 
+impl Part {
+    /// Append this part's families to `out` in the Prometheus text format, or OpenMetrics
+    /// text: the bytes its collector gives in that format (a test holds the two equal),
+    /// the samples' lines copied as held. 200,000 series: see docs/benchmarks.md.
+    pub fn write_text(&self, out: &mut String, openmetrics: bool) -> std::fmt::Result {
+        let inner = self
+            .store
+            .inner
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        let w = TextWriter { openmetrics };
+        for (name, kind, help, sets) in families(&inner, self.index, self.count) {
+            w.descriptor(out, name, help, kind)?;
+            for fragment in sets.values() {
+                // The held lines as they are, unless they need another name (a set that gave
+                // this name as a counter under a gauge family, or the other way round) or
+                // OpenMetrics' spelling of an infinite value.
+                let renamed = (fragment.kind == Kind::Counter) != (kind == Kind::Counter);
+                let plain = !(renamed || openmetrics && fragment.infinite);
+                if plain {
+                    out.push_str(&fragment.lines);
+                    continue;
+                }
+                for line in fragment.lines.split_inclusive('\n') {
+                    let labels = line.find('{').map_or(line, |at| &line[at..]);
+                    w.name(out, name, kind);
+                    push_line(out, labels, openmetrics);
+                }
+            }
+        }
+        if self.index != 0 {
+            return Ok(());
+        }
+        if !inner.sets.is_empty() {
+            w.descriptor(out, LAST_NAME, LAST_HELP, Kind::Gauge)?;
+            for held in inner.sets.values() {
+                out.push_str(LAST_NAME);
+                out.push_str(&held.prefix);
+                out.push('}');
+                push_value(out, held.produced.timestamp_millis() as f64 / 1000.0);
+            }
+        }
+        if !inner.invalid.is_empty() {
+            w.descriptor(out, INVALID_NAME, INVALID_HELP, Kind::Counter)?;
+            for ((tenant, script), n) in &inner.invalid {
+                w.name(out, INVALID_NAME, Kind::Counter);
+                out.push('{');
+                push_label(out, "tenant", tenant);
+                out.push(',');
+                push_label(out, "script", script);
+                out.push('}');
+                push_u64(out, *n);
+            }
+        }
+        if !inner.dropped.is_empty() {
+            w.descriptor(out, DROPPED_NAME, DROPPED_HELP, Kind::Counter)?;
+            for ((tenant, script, reason), n) in &inner.dropped {
+                w.name(out, DROPPED_NAME, Kind::Counter);
+                out.push('{');
+                push_label(out, "tenant", tenant);
+                out.push(',');
+                push_label(out, "script", script);
+                out.push(',');
+                push_label(out, "reason", reason);
+                out.push('}');
+                push_u64(out, *n);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The headers and names of the two text formats as `prometheus-client` 0.26 writes them for
+/// gauges, counters and untyped families without prefix, unit or exemplars: Prometheus text
+/// names a counter `name_total` in its `# HELP`/`# TYPE` lines too, escapes `\` and newlines
+/// in help and calls an unknown type `untyped`; OpenMetrics keeps the bare name in those
+/// lines, does not escape help and says `unknown`. Both name a counter's samples
+/// `name_total`. (The sample lines, and how OpenMetrics spells an infinite value: `lines`.)
+struct TextWriter {
+    openmetrics: bool,
+}
+
+impl TextWriter {
+    fn descriptor(&self, out: &mut String, name: &str, help: &str, kind: Kind) -> std::fmt::Result {
+        let suffix = if kind == Kind::Counter && !self.openmetrics {
+            "_total"
+        } else {
+            ""
+        };
+        let kind = match (kind, self.openmetrics) {
+            (Kind::Counter, _) => "counter",
+            (Kind::Gauge, _) => "gauge",
+            (Kind::Untyped, false) => "untyped",
+            (Kind::Untyped, true) => "unknown",
+        };
+        write!(out, "# HELP {name}{suffix} ")?;
+        if self.openmetrics {
+            out.push_str(help);
+        } else {
+            for c in help.chars() {
+                match c {
+                    '\\' => out.push_str("\\\\"),
+                    '\n' => out.push_str("\\n"),
+                    c => out.push(c),
+                }
+            }
+        }
+        write!(out, "\n# TYPE {name}{suffix} {kind}\n")
+    }
+
+    fn name(&self, out: &mut String, name: &str, kind: Kind) {
+        out.push_str(name);
+        if kind == Kind::Counter {
+            out.push_str("_total");
+        }
+    }
+}
+
+/// ` <n>\n`.
+fn push_u64(out: &mut String, n: u64) {
+    out.push(' ');
+    out.push_str(itoa::Buffer::new().format(n));
+    out.push('\n');
+}
+
 impl Collector for Part {
     fn encode(&self, encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         self.store.encode_part(encoder, self.index, self.count)
@@ -109,18 +225,19 @@ impl Store {
         parts: usize,
     ) -> Result<(), std::fmt::Error> {
         let inner = self.inner.read().unwrap_or_else(PoisonError::into_inner);
-        // One label list for every sample, refilled (not one allocation a sample).
-        let mut all: Vec<(&str, &str)> = Vec::with_capacity(8);
-        for f in families(&inner, part, parts) {
-            let metric_type = match f.kind {
+        for (name, kind, help, sets) in families(&inner, part, parts) {
+            let metric_type = match kind {
                 Kind::Counter => MetricType::Counter,
                 Kind::Gauge => MetricType::Gauge,
                 Kind::Untyped => MetricType::Unknown,
             };
-            let mut family = encoder.encode_descriptor(f.name, f.help, None, metric_type)?;
-            for ((tenant, machine, script), fam) in f.sets {
-                for (labels, value) in &fam.samples {
-                    all.clear();
+            let mut family = encoder.encode_descriptor(name, help, None, metric_type)?;
+            for ((tenant, machine, script), fragment) in sets.iter().map(|(k, f)| (&**k, f)) {
+                // Held lines are only ever written by `lines`: one that does not read back
+                // is a bug, an encoding error rather than a body without it.
+                let samples = lines::read(&fragment.lines).map_err(|_| std::fmt::Error)?;
+                for (labels, value) in &samples {
+                    let mut all: Vec<(&str, &str)> = Vec::with_capacity(3 + labels.len());
                     all.extend([
                         ("tenant", tenant.as_str()),
                         ("machine", machine.as_str()),
@@ -129,7 +246,7 @@ impl Store {
                     all.extend(labels.iter().map(|(k, v)| (k.as_str(), v.as_str())));
                     let labels = all.as_slice();
                     let mut e = family.encode_family(&labels)?;
-                    match f.kind {
+                    match kind {
                         Kind::Counter => e.encode_counter::<NoLabelSet, _, u64>(value, None)?,
                         _ => e.encode_gauge(value)?,
                     }

@@ -1,16 +1,18 @@
 //! The current script-output series (#21): per (tenant, machine, script) the samples of the
-//! latest transcript, held in a compact store and served at scrape time from it (`render`:
-//! collectors and a direct text writer), with the counts of invalid lines and dropped samples.
+//! latest transcript, held as their rendered sample lines (`lines`) indexed by family, and
+//! served at scrape time from them (`render`: a direct writer of the two text formats and
+//! collectors for the other paths), with the counts of invalid lines and dropped samples.
 //!
 //! Owns turning a rule and a transcript's output into a set ([`extract`]: prefix, the
 //! exporter's own labels, `exported_` for a sample's own `tenant`/`machine`/`script`, the
 //! bounds), which set is current (the latest by the action's `lastUpdateDateTimeUtc`; a later
-//! command wins within one action), the total per rule and ttl expiry. Does not own rendering
-//! (`render`, its child), fetching transcripts (`collector`) nor keeping sets across restarts
-//! (`state`).
+//! command wins within one action), how the sets are held (by family, each family's sets in
+//! key order, help texts once), the total per rule and ttl expiry. Does not own the bytes of
+//! a sample line (`lines`) nor rendering (`render`), fetching transcripts (`collector`) nor
+//! keeping sets across restarts (`state`).
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::{PoisonError, RwLock};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -148,24 +150,167 @@ impl Set {
         }
     }
 
-    /// Whether this set is later than `other` (a later action, or a later command of one).
-    pub fn is_later_than(&self, other: &Set) -> bool {
-        (self.produced, self.index) > (other.produced, other.index)
-    }
-
-    fn series(&self) -> usize {
+    /// The series the set has.
+    pub fn series(&self) -> usize {
         self.families.iter().map(|f| f.samples.len()).sum()
     }
+}
+
+/// A held set: when it was produced, its ttl, how many series it has and which families;
+/// its samples are in [`Inner::families`] as held lines (`lines`).
+#[derive(Debug)]
+struct Held {
+    produced: DateTime<Utc>,
+    index: u32,
+    ttl: Duration,
+    series: usize,
+    /// The set's own labels as they follow a name in its lines (`lines::prefix`).
+    prefix: Box<str>,
+    /// The set's families, in the order the transcript gave them (the names are the keys of
+    /// [`Inner::families`], shared).
+    names: Vec<Arc<str>>,
+}
+
+/// One family of one set as held: its kind and help (a family's first set in key order gives
+/// the family's) and its samples as their whole lines (`lines::lines`).
+#[derive(Debug)]
+struct Fragment {
+    kind: Kind,
+    help: Option<Arc<str>>,
+    lines: Box<str>,
+    /// A value is infinite (spelled otherwise in OpenMetrics).
+    infinite: bool,
 }
 
 #[derive(Debug, Default)]
 struct Inner {
     /// In key order, so that a scrape needs no sort (#21).
-    sets: BTreeMap<SetKey, Set>,
+    sets: BTreeMap<Arc<SetKey>, Held>,
+    /// Every family by name (name order), and its sets in key order: what a scrape walks,
+    /// with no index to build and no sample to format (#21).
+    families: BTreeMap<Arc<str>, BTreeMap<Arc<SetKey>, Fragment>>,
+    /// The help texts held, once each (10,000 machines print the same `# HELP`).
+    helps: HashSet<Arc<str>>,
+    /// How many help texts were left by the last prune (see [`HELPS_PRUNED_FROM`]).
+    helps_kept: usize,
     /// Series held per (tenant, script): the rule's total.
     totals: HashMap<(String, String), usize>,
     invalid: BTreeMap<(String, String), u64>,
     dropped: BTreeMap<(String, String, &'static str), u64>,
+}
+
+impl Inner {
+    /// Hold `set` as the set of `key` (replacing the one held); the series it has.
+    fn insert(&mut self, key: SetKey, set: Set) -> usize {
+        self.remove(&key);
+        let key = Arc::new(key);
+        let prefix = lines::prefix(&key.0, &key.1, &key.2);
+        let mut names: Vec<Arc<str>> = Vec::with_capacity(set.families.len());
+        let mut series = 0;
+        for f in set.families {
+            series += f.samples.len();
+            let name = match self.families.get_key_value(f.name.as_str()) {
+                Some((name, _)) => name.clone(),
+                None => Arc::from(f.name.as_str()),
+            };
+            let help = f.help.map(|h| intern(&mut self.helps, h));
+            let sets = self.families.entry(name.clone()).or_default();
+            match sets.get_mut(&*key) {
+                // A name twice in one set: its samples together, under the first's kind.
+                Some(fragment) => {
+                    let sample = lines::sample_name(&name, fragment.kind);
+                    let (held, infinite) = lines::lines(&sample, &prefix, &f.samples);
+                    fragment.lines = format!("{}{held}", fragment.lines).into_boxed_str();
+                    fragment.infinite |= infinite;
+                }
+                None => {
+                    let sample = lines::sample_name(&name, f.kind);
+                    let (held, infinite) = lines::lines(&sample, &prefix, &f.samples);
+                    sets.insert(
+                        key.clone(),
+                        Fragment {
+                            kind: f.kind,
+                            help,
+                            lines: held,
+                            infinite,
+                        },
+                    );
+                    names.push(name);
+                }
+            }
+        }
+        self.sets.insert(
+            key,
+            Held {
+                produced: set.produced,
+                index: set.index,
+                ttl: set.ttl,
+                series,
+                prefix: prefix.into_boxed_str(),
+                names,
+            },
+        );
+        if self.helps.len() > HELPS_PRUNED_FROM.max(2 * self.helps_kept) {
+            self.prune_helps();
+        }
+        series
+    }
+
+    /// Stop holding the set of `key`; it, if one was held.
+    fn remove(&mut self, key: &SetKey) -> Option<Held> {
+        let held = self.sets.remove(key)?;
+        for name in &held.names {
+            if let Some(sets) = self.families.get_mut(name) {
+                sets.remove(key);
+                if sets.is_empty() {
+                    self.families.remove(name);
+                }
+            }
+        }
+        Some(held)
+    }
+
+    /// Forget the help texts no held family has.
+    fn prune_helps(&mut self) {
+        self.helps.retain(|h| Arc::strong_count(h) > 1);
+        self.helps_kept = self.helps.len();
+    }
+
+    /// The set of `key` as it was given (its samples read back from their held lines).
+    fn get(&self, key: &SetKey) -> Option<Set> {
+        let held = self.sets.get(key)?;
+        let mut families = Vec::with_capacity(held.names.len());
+        for name in &held.names {
+            let f = self.families.get(name)?.get(key)?;
+            families.push(Family {
+                name: name.to_string(),
+                kind: f.kind,
+                help: f.help.as_deref().map(str::to_string),
+                samples: lines::read(&f.lines).ok()?,
+            });
+        }
+        Some(Set {
+            produced: held.produced,
+            index: held.index,
+            ttl: held.ttl,
+            families,
+        })
+    }
+}
+
+/// From this many help texts held on (or twice as many as the last prune left, whichever is
+/// more: a prune walks them all), an insert forgets those no family has any more (a script
+/// that prints a new help every run must not grow them for good).
+const HELPS_PRUNED_FROM: usize = 4096;
+
+/// `help`, shared with the family that already has the same text.
+fn intern(helps: &mut HashSet<Arc<str>>, help: String) -> Arc<str> {
+    if let Some(h) = helps.get(help.as_str()) {
+        return h.clone();
+    }
+    let h: Arc<str> = help.into();
+    helps.insert(h.clone());
+    h
 }
 
 /// The current sets and the counts, shared by the collectors and the scrape.
@@ -210,10 +355,10 @@ impl Store {
                 produced,
                 index,
                 ttl: rule.ttl,
-                families: extracted.families,
+                families: std::mem::take(&mut extracted.families),
             };
-            inner.totals.insert(rule_key.clone(), total + set.series());
-            inner.sets.insert(key.clone(), set);
+            let series = inner.insert(key.clone(), set);
+            inner.totals.insert(rule_key.clone(), total + series);
         }
         for (why, n) in extracted.dropped {
             *inner
@@ -241,18 +386,23 @@ impl Store {
     pub fn restore(&self, key: SetKey, set: Set) {
         let mut inner = self.inner.write().unwrap_or_else(PoisonError::into_inner);
         let rule_key = (key.0.clone(), key.2.clone());
-        let old = inner
-            .sets
-            .insert(key, set.clone())
-            .map_or(0, |s| s.series());
+        let old = inner.sets.get(&key).map_or(0, |s| s.series);
+        let series = inner.insert(key, set);
         let t = inner.totals.entry(rule_key).or_default();
-        *t = *t - old + set.series();
+        *t = *t - old + series;
     }
 
-    /// The set of `key`, if any.
+    /// The set of `key`, if any, as it was given (its samples read back from the held lines).
     pub fn get(&self, key: &SetKey) -> Option<Set> {
         let inner = self.inner.read().unwrap_or_else(PoisonError::into_inner);
-        inner.sets.get(key).cloned()
+        inner.get(key)
+    }
+
+    /// When the set of `key` was produced and by which command, if one is held: which of two
+    /// transcripts is later, without reading the set back.
+    pub fn produced(&self, key: &SetKey) -> Option<(DateTime<Utc>, u32)> {
+        let inner = self.inner.read().unwrap_or_else(PoisonError::into_inner);
+        inner.sets.get(key).map(|h| (h.produced, h.index))
     }
 
     /// Remove the sets older than their rule's ttl at `now_of(tenant)` (the tenant's API
@@ -268,14 +418,17 @@ impl Store {
                     chrono::Duration::from_std(s.ttl).is_ok_and(|ttl| s.produced + ttl < now)
                 })
             })
-            .map(|(k, _)| k.clone())
+            .map(|(k, _)| SetKey::clone(k))
             .collect();
         for k in &stale {
-            if let Some(s) = inner.sets.remove(k)
+            if let Some(s) = inner.remove(k)
                 && let Some(t) = inner.totals.get_mut(&(k.0.clone(), k.2.clone()))
             {
-                *t -= s.series();
+                *t -= s.series;
             }
+        }
+        if !stale.is_empty() {
+            inner.prune_helps();
         }
         stale
     }
@@ -285,7 +438,7 @@ impl Store {
 /// the set `key` holds.
 fn cap(inner: &Inner, key: &SetKey, rule: &ScriptRule, extracted: &mut Extracted) -> usize {
     let rule_key = (key.0.clone(), key.2.clone());
-    let held = inner.sets.get(key).map_or(0, Set::series);
+    let held = inner.sets.get(key).map_or(0, |h| h.series);
     let total = inner.totals.get(&rule_key).copied().unwrap_or(0) - held;
     let mut room = rule.max_total_series.saturating_sub(total);
     for f in &mut extracted.families {
@@ -300,6 +453,8 @@ fn cap(inner: &Inner, key: &SetKey, rule: &ScriptRule, extracted: &mut Extracted
     total
 }
 
+#[path = "lines.rs"]
+mod lines;
 #[path = "render.rs"]
 mod render;
 pub use render::Part;

@@ -366,3 +366,254 @@ fn two_parts_give_every_family_once_and_whole() {
         30
     );
 }
+
+/// The body of `parts` of `store` in one text format: through each part's collector
+/// (`prometheus-client`), or written directly (what `/metrics` does).
+fn bodies(store: &Arc<Store>, parts: usize, openmetrics: bool) -> (String, String) {
+    let mut reg = Registry::default();
+    let mut direct = String::new();
+    for p in store.parts(parts) {
+        p.write_text(&mut direct, openmetrics).unwrap();
+        reg.register_collector(Box::new(p));
+    }
+    let mut encoded = String::new();
+    if openmetrics {
+        prometheus_client::encoding::text::encode_registry(&mut encoded, &reg).unwrap();
+    } else {
+        prometheus_client::encoding::prometheus_text::encode(&mut encoded, &reg).unwrap();
+    }
+    (direct, encoded)
+}
+
+fn family(
+    name: &str,
+    kind: Kind,
+    help: Option<&str>,
+    samples: Vec<(Vec<(&str, &str)>, f64)>,
+) -> Family {
+    Family {
+        name: name.into(),
+        kind,
+        help: help.map(Into::into),
+        samples: samples
+            .into_iter()
+            .map(|(l, v)| {
+                (
+                    l.into_iter().map(|(k, v)| (k.into(), v.into())).collect(),
+                    v,
+                )
+            })
+            .collect(),
+    }
+}
+
+/// See: #21. The direct writer gives, in both text formats and split in one part or two, the
+/// very bytes `prometheus-client` gives for the same families: counters (`_total`), gauges,
+/// untyped, help with `\` and newlines, label values with quotes, backslashes, newlines and
+/// non-ASCII, non-finite and extreme numbers, a name two sets give as different kinds, and
+/// the store's own families.
+#[test]
+fn the_direct_writer_writes_what_the_encoder_writes() {
+    let store = Arc::new(Store::default());
+    let hostile = "C:\\Users\\\"evil\"\nline two ✓ \u{1F600}";
+    store.restore(
+        ("tenant \"a\"".into(), "ws-01\\x".into(), "check.ps1".into()),
+        Set {
+            produced: at("2026-12-01T10:00:00.123Z"),
+            index: 0,
+            ttl: Duration::from_secs(60),
+            families: vec![
+                family(
+                    "mde_script_runs",
+                    Kind::Counter,
+                    Some("help with \\ and\nnewline"),
+                    vec![(vec![("volume", hostile)], 3.0)],
+                ),
+                family(
+                    "mde_script_free_bytes",
+                    Kind::Gauge,
+                    None,
+                    vec![
+                        (vec![], f64::NAN),
+                        (vec![("v", "inf")], f64::INFINITY),
+                        (vec![("v", "-inf")], f64::NEG_INFINITY),
+                        (vec![("v", "tiny")], 5e-324),
+                        (vec![("v", "big")], 1.7976931348623157e308),
+                        (vec![("v", "neg zero")], -0.0),
+                        (vec![("v", "tenth")], 0.1),
+                        (vec![("a", ""), ("b", "x")], -12345.678),
+                    ],
+                ),
+                family(
+                    "mde_script_odd",
+                    Kind::Untyped,
+                    Some("untyped"),
+                    vec![(vec![("k", "v")], 1.0)],
+                ),
+            ],
+        },
+    );
+    store.restore(
+        ("t".into(), "ws-02".into(), "other.ps1".into()),
+        Set {
+            produced: at("2026-12-01T11:00:00Z"),
+            index: 1,
+            ttl: Duration::from_secs(60),
+            families: vec![
+                family(
+                    "mde_script_free_bytes",
+                    Kind::Gauge,
+                    None,
+                    vec![(vec![("v", "2")], 2.5)],
+                ),
+                family("mde_script_zeta", Kind::Counter, None, vec![(vec![], 1e21)]),
+                // This set is first in key order, so it gives these two families their
+                // kinds: the other set's samples of them change names (`_total` or not).
+                family("mde_script_odd", Kind::Counter, None, vec![(vec![], 2.0)]),
+                family(
+                    "mde_script_runs",
+                    Kind::Gauge,
+                    None,
+                    vec![(vec![], f64::INFINITY)],
+                ),
+            ],
+        },
+    );
+    // Invalid lines and drops, for the store's own counters.
+    let r = rule(ScriptFormat::Prometheus);
+    let mut long = "x".repeat(300);
+    long.push_str(" 1\nbad{ 1\n");
+    let e = extract(&r, long.as_bytes());
+    assert!(e.invalid > 0 && !e.dropped.is_empty(), "{e:?}");
+    store.record(key("ws-03"), at("2026-12-01T12:00:00Z"), 0, &r, e);
+    for openmetrics in [false, true] {
+        for parts in [1, 2, 3] {
+            let (direct, encoded) = bodies(&store, parts, openmetrics);
+            assert!(encoded.contains("mde_script_metrics_dropped"), "{encoded}");
+            assert_eq!(direct, encoded, "openmetrics {openmetrics}, {parts} parts");
+        }
+    }
+}
+
+proptest::proptest! {
+    /// See: #21. Any label value and any number: the same bytes as the encoder.
+    #[test]
+    fn the_direct_writer_agrees_on_any_label_and_value(
+        machine in "\\PC{0,12}",
+        value in "[\\\\\"\\n a-zé✓]{0,12}",
+        v in proptest::num::f64::ANY,
+    ) {
+        let store = Arc::new(Store::default());
+        store.restore(
+            ("t".into(), machine, "s.ps1".into()),
+            Set {
+                produced: at("2026-12-01T10:00:00Z"),
+                index: 0,
+                ttl: Duration::from_secs(60),
+                families: vec![
+                    family("mde_script_g", Kind::Gauge, None, vec![(vec![("l", value.as_str())], v)]),
+                    family("mde_script_c", Kind::Counter, None, vec![(vec![], v.abs())]),
+                ],
+            },
+        );
+        for openmetrics in [false, true] {
+            let (direct, encoded) = bodies(&store, 2, openmetrics);
+            proptest::prop_assert_eq!(direct, encoded);
+        }
+    }
+}
+
+/// See: #21. A set is held as its sample lines and read back exactly as it was given: what
+/// `get` returns (and the state file's copy is compared with) is the set restored, hostile
+/// labels, help, extreme numbers and a family name given twice (its samples together) too.
+#[test]
+fn a_held_set_reads_back_as_it_was_given() {
+    let store = Store::default();
+    let set = Set {
+        produced: at("2026-12-01T10:00:00.5Z"),
+        index: 3,
+        ttl: Duration::from_secs(60),
+        families: vec![
+            family(
+                "mde_script_a",
+                Kind::Counter,
+                Some("h \\ \n"),
+                vec![(vec![("p", "C:\\x\"y\"\n} 1,z=\"")], 1e21)],
+            ),
+            family(
+                "mde_script_b",
+                Kind::Gauge,
+                None,
+                vec![
+                    (vec![], -0.0),
+                    (vec![("v", "1")], f64::INFINITY),
+                    (vec![("v", "2"), ("w", "")], 5e-324),
+                ],
+            ),
+        ],
+    };
+    let key = ("t\"".to_string(), "m\\".to_string(), "s.ps1".to_string());
+    store.restore(key.clone(), set.clone());
+    assert_eq!(store.get(&key).unwrap(), set);
+    assert_eq!(
+        store.produced(&key),
+        Some((at("2026-12-01T10:00:00.5Z"), 3))
+    );
+    let mut twice = set.clone();
+    twice.families.push(family(
+        "mde_script_b",
+        Kind::Untyped,
+        None,
+        vec![(vec![("v", "3")], 3.0)],
+    ));
+    store.restore(key.clone(), twice);
+    let back = store.get(&key).unwrap();
+    assert_eq!(back.families.len(), 2);
+    assert_eq!(back.families[1].kind, Kind::Gauge);
+    assert_eq!(back.families[1].samples.len(), 4);
+    assert_eq!(back.series(), 5);
+}
+
+/// See: #21. Replacing and expiring sets leaves no family, fragment or help text behind: a
+/// family no set has any more is gone from the body.
+#[test]
+fn a_replaced_set_leaves_nothing_behind() {
+    let r = rule(ScriptFormat::Prometheus);
+    let store = Arc::new(Store::default());
+    let e = extract(&r, b"# HELP old_one Old.\nold_one 1\nkept 2\n");
+    store.record(key("a"), at("2026-12-01T00:00:00Z"), 0, &r, e);
+    let e = extract(&r, b"kept 3\n");
+    store.record(key("a"), at("2026-12-02T00:00:00Z"), 0, &r, e);
+    let (text, _) = bodies(&store, 1, false);
+    assert!(!text.contains("old_one"), "{text}");
+    assert!(text.contains("mde_script_kept{tenant=\"t\",machine=\"a\",script=\"check.ps1\"} 3"));
+    {
+        let inner = store.inner.read().unwrap();
+        assert_eq!(inner.families.len(), 1);
+    }
+    let now = at("2026-12-30T00:00:00Z");
+    assert_eq!(store.expire(&|_| Some(now)), vec![key("a")]);
+    let inner = store.inner.read().unwrap();
+    assert!(inner.families.is_empty() && inner.sets.is_empty() && inner.helps.is_empty());
+}
+
+/// See: #21. A script that prints a new `# HELP` every run does not grow the help texts held
+/// for good: those no set has any more are forgotten.
+#[test]
+fn help_texts_no_set_has_are_forgotten() {
+    let r = rule(ScriptFormat::Prometheus);
+    let store = Store::default();
+    let start = at("2026-12-01T00:00:00Z");
+    for run in 0..10_000_i64 {
+        let body = format!("# HELP x Run {run}.\nx 1\n");
+        let e = extract(&r, body.as_bytes());
+        store.record(key("a"), start + chrono::Duration::seconds(run), 0, &r, e);
+    }
+    let inner = store.inner.read().unwrap();
+    assert!(
+        inner.helps.len() <= HELPS_PRUNED_FROM + 1,
+        "{}",
+        inner.helps.len()
+    );
+    assert!(inner.helps.contains("Run 9999."));
+}
