@@ -3,8 +3,8 @@
 //! Prometheus protobuf format, on one thread with the latency histograms' native buckets
 //! (See: #23).
 //!
-//! Owns the encoding and the registry's parts ([`Parts`]). Does not own the families nor
-//! their names (`metrics`).
+//! Owns the encoding. Does not own the families nor their names (`metrics`), nor how the
+//! registry is cut into parts (`parts`).
 
 use std::sync::atomic::Ordering;
 

@@ -11,7 +11,8 @@
 //! and discovery), [`exporter`] (configuration loads, state writes, machine context),
 //! `tenant` (a tenant's series started at 0). A subsystem calls a method; it does not reach
 //! into a family: the family fields are private to this module, so each has one writer here.
-//! `encode` turns the families into a `/metrics` body (text, OpenMetrics or protobuf);
+//! `encode` turns the families into a `/metrics` body (text, OpenMetrics or protobuf), from
+//! the registry cut into `parts`;
 //! `native` is the latency histograms' type, native histograms too in protobuf; `collectors` are the families
 //! computed at scrape time (process, HTTP server, quota windows). `labels` holds the label
 //! sets. Does not own *when* values change (collector, client).
@@ -22,6 +23,7 @@ mod encode;
 pub mod exporter;
 mod labels;
 mod native;
+mod parts;
 pub mod poll;
 pub mod results;
 mod tenant;
@@ -29,13 +31,11 @@ mod tenant;
 use std::sync::atomic::{AtomicU64, AtomicUsize};
 use std::sync::{Arc, LazyLock};
 
-use prometheus_client::collector::Collector;
 use prometheus_client::encoding::prometheus_text;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::exemplar::CounterWithExemplar;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::registry::Registry;
 
 pub use collectors::QuotaGauges;
 use collectors::{HttpCollector, ProcessCollector};
@@ -525,66 +525,7 @@ impl Metrics {
     }
 }
 
-/// The registry, one family (or collector) to a part, in the order they were registered, with
-/// the size each took in the latest body; see [`Metrics::encode_chunks`] (in `encode`).
-#[derive(Default)]
-struct Parts {
-    parts: Vec<Registry>,
-    last_len: Vec<AtomicUsize>,
-    /// Parts left out of the OpenMetrics exposition (a name that clashes there).
-    text_only: Vec<bool>,
-    /// Per part, the script-output part it is, if it is one: the text formats write it
-    /// directly, the same bytes its collector gives (#21).
-    script: Vec<Option<crate::script_metrics::store::Part>>,
-}
-
-impl Parts {
-    fn register(
-        &mut self,
-        name: &str,
-        help: impl Into<String>,
-        metric: impl prometheus_client::registry::Metric,
-    ) {
-        let mut r = Registry::default();
-        r.register(name, help, metric);
-        self.push(r);
-    }
-
-    /// As [`Parts::register`], served in the Prometheus text format only.
-    fn register_text_only(
-        &mut self,
-        name: &str,
-        help: impl Into<String>,
-        metric: impl prometheus_client::registry::Metric,
-    ) {
-        self.register(name, help, metric);
-        if let Some(last) = self.text_only.last_mut() {
-            *last = true;
-        }
-    }
-
-    fn register_collector(&mut self, collector: Box<dyn Collector>) {
-        let mut r = Registry::default();
-        r.register_collector(collector);
-        self.push(r);
-    }
-
-    fn register_script_part(&mut self, part: crate::script_metrics::store::Part) {
-        let mut r = Registry::default();
-        r.register_collector(Box::new(part.clone()));
-        self.push(r);
-        if let Some(last) = self.script.last_mut() {
-            *last = Some(part);
-        }
-    }
-
-    fn push(&mut self, r: Registry) {
-        self.parts.push(r);
-        self.last_len.push(AtomicUsize::new(0));
-        self.text_only.push(false);
-        self.script.push(None);
-    }
-}
+use parts::Parts;
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
