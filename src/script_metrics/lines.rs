@@ -9,6 +9,8 @@
 //! and their exact inverse. Does not own which sets are held (`store`) nor the families'
 //! headers and order (`render`).
 
+use std::borrow::Cow;
+
 use super::Kind;
 
 /// `{tenant="…",machine="…",script="…"`: how every sample line of one set begins after the
@@ -121,37 +123,89 @@ pub struct Unreadable;
 /// The samples of held `lines` (of [`lines`]): each one's own labels (those after the set's
 /// three) and value, exactly as they were given to [`lines`] (NaN's payload aside).
 pub fn read(lines: &str) -> Result<Samples, Unreadable> {
-    lines.split_terminator('\n').map(read_line).collect()
+    let mut out = Vec::new();
+    each_sample(lines, |labels, v| {
+        let own = labels.get(3..).ok_or(Unreadable)?;
+        out.push((
+            own.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            v,
+        ));
+        Ok::<(), Unreadable>(())
+    })?;
+    Ok(out)
 }
 
-fn read_line(line: &str) -> Result<(Vec<(String, String)>, f64), Unreadable> {
+/// `f` with each held sample's labels (the set's three, then its own) and value, in order;
+/// the labels borrowed from `lines` where they have no escape. (The protobuf format reads
+/// 200,000 of them a scrape.)
+pub fn each_sample<E: From<Unreadable>>(
+    lines: &str,
+    mut f: impl FnMut(&[(&str, &str)], f64) -> Result<(), E>,
+) -> Result<(), E> {
+    let mut parsed: Vec<(&str, Cow<'_, str>)> = Vec::new();
+    for line in lines.split_terminator('\n') {
+        parsed.clear();
+        let value = read_line(line, &mut parsed)?;
+        if parsed.len() < 3 {
+            return Err(Unreadable.into());
+        }
+        let labels: Vec<(&str, &str)> = parsed.iter().map(|(k, v)| (*k, v.as_ref())).collect();
+        f(&labels, value)?;
+    }
+    Ok(())
+}
+
+impl From<Unreadable> for std::fmt::Error {
+    fn from(_: Unreadable) -> Self {
+        std::fmt::Error
+    }
+}
+
+/// One line's labels into `labels`; its value.
+fn read_line<'a>(
+    line: &'a str,
+    labels: &mut Vec<(&'a str, Cow<'a, str>)>,
+) -> Result<f64, Unreadable> {
     let (_, mut rest) = line.split_once('{').ok_or(Unreadable)?;
-    let mut labels = Vec::new();
     loop {
         if let Some(value) = rest.strip_prefix("} ") {
-            if labels.len() < 3 {
-                return Err(Unreadable);
-            }
-            labels.drain(..3);
-            return Ok((labels, read_value(value)?));
+            return read_value(value);
         }
         if !labels.is_empty() {
             rest = rest.strip_prefix(',').ok_or(Unreadable)?;
         }
         let (key, after) = rest.split_once("=\"").ok_or(Unreadable)?;
-        let mut value = String::new();
-        let mut chars = after.char_indices();
-        rest = loop {
-            match chars.next().ok_or(Unreadable)? {
-                (i, '"') => break &after[i + 1..],
-                (_, '\\') => match chars.next().ok_or(Unreadable)?.1 {
-                    'n' => value.push('\n'),
-                    c => value.push(c),
-                },
-                (_, c) => value.push(c),
-            }
+        let end = after
+            .bytes()
+            .position(|b| matches!(b, b'"' | b'\\'))
+            .ok_or(Unreadable)?;
+        let value = if after.as_bytes()[end] == b'"' {
+            rest = &after[end + 1..];
+            Cow::Borrowed(&after[..end])
+        } else {
+            let (value, tail) = unescape(after)?;
+            rest = tail;
+            Cow::Owned(value)
         };
-        labels.push((key.to_string(), value));
+        labels.push((key, value));
+    }
+}
+
+/// A label value with escapes, after its opening quote; the rest after its closing quote.
+fn unescape(s: &str) -> Result<(String, &str), Unreadable> {
+    let mut value = String::new();
+    let mut chars = s.char_indices();
+    loop {
+        match chars.next().ok_or(Unreadable)? {
+            (i, '"') => return Ok((value, &s[i + 1..])),
+            (_, '\\') => match chars.next().ok_or(Unreadable)?.1 {
+                'n' => value.push('\n'),
+                c => value.push(c),
+            },
+            (_, c) => value.push(c),
+        }
     }
 }
 

@@ -232,25 +232,16 @@ impl Store {
                 Kind::Untyped => MetricType::Unknown,
             };
             let mut family = encoder.encode_descriptor(name, help, None, metric_type)?;
-            for ((tenant, machine, script), fragment) in sets.iter().map(|(k, f)| (&**k, f)) {
+            for fragment in sets.values() {
                 // Held lines are only ever written by `lines`: one that does not read back
                 // is a bug, an encoding error rather than a body without it.
-                let samples = lines::read(&fragment.lines).map_err(|_| std::fmt::Error)?;
-                for (labels, value) in &samples {
-                    let mut all: Vec<(&str, &str)> = Vec::with_capacity(3 + labels.len());
-                    all.extend([
-                        ("tenant", tenant.as_str()),
-                        ("machine", machine.as_str()),
-                        ("script", script.as_str()),
-                    ]);
-                    all.extend(labels.iter().map(|(k, v)| (k.as_str(), v.as_str())));
-                    let labels = all.as_slice();
+                lines::each_sample(&fragment.lines, |labels, value| {
                     let mut e = family.encode_family(&labels)?;
                     match kind {
-                        Kind::Counter => e.encode_counter::<NoLabelSet, _, u64>(value, None)?,
-                        _ => e.encode_gauge(value)?,
+                        Kind::Counter => e.encode_counter::<NoLabelSet, _, u64>(&value, None),
+                        _ => e.encode_gauge(&value),
                     }
-                }
+                })?;
             }
         }
         if part != 0 {
