@@ -256,7 +256,8 @@ impl Shared {
     }
 
     /// Remove from /metrics the per-machine series of tenants not configured now (see
-    /// [`crate::series::drop_unserved`]); after each reload (at start they are not restored).
+    /// [`crate::series::drop_unserved`]) and the script-output sets of tenants or rules not
+    /// configured now; after each reload (at start they are not restored).
     pub fn drop_unserved_series(&self) {
         let n = crate::series::drop_unserved(&self.metrics, &self.state, |t| {
             self.quotas.contains_key(t)
@@ -265,6 +266,21 @@ impl Shared {
             tracing::info!(
                 series = n,
                 "per-machine series of tenants not served here removed from /metrics"
+            );
+        }
+        // And the script-output sets of a tenant or a rule the configuration left out (#21).
+        let sets = self.metrics.script_metrics.retain(&|tenant, script| {
+            self.quotas.contains_key(tenant)
+                && self
+                    .settings
+                    .script_metrics
+                    .rule_for(tenant, script)
+                    .is_some()
+        });
+        if sets > 0 {
+            tracing::info!(
+                sets,
+                "script_metrics sets of tenants or rules not configured now removed from /metrics"
             );
         }
     }

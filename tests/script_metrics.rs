@@ -208,3 +208,78 @@ async fn each_machine_serves_what_its_latest_transcript_printed() {
     }
     exporter.shutdown().await.unwrap();
 }
+
+/// See: #21. A rule the configuration no longer has takes its series with it: at once after a
+/// reload, and at the next start (its sets stay in the state file until their ttl, and are not
+/// restored). The other rules' sets stay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_rule_takes_its_series_with_it() {
+    use std::sync::Arc;
+    let (sim, addr) = start_sim(SimConfig::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state.redb");
+    let path = dir.path().join("config.yml");
+    let with = |rules: &str| {
+        let global = format!("state_path: {}\n{rules}", state.display());
+        config_yaml(&sim, addr, sim.credentials().2, "", &global)
+    };
+    let narrowed = RULES.replace(
+        "  - script: collect-triage.ps1\n    format: prometheus\n",
+        "",
+    );
+    assert_ne!(narrowed, RULES);
+    std::fs::write(&path, with(RULES)).unwrap();
+    let file = path.clone();
+    let loader: mde_liveresponse_exporter::app::Loader = Arc::new(move || {
+        mde_liveresponse_exporter::config::Config::load(&file).map_err(|e| e.to_string())
+    });
+    let exporter = common::start_exporter_with_loader(parse_config(&with(RULES)), loader).await;
+    let m = settled(&sim, exporter.addr).await;
+    let sets = |m: &common::Samples, script: &str| {
+        sum(
+            m,
+            "mde_script_metrics_last_transcript_timestamp_seconds",
+            &[("script", script)],
+        ) > 0.0
+    };
+    let invalid = |m: &common::Samples, script: &str| {
+        sum(
+            m,
+            "mde_script_metrics_lines_invalid_total",
+            &[("script", script)],
+        )
+    };
+    assert!(sets(&m, "collect-triage.ps1") && sets(&m, "check-bitlocker.ps1"));
+    assert!(invalid(&m, "collect-triage.ps1") > 0.0);
+    std::fs::write(&path, with(&narrowed)).unwrap();
+    let resp = reqwest::Client::new()
+        .post(format!("http://{}/-/reload", exporter.addr))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let m = common::scrape(exporter.addr).await;
+    assert!(
+        !sets(&m, "collect-triage.ps1"),
+        "the removed rule's sets are gone"
+    );
+    assert_eq!(invalid(&m, "collect-triage.ps1"), 0.0);
+    assert!(
+        !m.keys().any(|(n, l)| n.starts_with("mde_script_")
+            && l.get("script").map(String::as_str) == Some("collect-triage.ps1")),
+        "no mde_script_* series of the removed rule"
+    );
+    assert!(
+        sets(&m, "check-bitlocker.ps1"),
+        "the other rules' sets stay"
+    );
+    exporter.shutdown().await.unwrap();
+    // The next start restores only the rules configured.
+    let mut config = parse_config(&with(&narrowed));
+    config.poll_interval = std::time::Duration::from_secs(3600);
+    let again = start_exporter(config).await;
+    let m = common::scrape(again.addr).await;
+    assert!(!sets(&m, "collect-triage.ps1"));
+    assert!(sets(&m, "check-bitlocker.ps1"));
+    again.shutdown().await.unwrap();
+}

@@ -111,26 +111,40 @@ fn unix_now() -> f64 {
     chrono::Utc::now().timestamp_millis() as f64 / 1000.0
 }
 
-/// The script_metrics sets of the state file back in `/metrics` (#21), before any poll.
+/// The script_metrics sets of the state file back in `/metrics` (#21), before any poll: those
+/// of the tenants served here with a rule for the script. A set left out that is past its own
+/// ttl by the local clock (no API clock for a tenant not served) leaves the file too.
 fn restore_script_sets(shared: &Shared) {
-    let sets: Vec<(crate::state::SeriesKey, Vec<u8>)> = shared.with_state(|s| {
-        s.script_sets()
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect()
-    });
+    let sets = shared.with_state(|s| s.take_script_sets());
+    let now = chrono::Utc::now();
+    let mut stale = Vec::new();
     for (key, bytes) in sets {
-        // Only the tenants served here: another shard's (or a removed tenant's) sets would
-        // show their series twice across shards, one copy frozen (#24).
-        if !shared.quotas.contains_key(&key.0) {
-            continue;
-        }
-        match serde_json::from_slice::<crate::script_metrics::store::Set>(&bytes) {
-            Ok(set) => shared.metrics.script_metrics.restore(key, set),
+        let set = match serde_json::from_slice::<crate::script_metrics::store::Set>(&bytes) {
+            Ok(set) => set,
             Err(e) => {
-                tracing::warn!(error = %e, "skipping a script_metrics set the state file holds that does not parse")
+                tracing::warn!(error = %e, "skipping a script_metrics set the state file holds that does not parse");
+                continue;
             }
+        };
+        // Only the tenants served here: another shard's (or a removed tenant's) sets would
+        // show their series twice across shards, one copy frozen (#24). Nor the sets of a
+        // rule the configuration no longer has.
+        let configured = shared.quotas.contains_key(&key.0)
+            && shared
+                .settings
+                .script_metrics
+                .rule_for(&key.0, &key.2)
+                .is_some();
+        if configured {
+            shared.metrics.script_metrics.restore(key, set);
+        } else if chrono::Duration::from_std(set.ttl).is_ok_and(|ttl| set.produced + ttl < now) {
+            stale.push(key);
         }
+    }
+    if !stale.is_empty()
+        && let Err(e) = shared.with_state(|s| s.remove_script_sets(&stale))
+    {
+        tracing::error!(error = %e, "cannot remove expired script_metrics sets");
     }
 }
 

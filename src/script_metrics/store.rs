@@ -405,6 +405,30 @@ impl Store {
         inner.sets.get(key).map(|h| (h.produced, h.index))
     }
 
+    /// Keep only the sets, and the counts of invalid lines and drops, of the (tenant, script)
+    /// pairs `kept` (a tenant served here with a rule for the script): after a reload that
+    /// removed a tenant or a rule, its series leave `/metrics` now, not at the rule's ttl.
+    /// The state file keeps its copies until then. How many sets were removed.
+    pub fn retain(&self, kept: &dyn Fn(&str, &str) -> bool) -> usize {
+        let mut inner = self.inner.write().unwrap_or_else(PoisonError::into_inner);
+        let gone: Vec<SetKey> = inner
+            .sets
+            .keys()
+            .filter(|k| !kept(&k.0, &k.2))
+            .map(|k| SetKey::clone(k))
+            .collect();
+        for k in &gone {
+            inner.remove(k);
+        }
+        inner.totals.retain(|(t, s), _| kept(t, s));
+        inner.invalid.retain(|(t, s), _| kept(t, s));
+        inner.dropped.retain(|(t, s, _), _| kept(t, s));
+        if !gone.is_empty() {
+            inner.prune_helps();
+        }
+        gone.len()
+    }
+
     /// Remove the sets older than their rule's ttl at `now_of(tenant)` (the tenant's API
     /// time; `None`: its clock refuses the judgement, nothing of it expires); the keys
     /// removed. See: #24 item 7

@@ -617,3 +617,28 @@ fn help_texts_no_set_has_are_forgotten() {
     );
     assert!(inner.helps.contains("Run 9999."));
 }
+
+/// See: #21. After a reload, only the (tenant, script) pairs still configured keep their sets
+/// and counts; the totals follow.
+#[test]
+fn retain_keeps_only_what_is_configured() {
+    let r = rule(ScriptFormat::Prometheus);
+    let store = Arc::new(Store::default());
+    for (tenant, script) in [("t", "check.ps1"), ("t", "gone.ps1"), ("u", "check.ps1")] {
+        let e = extract(&r, b"# HELP x X.\nx 1\nbad{ 1\n");
+        let k = (tenant.to_string(), "m".to_string(), script.to_string());
+        store.record(k, at("2026-12-01T00:00:00Z"), 0, &r, e);
+    }
+    let removed = store.retain(&|tenant, script| tenant == "t" && script == "check.ps1");
+    assert_eq!(removed, 2);
+    let (text, _) = bodies(&store, 1, false);
+    assert_eq!(text.matches("mde_script_x{").count(), 1, "{text}");
+    assert!(
+        !text.contains("gone.ps1") && !text.contains("tenant=\"u\""),
+        "{text}"
+    );
+    let inner = store.inner.read().unwrap();
+    assert_eq!(inner.totals.len(), 1);
+    assert_eq!(inner.invalid.len(), 1);
+    assert_eq!(inner.helps.len(), 1);
+}

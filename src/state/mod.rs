@@ -66,7 +66,8 @@ pub struct State {
     /// Schema 3 (#20): the newest attempt that ran, per series, whether or not it had a
     /// not-run, so that an older not-run seen after it does not win.
     ran: BTreeMap<SeriesKey, Attempt>,
-    /// Script output as metrics (#21): the current set per series, as written.
+    /// Script output as metrics (#21): the sets the file held when opened, until
+    /// [`State::take_script_sets`] hands them over.
     script_sets: BTreeMap<SeriesKey, Vec<u8>>,
     /// #24: per tenant, whose history the entries of that tenant are.
     identities: BTreeMap<String, TenantIdentity>,
@@ -235,9 +236,6 @@ impl State {
                 }
                 Ok(())
             })?;
-        }
-        if let Some((k, v)) = set {
-            self.script_sets.insert(k, v);
         }
         let update = match newer {
             Some((series, run)) => {
@@ -482,9 +480,12 @@ impl State {
         Ok(removed)
     }
 
-    /// The script_metrics sets as written (#21), for the restore after a start.
-    pub fn script_sets(&self) -> &BTreeMap<SeriesKey, Vec<u8>> {
-        &self.script_sets
+    /// The script_metrics sets the file held when it was opened (#21), handed over once for
+    /// the restore at start: the state does not hold them in memory after that (the
+    /// script-output store holds the sets; their JSON copy would be a second 20 MB with
+    /// 200,000 script series). Empty on a second call.
+    pub fn take_script_sets(&mut self) -> BTreeMap<SeriesKey, Vec<u8>> {
+        std::mem::take(&mut self.script_sets)
     }
 
     /// Forget the script_metrics sets of `keys` (expired).
