@@ -11,6 +11,8 @@
 //! lifetimes. CPU is reported per poll cycle, which the time scale does not change, and as
 //! a share of one core at unscaled 60 s polls. `BENCH_EXPORTER` runs another build of the
 //! exporter (the figures "before" in the README come from the binary of the starting commit).
+//! `BENCH_SCRIPT_METRICS=1` has two of the simulator's scripts print findings and the
+//! exporter read them with `script_metrics:` rules (#21), and counts their series.
 //! Run it with `cargo bench --bench scale` or `bench/scale.sh`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -157,6 +159,26 @@ async fn run() {
     }
 }
 
+/// Whether the scripts print findings and the exporter reads them (`BENCH_SCRIPT_METRICS=1`).
+fn script_metrics() -> bool {
+    env_or("BENCH_SCRIPT_METRICS", 0) == 1
+}
+
+/// The rules for the simulator's two scripts that print findings, as the demo has them.
+const SCRIPT_RULES: &str = "script_metrics:
+  - script: check-bitlocker.ps1
+    format: prometheus
+  - script: get-av-status.ps1
+    format: json
+    metrics:
+      - name: av_enabled
+        path: antivirus_enabled
+      - name: av_signature_age_seconds
+        path: signature.age_seconds
+      - name: av_quick_scan_age_seconds
+        path: quick_scan_age_seconds
+";
+
 async fn one(n: usize, scale: f64, poll: Duration, steady_polls: u32, actions: usize, exe: &str) {
     let base = SimConfig {
         seed: 11,
@@ -164,6 +186,8 @@ async fn one(n: usize, scale: f64, poll: Duration, steady_polls: u32, actions: u
         actions,
         // Every action is final at start: the backlog to drain is known.
         finish_within: Duration::ZERO,
+        // `BENCH_SCRIPT_METRICS=1`: two of the library's scripts print findings (#21).
+        script_metrics: script_metrics(),
         ..SimConfig::default()
     }
     .time_scaled(scale);
@@ -179,9 +203,10 @@ async fn one(n: usize, scale: f64, poll: Duration, steady_polls: u32, actions: u
 
     let dir = tempfile::tempdir().unwrap();
     let mut yaml = format!(
-        "poll_interval: {}ms\nstate_path: {}\ntenants:\n",
+        "poll_interval: {}ms\nstate_path: {}\n{}tenants:\n",
         poll.as_millis(),
-        dir.path().join("state.redb").display()
+        dir.path().join("state.redb").display(),
+        if script_metrics() { SCRIPT_RULES } else { "" },
     );
     for (i, sim) in multi.tenants().iter().enumerate() {
         let (tenant_id, client_id, secret) = sim.credentials();
@@ -300,6 +325,10 @@ async fn one(n: usize, scale: f64, poll: Duration, steady_polls: u32, actions: u
     let cpu_per_poll_ms = 1000.0 * cpu / polls_done;
     let core_at_60s = 100.0 * cpu / polls_done / 60.0;
     let (_, peak) = rss_kib(pid);
+    let script_series = last
+        .lines()
+        .filter(|l| l.starts_with("mde_script_") && !l.starts_with("mde_script_metrics_"))
+        .count();
     // `+ 0.0` turns the -0.0 of an empty float sum into 0.
     let throttled = sum(&last, "mde_api_throttled_total", "") + 0.0;
     println!(
@@ -318,7 +347,7 @@ async fn one(n: usize, scale: f64, poll: Duration, steady_polls: u32, actions: u
         series(&last),
     );
     println!(
-        "       {} results ({} transcripts, {} malformed, {} files) in {} final actions; {throttled} × 429; CPU per tenant and poll {:.3} ms; steady RSS {:.1} MiB anonymous + {:.1} MiB file-backed",
+        "       {} results ({} transcripts, {} malformed, {} files) in {} final actions; {throttled} × 429; CPU per tenant and poll {:.3} ms; steady RSS {:.1} MiB anonymous + {:.1} MiB file-backed; {script_series} script-output series",
         want,
         summary.transcripts,
         summary.malformed,
