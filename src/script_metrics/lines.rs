@@ -17,20 +17,36 @@ use super::Kind;
 /// family name (the closing brace is in each line, after the sample's own labels).
 pub fn prefix(tenant: &str, machine: &str, script: &str) -> String {
     let mut out = String::with_capacity(32 + tenant.len() + machine.len() + script.len());
-    out.push('{');
-    push_label(&mut out, "tenant", tenant);
-    out.push(',');
-    push_label(&mut out, "machine", machine);
-    out.push(',');
-    push_label(&mut out, "script", script);
+    push_labels(
+        &mut out,
+        &[("tenant", tenant), ("machine", machine), ("script", script)],
+    );
     out
+}
+
+/// `{k="v",…` (no closing brace: more labels may follow), the values escaped.
+pub fn push_labels(out: &mut String, labels: &[(&str, &str)]) {
+    out.push('{');
+    for (i, (k, v)) in labels.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        push_label(out, k, v);
+    }
 }
 
 /// The name a family's samples have: a counter's end in `_total` (in both text formats).
 pub fn sample_name(name: &str, kind: Kind) -> String {
-    match kind {
-        Kind::Counter => format!("{name}_total"),
-        Kind::Gauge | Kind::Untyped => name.to_string(),
+    let mut out = String::with_capacity(name.len() + 6);
+    push_sample_name(&mut out, name, kind);
+    out
+}
+
+/// [`sample_name`], appended to `out`.
+pub fn push_sample_name(out: &mut String, name: &str, kind: Kind) {
+    out.push_str(name);
+    if kind == Kind::Counter {
+        out.push_str("_total");
     }
 }
 

@@ -21,7 +21,7 @@ use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
 use prometheus_client::metrics::MetricType;
 
-use super::lines::{self, push_label, push_line, push_value};
+use super::lines::{self, push_labels, push_line, push_sample_name, push_value};
 use super::{Fragment, Inner, Kind, SetKey, Store};
 
 /// The help of a family whose script gave none.
@@ -105,7 +105,7 @@ impl Part {
                 }
                 for line in fragment.lines.split_inclusive('\n') {
                     let labels = line.find('{').map_or(line, |at| &line[at..]);
-                    w.name(out, name, kind);
+                    push_sample_name(out, name, kind);
                     push_line(out, labels, openmetrics);
                 }
             }
@@ -125,11 +125,8 @@ impl Part {
         if !inner.invalid.is_empty() {
             w.descriptor(out, INVALID_NAME, INVALID_HELP, Kind::Counter)?;
             for ((tenant, script), n) in &inner.invalid {
-                w.name(out, INVALID_NAME, Kind::Counter);
-                out.push('{');
-                push_label(out, "tenant", tenant);
-                out.push(',');
-                push_label(out, "script", script);
+                push_sample_name(out, INVALID_NAME, Kind::Counter);
+                push_labels(out, &[("tenant", tenant), ("script", script)]);
                 out.push('}');
                 push_u64(out, *n);
             }
@@ -137,13 +134,11 @@ impl Part {
         if !inner.dropped.is_empty() {
             w.descriptor(out, DROPPED_NAME, DROPPED_HELP, Kind::Counter)?;
             for ((tenant, script, reason), n) in &inner.dropped {
-                w.name(out, DROPPED_NAME, Kind::Counter);
-                out.push('{');
-                push_label(out, "tenant", tenant);
-                out.push(',');
-                push_label(out, "script", script);
-                out.push(',');
-                push_label(out, "reason", reason);
+                push_sample_name(out, DROPPED_NAME, Kind::Counter);
+                push_labels(
+                    out,
+                    &[("tenant", tenant), ("script", script), ("reason", reason)],
+                );
                 out.push('}');
                 push_u64(out, *n);
             }
@@ -156,8 +151,8 @@ impl Part {
 /// gauges, counters and untyped families without prefix, unit or exemplars: Prometheus text
 /// names a counter `name_total` in its `# HELP`/`# TYPE` lines too, escapes `\` and newlines
 /// in help and calls an unknown type `untyped`; OpenMetrics keeps the bare name in those
-/// lines, does not escape help and says `unknown`. Both name a counter's samples
-/// `name_total`. (The sample lines, and how OpenMetrics spells an infinite value: `lines`.)
+/// lines, does not escape help and says `unknown`. (Sample names, the sample lines, and how
+/// OpenMetrics spells an infinite value: `lines`.)
 struct TextWriter {
     openmetrics: bool,
 }
@@ -188,13 +183,6 @@ impl TextWriter {
             }
         }
         write!(out, "\n# TYPE {name}{suffix} {kind}\n")
-    }
-
-    fn name(&self, out: &mut String, name: &str, kind: Kind) {
-        out.push_str(name);
-        if kind == Kind::Counter {
-            out.push_str("_total");
-        }
     }
 }
 
