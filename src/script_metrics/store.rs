@@ -193,15 +193,16 @@ struct Inner {
     helps: HashSet<Arc<str>>,
     /// How many help texts were left by the last prune (see [`HELPS_PRUNED_FROM`]).
     helps_kept: usize,
-    /// Series held per (tenant, script): the rule's total.
+    /// Series held per (tenant, script): the rule's total, kept by `insert` and `remove`.
     totals: HashMap<(String, String), usize>,
     invalid: BTreeMap<(String, String), u64>,
     dropped: BTreeMap<(String, String, &'static str), u64>,
 }
 
 impl Inner {
-    /// Hold `set` as the set of `key` (replacing the one held); the series it has.
-    fn insert(&mut self, key: SetKey, set: Set) -> usize {
+    /// Hold `set` as the set of `key` (replacing the one held), its series counted in its
+    /// rule's total.
+    fn insert(&mut self, key: SetKey, set: Set) {
         self.remove(&key);
         let key = Arc::new(key);
         let prefix = lines::prefix(&key.0, &key.1, &key.2);
@@ -239,6 +240,10 @@ impl Inner {
                 }
             }
         }
+        *self
+            .totals
+            .entry((key.0.clone(), key.2.clone()))
+            .or_default() += series;
         self.sets.insert(
             key,
             Held {
@@ -253,12 +258,14 @@ impl Inner {
         if self.helps.len() > HELPS_PRUNED_FROM.max(2 * self.helps_kept) {
             self.prune_helps();
         }
-        series
     }
 
-    /// Stop holding the set of `key`; it, if one was held.
+    /// Stop holding the set of `key` (its series leave its rule's total); it, if one was held.
     fn remove(&mut self, key: &SetKey) -> Option<Held> {
         let held = self.sets.remove(key)?;
+        if let Some(t) = self.totals.get_mut(&(key.0.clone(), key.2.clone())) {
+            *t -= held.series;
+        }
         for name in &held.names {
             if let Some(sets) = self.families.get_mut(name) {
                 sets.remove(key);
@@ -268,6 +275,23 @@ impl Inner {
             }
         }
         Some(held)
+    }
+
+    /// Stop holding the sets `gone` picks, and the help texts only they had; their keys.
+    fn remove_where(&mut self, gone: impl Fn(&SetKey, &Held) -> bool) -> Vec<SetKey> {
+        let keys: Vec<SetKey> = self
+            .sets
+            .iter()
+            .filter(|(k, h)| gone(k, h))
+            .map(|(k, _)| SetKey::clone(k))
+            .collect();
+        for k in &keys {
+            self.remove(k);
+        }
+        if !keys.is_empty() {
+            self.prune_helps();
+        }
+        keys
     }
 
     /// Forget the help texts no held family has.
@@ -350,15 +374,14 @@ impl Store {
             .get(&key)
             .is_some_and(|held| (held.produced, held.index) > (produced, index));
         if !older {
-            let total = cap(&inner, &key, rule, &mut extracted);
+            cap(&inner, &key, rule, &mut extracted);
             let set = Set {
                 produced,
                 index,
                 ttl: rule.ttl,
                 families: std::mem::take(&mut extracted.families),
             };
-            let series = inner.insert(key.clone(), set);
-            inner.totals.insert(rule_key.clone(), total + series);
+            inner.insert(key.clone(), set);
         }
         for (why, n) in extracted.dropped {
             *inner
@@ -385,11 +408,7 @@ impl Store {
     /// Put a set back as it was (after a restart), without counting anything.
     pub fn restore(&self, key: SetKey, set: Set) {
         let mut inner = self.inner.write().unwrap_or_else(PoisonError::into_inner);
-        let rule_key = (key.0.clone(), key.2.clone());
-        let old = inner.sets.get(&key).map_or(0, |s| s.series);
-        let series = inner.insert(key, set);
-        let t = inner.totals.entry(rule_key).or_default();
-        *t = *t - old + series;
+        inner.insert(key, set);
     }
 
     /// The set of `key`, if any, as it was given (its samples read back from the held lines).
@@ -411,21 +430,10 @@ impl Store {
     /// The state file keeps its copies until then. How many sets were removed.
     pub fn retain(&self, kept: &dyn Fn(&str, &str) -> bool) -> usize {
         let mut inner = self.inner.write().unwrap_or_else(PoisonError::into_inner);
-        let gone: Vec<SetKey> = inner
-            .sets
-            .keys()
-            .filter(|k| !kept(&k.0, &k.2))
-            .map(|k| SetKey::clone(k))
-            .collect();
-        for k in &gone {
-            inner.remove(k);
-        }
+        let gone = inner.remove_where(|k, _| !kept(&k.0, &k.2));
         inner.totals.retain(|(t, s), _| kept(t, s));
         inner.invalid.retain(|(t, s), _| kept(t, s));
         inner.dropped.retain(|(t, s, _), _| kept(t, s));
-        if !gone.is_empty() {
-            inner.prune_helps();
-        }
         gone.len()
     }
 
@@ -434,33 +442,17 @@ impl Store {
     /// removed. See: #24 item 7
     pub fn expire(&self, now_of: &dyn Fn(&str) -> Option<DateTime<Utc>>) -> Vec<SetKey> {
         let mut inner = self.inner.write().unwrap_or_else(PoisonError::into_inner);
-        let stale: Vec<SetKey> = inner
-            .sets
-            .iter()
-            .filter(|(k, s)| {
-                now_of(&k.0).is_some_and(|now| {
-                    chrono::Duration::from_std(s.ttl).is_ok_and(|ttl| s.produced + ttl < now)
-                })
+        inner.remove_where(|k, s| {
+            now_of(&k.0).is_some_and(|now| {
+                chrono::Duration::from_std(s.ttl).is_ok_and(|ttl| s.produced + ttl < now)
             })
-            .map(|(k, _)| SetKey::clone(k))
-            .collect();
-        for k in &stale {
-            if let Some(s) = inner.remove(k)
-                && let Some(t) = inner.totals.get_mut(&(k.0.clone(), k.2.clone()))
-            {
-                *t -= s.series;
-            }
-        }
-        if !stale.is_empty() {
-            inner.prune_helps();
-        }
-        stale
+        })
     }
 }
 
-/// Cut `extracted` to the room the rule's total leaves for `key`; the rule's total without
-/// the set `key` holds.
-fn cap(inner: &Inner, key: &SetKey, rule: &ScriptRule, extracted: &mut Extracted) -> usize {
+/// Cut `extracted` to the room the rule's total leaves for `key` (the set `key` holds makes
+/// room).
+fn cap(inner: &Inner, key: &SetKey, rule: &ScriptRule, extracted: &mut Extracted) {
     let rule_key = (key.0.clone(), key.2.clone());
     let held = inner.sets.get(key).map_or(0, |h| h.series);
     let total = inner.totals.get(&rule_key).copied().unwrap_or(0) - held;
@@ -474,7 +466,6 @@ fn cap(inner: &Inner, key: &SetKey, rule: &ScriptRule, extracted: &mut Extracted
         room -= f.samples.len();
     }
     extracted.families.retain(|f| !f.samples.is_empty());
-    total
 }
 
 #[path = "lines.rs"]
