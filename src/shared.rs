@@ -269,20 +269,27 @@ impl Shared {
             );
         }
         // And the script-output sets of a tenant or a rule the configuration left out (#21).
-        let sets = self.metrics.script_metrics.retain(&|tenant, script| {
-            self.quotas.contains_key(tenant)
-                && self
-                    .settings
-                    .script_metrics
-                    .rule_for(tenant, script)
-                    .is_some()
-        });
+        let sets = self
+            .metrics
+            .script_metrics
+            .retain(&|tenant, script| self.reads_script(tenant, script));
         if sets > 0 {
             tracing::info!(
                 sets,
                 "script_metrics sets of tenants or rules not configured now removed from /metrics"
             );
         }
+    }
+
+    /// Whether this process reads `script`'s output as metrics for `tenant`: a tenant served
+    /// here, with a `script_metrics` rule for the script (#21).
+    pub fn reads_script(&self, tenant: &str, script: &str) -> bool {
+        self.quotas.contains_key(tenant)
+            && self
+                .settings
+                .script_metrics
+                .rule_for(tenant, script)
+                .is_some()
     }
 
     /// Start at 0 the series of every tenant configured now (see [`init_tenant_series`]).

@@ -129,15 +129,9 @@ fn restore_script_sets(shared: &Shared) {
         // Only the tenants served here: another shard's (or a removed tenant's) sets would
         // show their series twice across shards, one copy frozen (#24). Nor the sets of a
         // rule the configuration no longer has.
-        let configured = shared.quotas.contains_key(&key.0)
-            && shared
-                .settings
-                .script_metrics
-                .rule_for(&key.0, &key.2)
-                .is_some();
-        if configured {
+        if shared.reads_script(&key.0, &key.2) {
             shared.metrics.script_metrics.restore(key, set);
-        } else if chrono::Duration::from_std(set.ttl).is_ok_and(|ttl| set.produced + ttl < now) {
+        } else if set.is_past_ttl(now) {
             stale.push(key);
         }
     }

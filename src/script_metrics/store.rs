@@ -150,6 +150,11 @@ impl Set {
         }
     }
 
+    /// Whether the set is older than its ttl at `now`.
+    pub fn is_past_ttl(&self, now: DateTime<Utc>) -> bool {
+        past_ttl(self.produced, self.ttl, now)
+    }
+
     /// The series the set has.
     pub fn series(&self) -> usize {
         self.families.iter().map(|f| f.samples.len()).sum()
@@ -442,12 +447,13 @@ impl Store {
     /// removed. See: #24 item 7
     pub fn expire(&self, now_of: &dyn Fn(&str) -> Option<DateTime<Utc>>) -> Vec<SetKey> {
         let mut inner = self.inner.write().unwrap_or_else(PoisonError::into_inner);
-        inner.remove_where(|k, s| {
-            now_of(&k.0).is_some_and(|now| {
-                chrono::Duration::from_std(s.ttl).is_ok_and(|ttl| s.produced + ttl < now)
-            })
-        })
+        inner.remove_where(|k, s| now_of(&k.0).is_some_and(|now| past_ttl(s.produced, s.ttl, now)))
     }
+}
+
+/// Whether something produced at `produced` is older than `ttl` at `now`.
+fn past_ttl(produced: DateTime<Utc>, ttl: Duration, now: DateTime<Utc>) -> bool {
+    chrono::Duration::from_std(ttl).is_ok_and(|ttl| produced + ttl < now)
 }
 
 /// Cut `extracted` to the room the rule's total leaves for `key` (the set `key` holds makes
