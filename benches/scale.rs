@@ -164,21 +164,6 @@ fn script_metrics() -> bool {
     env_or("BENCH_SCRIPT_METRICS", 0) == 1
 }
 
-/// The rules for the simulator's two scripts that print findings, as the demo has them.
-const SCRIPT_RULES: &str = "script_metrics:
-  - script: check-bitlocker.ps1
-    format: prometheus
-  - script: get-av-status.ps1
-    format: json
-    metrics:
-      - name: av_enabled
-        path: antivirus_enabled
-      - name: av_signature_age_seconds
-        path: signature.age_seconds
-      - name: av_quick_scan_age_seconds
-        path: quick_scan_age_seconds
-";
-
 async fn one(n: usize, scale: f64, poll: Duration, steady_polls: u32, actions: usize, exe: &str) {
     let base = SimConfig {
         seed: 11,
@@ -206,7 +191,11 @@ async fn one(n: usize, scale: f64, poll: Duration, steady_polls: u32, actions: u
         "poll_interval: {}ms\nstate_path: {}\n{}tenants:\n",
         poll.as_millis(),
         dir.path().join("state.redb").display(),
-        if script_metrics() { SCRIPT_RULES } else { "" },
+        if script_metrics() {
+            mde_sim::script_metrics_rules()
+        } else {
+            String::new()
+        },
     );
     for (i, sim) in multi.tenants().iter().enumerate() {
         let (tenant_id, client_id, secret) = sim.credentials();

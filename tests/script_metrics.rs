@@ -120,23 +120,7 @@ async fn each_machine_serves_what_its_latest_transcript_printed() {
         ..SimConfig::default()
     })
     .await;
-    let rules = format!(
-        "script_metrics:
-  - script: {}
-    format: prometheus
-  - script: {}
-    format: json
-    metrics:
-      - name: av_enabled
-        path: antivirus_enabled
-      - name: av_signature_age_seconds
-        path: signature.age_seconds
-      - name: av_quick_scan_age_seconds
-        path: quick_scan_age_seconds
-",
-        mde_sim::TEXT_SCRIPT,
-        mde_sim::JSON_SCRIPT
-    );
+    let rules = mde_sim::script_metrics_rules();
     let config = parse_config(&config_yaml(&sim, addr, sim.credentials().2, "", &rules));
     let exporter = start_exporter(config).await;
     let m = settled(&sim, exporter.addr).await;

@@ -56,7 +56,7 @@ use tokio::time::Instant;
 pub use identity::Identity;
 pub use machines::TruthMachine;
 use scenario::{Blob, SimAction};
-pub use scenario::{JSON_SCRIPT, TEXT_SCRIPT};
+pub use scenario::{JSON_SCRIPT, TEXT_SCRIPT, script_metrics_rules};
 use throttle::Throttle;
 pub use truth::{Truth, TruthAction, TruthFile, TruthNotRun, TruthTranscript};
 

@@ -24,7 +24,7 @@ pub use encode::{guid, gzip_bomb, iso};
 #[cfg(test)]
 pub use generate::MALFORMED_SCRIPT;
 pub use model::{Blob, SimAction};
-pub use printed::{JSON_SCRIPT, TEXT_SCRIPT};
+pub use printed::{JSON_SCRIPT, TEXT_SCRIPT, script_metrics_rules};
 pub use view::{ActionJson, Head};
 
 #[cfg(test)]

@@ -4,7 +4,9 @@
 //! `# HELP`/`# TYPE`, labels, and a label `machine` of its own that the exporter must rename),
 //! `get-av-status.ps1` prints one JSON object over several lines, as `ConvertTo-Json` does.
 //!
-//! Owns those lines and the values they carry. The values come from a hash of the transcript's
+//! Owns those lines and the values they carry, and the exporter's rules that read them
+//! ([`script_metrics_rules`], configuration text: the simulator still imports nothing of the
+//! exporter). The values come from a hash of the transcript's
 //! own GUID, not from the scenario's random draw, so turning `script_metrics` on changes what
 //! two scripts print and nothing else of the tenant. Does not own the rest of the transcript
 //! (`generate`).
@@ -13,6 +15,27 @@
 pub const TEXT_SCRIPT: &str = "check-bitlocker.ps1";
 /// The script whose transcripts print one JSON object.
 pub const JSON_SCRIPT: &str = "get-av-status.ps1";
+
+/// The exporter's `script_metrics:` rules that read what the two scripts print (the demo's
+/// rules, without their help texts), as configuration YAML: for tests and benchmarks that
+/// turn `script_metrics` on.
+pub fn script_metrics_rules() -> String {
+    format!(
+        "script_metrics:
+  - script: {TEXT_SCRIPT}
+    format: prometheus
+  - script: {JSON_SCRIPT}
+    format: json
+    metrics:
+      - name: av_enabled
+        path: antivirus_enabled
+      - name: av_signature_age_seconds
+        path: signature.age_seconds
+      - name: av_quick_scan_age_seconds
+        path: quick_scan_age_seconds
+"
+    )
+}
 
 /// FNV-1a: a stable hash, whatever the platform or the Rust version.
 fn fnv(s: &str) -> u64 {
