@@ -169,6 +169,19 @@ impl Collectors {
     }
 }
 
+/// What the previous configuration's `Shared` holds for tenant `t` (`held`), when that
+/// configuration had `t` too and `same` holds for its entry of `t`.
+fn carried<'a, T: Clone + 'a>(
+    previous: Option<(&'a Shared, &Config)>,
+    t: &Tenant,
+    same: impl Fn(&Tenant) -> bool,
+    held: impl FnOnce(&'a Shared) -> Option<&'a T>,
+) -> Option<T> {
+    let (shared, old) = previous?;
+    let kept = old.tenants.iter().any(|o| o.name == t.name && same(o));
+    kept.then(|| held(shared).cloned()).flatten()
+}
+
 /// Build what a configuration needs: one client and quota per tenant. Quotas of tenants kept
 /// with the same quota settings carry their windows over, so a reload never resets what was
 /// already spent. Nothing runs yet.
@@ -192,13 +205,12 @@ fn prepare(
     let mut clocks = BTreeMap::new();
     let mut clients = Vec::new();
     for t in &config.tenants {
-        let kept = previous.and_then(|(shared, old)| {
-            let same = old
-                .tenants
-                .iter()
-                .any(|o| o.name == t.name && o.quota == t.quota);
-            same.then(|| shared.quotas.get(&t.name).cloned()).flatten()
-        });
+        let kept = carried(
+            previous,
+            t,
+            |o| o.quota == t.quota,
+            |s| s.quotas.get(&t.name),
+        );
         let quota: SharedQuota = kept.unwrap_or_else(|| Quota::shared(&t.quota));
         quotas.insert(t.name.clone(), quota.clone());
         let client = Client::new(t, http.clone(), quota, metrics.clone()).map_err(|source| {
@@ -208,13 +220,12 @@ fn prepare(
             }
         })?;
         // The API's clock carries over while the tenant's API is the same (#24 item 7).
-        let clock = previous.and_then(|(shared, old)| {
-            let same = old
-                .tenants
-                .iter()
-                .any(|o| o.name == t.name && o.api_url == t.api_url);
-            same.then(|| shared.clocks.get(&t.name).cloned()).flatten()
-        });
+        let clock = carried(
+            previous,
+            t,
+            |o| o.api_url == t.api_url,
+            |s| s.clocks.get(&t.name),
+        );
         let client = match clock {
             Some(c) => client.with_clock(c),
             None => client,
