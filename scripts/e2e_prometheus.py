@@ -157,6 +157,19 @@ FAILURES = "mde_liveresponse_script_failures_total"
 NATIVE = ("mde_api_request_duration_seconds", "mde_exporter_poll_duration_seconds")
 
 
+def query_pending(base, pending, hard_errors, with_type):
+    """Run each query of `pending` (what -> expr) once: one that returned data, or an error
+    (into `hard_errors`, with Prometheus' errorType when `with_type`), leaves `pending`."""
+    for what, expr in list(pending.items()):
+        r = get(base, "/api/v1/query", query=expr)
+        if r.get("status") != "success":
+            kind = f"{r.get('errorType')}: " if with_type else ""
+            hard_errors.append(f"{what}: query error {kind}{r.get('error')}\n    {expr}")
+            del pending[what]
+        elif r["data"]["result"]:
+            del pending[what]
+
+
 def native_checks(job):
     """{what: PromQL} that must return a sample for `job`: each family native and classic."""
     checks = {}
@@ -218,13 +231,7 @@ def main() -> int:
                 if rule.get("health") == "err":
                     rule_errors[rule.get("name")] = rule.get("lastError")
         # 3. dashboard queries
-        for where, expr in list(pending_queries.items()):
-            r = get(base, "/api/v1/query", query=expr)
-            if r.get("status") != "success":
-                hard_errors.append(f"{where}: query error {r.get('errorType')}: {r.get('error')}\n    {expr}")
-                del pending_queries[where]
-            elif r["data"]["result"]:
-                del pending_queries[where]
+        query_pending(base, pending_queries, hard_errors, with_type=True)
         for where, (match, label) in list(pending_vars.items()):
             r = get(base, f"/api/v1/label/{label}/values", **{"match[]": match})
             if r.get("status") != "success":
@@ -265,13 +272,7 @@ def main() -> int:
             # A span batch may arrive a moment after the scrape that saw its exemplar: wait for it.
             unmatched = {t for t in failure_ids if t not in spans.failed_parse}
         # 6. native histograms beside the classic ones
-        for what, expr in list(pending_native.items()):
-            r = get(base, "/api/v1/query", query=expr)
-            if r.get("status") != "success":
-                hard_errors.append(f"{what}: query error {r.get('error')}\n    {expr}")
-                del pending_native[what]
-            elif r["data"]["result"]:
-                del pending_native[what]
+        query_pending(base, pending_native, hard_errors, with_type=False)
         exemplars_done = not spans or (failure_ids and not unmatched and not pending_exemplars)
         done = (not pending_queries and not pending_vars and required <= seen_firing and exemplars_done
                 and not pending_native)
