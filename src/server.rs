@@ -179,17 +179,10 @@ async fn reload_config(State(s): State<AppState>) -> Response {
 /// Whether the scraper prefers OpenMetrics (Prometheus sends it first in `Accept` when
 /// exemplar storage or native histograms are on).
 fn wants_openmetrics(headers: &HeaderMap) -> bool {
-    headers
-        .get_all(header::ACCEPT)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|part| {
-            let mut params = part.split(';').map(str::trim);
-            let media = params.next().unwrap_or_default();
-            let q_zero = params.any(|p| p == "q=0" || p == "q=0.0");
-            media.eq_ignore_ascii_case("application/openmetrics-text") && !q_zero
-        })
+    accepted(headers).any(|(range, q)| {
+        let media = range.split(';').next().unwrap_or_default();
+        media == "application/openmetrics-text" && q != 0.0
+    })
 }
 
 /// The media ranges of `Accept` with their weights (`q`, 1 when not given).
@@ -497,6 +490,13 @@ mod tests {
         )));
         assert!(!wants_openmetrics(&accept(
             "application/openmetrics-text;q=0"
+        )));
+        // Media types are case-insensitive; any spelling of a zero weight refuses.
+        assert!(wants_openmetrics(&accept(
+            "Application/OpenMetrics-Text; version=1.0.0"
+        )));
+        assert!(!wants_openmetrics(&accept(
+            "application/openmetrics-text; q=0.000"
         )));
     }
 
