@@ -22,6 +22,7 @@ use tokio::time::Instant;
 
 use crate::metrics::{Format, Metrics};
 use crate::shared::{Current, ReloadRequest, Shared, request_reload, shared_now};
+use crate::web::accepted;
 
 #[derive(Clone)]
 struct AppState {
@@ -183,24 +184,6 @@ fn wants_openmetrics(headers: &HeaderMap) -> bool {
         let media = range.split(';').next().unwrap_or_default();
         media == "application/openmetrics-text" && q != 0.0
     })
-}
-
-/// The media ranges of `Accept` with their weights (`q`, 1 when not given).
-fn accepted(headers: &HeaderMap) -> impl Iterator<Item = (String, f32)> + '_ {
-    headers
-        .get_all(header::ACCEPT)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(|part| {
-            let q = part
-                .split(';')
-                .map(str::trim)
-                .find_map(|p| p.strip_prefix("q="))
-                .and_then(|q| q.parse::<f32>().ok())
-                .unwrap_or(1.0);
-            (part.to_ascii_lowercase().replace(' ', ""), q)
-        })
 }
 
 /// Whether the scraper prefers the Prometheus protobuf format (length-delimited

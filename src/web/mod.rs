@@ -2,14 +2,36 @@
 //!
 //! Owns: [`probe`] (`GET /probe?target=<tenant>`, one tenant's cached series), [`transcripts`]
 //! (`GET /transcripts`, the latest transcript of a machine and script) and the external URL
-//! their links start with (`--web.external-url`). Does not own the router, content
+//! their links start with (`--web.external-url`), and the reading of `Accept` they and
+//! `/metrics` share ([`accepted`]). Does not own the router, content
 //! negotiation of `/metrics`, TLS or basic auth (`server`, and the `exporter-web` crate around
 //! the whole router, so these routes sit behind the same TLS and auth as `/metrics`).
 
 use std::sync::OnceLock;
 
+use axum::http::{HeaderMap, header};
+
 pub mod probe;
 pub mod transcripts;
+
+/// The media ranges of `Accept` with their weights (`q`, 1 when not given), lower-cased and
+/// without spaces: the one reading of the header for `/metrics` and `/transcripts`.
+pub fn accepted(headers: &HeaderMap) -> impl Iterator<Item = (String, f32)> + '_ {
+    headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|part| {
+            let q = part
+                .split(';')
+                .map(str::trim)
+                .find_map(|p| p.strip_prefix("q="))
+                .and_then(|q| q.parse::<f32>().ok())
+                .unwrap_or(1.0);
+            (part.to_ascii_lowercase().replace(' ', ""), q)
+        })
+}
 
 /// `--web.external-url`, set once at start by `main` (a process serves one address).
 static EXTERNAL_URL: OnceLock<Option<String>> = OnceLock::new();

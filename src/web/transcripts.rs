@@ -151,16 +151,7 @@ async fn page(
 }
 
 fn wants_json(headers: &HeaderMap) -> bool {
-    headers
-        .get_all(header::ACCEPT)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|m| {
-            m.split(';')
-                .next()
-                .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json"))
-        })
+    super::accepted(headers).any(|(range, _)| range.split(';').next() == Some("application/json"))
 }
 
 /// The HTML page: every value escaped, text in `<pre>`.
