@@ -490,11 +490,8 @@ impl State {
 
     /// Forget the script_metrics sets of `keys` (expired).
     pub fn remove_script_sets(&mut self, keys: &[SeriesKey]) -> Result<(), StoreError> {
-        remove_keys(&mut self.store, SCRIPT_SETS, keys)?;
-        for k in keys {
-            self.script_sets.remove(k);
-        }
-        Ok(())
+        // From the file only: the sets in memory were handed over at start.
+        remove_keys(&mut self.store, SCRIPT_SETS, keys)
     }
 
     pub fn last_runs(&self) -> &BTreeMap<SeriesKey, LastRun> {
