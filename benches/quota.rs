@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use mde_liveresponse_exporter::app;
 use mde_liveresponse_exporter::config::Config;
-use mde_liveresponse_exporter::state::ResultKey;
+use mde_liveresponse_exporter::record::state::ResultKey;
 use mde_sim::{SimConfig, Simulator};
 use tokio::net::TcpListener;
 

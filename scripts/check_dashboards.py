@@ -22,8 +22,8 @@ import sys
 
 DS = {"type": "prometheus", "uid": "${datasource}"}
 NO_TENANT_LABEL = ("up", "mde_exporter_build_info", "mde_exporter_config_last_reload_successful")
-# Series that carry a trace_id exemplar in OpenMetrics (src/events.rs, src/mde/mod.rs,
-# src/collector.rs); of a histogram only the buckets do, not _sum and _count.
+# Series that carry a trace_id exemplar in OpenMetrics (src/record/events.rs, src/api/mod.rs,
+# src/poll/collector/); of a histogram only the buckets do, not _sum and _count.
 EXEMPLAR_METRICS = re.compile(r"\bmde_(liveresponse_script_(runs|failures|errors)_total|"
                               r"liveresponse_result_fetch_failures_total|api_requests_total|"
                               r"(api_request|exporter_poll)_duration_seconds_bucket)\b")

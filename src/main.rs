@@ -5,8 +5,8 @@
 use std::process::ExitCode;
 
 use clap::Parser;
+use mde_liveresponse_exporter::app::cli::{Cli, Command};
 use mde_liveresponse_exporter::app::run;
-use mde_liveresponse_exporter::cli::{Cli, Command};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();

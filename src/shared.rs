@@ -18,12 +18,12 @@ use chrono::{DateTime, Utc};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
-use crate::clock::ApiClock;
+use crate::api::SharedQuota;
+use crate::api::clock::ApiClock;
 use crate::config::Config;
-use crate::mde::SharedQuota;
 use crate::metrics::Metrics;
-pub use crate::series::init_tenant_series;
-use crate::state::State;
+pub use crate::record::series::init_tenant_series;
+use crate::record::state::State;
 
 /// At most how often per-machine series are checked for expiry (see [`Shared::housekeeping`]).
 const EXPIRY_EVERY: Duration = Duration::from_secs(1);
@@ -191,7 +191,7 @@ impl Shared {
         }
         let now_of = self.api_times();
         let now_of = |t: &str| now_of.get(t).copied().unwrap_or_else(|| Some(Utc::now()));
-        crate::series::expire(
+        crate::record::series::expire(
             &self.metrics,
             &self.state,
             self.settings.series_ttl,
@@ -207,7 +207,7 @@ impl Shared {
     }
 
     /// Each configured tenant's time to judge expiry by: the API's, or `None` when its clock
-    /// refuses (see [`crate::clock::ApiClock::decide`]); the skew gauges follow. A tenant not
+    /// refuses (see [`crate::api::clock::ApiClock::decide`]); the skew gauges follow. A tenant not
     /// configured here has no API clock in this process: its entries of the state file expire
     /// by the local clock, as they always did. See: #24 item 7
     fn api_times(&self) -> BTreeMap<String, Option<DateTime<Utc>>> {
@@ -250,16 +250,16 @@ impl Shared {
     }
 
     /// Set the per-machine gauges from the state, for the tenants configured now (see
-    /// [`crate::series::restore`]).
+    /// [`crate::record::series::restore`]).
     pub fn restore_series(&self) {
-        crate::series::restore(&self.metrics, &self.state, |t| self.quotas.contains_key(t));
+        crate::record::series::restore(&self.metrics, &self.state, |t| self.quotas.contains_key(t));
     }
 
     /// Remove from /metrics the per-machine series of tenants not configured now (see
-    /// [`crate::series::drop_unserved`]) and the script-output sets of tenants or rules not
+    /// [`crate::record::series::drop_unserved`]) and the script-output sets of tenants or rules not
     /// configured now; after each reload (at start they are not restored).
     pub fn drop_unserved_series(&self) {
-        let n = crate::series::drop_unserved(&self.metrics, &self.state, |t| {
+        let n = crate::record::series::drop_unserved(&self.metrics, &self.state, |t| {
             self.quotas.contains_key(t)
         });
         if n > 0 {

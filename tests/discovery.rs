@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use common::*;
-use mde_liveresponse_exporter::state::{ResultKey, State};
+use mde_liveresponse_exporter::record::state::{ResultKey, State};
 use mde_sim::SimConfig;
 
 fn polls(m: &Samples) -> f64 {

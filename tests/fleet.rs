@@ -15,13 +15,13 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use common::{list_calls, start_sim};
-use mde_liveresponse_exporter::collector::TenantCollector;
+use mde_liveresponse_exporter::api::Client;
 use mde_liveresponse_exporter::config::Config;
-use mde_liveresponse_exporter::mde::Client;
 use mde_liveresponse_exporter::metrics::Metrics;
+use mde_liveresponse_exporter::poll::collector::TenantCollector;
 use mde_liveresponse_exporter::quota::Quota;
+use mde_liveresponse_exporter::record::state::State;
 use mde_liveresponse_exporter::shared::{CollectorSettings, Shared};
-use mde_liveresponse_exporter::state::State;
 use mde_sim::{SimConfig, Simulator};
 
 const FLEET: usize = 400;
@@ -62,9 +62,9 @@ fn collector(sim: &Simulator, addr: std::net::SocketAddr) -> (TenantCollector, A
         trace_url: None,
         last_expiry: Mutex::new(None),
     });
-    let http = mde_liveresponse_exporter::mde::Http::new(
+    let http = mde_liveresponse_exporter::api::Http::new(
         mde_liveresponse_exporter::app::http_client(Duration::from_secs(30)).unwrap(),
-        mde_liveresponse_exporter::mde::http::DEFAULT_MAX_REQUESTS_IN_FLIGHT,
+        mde_liveresponse_exporter::api::http::DEFAULT_MAX_REQUESTS_IN_FLIGHT,
         &metrics,
     );
     let client = Client::new(&tenant, http, quota, metrics).unwrap();

@@ -12,8 +12,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::*;
-use mde_liveresponse_exporter::certificate::Certificate;
 use mde_liveresponse_exporter::config::Config;
+use mde_liveresponse_exporter::config::credential::Certificate;
 use mde_sim::{SimConfig, Simulator};
 
 /// A self-signed RSA certificate valid between the two Unix times: (cert PEM, key PEM).

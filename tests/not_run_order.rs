@@ -9,7 +9,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use chrono::{DateTime, TimeZone, Utc};
-use mde_liveresponse_exporter::state::{Attempt, ResultKey, SeriesKey, State};
+use mde_liveresponse_exporter::record::state::{Attempt, ResultKey, SeriesKey, State};
 use proptest::prelude::*;
 
 fn cases() -> ProptestConfig {

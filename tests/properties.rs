@@ -8,8 +8,8 @@
 
 use std::path::Path;
 
+use mde_liveresponse_exporter::api::model::{parse_action_page, parse_transcript};
 use mde_liveresponse_exporter::config::{Config, limits};
-use mde_liveresponse_exporter::mde::model::{parse_action_page, parse_transcript};
 use proptest::prelude::*;
 
 fn cases() -> ProptestConfig {

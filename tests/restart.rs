@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use common::*;
-use mde_liveresponse_exporter::state::{ResultKey, State};
+use mde_liveresponse_exporter::record::state::{ResultKey, State};
 use mde_sim::SimConfig;
 
 fn spawn(config: &std::path::Path, state: &std::path::Path) -> Binary {

@@ -159,7 +159,7 @@ async fn issue_11_every_tenant_exactly_once_and_3_to_4_moves_at_most_a_third() {
 // See: #11
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn issue_11_a_restart_restores_only_the_tenants_it_serves() {
-    use mde_liveresponse_exporter::state::{LastRun, ResultKey, State};
+    use mde_liveresponse_exporter::record::state::{LastRun, ResultKey, State};
     let (sim, addr) = start_sim(SimConfig::default()).await;
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("state.redb");

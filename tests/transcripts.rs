@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use chrono::{TimeZone, Utc};
 use common::*;
-use mde_liveresponse_exporter::excerpt::Excerpt;
-use mde_liveresponse_exporter::state::{LastRun, ResultKey, State};
+use mde_liveresponse_exporter::record::excerpt::Excerpt;
+use mde_liveresponse_exporter::record::state::{LastRun, ResultKey, State};
 use mde_sim::SimConfig;
 
 const EXTERNAL: &str = "https://mde.example/exporter";
@@ -37,7 +37,7 @@ fn q(s: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_latest_transcript_follows_the_redaction_policy() {
     // See: #22
-    mde_liveresponse_exporter::web::set_external_url(Some(EXTERNAL.to_string()));
+    mde_liveresponse_exporter::app::web::set_external_url(Some(EXTERNAL.to_string()));
     for (mode, seed) in [("truncate", 301), ("hash", 302), ("drop", 303)] {
         let (sim, addr) = start_sim(scenario(seed)).await;
         all_final(&sim).await;
@@ -145,7 +145,7 @@ async fn the_latest_transcript_follows_the_redaction_policy() {
 async fn kept_transcripts_survive_a_restart_and_their_text_is_escaped() {
     // See: #22. The state file holds a run whose script printed HTML, as a hostile script
     // would; the exporter started on that file shows it without a poll having found it.
-    mde_liveresponse_exporter::web::set_external_url(Some(EXTERNAL.to_string()));
+    mde_liveresponse_exporter::app::web::set_external_url(Some(EXTERNAL.to_string()));
     let (sim, addr) = start_sim(SimConfig {
         actions: 0,
         ..scenario(310)

@@ -11,7 +11,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 use super::Error;
-use crate::cli::DemoOptions;
+use crate::app::cli::DemoOptions;
 use crate::config::{
     Config, JsonMetric, QuotaConfig, ScriptFormat, ScriptMetrics, ScriptRule, Secret, Selectors,
     Tenant,

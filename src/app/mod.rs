@@ -5,8 +5,12 @@
 //! Owns start-up order, reloads and shutdown. Does not own any policy, the flags (`cli`) nor
 //! the HTTP client (`mde::http`).
 
+pub mod cli;
 mod demo;
 pub mod run;
+pub mod server;
+pub mod transcript_command;
+pub mod web;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -17,16 +21,16 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
-pub use crate::cli::{DemoOptions, Loader};
-use crate::collector::TenantCollector;
+use crate::api::{Client, Http};
+pub use crate::app::cli::{DemoOptions, Loader};
 use crate::config::{Config, Tenant};
-use crate::mde::{Client, Http};
 use crate::metrics::Metrics;
+use crate::poll::collector::TenantCollector;
 use crate::quota::{Quota, SharedQuota};
+use crate::record::state::State;
 use crate::shared::{
     CollectorSettings, Current, ReloadRequest, Shared, TenantStatus, request_reload, shared_now,
 };
-use crate::state::State;
 pub use demo::start_demo;
 
 /// A start-up problem.
@@ -35,17 +39,17 @@ pub enum Error {
     #[error("cannot build the HTTP client: {0}")]
     Http(String),
     #[error(transparent)]
-    HttpClient(#[from] crate::mde::http::BuildError),
+    HttpClient(#[from] crate::api::http::BuildError),
     #[error("tenant {tenant}: {source}")]
     Client {
         tenant: String,
         #[source]
-        source: crate::mde::Error,
+        source: crate::api::Error,
     },
     #[error("cannot serve HTTP: {0}")]
     Serve(#[from] std::io::Error),
     #[error(transparent)]
-    State(#[from] crate::state::StoreError),
+    State(#[from] crate::record::state::StoreError),
 }
 
 /// A running exporter.
@@ -102,9 +106,9 @@ impl Handle {
     }
 }
 
-/// The shared HTTP client, as built by [`crate::mde::http`] (kept here for callers that
+/// The shared HTTP client, as built by [`crate::api::http`] (kept here for callers that
 /// start from `app`).
-pub use crate::mde::http::{client as http_client, client_with_proxy as http_client_with_proxy};
+pub use crate::api::http::{client as http_client, client_with_proxy as http_client_with_proxy};
 
 /// Now, as Unix seconds (the unit of the `_timestamp_seconds` families).
 fn unix_now() -> f64 {
@@ -193,7 +197,7 @@ fn prepare(
     previous: Option<(&Shared, &Config)>,
 ) -> Result<(Arc<Shared>, TenantClients), Error> {
     let http = Http::new(
-        crate::mde::http::client_with_pool(
+        crate::api::http::client_with_pool(
             config.request_timeout,
             config.proxy.as_ref(),
             config.max_requests_in_flight,
@@ -267,7 +271,8 @@ fn launch(shared: &Arc<Shared>, clients: TenantClients) -> Collectors {
     let interval = shared.settings.poll_interval;
     let mut tasks = Vec::with_capacity(clients.len() * 2);
     for (i, (t, client)) in clients.into_iter().enumerate() {
-        let refresh = crate::machines::MachineRefresh::new(&t, client.sibling(), shared.clone());
+        let refresh =
+            crate::poll::machines::MachineRefresh::new(&t, client.sibling(), shared.clone());
         let collector = TenantCollector::new(t, client, shared.clone());
         let offset = interval / n * i as u32;
         tasks.push(tokio::spawn(after(
@@ -430,7 +435,7 @@ pub async fn start_with_lifecycle(
 
     let addr = listener.local_addr()?;
     let tls = web.as_ref().is_some_and(|w| w.tls_config().is_some());
-    let router = crate::server::app(
+    let router = crate::app::server::app(
         current.clone(),
         telemetry_path,
         enable_lifecycle.then(|| reload_tx.clone()),
@@ -541,11 +546,11 @@ mod tests {
         for (t, client) in clients {
             let mut probe = TenantCollector::new(t.clone(), client.sibling(), shared.clone());
             let mut refresh_probe =
-                crate::machines::MachineRefresh::new(&t, client.sibling(), shared.clone());
+                crate::poll::machines::MachineRefresh::new(&t, client.sibling(), shared.clone());
             let one_poll = size_of_val(&probe.poll_once());
             let one_refresh = size_of_val(&refresh_probe.refresh_once());
             let refresh =
-                crate::machines::MachineRefresh::new(&t, client.sibling(), shared.clone());
+                crate::poll::machines::MachineRefresh::new(&t, client.sibling(), shared.clone());
             let collector = TenantCollector::new(t, client, shared.clone());
             let poll = after(Duration::ZERO, rx.clone(), collector.run(rx.clone()));
             let machines = after(Duration::ZERO, rx.clone(), refresh.run(rx.clone()));
@@ -555,7 +560,7 @@ mod tests {
             // release build it is about 10 KiB, in a debug build about 3 KiB on top of the
             // rest).
             let poll_room = size_of::<TenantCollector>() + 6 * 1024;
-            let machines_room = size_of::<crate::machines::MachineRefresh>() + 3 * 1024;
+            let machines_room = size_of::<crate::poll::machines::MachineRefresh>() + 3 * 1024;
             assert!(
                 poll <= poll_room,
                 "collector task holds {poll} bytes (one poll: {one_poll})"
@@ -587,13 +592,13 @@ mod tests {
             script: "s.ps1".into(),
         };
         for (machine, age) in [("old", 7200), ("new", 60)] {
-            let attempt = crate::state::Attempt {
+            let attempt = crate::record::state::Attempt {
                 at: now - chrono::Duration::seconds(age),
                 ran: false,
                 action_id: machine.into(),
             };
             let series = ("t".to_string(), machine.to_string(), "s.ps1".to_string());
-            let key = crate::state::ResultKey {
+            let key = crate::record::state::ResultKey {
                 tenant: "t".into(),
                 action_id: machine.into(),
                 index: 0,

@@ -13,9 +13,11 @@ use anyhow::{Context, Result};
 use exporter_web::WebConfig;
 use tokio::net::TcpListener;
 
-use crate::cli::{Cli, Command, Settings, Source};
+use crate::app::cli::{Cli, Command, Settings, Source};
+use crate::app::transcript_command;
 use crate::config::Config;
-use crate::{state, telemetry, transcript};
+use crate::record::state;
+use crate::telemetry;
 
 /// Worker threads at most. Collecting is waiting on the network: 2,000 tenants take about 3 %
 /// of one core (`cargo bench --bench scale`), and `/metrics` is encoded on threads of its own.
@@ -131,7 +133,7 @@ pub async fn run(cli: Cli, file_config: Result<Option<(PathBuf, Config)>>) -> Re
     let result = match &cli.command {
         Some(Command::Simulate(sim)) => sim.run(shutdown_signal()).await,
         Some(Command::Transcript(args)) => match &file_config {
-            Some((_, config)) => match transcript::run(config, &args.request()).await {
+            Some((_, config)) => match transcript_command::run(config, &args.request()).await {
                 Ok(printed) => {
                     print!("{}", printed.text);
                     match printed.unreadable {
@@ -201,7 +203,7 @@ async fn serve(settings: Settings) -> Result<()> {
             "sharding tenants"
         );
     }
-    crate::web::set_external_url(settings.external_url.clone());
+    crate::app::web::set_external_url(settings.external_url.clone());
     let web = match &settings.web_config_file {
         Some(p) => Some(Arc::new(WebConfig::load(p)?)),
         None => None,

@@ -1,7 +1,7 @@
 //! A tenant's `discovery:` section: how its machine actions are found.
 //!
 //! Owns the section's checks and the largest batch size. Does not own the validated type and
-//! its defaults (`types`), nor discovery itself (`crate::discovery`, `collector`).
+//! its defaults (`types`), nor discovery itself (`crate::poll::discovery`, `collector`).
 
 use std::time::Duration;
 

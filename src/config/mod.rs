@@ -10,7 +10,7 @@
 //! (`env`), the error type naming the file and the key, and the defaults of every
 //! key (including [`DEFAULT_MAX_REQUESTS_IN_FLIGHT`]). Does not own the command line (`cli`),
 //! reloading (`app`), getting tokens (`mde::auth`) nor the tenant → shard mapping
-//! (`crate::shard`, used by [`Config::shard`]). The only modules of this crate it uses are the
+//! (`crate::config::shard`, used by [`Config::shard`]). The only modules of this crate it uses are the
 //! pure `certificate` (to refuse a wrong or expired certificate at load), `sign_in_file` (the
 //! 1 MiB cap of the sign-in files it reads), `shard`, and the pure `script_metrics::parse`
 //! (what a valid metric name is, for `script_metrics:`).
@@ -22,6 +22,7 @@ use std::time::Duration;
 mod auth;
 mod check;
 mod cloud;
+pub mod credential;
 mod discovery;
 mod env;
 #[cfg(test)]
@@ -32,6 +33,8 @@ mod proxy;
 mod quota;
 mod raw;
 mod script_metrics;
+pub mod shard;
+pub mod sign_in_file;
 mod tenant;
 mod types;
 
@@ -46,7 +49,7 @@ pub use self::types::{
     Redaction, Region,
 };
 pub use self::types::{Format as ScriptFormat, JsonMetric};
-pub use crate::shard::shard_of;
+pub use crate::config::shard::shard_of;
 
 use self::check::Invalid;
 use self::raw::RawFile;

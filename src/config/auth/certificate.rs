@@ -2,8 +2,8 @@
 //! (`pkcs12_file` and its password keys), each read and checked at load.
 //!
 //! Owns which keys each form takes and refusing a wrong or expired certificate at load
-//! (through the pure `crate::certificate`, which does the parsing). Does not own signing
-//! client assertions (`crate::certificate`, `mde::auth`).
+//! (through the pure `crate::config::credential`, which does the parsing). Does not own signing
+//! client assertions (`crate::config::credential`, `mde::auth`).
 
 use std::path::Path;
 
@@ -42,8 +42,9 @@ impl Cx<'_> {
         }
         let certificate_file = self.relative(cert);
         let key_file = raw.key_file.as_deref().map(|k| self.relative(k));
-        let checked = crate::certificate::Certificate::load(&certificate_file, key_file.as_deref())
-            .map_err(|m| self.invalid("certificate_file", m))?;
+        let checked =
+            crate::config::credential::Certificate::load(&certificate_file, key_file.as_deref())
+                .map_err(|m| self.invalid("certificate_file", m))?;
         checked
             .check_valid_at(chrono::Utc::now().timestamp())
             .map_err(|m| self.invalid("certificate_file", m))?;
@@ -77,8 +78,9 @@ impl Cx<'_> {
         let secret = password
             .resolve()
             .map_err(|m| self.invalid("pkcs12_password_file", m))?;
-        let checked = crate::certificate::Certificate::load_pkcs12(&pkcs12_file, secret.expose())
-            .map_err(|m| self.invalid("pkcs12_file", m))?;
+        let checked =
+            crate::config::credential::Certificate::load_pkcs12(&pkcs12_file, secret.expose())
+                .map_err(|m| self.invalid("pkcs12_file", m))?;
         checked
             .check_valid_at(chrono::Utc::now().timestamp())
             .map_err(|m| self.invalid("pkcs12_file", m))?;
@@ -105,8 +107,8 @@ mod tests {
         use p12_keystore::{EncryptionAlgorithm as E, MacAlgorithm as M};
         let dir = tempfile::tempdir().unwrap();
         let now = chrono::Utc::now().timestamp();
-        let (cert, key) = crate::certificate::tests::rsa_cert_der(now - 3600, now + 86400);
-        let file = crate::certificate::tests::pfx(
+        let (cert, key) = crate::config::credential::tests::rsa_cert_der(now - 3600, now + 86400);
+        let file = crate::config::credential::tests::pfx(
             &key,
             &[&cert],
             "pfx-pw",

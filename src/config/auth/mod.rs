@@ -110,7 +110,7 @@ impl Pkcs12Password {
 
 /// A small text file (a secret or a password), within the cap of sign-in files.
 fn read_text(path: &Path) -> std::io::Result<String> {
-    let bytes = crate::sign_in_file::read(path)?;
+    let bytes = crate::config::sign_in_file::read(path)?;
     String::from_utf8(bytes).map_err(|_| {
         std::io::Error::new(
             std::io::ErrorKind::InvalidData,
@@ -312,8 +312,8 @@ impl Cx<'_> {
         };
         let token_file = self.relative(Path::new(&file));
         // Looked at, not read: the token source reads it (and it may not hold a token yet).
-        let checked =
-            std::fs::metadata(&token_file).and_then(|m| crate::sign_in_file::check_size(m.len()));
+        let checked = std::fs::metadata(&token_file)
+            .and_then(|m| crate::config::sign_in_file::check_size(m.len()));
         if let Err(e) = checked {
             return Err(self.invalid(
                 "token_file",

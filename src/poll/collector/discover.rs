@@ -20,11 +20,11 @@ use tokio::time::Instant;
 
 use super::error::PollError;
 use super::poller::TenantCollector;
-use crate::discovery::{self as disc, is_final_status};
-use crate::mde::model::MachineAction;
-use crate::mde::{self, ErrorKind, QuotaWait};
+use crate::api::model::MachineAction;
+use crate::api::{self, ErrorKind, QuotaWait};
 use crate::metrics::MachineScriptLabels;
-use crate::state::{DiscoveryUpdate, StoreError, Tracked};
+use crate::poll::discovery::{self as disc, is_final_status};
+use crate::record::state::{DiscoveryUpdate, StoreError, Tracked};
 
 /// What one discovery pass found.
 pub(super) struct Discovered {
@@ -203,7 +203,7 @@ impl TenantCollector {
                 .await
             {
                 Ok(found) => found,
-                Err(e @ (mde::Error::Quota { .. } | mde::Error::Throttled { .. })) => {
+                Err(e @ (api::Error::Quota { .. } | api::Error::Throttled { .. })) => {
                     cut_short = Some(e);
                     Vec::new()
                 }
@@ -236,7 +236,7 @@ impl TenantCollector {
                 }
                 // No room before the next poll (#20 item 2): what was listed so far is
                 // accounted; the rest is read at the next poll, from where this one stopped.
-                Err(e @ (mde::Error::Quota { .. } | mde::Error::Throttled { .. })) => {
+                Err(e @ (api::Error::Quota { .. } | api::Error::Throttled { .. })) => {
                     cut_short = Some(e);
                     break;
                 }
@@ -383,7 +383,7 @@ impl TenantCollector {
         listed: &HashSet<String>,
         now: DateTime<Utc>,
         deadline: Instant,
-    ) -> Result<Vec<MachineAction>, mde::Error> {
+    ) -> Result<Vec<MachineAction>, api::Error> {
         let unlisted = tracked
             .iter()
             .any(|(id, t)| !is_final_status(&t.status) && !listed.contains(id));
@@ -410,7 +410,7 @@ impl TenantCollector {
         since: DateTime<Utc>,
         now: DateTime<Utc>,
         deadline: Instant,
-    ) -> Result<Option<Vec<MachineAction>>, mde::Error> {
+    ) -> Result<Option<Vec<MachineAction>>, api::Error> {
         let older_in_flight = tracked
             .iter()
             .any(|(_, t)| !is_final_status(&t.status) && t.created < since);
@@ -435,7 +435,7 @@ impl TenantCollector {
         &self,
         filter: &str,
         deadline: Instant,
-    ) -> Result<Result<Vec<MachineAction>, mde::Error>, mde::Error> {
+    ) -> Result<Result<Vec<MachineAction>, api::Error>, api::Error> {
         match self
             .client
             .list_machine_actions(filter, QuotaWait::Until(deadline))
@@ -460,7 +460,7 @@ impl TenantCollector {
     }
 
     /// The API refused the status filter: logged once, shown, and not asked again.
-    fn filter_refused(&mut self, e: &mde::Error) {
+    fn filter_refused(&mut self, e: &api::Error) {
         self.in_flight_filter_refused = true;
         self.set_filter_supported(false);
         tracing::warn!(tenant = %self.tenant.name, error = %e, "the API refused the status-filtered listing of actions in flight: every action in flight is read by id instead (one list call per discovery.batch_size ids) until the next restart or reload");
@@ -468,7 +468,7 @@ impl TenantCollector {
 
     /// The discovery outcome of this poll, for `mde_liveresponse_discovery_rereads_pending`
     /// and the status page.
-    fn note_discovery_outcome(&self, cut_short: Option<&mde::Error>, waiting: usize) {
+    fn note_discovery_outcome(&self, cut_short: Option<&api::Error>, waiting: usize) {
         let name = &self.tenant.name;
         self.shared
             .metrics
@@ -563,8 +563,8 @@ impl TenantCollector {
 }
 
 /// A 400 to a listing: the API does not accept its filter.
-fn refused_filter(e: &mde::Error) -> bool {
-    matches!(e, mde::Error::Status { status: 400, .. })
+fn refused_filter(e: &api::Error) -> bool {
+    matches!(e, api::Error::Status { status: 400, .. })
 }
 
 /// Actions once per id, in id order; of two answers for one id the later one wins.

@@ -20,7 +20,7 @@ pub use cadence::*;
 pub use filter::*;
 pub use follow::*;
 
-use crate::mde::model::{ActionStatus, CommandStatus};
+use crate::api::model::{ActionStatus, CommandStatus};
 
 /// The page size assumed when estimating a sweep's cost from the actions it found last time.
 /// The API's default page size is not documented; 100 is what the simulator serves.

@@ -7,10 +7,10 @@
 //! Owns the in-memory indexes and the exactly-once rules over them (a result, an action or a
 //! not-run command is committed once; which run or attempt is the latest), and the expiry/cap
 //! of per-machine entries. With a `state_path` every change is committed to the file
-//! ([`store`]) before it is counted, so a restart (even `kill -9`) neither counts a result
+//! ([`redb_file`]) before it is counted, so a restart (even `kill -9`) neither counts a result
 //! twice nor loses the per-machine gauges. Without one it lives in memory only. Does not own
 //! the records kept ([`model`]: result and series keys, runs, tracked actions, attempts), the
-//! file format, opening and reopening ([`store`]), whether another process holds the file
+//! file format, opening and reopening ([`redb_file`]), whether another process holds the file
 //! ([`lock`]), nor the metrics set from it.
 
 #[cfg(test)]
@@ -18,7 +18,7 @@ mod fixtures;
 mod identity;
 mod lock;
 mod model;
-mod store;
+mod redb_file;
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
@@ -29,11 +29,11 @@ use prometheus_client::metrics::counter::Counter;
 pub use identity::IdentityCheck;
 pub use lock::Holder;
 pub use model::{Attempt, LastRun, ResultKey, SeriesKey, TenantIdentity, Tracked};
-use store::{
+use redb_file::{
     ACTIONS, ATTEMPTS, DISCOVERY, DONE, Loaded, NOT_RUN, RAN, RECONCILED, RUNS, SCRIPT_SETS, Store,
     TRACKED, WATERMARKS, action_key, done_key, remove_keys, series_key,
 };
-pub use store::{Opener, SCHEMA, StoreError, reset};
+pub use redb_file::{Opener, SCHEMA, StoreError, reset};
 
 /// What a discovery pass changes, committed in one transaction.
 #[derive(Debug, Default)]
@@ -102,14 +102,14 @@ impl State {
     pub fn open(path: Option<&Path>) -> Result<State, StoreError> {
         match path {
             None => Ok(State::default()),
-            Some(path) => store::open(path).map(State::from_file),
+            Some(path) => redb_file::open(path).map(State::from_file),
         }
     }
 
     /// Open through `opener` (also used to reopen after a write error); `path` names the
     /// file in messages.
     pub fn open_with(path: &Path, opener: Opener) -> Result<State, StoreError> {
-        store::open_with(path, opener).map(State::from_file)
+        redb_file::open_with(path, opener).map(State::from_file)
     }
 
     /// The state read from a file, written to it from now on.
@@ -521,7 +521,7 @@ fn is_newer(attempt: &Attempt, than: Option<&Attempt>) -> bool {
 }
 
 /// Where `series_ttl` cuts, per tenant: entries older than it expire. `None`: the tenant's
-/// clock refuses the judgement (see `crate::clock`) and none of its entries expires by age;
+/// clock refuses the judgement (see `crate::api::clock`) and none of its entries expires by age;
 /// the cap `max` applies all the same.
 pub type Cutoff<'a> = &'a dyn Fn(&str) -> Option<DateTime<Utc>>;
 

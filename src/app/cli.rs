@@ -154,8 +154,8 @@ pub struct TranscriptArgs {
 }
 
 impl TranscriptArgs {
-    pub fn request(&self) -> crate::transcript::Request {
-        crate::transcript::Request {
+    pub fn request(&self) -> crate::app::transcript_command::Request {
+        crate::app::transcript_command::Request {
             tenant: self.tenant.clone(),
             action_id: self.action_id.clone(),
             index: self.index,

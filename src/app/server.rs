@@ -20,9 +20,9 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+use crate::app::web::accepted;
 use crate::metrics::{Format, Metrics};
 use crate::shared::{Current, ReloadRequest, Shared, request_reload, shared_now};
-use crate::web::accepted;
 
 #[derive(Clone)]
 struct AppState {
@@ -147,10 +147,13 @@ pub fn app(
         .route("/-/healthy", get(|| async { "Healthy\n" }))
         .route("/-/ready", get(ready))
         .route("/-/reload", post(reload_config).put(reload_config))
-        .route("/probe", crate::web::probe::route(state.current.clone()))
+        .route(
+            "/probe",
+            crate::app::web::probe::route(state.current.clone()),
+        )
         .route(
             "/transcripts",
-            crate::web::transcripts::route(state.current.clone()),
+            crate::app::web::transcripts::route(state.current.clone()),
         )
         .with_state(state)
 }
@@ -386,11 +389,11 @@ async fn landing(State(s): State<AppState>) -> Html<String> {
         page.push_str("</table><h3>Recent transcripts</h3><table class=\"transcripts\"><tr><th>Script</th><th>Machine</th><th>Exit code</th><th>Errors</th><th>Ended</th><th>Action</th><th>Trace</th><th>Transcript</th></tr>");
         for r in &st.recent {
             // The latest transcript of the machine and script, from the state file (#22).
-            let transcript = crate::web::link(&format!(
+            let transcript = crate::app::web::link(&format!(
                 "/transcripts?tenant={}&machine={}&script={}",
-                crate::web::query_value(tenant),
-                crate::web::query_value(&r.machine),
-                crate::web::query_value(&r.script)
+                crate::app::web::query_value(tenant),
+                crate::app::web::query_value(&r.machine),
+                crate::app::web::query_value(&r.script)
             ));
             let _ = write!(
                 page,

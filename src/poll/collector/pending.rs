@@ -9,8 +9,8 @@ use std::collections::{HashSet, VecDeque};
 use chrono::{DateTime, Utc};
 use tokio::time::Instant;
 
-use crate::mde::model::CommandType;
-use crate::state::ResultKey;
+use crate::api::model::CommandType;
+use crate::record::state::ResultKey;
 
 /// A result waiting to be fetched.
 #[derive(Debug, Clone)]
@@ -28,7 +28,7 @@ pub(super) struct Pending {
     /// Not tried again before this instant (backoff after a transient failure).
     pub(super) not_before: Option<Instant>,
     /// The download link of an earlier try, reused while it is valid.
-    pub(super) link: Option<crate::mde::model::DownloadLink>,
+    pub(super) link: Option<crate::api::model::DownloadLink>,
 }
 
 /// The results waiting to be fetched: a list kept in fetch order, and its keys, so that asking

@@ -60,7 +60,8 @@ struct Claims {
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, String> {
-    crate::sign_in_file::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
+    crate::config::sign_in_file::read(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))
 }
 
 fn b64url(bytes: &[u8]) -> String {

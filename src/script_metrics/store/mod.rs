@@ -474,12 +474,9 @@ fn cap(inner: &Inner, key: &SetKey, rule: &ScriptRule, extracted: &mut Extracted
     extracted.families.retain(|f| !f.samples.is_empty());
 }
 
-#[path = "lines.rs"]
 mod lines;
-#[path = "render.rs"]
 mod render;
 pub use render::Part;
 
 #[cfg(test)]
-#[path = "store_tests.rs"]
 mod tests;

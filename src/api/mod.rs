@@ -5,11 +5,12 @@
 //! size caps, the per-call metrics), `download` (result links and their trust policy),
 //! [`http`] (the one `reqwest` client and its policy: redirects, Referer, proxy; the cap on
 //! requests in flight), [`auth`] (tokens) and [`model`] (pure parsers); and reading the API's
-//! clock off each answer's `Date` header into the tenant's [`crate::clock::ApiClock`], with the
+//! clock off each answer's `Date` header into the tenant's [`crate::api::clock::ApiClock`], with the
 //! skew gauge. Does not own what to
 //! call next (the collector) nor parsing (`model`).
 
 pub mod auth;
+pub mod clock;
 pub mod deprecation;
 mod download;
 mod error;
@@ -22,7 +23,7 @@ use std::sync::Arc;
 use tokio::time::Instant;
 use url::Url;
 
-use crate::clock::ApiClock;
+use crate::api::clock::ApiClock;
 use crate::config::Tenant;
 use crate::metrics::Metrics;
 use crate::quota::Endpoint;

@@ -6,7 +6,7 @@
 //! ([`super::model::TenantIdentity`]), its table (`state::store`), nor the log line and
 //! counter of a change (the collector that asks).
 
-use super::store::{DISCOVERY, IDENTITIES, RECONCILED, TRACKED, WATERMARKS, action_key};
+use super::redb_file::{DISCOVERY, IDENTITIES, RECONCILED, TRACKED, WATERMARKS, action_key};
 use super::{State, StoreError, TenantIdentity};
 
 /// What [`State::check_identity`] found.
@@ -84,7 +84,7 @@ impl State {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use crate::state::{DiscoveryUpdate, Tracked};
+    use crate::record::state::{DiscoveryUpdate, Tracked};
     use chrono::{TimeZone, Utc};
 
     fn id(tenant_id: &str, api: &str) -> TenantIdentity {

@@ -16,7 +16,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 
 use crate::metrics::{MachineScriptLabels, Metrics, ScriptSeries, TenantSeries};
-use crate::state::{LastRun, SeriesKey, State};
+use crate::record::state::{LastRun, SeriesKey, State};
 
 /// `reason` of `mde_exporter_series_evicted_total`: no run within `series_ttl`.
 const EVICTED_TTL: &str = "ttl";
@@ -94,7 +94,7 @@ pub fn drop_unserved(m: &Metrics, state: &Mutex<State>, served: impl Fn(&str) ->
 /// Remove the series past `ttl` or over `max` from the state and the metrics: the not-run
 /// series first, then the run series, each eviction counted by its reason (a tenant not
 /// `served` now is not counted: its series were not shown here, see [`drop_unserved`]). The
-/// TTL is judged per tenant at `now_of(tenant)`, the API's time (see `crate::clock`); a tenant
+/// TTL is judged per tenant at `now_of(tenant)`, the API's time (see `crate::api::clock`); a tenant
 /// without one (its local clock disagrees with the API's) keeps its series past the TTL. See:
 /// #24 item 7
 pub fn expire(
@@ -156,7 +156,12 @@ pub fn expire(
 /// `mde_liveresponse_script_not_run` series go with the same TTL and cap as the other
 /// per-machine series. (Each poll of every tenant used to sort every tenant's attempts to
 /// find them. See: #11)
-fn expire_not_run(m: &Metrics, state: &Mutex<State>, cutoff: crate::state::Cutoff<'_>, max: usize) {
+fn expire_not_run(
+    m: &Metrics,
+    state: &Mutex<State>,
+    cutoff: crate::record::state::Cutoff<'_>,
+    max: usize,
+) {
     let removed = lock(state).expire_attempts(cutoff, max);
     match removed {
         Ok(removed) => {
@@ -175,7 +180,7 @@ fn expire_not_run(m: &Metrics, state: &Mutex<State>, cutoff: crate::state::Cutof
 /// bytes, invalid actions, pending results). Values already there are kept, so a reload can
 /// call it again. (Also used by the render benchmark, to measure the series a tenant has.)
 pub fn init_tenant_series(m: &Metrics, t: &str) {
-    use crate::mde::ErrorKind;
+    use crate::api::ErrorKind;
     use crate::quota::Endpoint;
     // Every reason a result can be given up for (quota and 429s only pause fetching).
     const REASONS: [ErrorKind; 10] = [
@@ -196,7 +201,7 @@ pub fn init_tenant_series(m: &Metrics, t: &str) {
         t,
         &TenantSeries {
             endpoints: &endpoints,
-            download: crate::mde::DOWNLOAD,
+            download: crate::api::DOWNLOAD,
             fetch_failures: &reasons,
             evicted: &[EVICTED_TTL, EVICTED_MAX],
             final_statuses: &["Succeeded", "Failed", "TimeOut", "Cancelled"],
@@ -208,7 +213,7 @@ pub fn init_tenant_series(m: &Metrics, t: &str) {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use crate::state::{LastRun, ResultKey};
+    use crate::record::state::{LastRun, ResultKey};
 
     /// See: #24 item 10. Series of a tenant not served here are removed, never counted in
     /// `mde_exporter_series_evicted_total` (a series for a tenant this process does not

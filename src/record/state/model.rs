@@ -28,7 +28,7 @@ pub struct LastRun {
     /// What the transcript page shows of this run (#22), committed with it; absent in files
     /// written before, so the field is optional in both directions (state format: added).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub excerpt: Option<crate::excerpt::Excerpt>,
+    pub excerpt: Option<crate::record::excerpt::Excerpt>,
 }
 
 /// (tenant, machine, script).

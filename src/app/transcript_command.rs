@@ -12,9 +12,9 @@ use std::sync::Arc;
 
 use tokio::time::Instant;
 
+use crate::api::model::{CommandStatus, CommandType, MachineAction};
+use crate::api::{Client, ErrorKind, Http, QuotaWait};
 use crate::config::{Config, Tenant};
-use crate::mde::model::{CommandStatus, CommandType, MachineAction};
-use crate::mde::{Client, ErrorKind, Http, QuotaWait};
 use crate::metrics::Metrics;
 use crate::quota::Quota;
 
@@ -66,10 +66,10 @@ pub enum Error {
     #[error("tenant {tenant}: {error}")]
     Api {
         tenant: String,
-        error: crate::mde::Error,
+        error: crate::api::Error,
     },
     #[error(transparent)]
-    Start(#[from] crate::mde::http::BuildError),
+    Start(#[from] crate::api::http::BuildError),
 }
 
 /// Fetch and render what `req` asks for.
@@ -77,7 +77,7 @@ pub async fn run(config: &Config, req: &Request) -> Result<Printed, Error> {
     let tenant = find_tenant(config, &req.tenant)?;
     let metrics = Arc::new(Metrics::new());
     let http = Http::new(
-        crate::mde::http::client(config.request_timeout)?,
+        crate::api::http::client(config.request_timeout)?,
         config.max_requests_in_flight,
         &metrics,
     );
@@ -140,9 +140,9 @@ async fn fetch(
     client: &Client,
     config: &Config,
     action_id: &str,
-    c: &crate::mde::model::Command,
+    c: &crate::api::model::Command,
     wait: QuotaWait,
-) -> Result<String, crate::mde::Error> {
+) -> Result<String, crate::api::Error> {
     let link = client
         .get_result_download_link(action_id, c.index, wait)
         .await?;
@@ -234,7 +234,7 @@ fn select(action: &MachineAction, index: Option<u32>) -> Result<Vec<u32>, Error>
 }
 
 /// Why a command listed without `--index` has nothing to fetch, if so.
-fn no_result(action: &MachineAction, c: &crate::mde::model::Command) -> Option<String> {
+fn no_result(action: &MachineAction, c: &crate::api::model::Command) -> Option<String> {
     if !matches!(
         c.command.kind,
         CommandType::RunScript | CommandType::GetFile
@@ -267,7 +267,7 @@ fn no_result(action: &MachineAction, c: &crate::mde::model::Command) -> Option<S
     None
 }
 
-fn describe(c: &crate::mde::model::Command) -> String {
+fn describe(c: &crate::api::model::Command) -> String {
     let params: Vec<String> = c
         .command
         .params
@@ -301,7 +301,7 @@ mod tests {
     use super::*;
 
     fn action(status: &str, commands: &str) -> MachineAction {
-        crate::mde::model::parse_action(
+        crate::api::model::parse_action(
             format!(
                 r#"{{"id":"a1","type":"LiveResponse","status":"{status}","machineId":"m","computerDnsName":"pc","commands":{commands}}}"#
             )

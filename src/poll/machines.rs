@@ -24,9 +24,9 @@ use std::sync::Arc;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+use crate::api::model::Machine;
+use crate::api::{Client, QuotaWait};
 use crate::config::{MachineContext, Tenant};
-use crate::mde::model::Machine;
-use crate::mde::{Client, QuotaWait};
 use crate::metrics::{MachineInfoLabels, MachineTagLabels, Metrics};
 use crate::shared::Shared;
 

@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use crate::mde::{self, ErrorKind};
+use crate::api::{self, ErrorKind};
 
 /// Longest wait between two tries of a result that fails transiently.
 const MAX_RETRY_DELAY: Duration = Duration::from_secs(3600);
@@ -14,7 +14,7 @@ const MAX_RETRY_DELAY: Duration = Duration::from_secs(3600);
 /// How many tries a result gets for a kind of permanent failure before it is given up.
 /// Transient failures (5xx, timeouts, transport and token errors) have no count: they are
 /// retried until the result leaves the in-flight horizon (see [`retry_decision`]).
-pub(super) fn attempts_allowed(e: &mde::Error) -> u32 {
+pub(super) fn attempts_allowed(e: &api::Error) -> u32 {
     tries_for(e.kind(), e.is_transient())
 }
 

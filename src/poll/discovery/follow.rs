@@ -11,8 +11,8 @@ use std::collections::HashSet;
 use chrono::{DateTime, Utc};
 
 use super::filter::duration;
-use crate::mde::model::{ActionStatus, MachineAction};
-use crate::state::Tracked;
+use crate::api::model::{ActionStatus, MachineAction};
+use crate::record::state::Tracked;
 
 /// Whether an action created at `created` is past the in-flight horizon at `now`.
 pub fn past_horizon(
@@ -25,7 +25,7 @@ pub fn past_horizon(
 
 /// The in-flight horizon and the time it is judged at: the API's time, or `None` when the
 /// local clock disagrees with the API's or no answer told the API's time yet (see
-/// `crate::clock`). Nothing is abandoned without a time to judge by: a local clock that
+/// `crate::api::clock`). Nothing is abandoned without a time to judge by: a local clock that
 /// jumped ahead would otherwise abandon every action in flight for good. See: #24 item 7
 #[derive(Debug, Clone, Copy)]
 pub struct Horizon {

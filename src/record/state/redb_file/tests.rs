@@ -3,8 +3,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use super::*;
-use crate::state::fixtures::{rkey, run, series};
-use crate::state::*;
+use crate::record::state::fixtures::{rkey, run, series};
+use crate::record::state::*;
 use chrono::TimeZone;
 
 #[test]

@@ -209,8 +209,8 @@ impl FederatedToken {
         {
             return Ok(token.clone());
         }
-        crate::sign_in_file::check_size(meta.len()).map_err(cannot)?;
-        let bytes = crate::sign_in_file::read(file).map_err(cannot)?;
+        crate::config::sign_in_file::check_size(meta.len()).map_err(cannot)?;
+        let bytes = crate::config::sign_in_file::read(file).map_err(cannot)?;
         let text = String::from_utf8(bytes).map_err(|_| {
             cannot(std::io::Error::new(
                 std::io::ErrorKind::InvalidData,
@@ -436,9 +436,11 @@ impl TokenSource {
                 certificate_file,
                 key_file,
             } => {
-                let cert =
-                    crate::certificate::Certificate::load(certificate_file, key_file.as_deref())
-                        .map_err(fail)?;
+                let cert = crate::config::credential::Certificate::load(
+                    certificate_file,
+                    key_file.as_deref(),
+                )
+                .map_err(fail)?;
                 Some(
                     cert.assertion(&self.client_id, &self.token_url, unix_now())
                         .map_err(fail)?,
@@ -449,9 +451,11 @@ impl TokenSource {
                 password,
             } => {
                 let password = password.resolve().map_err(fail)?;
-                let cert =
-                    crate::certificate::Certificate::load_pkcs12(pkcs12_file, password.expose())
-                        .map_err(fail)?;
+                let cert = crate::config::credential::Certificate::load_pkcs12(
+                    pkcs12_file,
+                    password.expose(),
+                )
+                .map_err(fail)?;
                 Some(
                     cert.assertion(&self.client_id, &self.token_url, unix_now())
                         .map_err(fail)?,

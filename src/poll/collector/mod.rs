@@ -5,7 +5,7 @@
 //! found and fetching results oldest first while the quota has room ([`results`]), and again
 //! as soon as a `Retry-After` ends; and the poll metrics, which are recorded whether the poll
 //! succeeds or not. Does not own HTTP, quota arithmetic, parsing, the pure decisions of
-//! discovery (`crate::discovery`), nor the retry policy ([`retry`]).
+//! discovery (`crate::poll::discovery`), nor the retry policy ([`retry`]).
 //!
 //! - [`discover`]: the list calls of a poll and what is remembered of them, one contract for
 //!   both discovery modes.
@@ -30,13 +30,13 @@ use chrono::Utc;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+use crate::api::{self, Client};
 use crate::config::Tenant;
-use crate::discovery::is_final_status;
-use crate::mde::{self, Client};
+use crate::poll::discovery::is_final_status;
+use crate::record::state::{IdentityCheck, TenantIdentity};
 use crate::shared::Shared;
-use crate::state::{IdentityCheck, TenantIdentity};
 
-pub use crate::discovery::discovery_filter;
+pub use crate::poll::discovery::discovery_filter;
 pub use error::PollError;
 use pending::PendingQueue;
 use poller::PollStats;
@@ -251,15 +251,16 @@ impl TenantCollector {
             (true, false) => 0,
             (false, false) => self.quiet_polls,
         };
-        let (interval, reason) = crate::discovery::next_interval(&crate::discovery::CadenceInput {
-            poll_interval: self.shared.settings.poll_interval,
-            min_interval: d.min_interval,
-            list_budget_share: d.list_budget_share,
-            hour_budget: after.map_or(self.tenant.quota.per_hour, |(_, effective)| effective),
-            hour: self.tenant.quota.hour,
-            cost,
-            quiet_polls: self.quiet_polls,
-        });
+        let (interval, reason) =
+            crate::poll::discovery::next_interval(&crate::poll::discovery::CadenceInput {
+                poll_interval: self.shared.settings.poll_interval,
+                min_interval: d.min_interval,
+                list_budget_share: d.list_budget_share,
+                hour_budget: after.map_or(self.tenant.quota.per_hour, |(_, effective)| effective),
+                hour: self.tenant.quota.hour,
+                cost,
+                quiet_polls: self.quiet_polls,
+            });
         self.interval = interval;
         self.shared.metrics.set_discovery_interval(&name, interval);
         self.shared.update_status(&name, |s| {
@@ -304,7 +305,7 @@ impl TenantCollector {
             // blocked the endpoint). Known results are still fetched; if none could be either,
             // nothing got through and the poll is not a success: a steady storm of 429s must
             // show in `mde_exporter_poll_success`, not hide behind it.
-            Err(PollError::Api(e @ (mde::Error::Quota { .. } | mde::Error::Throttled { .. }))) => {
+            Err(PollError::Api(e @ (api::Error::Quota { .. } | api::Error::Throttled { .. }))) => {
                 tracing::info!(tenant = %self.tenant.name, error = %e, "discovery deferred: no API quota left before the next poll; consider a longer poll_interval");
                 self.note_outcome(format!(
                     "deferred: no list quota before the next poll ({})",

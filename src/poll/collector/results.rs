@@ -16,17 +16,17 @@ use super::error::PollError;
 use super::pending::Pending;
 use super::poller::TenantCollector;
 use super::retry::{Retry, attempts_allowed, retry_decision};
-use crate::discovery::{self as disc, NotRunReason};
-use crate::events::{ResultFetchFailed, ScriptNotRun, TranscriptRetrieved};
-use crate::mde::model::{CommandType, MachineAction};
-use crate::mde::{self, ErrorKind, QuotaWait};
+use crate::api::model::{CommandType, MachineAction};
+use crate::api::{self, ErrorKind, QuotaWait};
 use crate::metrics::MachineScriptLabels;
+use crate::poll::discovery::{self as disc, NotRunReason};
+use crate::record::events::{ResultFetchFailed, ScriptNotRun, TranscriptRetrieved};
+use crate::record::state::{Attempt, Committed, LastRun, ResultKey, RunUpdate, StoreError};
 use crate::shared::RecentTranscript;
-use crate::state::{Attempt, Committed, LastRun, ResultKey, RunUpdate, StoreError};
 
 /// What a result download gave.
 enum Fetched {
-    Transcript(crate::mde::model::Transcript),
+    Transcript(crate::api::model::Transcript),
     /// A `GetFile` result's size.
     File(u64),
 }
@@ -37,7 +37,7 @@ pub(super) struct Drained {
     /// Results counted or given up.
     pub(super) settled: usize,
     /// Fetching stopped for quota or a 429 (with that error).
-    pub(super) stopped_by: Option<mde::Error>,
+    pub(super) stopped_by: Option<api::Error>,
 }
 
 impl TenantCollector {
@@ -72,7 +72,7 @@ impl TenantCollector {
                 action_id: a.id.clone(),
             };
             let reason: Option<NotRunReason> = disc::not_run_reason(&a.status, &c.command_status);
-            let ran = c.command_status == crate::mde::model::CommandStatus::Completed;
+            let ran = c.command_status == crate::api::model::CommandStatus::Completed;
             match reason {
                 None if ran => {
                     let later = self
@@ -98,7 +98,7 @@ impl TenantCollector {
                     else {
                         continue;
                     };
-                    let errors = crate::events::errors_text(&c.errors);
+                    let errors = crate::record::events::errors_text(&c.errors);
                     ScriptNotRun {
                         tenant: t,
                         action_id: &a.id,
@@ -152,7 +152,7 @@ impl TenantCollector {
         self.account_not_run(a)?;
         let scripts = &self.tenant.selectors.scripts;
         for c in &a.commands {
-            if c.command_status != crate::mde::model::CommandStatus::Completed {
+            if c.command_status != crate::api::model::CommandStatus::Completed {
                 continue;
             }
             match c.command.kind {
@@ -211,13 +211,13 @@ impl TenantCollector {
                     drained.settled += 1;
                 }
                 Err(PollError::Api(
-                    e @ (mde::Error::Quota { .. } | mde::Error::Throttled { .. }),
+                    e @ (api::Error::Quota { .. } | api::Error::Throttled { .. }),
                 )) => {
                     // No room now: this and everything after it waits until the budget has
                     // room again (or the next poll, whichever comes first).
                     let wait = match &e {
-                        mde::Error::Quota { wait, .. } => *wait,
-                        mde::Error::Throttled { retry_after, .. } => *retry_after,
+                        api::Error::Quota { wait, .. } => *wait,
+                        api::Error::Throttled { retry_after, .. } => *retry_after,
                         _ => Duration::ZERO,
                     };
                     self.resume_at = Some(Instant::now() + wait.max(Duration::from_millis(10)));
@@ -272,7 +272,7 @@ impl TenantCollector {
         Ok(drained)
     }
 
-    fn give_up(&self, p: &Pending, e: &mde::Error) -> Result<(), StoreError> {
+    fn give_up(&self, p: &Pending, e: &api::Error) -> Result<(), StoreError> {
         let reason = e.kind().as_str();
         if self.shared.with_state(|s| s.mark_done(p.key.clone()))? {
             self.shared.update_status(&self.tenant.name, |s| {
@@ -356,7 +356,7 @@ impl TenantCollector {
         }
     }
 
-    fn account(&self, p: &Pending, t: &crate::mde::model::Transcript) -> Result<(), StoreError> {
+    fn account(&self, p: &Pending, t: &crate::api::model::Transcript) -> Result<(), StoreError> {
         let script = p.script.clone().unwrap_or_else(|| t.script_name.clone());
         let errors_present = t.errors_present();
         let end_time = p.end_time;
@@ -369,7 +369,7 @@ impl TenantCollector {
             errors_present,
             action_id: p.key.action_id.clone(),
             // The transcript page's excerpt, committed with the run (#22).
-            excerpt: Some(crate::excerpt::Excerpt::new(
+            excerpt: Some(crate::record::excerpt::Excerpt::new(
                 &self.shared.settings.transcript_log,
                 &t.script_output,
                 &t.script_errors,
@@ -460,7 +460,7 @@ impl TenantCollector {
                 machine,
                 script,
             };
-            crate::series::set(&self.shared.metrics, &labels, run);
+            crate::record::series::set(&self.shared.metrics, &labels, run);
         }
         self.shared.update_status(&self.tenant.name, |s| {
             s.push_recent(RecentTranscript {
@@ -482,7 +482,7 @@ impl TenantCollector {
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
-    use crate::collector::pending::PendingQueue;
+    use crate::poll::collector::pending::PendingQueue;
     use chrono::{TimeZone, Utc};
 
     fn pending(action: &str, end: i64) -> Pending {

@@ -2,7 +2,7 @@
 //! the shared state, the pending queue, and where the last poll left off.
 //!
 //! Owns the [`TenantCollector`] type, its poll counters and the times it decides by (the
-//! API's clock, see `crate::clock`). Does not own what a poll does with
+//! API's clock, see `crate::api::clock`). Does not own what a poll does with
 //! them (`collector`, `discover`, `results`).
 
 use std::sync::Arc;
@@ -12,8 +12,8 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::pending::PendingQueue;
+use crate::api::Client;
 use crate::config::Tenant;
-use crate::mde::Client;
 use crate::shared::Shared;
 
 /// The collector of one tenant.
