@@ -75,7 +75,7 @@ impl TranscriptRetrieved<'_> {
         // The transcript text can hold anything a script printed: it is logged only as the
         // redaction policy allows (see `Redaction`).
         tracing::info!(
-            target: "mde_liveresponse_exporter::app::transcript_command",
+            target: "mde_liveresponse_exporter::transcript",
             event = "transcript",
             tenant = self.tenant,
             action_id = self.action_id,
@@ -157,7 +157,7 @@ pub struct ScriptNotRun<'a> {
 impl ScriptNotRun<'_> {
     pub fn emit(&self, metrics: &Metrics) {
         tracing::warn!(
-            target: "mde_liveresponse_exporter::app::transcript_command",
+            target: "mde_liveresponse_exporter::transcript",
             event = "script_not_run",
             tenant = self.tenant,
             action_id = self.action_id,

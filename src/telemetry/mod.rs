@@ -420,7 +420,7 @@ mod tests {
             "WARN",
             "off",
             "info,hyper=debug",
-            "mde_liveresponse_exporter::poll::collector",
+            "mde_liveresponse_exporter::collector",
         ] {
             assert!(parse_level(ok).is_ok(), "{ok}");
         }

@@ -3,10 +3,10 @@
 //! history and never list its older actions.
 //!
 //! Owns the check at a tenant's start and what a mismatch drops. Does not own the record
-//! ([`super::model::TenantIdentity`]), its table (`state::store`), nor the log line and
+//! ([`super::model::TenantIdentity`]), its storage (`state::storage`), nor the log line and
 //! counter of a change (the collector that asks).
 
-use super::redb_file::{DISCOVERY, IDENTITIES, RECONCILED, TRACKED, WATERMARKS, action_key};
+use super::storage::Write;
 use super::{State, StoreError, TenantIdentity};
 
 /// What [`State::check_identity`] found.
@@ -50,23 +50,15 @@ impl State {
         } else {
             Vec::new()
         };
-        if let Some(store) = &mut self.store {
-            let encoded = serde_json::to_vec(identity).map_err(|e| store.err(e))?;
-            store.write(|txn| {
-                txn.open_table(IDENTITIES)?
-                    .insert(tenant, encoded.as_slice())?;
-                if changed {
-                    txn.open_table(DISCOVERY)?.remove(tenant)?;
-                    txn.open_table(WATERMARKS)?.remove(tenant)?;
-                    txn.open_table(RECONCILED)?.remove(tenant)?;
-                    let mut table = txn.open_table(TRACKED)?;
-                    for id in &tracked {
-                        table.remove(action_key(tenant, id).as_str())?;
-                    }
-                }
-                Ok(())
-            })?;
+        let mut writes = vec![Write::Identity { tenant, identity }];
+        if changed {
+            writes.push(Write::ForgetDiscovery { tenant });
+            writes.extend(tracked.iter().map(|id| Write::Untrack {
+                tenant,
+                action_id: id,
+            }));
         }
+        self.apply(&writes)?;
         self.identities.insert(tenant.to_string(), identity.clone());
         if changed {
             self.discovered.remove(tenant);

@@ -19,6 +19,7 @@ mod identity;
 mod lock;
 mod model;
 mod redb_file;
+pub mod storage;
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
@@ -29,11 +30,8 @@ use prometheus_client::metrics::counter::Counter;
 pub use identity::IdentityCheck;
 pub use lock::Holder;
 pub use model::{Attempt, LastRun, ResultKey, SeriesKey, TenantIdentity, Tracked};
-use redb_file::{
-    ACTIONS, ATTEMPTS, DISCOVERY, DONE, Loaded, NOT_RUN, RAN, RECONCILED, RUNS, SCRIPT_SETS, Store,
-    TRACKED, WATERMARKS, action_key, done_key, remove_keys, series_key,
-};
 pub use redb_file::{Opener, SCHEMA, StoreError, reset};
+use storage::{Loaded, PerMachine, Storage, Write};
 
 /// What a discovery pass changes, committed in one transaction.
 #[derive(Debug, Default)]
@@ -71,8 +69,9 @@ pub struct State {
     script_sets: BTreeMap<SeriesKey, Vec<u8>>,
     /// #24: per tenant, whose history the entries of that tenant are.
     identities: BTreeMap<String, TenantIdentity>,
-    /// The file behind it, if any.
-    store: Option<Store>,
+    /// The storage behind it (the redb file), if any: every change is applied to it before
+    /// the indexes change.
+    store: Option<Box<dyn Storage>>,
 }
 
 /// What `commit_result` did.
@@ -112,8 +111,8 @@ impl State {
         redb_file::open_with(path, opener).map(State::from_file)
     }
 
-    /// The state read from a file, written to it from now on.
-    fn from_file((store, loaded): (Store, Loaded)) -> State {
+    /// The state read from a store, written to it from now on.
+    fn from_file((store, loaded): (impl Storage + 'static, Loaded)) -> State {
         let Loaded {
             done,
             actions_seen,
@@ -141,14 +140,22 @@ impl State {
             ran,
             script_sets,
             identities,
-            store: Some(store),
+            store: Some(Box::new(store)),
+        }
+    }
+
+    /// Apply `writes` to the storage, if any, in one transaction.
+    fn apply(&mut self, writes: &[Write<'_>]) -> Result<(), StoreError> {
+        match &mut self.store {
+            Some(store) => store.apply(writes),
+            None => Ok(()),
         }
     }
 
     /// Count failed state writes in this counter (`mde_exporter_state_write_errors_total`).
     pub fn count_write_errors_in(&mut self, counter: Counter) {
         if let Some(store) = &mut self.store {
-            store.write_errors = counter;
+            store.count_write_errors_in(counter);
         }
     }
 
@@ -166,12 +173,7 @@ impl State {
         at: DateTime<Utc>,
     ) -> Result<(), StoreError> {
         let ms = at.timestamp_millis();
-        if let Some(store) = &mut self.store {
-            store.write(|txn| {
-                txn.open_table(DISCOVERY)?.insert(tenant, ms)?;
-                Ok(())
-            })?;
-        }
+        self.apply(&[Write::Discovered { tenant, at_ms: ms }])?;
         self.discovered.insert(tenant.to_string(), ms);
         Ok(())
     }
@@ -217,26 +219,14 @@ impl State {
                 .get(series)
                 .is_none_or(|existing| existing.end_time <= run.end_time)
         });
-        if let Some(store) = &mut self.store {
-            let encoded = match &newer {
-                Some((series, run)) => Some((
-                    series_key(series),
-                    serde_json::to_vec(run).map_err(|e| store.err(e))?,
-                )),
-                None => None,
-            };
-            store.write(|txn| {
-                txn.open_table(DONE)?.insert(done_key(&key).as_str(), 1u8)?;
-                if let Some((k, v)) = &encoded {
-                    txn.open_table(RUNS)?.insert(k.as_str(), v.as_slice())?;
-                }
-                if let Some((k, v)) = &set {
-                    txn.open_table(SCRIPT_SETS)?
-                        .insert(series_key(k).as_str(), v.as_slice())?;
-                }
-                Ok(())
-            })?;
+        let mut writes = vec![Write::Done(&key)];
+        if let Some((series, run)) = &newer {
+            writes.push(Write::Run(series, run));
         }
+        if let Some((series, set)) = &set {
+            writes.push(Write::ScriptSet(series, set));
+        }
+        self.apply(&writes)?;
         let update = match newer {
             Some((series, run)) => {
                 self.last_runs.insert(series, run);
@@ -259,13 +249,7 @@ impl State {
         if self.actions_seen.contains(&pair) {
             return Ok(false);
         }
-        if let Some(store) = &mut self.store {
-            store.write(|txn| {
-                txn.open_table(ACTIONS)?
-                    .insert(action_key(tenant, action_id).as_str(), 1u8)?;
-                Ok(())
-            })?;
-        }
+        self.apply(&[Write::ActionSeen { tenant, action_id }])?;
         Ok(self.actions_seen.insert(pair))
     }
 
@@ -314,31 +298,33 @@ impl State {
         if upsert.is_empty() && remove.is_empty() && watermark.is_none() && reconciled.is_none() {
             return Ok(());
         }
-        if let Some(store) = &mut self.store {
-            let mut encoded = Vec::with_capacity(upsert.len());
-            for (id, tr) in &upsert {
-                encoded.push((
-                    action_key(t, id),
-                    serde_json::to_vec(tr).map_err(|e| store.err(e))?,
-                ));
-            }
-            store.write(|txn| {
-                let mut table = txn.open_table(TRACKED)?;
-                for (k, v) in &encoded {
-                    table.insert(k.as_str(), v.as_slice())?;
-                }
-                for id in &remove {
-                    table.remove(action_key(t, id).as_str())?;
-                }
-                if let Some(w) = watermark {
-                    txn.open_table(WATERMARKS)?.insert(t.as_str(), w)?;
-                }
-                if let Some(r) = reconciled {
-                    txn.open_table(RECONCILED)?.insert(t.as_str(), r)?;
-                }
-                Ok(())
-            })?;
+        let mut writes = Vec::with_capacity(upsert.len() + remove.len() + 2);
+        for (id, tr) in &upsert {
+            writes.push(Write::Track {
+                tenant: t,
+                action_id: id,
+                tracked: tr,
+            });
         }
+        for id in &remove {
+            writes.push(Write::Untrack {
+                tenant: t,
+                action_id: id,
+            });
+        }
+        if let Some(w) = watermark {
+            writes.push(Write::Watermark {
+                tenant: t,
+                at_ms: w,
+            });
+        }
+        if let Some(r) = reconciled {
+            writes.push(Write::Reconciled {
+                tenant: t,
+                at_ms: r,
+            });
+        }
+        self.apply(&writes)?;
         for (id, tr) in upsert {
             self.tracked.insert((t.clone(), id.clone()), tr.clone());
         }
@@ -386,21 +372,11 @@ impl State {
         let changed = latest
             .as_ref()
             .filter(|l| self.attempts.get(&series) != Some(l));
-        if let Some(store) = &mut self.store {
-            let encoded = changed
-                .map(serde_json::to_vec)
-                .transpose()
-                .map_err(|e| store.err(e))?;
-            store.write(|txn| {
-                txn.open_table(NOT_RUN)?
-                    .insert(done_key(&key).as_str(), 1u8)?;
-                if let Some(v) = &encoded {
-                    txn.open_table(ATTEMPTS)?
-                        .insert(series_key(&series).as_str(), v.as_slice())?;
-                }
-                Ok(())
-            })?;
+        let mut writes = vec![Write::NotRun(&key)];
+        if let Some(a) = changed {
+            writes.push(Write::Attempt(&series, a));
         }
+        self.apply(&writes)?;
         self.not_run.insert(key);
         let update = if latest.as_ref() == Some(&attempt) {
             RunUpdate::Latest
@@ -427,21 +403,14 @@ impl State {
         if !remember && !take {
             return Ok(false);
         }
-        if let Some(store) = &mut self.store {
-            let encoded = serde_json::to_vec(&attempt).map_err(|e| store.err(e))?;
-            store.write(|txn| {
-                let key = series_key(&series);
-                if remember {
-                    txn.open_table(RAN)?
-                        .insert(key.as_str(), encoded.as_slice())?;
-                }
-                if take {
-                    txn.open_table(ATTEMPTS)?
-                        .insert(key.as_str(), encoded.as_slice())?;
-                }
-                Ok(())
-            })?;
+        let mut writes = Vec::with_capacity(2);
+        if remember {
+            writes.push(Write::Ran(&series, &attempt));
         }
+        if take {
+            writes.push(Write::Attempt(&series, &attempt));
+        }
+        self.apply(&writes)?;
         if remember {
             self.ran.insert(series.clone(), attempt.clone());
         }
@@ -467,10 +436,10 @@ impl State {
         max: usize,
     ) -> Result<Vec<SeriesKey>, StoreError> {
         let removed = expired(self.attempts.iter().map(|(k, a)| (a.at, k)), cutoff, max);
-        remove_keys(&mut self.store, ATTEMPTS, &removed)?;
+        self.remove(PerMachine::Attempts, &removed)?;
         // The runs remembered for the order of attempts go with the same TTL and cap.
         let old_runs = expired(self.ran.iter().map(|(k, a)| (a.at, k)), cutoff, max);
-        remove_keys(&mut self.store, RAN, &old_runs)?;
+        self.remove(PerMachine::Ran, &old_runs)?;
         for k in &old_runs {
             self.ran.remove(k);
         }
@@ -491,7 +460,13 @@ impl State {
     /// Forget the script_metrics sets of `keys` (expired).
     pub fn remove_script_sets(&mut self, keys: &[SeriesKey]) -> Result<(), StoreError> {
         // From the file only: the sets in memory were handed over at start.
-        remove_keys(&mut self.store, SCRIPT_SETS, keys)
+        self.remove(PerMachine::ScriptSets, keys)
+    }
+
+    /// Remove per-machine entries of one kind from the storage, in one transaction.
+    fn remove(&mut self, kind: PerMachine, keys: &[SeriesKey]) -> Result<(), StoreError> {
+        let writes: Vec<Write<'_>> = keys.iter().map(|k| Write::Remove(kind, k)).collect();
+        self.apply(&writes)
     }
 
     pub fn last_runs(&self) -> &BTreeMap<SeriesKey, LastRun> {
@@ -506,7 +481,7 @@ impl State {
             cutoff,
             max,
         );
-        remove_keys(&mut self.store, RUNS, &removed)?;
+        self.remove(PerMachine::Runs, &removed)?;
         for k in &removed {
             self.last_runs.remove(k);
         }

@@ -1,14 +1,15 @@
-//! The state file: its redb tables and their encoding, the schema number and the migration
-//! of older files, opening (with an integrity check, refusing an empty, corrupt or newer
-//! file) and reading it into the indexes `state` keeps, durable write transactions that reopen
-//! the file after a write error, and `--state.reset`.
+//! The state file, the embedded implementation of the state's [`Storage`]: its redb tables
+//! and their encoding, the schema number and the migration of older files, opening (with an
+//! integrity check, refusing an empty, corrupt or newer file) and reading it into a
+//! [`Loaded`], durable write transactions that reopen the file after a write error, and
+//! `--state.reset`.
 //!
-//! Owns the on-disk format (table names, keys as JSON arrays, values as JSON) and how a write
-//! reaches the disk. Does not own what is written when (the exactly-once rules of `state`),
-//! nor the records written (`state::model`).
+//! Owns the on-disk format (table names, keys as JSON arrays, values as JSON) and how a
+//! [`Write`] reaches the disk. Does not own what is written when (the exactly-once rules of
+//! `state`), the records written (`state::model`), nor the vocabulary of writes
+//! (`state::storage`).
 //! Tables are only ever added: an older file opens, and only the schema number is rewritten.
 
-use std::collections::{BTreeMap, HashSet};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -19,35 +20,33 @@ use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 
 use super::lock::{self, Holder};
 use super::model::{Attempt, LastRun, ResultKey, SeriesKey, TenantIdentity, Tracked};
+use super::storage::{Loaded, PerMachine, Storage, Write};
 
-pub(super) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
-pub(super) const DONE: TableDefinition<&str, u8> = TableDefinition::new("done");
-pub(super) const ACTIONS: TableDefinition<&str, u8> = TableDefinition::new("actions_seen");
-pub(super) const RUNS: TableDefinition<&str, &[u8]> = TableDefinition::new("last_runs");
-pub(super) const DISCOVERY: TableDefinition<&str, i64> = TableDefinition::new("discovery");
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+const DONE: TableDefinition<&str, u8> = TableDefinition::new("done");
+const ACTIONS: TableDefinition<&str, u8> = TableDefinition::new("actions_seen");
+const RUNS: TableDefinition<&str, &[u8]> = TableDefinition::new("last_runs");
+const DISCOVERY: TableDefinition<&str, i64> = TableDefinition::new("discovery");
 /// Schema 2 (#9): per tenant, the newest `creationDateTimeUtc` listed (Unix ms).
-pub(super) const WATERMARKS: TableDefinition<&str, i64> =
-    TableDefinition::new("discovery_watermark");
+const WATERMARKS: TableDefinition<&str, i64> = TableDefinition::new("discovery_watermark");
 /// Schema 2: per tenant, when the last full-window reconciliation sweep ran (Unix ms).
-pub(super) const RECONCILED: TableDefinition<&str, i64> =
-    TableDefinition::new("discovery_reconciled");
+const RECONCILED: TableDefinition<&str, i64> = TableDefinition::new("discovery_reconciled");
 /// Schema 2: actions followed by id, [tenant, action id] → JSON [`Tracked`].
-pub(super) const TRACKED: TableDefinition<&str, &[u8]> = TableDefinition::new("tracked_actions");
+const TRACKED: TableDefinition<&str, &[u8]> = TableDefinition::new("tracked_actions");
 /// Schema 2: RunScript commands counted as not run, [tenant, action id, index].
-pub(super) const NOT_RUN: TableDefinition<&str, u8> = TableDefinition::new("not_run_done");
+const NOT_RUN: TableDefinition<&str, u8> = TableDefinition::new("not_run_done");
 /// Schema 2: the latest attempt per series that ever had a not-run, key as `last_runs`.
-pub(super) const ATTEMPTS: TableDefinition<&str, &[u8]> = TableDefinition::new("script_attempts");
+const ATTEMPTS: TableDefinition<&str, &[u8]> = TableDefinition::new("script_attempts");
 /// Schema 3 (#20): the newest attempt that ran per series, key as `last_runs`, JSON [`Attempt`].
-pub(super) const RAN: TableDefinition<&str, &[u8]> = TableDefinition::new("script_ran");
+const RAN: TableDefinition<&str, &[u8]> = TableDefinition::new("script_ran");
 /// Script output as metrics (#21): the current set per series, opaque bytes (the set's own
 /// JSON, see `script_metrics::store`), written with the transcript that gave it. Added
 /// without a schema change: an older version ignores it.
-pub(super) const SCRIPT_SETS: TableDefinition<&str, &[u8]> =
-    TableDefinition::new("script_metric_sets");
+const SCRIPT_SETS: TableDefinition<&str, &[u8]> = TableDefinition::new("script_metric_sets");
 /// #24: per tenant, whose history its entries are, JSON [`TenantIdentity`]. Added without a
 /// schema change (an older version ignores it); a file without it adopts the identity
 /// configured at its next start.
-pub(super) const IDENTITIES: TableDefinition<&str, &[u8]> = TableDefinition::new("tenant_identity");
+const IDENTITIES: TableDefinition<&str, &[u8]> = TableDefinition::new("tenant_identity");
 /// The layout of the state file this version writes and reads. 1 → 2 (#9) and 2 → 3 (#20)
 /// only add tables, so an older file is migrated by creating them and writing the new number.
 pub const SCHEMA: u64 = 3;
@@ -84,14 +83,14 @@ pub type Opener = Arc<dyn Fn() -> Result<redb::Database, String> + Send + Sync>;
 
 pub(super) struct Store {
     /// `None` only between closing and reopening after a write error.
-    pub(super) db: Option<redb::Database>,
-    pub(super) path: PathBuf,
-    pub(super) opener: Opener,
+    db: Option<redb::Database>,
+    path: PathBuf,
+    opener: Opener,
     /// A write failed and the file has not been reopened since: the next write reopens first.
     /// (After an I/O error redb refuses every later write until the database is reopened.)
-    pub(super) broken: bool,
+    broken: bool,
     /// `mde_exporter_state_write_errors_total`.
-    pub(super) write_errors: Counter,
+    write_errors: Counter,
 }
 
 impl std::fmt::Debug for Store {
@@ -134,7 +133,7 @@ fn open_file(path: &Path) -> Result<redb::Database, String> {
     }
 }
 
-pub(super) fn done_key(k: &ResultKey) -> String {
+fn done_key(k: &ResultKey) -> String {
     // JSON keeps the parts apart whatever characters they hold.
     serde_json::json!([k.tenant, k.action_id, k.index]).to_string()
 }
@@ -149,16 +148,16 @@ fn parse_done_key(key: &str) -> Option<ResultKey> {
     })
 }
 
-pub(super) fn action_key(tenant: &str, action_id: &str) -> String {
+fn action_key(tenant: &str, action_id: &str) -> String {
     serde_json::json!([tenant, action_id]).to_string()
 }
 
-pub(super) fn series_key(k: &SeriesKey) -> String {
+fn series_key(k: &SeriesKey) -> String {
     serde_json::json!([k.0, k.1, k.2]).to_string()
 }
 
 impl Store {
-    pub(super) fn err(&self, e: impl std::fmt::Display) -> StoreError {
+    fn err(&self, e: impl std::fmt::Display) -> StoreError {
         StoreError::Io {
             path: self.path.clone(),
             message: e.to_string(),
@@ -169,7 +168,7 @@ impl Store {
     /// error (a full disk, an I/O error) the file is closed, opened again and the write tried
     /// once more; if that fails too, the next write starts by reopening. So the exporter
     /// recovers by itself once the disk does.
-    pub(super) fn write<R>(
+    fn write<R>(
         &mut self,
         f: impl Fn(&redb::WriteTransaction) -> Result<R, redb::Error>,
     ) -> Result<R, StoreError> {
@@ -224,21 +223,129 @@ impl Store {
     }
 }
 
-/// What the state file holds, read into the indexes `state` keeps (its fields by the same names).
-#[derive(Debug, Default)]
-pub(super) struct Loaded {
-    pub(super) done: HashSet<ResultKey>,
-    pub(super) actions_seen: HashSet<(String, String)>,
-    pub(super) last_runs: BTreeMap<SeriesKey, LastRun>,
-    pub(super) discovered: BTreeMap<String, i64>,
-    pub(super) watermarks: BTreeMap<String, i64>,
-    pub(super) reconciled: BTreeMap<String, i64>,
-    pub(super) tracked: BTreeMap<(String, String), Tracked>,
-    pub(super) not_run: HashSet<ResultKey>,
-    pub(super) attempts: BTreeMap<SeriesKey, Attempt>,
-    pub(super) ran: BTreeMap<SeriesKey, Attempt>,
-    pub(super) script_sets: BTreeMap<SeriesKey, Vec<u8>>,
-    pub(super) identities: BTreeMap<String, TenantIdentity>,
+/// A write encoded for the file: a key in one table, inserted with its value or removed.
+enum Encoded {
+    Flag(TableDefinition<'static, &'static str, u8>, String),
+    Time(TableDefinition<'static, &'static str, i64>, String, i64),
+    Json(
+        TableDefinition<'static, &'static str, &'static [u8]>,
+        String,
+        Vec<u8>,
+    ),
+    RemoveTime(TableDefinition<'static, &'static str, i64>, String),
+    RemoveJson(
+        TableDefinition<'static, &'static str, &'static [u8]>,
+        String,
+    ),
+}
+
+impl Store {
+    fn encode(&self, w: &Write<'_>) -> Result<Vec<Encoded>, StoreError> {
+        let json = |v: &dyn erased::Json| v.to_json().map_err(|e| self.err(e));
+        Ok(match *w {
+            Write::Done(k) => vec![Encoded::Flag(DONE, done_key(k))],
+            Write::Run(s, run) => vec![Encoded::Json(RUNS, series_key(s), json(run)?)],
+            Write::ScriptSet(s, set) => {
+                vec![Encoded::Json(SCRIPT_SETS, series_key(s), set.to_vec())]
+            }
+            Write::ActionSeen { tenant, action_id } => {
+                vec![Encoded::Flag(ACTIONS, action_key(tenant, action_id))]
+            }
+            Write::Discovered { tenant, at_ms } => {
+                vec![Encoded::Time(DISCOVERY, tenant.into(), at_ms)]
+            }
+            Write::Watermark { tenant, at_ms } => {
+                vec![Encoded::Time(WATERMARKS, tenant.into(), at_ms)]
+            }
+            Write::Reconciled { tenant, at_ms } => {
+                vec![Encoded::Time(RECONCILED, tenant.into(), at_ms)]
+            }
+            Write::Track {
+                tenant,
+                action_id,
+                tracked,
+            } => {
+                vec![Encoded::Json(
+                    TRACKED,
+                    action_key(tenant, action_id),
+                    json(tracked)?,
+                )]
+            }
+            Write::Untrack { tenant, action_id } => {
+                vec![Encoded::RemoveJson(TRACKED, action_key(tenant, action_id))]
+            }
+            Write::NotRun(k) => vec![Encoded::Flag(NOT_RUN, done_key(k))],
+            Write::Attempt(s, a) => vec![Encoded::Json(ATTEMPTS, series_key(s), json(a)?)],
+            Write::Ran(s, a) => vec![Encoded::Json(RAN, series_key(s), json(a)?)],
+            Write::Identity { tenant, identity } => {
+                vec![Encoded::Json(IDENTITIES, tenant.into(), json(identity)?)]
+            }
+            Write::ForgetDiscovery { tenant } => vec![
+                Encoded::RemoveTime(DISCOVERY, tenant.into()),
+                Encoded::RemoveTime(WATERMARKS, tenant.into()),
+                Encoded::RemoveTime(RECONCILED, tenant.into()),
+            ],
+            Write::Remove(kind, s) => {
+                let table = match kind {
+                    PerMachine::Runs => RUNS,
+                    PerMachine::Attempts => ATTEMPTS,
+                    PerMachine::Ran => RAN,
+                    PerMachine::ScriptSets => SCRIPT_SETS,
+                };
+                vec![Encoded::RemoveJson(table, series_key(s))]
+            }
+        })
+    }
+}
+
+/// JSON encoding of the records, behind one object-safe method.
+mod erased {
+    pub(super) trait Json {
+        fn to_json(&self) -> serde_json::Result<Vec<u8>>;
+    }
+    impl<T: serde::Serialize> Json for T {
+        fn to_json(&self) -> serde_json::Result<Vec<u8>> {
+            serde_json::to_vec(self)
+        }
+    }
+}
+
+impl Storage for Store {
+    fn apply(&mut self, writes: &[Write<'_>]) -> Result<(), StoreError> {
+        if writes.is_empty() {
+            return Ok(());
+        }
+        let mut encoded = Vec::with_capacity(writes.len());
+        for w in writes {
+            encoded.extend(self.encode(w)?);
+        }
+        self.write(|txn| {
+            for e in &encoded {
+                match e {
+                    Encoded::Flag(t, k) => {
+                        txn.open_table(*t)?.insert(k.as_str(), 1u8)?;
+                    }
+                    Encoded::Time(t, k, v) => {
+                        txn.open_table(*t)?.insert(k.as_str(), *v)?;
+                    }
+                    Encoded::Json(t, k, v) => {
+                        txn.open_table(*t)?.insert(k.as_str(), v.as_slice())?;
+                    }
+                    Encoded::RemoveTime(t, k) => {
+                        txn.open_table(*t)?.remove(k.as_str())?;
+                    }
+                    Encoded::RemoveJson(t, k) => {
+                        txn.open_table(*t)?.remove(k.as_str())?;
+                    }
+                }
+            }
+            Ok(())
+        })
+    }
+
+    fn count_write_errors_in(&mut self, counter: Counter) {
+        self.write_errors = counter;
+    }
 }
 
 /// Open (or create) the state file at `path` and read it.
@@ -410,27 +517,6 @@ pub(super) fn open_with(path: &Path, opener: Opener) -> Result<(Store, Loaded), 
         }
     }
     Ok((store, state))
-}
-
-/// Remove `keys` from a per-machine table of the file, if there is one, in one transaction.
-pub(super) fn remove_keys(
-    store: &mut Option<Store>,
-    table: TableDefinition<&str, &[u8]>,
-    keys: &[SeriesKey],
-) -> Result<(), StoreError> {
-    let Some(store) = store else {
-        return Ok(());
-    };
-    if keys.is_empty() {
-        return Ok(());
-    }
-    store.write(|txn| {
-        let mut t = txn.open_table(table)?;
-        for k in keys {
-            t.remove(series_key(k).as_str())?;
-        }
-        Ok(())
-    })
 }
 
 /// `--state.reset`: move the state file aside (renamed with the time, in the same
