@@ -54,19 +54,7 @@ pub async fn request_reload(tx: &mpsc::Sender<ReloadRequest>) -> Result<(), Stri
         .map_err(|_| "the exporter is shutting down".to_string())?
 }
 
-/// A transcript as shown on the landing page.
-#[derive(Debug, Clone)]
-pub struct RecentTranscript {
-    pub action_id: String,
-    pub index: u32,
-    pub machine: String,
-    pub script: String,
-    pub exit_code: i64,
-    pub errors_present: bool,
-    pub end_time: Option<DateTime<Utc>>,
-    /// The trace that retrieved it, when tracing is on.
-    pub trace_id: Option<String>,
-}
+pub use crate::record::outcome::RecentTranscript;
 
 /// A problem shown on the landing page.
 #[derive(Debug, Clone)]

@@ -115,37 +115,6 @@ fn unix_now() -> f64 {
     chrono::Utc::now().timestamp_millis() as f64 / 1000.0
 }
 
-/// The script_metrics sets of the state file back in `/metrics` (#21), before any poll: those
-/// of the tenants served here with a rule for the script. A set left out that is past its own
-/// ttl by the local clock (no API clock for a tenant not served) leaves the file too.
-fn restore_script_sets(shared: &Shared) {
-    let sets = shared.with_state(|s| s.take_script_sets());
-    let now = chrono::Utc::now();
-    let mut stale = Vec::new();
-    for (key, bytes) in sets {
-        let set = match serde_json::from_slice::<crate::script_metrics::store::Set>(&bytes) {
-            Ok(set) => set,
-            Err(e) => {
-                tracing::warn!(error = %e, "skipping a script_metrics set the state file holds that does not parse");
-                continue;
-            }
-        };
-        // Only the tenants served here: another shard's (or a removed tenant's) sets would
-        // show their series twice across shards, one copy frozen (#24). Nor the sets of a
-        // rule the configuration no longer has.
-        if shared.reads_script(&key.0, &key.2) {
-            shared.metrics.script_metrics.restore(key, set);
-        } else if set.is_past_ttl(now) {
-            stale.push(key);
-        }
-    }
-    if !stale.is_empty()
-        && let Err(e) = shared.with_state(|s| s.remove_script_sets(&stale))
-    {
-        tracing::error!(error = %e, "cannot remove expired script_metrics sets");
-    }
-}
-
 /// Start collectors for every tenant and the HTTP server on `listener` (plain HTTP).
 pub async fn start(
     config: Config,
@@ -339,7 +308,11 @@ pub async fn start_with_lifecycle(
     let (shared, clients) = prepare(&config, &metrics, state.clone(), status.clone(), None)?;
     metrics.record_config_load(true, unix_now());
     shared.restore_series();
-    restore_script_sets(&shared);
+    crate::record::outcome::restore_script_sets(
+        &shared.state,
+        &shared.metrics,
+        |tenant, script| shared.reads_script(tenant, script),
+    );
     shared.housekeeping();
     metrics.set_quotas(&shared.quotas);
     let collectors = launch(&shared, clients);

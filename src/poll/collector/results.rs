@@ -20,9 +20,9 @@ use crate::api::model::{CommandType, MachineAction};
 use crate::api::{self, ErrorKind, QuotaWait};
 use crate::metrics::MachineScriptLabels;
 use crate::poll::discovery::{self as disc, NotRunReason};
-use crate::record::events::{ResultFetchFailed, ScriptNotRun, TranscriptRetrieved};
-use crate::record::state::{Attempt, Committed, LastRun, ResultKey, RunUpdate, StoreError};
-use crate::shared::RecentTranscript;
+use crate::record::events::{ResultFetchFailed, ScriptNotRun};
+use crate::record::outcome::{Outcome, Retrieved};
+use crate::record::state::{Attempt, ResultKey, RunUpdate, StoreError};
 
 /// What a result download gave.
 enum Fetched {
@@ -356,125 +356,31 @@ impl TenantCollector {
         }
     }
 
+    /// What the transcript becomes (see [`Outcome`]): built once, applied to the state, the
+    /// script-output set, the gauges, the log event and the status page, in that order.
     fn account(&self, p: &Pending, t: &crate::api::model::Transcript) -> Result<(), StoreError> {
-        let script = p.script.clone().unwrap_or_else(|| t.script_name.clone());
-        let errors_present = t.errors_present();
-        let end_time = p.end_time;
-        let series = (self.tenant.name.clone(), p.machine.clone(), script.clone());
-        // Marking done and offering the run as the latest happen in one durable transaction,
-        // before anything is counted: a result is counted exactly when it becomes done.
-        let run = end_time.map(|end| LastRun {
-            end_time: end,
-            exit_code: t.exit_code,
-            errors_present,
-            action_id: p.key.action_id.clone(),
-            // The transcript page's excerpt, committed with the run (#22).
-            excerpt: Some(crate::record::excerpt::Excerpt::new(
-                &self.shared.settings.transcript_log,
-                &t.script_output,
-                &t.script_errors,
-                p.key.index,
-                chrono::Utc::now(),
-            )),
-        });
-        let offered = run.clone().map(|r| (series.clone(), r));
-        // Script output as metrics (#21), read from the full output before any redaction; the
-        // set is written in the transaction that marks the transcript done, unless the set
-        // held is later.
-        let script_set = self
-            .shared
-            .settings
-            .script_metrics
-            .rule_for(&self.tenant.name, &script)
-            .map(|rule| {
-                let mut extracted =
-                    crate::script_metrics::store::extract(rule, t.script_output.as_bytes());
-                // The state file keeps the set as served: within the rule's total.
-                self.shared
-                    .metrics
-                    .script_metrics
-                    .cap_to_total(&series, rule, &mut extracted);
-                let produced = p.last_update.or(end_time).unwrap_or_else(|| self.api_now());
-                (rule, produced, extracted)
-            });
-        let durable = script_set.as_ref().and_then(|(rule, produced, extracted)| {
-            let set =
-                crate::script_metrics::store::Set::new(*produced, p.key.index, rule, extracted);
-            let held = self.shared.metrics.script_metrics.produced(&series);
-            if held.is_some_and(|h| h > (set.produced, set.index)) {
-                return None;
-            }
-            serde_json::to_vec(&set)
-                .ok()
-                .map(|bytes| (series.clone(), bytes))
-        });
-        let update = match self
-            .shared
-            .with_state(|s| s.commit_result_with_set(p.key.clone(), offered, durable))?
-        {
-            Committed::AlreadyDone => return Ok(()),
-            Committed::Done(update) => update,
-        };
-        if let Some((rule, produced, extracted)) = script_set {
-            let dropped: u64 = extracted.dropped.values().sum();
-            if dropped > 0 || extracted.invalid > 0 {
-                // Once per transcript, however many lines: the counts are in the metrics.
-                tracing::warn!(
-                    tenant = %self.tenant.name,
-                    action_id = %p.key.action_id,
-                    index = p.key.index,
-                    machine = %p.machine,
-                    script = %script,
-                    invalid_lines = extracted.invalid,
-                    dropped,
-                    "script_metrics: some of the script's output was left out"
-                );
-            }
-            self.shared.metrics.script_metrics.record(
-                series.clone(),
-                produced,
-                p.key.index,
-                rule,
-                extracted,
-            );
-        }
-        TranscriptRetrieved {
-            tenant: &self.tenant.name,
-            action_id: &p.key.action_id,
-            index: p.key.index,
+        let settings = &self.shared.settings;
+        let result = Retrieved {
+            key: &p.key,
             machine: &p.machine,
-            script: &script,
-            exit_code: t.exit_code,
-            errors_present,
-            output_bytes: t.script_output.len(),
-            errors_bytes: t.script_errors.len(),
-            end_time,
-            script_output: self.shared.settings.transcript_log.apply(&t.script_output),
-            script_errors: self.shared.settings.transcript_log.apply(&t.script_errors),
-        }
-        .emit(&self.shared.metrics);
-        if let (RunUpdate::Latest, Some(run)) = (update, &run) {
-            let (tenant, machine, script) = series;
-            let labels = MachineScriptLabels {
-                tenant,
-                machine,
-                script,
-            };
-            crate::record::series::set(&self.shared.metrics, &labels, run);
-        }
-        self.shared.update_status(&self.tenant.name, |s| {
-            s.push_recent(RecentTranscript {
-                action_id: p.key.action_id.clone(),
-                index: p.key.index,
-                machine: p.machine.clone(),
-                script,
-                exit_code: t.exit_code,
-                errors_present,
-                end_time,
-                trace_id: crate::telemetry::current_trace_label().map(|t| t.trace_id),
-            });
-        });
-        Ok(())
+            script: p.script.as_deref(),
+            end_time: p.end_time,
+            produced: p
+                .last_update
+                .or(p.end_time)
+                .unwrap_or_else(|| self.api_now()),
+        };
+        Outcome::new(
+            result,
+            t,
+            &settings.script_metrics,
+            &settings.transcript_log,
+            chrono::Utc::now(),
+        )
+        .apply(&self.shared.state, &self.shared.metrics, |recent| {
+            self.shared
+                .update_status(&self.tenant.name, |s| s.push_recent(recent));
+        })
     }
 }
 
