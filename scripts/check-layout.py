@@ -4,7 +4,12 @@
 (a) no .rs file under src/ of a workspace member (., crates/mde-sim, crates/exporter-web) is over
     700 lines, test files and `#[cfg(test)]` modules included;
 (b) src/main.rs is at most 120 lines;
-(c) no import circle between the modules of one crate.
+(c) no import circle between the modules of one crate;
+(d) no two folders import each other, even through different files: for two sibling modules
+    A and B (the same parent; a folder counts with everything below it), some file under A
+    importing something under B and some file under B importing something under A is an
+    arrow back up (a longer ring of siblings too), named with one import each way;
+(e) no `#[path = ...]` attribute: a file sits where its module is.
 
 How (c) reads the code. A module is a file or a folder (`src/a.rs` and `src/a/mod.rs` are module
 `a`, `src/a/b.rs` is `a::b`; `lib.rs`/`main.rs` are the crate root, shown as `crate`). Comments
@@ -301,6 +306,74 @@ def cycles(crate):
     return found
 
 
+def sibling_pair(a, b):
+    """The two sibling modules under which `a` and `b` sit apart, or None (one holds the other)."""
+    k = 0
+    while k < len(a) and k < len(b) and a[k] == b[k]:
+        k += 1
+    if k == len(a) or k == len(b):
+        return None
+    return a[:k + 1], b[:k + 1]
+
+
+def strong_components(graph):
+    """Strongly connected components of more than one node (Tarjan, iterative order)."""
+    index, low, stack, on, comps, counter = {}, {}, [], set(), [], [0]
+
+    def strong(v):
+        index[v] = low[v] = counter[0]
+        counter[0] += 1
+        stack.append(v)
+        on.add(v)
+        for w in sorted(graph.get(v, ())):
+            if w not in index:
+                strong(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                comps.append(sorted(comp))
+
+    for v in sorted(graph):
+        if v not in index:
+            strong(v)
+    return comps
+
+
+def folder_circles(crate, file_circles=()):
+    """[(sibling modules that import each other, evidence lines)] of one crate; the imports of
+    a file circle (`file_circles`: its components) are left to that circle's report."""
+    in_circle = {m: i for i, comp in enumerate(file_circles) for m in comp}
+    graph, why = {}, {}
+    for (a, b), w in crate.edges().items():
+        if a in ((), ("<main>",)) or b == ():
+            continue
+        if a in in_circle and in_circle.get(b) == in_circle[a]:
+            continue
+        pair = sibling_pair(a, b)
+        if pair is None:
+            continue
+        graph.setdefault(pair[0], set()).add(pair[1])
+        why.setdefault(pair, w)
+    found = []
+    for comp in strong_components(graph):
+        members = set(comp)
+        lines = [why[(x, y)] for x in comp for y in sorted(graph.get(x, ())) if y in members]
+        found.append((comp, lines))
+    return found
+
+
+PATH_ATTR = re.compile(r"#\[\s*path\s*=")
+
+
 def check(root):
     errors = []
     for member in MEMBERS:
@@ -318,12 +391,22 @@ def check(root):
                 errors.append("%s: %d lines, over the %d-line limit for main.rs (wiring belongs in app)"
                               % (main.relative_to(root), lines, MAX_MAIN_LINES))
         crate = Crate(src)
-        for chain, why, comp in cycles(crate):
+        file_circles = cycles(crate)
+        for chain, why, comp in file_circles:
             errors.append("import circle in %s: %s%s\n    %s" % (
                 member, " -> ".join(name(m) for m in chain),
                 "" if len(comp) == len(chain) - 1 else " (%d modules in the tangle: %s)"
                 % (len(comp), ", ".join(sorted(name(m) for m in comp))),
                 "\n    ".join(w.replace(str(root) + "/", "") for w in why)))
+        for comp, why in folder_circles(crate, [comp for _, _, comp in file_circles]):
+            errors.append("folders that import each other in %s: %s\n    %s" % (
+                member, " <-> ".join(name(m) for m in comp),
+                "\n    ".join(w.replace(str(root) + "/", "") for w in why)))
+        for f in sorted(src.rglob("*.rs")):
+            for n, line in enumerate(f.read_text(encoding="utf-8").splitlines(), 1):
+                if PATH_ATTR.search(line):
+                    errors.append("%s:%d: #[path] attribute (put the file where its module is)"
+                                  % (f.relative_to(root), n))
     return errors
 
 
@@ -383,6 +466,39 @@ class SelfTest(unittest.TestCase):
         })
         self.assertEqual(check(root), [])
 
+    def test_folders_that_import_each_other_through_different_files(self):
+        root = self.tree({
+            "src/lib.rs": "pub mod config;\npub mod metrics;\n",
+            "src/config/mod.rs": "pub mod rules;\npub mod names;\n",
+            "src/config/rules.rs": "use crate::metrics::parse::valid;\n",
+            "src/config/names.rs": "pub fn n() {}\n",
+            "src/metrics/mod.rs": "pub mod parse;\npub mod store;\n",
+            "src/metrics/parse.rs": "pub fn valid() {}\n",
+            "src/metrics/store.rs": "use crate::config::names::n;\n",
+        })
+        # No file circle (rules -> parse, store -> names), but the folders import each other.
+        errors = check(root)
+        self.assertEqual(len(errors), 1, errors)
+        self.assertIn("folders that import each other in .: config <-> metrics", errors[0])
+        self.assertIn("src/config/rules.rs:1 (crate::metrics::parse::valid)", errors[0])
+        self.assertIn("src/metrics/store.rs:1 (crate::config::names::n)", errors[0])
+
+    def test_a_child_may_use_its_parent_and_siblings_one_way(self):
+        root = self.tree({
+            "src/lib.rs": "pub mod a;\n",
+            "src/a/mod.rs": "pub mod b;\npub mod c;\npub struct T;\n",
+            "src/a/b.rs": "use super::T;\nuse super::c::U;\n",
+            "src/a/c.rs": "pub struct U;\n",
+        })
+        self.assertEqual(check(root), [])
+
+    def test_path_attribute_is_refused(self):
+        root = self.tree({
+            "src/lib.rs": "#[path = \"x.rs\"]\nmod y;\n",
+            "src/x.rs": "\n",
+        })
+        self.assertEqual(check(root), ["src/lib.rs:1: #[path] attribute (put the file where its module is)"])
+
     def test_sizes(self):
         root = self.tree({
             "src/lib.rs": "x\n" * 701,
@@ -413,7 +529,7 @@ def main(argv):
     if errors:
         print("check-layout: %d problem(s)" % len(errors), file=sys.stderr)
         return 1
-    print("check-layout: file sizes, main.rs and module imports ok")
+    print("check-layout: file sizes, main.rs, module imports and folder imports ok")
     return 0
 
 

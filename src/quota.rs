@@ -306,6 +306,28 @@ impl Quota {
     }
 
     /// Used and remaining calls in every window of every budget.
+    /// What calls to `ep` may still spend now: the smallest `remaining` over the windows of
+    /// the budget they spend (the one shared budget with `scope: shared`).
+    pub fn remaining(&mut self, ep: Endpoint, now: Instant) -> u32 {
+        let budget = self.budget(ep);
+        budget
+            .windows
+            .iter_mut()
+            .map(|w| {
+                w.prune(now);
+                w.effective.saturating_sub(w.used())
+            })
+            .min()
+            .unwrap_or(0)
+    }
+
+    /// The long (hour) window of the budget calls to `ep` spend: (calls used, limit in force).
+    pub fn hour_window(&mut self, ep: Endpoint, now: Instant) -> (u32, u32) {
+        let [_, hour] = &mut self.budget(ep).windows;
+        hour.prune(now);
+        (hour.used(), hour.effective)
+    }
+
     pub fn status(&mut self, now: Instant) -> Vec<WindowStatus> {
         let mut out = Vec::new();
         for (key, budget) in &mut self.budgets {
@@ -605,5 +627,31 @@ mod tests {
                 remaining: 0
             }
         );
+    }
+
+    /// What a poll reads of its own budget: the smallest `remaining` over the windows of the
+    /// budget an endpoint spends, and that budget's hour window; with `scope: shared` the one
+    /// budget of all endpoints.
+    #[tokio::test(start_paused = true)]
+    async fn remaining_and_hour_window_read_the_budget_an_endpoint_spends() {
+        let t0 = Instant::now();
+        let mut q = Quota::new(&cfg(3, 10));
+        q.try_acquire(Endpoint::ListMachineActions, t0).unwrap();
+        q.try_acquire(Endpoint::ListMachineActions, t0).unwrap();
+        assert_eq!(
+            q.remaining(Endpoint::ListMachineActions, t0),
+            1,
+            "the minute is smaller"
+        );
+        assert_eq!(q.remaining(Endpoint::GetResultDownloadLink, t0), 3);
+        assert_eq!(q.hour_window(Endpoint::ListMachineActions, t0), (2, 10));
+        assert_eq!(q.hour_window(Endpoint::GetMachineAction, t0), (0, 10));
+        let mut shared = Quota::new(&QuotaConfig {
+            scope: QuotaScope::Shared,
+            ..cfg(30, 7)
+        });
+        shared.try_acquire(Endpoint::GetMachineAction, t0).unwrap();
+        assert_eq!(shared.remaining(Endpoint::ListMachineActions, t0), 6);
+        assert_eq!(shared.hour_window(Endpoint::ListMachineActions, t0), (1, 7));
     }
 }

@@ -185,7 +185,7 @@ impl Shared {
             self.settings.series_ttl,
             self.settings.max_series,
             &now_of,
-            |t| self.quotas.contains_key(t),
+            |t| self.serves(t),
         );
         // Script-output sets past their rule's ttl (#21), from /metrics and the state file.
         let expired = self.metrics.script_metrics.expire(&now_of);
@@ -240,16 +240,15 @@ impl Shared {
     /// Set the per-machine gauges from the state, for the tenants configured now (see
     /// [`crate::record::series::restore`]).
     pub fn restore_series(&self) {
-        crate::record::series::restore(&self.metrics, &self.state, |t| self.quotas.contains_key(t));
+        crate::record::series::restore(&self.metrics, &self.state, |t| self.serves(t));
     }
 
     /// Remove from /metrics the per-machine series of tenants not configured now (see
     /// [`crate::record::series::drop_unserved`]) and the script-output sets of tenants or rules not
     /// configured now; after each reload (at start they are not restored).
     pub fn drop_unserved_series(&self) {
-        let n = crate::record::series::drop_unserved(&self.metrics, &self.state, |t| {
-            self.quotas.contains_key(t)
-        });
+        let n =
+            crate::record::series::drop_unserved(&self.metrics, &self.state, |t| self.serves(t));
         if n > 0 {
             tracing::info!(
                 series = n,
@@ -272,7 +271,7 @@ impl Shared {
     /// Whether this process reads `script`'s output as metrics for `tenant`: a tenant served
     /// here, with a `script_metrics` rule for the script (#21).
     pub fn reads_script(&self, tenant: &str, script: &str) -> bool {
-        self.quotas.contains_key(tenant)
+        self.serves(tenant)
             && self
                 .settings
                 .script_metrics
@@ -286,6 +285,13 @@ impl Shared {
         for t in self.quotas.keys() {
             init_tenant_series(&self.metrics, t);
         }
+    }
+
+    /// Whether `tenant` is served here: configured in this configuration (and, with static
+    /// shards, on this shard). Its entries in the state, its series and its script sets are
+    /// shown only then.
+    pub fn serves(&self, tenant: &str) -> bool {
+        self.quotas.contains_key(tenant)
     }
 
     pub fn with_state<R>(&self, f: impl FnOnce(&mut State) -> R) -> R {
@@ -312,7 +318,7 @@ impl Shared {
     pub fn not_ready_reasons(&self) -> Vec<String> {
         let map = self.status.read().unwrap_or_else(PoisonError::into_inner);
         map.iter()
-            .filter(|(t, s)| self.quotas.contains_key(*t) && !s.missing_permissions.is_empty())
+            .filter(|(t, s)| self.serves(t) && !s.missing_permissions.is_empty())
             .map(|(t, s)| {
                 format!(
                     "tenant {t}: the token lacks the application permission {} (Machine.Read.All or Machine.ReadWrite.All on WindowsDefenderATP, with admin consent)",

@@ -147,6 +147,11 @@ impl Client {
         }
     }
 
+    /// The tenant's quota this client spends.
+    pub fn quota(&self) -> &SharedQuota {
+        &self.quota
+    }
+
     /// Another handle on the same tenant: same token cache, quota and HTTP client (for
     /// background work beside the collector, like the machine-context refresh).
     pub fn sibling(&self) -> Client {

@@ -263,10 +263,11 @@ impl TenantCollector {
         } else if cut_short.is_none() && disc::sweep_due(last_reconcile, now, d.reconcile_interval)
         {
             let spare = self
-                .shared
-                .quota_status_of(&name)
-                .map(|w| disc::spare_list_calls(&w))
-                .unwrap_or(0);
+                .client
+                .quota()
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .remaining(crate::quota::Endpoint::ListMachineActions, Instant::now());
             let pages = self.last_sweep_actions.max(1).div_ceil(disc::ASSUMED_PAGE);
             let in_flight = tracked
                 .iter()

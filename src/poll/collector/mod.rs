@@ -23,7 +23,7 @@ mod poller;
 mod results;
 mod retry;
 
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError};
 use std::time::Duration;
 
 use chrono::Utc;
@@ -221,12 +221,12 @@ impl TenantCollector {
     /// The list endpoint's long window now: (calls used, limit in force). With a shared
     /// budget (`quota.scope: shared`) the window of all endpoints.
     fn list_hour_window(&self) -> Option<(u32, u32)> {
-        let list = crate::quota::Endpoint::ListMachineActions.as_str();
-        self.shared
-            .quota_status_of(&self.tenant.name)?
-            .iter()
-            .find(|w| (w.endpoint == list || w.endpoint == "all") && w.window == "1h")
-            .map(|w| (w.used, w.effective))
+        let mut quota = self
+            .client
+            .quota()
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        Some(quota.hour_window(crate::quota::Endpoint::ListMachineActions, Instant::now()))
     }
 
     /// The cadence (#20 item 5): the time until the next poll, from this poll's list calls,
@@ -273,16 +273,16 @@ impl TenantCollector {
     /// One info line per poll: what was found and fetched, what waits, the result-link quota
     /// left (the smallest of its windows) and how long it took.
     fn log_poll(&self, started: Instant, ok: bool, waiting: usize) {
-        let link = crate::quota::Endpoint::GetResultDownloadLink.as_str();
-        let quota_left = self
-            .shared
-            .quota_status_of(&self.tenant.name)
-            .and_then(|ws| {
-                ws.iter()
-                    .filter(|w| w.endpoint == link || w.endpoint == "all")
-                    .map(|w| w.remaining)
-                    .min()
-            });
+        let quota_left = Some(
+            self.client
+                .quota()
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .remaining(
+                    crate::quota::Endpoint::GetResultDownloadLink,
+                    Instant::now(),
+                ),
+        );
         tracing::info!(
             tenant = %self.tenant.name,
             ok,

@@ -65,17 +65,6 @@ pub fn not_run_reason(action: &ActionStatus, command: &CommandStatus) -> Option<
     }
 }
 
-/// List calls still allowed now by the list budget (the smallest `remaining` over its
-/// windows; `all` for a shared budget).
-pub fn spare_list_calls(windows: &[crate::quota::WindowStatus]) -> u32 {
-    windows
-        .iter()
-        .filter(|w| w.endpoint == "list_machine_actions" || w.endpoint == "all")
-        .map(|w| w.remaining)
-        .min()
-        .unwrap_or(0)
-}
-
 /// Whether a sweep expected to take `sweep_pages` list calls fits in `spare` while leaving
 /// `next_poll_calls` for the next poll's own discovery.
 pub fn sweep_fits(spare: u32, sweep_pages: usize, next_poll_calls: usize) -> bool {
@@ -164,22 +153,7 @@ mod tests {
         assert_eq!(poll_cost(21, 20, false), 3);
         assert_eq!(poll_cost(2000, 20, false), 101);
         assert_eq!(poll_cost(2000, 20, true), 3);
-        let w = |endpoint, remaining| crate::quota::WindowStatus {
-            endpoint,
-            window: "1m",
-            limit: 100,
-            effective: 100,
-            used: 100 - remaining,
-            remaining,
-        };
-        let windows = [
-            w("list_machine_actions", 40),
-            w("list_machine_actions", 90),
-            w("get_result_download_link", 0),
-        ];
-        assert_eq!(spare_list_calls(&windows), 40);
         assert!(sweep_fits(40, 30, 10));
         assert!(!sweep_fits(40, 31, 10));
-        assert_eq!(spare_list_calls(&[w("all", 7)]), 7);
     }
 }

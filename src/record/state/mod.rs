@@ -30,7 +30,8 @@ use prometheus_client::metrics::counter::Counter;
 pub use identity::IdentityCheck;
 pub use lock::Holder;
 pub use model::{Attempt, LastRun, ResultKey, SeriesKey, TenantIdentity, Tracked};
-pub use redb_file::{Opener, SCHEMA, StoreError, reset};
+pub use redb_file::{Opener, SCHEMA, reset};
+pub use storage::StoreError;
 use storage::{Loaded, PerMachine, Storage, Write};
 
 /// What a discovery pass changes, committed in one transaction.

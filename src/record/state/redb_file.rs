@@ -18,9 +18,9 @@ use chrono::{DateTime, Utc};
 use prometheus_client::metrics::counter::Counter;
 use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 
-use super::lock::{self, Holder};
+use super::lock;
 use super::model::{Attempt, LastRun, ResultKey, SeriesKey, TenantIdentity, Tracked};
-use super::storage::{Loaded, PerMachine, Storage, Write};
+use super::storage::{Loaded, PerMachine, Storage, StoreError, Write};
 
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const DONE: TableDefinition<&str, u8> = TableDefinition::new("done");
@@ -50,32 +50,6 @@ const IDENTITIES: TableDefinition<&str, &[u8]> = TableDefinition::new("tenant_id
 /// The layout of the state file this version writes and reads. 1 → 2 (#9) and 2 → 3 (#20)
 /// only add tables, so an older file is migrated by creating them and writing the new number.
 pub const SCHEMA: u64 = 3;
-
-/// A state file problem; every message names the file and what to do.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error(
-        "cannot open state file {path}: {message}. If it is corrupt, move it away (or start once with --state.reset, which does that): the exporter then starts afresh and counts again the results still inside each tenant's lookback window"
-    )]
-    Open { path: PathBuf, message: String },
-    #[error(
-        "state file {path} was written by a newer version of the exporter (state schema {found}, this version reads {SCHEMA}): run that version or newer, or move the file away"
-    )]
-    Newer { path: PathBuf, found: u64 },
-    #[error("state file {path}: {message}")]
-    Io { path: PathBuf, message: String },
-    /// Another process (an exporter) has the file open. Not corruption: moving the file away
-    /// or `--state.reset` would make this process count again what the other one counts.
-    #[error(
-        "state file {path} is in use by another process {holder}: another exporter is running with it. Each exporter (each replica, each shard) needs a state file of its own: stop the other process, or give this one another --state.path. Do not move the file away or use --state.reset for this: both exporters would then count the same results"
-    )]
-    Locked { path: PathBuf, holder: Holder },
-    /// `--state.reset` on a file another process holds.
-    #[error(
-        "--state.reset refused: state file {path} is in use by another process {holder}. Stop that exporter first: resetting under it would leave it writing to the moved file while this one counts its results again"
-    )]
-    ResetLocked { path: PathBuf, holder: Holder },
-}
 
 /// How the state file is opened, and opened again after a write error: from its path; tests
 /// plug in a storage backend that fails like a full disk.
@@ -418,6 +392,7 @@ pub(super) fn open_with(path: &Path, opener: Opener) -> Result<(Store, Loaded), 
         return Err(StoreError::Newer {
             path: path.to_path_buf(),
             found,
+            reads: SCHEMA,
         });
     }
     let mut state = Loaded::default();

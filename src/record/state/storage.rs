@@ -3,17 +3,48 @@
 //! all or nothing, durably, before anything is counted.
 //!
 //! Owns the vocabulary between the rules and their storage: one [`Write`] per kind of entry,
-//! storage-neutral (records, not bytes or tables). Does not own the rules (when a write is
+//! storage-neutral (records, not bytes or tables), and the storage's error ([`StoreError`]). Does not own the rules (when a write is
 //! made: `state`), the records (`state::model`), nor any on-disk or in-database form: the redb
 //! file is one implementation (`state::redb_file`); another store is one more implementation
 //! of [`Storage`], and no rule is written twice.
 
 use std::collections::{BTreeMap, HashSet};
+use std::path::PathBuf;
 
 use prometheus_client::metrics::counter::Counter;
 
-use super::StoreError;
+use super::lock::Holder;
 use super::model::{Attempt, LastRun, ResultKey, SeriesKey, TenantIdentity, Tracked};
+
+/// A problem of the state's storage; every message names the file (or store) and what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error(
+        "cannot open state file {path}: {message}. If it is corrupt, move it away (or start once with --state.reset, which does that): the exporter then starts afresh and counts again the results still inside each tenant's lookback window"
+    )]
+    Open { path: PathBuf, message: String },
+    #[error(
+        "state file {path} was written by a newer version of the exporter (state schema {found}, this version reads {reads}): run that version or newer, or move the file away"
+    )]
+    Newer {
+        path: PathBuf,
+        found: u64,
+        reads: u64,
+    },
+    #[error("state file {path}: {message}")]
+    Io { path: PathBuf, message: String },
+    /// Another process (an exporter) has the file open. Not corruption: moving the file away
+    /// or `--state.reset` would make this process count again what the other one counts.
+    #[error(
+        "state file {path} is in use by another process {holder}: another exporter is running with it. Each exporter (each replica, each shard) needs a state file of its own: stop the other process, or give this one another --state.path. Do not move the file away or use --state.reset for this: both exporters would then count the same results"
+    )]
+    Locked { path: PathBuf, holder: Holder },
+    /// `--state.reset` on a file another process holds.
+    #[error(
+        "--state.reset refused: state file {path} is in use by another process {holder}. Stop that exporter first: resetting under it would leave it writing to the moved file while this one counts its results again"
+    )]
+    ResetLocked { path: PathBuf, holder: Holder },
+}
 
 /// One change to the stored state. A batch of them is one transaction.
 #[derive(Debug, Clone, Copy)]
