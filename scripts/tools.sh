@@ -4,7 +4,7 @@
 #   end-to-end test, rule checks), alertmanager + amtool, jaeger (Jaeger v2: the trace backend).
 # Each program is built with `go install module/cmd/x@version`, so only the Go module proxy is
 # needed; a program whose module has replace directives (Jaeger), which `go install pkg@version`
-# refuses, is built from its own tools module, tools/NAME/go.mod (the pinned version and the
+# refuses, is built from its own tools module, scripts/tools/NAME/go.mod (the pinned version and the
 # same replace directives, go.sum committed). Alertmanager's web UI package embeds ui/app/dist,
 # which its release process builds with npm and the module does not contain, so
 # `go install .../cmd/alertmanager@v0.35.0` fails ("pattern app/dist: no matching files"):
@@ -94,8 +94,8 @@ for t in "${TOOLS[@]}"; do
     ldflags="$LDFLAGS${xvar:+ -X $xvar}"
     stamp="$module@$version $package go=$goversion ldflags=$ldflags trimpath cgo=0"
     tooldir=
-    if [ -f "tools/$name/go.mod" ]; then
-        tooldir=tools/$name
+    if [ -f "scripts/tools/$name/go.mod" ]; then
+        tooldir=scripts/tools/$name
         grep -q "^require $module $version\$" "$tooldir/go.mod" \
             || { echo "tools.sh: $tooldir/go.mod does not require $module $version" >&2; failed+=("$name"); continue; }
         stamp="$stamp module=$(cat "$tooldir/go.mod" "$tooldir/go.sum" | sha256sum | cut -c1-16)"
