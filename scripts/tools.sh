@@ -11,7 +11,7 @@
 # alertmanager is built from a copy of the module source (.tools/src) with placeholder pages
 # there (the API, which the tests use, is unaffected; the web pages say the UI is not built). A stamp file per program (.tools/stamps/NAME) holds what it was built from (module,
 # version, Go version, flags); a program whose stamp matches is not built again, so only the
-# first run pays (see docs/tools.md for the figures). Builds run under `nice -n 19`, one at a time.
+# first run pays (see docs/development.md, "Tools the tests build", for the figures). Builds run under `nice -n 19`, one at a time.
 #
 # Built programs are also kept in a cache outside the work tree (MDE_TOOLS_CACHE, default
 # ~/.cache/mde-liveresponse-exporter/tools, with their stamps), so a fresh clone on a machine
