@@ -15,7 +15,7 @@
 //! (100/min, 1500/h), which the runs stay under. The simulator serves pages of 10,000 actions,
 //! as the API does with `$top=10000` (its default page size is not documented).
 //!
-//! `cargo bench --bench discovery` (or `bench/discovery.sh`); `BENCH_RATES=1000,10000` and
+//! `cargo bench --bench discovery` (or `benches/scripts/discovery.sh`); `BENCH_RATES=1000,10000` and
 //! `BENCH_POLLS=5` change the runs.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 

@@ -18,7 +18,7 @@
 //! Caveat of scaling: the exporter's own work (parsing a 10,000-action page) is not scaled,
 //! so at 10,000 in flight its share of the latency is `BENCH_SCALE` times too large.
 //!
-//! `cargo bench --bench fleet` (or `bench/discovery.sh --fleet`); `BENCH_FLEET=0,400`,
+//! `cargo bench --bench fleet` (or `benches/scripts/discovery.sh --fleet`); `BENCH_FLEET=0,400`,
 //! `BENCH_HOURS=1` (API hours per run) and `BENCH_SCALE=60` change the runs.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 

@@ -3,7 +3,7 @@
 //!
 //! Prints results per result-link call, 429s received, the achieved rate as a fraction of the
 //! quota, time from a result being available to its metric, and peak RSS. Run it with
-//! `cargo bench --bench quota` (or `bench/quota.sh`); `BENCH_ACTIONS` and `BENCH_SCALE`
+//! `cargo bench --bench quota` (or `benches/scripts/quota.sh`); `BENCH_ACTIONS` and `BENCH_SCALE`
 //! change the backlog and the time scale.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 

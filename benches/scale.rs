@@ -13,7 +13,7 @@
 //! exporter (the figures "before" in the README come from the binary of the starting commit).
 //! `BENCH_SCRIPT_METRICS=1` has two of the simulator's scripts print findings and the
 //! exporter read them with `script_metrics:` rules (#21), and counts their series.
-//! Run it with `cargo bench --bench scale` or `bench/scale.sh`.
+//! Run it with `cargo bench --bench scale` or `benches/scripts/scale.sh`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::Write as _;

@@ -4,7 +4,7 @@
 #   promtool check rules       (syntax, PromQL, templates)
 #   promtool test rules        (unit tests: each alert fires and must-not-fire cases)
 #   scripts/check_rules.py     (naming, labels, annotations, runbook anchors in docs/runbook.md, test coverage)
-#   scripts/check_links.py     (relative links and anchors of README.md and docs/*.md)
+#   scripts/check_links.py     (relative links, anchors and backticked repository paths of README.md, docs/*.md, scripts/README.md)
 # Needs promtool and python3; PyYAML (and jsonnet, for the render) are installed into
 # target/ci-tools/venv when missing.
 set -euo pipefail
@@ -27,7 +27,7 @@ echo "== promtool test rules rules/tests/*.yml"
 promtool test rules rules/tests/*.yml
 echo "== rule structure, runbook and test coverage"
 "$venv/bin/python" scripts/check_rules.py rules/mde-liveresponse.rules.yml rules/tests docs/runbook.md
-echo "== links and anchors of README.md and docs/*.md"
+echo "== links, anchors and backticked paths of README.md, docs/*.md and scripts/README.md"
 python3 scripts/check_links.py --self-test
 python3 scripts/check_links.py
 echo "check-rules: OK"

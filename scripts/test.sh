@@ -47,7 +47,7 @@ step() {
 # place of Jaeger) when it is missing. In the order the steps need them: helm (the chart
 # checks), Prometheus 3 and promtool (rules, e2e), amtool and Alertmanager 0.35 (the alerting
 # checks and e2e), Jaeger v2 (the e2e's trace backend). TOOLS_BUDGET_SECONDS bounds what one
-# run compiles: what is left is built by the next run (docs/tools.md).
+# run compiles: what is left is built by the next run (docs/development.md, "Tools the tests build").
 step "scripts/tools.sh" scripts/tools.sh helm promtool prometheus amtool alertmanager jaeger
 step "cargo fmt --check" cargo fmt --all -- --check
 # The layout rules of #19: file sizes, a thin main.rs, no import circle between modules.

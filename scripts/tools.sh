@@ -4,14 +4,14 @@
 #   end-to-end test, rule checks), alertmanager + amtool, jaeger (Jaeger v2: the trace backend).
 # Each program is built with `go install module/cmd/x@version`, so only the Go module proxy is
 # needed; a program whose module has replace directives (Jaeger), which `go install pkg@version`
-# refuses, is built from its own tools module, tools/NAME/go.mod (the pinned version and the
+# refuses, is built from its own tools module, scripts/tools/NAME/go.mod (the pinned version and the
 # same replace directives, go.sum committed). Alertmanager's web UI package embeds ui/app/dist,
 # which its release process builds with npm and the module does not contain, so
 # `go install .../cmd/alertmanager@v0.35.0` fails ("pattern app/dist: no matching files"):
 # alertmanager is built from a copy of the module source (.tools/src) with placeholder pages
 # there (the API, which the tests use, is unaffected; the web pages say the UI is not built). A stamp file per program (.tools/stamps/NAME) holds what it was built from (module,
 # version, Go version, flags); a program whose stamp matches is not built again, so only the
-# first run pays (see docs/tools.md for the figures). Builds run under `nice -n 19`, one at a time.
+# first run pays (see docs/development.md, "Tools the tests build", for the figures). Builds run under `nice -n 19`, one at a time.
 #
 # Built programs are also kept in a cache outside the work tree (MDE_TOOLS_CACHE, default
 # ~/.cache/mde-liveresponse-exporter/tools, with their stamps), so a fresh clone on a machine
@@ -94,8 +94,8 @@ for t in "${TOOLS[@]}"; do
     ldflags="$LDFLAGS${xvar:+ -X $xvar}"
     stamp="$module@$version $package go=$goversion ldflags=$ldflags trimpath cgo=0"
     tooldir=
-    if [ -f "tools/$name/go.mod" ]; then
-        tooldir=tools/$name
+    if [ -f "scripts/tools/$name/go.mod" ]; then
+        tooldir=scripts/tools/$name
         grep -q "^require $module $version\$" "$tooldir/go.mod" \
             || { echo "tools.sh: $tooldir/go.mod does not require $module $version" >&2; failed+=("$name"); continue; }
         stamp="$stamp module=$(cat "$tooldir/go.mod" "$tooldir/go.sum" | sha256sum | cut -c1-16)"

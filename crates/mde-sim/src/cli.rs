@@ -52,7 +52,7 @@ pub struct SimArgs {
     pub tenants: u32,
     /// The first this many result downloads answer a valid transcript of
     /// `--sim.huge-transcript-bytes` bytes instead of the blob (single tenant only; the
-    /// transcript memory benchmark, bench/transcript-memory.sh).
+    /// transcript memory benchmark, benches/scripts/transcript-memory.sh).
     #[arg(long = "sim.huge-transcripts", default_value_t = 0)]
     pub huge_transcripts: u32,
     #[arg(long = "sim.huge-transcript-bytes", default_value_t = 16 * 1024 * 1024)]

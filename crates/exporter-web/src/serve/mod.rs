@@ -41,7 +41,7 @@
 //!   backlog, where it would only time out.
 //! - **Accept errors** such as EMFILE back off (from 10 ms up to 1 s) instead of spinning, and
 //!   are logged at most every 10 s. With the cap below the descriptor limit they should not
-//!   happen; see `docs/deploy.md` for the limit itself.
+//!   happen; see `docs/security-hardening.md` for the limit itself.
 //!
 //! [`ServeStats`] counts what these rules did, for an exporter that wants to expose it.
 

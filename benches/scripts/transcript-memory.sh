@@ -8,11 +8,11 @@
 # were alive at once (results are fetched one at a time per tenant; one tenant here).
 # BENCH_EXPORTER=/path/to/binary measures another build (default: target/release, else debug).
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 CAPS=${BENCH_CAPS:-16777216,67108864}
 HUGE=${BENCH_HUGE:-3}
-# shellcheck source=bench/exporter-binary.sh
-. bench/exporter-binary.sh
+# shellcheck source=benches/scripts/exporter-binary.sh
+. benches/scripts/exporter-binary.sh
 # Free loopback ports, chosen afresh for each run (other benchmarks and tests share the machine).
 free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 DIR=$(mktemp -d)

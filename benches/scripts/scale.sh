@@ -5,5 +5,5 @@
 # poll, draining, steady, peak), CPU per poll, time to drain, /metrics render time and series.
 # BENCH_EXPORTER=/path/to/binary measures another build of the exporter.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 exec cargo bench --bench scale "$@"

@@ -9,7 +9,7 @@
 # final-to-result-link latency p50/p99. BENCH_FLEET=0,400, BENCH_HOURS=1 and BENCH_SCALE=60
 # change the runs.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 if [[ "${1:-}" == "--fleet" ]]; then
     shift
     exec cargo bench --bench fleet "$@"

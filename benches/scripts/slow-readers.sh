@@ -6,11 +6,11 @@
 # (30 s) has dropped them, and the responses counted as timed out.
 # BENCH_EXPORTER=/path/to/binary measures another build (default: target/release, else debug).
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 TENANTS=${BENCH_TENANTS:-150}
 READERS=${BENCH_READERS:-500}
-# shellcheck source=bench/exporter-binary.sh
-. bench/exporter-binary.sh
+# shellcheck source=benches/scripts/exporter-binary.sh
+. benches/scripts/exporter-binary.sh
 DIR=$(mktemp -d)
 SIM_PORT=${BENCH_SIM_PORT:-19818}
 PORT=${BENCH_PORT:-19817}
