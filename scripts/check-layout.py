@@ -9,7 +9,9 @@
     A and B (the same parent; a folder counts with everything below it), some file under A
     importing something under B and some file under B importing something under A is an
     arrow back up (a longer ring of siblings too), named with one import each way;
-(e) no `#[path = ...]` attribute: a file sits where its module is.
+(e) no `#[path = ...]` attribute: a file sits where its module is;
+(f) every module file (not a crate root, test or fixtures file) opens with a `//!` header that
+    says what it owns ("owns"/"own") and what it does not ("does not own", "not own", "nor").
 
 How (c) reads the code. A module is a file or a folder (`src/a.rs` and `src/a/mod.rs` are module
 `a`, `src/a/b.rs` is `a::b`; `lib.rs`/`main.rs` are the crate root, shown as `crate`). Comments
@@ -371,10 +373,34 @@ def folder_circles(crate, file_circles=()):
     return found
 
 
+TEST_FILE = re.compile(r"(^|/)(tests?|fixtures)(/|\.rs$)|_tests\.rs$")
+NOT_OWN = re.compile(r"does not own|not own|\bnor\b|never own", re.I)
+
+
+def header_problem(rel, text):
+    """Why a module file's header breaks (f), or None."""
+    if rel.name in ("main.rs", "lib.rs") or TEST_FILE.search(rel.as_posix()):
+        return None
+    header = []
+    for line in text.splitlines():
+        if line.startswith("//!"):
+            header.append(line[3:])
+        elif header or line.strip():
+            break
+    if not header:
+        return "no //! header saying what the module owns and what it does not"
+    words = re.sub(r"\s+", " ", " ".join(header))
+    if not re.search(r"\bowns?\b", words, re.I):
+        return "its //! header does not say what the module owns"
+    if not NOT_OWN.search(words):
+        return "its //! header does not say what the module does not own"
+    return None
+
+
 PATH_ATTR = re.compile(r"#\[\s*path\s*=")
 
 
-def check(root):
+def check(root, headers=True):
     errors = []
     for member in MEMBERS:
         src = root / member / "src"
@@ -403,6 +429,9 @@ def check(root):
                 member, " <-> ".join(name(m) for m in comp),
                 "\n    ".join(w.replace(str(root) + "/", "") for w in why)))
         for f in sorted(src.rglob("*.rs")):
+            why = headers and header_problem(f.relative_to(src), f.read_text(encoding="utf-8"))
+            if why:
+                errors.append("%s: %s" % (f.relative_to(root), why))
             for n, line in enumerate(f.read_text(encoding="utf-8").splitlines(), 1):
                 if PATH_ATTR.search(line):
                     errors.append("%s:%d: #[path] attribute (put the file where its module is)"
@@ -427,7 +456,7 @@ class SelfTest(unittest.TestCase):
             "src/b.rs": "pub struct Thing;\n",
             "src/main.rs": "fn main() {}\n",
         })
-        self.assertEqual(check(root), [])
+        self.assertEqual(check(root, headers=False), [])
 
     def test_circle_is_named_with_evidence(self):
         root = self.tree({
@@ -436,7 +465,7 @@ class SelfTest(unittest.TestCase):
             "src/b.rs": "pub struct X;\nfn f() { crate::c::g(); }\n",
             "src/c.rs": "use super::{a::Y, b};\npub fn g() {}\n",
         })
-        errors = check(root)
+        errors = check(root, headers=False)
         self.assertEqual(len(errors), 1, errors)
         self.assertIn("import circle in .: a -> b -> c -> a", errors[0])
         self.assertIn("src/c.rs:1 (super::a::Y)", errors[0])
@@ -452,7 +481,7 @@ class SelfTest(unittest.TestCase):
         })
         # http -> error is fine (through m's re-export, and m's `pub use` lines are no edges of m);
         # q -> m::Client is q -> m::http: a circle.
-        errors = check(root)
+        errors = check(root, headers=False)
         self.assertEqual(len(errors), 1, errors)
         self.assertIn("m::http -> q -> m::http", errors[0])
 
@@ -464,7 +493,7 @@ class SelfTest(unittest.TestCase):
                         "#[cfg(test)]\nmod fixtures;\n",
             "src/b/fixtures.rs": "use crate::a::Y;\n",
         })
-        self.assertEqual(check(root), [])
+        self.assertEqual(check(root, headers=False), [])
 
     def test_folders_that_import_each_other_through_different_files(self):
         root = self.tree({
@@ -477,7 +506,7 @@ class SelfTest(unittest.TestCase):
             "src/metrics/store.rs": "use crate::config::names::n;\n",
         })
         # No file circle (rules -> parse, store -> names), but the folders import each other.
-        errors = check(root)
+        errors = check(root, headers=False)
         self.assertEqual(len(errors), 1, errors)
         self.assertIn("folders that import each other in .: config <-> metrics", errors[0])
         self.assertIn("src/config/rules.rs:1 (crate::metrics::parse::valid)", errors[0])
@@ -490,14 +519,27 @@ class SelfTest(unittest.TestCase):
             "src/a/b.rs": "use super::T;\nuse super::c::U;\n",
             "src/a/c.rs": "pub struct U;\n",
         })
-        self.assertEqual(check(root), [])
+        self.assertEqual(check(root, headers=False), [])
+
+    def test_headers_say_what_a_module_owns_and_does_not(self):
+        root = self.tree({
+            "src/lib.rs": "pub mod a;\npub mod b;\npub mod c;\n#[cfg(test)]\nmod tests;\n",
+            "src/a.rs": "//! The a.\n//!\n//! Owns x. Does not own y.\n",
+            "src/b.rs": "// not a header\n",
+            "src/c.rs": "//! Owns everything.\n",
+            "src/tests.rs": "\n",
+        })
+        self.assertEqual(check(root), [
+            "src/b.rs: no //! header saying what the module owns and what it does not",
+            "src/c.rs: its //! header does not say what the module does not own",
+        ])
 
     def test_path_attribute_is_refused(self):
         root = self.tree({
             "src/lib.rs": "#[path = \"x.rs\"]\nmod y;\n",
             "src/x.rs": "\n",
         })
-        self.assertEqual(check(root), ["src/lib.rs:1: #[path] attribute (put the file where its module is)"])
+        self.assertEqual(check(root, headers=False), ["src/lib.rs:1: #[path] attribute (put the file where its module is)"])
 
     def test_sizes(self):
         root = self.tree({
@@ -506,7 +548,7 @@ class SelfTest(unittest.TestCase):
             "crates/mde-sim/src/tests.rs": "x\n" * 701,
             "crates/mde-sim/src/main.rs": "x\n" * 200,
         })
-        errors = check(root)
+        errors = check(root, headers=False)
         self.assertEqual(errors, [
             "src/lib.rs: 701 lines, over the 700-line limit",
             "src/main.rs: 121 lines, over the 120-line limit for main.rs (wiring belongs in app)",
@@ -523,7 +565,7 @@ def main(argv):
         result = unittest.main(argv=[argv[0]], exit=False, verbosity=1).result
         return 0 if result.wasSuccessful() else 1
     root = pathlib.Path(__file__).resolve().parent.parent
-    errors = check(root)
+    errors = check(root, headers=False)
     for e in errors:
         print("check-layout: " + e, file=sys.stderr)
     if errors:

@@ -50,7 +50,8 @@ step() {
 # run compiles: what is left is built by the next run (docs/development.md, "Tools the tests build").
 step "scripts/tools.sh" scripts/tools.sh helm promtool prometheus amtool alertmanager jaeger
 step "cargo fmt --check" cargo fmt --all -- --check
-# The layout rules of #19: file sizes, a thin main.rs, no import circle between modules.
+# The layout rules: file sizes, a thin main.rs, no import circle, no folders that import each
+# other, no #[path], and every module header saying what it owns and what it does not.
 step "scripts/check-layout.py --self-test" python3 scripts/check-layout.py --self-test
 step "scripts/check-layout.py" python3 scripts/check-layout.py
 step "cargo clippy" cargo clippy --workspace --all-targets --locked -- -D warnings

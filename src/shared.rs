@@ -5,7 +5,7 @@
 //! Owns these shared structures, the per-tenant status (recent transcripts and errors),
 //! readiness and its reasons, reading the quota windows for the status page and poll logs,
 //! when per-machine series are checked for expiry (housekeeping) and by which time (each
-//! tenant's API clock, see `clock`, with the skew gauges), and the hand-over of a
+//! tenant's API clock, see `api::clock`, with the skew gauges), and the hand-over of a
 //! reload request from the server to the supervisor. Does not own polling (the collector),
 //! the per-machine series themselves (`series`), the quota gauges (read at scrape time by
 //! `metrics`), routes (the server) or start-up and reloads themselves (the app).

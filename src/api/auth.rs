@@ -9,7 +9,9 @@
 //! metadata request, the change detection of the federated token file, and the `token`
 //! endpoint metrics (one per request, whatever the method). Every sign-in file it reads is
 //! within the 1 MiB cap of `sign_in_file`.
-//! It never logs or returns a secret, an assertion or a token in an error.
+//! It never logs or returns a secret, an assertion or a token in an error. Does not own the
+//! signing credential (`config::credential`), the sign-in settings (`config::auth`) nor
+//! sending API calls with the token (`send`).
 
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -6,8 +6,8 @@
 //!
 //! Owns the reading (the latest `Date` and the monotonic instant it came at), the API time
 //! derived from it, the skew (local minus API), and the verdict with its once-per-episode
-//! warning. Does not own reading the header off an answer (`mde`), the skew gauge (written
-//! through `metrics`' recording method by `mde` and `shared`), nor the decisions themselves
+//! warning. Does not own reading the header off an answer (`api`), the skew gauge (written
+//! through `metrics`' recording method by `api` and `shared`), nor the decisions themselves
 //! (`discovery`, `collector`, `series`, `script_metrics`).
 //!
 //! Why the monotonic clock: the API time at any moment is the latest `Date` plus the time

@@ -10,7 +10,7 @@
 //! tenants poll at the same moment. A slot is never held while waiting for anything but that
 //! one exchange (not for a token, not for quota room), so a slow tenant holds at most the one
 //! slot of its current request, for at most `request_timeout`. Does not own what a request
-//! is (`mde::Client`), the quota (a call takes its slot first and its quota unit second, so
+//! is (`api::Client`), the quota (a call takes its slot first and its quota unit second, so
 //! the send instant the quota records is the real one), nor token requests, which are rare
 //! and take no slot.
 

@@ -2,8 +2,10 @@
 //! the built-in demo (`demo`: the simulator in-process, with a config pointing at it); and
 //! the binary's run ([`run`]: runtime size, `--config.check`, serving until a signal).
 //!
-//! Owns start-up order, reloads and shutdown. Does not own any policy, the flags (`cli`) nor
-//! the HTTP client (`mde::http`).
+//! Owns start-up order, reloads and shutdown, and what a reload carries over of a tenant it
+//! keeps (its quota windows while its quota settings are the same, its API clock while its API
+//! is; [`carried`]). Does not own the flags (`cli`), the HTTP client (`api::http`), the restore
+//! of per-machine series and script-output sets (`record`), nor any policy of polling.
 
 pub mod cli;
 mod demo;

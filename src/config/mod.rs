@@ -9,7 +9,7 @@
 //! metrics; the value types they share with the schema in `types`), `${VAR}` expansion
 //! (`env`), the error type naming the file and the key, and the defaults of every
 //! key (including [`DEFAULT_MAX_REQUESTS_IN_FLIGHT`]). Does not own the command line (`cli`),
-//! reloading (`app`), getting tokens (`mde::auth`) nor the tenant → shard mapping
+//! reloading (`app`), getting tokens (`api::auth`) nor the tenant → shard mapping
 //! (`crate::config::shard`, used by [`Config::shard`]). The only modules of this crate it uses are the
 //! pure `certificate` (to refuse a wrong or expired certificate at load), `sign_in_file` (the
 //! 1 MiB cap of the sign-in files it reads), `shard`, and the pure `script_metrics::parse`

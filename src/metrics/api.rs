@@ -6,7 +6,7 @@
 //! endpoint deprecation notices (`mde_api_endpoint_deprecation_notices_total`, and what the
 //! latest said, for the status page) and the quotas read for `mde_api_quota_*`.
 //!
-//! Owns the writing of those families. Does not own when a request is sent (`mde`).
+//! Owns the writing of those families. Does not own when a request is sent (`api`).
 
 use std::time::Duration;
 

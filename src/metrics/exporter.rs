@@ -7,7 +7,7 @@
 //! `mde_machine_tags_dropped`) and OTLP metrics pushes (`mde_exporter_otlp_metrics_exports_total`).
 //!
 //! Owns the writing of those families. Does not own reloading (`app`), the state file
-//! (`state`), the API's clock (`clock`), the machine-context refresh (`machines`) nor pushing
+//! (`state`), the API's clock (`api::clock`), the machine-context refresh (`machines`) nor pushing
 //! (`otlp_metrics`).
 
 use std::sync::Arc;

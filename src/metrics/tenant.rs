@@ -3,7 +3,7 @@
 //! series), per final action status, and the per-tenant counters.
 //!
 //! Owns writing those zero-valued series. Does not own which endpoints, reasons and statuses
-//! exist (the caller, `series`, lists them from `mde` and `quota`) nor when it runs (`shared`).
+//! exist (the caller, `series`, lists them from `api` and `quota`) nor when it runs (`shared`).
 
 use super::{Metrics, StatusLabels, endpoint, reason, tenant};
 

@@ -14,7 +14,7 @@
 //! Calls `GET /api/machines` under its own quota endpoint (`list_machines`) without waiting
 //! for room: when the budget is spent it tries at the next check. Never runs on a scrape.
 //! Does not own the per-machine script series (`series`, `state`) nor their index by machine
-//! (`metrics`) nor the HTTP call (`mde`).
+//! (`metrics`) nor the HTTP call (`api`).
 //! As the tenant's one background task besides the collector, it also copies the token's
 //! missing permissions into the tenant status (status page, `/-/ready`).
 

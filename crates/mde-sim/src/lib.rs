@@ -9,6 +9,8 @@
 //! Owns the fake API and its ground truth ([`Simulator::truth`]) and call log
 //! ([`Simulator::stats`]). It never depends on the exporter it checks (a crate of its own, so
 //! the compiler enforces that); the exporter uses it only for `--demo`, `simulate` and tests.
+//! Does not own anything of the exporter: what it is checked against is the API's documented
+//! behaviour (`shared/mde-api.md`), not the exporter's code.
 //!
 //! - `cli`: the flags shared by the `mde-sim` binary and the exporter's `simulate`.
 //! - `scenario`: the seeded tenant and the JSON view of an action at a moment.

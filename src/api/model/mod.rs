@@ -5,6 +5,7 @@
 //! and strictly where a value matters. Does no I/O. By noun: `action` (a machine action and
 //! its commands), `page` (a list page, item by item), `machine` (a device), `transcript`
 //! (a RunScript result); here the errors, download links, URL redaction and API error bodies.
+//! Does not own any request or download (the client, `api`).
 
 mod action;
 mod machine;

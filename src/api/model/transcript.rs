@@ -1,7 +1,7 @@
 //! The RunScript result document (a transcript), read from bytes that may be UTF-8, UTF-16
 //! with a BOM, or hold raw control characters.
 //!
-//! Owns decoding and parsing a transcript. Does not own fetching it (`mde::download`).
+//! Owns decoding and parsing a transcript. Does not own fetching it (`api::download`).
 
 use serde::Deserialize;
 

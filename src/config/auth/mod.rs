@@ -7,7 +7,7 @@
 //! refused at load; each within the 1 MiB cap of sign-in files, the federated token file's
 //! size checked too), paths relative to the config file, and the secret types that never
 //! print themselves. Does not own the `AuthMethod` type itself (`types`), nor getting tokens
-//! (`mde::auth`), which reads the certificate, password and token files again for every token.
+//! (`api::auth`), which reads the certificate, password and token files again for every token.
 
 use std::fmt;
 use std::path::{Path, PathBuf};

@@ -6,7 +6,7 @@
 //! expired-link retry), the durable commit before anything is counted, and the per-result
 //! events and status lines. Does not own the queue itself (`pending`), discovery
 //! (`discover`), the retry policy (`retry`), nor the HTTP calls and the transcript parser
-//! (`mde`).
+//! (`api`).
 
 use std::time::Duration;
 

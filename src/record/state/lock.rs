@@ -4,7 +4,7 @@
 //! the file, and an open that fails asks here whether the reason is a live holder.
 //!
 //! Owns the lock probe and finding the holder's pid (`/proc/locks`, Linux; elsewhere unknown).
-//! Does not own the file format nor the messages (`state::store`).
+//! Does not own the file format nor the messages (`state::redb_file`).
 
 use std::fs::{File, TryLockError};
 use std::path::Path;

@@ -6,12 +6,13 @@
 //!
 //! Owns the in-memory indexes and the exactly-once rules over them (a result, an action or a
 //! not-run command is committed once; which run or attempt is the latest), and the expiry/cap
-//! of per-machine entries. With a `state_path` every change is committed to the file
-//! ([`redb_file`]) before it is counted, so a restart (even `kill -9`) neither counts a result
-//! twice nor loses the per-machine gauges. Without one it lives in memory only. Does not own
-//! the records kept ([`model`]: result and series keys, runs, tracked actions, attempts), the
-//! file format, opening and reopening ([`redb_file`]), whether another process holds the file
-//! ([`lock`]), nor the metrics set from it.
+//! of per-machine entries. Every change is applied to its storage ([`storage::Storage`]: the
+//! redb file, [`redb_file`], with a `state_path`) before the indexes change and before it is
+//! counted, so a restart (even `kill -9`) neither counts a result twice nor loses the
+//! per-machine gauges. Without a storage it lives in memory only. Does not own the records
+//! kept ([`model`]: result and series keys, runs, tracked actions, attempts), the vocabulary of
+//! writes ([`storage`]), the file format, opening and reopening ([`redb_file`]), whether
+//! another process holds the file ([`lock`]), nor the metrics set from it.
 
 #[cfg(test)]
 mod fixtures;

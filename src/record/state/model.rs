@@ -5,7 +5,7 @@
 //!
 //! Owns these types and their serde form (the JSON values of the state file). Does not own the
 //! indexes or the exactly-once rules over them (`state`), nor the tables and keys of the file
-//! (`state::store`).
+//! (`state::redb_file`).
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
