@@ -102,7 +102,7 @@ fn one_tenant(m: &Metrics, t: &str, quota: &QuotaConfig) -> Arc<Mutex<Quota>> {
         }
     }
     for i in 0..10 {
-        m.exporter.expose_machine(
+        m.machines.expose_machine(
             &MachineInfoLabels {
                 tenant: t.into(),
                 machine: format!("host-{i:03}.corp.contoso.com"),

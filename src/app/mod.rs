@@ -266,7 +266,7 @@ fn launch(shared: &Arc<Shared>, clients: TenantClients) -> Collectors {
     let (stop, rx) = watch::channel(false);
     // Machine context is rebuilt by the new refreshes' first read, so that a label that
     // changed across a reload never leaves two info series for one machine.
-    shared.metrics.exporter.clear_machines();
+    shared.metrics.machines.clear_machines();
     let n = clients.len().max(1) as u32;
     let interval = shared.settings.poll_interval;
     let mut tasks = Vec::with_capacity(clients.len() * 2);

@@ -3,19 +3,15 @@
 //! (`mde_exporter_state_write_errors`), tenant identity changes of the state
 //! (`mde_exporter_state_tenant_identity_changes`), the build and the shard
 //! (`mde_exporter_build_info`, `mde_exporter_shard_info`, see [`set_shard`]), the skew of the
-//! local clock from the API's (`mde_exporter_clock_skew_seconds`), machine context
-//! (`mde_machine_info`, `mde_machine_tag` and how many there are, `mde_machine_tags_dropped`),
-//! OTLP exports (`mde_exporter_otlp_export_failures_total`, [`OTLP_EXPORT_FAILURES`], and
+//! local clock from the API's (`mde_exporter_clock_skew_seconds`), OTLP exports (`mde_exporter_otlp_export_failures_total`, [`OTLP_EXPORT_FAILURES`], and
 //! `mde_exporter_otlp_metrics_exports_total`), and the collectors read at scrape time for the
 //! process (`process_*`) and the HTTP server (`mde_exporter_http_*`, see `collectors`).
 //!
 //! Owns those families ([`ExporterMetrics`], fields private: the methods here are their one
 //! writer, but for the process-wide [`OTLP_EXPORT_FAILURES`] that `telemetry` increments),
 //! their registration, their series started at 0 for a tenant, and their writing. Does not own
-//! reloading (`app`), the state file (`state`), the API's clock (`clock`), the machine-context
-//! refresh (`machines`), exporting (`telemetry`, `otlp_metrics`) nor what the collectors read.
+//! reloading (`app`), the state file (`state`), the API's clock (`clock`), exporting (`telemetry`, `otlp_metrics`) nor what the collectors read.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, LazyLock, OnceLock};
 
 use prometheus_client::metrics::counter::Counter;
@@ -23,10 +19,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 
 use super::collectors::{HttpCollector, ProcessCollector};
-use super::labels::{
-    BuildLabels, ExportResultLabels, MachineInfoLabels, MachineTagLabels, ReasonLabels,
-    ShardLabels, TenantLabels, reason, tenant,
-};
+use super::labels::{BuildLabels, ExportResultLabels, ShardLabels, TenantLabels, tenant};
 use super::registry::{FloatGauge, Parts};
 
 /// Span batches the OTLP exporter could not deliver (collector down, refused...). Counted,
@@ -59,13 +52,6 @@ pub struct ExporterMetrics {
     state_identity_changes: Family<TenantLabels, Counter>,
     /// Local minus API time per tenant, from the answers' `Date` header (#24 item 7).
     clock_skew: Family<TenantLabels, FloatGauge>,
-    machine_info: Family<MachineInfoLabels, Gauge>,
-    machine_tag: Family<MachineTagLabels, Gauge>,
-    /// How many `mde_machine_tag` series there are, all tenants together: they count against
-    /// `max_series` (#24).
-    machine_tag_series: AtomicUsize,
-    /// Allowed tags left out by a cap, by reason (#24).
-    machine_tags_dropped: Family<ReasonLabels, Counter>,
     /// What the HTTP server's connection limits and bcrypt queue did; `app` hands it to
     /// `exporter_web::serve_with` and it is read at scrape time.
     http_stats: Arc<exporter_web::ServeStats>,
@@ -84,10 +70,6 @@ impl ExporterMetrics {
             state_write_errors: Counter::default(),
             state_identity_changes: Family::default(),
             clock_skew: Family::default(),
-            machine_info: Family::default(),
-            machine_tag: Family::default(),
-            machine_tag_series: AtomicUsize::new(0),
-            machine_tags_dropped: Family::default(),
             http_stats: Arc::default(),
         };
         r.register(
@@ -99,21 +81,6 @@ impl ExporterMetrics {
             "mde_exporter_shard_info",
             "The shard this process serves (--shard.index of --shard.count; index 0 of 1 when not sharded), value 1. Two targets with the same index and count serve the same tenants twice",
             m.shard_info.clone(),
-        );
-        r.register(
-            "mde_machine_info",
-            "Machine context, 1 for every machine with per-machine series: device group (rbac_group), OS platform and health status, read with GET /api/machines on its own slow schedule and quota budget (endpoint list_machines), never at scrape time. Join on tenant and machine to route alerts by device group",
-            m.machine_info.clone(),
-        );
-        r.register(
-            "mde_machine_tag",
-            "1 for every machine tag allowed by the tenant's machine_tags regexes, on machines with per-machine series; no tag becomes a label without the allow-list",
-            m.machine_tag.clone(),
-        );
-        r.register(
-            "mde_machine_tags_dropped",
-            "Allowed machine tags left out, counted each time a machine's context is read, by reason: too_long (over max_tag_length characters; dropped whole, never cut), per_machine (beyond max_tags_per_machine, the first in alphabetical order kept) or max_series (no room left under max_series by the per-machine script series and the other tags)",
-            m.machine_tags_dropped.clone(),
         );
         r.register(
             "mde_exporter_config_last_reload_successful",
@@ -230,54 +197,5 @@ impl ExporterMetrics {
         self.clock_skew
             .get_or_create(&tenant(tenant_name))
             .set(seconds);
-    }
-
-    /// A machine's context is exposed: its info series and its allowed tags.
-    pub fn expose_machine<'a>(
-        &self,
-        info: &MachineInfoLabels,
-        tags: impl IntoIterator<Item = &'a MachineTagLabels>,
-    ) {
-        self.machine_info.get_or_create(info).set(1);
-        for t in tags {
-            if self.machine_tag.get(t).is_none() {
-                self.machine_tag_series.fetch_add(1, Ordering::Relaxed);
-            }
-            self.machine_tag.get_or_create(t).set(1);
-        }
-    }
-
-    /// How many `mde_machine_tag` series are exposed, all tenants together (#24).
-    pub fn machine_tag_series(&self) -> usize {
-        self.machine_tag_series.load(Ordering::Relaxed)
-    }
-
-    /// `n` allowed tags of a tenant's machine left out, for `why` (`too_long`,
-    /// `per_machine`, `max_series`); `n` = 0 starts the series (#24).
-    pub fn record_machine_tags_dropped(&self, tenant_name: &str, why: &str, n: u64) {
-        self.machine_tags_dropped
-            .get_or_create(&reason(tenant_name, why))
-            .inc_by(n);
-    }
-
-    /// A machine's context is no longer exposed.
-    pub fn unexpose_machine<'a>(
-        &self,
-        info: &MachineInfoLabels,
-        tags: impl IntoIterator<Item = &'a MachineTagLabels>,
-    ) {
-        self.machine_info.remove(info);
-        for t in tags {
-            if self.machine_tag.remove(t) {
-                self.machine_tag_series.fetch_sub(1, Ordering::Relaxed);
-            }
-        }
-    }
-
-    /// No machine context is exposed (before a configuration's refreshes start).
-    pub fn clear_machines(&self) {
-        self.machine_info.clear();
-        self.machine_tag.clear();
-        self.machine_tag_series.store(0, Ordering::Relaxed);
     }
 }

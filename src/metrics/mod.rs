@@ -12,8 +12,9 @@
 //! families: each group declares its own as private fields, registers them and is their one
 //! writer — [`api`] (the MDE API client: requests, 429s, slots, tokens, quotas), [`results`]
 //! (final actions, transcripts, results, per-machine script series), [`poll`] (a tenant's poll
-//! and discovery), [`exporter`] (build, shard, configuration loads, state writes, clock skew,
-//! machine context, OTLP exports, the process and HTTP server collectors). Nor: `registry`
+//! and discovery), [`machines`] (the machine context), [`exporter`] (build, shard,
+//! configuration loads, state writes, clock skew, OTLP exports, the process and HTTP server
+//! collectors). Nor: `registry`
 //! (what groups register into, the metric kinds and the help suffix), `encode` (the
 //! `/metrics` body), `native` (the latency histograms, native in protobuf too), `collectors`
 //! (families computed at scrape time), `labels` (the label sets), nor *when* values change
@@ -24,6 +25,7 @@ mod collectors;
 mod encode;
 pub mod exporter;
 mod labels;
+pub mod machines;
 mod native;
 pub mod poll;
 mod registry;
@@ -35,6 +37,7 @@ use prometheus_client::encoding::prometheus_text;
 
 use api::ApiMetrics;
 use exporter::ExporterMetrics;
+use machines::MachineMetrics;
 use poll::PollMetrics;
 use registry::Parts;
 use results::ResultMetrics;
@@ -146,6 +149,8 @@ pub struct Metrics {
     pub results: ResultMetrics,
     /// What a tenant's poll and discovery write.
     pub poll: PollMetrics,
+    /// What the machine-context refresh writes.
+    pub machines: MachineMetrics,
     /// What the exporter writes about itself.
     pub exporter: ExporterMetrics,
     /// Script output as metrics (`mde_script_*`, `mde_script_metrics_*`), rendered from its
@@ -165,6 +170,7 @@ impl Metrics {
         let results = ResultMetrics::register(&mut registry);
         let poll = PollMetrics::register(&mut registry);
         let api = ApiMetrics::register(&mut registry);
+        let machines = MachineMetrics::register(&mut registry);
         let exporter = ExporterMetrics::register(&mut registry);
         let script_metrics = Arc::<crate::script_metrics::store::Store>::default();
         // In two parts: the two threads encoding a large body share the script series. (#21)
@@ -177,6 +183,7 @@ impl Metrics {
             api,
             results,
             poll,
+            machines,
             exporter,
             script_metrics,
         }

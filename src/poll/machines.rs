@@ -216,7 +216,7 @@ impl MachineRefresh {
             for why in [DROPPED_TOO_LONG, DROPPED_PER_MACHINE, DROPPED_MAX_SERIES] {
                 shared
                     .metrics
-                    .exporter
+                    .machines
                     .record_machine_tags_dropped(&t.name, why, 0);
             }
         }
@@ -340,7 +340,7 @@ impl MachineRefresh {
             let others = self
                 .shared
                 .metrics
-                .exporter
+                .machines
                 .machine_tag_series()
                 .saturating_sub(mine);
             let room = max_series.saturating_sub(scripts + others);
@@ -366,7 +366,7 @@ impl MachineRefresh {
             }
             self.shared
                 .metrics
-                .exporter
+                .machines
                 .expose_machine(&next.info, &next.tags);
             self.exposed.insert(key.clone(), next);
         }
@@ -379,14 +379,14 @@ impl MachineRefresh {
             return;
         }
         let m = &self.shared.metrics;
-        m.exporter
+        m.machines
             .record_machine_tags_dropped(&self.tenant, DROPPED_TOO_LONG, dropped.too_long);
-        m.exporter.record_machine_tags_dropped(
+        m.machines.record_machine_tags_dropped(
             &self.tenant,
             DROPPED_PER_MACHINE,
             dropped.per_machine,
         );
-        m.exporter.record_machine_tags_dropped(
+        m.machines.record_machine_tags_dropped(
             &self.tenant,
             DROPPED_MAX_SERIES,
             dropped.max_series,
@@ -405,7 +405,7 @@ impl MachineRefresh {
     fn unexpose(&self, old: &Exposed) {
         self.shared
             .metrics
-            .exporter
+            .machines
             .unexpose_machine(&old.info, &old.tags);
     }
 }
