@@ -5,20 +5,20 @@
 //! Values come from background polls; a scrape only encodes (the quota gauges are read from
 //! the local windows as it encodes), it never calls the MDE API.
 //!
-//! Owns [`Metrics`], the composition of the groups (pub fields, so a subsystem writes through
-//! its group: `metrics.api.record_request(..)`), the script-output store's place in the
-//! registry, the order of the families in `/metrics` ([`EXPOSITION_ORDER`]), starting a
-//! tenant's series at 0 across the groups, and the exposition formats. Does not own the
-//! families: each group declares its own as private fields, registers them and is their one
-//! writer — [`api`] (the MDE API client: requests, 429s, slots, tokens, quotas), [`results`]
-//! (final actions, transcripts, results, per-machine script series), [`poll`] (a tenant's poll
-//! and discovery), [`machines`] (the machine context), [`exporter`] (build, shard,
-//! configuration loads, state writes, clock skew, OTLP exports, the process and HTTP server
-//! collectors). Nor: `registry`
-//! (what groups register into, the metric kinds and the help suffix), `encode` (the
-//! `/metrics` body), `native` (the latency histograms, native in protobuf too), `collectors`
-//! (families computed at scrape time), `labels` (the label sets), nor *when* values change
-//! (collector, client).
+//! Owns [`Metrics`], the composition of the groups (pub fields: a subsystem writes through its
+//! group, `metrics.api.record_request(..)`), the script-output store's place in the registry,
+//! the order of the families in `/metrics` (`EXPOSITION_ORDER`), starting a tenant's series at
+//! 0 across the groups ([`Metrics::init_tenant_series`]), and the exposition formats.
+//!
+//! Does not own the families: each group declares its own as private fields, registers them
+//! and is their one writer — [`api`] (the MDE API client: requests, 429s, slots, tokens,
+//! quotas), [`results`] (final actions, transcripts, results, per-machine script series),
+//! [`poll`] (a tenant's poll and discovery), [`machines`] (the machine context), [`exporter`]
+//! (build, shard, configuration loads, state writes, clock skew, OTLP exports, the process and
+//! HTTP server collectors). Nor `registry` (what the groups register into: the parts, the
+//! metric kinds, the help suffix), `encode` (the `/metrics` body), `native` (the latency
+//! histograms, native in protobuf too), `collectors` (families computed at scrape time),
+//! `labels` (the label sets), nor *when* values change (collector, client).
 
 pub mod api;
 mod collectors;
@@ -83,7 +83,7 @@ impl Format {
 /// name it registers under): the order they were registered in when one constructor
 /// registered them all, kept so that the body stays the same since each group registers its
 /// own. A family not listed here comes after these, in the order the groups register it.
-pub const EXPOSITION_ORDER: &[&str] = &[
+const EXPOSITION_ORDER: &[&str] = &[
     "mde_liveresponse_script_runs",
     "mde_liveresponse_script_failures",
     "mde_liveresponse_script_errors",

@@ -133,7 +133,7 @@ struct Exposed {
 
 /// The machines of a tenant with per-machine script series, by name without case (as the
 /// refresh asks the API) to the names the series spell; kept from what changed since the
-/// last check (`Metrics::take_changed_script_machines`), so that a check costs what changed:
+/// last check (`ResultMetrics::take_changed_script_machines`), so that a check costs what changed:
 /// it used to collect every series of the tenant from the state at each poll interval. (#24)
 #[derive(Debug, Default)]
 struct Watched {
