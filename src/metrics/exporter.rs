@@ -3,14 +3,16 @@
 //! (`mde_exporter_state_write_errors`), tenant identity changes of the state
 //! (`mde_exporter_state_tenant_identity_changes`), the build and the shard
 //! (`mde_exporter_build_info`, `mde_exporter_shard_info`, see [`set_shard`]), the skew of the
-//! local clock from the API's (`mde_exporter_clock_skew_seconds`), OTLP exports (`mde_exporter_otlp_export_failures_total`, [`OTLP_EXPORT_FAILURES`], and
+//! local clock from the API's (`mde_exporter_clock_skew_seconds`), OTLP exports
+//! (`mde_exporter_otlp_export_failures_total`, [`OTLP_EXPORT_FAILURES`], and
 //! `mde_exporter_otlp_metrics_exports_total`), and the collectors read at scrape time for the
 //! process (`process_*`) and the HTTP server (`mde_exporter_http_*`, see `collectors`).
 //!
 //! Owns those families ([`ExporterMetrics`], fields private: the methods here are their one
 //! writer, but for the process-wide [`OTLP_EXPORT_FAILURES`] that `telemetry` increments),
 //! their registration, their series started at 0 for a tenant, and their writing. Does not own
-//! reloading (`app`), the state file (`state`), the API's clock (`clock`), exporting (`telemetry`, `otlp_metrics`) nor what the collectors read.
+//! reloading (`app`), the state file (`state`), the API's clock (`clock`), exporting
+//! (`telemetry`, `otlp_metrics`) nor what the collectors read.
 
 use std::sync::{Arc, LazyLock, OnceLock};
 
