@@ -45,7 +45,7 @@ fn one_tenant(m: &Metrics, t: &str, quota: &QuotaConfig) -> Arc<Mutex<Quota>> {
     init_tenant_series(m, t);
     for ep in Endpoint::ALL {
         for _ in 0..3 {
-            m.record_request(
+            m.api.record_request(
                 t,
                 ep.as_str(),
                 "200".into(),
@@ -55,19 +55,19 @@ fn one_tenant(m: &Metrics, t: &str, quota: &QuotaConfig) -> Arc<Mutex<Quota>> {
         }
         let _ = q.try_acquire(ep, now);
     }
-    m.record_request(
+    m.api.record_request(
         t,
         "download",
         "200".into(),
         Duration::from_millis(300),
         None,
     );
-    m.record_final_action(
+    m.results.record_final_action(
         t,
         "Succeeded",
         std::iter::repeat_n(("RunScript", "Completed"), 10),
     );
-    m.record_poll(
+    m.poll.record_poll(
         t,
         true,
         Duration::from_millis(800),
@@ -75,14 +75,15 @@ fn one_tenant(m: &Metrics, t: &str, quota: &QuotaConfig) -> Arc<Mutex<Quota>> {
         0,
         None,
     );
-    m.record_file(t, 123_456);
-    m.record_transcript_bytes(t, 65_432);
-    m.record_token(t, true);
-    m.set_permission_missing(t, "Machine.Read.All", false);
+    m.results.record_file(t, 123_456);
+    m.api.record_transcript_bytes(t, 65_432);
+    m.api.record_token(t, true);
+    m.api.set_permission_missing(t, "Machine.Read.All", false);
     for script in ["Collect-Inventory.ps1", "Remediate-Service.ps1"] {
         // 5 runs: one failed and with errors.
         for run in 0..5 {
-            m.record_transcript(t, script, i64::from(run == 0), run == 0, || None);
+            m.results
+                .record_transcript(t, script, i64::from(run == 0), run == 0, || None);
         }
         for i in 0..10 {
             let labels = MachineScriptLabels {
@@ -90,7 +91,7 @@ fn one_tenant(m: &Metrics, t: &str, quota: &QuotaConfig) -> Arc<Mutex<Quota>> {
                 machine: format!("host-{i:03}.corp.contoso.com"),
                 script: script.into(),
             };
-            m.set_script_series(
+            m.results.set_script_series(
                 &labels,
                 ScriptSeries {
                     exit_code: 0,
@@ -101,7 +102,7 @@ fn one_tenant(m: &Metrics, t: &str, quota: &QuotaConfig) -> Arc<Mutex<Quota>> {
         }
     }
     for i in 0..10 {
-        m.expose_machine(
+        m.machines.expose_machine(
             &MachineInfoLabels {
                 tenant: t.into(),
                 machine: format!("host-{i:03}.corp.contoso.com"),
@@ -212,7 +213,7 @@ fn main() {
         let base = series(&m.encode(false).unwrap());
         let q = one_tenant(&m, "probe", &quota);
         let names = "probe".to_string();
-        m.set_quotas([(&names, &q)]);
+        m.api.set_quotas([(&names, &q)]);
         series(&m.encode(false).unwrap()) - base
     };
     if header {
@@ -238,7 +239,7 @@ fn main() {
             .iter()
             .map(|t| (t, one_tenant(&m, t, &quota)))
             .collect();
-        m.set_quotas(quotas.iter().map(|(t, q)| (*t, q)));
+        m.api.set_quotas(quotas.iter().map(|(t, q)| (*t, q)));
         script_sets(&m);
         // What holding these series costs (the registry and the quotas), before any encoding.
         let held = rss_kib().saturating_sub(rss_before);

@@ -205,6 +205,7 @@ impl Shared {
             .map(|(t, clock)| {
                 if let Some(skew) = clock.skew(local, at) {
                     self.metrics
+                        .exporter
                         .record_clock_skew(t, skew.num_milliseconds() as f64 / 1000.0);
                 }
                 let v = clock.decide(t, local, at, self.settings.max_clock_skew);

@@ -287,7 +287,7 @@ async fn a_large_body_sent_in_chunks_is_one_valid_exposition() {
             machine: format!("machine-{i}.contoso.example"),
             script: "collect.ps1".into(),
         };
-        shared.metrics.set_script_series(
+        shared.metrics.results.set_script_series(
             &labels,
             mde_liveresponse_exporter::metrics::ScriptSeries {
                 exit_code: 1,
@@ -295,7 +295,7 @@ async fn a_large_body_sent_in_chunks_is_one_valid_exposition() {
                 end_time: 1_764_299_000.0,
             },
         );
-        shared.metrics.set_script_not_run(&labels, true);
+        shared.metrics.results.set_script_not_run(&labels, true);
     }
     assert!(shared.metrics.encode_chunks(false).unwrap().len() == 1);
     assert!(

@@ -99,12 +99,24 @@ async fn without_notices_the_status_page_has_no_such_section() {
 #[test]
 fn the_first_notice_of_each_endpoint_and_reason_is_logged_once() {
     let m = mde_liveresponse_exporter::metrics::Metrics::new();
-    assert!(m.record_deprecation_notice("a", "list_machines", "sunset_header", "sunset: x"));
-    assert!(!m.record_deprecation_notice("a", "list_machines", "sunset_header", "sunset: y"));
-    assert!(m.record_deprecation_notice("a", "list_machines", "gone", "HTTP 404"));
-    assert!(m.record_deprecation_notice("b", "list_machines", "sunset_header", "sunset: x"));
+    assert!(
+        m.api
+            .record_deprecation_notice("a", "list_machines", "sunset_header", "sunset: x")
+    );
+    assert!(
+        !m.api
+            .record_deprecation_notice("a", "list_machines", "sunset_header", "sunset: y")
+    );
+    assert!(
+        m.api
+            .record_deprecation_notice("a", "list_machines", "gone", "HTTP 404")
+    );
+    assert!(
+        m.api
+            .record_deprecation_notice("b", "list_machines", "sunset_header", "sunset: x")
+    );
     assert_eq!(
-        m.deprecation_notices("a"),
+        m.api.deprecation_notices("a"),
         vec![
             ("list_machines".into(), "gone".into(), 1, "HTTP 404".into()),
             (

@@ -363,7 +363,7 @@ impl TokenSource {
         }
         let result = self.request().await;
         let ok = result.is_ok();
-        self.metrics.record_token(&self.tenant, ok);
+        self.metrics.api.record_token(&self.tenant, ok);
         let fresh = result?;
         let token = fresh.token.clone();
         self.note_roles(&token);
@@ -385,7 +385,7 @@ impl TokenSource {
         };
         let missing = missing_permissions(&roles);
         for (name, _) in REQUIRED_PERMISSIONS {
-            self.metrics.set_permission_missing(
+            self.metrics.api.set_permission_missing(
                 &self.tenant,
                 name,
                 missing.iter().any(|m| m == name),
@@ -570,7 +570,9 @@ fn cached(token: String, started: Instant, lifetime: Duration) -> Cached {
 
 /// One request to the `token` endpoint (whatever the method), in the API metrics.
 fn meter(metrics: &Metrics, tenant: &str, started: Instant, code: String) {
-    metrics.record_request(tenant, "token", code, started.elapsed(), None);
+    metrics
+        .api
+        .record_request(tenant, "token", code, started.elapsed(), None);
 }
 
 /// Our reqwest client behind `oauth2`'s HTTP interface, metering the `token` endpoint.

@@ -62,6 +62,7 @@ impl Client {
             },
         })?;
         self.metrics
+            .api
             .record_transcript_bytes(&self.tenant, body.len());
         // `exit_code` is the older name, `process.exit.code` the OpenTelemetry convention's:
         // both, for one release (docs/operations.md#semantic-conventions).

@@ -192,7 +192,7 @@ impl Http {
         Http {
             client,
             slots: Arc::new(Semaphore::new(max_in_flight)),
-            metrics: metrics.request_slots(max_in_flight),
+            metrics: metrics.api.request_slots(max_in_flight),
         }
     }
 
@@ -229,10 +229,10 @@ mod tests {
     async fn slots_are_first_come_first_served_and_counted() {
         let metrics = Metrics::new();
         let http = Http::new(reqwest::Client::new(), 2, &metrics);
-        assert_eq!(metrics.request_slots_now().1, 2);
+        assert_eq!(metrics.api.request_slots_now().1, 2);
         let a = http.slot().await;
         let _b = http.slot().await;
-        assert_eq!(metrics.request_slots_now().0, 2);
+        assert_eq!(metrics.api.request_slots_now().0, 2);
         assert_eq!(http.available(), 0);
         // A third request waits until one of the two is done, and the wait is counted.
         let h = http.clone();
@@ -244,11 +244,11 @@ mod tests {
         assert!(!third.is_finished());
         drop(a);
         third.await.unwrap();
-        assert_eq!(metrics.request_slots_now().0, 1);
+        assert_eq!(metrics.api.request_slots_now().0, 1);
         assert!(
-            (metrics.request_slots_now().2 - 3.0).abs() < 0.01,
+            (metrics.api.request_slots_now().2 - 3.0).abs() < 0.01,
             "{}",
-            metrics.request_slots_now().2
+            metrics.api.request_slots_now().2
         );
     }
 
@@ -257,6 +257,6 @@ mod tests {
         let metrics = Metrics::new();
         let http = Http::new(reqwest::Client::new(), 0, &metrics);
         assert_eq!(http.available(), 1);
-        assert_eq!(metrics.request_slots_now().1, 1);
+        assert_eq!(metrics.api.request_slots_now().1, 1);
     }
 }

@@ -143,6 +143,7 @@ impl Client {
             && let Some(skew) = self.clock.skew(chrono::Utc::now(), at)
         {
             self.metrics
+                .exporter
                 .record_clock_skew(&self.tenant, skew.num_milliseconds() as f64 / 1000.0);
         }
     }
@@ -210,7 +211,7 @@ impl Client {
                 tracing::warn!(tenant = %self.tenant, problem, "skipping a machine action that does not parse");
             }
             self.metrics
-                .record_invalid_actions(&self.tenant, invalid.len());
+                .api.record_invalid_actions(&self.tenant, invalid.len());
         })
         .await
     }

@@ -60,6 +60,7 @@ impl Client {
                 .map(|(trace_id, _)| crate::metrics::TraceLabel { trace_id })
         };
         self.metrics
+            .api
             .record_request(&self.tenant, ep, code, started.elapsed(), exemplar());
         sent
     }
@@ -73,7 +74,7 @@ impl Client {
         shown: &str,
     ) {
         for n in super::deprecation::notices(ep, status, headers) {
-            if self.metrics.record_deprecation_notice(
+            if self.metrics.api.record_deprecation_notice(
                 &self.tenant,
                 ep.as_str(),
                 n.reason,
@@ -223,6 +224,7 @@ impl Client {
         let header_given = retry_after.is_some();
         let retry_after = self.with_quota(|q| q.throttled(ep, Instant::now(), retry_after));
         self.metrics
+            .api
             .record_throttled(&self.tenant, ep.as_str(), retry_after);
         tracing::warn!(tenant = %self.tenant, endpoint = ep.as_str(), wait_s = retry_after.as_secs_f64(), retry_after_header = header_given, "throttled by the MDE API");
         Error::Throttled {

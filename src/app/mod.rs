@@ -237,7 +237,7 @@ fn launch(shared: &Arc<Shared>, clients: TenantClients) -> Collectors {
     let (stop, rx) = watch::channel(false);
     // Machine context is rebuilt by the new refreshes' first read, so that a label that
     // changed across a reload never leaves two info series for one machine.
-    shared.metrics.clear_machines();
+    shared.metrics.machines.clear_machines();
     let n = clients.len().max(1) as u32;
     let interval = shared.settings.poll_interval;
     let mut tasks = Vec::with_capacity(clients.len() * 2);
@@ -302,13 +302,13 @@ pub async fn start_with_lifecycle(
     enable_lifecycle: bool,
 ) -> Result<Handle, Error> {
     let metrics = Arc::new(Metrics::new());
-    let http_stats = metrics.http_stats();
+    let http_stats = metrics.exporter.http_stats();
     let mut state = State::open(config.state_path.as_deref())?;
-    state.count_write_errors_in(metrics.state_write_errors());
+    state.count_write_errors_in(metrics.exporter.state_write_errors());
     let state = Arc::new(Mutex::new(state));
     let status = Arc::new(RwLock::new(BTreeMap::new()));
     let (shared, clients) = prepare(&config, &metrics, state.clone(), status.clone(), None)?;
-    metrics.record_config_load(true, unix_now());
+    metrics.exporter.record_config_load(true, unix_now());
     shared.restore_series();
     crate::record::outcome::restore_script_sets(
         &shared.state,
@@ -316,7 +316,7 @@ pub async fn start_with_lifecycle(
         |tenant, script| shared.reads_script(tenant, script),
     );
     shared.housekeeping();
-    metrics.set_quotas(&shared.quotas);
+    metrics.api.set_quotas(&shared.quotas);
     let collectors = launch(&shared, clients);
     let current: Current = Arc::new(RwLock::new(shared));
     let (reload_tx, mut reload_rx) = mpsc::channel::<ReloadRequest>(RELOAD_QUEUE);
@@ -372,7 +372,7 @@ pub async fn start_with_lifecycle(
                                     // go now, not at series_ttl (#24).
                                     shared.drop_unserved_series();
                                     shared.housekeeping();
-                                    metrics.set_quotas(&shared.quotas);
+                                    metrics.api.set_quotas(&shared.quotas);
                                     collectors = launch(&shared, clients);
                                     *current.write().unwrap_or_else(PoisonError::into_inner) =
                                         shared;
@@ -387,7 +387,9 @@ pub async fn start_with_lifecycle(
                         }
                     },
                 };
-                metrics.record_config_load(outcome.is_ok(), unix_now());
+                metrics
+                    .exporter
+                    .record_config_load(outcome.is_ok(), unix_now());
                 match &outcome {
                     Ok(()) => {}
                     Err(e) => {
@@ -581,11 +583,21 @@ mod tests {
             shared
                 .with_state(|s| s.commit_not_run(key, series, attempt))
                 .unwrap();
-            metrics.set_script_not_run(&labels(machine), true);
+            metrics.results.set_script_not_run(&labels(machine), true);
         }
         shared.housekeeping();
-        assert!(metrics.script_not_run_value(&labels("old")).is_none());
-        assert!(metrics.script_not_run_value(&labels("new")).is_some());
+        assert!(
+            metrics
+                .results
+                .script_not_run_value(&labels("old"))
+                .is_none()
+        );
+        assert!(
+            metrics
+                .results
+                .script_not_run_value(&labels("new"))
+                .is_some()
+        );
         assert_eq!(shared.with_state(|s| s.attempts().len()), 1);
     }
 }

@@ -363,7 +363,7 @@ async fn landing(State(s): State<AppState>) -> Html<String> {
                 esc(&st.missing_permissions.join(", "))
             );
         }
-        let notices = shared.metrics.deprecation_notices(tenant);
+        let notices = shared.metrics.api.deprecation_notices(tenant);
         if !notices.is_empty() {
             page.push_str("<h3>Endpoint deprecation notices</h3><p class=\"fail\">The MDE API announces the end of an endpoint the exporter uses (see the runbook, MdeApiEndpointDeprecated).</p><table class=\"notices\"><tr><th>Endpoint</th><th>Reason</th><th>Answers</th><th>Latest</th></tr>");
             for (endpoint, reason, count, detail) in &notices {

@@ -1,21 +1,157 @@
-//! What the MDE API client records: requests and their durations (`mde_api_requests`,
+//! The MDE API client's families: requests and their durations (`mde_api_requests`,
 //! `mde_api_request_duration_seconds`), 429 answers (`mde_api_throttled`,
 //! `mde_api_retry_after_seconds`), the slots of requests in flight
 //! (`mde_exporter_requests_in_flight*`, `mde_exporter_request_slot_wait_seconds`), tokens
 //! (`mde_exporter_token_success`, `mde_exporter_permission_missing`), transcript bytes,
-//! endpoint deprecation notices (`mde_api_endpoint_deprecation_notices_total`, and what the
-//! latest said, for the status page) and the quotas read for `mde_api_quota_*`.
+//! invalid actions, endpoint deprecation notices (`mde_api_endpoint_deprecation_notices_total`,
+//! and what the latest said, for the status page) and the quotas read for `mde_api_quota_*`
+//! (a collector, see `collectors`).
 //!
-//! Owns the writing of those families. Does not own when a request is sent (`api`).
+//! Owns those families ([`ApiMetrics`], fields private: the methods here are their one
+//! writer), their registration, their series started at 0 for a tenant, and their writing.
+//! Does not own when a request is sent (`api`) nor the quota windows (`quota`).
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 
-use super::{Metrics, NoticeLabels, PermissionLabels, RequestLabels, TraceLabel, endpoint, tenant};
+use super::collectors::QuotaGauges;
+use super::labels::{
+    EndpointLabels, NoticeLabels, PermissionLabels, RequestLabels, TenantLabels, TenantSeries,
+    TraceLabel, endpoint, tenant,
+};
+use super::native::{Buckets, ExHistogramFamily};
+use super::registry::{ExCounter, FloatGauge, Parts, background};
 
-impl Metrics {
+const API_BUCKETS: &[f64] = &[0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
+
+/// The families the MDE API client writes.
+pub struct ApiMetrics {
+    api_requests: Family<RequestLabels, ExCounter>,
+    api_duration: ExHistogramFamily<EndpointLabels>,
+    api_throttled: Family<EndpointLabels, Counter>,
+    retry_after: Family<EndpointLabels, FloatGauge>,
+    /// Deprecation/Sunset headers and 404/410 on collection endpoints (#20), and what the
+    /// latest of each said, for the status page.
+    deprecation_notices: Family<NoticeLabels, Counter>,
+    deprecation_seen: Mutex<std::collections::BTreeMap<NoticeLabels, String>>,
+    /// The quotas behind `mde_api_quota_*`, read at scrape time (see [`QuotaGauges`]).
+    quota_gauges: Arc<QuotaGauges>,
+    transcript_bytes: Family<TenantLabels, Counter>,
+    invalid_actions: Family<TenantLabels, Counter>,
+    token_success: Family<TenantLabels, Gauge>,
+    permission_missing: Family<PermissionLabels, Gauge>,
+    /// API calls and result downloads in flight across tenants, their cap
+    /// (`max_requests_in_flight`) and the time requests waited for a slot (see `api::http`).
+    requests_in_flight: Gauge,
+    requests_in_flight_limit: Gauge,
+    request_slot_wait: Counter<f64>,
+}
+
+impl ApiMetrics {
+    /// The families, registered in `r`.
+    pub(super) fn register(r: &mut Parts) -> Self {
+        let m = ApiMetrics {
+            api_requests: Family::default(),
+            api_duration: Family::new_with_constructor(Buckets(API_BUCKETS)),
+            api_throttled: Family::default(),
+            retry_after: Family::default(),
+            deprecation_notices: Family::default(),
+            deprecation_seen: Mutex::default(),
+            quota_gauges: Arc::new(QuotaGauges::default()),
+            transcript_bytes: Family::default(),
+            invalid_actions: Family::default(),
+            token_success: Family::default(),
+            permission_missing: Family::default(),
+            requests_in_flight: Gauge::default(),
+            requests_in_flight_limit: Gauge::default(),
+            request_slot_wait: Counter::default(),
+        };
+        r.register(
+            "mde_liveresponse_transcript_bytes",
+            background("Bytes of RunScript transcripts downloaded."),
+            m.transcript_bytes.clone(),
+        );
+        r.register(
+            "mde_liveresponse_invalid_actions",
+            background("Machine actions in API answers that could not be parsed and were skipped."),
+            m.invalid_actions.clone(),
+        );
+        r.register(
+            "mde_api_requests",
+            background(
+                "HTTP requests sent, by endpoint and status code (\"error\" when no answer came).",
+            ),
+            m.api_requests.clone(),
+        );
+        r.register(
+            "mde_api_request_duration_seconds",
+            background("Duration of HTTP requests, by endpoint."),
+            m.api_duration.clone(),
+        );
+        r.register(
+            "mde_api_throttled",
+            background("HTTP 429 answers, by endpoint."),
+            m.api_throttled.clone(),
+        );
+        r.register(
+            "mde_api_retry_after_seconds",
+            background("Retry-After of the latest 429 answer, by endpoint."),
+            m.retry_after.clone(),
+        );
+        r.register(
+            "mde_api_endpoint_deprecation_notices",
+            background("API answers that announce an endpoint's end, by endpoint and reason: a Deprecation (deprecation_header) or Sunset (sunset_header) header, or 404/410 on a collection endpoint (gone)."),
+            m.deprecation_notices.clone(),
+        );
+        r.register_collector("mde_api_quota_*", Box::new(m.quota_gauges.clone()));
+        r.register(
+            "mde_exporter_permission_missing",
+            "1 if the roles claim of the tenant's latest token lacks an application permission the exporter needs (Machine.Read.All, satisfied by Machine.ReadWrite.All too), else 0; read from each new token, no API call",
+            m.permission_missing.clone(),
+        );
+        r.register(
+            "mde_exporter_token_success",
+            background("1 if the latest OAuth2 token request of a tenant succeeded, else 0."),
+            m.token_success.clone(),
+        );
+        r.register(
+            "mde_exporter_requests_in_flight",
+            "API calls and result downloads in flight now, across all tenants (token requests are not counted)",
+            m.requests_in_flight.clone(),
+        );
+        r.register(
+            "mde_exporter_requests_in_flight_limit",
+            "The most API calls and result downloads in flight at once across all tenants (max_requests_in_flight)",
+            m.requests_in_flight_limit.clone(),
+        );
+        r.register(
+            "mde_exporter_request_slot_wait_seconds",
+            "Time requests waited for a free slot under max_requests_in_flight, summed over requests; when it grows by about a second every second, the cap, not the API, sets the pace",
+            m.request_slot_wait.clone(),
+        );
+        m
+    }
+
+    /// Start at 0 the series of tenant `t` for the endpoints in `known`.
+    pub(super) fn init_tenant_series(&self, t: &str, known: &TenantSeries<'_>) {
+        for ep in known.endpoints {
+            let labels = endpoint(t, ep);
+            let _ = self.api_throttled.get_or_create(&labels);
+            let _ = self.retry_after.get_or_create(&labels);
+            let _ = self.api_duration.get_or_create(&labels);
+        }
+        let _ = self
+            .api_duration
+            .get_or_create(&endpoint(t, known.download));
+        let labels = tenant(t);
+        let _ = self.transcript_bytes.get_or_create(&labels);
+        let _ = self.invalid_actions.get_or_create(&labels);
+    }
+
     /// One HTTP exchange with `endpoint` ended with `code` (the status, or `"error"` when no
     /// answer came) after `elapsed`; `exemplar` is the trace that sent it.
     pub fn record_request(

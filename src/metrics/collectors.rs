@@ -2,7 +2,8 @@
 //! families (from `/proc/self`), the HTTP server's limits at work, and the API quota windows.
 //!
 //! Owns reading those sources at scrape time. Does not own the sources (`quota`,
-//! `exporter_web`) nor the encoding (`encode`).
+//! `exporter_web`), the groups that register the collectors (`api` the quotas, `exporter` the
+//! process and the HTTP server) nor the encoding (`encode`).
 
 use std::sync::{Arc, PoisonError, RwLock};
 

@@ -3,8 +3,8 @@
 //! Prometheus protobuf format, on one thread with the latency histograms' native buckets
 //! (See: #23).
 //!
-//! Owns the encoding. Does not own the families nor their names (`metrics`), nor how the
-//! registry is cut into parts (`parts`).
+//! Owns the encoding. Does not own the families nor their names (the groups), their order
+//! (`metrics`), nor how the registry is cut into parts (`registry`).
 
 use std::sync::atomic::Ordering;
 
@@ -190,8 +190,8 @@ const PARALLEL_FROM: usize = 512 * 1024;
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
-    use crate::metrics::MachineScriptLabels;
-    /// Enough series in two families far apart in the registry for a body over
+    use crate::metrics::{MachineScriptLabels, ScriptSeries};
+    /// Enough series in families far apart in the registry for a body over
     /// [`PARALLEL_FROM`].
     fn large() -> Metrics {
         let m = Metrics::new();
@@ -201,8 +201,15 @@ mod tests {
                 machine: format!("machine-{i}.contoso.example"),
                 script: "collect-inventory.ps1".into(),
             };
-            m.script_exit_code.get_or_create(&labels).set(i % 3);
-            m.script_not_run.get_or_create(&labels).set(1);
+            m.results.set_script_series(
+                &labels,
+                ScriptSeries {
+                    exit_code: i % 3,
+                    errors_present: false,
+                    end_time: 0.0,
+                },
+            );
+            m.results.set_script_not_run(&labels, true);
         }
         m
     }

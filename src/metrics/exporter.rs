@@ -1,30 +1,151 @@
-//! What the exporter records about itself: configuration loads
+//! The exporter's families about itself: configuration loads
 //! (`mde_exporter_config_last_reload_*`), state-file write errors
 //! (`mde_exporter_state_write_errors`), tenant identity changes of the state
-//! (`mde_exporter_state_tenant_identity_changes`), the shard (`mde_exporter_shard_info`, see
-//! [`set_shard`]), the skew of the local clock from the API's (`mde_exporter_clock_skew_seconds`),
-//! machine context (`mde_machine_info`, `mde_machine_tag` and how many there are,
-//! `mde_machine_tags_dropped`) and OTLP metrics pushes (`mde_exporter_otlp_metrics_exports_total`).
+//! (`mde_exporter_state_tenant_identity_changes`), the build and the shard
+//! (`mde_exporter_build_info`, `mde_exporter_shard_info`, see [`set_shard`]), the skew of the
+//! local clock from the API's (`mde_exporter_clock_skew_seconds`), OTLP exports
+//! (`mde_exporter_otlp_export_failures_total`, [`OTLP_EXPORT_FAILURES`], and
+//! `mde_exporter_otlp_metrics_exports_total`), and the collectors read at scrape time for the
+//! process (`process_*`) and the HTTP server (`mde_exporter_http_*`, see `collectors`).
 //!
-//! Owns the writing of those families. Does not own reloading (`app`), the state file
-//! (`state`), the API's clock (`api::clock`), the machine-context refresh (`machines`) nor pushing
-//! (`otlp_metrics`).
+//! Owns those families ([`ExporterMetrics`], fields private: the methods here are their one
+//! writer, but for the process-wide [`OTLP_EXPORT_FAILURES`] that `telemetry` increments),
+//! their registration, their series started at 0 for a tenant, and their writing. Does not own
+//! reloading (`app`), the state file (`state`), the API's clock (`clock`), exporting
+//! (`telemetry`, `otlp_metrics`) nor what the collectors read.
 
-use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::{Arc, LazyLock, OnceLock};
 
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 
-use super::{ExportResultLabels, MachineInfoLabels, MachineTagLabels, Metrics, reason, tenant};
+use super::collectors::{HttpCollector, ProcessCollector};
+use super::labels::{BuildLabels, ExportResultLabels, ShardLabels, TenantLabels, tenant};
+use super::registry::{FloatGauge, Parts};
+
+/// Span batches the OTLP exporter could not deliver (collector down, refused...). Counted,
+/// not logged: a collector outage must not flood the logs. Process-wide, because the span
+/// pipeline is; `telemetry` increments it and every [`ExporterMetrics`] registers it.
+pub static OTLP_EXPORT_FAILURES: LazyLock<Counter> = LazyLock::new(Counter::default);
+
+/// This process's shard (`--shard.index`, `--shard.count`), set once at start-up by
+/// [`set_shard`] before the metrics are built; unsharded: index 0 of 1 (#24).
+static SHARD: OnceLock<(u32, u32)> = OnceLock::new();
 
 /// Record this process's shard, once, before the metrics are built (start-up): every
-/// [`Metrics`] built afterwards serves `mde_exporter_shard_info{index,count}`. A second call
-/// changes nothing: the shard flags cannot change on a reload.
+/// [`ExporterMetrics`] built afterwards serves `mde_exporter_shard_info{index,count}`. A
+/// second call changes nothing: the shard flags cannot change on a reload.
 pub fn set_shard(index: u32, count: u32) {
-    let _ = super::SHARD.set((index, count));
+    let _ = SHARD.set((index, count));
 }
 
-impl Metrics {
+/// The families the exporter writes about itself.
+pub struct ExporterMetrics {
+    build_info: Family<BuildLabels, Gauge>,
+    shard_info: Family<ShardLabels, Gauge>,
+    config_reload_success: Gauge,
+    config_reload_timestamp: FloatGauge,
+    /// OTLP metrics pushes, by result (`otlp_metrics`).
+    otlp_metrics_exports: Family<ExportResultLabels, Counter>,
+    /// Writes to the state file that failed (each is retried once after reopening the file).
+    state_write_errors: Counter,
+    /// Tenants whose name came back pointing at another tenant_id or API (#24).
+    state_identity_changes: Family<TenantLabels, Counter>,
+    /// Local minus API time per tenant, from the answers' `Date` header (#24 item 7).
+    clock_skew: Family<TenantLabels, FloatGauge>,
+    /// What the HTTP server's connection limits and bcrypt queue did; `app` hands it to
+    /// `exporter_web::serve_with` and it is read at scrape time.
+    http_stats: Arc<exporter_web::ServeStats>,
+}
+
+impl ExporterMetrics {
+    /// The families and the process and HTTP server collectors, registered in `r`; the build
+    /// and the shard set.
+    pub(super) fn register(r: &mut Parts) -> Self {
+        let m = ExporterMetrics {
+            build_info: Family::default(),
+            shard_info: Family::default(),
+            config_reload_success: Gauge::default(),
+            config_reload_timestamp: FloatGauge::default(),
+            otlp_metrics_exports: Family::default(),
+            state_write_errors: Counter::default(),
+            state_identity_changes: Family::default(),
+            clock_skew: Family::default(),
+            http_stats: Arc::default(),
+        };
+        r.register(
+            "mde_exporter_build_info",
+            "A metric with a constant '1' value labelled by version, revision and rustc",
+            m.build_info.clone(),
+        );
+        r.register(
+            "mde_exporter_shard_info",
+            "The shard this process serves (--shard.index of --shard.count; index 0 of 1 when not sharded), value 1. Two targets with the same index and count serve the same tenants twice",
+            m.shard_info.clone(),
+        );
+        r.register(
+            "mde_exporter_config_last_reload_successful",
+            "1 if the latest configuration load (start-up, SIGHUP or POST /-/reload) succeeded, else 0",
+            m.config_reload_success.clone(),
+        );
+        r.register(
+            "mde_exporter_config_last_reload_success_timestamp_seconds",
+            "Unix time of the latest successful configuration load",
+            m.config_reload_timestamp.clone(),
+        );
+        r.register(
+            "mde_exporter_otlp_export_failures",
+            "Span and log record batches that could not be exported over OTLP (counted instead of logged)",
+            OTLP_EXPORT_FAILURES.clone(),
+        );
+        r.register(
+            "mde_exporter_otlp_metrics_exports",
+            "Pushes of the metrics over OTLP (OTEL_METRICS_EXPORTER=otlp), one per OTEL_METRIC_EXPORT_INTERVAL and one at shutdown, by result: success, or failure (the receiver down or refusing; logged once per push)",
+            m.otlp_metrics_exports.clone(),
+        );
+        r.register(
+            "mde_exporter_state_write_errors",
+            "Writes to the state file that failed (a full disk, an I/O error); after each the file is reopened and the write tried again, so polls recover when the disk does",
+            m.state_write_errors.clone(),
+        );
+        r.register(
+            "mde_exporter_state_tenant_identity_changes",
+            "Times a tenant name's tenant_id or api_url differed from the identity its state entries were recorded under; each time that tenant's discovery state was dropped and it started afresh (bootstrap)",
+            m.state_identity_changes.clone(),
+        );
+        r.register(
+            "mde_exporter_clock_skew_seconds",
+            "The local clock minus the MDE API's, per tenant: the API's time is the latest answer's Date header plus the monotonic time since (1 s resolution). Beyond max_clock_skew no in-flight action is abandoned and no per-machine series expires by time",
+            m.clock_skew.clone(),
+        );
+        r.register_collector("process_*", Box::new(ProcessCollector));
+        r.register_collector(
+            "mde_exporter_http_*",
+            Box::new(HttpCollector(m.http_stats.clone())),
+        );
+        m.build_info
+            .get_or_create(&BuildLabels {
+                version: env!("CARGO_PKG_VERSION").to_string(),
+                revision: env!("MDE_EXPORTER_REVISION").to_string(),
+                rustc: env!("MDE_EXPORTER_RUSTC_VERSION").to_string(),
+            })
+            .set(1);
+        let (index, count) = SHARD.get().copied().unwrap_or((0, 1));
+        m.shard_info
+            .get_or_create(&ShardLabels {
+                index: index.to_string(),
+                count: count.to_string(),
+            })
+            .set(1);
+        m
+    }
+
+    /// Start at 0 the series of tenant `t`.
+    pub(super) fn init_tenant_series(&self, t: &str) {
+        let _ = self.state_identity_changes.get_or_create(&tenant(t));
+    }
+
     /// A configuration load (start-up, SIGHUP or `POST /-/reload`) ended, at `now` (Unix
     /// seconds); a failed one leaves the success timestamp as it was.
     pub fn record_config_load(&self, ok: bool, now: f64) {
@@ -78,54 +199,5 @@ impl Metrics {
         self.clock_skew
             .get_or_create(&tenant(tenant_name))
             .set(seconds);
-    }
-
-    /// A machine's context is exposed: its info series and its allowed tags.
-    pub fn expose_machine<'a>(
-        &self,
-        info: &MachineInfoLabels,
-        tags: impl IntoIterator<Item = &'a MachineTagLabels>,
-    ) {
-        self.machine_info.get_or_create(info).set(1);
-        for t in tags {
-            if self.machine_tag.get(t).is_none() {
-                self.machine_tag_series.fetch_add(1, Ordering::Relaxed);
-            }
-            self.machine_tag.get_or_create(t).set(1);
-        }
-    }
-
-    /// How many `mde_machine_tag` series are exposed, all tenants together (#24).
-    pub fn machine_tag_series(&self) -> usize {
-        self.machine_tag_series.load(Ordering::Relaxed)
-    }
-
-    /// `n` allowed tags of a tenant's machine left out, for `why` (`too_long`,
-    /// `per_machine`, `max_series`); `n` = 0 starts the series (#24).
-    pub fn record_machine_tags_dropped(&self, tenant_name: &str, why: &str, n: u64) {
-        self.machine_tags_dropped
-            .get_or_create(&reason(tenant_name, why))
-            .inc_by(n);
-    }
-
-    /// A machine's context is no longer exposed.
-    pub fn unexpose_machine<'a>(
-        &self,
-        info: &MachineInfoLabels,
-        tags: impl IntoIterator<Item = &'a MachineTagLabels>,
-    ) {
-        self.machine_info.remove(info);
-        for t in tags {
-            if self.machine_tag.remove(t) {
-                self.machine_tag_series.fetch_sub(1, Ordering::Relaxed);
-            }
-        }
-    }
-
-    /// No machine context is exposed (before a configuration's refreshes start).
-    pub fn clear_machines(&self) {
-        self.machine_info.clear();
-        self.machine_tag.clear();
-        self.machine_tag_series.store(0, Ordering::Relaxed);
     }
 }

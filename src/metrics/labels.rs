@@ -1,6 +1,9 @@
-//! The label sets of the metric families, and short constructors for the common ones.
+//! The label sets of the metric families, short constructors for the common ones, and the
+//! label values a tenant's series are started at 0 for ([`TenantSeries`]).
 //!
-//! Owns the label names (a contract: add, never rename). Does not own the families (`mod`).
+//! Owns the label names (a contract: add, never rename). Does not own the families (the
+//! groups), nor which endpoints, reasons and statuses exist (`series` lists them from `api`
+//! and `quota`).
 
 use prometheus_client::encoding::EncodeLabelSet;
 
@@ -150,4 +153,20 @@ pub fn reason(t: &str, r: &str) -> ReasonLabels {
         tenant: t.to_string(),
         reason: r.to_string(),
     }
+}
+
+/// The label values a tenant's zero-valued series are started for
+/// (`Metrics::init_tenant_series`): each group starts those of its own families.
+#[derive(Clone, Copy, Debug)]
+pub struct TenantSeries<'a> {
+    /// Every quota endpoint (`mde_api_throttled`, `_retry_after_seconds`, request durations).
+    pub endpoints: &'a [&'a str],
+    /// The download endpoint (request durations only).
+    pub download: &'a str,
+    /// Every reason of `mde_liveresponse_fetch_failures_total`.
+    pub fetch_failures: &'a [&'a str],
+    /// Every reason of `mde_exporter_series_evicted_total`.
+    pub evicted: &'a [&'a str],
+    /// Every final action status (`mde_liveresponse_actions_total`).
+    pub final_statuses: &'a [&'a str],
 }

@@ -9,15 +9,16 @@
 //! exemplars. The choice is made per encoding by [`protobuf_scope`], set only by `encode`
 //! around a protobuf encoding on its own thread.
 //!
-//! Owns the metric type, its native bucket configuration and the protobuf switch. Does not own
-//! the families (`metrics`) nor the encoding (`encode`).
+//! Owns the metric type, the family type made of it ([`ExHistogramFamily`]), its native bucket
+//! configuration and the protobuf switch. Does not own the families (the groups `api` and
+//! `poll`, with their bucket bounds) nor the encoding (`encode`).
 
 use std::cell::Cell;
 use std::time::SystemTime;
 
 use prometheus_client::encoding::{EncodeMetric, MetricEncoder};
 use prometheus_client::metrics::exemplar::HistogramWithExemplars;
-use prometheus_client::metrics::family::MetricConstructor;
+use prometheus_client::metrics::family::{Family, MetricConstructor};
 use prometheus_client::metrics::histogram::{Histogram, NativeHistogramConfig};
 use prometheus_client::metrics::{MetricType, TypedMetric};
 
@@ -85,6 +86,10 @@ impl EncodeMetric for ClassicAndNative {
         Self::TYPE
     }
 }
+
+/// A latency histogram family: classic buckets with exemplars, native buckets as well in
+/// protobuf.
+pub type ExHistogramFamily<L> = Family<L, ClassicAndNative, Buckets>;
 
 /// The bucket bounds a family's series are made with.
 #[derive(Clone)]

@@ -1,17 +1,131 @@
-//! What a tenant's poll records: its outcome and duration (`mde_exporter_poll_*`,
+//! A tenant's poll's families: its outcome and duration (`mde_exporter_poll_*`,
 //! `mde_exporter_last_poll_success_timestamp_seconds`), results waiting
 //! (`mde_liveresponse_pending_results`), and discovery (`mde_liveresponse_actions_in_flight`,
 //! `_in_flight_oldest_creation_timestamp_seconds`, `_in_flight_abandoned`,
 //! `_discovery_missed`, and of #20 `_discovery_in_flight_filter_supported`,
 //! `_discovery_rereads_pending`, `_discovery_interval_seconds`).
 //!
-//! Owns the writing of those families. Does not own the poll (`collector`).
+//! Owns those families ([`PollMetrics`], fields private: the methods here are their one
+//! writer), their registration, their series started at 0 for a tenant, and their writing.
+//! Does not own the poll (`collector`).
 
 use std::time::Duration;
 
-use super::{Metrics, StatusLabels, TraceLabel, tenant};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 
-impl Metrics {
+use super::labels::{StatusLabels, TenantLabels, TraceLabel, tenant};
+use super::native::{Buckets, ExHistogramFamily};
+use super::registry::{FloatGauge, Parts, background};
+
+const POLL_BUCKETS: &[f64] = &[
+    0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
+];
+
+/// The families a tenant's poll writes.
+pub struct PollMetrics {
+    poll_success: Family<TenantLabels, Gauge>,
+    last_poll_success: Family<TenantLabels, FloatGauge>,
+    poll_duration: ExHistogramFamily<TenantLabels>,
+    pending_results: Family<TenantLabels, Gauge>,
+    // Discovery, in flight (#9).
+    actions_in_flight: Family<StatusLabels, Gauge>,
+    in_flight_oldest: Family<TenantLabels, FloatGauge>,
+    in_flight_abandoned: Family<TenantLabels, Counter>,
+    discovery_missed: Family<TenantLabels, Counter>,
+    // Discovery at fleet scale (#20).
+    in_flight_filter_supported: Family<TenantLabels, Gauge>,
+    discovery_rereads_pending: Family<TenantLabels, Gauge>,
+    discovery_interval: Family<TenantLabels, FloatGauge>,
+}
+
+impl PollMetrics {
+    /// The families, registered in `r`.
+    pub(super) fn register(r: &mut Parts) -> Self {
+        let m = PollMetrics {
+            poll_success: Family::default(),
+            last_poll_success: Family::default(),
+            poll_duration: Family::new_with_constructor(Buckets(POLL_BUCKETS)),
+            pending_results: Family::default(),
+            actions_in_flight: Family::default(),
+            in_flight_oldest: Family::default(),
+            in_flight_abandoned: Family::default(),
+            discovery_missed: Family::default(),
+            in_flight_filter_supported: Family::default(),
+            discovery_rereads_pending: Family::default(),
+            discovery_interval: Family::default(),
+        };
+        r.register(
+            "mde_liveresponse_pending_results",
+            background(
+                "Finished command results waiting to be retrieved (for example for API quota).",
+            ),
+            m.pending_results.clone(),
+        );
+        r.register(
+            "mde_liveresponse_actions_in_flight",
+            background("Live Response actions not final yet (Pending, InProgress), by status."),
+            m.actions_in_flight.clone(),
+        );
+        r.register(
+            "mde_liveresponse_in_flight_oldest_creation_timestamp_seconds",
+            background("creationDateTimeUtc (Unix seconds) of the oldest Live Response action still in flight; absent when none is."),
+            m.in_flight_oldest.clone(),
+        );
+        r.register(
+            "mde_liveresponse_in_flight_abandoned",
+            background(
+                "Actions still not final past discovery.in_flight_horizon, no longer followed.",
+            ),
+            m.in_flight_abandoned.clone(),
+        );
+        r.register(
+            "mde_liveresponse_discovery_missed",
+            background("Final actions the reconciliation sweep found that incremental discovery had missed (expected to stay 0)."),
+            m.discovery_missed.clone(),
+        );
+        r.register(
+            "mde_liveresponse_discovery_in_flight_filter_supported",
+            background("1 while the API accepts the status-filtered listing of the actions in flight; 0 once it refused it (400) and discovery reads every action in flight by id."),
+            m.in_flight_filter_supported.clone(),
+        );
+        r.register(
+            "mde_liveresponse_discovery_rereads_pending",
+            background("Followed actions a poll cut short by quota did not read again; the next poll reads them first."),
+            m.discovery_rereads_pending.clone(),
+        );
+        r.register(
+            "mde_liveresponse_discovery_interval_seconds",
+            background("Time until the tenant's next poll, as the cadence chose it (discovery.list_budget_share, discovery.min_interval, poll_interval)."),
+            m.discovery_interval.clone(),
+        );
+        r.register(
+            "mde_exporter_poll_success",
+            background("1 if the latest poll of a tenant succeeded, else 0."),
+            m.poll_success.clone(),
+        );
+        r.register(
+            "mde_exporter_last_poll_success_timestamp_seconds",
+            background("Unix time of the latest successful poll of a tenant."),
+            m.last_poll_success.clone(),
+        );
+        r.register(
+            "mde_exporter_poll_duration_seconds",
+            background("Duration of polls, by tenant."),
+            m.poll_duration.clone(),
+        );
+        m
+    }
+
+    /// Start at 0 the series of tenant `t`.
+    pub(super) fn init_tenant_series(&self, t: &str) {
+        let labels = tenant(t);
+        let _ = self.poll_duration.get_or_create(&labels);
+        let _ = self.pending_results.get_or_create(&labels);
+        let _ = self.discovery_rereads_pending.get_or_create(&labels);
+    }
+
     /// One poll of a tenant ended (`ok` or not) after `elapsed`, at `now` (Unix seconds),
     /// with `pending` results waiting.
     pub fn record_poll(

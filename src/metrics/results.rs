@@ -1,4 +1,4 @@
-//! What retrieving results records: final actions and their commands
+//! The families of retrieving results: final actions and their commands
 //! (`mde_liveresponse_actions`, `_commands`), transcripts (`_script_runs`, `_script_failures`,
 //! `_script_errors`), results given up on (`_result_fetch_failures`), GetFile sizes
 //! (`_files`, `_file_bytes`), scripts that did not run (`_script_not_run` counter and gauge),
@@ -7,71 +7,172 @@
 //! (`mde_exporter_series_evicted`), and which machines of a tenant have per-machine script
 //! series ([`MachineIndex`], kept as they are set and evicted, for the machine context).
 //!
-//! Owns the writing of those families. Does not own when a result counts (`collector`,
-//! `state`) nor which series expire (`shared`).
+//! Owns those families ([`ResultMetrics`], fields private: the methods here are their one
+//! writer), their registration, their series started at 0 for a tenant, and their writing.
+//! Does not own when a result counts (`collector`, `state`) nor which series expire
+//! (`series`).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Mutex, PoisonError};
 
-use super::{
-    CommandLabels, MachineScriptLabels, Metrics, NotRunLabels, ScriptLabels, StatusLabels,
-    TraceLabel, reason, tenant,
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+
+use super::labels::{
+    CommandLabels, MachineScriptLabels, NotRunLabels, ReasonLabels, ScriptLabels, StatusLabels,
+    TenantLabels, TenantSeries, TraceLabel, reason, tenant,
 };
+use super::registry::{ExCounter, FloatGauge, Parts, background};
 
-/// Per tenant, the machines with per-machine script series and which of them appeared or
-/// went since the machine context last asked, so that its refresh costs what changed, not
-/// every series of the tenant (#24).
-#[derive(Debug, Default)]
-pub struct MachineIndex(Mutex<HashMap<String, TenantMachines>>);
-
-#[derive(Debug, Default)]
-struct TenantMachines {
-    /// Machine (as the series spell it) → how many scripts have series on it.
-    scripts: BTreeMap<String, usize>,
-    /// Machines that appeared (first script) or went (last script) since the last take.
-    changed: BTreeSet<String>,
+/// The families retrieving results writes.
+pub struct ResultMetrics {
+    script_runs: Family<ScriptLabels, ExCounter>,
+    script_failures: Family<ScriptLabels, ExCounter>,
+    script_errors: Family<ScriptLabels, ExCounter>,
+    script_exit_code: Family<MachineScriptLabels, Gauge>,
+    script_errors_present: Family<MachineScriptLabels, Gauge>,
+    script_last_run: Family<MachineScriptLabels, FloatGauge>,
+    /// Which machines have those series, per tenant (#24).
+    script_machines: MachineIndex,
+    commands: Family<CommandLabels, Counter>,
+    actions: Family<StatusLabels, Counter>,
+    fetch_failures: Family<ReasonLabels, ExCounter>,
+    files: Family<TenantLabels, Counter>,
+    file_bytes: Family<TenantLabels, Counter>,
+    script_not_run_total: Family<NotRunLabels, ExCounter>,
+    script_not_run: Family<MachineScriptLabels, Gauge>,
+    /// Per-machine series removed from /metrics and the state, by reason (`ttl`, `max_series`).
+    series_evicted: Family<ReasonLabels, Counter>,
 }
 
-impl MachineIndex {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, TenantMachines>> {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    fn added(&self, labels: &MachineScriptLabels) {
-        let mut all = self.lock();
-        let t = all.entry(labels.tenant.clone()).or_default();
-        let n = t.scripts.entry(labels.machine.clone()).or_default();
-        *n += 1;
-        if *n == 1 {
-            t.changed.insert(labels.machine.clone());
-        }
-    }
-
-    fn removed(&self, labels: &MachineScriptLabels) {
-        let mut all = self.lock();
-        let Some(t) = all.get_mut(&labels.tenant) else {
-            return;
+impl ResultMetrics {
+    /// The families, registered in `r`.
+    pub(super) fn register(r: &mut Parts) -> Self {
+        let m = ResultMetrics {
+            script_runs: Family::default(),
+            script_failures: Family::default(),
+            script_errors: Family::default(),
+            script_exit_code: Family::default(),
+            script_errors_present: Family::default(),
+            script_last_run: Family::default(),
+            script_machines: MachineIndex::default(),
+            commands: Family::default(),
+            actions: Family::default(),
+            fetch_failures: Family::default(),
+            files: Family::default(),
+            file_bytes: Family::default(),
+            script_not_run_total: Family::default(),
+            script_not_run: Family::default(),
+            series_evicted: Family::default(),
         };
-        if let Some(n) = t.scripts.get_mut(&labels.machine) {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
-                t.scripts.remove(&labels.machine);
-                t.changed.insert(labels.machine.clone());
-            }
-        }
+        r.register(
+            "mde_liveresponse_script_runs",
+            background("RunScript transcripts retrieved, by script."),
+            m.script_runs.clone(),
+        );
+        r.register(
+            "mde_liveresponse_script_failures",
+            background("Retrieved transcripts whose exit_code was not 0, by script."),
+            m.script_failures.clone(),
+        );
+        r.register(
+            "mde_liveresponse_script_errors",
+            background("Retrieved transcripts with non-empty script_errors, by script."),
+            m.script_errors.clone(),
+        );
+        r.register(
+            "mde_liveresponse_script_exit_code",
+            background(
+                "Exit code of the latest run (by command endTime) of a script on a machine.",
+            ),
+            m.script_exit_code.clone(),
+        );
+        r.register(
+            "mde_liveresponse_script_errors_present",
+            background(
+                "1 if the latest run of a script on a machine wrote to script_errors, else 0.",
+            ),
+            m.script_errors_present.clone(),
+        );
+        r.register(
+            "mde_liveresponse_script_last_run_timestamp_seconds",
+            background("End time (Unix seconds) of the latest run of a script on a machine."),
+            m.script_last_run.clone(),
+        );
+        r.register(
+            "mde_liveresponse_commands",
+            background(
+                "Commands of final Live Response actions, by command type and commandStatus.",
+            ),
+            m.commands.clone(),
+        );
+        r.register(
+            "mde_liveresponse_actions",
+            background("Final Live Response machine actions seen, by status."),
+            m.actions.clone(),
+        );
+        r.register(
+            "mde_liveresponse_result_fetch_failures",
+            background("Command results that could not be retrieved or read, by reason; given up, not retried."),
+            m.fetch_failures.clone(),
+        );
+        r.register(
+            "mde_liveresponse_files",
+            background("GetFile results whose size was recorded."),
+            m.files.clone(),
+        );
+        r.register(
+            "mde_liveresponse_file_bytes",
+            background("Compressed bytes of GetFile results (sized, not kept)."),
+            m.file_bytes.clone(),
+        );
+        r.register(
+            "mde_liveresponse_script_not_run",
+            background("RunScript commands of final actions that produced no transcript, by script and reason (command_failed, action_timeout, action_cancelled, action_failed)."),
+            m.script_not_run_total.clone(),
+        );
+        // The gauge's first name is the counter's family name in OpenMetrics (which drops
+        // `_total`), a clash strict parsers refuse: it stays in the Prometheus text format,
+        // where it never clashed, and OpenMetrics has the same series under `_current` only.
+        // See: #24
+        r.register_text_only(
+            "mde_liveresponse_script_not_run",
+            background("1 while the latest attempt (by the action's lastUpdateDateTimeUtc) of a script on a machine did not run, 0 once a later attempt ran."),
+            m.script_not_run.clone(),
+        );
+        r.register(
+            "mde_liveresponse_script_not_run_current",
+            background("1 while the latest attempt (by the action's lastUpdateDateTimeUtc) of a script on a machine did not run, 0 once a later attempt ran; the same series as mde_liveresponse_script_not_run, whose name OpenMetrics leaves out (it is the family name of mde_liveresponse_script_not_run_total there)."),
+            m.script_not_run.clone(),
+        );
+        r.register(
+            "mde_exporter_series_evicted",
+            "Per-machine series (mde_liveresponse_script_exit_code and its siblings) removed, by reason: ttl (no run within series_ttl) or max_series (the oldest beyond the cap)",
+            m.series_evicted.clone(),
+        );
+        m
     }
-}
 
-/// The latest run of a script on a machine, as the per-machine series show it.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct ScriptSeries {
-    pub exit_code: i64,
-    pub errors_present: bool,
-    /// End time, Unix seconds.
-    pub end_time: f64,
-}
+    /// Start at 0 the series of tenant `t` for the reasons and final statuses in `known`.
+    pub(super) fn init_tenant_series(&self, t: &str, known: &TenantSeries<'_>) {
+        for r in known.fetch_failures {
+            let _ = self.fetch_failures.get_or_create(&reason(t, r));
+        }
+        for r in known.evicted {
+            let _ = self.series_evicted.get_or_create(&reason(t, r));
+        }
+        for status in known.final_statuses {
+            let _ = self.actions.get_or_create(&StatusLabels {
+                tenant: t.to_string(),
+                status: status.to_string(),
+            });
+        }
+        let labels = tenant(t);
+        let _ = self.files.get_or_create(&labels);
+        let _ = self.file_bytes.get_or_create(&labels);
+    }
 
-impl Metrics {
     /// A final action seen for the first time, with the (type, commandStatus) of its commands.
     pub fn record_final_action<'a>(
         &self,
@@ -221,7 +322,7 @@ impl Metrics {
     }
 
     /// The machines of `tenant_name` that got their first per-machine script series or lost
-    /// their last one since the previous call (or [`Metrics::script_machines`]), each with
+    /// their last one since the previous call (or [`ResultMetrics::script_machines`]), each with
     /// whether it has series now. Costs what changed.
     pub fn take_changed_script_machines(&self, tenant_name: &str) -> Vec<(String, bool)> {
         let mut all = self.script_machines.lock();
@@ -237,4 +338,57 @@ impl Metrics {
             })
             .collect()
     }
+}
+
+/// Per tenant, the machines with per-machine script series and which of them appeared or
+/// went since the machine context last asked, so that its refresh costs what changed, not
+/// every series of the tenant (#24).
+#[derive(Debug, Default)]
+pub struct MachineIndex(Mutex<HashMap<String, TenantMachines>>);
+
+#[derive(Debug, Default)]
+struct TenantMachines {
+    /// Machine (as the series spell it) → how many scripts have series on it.
+    scripts: BTreeMap<String, usize>,
+    /// Machines that appeared (first script) or went (last script) since the last take.
+    changed: BTreeSet<String>,
+}
+
+impl MachineIndex {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, TenantMachines>> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn added(&self, labels: &MachineScriptLabels) {
+        let mut all = self.lock();
+        let t = all.entry(labels.tenant.clone()).or_default();
+        let n = t.scripts.entry(labels.machine.clone()).or_default();
+        *n += 1;
+        if *n == 1 {
+            t.changed.insert(labels.machine.clone());
+        }
+    }
+
+    fn removed(&self, labels: &MachineScriptLabels) {
+        let mut all = self.lock();
+        let Some(t) = all.get_mut(&labels.tenant) else {
+            return;
+        };
+        if let Some(n) = t.scripts.get_mut(&labels.machine) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                t.scripts.remove(&labels.machine);
+                t.changed.insert(labels.machine.clone());
+            }
+        }
+    }
+}
+
+/// The latest run of a script on a machine, as the per-machine series show it.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ScriptSeries {
+    pub exit_code: i64,
+    pub errors_present: bool,
+    /// End time, Unix seconds.
+    pub end_time: f64,
 }

@@ -357,7 +357,9 @@ impl Pusher {
                 self.endpoint, self.export_timeout
             )),
         };
-        self.metrics.record_otlp_metrics_export(outcome.is_ok());
+        self.metrics
+            .exporter
+            .record_otlp_metrics_export(outcome.is_ok());
         match outcome {
             Ok(rejected) => {
                 if rejected > 0 {
@@ -394,7 +396,7 @@ pub fn spawn(
     mut stop: watch::Receiver<bool>,
 ) -> Result<JoinHandle<()>, String> {
     let transport = send::Transport::new(cfg.protocol, &cfg.endpoint, &cfg.headers, cfg.timeout)?;
-    metrics.record_otlp_metrics_export_start();
+    metrics.exporter.record_otlp_metrics_export_start();
     let mut pusher = Pusher {
         metrics,
         transport,

@@ -133,7 +133,7 @@ struct Exposed {
 
 /// The machines of a tenant with per-machine script series, by name without case (as the
 /// refresh asks the API) to the names the series spell; kept from what changed since the
-/// last check (`Metrics::take_changed_script_machines`), so that a check costs what changed:
+/// last check (`ResultMetrics::take_changed_script_machines`), so that a check costs what changed:
 /// it used to collect every series of the tenant from the state at each poll interval. (#24)
 #[derive(Debug, Default)]
 struct Watched {
@@ -156,10 +156,11 @@ impl Watched {
     fn update(&mut self, metrics: &Metrics, tenant: &str) -> Changes {
         let mut changes = Changes::default();
         let changed: Vec<(String, bool)> = if self.synced {
-            metrics.take_changed_script_machines(tenant)
+            metrics.results.take_changed_script_machines(tenant)
         } else {
             self.synced = true;
             metrics
+                .results
                 .script_machines(tenant)
                 .into_iter()
                 .map(|m| (m, true))
@@ -213,7 +214,10 @@ impl MachineRefresh {
     pub fn new(t: &Tenant, client: Client, shared: Arc<Shared>) -> Self {
         if !t.machine_context.tags.is_empty() {
             for why in [DROPPED_TOO_LONG, DROPPED_PER_MACHINE, DROPPED_MAX_SERIES] {
-                shared.metrics.record_machine_tags_dropped(&t.name, why, 0);
+                shared
+                    .metrics
+                    .machines
+                    .record_machine_tags_dropped(&t.name, why, 0);
             }
         }
         MachineRefresh {
@@ -336,6 +340,7 @@ impl MachineRefresh {
             let others = self
                 .shared
                 .metrics
+                .machines
                 .machine_tag_series()
                 .saturating_sub(mine);
             let room = max_series.saturating_sub(scripts + others);
@@ -359,7 +364,10 @@ impl MachineRefresh {
                 let old = old.clone();
                 self.unexpose(&old);
             }
-            self.shared.metrics.expose_machine(&next.info, &next.tags);
+            self.shared
+                .metrics
+                .machines
+                .expose_machine(&next.info, &next.tags);
             self.exposed.insert(key.clone(), next);
         }
         self.count_dropped(dropped);
@@ -371,9 +379,18 @@ impl MachineRefresh {
             return;
         }
         let m = &self.shared.metrics;
-        m.record_machine_tags_dropped(&self.tenant, DROPPED_TOO_LONG, dropped.too_long);
-        m.record_machine_tags_dropped(&self.tenant, DROPPED_PER_MACHINE, dropped.per_machine);
-        m.record_machine_tags_dropped(&self.tenant, DROPPED_MAX_SERIES, dropped.max_series);
+        m.machines
+            .record_machine_tags_dropped(&self.tenant, DROPPED_TOO_LONG, dropped.too_long);
+        m.machines.record_machine_tags_dropped(
+            &self.tenant,
+            DROPPED_PER_MACHINE,
+            dropped.per_machine,
+        );
+        m.machines.record_machine_tags_dropped(
+            &self.tenant,
+            DROPPED_MAX_SERIES,
+            dropped.max_series,
+        );
         tracing::info!(
             tenant = %self.tenant,
             too_long = dropped.too_long,
@@ -386,7 +403,10 @@ impl MachineRefresh {
     }
 
     fn unexpose(&self, old: &Exposed) {
-        self.shared.metrics.unexpose_machine(&old.info, &old.tags);
+        self.shared
+            .metrics
+            .machines
+            .unexpose_machine(&old.info, &old.tags);
     }
 }
 
@@ -491,8 +511,10 @@ mod tests {
         };
         for i in 0..1000 {
             for script in ["a.ps1", "b.ps1", "c.ps1"] {
-                m.set_script_series(&labels("t", &format!("ws-{i}"), script), run);
-                m.set_script_series(&labels("other", &format!("ws-{i}"), script), run);
+                m.results
+                    .set_script_series(&labels("t", &format!("ws-{i}"), script), run);
+                m.results
+                    .set_script_series(&labels("other", &format!("ws-{i}"), script), run);
             }
         }
         let mut w = Watched::default();
@@ -504,12 +526,16 @@ mod tests {
         assert_eq!(w.work, 1000);
         // A new run on a known machine changes nothing; a new machine and one that lost its
         // last series are the two looks of the next check.
-        m.set_script_series(&labels("t", "ws-1", "a.ps1"), run);
-        m.set_script_series(&labels("t", "WS-NEW", "a.ps1"), run);
+        m.results
+            .set_script_series(&labels("t", "ws-1", "a.ps1"), run);
+        m.results
+            .set_script_series(&labels("t", "WS-NEW", "a.ps1"), run);
         for script in ["a.ps1", "b.ps1", "c.ps1"] {
-            m.evict_script_series(&labels("t", "ws-7", script), "ttl");
+            m.results
+                .evict_script_series(&labels("t", "ws-7", script), "ttl");
         }
-        m.evict_script_series(&labels("t", "ws-8", "a.ps1"), "ttl");
+        m.results
+            .evict_script_series(&labels("t", "ws-8", "a.ps1"), "ttl");
         let next = w.update(&m, "t");
         assert_eq!(
             next,

@@ -95,7 +95,7 @@ impl TranscriptRetrieved<'_> {
             "transcript retrieved"
         );
         // Each counter carries the trace that retrieved the transcript as its exemplar.
-        metrics.record_transcript(
+        metrics.results.record_transcript(
             self.tenant,
             self.script,
             self.exit_code,
@@ -128,7 +128,7 @@ impl ResultFetchFailed<'_> {
             error = self.error,
             "giving up on a command result"
         );
-        metrics.record_fetch_failure(
+        metrics.results.record_fetch_failure(
             self.tenant,
             self.reason,
             crate::telemetry::current_trace_label(),
@@ -171,7 +171,7 @@ impl ScriptNotRun<'_> {
             errors = self.errors.as_deref(),
             "script did not run"
         );
-        metrics.record_script_not_run(
+        metrics.results.record_script_not_run(
             self.tenant,
             self.script,
             self.reason,

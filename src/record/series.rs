@@ -37,7 +37,7 @@ fn lock(state: &Mutex<State>) -> std::sync::MutexGuard<'_, State> {
 
 /// Set the gauges of one series from its latest run.
 pub fn set(m: &Metrics, labels: &MachineScriptLabels, run: &LastRun) {
-    m.set_script_series(
+    m.results.set_script_series(
         labels,
         ScriptSeries {
             exit_code: run.exit_code,
@@ -83,10 +83,10 @@ pub fn drop_unserved(m: &Metrics, state: &Mutex<State>, served: impl Fn(&str) ->
     };
     let n = runs.len();
     for key in runs {
-        m.remove_script_series(&labels(key));
+        m.results.remove_script_series(&labels(key));
     }
     for key in attempts {
-        m.remove_script_not_run(&labels(key));
+        m.results.remove_script_not_run(&labels(key));
     }
     n
 }
@@ -141,7 +141,7 @@ pub fn expire(
     }
     for key in removed {
         if !served(&key.0) {
-            m.remove_script_series(&labels(key));
+            m.results.remove_script_series(&labels(key));
             continue;
         }
         let why = if stale.contains(&key) {
@@ -149,7 +149,7 @@ pub fn expire(
         } else {
             EVICTED_MAX
         };
-        m.evict_script_series(&labels(key), why);
+        m.results.evict_script_series(&labels(key), why);
     }
 }
 
@@ -166,7 +166,7 @@ fn expire_not_run(
     match removed {
         Ok(removed) => {
             for key in removed {
-                m.remove_script_not_run(&labels(key));
+                m.results.remove_script_not_run(&labels(key));
             }
         }
         Err(e) => tracing::error!(error = %e, "cannot expire not-run series"),

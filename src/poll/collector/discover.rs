@@ -304,7 +304,7 @@ impl TenantCollector {
                 && !refreshed_ids.contains(&a.id)
                 && !self.shared.with_state(|s| s.action_seen(&name, &a.id))
             {
-                self.shared.metrics.record_discovery_missed(&name);
+                self.shared.metrics.poll.record_discovery_missed(&name);
                 tracing::warn!(tenant = %name, action_id = %a.id, created = ?a.creation_date_time_utc, status = a.status.as_str(), "reconciliation sweep found an action incremental discovery missed");
             }
         }
@@ -455,6 +455,7 @@ impl TenantCollector {
         let name = &self.tenant.name;
         self.shared
             .metrics
+            .poll
             .set_in_flight_filter_supported(name, supported);
         self.shared
             .update_status(name, |s| s.discovery.in_flight_filter = Some(supported));
@@ -473,6 +474,7 @@ impl TenantCollector {
         let name = &self.tenant.name;
         self.shared
             .metrics
+            .poll
             .set_discovery_rereads_pending(name, waiting);
         let outcome = match cut_short {
             None => "complete".to_string(),
@@ -495,7 +497,7 @@ impl TenantCollector {
     /// An action still not final past `in_flight_horizon`: counted and logged, not followed.
     fn abandon(&self, id: &str, created: DateTime<Utc>, status: &str) {
         let name = &self.tenant.name;
-        self.shared.metrics.record_in_flight_abandoned(name);
+        self.shared.metrics.poll.record_in_flight_abandoned(name);
         tracing::warn!(tenant = %name, action_id = %id, created = %created, status, "action still not final past discovery.in_flight_horizon: no longer followed");
     }
 
@@ -539,7 +541,7 @@ impl TenantCollector {
             oldest = Some(oldest.map_or(t.created, |o| o.min(t.created)));
         }
         // No oldest series rather than 0: an alert on its age must not fire on "nothing".
-        self.shared.metrics.set_in_flight(
+        self.shared.metrics.poll.set_in_flight(
             name,
             by_status,
             oldest.map(|t| t.timestamp_millis() as f64 / 1000.0),
@@ -551,7 +553,7 @@ impl TenantCollector {
         let name = &self.tenant.name;
         let attempts = self.shared.with_state(|s| s.attempts().clone());
         for ((t, machine, script), a) in attempts.into_iter().filter(|((t, _, _), _)| t == name) {
-            self.shared.metrics.set_script_not_run(
+            self.shared.metrics.results.set_script_not_run(
                 &MachineScriptLabels {
                     tenant: t,
                     machine,

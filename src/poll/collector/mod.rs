@@ -48,6 +48,7 @@ impl TenantCollector {
         // Assumed until the API refuses it (#20).
         shared
             .metrics
+            .poll
             .set_in_flight_filter_supported(&tenant.name, true);
         TenantCollector {
             tenant,
@@ -91,7 +92,10 @@ impl TenantCollector {
                     was_api_url = %was.api_url,
                     "the state's entries of this tenant name were recorded for another tenant_id or api_url: this tenant starts afresh (its watermark and followed actions are dropped; what was counted stays counted)"
                 );
-                self.shared.metrics.record_tenant_identity_change(&name);
+                self.shared
+                    .metrics
+                    .exporter
+                    .record_tenant_identity_change(&name);
             }
             Ok(IdentityCheck::Same | IdentityCheck::Adopted) => {}
             Err(e) => {
@@ -167,6 +171,7 @@ impl TenantCollector {
         }
         self.shared
             .metrics
+            .poll
             .set_pending_results(&self.tenant.name, self.waiting());
         let pending = self.waiting();
         self.shared
@@ -188,7 +193,7 @@ impl TenantCollector {
             crate::telemetry::record_error(&span, &e.to_string());
         }
         let m = &self.shared.metrics;
-        m.record_poll(
+        m.poll.record_poll(
             &self.tenant.name,
             result.is_ok(),
             started.elapsed(),
@@ -262,7 +267,10 @@ impl TenantCollector {
                 quiet_polls: self.quiet_polls,
             });
         self.interval = interval;
-        self.shared.metrics.set_discovery_interval(&name, interval);
+        self.shared
+            .metrics
+            .poll
+            .set_discovery_interval(&name, interval);
         self.shared.update_status(&name, |s| {
             s.discovery.interval = Some(interval);
             s.discovery.interval_reason =

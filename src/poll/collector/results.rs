@@ -79,7 +79,10 @@ impl TenantCollector {
                         .shared
                         .with_state(|s| s.offer_ran(series, attempt(true)))?;
                     if later {
-                        self.shared.metrics.set_script_not_run(&labels, false);
+                        self.shared
+                            .metrics
+                            .results
+                            .set_script_not_run(&labels, false);
                     }
                 }
                 None => {}
@@ -125,7 +128,10 @@ impl TenantCollector {
                             .with_state(|s| s.attempts().get(&series).map(|a| !a.ran)),
                     };
                     if let Some(not_run) = shown {
-                        self.shared.metrics.set_script_not_run(&labels, not_run);
+                        self.shared
+                            .metrics
+                            .results
+                            .set_script_not_run(&labels, not_run);
                     }
                 }
             }
@@ -141,7 +147,7 @@ impl TenantCollector {
         let t = self.tenant.name.clone();
         let first_time = self.shared.with_state(|s| s.mark_action_seen(&t, &a.id))?;
         if first_time {
-            self.shared.metrics.record_final_action(
+            self.shared.metrics.results.record_final_action(
                 &t,
                 a.status.as_str(),
                 a.commands
@@ -344,7 +350,10 @@ impl TenantCollector {
                 }
                 Ok(Fetched::File(bytes)) => {
                     if self.shared.with_state(|s| s.mark_done(p.key.clone()))? {
-                        self.shared.metrics.record_file(&self.tenant.name, bytes);
+                        self.shared
+                            .metrics
+                            .results
+                            .record_file(&self.tenant.name, bytes);
                     }
                     return Ok(());
                 }
