@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 
 # Debian packages the tests use: prometheus (promtool and a real server), chromium (the
 # status page test), prometheus-alertmanager (amtool and a real Alertmanager), faketime
-# (libfaketime: tests/clock_jump.rs moves the exporter's wall clock).
+# (libfaketime: tests/it/lifecycle/clock_jump.rs moves the exporter's wall clock).
 missing=()
 command -v promtool >/dev/null 2>&1 && command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)
 command -v amtool >/dev/null 2>&1 && command -v prometheus-alertmanager >/dev/null 2>&1 || missing+=(prometheus-alertmanager)

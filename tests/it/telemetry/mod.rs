@@ -1,0 +1,8 @@
+//! The exporter's own signals: log lines (JSON, logfmt), OpenTelemetry spans and log
+//! records with their semantic conventions, and the OTLP metrics push.
+
+mod logs;
+mod otel_logs;
+mod otlp;
+mod otlp_metrics;
+mod semconv;
