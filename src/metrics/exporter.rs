@@ -11,7 +11,7 @@
 //! Owns those families ([`ExporterMetrics`], fields private: the methods here are their one
 //! writer, but for the process-wide [`OTLP_EXPORT_FAILURES`] that `telemetry` increments),
 //! their registration, their series started at 0 for a tenant, and their writing. Does not own
-//! reloading (`app`), the state file (`state`), the API's clock (`clock`), exporting
+//! reloading (`app`), the state file (`state`), the API's clock (`api::clock`), exporting
 //! (`telemetry`, `otlp_metrics`) nor what the collectors read.
 
 use std::sync::{Arc, LazyLock, OnceLock};
