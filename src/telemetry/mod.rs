@@ -2,7 +2,8 @@
 //! its own (`ts`, `level`, `msg`, then the fields, each key once), and OpenTelemetry spans and
 //! log records over OTLP (gRPC or HTTP/protobuf) when an endpoint is configured.
 //!
-//! Owns the subscriber, the level words, the line format, the OTLP pipelines, the ids that tie
+//! Owns the subscriber, the level words, the choice of line format (the line itself is written
+//! by the `flat-log` crate, which the simulator shares), the OTLP pipelines, the ids that tie
 //! logs and metric exemplars to the trace, and flushing at shutdown. Does not own what is
 //! logged (see `events`) nor which spans exist (they are declared where the work happens).
 
@@ -17,9 +18,25 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
-mod format;
-use format::FlatFormat;
-pub use format::LogFormat;
+/// Log line format (`--log.format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Json,
+    Logfmt,
+}
+
+impl From<LogFormat> for flat_log::Format {
+    fn from(format: LogFormat) -> Self {
+        match format {
+            LogFormat::Json => flat_log::Format::Json,
+            LogFormat::Logfmt => flat_log::Format::Logfmt,
+        }
+    }
+}
+
+/// The crates whose events are the exporter's own (known by their message, no `target`): the
+/// exporter and the simulator it runs in `--demo` and `simulate`.
+const OWN_TARGETS: &[&str] = &["mde_liveresponse_exporter", "mde_sim"];
 
 use crate::config::{OtelConfig, Protocol};
 use crate::metrics::{OTLP_EXPORT_FAILURES, TraceLabel};
@@ -325,7 +342,7 @@ fn log_filter(level: &str) -> Result<EnvFilter, String> {
 pub fn init(level: &str, format: LogFormat, pipelines: Pipelines) -> Result<Telemetry, String> {
     let lines = tracing_subscriber::fmt::layer()
         .fmt_fields(tracing_subscriber::fmt::format::JsonFields::new())
-        .event_format(FlatFormat { format })
+        .event_format(flat_log::FlatFormat::new(format.into(), OWN_TARGETS))
         .with_writer(std::io::stderr)
         .with_filter(log_filter(level)?);
     let spans = match &pipelines.traces {
