@@ -24,11 +24,11 @@ use tokio::time::Instant;
 use url::Url;
 
 use crate::api::clock::ApiClock;
-use crate::config::Tenant;
+use crate::config::{Tenant, is_loopback};
 use crate::metrics::Metrics;
 use crate::quota::Endpoint;
 pub use crate::quota::SharedQuota;
-pub use download::{BLOB_HOST_SUFFIXES, is_loopback};
+pub use download::BLOB_HOST_SUFFIXES;
 pub use error::{Error, ErrorKind};
 pub use http::{Http, Slot, redirect_policy};
 pub(crate) use http::{error_chain, read_capped};
