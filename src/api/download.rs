@@ -24,16 +24,6 @@ pub const BLOB_HOST_SUFFIXES: &[&str] = &[
     ".blob.core.chinacloudapi.cn",
 ];
 
-/// Whether a URL's host is loopback (`localhost`, 127.0.0.0/8, `::1`).
-pub fn is_loopback(url: &Url) -> bool {
-    match url.host() {
-        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
-        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
-        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
-        None => false,
-    }
-}
-
 impl Client {
     /// Download a `RunScript` result and read it as a transcript. The link is the credential:
     /// no bearer token is sent. Bodies over `max_bytes` are refused as they stream in; the

@@ -24,16 +24,14 @@ use tokio::time::Instant;
 use url::Url;
 
 use crate::api::clock::ApiClock;
-use crate::config::Tenant;
+use crate::config::{Tenant, is_loopback};
 use crate::metrics::Metrics;
 use crate::quota::Endpoint;
 pub use crate::quota::SharedQuota;
-pub use download::{BLOB_HOST_SUFFIXES, is_loopback};
 pub use error::{Error, ErrorKind};
-pub use http::{Http, Slot, redirect_policy};
+pub use http::{Http, Slot};
 pub(crate) use http::{error_chain, read_capped};
 use model::{DownloadLink, Machine, MachineAction, redact_url};
-pub use send::parse_retry_after;
 
 /// Most pages one listing may take. The server pages are 100 to 10,000 actions; at 200 pages
 /// a listing that has not ended is a loop or a runaway, and it must not spend the whole

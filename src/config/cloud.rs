@@ -1,8 +1,8 @@
 //! Where a tenant's API, login and audience are: cloud and region → URLs, and the URL rules.
 //!
 //! Owns the `cloud`, `region`, `api_url`, `login_url` and `audience` keys of a tenant (with the AKS
-//! `AZURE_AUTHORITY_HOST` for workload identity), and the rule that plain http is for
-//! loopback hosts only. Does not own the `Cloud` and `Region` types with the table of the
+//! `AZURE_AUTHORITY_HOST` for workload identity), the rule that plain http is for
+//! loopback hosts only, and what a loopback host is ([`is_loopback`]). Does not own the `Cloud` and `Region` types with the table of the
 //! Microsoft clouds' hosts and the regional API hosts (`types`), how a tenant signs in
 //! (`auth`), nor the proxy (`proxy`).
 
@@ -64,19 +64,25 @@ pub(super) fn endpoints(
     })
 }
 
+/// Whether a URL's host is loopback (`localhost`, 127.0.0.0/8, `::1`): the one test of
+/// the URL rules here, of the managed-identity endpoint's (`auth`) and of where result links
+/// may come from (`api`).
+pub fn is_loopback(url: &Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    }
+}
+
 /// Accept https anywhere, and plain http only for loopback hosts (tests, the simulator).
 fn parse_url(s: &str) -> Result<Url, String> {
     let url = Url::parse(s).map_err(|e| format!("{s:?} is not a valid URL: {e}"))?;
     match url.scheme() {
         "https" => {}
         "http" => {
-            let loopback = match url.host() {
-                Some(url::Host::Domain(d)) => d == "localhost",
-                Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
-                Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
-                None => false,
-            };
-            if !loopback {
+            if !is_loopback(&url) {
                 return Err(format!(
                     "{s:?}: plain http is only allowed for loopback hosts; use https"
                 ));

@@ -39,6 +39,7 @@ mod tenant;
 mod types;
 
 pub use self::auth::{Auth, IMDS_TOKEN_URL, Pkcs12Password, Secret};
+pub use self::cloud::is_loopback;
 pub use self::discovery::MAX_DISCOVERY_BATCH;
 pub use self::proxy::ProxyConfig;
 pub use self::raw::DEFAULT_MAX_REQUESTS_IN_FLIGHT;

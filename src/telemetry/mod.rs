@@ -2,8 +2,10 @@
 //! its own (`ts`, `level`, `msg`, then the fields, each key once), and OpenTelemetry spans and
 //! log records over OTLP (gRPC or HTTP/protobuf) when an endpoint is configured.
 //!
-//! Owns the subscriber, the level words, the line format, the OTLP pipelines, the ids that tie
-//! logs and metric exemplars to the trace, and flushing at shutdown. Does not own what is
+//! Owns the subscriber, the level words, the choice of line format (the line itself is written
+//! by the `flat-log` crate, which the simulator shares), the OTLP pipelines, the ids that tie
+//! logs and metric exemplars to the trace, flushing at shutdown, and the errors of setting
+//! them up ([`Error`], in `error`). Does not own what is
 //! logged (see `events`) nor which spans exist (they are declared where the work happens).
 
 use std::time::Duration;
@@ -17,9 +19,28 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
-mod format;
-use format::FlatFormat;
-pub use format::LogFormat;
+/// Log line format (`--log.format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Json,
+    Logfmt,
+}
+
+impl From<LogFormat> for flat_log::Format {
+    fn from(format: LogFormat) -> Self {
+        match format {
+            LogFormat::Json => flat_log::Format::Json,
+            LogFormat::Logfmt => flat_log::Format::Logfmt,
+        }
+    }
+}
+
+/// The crates whose events are the exporter's own (known by their message, no `target`): the
+/// exporter and the simulator it runs in `--demo` and `simulate`.
+const OWN_TARGETS: &[&str] = &["mde_liveresponse_exporter", "mde_sim"];
+
+mod error;
+pub use error::Error;
 
 use crate::config::{OtelConfig, Protocol};
 use crate::metrics::{OTLP_EXPORT_FAILURES, TraceLabel};
@@ -40,7 +61,7 @@ impl OtelConfig {
             .or_else(|| Self::env("OTEL_EXPORTER_OTLP_ENDPOINT"))
     }
 
-    pub fn effective_protocol(&self) -> Result<Protocol, String> {
+    pub fn effective_protocol(&self) -> Result<Protocol, Error> {
         if let Some(p) = self.protocol {
             return Ok(p);
         }
@@ -50,9 +71,7 @@ impl OtelConfig {
             // The OTLP specification's default.
             None | Some("http/protobuf") => Ok(Protocol::HttpProtobuf),
             Some("grpc") => Ok(Protocol::Grpc),
-            Some(other) => Err(format!(
-                "OTEL_EXPORTER_OTLP_PROTOCOL={other:?} is not supported (use grpc or http/protobuf)"
-            )),
+            Some(other) => Err(Error::Protocol(other.to_string())),
         }
     }
 }
@@ -104,7 +123,7 @@ pub struct Pipelines {
 
 /// Build both OTLP pipelines from one configuration (same endpoint and protocol), or none
 /// when no endpoint is configured. Call inside the Tokio runtime: the gRPC client needs it.
-pub fn pipelines(cfg: &OtelConfig) -> Result<Pipelines, String> {
+pub fn pipelines(cfg: &OtelConfig) -> Result<Pipelines, Error> {
     let traces = tracer_provider(cfg)?;
     let logs_off =
         OtelConfig::env("OTEL_LOGS_EXPORTER").is_some_and(|v| v.eq_ignore_ascii_case("none"));
@@ -169,7 +188,7 @@ pub(crate) fn signal_url(endpoint: &str, signal: &str) -> String {
 }
 
 /// Build the log record pipeline to the same endpoint and protocol as the spans.
-fn logger_provider(cfg: &OtelConfig) -> Result<Option<SdkLoggerProvider>, String> {
+fn logger_provider(cfg: &OtelConfig) -> Result<Option<SdkLoggerProvider>, Error> {
     let Some(endpoint) = cfg
         .endpoint
         .clone()
@@ -192,7 +211,10 @@ fn logger_provider(cfg: &OtelConfig) -> Result<Option<SdkLoggerProvider>, String
             .with_headers(Default::default())
             .build(),
     }
-    .map_err(|e| format!("OTLP log exporter for {endpoint}: {e}"))?;
+    .map_err(|error| Error::LogExporter {
+        endpoint: endpoint.clone(),
+        error,
+    })?;
     Ok(Some(
         SdkLoggerProvider::builder()
             .with_batch_exporter(CountingLogExporter(exporter))
@@ -223,7 +245,7 @@ impl<E: LogExporter> LogExporter for CountingLogExporter<E> {
 
 /// Build the tracer provider, or `None` when no endpoint is configured. Call inside the
 /// Tokio runtime: the gRPC client needs it.
-pub fn tracer_provider(cfg: &OtelConfig) -> Result<Option<SdkTracerProvider>, String> {
+pub fn tracer_provider(cfg: &OtelConfig) -> Result<Option<SdkTracerProvider>, Error> {
     let Some(endpoint) = cfg.effective_endpoint() else {
         return Ok(None);
     };
@@ -242,13 +264,16 @@ pub fn tracer_provider(cfg: &OtelConfig) -> Result<Option<SdkTracerProvider>, St
             .with_headers(Default::default())
             .build(),
     }
-    .map_err(|e| format!("OTLP exporter for {endpoint}: {e}"))?;
+    .map_err(|error| Error::SpanExporter {
+        endpoint: endpoint.clone(),
+        error,
+    })?;
     let mut builder = SdkTracerProvider::builder()
         .with_batch_exporter(CountingExporter(exporter))
         .with_resource(resource(cfg));
     if let Some(ratio) = cfg.sample_ratio {
         if !(0.0..=1.0).contains(&ratio) {
-            return Err(format!("otel.sample_ratio {ratio} must be between 0 and 1"));
+            return Err(Error::SampleRatio(ratio));
         }
         builder = builder.with_sampler(opentelemetry_sdk::trace::Sampler::ParentBased(Box::new(
             opentelemetry_sdk::trace::Sampler::TraceIdRatioBased(ratio),
@@ -263,21 +288,26 @@ pub const LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"]
 /// Check a `--log.level` value: a level word, or a `RUST_LOG`-style filter whose bare words
 /// are level words too (a target needs `target=level`). An unknown word would otherwise be
 /// taken for a target name and silence every line. Used by clap as the flag's value parser.
-pub fn parse_level(value: &str) -> Result<String, String> {
+pub fn parse_level(value: &str) -> Result<String, Error> {
     let value = value.trim();
     if value.is_empty() {
-        return Err(format!("empty log level: use one of {}", LEVELS.join(", ")));
+        return Err(Error::EmptyLevel {
+            levels: LEVELS.join(", "),
+        });
     }
     for part in value.split(',').map(str::trim).filter(|p| !p.is_empty()) {
         let bare = !part.contains(['=', '[', ':']);
         if bare && !LEVELS.iter().any(|l| l.eq_ignore_ascii_case(part)) {
-            return Err(format!(
-                "unknown log level {part:?}: use one of {} (or a filter such as info,mde_liveresponse_exporter=debug)",
-                LEVELS.join(", ")
-            ));
+            return Err(Error::UnknownLevel {
+                word: part.to_string(),
+                levels: LEVELS.join(", "),
+            });
         }
     }
-    EnvFilter::try_new(value).map_err(|e| format!("log filter {value:?}: {e}"))?;
+    EnvFilter::try_new(value).map_err(|error| Error::LevelFilter {
+        value: value.to_string(),
+        error,
+    })?;
     Ok(value.to_string())
 }
 
@@ -293,8 +323,11 @@ const QUIET: [&str; 6] = [
     "hyper=warn",
 ];
 
-fn filter(base: &str) -> Result<EnvFilter, String> {
-    let mut filter = EnvFilter::try_new(base).map_err(|e| format!("{base:?}: {e}"))?;
+fn filter(base: &str) -> Result<EnvFilter, Error> {
+    let mut filter = EnvFilter::try_new(base).map_err(|error| Error::Filter {
+        filter: base.to_string(),
+        error,
+    })?;
     for d in QUIET {
         if let Ok(d) = d.parse() {
             filter = filter.add_directive(d);
@@ -304,14 +337,20 @@ fn filter(base: &str) -> Result<EnvFilter, String> {
 }
 
 /// The log lines' filter: `RUST_LOG` when set, else `--log.level`.
-fn log_filter(level: &str) -> Result<EnvFilter, String> {
+fn log_filter(level: &str) -> Result<EnvFilter, Error> {
     match std::env::var("RUST_LOG") {
         Ok(v) if !v.trim().is_empty() => {
-            let v = parse_level(&v).map_err(|e| format!("RUST_LOG: {e}"))?;
+            let v = parse_level(&v).map_err(|e| Error::Setting {
+                setting: "RUST_LOG",
+                error: Box::new(e),
+            })?;
             filter(&v)
         }
         _ => {
-            let level = parse_level(level).map_err(|e| format!("--log.level: {e}"))?;
+            let level = parse_level(level).map_err(|e| Error::Setting {
+                setting: "--log.level",
+                error: Box::new(e),
+            })?;
             filter(&level)
         }
     }
@@ -322,10 +361,10 @@ fn log_filter(level: &str) -> Result<EnvFilter, String> {
 /// filter of their own (info), so that a quieter `--log.level` never switches off traces and
 /// exemplars; log records go out for every info (or worse) event of the exporter itself,
 /// with the trace context of the span they happen in.
-pub fn init(level: &str, format: LogFormat, pipelines: Pipelines) -> Result<Telemetry, String> {
+pub fn init(level: &str, format: LogFormat, pipelines: Pipelines) -> Result<Telemetry, Error> {
     let lines = tracing_subscriber::fmt::layer()
         .fmt_fields(tracing_subscriber::fmt::format::JsonFields::new())
-        .event_format(FlatFormat { format })
+        .event_format(flat_log::FlatFormat::new(format.into(), OWN_TARGETS))
         .with_writer(std::io::stderr)
         .with_filter(log_filter(level)?);
     let spans = match &pipelines.traces {
@@ -343,7 +382,7 @@ pub fn init(level: &str, format: LogFormat, pipelines: Pipelines) -> Result<Tele
                 // the pipeline that carries their logs would feed on themselves.
                 .with_filter(
                     EnvFilter::try_new("off,mde_liveresponse_exporter=info")
-                        .map_err(|e| e.to_string())?,
+                        .map_err(Error::RecordFilter)?,
                 ),
         ),
         None => None,
@@ -353,7 +392,7 @@ pub fn init(level: &str, format: LogFormat, pipelines: Pipelines) -> Result<Tele
         .with(records)
         .with(lines)
         .try_init()
-        .map_err(|e| e.to_string())?;
+        .map_err(Error::Install)?;
     Ok(Telemetry {
         provider: pipelines.traces,
         logs: pipelines.logs,
@@ -425,11 +464,11 @@ mod tests {
             assert!(parse_level(ok).is_ok(), "{ok}");
         }
         assert_eq!(
-            parse_level("info,loud").unwrap_err(),
+            parse_level("info,loud").unwrap_err().to_string(),
             "unknown log level \"loud\": use one of off, error, warn, info, debug, trace (or a filter such as info,mde_liveresponse_exporter=debug)"
         );
         assert_eq!(
-            parse_level(" ").unwrap_err(),
+            parse_level(" ").unwrap_err().to_string(),
             "empty log level: use one of off, error, warn, info, debug, trace"
         );
     }

@@ -349,12 +349,8 @@ impl Cx<'_> {
 /// The metadata endpoint is plain http on a link-local address (or loopback in tests).
 fn parse_metadata_url(s: &str) -> Result<Url, String> {
     let url = Url::parse(s).map_err(|e| format!("{s:?} is not a valid URL: {e}"))?;
-    let local = match url.host() {
-        Some(url::Host::Domain(d)) => d == "localhost",
-        Some(url::Host::Ipv4(ip)) => ip.is_loopback() || ip.is_link_local(),
-        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
-        None => false,
-    };
+    let local = super::cloud::is_loopback(&url)
+        || matches!(url.host(), Some(url::Host::Ipv4(ip)) if ip.is_link_local());
     if !(url.scheme() == "https" || (url.scheme() == "http" && local)) {
         return Err(format!(
             "{s:?}: plain http is only allowed for link-local and loopback hosts"

@@ -36,12 +36,10 @@ use crate::poll::discovery::is_final_status;
 use crate::record::state::{IdentityCheck, TenantIdentity};
 use crate::shared::Shared;
 
-pub use crate::poll::discovery::discovery_filter;
 pub use error::PollError;
 use pending::PendingQueue;
 use poller::PollStats;
 pub use poller::TenantCollector;
-pub use retry::{Retry, retry_decision, retry_delay};
 
 impl TenantCollector {
     pub fn new(tenant: Tenant, client: Client, shared: Arc<Shared>) -> Self {

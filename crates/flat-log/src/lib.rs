@@ -1,9 +1,15 @@
-//! The log line format: one flat record per event, `ts`, `level`, `msg`, then the fields of
-//! the spans the event happens in (outermost first) and of the event itself, each key once
-//! (the innermost value wins), as JSON or logfmt. This is the shape of Prometheus's own logs,
-//! so the same log pipeline reads both.
+//! The flat log line both programs write, the exporter and its simulator: one record per
+//! event, `ts`, `level`, `msg`, `target` (only for events of crates other than the program's
+//! own), then the fields of the spans the event happens in (outermost first) and of the event
+//! itself, each key once (the innermost value wins), as JSON or logfmt. This is the shape of
+//! Prometheus's own logs, so the same log pipeline reads both programs and Prometheus.
 //!
-//! Owns writing a line and the formats ([`LogFormat`]). Does not own which events are written (the filters in `telemetry`).
+//! A crate of its own so that the simulator (`mde-sim`), which never depends on the exporter
+//! it checks, and the exporter write the same bytes from one formatter.
+//!
+//! Owns writing a line ([`FlatFormat`]) and the two formats ([`Format`]). Does not own which
+//! events are written (each program's filters), the flags that choose a format, nor
+//! installing a subscriber.
 
 use std::fmt;
 
@@ -15,21 +21,35 @@ use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, FormattedFi
 use tracing_subscriber::registry::LookupSpan;
 
 /// Log line format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum LogFormat {
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
     Json,
     Logfmt,
 }
 
-/// The event formatter for both line formats. Span fields are stored by `JsonFields` (a JSON
-/// object per span), which is read back here.
-pub(super) struct FlatFormat {
-    pub format: LogFormat,
+/// The event formatter for both line formats. Span fields must be stored by
+/// [`JsonFields`](tracing_subscriber::fmt::format::JsonFields) (a JSON object per span), which
+/// is read back here.
+pub struct FlatFormat {
+    format: Format,
+    own_targets: &'static [&'static str],
+}
+
+impl FlatFormat {
+    /// A formatter writing `format` lines. Events whose target starts with one of
+    /// `own_targets` (the program's own crates) are known by their message; other crates'
+    /// events also say where they come from (`target`).
+    pub fn new(format: Format, own_targets: &'static [&'static str]) -> Self {
+        Self {
+            format,
+            own_targets,
+        }
+    }
 }
 
 /// Fields in first-seen order; a later value for a key replaces the earlier one in place.
 #[derive(Default)]
-pub(super) struct Fields(Vec<(String, Value)>);
+struct Fields(Vec<(String, Value)>);
 
 impl Fields {
     fn put(&mut self, key: &str, value: Value) {
@@ -117,9 +137,9 @@ fn logfmt_value(out: &mut String, v: &Value) {
     out.push('"');
 }
 
-/// Render one record. Public to the module's tests, which check the exact text.
-pub(super) fn render(
-    format: LogFormat,
+/// Render one record (the tests check the exact text).
+fn render(
+    format: Format,
     ts: &str,
     level: &str,
     msg: &str,
@@ -140,7 +160,7 @@ pub(super) fn render(
         .iter()
         .filter(|(k, _)| !head.iter().any(|(h, _)| h == k));
     match format {
-        LogFormat::Json => {
+        Format::Json => {
             let mut out = String::from("{");
             let all = head
                 .iter()
@@ -157,7 +177,7 @@ pub(super) fn render(
             out.push('}');
             out
         }
-        LogFormat::Logfmt => {
+        Format::Logfmt => {
             let mut out = String::new();
             let all = head
                 .iter()
@@ -209,7 +229,7 @@ where
         let meta = event.metadata();
         // Our own events are known by their message; other crates' say where they come from.
         let target = meta.target();
-        let ours = target.starts_with("mde_liveresponse_exporter") || target.starts_with("mde_sim");
+        let ours = self.own_targets.iter().any(|own| target.starts_with(own));
         let ts = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
         let level = meta.level().as_str().to_ascii_lowercase();
         let line = render(
@@ -248,7 +268,7 @@ mod tests {
         ]);
         assert_eq!(
             render(
-                LogFormat::Json,
+                Format::Json,
                 "2026-11-28T03:00:00.000Z",
                 "info",
                 "hi \"x\"",
@@ -271,7 +291,7 @@ mod tests {
         ]);
         assert_eq!(
             render(
-                LogFormat::Logfmt,
+                Format::Logfmt,
                 "T",
                 "warn",
                 "poll failed",
