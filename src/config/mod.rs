@@ -10,10 +10,11 @@
 //! (`env`), the error type naming the file and the key, and the defaults of every
 //! key (including [`DEFAULT_MAX_REQUESTS_IN_FLIGHT`]). Does not own the command line (`cli`),
 //! reloading (`app`), getting tokens (`mde::auth`) nor the tenant → shard mapping
-//! (`crate::config::shard`, used by [`Config::shard`]). The only modules of this crate it uses are the
-//! pure `certificate` (to refuse a wrong or expired certificate at load), `sign_in_file` (the
-//! 1 MiB cap of the sign-in files it reads), `shard`, and the pure `script_metrics::parse`
-//! (what a valid metric name is, for `script_metrics:`).
+//! (`shard`, used by [`Config::shard`]). It is the ground floor: it imports no module of this
+//! crate outside `config`; its leaves are the pure `auth::certificate` (to refuse a wrong or
+//! expired certificate at load), `sign_in_file` (the 1 MiB cap of the sign-in files it
+//! reads), `shard`, and `metric_name` (what a valid metric name is and the default caps on a
+//! script sample, which `crate::script_metrics::parse` imports from here).
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -28,6 +29,7 @@ mod env;
 #[cfg(test)]
 mod fixtures;
 pub mod limits;
+pub mod metric_name;
 mod output;
 mod proxy;
 mod quota;

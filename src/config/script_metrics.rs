@@ -12,8 +12,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use super::check::{Invalid, check_range};
+use super::metric_name::is_metric_name;
 use super::types::{self, Format, JsonMetric, RawRule};
-use crate::script_metrics::parse::is_metric_name;
 
 /// Name prefixes of the exporter's own families: no rule may produce a name under one.
 pub const RESERVED_PREFIXES: &[&str] = &[

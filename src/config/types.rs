@@ -310,20 +310,20 @@ pub(super) fn default_prefix() -> String {
     "mde_script_".into()
 }
 pub(super) fn default_max_series() -> usize {
-    500
+    super::metric_name::DEFAULT_MAX_SERIES
 }
 pub(super) fn default_max_total_series() -> usize {
     50_000
 }
-// The caps on one sample: `script_metrics::parse::Limits::default()` holds the same numbers.
+// The caps on one sample, shared with `script_metrics::parse::Limits::default()`.
 pub(super) fn default_max_name_length() -> usize {
-    128
+    super::metric_name::DEFAULT_MAX_NAME_LENGTH
 }
 pub(super) fn default_max_label_length() -> usize {
-    1024
+    super::metric_name::DEFAULT_MAX_LABEL_LENGTH
 }
 pub(super) fn default_max_labels() -> usize {
-    16
+    super::metric_name::DEFAULT_MAX_LABELS
 }
 pub(super) fn default_ttl() -> Duration {
     Duration::from_secs(7 * 86_400)
