@@ -10,9 +10,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::types::{
-    AuthMethod, Cloud, DiscoveryConfig, OtelConfig, QuotaConfig, RedactMode, Redaction, Region,
-};
+use super::quota::QuotaConfig;
+
+use super::types::{AuthMethod, Cloud, DiscoveryConfig, OtelConfig, RedactMode, Redaction, Region};
 
 /// Requests in flight across all tenants when the configuration does not say.
 pub const DEFAULT_MAX_REQUESTS_IN_FLIGHT: usize = 64;

@@ -14,11 +14,12 @@ use super::auth::{self, Auth};
 use super::check::{Invalid, check_range, is_safe_id};
 use super::cloud;
 use super::limits;
+use super::quota::QuotaConfig;
 use super::raw::{
     RawTenant, default_lookback, default_machine_info_interval, default_max_tag_length,
     default_max_tags_per_machine,
 };
-use super::types::{DiscoveryConfig, QuotaConfig};
+use super::types::DiscoveryConfig;
 
 /// What to watch in a tenant.
 #[derive(Debug, Clone, PartialEq)]
@@ -138,7 +139,7 @@ impl RawTenant {
         let t = self;
         let sign_in = auth::resolve(&t, path, env)?;
         let urls = cloud::endpoints(&t, sign_in.auth.method(), env)?;
-        t.quota.check()?;
+        t.quota.validate()?;
         if t.lookback.is_zero() {
             return Err(Invalid::new("lookback", "must be greater than 0"));
         }

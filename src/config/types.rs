@@ -1,10 +1,10 @@
 //! The value types of the config file's sections that its schema (`raw`) holds as they are:
-//! the sign-in method, the cloud and region, the discovery settings, the quota, the `otel:`
+//! the sign-in method, the cloud and region, the discovery settings, the `otel:`
 //! section, the transcript redaction policy and a `script_metrics:` rule as written, with their
 //! defaults and what each value means (a cloud's URLs, a region's host, a method's keys).
 //!
 //! Owns these types, their serde form and their defaults. Does not own checking them nor the
-//! sections around them (`auth`, `cloud`, `discovery`, `quota`, `output`), nor the schema
+//! sections around them (`auth`, `cloud`, `discovery`, `output`), nor the schema
 //! (`raw`).
 
 use std::time::Duration;
@@ -155,46 +155,6 @@ impl Default for DiscoveryConfig {
             incremental: true,
             list_budget_share: DEFAULT_LIST_BUDGET_SHARE,
             min_interval: DEFAULT_MIN_INTERVAL,
-        }
-    }
-}
-
-/// Whether each endpoint has its own budget or all endpoints share one.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
-#[serde(rename_all = "snake_case")]
-pub enum QuotaScope {
-    /// The documented behaviour: every endpoint has its own 100/min and 1500/h.
-    #[default]
-    PerEndpoint,
-    /// One budget for all endpoints, for app registrations shared with other tools.
-    Shared,
-}
-
-/// The API quota we hold ourselves to, per tenant.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct QuotaConfig {
-    /// Calls allowed in one short window (documented: 100 per minute).
-    pub per_minute: u32,
-    /// Calls allowed in one long window (documented: 1500 per hour).
-    pub per_hour: u32,
-    /// Length of the short window; shrink it only for tests and benchmarks.
-    #[serde(with = "humantime_serde")]
-    pub minute: Duration,
-    /// Length of the long window.
-    #[serde(with = "humantime_serde")]
-    pub hour: Duration,
-    pub scope: QuotaScope,
-}
-
-impl Default for QuotaConfig {
-    fn default() -> Self {
-        QuotaConfig {
-            per_minute: 100,
-            per_hour: 1500,
-            minute: Duration::from_secs(60),
-            hour: Duration::from_secs(3600),
-            scope: QuotaScope::PerEndpoint,
         }
     }
 }
