@@ -42,14 +42,13 @@ mod types;
 
 pub use self::auth::{Auth, IMDS_TOKEN_URL, Pkcs12Password, Secret};
 pub use self::discovery::MAX_DISCOVERY_BATCH;
+pub use self::output::{OtelConfig, Protocol, RedactMode, Redaction};
 pub use self::proxy::ProxyConfig;
 pub use self::quota::{QuotaConfig, QuotaScope};
 pub use self::raw::DEFAULT_MAX_REQUESTS_IN_FLIGHT;
 pub use self::script_metrics::{RESERVED_PREFIXES, ScriptMetrics, ScriptRule, is_reserved};
 pub use self::tenant::{MachineContext, Selectors, Tenant};
-pub use self::types::{
-    AuthMethod, Cloud, DiscoveryConfig, OtelConfig, Protocol, RedactMode, Redaction, Region,
-};
+pub use self::types::{AuthMethod, Cloud, DiscoveryConfig, Region};
 pub use self::types::{Format as ScriptFormat, JsonMetric};
 pub use crate::config::shard::shard_of;
 
@@ -160,8 +159,8 @@ impl Config {
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Config, Invalid> {
         check::file_scalars(&raw)?;
-        let transcript_log = raw
-            .transcript_log
+        let mut transcript_log = raw.transcript_log;
+        transcript_log
             .validate()
             .map_err(|e| e.under("transcript_log."))?;
         let proxy = proxy::resolve(raw.proxy_url.as_deref(), env)?;

@@ -10,9 +10,10 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::output::{OtelConfig, Redaction};
 use super::quota::QuotaConfig;
 
-use super::types::{AuthMethod, Cloud, DiscoveryConfig, OtelConfig, RedactMode, Redaction, Region};
+use super::types::{AuthMethod, Cloud, DiscoveryConfig, Region};
 
 /// Requests in flight across all tenants when the configuration does not say.
 pub const DEFAULT_MAX_REQUESTS_IN_FLIGHT: usize = 64;
@@ -41,7 +42,7 @@ pub(super) struct RawFile {
     #[serde(default)]
     pub otel: OtelConfig,
     #[serde(default)]
-    pub transcript_log: RawTranscriptLog,
+    pub transcript_log: Redaction,
     /// Outbound proxy for token, API and download requests; default `HTTPS_PROXY`.
     #[serde(default)]
     pub proxy_url: Option<String>,
@@ -49,28 +50,6 @@ pub(super) struct RawFile {
     #[serde(default)]
     pub script_metrics: Vec<super::types::RawRule>,
     pub tenants: Vec<RawTenant>,
-}
-
-/// How transcript text appears in the per-transcript log event.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub(super) struct RawTranscriptLog {
-    /// none | truncate | hash | drop
-    pub output: RedactMode,
-    pub max_bytes: usize,
-    /// Regular expressions whose matches become `[REDACTED]`.
-    pub scrub: Vec<String>,
-}
-
-impl Default for RawTranscriptLog {
-    fn default() -> Self {
-        let policy = Redaction::default();
-        RawTranscriptLog {
-            output: policy.mode,
-            max_bytes: policy.max_bytes,
-            scrub: Vec::new(),
-        }
-    }
 }
 
 #[derive(Debug, Deserialize)]

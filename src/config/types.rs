@@ -1,10 +1,10 @@
 //! The value types of the config file's sections that its schema (`raw`) holds as they are:
-//! the sign-in method, the cloud and region, the discovery settings, the `otel:`
-//! section, the transcript redaction policy and a `script_metrics:` rule as written, with their
+//! the sign-in method, the cloud and region, the discovery settings and a `script_metrics:`
+//! rule as written, with their
 //! defaults and what each value means (a cloud's URLs, a region's host, a method's keys).
 //!
 //! Owns these types, their serde form and their defaults. Does not own checking them nor the
-//! sections around them (`auth`, `cloud`, `discovery`, `output`), nor the schema
+//! sections around them (`auth`, `cloud`, `discovery`), nor the schema
 //! (`raw`).
 
 use std::time::Duration;
@@ -155,65 +155,6 @@ impl Default for DiscoveryConfig {
             incremental: true,
             list_budget_share: DEFAULT_LIST_BUDGET_SHARE,
             min_interval: DEFAULT_MIN_INTERVAL,
-        }
-    }
-}
-
-/// OTLP transport.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
-pub enum Protocol {
-    #[serde(rename = "grpc")]
-    Grpc,
-    #[serde(rename = "http/protobuf")]
-    HttpProtobuf,
-}
-
-/// Tracing settings: the `otel:` section of the config file; unset keys fall back to the
-/// standard `OTEL_*` environment variables.
-#[derive(Debug, Clone, Default, PartialEq, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct OtelConfig {
-    /// e.g. `http://collector:4317` (gRPC) or `http://collector:4318` (HTTP).
-    pub endpoint: Option<String>,
-    pub protocol: Option<Protocol>,
-    pub service_name: Option<String>,
-    /// Fraction of polls traced, 0.0..=1.0 (parent-based); default: `OTEL_TRACES_SAMPLER` or all.
-    pub sample_ratio: Option<f64>,
-    /// Link from the status page to a trace UI, with `{trace_id}` replaced, e.g.
-    /// `http://jaeger:16686/trace/{trace_id}`.
-    pub trace_url: Option<String>,
-}
-
-/// How `script_output` and `script_errors` appear in the transcript event.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum RedactMode {
-    /// As the script wrote them (after the scrubbers).
-    None,
-    /// The first `max_bytes` bytes (after the scrubbers).
-    #[default]
-    Truncate,
-    /// `sha256:<hex>` of the text: equal outputs can be matched, nothing is revealed.
-    Hash,
-    /// Left out.
-    Drop,
-}
-
-/// The redaction policy for transcript text in logs; the scrubbers run first and replace
-/// every match with `[REDACTED]`.
-#[derive(Debug, Clone)]
-pub struct Redaction {
-    pub mode: RedactMode,
-    pub max_bytes: usize,
-    pub scrubbers: Vec<regex::Regex>,
-}
-
-impl Default for Redaction {
-    fn default() -> Self {
-        Redaction {
-            mode: RedactMode::Truncate,
-            max_bytes: 256,
-            scrubbers: Vec::new(),
         }
     }
 }
