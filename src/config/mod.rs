@@ -41,14 +41,14 @@ mod tenant;
 mod types;
 
 pub use self::auth::{Auth, IMDS_TOKEN_URL, Pkcs12Password, Secret};
-pub use self::discovery::MAX_DISCOVERY_BATCH;
+pub use self::discovery::{DiscoveryConfig, MAX_DISCOVERY_BATCH};
 pub use self::output::{OtelConfig, Protocol, RedactMode, Redaction};
 pub use self::proxy::ProxyConfig;
 pub use self::quota::{QuotaConfig, QuotaScope};
 pub use self::raw::DEFAULT_MAX_REQUESTS_IN_FLIGHT;
 pub use self::script_metrics::{RESERVED_PREFIXES, ScriptMetrics, ScriptRule, is_reserved};
 pub use self::tenant::{MachineContext, Selectors, Tenant};
-pub use self::types::{AuthMethod, Cloud, DiscoveryConfig, Region};
+pub use self::types::{AuthMethod, Cloud, Region};
 pub use self::types::{Format as ScriptFormat, JsonMetric};
 pub use crate::config::shard::shard_of;
 

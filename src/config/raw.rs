@@ -13,7 +13,8 @@ use serde::Deserialize;
 use super::output::{OtelConfig, Redaction};
 use super::quota::QuotaConfig;
 
-use super::types::{AuthMethod, Cloud, DiscoveryConfig, Region};
+use super::discovery::DiscoveryConfig;
+use super::types::{AuthMethod, Cloud, Region};
 
 /// Requests in flight across all tenants when the configuration does not say.
 pub const DEFAULT_MAX_REQUESTS_IN_FLIGHT: usize = 64;
@@ -105,7 +106,7 @@ pub(super) struct RawTenant {
     #[serde(default = "default_max_tag_length")]
     pub max_tag_length: usize,
     #[serde(default)]
-    pub discovery: RawDiscovery,
+    pub discovery: DiscoveryConfig,
     /// The top-level script_metrics rules this tenant keeps (by script); all when absent.
     #[serde(default)]
     pub script_metrics: Option<Vec<String>>,
@@ -136,39 +137,6 @@ pub(super) struct RawAuth {
     pub client_id: Option<String>,
     #[serde(default)]
     pub endpoint: Option<String>,
-}
-
-/// The `discovery:` section of a tenant, as written.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub(super) struct RawDiscovery {
-    #[serde(with = "humantime_serde")]
-    pub overlap: Duration,
-    #[serde(with = "humantime_serde")]
-    pub in_flight_horizon: Duration,
-    #[serde(with = "humantime_serde")]
-    pub reconcile_interval: Duration,
-    pub batch_size: usize,
-    pub incremental: bool,
-    pub list_budget_share: f64,
-    /// `None`: 5 s, or `poll_interval` when that is shorter.
-    #[serde(with = "humantime_serde")]
-    pub min_interval: Option<Duration>,
-}
-
-impl Default for RawDiscovery {
-    fn default() -> Self {
-        let d = DiscoveryConfig::default();
-        RawDiscovery {
-            overlap: d.overlap,
-            in_flight_horizon: d.in_flight_horizon,
-            reconcile_interval: d.reconcile_interval,
-            batch_size: d.batch_size,
-            incremental: d.incremental,
-            list_budget_share: d.list_budget_share,
-            min_interval: None,
-        }
-    }
 }
 
 pub(super) fn default_poll_interval() -> Duration {

@@ -13,13 +13,13 @@ use url::Url;
 use super::auth::{self, Auth};
 use super::check::{Invalid, check_range, is_safe_id};
 use super::cloud;
+use super::discovery::DiscoveryConfig;
 use super::limits;
 use super::quota::QuotaConfig;
 use super::raw::{
     RawTenant, default_lookback, default_machine_info_interval, default_max_tag_length,
     default_max_tags_per_machine,
 };
-use super::types::DiscoveryConfig;
 
 /// What to watch in a tenant.
 #[derive(Debug, Clone, PartialEq)]
@@ -136,15 +136,14 @@ impl RawTenant {
         env: &dyn Fn(&str) -> Option<String>,
         poll_interval: Duration,
     ) -> Result<Tenant, Invalid> {
-        let t = self;
+        let mut t = self;
         let sign_in = auth::resolve(&t, path, env)?;
         let urls = cloud::endpoints(&t, sign_in.auth.method(), env)?;
         t.quota.validate()?;
         if t.lookback.is_zero() {
             return Err(Invalid::new("lookback", "must be greater than 0"));
         }
-        let discovery = t
-            .discovery
+        t.discovery
             .validate(poll_interval)
             .map_err(|e| e.under("discovery."))?;
         check_range(t.lookback, (Duration::ZERO, limits::LOOKBACK_MAX))
@@ -175,7 +174,7 @@ impl RawTenant {
                 machine_ids: t.machine_ids,
                 action_ids: t.action_ids,
                 scripts: t.scripts,
-                discovery,
+                discovery: t.discovery,
             },
             quota: t.quota,
             machine_context,

@@ -1,10 +1,9 @@
 //! The value types of the config file's sections that its schema (`raw`) holds as they are:
-//! the sign-in method, the cloud and region, the discovery settings and a `script_metrics:`
-//! rule as written, with their
+//! the sign-in method, the cloud and region, and a `script_metrics:` rule as written, with their
 //! defaults and what each value means (a cloud's URLs, a region's host, a method's keys).
 //!
 //! Owns these types, their serde form and their defaults. Does not own checking them nor the
-//! sections around them (`auth`, `cloud`, `discovery`), nor the schema
+//! sections around them (`auth`, `cloud`), nor the schema
 //! (`raw`).
 
 use std::time::Duration;
@@ -112,49 +111,6 @@ impl Region {
             Region::Swa => "https://swa.api.security.microsoft.com",
             Region::Ina => "https://ina.api.security.microsoft.com",
             Region::Aea => "https://aea.api.security.microsoft.com",
-        }
-    }
-}
-
-/// `discovery.list_budget_share` when not written.
-pub const DEFAULT_LIST_BUDGET_SHARE: f64 = 0.5;
-/// `discovery.min_interval` when not written (and `poll_interval` is not shorter).
-pub const DEFAULT_MIN_INTERVAL: Duration = Duration::from_secs(5);
-
-/// How a tenant's machine actions are discovered (see `discovery`).
-#[derive(Debug, Clone, PartialEq)]
-pub struct DiscoveryConfig {
-    /// Each poll lists actions created since the watermark minus this margin, for API
-    /// indexing lag and clock skew.
-    pub overlap: Duration,
-    /// Actions not final are followed this long after their creation; past it they are
-    /// counted as abandoned. Also how far back in-flight actions are looked up at first start.
-    pub in_flight_horizon: Duration,
-    /// How often a full-window reconciliation sweep runs (only with spare list quota).
-    pub reconcile_interval: Duration,
-    /// At most this many ids per `id eq '…' or …` filter when actions in flight are read again.
-    pub batch_size: usize,
-    /// `false`: the pre-#9 behaviour, every poll lists the whole `lookback` window (kept for
-    /// comparison benchmarks and as an escape hatch).
-    pub incremental: bool,
-    /// The share of the list endpoint's hour budget the polls of this tenant may spend: the
-    /// cadence polls as often as that allows (#20).
-    pub list_budget_share: f64,
-    /// The shortest time between two polls; `poll_interval` is the longest. Not written: 5 s,
-    /// or `poll_interval` when that is shorter.
-    pub min_interval: Duration,
-}
-
-impl Default for DiscoveryConfig {
-    fn default() -> Self {
-        DiscoveryConfig {
-            overlap: Duration::from_secs(5 * 60),
-            in_flight_horizon: Duration::from_secs(7 * 24 * 3600),
-            reconcile_interval: Duration::from_secs(6 * 3600),
-            batch_size: 20,
-            incremental: true,
-            list_budget_share: DEFAULT_LIST_BUDGET_SHARE,
-            min_interval: DEFAULT_MIN_INTERVAL,
         }
     }
 }
