@@ -46,10 +46,11 @@ pub use self::output::{OtelConfig, Protocol, RedactMode, Redaction};
 pub use self::proxy::ProxyConfig;
 pub use self::quota::{QuotaConfig, QuotaScope};
 pub use self::raw::DEFAULT_MAX_REQUESTS_IN_FLIGHT;
-pub use self::script_metrics::{RESERVED_PREFIXES, ScriptMetrics, ScriptRule, is_reserved};
+pub use self::script_metrics::{
+    Format as ScriptFormat, JsonMetric, RESERVED_PREFIXES, ScriptMetrics, ScriptRule, is_reserved,
+};
 pub use self::tenant::{MachineContext, Selectors, Tenant};
 pub use self::types::{AuthMethod, Cloud, Region};
-pub use self::types::{Format as ScriptFormat, JsonMetric};
 pub use crate::config::shard::shard_of;
 
 use self::check::Invalid;
@@ -164,7 +165,8 @@ impl Config {
             .validate()
             .map_err(|e| e.under("transcript_log."))?;
         let proxy = proxy::resolve(raw.proxy_url.as_deref(), env)?;
-        let rules = script_metrics::validate(raw.script_metrics)?;
+        script_metrics::validate(&raw.script_metrics)?;
+        let rules = raw.script_metrics;
         let mut narrowed = std::collections::BTreeMap::new();
         if raw.tenants.is_empty() {
             return Err(Invalid::new("tenants", "at least one tenant is required"));

@@ -12,6 +12,7 @@ use serde::Deserialize;
 
 use super::output::{OtelConfig, Redaction};
 use super::quota::QuotaConfig;
+use super::script_metrics::ScriptRule;
 
 use super::discovery::DiscoveryConfig;
 use super::types::{AuthMethod, Cloud, Region};
@@ -49,7 +50,7 @@ pub(super) struct RawFile {
     pub proxy_url: Option<String>,
     /// Script output as metrics (#21).
     #[serde(default)]
-    pub script_metrics: Vec<super::types::RawRule>,
+    pub script_metrics: Vec<ScriptRule>,
     pub tenants: Vec<RawTenant>,
 }
 

@@ -6,8 +6,6 @@
 //! sections around them (`auth`, `cloud`), nor the schema
 //! (`raw`).
 
-use std::time::Duration;
-
 use serde::Deserialize;
 
 /// How a tenant signs in: the `auth:` block.
@@ -113,75 +111,4 @@ impl Region {
             Region::Aea => "https://aea.api.security.microsoft.com",
         }
     }
-}
-
-// The `script_metrics:` section's value types (#21), checked in `script_metrics`.
-
-/// How a script prints its results.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Format {
-    /// Sample lines in the Prometheus text format, anywhere in `script_output`.
-    Prometheus,
-    /// One JSON object, read at the paths of the rule's `metrics`.
-    Json,
-}
-
-/// One `metrics:` entry of a `format: json` rule.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct JsonMetric {
-    /// The sample name; the family is the rule's prefix + this.
-    pub name: String,
-    /// Dotted path to a number or a boolean (1/0) in the object.
-    pub path: String,
-    #[serde(default)]
-    pub help: Option<String>,
-}
-
-/// One rule, as written.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct RawRule {
-    pub script: String,
-    pub format: Format,
-    #[serde(default = "default_prefix")]
-    pub prefix: String,
-    #[serde(default = "default_max_series")]
-    pub max_series: usize,
-    #[serde(default = "default_max_total_series")]
-    pub max_total_series: usize,
-    #[serde(default = "default_ttl", with = "humantime_serde")]
-    pub ttl: Duration,
-    #[serde(default = "default_max_name_length")]
-    pub max_name_length: usize,
-    #[serde(default = "default_max_label_length")]
-    pub max_label_length: usize,
-    #[serde(default = "default_max_labels")]
-    pub max_labels: usize,
-    #[serde(default)]
-    pub metrics: Vec<JsonMetric>,
-}
-
-pub(super) fn default_prefix() -> String {
-    "mde_script_".into()
-}
-pub(super) fn default_max_series() -> usize {
-    super::metric_name::DEFAULT_MAX_SERIES
-}
-pub(super) fn default_max_total_series() -> usize {
-    50_000
-}
-// The caps on one sample, shared with `script_metrics::parse::Limits::default()`.
-pub(super) fn default_max_name_length() -> usize {
-    super::metric_name::DEFAULT_MAX_NAME_LENGTH
-}
-pub(super) fn default_max_label_length() -> usize {
-    super::metric_name::DEFAULT_MAX_LABEL_LENGTH
-}
-pub(super) fn default_max_labels() -> usize {
-    super::metric_name::DEFAULT_MAX_LABELS
-}
-pub(super) fn default_ttl() -> Duration {
-    Duration::from_secs(7 * 86_400)
 }
