@@ -2,15 +2,84 @@
 //!
 //! Owns the `cloud`, `region`, `api_url`, `login_url` and `audience` keys of a tenant (with the AKS
 //! `AZURE_AUTHORITY_HOST` for workload identity), and the rule that plain http is for
-//! loopback hosts only. Does not own the `Cloud` and `Region` types with the table of the
-//! Microsoft clouds' hosts and the regional API hosts (`types`), how a tenant signs in
-//! (`auth`), nor the proxy (`proxy`).
+//! loopback hosts only; the [`Cloud`] and [`Region`] types with the table of the Microsoft
+//! clouds' hosts and the regional API hosts. Does not own how a tenant signs in (`auth`), nor
+//! the proxy (`proxy`).
 
+use serde::Deserialize;
 use url::Url;
 
+use super::auth::AuthMethod;
 use super::check::Invalid;
 use super::raw::RawTenant;
-use super::types::{AuthMethod, Cloud};
+
+/// Which Microsoft cloud a tenant lives in; decides the default API, login and audience URLs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Cloud {
+    #[default]
+    Commercial,
+    Gcc,
+    GccHigh,
+    Dod,
+}
+
+impl Cloud {
+    /// The token audience the cloud's API expects.
+    pub fn audience(self) -> &'static str {
+        self.urls().2
+    }
+
+    /// (API base, login authority, token audience), from the table in the API notes.
+    pub(super) fn urls(self) -> (&'static str, &'static str, &'static str) {
+        match self {
+            Cloud::Commercial => (
+                "https://api.securitycenter.microsoft.com",
+                "https://login.microsoftonline.com",
+                "https://api.securitycenter.microsoft.com",
+            ),
+            Cloud::Gcc => (
+                "https://api-gcc.securitycenter.microsoft.us",
+                "https://login.microsoftonline.com",
+                "https://api-gcc.securitycenter.microsoft.us",
+            ),
+            Cloud::GccHigh | Cloud::Dod => (
+                "https://api-gov.securitycenter.microsoft.us",
+                "https://login.microsoftonline.us",
+                "https://api-gov.securitycenter.microsoft.us",
+            ),
+        }
+    }
+}
+
+/// The regional hosts of `api.security.microsoft.com`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Region {
+    Us,
+    Eu,
+    Uk,
+    Au,
+    Swa,
+    Ina,
+    /// Listed by the newer Learn pages (2026-01); the token audience stays the legacy one. See: #20
+    Aea,
+}
+
+impl Region {
+    /// e.g. `https://eu.api.security.microsoft.com`.
+    pub fn api_url(self) -> &'static str {
+        match self {
+            Region::Us => "https://us.api.security.microsoft.com",
+            Region::Eu => "https://eu.api.security.microsoft.com",
+            Region::Uk => "https://uk.api.security.microsoft.com",
+            Region::Au => "https://au.api.security.microsoft.com",
+            Region::Swa => "https://swa.api.security.microsoft.com",
+            Region::Ina => "https://ina.api.security.microsoft.com",
+            Region::Aea => "https://aea.api.security.microsoft.com",
+        }
+    }
+}
 
 /// A tenant's validated URLs.
 pub(super) struct Endpoints {

@@ -38,9 +38,9 @@ mod script_metrics;
 pub mod shard;
 pub mod sign_in_file;
 mod tenant;
-mod types;
 
-pub use self::auth::{Auth, IMDS_TOKEN_URL, Pkcs12Password, Secret};
+pub use self::auth::{Auth, AuthMethod, IMDS_TOKEN_URL, Pkcs12Password, Secret};
+pub use self::cloud::{Cloud, Region};
 pub use self::discovery::{DiscoveryConfig, MAX_DISCOVERY_BATCH};
 pub use self::output::{OtelConfig, Protocol, RedactMode, Redaction};
 pub use self::proxy::ProxyConfig;
@@ -50,7 +50,6 @@ pub use self::script_metrics::{
     Format as ScriptFormat, JsonMetric, RESERVED_PREFIXES, ScriptMetrics, ScriptRule, is_reserved,
 };
 pub use self::tenant::{MachineContext, Selectors, Tenant};
-pub use self::types::{AuthMethod, Cloud, Region};
 pub use crate::config::shard::shard_of;
 
 use self::check::Invalid;

@@ -14,8 +14,9 @@ use super::output::{OtelConfig, Redaction};
 use super::quota::QuotaConfig;
 use super::script_metrics::ScriptRule;
 
+use super::auth::AuthMethod;
+use super::cloud::{Cloud, Region};
 use super::discovery::DiscoveryConfig;
-use super::types::{AuthMethod, Cloud, Region};
 
 /// Requests in flight across all tenants when the configuration does not say.
 pub const DEFAULT_MAX_REQUESTS_IN_FLIGHT: usize = 64;

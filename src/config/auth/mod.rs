@@ -6,20 +6,58 @@
 //! PKCS#12 files, checked through the pure `certificate` so that a wrong or expired one is
 //! refused at load; each within the 1 MiB cap of sign-in files, the federated token file's
 //! size checked too), paths relative to the config file, and the secret types that never
-//! print themselves. Does not own the `AuthMethod` type itself (`types`), nor getting tokens
-//! (`mde::auth`), which reads the certificate, password and token files again for every token.
+//! print themselves; the [`AuthMethod`] type and which keys each method reads. Does not own
+//! getting tokens (`crate::api::auth`), which reads the certificate, password and token files
+//! again for every token.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+use serde::Deserialize;
 use url::Url;
 
 use super::check::{Invalid, is_safe_id};
 use super::env::{expand, expand_secret};
 use super::raw::{RawAuth, RawTenant};
-use super::types::AuthMethod;
 
 mod certificate;
+
+/// How a tenant signs in: the `auth:` block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthMethod {
+    ClientSecret,
+    Certificate,
+    WorkloadIdentity,
+    ManagedIdentity,
+}
+
+impl AuthMethod {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuthMethod::ClientSecret => "client_secret",
+            AuthMethod::Certificate => "certificate",
+            AuthMethod::WorkloadIdentity => "workload_identity",
+            AuthMethod::ManagedIdentity => "managed_identity",
+        }
+    }
+
+    /// The keys of the `auth:` block this method reads; any other key set is a mistake.
+    pub(super) fn keys(self) -> &'static [&'static str] {
+        match self {
+            AuthMethod::ClientSecret => &["client_secret", "client_secret_file"],
+            AuthMethod::Certificate => &[
+                "certificate_file",
+                "key_file",
+                "pkcs12_file",
+                "pkcs12_password",
+                "pkcs12_password_file",
+            ],
+            AuthMethod::WorkloadIdentity => &["token_file"],
+            AuthMethod::ManagedIdentity => &["client_id", "endpoint"],
+        }
+    }
+}
 
 /// The Azure instance metadata service's token endpoint (managed identity).
 pub const IMDS_TOKEN_URL: &str = "http://169.254.169.254/metadata/identity/oauth2/token";
