@@ -1,16 +1,16 @@
 //! The checks every section shares, and the file-level keys' own checks.
 //!
 //! Owns [`Invalid`] (a section's complaint: the key under the section and the message), how
-//! a bound is shown (`30d`, `100ms`),
-//! the id syntax safe in URLs and OData filters, and the checks of the file-level scalar keys
-//! (`poll_interval`, `request_timeout`, `series_ttl`, `max_clock_skew`, `max_transcript_bytes`, `max_series`,
-//! `max_requests_in_flight`). Does not own the bounds themselves (`limits`), the sections
-//! (`tenant`, `auth`, `cloud`, …), nor naming the file in the error (`mod`).
+//! a bound is shown (`30d`, `100ms`), the id syntax safe in URLs and OData filters, and the
+//! checks of the file-level scalar keys (`poll_interval`, `request_timeout`, `series_ttl`,
+//! `max_clock_skew`, `max_transcript_bytes`, `max_series`, `max_requests_in_flight`). Does not
+//! own the bounds themselves (`limits`), the keys and their defaults (`mod`'s `RawFile`), the
+//! sections (`tenant`, `auth`, `cloud`, …), nor naming the file in the error (`mod`).
 
 use std::time::Duration;
 
+use super::RawFile;
 use super::limits::{self, DAY};
-use super::raw::RawFile;
 
 /// A section's complaint: the key, relative to where the section sits, and the message.
 /// The caller prefixes the key with the section's own place (`tenants[0].`, `auth.`).

@@ -11,7 +11,7 @@ use url::Url;
 
 use super::auth::AuthMethod;
 use super::check::Invalid;
-use super::raw::RawTenant;
+use super::tenant::RawTenant;
 
 /// Which Microsoft cloud a tenant lives in; decides the default API, login and audience URLs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]

@@ -9,7 +9,7 @@ use std::path::Path;
 
 use super::super::check::Invalid;
 use super::super::env::expand_secret;
-use super::super::raw::RawAuth;
+use super::RawAuth;
 use super::{Auth, Cx, Pkcs12Password, Secret};
 
 impl Cx<'_> {

@@ -18,7 +18,7 @@ use url::Url;
 
 use super::check::{Invalid, is_safe_id};
 use super::env::{expand, expand_secret};
-use super::raw::{RawAuth, RawTenant};
+use super::tenant::RawTenant;
 
 mod certificate;
 
@@ -57,6 +57,33 @@ impl AuthMethod {
             AuthMethod::ManagedIdentity => &["client_id", "endpoint"],
         }
     }
+}
+
+/// The `auth:` block of a tenant, as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawAuth {
+    pub method: AuthMethod,
+    #[serde(default)]
+    pub client_secret: Option<String>,
+    #[serde(default)]
+    pub client_secret_file: Option<PathBuf>,
+    #[serde(default)]
+    pub certificate_file: Option<PathBuf>,
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
+    #[serde(default)]
+    pub pkcs12_file: Option<PathBuf>,
+    #[serde(default)]
+    pub pkcs12_password: Option<String>,
+    #[serde(default)]
+    pub pkcs12_password_file: Option<PathBuf>,
+    #[serde(default)]
+    pub token_file: Option<String>,
+    #[serde(default)]
+    pub client_id: Option<String>,
+    #[serde(default)]
+    pub endpoint: Option<String>,
 }
 
 /// The Azure instance metadata service's token endpoint (managed identity).
