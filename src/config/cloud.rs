@@ -11,7 +11,6 @@ use url::Url;
 
 use super::auth::AuthMethod;
 use super::check::Invalid;
-use super::tenant::RawTenant;
 
 /// Which Microsoft cloud a tenant lives in; decides the default API, login and audience URLs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
@@ -81,6 +80,15 @@ impl Region {
     }
 }
 
+/// A tenant's URL keys as written (the tenant holds them beside its other keys).
+pub(super) struct UrlKeys<'a> {
+    pub cloud: Cloud,
+    pub region: Option<Region>,
+    pub api_url: Option<&'a str>,
+    pub login_url: Option<&'a str>,
+    pub audience: Option<&'a str>,
+}
+
 /// A tenant's validated URLs.
 pub(super) struct Endpoints {
     pub api_url: Url,
@@ -91,7 +99,7 @@ pub(super) struct Endpoints {
 /// The API base, login authority and audience of a tenant signing in with `method`; the
 /// error's key is the tenant's key at fault.
 pub(super) fn endpoints(
-    t: &RawTenant,
+    t: UrlKeys<'_>,
     method: AuthMethod,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Endpoints, Invalid> {
@@ -118,14 +126,11 @@ pub(super) fn endpoints(
     {
         login_default = a;
     }
-    let api_url = parse_url(t.api_url.as_deref().unwrap_or(api_default))
-        .map_err(|m| Invalid::new("api_url", m))?;
-    let login_url = parse_url(t.login_url.as_deref().unwrap_or(login_default))
+    let api_url =
+        parse_url(t.api_url.unwrap_or(api_default)).map_err(|m| Invalid::new("api_url", m))?;
+    let login_url = parse_url(t.login_url.unwrap_or(login_default))
         .map_err(|m| Invalid::new("login_url", m))?;
-    let audience = t
-        .audience
-        .clone()
-        .unwrap_or_else(|| audience_default.to_string());
+    let audience = t.audience.unwrap_or(audience_default).to_string();
     Ok(Endpoints {
         api_url,
         login_url,

@@ -59,7 +59,7 @@ pub use self::script_metrics::{
 pub use self::tenant::{MachineContext, Selectors, Tenant};
 pub use crate::config::shard::shard_of;
 
-use self::check::Invalid;
+use self::check::{Invalid, check_range};
 use self::tenant::RawTenant;
 
 /// Requests in flight across all tenants when the configuration does not say.
@@ -100,6 +100,52 @@ struct RawFile {
     #[serde(default)]
     pub script_metrics: Vec<ScriptRule>,
     pub tenants: Vec<RawTenant>,
+}
+
+/// The file-level scalar keys, in the order a reader meets the errors.
+impl RawFile {
+    fn validate(&self) -> Result<(), Invalid> {
+        let raw = self;
+        let ranged = |key: &str, v, range| check_range(v, range).map_err(|m| Invalid::new(key, m));
+        ranged("poll_interval", raw.poll_interval, limits::POLL_INTERVAL)?;
+        ranged(
+            "request_timeout",
+            raw.request_timeout,
+            limits::REQUEST_TIMEOUT,
+        )?;
+        ranged("series_ttl", raw.series_ttl, limits::SERIES_TTL)?;
+        ranged("max_clock_skew", raw.max_clock_skew, limits::MAX_CLOCK_SKEW)?;
+        if raw.max_transcript_bytes == 0 {
+            return Err(Invalid::new(
+                "max_transcript_bytes",
+                "must be greater than 0",
+            ));
+        }
+        if raw.max_transcript_bytes > limits::MAX_TRANSCRIPT_BYTES {
+            return Err(Invalid::new(
+                "max_transcript_bytes",
+                format!(
+                    "must be at most {} (1 GiB; got {})",
+                    limits::MAX_TRANSCRIPT_BYTES,
+                    raw.max_transcript_bytes
+                ),
+            ));
+        }
+        if raw.max_series == 0 {
+            return Err(Invalid::new("max_series", "must be greater than 0"));
+        }
+        let (lo, hi) = limits::MAX_REQUESTS_IN_FLIGHT;
+        if !(lo..=hi).contains(&raw.max_requests_in_flight) {
+            return Err(Invalid::new(
+                "max_requests_in_flight",
+                format!(
+                    "must be between {lo} and {hi} (got {})",
+                    raw.max_requests_in_flight
+                ),
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// A configuration problem. The message always names the file and the key at fault.
@@ -227,7 +273,7 @@ impl Config {
         path: &Path,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Config, Invalid> {
-        check::file_scalars(&raw)?;
+        raw.validate()?;
         let mut transcript_log = raw.transcript_log;
         transcript_log
             .validate()

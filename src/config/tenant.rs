@@ -210,8 +210,22 @@ impl RawTenant {
         poll_interval: Duration,
     ) -> Result<Tenant, Invalid> {
         let mut t = self;
-        let sign_in = auth::resolve(&t, path, env)?;
-        let urls = cloud::endpoints(&t, sign_in.auth.method(), env)?;
+        let keys = auth::SignInKeys {
+            tenant_id: &t.tenant_id,
+            client_id: &t.client_id,
+            client_secret: &t.client_secret,
+            client_secret_file: &t.client_secret_file,
+            auth: &t.auth,
+        };
+        let sign_in = auth::resolve(keys, path, env)?;
+        let keys = cloud::UrlKeys {
+            cloud: t.cloud,
+            region: t.region,
+            api_url: t.api_url.as_deref(),
+            login_url: t.login_url.as_deref(),
+            audience: t.audience.as_deref(),
+        };
+        let urls = cloud::endpoints(keys, sign_in.auth.method(), env)?;
         t.quota.validate()?;
         if t.lookback.is_zero() {
             return Err(Invalid::new("lookback", "must be greater than 0"));

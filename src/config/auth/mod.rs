@@ -18,7 +18,6 @@ use url::Url;
 
 use super::check::{Invalid, is_safe_id};
 use super::env::{expand, expand_secret};
-use super::tenant::RawTenant;
 
 mod certificate;
 
@@ -191,15 +190,24 @@ pub(super) struct SignIn {
     pub auth: Auth,
 }
 
+/// A tenant's sign-in keys as written (the tenant holds them beside its other keys).
+pub(super) struct SignInKeys<'a> {
+    pub tenant_id: &'a Option<String>,
+    pub client_id: &'a Option<String>,
+    pub client_secret: &'a Option<String>,
+    pub client_secret_file: &'a Option<PathBuf>,
+    pub auth: &'a Option<RawAuth>,
+}
+
 /// The tenant id, client id and sign-in method of a raw tenant; the error's key is under
 /// the tenant. The old tenant-level `client_secret`/`client_secret_file` keys are
 /// `method: client_secret` and keep their old error texts.
 pub(super) fn resolve(
-    t: &RawTenant,
+    t: SignInKeys<'_>,
     path: &Path,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<SignIn, Invalid> {
-    let (raw, prefix) = auth_block(t)?;
+    let (raw, prefix) = auth_block(&t)?;
     let cx = Cx {
         method: raw.method,
         prefix,
@@ -207,8 +215,8 @@ pub(super) fn resolve(
         env,
     };
     cx.refuse_other_methods_keys(&raw)?;
-    let tenant_id = cx.id("tenant_id", &t.tenant_id, "AZURE_TENANT_ID")?;
-    let client_id = cx.id("client_id", &t.client_id, "AZURE_CLIENT_ID")?;
+    let tenant_id = cx.id("tenant_id", t.tenant_id, "AZURE_TENANT_ID")?;
+    let client_id = cx.id("client_id", t.client_id, "AZURE_CLIENT_ID")?;
     let auth = match raw.method {
         AuthMethod::ClientSecret => cx.client_secret(&raw)?,
         AuthMethod::Certificate => cx.certificate(&raw)?,
@@ -229,9 +237,9 @@ pub(super) fn resolve(
 
 /// The `auth:` block, or the tenant-level secret keys read as `method: client_secret`; with
 /// the prefix of the block's keys (`auth.` or none).
-fn auth_block(t: &RawTenant) -> Result<(RawAuth, &'static str), Invalid> {
+fn auth_block(t: &SignInKeys<'_>) -> Result<(RawAuth, &'static str), Invalid> {
     let legacy = t.client_secret.is_some() || t.client_secret_file.is_some();
-    match &t.auth {
+    match t.auth {
         Some(_) if legacy => Err(Invalid::new(
             "client_secret",
             "set the secret inside auth: or at the tenant, not both",
