@@ -1,10 +1,11 @@
 //! Where a tenant's API, login and audience are: cloud and region → URLs, and the URL rules.
 //!
-//! Owns the `cloud`, `region`, `api_url`, `login_url` and `audience` keys of a tenant (with the AKS
-//! `AZURE_AUTHORITY_HOST` for workload identity), and the rule that plain http is for
-//! loopback hosts only; the [`Cloud`] and [`Region`] types with the table of the Microsoft
-//! clouds' hosts and the regional API hosts. Does not own how a tenant signs in (`auth`), nor
-//! the proxy (`proxy`).
+//! Owns what the `cloud`, `region`, `api_url`, `login_url` and `audience` keys of a tenant
+//! mean and their checks (with the AKS `AZURE_AUTHORITY_HOST` for workload identity), the
+//! rule that plain http is for loopback hosts only, and the [`Cloud`] and [`Region`] types
+//! with the table of the Microsoft clouds' hosts and the regional API hosts. Does not own the
+//! keys as written (`tenant`'s `RawTenant`, which hands them over as `UrlKeys`), how a tenant
+//! signs in (`auth`), nor the proxy (`proxy`).
 
 use serde::Deserialize;
 use url::Url;

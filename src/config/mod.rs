@@ -102,8 +102,9 @@ struct RawFile {
     pub tenants: Vec<RawTenant>,
 }
 
-/// The file-level scalar keys, in the order a reader meets the errors.
 impl RawFile {
+    /// The file-level scalar keys' checks, in the order a reader meets the errors (the
+    /// sections check themselves).
     fn validate(&self) -> Result<(), Invalid> {
         let raw = self;
         let ranged = |key: &str, v, range| check_range(v, range).map_err(|m| Invalid::new(key, m));

@@ -3,7 +3,7 @@
 //!
 //! Owns which keys each form takes and refusing a wrong or expired certificate at load
 //! (through the pure `crate::config::credential`, which does the parsing). Does not own signing
-//! client assertions (`crate::config::credential`, `mde::auth`).
+//! client assertions (`crate::config::credential`, `crate::api::auth`).
 
 use std::path::Path;
 

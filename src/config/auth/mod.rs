@@ -1,14 +1,16 @@
 //! How a tenant signs in: the `auth:` block (or the older tenant-level `client_secret` keys)
 //! resolved into an [`Auth`], with the tenant and client ids.
 //!
-//! Owns the sign-in methods and their keys, the AKS `AZURE_*` fallbacks of workload
-//! identity, the file reads done at load (`client_secret_file`, and the certificate and
-//! PKCS#12 files, checked through the pure `certificate` so that a wrong or expired one is
-//! refused at load; each within the 1 MiB cap of sign-in files, the federated token file's
-//! size checked too), paths relative to the config file, and the secret types that never
-//! print themselves; the [`AuthMethod`] type and which keys each method reads. Does not own
-//! getting tokens (`crate::api::auth`), which reads the certificate, password and token files
-//! again for every token.
+//! Owns the sign-in methods and their keys (the `auth:` block as written, `RawAuth`; the
+//! tenant-level `tenant_id`, `client_id` and secret keys are written in `tenant`'s
+//! `RawTenant`, which hands them over as `SignInKeys`), the AKS `AZURE_*` fallbacks of
+//! workload identity, the file reads done at load (`client_secret_file`, and the certificate
+//! and PKCS#12 files, checked in `certificate` through the pure `crate::config::credential`
+//! so that a wrong or expired one is refused at load; each within the 1 MiB cap of sign-in
+//! files, the federated token file's size checked too), paths relative to the config file,
+//! and the secret types that never print themselves; the [`AuthMethod`] type and which keys
+//! each method reads. Does not own getting tokens (`crate::api::auth`), which reads the
+//! certificate, password and token files again for every token.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
