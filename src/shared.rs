@@ -72,7 +72,7 @@ pub struct TenantStatus {
     pub last_poll_ok: bool,
     pub last_error: Option<String>,
     pub has_token: bool,
-    /// Application permissions the token's `roles` claim lacks (see `mde::auth`).
+    /// Application permissions the token's `roles` claim lacks (see `api::auth`).
     pub missing_permissions: Vec<String>,
     pub pending: usize,
     pub recent: VecDeque<RecentTranscript>,

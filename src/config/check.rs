@@ -1,16 +1,16 @@
-//! The checks every section shares, and the file-level keys' own checks.
+//! The checks every section shares.
 //!
 //! Owns [`Invalid`] (a section's complaint: the key under the section and the message), how
-//! a bound is shown (`30d`, `100ms`),
-//! the id syntax safe in URLs and OData filters, and the checks of the file-level scalar keys
-//! (`poll_interval`, `request_timeout`, `series_ttl`, `max_clock_skew`, `max_transcript_bytes`, `max_series`,
-//! `max_requests_in_flight`). Does not own the bounds themselves (`limits`), the sections
-//! (`tenant`, `auth`, `cloud`, …), nor naming the file in the error (`mod`).
+//! a bound is shown (`30d`, `100ms`) and a duration checked against one, and the id syntax
+//! safe in URLs and OData filters; with the tests of the bounds of the file-level scalar keys
+//! (`poll_interval`, `request_timeout`, `series_ttl`, `max_clock_skew`, `max_transcript_bytes`,
+//! `max_series`, `max_requests_in_flight`) and of the sections. Does not own the bounds
+//! themselves (`limits`), the file-level keys and their checks (`mod`'s `RawFile`), the
+//! sections (`tenant`, `auth`, `cloud`, …), nor naming the file in the error (`mod`).
 
 use std::time::Duration;
 
-use super::limits::{self, DAY};
-use super::raw::RawFile;
+use super::limits::DAY;
 
 /// A section's complaint: the key, relative to where the section sits, and the message.
 /// The caller prefixes the key with the section's own place (`tenants[0].`, `auth.`).
@@ -72,49 +72,6 @@ pub(super) fn is_safe_id(v: &str) -> bool {
     !v.is_empty()
         && v.chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.' || c == '_')
-}
-
-/// The file-level scalar keys, in the order a reader meets the errors.
-pub(super) fn file_scalars(raw: &RawFile) -> Result<(), Invalid> {
-    let ranged = |key: &str, v, range| check_range(v, range).map_err(|m| Invalid::new(key, m));
-    ranged("poll_interval", raw.poll_interval, limits::POLL_INTERVAL)?;
-    ranged(
-        "request_timeout",
-        raw.request_timeout,
-        limits::REQUEST_TIMEOUT,
-    )?;
-    ranged("series_ttl", raw.series_ttl, limits::SERIES_TTL)?;
-    ranged("max_clock_skew", raw.max_clock_skew, limits::MAX_CLOCK_SKEW)?;
-    if raw.max_transcript_bytes == 0 {
-        return Err(Invalid::new(
-            "max_transcript_bytes",
-            "must be greater than 0",
-        ));
-    }
-    if raw.max_transcript_bytes > limits::MAX_TRANSCRIPT_BYTES {
-        return Err(Invalid::new(
-            "max_transcript_bytes",
-            format!(
-                "must be at most {} (1 GiB; got {})",
-                limits::MAX_TRANSCRIPT_BYTES,
-                raw.max_transcript_bytes
-            ),
-        ));
-    }
-    if raw.max_series == 0 {
-        return Err(Invalid::new("max_series", "must be greater than 0"));
-    }
-    let (lo, hi) = limits::MAX_REQUESTS_IN_FLIGHT;
-    if !(lo..=hi).contains(&raw.max_requests_in_flight) {
-        return Err(Invalid::new(
-            "max_requests_in_flight",
-            format!(
-                "must be between {lo} and {hi} (got {})",
-                raw.max_requests_in_flight
-            ),
-        ));
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -1,16 +1,95 @@
 //! Where a tenant's API, login and audience are: cloud and region → URLs, and the URL rules.
 //!
-//! Owns the `cloud`, `region`, `api_url`, `login_url` and `audience` keys of a tenant (with the AKS
-//! `AZURE_AUTHORITY_HOST` for workload identity), the rule that plain http is for
-//! loopback hosts only, and what a loopback host is ([`is_loopback`]). Does not own the `Cloud` and `Region` types with the table of the
-//! Microsoft clouds' hosts and the regional API hosts (`types`), how a tenant signs in
-//! (`auth`), nor the proxy (`proxy`).
+//! Owns what the `cloud`, `region`, `api_url`, `login_url` and `audience` keys of a tenant
+//! mean and their checks (with the AKS `AZURE_AUTHORITY_HOST` for workload identity), the
+//! rule that plain http is for loopback hosts only (see [`super::loopback`]), and the
+//! [`Cloud`] and [`Region`] types
+//! with the table of the Microsoft clouds' hosts and the regional API hosts. Does not own the
+//! keys as written (`tenant`'s `RawTenant`, which hands them over as `UrlKeys`), how a tenant
+//! signs in (`auth`), nor the proxy (`proxy`).
 
+use serde::Deserialize;
 use url::Url;
 
+use super::auth::AuthMethod;
 use super::check::Invalid;
-use super::raw::RawTenant;
-use super::types::{AuthMethod, Cloud};
+
+/// Which Microsoft cloud a tenant lives in; decides the default API, login and audience URLs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Cloud {
+    #[default]
+    Commercial,
+    Gcc,
+    GccHigh,
+    Dod,
+}
+
+impl Cloud {
+    /// The token audience the cloud's API expects.
+    pub fn audience(self) -> &'static str {
+        self.urls().2
+    }
+
+    /// (API base, login authority, token audience), from the table in the API notes.
+    pub(super) fn urls(self) -> (&'static str, &'static str, &'static str) {
+        match self {
+            Cloud::Commercial => (
+                "https://api.securitycenter.microsoft.com",
+                "https://login.microsoftonline.com",
+                "https://api.securitycenter.microsoft.com",
+            ),
+            Cloud::Gcc => (
+                "https://api-gcc.securitycenter.microsoft.us",
+                "https://login.microsoftonline.com",
+                "https://api-gcc.securitycenter.microsoft.us",
+            ),
+            Cloud::GccHigh | Cloud::Dod => (
+                "https://api-gov.securitycenter.microsoft.us",
+                "https://login.microsoftonline.us",
+                "https://api-gov.securitycenter.microsoft.us",
+            ),
+        }
+    }
+}
+
+/// The regional hosts of `api.security.microsoft.com`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Region {
+    Us,
+    Eu,
+    Uk,
+    Au,
+    Swa,
+    Ina,
+    /// Listed by the newer Learn pages (2026-01); the token audience stays the legacy one. See: #20
+    Aea,
+}
+
+impl Region {
+    /// e.g. `https://eu.api.security.microsoft.com`.
+    pub fn api_url(self) -> &'static str {
+        match self {
+            Region::Us => "https://us.api.security.microsoft.com",
+            Region::Eu => "https://eu.api.security.microsoft.com",
+            Region::Uk => "https://uk.api.security.microsoft.com",
+            Region::Au => "https://au.api.security.microsoft.com",
+            Region::Swa => "https://swa.api.security.microsoft.com",
+            Region::Ina => "https://ina.api.security.microsoft.com",
+            Region::Aea => "https://aea.api.security.microsoft.com",
+        }
+    }
+}
+
+/// A tenant's URL keys as written (the tenant holds them beside its other keys).
+pub(super) struct UrlKeys<'a> {
+    pub cloud: Cloud,
+    pub region: Option<Region>,
+    pub api_url: Option<&'a str>,
+    pub login_url: Option<&'a str>,
+    pub audience: Option<&'a str>,
+}
 
 /// A tenant's validated URLs.
 pub(super) struct Endpoints {
@@ -22,7 +101,7 @@ pub(super) struct Endpoints {
 /// The API base, login authority and audience of a tenant signing in with `method`; the
 /// error's key is the tenant's key at fault.
 pub(super) fn endpoints(
-    t: &RawTenant,
+    t: UrlKeys<'_>,
     method: AuthMethod,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Endpoints, Invalid> {
@@ -49,31 +128,16 @@ pub(super) fn endpoints(
     {
         login_default = a;
     }
-    let api_url = parse_url(t.api_url.as_deref().unwrap_or(api_default))
-        .map_err(|m| Invalid::new("api_url", m))?;
-    let login_url = parse_url(t.login_url.as_deref().unwrap_or(login_default))
+    let api_url =
+        parse_url(t.api_url.unwrap_or(api_default)).map_err(|m| Invalid::new("api_url", m))?;
+    let login_url = parse_url(t.login_url.unwrap_or(login_default))
         .map_err(|m| Invalid::new("login_url", m))?;
-    let audience = t
-        .audience
-        .clone()
-        .unwrap_or_else(|| audience_default.to_string());
+    let audience = t.audience.unwrap_or(audience_default).to_string();
     Ok(Endpoints {
         api_url,
         login_url,
         audience,
     })
-}
-
-/// Whether a URL's host is loopback (`localhost`, 127.0.0.0/8, `::1`): the one test of
-/// the URL rules here, of the managed-identity endpoint's (`auth`) and of where result links
-/// may come from (`api`).
-pub fn is_loopback(url: &Url) -> bool {
-    match url.host() {
-        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
-        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
-        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
-        None => false,
-    }
 }
 
 /// Accept https anywhere, and plain http only for loopback hosts (tests, the simulator).
@@ -82,7 +146,7 @@ fn parse_url(s: &str) -> Result<Url, String> {
     match url.scheme() {
         "https" => {}
         "http" => {
-            if !is_loopback(&url) {
+            if !super::loopback::is_loopback(&url) {
                 return Err(format!(
                     "{s:?}: plain http is only allowed for loopback hosts; use https"
                 ));

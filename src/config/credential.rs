@@ -8,8 +8,8 @@
 //! its validity), and the assertion's claims. Both formats end in one constructor from a DER
 //! certificate and a key, so the checks exist once. Pure apart from reading the files;
 //! imports nothing else from the crate, so both `config` (to check a file at load and
-//! `--config.check`) and `api::auth` (to sign, re-reading the files on every token request so
-//! that a rotated certificate is picked up) can use it without an import circle (the one
+//! `--config.check`) and `crate::api::auth` (to sign, re-reading the files on every token
+//! request so that a rotated certificate is picked up) can use it without an import circle (the one
 //! module of the crate it uses is `sign_in_file`, the 1 MiB cap of its reads). Signing is
 //! `jsonwebtoken`'s (on aws-lc-rs, which rustls already links); the X.509 parsing is
 //! `x509-parser`'s; PKCS#12 decoding (MAC, PBES1/PBES2 decryption, bags) is `p12-keystore`'s.

@@ -1,22 +1,77 @@
 //! A tenant's `discovery:` section: how its machine actions are found.
 //!
-//! Owns the section's checks and the largest batch size. Does not own the validated type and
-//! its defaults (`types`), nor discovery itself (`crate::poll::discovery`, `collector`).
+//! Owns the section whole: its one struct as serde reads it (unknown keys are errors), its
+//! defaults, its checks, the largest batch size, and `min_interval`'s default that depends on
+//! `poll_interval`. Does not own discovery itself (`crate::poll::discovery`, `collector`).
 
 use std::time::Duration;
 
+use serde::Deserialize;
+
 use super::check::Invalid;
-use super::raw::RawDiscovery;
-use super::types::{DEFAULT_MIN_INTERVAL, DiscoveryConfig};
 
 /// Largest `discovery.batch_size`: more ids would not fit a URL of a safe length anyway.
 pub const MAX_DISCOVERY_BATCH: usize = 50;
 
-impl RawDiscovery {
-    /// Check the section; the error's key is the key under `discovery.`. `poll_interval` is
-    /// the longest time between two polls, which `min_interval` must not exceed.
-    pub(super) fn validate(&self, poll_interval: Duration) -> Result<DiscoveryConfig, Invalid> {
-        let d = self;
+/// `discovery.list_budget_share` when not written.
+pub const DEFAULT_LIST_BUDGET_SHARE: f64 = 0.5;
+/// `discovery.min_interval` when not written (and `poll_interval` is not shorter).
+pub const DEFAULT_MIN_INTERVAL: Duration = Duration::from_secs(5);
+
+/// How a tenant's machine actions are discovered: the `discovery:` section.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DiscoveryConfig {
+    /// Each poll lists actions created since the watermark minus this margin, for API
+    /// indexing lag and clock skew.
+    #[serde(with = "humantime_serde")]
+    pub overlap: Duration,
+    /// Actions not final are followed this long after their creation; past it they are
+    /// counted as abandoned. Also how far back in-flight actions are looked up at first start.
+    #[serde(with = "humantime_serde")]
+    pub in_flight_horizon: Duration,
+    /// How often a full-window reconciliation sweep runs (only with spare list quota).
+    #[serde(with = "humantime_serde")]
+    pub reconcile_interval: Duration,
+    /// At most this many ids per `id eq '…' or …` filter when actions in flight are read again.
+    pub batch_size: usize,
+    /// `false`: the pre-#9 behaviour, every poll lists the whole `lookback` window (kept for
+    /// comparison benchmarks and as an escape hatch).
+    pub incremental: bool,
+    /// The share of the list endpoint's hour budget the polls of this tenant may spend: the
+    /// cadence polls as often as that allows (#20).
+    pub list_budget_share: f64,
+    /// The shortest time between two polls; `poll_interval` is the longest. Not written: 5 s,
+    /// or `poll_interval` when that is shorter (set by [`DiscoveryConfig::validate`]).
+    #[serde(skip)]
+    pub min_interval: Duration,
+    /// `min_interval` as written; `validate` turns it into `min_interval` and leaves `None`,
+    /// so two validated sections compare by what they mean.
+    #[serde(rename = "min_interval", with = "humantime_serde")]
+    written_min_interval: Option<Duration>,
+}
+
+impl Default for DiscoveryConfig {
+    fn default() -> Self {
+        DiscoveryConfig {
+            overlap: Duration::from_secs(5 * 60),
+            in_flight_horizon: Duration::from_secs(7 * 24 * 3600),
+            reconcile_interval: Duration::from_secs(6 * 3600),
+            batch_size: 20,
+            incremental: true,
+            list_budget_share: DEFAULT_LIST_BUDGET_SHARE,
+            min_interval: DEFAULT_MIN_INTERVAL,
+            written_min_interval: None,
+        }
+    }
+}
+
+impl DiscoveryConfig {
+    /// Check the section and resolve `min_interval`; the error's key is the key under
+    /// `discovery.`. `poll_interval` is the longest time between two polls, which
+    /// `min_interval` must not exceed.
+    pub(super) fn validate(&mut self, poll_interval: Duration) -> Result<(), Invalid> {
+        let d = &*self;
         if d.overlap > Duration::from_secs(24 * 3600) {
             return Err(Invalid::new("overlap", "must be at most 24h"));
         }
@@ -51,7 +106,7 @@ impl RawDiscovery {
                 ),
             ));
         }
-        let min_interval = match d.min_interval {
+        self.min_interval = match self.written_min_interval.take() {
             None => DEFAULT_MIN_INTERVAL.min(poll_interval),
             Some(m) if m.is_zero() => {
                 return Err(Invalid::new("min_interval", "must be greater than 0"));
@@ -64,15 +119,7 @@ impl RawDiscovery {
             }
             Some(m) => m,
         };
-        Ok(DiscoveryConfig {
-            overlap: d.overlap,
-            in_flight_horizon: d.in_flight_horizon,
-            reconcile_interval: d.reconcile_interval,
-            batch_size: d.batch_size,
-            incremental: d.incremental,
-            list_budget_share: d.list_budget_share,
-            min_interval,
-        })
+        Ok(())
     }
 }
 

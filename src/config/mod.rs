@@ -1,23 +1,33 @@
 //! Configuration: the YAML file (`--config.file`) read, expanded and validated into a
 //! [`Config`] the rest of the exporter can trust.
 //!
-//! Owns the file: its schema (`raw`; unknown keys are errors), the checks of each section,
-//! each in its own module beside its tests (`check` for the file-level keys and the shared
-//! checks, [`limits`] for the bounds of the duration and size keys, `tenant`, `auth` with the
-//! file reads of sign-in, `cloud` for cloud and region → URLs, `quota`, `discovery`, `output`
-//! for `otel:` and `transcript_log:`, `proxy`, `script_metrics` for script output as
-//! metrics; the value types they share with the schema in `types`), `${VAR}` expansion
-//! (`env`), the error type naming the file and the key, and the defaults of every
-//! key (including [`DEFAULT_MAX_REQUESTS_IN_FLIGHT`]). Does not own the command line (`cli`),
-//! reloading (`app`), getting tokens (`api::auth`) nor the tenant → shard mapping
-//! (`crate::config::shard`, used by [`Config::shard`]). The only modules of this crate it uses are the
-//! pure `certificate` (to refuse a wrong or expired certificate at load), `sign_in_file` (the
-//! 1 MiB cap of the sign-in files it reads), `shard`, and the pure `script_metrics::parse`
-//! (what a valid metric name is, for `script_metrics:`).
+//! Each section is one struct in its own module, beside its tests, which serde reads with
+//! the section's defaults (unknown keys are errors) and whose `validate` checks it in place:
+//! `quota`, `discovery`, `output` (`otel:` and `transcript_log:`), `script_metrics` (a rule).
+//! Where the validated value is shaped differently from what is written, the module holds
+//! both side by side: `tenant` (a `RawTenant` resolved into a [`Tenant`], with its own keys
+//! and defaults), `auth` (the `auth:` block and the sign-in file reads), `cloud` (cloud and
+//! region → URLs) and `proxy` (`proxy_url` or the environment).
+//!
+//! Owns the file itself: its top-level keys as written (`RawFile`, with their defaults,
+//! including [`DEFAULT_MAX_REQUESTS_IN_FLIGHT`]) put together into a [`Config`], the error
+//! type naming the file and the key, and the order the sections are checked in. Beside it:
+//! `check` (the file-level keys' checks and the checks every section shares), [`limits`]
+//! (the bounds of the duration and size keys), `env` (`${VAR}` expansion). Does not own the
+//! command line (`crate::app::cli`), reloading (`crate::app`), getting tokens
+//! (`crate::api::auth`) nor the tenant → shard mapping (`shard`, used by [`Config::shard`]).
+//!
+//! It is the ground floor: it imports no module of this crate outside `config`; its leaves
+//! are the pure `credential` (a client certificate, to refuse a wrong or expired one at
+//! load), `sign_in_file` (the 1 MiB cap of the sign-in files it reads), `shard`, and
+//! `metric_name` (what a valid metric name is and the default caps on a script sample,
+//! which `crate::script_metrics::parse` imports from here).
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+use serde::Deserialize;
 
 mod auth;
 mod check;
@@ -28,32 +38,118 @@ mod env;
 #[cfg(test)]
 mod fixtures;
 pub mod limits;
+mod loopback;
+pub mod metric_name;
 mod output;
 mod proxy;
 mod quota;
-mod raw;
 mod script_metrics;
 pub mod shard;
 pub mod sign_in_file;
 mod tenant;
-mod types;
 
-pub use self::auth::{Auth, IMDS_TOKEN_URL, Pkcs12Password, Secret};
-pub use self::cloud::is_loopback;
-pub use self::discovery::MAX_DISCOVERY_BATCH;
+pub use self::auth::{Auth, AuthMethod, IMDS_TOKEN_URL, Pkcs12Password, Secret};
+pub use self::cloud::{Cloud, Region};
+pub use self::discovery::{DiscoveryConfig, MAX_DISCOVERY_BATCH};
+pub use self::loopback::is_loopback;
+pub use self::output::{OtelConfig, Protocol, RedactMode, Redaction};
 pub use self::proxy::ProxyConfig;
-pub use self::raw::DEFAULT_MAX_REQUESTS_IN_FLIGHT;
-pub use self::script_metrics::{RESERVED_PREFIXES, ScriptMetrics, ScriptRule, is_reserved};
-pub use self::tenant::{MachineContext, Selectors, Tenant};
-pub use self::types::{
-    AuthMethod, Cloud, DiscoveryConfig, OtelConfig, Protocol, QuotaConfig, QuotaScope, RedactMode,
-    Redaction, Region,
+pub use self::quota::{QuotaConfig, QuotaScope};
+pub use self::script_metrics::{
+    Format as ScriptFormat, JsonMetric, RESERVED_PREFIXES, ScriptMetrics, ScriptRule, is_reserved,
 };
-pub use self::types::{Format as ScriptFormat, JsonMetric};
+pub use self::tenant::{MachineContext, Selectors, Tenant};
 pub use crate::config::shard::shard_of;
 
-use self::check::Invalid;
-use self::raw::RawFile;
+use self::check::{Invalid, check_range};
+use self::tenant::RawTenant;
+
+/// Requests in flight across all tenants when the configuration does not say.
+pub const DEFAULT_MAX_REQUESTS_IN_FLIGHT: usize = 64;
+
+/// The file as written: its scalar keys with their defaults, the sections that read and
+/// check themselves, and the two that need the environment and the file's place to resolve
+/// (`proxy_url`, `tenants`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFile {
+    #[serde(default = "default_poll_interval", with = "humantime_serde")]
+    pub poll_interval: Duration,
+    #[serde(default)]
+    pub state_path: Option<PathBuf>,
+    #[serde(default = "default_max_transcript_bytes")]
+    pub max_transcript_bytes: u64,
+    #[serde(default = "default_series_ttl", with = "humantime_serde")]
+    pub series_ttl: Duration,
+    #[serde(default = "default_max_series")]
+    pub max_series: usize,
+    /// How far the local clock may be from the API's before nothing is abandoned or expired
+    /// by time (#24 item 7).
+    #[serde(default = "default_max_clock_skew", with = "humantime_serde")]
+    pub max_clock_skew: Duration,
+    #[serde(default = "default_request_timeout", with = "humantime_serde")]
+    pub request_timeout: Duration,
+    #[serde(default = "default_max_requests_in_flight")]
+    pub max_requests_in_flight: usize,
+    #[serde(default)]
+    pub otel: OtelConfig,
+    #[serde(default)]
+    pub transcript_log: Redaction,
+    /// Outbound proxy for token, API and download requests; default `HTTPS_PROXY`.
+    #[serde(default)]
+    pub proxy_url: Option<String>,
+    /// Script output as metrics (#21).
+    #[serde(default)]
+    pub script_metrics: Vec<ScriptRule>,
+    pub tenants: Vec<RawTenant>,
+}
+
+impl RawFile {
+    /// The file-level scalar keys' checks, in the order a reader meets the errors (the
+    /// sections check themselves).
+    fn validate(&self) -> Result<(), Invalid> {
+        let raw = self;
+        let ranged = |key: &str, v, range| check_range(v, range).map_err(|m| Invalid::new(key, m));
+        ranged("poll_interval", raw.poll_interval, limits::POLL_INTERVAL)?;
+        ranged(
+            "request_timeout",
+            raw.request_timeout,
+            limits::REQUEST_TIMEOUT,
+        )?;
+        ranged("series_ttl", raw.series_ttl, limits::SERIES_TTL)?;
+        ranged("max_clock_skew", raw.max_clock_skew, limits::MAX_CLOCK_SKEW)?;
+        if raw.max_transcript_bytes == 0 {
+            return Err(Invalid::new(
+                "max_transcript_bytes",
+                "must be greater than 0",
+            ));
+        }
+        if raw.max_transcript_bytes > limits::MAX_TRANSCRIPT_BYTES {
+            return Err(Invalid::new(
+                "max_transcript_bytes",
+                format!(
+                    "must be at most {} (1 GiB; got {})",
+                    limits::MAX_TRANSCRIPT_BYTES,
+                    raw.max_transcript_bytes
+                ),
+            ));
+        }
+        if raw.max_series == 0 {
+            return Err(Invalid::new("max_series", "must be greater than 0"));
+        }
+        let (lo, hi) = limits::MAX_REQUESTS_IN_FLIGHT;
+        if !(lo..=hi).contains(&raw.max_requests_in_flight) {
+            return Err(Invalid::new(
+                "max_requests_in_flight",
+                format!(
+                    "must be between {lo} and {hi} (got {})",
+                    raw.max_requests_in_flight
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
 
 /// A configuration problem. The message always names the file and the key at fault.
 #[derive(Debug, thiserror::Error)]
@@ -108,14 +204,14 @@ impl Default for Config {
     /// The defaults of the file's keys, with no tenant (the demo builds on this).
     fn default() -> Self {
         Config {
-            poll_interval: raw::default_poll_interval(),
+            poll_interval: default_poll_interval(),
             state_path: None,
-            max_transcript_bytes: raw::default_max_transcript_bytes(),
-            series_ttl: raw::default_series_ttl(),
-            max_series: raw::default_max_series(),
-            max_clock_skew: raw::default_max_clock_skew(),
-            request_timeout: raw::default_request_timeout(),
-            max_requests_in_flight: raw::default_max_requests_in_flight(),
+            max_transcript_bytes: default_max_transcript_bytes(),
+            series_ttl: default_series_ttl(),
+            max_series: default_max_series(),
+            max_clock_skew: default_max_clock_skew(),
+            request_timeout: default_request_timeout(),
+            max_requests_in_flight: default_max_requests_in_flight(),
             otel: OtelConfig::default(),
             transcript_log: Redaction::default(),
             proxy: None,
@@ -123,6 +219,28 @@ impl Default for Config {
             tenants: Vec::new(),
         }
     }
+}
+
+fn default_poll_interval() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_max_transcript_bytes() -> u64 {
+    16 * 1024 * 1024
+}
+fn default_series_ttl() -> Duration {
+    Duration::from_secs(24 * 3600)
+}
+fn default_max_clock_skew() -> Duration {
+    Duration::from_secs(300)
+}
+fn default_max_series() -> usize {
+    10_000
+}
+fn default_request_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_max_requests_in_flight() -> usize {
+    DEFAULT_MAX_REQUESTS_IN_FLIGHT
 }
 
 impl Config {
@@ -158,13 +276,14 @@ impl Config {
         path: &Path,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Config, Invalid> {
-        check::file_scalars(&raw)?;
-        let transcript_log = raw
-            .transcript_log
+        raw.validate()?;
+        let mut transcript_log = raw.transcript_log;
+        transcript_log
             .validate()
             .map_err(|e| e.under("transcript_log."))?;
         let proxy = proxy::resolve(raw.proxy_url.as_deref(), env)?;
-        let rules = script_metrics::validate(raw.script_metrics)?;
+        script_metrics::validate(&raw.script_metrics)?;
+        let rules = raw.script_metrics;
         let mut narrowed = std::collections::BTreeMap::new();
         if raw.tenants.is_empty() {
             return Err(Invalid::new("tenants", "at least one tenant is required"));

@@ -1,17 +1,85 @@
 //! What the exporter emits besides metrics: the `otel:` section (traces) and the
 //! `transcript_log:` section (how transcript text appears in logs).
 //!
-//! Owns both sections' checks (the scrubbers must be valid regular expressions). Does not own
-//! their types and defaults (`types`), setting up the exporters (`telemetry`) nor applying the
-//! redaction (`events`).
+//! Owns both sections whole: their one struct each as serde reads it (unknown keys are
+//! errors), their defaults and their checks (the scrubbers must be valid regular
+//! expressions, compiled once at load). Does not own setting up the exporters (`telemetry`)
+//! nor applying the redaction (`crate::record::events`, `excerpt`).
+
+use serde::Deserialize;
 
 use super::check::Invalid;
-use super::raw::RawTranscriptLog;
-use super::types::Redaction;
 
-impl RawTranscriptLog {
-    /// The policy; the error's key is the key under `transcript_log.`.
-    pub(super) fn validate(&self) -> Result<Redaction, Invalid> {
+/// OTLP transport.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum Protocol {
+    #[serde(rename = "grpc")]
+    Grpc,
+    #[serde(rename = "http/protobuf")]
+    HttpProtobuf,
+}
+
+/// Tracing settings: the `otel:` section of the config file; unset keys fall back to the
+/// standard `OTEL_*` environment variables.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OtelConfig {
+    /// e.g. `http://collector:4317` (gRPC) or `http://collector:4318` (HTTP).
+    pub endpoint: Option<String>,
+    pub protocol: Option<Protocol>,
+    pub service_name: Option<String>,
+    /// Fraction of polls traced, 0.0..=1.0 (parent-based); default: `OTEL_TRACES_SAMPLER` or all.
+    pub sample_ratio: Option<f64>,
+    /// Link from the status page to a trace UI, with `{trace_id}` replaced, e.g.
+    /// `http://jaeger:16686/trace/{trace_id}`.
+    pub trace_url: Option<String>,
+}
+
+/// How `script_output` and `script_errors` appear in the transcript event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RedactMode {
+    /// As the script wrote them (after the scrubbers).
+    None,
+    /// The first `max_bytes` bytes (after the scrubbers).
+    #[default]
+    Truncate,
+    /// `sha256:<hex>` of the text: equal outputs can be matched, nothing is revealed.
+    Hash,
+    /// Left out.
+    Drop,
+}
+
+/// The redaction policy for transcript text in logs, the `transcript_log:` section; the
+/// scrubbers run first and replace every match with `[REDACTED]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Redaction {
+    /// `output`: none | truncate | hash | drop.
+    #[serde(rename = "output")]
+    pub mode: RedactMode,
+    pub max_bytes: usize,
+    /// Regular expressions whose matches become `[REDACTED]`, as written.
+    pub scrub: Vec<String>,
+    /// `scrub` compiled, by [`Redaction::validate`] at load.
+    #[serde(skip)]
+    pub scrubbers: Vec<regex::Regex>,
+}
+
+impl Default for Redaction {
+    fn default() -> Self {
+        Redaction {
+            mode: RedactMode::Truncate,
+            max_bytes: 256,
+            scrub: Vec::new(),
+            scrubbers: Vec::new(),
+        }
+    }
+}
+
+impl Redaction {
+    /// Compile `scrub` into `scrubbers`; the error's key is the key under `transcript_log.`.
+    pub(super) fn validate(&mut self) -> Result<(), Invalid> {
         let mut scrubbers = Vec::with_capacity(self.scrub.len());
         for (i, pattern) in self.scrub.iter().enumerate() {
             let re = regex::Regex::new(pattern).map_err(|e| {
@@ -22,11 +90,8 @@ impl RawTranscriptLog {
             })?;
             scrubbers.push(re);
         }
-        Ok(Redaction {
-            mode: self.output,
-            max_bytes: self.max_bytes,
-            scrubbers,
-        })
+        self.scrubbers = scrubbers;
+        Ok(())
     }
 }
 
@@ -34,7 +99,7 @@ impl RawTranscriptLog {
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::super::fixtures::{GOOD, parse};
-    use super::super::types::{OtelConfig, Protocol, RedactMode};
+    use super::{OtelConfig, Protocol, RedactMode};
 
     #[test]
     fn transcript_log_policy() {

@@ -1,14 +1,55 @@
 //! A tenant's `quota:` section: the API budget the exporter holds itself to.
 //!
-//! Owns the section's checks and the time scaling of demo and benchmark. Does not own the
-//! type and its defaults (the documented 100 per minute and 1500 per hour; `types`), nor
-//! spending the budget (`crate::quota`).
+//! Owns the section whole: its one struct as serde reads it (unknown keys are errors), its
+//! defaults (the documented 100 per minute and 1500 per hour), its checks and the time
+//! scaling of demo and benchmark. Does not own spending the budget (`crate::quota`).
 
 use std::time::Duration;
 
+use serde::Deserialize;
+
 use super::check::{Invalid, check_range};
 use super::limits;
-use super::types::QuotaConfig;
+
+/// Whether each endpoint has its own budget or all endpoints share one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum QuotaScope {
+    /// The documented behaviour: every endpoint has its own 100/min and 1500/h.
+    #[default]
+    PerEndpoint,
+    /// One budget for all endpoints, for app registrations shared with other tools.
+    Shared,
+}
+
+/// The API quota we hold ourselves to, per tenant.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QuotaConfig {
+    /// Calls allowed in one short window (documented: 100 per minute).
+    pub per_minute: u32,
+    /// Calls allowed in one long window (documented: 1500 per hour).
+    pub per_hour: u32,
+    /// Length of the short window; shrink it only for tests and benchmarks.
+    #[serde(with = "humantime_serde")]
+    pub minute: Duration,
+    /// Length of the long window.
+    #[serde(with = "humantime_serde")]
+    pub hour: Duration,
+    pub scope: QuotaScope,
+}
+
+impl Default for QuotaConfig {
+    fn default() -> Self {
+        QuotaConfig {
+            per_minute: 100,
+            per_hour: 1500,
+            minute: Duration::from_secs(60),
+            hour: Duration::from_secs(3600),
+            scope: QuotaScope::PerEndpoint,
+        }
+    }
+}
 
 impl QuotaConfig {
     /// Divide the window lengths by `factor` (demo and benchmark: a minute lasting a second).
@@ -19,7 +60,7 @@ impl QuotaConfig {
     }
 
     /// The section's checks; the key is `quota` or a key under it.
-    pub(super) fn check(&self) -> Result<(), Invalid> {
+    pub(super) fn validate(&self) -> Result<(), Invalid> {
         if self.per_minute == 0 || self.per_hour == 0 {
             return Err(Invalid::new(
                 "quota",
@@ -44,7 +85,6 @@ impl QuotaConfig {
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::super::fixtures::{GOOD, assert_errors, parse};
-    use super::super::types::QuotaScope;
     use super::*;
 
     #[test]

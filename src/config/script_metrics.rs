@@ -2,18 +2,24 @@
 //! which format, under which names and bounds; and a tenant's own `script_metrics:` list of
 //! script names, which narrows the rules to those scripts.
 //!
-//! Owns the section's keys, their defaults (prefix `mde_script_`, `max_series` 500 per
-//! transcript, `max_total_series` 50,000 per rule, `ttl` 7 days, the caps on one sample
-//! `max_name_length` 128, `max_label_length` 1024, `max_labels` 16) and their checks: names
-//! that are not valid metric names, or could shadow the exporter's own families, are refused.
-//! Does not own reading the output (`crate::script_metrics`).
+//! Owns the section whole: a rule's one struct as serde reads it (unknown keys are errors),
+//! its defaults (prefix `mde_script_`, `max_series` 500 per transcript, `max_total_series`
+//! 50,000 per rule, `ttl` 7 days, the caps on one sample `max_name_length` 128,
+//! `max_label_length` 1024, `max_labels` 16, the last four from `metric_name`) and its checks:
+//! names that are not valid metric names, or could shadow the exporter's own families, are
+//! refused. Does not own what a valid metric name is (`metric_name`) nor reading the output
+//! (`crate::script_metrics`).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
+use serde::Deserialize;
+
 use super::check::{Invalid, check_range};
-use super::types::{self, Format, JsonMetric, RawRule};
-use crate::script_metrics::parse::is_metric_name;
+use super::metric_name::{
+    DEFAULT_MAX_LABEL_LENGTH, DEFAULT_MAX_LABELS, DEFAULT_MAX_NAME_LENGTH, DEFAULT_MAX_SERIES,
+    is_metric_name,
+};
 
 /// Name prefixes of the exporter's own families: no rule may produce a name under one.
 pub const RESERVED_PREFIXES: &[&str] = &[
@@ -34,24 +40,79 @@ const MAX_NAME_CAP: usize = 1024;
 const MAX_LABEL_CAP: usize = 65_536;
 const MAX_LABELS_CAP: usize = 64;
 
-/// One validated rule.
-#[derive(Debug, Clone, PartialEq)]
+/// How a script prints its results.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Format {
+    /// Sample lines in the Prometheus text format, anywhere in `script_output`.
+    Prometheus,
+    /// One JSON object, read at the paths of the rule's `metrics`.
+    Json,
+}
+
+/// One `metrics:` entry of a `format: json` rule.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JsonMetric {
+    /// The sample name; the family is the rule's prefix + this.
+    pub name: String,
+    /// Dotted path to a number or a boolean (1/0) in the object.
+    pub path: String,
+    #[serde(default)]
+    pub help: Option<String>,
+}
+
+/// One rule of the `script_metrics:` list.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ScriptRule {
     /// The transcript's exact `script_name`.
     pub script: String,
     pub format: Format,
+    #[serde(default = "default_prefix")]
     pub prefix: String,
+    #[serde(default = "default_max_series")]
     pub max_series: usize,
+    #[serde(default = "default_max_total_series")]
     pub max_total_series: usize,
+    #[serde(default = "default_ttl", with = "humantime_serde")]
     pub ttl: Duration,
     /// Longest metric name (before the prefix) and label name, in bytes.
+    #[serde(default = "default_max_name_length")]
     pub max_name_length: usize,
     /// Longest label value, in bytes.
+    #[serde(default = "default_max_label_length")]
     pub max_label_length: usize,
     /// Most labels of a sample's own.
+    #[serde(default = "default_max_labels")]
     pub max_labels: usize,
     /// `format: json` only.
+    #[serde(default)]
     pub metrics: Vec<JsonMetric>,
+}
+
+fn default_prefix() -> String {
+    "mde_script_".into()
+}
+fn default_max_series() -> usize {
+    DEFAULT_MAX_SERIES
+}
+fn default_max_total_series() -> usize {
+    50_000
+}
+// The caps on one sample, shared with `script_metrics::parse::Limits::default()`
+// (`metric_name`).
+fn default_max_name_length() -> usize {
+    DEFAULT_MAX_NAME_LENGTH
+}
+fn default_max_label_length() -> usize {
+    DEFAULT_MAX_LABEL_LENGTH
+}
+fn default_max_labels() -> usize {
+    DEFAULT_MAX_LABELS
+}
+fn default_ttl() -> Duration {
+    Duration::from_secs(7 * 86_400)
 }
 
 /// The rules in force and what each tenant narrowed them to.
@@ -68,13 +129,13 @@ impl ScriptRule {
         ScriptRule {
             script: script.to_string(),
             format,
-            prefix: types::default_prefix(),
-            max_series: types::default_max_series(),
-            max_total_series: types::default_max_total_series(),
-            ttl: types::default_ttl(),
-            max_name_length: types::default_max_name_length(),
-            max_label_length: types::default_max_label_length(),
-            max_labels: types::default_max_labels(),
+            prefix: default_prefix(),
+            max_series: default_max_series(),
+            max_total_series: default_max_total_series(),
+            ttl: default_ttl(),
+            max_name_length: default_max_name_length(),
+            max_label_length: default_max_label_length(),
+            max_labels: default_max_labels(),
             metrics,
         }
     }
@@ -98,14 +159,13 @@ pub fn is_reserved(name: &str) -> bool {
 }
 
 /// The top-level rules, checked; the key is `script_metrics[i].…`.
-pub(super) fn validate(raw: Vec<RawRule>) -> Result<Vec<ScriptRule>, Invalid> {
+pub(super) fn validate(rules: &[ScriptRule]) -> Result<(), Invalid> {
     let mut scripts = BTreeSet::new();
-    let mut rules = Vec::with_capacity(raw.len());
-    for (i, r) in raw.into_iter().enumerate() {
+    for (i, r) in rules.iter().enumerate() {
         let at = format!("script_metrics[{i}].");
-        rules.push(r.check(&mut scripts).map_err(|e| e.under(&at))?);
+        r.validate(&mut scripts).map_err(|e| e.under(&at))?;
     }
-    Ok(rules)
+    Ok(())
 }
 
 /// A tenant's own list: names of top-level rules; the key is `script_metrics[j]`.
@@ -123,8 +183,10 @@ pub(super) fn narrow(list: &[String], rules: &[ScriptRule]) -> Result<BTreeSet<S
     Ok(kept)
 }
 
-impl RawRule {
-    fn check(self, scripts: &mut BTreeSet<String>) -> Result<ScriptRule, Invalid> {
+impl ScriptRule {
+    /// The rule's checks; `scripts` holds the scripts of the rules before it (one rule a
+    /// script). The error's key is the key under the rule.
+    fn validate(&self, scripts: &mut BTreeSet<String>) -> Result<(), Invalid> {
         if self.script.trim().is_empty() {
             return Err(Invalid::new("script", "must not be empty"));
         }
@@ -211,18 +273,7 @@ impl RawRule {
                 ));
             }
         }
-        Ok(ScriptRule {
-            script: self.script,
-            format: self.format,
-            prefix: self.prefix,
-            max_series: self.max_series,
-            max_total_series: self.max_total_series,
-            ttl: self.ttl,
-            max_name_length: self.max_name_length,
-            max_label_length: self.max_label_length,
-            max_labels: self.max_labels,
-            metrics: self.metrics,
-        })
+        Ok(())
     }
 }
 

@@ -4,7 +4,7 @@
 //! Owns the limit (1 MiB) and a bounded read that refuses a larger file before reading it,
 //! with an error that gives the size and the limit. Does not own naming the file in the
 //! message (each caller does, as for any other read error), nor what the files hold
-//! (`config::credential`, `config::auth`, `api::auth`). Imports nothing from the crate.
+//! (`credential`, `config::auth`, `crate::api::auth`). Imports nothing from the crate.
 
 use std::path::Path;
 

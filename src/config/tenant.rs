@@ -1,24 +1,98 @@
 //! One entry of `tenants:`: what to watch, and the validated [`Tenant`] the collectors use.
 //!
-//! Owns the tenant's own keys (`name`, `lookback`, `requestor`, the id lists, `scripts`,
-//! `machine_tags`, `machine_info_interval`, `max_tags_per_machine`, `max_tag_length`) and putting the tenant together from its
-//! sections: sign-in (`auth`), URLs (`cloud`), `quota` and `discovery`, each of which checks
-//! itself. Does not own the uniqueness of names across tenants (`mod`).
+//! Owns the tenant as written (`RawTenant`: every key of a tenant, with its defaults, unknown
+//! keys being errors), the tenant's own keys' checks (`name`, `lookback`, `requestor`, the id
+//! lists, `scripts`, `machine_tags`, `machine_info_interval`, `max_tags_per_machine`,
+//! `max_tag_length`) and putting the tenant together from its sections: sign-in (`auth`),
+//! URLs (`cloud`), `quota` and `discovery`, each of which checks itself. Does not own the
+//! uniqueness of names across tenants (`mod`) nor the narrowing of the `script_metrics:`
+//! rules by the tenant's list (`script_metrics`).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use serde::Deserialize;
 use url::Url;
 
-use super::auth::{self, Auth};
+use super::auth::{self, Auth, RawAuth};
 use super::check::{Invalid, check_range, is_safe_id};
-use super::cloud;
+use super::cloud::{self, Cloud, Region};
+use super::discovery::DiscoveryConfig;
 use super::limits;
-use super::raw::{
-    RawTenant, default_lookback, default_machine_info_interval, default_max_tag_length,
-    default_max_tags_per_machine,
-};
-use super::types::{DiscoveryConfig, QuotaConfig};
+use super::quota::QuotaConfig;
+
+/// One entry of `tenants:` as written; [`RawTenant::validate`] resolves it into a [`Tenant`].
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawTenant {
+    pub name: String,
+    /// Required except for workload identity (`AZURE_TENANT_ID`) and managed identity.
+    #[serde(default)]
+    pub tenant_id: Option<String>,
+    /// Required except for workload identity (`AZURE_CLIENT_ID`) and managed identity.
+    #[serde(default)]
+    pub client_id: Option<String>,
+    /// The pre-`auth:` form of `method: client_secret`; still accepted.
+    #[serde(default)]
+    pub client_secret: Option<String>,
+    #[serde(default)]
+    pub client_secret_file: Option<PathBuf>,
+    #[serde(default)]
+    pub auth: Option<RawAuth>,
+    #[serde(default)]
+    pub cloud: Cloud,
+    /// A regional host of `api.security.microsoft.com` (commercial cloud only).
+    #[serde(default)]
+    pub region: Option<Region>,
+    #[serde(default)]
+    pub api_url: Option<String>,
+    #[serde(default)]
+    pub login_url: Option<String>,
+    #[serde(default)]
+    pub audience: Option<String>,
+    #[serde(default = "default_lookback", with = "humantime_serde")]
+    pub lookback: Duration,
+    #[serde(default)]
+    pub requestor: Option<String>,
+    #[serde(default)]
+    pub machine_ids: Vec<String>,
+    #[serde(default)]
+    pub action_ids: Vec<String>,
+    #[serde(default)]
+    pub scripts: Vec<String>,
+    #[serde(default)]
+    pub quota: QuotaConfig,
+    /// Regexes over machine tags; a matching tag becomes an `mde_machine_tag` series.
+    #[serde(default)]
+    pub machine_tags: Vec<String>,
+    /// How often machine context is read again with `GET /api/machines`.
+    #[serde(default = "default_machine_info_interval", with = "humantime_serde")]
+    pub machine_info_interval: Duration,
+    /// Most `mde_machine_tag` series one machine shows (#24).
+    #[serde(default = "default_max_tags_per_machine")]
+    pub max_tags_per_machine: usize,
+    /// Longest tag (in characters) that becomes a label value; longer ones are dropped (#24).
+    #[serde(default = "default_max_tag_length")]
+    pub max_tag_length: usize,
+    #[serde(default)]
+    pub discovery: DiscoveryConfig,
+    /// The top-level script_metrics rules this tenant keeps (by script); all when absent.
+    #[serde(default)]
+    pub script_metrics: Option<Vec<String>>,
+}
+
+fn default_machine_info_interval() -> Duration {
+    Duration::from_secs(3600)
+}
+fn default_max_tags_per_machine() -> usize {
+    20
+}
+fn default_max_tag_length() -> usize {
+    128
+}
+fn default_lookback() -> Duration {
+    Duration::from_secs(24 * 3600)
+}
 
 /// What to watch in a tenant.
 #[derive(Debug, Clone, PartialEq)]
@@ -135,15 +209,28 @@ impl RawTenant {
         env: &dyn Fn(&str) -> Option<String>,
         poll_interval: Duration,
     ) -> Result<Tenant, Invalid> {
-        let t = self;
-        let sign_in = auth::resolve(&t, path, env)?;
-        let urls = cloud::endpoints(&t, sign_in.auth.method(), env)?;
-        t.quota.check()?;
+        let mut t = self;
+        let keys = auth::SignInKeys {
+            tenant_id: &t.tenant_id,
+            client_id: &t.client_id,
+            client_secret: &t.client_secret,
+            client_secret_file: &t.client_secret_file,
+            auth: &t.auth,
+        };
+        let sign_in = auth::resolve(keys, path, env)?;
+        let keys = cloud::UrlKeys {
+            cloud: t.cloud,
+            region: t.region,
+            api_url: t.api_url.as_deref(),
+            login_url: t.login_url.as_deref(),
+            audience: t.audience.as_deref(),
+        };
+        let urls = cloud::endpoints(keys, sign_in.auth.method(), env)?;
+        t.quota.validate()?;
         if t.lookback.is_zero() {
             return Err(Invalid::new("lookback", "must be greater than 0"));
         }
-        let discovery = t
-            .discovery
+        t.discovery
             .validate(poll_interval)
             .map_err(|e| e.under("discovery."))?;
         check_range(t.lookback, (Duration::ZERO, limits::LOOKBACK_MAX))
@@ -174,7 +261,7 @@ impl RawTenant {
                 machine_ids: t.machine_ids,
                 action_ids: t.action_ids,
                 scripts: t.scripts,
-                discovery,
+                discovery: t.discovery,
             },
             quota: t.quota,
             machine_context,

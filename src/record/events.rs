@@ -202,6 +202,7 @@ mod tests {
         Redaction {
             mode,
             max_bytes,
+            scrub: scrub.iter().map(|r| r.to_string()).collect(),
             scrubbers: scrub
                 .iter()
                 .map(|r| regex::Regex::new(r).unwrap())

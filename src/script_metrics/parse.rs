@@ -5,8 +5,9 @@
 //! Owns what a line is: noise (ignored), a comment, `# HELP`, `# TYPE`, a sample, or a line
 //! that starts like a sample and does not parse (counted invalid, left out; the rest of the
 //! transcript still counts), and the bounds of one transcript (series, name and label sizes,
-//! label count). Does not own where the samples go (`store`) nor the prefix and the exporter's
-//! own labels (`store`).
+//! label count). Does not own where the samples go (`store`), the prefix and the exporter's
+//! own labels (`store`), nor what a valid metric or label name is and the default caps
+//! (`crate::config::metric_name`, below both this and the `script_metrics:` checks).
 //!
 //! No crate fits: `prometheus-parse` (a dev-dependency here) and `openmetrics-parser` read a
 //! whole exposition and fail or stop on the first foreign line, and neither counts the lines it
@@ -18,6 +19,11 @@
 //! are noise, while `disk_free_gb 3,5`, `x{a="1" 2` and `x 1 2 3` are invalid.
 
 use std::collections::BTreeMap;
+
+use crate::config::metric_name::{
+    DEFAULT_MAX_LABEL_LENGTH, DEFAULT_MAX_LABELS, DEFAULT_MAX_NAME_LENGTH, DEFAULT_MAX_SERIES,
+};
+use crate::config::metric_name::{is_label_name, is_metric_name};
 
 /// Caps on one transcript's samples.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,10 +41,10 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Self {
         Limits {
-            max_series: 500,
-            max_name_len: 128,
-            max_label_value_len: 1024,
-            max_labels: 16,
+            max_series: DEFAULT_MAX_SERIES,
+            max_name_len: DEFAULT_MAX_NAME_LENGTH,
+            max_label_value_len: DEFAULT_MAX_LABEL_LENGTH,
+            max_labels: DEFAULT_MAX_LABELS,
         }
     }
 }
@@ -112,20 +118,6 @@ pub struct Parsed {
     pub invalid: u64,
     /// Samples that parsed and were not kept, by reason.
     pub dropped: BTreeMap<Drop, u64>,
-}
-
-/// `[a-zA-Z_:][a-zA-Z0-9_:]*`.
-pub fn is_metric_name(s: &str) -> bool {
-    let mut b = s.bytes();
-    matches!(b.next(), Some(c) if c.is_ascii_alphabetic() || c == b'_' || c == b':')
-        && b.all(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b':')
-}
-
-/// `[a-zA-Z_][a-zA-Z0-9_]*`.
-pub fn is_label_name(s: &str) -> bool {
-    let mut b = s.bytes();
-    matches!(b.next(), Some(c) if c.is_ascii_alphabetic() || c == b'_')
-        && b.all(|c| c.is_ascii_alphanumeric() || c == b'_')
 }
 
 /// The samples of `output`, within `limits`.

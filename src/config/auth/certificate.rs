@@ -3,13 +3,13 @@
 //!
 //! Owns which keys each form takes and refusing a wrong or expired certificate at load
 //! (through the pure `crate::config::credential`, which does the parsing). Does not own signing
-//! client assertions (`crate::config::credential`, `api::auth`).
+//! client assertions (`crate::config::credential`, `crate::api::auth`).
 
 use std::path::Path;
 
 use super::super::check::Invalid;
 use super::super::env::expand_secret;
-use super::super::raw::RawAuth;
+use super::RawAuth;
 use super::{Auth, Cx, Pkcs12Password, Secret};
 
 impl Cx<'_> {

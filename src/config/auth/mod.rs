@@ -1,25 +1,91 @@
 //! How a tenant signs in: the `auth:` block (or the older tenant-level `client_secret` keys)
 //! resolved into an [`Auth`], with the tenant and client ids.
 //!
-//! Owns the sign-in methods and their keys, the AKS `AZURE_*` fallbacks of workload
-//! identity, the file reads done at load (`client_secret_file`, and the certificate and
-//! PKCS#12 files, checked through the pure `certificate` so that a wrong or expired one is
-//! refused at load; each within the 1 MiB cap of sign-in files, the federated token file's
-//! size checked too), paths relative to the config file, and the secret types that never
-//! print themselves. Does not own the `AuthMethod` type itself (`types`), nor getting tokens
-//! (`api::auth`), which reads the certificate, password and token files again for every token.
+//! Owns the sign-in methods and their keys (the `auth:` block as written, `RawAuth`; the
+//! tenant-level `tenant_id`, `client_id` and secret keys are written in `tenant`'s
+//! `RawTenant`, which hands them over as `SignInKeys`), the AKS `AZURE_*` fallbacks of
+//! workload identity, the file reads done at load (`client_secret_file`, and the certificate
+//! and PKCS#12 files, checked in `certificate` through the pure `crate::config::credential`
+//! so that a wrong or expired one is refused at load; each within the 1 MiB cap of sign-in
+//! files, the federated token file's size checked too), paths relative to the config file,
+//! and the secret types that never print themselves; the [`AuthMethod`] type and which keys
+//! each method reads. Does not own getting tokens (`crate::api::auth`), which reads the
+//! certificate, password and token files again for every token.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+use serde::Deserialize;
 use url::Url;
 
 use super::check::{Invalid, is_safe_id};
 use super::env::{expand, expand_secret};
-use super::raw::{RawAuth, RawTenant};
-use super::types::AuthMethod;
 
 mod certificate;
+
+/// How a tenant signs in: the `auth:` block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthMethod {
+    ClientSecret,
+    Certificate,
+    WorkloadIdentity,
+    ManagedIdentity,
+}
+
+impl AuthMethod {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuthMethod::ClientSecret => "client_secret",
+            AuthMethod::Certificate => "certificate",
+            AuthMethod::WorkloadIdentity => "workload_identity",
+            AuthMethod::ManagedIdentity => "managed_identity",
+        }
+    }
+
+    /// The keys of the `auth:` block this method reads; any other key set is a mistake.
+    pub(super) fn keys(self) -> &'static [&'static str] {
+        match self {
+            AuthMethod::ClientSecret => &["client_secret", "client_secret_file"],
+            AuthMethod::Certificate => &[
+                "certificate_file",
+                "key_file",
+                "pkcs12_file",
+                "pkcs12_password",
+                "pkcs12_password_file",
+            ],
+            AuthMethod::WorkloadIdentity => &["token_file"],
+            AuthMethod::ManagedIdentity => &["client_id", "endpoint"],
+        }
+    }
+}
+
+/// The `auth:` block of a tenant, as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawAuth {
+    pub method: AuthMethod,
+    #[serde(default)]
+    pub client_secret: Option<String>,
+    #[serde(default)]
+    pub client_secret_file: Option<PathBuf>,
+    #[serde(default)]
+    pub certificate_file: Option<PathBuf>,
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
+    #[serde(default)]
+    pub pkcs12_file: Option<PathBuf>,
+    #[serde(default)]
+    pub pkcs12_password: Option<String>,
+    #[serde(default)]
+    pub pkcs12_password_file: Option<PathBuf>,
+    #[serde(default)]
+    pub token_file: Option<String>,
+    #[serde(default)]
+    pub client_id: Option<String>,
+    #[serde(default)]
+    pub endpoint: Option<String>,
+}
 
 /// The Azure instance metadata service's token endpoint (managed identity).
 pub const IMDS_TOKEN_URL: &str = "http://169.254.169.254/metadata/identity/oauth2/token";
@@ -126,15 +192,24 @@ pub(super) struct SignIn {
     pub auth: Auth,
 }
 
+/// A tenant's sign-in keys as written (the tenant holds them beside its other keys).
+pub(super) struct SignInKeys<'a> {
+    pub tenant_id: &'a Option<String>,
+    pub client_id: &'a Option<String>,
+    pub client_secret: &'a Option<String>,
+    pub client_secret_file: &'a Option<PathBuf>,
+    pub auth: &'a Option<RawAuth>,
+}
+
 /// The tenant id, client id and sign-in method of a raw tenant; the error's key is under
 /// the tenant. The old tenant-level `client_secret`/`client_secret_file` keys are
 /// `method: client_secret` and keep their old error texts.
 pub(super) fn resolve(
-    t: &RawTenant,
+    t: SignInKeys<'_>,
     path: &Path,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<SignIn, Invalid> {
-    let (raw, prefix) = auth_block(t)?;
+    let (raw, prefix) = auth_block(&t)?;
     let cx = Cx {
         method: raw.method,
         prefix,
@@ -142,8 +217,8 @@ pub(super) fn resolve(
         env,
     };
     cx.refuse_other_methods_keys(&raw)?;
-    let tenant_id = cx.id("tenant_id", &t.tenant_id, "AZURE_TENANT_ID")?;
-    let client_id = cx.id("client_id", &t.client_id, "AZURE_CLIENT_ID")?;
+    let tenant_id = cx.id("tenant_id", t.tenant_id, "AZURE_TENANT_ID")?;
+    let client_id = cx.id("client_id", t.client_id, "AZURE_CLIENT_ID")?;
     let auth = match raw.method {
         AuthMethod::ClientSecret => cx.client_secret(&raw)?,
         AuthMethod::Certificate => cx.certificate(&raw)?,
@@ -164,9 +239,9 @@ pub(super) fn resolve(
 
 /// The `auth:` block, or the tenant-level secret keys read as `method: client_secret`; with
 /// the prefix of the block's keys (`auth.` or none).
-fn auth_block(t: &RawTenant) -> Result<(RawAuth, &'static str), Invalid> {
+fn auth_block(t: &SignInKeys<'_>) -> Result<(RawAuth, &'static str), Invalid> {
     let legacy = t.client_secret.is_some() || t.client_secret_file.is_some();
-    match &t.auth {
+    match t.auth {
         Some(_) if legacy => Err(Invalid::new(
             "client_secret",
             "set the secret inside auth: or at the tenant, not both",
@@ -349,7 +424,7 @@ impl Cx<'_> {
 /// The metadata endpoint is plain http on a link-local address (or loopback in tests).
 fn parse_metadata_url(s: &str) -> Result<Url, String> {
     let url = Url::parse(s).map_err(|e| format!("{s:?} is not a valid URL: {e}"))?;
-    let local = super::cloud::is_loopback(&url)
+    let local = super::loopback::is_loopback(&url)
         || matches!(url.host(), Some(url::Host::Ipv4(ip)) if ip.is_link_local());
     if !(url.scheme() == "https" || (url.scheme() == "http" && local)) {
         return Err(format!(
