@@ -79,6 +79,13 @@ pub enum Drop {
     MaxTotal,
     /// The prefixed name lies under one of the exporter's own prefixes (`store`).
     ReservedName,
+    /// A label name starting with `__` (reserved for Prometheus itself, `__name__` among
+    /// them): Prometheus refuses such a sample and with it the whole scrape.
+    ReservedLabel,
+    /// The family's name, or the name its samples are exposed under (a counter's `_total`),
+    /// is another family's of the same output, or the family was printed with two types:
+    /// the exposition would have one name in two families.
+    NameClash,
 }
 
 impl Drop {
@@ -91,6 +98,8 @@ impl Drop {
             Drop::UnsupportedType => "unsupported_type",
             Drop::MaxTotal => "max_total",
             Drop::ReservedName => "reserved_name",
+            Drop::ReservedLabel => "reserved_label",
+            Drop::NameClash => "name_clash",
         }
     }
 }
@@ -100,7 +109,8 @@ impl Drop {
 pub struct Sample {
     /// The family name: for a counter, without its `_total`.
     pub name: String,
-    /// Its own labels, in the order printed.
+    /// Its own labels, in the order printed; none with an empty value (Prometheus reads an
+    /// empty value as no label) and none whose name starts with `__`.
     pub labels: Vec<(String, String)>,
     pub value: f64,
 }
@@ -108,8 +118,8 @@ pub struct Sample {
 /// What one transcript's output gave.
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct Parsed {
-    /// The samples kept, in the order printed; a sample printed twice (same name and labels)
-    /// is kept once, with the later value.
+    /// The samples kept, in the order printed; a sample printed twice (same name and labels,
+    /// in any order) is kept once, with the later value.
     pub samples: Vec<Sample>,
     /// `# TYPE` and `# HELP` of the families that have samples.
     pub kinds: BTreeMap<String, Kind>,
@@ -125,9 +135,13 @@ pub fn parse(output: &[u8], limits: &Limits) -> Parsed {
     let mut out = Parsed::default();
     let mut declared: BTreeMap<String, Declared> = BTreeMap::new();
     let mut help: BTreeMap<String, String> = BTreeMap::new();
-    // Where each (name, labels) sits in `out.samples`: a repeat replaces the value.
+    // Where each (name, labels sorted by name) sits in `out.samples`: a repeat replaces the
+    // value, whatever the order its labels were printed in.
     let mut index: std::collections::HashMap<(String, Vec<(String, String)>), usize> =
         std::collections::HashMap::new();
+    // The names each family is exposed under (its own, and a counter's `_total`): two
+    // families may not share one.
+    let mut exposed: std::collections::HashMap<String, String> = std::collections::HashMap::new();
     for raw in output.split(|&b| b == b'\n') {
         let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
         let Ok(line) = std::str::from_utf8(raw) else {
@@ -154,10 +168,16 @@ pub fn parse(output: &[u8], limits: &Limits) -> Parsed {
         if !starts_like_sample(line) {
             continue;
         }
-        let Some((name, labels, value)) = sample_line(line) else {
+        let Some((name, mut labels, value)) = sample_line(line) else {
             out.invalid += 1;
             continue;
         };
+        // An empty value is no label at all to Prometheus: `x{a=""}` and `x` are one series.
+        labels.retain(|(_, v)| !v.is_empty());
+        if labels.iter().any(|(k, _)| k.starts_with("__")) {
+            *out.dropped.entry(Drop::ReservedLabel).or_default() += 1;
+            continue;
+        }
         let (family, kind) = family_of(&name, &declared);
         let kind = match kind {
             Declared::Unsupported => {
@@ -170,7 +190,13 @@ pub fn parse(output: &[u8], limits: &Limits) -> Parsed {
             *out.dropped.entry(why).or_default() += 1;
             continue;
         }
-        let key = (family.clone(), labels.clone());
+        if clashes(&family, kind, &out.kinds, &mut exposed) {
+            *out.dropped.entry(Drop::NameClash).or_default() += 1;
+            continue;
+        }
+        let mut sorted = labels.clone();
+        sorted.sort();
+        let key = (family.clone(), sorted);
         if let Some(&i) = index.get(&key) {
             out.samples[i].value = value;
             continue;
@@ -193,6 +219,35 @@ pub fn parse(output: &[u8], limits: &Limits) -> Parsed {
         }
     }
     out
+}
+
+/// Whether a sample of `family` (of `kind`) would give a name two families share: the family
+/// was seen with another kind, or its name or its exposed sample name (a counter's `_total`)
+/// is another family's. A family seen first keeps its names (recorded in `exposed`).
+fn clashes(
+    family: &str,
+    kind: Kind,
+    kinds: &BTreeMap<String, Kind>,
+    exposed: &mut std::collections::HashMap<String, String>,
+) -> bool {
+    if let Some(seen) = kinds.get(family) {
+        return *seen != kind;
+    }
+    let sample_name = match kind {
+        Kind::Counter => format!("{family}_total"),
+        _ => family.to_string(),
+    };
+    let names = [family.to_string(), sample_name];
+    if names
+        .iter()
+        .any(|n| exposed.get(n).is_some_and(|owner| owner != family))
+    {
+        return true;
+    }
+    for n in names {
+        exposed.insert(n, family.to_string());
+    }
+    false
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -536,7 +591,11 @@ Windows PowerShell transcript end\r\n";
             &[f64::INFINITY, f64::NEG_INFINITY, 1000.0, -0.5, 1.0, 2.0]
         );
         assert_eq!(p.samples[5].labels[0].1, "q\"b\\s\nn");
-        assert_eq!(p.samples[6].labels.len(), 2);
+        // `y=""` parses, and is no label: Prometheus reads an empty value as none. See: #32
+        assert_eq!(
+            p.samples[6].labels,
+            vec![("x".to_string(), "1".to_string())]
+        );
     }
 
     #[test]

@@ -106,16 +106,22 @@ pub fn extract(rule: &ScriptRule, output: &[u8]) -> Extracted {
 }
 
 /// A sample's own `tenant`, `machine` or `script` label never replaces the real one: it
-/// becomes `exported_<name>` (Prometheus' honor_labels convention).
+/// becomes `exported_<name>` (Prometheus' honor_labels convention), and `exported_` again
+/// while that name is taken by another of the sample's labels, so no name is there twice.
 fn renamed(labels: Vec<(String, String)>) -> Vec<(String, String)> {
+    let mut taken: HashSet<String> = labels.iter().map(|(k, _)| k.clone()).collect();
     labels
         .into_iter()
         .map(|(k, v)| {
-            if OWN_LABELS.contains(&k.as_str()) {
-                (format!("exported_{k}"), v)
-            } else {
-                (k, v)
+            if !OWN_LABELS.contains(&k.as_str()) {
+                return (k, v);
             }
+            let mut name = format!("exported_{k}");
+            while taken.contains(&name) || OWN_LABELS.contains(&name.as_str()) {
+                name = format!("exported_{name}");
+            }
+            taken.insert(name.clone());
+            (name, v)
         })
         .collect()
 }
@@ -478,5 +484,7 @@ mod lines;
 mod render;
 pub use render::Part;
 
+#[cfg(test)]
+mod hostile_tests;
 #[cfg(test)]
 mod tests;

@@ -1,0 +1,186 @@
+//! A compromised machine's script output against the exposition: whatever a script prints,
+//! the body stays one Prometheus accepts (no label twice, no `__` label, no series twice, no
+//! family typed twice), checked by a strict reader of our own bodies in both text formats.
+//! See: #32 item 1
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use super::*;
+use crate::config::{ScriptFormat, ScriptRule};
+
+fn rule() -> ScriptRule {
+    ScriptRule {
+        script: "check.ps1".into(),
+        format: ScriptFormat::Prometheus,
+        prefix: "mde_script_".into(),
+        max_series: 500,
+        max_total_series: 50_000,
+        ttl: Duration::from_secs(7 * 86_400),
+        max_name_length: 128,
+        max_label_length: 1024,
+        max_labels: 16,
+        metrics: Vec::new(),
+    }
+}
+
+/// The labels of a sample line (`name{a="x",...} value`), as written.
+fn labels_of(line: &str) -> (String, Vec<(String, String)>) {
+    let Some(open) = line.find('{') else {
+        let name = line.split(' ').next().unwrap_or_default();
+        return (name.to_string(), Vec::new());
+    };
+    let name = line[..open].to_string();
+    let mut labels = Vec::new();
+    let mut rest = &line[open + 1..];
+    loop {
+        if rest.starts_with('}') {
+            break;
+        }
+        let eq = rest.find("=\"").expect("a label");
+        let key = rest[..eq].to_string();
+        rest = &rest[eq + 2..];
+        let mut value = String::new();
+        let mut chars = rest.char_indices();
+        let end = loop {
+            let (i, c) = chars.next().expect("a closed value");
+            match c {
+                '\\' => {
+                    value.push(chars.next().expect("an escape").1);
+                }
+                '"' => break i,
+                c => value.push(c),
+            }
+        };
+        labels.push((key, value));
+        rest = rest[end + 1..].trim_start_matches(',');
+    }
+    (name, labels)
+}
+
+/// What Prometheus would refuse in a body: every problem, named.
+fn problems(body: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut typed = HashSet::new();
+    let mut series = HashSet::new();
+    for line in body.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let name = rest.split(' ').next().unwrap_or_default().to_string();
+            if !typed.insert(name.clone()) {
+                out.push(format!("family {name} typed twice"));
+            }
+            continue;
+        }
+        if line.starts_with('#') || line.is_empty() {
+            continue;
+        }
+        let (name, labels) = labels_of(line);
+        let mut names = HashSet::new();
+        for (k, v) in &labels {
+            if !names.insert(k.clone()) {
+                out.push(format!("label {k} twice in {line}"));
+            }
+            if k.starts_with("__") {
+                out.push(format!("reserved label {k} in {line}"));
+            }
+            if v.is_empty() {
+                out.push(format!("empty label {k} in {line}"));
+            }
+        }
+        let mut sorted = labels.clone();
+        sorted.sort();
+        if !series.insert((name.clone(), sorted)) {
+            out.push(format!("series twice: {line}"));
+        }
+    }
+    out
+}
+
+fn bodies(output: &[u8]) -> (Extracted, Vec<String>) {
+    let r = rule();
+    let e = extract(&r, output);
+    let store = Arc::new(Store::default());
+    store.record(
+        ("t".into(), "ws-1".into(), "check.ps1".into()),
+        "2025-03-18T21:04:41Z".parse().unwrap(),
+        0,
+        &r,
+        e.clone(),
+    );
+    let mut bodies = Vec::new();
+    for openmetrics in [false, true] {
+        let mut body = String::new();
+        for part in store.parts(1) {
+            part.write_text(&mut body, openmetrics).unwrap();
+        }
+        bodies.push(body);
+    }
+    (e, bodies)
+}
+
+fn assert_valid(output: &[u8]) -> Extracted {
+    let (e, bodies) = bodies(output);
+    for body in bodies {
+        assert_eq!(problems(&body), Vec::<String>::new(), "{body}");
+    }
+    e
+}
+
+#[test]
+fn an_exported_label_already_taken_is_exported_again() {
+    let e = assert_valid(b"x{tenant=\"a\",exported_tenant=\"b\"} 1\n");
+    let labels: Vec<&str> = e.families[0].samples[0]
+        .0
+        .iter()
+        .map(|(k, _)| k.as_str())
+        .collect();
+    assert_eq!(labels, ["exported_exported_tenant", "exported_tenant"]);
+}
+
+#[test]
+fn a_reserved_label_drops_the_sample() {
+    let e = assert_valid(b"x{__name__=\"up\"} 1\ny{a=\"1\",__meta=\"2\"} 2\nz 3\n");
+    assert_eq!(e.series(), 1, "only z");
+    assert_eq!(e.dropped[&Drop::ReservedLabel], 2);
+}
+
+#[test]
+fn labels_in_another_order_are_one_series() {
+    let e = assert_valid(b"x{a=\"1\",b=\"2\"} 1\nx{b=\"2\",a=\"1\"} 5\n");
+    assert_eq!(e.series(), 1);
+    assert_eq!(e.families[0].samples[0].1, 5.0, "the later value");
+}
+
+#[test]
+fn an_empty_label_value_is_no_label() {
+    let e = assert_valid(b"x{a=\"\"} 1\nx 2\ny{a=\"\",b=\"1\"} 3\n");
+    assert_eq!(e.series(), 2);
+    assert_eq!(e.families[0].samples, vec![(Vec::new(), 2.0)]);
+}
+
+#[test]
+fn a_counter_beside_a_gauge_of_its_sample_name_keeps_the_first() {
+    let e = assert_valid(b"# TYPE c counter\nc_total 1\n# TYPE c_total gauge\nc_total 2\n");
+    assert_eq!(e.families.len(), 1);
+    assert_eq!(e.families[0].name, "mde_script_c");
+    assert_eq!(e.dropped[&Drop::NameClash], 1);
+    let e = assert_valid(b"# TYPE c_total gauge\nc_total 2\n# TYPE c counter\nc_total 1\n");
+    assert_eq!(e.families.len(), 1);
+    assert_eq!(e.families[0].name, "mde_script_c_total");
+}
+
+#[test]
+fn one_family_printed_with_two_types_keeps_the_first() {
+    let e = assert_valid(b"# TYPE c gauge\nc 1\n# TYPE c counter\nc_total 2\n");
+    assert_eq!(e.series(), 1);
+    assert_eq!(e.dropped[&Drop::NameClash], 1);
+}
+
+#[test]
+fn the_strict_reader_sees_what_it_must() {
+    // The checker itself: each problem it must find, found.
+    let body = "# TYPE a gauge\n# TYPE a gauge\na{x=\"1\",x=\"2\"} 1\na{__name__=\"b\"} 1\na{y=\"\"} 1\nb{p=\"1\",q=\"2\"} 1\nb{q=\"2\",p=\"1\"} 1\n";
+    assert_eq!(problems(body).len(), 5, "{:?}", problems(body));
+}
