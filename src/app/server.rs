@@ -13,7 +13,7 @@ use std::sync::{Arc, Weak};
 
 use axum::Router;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use bytes::Bytes;
@@ -156,6 +156,21 @@ pub fn app(
             crate::app::web::transcripts::route(state.current.clone()),
         )
         .with_state(state)
+        .layer(axum::middleware::map_response(security_headers))
+}
+
+/// Every answer (pages, text answers, the 404 of an unknown path) says what it is and what it
+/// may load: `X-Content-Type-Options: nosniff`, and a Content-Security-Policy that allows
+/// nothing but the pages' inline style, unless a handler set its own.
+async fn security_headers(mut resp: Response) -> Response {
+    let h = resp.headers_mut();
+    h.entry(header::X_CONTENT_TYPE_OPTIONS)
+        .or_insert(HeaderValue::from_static("nosniff"));
+    h.entry(header::CONTENT_SECURITY_POLICY)
+        .or_insert(HeaderValue::from_static(
+            "default-src 'none'; style-src 'unsafe-inline'",
+        ));
+    resp
 }
 
 /// `POST /-/reload`, like blackbox_exporter: 200 when the new configuration is in force,
@@ -259,10 +274,7 @@ async fn ready(State(s): State<AppState>) -> Response {
 }
 
 fn esc(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
+    crate::app::web::html(s)
 }
 
 fn trace_cell(template: Option<&str>, trace_id: Option<&str>) -> String {

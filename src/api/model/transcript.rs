@@ -9,13 +9,42 @@ use super::{ParseError, null_as_empty};
 
 /// The RunScript result document.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(from = "Written")]
 pub struct Transcript {
     pub script_name: String,
     pub exit_code: i64,
-    #[serde(default, deserialize_with = "null_as_empty")]
     pub script_output: String,
-    #[serde(default, deserialize_with = "null_as_empty")]
+    /// `script_errors`, or `script_error` as older revisions of the API's documentation
+    /// spell it (the non-empty one when a document has both).
     pub script_errors: String,
+}
+
+/// The document as written: both spellings of the error stream's key are read.
+#[derive(Deserialize)]
+struct Written {
+    script_name: String,
+    exit_code: i64,
+    #[serde(default, deserialize_with = "null_as_empty")]
+    script_output: String,
+    #[serde(default, deserialize_with = "null_as_empty")]
+    script_errors: String,
+    #[serde(default, deserialize_with = "null_as_empty")]
+    script_error: String,
+}
+
+impl From<Written> for Transcript {
+    fn from(w: Written) -> Transcript {
+        Transcript {
+            script_name: w.script_name,
+            exit_code: w.exit_code,
+            script_output: w.script_output,
+            script_errors: if w.script_errors.is_empty() {
+                w.script_error
+            } else {
+                w.script_errors
+            },
+        }
+    }
 }
 
 impl Transcript {
@@ -158,5 +187,26 @@ mod tests {
             parse_transcript(br#"{"script_name":"x","exit_code":"zero"}"#),
             Err(ParseError::Json(_))
         ));
+    }
+
+    /// Older revisions of the API's documentation spell the key `script_error`: its text
+    /// counts as errors too. See: #32 item 13
+    #[test]
+    fn the_older_script_error_key_is_read() {
+        let t = parse_transcript(
+            br#"{"script_name":"a.ps1","exit_code":1,"script_output":"","script_error":"Access denied"}"#,
+        )
+        .unwrap();
+        assert_eq!(t.script_errors, "Access denied");
+        assert!(t.errors_present());
+        let both = parse_transcript(
+            br#"{"script_name":"a.ps1","exit_code":1,"script_errors":"new","script_error":"old"}"#,
+        )
+        .unwrap();
+        assert_eq!(both.script_errors, "new");
+        let neither =
+            parse_transcript(br#"{"script_name":"a.ps1","exit_code":0,"script_output":"ok"}"#)
+                .unwrap();
+        assert!(!neither.errors_present());
     }
 }

@@ -55,7 +55,9 @@ pub fn query_value(s: &str) -> String {
     url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
 
-/// `s` escaped for HTML text and attribute values.
+/// `s` escaped for HTML text and attribute values. NUL and the other control characters HTML
+/// does not allow (all but tab, line feed and carriage return) become U+FFFD: transcripts
+/// hold them (PowerShell pads with `\u0000`).
 pub fn html(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
@@ -65,8 +67,30 @@ pub fn html(s: &str) -> String {
             '>' => out.push_str("&gt;"),
             '"' => out.push_str("&quot;"),
             '\'' => out.push_str("&#39;"),
+            '\t' | '\n' | '\r' => out.push(c),
+            c if c.is_control() => out.push('\u{FFFD}'),
             c => out.push(c),
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::html;
+
+    /// Transcripts hold NUL and other control characters (the API's own sample pads with
+    /// `\u0000`): HTML allows none of them but tab and line breaks. See: #32 item 12
+    #[test]
+    fn control_characters_never_reach_a_page() {
+        assert_eq!(
+            html("a\0b\u{1}c\u{7f}\u{85}d"),
+            "a\u{FFFD}b\u{FFFD}c\u{FFFD}\u{FFFD}d"
+        );
+        assert_eq!(html("x\ty\r\nz"), "x\ty\r\nz");
+        assert_eq!(
+            html("<a href='x'>&\"</a>"),
+            "&lt;a href=&#39;x&#39;&gt;&amp;&quot;&lt;/a&gt;"
+        );
+    }
 }

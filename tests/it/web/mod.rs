@@ -3,6 +3,7 @@
 //! answers and bad days.
 
 pub mod hardening;
+mod headers;
 mod probe;
 mod scale;
 mod status_page;
