@@ -65,6 +65,13 @@ pub enum Error {
         link: String,
     },
     #[error(
+        "{endpoint}: page {link} holds the same items as a page already read in this listing: the API ignores the paging (`$skip`) and the listing would never end"
+    )]
+    RepeatedPage {
+        endpoint: &'static str,
+        link: String,
+    },
+    #[error(
         "{endpoint}: the listing did not end within {MAX_PAGES} pages (last @odata.nextLink {link})"
     )]
     TooManyPages {
@@ -148,6 +155,7 @@ impl Error {
             Error::TooLarge { .. } => ErrorKind::TooLarge,
             Error::ForeignNextLink { .. }
             | Error::NextLinkLoop { .. }
+            | Error::RepeatedPage { .. }
             | Error::TooManyPages { .. } => ErrorKind::Malformed,
             Error::UntrustedLink(_) => ErrorKind::UntrustedLink,
         }
@@ -163,6 +171,7 @@ impl Error {
             | Error::TooLarge { .. }
             | Error::ForeignNextLink { .. }
             | Error::NextLinkLoop { .. }
+            | Error::RepeatedPage { .. }
             | Error::TooManyPages { .. }
             | Error::UntrustedLink(_) => false,
         }

@@ -217,7 +217,7 @@ impl Client {
     /// `GET {path}?$filter=…&$top=10000` and every page after it ([`Client::next_page`],
     /// [`full_page_continuation`]): the items of all pages that parse as `T` (named `item` in
     /// problems); each page's problems go to `skipped` as that page is read.
-    async fn list_all<T: serde::de::DeserializeOwned>(
+    async fn list_all<T: serde::de::DeserializeOwned + model::Listed>(
         &self,
         ep: Endpoint,
         path: &str,
@@ -231,8 +231,11 @@ impl Client {
             .append_pair("$filter", filter)
             .append_pair("$top", &LIST_TOP.to_string());
         let mut all = Vec::new();
-        // Every page's URL, to tell a listing that loops from one that ends.
+        // Every page's URL, to tell a listing that loops from one that ends; and the ids each
+        // page served, to tell one whose API ignores `$skip` (the same items under new URLs,
+        // which no URL check sees) before 200 copies of a page pile up in memory.
         let mut seen = std::collections::HashSet::from([url.to_string()]);
+        let mut pages = std::collections::HashSet::new();
         let mut next = Some(url);
         while let Some(url) = next.take() {
             let body = self.api_get(ep, &url, wait, None).await?;
@@ -243,6 +246,12 @@ impl Client {
                     source,
                 })?;
             let served = items.len() + invalid.len();
+            if !items.is_empty() && !pages.insert(page_digest(&items)) {
+                return Err(Error::RepeatedPage {
+                    endpoint: ep.as_str(),
+                    link: redact_url(&url),
+                });
+            }
             skipped(&invalid);
             all.extend(items);
             next = match self.next_page(ep, next_link, &mut seen)? {
@@ -367,6 +376,20 @@ fn full_page_continuation(url: &Url, served: usize) -> Option<Url> {
         .append_pair("$top", &LIST_TOP.to_string())
         .append_pair("$skip", &skip.to_string());
     Some(more)
+}
+
+/// The digest of the ids a page served, in order, to tell a page served again under another
+/// URL (a listing whose API ignores `$skip`). SipHash with this process's keys: two
+/// different pages of one listing share a digest with a chance of 2^-64.
+fn page_digest<T: model::Listed>(items: &[T]) -> u64 {
+    use std::hash::{BuildHasher, Hash, Hasher};
+    static KEYS: std::sync::OnceLock<std::collections::hash_map::RandomState> =
+        std::sync::OnceLock::new();
+    let mut h = KEYS.get_or_init(Default::default).build_hasher();
+    for item in items {
+        item.id().hash(&mut h);
+    }
+    h.finish()
 }
 
 /// A listing must not loop (a nextLink already read) nor run past [`MAX_PAGES`].

@@ -146,9 +146,15 @@ pub(crate) async fn list_actions(
     let end = skip
         .saturating_add(sim.inner.cfg.page_size.max(1))
         .min(wanted_end);
+    // Hostile: an API that ignores `$skip` serves the first items again.
+    let from = if sim.inner.lock().faults.ignore_skip {
+        0
+    } else {
+        skip
+    };
     let value: Vec<ActionJson<'_>> = matching
         .into_iter()
-        .skip(skip)
+        .skip(from)
         .take(end.saturating_sub(skip))
         .map(|a| a.view(elapsed, None))
         .collect();

@@ -221,6 +221,9 @@ struct FaultState {
     redirect: Vec<(String, String, u32)>,
     /// Every list page's `@odata.nextLink` is the page itself.
     loop_next_link: bool,
+    /// The list endpoint ignores `$skip`: every page serves the first items again, under the
+    /// nextLink an honest page would give.
+    ignore_skip: bool,
     /// Raw items put first into every list page's `value`.
     list_items: Vec<Vec<u8>>,
     /// Result links point at this base URL instead of the simulator's own.
@@ -592,6 +595,12 @@ impl Faults {
     /// Hostile: while on, every list page's `@odata.nextLink` points at the page itself.
     pub fn loop_next_link(&self, on: bool) {
         self.with(|f| f.loop_next_link = on);
+    }
+
+    /// Hostile: while on, the list endpoint ignores `$skip`: every page serves the first
+    /// items again, each under a new nextLink (no URL repeats).
+    pub fn ignore_skip(&self, on: bool) {
+        self.with(|f| f.ignore_skip = on);
     }
 
     /// Hostile: every list page carries these raw items first (bytes as given: invalid

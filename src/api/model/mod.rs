@@ -110,6 +110,23 @@ fn null_as_empty<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Er
     Ok(Option::<String>::deserialize(d)?.unwrap_or_default())
 }
 
+/// An item of a listing, known by its id (a page served again is known by its ids).
+pub trait Listed {
+    fn id(&self) -> &str;
+}
+
+impl Listed for MachineAction {
+    fn id(&self) -> &str {
+        &self.id
+    }
+}
+
+impl Listed for Machine {
+    fn id(&self) -> &str {
+        &self.id
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {

@@ -114,6 +114,45 @@ async fn a_looping_next_link_fails_the_poll() {
     exporter.shutdown().await.unwrap();
 }
 
+/// An API that ignores `$skip` serves the same full page under new URLs: no URL repeats, so
+/// the loop check never fired and up to 200 copies of the page piled up. The repeated page
+/// fails the poll with its reason after one repeat. See: #32 item 6
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_api_that_ignores_skip_fails_the_poll_after_one_repeat() {
+    let (sim, addr) = start_sim(SimConfig {
+        page_size: 5,
+        ..scenario(133)
+    })
+    .await;
+    sim.faults().ignore_skip(true);
+    let exporter = exporter_for(&sim, addr, "").await;
+    let a = exporter.addr;
+    eventually("a failed poll", || async move {
+        let m = scrape(a).await;
+        sum(&m, "mde_exporter_poll_duration_seconds", &[]) >= 3.0
+            && sum(&m, "mde_exporter_poll_success", &[]) == 0.0
+    })
+    .await;
+    let err = last_error(&exporter);
+    assert!(
+        err.contains("holds the same items as a page already read in this listing"),
+        "{err}"
+    );
+    let m = scrape(a).await;
+    let polls = sum(&m, "mde_exporter_poll_duration_seconds", &[]);
+    let lists = sim.stats().requests["list_machine_actions"] as f64;
+    // At most two listings a poll (what is new, what is in flight), each stopped at its
+    // first repeated page: four calls, not 200 pages.
+    assert!(
+        lists <= 4.0 * (polls + 1.0),
+        "{lists} list calls in {polls} polls"
+    );
+    sim.faults().ignore_skip(false);
+    let m = settled(&sim, a).await;
+    runs_match_truth(&sim, &m);
+    exporter.shutdown().await.unwrap();
+}
+
 /// Issue item 3: an outage of the result link endpoint and of blob storage, longer than five
 /// tries per result, loses nothing: results back off and are fetched once it ends.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
