@@ -238,6 +238,22 @@ impl Shared {
             .collect()
     }
 
+    /// Hold the kept transcript excerpts to the `transcript_log` policy in force (at start and
+    /// after each reload): a stricter policy reaches what the state already holds.
+    pub fn restrict_excerpts(&self) {
+        let policy = &self.settings.transcript_log;
+        match self.with_state(|s| s.restrict_excerpts(policy)) {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(
+                excerpts = n,
+                "kept transcript excerpts held to the transcript_log policy in force"
+            ),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot hold the kept transcript excerpts to the transcript_log policy")
+            }
+        }
+    }
+
     /// Set the per-machine gauges from the state, for the tenants configured now (see
     /// [`crate::record::series::restore`]).
     pub fn restore_series(&self) {

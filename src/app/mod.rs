@@ -309,6 +309,7 @@ pub async fn start_with_lifecycle(
     let status = Arc::new(RwLock::new(BTreeMap::new()));
     let (shared, clients) = prepare(&config, &metrics, state.clone(), status.clone(), None)?;
     metrics.exporter.record_config_load(true, unix_now());
+    shared.restrict_excerpts();
     shared.restore_series();
     crate::record::outcome::restore_script_sets(
         &shared.state,
@@ -371,6 +372,7 @@ pub async fn start_with_lifecycle(
                                     // A tenant the new configuration leaves out: its series
                                     // go now, not at series_ttl (#24).
                                     shared.drop_unserved_series();
+                                    shared.restrict_excerpts();
                                     shared.housekeeping();
                                     metrics.api.set_quotas(&shared.quotas);
                                     collectors = launch(&shared, clients);

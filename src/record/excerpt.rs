@@ -51,9 +51,49 @@ impl Excerpt {
         }
     }
 
+    /// This excerpt as `policy` lets it out now: never more than when it was kept, and less
+    /// when the policy is stricter now (a reload or a restart to a stricter
+    /// `transcript_log`): `drop` removes the text, `hash` withholds it (the whole text is not
+    /// kept to digest), a shorter `truncate` or new `scrub` patterns apply to what is kept.
+    pub fn under(&self, policy: &Redaction) -> Excerpt {
+        let kept = strictness(&self.redaction);
+        let now = strictness(mode_name(policy.mode));
+        let restrict = |text: &Option<String>| -> Option<String> {
+            let text = text.as_ref()?;
+            match (policy.mode, self.redaction.as_str()) {
+                (RedactMode::Drop, _) => None,
+                // A digest stays a digest.
+                (_, "hash") => Some(text.clone()),
+                (RedactMode::Hash, _) => None,
+                _ => policy.apply(text).map(bounded),
+            }
+        };
+        Excerpt {
+            index: self.index,
+            retrieved_at: self.retrieved_at,
+            redaction: if now > kept {
+                mode_name(policy.mode).to_string()
+            } else {
+                self.redaction.clone()
+            },
+            output: restrict(&self.output),
+            errors: restrict(&self.errors),
+        }
+    }
+
     /// Bytes of text it holds.
     pub fn text_bytes(&self) -> usize {
         self.output.as_ref().map_or(0, String::len) + self.errors.as_ref().map_or(0, String::len)
+    }
+}
+
+/// How much a mode withholds: `none` < `truncate` < `hash` < `drop`.
+fn strictness(mode: &str) -> u8 {
+    match mode {
+        "none" => 0,
+        "truncate" => 1,
+        "hash" => 2,
+        _ => 3,
     }
 }
 
@@ -118,5 +158,39 @@ mod tests {
             out.len()
         );
         assert!(out.ends_with('…'));
+    }
+
+    /// A stricter policy reaches what is already kept; a looser one never shows more.
+    /// See: #32 item 7
+    #[test]
+    fn a_stricter_policy_reaches_what_is_kept() {
+        let at = DateTime::<Utc>::UNIX_EPOCH;
+        let kept = Excerpt::new(
+            &policy(RedactMode::None, 0),
+            "secret-ish text",
+            "err",
+            0,
+            at,
+        );
+        let dropped = kept.under(&policy(RedactMode::Drop, 0));
+        assert_eq!((dropped.output, dropped.errors), (None, None));
+        assert_eq!(dropped.redaction, "drop");
+        let hashed = kept.under(&policy(RedactMode::Hash, 0));
+        assert_eq!((hashed.output, hashed.redaction.as_str()), (None, "hash"));
+        let short = kept.under(&policy(RedactMode::Truncate, 6));
+        assert_eq!(short.output.as_deref(), Some("secret…"));
+        assert_eq!(short.redaction, "truncate");
+        let scrubbed = kept.under(&Redaction {
+            mode: RedactMode::None,
+            scrubbers: vec![regex::Regex::new("secret").unwrap()],
+            ..Redaction::default()
+        });
+        assert_eq!(scrubbed.output.as_deref(), Some("[REDACTED]-ish text"));
+        // Looser now: what was kept under truncate is all there is.
+        let truncated = Excerpt::new(&policy(RedactMode::Truncate, 6), "secret-ish", "", 0, at);
+        assert_eq!(truncated.under(&policy(RedactMode::None, 0)), truncated);
+        assert_eq!(truncated.under(&policy(RedactMode::Truncate, 6)), truncated);
+        let digest = Excerpt::new(&policy(RedactMode::Hash, 0), "x", "", 0, at);
+        assert_eq!(digest.under(&policy(RedactMode::None, 0)), digest);
     }
 }

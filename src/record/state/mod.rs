@@ -471,6 +471,35 @@ impl State {
         self.apply(&writes)
     }
 
+    /// Hold every kept transcript excerpt to `policy` (see `Excerpt::under`): those it
+    /// changes are written back in one transaction, so a stricter `transcript_log` reaches
+    /// what the state file holds too. Returns how many changed.
+    pub fn restrict_excerpts(
+        &mut self,
+        policy: &crate::config::Redaction,
+    ) -> Result<usize, StoreError> {
+        let changed: Vec<(SeriesKey, LastRun)> = self
+            .last_runs
+            .iter()
+            .filter_map(|(k, run)| {
+                let e = run.excerpt.as_ref()?;
+                let held = e.under(policy);
+                (held != *e).then(|| {
+                    let mut run = run.clone();
+                    run.excerpt = Some(held);
+                    (k.clone(), run)
+                })
+            })
+            .collect();
+        let writes: Vec<Write<'_>> = changed.iter().map(|(k, r)| Write::Run(k, r)).collect();
+        self.apply(&writes)?;
+        let n = changed.len();
+        for (k, r) in changed {
+            self.last_runs.insert(k, r);
+        }
+        Ok(n)
+    }
+
     pub fn last_runs(&self) -> &BTreeMap<SeriesKey, LastRun> {
         &self.last_runs
     }

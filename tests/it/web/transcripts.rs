@@ -265,3 +265,58 @@ async fn kept_transcripts_survive_a_restart_and_their_text_is_escaped() {
     );
     exporter.shutdown().await.unwrap();
 }
+
+/// A stricter `transcript_log` reaches what is already kept: after a reload to `drop` the
+/// page shows no text, and the state file no longer holds it (a restart reads none).
+/// See: #32 item 7
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stricter_policy_reaches_the_kept_transcripts_and_the_state_file() {
+    let (sim, addr) = start_sim(scenario(307)).await;
+    all_final(&sim).await;
+    let dir = tempfile::tempdir().unwrap();
+    let state_path = dir.path().join("state.redb");
+    let secret = sim.credentials().2.to_string();
+    let global = |mode: &str| {
+        format!(
+            "state_path: {}\ntranscript_log:\n  output: {mode}\n",
+            state_path.display()
+        )
+    };
+    let loose = parse_config(&config_yaml(&sim, addr, &secret, "", &global("none")));
+    let strict = parse_config(&config_yaml(&sim, addr, &secret, "", &global("drop")));
+    let loader: mde_liveresponse_exporter::app::Loader =
+        std::sync::Arc::new(move || Ok(strict.clone()));
+    let exporter = start_exporter_with_loader(loose, loader).await;
+    let a = exporter.addr;
+    settled(&sim, a).await;
+    let latest = sim.truth().last_by_machine_script();
+    let ((machine, script), _) = latest
+        .iter()
+        .find(|(_, t)| !t.malformed)
+        .expect("a well-formed transcript");
+    let path = format!(
+        "/transcripts?tenant=sim&machine={}&script={}",
+        q(machine),
+        q(script)
+    );
+    let (_, v, body) = json(a, &path).await;
+    assert_eq!(v["redaction"], "none", "{body}");
+    assert!(v["output"].is_string(), "{body}");
+    exporter.reload().await.unwrap();
+    let (status, v, body) = json(a, &path).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(v["redaction"], "drop", "{body}");
+    assert!(v["output"].is_null() && v["errors"].is_null(), "{body}");
+    exporter.shutdown().await.unwrap();
+    let state = State::open(Some(&state_path)).unwrap();
+    let texts: usize = state
+        .last_runs()
+        .values()
+        .filter_map(|r| r.excerpt.as_ref())
+        .map(|e| usize::from(e.output.is_some()) + usize::from(e.errors.is_some()))
+        .sum();
+    assert_eq!(
+        texts, 0,
+        "the state file holds no text after the reload to drop"
+    );
+}
