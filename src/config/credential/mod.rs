@@ -13,8 +13,10 @@
 //! module of the crate it uses is `sign_in_file`, the 1 MiB cap of its reads). Signing is
 //! `jsonwebtoken`'s (on aws-lc-rs, which rustls already links); the X.509 parsing is
 //! `x509-parser`'s; PKCS#12 decoding (MAC, PBES1/PBES2 decryption, bags) is `p12-keystore`'s.
-//! Does not own where the files are configured (`config::auth`) nor the token request
-//! (`api::auth`).
+//! Its failures are one [`Error`] (its messages in `error`). Does not own where the files are
+//! configured (`config::auth`) nor the token request (`api::auth`).
+
+mod error;
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -22,6 +24,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use base64::Engine as _;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use sha2::Digest as _;
+
+pub use error::Error;
 
 /// How long an assertion is valid; Microsoft's samples use 10 minutes.
 const ASSERTION_LIFETIME_SECS: i64 = 600;
@@ -61,19 +65,15 @@ struct Claims {
     exp: i64,
 }
 
-fn read(path: &Path) -> Result<Vec<u8>, String> {
-    crate::config::sign_in_file::read(path)
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))
+fn read(path: &Path) -> Result<Vec<u8>, Error> {
+    crate::config::sign_in_file::read(path).map_err(|error| Error::Read {
+        name: path.display().to_string(),
+        error,
+    })
 }
 
 fn b64url(bytes: &[u8]) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
-}
-
-fn rfc3339(unix: i64) -> String {
-    chrono::DateTime::from_timestamp(unix, 0)
-        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
-        .unwrap_or_else(|| unix.to_string())
 }
 
 /// A private key as the file holds it, before `jsonwebtoken` takes it.
@@ -90,18 +90,19 @@ enum KeyDer<'a> {
 enum Unpaired {
     /// The key's signature does not verify with the certificate's public key.
     Mismatch,
-    /// Anything else, already a message.
-    Other(String),
+    /// Anything else.
+    Other(Error),
 }
 
 /// The signing key of `key`, or an error naming `key_name`.
-fn encoding_key(key_name: &str, key: KeyDer<'_>) -> Result<EncodingKey, String> {
+fn encoding_key(key_name: &str, key: KeyDer<'_>) -> Result<EncodingKey, Error> {
     match key {
         KeyDer::Pkcs1(der) => Ok(EncodingKey::from_rsa_der(der)),
         KeyDer::Pkcs8(der) => {
             let pem = pem::encode(&pem::Pem::new("PRIVATE KEY", der.to_vec()));
-            EncodingKey::from_rsa_pem(pem.as_bytes()).map_err(|e| {
-                format!("{key_name}: not an RSA private key (only RSA keys are supported): {e}")
+            EncodingKey::from_rsa_pem(pem.as_bytes()).map_err(|error| Error::NotRsa {
+                name: key_name.to_string(),
+                error,
             })
         }
     }
@@ -110,7 +111,7 @@ fn encoding_key(key_name: &str, key: KeyDer<'_>) -> Result<EncodingKey, String> 
 impl Certificate {
     /// Read `cert_path` (PEM; may also hold the key) and `key_path` (PEM private key; when
     /// `None`, the key must be in `cert_path`).
-    pub fn load(cert_path: &Path, key_path: Option<&Path>) -> Result<Certificate, String> {
+    pub fn load(cert_path: &Path, key_path: Option<&Path>) -> Result<Certificate, Error> {
         let cert_pem = read(cert_path)?;
         let key_pem = match key_path {
             Some(p) => Some(read(p)?),
@@ -132,16 +133,19 @@ impl Certificate {
         cert_name: &str,
         cert: &[u8],
         key: Option<(&str, &[u8])>,
-    ) -> Result<Certificate, String> {
-        let blocks = pem::parse_many(cert).map_err(|e| format!("{cert_name}: not PEM: {e}"))?;
+    ) -> Result<Certificate, Error> {
+        let not_pem = |name: &str| {
+            let name = name.to_string();
+            |error| Error::NotPem { name, error }
+        };
+        let blocks = pem::parse_many(cert).map_err(not_pem(cert_name))?;
         let Some(der) = blocks.iter().find(|b| b.tag() == "CERTIFICATE") else {
-            return Err(format!("{cert_name}: no CERTIFICATE block"));
+            return Err(Error::NoCertificateBlock {
+                name: cert_name.to_string(),
+            });
         };
         let (key_name, key_blocks) = match key {
-            Some((name, bytes)) => (
-                name,
-                pem::parse_many(bytes).map_err(|e| format!("{name}: not PEM: {e}"))?,
-            ),
+            Some((name, bytes)) => (name, pem::parse_many(bytes).map_err(not_pem(name))?),
             None => (cert_name, blocks.clone()),
         };
         let encoding = key_blocks
@@ -149,12 +153,14 @@ impl Certificate {
             .find_map(|b| match b.tag() {
                 "RSA PRIVATE KEY" => Some(encoding_key(key_name, KeyDer::Pkcs1(b.contents()))),
                 "PRIVATE KEY" => Some(encoding_key(key_name, KeyDer::Pkcs8(b.contents()))),
-                "EC PRIVATE KEY" => Some(Err(format!(
-                    "{key_name}: an EC private key; only RSA keys are supported"
-                ))),
+                "EC PRIVATE KEY" => Some(Err(Error::EcKey {
+                    name: key_name.to_string(),
+                })),
                 _ => None,
             })
-            .ok_or_else(|| format!("{key_name}: no PRIVATE KEY block"))??;
+            .ok_or_else(|| Error::NoKeyBlock {
+                name: key_name.to_string(),
+            })??;
         Certificate::from_der(cert_name, der.contents(), key_name, encoding)
     }
 
@@ -166,28 +172,27 @@ impl Certificate {
     /// (`pbeWithSHAAnd3-KeyTripleDES-CBC`, `pbeWithSHAAnd40BitRC2-CBC`: older Windows and
     /// `openssl pkcs12 -legacy`); the MAC is checked first, so a wrong password is named as
     /// such rather than surfacing as undecryptable garbage.
-    pub fn load_pkcs12(path: &Path, password: &str) -> Result<Certificate, String> {
+    pub fn load_pkcs12(path: &Path, password: &str) -> Result<Certificate, Error> {
         let bytes = read(path)?;
         Certificate::from_pkcs12(&path.display().to_string(), &bytes, password)
     }
 
     /// [`Certificate::load_pkcs12`] on bytes already read; `name` is for messages.
-    pub fn from_pkcs12(name: &str, pfx: &[u8], password: &str) -> Result<Certificate, String> {
+    pub fn from_pkcs12(name: &str, pfx: &[u8], password: &str) -> Result<Certificate, Error> {
         use p12_keystore::error::Error as P12;
-        let store = p12_keystore::KeyStore::from_pkcs12(pfx, password).map_err(|e| match e {
-            P12::MacError(_) => format!("wrong password for {name} (the MAC check failed)"),
-            // No MAC to check (rare): a wrong password shows as bad padding.
-            P12::UnpadError | P12::Pkcs5Error(_) => {
-                format!("cannot decrypt {name}: wrong password? ({e})")
+        let named = name.to_string();
+        let store = p12_keystore::KeyStore::from_pkcs12(pfx, password).map_err(|error| {
+            let name = named.clone();
+            match error {
+                P12::MacError(_) => Error::WrongPassword { name },
+                // No MAC to check (rare): a wrong password shows as bad padding.
+                P12::UnpadError | P12::Pkcs5Error(_) => Error::Undecryptable { name, error },
+                P12::UnsupportedEncryptionScheme | P12::UnsupportedMacAlgorithm => {
+                    Error::UnsupportedPkcs12 { name, error }
+                }
+                P12::IoError(_) => Error::Pkcs12Io { name, error },
+                _ => Error::NotPkcs12 { name, error },
             }
-            P12::UnsupportedEncryptionScheme | P12::UnsupportedMacAlgorithm => {
-                format!(
-                    "{name}: {e}; AES-CBC (PBES2), 3DES and 40-bit RC2 encryption and HMAC-SHA1 \
-                     or HMAC-SHA256 MACs are read: re-export it with `openssl pkcs12 -export`"
-                )
-            }
-            P12::IoError(_) => format!("cannot read {name}: {e}"),
-            _ => format!("{name}: not a PKCS#12 file: {e}"),
         })?;
         let mut keys = Vec::new();
         let mut certificates = Vec::new();
@@ -202,10 +207,10 @@ impl Certificate {
             }
         }
         if keys.is_empty() {
-            return Err(format!("no private key in {name}"));
+            return Err(Error::NoPrivateKey { name: named });
         }
         if certificates.is_empty() {
-            return Err(format!("no certificate in {name}"));
+            return Err(Error::NoCertificate { name: named });
         }
         // The first key/certificate pair that belongs together; a certificate that cannot
         // be read, or a key that cannot sign, is reported only when no pair matches.
@@ -222,9 +227,7 @@ impl Certificate {
                 }
             }
         }
-        Err(other_error.unwrap_or_else(|| {
-            format!("the private key in {name} belongs to none of its certificates")
-        }))
+        Err(other_error.unwrap_or(Error::NoMatchingCertificate { name: named }))
     }
 
     /// The one constructor behind both formats: a DER certificate and its signing key,
@@ -235,11 +238,12 @@ impl Certificate {
         der: &[u8],
         key_name: &str,
         key: EncodingKey,
-    ) -> Result<Certificate, String> {
+    ) -> Result<Certificate, Error> {
         Certificate::pair(cert_name, der, key_name, key).map_err(|e| match e {
-            Unpaired::Mismatch => format!(
-                "the private key in {key_name} does not belong to the certificate in {cert_name}"
-            ),
+            Unpaired::Mismatch => Error::KeyMismatch {
+                key: key_name.to_string(),
+                certificate: cert_name.to_string(),
+            },
             Unpaired::Other(e) => e,
         })
     }
@@ -250,8 +254,12 @@ impl Certificate {
         key_name: &str,
         key: EncodingKey,
     ) -> Result<Certificate, Unpaired> {
-        let (_, x509) = x509_parser::parse_x509_certificate(der)
-            .map_err(|e| Unpaired::Other(format!("{cert_name}: not an X.509 certificate: {e}")))?;
+        let (_, x509) = x509_parser::parse_x509_certificate(der).map_err(|error| {
+            Unpaired::Other(Error::NotX509 {
+                name: cert_name.to_string(),
+                error,
+            })
+        })?;
         let spki = x509.public_key();
         let certificate = Certificate {
             path: cert_name.to_string(),
@@ -265,7 +273,12 @@ impl Certificate {
         // than as an AADSTS700027 from the identity provider.
         let probe = certificate
             .sign("probe", "probe", "probe", certificate.not_before)
-            .map_err(|e| Unpaired::Other(format!("{key_name}: cannot sign with this key: {e}")))?;
+            .map_err(|error| {
+                Unpaired::Other(Error::KeyCannotSign {
+                    name: key_name.to_string(),
+                    error,
+                })
+            })?;
         let public = DecodingKey::from_rsa_der(&spki.subject_public_key.data);
         let mut check = Validation::new(Algorithm::RS256);
         check.validate_exp = false;
@@ -283,30 +296,28 @@ impl Certificate {
     }
 
     /// An error naming the file when `now` (Unix seconds) is outside the validity.
-    pub fn check_valid_at(&self, now: i64) -> Result<(), String> {
+    pub fn check_valid_at(&self, now: i64) -> Result<(), Error> {
         if now > self.not_after {
-            return Err(format!(
-                "certificate {} expired at {}",
-                self.path,
-                rfc3339(self.not_after)
-            ));
+            return Err(Error::Expired {
+                name: self.path.clone(),
+                not_after: self.not_after,
+            });
         }
         if now < self.not_before {
-            return Err(format!(
-                "certificate {} is not valid before {}",
-                self.path,
-                rfc3339(self.not_before)
-            ));
+            return Err(Error::NotYetValid {
+                name: self.path.clone(),
+                not_before: self.not_before,
+            });
         }
         Ok(())
     }
 
     /// The client assertion for `client_id` at the token endpoint `audience`, issued at
     /// `now` (Unix seconds), with a fresh `jti`.
-    pub fn assertion(&self, client_id: &str, audience: &str, now: i64) -> Result<String, String> {
+    pub fn assertion(&self, client_id: &str, audience: &str, now: i64) -> Result<String, Error> {
         self.check_valid_at(now)?;
         self.sign(client_id, audience, &jti(now), now)
-            .map_err(|e| format!("cannot sign the client assertion: {e}"))
+            .map_err(|error| Error::Sign { error })
     }
 
     fn sign(
@@ -355,330 +366,4 @@ fn jti(now: i64) -> String {
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
-pub(crate) mod tests {
-    use super::*;
-
-    /// A self-signed RSA certificate valid from `not_before` to `not_after` (Unix seconds),
-    /// as (certificate PEM, key PEM).
-    pub(crate) fn rsa_cert(not_before: i64, not_after: i64) -> (String, String) {
-        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_RSA_SHA256).unwrap();
-        let mut params = rcgen::CertificateParams::new(vec!["mde-exporter".into()]).unwrap();
-        params.not_before = time::OffsetDateTime::from_unix_timestamp(not_before).unwrap();
-        params.not_after = time::OffsetDateTime::from_unix_timestamp(not_after).unwrap();
-        let cert = params.self_signed(&key).unwrap();
-        (cert.pem(), key.serialize_pem())
-    }
-
-    #[test]
-    fn assertion_carries_the_thumbprints_and_claims() {
-        let (cert, key) = rsa_cert(1_000, 4_000_000_000);
-        let c = Certificate::from_pem("c.pem", cert.as_bytes(), Some(("k.pem", key.as_bytes())))
-            .unwrap();
-        let jwt = c
-            .assertion("app", "https://login/t/oauth2/v2.0/token", 2_000)
-            .unwrap();
-        let header = jsonwebtoken::decode_header(&jwt).unwrap();
-        assert_eq!(header.alg, Algorithm::RS256);
-        assert_eq!(header.x5t_s256.as_deref(), Some(c.thumbprint_s256()));
-        assert!(header.x5t.is_some());
-        // Both in one file works too.
-        let both = format!("{cert}{key}");
-        assert!(Certificate::from_pem("both.pem", both.as_bytes(), None).is_ok());
-    }
-
-    #[test]
-    fn expired_certificate_is_named() {
-        let (cert, key) = rsa_cert(1_000, 1_700_000_000);
-        let c = Certificate::from_pem("c.pem", cert.as_bytes(), Some(("k.pem", key.as_bytes())))
-            .unwrap();
-        assert_eq!(
-            c.assertion("app", "aud", 1_800_000_000).unwrap_err(),
-            "certificate c.pem expired at 2023-11-14T22:13:20Z"
-        );
-    }
-
-    /// A self-signed RSA certificate valid between the two Unix times, as (certificate DER,
-    /// PKCS#8 key DER).
-    pub(crate) fn rsa_cert_der(not_before: i64, not_after: i64) -> (Vec<u8>, Vec<u8>) {
-        let (cert, key) = rsa_cert(not_before, not_after);
-        (
-            pem::parse(cert).unwrap().into_contents(),
-            pem::parse(key).unwrap().into_contents(),
-        )
-    }
-
-    /// A PKCS#12 file with `key` and `chain` (leaf first), written by `p12-keystore` with the
-    /// given encryption and MAC.
-    pub(crate) fn pfx(
-        key: &[u8],
-        chain: &[&[u8]],
-        password: &str,
-        encryption: p12_keystore::EncryptionAlgorithm,
-        mac: p12_keystore::MacAlgorithm,
-    ) -> Vec<u8> {
-        let chain = chain
-            .iter()
-            .map(|der| p12_keystore::Certificate::from_der(der).unwrap());
-        let mut store = p12_keystore::KeyStore::new();
-        store.add_entry(
-            "mde-exporter",
-            p12_keystore::KeyStoreEntry::PrivateKeyChain(p12_keystore::PrivateKeyChain::new(
-                key, b"key-1", chain,
-            )),
-        );
-        store
-            .writer(password)
-            .encryption_algorithm(encryption)
-            .mac_algorithm(mac)
-            .write()
-            .unwrap()
-    }
-
-    fn fixture(name: &str) -> std::path::PathBuf {
-        Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/fixtures/pkcs12")
-            .join(name)
-    }
-
-    fn sha256_of_pem(path: &Path) -> String {
-        let der = pem::parse(std::fs::read(path).unwrap())
-            .unwrap()
-            .into_contents();
-        b64url(&sha2::Sha256::digest(der))
-    }
-
-    // See: #10
-    #[test]
-    fn pkcs12_of_every_encryption_family_loads_and_signs() {
-        use p12_keystore::{EncryptionAlgorithm as E, MacAlgorithm as M};
-        let (cert, key) = rsa_cert_der(1_000, 4_000_000_000);
-        let from_pem = Certificate::from_pem(
-            "c.pem",
-            pem::encode(&pem::Pem::new("CERTIFICATE", cert.clone())).as_bytes(),
-            Some((
-                "k.pem",
-                pem::encode(&pem::Pem::new("PRIVATE KEY", key.clone())).as_bytes(),
-            )),
-        )
-        .unwrap();
-        for (encryption, mac) in [
-            (E::PbeWithHmacSha256AndAes256, M::HmacSha256),
-            (E::PbeWithShaAnd3KeyTripleDesCbc, M::HmacSha1),
-            (E::PbeWithShaAnd40BitRc4Cbc, M::HmacSha1),
-        ] {
-            let file = pfx(&key, &[&cert], "pw", encryption, mac);
-            let c = Certificate::from_pkcs12("app.pfx", &file, "pw").unwrap();
-            // The same certificate as its PEM form: the thumbprints come from the DER.
-            assert_eq!(
-                c.thumbprint_s256(),
-                from_pem.thumbprint_s256(),
-                "{encryption:?}"
-            );
-            assert_eq!(c.x5t, from_pem.x5t);
-            let jwt = c.assertion("app", "aud", 2_000).unwrap();
-            let header = jsonwebtoken::decode_header(&jwt).unwrap();
-            assert_eq!(header.x5t_s256.as_deref(), Some(c.thumbprint_s256()));
-        }
-        // An empty password, as Windows exports allow.
-        let file = pfx(
-            &key,
-            &[&cert],
-            "",
-            E::PbeWithHmacSha256AndAes256,
-            M::HmacSha256,
-        );
-        assert!(Certificate::from_pkcs12("app.pfx", &file, "").is_ok());
-    }
-
-    // See: #10
-    #[test]
-    fn pkcs12_files_made_by_openssl_load() {
-        let leaf = sha256_of_pem(&fixture("leaf.pem"));
-        let ca = sha256_of_pem(&fixture("ca.pem"));
-        for name in ["openssl3-aes.pfx", "legacy-3des-rc2.pfx"] {
-            let c = Certificate::load_pkcs12(&fixture(name), "fixture-password").unwrap();
-            // The chain carries the CA too; the certificate of the key is taken.
-            assert_eq!(c.thumbprint_s256(), leaf, "{name}");
-            assert_ne!(c.thumbprint_s256(), ca);
-            assert!(c.assertion("app", "aud", 4_000_000_000).is_ok(), "{name}");
-        }
-        let c = Certificate::load_pkcs12(&fixture("empty-password.pfx"), "").unwrap();
-        assert_eq!(c.thumbprint_s256(), leaf);
-    }
-
-    // See: #10
-    #[test]
-    fn the_certificate_matching_the_key_is_taken_not_the_first() {
-        use p12_keystore::{EncryptionAlgorithm as E, MacAlgorithm as M};
-        let (cert, key) = rsa_cert_der(1_000, 4_000_000_000);
-        let (ca, _) = rsa_cert_der(1_000, 4_000_000_000);
-        let mut store = p12_keystore::KeyStore::new();
-        // Entries come back in alias order: the CA's comes first.
-        store.add_entry(
-            "a-ca",
-            p12_keystore::KeyStoreEntry::Certificate(
-                p12_keystore::Certificate::from_der(&ca).unwrap(),
-            ),
-        );
-        store.add_entry(
-            "b-app",
-            p12_keystore::KeyStoreEntry::PrivateKeyChain(p12_keystore::PrivateKeyChain::new(
-                &key,
-                b"1",
-                [p12_keystore::Certificate::from_der(&cert).unwrap()],
-            )),
-        );
-        let file = store
-            .writer("pw")
-            .encryption_algorithm(E::PbeWithHmacSha256AndAes256)
-            .mac_algorithm(M::HmacSha256)
-            .write()
-            .unwrap();
-        let c = Certificate::from_pkcs12("chain.pfx", &file, "pw").unwrap();
-        assert_eq!(c.x5t_s256, b64url(&sha2::Sha256::digest(&cert)));
-        assert_ne!(c.x5t_s256, b64url(&sha2::Sha256::digest(&ca)));
-    }
-
-    // See: #10
-    #[test]
-    fn pkcs12_errors_name_the_file_and_the_problem() {
-        use p12_keystore::{EncryptionAlgorithm as E, MacAlgorithm as M};
-        let (cert, key) = rsa_cert_der(1_000, 4_000_000_000);
-        let file = pfx(
-            &key,
-            &[&cert],
-            "right",
-            E::PbeWithHmacSha256AndAes256,
-            M::HmacSha256,
-        );
-        assert_eq!(
-            Certificate::from_pkcs12("app.pfx", &file, "wrong").unwrap_err(),
-            "wrong password for app.pfx (the MAC check failed)"
-        );
-        let legacy = pfx(
-            &key,
-            &[&cert],
-            "right",
-            E::PbeWithShaAnd3KeyTripleDesCbc,
-            M::HmacSha1,
-        );
-        assert_eq!(
-            Certificate::from_pkcs12("old.pfx", &legacy, "").unwrap_err(),
-            "wrong password for old.pfx (the MAC check failed)"
-        );
-        let err = Certificate::load_pkcs12(&fixture("legacy-3des-rc2.pfx"), "nope").unwrap_err();
-        assert!(err.starts_with("wrong password for "), "{err}");
-        // Not PKCS#12 at all: a PEM file given as pkcs12_file.
-        let (cert_pem, _) = rsa_cert(1_000, 4_000_000_000);
-        let err = Certificate::from_pkcs12("cert.pem", cert_pem.as_bytes(), "").unwrap_err();
-        assert!(err.starts_with("cert.pem: not a PKCS#12 file: "), "{err}");
-        // A truststore: certificates, no key.
-        let mut store = p12_keystore::KeyStore::new();
-        store.add_entry(
-            "ca",
-            p12_keystore::KeyStoreEntry::Certificate(
-                p12_keystore::Certificate::from_der(&cert).unwrap(),
-            ),
-        );
-        let trust = store.writer("pw").write().unwrap();
-        assert_eq!(
-            Certificate::from_pkcs12("trust.pfx", &trust, "pw").unwrap_err(),
-            "no private key in trust.pfx"
-        );
-        // A key bound to another certificate.
-        let (other, _) = rsa_cert_der(1_000, 4_000_000_000);
-        let wrong = pfx(
-            &key,
-            &[&other],
-            "pw",
-            E::PbeWithHmacSha256AndAes256,
-            M::HmacSha256,
-        );
-        assert_eq!(
-            Certificate::from_pkcs12("mixed.pfx", &wrong, "pw").unwrap_err(),
-            "the private key in mixed.pfx belongs to none of its certificates"
-        );
-        // An EC key: only RSA is supported.
-        let ec = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
-        let ec_cert = rcgen::CertificateParams::new(vec!["ec".into()])
-            .unwrap()
-            .self_signed(&ec)
-            .unwrap();
-        let ec_file = pfx(
-            &ec.serialize_der(),
-            &[ec_cert.der()],
-            "pw",
-            E::PbeWithHmacSha256AndAes256,
-            M::HmacSha256,
-        );
-        let err = Certificate::from_pkcs12("ec.pfx", &ec_file, "pw").unwrap_err();
-        assert!(
-            err.starts_with("ec.pfx: not an RSA private key (only RSA keys are supported): "),
-            "{err}"
-        );
-        // A missing file.
-        let err = Certificate::load_pkcs12(Path::new("/nonexistent/app.pfx"), "").unwrap_err();
-        assert_eq!(
-            err,
-            "cannot read /nonexistent/app.pfx: No such file or directory (os error 2)"
-        );
-    }
-
-    // See: #10
-    #[test]
-    fn an_expired_certificate_in_a_pkcs12_file_is_named() {
-        use p12_keystore::{EncryptionAlgorithm as E, MacAlgorithm as M};
-        let (cert, key) = rsa_cert_der(1_000, 1_700_000_000);
-        let file = pfx(
-            &key,
-            &[&cert],
-            "pw",
-            E::PbeWithHmacSha256AndAes256,
-            M::HmacSha256,
-        );
-        let c = Certificate::from_pkcs12("app.pfx", &file, "pw").unwrap();
-        assert_eq!(
-            c.assertion("app", "aud", 1_800_000_000).unwrap_err(),
-            "certificate app.pfx expired at 2023-11-14T22:13:20Z"
-        );
-    }
-
-    #[test]
-    fn a_key_of_another_certificate_is_refused() {
-        let (cert, _) = rsa_cert(1_000, 4_000_000_000);
-        let (_, other_key) = rsa_cert(1_000, 4_000_000_000);
-        let err = Certificate::from_pem(
-            "c.pem",
-            cert.as_bytes(),
-            Some(("k.pem", other_key.as_bytes())),
-        )
-        .unwrap_err();
-        assert_eq!(
-            err,
-            "the private key in k.pem does not belong to the certificate in c.pem"
-        );
-        let err = Certificate::from_pem("c.pem", cert.as_bytes(), None).unwrap_err();
-        assert_eq!(err, "c.pem: no PRIVATE KEY block");
-    }
-
-    // See: #24 (item 3): the PEM, key and .pfx files are read within the 1 MiB cap.
-    #[test]
-    fn issue_24_certificate_files_over_1_mib_are_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        let big = dir.path().join("big");
-        std::fs::write(&big, vec![b'#'; 2 << 20]).unwrap();
-        let want = format!(
-            "cannot read {}: too large for a sign-in file: 2097152 bytes, the limit is 1 MiB (1048576 bytes)",
-            big.display()
-        );
-        let (cert, _) = rsa_cert(1_000, 4_000_000_000);
-        let cert_file = dir.path().join("cert.pem");
-        std::fs::write(&cert_file, cert).unwrap();
-        assert_eq!(Certificate::load(&big, None).err().unwrap(), want);
-        assert_eq!(
-            Certificate::load(&cert_file, Some(&big)).err().unwrap(),
-            want
-        );
-        assert_eq!(Certificate::load_pkcs12(&big, "").err().unwrap(), want);
-    }
-}
+pub(crate) mod tests;
