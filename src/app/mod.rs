@@ -80,7 +80,10 @@ impl Handle {
     /// Push the metrics over OTLP as `cfg` says, as well as serving them, until shutdown;
     /// `service.instance.id` defaults to this host's name and the listening port. A second
     /// call replaces the first push.
-    pub fn push_metrics(&mut self, cfg: crate::otlp_metrics::PushConfig) -> Result<(), String> {
+    pub fn push_metrics(
+        &mut self,
+        cfg: crate::otlp_metrics::PushConfig,
+    ) -> Result<(), crate::otlp_metrics::Error> {
         let (stop, rx) = watch::channel(false);
         let instance = format!("{}:{}", crate::otlp_metrics::hostname(), self.addr.port());
         let metrics = shared_now(&self.current).metrics.clone();
