@@ -6,7 +6,8 @@
 //! readiness and its reasons, reading the quota windows for the status page and poll logs,
 //! when per-machine series are checked for expiry (housekeeping) and by which time (each
 //! tenant's API clock, see `api::clock`, with the skew gauges), and the hand-over of a
-//! reload request from the server to the supervisor. Does not own polling (the collector),
+//! reload request from the server to the supervisor, with its outcome's error
+//! ([`ReloadError`]). Does not own polling (the collector),
 //! the per-machine series themselves (`series`), the quota gauges (read at scrape time by
 //! `metrics`), routes (the server) or start-up and reloads themselves (the app).
 
@@ -32,7 +33,25 @@ const EXPIRY_EVERY: Duration = Duration::from_secs(1);
 const RECENT: usize = 20;
 
 /// A reload request and where its outcome goes.
-pub type ReloadRequest = oneshot::Sender<Result<(), String>>;
+pub type ReloadRequest = oneshot::Sender<Result<(), ReloadError>>;
+
+/// Why a reload did not put a new configuration in force (the old one stays). One outcome
+/// answers every request that shared the reload, so it is `Clone`: the causes are kept as
+/// their messages (the text `POST /-/reload` answers and the log line shows).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReloadError {
+    #[error("the exporter is shutting down")]
+    ShuttingDown,
+    /// Demo mode: there is no file to read again.
+    #[error("no --config.file to reload (demo mode)")]
+    NoConfigFile,
+    /// The configuration did not load (the loader's error).
+    #[error("{0}")]
+    Load(String),
+    /// The new configuration could not be put in force (the start-up error's message).
+    #[error("{0}")]
+    Apply(String),
+}
 
 /// The configuration in force: swapped whole on a successful reload, so a handler always
 /// sees one consistent set of tenants, quotas and settings.
@@ -44,14 +63,12 @@ pub fn shared_now(c: &Current) -> Arc<Shared> {
 }
 
 /// Ask the supervisor for a reload and wait for its outcome.
-pub async fn request_reload(tx: &mpsc::Sender<ReloadRequest>) -> Result<(), String> {
+pub async fn request_reload(tx: &mpsc::Sender<ReloadRequest>) -> Result<(), ReloadError> {
     let (reply, outcome) = oneshot::channel();
     tx.send(reply)
         .await
-        .map_err(|_| "the exporter is shutting down".to_string())?;
-    outcome
-        .await
-        .map_err(|_| "the exporter is shutting down".to_string())?
+        .map_err(|_| ReloadError::ShuttingDown)?;
+    outcome.await.map_err(|_| ReloadError::ShuttingDown)?
 }
 
 pub use crate::record::outcome::RecentTranscript;

@@ -442,25 +442,25 @@ impl TokenSource {
                     certificate_file,
                     key_file.as_deref(),
                 )
-                .map_err(fail)?;
+                .map_err(|e| fail(e.to_string()))?;
                 Some(
                     cert.assertion(&self.client_id, &self.token_url, unix_now())
-                        .map_err(fail)?,
+                        .map_err(|e| fail(e.to_string()))?,
                 )
             }
             Credential::Pkcs12 {
                 pkcs12_file,
                 password,
             } => {
-                let password = password.resolve().map_err(fail)?;
+                let password = password.resolve().map_err(|e| fail(e.to_string()))?;
                 let cert = crate::config::credential::Certificate::load_pkcs12(
                     pkcs12_file,
                     password.expose(),
                 )
-                .map_err(fail)?;
+                .map_err(|e| fail(e.to_string()))?;
                 Some(
                     cert.assertion(&self.client_id, &self.token_url, unix_now())
-                        .map_err(fail)?,
+                        .map_err(|e| fail(e.to_string()))?,
                 )
             }
             Credential::Federated(token) => Some(token.read().map_err(fail)?),

@@ -164,7 +164,7 @@ impl TranscriptArgs {
 }
 
 /// Reads the configuration again for a reload (the file, with the command line's overrides).
-pub type Loader = std::sync::Arc<dyn Fn() -> Result<Config, String> + Send + Sync>;
+pub type Loader = std::sync::Arc<dyn Fn() -> Result<Config, crate::config::Error> + Send + Sync>;
 
 /// Options of the built-in demo.
 #[derive(Debug, Clone)]
@@ -293,13 +293,15 @@ impl Settings {
         };
         let path = path.clone();
         let shard = self.shard;
-        Some(std::sync::Arc::new(move || -> Result<Config, String> {
-            let config = Config::load(&path).map_err(|e| e.to_string())?;
-            Ok(match shard {
-                Some((index, count)) => config.shard(index, count),
-                None => config,
-            })
-        }))
+        Some(std::sync::Arc::new(
+            move || -> Result<Config, crate::config::Error> {
+                let config = Config::load(&path)?;
+                Ok(match shard {
+                    Some((index, count)) => config.shard(index, count),
+                    None => config,
+                })
+            },
+        ))
     }
 }
 

@@ -31,7 +31,8 @@ use crate::poll::collector::TenantCollector;
 use crate::quota::{Quota, SharedQuota};
 use crate::record::state::State;
 use crate::shared::{
-    CollectorSettings, Current, ReloadRequest, Shared, TenantStatus, request_reload, shared_now,
+    CollectorSettings, Current, ReloadError, ReloadRequest, Shared, TenantStatus, request_reload,
+    shared_now,
 };
 pub use demo::start_demo;
 
@@ -73,14 +74,17 @@ impl Handle {
     }
 
     /// Read the configuration again and apply it; on failure the old one stays in force.
-    pub async fn reload(&self) -> Result<(), String> {
+    pub async fn reload(&self) -> Result<(), ReloadError> {
         request_reload(&self.reload).await
     }
 
     /// Push the metrics over OTLP as `cfg` says, as well as serving them, until shutdown;
     /// `service.instance.id` defaults to this host's name and the listening port. A second
     /// call replaces the first push.
-    pub fn push_metrics(&mut self, cfg: crate::otlp_metrics::PushConfig) -> Result<(), String> {
+    pub fn push_metrics(
+        &mut self,
+        cfg: crate::otlp_metrics::PushConfig,
+    ) -> Result<(), crate::otlp_metrics::Error> {
         let (stop, rx) = watch::channel(false);
         let instance = format!("{}:{}", crate::otlp_metrics::hostname(), self.addr.port());
         let metrics = shared_now(&self.current).metrics.clone();
@@ -354,9 +358,9 @@ pub async fn start_with_lifecycle(
                 }
                 last_reload = Some(tokio::time::Instant::now());
                 let outcome = match &loader {
-                    None => Err("no --config.file to reload (demo mode)".to_string()),
+                    None => Err(ReloadError::NoConfigFile),
                     Some(load) => match load() {
-                        Err(e) => Err(e),
+                        Err(e) => Err(ReloadError::Load(e.to_string())),
                         Ok(new) => {
                             let old = shared_now(&current);
                             match prepare(
@@ -366,7 +370,7 @@ pub async fn start_with_lifecycle(
                                 status.clone(),
                                 Some((&old, &config)),
                             ) {
-                                Err(e) => Err(e.to_string()),
+                                Err(e) => Err(ReloadError::Apply(e.to_string())),
                                 Ok((shared, clients)) => {
                                     collectors.stop().await;
                                     // A tenant the new configuration leaves out: its series

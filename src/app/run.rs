@@ -175,8 +175,7 @@ async fn serve(settings: Settings) -> Result<()> {
     let config = settings.apply(config);
     // The OTLP metrics push the OTEL_* variables ask for; a wrong one stops the start.
     let push =
-        crate::otlp_metrics::PushConfig::resolve(&config.otel, &|name| std::env::var(name).ok())
-            .map_err(anyhow::Error::msg)?;
+        crate::otlp_metrics::PushConfig::resolve(&config.otel, &|name| std::env::var(name).ok())?;
     if settings.state_reset {
         match &config.state_path {
             Some(path) => match state::reset(path, chrono::Utc::now())? {
@@ -240,7 +239,7 @@ async fn serve(settings: Settings) -> Result<()> {
             headers = push.header_names().join(","),
             "pushing metrics over OTLP"
         );
-        handle.push_metrics(push).map_err(anyhow::Error::msg)?;
+        handle.push_metrics(push)?;
     }
     wait_for_stop(&handle, hup, term).await;
     tracing::info!("shutting down");

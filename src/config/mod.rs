@@ -48,7 +48,7 @@ pub mod shard;
 pub mod sign_in_file;
 mod tenant;
 
-pub use self::auth::{Auth, AuthMethod, IMDS_TOKEN_URL, Pkcs12Password, Secret};
+pub use self::auth::{Auth, AuthMethod, IMDS_TOKEN_URL, PasswordFileError, Pkcs12Password, Secret};
 pub use self::cloud::{Cloud, Region};
 pub use self::discovery::{DiscoveryConfig, MAX_DISCOVERY_BATCH};
 pub use self::loopback::is_loopback;

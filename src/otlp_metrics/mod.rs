@@ -16,11 +16,13 @@
 //! resource of the pushed metrics, the export loop (one export per interval, none
 //! overlapping, a last one at shutdown), and reporting failures: each export is counted in
 //! `mde_exporter_otlp_metrics_exports_total{result}` and a failed one is logged once (so at
-//! most once per interval) without header values. Does not own the families (`metrics`), the
+//! most once per interval) without header values; what can go wrong setting the push up
+//! ([`Error`], in `error`). Does not own the families (`metrics`), the
 //! `/metrics` endpoint (`server`, never blocked by a push: it encodes on its own thread), nor
 //! the span and log pipelines (`telemetry`).
 
 mod build;
+mod error;
 mod parse;
 mod send;
 
@@ -37,6 +39,7 @@ use tokio::task::JoinHandle;
 use crate::config::{OtelConfig, Protocol};
 use crate::metrics::Metrics;
 
+pub use error::Error;
 pub use send::shown as shown_endpoint;
 
 /// `OTEL_METRIC_EXPORT_INTERVAL`'s default (the specification's), in milliseconds.
@@ -86,7 +89,7 @@ impl PushConfig {
     pub fn resolve(
         otel: &OtelConfig,
         env: &dyn Fn(&str) -> Option<String>,
-    ) -> Result<Option<PushConfig>, String> {
+    ) -> Result<Option<PushConfig>, Error> {
         let env = |name: &str| env(name).filter(|v| !v.trim().is_empty());
         if env("OTEL_SDK_DISABLED").is_some_and(|v| v.trim().eq_ignore_ascii_case("true")) {
             return Ok(None);
@@ -99,11 +102,7 @@ impl PushConfig {
             match word {
                 "otlp" => otlp = true,
                 "prometheus" | "none" | "" => {}
-                other => {
-                    return Err(format!(
-                        "OTEL_METRICS_EXPORTER={other:?} is not supported (use otlp to push over OTLP as well as serve /metrics, or none)"
-                    ));
-                }
+                other => return Err(Error::Exporter(other.to_string())),
             }
         }
         if !otlp {
@@ -134,14 +133,15 @@ impl PushConfig {
                 }
             }
         };
-        let millis = |names: &[&str], default: u64| -> Result<Duration, String> {
-            for name in names {
+        let millis = |names: &[&'static str], default: u64| -> Result<Duration, Error> {
+            for &name in names {
                 if let Some(v) = env(name) {
                     return match v.trim().parse::<u64>() {
                         Ok(ms) if ms > 0 => Ok(Duration::from_millis(ms)),
-                        _ => Err(format!(
-                            "{name}={v:?} is not a positive number of milliseconds"
-                        )),
+                        _ => Err(Error::Millis {
+                            variable: name,
+                            value: v,
+                        }),
                     };
                 }
             }
@@ -181,19 +181,20 @@ impl PushConfig {
     }
 }
 
-fn parse_protocol(name: &str, value: &str) -> Result<Protocol, String> {
+fn parse_protocol(name: &'static str, value: &str) -> Result<Protocol, Error> {
     match value.trim() {
         "http/protobuf" => Ok(Protocol::HttpProtobuf),
         "grpc" => Ok(Protocol::Grpc),
-        other => Err(format!(
-            "{name}={other:?} is not supported (use grpc or http/protobuf)"
-        )),
+        other => Err(Error::Protocol {
+            variable: name,
+            value: other.to_string(),
+        }),
     }
 }
 
 /// `k=v,k2=v2` with percent-encoded values. The error never quotes a value: headers carry
 /// credentials.
-fn headers(name: &str, value: Option<String>) -> Result<Vec<(String, String)>, String> {
+fn headers(name: &'static str, value: Option<String>) -> Result<Vec<(String, String)>, Error> {
     let Some(value) = value else {
         return Ok(Vec::new());
     };
@@ -203,26 +204,33 @@ fn headers(name: &str, value: Option<String>) -> Result<Vec<(String, String)>, S
             continue;
         }
         let Some((k, v)) = entry.split_once('=') else {
-            return Err(format!(
-                "{name}: entry {} has no '=' (key=value pairs, comma-separated; values not shown)",
-                i + 1
-            ));
+            return Err(Error::HeaderWithoutEquals {
+                variable: name,
+                entry: i + 1,
+            });
         };
         let k = k.trim();
         if k.is_empty() {
-            return Err(format!("{name}: entry {} has an empty key", i + 1));
+            return Err(Error::HeaderEmptyKey {
+                variable: name,
+                entry: i + 1,
+            });
         }
         let v = percent_encoding::percent_decode_str(v.trim())
             .decode_utf8()
-            .map_err(|_| format!("{name}: the value of {k:?} is not UTF-8 once decoded"))?;
+            .map_err(|_| Error::HeaderNotUtf8 {
+                variable: name,
+                key: k.to_string(),
+            })?;
         // Checked here, not when the first request goes: `--config.check` and start-up
         // refuse a header no request could carry.
         if http::HeaderName::from_bytes(k.as_bytes()).is_err()
             || http::HeaderValue::from_str(&v).is_err()
         {
-            return Err(format!(
-                "{name}: header {k:?} cannot be sent (its value is not shown)"
-            ));
+            return Err(Error::HeaderUnsendable {
+                variable: name,
+                key: k.to_string(),
+            });
         }
         out.push((k.to_string(), v.into_owned()));
     }
@@ -394,7 +402,7 @@ pub fn spawn(
     cfg: PushConfig,
     instance: &str,
     mut stop: watch::Receiver<bool>,
-) -> Result<JoinHandle<()>, String> {
+) -> Result<JoinHandle<()>, Error> {
     let transport = send::Transport::new(cfg.protocol, &cfg.endpoint, &cfg.headers, cfg.timeout)?;
     metrics.exporter.record_otlp_metrics_export_start();
     let mut pusher = Pusher {

@@ -2,8 +2,9 @@
 //! reqwest) or the gRPC `MetricsService/Export` call (tonic, from opentelemetry-proto).
 //!
 //! Owns the transports, the headers on them and what counts as delivered (a 2xx answer, or
-//! gRPC OK). Does not own when requests go (`mod`) nor what they hold (`build`). An error
-//! names the endpoint as [`shown`] redacts it and never a header's value.
+//! gRPC OK). Does not own when requests go (`mod`), what they hold (`build`), nor the error
+//! type a transport that cannot be built gives (`error`). An error names the endpoint as
+//! [`shown`] redacts it and never a header's value.
 
 use std::time::Duration;
 
@@ -13,6 +14,7 @@ use opentelemetry_proto::tonic::collector::metrics::v1::{
 };
 use prost::Message;
 
+use super::error::Error;
 use crate::config::Protocol;
 
 /// At most this much of a refusal's body goes into the error.
@@ -53,8 +55,8 @@ impl Transport {
         endpoint: &str,
         headers: &[(String, String)],
         timeout: Duration,
-    ) -> Result<Transport, String> {
-        let bad_header = |name: &str| format!("OTLP metrics header {name:?} is not valid");
+    ) -> Result<Transport, Error> {
+        let bad_header = |name: &str| Error::InvalidHeader(name.to_string());
         match protocol {
             Protocol::HttpProtobuf => {
                 let mut map = reqwest::header::HeaderMap::new();
@@ -69,9 +71,11 @@ impl Transport {
                 let client = reqwest::Client::builder()
                     .timeout(timeout)
                     .build()
-                    .map_err(|e| format!("OTLP metrics HTTP client: {e}"))?;
-                url::Url::parse(endpoint)
-                    .map_err(|e| format!("OTLP metrics endpoint {}: {e}", shown(endpoint)))?;
+                    .map_err(Error::HttpClient)?;
+                url::Url::parse(endpoint).map_err(|error| Error::HttpEndpoint {
+                    endpoint: shown(endpoint),
+                    error,
+                })?;
                 Ok(Transport::Http {
                     client,
                     url: endpoint.to_string(),
@@ -90,7 +94,10 @@ impl Transport {
                     map.insert(n, v);
                 }
                 let channel = tonic::transport::Endpoint::from_shared(endpoint.to_string())
-                    .map_err(|e| format!("OTLP metrics endpoint {}: {e}", shown(endpoint)))?
+                    .map_err(|error| Error::GrpcEndpoint {
+                        endpoint: shown(endpoint),
+                        error,
+                    })?
                     .timeout(timeout)
                     .connect_timeout(timeout)
                     .connect_lazy();
@@ -199,7 +206,10 @@ mod tests {
             let err = Transport::new(protocol, "http://c:4318", &headers, Duration::from_secs(1))
                 .err()
                 .unwrap();
-            assert_eq!(err, "OTLP metrics header \"x-token\" is not valid");
+            assert_eq!(
+                err.to_string(),
+                "OTLP metrics header \"x-token\" is not valid"
+            );
         }
     }
 }

@@ -2,12 +2,13 @@
 
 use super::*;
 
+/// The error as its message, as `--config.check` prints it.
 fn resolve_with(vars: &[(&str, &str)], otel: &OtelConfig) -> Result<Option<PushConfig>, String> {
     let map: std::collections::BTreeMap<String, String> = vars
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
-    PushConfig::resolve(otel, &|name| map.get(name).cloned())
+    PushConfig::resolve(otel, &|name| map.get(name).cloned()).map_err(|e| e.to_string())
 }
 
 fn resolve(vars: &[(&str, &str)]) -> Result<Option<PushConfig>, String> {

@@ -80,7 +80,7 @@ pub(crate) async fn list_actions(
     }
     let filter = match param("$filter").map(filter::parse).transpose() {
         Ok(f) => f,
-        Err(e) => return odata_error(&e),
+        Err(e) => return odata_error(&e.to_string()),
     };
     let top = match param("$top").map(str::parse::<usize>) {
         None => None,

@@ -3,8 +3,8 @@
 //! `in (...)`, `and`, `or`, parentheses; string literals in single quotes (`''` escapes a
 //! quote) and unquoted ISO 8601 datetimes (`2025-01-01T00:00:00Z`, up to 7 fractional digits).
 //!
-//! Owns parsing and evaluation against any [`Record`]; errors are the message of the 400
-//! `ODataError` answer. Does not own `$top`/`$skip`/`$orderby` (see `actions`).
+//! Owns parsing and evaluation against any [`Record`]; errors ([`Error`]) are the message of
+//! the 400 `ODataError` answer. Does not own `$top`/`$skip`/`$orderby` (see `actions`).
 
 use std::cmp::Ordering;
 
@@ -141,7 +141,34 @@ impl std::fmt::Display for Tok {
     }
 }
 
-fn lex(s: &str) -> Result<Vec<Tok>, String> {
+/// Why a `$filter` did not parse; the message is the `ODataError` answer's. `found` is the
+/// token met (`'x'`, `string literal 'x'`, `end of input`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Error {
+    #[error("Syntax error: unterminated string literal")]
+    UnterminatedString,
+    #[error("Syntax error: '{0}' is not a valid DateTimeOffset literal")]
+    BadDateTime(String),
+    #[error(
+        "A binary operator with incompatible types was detected. Found operand types 'Edm.DateTimeOffset' and {found}"
+    )]
+    NotADateTime { found: String },
+    /// `expected` names what was wanted (`')'`, `a string literal`, …).
+    #[error("Syntax error: expected {expected}, found {found}")]
+    Expected { expected: String, found: String },
+    #[error("Syntax error: expected '(' after 'in'")]
+    InWithoutList,
+    #[error(
+        "Could not find a property named '{0}' on type 'microsoft.windowsDefenderATP.api.MachineAction'."
+    )]
+    UnknownProperty(String),
+    #[error("Syntax error: unknown operator '{0}'")]
+    UnknownOperator(String),
+    #[error("Syntax error: unexpected {token} at position {position}")]
+    Unexpected { token: String, position: usize },
+}
+
+fn lex(s: &str) -> Result<Vec<Tok>, Error> {
     let mut out = Vec::new();
     let mut chars = s.chars().peekable();
     while let Some(&c) = chars.peek() {
@@ -162,7 +189,7 @@ fn lex(s: &str) -> Result<Vec<Tok>, String> {
                 let mut v = String::new();
                 loop {
                     match chars.next() {
-                        None => return Err("Syntax error: unterminated string literal".into()),
+                        None => return Err(Error::UnterminatedString),
                         Some('\'') if chars.peek() == Some(&'\'') => {
                             chars.next();
                             v.push('\'');
@@ -198,6 +225,14 @@ fn describe(t: Option<Tok>) -> String {
     t.map_or_else(|| "end of input".to_string(), |t| t.to_string())
 }
 
+/// `expected`, and `found` instead.
+fn expected(expected: impl Into<String>, found: Option<Tok>) -> Error {
+    Error::Expected {
+        expected: expected.into(),
+        found: describe(found),
+    }
+}
+
 impl Parser {
     fn keyword(&mut self, k: &str) -> bool {
         let hit = matches!(self.toks.get(self.pos), Some(Tok::Word(w)) if w == k);
@@ -213,7 +248,7 @@ impl Parser {
         t
     }
 
-    fn or(&mut self) -> Result<Expr, String> {
+    fn or(&mut self) -> Result<Expr, Error> {
         let mut left = self.and()?;
         while self.keyword("or") {
             left = Expr::Or(Box::new(left), Box::new(self.and()?));
@@ -221,7 +256,7 @@ impl Parser {
         Ok(left)
     }
 
-    fn and(&mut self) -> Result<Expr, String> {
+    fn and(&mut self) -> Result<Expr, Error> {
         let mut left = self.primary()?;
         while self.keyword("and") {
             left = Expr::And(Box::new(left), Box::new(self.primary()?));
@@ -229,58 +264,41 @@ impl Parser {
         Ok(left)
     }
 
-    fn literal(&mut self, field: Field) -> Result<Literal, String> {
+    fn literal(&mut self, field: Field) -> Result<Literal, Error> {
         let tok = self.next();
         match (field, tok) {
-            (Field::CreationDateTimeUtc, Some(Tok::Word(w))) => {
-                datetime(&w).map(Literal::Time).ok_or_else(|| {
-                    format!("Syntax error: '{w}' is not a valid DateTimeOffset literal")
-                })
-            }
-            (Field::CreationDateTimeUtc, other) => Err(format!(
-                "A binary operator with incompatible types was detected. Found operand types \
-                 'Edm.DateTimeOffset' and {}",
-                describe(other)
-            )),
+            (Field::CreationDateTimeUtc, Some(Tok::Word(w))) => datetime(&w)
+                .map(Literal::Time)
+                .ok_or_else(|| Error::BadDateTime(w.clone())),
+            (Field::CreationDateTimeUtc, other) => Err(Error::NotADateTime {
+                found: describe(other),
+            }),
             (_, Some(Tok::Str(s))) => Ok(Literal::Str(s)),
-            (_, other) => Err(format!(
-                "Syntax error: expected a string literal, found {}",
-                describe(other)
-            )),
+            (_, other) => Err(expected("a string literal", other)),
         }
     }
 
-    fn primary(&mut self) -> Result<Expr, String> {
+    fn primary(&mut self) -> Result<Expr, Error> {
         match self.next() {
             Some(Tok::Open) => {
                 let e = self.or()?;
                 match self.next() {
                     Some(Tok::Close) => Ok(e),
-                    other => Err(format!(
-                        "Syntax error: expected ')', found {}",
-                        describe(other)
-                    )),
+                    other => Err(expected("')'", other)),
                 }
             }
             Some(Tok::Word(name)) => {
-                let field = Field::parse(&name).ok_or_else(|| {
-                    format!(
-                        "Could not find a property named '{name}' on type \
-                         'microsoft.windowsDefenderATP.api.MachineAction'."
-                    )
-                })?;
+                let field =
+                    Field::parse(&name).ok_or_else(|| Error::UnknownProperty(name.clone()))?;
                 let op = match self.next() {
                     Some(Tok::Word(op)) => op,
                     other => {
-                        return Err(format!(
-                            "Syntax error: expected an operator after '{name}', found {}",
-                            describe(other)
-                        ));
+                        return Err(expected(format!("an operator after '{name}'"), other));
                     }
                 };
                 if op == "in" {
                     if self.next() != Some(Tok::Open) {
-                        return Err("Syntax error: expected '(' after 'in'".into());
+                        return Err(Error::InWithoutList);
                     }
                     let mut values = vec![self.literal(field)?];
                     loop {
@@ -288,39 +306,32 @@ impl Parser {
                             Some(Tok::Comma) => values.push(self.literal(field)?),
                             Some(Tok::Close) => break,
                             other => {
-                                return Err(format!(
-                                    "Syntax error: expected ',' or ')' in the 'in' list, found {}",
-                                    describe(other)
-                                ));
+                                return Err(expected("',' or ')' in the 'in' list", other));
                             }
                         }
                     }
                     return Ok(Expr::In { field, values });
                 }
-                let op = Op::parse(&op)
-                    .ok_or_else(|| format!("Syntax error: unknown operator '{op}'"))?;
+                let op = Op::parse(&op).ok_or_else(|| Error::UnknownOperator(op.clone()))?;
                 let value = self.literal(field)?;
                 Ok(Expr::Cmp { field, op, value })
             }
-            other => Err(format!(
-                "Syntax error: expected a property name, found {}",
-                describe(other)
-            )),
+            other => Err(expected("a property name", other)),
         }
     }
 }
 
-/// Parse a `$filter` value; `Err` carries the `ODataError` message.
-pub fn parse(s: &str) -> Result<Expr, String> {
+/// Parse a `$filter` value; `Err`'s message is the `ODataError` answer's.
+pub fn parse(s: &str) -> Result<Expr, Error> {
     let toks = lex(s)?;
     let mut p = Parser { toks, pos: 0 };
     let e = p.or()?;
     match p.next() {
         None => Ok(e),
-        Some(t) => Err(format!(
-            "Syntax error: unexpected {t} at position {}",
-            p.pos - 1
-        )),
+        Some(t) => Err(Error::Unexpected {
+            token: t.to_string(),
+            position: p.pos - 1,
+        }),
     }
 }
 
@@ -413,35 +424,45 @@ mod tests {
     #[test]
     fn errors_name_the_problem() {
         assert_eq!(
-            parse("title eq 'x'").unwrap_err(),
+            parse("title eq 'x'").unwrap_err().to_string(),
             "Could not find a property named 'title' on type \
              'microsoft.windowsDefenderATP.api.MachineAction'."
         );
-        assert!(parse("status eq 'x").unwrap_err().contains("unterminated"));
+        assert!(
+            parse("status eq 'x")
+                .unwrap_err()
+                .to_string()
+                .contains("unterminated")
+        );
         assert!(
             parse("status like 'x'")
                 .unwrap_err()
+                .to_string()
                 .contains("unknown operator 'like'")
         );
         assert!(
             parse("(status eq 'x'")
                 .unwrap_err()
+                .to_string()
                 .contains("expected ')'")
         );
         assert!(
             parse("status eq Succeeded")
                 .unwrap_err()
+                .to_string()
                 .contains("string literal")
         );
         assert!(
             parse("creationDateTimeUtc ge yesterday")
                 .unwrap_err()
+                .to_string()
                 .contains("DateTimeOffset")
         );
         assert!(parse("creationDateTimeUtc ge '2025-01-01'").is_err());
         assert!(
             parse("status eq 'a' status eq 'b'")
                 .unwrap_err()
+                .to_string()
                 .contains("unexpected")
         );
         assert!(parse("status in 'a'").is_err());

@@ -4,7 +4,7 @@
 //! federated token the app was told to trust), and the managed-identity metadata endpoint.
 //!
 //! Owns the registrations ([`Identity`]: certificates, trusted federated tokens, managed
-//! identities), the order of the assertion checks (registered thumbprint → signature →
+//! identities; [`CertificateError`], a certificate it refuses), the order of the assertion checks (registered thumbprint → signature →
 //! certificate validity → `aud` → `iss`/`sub` → `nbf`/`exp` with AAD's 5-minute skew → unused
 //! `jti`), the token endpoints' checks (tenant → grant type → v2 scope → client → secret or
 //! assertion), issuing the bearer tokens the API accepts, and the IMDS answer. Does not own the
@@ -60,6 +60,15 @@ pub(crate) struct IdentityState {
     used_jti: HashSet<String>,
 }
 
+/// Why [`Identity::register_certificate`] refused a PEM text.
+#[derive(Debug, thiserror::Error)]
+pub enum CertificateError {
+    #[error("not a PEM certificate: {0}")]
+    NotPem(x509_parser::nom::Err<x509_parser::error::PEMError>),
+    #[error("not an X.509 certificate: {0}")]
+    NotX509(x509_parser::nom::Err<x509_parser::error::X509Error>),
+}
+
 /// A handle to the app registration's credentials; cheap to clone.
 #[derive(Clone)]
 pub struct Identity {
@@ -76,12 +85,12 @@ impl Simulator {
 impl Identity {
     /// Upload a PEM certificate to the app registration (as the portal's "Certificates").
     /// Errors when the PEM holds no X.509 certificate.
-    pub fn register_certificate(&self, pem: &str) -> Result<(), String> {
-        let (_, block) = x509_parser::pem::parse_x509_pem(pem.as_bytes())
-            .map_err(|e| format!("not a PEM certificate: {e}"))?;
+    pub fn register_certificate(&self, pem: &str) -> Result<(), CertificateError> {
+        let (_, block) =
+            x509_parser::pem::parse_x509_pem(pem.as_bytes()).map_err(CertificateError::NotPem)?;
         let der = &block.contents;
-        let (_, cert) = x509_parser::parse_x509_certificate(der)
-            .map_err(|e| format!("not an X.509 certificate: {e}"))?;
+        let (_, cert) =
+            x509_parser::parse_x509_certificate(der).map_err(CertificateError::NotX509)?;
         let reg = Registered {
             public_key: cert.public_key().subject_public_key.data.to_vec(),
             not_before: cert.validity().not_before.timestamp(),

@@ -55,7 +55,7 @@ use chrono::{DateTime, Timelike as _, Utc};
 use sha2::{Digest, Sha256};
 use tokio::time::Instant;
 
-pub use identity::Identity;
+pub use identity::{CertificateError, Identity};
 pub use machines::TruthMachine;
 use scenario::{Blob, SimAction};
 pub use scenario::{JSON_SCRIPT, TEXT_SCRIPT, script_metrics_rules};

@@ -44,10 +44,10 @@ impl Cx<'_> {
         let key_file = raw.key_file.as_deref().map(|k| self.relative(k));
         let checked =
             crate::config::credential::Certificate::load(&certificate_file, key_file.as_deref())
-                .map_err(|m| self.invalid("certificate_file", m))?;
+                .map_err(|e| self.invalid("certificate_file", e.to_string()))?;
         checked
             .check_valid_at(chrono::Utc::now().timestamp())
-            .map_err(|m| self.invalid("certificate_file", m))?;
+            .map_err(|e| self.invalid("certificate_file", e.to_string()))?;
         Ok(Auth::Certificate {
             certificate_file,
             key_file,
@@ -77,13 +77,13 @@ impl Cx<'_> {
         let pkcs12_file = self.relative(pfx);
         let secret = password
             .resolve()
-            .map_err(|m| self.invalid("pkcs12_password_file", m))?;
+            .map_err(|e| self.invalid("pkcs12_password_file", e.to_string()))?;
         let checked =
             crate::config::credential::Certificate::load_pkcs12(&pkcs12_file, secret.expose())
-                .map_err(|m| self.invalid("pkcs12_file", m))?;
+                .map_err(|e| self.invalid("pkcs12_file", e.to_string()))?;
         checked
             .check_valid_at(chrono::Utc::now().timestamp())
-            .map_err(|m| self.invalid("pkcs12_file", m))?;
+            .map_err(|e| self.invalid("pkcs12_file", e.to_string()))?;
         Ok(Auth::CertificatePkcs12 {
             pkcs12_file,
             password,

@@ -8,8 +8,9 @@
 //! and PKCS#12 files, checked in `certificate` through the pure `crate::config::credential`
 //! so that a wrong or expired one is refused at load; each within the 1 MiB cap of sign-in
 //! files, the federated token file's size checked too), paths relative to the config file,
-//! and the secret types that never print themselves; the [`AuthMethod`] type and which keys
-//! each method reads. Does not own getting tokens (`crate::api::auth`), which reads the
+//! and the secret types that never print themselves (with [`PasswordFileError`], a PKCS#12
+//! password file that cannot be read); the [`AuthMethod`] type and which keys each method
+//! reads. Does not own getting tokens (`crate::api::auth`), which reads the
 //! certificate, password and token files again for every token.
 
 use std::fmt;
@@ -163,15 +164,27 @@ pub enum Pkcs12Password {
 
 impl Pkcs12Password {
     /// The password now; an error names the password file when it cannot be read.
-    pub fn resolve(&self) -> Result<Secret, String> {
+    pub fn resolve(&self) -> Result<Secret, PasswordFileError> {
         match self {
             Pkcs12Password::Empty => Ok(Secret(String::new())),
             Pkcs12Password::Value(s) => Ok(s.clone()),
             Pkcs12Password::File(file) => read_text(file)
                 .map(|text| Secret(text.trim_end_matches(['\r', '\n']).to_string()))
-                .map_err(|e| format!("cannot read {}: {e}", file.display())),
+                .map_err(|error| PasswordFileError {
+                    file: file.clone(),
+                    error,
+                }),
         }
     }
+}
+
+/// The password file of a PKCS#12 file could not be read (or is over the cap of sign-in
+/// files). The cause is in the message, not chained as `source`.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot read {}: {error}", file.display())]
+pub struct PasswordFileError {
+    pub file: PathBuf,
+    pub error: std::io::Error,
 }
 
 /// A small text file (a secret or a password), within the cap of sign-in files.

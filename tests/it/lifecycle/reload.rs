@@ -33,7 +33,7 @@ async fn post_reload_refuses_a_bad_file_and_applies_a_good_one() {
     );
     std::fs::write(&path, &one).unwrap();
     let file = path.clone();
-    let loader: app::Loader = Arc::new(move || Config::load(&file).map_err(|e| e.to_string()));
+    let loader: app::Loader = Arc::new(move || Config::load(&file));
     let exporter = start_exporter_with_loader(Config::load(&path).unwrap(), loader).await;
     let a = exporter.addr;
     all_final(&sim_a).await;

@@ -236,7 +236,7 @@ async fn a_reload_drops_the_series_of_a_tenant_it_no_longer_serves() {
     let file = dir.path().join("config.yml");
     std::fs::write(&file, two_tenants(&sim, addr, "")).unwrap();
     let path = file.clone();
-    let loader: app::Loader = Arc::new(move || Config::load(&path).map_err(|e| e.to_string()));
+    let loader: app::Loader = Arc::new(move || Config::load(&path));
     let exporter =
         crate::common::start_exporter_with_loader(Config::load(&file).unwrap(), loader).await;
     let a = exporter.addr;

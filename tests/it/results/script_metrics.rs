@@ -211,9 +211,8 @@ async fn a_removed_rule_takes_its_series_with_it() {
     assert_ne!(narrowed, RULES);
     std::fs::write(&path, with(RULES)).unwrap();
     let file = path.clone();
-    let loader: mde_liveresponse_exporter::app::Loader = Arc::new(move || {
-        mde_liveresponse_exporter::config::Config::load(&file).map_err(|e| e.to_string())
-    });
+    let loader: mde_liveresponse_exporter::app::Loader =
+        Arc::new(move || mde_liveresponse_exporter::config::Config::load(&file));
     let exporter =
         crate::common::start_exporter_with_loader(parse_config(&with(RULES)), loader).await;
     let m = settled(&sim, exporter.addr).await;

@@ -254,7 +254,7 @@ async fn reload_is_opt_in_and_coalesced() {
     let counted = loads.clone();
     let loader: app::Loader = std::sync::Arc::new(move || {
         counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        mde_liveresponse_exporter::config::Config::load(&file).map_err(|e| e.to_string())
+        mde_liveresponse_exporter::config::Config::load(&file)
     });
     let config = mde_liveresponse_exporter::config::Config::load(&path).unwrap();
 
