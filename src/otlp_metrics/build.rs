@@ -74,7 +74,7 @@ fn exemplar(sample: &Sample, times: Times) -> Option<Exemplar> {
 }
 
 /// Bytes of a hex string, if it is one.
-fn hex(text: &str) -> Option<Vec<u8>> {
+pub(super) fn hex(text: &str) -> Option<Vec<u8>> {
     if !text.len().is_multiple_of(2) {
         return None;
     }
@@ -95,7 +95,7 @@ fn number_point(sample: &Sample, times: Times, start: bool) -> NumberDataPoint {
     }
 }
 
-fn gauge(name: String, help: &str, points: Vec<NumberDataPoint>) -> Metric {
+pub(super) fn gauge(name: String, help: &str, points: Vec<NumberDataPoint>) -> Metric {
     Metric {
         name,
         description: help.to_string(),

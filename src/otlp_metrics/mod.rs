@@ -23,6 +23,7 @@
 mod build;
 mod parse;
 mod send;
+mod structs;
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -302,6 +303,37 @@ fn unix_nanos() -> u64 {
         .map_or(0, |d| d.as_nanos() as u64)
 }
 
+/// The two ways of building a push (compared in docs/benchmarks.md).
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    /// The OpenMetrics text, encoded as a scrape does and read back.
+    Text,
+    /// prometheus-client's Prometheus protobuf structs.
+    Structs,
+}
+
+/// The OTLP metrics of one push, built the `route` way, with the times every point carries
+/// (Unix nanoseconds): `now`, and `start` for counters and histograms.
+#[doc(hidden)]
+pub fn built(
+    metrics: &Metrics,
+    route: Route,
+    now: u64,
+    start: u64,
+) -> Result<Vec<opentelemetry_proto::tonic::metrics::v1::Metric>, String> {
+    let times = build::Times { now, start };
+    match route {
+        Route::Text => {
+            let chunks = metrics
+                .encode_chunks(true)
+                .map_err(|e| format!("encoding the metrics: {e}"))?;
+            build::metrics(chunks.iter().map(|c| c.as_ref()), times)
+        }
+        Route::Structs => structs::metrics(metrics.encode_structs(), times),
+    }
+}
+
 /// What one export did.
 struct Pusher {
     metrics: Arc<Metrics>,
@@ -326,10 +358,7 @@ impl Pusher {
         };
         let (resource, scope) = (self.resource.clone(), self.scope.clone());
         let requests = tokio::task::spawn_blocking(move || {
-            let chunks = metrics
-                .encode_chunks(true)
-                .map_err(|e| format!("encoding the metrics: {e}"))?;
-            let built = build::metrics(chunks.iter().map(|c| c.as_ref()), times)?;
+            let built = built(&metrics, Route::Text, times.now, times.start)?;
             Ok::<_, String>(build::requests(
                 built,
                 &resource,
