@@ -1,7 +1,8 @@
 //! The `/metrics` body: every family encoded in registration order, one thread for a small
 //! body, two for a large one, into buffers sized by the previous body (See: #11); or, in the
 //! Prometheus protobuf format, on one thread with the latency histograms' native buckets
-//! (See: #23).
+//! (See: #23); and every family of the OpenMetrics body as the Prometheus protobuf structs,
+//! for the OTLP push (`otlp_metrics`).
 //!
 //! Owns the encoding. Does not own the families nor their names (the groups), their order
 //! (`metrics`), nor how the registry is cut into parts (`registry`).
