@@ -19,6 +19,8 @@
 //! one sample with a label of its own (10,000 x 20 = 200,000 `mde_script_*` series, the
 //! target of #21: at most 30 ms, RSS at most 128 MiB), on top of the `BENCH_SERIES` size.
 //! `BENCH_PROTOBUF=1` times the Prometheus protobuf format as well.
+//! `BENCH_OTLP=1` times instead the build of one OTLP metrics push (`otlp_metrics::built`:
+//! wall time, CPU time all threads together, and the peak RSS above what the series hold).
 //! Run it with `cargo bench --bench render`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -243,6 +245,10 @@ fn main() {
         script_sets(&m);
         // What holding these series costs (the registry and the quotas), before any encoding.
         let held = rss_kib().saturating_sub(rss_before);
+        if env_or("BENCH_OTLP", 0) == 1 {
+            otlp(&m, runs, n, held);
+            continue;
+        }
         let mut line = String::new();
         let mut body_len = 0;
         let mut count = 0;
@@ -308,4 +314,30 @@ fn main() {
             );
         }
     }
+}
+
+/// `BENCH_OTLP=1`: `runs` builds of one push's OTLP metrics.
+fn otlp(m: &Metrics, runs: usize, tenants: usize, held_kib: u64) {
+    use mde_liveresponse_exporter::otlp_metrics::built;
+    let rss_before = rss_kib();
+    let mut times = Vec::with_capacity(runs);
+    let mut points = 0;
+    let cpu0 = cpu_seconds();
+    for _ in 0..runs {
+        let t = Instant::now();
+        let metrics = built(m, 2, 1).unwrap();
+        times.push(t.elapsed());
+        points = metrics.len();
+        std::hint::black_box(metrics);
+    }
+    let cpu_ms = 1000.0 * (cpu_seconds() - cpu0) / runs as f64;
+    let peak = common::status_kib("self", "VmHWM:").unwrap_or(0);
+    println!(
+        "{tenants:>8} tenants, {:.1} MiB held: OTLP push: {points} metrics, p50/max {:>6.1?} {:>6.1?}, CPU {cpu_ms:.1} ms a push, peak RSS {:.1} MiB ({:.1} MiB above the series held)",
+        held_kib as f64 / 1024.0,
+        percentile(&mut times, 0.5),
+        percentile(&mut times, 1.0),
+        peak as f64 / 1024.0,
+        peak.saturating_sub(rss_before) as f64 / 1024.0,
+    );
 }

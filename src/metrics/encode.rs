@@ -1,7 +1,8 @@
 //! The `/metrics` body: every family encoded in registration order, one thread for a small
 //! body, two for a large one, into buffers sized by the previous body (See: #11); or, in the
 //! Prometheus protobuf format, on one thread with the latency histograms' native buckets
-//! (See: #23).
+//! (See: #23); and every family of the OpenMetrics body as the Prometheus protobuf structs,
+//! for the OTLP push (`otlp_metrics`).
 //!
 //! Owns the encoding. Does not own the families nor their names (the groups), their order
 //! (`metrics`), nor how the registry is cut into parts (`registry`).
@@ -9,6 +10,7 @@
 use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
+use prometheus_client::encoding::prometheus_protobuf::prometheus_data_model::MetricFamily;
 use prometheus_client::encoding::{prometheus_protobuf, prometheus_text, text};
 
 use super::Metrics;
@@ -39,6 +41,23 @@ impl Metrics {
             }
             Ok(Bytes::from(out))
         })
+    }
+
+    /// The families of each part the OpenMetrics exposition carries (those left out of it are
+    /// left out here), in its order, as the Prometheus protobuf structs: what the OTLP push is
+    /// built from. Encoded on the caller's thread outside the protobuf switch (see `native`),
+    /// so the latency histograms give their classic buckets with exemplars, as in OpenMetrics.
+    /// One part at a time, for the caller to turn into what it needs before the next.
+    pub fn encode_structs(
+        &self,
+    ) -> impl Iterator<Item = Result<Vec<MetricFamily>, std::fmt::Error>> + '_ {
+        let parts = &self.registry;
+        parts
+            .parts
+            .iter()
+            .zip(&parts.text_only)
+            .filter(|(_, text_only)| !**text_only)
+            .map(|(part, _)| prometheus_protobuf::encode(part))
     }
 
     /// Encode every family, as chunks to be sent one after the other. A small body is one

@@ -1,18 +1,19 @@
-//! Families read back from `/metrics` turned into OTLP metrics, named so that Prometheus's
-//! OTLP translation (`UnderscoreEscapingWithSuffixes`, Prometheus 3's default) gives back the
-//! names `/metrics` serves; and the requests that carry them, cut to a size receivers take.
+//! The registry's families, as prometheus-client's Prometheus protobuf structs give them
+//! ([`crate::metrics::Metrics::encode_structs`]), turned into OTLP metrics named so that
+//! Prometheus's OTLP translation (`UnderscoreEscapingWithSuffixes`, Prometheus 3's default)
+//! gives back the names `/metrics` serves; and the requests that carry them, cut to a size
+//! receivers take.
 //!
-//! Owns the mapping of each OpenMetrics type and the cut. A counter is a monotonic cumulative
-//! sum named without `_total` (the translation appends it), a gauge (and an `unknown` family)
-//! a gauge, a histogram an explicit-bucket cumulative histogram (`le` leaves the attributes,
-//! the cumulative bucket counts become per-bucket counts), an info family a gauge named
-//! `<name>_info`, a stateset a gauge with its state label. No family carries a unit: a unit
-//! would append a suffix, and the names already end in theirs (`_seconds`, `_bytes`).
-//! Summaries and gauge histograms are left out (the exporter serves none). Labels become
-//! string attributes; a `trace_id` exemplar becomes the point's exemplar. Does not own the
-//! resource's attributes (`mod`), reading the text (`parse`) nor sending (`send`).
-
-use std::collections::BTreeMap;
+//! Owns the mapping of each type and the cut. A counter (`<name>_total` in the structs) is a
+//! monotonic cumulative sum named `<name>` (the translation appends `_total`), a gauge and an
+//! untyped family a gauge (an info family arrives as the gauge `<name>_info`), a histogram an
+//! explicit-bucket cumulative histogram (the `+Inf` bucket's bound left out, the cumulative
+//! bucket counts made per-bucket counts, the buckets' exemplars the point's). No family
+//! carries a unit: a unit would append a suffix, and the names already end in theirs
+//! (`_seconds`, `_bytes`). Summaries and gauge histograms are left out (the exporter serves
+//! none), as are families without series. Labels become string attributes; a `trace_id`
+//! exemplar label becomes the exemplar's trace. Does not own the encoding (`metrics`), the
+//! resource's attributes (`mod`) nor sending (`send`).
 
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value};
@@ -21,9 +22,8 @@ use opentelemetry_proto::tonic::metrics::v1::{
     NumberDataPoint, ResourceMetrics, ScopeMetrics, Sum, exemplar, metric, number_data_point,
 };
 use opentelemetry_proto::tonic::resource::v1::Resource;
+use prometheus_client::encoding::prometheus_protobuf::prometheus_data_model as prom;
 use prost::Message;
-
-use super::parse::{self, Family, Kind, Sample};
 
 /// The times every point of one export carries, in Unix nanoseconds: `now`, and `start`
 /// (when the counters and histograms started counting: the process's start).
@@ -44,35 +44,6 @@ pub fn attribute(key: &str, value: &str) -> KeyValue {
     }
 }
 
-fn attributes(labels: &[(String, String)]) -> Vec<KeyValue> {
-    labels.iter().map(|(k, v)| attribute(k, v)).collect()
-}
-
-fn seconds_to_nanos(seconds: f64) -> u64 {
-    // Saturating: a timestamp outside u64 nanoseconds is not one the exporter writes.
-    (seconds * 1e9) as u64
-}
-
-/// The exemplar of a sample, when it names a trace (the exporter's name theirs `trace_id`).
-fn exemplar(sample: &Sample, times: Times) -> Option<Exemplar> {
-    let e = sample.exemplar.as_ref()?;
-    let mut trace_id = Vec::new();
-    let mut filtered = Vec::new();
-    for (k, v) in &e.labels {
-        match (k.as_str(), hex(v)) {
-            ("trace_id", Some(bytes)) if bytes.len() == 16 => trace_id = bytes,
-            _ => filtered.push(attribute(k, v)),
-        }
-    }
-    Some(Exemplar {
-        filtered_attributes: filtered,
-        time_unix_nano: e.timestamp.map_or(times.now, seconds_to_nanos),
-        span_id: Vec::new(),
-        trace_id,
-        value: Some(exemplar::Value::AsDouble(e.value)),
-    })
-}
-
 /// Bytes of a hex string, if it is one.
 fn hex(text: &str) -> Option<Vec<u8>> {
     if !text.len().is_multiple_of(2) {
@@ -82,17 +53,6 @@ fn hex(text: &str) -> Option<Vec<u8>> {
         .step_by(2)
         .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
         .collect()
-}
-
-fn number_point(sample: &Sample, times: Times, start: bool) -> NumberDataPoint {
-    NumberDataPoint {
-        attributes: attributes(&sample.labels),
-        start_time_unix_nano: if start { times.start } else { 0 },
-        time_unix_nano: times.now,
-        exemplars: exemplar(sample, times).into_iter().collect(),
-        flags: 0,
-        value: Some(number_data_point::Value::AsDouble(sample.value)),
-    }
 }
 
 fn gauge(name: String, help: &str, points: Vec<NumberDataPoint>) -> Metric {
@@ -106,123 +66,129 @@ fn gauge(name: String, help: &str, points: Vec<NumberDataPoint>) -> Metric {
     }
 }
 
-/// The OTLP metrics of one family; none for a family without samples or of a type left out.
-pub fn family(f: &Family, times: Times) -> Option<Metric> {
-    fn with<'a>(f: &'a Family, suffix: &'a str) -> impl Iterator<Item = &'a Sample> {
-        f.samples.iter().filter(move |s| s.suffix == suffix)
+fn attributes(labels: &[prom::LabelPair]) -> Vec<KeyValue> {
+    labels
+        .iter()
+        .map(|l| attribute(&l.name, &l.value))
+        .collect()
+}
+
+/// An exemplar; a `trace_id` label of 16 hex bytes becomes its trace.
+fn exemplar(e: &prom::Exemplar, times: Times) -> Exemplar {
+    let mut trace_id = Vec::new();
+    let mut filtered = Vec::new();
+    for l in &e.label {
+        match (l.name.as_str(), hex(&l.value)) {
+            ("trace_id", Some(bytes)) if bytes.len() == 16 => trace_id = bytes,
+            _ => filtered.push(attribute(&l.name, &l.value)),
+        }
     }
-    let metric = match f.kind {
-        Kind::Counter => Metric {
-            name: f.name.clone(),
+    let time = e.timestamp.as_ref().map_or(times.now, |t| {
+        (t.seconds.max(0) as u64)
+            .saturating_mul(1_000_000_000)
+            .saturating_add(t.nanos.max(0) as u64)
+    });
+    Exemplar {
+        filtered_attributes: filtered,
+        time_unix_nano: time,
+        span_id: Vec::new(),
+        trace_id,
+        value: Some(exemplar::Value::AsDouble(e.value)),
+    }
+}
+
+fn number_point(m: &prom::Metric, times: Times, start: bool) -> NumberDataPoint {
+    let (value, exemplar) = match (&m.counter, &m.gauge, &m.untyped) {
+        (Some(c), _, _) => (c.value, c.exemplar.as_ref()),
+        (None, Some(g), _) => (g.value, None),
+        (None, None, Some(u)) => (u.value, None),
+        (None, None, None) => (0.0, None),
+    };
+    NumberDataPoint {
+        attributes: attributes(&m.label),
+        start_time_unix_nano: if start { times.start } else { 0 },
+        time_unix_nano: times.now,
+        exemplars: exemplar
+            .map(|e| self::exemplar(e, times))
+            .into_iter()
+            .collect(),
+        flags: 0,
+        value: Some(number_data_point::Value::AsDouble(value)),
+    }
+}
+
+fn histogram_point(m: &prom::Metric, times: Times) -> Option<HistogramDataPoint> {
+    let h = m.histogram.as_ref()?;
+    let mut explicit_bounds = Vec::with_capacity(h.bucket.len());
+    let mut bucket_counts = Vec::with_capacity(h.bucket.len() + 1);
+    let mut exemplars = Vec::new();
+    let mut below = 0;
+    for b in &h.bucket {
+        if b.upper_bound.is_finite() {
+            explicit_bounds.push(b.upper_bound);
+            bucket_counts.push(b.cumulative_count.saturating_sub(below));
+            below = b.cumulative_count;
+        }
+        exemplars.extend(b.exemplar.as_ref().map(|e| exemplar(e, times)));
+    }
+    // The last bucket (+Inf) up to the count.
+    bucket_counts.push(h.sample_count.saturating_sub(below));
+    Some(HistogramDataPoint {
+        attributes: attributes(&m.label),
+        start_time_unix_nano: times.start,
+        time_unix_nano: times.now,
+        count: h.sample_count,
+        sum: Some(h.sample_sum),
+        bucket_counts,
+        explicit_bounds,
+        exemplars,
+        flags: 0,
+        min: None,
+        max: None,
+    })
+}
+
+/// The OTLP metric of one family; none for a family without series or of a type left out.
+pub fn family(f: &prom::MetricFamily, times: Times) -> Option<Metric> {
+    let metric = match prom::MetricType::try_from(f.r#type).ok()? {
+        prom::MetricType::Counter => Metric {
+            name: f.name.strip_suffix("_total").unwrap_or(&f.name).to_string(),
             description: f.help.clone(),
             data: Some(metric::Data::Sum(Sum {
-                data_points: with(f, "_total")
-                    .map(|s| number_point(s, times, true))
+                data_points: f
+                    .metric
+                    .iter()
+                    .map(|m| number_point(m, times, true))
                     .collect(),
                 aggregation_temporality: AggregationTemporality::Cumulative as i32,
                 is_monotonic: true,
             })),
             ..Default::default()
         },
-        Kind::Gauge | Kind::Unknown | Kind::StateSet => gauge(
+        prom::MetricType::Gauge | prom::MetricType::Untyped => gauge(
             f.name.clone(),
             &f.help,
-            with(f, "").map(|s| number_point(s, times, false)).collect(),
-        ),
-        Kind::Info => gauge(
-            format!("{}_info", f.name),
-            &f.help,
-            with(f, "_info")
-                .map(|s| number_point(s, times, false))
+            f.metric
+                .iter()
+                .map(|m| number_point(m, times, false))
                 .collect(),
         ),
-        Kind::Histogram => Metric {
+        prom::MetricType::Histogram => Metric {
             name: f.name.clone(),
             description: f.help.clone(),
             data: Some(metric::Data::Histogram(Histogram {
-                data_points: histogram_points(f, times),
+                data_points: f
+                    .metric
+                    .iter()
+                    .filter_map(|m| histogram_point(m, times))
+                    .collect(),
                 aggregation_temporality: AggregationTemporality::Cumulative as i32,
             })),
             ..Default::default()
         },
-        Kind::Summary | Kind::GaugeHistogram => return None,
+        prom::MetricType::Summary | prom::MetricType::GaugeHistogram => return None,
     };
     (points(&metric) > 0).then_some(metric)
-}
-
-/// A histogram family's series, one point each: the samples grouped by their labels without
-/// `le`, in the order they came.
-fn histogram_points(f: &Family, times: Times) -> Vec<HistogramDataPoint> {
-    #[derive(Default)]
-    struct Series {
-        buckets: Vec<(f64, f64)>,
-        sum: Option<f64>,
-        count: f64,
-        exemplars: Vec<Exemplar>,
-        labels: Vec<(String, String)>,
-    }
-    let mut order: Vec<Vec<(String, String)>> = Vec::new();
-    let mut series: BTreeMap<Vec<(String, String)>, Series> = BTreeMap::new();
-    for s in &f.samples {
-        let mut labels = s.labels.clone();
-        let le = labels
-            .iter()
-            .position(|(k, _)| k == "le")
-            .map(|i| labels.remove(i).1);
-        let entry = series.entry(labels.clone()).or_insert_with(|| {
-            order.push(labels.clone());
-            Series {
-                labels,
-                ..Default::default()
-            }
-        });
-        match (s.suffix.as_str(), le) {
-            ("_bucket", Some(le)) => {
-                if let Ok(bound) = le.parse::<f64>() {
-                    entry.buckets.push((bound, s.value));
-                }
-                entry.exemplars.extend(exemplar(s, times));
-            }
-            ("_sum", _) => entry.sum = Some(s.value),
-            ("_count", _) => entry.count = s.value,
-            _ => {}
-        }
-    }
-    order
-        .iter()
-        .filter_map(|labels| series.remove(labels))
-        .map(|mut s| {
-            s.buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
-            // Bounds without +Inf; per-bucket counts (OTLP) from cumulative ones (OpenMetrics),
-            // the last bucket up to the count.
-            let explicit_bounds: Vec<f64> = s
-                .buckets
-                .iter()
-                .map(|b| b.0)
-                .filter(|b| b.is_finite())
-                .collect();
-            let mut bucket_counts = Vec::with_capacity(explicit_bounds.len() + 1);
-            let mut below = 0.0;
-            for &(_, cumulative) in s.buckets.iter().filter(|b| b.0.is_finite()) {
-                bucket_counts.push((cumulative - below).max(0.0) as u64);
-                below = cumulative;
-            }
-            bucket_counts.push((s.count - below).max(0.0) as u64);
-            HistogramDataPoint {
-                attributes: attributes(&s.labels),
-                start_time_unix_nano: times.start,
-                time_unix_nano: times.now,
-                count: s.count as u64,
-                sum: s.sum,
-                bucket_counts,
-                explicit_bounds,
-                exemplars: s.exemplars,
-                flags: 0,
-                min: None,
-                max: None,
-            }
-        })
-        .collect()
 }
 
 /// The data points of a metric.
@@ -235,19 +201,17 @@ pub fn points(m: &Metric) -> usize {
     }
 }
 
-/// Every family of an OpenMetrics body (its chunks) as OTLP metrics.
-pub fn metrics<'a>(
-    chunks: impl IntoIterator<Item = &'a [u8]>,
+/// Every family of the registry's parts (`Metrics::encode_structs`) as OTLP metrics.
+pub fn metrics<E: std::fmt::Display>(
+    parts: impl IntoIterator<Item = Result<Vec<prom::MetricFamily>, E>>,
     times: Times,
 ) -> Result<Vec<Metric>, String> {
-    let mut families = Vec::new();
-    for chunk in chunks {
-        let text = std::str::from_utf8(chunk).map_err(|e| format!("OpenMetrics body: {e}"))?;
-        let mut these = Vec::new();
-        parse::parse(text, &mut these)?;
-        families.extend(these.iter().filter_map(|f| family(f, times)));
+    let mut out = Vec::new();
+    for part in parts {
+        let part = part.map_err(|e| format!("encoding the metrics: {e}"))?;
+        out.extend(part.iter().filter_map(|f| family(f, times)));
     }
-    Ok(families)
+    Ok(out)
 }
 
 /// `points` moved (not copied: a fleet's family holds tens of thousands) into parts of at
@@ -365,15 +329,35 @@ pub fn requests(
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
+    use std::time::{Duration, UNIX_EPOCH};
+
+    use prometheus_client::encoding::prometheus_protobuf;
+    use prometheus_client::metrics::counter::Counter;
+    use prometheus_client::metrics::exemplar::CounterWithExemplar;
+    use prometheus_client::metrics::family::Family;
+    use prometheus_client::metrics::gauge::Gauge;
+    use prometheus_client::metrics::histogram::Histogram as Classic;
+    use prometheus_client::metrics::info::Info;
+    use prometheus_client::registry::Registry;
+
     use super::*;
+
+    type Labels = Vec<(String, String)>;
+
+    fn labels(pairs: &[(&str, &str)]) -> Labels {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
 
     const TIMES: Times = Times {
         now: 2_000_000_000_000_000_000,
         start: 1_000_000_000_000_000_000,
     };
 
-    fn one(text: &str) -> Vec<Metric> {
-        metrics([text.as_bytes()], TIMES).unwrap()
+    fn one(r: &Registry) -> Vec<Metric> {
+        metrics([prometheus_protobuf::encode(r)], TIMES).unwrap()
     }
 
     fn value(p: &NumberDataPoint) -> f64 {
@@ -385,9 +369,17 @@ mod tests {
 
     #[test]
     fn a_counter_is_a_monotonic_cumulative_sum_without_total() {
-        let m = one(
-            "# HELP runs Runs.\n# TYPE runs counter\nruns_total{tenant=\"t\"} 3 # {trace_id=\"4bf92f3577b34da6a3ce929d0e0e4736\"} 1.0 1.5\n",
+        let mut r = Registry::default();
+        let runs = Family::<Labels, CounterWithExemplar<Labels>>::default();
+        r.register("runs", "Runs", runs.clone());
+        let series = runs.get_or_create(&labels(&[("tenant", "t")]));
+        series.inc_by(2, None, None);
+        series.inc_by(
+            1,
+            Some(labels(&[("trace_id", "4bf92f3577b34da6a3ce929d0e0e4736")])),
+            Some(UNIX_EPOCH + Duration::from_millis(1500)),
         );
+        let m = one(&r);
         assert_eq!(m[0].name, "runs");
         assert_eq!(m[0].unit, "");
         assert_eq!(m[0].description, "Runs.");
@@ -413,11 +405,16 @@ mod tests {
 
     #[test]
     fn histograms_get_per_bucket_counts_and_lose_le() {
-        let m = one("# TYPE d histogram\n\
-            d_sum{t=\"a\"} 3.5\nd_count{t=\"a\"} 4\n\
-            d_bucket{t=\"a\",le=\"0.1\"} 1\nd_bucket{t=\"a\",le=\"1.0\"} 3\nd_bucket{t=\"a\",le=\"+Inf\"} 4\n\
-            d_sum{t=\"b\"} 0\nd_count{t=\"b\"} 0\n\
-            d_bucket{t=\"b\",le=\"0.1\"} 0\nd_bucket{t=\"b\",le=\"1.0\"} 0\nd_bucket{t=\"b\",le=\"+Inf\"} 0\n");
+        let mut r = Registry::default();
+        let d = Family::<Labels, Classic, fn() -> Classic>::new_with_constructor(|| {
+            Classic::new([0.1, 1.0])
+        });
+        r.register("d", "D", d.clone());
+        for v in [0.0625, 0.5, 0.5, 2.4375] {
+            d.get_or_create(&labels(&[("t", "a")])).observe(v);
+        }
+        let _ = d.get_or_create(&labels(&[("t", "b")]));
+        let m = one(&r);
         let Some(metric::Data::Histogram(h)) = &m[0].data else {
             panic!("{m:?}")
         };
@@ -425,20 +422,44 @@ mod tests {
             h.aggregation_temporality,
             AggregationTemporality::Cumulative as i32
         );
-        let a = &h.data_points[0];
+        // (A family's series come in no set order.)
+        let of = |t: &str| {
+            h.data_points
+                .iter()
+                .find(|p| p.attributes == vec![attribute("t", t)])
+                .unwrap()
+        };
+        let a = of("a");
         assert_eq!(a.attributes, vec![attribute("t", "a")]);
         assert_eq!(a.explicit_bounds, vec![0.1, 1.0]);
         assert_eq!(a.bucket_counts, vec![1, 2, 1]);
         assert_eq!((a.count, a.sum), (4, Some(3.5)));
-        assert_eq!(h.data_points[1].bucket_counts, vec![0, 0, 0]);
+        assert_eq!(of("b").bucket_counts, vec![0, 0, 0]);
     }
 
     #[test]
     fn gauges_info_and_empty_families() {
-        let m = one(
-            "# TYPE g gauge\ng{x=\"1\"} 2.5\n# TYPE i info\ni_info{v=\"1\"} 1\n\
-             # TYPE empty counter\n# TYPE s summary\ns_count 1\n",
-        );
+        let mut r = Registry::default();
+        let g = Family::<Labels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
+        g.get_or_create(&labels(&[("x", "1")])).set(2.5);
+        r.register("g", "G", g);
+        r.register("i", "I", Info::new(labels(&[("v", "1")])));
+        r.register("empty", "Empty", Family::<Labels, Counter>::default());
+        let mut families = prometheus_protobuf::encode(&r).unwrap();
+        // prometheus-client makes no summary; the exporter serves none.
+        families.push(prom::MetricFamily {
+            name: "s".into(),
+            r#type: prom::MetricType::Summary as i32,
+            metric: vec![prom::Metric {
+                summary: Some(prom::Summary {
+                    sample_count: 1,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }],
+            ..Default::default()
+        });
+        let m = metrics([Ok::<_, std::fmt::Error>(families)], TIMES).unwrap();
         let names: Vec<&str> = m.iter().map(|m| m.name.as_str()).collect();
         assert_eq!(names, ["g", "i_info"]);
         let Some(metric::Data::Gauge(g)) = &m[0].data else {
@@ -450,12 +471,16 @@ mod tests {
 
     #[test]
     fn requests_are_cut_by_points_and_bytes() {
-        let mut text = String::from("# TYPE big gauge\n");
+        let mut r = Registry::default();
+        let big = Family::<Labels, Gauge>::default();
         for i in 0..25 {
-            text.push_str(&format!("big{{i=\"{i}\"}} {i}\n"));
+            big.get_or_create(&labels(&[("i", &i.to_string())])).set(i);
         }
-        text.push_str("# TYPE small counter\nsmall_total 1\n");
-        let m = one(&text);
+        r.register("big", "Big", big);
+        let small: Counter = Counter::default();
+        small.inc();
+        r.register("small", "Small", small);
+        let m = one(&r);
         let scope = InstrumentationScope::default();
         let r = requests(m.clone(), &Resource::default(), &scope, 10, usize::MAX);
         let counts: Vec<Vec<usize>> = r
@@ -470,11 +495,13 @@ mod tests {
             .collect();
         assert_eq!(counts, vec![vec![10], vec![10], vec![5, 1]]);
         // A cut counter stays a monotonic cumulative sum in every part.
-        let mut counter = String::from("# TYPE c counter\n");
+        let mut r = Registry::default();
+        let c = Family::<Labels, Counter>::default();
         for i in 0..25 {
-            counter.push_str(&format!("c_total{{i=\"{i}\"}} {i}\n"));
+            c.get_or_create(&labels(&[("i", &i.to_string())])).inc_by(i);
         }
-        let parts = cut(one(&counter).remove(0), 10);
+        r.register("c", "C", c);
+        let parts = cut(one(&r).remove(0), 10);
         assert_eq!(parts.iter().map(points).collect::<Vec<_>>(), [10, 10, 5]);
         for p in &parts {
             let Some(metric::Data::Sum(s)) = &p.data else {
@@ -490,5 +517,14 @@ mod tests {
         let r = requests(m, &Resource::default(), &scope, 10, 1);
         assert_eq!(r.len(), 4);
         assert!(r.iter().all(|r| r.resource_metrics[0].resource.is_some()));
+    }
+
+    /// A help text with a backslash is pushed as a scrape shows it. (Read back from the
+    /// OpenMetrics text, which writes help unescaped, the backslash was taken for an escape.)
+    #[test]
+    fn a_help_with_a_backslash_is_kept() {
+        let mut r = Registry::default();
+        r.register("free", "Free on C:\\ (bytes)", Gauge::<i64>::default());
+        assert_eq!(one(&r)[0].description, "Free on C:\\ (bytes).");
     }
 }

@@ -1,16 +1,18 @@
 //! OTLP metrics push: with `OTEL_METRICS_EXPORTER=otlp` the exporter sends the metric
 //! contract over OTLP every `OTEL_METRIC_EXPORT_INTERVAL` as well as serving `/metrics`.
 //!
-//! How: a periodic task encodes the registry exactly as a scrape in OpenMetrics does
-//! (`Metrics::encode_chunks`), reads the text back (`parse`), turns each family into an OTLP
-//! metric (`build`) and sends `ExportMetricsServiceRequest`s built with opentelemetry-proto's
-//! types (`send`: protobuf over HTTP POST with reqwest, or gRPC with tonic). Why not the
+//! How: a periodic task takes every family a scrape in OpenMetrics shows, as the structs of
+//! prometheus-client's Prometheus protobuf encoder (`Metrics::encode_structs`: the same
+//! families and values, no text written nor read back), turns each into an OTLP metric
+//! (`build`) and sends `ExportMetricsServiceRequest`s built with opentelemetry-proto's types
+//! (`send`: protobuf over HTTP POST with reqwest, or gRPC with tonic). Why not the
 //! OpenTelemetry SDK's `MeterProvider` (opentelemetry 0.33): every family would need an SDK
 //! instrument beside its prometheus-client one, two writers per family that could drift; and
 //! opentelemetry-otlp's `MetricExporter` takes only the SDK's `ResourceMetrics`, not a request
-//! of our own. Reading the encoded text back costs a second pass over the body, once per
-//! interval, off the runtime's worker threads (`spawn_blocking`), and guarantees that a pushed
-//! value is one a scrape would have shown at that moment.
+//! of our own. Encoding the registry costs a pass over it once per interval, off the runtime's
+//! worker threads (`spawn_blocking`), and guarantees that a pushed value is one a scrape would
+//! have shown at that moment. (Reading back the OpenMetrics text instead cost 2-3 times the
+//! CPU and twice the memory: docs/benchmarks.md, "OTLP push: text read back or structs".)
 //!
 //! Owns the `OTEL_*` variables of the metrics signal (see [`PushConfig::resolve`]), the
 //! resource of the pushed metrics, the export loop (one export per interval, none
@@ -23,7 +25,6 @@
 
 mod build;
 mod error;
-mod parse;
 mod send;
 
 use std::sync::Arc;
@@ -310,6 +311,18 @@ fn unix_nanos() -> u64 {
         .map_or(0, |d| d.as_nanos() as u64)
 }
 
+/// The OTLP metrics of one push, with the times every point carries (Unix nanoseconds):
+/// `now`, and `start` for counters and histograms. Public for the render benchmark
+/// (`BENCH_OTLP=1`).
+#[doc(hidden)]
+pub fn built(
+    metrics: &Metrics,
+    now: u64,
+    start: u64,
+) -> Result<Vec<opentelemetry_proto::tonic::metrics::v1::Metric>, String> {
+    build::metrics(metrics.encode_structs(), build::Times { now, start })
+}
+
 /// What one export did.
 struct Pusher {
     metrics: Arc<Metrics>,
@@ -328,16 +341,10 @@ impl Pusher {
     /// Encode, build and send every request; the data points the receiver rejected.
     async fn export(&self) -> Result<i64, String> {
         let metrics = self.metrics.clone();
-        let times = build::Times {
-            now: unix_nanos(),
-            start: self.start,
-        };
+        let (now, start) = (unix_nanos(), self.start);
         let (resource, scope) = (self.resource.clone(), self.scope.clone());
         let requests = tokio::task::spawn_blocking(move || {
-            let chunks = metrics
-                .encode_chunks(true)
-                .map_err(|e| format!("encoding the metrics: {e}"))?;
-            let built = build::metrics(chunks.iter().map(|c| c.as_ref()), times)?;
+            let built = built(&metrics, now, start)?;
             Ok::<_, String>(build::requests(
                 built,
                 &resource,

@@ -215,3 +215,128 @@ fn the_instance_id_defaults_unless_given() {
     assert_eq!(given.len(), 1);
     assert_eq!(given[0].value, build::attribute("", "mine").value);
 }
+
+/// The exporter's registry with every kind of family it serves (counters and histograms with
+/// trace exemplars, gauges, the quota collectors, script output with non-finite values):
+/// each family a scrape in OpenMetrics shows is pushed once, the one left out of OpenMetrics
+/// (the not-run gauge's old name) is not, and script output keeps its types and values.
+#[test]
+fn the_exporters_families_are_pushed_once_each() {
+    use crate::config::{QuotaConfig, ScriptFormat, ScriptRule};
+    use crate::metrics::{MachineScriptLabels, ScriptSeries, TraceLabel};
+    use opentelemetry_proto::tonic::metrics::v1::{Metric, metric, number_data_point};
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    let _guard = rt.enter();
+    let m = Metrics::new();
+    let t = "contoso";
+    let trace = || {
+        Some(TraceLabel {
+            trace_id: "4bf92f3577b34da6a3ce929d0e0e4736".into(),
+        })
+    };
+    crate::shared::init_tenant_series(&m, t);
+    m.api.record_request(
+        t,
+        "machines",
+        "200".into(),
+        Duration::from_millis(120),
+        trace(),
+    );
+    m.results.record_transcript(t, "a.ps1", 1, true, trace);
+    let labels = MachineScriptLabels {
+        tenant: t.into(),
+        machine: "host-1".into(),
+        script: "a.ps1".into(),
+    };
+    m.results.set_script_series(
+        &labels,
+        ScriptSeries {
+            exit_code: 1,
+            errors_present: true,
+            end_time: 1_764_299_000.5,
+        },
+    );
+    m.results.set_script_not_run(&labels, true);
+    let quota = std::sync::Arc::new(std::sync::Mutex::new(crate::quota::Quota::new(
+        &QuotaConfig::default(),
+    )));
+    let name = t.to_string();
+    m.api.set_quotas([(&name, &quota)]);
+    let rule = ScriptRule {
+        script: "a.ps1".into(),
+        format: ScriptFormat::Prometheus,
+        prefix: "mde_script_".into(),
+        max_series: 500,
+        max_total_series: 50_000,
+        ttl: Duration::from_secs(86_400),
+        max_name_length: 128,
+        max_label_length: 1024,
+        max_labels: 16,
+        metrics: Vec::new(),
+    };
+    let output = b"# TYPE free gauge\nfree{volume=\"C:\"} NaN\nfree{volume=\"D:\"} +Inf\n\
+        # TYPE runs counter\nruns_total 3\nplain 1.5\n";
+    let extracted = crate::script_metrics::store::extract(&rule, output);
+    let key = (t.to_string(), "host-1".to_string(), "a.ps1".to_string());
+    let produced = chrono::DateTime::from_timestamp(1_764_299_000, 0).unwrap();
+    m.script_metrics.record(key, produced, 0, &rule, extracted);
+
+    let pushed = built(&m, 2, 1).unwrap();
+    let mut names: Vec<&str> = pushed.iter().map(|m| m.name.as_str()).collect();
+    names.sort();
+    let all = names.len();
+    names.dedup();
+    assert_eq!(names.len(), all, "a family pushed twice: {names:?}");
+    let get = |name: &str| {
+        pushed
+            .iter()
+            .find(|m| m.name == name)
+            .unwrap_or_else(|| panic!("no {name} in {names:?}"))
+    };
+    let values = |m: &Metric| -> Vec<f64> {
+        let points = match &m.data {
+            Some(metric::Data::Gauge(g)) => &g.data_points,
+            Some(metric::Data::Sum(s)) => &s.data_points,
+            other => panic!("{other:?}"),
+        };
+        points
+            .iter()
+            .map(|p| match p.value {
+                Some(number_data_point::Value::AsDouble(v)) => v,
+                _ => panic!("{p:?}"),
+            })
+            .collect()
+    };
+    // The not-run gauge under its new name only (its old one is text format only).
+    assert!(!pushed.iter().any(|m| {
+        m.name == "mde_liveresponse_script_not_run"
+            && matches!(m.data, Some(metric::Data::Gauge(_)))
+    }));
+    assert!(names.contains(&"mde_liveresponse_script_not_run_current"));
+    let Some(metric::Data::Sum(runs)) = &get("mde_liveresponse_script_runs").data else {
+        panic!()
+    };
+    assert_eq!(runs.data_points[0].exemplars[0].trace_id[0], 0x4b);
+    let Some(metric::Data::Histogram(h)) = &get("mde_api_request_duration_seconds").data else {
+        panic!()
+    };
+    assert!(h.data_points.iter().any(|p| !p.exemplars.is_empty()));
+    assert!(
+        names.iter().any(|n| n.starts_with("mde_api_quota_")),
+        "{names:?}"
+    );
+    // Script output: a counter without `_total`, a gauge and an untyped family as gauges,
+    // non-finite values as they are.
+    assert_eq!(values(get("mde_script_runs")), [3.0]);
+    assert!(matches!(
+        get("mde_script_runs").data,
+        Some(metric::Data::Sum(_))
+    ));
+    assert_eq!(values(get("mde_script_plain")), [1.5]);
+    let free = values(get("mde_script_free"));
+    assert!(free[0].is_nan() && free[1] == f64::INFINITY, "{free:?}");
+}

@@ -120,6 +120,7 @@ fn bounded(mut text: String) -> String {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -1,8 +1,8 @@
 //! Rendering the script-output store for `/metrics` (#21): the store in [`Part`]s that the two
 //! encoding threads share, each written directly in the two text formats (what `/metrics`
 //! does: the held sample lines copied, no sample formatted at a scrape) and each a
-//! `prometheus-client` collector (the protobuf format; the samples read back from the held
-//! lines).
+//! `prometheus-client` collector (the protobuf format and the OTLP push; the samples read
+//! back from the held lines).
 //!
 //! Owns the order of the families (name order; the sets of a family in key order), which
 //! kind and help a family gets (its first set's), which part encodes which family, and the
