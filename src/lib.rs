@@ -33,9 +33,10 @@
 //! - [`config`]: the YAML file, each section validated; its leaves (signing credentials,
 //!   sign-in files, shards). The ground floor: it imports nothing of this crate.
 //!
-//! The simulator (`crates/mde-sim`) and the exporter-toolkit web configuration
-//! (`crates/exporter-web`) are crates of their own: the simulator cannot import what it
-//! checks, and the web configuration is usable by any hyper/axum exporter.
+//! The simulator (`crates/mde-sim`), the exporter-toolkit web configuration
+//! (`crates/exporter-web`) and the flat log line both programs write (`crates/flat-log`) are
+//! crates of their own: the simulator cannot import what it checks, and the web configuration
+//! is usable by any hyper/axum exporter.
 #![forbid(unsafe_code)]
 
 pub mod api;
