@@ -81,12 +81,17 @@ async fn poisoned_list_items_are_skipped_and_counted() {
     exporter.shutdown().await.unwrap();
 }
 
-/// Issue item 5: a nextLink that loops fails the poll with its reason, after one repeat,
-/// instead of spending the quota and looking healthy.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_looping_next_link_fails_the_poll() {
-    let (sim, addr) = start_sim(scenario(132)).await;
-    sim.faults().loop_next_link(true);
+/// A listing fault (`fault(true)` on, `fault(false)` off) fails the poll naming `reason`,
+/// within `calls_per_poll` list calls a poll instead of a quota's worth (or 200 pages); once
+/// the fault ends everything is counted.
+async fn a_listing_fault_fails_the_poll(
+    sim: Simulator,
+    addr: SocketAddr,
+    fault: impl Fn(&Simulator, bool),
+    reason: &str,
+    calls_per_poll: f64,
+) {
+    fault(&sim, true);
     let exporter = exporter_for(&sim, addr, "").await;
     let a = exporter.addr;
     eventually("a failed poll", || async move {
@@ -96,27 +101,40 @@ async fn a_looping_next_link_fails_the_poll() {
     })
     .await;
     let err = last_error(&exporter);
-    assert!(
-        err.contains("repeats a page already read in this listing: the listing loops"),
-        "{err}"
-    );
+    assert!(err.contains(reason), "{err}");
     let m = scrape(a).await;
     let polls = sum(&m, "mde_exporter_poll_duration_seconds", &[]);
     let lists = sim.stats().requests["list_machine_actions"] as f64;
-    // Two list calls per poll (the page, and its repeat), not a quota's worth.
     assert!(
-        lists <= 2.0 * (polls + 1.0),
+        lists <= calls_per_poll * (polls + 1.0),
         "{lists} list calls in {polls} polls"
     );
-    sim.faults().loop_next_link(false);
+    fault(&sim, false);
     let m = settled(&sim, a).await;
     runs_match_truth(&sim, &m);
     exporter.shutdown().await.unwrap();
 }
 
+/// Issue item 5: a nextLink that loops fails the poll with its reason, after one repeat,
+/// instead of spending the quota and looking healthy: two list calls per poll (the page, and
+/// its repeat).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_looping_next_link_fails_the_poll() {
+    let (sim, addr) = start_sim(scenario(132)).await;
+    a_listing_fault_fails_the_poll(
+        sim,
+        addr,
+        |sim, on| sim.faults().loop_next_link(on),
+        "repeats a page already read in this listing: the listing loops",
+        2.0,
+    )
+    .await;
+}
+
 /// An API that ignores `$skip` serves the same full page under new URLs: no URL repeats, so
 /// the loop check never fired and up to 200 copies of the page piled up. The repeated page
-/// fails the poll with its reason after one repeat. See: #32 item 6
+/// fails the poll with its reason after one repeat: at most two listings a poll (what is new,
+/// what is in flight), each stopped at its first repeated page. See: #32 item 6
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_api_that_ignores_skip_fails_the_poll_after_one_repeat() {
     let (sim, addr) = start_sim(SimConfig {
@@ -124,33 +142,14 @@ async fn an_api_that_ignores_skip_fails_the_poll_after_one_repeat() {
         ..scenario(133)
     })
     .await;
-    sim.faults().ignore_skip(true);
-    let exporter = exporter_for(&sim, addr, "").await;
-    let a = exporter.addr;
-    eventually("a failed poll", || async move {
-        let m = scrape(a).await;
-        sum(&m, "mde_exporter_poll_duration_seconds", &[]) >= 3.0
-            && sum(&m, "mde_exporter_poll_success", &[]) == 0.0
-    })
+    a_listing_fault_fails_the_poll(
+        sim,
+        addr,
+        |sim, on| sim.faults().ignore_skip(on),
+        "holds the same items as a page already read in this listing",
+        4.0,
+    )
     .await;
-    let err = last_error(&exporter);
-    assert!(
-        err.contains("holds the same items as a page already read in this listing"),
-        "{err}"
-    );
-    let m = scrape(a).await;
-    let polls = sum(&m, "mde_exporter_poll_duration_seconds", &[]);
-    let lists = sim.stats().requests["list_machine_actions"] as f64;
-    // At most two listings a poll (what is new, what is in flight), each stopped at its
-    // first repeated page: four calls, not 200 pages.
-    assert!(
-        lists <= 4.0 * (polls + 1.0),
-        "{lists} list calls in {polls} polls"
-    );
-    sim.faults().ignore_skip(false);
-    let m = settled(&sim, a).await;
-    runs_match_truth(&sim, &m);
-    exporter.shutdown().await.unwrap();
 }
 
 /// Issue item 3: an outage of the result link endpoint and of blob storage, longer than five
