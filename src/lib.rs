@@ -13,8 +13,8 @@
 //! ```
 //! - [`app`]: the face: wiring from a config to running collectors and the HTTP server,
 //!   reloads, the demo, the binary's run, flags ([`app::cli`]), `/metrics` and the status page
-//!   ([`app::server`]), `/probe` and `/transcripts` ([`app::web`]), the `transcript` command
-//!   ([`app::transcript_command`]).
+//!   ([`app::server`]), the renders they share ([`app::render`]), `/probe` and `/transcripts`
+//!   ([`app::web`]), the `transcript` command ([`app::transcript_command`]).
 //! - [`poll`]: a tenant's poll: discovery's pure decisions, the collector's poll order, the
 //!   machine-context refresh.
 //! - [`api`]: the MDE API client, one method per endpoint, every call metered and governed;

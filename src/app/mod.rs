@@ -9,6 +9,7 @@
 
 pub mod cli;
 mod demo;
+pub mod render;
 pub mod run;
 pub mod server;
 pub mod transcript_command;

@@ -2,26 +2,24 @@
 //!
 //! Owns content negotiation (Prometheus text by default, OpenMetrics with exemplars when the
 //! scraper's `Accept` asks for it, Prometheus protobuf with native histograms when it prefers
-//! that), sharing rendered `/metrics` bodies between concurrent
-//! scrapes and capping the bytes unfinished responses hold, and what the landing page shows.
-//! Never calls the MDE API. Does not own the send timeout or connection limits
+//! that), the routes and the headers every answer carries, and what the landing page shows.
+//! Never calls the MDE API. Does not own sharing rendered bodies and the cap on what
+//! unfinished responses hold (`render`), nor the send timeout or connection limits
 //! (`exporter_web`).
 
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
-use bytes::Bytes;
 use tokio::sync::mpsc;
-use tokio::time::Instant;
 
+use crate::app::render::{MAX_HELD_RESPONSE_BYTES, Renders};
 use crate::app::web::accepted;
-use crate::metrics::{Format, Metrics};
+use crate::metrics::Format;
 use crate::shared::{Current, ReloadRequest, Shared, request_reload, shared_now};
 
 #[derive(Clone)]
@@ -30,96 +28,6 @@ struct AppState {
     telemetry_path: String,
     reload: Option<mpsc::Sender<ReloadRequest>>,
     renders: Arc<Renders>,
-}
-
-/// Bytes the bodies of unfinished `/metrics` responses may hold before a new scrape shares the
-/// newest body still held instead of rendering another. With the send timeout (30 s by
-/// default, see `exporter_web`), this bounds the memory that clients which never read can pin:
-/// about this plus one body. See: #24
-pub const MAX_HELD_RESPONSE_BYTES: usize = 64 << 20;
-
-/// The rendered `/metrics` bodies, one slot per format, so concurrent scrapes share one render.
-/// See: #24
-struct Renders {
-    slots: [tokio::sync::Mutex<Option<Slot>>; 3],
-    /// Bytes of the bodies some response still holds.
-    held: Arc<AtomicUsize>,
-    cap: usize,
-    /// Renders done, for tests.
-    count: AtomicUsize,
-}
-
-/// The newest render of one format.
-struct Slot {
-    done: Instant,
-    /// How long it took: a scrape arriving within that long after `done` shares it.
-    took: std::time::Duration,
-    /// Alive while a response still sends it.
-    body: Weak<Held>,
-}
-
-/// One rendered body; its bytes count as held until the last response sending it is dropped.
-struct Held {
-    chunks: Vec<Bytes>,
-    len: usize,
-    held: Arc<AtomicUsize>,
-}
-
-impl Drop for Held {
-    fn drop(&mut self) {
-        self.held.fetch_sub(self.len, Ordering::Relaxed);
-    }
-}
-
-impl Renders {
-    fn new(cap: usize) -> Renders {
-        Renders {
-            slots: [
-                tokio::sync::Mutex::new(None),
-                tokio::sync::Mutex::new(None),
-                tokio::sync::Mutex::new(None),
-            ],
-            held: Arc::default(),
-            cap,
-            count: AtomicUsize::new(0),
-        }
-    }
-
-    /// The body for a scrape arriving now: the newest render when it finished less than its
-    /// own render time ago (the scrapes were concurrent; the server's one thread just could not
-    /// start this one sooner) or when unfinished responses already hold `cap` bytes; otherwise
-    /// a new render.
-    async fn body(&self, metrics: &Metrics, format: Format) -> Result<Arc<Held>, std::fmt::Error> {
-        let arrived = Instant::now();
-        let mut slot = self.slots[format as usize].lock().await;
-        if let Some(last) = slot.as_ref()
-            && let Some(body) = last.body.upgrade()
-            && (arrived <= last.done + last.took || self.held.load(Ordering::Relaxed) >= self.cap)
-        {
-            return Ok(body);
-        }
-        let start = Instant::now();
-        let chunks = match format {
-            Format::Text => metrics.encode_chunks(false)?,
-            Format::OpenMetrics => metrics.encode_chunks(true)?,
-            Format::Protobuf => vec![metrics.encode_protobuf()?],
-        };
-        let len = chunks.iter().map(Bytes::len).sum();
-        self.held.fetch_add(len, Ordering::Relaxed);
-        self.count.fetch_add(1, Ordering::Relaxed);
-        let body = Arc::new(Held {
-            chunks,
-            len,
-            held: self.held.clone(),
-        });
-        let done = Instant::now();
-        *slot = Some(Slot {
-            done,
-            took: done - start,
-            body: Arc::downgrade(&body),
-        });
-        Ok(body)
-    }
 }
 
 impl AppState {
@@ -149,7 +57,7 @@ pub fn app(
         .route("/-/reload", post(reload_config).put(reload_config))
         .route(
             "/probe",
-            crate::app::web::probe::route(state.current.clone()),
+            crate::app::web::probe::route(state.current.clone(), state.renders.clone()),
         )
         .route(
             "/transcripts",
@@ -245,10 +153,7 @@ async fn metrics(State(s): State<AppState>, headers: HeaderMap) -> Response {
             // A large body comes in chunks, a family each, encoded on two threads; they are
             // sent one after the other rather than copied into one (which would hold the body
             // twice), and shared (`Bytes` clones) with every scrape sending the same render.
-            let chunks = (0..held.chunks.len()).map(move |i| {
-                Ok::<_, std::convert::Infallible>(held.chunks.get(i).cloned().unwrap_or_default())
-            });
-            let body = axum::body::Body::from_stream(futures_util::stream::iter(chunks));
+            let body = held.into_body();
             ([(header::CONTENT_TYPE, ct)], body).into_response()
         }
         Err(e) => (
@@ -273,8 +178,10 @@ async fn ready(State(s): State<AppState>) -> Response {
     }
 }
 
+/// The one HTML escape (control characters shown as U+FFFD), but for the apostrophe, which
+/// this page's text keeps as it is (its attributes are all double-quoted).
 fn esc(s: &str) -> String {
-    crate::app::web::html(s)
+    crate::app::web::html(s).replace("&#39;", "'")
 }
 
 fn trace_cell(template: Option<&str>, trace_id: Option<&str>) -> String {
@@ -529,54 +436,5 @@ mod tests {
         );
         assert_eq!(negotiate(&accept(&format!("{proto};q=0"))), Format::Text);
         assert_eq!(negotiate(&HeaderMap::new()), Format::Text);
-    }
-
-    /// See: #24 (item 1). Scrapes arriving together share one render (the same bytes, not a
-    /// copy each); a later one renders afresh.
-    #[tokio::test(start_paused = true)]
-    async fn concurrent_scrapes_share_one_render() {
-        let metrics = Metrics::new();
-        let renders = Renders::new(MAX_HELD_RESPONSE_BYTES);
-        let a = renders.body(&metrics, Format::Text).await.unwrap();
-        let b = renders.body(&metrics, Format::Text).await.unwrap();
-        assert!(Arc::ptr_eq(&a, &b), "rendered once for both");
-        let om = renders.body(&metrics, Format::OpenMetrics).await.unwrap();
-        assert!(!Arc::ptr_eq(&a, &om), "each format has its own render");
-        assert_eq!(renders.count.load(Ordering::Relaxed), 2);
-        assert_eq!(renders.held.load(Ordering::Relaxed), a.len + om.len);
-        tokio::time::advance(std::time::Duration::from_millis(10)).await;
-        let c = renders.body(&metrics, Format::Text).await.unwrap();
-        assert!(
-            !Arc::ptr_eq(&a, &c),
-            "a scrape after the window renders afresh"
-        );
-        drop((a, b, c, om));
-        assert_eq!(
-            renders.held.load(Ordering::Relaxed),
-            0,
-            "nothing held once sent"
-        );
-    }
-
-    /// See: #24 (item 1). Once unfinished responses hold the cap, a new scrape gets the newest
-    /// body still held instead of a new one, so readers that never finish cannot make the
-    /// process hold one body each.
-    #[tokio::test(start_paused = true)]
-    async fn past_the_cap_a_scrape_shares_the_newest_body() {
-        let metrics = Metrics::new();
-        let renders = Renders::new(1);
-        let stalled = renders.body(&metrics, Format::Text).await.unwrap();
-        tokio::time::advance(std::time::Duration::from_secs(5)).await;
-        let next = renders.body(&metrics, Format::Text).await.unwrap();
-        assert!(Arc::ptr_eq(&stalled, &next));
-        assert_eq!(renders.count.load(Ordering::Relaxed), 1);
-        drop((stalled, next));
-        let fresh = renders.body(&metrics, Format::Text).await.unwrap();
-        assert_eq!(
-            renders.count.load(Ordering::Relaxed),
-            2,
-            "under the cap again: render"
-        );
-        assert_eq!(renders.held.load(Ordering::Relaxed), fresh.len);
     }
 }

@@ -3,28 +3,35 @@
 //! target comes from `__param_target` relabelling, as with blackbox_exporter).
 //!
 //! Owns picking a tenant's series out of an encoded exposition and the probe's answers
-//! (200, 400 without a target, 404 naming an unknown one). Does not own the metrics or their
-//! encoding (`metrics`): it filters what `/metrics` would serve in the Prometheus text format,
-//! so a probe never calls the MDE API and costs what a scrape costs. It answers text whatever
-//! the `Accept` (a scraper accepts it), so exemplars are on `/metrics` only.
+//! (200, 400 without a target, 404 naming an unknown one, 503 while unfinished responses hold
+//! the cap). Does not own the metrics or their encoding (`metrics`), nor the shared render and
+//! the cap (`app::render`): it filters the text render `/metrics` shares, so concurrent probes
+//! and scrapes cost one render, a probe never calls the MDE API, and the bytes of a probe's
+//! answer count against the same cap as unfinished scrapes. It answers text whatever the
+//! `Accept` (a scraper accepts it), so exemplars are on `/metrics` only.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use axum::extract::{Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, get};
 
-use crate::metrics::PROMETHEUS_CONTENT_TYPE;
+use crate::app::render::Renders;
+use crate::metrics::{Format, PROMETHEUS_CONTENT_TYPE};
 use crate::shared::{Current, shared_now};
 
 /// The `/probe` route, with its own state so the server mounts it with one line.
-pub fn route<S: Clone + Send + Sync + 'static>(current: Current) -> MethodRouter<S> {
-    get(probe).with_state(current)
+pub fn route<S: Clone + Send + Sync + 'static>(
+    current: Current,
+    renders: Arc<Renders>,
+) -> MethodRouter<S> {
+    get(probe).with_state((current, renders))
 }
 
 async fn probe(
-    State(current): State<Current>,
+    State((current, renders)): State<(Current, Arc<Renders>)>,
     Query(params): Query<HashMap<String, String>>,
 ) -> Response {
     let Some(target) = params.get("target").filter(|t| !t.is_empty()) else {
@@ -49,10 +56,16 @@ async fn probe(
         )
             .into_response();
     }
-    match shared.metrics.encode(false) {
-        Ok(text) => (
+    match probe_body(&renders, &shared.metrics, target).await {
+        Ok(Some(held)) => (
             [(header::CONTENT_TYPE, PROMETHEUS_CONTENT_TYPE)],
-            only_tenant(&text, target),
+            held.into_body(),
+        )
+            .into_response(),
+        Ok(None) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(header::RETRY_AFTER, "5")],
+            "unfinished responses hold the cap on bytes held: try again when they are sent\n",
         )
             .into_response(),
         Err(e) => (
@@ -61,6 +74,24 @@ async fn probe(
         )
             .into_response(),
     }
+}
+
+/// One tenant's part of the shared text render, held as an unfinished response (`None` past
+/// the cap). Each chunk of the render is whole families, so each is filtered on its own.
+async fn probe_body(
+    renders: &Renders,
+    metrics: &crate::metrics::Metrics,
+    tenant: &str,
+) -> Result<Option<Arc<crate::app::render::Held>>, std::fmt::Error> {
+    if renders.full() {
+        return Ok(None);
+    }
+    let render = renders.body(metrics, Format::Text).await?;
+    let mut out = String::new();
+    for chunk in &render.chunks {
+        out.push_str(&only_tenant(&String::from_utf8_lossy(chunk), tenant));
+    }
+    Ok(Some(renders.hold(vec![bytes::Bytes::from(out)], render)))
 }
 
 /// Families a probe answers whatever the tenant: `mde_exporter_build_info`, by which the
@@ -194,6 +225,56 @@ a_total{tenant=\"beta\",script=\"x.ps1\"} 5\n# HELP b B.\n# TYPE b gauge\nb{tena
         assert_eq!(
             label_value("a{x=\"1\"} 2 # {tenant=\"alpha\"} 1", "tenant"),
             None
+        );
+    }
+
+    /// Probes arriving together share one render with each other and with `/metrics`, and
+    /// past the cap on held bytes a probe is refused instead of pinning another body: 100
+    /// stalled readers of /probe held 483 MB before. See: #32 item 2
+    #[tokio::test(start_paused = true)]
+    #[allow(clippy::unwrap_used)]
+    async fn probes_share_the_render_and_respect_the_cap() {
+        let metrics = crate::metrics::Metrics::new();
+        metrics
+            .poll
+            .set_discovery_interval("alpha", std::time::Duration::from_secs(5));
+        let renders = Renders::new(crate::app::render::MAX_HELD_RESPONSE_BYTES);
+        let a = probe_body(&renders, &metrics, "alpha")
+            .await
+            .unwrap()
+            .unwrap();
+        let b = probe_body(&renders, &metrics, "alpha")
+            .await
+            .unwrap()
+            .unwrap();
+        let scrape = renders.body(&metrics, Format::Text).await.unwrap();
+        assert_eq!(
+            renders.renders(),
+            1,
+            "one render for two probes and a scrape"
+        );
+        let body = String::from_utf8_lossy(&a.chunks[0]).to_string();
+        assert!(body.contains("tenant=\"alpha\""), "{body}");
+        assert_eq!(renders.held(), a.len + b.len + scrape.len);
+        drop((a, b, scrape));
+        assert_eq!(renders.held(), 0);
+
+        let tiny = Renders::new(1);
+        let stalled = probe_body(&tiny, &metrics, "alpha").await.unwrap();
+        assert!(stalled.is_some());
+        assert!(
+            probe_body(&tiny, &metrics, "alpha")
+                .await
+                .unwrap()
+                .is_none(),
+            "past the cap"
+        );
+        drop(stalled);
+        assert!(
+            probe_body(&tiny, &metrics, "alpha")
+                .await
+                .unwrap()
+                .is_some()
         );
     }
 }
