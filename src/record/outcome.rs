@@ -234,12 +234,14 @@ impl<'r> Outcome<'r> {
 
 /// The script-output sets the state holds, back in `/metrics` before any poll: those `served`
 /// here (a tenant served here with a rule for the script). A set left out that is past its
-/// own ttl by the local clock (no API clock for a tenant not served) leaves the state too.
+/// own ttl by the local clock (no API clock for a tenant not served) leaves the state too, and
+/// so does a set that does not parse (written by another version, or damaged): it could never
+/// be served, and it would be warned about at every start. Returns the keys removed.
 pub fn restore_script_sets(
     state: &Mutex<State>,
     metrics: &Metrics,
     served: impl Fn(&str, &str) -> bool,
-) {
+) -> Vec<SeriesKey> {
     let lock = || state.lock().unwrap_or_else(PoisonError::into_inner);
     let sets = lock().take_script_sets();
     let now = Utc::now();
@@ -248,7 +250,8 @@ pub fn restore_script_sets(
         let set = match serde_json::from_slice::<Set>(&bytes) {
             Ok(set) => set,
             Err(e) => {
-                tracing::warn!(error = %e, "skipping a script_metrics set the state file holds that does not parse");
+                tracing::warn!(tenant = %key.0, machine = %key.1, script = %key.2, error = %e, "removing a script_metrics set the state file holds that does not parse");
+                stale.push(key);
                 continue;
             }
         };
@@ -265,5 +268,51 @@ pub fn restore_script_sets(
         && let Err(e) = lock().remove_script_sets(&stale)
     {
         tracing::error!(error = %e, "cannot remove expired script_metrics sets");
+    }
+    stale
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    /// A set the state file holds that does not parse leaves the file at the first start that
+    /// reads it, instead of a warning at every start; a good set is served.
+    #[test]
+    fn a_set_that_does_not_parse_leaves_the_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.redb");
+        let key = |m: &str| ("t".to_string(), m.to_string(), "s.ps1".to_string());
+        let good = Set {
+            produced: Utc::now(),
+            index: 0,
+            ttl: std::time::Duration::from_secs(3600),
+            families: Vec::new(),
+        };
+        {
+            let mut s = State::open(Some(&path)).unwrap();
+            for (m, bytes) in [
+                ("bad", b"{not a set".to_vec()),
+                ("good", serde_json::to_vec(&good).unwrap()),
+            ] {
+                let done = ResultKey {
+                    tenant: "t".into(),
+                    action_id: m.into(),
+                    index: 0,
+                };
+                s.commit_result_with_set(done, None, Some((key(m), bytes)))
+                    .unwrap();
+            }
+        }
+        let state = Mutex::new(State::open(Some(&path)).unwrap());
+        let metrics = Metrics::new();
+        let removed = restore_script_sets(&state, &metrics, |_, _| true);
+        assert_eq!(removed, vec![key("bad")]);
+        assert!(metrics.script_metrics.get(&key("good")).is_some());
+        drop(state);
+        let mut again = State::open(Some(&path)).unwrap();
+        let held: Vec<SeriesKey> = again.take_script_sets().into_keys().collect();
+        assert_eq!(held, vec![key("good")], "the bad set is gone from the file");
     }
 }
