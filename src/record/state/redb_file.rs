@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use prometheus_client::metrics::counter::Counter;
-use redb::{ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{ReadableDatabase, ReadableTable, TableDefinition, TableHandle};
 
 use super::lock;
 use super::model::{Attempt, LastRun, ResultKey, SeriesKey, TenantIdentity, Tracked};
@@ -213,12 +213,72 @@ enum Encoded {
     ),
 }
 
+impl Encoded {
+    /// The name of the table it goes to: consecutive writes to one table share one opening of
+    /// it in a transaction.
+    fn table(&self) -> &str {
+        match self {
+            Encoded::Flag(t, _) => t.name(),
+            Encoded::Time(t, _, _) | Encoded::RemoveTime(t, _) => t.name(),
+            Encoded::Json(t, _, _) | Encoded::RemoveJson(t, _) => t.name(),
+        }
+    }
+}
+
+/// Apply a run of writes to one table (`run` is not empty and shares one [`Encoded::table`]),
+/// opening it once.
+fn apply_run(txn: &redb::WriteTransaction, run: &[Encoded]) -> Result<(), redb::Error> {
+    match &run[0] {
+        Encoded::Flag(t, _) => {
+            let mut table = txn.open_table(*t)?;
+            for e in run {
+                if let Encoded::Flag(_, k) = e {
+                    table.insert(k.as_str(), 1u8)?;
+                }
+            }
+        }
+        Encoded::Time(t, _, _) | Encoded::RemoveTime(t, _) => {
+            let mut table = txn.open_table(*t)?;
+            for e in run {
+                match e {
+                    Encoded::Time(_, k, v) => {
+                        table.insert(k.as_str(), *v)?;
+                    }
+                    Encoded::RemoveTime(_, k) => {
+                        table.remove(k.as_str())?;
+                    }
+                    _ => {}
+                }
+            }
+        }
+        Encoded::Json(t, _, _) | Encoded::RemoveJson(t, _) => {
+            let mut table = txn.open_table(*t)?;
+            for e in run {
+                match e {
+                    Encoded::Json(_, k, v) => {
+                        table.insert(k.as_str(), v.as_slice())?;
+                    }
+                    Encoded::RemoveJson(_, k) => {
+                        table.remove(k.as_str())?;
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 impl Store {
+    /// A record as the file keeps it: its JSON.
+    fn json<T: serde::Serialize>(&self, v: &T) -> Result<Vec<u8>, StoreError> {
+        serde_json::to_vec(v).map_err(|e| self.err(e))
+    }
+
     fn encode(&self, w: &Write<'_>) -> Result<Vec<Encoded>, StoreError> {
-        let json = |v: &dyn erased::Json| v.to_json().map_err(|e| self.err(e));
         Ok(match *w {
             Write::Done(k) => vec![Encoded::Flag(DONE, done_key(k))],
-            Write::Run(s, run) => vec![Encoded::Json(RUNS, series_key(s), json(run)?)],
+            Write::Run(s, run) => vec![Encoded::Json(RUNS, series_key(s), self.json(run)?)],
             Write::ScriptSet(s, set) => {
                 vec![Encoded::Json(SCRIPT_SETS, series_key(s), set.to_vec())]
             }
@@ -242,17 +302,21 @@ impl Store {
                 vec![Encoded::Json(
                     TRACKED,
                     action_key(tenant, action_id),
-                    json(tracked)?,
+                    self.json(tracked)?,
                 )]
             }
             Write::Untrack { tenant, action_id } => {
                 vec![Encoded::RemoveJson(TRACKED, action_key(tenant, action_id))]
             }
             Write::NotRun(k) => vec![Encoded::Flag(NOT_RUN, done_key(k))],
-            Write::Attempt(s, a) => vec![Encoded::Json(ATTEMPTS, series_key(s), json(a)?)],
-            Write::Ran(s, a) => vec![Encoded::Json(RAN, series_key(s), json(a)?)],
+            Write::Attempt(s, a) => vec![Encoded::Json(ATTEMPTS, series_key(s), self.json(a)?)],
+            Write::Ran(s, a) => vec![Encoded::Json(RAN, series_key(s), self.json(a)?)],
             Write::Identity { tenant, identity } => {
-                vec![Encoded::Json(IDENTITIES, tenant.into(), json(identity)?)]
+                vec![Encoded::Json(
+                    IDENTITIES,
+                    tenant.into(),
+                    self.json(identity)?,
+                )]
             }
             Write::ForgetDiscovery { tenant } => vec![
                 Encoded::RemoveTime(DISCOVERY, tenant.into()),
@@ -272,18 +336,6 @@ impl Store {
     }
 }
 
-/// JSON encoding of the records, behind one object-safe method.
-mod erased {
-    pub(super) trait Json {
-        fn to_json(&self) -> serde_json::Result<Vec<u8>>;
-    }
-    impl<T: serde::Serialize> Json for T {
-        fn to_json(&self) -> serde_json::Result<Vec<u8>> {
-            serde_json::to_vec(self)
-        }
-    }
-}
-
 impl Storage for Store {
     fn apply(&mut self, writes: &[Write<'_>]) -> Result<(), StoreError> {
         if writes.is_empty() {
@@ -293,25 +345,11 @@ impl Storage for Store {
         for w in writes {
             encoded.extend(self.encode(w)?);
         }
+        // In the order given (a later write of a key wins), each run of writes to one table
+        // opening it once: expiring 10,000 series is one opening, not 10,000.
         self.write(|txn| {
-            for e in &encoded {
-                match e {
-                    Encoded::Flag(t, k) => {
-                        txn.open_table(*t)?.insert(k.as_str(), 1u8)?;
-                    }
-                    Encoded::Time(t, k, v) => {
-                        txn.open_table(*t)?.insert(k.as_str(), *v)?;
-                    }
-                    Encoded::Json(t, k, v) => {
-                        txn.open_table(*t)?.insert(k.as_str(), v.as_slice())?;
-                    }
-                    Encoded::RemoveTime(t, k) => {
-                        txn.open_table(*t)?.remove(k.as_str())?;
-                    }
-                    Encoded::RemoveJson(t, k) => {
-                        txn.open_table(*t)?.remove(k.as_str())?;
-                    }
-                }
+            for run in encoded.chunk_by(|a, b| a.table() == b.table()) {
+                apply_run(txn, run)?;
             }
             Ok(())
         })
