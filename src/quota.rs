@@ -116,6 +116,11 @@ impl Window {
         u32::try_from(self.sent.len()).unwrap_or(u32::MAX)
     }
 
+    /// Sends still allowed under the limit in force. Call after `prune`.
+    fn remaining(&self) -> u32 {
+        self.effective.saturating_sub(self.used())
+    }
+
     /// How long until one more send fits while leaving `reserve` sends free (zero if it
     /// fits now). Call after `prune`.
     fn wait(&self, now: Instant, reserve: u32) -> Duration {
@@ -315,7 +320,7 @@ impl Quota {
             .iter_mut()
             .map(|w| {
                 w.prune(now);
-                w.effective.saturating_sub(w.used())
+                w.remaining()
             })
             .min()
             .unwrap_or(0)
@@ -339,7 +344,7 @@ impl Quota {
                     limit: w.limit,
                     effective: w.effective,
                     used: w.used(),
-                    remaining: w.effective.saturating_sub(w.used()),
+                    remaining: w.remaining(),
                 });
             }
         }

@@ -379,13 +379,11 @@ fn full_page_continuation(url: &Url, served: usize) -> Option<Url> {
 }
 
 /// The digest of the ids a page served, in order, to tell a page served again under another
-/// URL (a listing whose API ignores `$skip`). SipHash with this process's keys: two
-/// different pages of one listing share a digest with a chance of 2^-64.
+/// URL (a listing whose API ignores `$skip`): two different pages of one listing share a
+/// 64-bit SipHash with a chance of 2^-64.
 fn page_digest<T: model::Listed>(items: &[T]) -> u64 {
-    use std::hash::{BuildHasher, Hash, Hasher};
-    static KEYS: std::sync::OnceLock<std::collections::hash_map::RandomState> =
-        std::sync::OnceLock::new();
-    let mut h = KEYS.get_or_init(Default::default).build_hasher();
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
     for item in items {
         item.id().hash(&mut h);
     }

@@ -178,10 +178,10 @@ async fn ready(State(s): State<AppState>) -> Response {
     }
 }
 
-/// The one HTML escape (control characters shown as U+FFFD), but for the apostrophe, which
-/// this page's text keeps as it is (its attributes are all double-quoted).
+/// The one HTML escape (control characters shown as U+FFFD); this page's attributes are all
+/// double-quoted, so its apostrophes stay as they are.
 fn esc(s: &str) -> String {
-    crate::app::web::html(s).replace("&#39;", "'")
+    crate::app::web::html_text(s)
 }
 
 fn trace_cell(template: Option<&str>, trace_id: Option<&str>) -> String {

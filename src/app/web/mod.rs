@@ -59,6 +59,15 @@ pub fn query_value(s: &str) -> String {
 /// does not allow (all but tab, line feed and carriage return) become U+FFFD: transcripts
 /// hold them (PowerShell pads with `\u0000`).
 pub fn html(s: &str) -> String {
+    escape(s, true)
+}
+
+/// [`html`] for a page whose attributes are all double-quoted: the apostrophe stays as it is.
+pub fn html_text(s: &str) -> String {
+    escape(s, false)
+}
+
+fn escape(s: &str, apostrophe: bool) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         match c {
@@ -66,7 +75,7 @@ pub fn html(s: &str) -> String {
             '<' => out.push_str("&lt;"),
             '>' => out.push_str("&gt;"),
             '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
+            '\'' if apostrophe => out.push_str("&#39;"),
             '\t' | '\n' | '\r' => out.push(c),
             c if c.is_control() => out.push('\u{FFFD}'),
             c => out.push(c),
@@ -77,7 +86,7 @@ pub fn html(s: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::html;
+    use super::{html, html_text};
 
     /// Transcripts hold NUL and other control characters (the API's own sample pads with
     /// `\u0000`): HTML allows none of them but tab and line breaks. See: #32 item 12
@@ -88,6 +97,7 @@ mod tests {
             "a\u{FFFD}b\u{FFFD}c\u{FFFD}\u{FFFD}d"
         );
         assert_eq!(html("x\ty\r\nz"), "x\ty\r\nz");
+        assert_eq!(html_text("it's\0<"), "it's\u{FFFD}&lt;");
         assert_eq!(
             html("<a href='x'>&\"</a>"),
             "&lt;a href=&#39;x&#39;&gt;&amp;&quot;&lt;/a&gt;"
