@@ -31,6 +31,15 @@ fn q(s: &str) -> String {
     url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
 
+/// The transcript page of `machine` and `script` of the simulator's tenant.
+fn page(machine: &str, script: &str) -> String {
+    format!(
+        "/transcripts?tenant=sim&machine={}&script={}",
+        q(machine),
+        q(script)
+    )
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_latest_transcript_follows_the_redaction_policy() {
     // See: #22
@@ -48,11 +57,7 @@ async fn the_latest_transcript_follows_the_redaction_policy() {
             .iter()
             .find(|(_, t)| !t.malformed)
             .expect("a well-formed transcript");
-        let path = format!(
-            "/transcripts?tenant=sim&machine={}&script={}",
-            q(machine),
-            q(script)
-        );
+        let path = page(machine, script);
         let (status, v, body) = json(a, &path).await;
         assert_eq!(status, 200, "{body}");
         assert_eq!(v["tenant"], "sim");
@@ -187,11 +192,7 @@ async fn kept_transcripts_survive_a_restart_and_their_text_is_escaped() {
     let yaml = config_yaml(&sim, addr, sim.credentials().2, "", &global);
     let exporter = start_exporter(parse_config(&yaml)).await;
     let a = exporter.addr;
-    let path = format!(
-        "/transcripts?tenant=sim&machine={}&script={}",
-        q(machine),
-        q(script)
-    );
+    let path = page(machine, script);
 
     let (status, v, body) = json(a, &path).await;
     assert_eq!(status, 200, "{body}");
@@ -294,11 +295,7 @@ async fn a_stricter_policy_reaches_the_kept_transcripts_and_the_state_file() {
         .iter()
         .find(|(_, t)| !t.malformed)
         .expect("a well-formed transcript");
-    let path = format!(
-        "/transcripts?tenant=sim&machine={}&script={}",
-        q(machine),
-        q(script)
-    );
+    let path = page(machine, script);
     let (_, v, body) = json(a, &path).await;
     assert_eq!(v["redaction"], "none", "{body}");
     assert!(v["output"].is_string(), "{body}");
