@@ -208,6 +208,7 @@ async fn child() {
         settings: CollectorSettings::from_config(&config),
         trace_url: None,
         last_expiry: Mutex::new(None),
+        ownership: None,
     });
     let http = mde_liveresponse_exporter::api::Http::new(
         mde_liveresponse_exporter::app::http_client(Duration::from_secs(120)).unwrap(),

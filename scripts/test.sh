@@ -16,6 +16,8 @@ command -v promtool >/dev/null 2>&1 && command -v prometheus >/dev/null 2>&1 || 
 command -v amtool >/dev/null 2>&1 && command -v prometheus-alertmanager >/dev/null 2>&1 || missing+=(prometheus-alertmanager)
 command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 command -v faketime >/dev/null 2>&1 || missing+=(faketime)
+# postgresql (with postgresql-common's pg_virtualenv): the cluster tests' real server (#31).
+command -v pg_virtualenv >/dev/null 2>&1 && ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || missing+=(postgresql)
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "== installing Debian packages: ${missing[*]}"
@@ -55,7 +57,13 @@ step "cargo fmt --check" cargo fmt --all -- --check
 step "scripts/check-layout.py --self-test" python3 scripts/check-layout.py --self-test
 step "scripts/check-layout.py" python3 scripts/check-layout.py
 step "cargo clippy" cargo clippy --workspace --all-targets --locked -- -D warnings
-step "cargo test" cargo test --workspace --locked
+# Under pg_virtualenv: a throwaway PostgreSQL cluster on loopback for the cluster tests
+# (tests/it/cluster), its address in PGHOST/PGPORT/PGUSER/PGPASSWORD.
+if command -v pg_virtualenv >/dev/null 2>&1; then
+  step "cargo test (with PostgreSQL)" pg_virtualenv cargo test --workspace --locked
+else
+  step "cargo test" cargo test --workspace --locked
+fi
 for check in scripts/check-rules.sh scripts/check-dashboards.sh scripts/check-deploy.sh scripts/check-helm.sh \
   scripts/check-alertmanager.sh scripts/e2e-prometheus.sh scripts/e2e-alertmanager.sh; do
   if [ -x "$check" ]; then

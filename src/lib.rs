@@ -41,6 +41,7 @@
 
 pub mod api;
 pub mod app;
+pub mod cluster;
 pub mod config;
 pub mod metrics;
 pub mod otlp_metrics;

@@ -173,6 +173,9 @@ pub struct Shared {
     pub trace_url: Option<String>,
     /// When per-machine series were last checked for expiry.
     pub last_expiry: Mutex<Option<Instant>>,
+    /// In a cluster (#31): the tenants this member owns now; a tenant configured but owned
+    /// by another member is not served here.
+    pub ownership: Option<Arc<crate::cluster::Ownership>>,
 }
 
 impl Shared {
@@ -322,10 +325,10 @@ impl Shared {
     }
 
     /// Whether `tenant` is served here: configured in this configuration (and, with static
-    /// shards, on this shard). Its entries in the state, its series and its script sets are
-    /// shown only then.
+    /// shards, on this shard; in a cluster, owned by this member now). Its entries in the
+    /// state, its series and its script sets are shown only then.
     pub fn serves(&self, tenant: &str) -> bool {
-        self.quotas.contains_key(tenant)
+        self.quotas.contains_key(tenant) && self.ownership.as_ref().is_none_or(|o| o.owns(tenant))
     }
 
     pub fn with_state<R>(&self, f: impl FnOnce(&mut State) -> R) -> R {
@@ -337,9 +340,18 @@ impl Shared {
         f(map.entry(tenant.to_string()).or_default());
     }
 
-    /// Every tenant holds a token with the permissions it needs and has finished one poll.
+    /// Every tenant holds a token with the permissions it needs and has finished one poll
+    /// (in a cluster: every tenant this member owns; ready once it reaches the database).
     pub fn ready(&self) -> bool {
         let map = self.status.read().unwrap_or_else(PoisonError::into_inner);
+        if let Some(o) = &self.ownership {
+            return o.view().store_up
+                && self.quotas.keys().filter(|t| o.owns(t)).all(|t| {
+                    map.get(t).is_some_and(|s| {
+                        s.has_token && s.polls > 0 && s.missing_permissions.is_empty()
+                    })
+                });
+        }
         !self.quotas.is_empty()
             && self.quotas.keys().all(|t| {
                 map.get(t)

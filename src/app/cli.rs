@@ -61,6 +61,11 @@ pub struct Cli {
     /// each tenant's lookback window are counted again. For a corrupt or unwanted file.
     #[arg(long = "state.reset")]
     pub state_reset: bool,
+    /// Cluster mode (#31): copy this state file (of one process or one static shard) into the
+    /// cluster's database at start, so that moving to a cluster counts nothing again.
+    /// Idempotent; refused when a tenant's identity in the file differs from the database's.
+    #[arg(long = "state.import", value_name = "FILE")]
+    pub state_import: Option<PathBuf>,
     /// The URL under which the exporter is reachable from outside (behind a reverse proxy, say),
     /// as Prometheus' flag: links the exporter makes (the transcript page's) start with it.
     /// Absolute http(s), no query or fragment; it does not change the paths served.
@@ -207,6 +212,8 @@ pub struct Settings {
     pub external_url: Option<String>,
     /// `(index, count)` with `index < count`.
     pub shard: Option<(u32, u32)>,
+    /// `--state.import`: a state file to copy into the cluster's database at start.
+    pub state_import: Option<PathBuf>,
 }
 
 impl Cli {
@@ -234,6 +241,23 @@ impl Cli {
             },
         };
         let hostname = std::env::var("HOSTNAME").unwrap_or_default();
+        let cluster = matches!(&source, Source::File { config, .. } if config.cluster.is_some());
+        if cluster {
+            if self.shard_index.is_some() || self.shard_count.is_some() {
+                bail!(
+                    "--shard.index and --shard.count are not used with cluster: the members share the tenants by themselves (remove the flags)"
+                );
+            }
+            if self.state_path.is_some() || self.state_reset {
+                bail!(
+                    "--state.path and --state.reset are not used with cluster: the state is in the cluster's database (to bring a state file into it, use --state.import FILE)"
+                );
+            }
+        } else if self.state_import.is_some() && matches!(source, Source::File { .. }) {
+            bail!(
+                "--state.import needs a cluster: section in the configuration (it copies a state file into the cluster's database)"
+            );
+        }
         Ok(Settings {
             source,
             listen: parse_listen(&self.listen_address)?,
@@ -244,6 +268,7 @@ impl Cli {
             enable_lifecycle: self.enable_lifecycle,
             external_url: self.external_url.as_deref().map(external_url).transpose()?,
             shard: shard(self.shard_index, self.shard_count, &hostname)?,
+            state_import: self.state_import.clone(),
         })
     }
 }

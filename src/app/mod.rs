@@ -8,6 +8,7 @@
 //! of per-machine series and script-output sets (`record`), nor any policy of polling.
 
 pub mod cli;
+pub mod cluster;
 mod demo;
 pub mod render;
 pub mod run;
@@ -54,6 +55,8 @@ pub enum Error {
     Serve(#[from] std::io::Error),
     #[error(transparent)]
     State(#[from] crate::record::state::StoreError),
+    #[error("cluster database {0}")]
+    Cluster(String),
 }
 
 /// A running exporter.
@@ -63,6 +66,8 @@ pub struct Handle {
     reload: mpsc::Sender<ReloadRequest>,
     shutdown: watch::Sender<bool>,
     supervisor: JoinHandle<()>,
+    /// A cluster member's lease loop (it releases the leases when it ends).
+    membership: Option<JoinHandle<()>>,
     server: JoinHandle<std::io::Result<()>>,
     /// The OTLP metrics push, when on: its stop and its task (see [`Handle::push_metrics`]).
     pusher: Option<(watch::Sender<bool>, JoinHandle<()>)>,
@@ -101,6 +106,9 @@ impl Handle {
     pub async fn shutdown(self) -> Result<(), Error> {
         let _ = self.shutdown.send(true);
         let _ = self.supervisor.await;
+        if let Some(m) = self.membership {
+            let _ = m.await;
+        }
         let served = match self.server.await {
             Ok(r) => r.map_err(Error::Serve),
             Err(e) => Err(Error::Serve(std::io::Error::other(e))),
@@ -171,6 +179,7 @@ fn prepare(
     state: Arc<Mutex<State>>,
     status: Arc<RwLock<BTreeMap<String, TenantStatus>>>,
     previous: Option<(&Shared, &Config)>,
+    ownership: Option<Arc<crate::cluster::Ownership>>,
 ) -> Result<(Arc<Shared>, TenantClients), Error> {
     let http = Http::new(
         crate::api::http::client_with_pool(
@@ -227,8 +236,12 @@ fn prepare(
         settings: CollectorSettings::from_config(config),
         trace_url: config.otel.trace_url.clone(),
         last_expiry: Mutex::new(None),
+        ownership,
     });
-    shared.init_series();
+    // In a cluster a tenant's series start when this member takes it.
+    if shared.ownership.is_none() {
+        shared.init_series();
+    }
     Ok((shared, clients))
 }
 
@@ -263,6 +276,15 @@ fn launch(shared: &Arc<Shared>, clients: TenantClients) -> Collectors {
         )));
     }
     Collectors { stop, tasks }
+}
+
+/// The collectors of `clients`: in a cluster one task per tenant that polls while this
+/// member owns it, else [`launch`].
+fn launch_for(shared: &Arc<Shared>, clients: TenantClients) -> Collectors {
+    match &shared.ownership {
+        Some(o) => cluster::launch(shared, clients, o),
+        None => launch(shared, clients),
+    }
 }
 
 /// Run `task` once `offset` has passed, unless `stop` turns true (or is dropped) first.
@@ -308,11 +330,24 @@ pub async fn start_with_lifecycle(
 ) -> Result<Handle, Error> {
     let metrics = Arc::new(Metrics::new());
     let http_stats = metrics.exporter.http_stats();
-    let mut state = State::open(config.state_path.as_deref())?;
+    let (mut state, ownership) = match &config.cluster {
+        None => (State::open(config.state_path.as_deref())?, None),
+        Some(c) => {
+            let (state, ownership) = cluster::open(c).await?;
+            (state, Some(ownership))
+        }
+    };
     state.count_write_errors_in(metrics.exporter.state_write_errors());
     let state = Arc::new(Mutex::new(state));
     let status = Arc::new(RwLock::new(BTreeMap::new()));
-    let (shared, clients) = prepare(&config, &metrics, state.clone(), status.clone(), None)?;
+    let (shared, clients) = prepare(
+        &config,
+        &metrics,
+        state.clone(),
+        status.clone(),
+        None,
+        ownership.clone(),
+    )?;
     metrics.exporter.record_config_load(true, unix_now());
     shared.restrict_excerpts();
     shared.restore_series();
@@ -323,10 +358,21 @@ pub async fn start_with_lifecycle(
     );
     shared.housekeeping();
     metrics.api.set_quotas(&shared.quotas);
-    let collectors = launch(&shared, clients);
+    let collectors = launch_for(&shared, clients);
     let current: Current = Arc::new(RwLock::new(shared));
     let (reload_tx, mut reload_rx) = mpsc::channel::<ReloadRequest>(RELOAD_QUEUE);
     let (shutdown, rx) = watch::channel(false);
+    let membership = match (&config.cluster, &ownership) {
+        (Some(c), Some(o)) => Some(cluster::spawn_membership(
+            &config,
+            c,
+            o.clone(),
+            metrics.clone(),
+            current.clone(),
+            rx.clone(),
+        )),
+        _ => None,
+    };
 
     // The supervisor owns the collectors: it swaps them on a reload and stops them at the end.
     let supervisor = {
@@ -370,6 +416,7 @@ pub async fn start_with_lifecycle(
                                 state.clone(),
                                 status.clone(),
                                 Some((&old, &config)),
+                                old.ownership.clone(),
                             ) {
                                 Err(e) => Err(ReloadError::Apply(e.to_string())),
                                 Ok((shared, clients)) => {
@@ -380,7 +427,7 @@ pub async fn start_with_lifecycle(
                                     shared.restrict_excerpts();
                                     shared.housekeeping();
                                     metrics.api.set_quotas(&shared.quotas);
-                                    collectors = launch(&shared, clients);
+                                    collectors = launch_for(&shared, clients);
                                     *current.write().unwrap_or_else(PoisonError::into_inner) =
                                         shared;
                                     tracing::info!(
@@ -442,6 +489,7 @@ pub async fn start_with_lifecycle(
         reload: reload_tx,
         shutdown,
         supervisor,
+        membership,
         server,
         pusher: None,
     })
@@ -525,7 +573,7 @@ mod tests {
         let metrics = Arc::new(Metrics::new());
         let state = Arc::new(Mutex::new(State::open(None).unwrap()));
         let status = Arc::new(RwLock::new(BTreeMap::new()));
-        let (shared, clients) = prepare(&config, &metrics, state, status, None).unwrap();
+        let (shared, clients) = prepare(&config, &metrics, state, status, None, None).unwrap();
         let (_stop, rx) = watch::channel(false);
         for (t, client) in clients {
             let mut probe = TenantCollector::new(t.clone(), client.sibling(), shared.clone());
@@ -568,7 +616,7 @@ mod tests {
         let metrics = Arc::new(Metrics::new());
         let state = Arc::new(Mutex::new(State::open(None).unwrap()));
         let status = Arc::new(RwLock::new(BTreeMap::new()));
-        let (shared, _) = prepare(&config, &metrics, state, status, None).unwrap();
+        let (shared, _) = prepare(&config, &metrics, state, status, None, None).unwrap();
         let now = chrono::Utc::now();
         let labels = |machine: &str| crate::metrics::MachineScriptLabels {
             tenant: "t".into(),

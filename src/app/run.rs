@@ -193,6 +193,12 @@ async fn serve(settings: Settings) -> Result<()> {
             ),
         }
     }
+    if let Some(path) = &settings.state_import {
+        match &config.cluster {
+            Some(cluster) => crate::app::cluster::import(cluster, path).await?,
+            None => anyhow::bail!("--state.import needs a cluster: section in the configuration"),
+        }
+    }
     if let Some((index, count)) = settings.shard {
         crate::metrics::exporter::set_shard(index, count);
         tracing::info!(

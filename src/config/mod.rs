@@ -32,6 +32,7 @@ use serde::Deserialize;
 mod auth;
 mod check;
 mod cloud;
+mod cluster;
 pub mod credential;
 mod discovery;
 mod env;
@@ -50,6 +51,7 @@ mod tenant;
 
 pub use self::auth::{Auth, AuthMethod, IMDS_TOKEN_URL, PasswordFileError, Pkcs12Password, Secret};
 pub use self::cloud::{Cloud, Region};
+pub use self::cluster::{ClusterConfig, LEASE_DURATION, PostgresUrl, SslMode, hostname};
 pub use self::discovery::{DiscoveryConfig, MAX_DISCOVERY_BATCH};
 pub use self::loopback::is_loopback;
 pub use self::output::{OtelConfig, Protocol, RedactMode, Redaction};
@@ -101,6 +103,9 @@ struct RawFile {
     /// Script output as metrics (#21).
     #[serde(default)]
     pub script_metrics: Vec<ScriptRule>,
+    /// A cluster of exporters on PostgreSQL (#31).
+    #[serde(default)]
+    pub cluster: Option<cluster::RawCluster>,
     pub tenants: Vec<RawTenant>,
 }
 
@@ -197,6 +202,8 @@ pub struct Config {
     pub proxy: Option<ProxyConfig>,
     /// Script output as metrics (#21): the rules and each tenant's narrowing.
     pub script_metrics: ScriptMetrics,
+    /// This exporter as a member of a cluster on PostgreSQL (#31); `None`: one process.
+    pub cluster: Option<ClusterConfig>,
     pub tenants: Vec<Tenant>,
 }
 
@@ -216,6 +223,7 @@ impl Default for Config {
             transcript_log: Redaction::default(),
             proxy: None,
             script_metrics: ScriptMetrics::default(),
+            cluster: None,
             tenants: Vec::new(),
         }
     }
@@ -283,6 +291,22 @@ impl Config {
             .map_err(|e| e.under("transcript_log."))?;
         let proxy = proxy::resolve(raw.proxy_url.as_deref(), env)?;
         script_metrics::validate(&raw.script_metrics)?;
+        let cluster = match raw.cluster {
+            None => None,
+            Some(c) => {
+                if raw.state_path.is_some() {
+                    return Err(Invalid::new(
+                        "state_path",
+                        "not used with cluster: the members keep the state in the cluster's database (to bring a state file into it, start once with --state.import FILE)",
+                    ));
+                }
+                let dir = path.parent().unwrap_or(Path::new("."));
+                Some(
+                    c.validate(dir, env, &hostname)
+                        .map_err(|e| e.under("cluster."))?,
+                )
+            }
+        };
         let rules = raw.script_metrics;
         let mut narrowed = std::collections::BTreeMap::new();
         if raw.tenants.is_empty() {
@@ -321,6 +345,7 @@ impl Config {
             transcript_log,
             proxy,
             script_metrics: ScriptMetrics { rules, narrowed },
+            cluster,
             tenants,
         })
     }

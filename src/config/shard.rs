@@ -22,6 +22,33 @@ pub fn shard_of(tenant: &str, count: u32) -> u32 {
         .map_or(0, |(_, index)| index)
 }
 
+/// The member (of `members`, by name) that owns `tenant` in a cluster (#31): the same
+/// rendezvous hashing as [`shard_of`], each member scoring the tenant with a hash of (tenant
+/// name, member name), so a member joining takes about `1/(n + 1)` of the tenants and one
+/// leaving gives away only its own. `None` when there is no member.
+pub fn member_of<'a>(tenant: &str, members: &[&'a str]) -> Option<&'a str> {
+    members
+        .iter()
+        .map(|m| (member_weight(tenant, m), *m))
+        // Highest weight; on a tie the smaller name.
+        .max_by(|a, b| a.0.cmp(&b.0).then_with(|| b.1.cmp(a.1)))
+        .map(|(_, m)| m)
+}
+
+/// The rendezvous weight of `tenant` on member `member`: SHA-256 over the tenant's name, a
+/// zero byte and the member's name, its first 8 bytes big-endian.
+fn member_weight(tenant: &str, member: &str) -> u64 {
+    use sha2::{Digest, Sha256};
+    let mut hasher = Sha256::new();
+    hasher.update(tenant.as_bytes());
+    hasher.update([0u8]);
+    hasher.update(member.as_bytes());
+    let digest = hasher.finalize();
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&digest[..8]);
+    u64::from_be_bytes(first)
+}
+
 /// The rendezvous weight of `tenant` on shard `index`.
 fn shard_weight(tenant: &str, index: u32) -> u64 {
     use sha2::{Digest, Sha256};
@@ -36,6 +63,7 @@ fn shard_weight(tenant: &str, index: u32) -> u64 {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use std::collections::BTreeSet;
 
@@ -100,6 +128,38 @@ mod tests {
             .filter(|n| shard_of(n, 3) != shard_of(n, 4))
             .count();
         assert!(moved * 3 <= names.len(), "{moved} of {} moved", names.len());
+    }
+
+    /// A member joining takes about 1/(n+1) of the tenants, from every member alike; one
+    /// leaving gives away only its own. See: #31
+    #[test]
+    fn members_move_only_what_they_take_or_leave() {
+        let names: Vec<String> = (0..3000).map(|i| format!("customer-{i:04}")).collect();
+        let three = ["a", "b", "c"];
+        let four = ["a", "b", "c", "d"];
+        let mut moved = 0;
+        for n in &names {
+            let before = member_of(n, &three).unwrap();
+            let after = member_of(n, &four).unwrap();
+            if before != after {
+                assert_eq!(after, "d", "{n} moved between old members");
+                moved += 1;
+            }
+            // The order the members are listed in does not matter.
+            assert_eq!(member_of(n, &["c", "a", "b"]), Some(before));
+        }
+        assert!(
+            (600..900).contains(&moved),
+            "{moved} of 3000 moved to the 4th member"
+        );
+        for n in &names {
+            let before = member_of(n, &three).unwrap();
+            let after = member_of(n, &["a", "c"]).unwrap();
+            if before != "b" {
+                assert_eq!(before, after, "{n}: only b's tenants move when b leaves");
+            }
+        }
+        assert_eq!(member_of("x", &[]), None);
     }
 
     // See: #11. The mapping is a contract between replicas of different builds: pin it.

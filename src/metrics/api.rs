@@ -52,6 +52,16 @@ pub struct ApiMetrics {
 }
 
 impl ApiMetrics {
+    /// Remove the tenant-only series of `t` (a cluster member that no longer owns it, #31).
+    pub fn forget_tenant(&self, t: &str) {
+        let l = TenantLabels {
+            tenant: t.to_string(),
+        };
+        self.transcript_bytes.remove(&l);
+        self.invalid_actions.remove(&l);
+        self.token_success.remove(&l);
+    }
+
     /// The families, registered in `r`.
     pub(super) fn register(r: &mut Parts) -> Self {
         let m = ApiMetrics {

@@ -21,6 +21,7 @@
 //! `labels` (the label sets), nor *when* values change (collector, client).
 
 pub mod api;
+pub mod cluster;
 mod collectors;
 mod encode;
 pub mod exporter;
@@ -153,6 +154,8 @@ pub struct Metrics {
     pub machines: MachineMetrics,
     /// What the exporter writes about itself.
     pub exporter: ExporterMetrics,
+    /// What a cluster member writes about its leases (#31).
+    pub cluster: cluster::ClusterMetrics,
     /// Script output as metrics (`mde_script_*`, `mde_script_metrics_*`), rendered from its
     /// store at scrape time. See: #21
     pub script_metrics: Arc<crate::script_metrics::store::Store>,
@@ -172,6 +175,7 @@ impl Metrics {
         let api = ApiMetrics::register(&mut registry);
         let machines = MachineMetrics::register(&mut registry);
         let exporter = ExporterMetrics::register(&mut registry);
+        let cluster = cluster::ClusterMetrics::register(&mut registry);
         let script_metrics = Arc::<crate::script_metrics::store::Store>::default();
         // In two parts: the two threads encoding a large body share the script series. (#21)
         for part in script_metrics.parts(2) {
@@ -185,6 +189,7 @@ impl Metrics {
             poll,
             machines,
             exporter,
+            cluster,
             script_metrics,
         }
     }

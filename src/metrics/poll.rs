@@ -41,6 +41,23 @@ pub struct PollMetrics {
 }
 
 impl PollMetrics {
+    /// Remove the tenant-only series of `t` (a cluster member that no longer owns it, #31).
+    pub fn forget_tenant(&self, t: &str) {
+        let l = TenantLabels {
+            tenant: t.to_string(),
+        };
+        self.poll_success.remove(&l);
+        self.last_poll_success.remove(&l);
+        self.poll_duration.remove(&l);
+        self.pending_results.remove(&l);
+        self.in_flight_oldest.remove(&l);
+        self.in_flight_abandoned.remove(&l);
+        self.discovery_missed.remove(&l);
+        self.in_flight_filter_supported.remove(&l);
+        self.discovery_rereads_pending.remove(&l);
+        self.discovery_interval.remove(&l);
+    }
+
     /// The families, registered in `r`.
     pub(super) fn register(r: &mut Parts) -> Self {
         let m = PollMetrics {

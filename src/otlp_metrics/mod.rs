@@ -297,12 +297,7 @@ pub fn with_instance_id(mut attributes: Vec<KeyValue>, default: &str) -> Vec<Key
 
 /// This host's name: `HOSTNAME` (a pod's name), else the kernel's, else `localhost`.
 pub fn hostname() -> String {
-    std::env::var("HOSTNAME")
-        .ok()
-        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
-        .map(|h| h.trim().to_string())
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "localhost".into())
+    crate::config::hostname()
 }
 
 fn unix_nanos() -> u64 {

@@ -13,6 +13,7 @@
 //! that no other test reads.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod cluster;
 mod common;
 
 mod discovery;

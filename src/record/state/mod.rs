@@ -32,8 +32,7 @@ pub use identity::IdentityCheck;
 pub use lock::Holder;
 pub use model::{Attempt, LastRun, ResultKey, SeriesKey, TenantIdentity, Tracked};
 pub use redb_file::{Opener, SCHEMA, reset};
-pub use storage::StoreError;
-use storage::{Loaded, PerMachine, Storage, Write};
+pub use storage::{Loaded, PerMachine, Storage, StoreError, Write};
 
 /// What a discovery pass changes, committed in one transaction.
 #[derive(Debug, Default)]
@@ -111,6 +110,97 @@ impl State {
     /// file in messages.
     pub fn open_with(path: &Path, opener: Opener) -> Result<State, StoreError> {
         redb_file::open_with(path, opener).map(State::from_file)
+    }
+
+    /// Cluster mode (#31): an empty state over `store`; each tenant's entries are read in
+    /// when this member takes the tenant ([`State::adopt`]) and dropped when it loses it
+    /// ([`State::forget`]).
+    pub fn over(store: impl Storage + 'static) -> State {
+        State {
+            store: Some(Box::new(store)),
+            ..State::default()
+        }
+    }
+
+    /// Take in the entries of `tenant` (read from the cluster's store when this member took
+    /// its lease), replacing whatever was held of it.
+    pub fn adopt(&mut self, tenant: &str, loaded: Loaded) {
+        self.forget(tenant);
+        let Loaded {
+            done,
+            actions_seen,
+            last_runs,
+            discovered,
+            watermarks,
+            reconciled,
+            tracked,
+            not_run,
+            attempts,
+            ran,
+            script_sets,
+            identities,
+        } = loaded;
+        let mine = |t: &str| t == tenant;
+        self.done
+            .extend(done.into_iter().filter(|k| mine(&k.tenant)));
+        self.actions_seen
+            .extend(actions_seen.into_iter().filter(|(t, _)| mine(t)));
+        self.last_runs
+            .extend(last_runs.into_iter().filter(|(k, _)| mine(&k.0)));
+        self.discovered
+            .extend(discovered.into_iter().filter(|(t, _)| mine(t)));
+        self.watermarks
+            .extend(watermarks.into_iter().filter(|(t, _)| mine(t)));
+        self.reconciled
+            .extend(reconciled.into_iter().filter(|(t, _)| mine(t)));
+        self.tracked
+            .extend(tracked.into_iter().filter(|((t, _), _)| mine(t)));
+        self.not_run
+            .extend(not_run.into_iter().filter(|k| mine(&k.tenant)));
+        self.attempts
+            .extend(attempts.into_iter().filter(|(k, _)| mine(&k.0)));
+        self.ran.extend(ran.into_iter().filter(|(k, _)| mine(&k.0)));
+        self.script_sets
+            .extend(script_sets.into_iter().filter(|(k, _)| mine(&k.0)));
+        self.identities
+            .extend(identities.into_iter().filter(|(t, _)| mine(t)));
+    }
+
+    /// Drop what is held of `tenant` in memory (its stored entries stay): this member lost
+    /// or gave up its lease.
+    pub fn forget(&mut self, tenant: &str) {
+        let other = |t: &str| t != tenant;
+        self.done.retain(|k| other(&k.tenant));
+        self.actions_seen.retain(|(t, _)| other(t));
+        self.last_runs.retain(|k, _| other(&k.0));
+        self.discovered.retain(|t, _| other(t));
+        self.watermarks.retain(|t, _| other(t));
+        self.reconciled.retain(|t, _| other(t));
+        self.tracked.retain(|(t, _), _| other(t));
+        self.not_run.retain(|k| other(&k.tenant));
+        self.attempts.retain(|k, _| other(&k.0));
+        self.ran.retain(|k, _| other(&k.0));
+        self.script_sets.retain(|k, _| other(&k.0));
+        self.identities.retain(|t, _| other(t));
+    }
+
+    /// Everything held, as a store would load it (`--state.import` copies a file's state
+    /// into the cluster's database with it).
+    pub fn export(&self) -> Loaded {
+        Loaded {
+            done: self.done.clone(),
+            actions_seen: self.actions_seen.clone(),
+            last_runs: self.last_runs.clone(),
+            discovered: self.discovered.clone(),
+            watermarks: self.watermarks.clone(),
+            reconciled: self.reconciled.clone(),
+            tracked: self.tracked.clone(),
+            not_run: self.not_run.clone(),
+            attempts: self.attempts.clone(),
+            ran: self.ran.clone(),
+            script_sets: self.script_sets.clone(),
+            identities: self.identities.clone(),
+        }
     }
 
     /// The state read from a store, written to it from now on.
@@ -550,90 +640,4 @@ fn expired<'a>(
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::expect_used)]
-mod tests {
-    use super::fixtures::{rkey, run, series};
-    use super::*;
-    use chrono::TimeZone;
-
-    #[test]
-    fn latest_by_end_time_whatever_the_order() {
-        let mut s = State::default();
-        let c = s
-            .commit_result(rkey("b", 0), Some((series("m"), run(200, 1))))
-            .unwrap();
-        assert_eq!(c, Committed::Done(RunUpdate::Latest));
-        let c = s
-            .commit_result(rkey("a", 0), Some((series("m"), run(100, 0))))
-            .unwrap();
-        assert_eq!(c, Committed::Done(RunUpdate::Older));
-        assert_eq!(s.last_runs()[&series("m")].exit_code, 1);
-        s.commit_result(rkey("c", 0), Some((series("m"), run(300, 0))))
-            .unwrap();
-        assert_eq!(s.last_runs()[&series("m")].exit_code, 0);
-        let again = s
-            .commit_result(rkey("c", 0), Some((series("m"), run(400, 9))))
-            .unwrap();
-        assert_eq!(again, Committed::AlreadyDone);
-        assert_eq!(s.last_runs()[&series("m")].exit_code, 0);
-    }
-
-    /// The same cutoff for every tenant, at `secs` past the epoch.
-    fn at(secs: i64) -> impl Fn(&str) -> Option<DateTime<Utc>> {
-        move |_| Some(Utc.timestamp_opt(secs, 0).unwrap())
-    }
-
-    #[test]
-    fn expiry_then_cap_oldest_first() {
-        let mut s = State::default();
-        for (i, m) in ["a", "b", "c", "d"].iter().enumerate() {
-            s.commit_result(rkey(m, 0), Some((series(m), run(100 * (i as i64 + 1), 0))))
-                .unwrap();
-        }
-        let removed = s.expire(&at(150), 2).unwrap();
-        assert_eq!(removed, vec![series("a"), series("b")]);
-        let removed = s.expire(&at(0), 1).unwrap();
-        assert_eq!(removed, vec![series("c")]);
-        assert_eq!(s.last_runs().len(), 1);
-        // A tenant whose clock refuses the judgement keeps its series past the TTL; the cap
-        // still holds. See: #24 item 7
-        let removed = s.expire(&|_| None, 1).unwrap();
-        assert!(removed.is_empty());
-        let removed = s.expire(&|_| None, 0).unwrap();
-        assert_eq!(removed, vec![series("d")]);
-    }
-
-    #[test]
-    fn done_is_once() {
-        let mut s = State::default();
-        let k = rkey("x", 0);
-        assert!(!s.is_done(&k));
-        assert!(s.mark_done(k.clone()).unwrap());
-        assert!(!s.mark_done(k.clone()).unwrap());
-        assert!(s.is_done(&k));
-        assert!(s.mark_action_seen("t", "x").unwrap());
-        assert!(!s.mark_action_seen("t", "x").unwrap());
-    }
-
-    #[test]
-    fn attempts_expire_like_the_other_series() {
-        let mut s = State::default();
-        for (i, m) in ["a", "b", "c"].iter().enumerate() {
-            s.commit_not_run(
-                rkey(m, 0),
-                series(m),
-                Attempt {
-                    at: Utc.timestamp_opt(100 * (i as i64 + 1), 0).unwrap(),
-                    ran: false,
-                    action_id: (*m).into(),
-                },
-            )
-            .unwrap();
-        }
-        let removed = s.expire_attempts(&at(150), 10).unwrap();
-        assert_eq!(removed, vec![series("a")]);
-        let removed = s.expire_attempts(&at(0), 1).unwrap();
-        assert_eq!(removed, vec![series("b")]);
-        assert!(s.is_not_run_done(&rkey("a", 0)), "still counted once");
-    }
-}
+mod tests;

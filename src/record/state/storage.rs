@@ -44,6 +44,15 @@ pub enum StoreError {
         "--state.reset refused: state file {path} is in use by another process {holder}. Stop that exporter first: resetting under it would leave it writing to the moved file while this one counts its results again"
     )]
     ResetLocked { path: PathBuf, holder: Holder },
+    /// Cluster mode (#31): this member no longer holds the lease of `tenant` (it expired or
+    /// another member took it over), so its write is refused and nothing is counted.
+    #[error(
+        "tenant {tenant}: this member no longer holds the tenant's lease (it expired or another member took it over); the write was refused and nothing was counted"
+    )]
+    Fenced { tenant: String },
+    /// Cluster mode (#31): the database did not take the write (it is away, or refused).
+    #[error("cluster database {target}: {message}")]
+    Database { target: String, message: String },
 }
 
 /// One change to the stored state. A batch of them is one transaction.
@@ -95,6 +104,28 @@ pub enum PerMachine {
     Attempts,
     Ran,
     ScriptSets,
+}
+
+impl Write<'_> {
+    /// The tenant the write belongs to (a cluster fences each write by its tenant's lease).
+    pub fn tenant(&self) -> &str {
+        match *self {
+            Write::Done(k) | Write::NotRun(k) => &k.tenant,
+            Write::Run(s, _)
+            | Write::ScriptSet(s, _)
+            | Write::Attempt(s, _)
+            | Write::Ran(s, _)
+            | Write::Remove(_, s) => &s.0,
+            Write::ActionSeen { tenant, .. }
+            | Write::Discovered { tenant, .. }
+            | Write::Watermark { tenant, .. }
+            | Write::Reconciled { tenant, .. }
+            | Write::Track { tenant, .. }
+            | Write::Untrack { tenant, .. }
+            | Write::Identity { tenant, .. }
+            | Write::ForgetDiscovery { tenant } => tenant,
+        }
+    }
 }
 
 /// What a store holds, read into the indexes `state` keeps (its fields by the same names).

@@ -58,6 +58,7 @@ fn collector(sim: &Simulator, addr: std::net::SocketAddr) -> (TenantCollector, A
         settings: CollectorSettings::from_config(&config),
         trace_url: None,
         last_expiry: Mutex::new(None),
+        ownership: None,
     });
     let http = mde_liveresponse_exporter::api::Http::new(
         mde_liveresponse_exporter::app::http_client(Duration::from_secs(30)).unwrap(),

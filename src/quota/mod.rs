@@ -9,6 +9,8 @@
 //! Does not own which call goes first (the collector) nor the HTTP retry (the client).
 //! Defines [`SharedQuota`], the one name of a tenant's quota handle.
 
+mod handover;
+
 use std::collections::VecDeque;
 use std::time::Duration;
 

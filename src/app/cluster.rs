@@ -1,0 +1,237 @@
+//! Wiring a cluster member (#31): opening the cluster's database at start (retrying until it
+//! answers, naming the server), the state over it, the lease loop, and one task per
+//! configured tenant that runs the tenant's collector while this member owns it.
+//!
+//! Owns what happens to a tenant when ownership changes hands here: taken, its state and
+//! quota windows read by the lease loop are taken in and its series restored before its
+//! collector starts; lost or given up, its collector is stopped first, then its per-machine
+//! series and script-output sets leave /metrics and its entries leave memory. Does not own
+//! the leases (`crate::cluster`), polling (`poll`), nor the exactly-once rules (`record`).
+
+use std::sync::{Arc, PoisonError};
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::cluster::store::{Fence, PgStore};
+use crate::cluster::{Membership, Ownership, Sources};
+use crate::config::{ClusterConfig, Config};
+use crate::metrics::Metrics;
+use crate::poll::collector::TenantCollector;
+use crate::record::state::State;
+use crate::shared::{Current, Shared, shared_now};
+
+/// Connect to the cluster's database, create or migrate its tables, and return an empty
+/// state over it and this member's ownership. A database that does not answer is tried
+/// again (every attempt logged, naming the server, never the password) until it does; one
+/// that answers but cannot be used (a newer schema, another application's) stops the start.
+pub(super) async fn open(config: &ClusterConfig) -> Result<(State, Arc<Ownership>), super::Error> {
+    let mut wait = Duration::from_secs(1);
+    let client = loop {
+        match crate::cluster::connect::connect(&config.postgres_url).await {
+            Ok(c) => break c,
+            Err(e) => {
+                tracing::error!(error = %e, retry_in_s = wait.as_secs(), "cannot reach the cluster database; trying again");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(30));
+            }
+        }
+    };
+    crate::cluster::schema::migrate(&client)
+        .await
+        .map_err(|e| super::Error::Cluster(format!("{}: {e}", config.postgres_url.target())))?;
+    let fence = Arc::new(Fence::new(crate::cluster::incarnation()));
+    let store = PgStore::start(config.postgres_url.clone(), fence.clone())
+        .map_err(|e| super::Error::Cluster(format!("cannot start the store's thread: {e}")))?;
+    tracing::info!(
+        member = %config.member,
+        database = %config.postgres_url.target(),
+        lease_duration_s = config.lease_duration.as_secs_f64(),
+        "cluster member: tenants are shared with the other members through the database"
+    );
+    Ok((
+        State::over(store),
+        Arc::new(Ownership::new(config.member.clone(), fence)),
+    ))
+}
+
+/// `--state.import FILE`: copy a state file into the cluster's database, once, at start.
+pub async fn import(config: &ClusterConfig, path: &std::path::Path) -> anyhow::Result<()> {
+    let state = State::open(Some(path))?;
+    let mut client = crate::cluster::connect::connect(&config.postgres_url).await?;
+    crate::cluster::schema::migrate(&client).await?;
+    let done = crate::cluster::import::import(&mut client, &state.export())
+        .await
+        .map_err(|e| anyhow::anyhow!("--state.import {}: {e}", path.display()))?;
+    tracing::info!(file = %path.display(), tenants = done.tenants, rows_added = done.rows, "--state.import: the state file was copied into the cluster database (entries already there kept)");
+    Ok(())
+}
+
+/// Start the lease loop; its task ends (leases released) when `stop` turns true.
+pub(super) fn spawn_membership(
+    config: &Config,
+    cluster: &ClusterConfig,
+    ownership: Arc<Ownership>,
+    metrics: Arc<Metrics>,
+    current: Current,
+    stop: watch::Receiver<bool>,
+) -> JoinHandle<()> {
+    // Counted rows are kept twice the longest lookback and a day: discovery lists nothing
+    // older, and a clock off by hours still finds them.
+    let lookback = config
+        .tenants
+        .iter()
+        .map(|t| t.selectors.lookback)
+        .max()
+        .unwrap_or(Duration::from_secs(86_400));
+    let keep_counted = lookback * 2 + Duration::from_secs(86_400);
+    let configured = {
+        let current = current.clone();
+        Box::new(move || shared_now(&current).quotas.keys().cloned().collect())
+    };
+    let quota = Box::new(move |t: &str| {
+        let shared = shared_now(&current);
+        let q = shared.quotas.get(t)?;
+        let mut q = q.lock().unwrap_or_else(PoisonError::into_inner);
+        Some(q.snapshot(
+            tokio::time::Instant::now(),
+            chrono::Utc::now().timestamp_millis(),
+        ))
+    });
+    let sources = Sources {
+        configured,
+        quota,
+        keep_counted,
+    };
+    let membership = Membership::new(cluster.clone(), ownership, metrics, sources);
+    tokio::spawn(membership.run(stop))
+}
+
+/// One task per tenant of `clients`: each runs its tenant's collector and machine-context
+/// refresh while this member owns the tenant.
+pub(super) fn launch(
+    shared: &Arc<Shared>,
+    clients: super::TenantClients,
+    ownership: &Arc<Ownership>,
+) -> super::Collectors {
+    let (stop, rx) = watch::channel(false);
+    shared.metrics.machines.clear_machines();
+    let tasks = clients
+        .into_iter()
+        .map(|(t, client)| {
+            tokio::spawn(slot(
+                t,
+                client,
+                shared.clone(),
+                ownership.clone(),
+                rx.clone(),
+            ))
+        })
+        .collect();
+    super::Collectors { stop, tasks }
+}
+
+/// The life of one tenant on this member: wait until owned, take its state in, poll until
+/// it is lost (or its local lease runs out), clean up, and wait again. At `stop` (shutdown or
+/// a reload) it returns at once, leaving what is held as it is.
+async fn slot(
+    tenant: crate::config::Tenant,
+    client: crate::api::Client,
+    shared: Arc<Shared>,
+    ownership: Arc<Ownership>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let name = tenant.name.clone();
+    let mut changes = ownership.subscribe();
+    loop {
+        let epoch = loop {
+            if *stop.borrow() {
+                return;
+            }
+            if let Some((epoch, _)) = ownership.owned_epoch(&name) {
+                break epoch;
+            }
+            tokio::select! {
+                _ = changes.changed() => {}
+                _ = stop.changed() => {}
+                _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+            }
+        };
+        if let Some((loaded, quota)) = ownership.take_loaded(&name) {
+            adopt(&shared, &name, loaded, quota.as_deref());
+        }
+        let (_quit, quit_rx) = watch::channel(false);
+        let collector = TenantCollector::new(tenant.clone(), client.sibling(), shared.clone());
+        let refresh =
+            crate::poll::machines::MachineRefresh::new(&tenant, client.sibling(), shared.clone());
+        let run = async {
+            tokio::join!(collector.run(quit_rx.clone()), refresh.run(quit_rx));
+        };
+        let lost = async {
+            loop {
+                match ownership.owned_epoch(&name) {
+                    Some((e, deadline)) if e == epoch => {
+                        tokio::select! {
+                            _ = changes.changed() => {}
+                            _ = tokio::time::sleep_until(deadline) => {}
+                        }
+                    }
+                    _ => return,
+                }
+            }
+        };
+        // Biased: woken after a freeze (SIGSTOP) past its lease, the loss is seen before the
+        // collector runs another step, so a member that lost a tenant sends nothing for it.
+        tokio::select! {
+            biased;
+            _ = lost => {}
+            _ = stop.changed() => return,
+            _ = run => {}
+        }
+        // The collector's future is dropped: nothing more of it runs.
+        forget(&shared, &name);
+    }
+}
+
+/// Take in a tenant this member now owns: its state, its quota windows, its series.
+fn adopt(
+    shared: &Shared,
+    tenant: &str,
+    loaded: crate::record::state::Loaded,
+    quota: Option<&[u8]>,
+) {
+    shared.with_state(|s| s.adopt(tenant, loaded));
+    if let (Some(snapshot), Some(q)) = (quota, shared.quotas.get(tenant)) {
+        q.lock().unwrap_or_else(PoisonError::into_inner).seed(
+            snapshot,
+            tokio::time::Instant::now(),
+            chrono::Utc::now().timestamp_millis(),
+        );
+    }
+    crate::shared::init_tenant_series(&shared.metrics, tenant);
+    crate::record::series::restore(&shared.metrics, &shared.state, |t| t == tenant);
+    crate::record::outcome::restore_script_sets(&shared.state, &shared.metrics, |t, script| {
+        t == tenant && shared.reads_script(t, script)
+    });
+    shared.restrict_excerpts();
+}
+
+/// Let go of a tenant this member no longer owns: its series leave /metrics, its entries
+/// leave memory (they stay in the database for the next owner), its status entry goes.
+fn forget(shared: &Shared, tenant: &str) {
+    crate::record::series::drop_unserved(&shared.metrics, &shared.state, |t| t != tenant);
+    shared.metrics.script_metrics.retain(&|t, _| t != tenant);
+    shared.metrics.poll.forget_tenant(tenant);
+    shared.metrics.api.forget_tenant(tenant);
+    shared.with_state(|s| s.forget(tenant));
+    shared
+        .status
+        .write()
+        .unwrap_or_else(PoisonError::into_inner)
+        .remove(tenant);
+    tracing::info!(
+        tenant,
+        "tenant no longer owned here: its series left /metrics"
+    );
+}

@@ -1,0 +1,463 @@
+//! A member's life in the cluster: heartbeats, taking and renewing the leases rendezvous
+//! hashing gives it, giving up the others, and what this process believes it owns
+//! ([`Ownership`]), which the collectors and the per-tenant series follow.
+//!
+//! Owns the lease loop (every third of `lease_duration`, each round bounded by a timeout):
+//! heartbeat, renew, [`lease::plan`], release, acquire (reading the tenant's state and quota
+//! windows for the new owner), saving the owned tenants' quota windows, pruning old counted
+//! rows, the cluster metrics, and the release of every lease at shutdown. Does not own the
+//! SQL (`lease`, `store`), nor starting or stopping a tenant's collector, which a task per
+//! tenant does when [`Ownership`] changes (`crate::app::cluster`).
+//!
+//! What a member believes it owns expires by itself: a lease counts locally until the instant
+//! the round that took or renewed it started plus nine tenths of `lease_duration` (monotonic
+//! time, which runs on while a process is stopped), so a member that cannot renew (the
+//! database away, or the process stopped) stops polling before its lease can pass to another.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tokio_postgres::Client;
+
+use super::lease::{self, LeaseRow};
+use super::store::{Fence, load_tenant};
+use crate::config::ClusterConfig;
+use crate::metrics::Metrics;
+use crate::metrics::cluster::Transition;
+use crate::record::state::Loaded;
+
+/// A tenant this member holds.
+#[derive(Debug)]
+struct Held {
+    epoch: i64,
+    /// Until when it counts locally.
+    deadline: Instant,
+    /// What the new owner read of it, until the tenant's task takes it in.
+    taken: Option<(Loaded, Option<Vec<u8>>)>,
+}
+
+/// What the status page shows of the cluster.
+#[derive(Debug, Clone, Default)]
+pub struct ClusterView {
+    pub member: String,
+    pub live: Vec<String>,
+    pub leases: Vec<LeaseRow>,
+    pub store_up: bool,
+    pub last_error: Option<String>,
+}
+
+/// What this process owns now; shared by the lease loop, the tenants' tasks and `Shared`.
+#[derive(Debug)]
+pub struct Ownership {
+    pub member: String,
+    fence: Arc<Fence>,
+    held: Mutex<HashMap<String, Held>>,
+    view: RwLock<ClusterView>,
+    /// Bumped at every change of what is held.
+    changed: watch::Sender<u64>,
+}
+
+impl Ownership {
+    pub fn new(member: String, fence: Arc<Fence>) -> Ownership {
+        Ownership {
+            view: RwLock::new(ClusterView {
+                member: member.clone(),
+                ..ClusterView::default()
+            }),
+            member,
+            fence,
+            held: Mutex::new(HashMap::new()),
+            changed: watch::channel(0).0,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Held>> {
+        self.held.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn bump(&self) {
+        self.changed.send_modify(|v| *v = v.wrapping_add(1));
+    }
+
+    /// The epoch `tenant` is held at, while its lease counts locally.
+    pub fn owned_epoch(&self, tenant: &str) -> Option<(i64, Instant)> {
+        self.lock()
+            .get(tenant)
+            .filter(|h| h.deadline > Instant::now())
+            .map(|h| (h.epoch, h.deadline))
+    }
+
+    /// Whether this member polls `tenant` now.
+    pub fn owns(&self, tenant: &str) -> bool {
+        self.owned_epoch(tenant).is_some()
+    }
+
+    /// What the new owner read of `tenant` (its state and quota windows), once.
+    pub fn take_loaded(&self, tenant: &str) -> Option<(Loaded, Option<Vec<u8>>)> {
+        self.lock().get_mut(tenant).and_then(|h| h.taken.take())
+    }
+
+    /// Told of every change of what is held.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changed.subscribe()
+    }
+
+    pub fn view(&self) -> ClusterView {
+        self.view
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    fn held_names(&self) -> BTreeSet<String> {
+        self.lock().keys().cloned().collect()
+    }
+
+    fn insert(&self, tenant: &str, held: Held) {
+        self.fence.hold(tenant, held.epoch);
+        self.lock().insert(tenant.to_string(), held);
+        self.bump();
+    }
+
+    fn renewed(&self, tenant: &str, deadline: Instant) {
+        if let Some(h) = self.lock().get_mut(tenant) {
+            h.deadline = deadline;
+        }
+    }
+
+    /// Stop holding `tenant`: its writes are refused from now on, and its task stops it.
+    fn remove(&self, tenant: &str) {
+        self.fence.drop_tenant(tenant);
+        self.lock().remove(tenant);
+        self.bump();
+    }
+
+    /// Tenants whose local deadline passed: dropped (lost).
+    fn expire(&self) -> Vec<String> {
+        let now = Instant::now();
+        let gone: Vec<String> = self
+            .lock()
+            .iter()
+            .filter(|(_, h)| h.deadline <= now)
+            .map(|(t, _)| t.clone())
+            .collect();
+        for t in &gone {
+            self.remove(t);
+        }
+        gone
+    }
+}
+
+/// A tenant's quota windows as [`crate::quota::Quota::snapshot`] writes them.
+pub type QuotaSource = Box<dyn Fn(&str) -> Option<Vec<u8>> + Send + Sync>;
+
+/// How a member learns what it needs from the rest of the process.
+pub struct Sources {
+    /// The tenants configured now (a reload changes them).
+    pub configured: Box<dyn Fn() -> Vec<String> + Send + Sync>,
+    /// A tenant's quota windows to save (`None`: not configured here).
+    pub quota: QuotaSource,
+    /// How long counted results are kept: discovery lists nothing older.
+    pub keep_counted: Duration,
+}
+
+/// The lease loop of this member.
+pub struct Membership {
+    config: ClusterConfig,
+    ownership: Arc<Ownership>,
+    metrics: Arc<Metrics>,
+    sources: Sources,
+    client: Option<Client>,
+    /// Hash of the quota windows last saved, per tenant.
+    saved_quota: HashMap<String, u64>,
+    last_prune: Option<Instant>,
+    store_up: Option<bool>,
+}
+
+/// How often counted rows are pruned.
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+
+impl Membership {
+    pub fn new(
+        config: ClusterConfig,
+        ownership: Arc<Ownership>,
+        metrics: Arc<Metrics>,
+        sources: Sources,
+    ) -> Membership {
+        metrics.cluster.init(&config.member);
+        Membership {
+            config,
+            ownership,
+            metrics,
+            sources,
+            client: None,
+            saved_quota: HashMap::new(),
+            last_prune: None,
+            store_up: None,
+        }
+    }
+
+    /// The time between rounds: a third of the lease.
+    pub fn tick(lease: Duration) -> Duration {
+        (lease / 3).max(Duration::from_millis(500))
+    }
+
+    fn me(&self) -> &str {
+        &self.config.member
+    }
+
+    /// Run rounds until `stop`, then give up every lease and leave.
+    pub async fn run(mut self, mut stop: watch::Receiver<bool>) {
+        let tick = Self::tick(self.config.lease_duration);
+        loop {
+            let round = tokio::time::timeout(tick.max(Duration::from_secs(2)), self.round()).await;
+            let outcome = match round {
+                Ok(r) => r,
+                Err(_) => Err(format!("the database did not answer within {tick:?}")),
+            };
+            self.after_round(outcome);
+            tokio::select! {
+                _ = tokio::time::sleep(tick) => {}
+                _ = stop.wait_for(|s| *s) => break,
+            }
+        }
+        self.leave().await;
+    }
+
+    fn after_round(&mut self, outcome: Result<(), String>) {
+        let up = outcome.is_ok();
+        if let Err(e) = &outcome {
+            self.client = None;
+            if self.store_up != Some(false) {
+                tracing::error!(member = %self.me(), error = %e, "cluster database unreachable: this member stops polling its tenants when their leases run out, and resumes when it is back");
+            }
+        } else if self.store_up == Some(false) {
+            tracing::info!(member = %self.me(), "cluster database reachable again");
+        }
+        self.store_up = Some(up);
+        for t in self.ownership.expire() {
+            tracing::warn!(member = %self.me(), tenant = %t, "tenant lease ran out before it could be renewed: this member stops polling it");
+            self.metrics
+                .cluster
+                .transition(self.me(), Transition::Lost, 1);
+        }
+        let owned = self.ownership.held_names().len();
+        let mut view = self
+            .ownership
+            .view
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        view.store_up = up;
+        view.last_error = outcome.err();
+        let live = view.live.len();
+        drop(view);
+        self.metrics
+            .cluster
+            .record(&self.config.member, live, owned, up);
+    }
+
+    async fn client(&mut self) -> Result<&Client, String> {
+        if self.client.as_ref().is_none_or(Client::is_closed) {
+            let c = super::connect::connect(&self.config.postgres_url)
+                .await
+                .map_err(|e| e.to_string())?;
+            self.client = Some(c);
+        }
+        self.client
+            .as_ref()
+            .ok_or_else(|| "not connected".to_string())
+    }
+
+    /// One round: heartbeat, renew, plan, release, acquire, save quotas, prune.
+    async fn round(&mut self) -> Result<(), String> {
+        let started = Instant::now();
+        let lease_d = self.config.lease_duration;
+        let deadline = started + lease_d * 9 / 10;
+        let me = self.config.member.clone();
+        let holder = self.ownership.fence.holder;
+        let target = self.config.postgres_url.target();
+        let db = |e: tokio_postgres::Error| format!("cluster database {target}: {e}");
+        // Taken for the round, put back when it succeeds (a failed round connects again).
+        self.client().await?;
+        let client = self
+            .client
+            .take()
+            .ok_or_else(|| "not connected".to_string())?;
+        let c = &client;
+        if !lease::heartbeat(c, &me, holder, lease_d)
+            .await
+            .map_err(db)?
+        {
+            return Err(format!(
+                "another live member is named {me:?}: members of one cluster need distinct names (cluster.member); this one takes no tenant"
+            ));
+        }
+        let live = lease::live_members(c, lease_d).await.map_err(db)?;
+        let held: Vec<String> = self.ownership.held_names().into_iter().collect();
+        let renewed = lease::renew(c, holder, &held, lease_d).await.map_err(db)?;
+        let mut late = 0;
+        let mut kept = BTreeSet::new();
+        for (t, epoch, was_late) in &renewed {
+            if self
+                .ownership
+                .owned_epoch(t)
+                .is_some_and(|(e, _)| e == *epoch)
+            {
+                self.ownership.renewed(t, deadline);
+                kept.insert(t.clone());
+                late += u64::from(*was_late);
+            }
+        }
+        let mut lost = 0;
+        for t in held.iter().filter(|t| !kept.contains(*t)) {
+            tracing::warn!(member = %me, tenant = %t, "tenant lease lost (taken over by another member): this member stops polling it");
+            self.ownership.remove(t);
+            lost += 1;
+        }
+        let leases = lease::leases(c).await.map_err(db)?;
+        let configured = (self.sources.configured)();
+        let plan = lease::plan(&me, &configured, &live, &kept, &leases);
+        // Stop first, save the quota windows as the stop left them, release after: nothing
+        // is polled here once another may take it, and it spends only what is left.
+        let mut handed = Vec::new();
+        for t in &plan.release {
+            self.ownership.remove(t);
+            if let Some(q) = (self.sources.quota)(t) {
+                handed.push((t.clone(), q));
+            }
+        }
+        for (t, q) in &handed {
+            lease::save_quota(c, t, holder, q).await.map_err(db)?;
+            self.saved_quota.remove(t);
+        }
+        lease::release(c, holder, &plan.release).await.map_err(db)?;
+        let mut acquired = 0;
+        for t in &plan.acquire {
+            let Some(epoch) = lease::acquire(c, t, &me, holder, lease_d)
+                .await
+                .map_err(db)?
+            else {
+                continue;
+            };
+            let loaded = load_tenant(c, t).await.map_err(db)?;
+            let quota = lease::load_quota(c, t).await.map_err(db)?;
+            self.ownership.insert(
+                t,
+                Held {
+                    epoch,
+                    deadline,
+                    taken: Some((loaded, quota)),
+                },
+            );
+            acquired += 1;
+        }
+        // The quota windows of the tenants held, when they changed since last saved.
+        for t in self.ownership.held_names() {
+            if let Some(value) = (self.sources.quota)(&t) {
+                let mut h = DefaultHasher::new();
+                value.hash(&mut h);
+                let sum = h.finish();
+                if self.saved_quota.get(&t) != Some(&sum) {
+                    lease::save_quota(c, &t, holder, &value).await.map_err(db)?;
+                    self.saved_quota.insert(t, sum);
+                }
+            }
+        }
+        if self.last_prune.is_none_or(|p| p.elapsed() >= PRUNE_EVERY) {
+            let owned: Vec<String> = self.ownership.held_names().into_iter().collect();
+            let n = lease::prune(c, &owned, self.sources.keep_counted)
+                .await
+                .map_err(db)?;
+            if n > 0 {
+                tracing::info!(
+                    rows = n,
+                    "cluster database: counted results older than the lookback window pruned"
+                );
+            }
+            self.last_prune = Some(Instant::now());
+        }
+        let m = &self.metrics.cluster;
+        m.transition(&me, Transition::Acquired, acquired);
+        m.transition(&me, Transition::RenewedLate, late);
+        m.transition(&me, Transition::Lost, lost);
+        m.transition(&me, Transition::Released, plan.release.len() as u64);
+        if acquired + lost > 0 || !plan.release.is_empty() {
+            tracing::info!(
+                member = %me,
+                acquired,
+                released = plan.release.len(),
+                lost,
+                owned = self.ownership.held_names().len(),
+                live = live.len(),
+                "cluster leases changed"
+            );
+        }
+        let leases: Vec<LeaseRow> = leases.into_values().collect();
+        let mut view = self
+            .ownership
+            .view
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        view.live = live;
+        view.leases = leases;
+        drop(view);
+        self.client = Some(client);
+        Ok(())
+    }
+
+    /// Shutdown: stop every tenant, give up its lease and leave, so the others take over
+    /// at their next round instead of waiting out the lease.
+    async fn leave(mut self) {
+        let held: Vec<String> = self.ownership.held_names().into_iter().collect();
+        // The quota windows as they are now, for the next owners.
+        let quotas: Vec<(String, Vec<u8>)> = held
+            .iter()
+            .filter_map(|t| (self.sources.quota)(t).map(|q| (t.clone(), q)))
+            .collect();
+        for t in &held {
+            self.ownership.remove(t);
+        }
+        let me = self.config.member.clone();
+        let holder = self.ownership.fence.holder;
+        let released = async {
+            let c = self.client().await?;
+            for (t, q) in &quotas {
+                lease::save_quota(c, t, holder, q)
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
+            lease::release(c, holder, &held)
+                .await
+                .map_err(|e| e.to_string())?;
+            lease::leave(c, &me, holder)
+                .await
+                .map_err(|e| e.to_string())
+        };
+        match tokio::time::timeout(Duration::from_secs(5), released).await {
+            Ok(Ok(_)) => {
+                self.metrics
+                    .cluster
+                    .transition(&me, Transition::Released, held.len() as u64);
+                tracing::info!(member = %me, released = held.len(), "left the cluster: leases released");
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(member = %me, error = %e, "could not release the leases at shutdown: the other members take the tenants once they expire")
+            }
+            Err(_) => {
+                tracing::warn!(member = %me, "could not release the leases at shutdown in time: the other members take the tenants once they expire")
+            }
+        }
+    }
+}
+
+/// The ownership table for a page: tenant → (owner, epoch, valid).
+pub fn table(view: &ClusterView) -> BTreeMap<String, (String, i64, bool)> {
+    view.leases
+        .iter()
+        .map(|l| (l.tenant.clone(), (l.owner.clone(), l.epoch, l.valid)))
+        .collect()
+}

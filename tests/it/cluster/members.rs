@@ -1,0 +1,269 @@
+//! Three real exporter processes, one PostgreSQL database and a simulator per tenant, with
+//! results finishing during the run: members killed (-9), stopped with SIGTERM, frozen with
+//! SIGSTOP past their lease, added and removed, and the database restarted. Across all of it
+//! every result link is asked for once (but for one a member may have been fetching when it
+//! was killed or frozen), every transcript is logged once over all members' logs, every
+//! result is counted, nothing is throttled, and no tenant is polled by two members. See: #31
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use mde_sim::{SimConfig, Simulator};
+
+use crate::common::{Binary, scrape, start_sim};
+
+const TENANTS: usize = 6;
+const LEASE: Duration = Duration::from_secs(3);
+
+fn tenant_entry(name: &str, sim: &Simulator, addr: SocketAddr) -> String {
+    let (tenant_id, client_id, secret) = sim.credentials();
+    let q = sim.config();
+    format!(
+        "  - name: {name}\n    tenant_id: {tenant_id}\n    client_id: {client_id}\n    client_secret: {secret}\n    api_url: http://{addr}\n    login_url: http://{addr}\n    quota:\n      per_minute: {}\n      per_hour: {}\n",
+        q.per_minute, q.per_hour
+    )
+}
+
+/// The tenants a member's /metrics serves (a poll recorded), by `mde_exporter_poll_success`.
+async fn served(addr: SocketAddr) -> BTreeSet<String> {
+    scrape(addr)
+        .await
+        .keys()
+        .filter(|(name, _)| name == "mde_exporter_poll_success")
+        .filter_map(|(_, labels)| labels.get("tenant").cloned())
+        .collect()
+}
+
+/// Each tenant served by at most one of `members` (asserted), and which one.
+async fn owners(members: &[(&str, SocketAddr)]) -> BTreeMap<String, String> {
+    let mut owner = BTreeMap::new();
+    for (name, addr) in members {
+        for t in served(*addr).await {
+            if let Some(other) = owner.insert(t.clone(), name.to_string()) {
+                panic!("tenant {t} is served by both {other} and {name}");
+            }
+        }
+    }
+    owner
+}
+
+/// Wait (checking ownership at every step) until every tenant is served by one of `members`.
+async fn all_served(members: &[(&str, SocketAddr)], within: Duration) -> BTreeMap<String, String> {
+    let started = Instant::now();
+    loop {
+        let o = owners(members).await;
+        if o.len() == TENANTS {
+            return o;
+        }
+        assert!(
+            started.elapsed() < within,
+            "after {within:?} only {o:?} are served"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn start(config: &Path, member: &str) -> Binary {
+    Binary::on_config(config, &[], &[("MEMBER", member)])
+}
+
+async fn spawn(config: &Path, member: &str) -> Binary {
+    let (config, member) = (config.to_path_buf(), member.to_string());
+    tokio::task::spawn_blocking(move || start(&config, &member))
+        .await
+        .unwrap()
+}
+
+fn signal(b: &Binary, sig: &str) {
+    std::process::Command::new("kill")
+        .args([sig, &b.child.id().to_string()])
+        .status()
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn issue_31_members_die_and_nothing_is_lost_or_counted_twice() {
+    let Some(vars) = super::server() else { return };
+    let url = super::database(&vars, "mde_cluster_members").await;
+    let mut sims = Vec::new();
+    let mut text = format!(
+        "poll_interval: 500ms\ncluster:\n  postgres_url: {url}\n  lease_duration: {}s\n  member: ${{MEMBER}}\ntenants:\n",
+        LEASE.as_secs()
+    );
+    for i in 0..TENANTS {
+        let (sim, addr) = start_sim(SimConfig {
+            seed: 31 + i as u64,
+            actions: 40,
+            machines: 8,
+            // Results keep finishing through the run.
+            finish_within: Duration::from_secs(50),
+            history: Duration::from_secs(600),
+            ..SimConfig::default()
+        })
+        .await;
+        text.push_str(&tenant_entry(&format!("tenant-{i}"), &sim, addr));
+        sims.push(sim);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.yml");
+    std::fs::write(&config, text).unwrap();
+
+    let mut logs: Vec<String> = Vec::new();
+    let mut a = spawn(&config, "a").await;
+    let mut b = spawn(&config, "b").await;
+    let c = spawn(&config, "c").await;
+    let first = all_served(
+        &[("a", a.addr), ("b", b.addr), ("c", c.addr)],
+        Duration::from_secs(30),
+    )
+    .await;
+    // Rendezvous spreads six tenants over three members (all three have some, almost surely;
+    // what matters is that each is served once).
+    eprintln!("ownership at start: {first:?}");
+
+    // kill -9: a's tenants go to b and c once its lease runs out.
+    a.kill();
+    logs.extend(a.logs());
+    let after_kill = all_served(&[("b", b.addr), ("c", c.addr)], Duration::from_secs(30)).await;
+    assert!(after_kill.values().all(|m| m != "a"));
+
+    // Scale 2 -> 3: d joins and takes its share.
+    let d = spawn(&config, "d").await;
+    let with_d = all_served(
+        &[("b", b.addr), ("c", c.addr), ("d", d.addr)],
+        Duration::from_secs(30),
+    )
+    .await;
+    eprintln!("with d: {with_d:?}");
+
+    // SIGTERM: b gives its tenants up at once (3 -> 2).
+    assert_eq!(b.terminate(), Some(0), "a member stops cleanly on SIGTERM");
+    logs.extend(b.logs());
+    all_served(&[("c", c.addr), ("d", d.addr)], Duration::from_secs(30)).await;
+
+    // SIGSTOP past the lease: d takes c's tenants; c, woken, stops serving them.
+    let c_had: BTreeSet<String> = served(c.addr).await;
+    signal(&c, "-STOP");
+    tokio::time::sleep(LEASE * 3).await;
+    let mut during = BTreeSet::new();
+    for _ in 0..50 {
+        during = served(d.addr).await;
+        if during.len() == TENANTS {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        during.len(),
+        TENANTS,
+        "d serves every tenant while c is frozen"
+    );
+    signal(&c, "-CONT");
+    // Once c has run its lease round it serves none of what it lost until it takes it again
+    // with a new epoch; at every check no tenant is served twice.
+    let until = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < until {
+        owners(&[("c", c.addr), ("d", d.addr)]).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eprintln!(
+        "c had {c_had:?}; now {:?}",
+        owners(&[("c", c.addr), ("d", d.addr)]).await
+    );
+
+    // The database restarts under the members (pg_virtualenv's cluster "regress").
+    let version = std::env::var("PGVERSION").unwrap_or_else(|_| "15".into());
+    let restart = std::process::Command::new("pg_ctlcluster")
+        .args([&version, "regress", "restart"])
+        .status();
+    match restart {
+        Ok(s) if s.success() => tokio::time::sleep(LEASE).await,
+        other => {
+            let ci = std::env::var("CI").is_ok_and(|v| v == "true");
+            assert!(
+                !ci,
+                "CI=true but the database could not be restarted: {other:?}"
+            );
+            eprintln!(
+                "SKIPPED the database restart: pg_ctlcluster {version} regress restart: {other:?}"
+            );
+        }
+    }
+    all_served(&[("c", c.addr), ("d", d.addr)], Duration::from_secs(60)).await;
+
+    // Every result counted: each simulator has had each of its results asked for.
+    let mut members = vec![c, d];
+    let started = Instant::now();
+    loop {
+        let done = sims.iter().all(|sim| {
+            let truth = sim.truth();
+            sim.stats().link_requests.len() >= truth.transcripts.len() + truth.files.len()
+        });
+        if done {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "not every result was fetched"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    for m in &mut members {
+        assert_eq!(m.terminate(), Some(0));
+        logs.extend(m.logs());
+    }
+    // Once each (one fetch a member was killed or frozen in may be repeated), and no 429.
+    let mut repeated = 0;
+    let mut throttled = 0;
+    for sim in &sims {
+        let stats = sim.stats();
+        // Known gap (#31 note): the quota windows are saved every lease round and at each
+        // hand-over, so a member killed with -9 (or frozen) takes the sends of its last round
+        // with it; the next owner may then meet one 429, which it obeys. At most one per
+        // member lost that way (two here).
+        throttled += stats.throttled.values().sum::<u64>();
+        for (key, n) in &stats.link_requests {
+            assert!(*n <= 2, "{key:?} asked for {n} times");
+            repeated += n - 1;
+        }
+    }
+    // At most one repeated link per hand-over (the fetch a member was in when it lost or gave
+    // up the tenant: its commit is fenced, so the next owner asks again; counted once). The
+    // hand-overs are the epochs past each tenant's first lease.
+    let db = super::client(&url).await;
+    let handovers: i64 = db
+        .query_one(
+            "SELECT COALESCE(SUM(epoch - 1), 0)::bigint FROM mde_lease",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    eprintln!("{repeated} links asked twice over {handovers} hand-overs");
+    assert!(
+        repeated <= u64::try_from(handovers).unwrap(),
+        "{repeated} result links asked for twice, {handovers} hand-overs"
+    );
+    assert!(throttled <= 2, "{throttled} calls throttled");
+    // Every transcript logged once, summed over every member's log.
+    let mut events: BTreeMap<(String, String, u64), u32> = BTreeMap::new();
+    for line in &logs {
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        if v["msg"] == "transcript retrieved" {
+            let key = (
+                v["tenant"].as_str().unwrap_or_default().to_string(),
+                v["action_id"].as_str().unwrap_or_default().to_string(),
+                v["index"].as_u64().unwrap_or_default(),
+            );
+            *events.entry(key).or_default() += 1;
+        }
+    }
+    let transcripts: usize = sims.iter().map(|s| s.truth().transcripts.len()).sum();
+    assert_eq!(events.len(), transcripts, "every transcript logged");
+    let twice: Vec<_> = events.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "logged more than once: {twice:?}");
+}
