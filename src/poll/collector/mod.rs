@@ -14,6 +14,7 @@
 //! - [`results`]: counting final actions and not-run commands, filling the pending queue, fetching
 //!   and accounting results exactly once.
 //! - [`error`]: why a poll (or one result) did not complete.
+//! - [`names`]: which machine id a `machine` label stands for.
 //! - [`pending`]: the queue of results waiting to be fetched.
 //! - [`poller`]: what one tenant's collector holds between and during polls.
 //! - [`retry`]: how often and how long a failed result is tried again (pure).
@@ -21,6 +22,7 @@
 mod bootstrap;
 mod discover;
 mod error;
+mod names;
 mod pending;
 mod poller;
 mod results;
@@ -63,6 +65,7 @@ impl TenantCollector {
             last_sweep_actions: 0,
             unrestored: 0,
             bootstrap: None,
+            names: Default::default(),
             in_flight_filter_refused: false,
             combined_filter_refused: false,
             interval: Duration::ZERO,

@@ -51,6 +51,8 @@ pub struct TenantCollector {
     /// A first discovery cut short by quota, with the pages it read: the next poll goes on
     /// with it instead of starting over (#32 item 4).
     pub(super) bootstrap: Option<Bootstrap>,
+    /// Which machine id each DNS name stands for in the `machine` label (#32 item 8).
+    pub(super) names: super::names::MachineNames,
 }
 
 /// Counts for the one info line each poll writes.
