@@ -357,6 +357,32 @@ local util = import 'lib/util.libsonnet';
             "the rule's ttl (7 days by default).",
           ]),
         ),
+
+        // See: #32 item 5. A rule's bounds left samples out: a machine prints more than its
+        // share (series or bytes), or prints what the exposition must not hold.
+        alert(
+          'MdeLiveResponseScriptMetricsDropped', c.scriptMetricsDroppedSeverity, c.scriptMetricsDroppedFor,
+          // increase() misses a counter's first sample: the `unless ... offset` term catches a
+          // series that is new within the window.
+          |||
+            sum by (tenant, script, reason) (increase(mde_script_metrics_dropped_total[%(w)s])) > 0
+            or
+            sum by (tenant, script, reason) (
+              mde_script_metrics_dropped_total
+                unless mde_script_metrics_dropped_total offset %(w)s
+            )
+          ||| % { w: c.scriptMetricsDroppedWindow },
+          'Samples of {{ $labels.script }} in tenant {{ $labels.tenant }} are left out ({{ $labels.reason }})',
+          text([
+            '{{ $value | printf "%.0f" }} sample(s) that {{ $labels.script }} printed in tenant',
+            '{{ $labels.tenant }} were left out in the last ' + util.humanize(c.scriptMetricsDroppedWindow),
+            '(reason {{ $labels.reason }}): the mde_script_* series of some machines are missing or',
+            'incomplete. max_series, max_bytes: one transcript printed more than its bound;',
+            'max_total, max_total_bytes, fair_share: the machines of the rule together printed more',
+            'than its totals, and each keeps an equal share; the others: what the script printed',
+            'cannot be served as it is.',
+          ]),
+        ),
       ],
     }],
   },

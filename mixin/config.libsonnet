@@ -93,6 +93,11 @@
     scriptMetricsStaleThreshold: '2d',
     scriptMetricsStaleSeverity: 'warning',
     scriptMetricsStaleFor: '1h',
+    // MdeLiveResponseScriptMetricsDropped (#32 item 5): samples of a script_metrics rule were
+    // left out within this window (a bound, or output that cannot be served).
+    scriptMetricsDroppedWindow: '1h',
+    scriptMetricsDroppedSeverity: 'warning',
+    scriptMetricsDroppedFor: '',
 
     // MdeExporterClockSkew (#24): |local clock - API clock| above this many seconds. Keep it
     // at the exporter's max_clock_skew (default 5m), beyond which it refuses time-based decisions.

@@ -1,6 +1,6 @@
 //! The MDE API client for one tenant: one method per endpoint, every call metered.
 //!
-//! Owns the endpoints (listings and their paging, one action, a result's download link) and
+//! Owns the endpoints (listings and their paging (`listing`: one that can stop and go on), one action, a result's download link) and
 //! the client's parts: `error` (one error type), `send` (slot, quota, token, 401/429,
 //! size caps, the per-call metrics), `download` (result links and their trust policy),
 //! [`http`] (the one `reqwest` client and its policy: redirects, Referer, proxy; the cap on
@@ -15,6 +15,7 @@ pub mod deprecation;
 mod download;
 mod error;
 pub mod http;
+mod listing;
 pub mod model;
 mod send;
 
@@ -31,7 +32,11 @@ pub use crate::quota::SharedQuota;
 pub use error::{Error, ErrorKind};
 pub use http::{Http, Slot};
 pub(crate) use http::{error_chain, read_capped};
+pub use listing::Listing;
 use model::{DownloadLink, Machine, MachineAction, redact_url};
+
+/// A listing of machine actions that can stop (quota) and go on at the next poll.
+pub type ActionListing = Listing<MachineAction>;
 
 /// Most pages one listing may take. The server pages are 100 to 10,000 actions; at 200 pages
 /// a listing that has not ended is a loop or a runaway, and it must not spend the whole
@@ -204,7 +209,31 @@ impl Client {
         filter: &str,
         wait: QuotaWait,
     ) -> Result<Vec<MachineAction>, Error> {
-        self.list_all(Endpoint::ListMachineActions, "api/machineactions", filter, wait, "action", |invalid| {
+        let mut listing = self.machine_action_listing(filter);
+        self.read_machine_actions(&mut listing, wait).await?;
+        Ok(listing.into_items())
+    }
+
+    /// A listing of machine actions with `filter`, nothing read yet: read it with
+    /// [`Client::read_machine_actions`], and again after an error to go on from where it
+    /// stopped (#32 item 4).
+    pub fn machine_action_listing(&self, filter: &str) -> ActionListing {
+        Listing::start(
+            self,
+            Endpoint::ListMachineActions,
+            "api/machineactions",
+            filter,
+        )
+    }
+
+    /// Read `listing` on from where it stopped to its end. On an error (quota, a 429) it
+    /// keeps the pages read so far and goes on from the page that failed at the next call.
+    pub async fn read_machine_actions(
+        &self,
+        listing: &mut ActionListing,
+        wait: QuotaWait,
+    ) -> Result<(), Error> {
+        self.read_listing(listing, wait, "action", |invalid| {
             for problem in invalid {
                 tracing::warn!(tenant = %self.tenant, problem, "skipping a machine action that does not parse");
             }
@@ -226,46 +255,9 @@ impl Client {
         item: &str,
         skipped: impl Fn(&[String]),
     ) -> Result<Vec<T>, Error> {
-        let mut url = self.api_url(path);
-        url.query_pairs_mut()
-            .append_pair("$filter", filter)
-            .append_pair("$top", &LIST_TOP.to_string());
-        let mut all = Vec::new();
-        // Every page's URL, to tell a listing that loops from one that ends; and the ids each
-        // page served, to tell one whose API ignores `$skip` (the same items under new URLs,
-        // which no URL check sees) before 200 copies of a page pile up in memory.
-        let mut seen = std::collections::HashSet::from([url.to_string()]);
-        let mut pages = std::collections::HashSet::new();
-        let mut next = Some(url);
-        while let Some(url) = next.take() {
-            let body = self.api_get(ep, &url, wait, None).await?;
-            let (items, invalid, next_link) =
-                model::parse_page::<T>(&body, item).map_err(|source| Error::Parse {
-                    endpoint: ep.as_str(),
-                    url: redact_url(&url),
-                    source,
-                })?;
-            let served = items.len() + invalid.len();
-            if !items.is_empty() && !pages.insert(page_digest(&items)) {
-                return Err(Error::RepeatedPage {
-                    endpoint: ep.as_str(),
-                    link: redact_url(&url),
-                });
-            }
-            skipped(&invalid);
-            all.extend(items);
-            next = match self.next_page(ep, next_link, &mut seen)? {
-                Some(link) => Some(link),
-                None => match full_page_continuation(&url, served) {
-                    Some(more) => {
-                        check_next_page(&mut seen, &more, ep)?;
-                        Some(more)
-                    }
-                    None => None,
-                },
-            };
-        }
-        Ok(all)
+        let mut listing = Listing::start(self, ep, path, filter);
+        self.read_listing(&mut listing, wait, item, skipped).await?;
+        Ok(listing.into_items())
     }
 
     /// The page after this one, from its `@odata.nextLink`: only on the configured API's

@@ -4,7 +4,8 @@
 //!
 //! Owns the section whole: a rule's one struct as serde reads it (unknown keys are errors),
 //! its defaults (prefix `mde_script_`, `max_series` 500 per transcript, `max_total_series`
-//! 50,000 per rule, `ttl` 7 days, the caps on one sample `max_name_length` 128,
+//! 50,000 per rule, `max_bytes` 256 KiB per transcript, `max_total_bytes` 32 MiB per rule,
+//! `ttl` 7 days, the caps on one sample `max_name_length` 128,
 //! `max_label_length` 1024, `max_labels` 16, the last four from `metric_name`) and its checks:
 //! names that are not valid metric names, or could shadow the exporter's own families, are
 //! refused. Does not own what a valid metric name is (`metric_name`) nor reading the output
@@ -35,6 +36,10 @@ pub const RESERVED_PREFIXES: &[&str] = &[
 const MAX_SERIES_CAP: usize = 100_000;
 /// Most series one rule may hold, whatever `max_total_series` says.
 const MAX_TOTAL_CAP: usize = 1_000_000;
+/// Most bytes one transcript, and one rule, may hold, whatever `max_bytes` and
+/// `max_total_bytes` say.
+const MAX_BYTES_CAP: usize = 64 * 1024 * 1024;
+const MAX_TOTAL_BYTES_CAP: usize = 1024 * 1024 * 1024;
 /// Longest names, label values and most labels a rule may allow.
 const MAX_NAME_CAP: usize = 1024;
 const MAX_LABEL_CAP: usize = 65_536;
@@ -75,6 +80,12 @@ pub struct ScriptRule {
     pub max_series: usize,
     #[serde(default = "default_max_total_series")]
     pub max_total_series: usize,
+    /// Most bytes of sample lines one transcript may give (#32 item 5).
+    #[serde(default = "default_max_bytes")]
+    pub max_bytes: usize,
+    /// Most bytes of sample lines one rule may hold, all machines (#32 item 5).
+    #[serde(default = "default_max_total_bytes")]
+    pub max_total_bytes: usize,
     #[serde(default = "default_ttl", with = "humantime_serde")]
     pub ttl: Duration,
     /// Longest metric name (before the prefix) and label name, in bytes.
@@ -99,6 +110,12 @@ fn default_max_series() -> usize {
 }
 fn default_max_total_series() -> usize {
     50_000
+}
+fn default_max_bytes() -> usize {
+    256 * 1024
+}
+fn default_max_total_bytes() -> usize {
+    32 * 1024 * 1024
 }
 // The caps on one sample, shared with `script_metrics::parse::Limits::default()`
 // (`metric_name`).
@@ -132,6 +149,8 @@ impl ScriptRule {
             prefix: default_prefix(),
             max_series: default_max_series(),
             max_total_series: default_max_total_series(),
+            max_bytes: default_max_bytes(),
+            max_total_bytes: default_max_total_bytes(),
             ttl: default_ttl(),
             max_name_length: default_max_name_length(),
             max_label_length: default_max_label_length(),
@@ -210,6 +229,8 @@ impl ScriptRule {
             ));
         }
         for (key, value, cap) in [
+            ("max_bytes", self.max_bytes, MAX_BYTES_CAP),
+            ("max_total_bytes", self.max_total_bytes, MAX_TOTAL_BYTES_CAP),
             ("max_name_length", self.max_name_length, MAX_NAME_CAP),
             ("max_label_length", self.max_label_length, MAX_LABEL_CAP),
             ("max_labels", self.max_labels, MAX_LABELS_CAP),
@@ -417,6 +438,14 @@ script_metrics:
             (
                 rule("    format: prometheus\n    max_label_length: 65537\n"),
                 "config file cfg.yml: script_metrics[0].max_label_length: must be between 1 and 65536",
+            ),
+            (
+                rule("    format: prometheus\n    max_bytes: 0\n"),
+                "config file cfg.yml: script_metrics[0].max_bytes: must be between 1 and 67108864",
+            ),
+            (
+                rule("    format: prometheus\n    max_total_bytes: 1073741825\n"),
+                "config file cfg.yml: script_metrics[0].max_total_bytes: must be between 1 and 1073741824",
             ),
             (
                 rule("    format: prometheus\n    max_labels: 65\n"),

@@ -272,6 +272,8 @@ fn the_exporters_families_are_pushed_once_each() {
         prefix: "mde_script_".into(),
         max_series: 500,
         max_total_series: 50_000,
+        max_bytes: 256 * 1024,
+        max_total_bytes: 32 * 1024 * 1024,
         ttl: Duration::from_secs(86_400),
         max_name_length: 128,
         max_label_length: 1024,

@@ -77,6 +77,13 @@ pub enum Drop {
     UnsupportedType,
     /// Beyond the total of series a rule may hold (`store`).
     MaxTotal,
+    /// Beyond the bytes one transcript may give (`max_bytes`, `store`).
+    MaxBytes,
+    /// Beyond the bytes a rule may hold (`max_total_bytes`, `store`).
+    MaxTotalBytes,
+    /// A held set cut to its fair share of the rule's totals, to make room for another
+    /// machine's set (`store`, #32 item 5).
+    FairShare,
     /// The prefixed name lies under one of the exporter's own prefixes (`store`).
     ReservedName,
     /// A label name starting with `__` (reserved for Prometheus itself, `__name__` among
@@ -97,6 +104,9 @@ impl Drop {
             Drop::TooManyLabels => "too_many_labels",
             Drop::UnsupportedType => "unsupported_type",
             Drop::MaxTotal => "max_total",
+            Drop::MaxBytes => "max_bytes",
+            Drop::MaxTotalBytes => "max_total_bytes",
+            Drop::FairShare => "fair_share",
             Drop::ReservedName => "reserved_name",
             Drop::ReservedLabel => "reserved_label",
             Drop::NameClash => "name_clash",

@@ -6,7 +6,8 @@
 //! followed and the watermark in one transaction.
 //!
 //! Owns the list calls of a poll, their order and what is remembered of them (the last
-//! discovery time, the followed set, the watermark, the sweep time), the fallbacks (two
+//! discovery time, the followed set, the watermark, the sweep time, a first discovery's
+//! listings cut short by quota until the next poll goes on with them), the fallbacks (two
 //! listings when the API refuses the combined one, id batches when it refuses the status
 //! filter), the sweep's "missed" warning, the
 //! in-flight gauges, and the discovery outcome (re-reads waiting, status page). Does not own the decisions themselves (filters, which
@@ -154,10 +155,24 @@ impl TenantCollector {
             self.restore_not_run_gauges();
         }
         let bootstrap = watermark.is_none();
-        // A first start lists what is in flight first and on its own, then the window (#20).
-        let in_flight = match disc::in_flight_filter(&sel, now, last_discovery) {
-            Some(f) if bootstrap => self.bootstrap_in_flight(&f, now, deadline).await?,
-            _ => Vec::new(),
+        // A first start lists what is in flight first and on its own, then the window (#20);
+        // cut short by quota, it goes on at the next poll from the page it stopped at (#32
+        // item 4), and it counts from the time it started.
+        let (now, in_flight, bootstrap_listed) = if bootstrap {
+            match self
+                .bootstrap_listings(now, last_discovery, deadline)
+                .await?
+            {
+                Some((started, in_flight, window)) => (started, in_flight, Some(window)),
+                None => {
+                    return Ok(Discovered {
+                        actions: Vec::new(),
+                        follow: None,
+                    });
+                }
+            }
+        } else {
+            (now, Vec::new(), None)
         };
         let since = watermark.map(|w| disc::incremental_since(w, d.overlap, now));
         // With followed actions in flight from before the window, what is new and what is in
@@ -169,15 +184,15 @@ impl TenantCollector {
             _ => None,
         };
         let in_flight_answered = combined.is_some();
-        let mut listed = match combined {
-            Some(found) => found,
-            None => {
-                let filter = match since {
-                    Some(since) => disc::incremental_filter(&sel, since),
-                    None => disc::bootstrap_filter(&sel, now, last_discovery),
-                };
+        let mut listed = match (combined, bootstrap_listed, since) {
+            (Some(found), _, _) | (None, Some(found), _) => found,
+            (None, None, since) => {
+                let since = since.unwrap_or(now);
                 self.client
-                    .list_machine_actions(&filter, QuotaWait::Until(deadline))
+                    .list_machine_actions(
+                        &disc::incremental_filter(&sel, since),
+                        QuotaWait::Until(deadline),
+                    )
                     .await?
             }
         };
@@ -350,30 +365,6 @@ impl TenantCollector {
         })
     }
 
-    /// The first start's in-flight listing. An API that refuses the status filter (400) gets
-    /// the whole horizon listed whatever the status instead, of which the actions not final
-    /// are kept: dearer, once, but no action in flight at the start is left unfollowed.
-    async fn bootstrap_in_flight(
-        &mut self,
-        filter: &str,
-        now: DateTime<Utc>,
-        deadline: Instant,
-    ) -> Result<Vec<MachineAction>, PollError> {
-        if !self.in_flight_filter_refused {
-            match self.status_listing(filter, deadline).await? {
-                Ok(found) => return Ok(found),
-                Err(refused) => self.filter_refused(&refused),
-            }
-        }
-        let sel = &self.tenant.selectors;
-        let all = disc::incremental_filter(sel, disc::in_flight_since(sel, now));
-        let found = self
-            .client
-            .list_machine_actions(&all, QuotaWait::Until(deadline))
-            .await?;
-        Ok(found.into_iter().filter(|a| !a.status.is_final()).collect())
-    }
-
     /// The in-flight set in one status-filtered listing, when some followed action in flight
     /// was not in this poll's listing (else nothing is asked: a quiet tenant costs one call).
     /// A 400 switches this collector to reading them by id; a listing refused for quota cuts
@@ -451,7 +442,7 @@ impl TenantCollector {
         }
     }
 
-    fn set_filter_supported(&self, supported: bool) {
+    pub(super) fn set_filter_supported(&self, supported: bool) {
         let name = &self.tenant.name;
         self.shared
             .metrics
@@ -462,7 +453,7 @@ impl TenantCollector {
     }
 
     /// The API refused the status filter: logged once, shown, and not asked again.
-    fn filter_refused(&mut self, e: &api::Error) {
+    pub(super) fn filter_refused(&mut self, e: &api::Error) {
         self.in_flight_filter_refused = true;
         self.set_filter_supported(false);
         tracing::warn!(tenant = %self.tenant.name, error = %e, "the API refused the status-filtered listing of actions in flight: every action in flight is read by id instead (one list call per discovery.batch_size ids) until the next restart or reload");
@@ -566,7 +557,7 @@ impl TenantCollector {
 }
 
 /// A 400 to a listing: the API does not accept its filter.
-fn refused_filter(e: &api::Error) -> bool {
+pub(super) fn refused_filter(e: &api::Error) -> bool {
     matches!(e, api::Error::Status { status: 400, .. })
 }
 

@@ -9,15 +9,20 @@
 //!
 //! - [`discover`]: the list calls of a poll and what is remembered of them, one contract for
 //!   both discovery modes.
+//! - [`bootstrap`]: a tenant's first discovery, which a poll cut short by quota leaves for the
+//!   next poll to go on with.
 //! - [`results`]: counting final actions and not-run commands, filling the pending queue, fetching
 //!   and accounting results exactly once.
 //! - [`error`]: why a poll (or one result) did not complete.
+//! - [`names`]: which machine id a `machine` label stands for.
 //! - [`pending`]: the queue of results waiting to be fetched.
 //! - [`poller`]: what one tenant's collector holds between and during polls.
 //! - [`retry`]: how often and how long a failed result is tried again (pure).
 
+mod bootstrap;
 mod discover;
 mod error;
+mod names;
 mod pending;
 mod poller;
 mod results;
@@ -59,6 +64,8 @@ impl TenantCollector {
             rereads: Vec::new(),
             last_sweep_actions: 0,
             unrestored: 0,
+            bootstrap: None,
+            names: Default::default(),
             in_flight_filter_refused: false,
             combined_filter_refused: false,
             interval: Duration::ZERO,

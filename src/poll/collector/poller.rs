@@ -1,7 +1,7 @@
 //! What the collector of one tenant holds between and during polls: the tenant, its client,
 //! the shared state, the pending queue, and where the last poll left off.
 //!
-//! Owns the [`TenantCollector`] type, its poll counters and the times it decides by (the
+//! Owns the [`TenantCollector`] type, a first discovery in progress ([`Bootstrap`]), its poll counters and the times it decides by (the
 //! API's clock, see `crate::api::clock`). Does not own what a poll does with
 //! them (`collector`, `discover`, `results`).
 
@@ -48,6 +48,11 @@ pub struct TenantCollector {
     pub(super) interval: Duration,
     /// Polls in a row that found nothing in flight and nothing new (the quiet back-off).
     pub(super) quiet_polls: u32,
+    /// A first discovery cut short by quota, with the pages it read: the next poll goes on
+    /// with it instead of starting over (#32 item 4).
+    pub(super) bootstrap: Option<Bootstrap>,
+    /// Which machine id each DNS name stands for in the `machine` label (#32 item 8).
+    pub(super) names: super::names::MachineNames,
 }
 
 /// Counts for the one info line each poll writes.
@@ -81,5 +86,38 @@ impl TenantCollector {
                 self.shared.settings.max_clock_skew,
             )
             .time()
+    }
+}
+
+/// A first discovery in progress (no watermark yet), kept across polls cut short by quota
+/// (#32 item 4): when it started and its two listings with the pages read so far. Lost at a
+/// restart or reload (it then starts over, as before).
+pub(super) struct Bootstrap {
+    pub(super) started: chrono::DateTime<chrono::Utc>,
+    /// What is in flight before the window; `None` when the window reaches the horizon.
+    pub(super) in_flight: Option<InFlightListing>,
+    /// The whole window, whatever the status.
+    pub(super) window: crate::api::ActionListing,
+}
+
+/// The first discovery's in-flight listing.
+pub(super) struct InFlightListing {
+    pub(super) listing: crate::api::ActionListing,
+    /// Listed whatever the status (the API refused the status filter): only the actions not
+    /// final are kept of it.
+    pub(super) every_status: bool,
+}
+
+impl Bootstrap {
+    pub(super) fn pages_read(&self) -> usize {
+        self.window.pages_read()
+            + self
+                .in_flight
+                .as_ref()
+                .map_or(0, |f| f.listing.pages_read())
+    }
+
+    pub(super) fn actions(&self) -> usize {
+        self.window.len() + self.in_flight.as_ref().map_or(0, |f| f.listing.len())
     }
 }

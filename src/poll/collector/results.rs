@@ -49,7 +49,7 @@ impl TenantCollector {
 
     /// Count each RunScript command of a final action that never ran, once, and keep
     /// `mde_liveresponse_script_not_run` on the latest attempt per machine and script.
-    fn account_not_run(&self, a: &MachineAction) -> Result<(), StoreError> {
+    fn account_not_run(&self, a: &MachineAction, machine: &str) -> Result<(), StoreError> {
         let t = &self.tenant.name;
         let at = a
             .last_update_date_time_utc
@@ -60,10 +60,10 @@ impl TenantCollector {
                 continue;
             }
             let script = c.script_name().unwrap_or("unknown").to_string();
-            let series = (t.clone(), a.machine().to_string(), script.clone());
+            let series = (t.clone(), machine.to_string(), script.clone());
             let labels = MachineScriptLabels {
                 tenant: t.clone(),
-                machine: a.machine().to_string(),
+                machine: machine.to_string(),
                 script: script.clone(),
             };
             let attempt = |ran| Attempt {
@@ -106,7 +106,7 @@ impl TenantCollector {
                         tenant: t,
                         action_id: &a.id,
                         index: c.index,
-                        machine: a.machine(),
+                        machine,
                         script: &script,
                         reason: reason.as_str(),
                         action_status: a.status.as_str(),
@@ -155,7 +155,9 @@ impl TenantCollector {
                     .map(|c| (c.command.kind.as_str(), c.command_status.as_str())),
             );
         }
-        self.account_not_run(a)?;
+        // Keyed by the machine id behind the name (#32 item 8).
+        let machine = self.names.label(&t, a);
+        self.account_not_run(a, &machine)?;
         let scripts = &self.tenant.selectors.scripts;
         for c in &a.commands {
             if c.command_status != crate::api::model::CommandStatus::Completed {
@@ -187,7 +189,7 @@ impl TenantCollector {
                 key,
                 kind: c.command.kind.clone(),
                 script: c.script_name().map(str::to_string),
-                machine: a.machine().to_string(),
+                machine: machine.clone(),
                 end_time: c.end_time.or(a.last_update_date_time_utc),
                 last_update: a.last_update_date_time_utc,
                 queued_at: self.api_now(),

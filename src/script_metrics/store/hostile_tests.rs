@@ -18,6 +18,8 @@ fn rule() -> ScriptRule {
         prefix: "mde_script_".into(),
         max_series: 500,
         max_total_series: 50_000,
+        max_bytes: 256 * 1024,
+        max_total_bytes: 32 * 1024 * 1024,
         ttl: Duration::from_secs(7 * 86_400),
         max_name_length: 128,
         max_label_length: 1024,
@@ -183,4 +185,86 @@ fn the_strict_reader_sees_what_it_must() {
     // The checker itself: each problem it must find, found.
     let body = "# TYPE a gauge\n# TYPE a gauge\na{x=\"1\",x=\"2\"} 1\na{__name__=\"b\"} 1\na{y=\"\"} 1\nb{p=\"1\",q=\"2\"} 1\nb{q=\"2\",p=\"1\"} 1\n";
     assert_eq!(problems(body).len(), 5, "{:?}", problems(body));
+}
+
+/// The text body of a store (the families' lines and headers).
+fn body_of(store: &Arc<Store>) -> String {
+    let mut body = String::new();
+    for part in store.parts(1) {
+        part.write_text(&mut body, false).unwrap();
+    }
+    body
+}
+
+fn dropped(store: &Arc<Store>, reason: &str) -> u64 {
+    let inner = store.inner.read().unwrap();
+    inner
+        .dropped
+        .get(&("t".to_string(), "check.ps1".to_string(), reason))
+        .copied()
+        .unwrap_or(0)
+}
+
+fn at(minute: u32) -> DateTime<Utc> {
+    format!("2025-03-18T21:{minute:02}:00Z").parse().unwrap()
+}
+
+/// See: #32 item 5. Two noisy machines report first and fill the rule's total; nine ordinary
+/// machines come after. First-come, the nine got 0 of 9 for the ttl. Now each set has at
+/// least an equal share of the total: the noisy sets are cut to theirs (`fair_share`), every
+/// ordinary machine's sample is served, and the total holds after each transcript.
+#[test]
+fn a_rules_total_is_shared_fairly_not_first_come() {
+    let mut r = rule();
+    r.max_total_series = 1000;
+    let store = Arc::new(Store::default());
+    let noisy: String = (0..500).map(|i| format!("x{{i=\"{i}\"}} 1\n")).collect();
+    for m in ["noisy-1", "noisy-2"] {
+        let key = ("t".into(), m.into(), "check.ps1".into());
+        store.record(key, at(0), 0, &r, extract(&r, noisy.as_bytes()));
+    }
+    for i in 0..9 {
+        let key: SetKey = ("t".into(), format!("ws-{i}"), "check.ps1".into());
+        store.record(key.clone(), at(1), 0, &r, extract(&r, b"ok 1\n"));
+        assert_eq!(store.get(&key).unwrap().series(), 1, "ws-{i}");
+        let total = store.inner.read().unwrap().totals[&("t".into(), "check.ps1".into())];
+        assert!(total <= 1000, "{total}");
+    }
+    let body = body_of(&store);
+    assert_eq!(body.matches("mde_script_ok{").count(), 9);
+    assert!(dropped(&store, "fair_share") > 0);
+    // The state file keeps what is served: a noisy set read back is its share.
+    let noisy_1 = ("t".into(), "noisy-1".into(), "check.ps1".into());
+    assert!(store.get(&noisy_1).unwrap().series() <= 1000 / 3);
+}
+
+/// See: #32 item 5. Series of 16 KB each (label values at their caps): the count bounds let
+/// 500 of them through, 8 MB from one transcript. The bytes are bounded too: one transcript
+/// gives at most `max_bytes`, a rule holds at most `max_total_bytes`, and what is left out is
+/// counted (`max_bytes`, then `fair_share` or `max_total_bytes`).
+#[test]
+fn script_series_are_bounded_in_bytes_per_transcript_and_per_rule() {
+    let mut r = rule();
+    r.max_label_length = 1024;
+    r.max_bytes = 64 * 1024;
+    r.max_total_bytes = 256 * 1024;
+    let value = "v".repeat(1000);
+    let fat: String = (0..500)
+        .map(|i| {
+            let labels: Vec<String> = (0..16).map(|k| format!("l{k}=\"{value}\"")).collect();
+            format!("x{{i=\"{i}\",{}}} 1\n", labels[..15].join(","))
+        })
+        .collect();
+    let store = Arc::new(Store::default());
+    for m in 0..8 {
+        let key: SetKey = ("t".into(), format!("ws-{m}"), "check.ps1".into());
+        store.record(key.clone(), at(m), 0, &r, extract(&r, fat.as_bytes()));
+        let served = body_of(&store).len();
+        // The body's sample lines are what the bytes count (about): headers aside, the rule's
+        // bound holds after every transcript.
+        assert!(served <= 256 * 1024 + 4096, "{served} bytes after ws-{m}");
+        assert!(store.get(&key).is_some(), "ws-{m} has its share");
+    }
+    assert!(dropped(&store, "max_bytes") > 0);
+    assert!(dropped(&store, "fair_share") + dropped(&store, "max_total_bytes") > 0);
 }

@@ -7,7 +7,8 @@
 //! exporter's own labels, `exported_` for a sample's own `tenant`/`machine`/`script`, the
 //! bounds), which set is current (the latest by the action's `lastUpdateDateTimeUtc`; a later
 //! command wins within one action), how the sets are held (by family, each family's sets in
-//! key order, help texts once), the total per rule and ttl expiry. Does not own the bytes of
+//! key order, help texts once), the totals per rule (series and bytes, each set never held
+//! below an equal share of them: `share`) and ttl expiry. Does not own the bytes of
 //! a sample line (`lines`) nor rendering (`render`), fetching transcripts (`collector`) nor
 //! keeping sets across restarts (`state`).
 
@@ -175,6 +176,8 @@ struct Held {
     index: u32,
     ttl: Duration,
     series: usize,
+    /// About the bytes of its held lines ([`share::set_bytes`]).
+    bytes: usize,
     /// The set's own labels as they follow a name in its lines (`lines::prefix`).
     prefix: Box<str>,
     /// The set's families, in the order the transcript gave them (the names are the keys of
@@ -206,6 +209,10 @@ struct Inner {
     helps_kept: usize,
     /// Series held per (tenant, script): the rule's total, kept by `insert` and `remove`.
     totals: HashMap<(String, String), usize>,
+    /// Bytes held per (tenant, script), about ([`share::set_bytes`]), and sets held per
+    /// (tenant, script): the rule's byte total and its fair shares (#32 item 5).
+    total_bytes: HashMap<(String, String), usize>,
+    sets_held: HashMap<(String, String), usize>,
     invalid: BTreeMap<(String, String), u64>,
     dropped: BTreeMap<(String, String, &'static str), u64>,
 }
@@ -217,6 +224,7 @@ impl Inner {
         self.remove(&key);
         let key = Arc::new(key);
         let prefix = lines::prefix(&key.0, &key.1, &key.2);
+        let bytes = share::set_bytes(&set.families, prefix.len());
         let mut names: Vec<Arc<str>> = Vec::with_capacity(set.families.len());
         let mut series = 0;
         for f in set.families {
@@ -251,10 +259,10 @@ impl Inner {
                 }
             }
         }
-        *self
-            .totals
-            .entry((key.0.clone(), key.2.clone()))
-            .or_default() += series;
+        let rule_key = (key.0.clone(), key.2.clone());
+        *self.totals.entry(rule_key.clone()).or_default() += series;
+        *self.total_bytes.entry(rule_key.clone()).or_default() += bytes;
+        *self.sets_held.entry(rule_key).or_default() += 1;
         self.sets.insert(
             key,
             Held {
@@ -262,6 +270,7 @@ impl Inner {
                 index: set.index,
                 ttl: set.ttl,
                 series,
+                bytes,
                 prefix: prefix.into_boxed_str(),
                 names,
             },
@@ -274,8 +283,15 @@ impl Inner {
     /// Stop holding the set of `key` (its series leave its rule's total); it, if one was held.
     fn remove(&mut self, key: &SetKey) -> Option<Held> {
         let held = self.sets.remove(key)?;
-        if let Some(t) = self.totals.get_mut(&(key.0.clone(), key.2.clone())) {
+        let rule_key = (key.0.clone(), key.2.clone());
+        if let Some(t) = self.totals.get_mut(&rule_key) {
             *t -= held.series;
+        }
+        if let Some(t) = self.total_bytes.get_mut(&rule_key) {
+            *t -= held.bytes;
+        }
+        if let Some(t) = self.sets_held.get_mut(&rule_key) {
+            *t -= 1;
         }
         for name in &held.names {
             if let Some(sets) = self.families.get_mut(name) {
@@ -330,6 +346,55 @@ impl Inner {
             ttl: held.ttl,
             families,
         })
+    }
+
+    /// When the sets of `rule_key` hold more than the rule's totals (a set took its fair
+    /// share that the total did not leave), cut every set over an equal share to it, counted
+    /// as `fair_share`: two noisy machines cannot keep the others out for the rule's ttl.
+    fn share_fairly(&mut self, rule_key: &(String, String), rule: &ScriptRule) {
+        let get = |m: &HashMap<(String, String), usize>| m.get(rule_key).copied().unwrap_or(0);
+        let (series, bytes, sets) = (
+            get(&self.totals),
+            get(&self.total_bytes),
+            get(&self.sets_held),
+        );
+        if series <= rule.max_total_series && bytes <= rule.max_total_bytes {
+            return;
+        }
+        let fair_series = rule.max_total_series / sets.max(1);
+        let fair_bytes = rule.max_total_bytes / sets.max(1);
+        let over: Vec<SetKey> = self
+            .sets
+            .iter()
+            .filter(|(k, h)| {
+                k.0 == rule_key.0
+                    && k.2 == rule_key.1
+                    && (h.series > fair_series || h.bytes > fair_bytes)
+            })
+            .map(|(k, _)| SetKey::clone(k))
+            .collect();
+        let mut dropped = BTreeMap::new();
+        for k in over {
+            let Some(mut set) = self.get(&k) else {
+                continue;
+            };
+            let prefix_len = lines::prefix(&k.0, &k.1, &k.2).len();
+            share::cut(
+                &mut set.families,
+                prefix_len,
+                fair_series,
+                fair_bytes,
+                Drop::FairShare,
+                &mut dropped,
+            );
+            self.insert(k, set);
+        }
+        for (why, n) in dropped {
+            *self
+                .dropped
+                .entry((rule_key.0.clone(), rule_key.1.clone(), why.as_str()))
+                .or_default() += n;
+        }
     }
 }
 
@@ -393,6 +458,7 @@ impl Store {
                 families: std::mem::take(&mut extracted.families),
             };
             inner.insert(key.clone(), set);
+            inner.share_fairly(&rule_key, rule);
         }
         for (why, n) in extracted.dropped {
             *inner
@@ -443,6 +509,8 @@ impl Store {
         let mut inner = self.inner.write().unwrap_or_else(PoisonError::into_inner);
         let gone = inner.remove_where(|k, _| !kept(&k.0, &k.2));
         inner.totals.retain(|(t, s), _| kept(t, s));
+        inner.total_bytes.retain(|(t, s), _| kept(t, s));
+        inner.sets_held.retain(|(t, s), _| kept(t, s));
         inner.invalid.retain(|(t, s), _| kept(t, s));
         inner.dropped.retain(|(t, s, _), _| kept(t, s));
         gone.len()
@@ -462,26 +530,40 @@ fn past_ttl(produced: DateTime<Utc>, ttl: Duration, now: DateTime<Utc>) -> bool 
     chrono::Duration::from_std(ttl).is_ok_and(|ttl| produced + ttl < now)
 }
 
-/// Cut `extracted` to the room the rule's total leaves for `key` (the set `key` holds makes
-/// room).
+/// Cut `extracted` to the room the rule's totals leave for `key` (the set `key` holds makes
+/// room), but never below an equal share of them ([`share::room`]; the sets over theirs are
+/// cut after, see [`Inner::share_fairly`]), and to the transcript's own `max_bytes`.
 fn cap(inner: &Inner, key: &SetKey, rule: &ScriptRule, extracted: &mut Extracted) {
     let rule_key = (key.0.clone(), key.2.clone());
-    let held = inner.sets.get(key).map_or(0, |h| h.series);
-    let total = inner.totals.get(&rule_key).copied().unwrap_or(0) - held;
-    let mut room = rule.max_total_series.saturating_sub(total);
-    for f in &mut extracted.families {
-        if f.samples.len() > room {
-            let over = (f.samples.len() - room) as u64;
-            *extracted.dropped.entry(Drop::MaxTotal).or_default() += over;
-            f.samples.truncate(room);
-        }
-        room -= f.samples.len();
-    }
-    extracted.families.retain(|f| !f.samples.is_empty());
+    let held = inner.sets.get(key);
+    let get = |m: &HashMap<(String, String), usize>| m.get(&rule_key).copied().unwrap_or(0);
+    let others_series = get(&inner.totals) - held.map_or(0, |h| h.series);
+    let others_bytes = get(&inner.total_bytes) - held.map_or(0, |h| h.bytes);
+    let sets = get(&inner.sets_held) - usize::from(held.is_some()) + 1;
+    let room_series = share::room(rule.max_total_series, others_series, sets);
+    let room_bytes = share::room(rule.max_total_bytes, others_bytes, sets);
+    let prefix_len = lines::prefix(&key.0, &key.1, &key.2).len();
+    let dropped = &mut extracted.dropped;
+    let families = &mut extracted.families;
+    share::cut(
+        families,
+        prefix_len,
+        room_series,
+        usize::MAX,
+        Drop::MaxTotal,
+        dropped,
+    );
+    let (bytes, why) = if rule.max_bytes <= room_bytes {
+        (rule.max_bytes, Drop::MaxBytes)
+    } else {
+        (room_bytes, Drop::MaxTotalBytes)
+    };
+    share::cut(families, prefix_len, usize::MAX, bytes, why, dropped);
 }
 
 mod lines;
 mod render;
+mod share;
 pub use render::Part;
 
 #[cfg(test)]

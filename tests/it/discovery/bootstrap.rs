@@ -83,3 +83,62 @@ async fn actions_turning_final_while_the_bootstrap_reads_pages_are_all_counted_o
         "nothing left for a sweep"
     );
 }
+
+/// See: #32 item 4. Two hundred actions pending on offline devices, pages of five and twenty
+/// list calls a (one-second) minute: the first discovery's two listings take about ninety
+/// pages, more than four quota minutes. Before, each poll spent its minute, kept nothing, and
+/// the next started over: the first discovery never ended and every poll failed ("no API call
+/// got through this poll" after twenty had). Now a poll cut short keeps the pages it read,
+/// the next goes on from the page it stopped at, and each poll that read pages is a success.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_first_discovery_longer_than_the_list_quota_goes_on_at_the_next_poll() {
+    use crate::discovery::fleet::collector_with;
+    let (sim, addr) = start_sim(SimConfig {
+        seed: 324,
+        machines: 4,
+        actions: 6,
+        fleet: 200,
+        page_size: 5,
+        per_minute: 100_000,
+        per_hour: 1_000_000,
+        finish_within: Duration::from_secs(3600),
+        ..SimConfig::default()
+    })
+    .await;
+    let (mut c, shared) = collector_with(
+        &sim,
+        addr,
+        "poll_interval: 500ms\n",
+        "    quota:\n      per_minute: 20\n      per_hour: 100000\n      minute: 1s\n      hour: 1h\n",
+    );
+    let in_flight: BTreeSet<String> = sim.in_flight().into_iter().map(|(id, _, _)| id).collect();
+    assert!(in_flight.len() >= 200);
+    let mut polls = 0;
+    while shared.with_state(|s| s.watermark("fleet")).is_none() && polls < 12 {
+        // Each poll starts with a full minute of quota: twenty list calls.
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        c.poll_once()
+            .await
+            .expect("a poll that read pages is a success");
+        polls += 1;
+    }
+    let calls = list_calls(&sim);
+    assert!(
+        shared.with_state(|s| s.watermark("fleet")).is_some(),
+        "the first discovery never ended: {polls} polls, {calls} list calls"
+    );
+    // About ninety pages, each read once: the pages of a poll cut short are not read again.
+    assert!((5..=6).contains(&polls), "{polls} polls");
+    assert!(calls <= 100, "{calls} list calls");
+    let followed: BTreeSet<String> = shared
+        .with_state(|s| s.tracked("fleet"))
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    let missing: Vec<&String> = in_flight.difference(&followed).collect();
+    assert!(missing.is_empty(), "not followed: {missing:?}");
+    assert_eq!(
+        shared.status_snapshot()["fleet"].discovery.outcome,
+        "complete"
+    );
+}

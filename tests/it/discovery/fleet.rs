@@ -41,8 +41,19 @@ async fn fleet_sim() -> (Simulator, std::net::SocketAddr) {
 
 /// A collector of one tenant on the simulator, and what it shares with the status page.
 fn collector(sim: &Simulator, addr: std::net::SocketAddr) -> (TenantCollector, Arc<Shared>) {
+    collector_with(sim, addr, "poll_interval: 60s\n", "")
+}
+
+/// A collector of one tenant named `fleet` on the simulator, with `global` keys at the top of
+/// its configuration and `tenant` keys (indented by four) in the tenant's entry.
+pub(crate) fn collector_with(
+    sim: &Simulator,
+    addr: std::net::SocketAddr,
+    global: &str,
+    tenant: &str,
+) -> (TenantCollector, Arc<Shared>) {
     let yaml = format!(
-        "poll_interval: 60s\ntenants:\n{}",
+        "{global}tenants:\n{}{tenant}",
         tenant_yaml("fleet", sim, addr)
     );
     let config = Config::parse(&yaml, Path::new("fleet.yml"), &|_| None).unwrap();

@@ -396,3 +396,72 @@ async fn http_connections_are_exposed_as_metrics() {
     drop(silent);
     exporter.shutdown().await.expect("shutdown");
 }
+
+/// See: #32 item 8. An action from another machine id that reports a machine's
+/// `computerDnsName`: its script ran, later than the real machine's attempt that did not.
+/// Keyed by the DNS name, its run overwrote the real machine's series (`script_not_run` 0: a
+/// machine whose script never ran shown as fine). Keyed by the machine id behind the name,
+/// the real machine's series keeps its value, and the other machine's run has a series of its
+/// own, labelled with its id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_machine_reporting_another_machines_name_does_not_overwrite_its_series() {
+    let (sim, addr) = start_sim(SimConfig {
+        not_run: 8,
+        ..scenario(328)
+    })
+    .await;
+    no_action_in_flight(&sim).await;
+    let truth = sim.truth();
+    let (machine, script) = truth
+        .not_run
+        .iter()
+        .map(|n| (n.machine.clone(), n.script.clone()))
+        .find(|(machine, script)| {
+            !truth
+                .transcripts
+                .iter()
+                .any(|t| &t.machine == machine && &t.script == script)
+        })
+        .expect("a script that never ran on a machine");
+    let impostor = "0000000000000000000000000000000000000bad";
+    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    sim.faults().list_items(vec![
+        format!(
+            r#"{{"id":"impostor","type":"LiveResponse","status":"Succeeded","machineId":"{impostor}","computerDnsName":"{machine}","creationDateTimeUtc":"{now}","lastUpdateDateTimeUtc":"{now}","commands":[{{"index":0,"commandStatus":"Completed","command":{{"type":"RunScript","params":[{{"key":"ScriptName","value":"{script}"}}]}},"errors":[]}}]}}"#
+        )
+        .into_bytes(),
+    ]);
+    let exporter = start_exporter_with(&sim, addr, "", "").await;
+    let a = exporter.addr;
+    let (m2, s2) = (machine.clone(), script.clone());
+    eventually("the machine's series, three polls on", || {
+        let (machine, script) = (m2.clone(), s2.clone());
+        async move {
+            let m = scrape(a).await;
+            polls(&m) >= 3.0
+                && m.keys().any(|(n, l)| {
+                    n == "mde_liveresponse_script_not_run"
+                        && l.get("machine") == Some(&machine)
+                        && l.get("script") == Some(&script)
+                })
+        }
+    })
+    .await;
+    let m = scrape(a).await;
+    assert_eq!(
+        sum(
+            &m,
+            "mde_liveresponse_script_not_run",
+            &[("machine", &machine), ("script", &script)],
+        ),
+        1.0,
+        "the real machine's script never ran"
+    );
+    // The other machine's action was read and counted: its run did not reach this series.
+    assert!(
+        exporter
+            .shared()
+            .with_state(|s| s.action_seen("sim", "impostor"))
+    );
+    exporter.shutdown().await.unwrap();
+}
