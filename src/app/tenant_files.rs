@@ -339,3 +339,149 @@ fn unclaimed(
     }
     Ok(tenants)
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    /// A directory with `config.yml` (one tenant of its own, `own`, and the defaults) naming
+    /// the tenant files `*.yml` under `customers/`.
+    fn setup() -> (tempfile::TempDir, PathBuf, Arc<TenantFiles>) {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("customers")).unwrap();
+        let cfg = dir.path().join("config.yml");
+        std::fs::write(
+            &cfg,
+            "tenant_defaults:\n  client_id: app\n  client_secret: s\ntenants:\n  - name: own\n    tenant_id: t0\ntenant_files:\n  - files: [customers/*.yml]\n    refresh_interval: 1s\n",
+        )
+        .unwrap();
+        let files = TenantFiles::new(&cfg, Config::load(&cfg).unwrap(), None);
+        (dir, cfg, files)
+    }
+
+    fn names(files: &TenantFiles) -> Vec<String> {
+        files.config().tenants.into_iter().map(|t| t.name).collect()
+    }
+
+    fn write(dir: &tempfile::TempDir, file: &str, text: &str) {
+        std::fs::write(dir.path().join("customers").join(file), text).unwrap();
+    }
+
+    /// See: #34. A file added, changed, broken (its last good tenants kept, the others
+    /// untouched), fixed and removed.
+    #[test]
+    fn a_file_added_changed_broken_fixed_and_removed() {
+        let (dir, _, files) = setup();
+        assert_eq!(names(&files), ["own"]);
+        assert!(!files.refresh(false), "nothing changed");
+        write(&dir, "eu.yml", "- name: a\n  tenant_id: t1\n");
+        write(&dir, "us.yml", "- name: u\n  tenant_id: t9\n");
+        assert!(files.refresh(false));
+        assert_eq!(names(&files), ["own", "a", "u"]);
+        assert!(!files.refresh(false), "read again, unchanged");
+        write(
+            &dir,
+            "eu.yml",
+            "- name: a\n  tenant_id: t1\n- name: b\n  tenant_id: t2\n",
+        );
+        assert!(files.refresh(false));
+        assert_eq!(names(&files), ["own", "a", "b", "u"]);
+        // Broken: eu.yml keeps a and b; us.yml and the config file's tenant are untouched.
+        write(
+            &dir,
+            "eu.yml",
+            "- name: a\n  tenant_id: t1\n- name: c\n  lookback: nope\n",
+        );
+        assert!(!files.refresh(false));
+        assert_eq!(names(&files), ["own", "a", "b", "u"]);
+        let status = files.status();
+        let eu = &status.files[0];
+        assert_eq!(eu.tenants, 2);
+        let error = eu.error.as_deref().unwrap();
+        assert!(
+            error.contains("eu.yml: line 4: [1].lookback: invalid value"),
+            "{error}"
+        );
+        assert_eq!(status.files[1].error, None);
+        // Fixed.
+        write(
+            &dir,
+            "eu.yml",
+            "- name: a\n  tenant_id: t1\n- name: c\n  tenant_id: t3\n",
+        );
+        assert!(files.refresh(false));
+        assert_eq!(names(&files), ["own", "a", "c", "u"]);
+        assert_eq!(files.status().files[0].error, None);
+        // Removed.
+        std::fs::remove_file(dir.path().join("customers/eu.yml")).unwrap();
+        assert!(files.refresh(false));
+        assert_eq!(names(&files), ["own", "u"]);
+        assert_eq!(files.status().files.len(), 1);
+    }
+
+    /// See: #34. A name served from elsewhere refuses the file that brings it second, naming
+    /// both places; the first source keeps it, and the file is taken once the name is free.
+    #[test]
+    fn a_duplicate_name_across_sources_is_refused() {
+        let (dir, cfg, files) = setup();
+        write(&dir, "a.yml", "- name: x\n  tenant_id: t1\n");
+        assert!(files.refresh(false));
+        write(
+            &dir,
+            "b.yml",
+            "- name: y\n  tenant_id: t2\n- name: x\n  tenant_id: t3\n",
+        );
+        assert!(!files.refresh(false));
+        assert_eq!(names(&files), ["own", "x"]);
+        let b = dir.path().join("customers/b.yml");
+        let a = dir.path().join("customers/a.yml");
+        assert_eq!(
+            files.status().files[1].error.as_deref(),
+            Some(
+                format!(
+                    "tenant file {}: line 3: name: tenant \"x\" is already served from tenant file {}",
+                    b.display(),
+                    a.display()
+                )
+                .as_str()
+            )
+        );
+        write(&dir, "c.yml", "- name: own\n  tenant_id: t4\n");
+        assert!(!files.refresh(false));
+        assert_eq!(
+            files.status().files[2].error.as_deref(),
+            Some(
+                format!(
+                    "tenant file {}: line 1: name: tenant \"own\" is already served from config file {} (tenants:)",
+                    dir.path().join("customers/c.yml").display(),
+                    cfg.display()
+                )
+                .as_str()
+            )
+        );
+        // x leaves a.yml: b.yml, unchanged, is taken at the next read.
+        write(&dir, "a.yml", "[]\n");
+        assert!(files.refresh(false));
+        assert_eq!(names(&files), ["own", "y", "x"]);
+    }
+
+    /// See: #34. A reload the timer asks for keeps the configuration file as last loaded; a
+    /// full one (SIGHUP) reads it again, with the files under the new defaults.
+    #[test]
+    fn a_files_only_reload_keeps_the_config_file_as_loaded() {
+        let (dir, cfg, files) = setup();
+        write(&dir, "a.yml", "- name: x\n  tenant_id: t1\n");
+        files.refresh(false);
+        let text = std::fs::read_to_string(&cfg).unwrap();
+        std::fs::write(&cfg, text.replace("client_id: app", "client_id: app2")).unwrap();
+        files.files_only.store(true, Ordering::SeqCst);
+        // The file changed on disk: read again after all (a SIGHUP may share this reload).
+        let c = files.load().unwrap();
+        assert!(c.tenants.iter().all(|t| t.client_id == "app2"));
+        // A broken configuration file fails a full reload and leaves everything as it was.
+        std::fs::write(&cfg, "tenants: [\n").unwrap();
+        assert!(files.load().is_err());
+        assert_eq!(names(&files), ["own", "x"]);
+    }
+}
