@@ -62,6 +62,11 @@ pub fn runtime(
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let tenants = match (&cli.command, file_config) {
             (Some(Command::Simulate(_)), _) => usize::MAX,
+            // Tenant files are read once serving starts: their tenants are not counted yet, so
+            // they may be many (#34).
+            (_, Ok(Some((_, config)))) if config.tenant_files.refresh_interval().is_some() => {
+                usize::MAX
+            }
             (_, Ok(Some((_, config)))) => config.tenants.len(),
             // The demo's one tenant, or a config that will be refused with its error.
             _ => 1,

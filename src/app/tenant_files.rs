@@ -91,6 +91,7 @@ impl TenantFiles {
                 files: Vec::new(),
             }),
         };
+        files.log_refused();
         files.refresh(true);
         Arc::new(files)
     }
@@ -121,7 +122,8 @@ impl TenantFiles {
 
     /// Read the files again: those whose text changed, and those whose latest read was not
     /// used (a name they brought may be free now); all of them when `force` (the defaults
-    /// may have changed). True when the tenants served changed.
+    /// may have changed). True when a file's tenants were taken anew (its text changed: a
+    /// rotated secret must be applied, and tenants do not compare) or went with the file.
     pub fn refresh(&self, force: bool) -> bool {
         let mut inner = self.inner();
         let inner = &mut *inner;
@@ -240,8 +242,17 @@ impl TenantFiles {
             inner.base = base;
             inner.base_digest = d;
         }
+        self.log_refused();
         self.refresh(true);
         Ok(self.config())
+    }
+
+    /// Log the configuration file's own tenants refused alone (the files' are logged as they
+    /// are read).
+    fn log_refused(&self) {
+        for r in &self.inner().base.refused {
+            tracing::warn!(tenant = %r.tenant, file = %r.file.display(), key = %r.key, error = %r, "tenant refused: its sign-in cannot be resolved; the other tenants go on");
+        }
     }
 
     /// One turn of the timer: read the files again and, when their tenants changed, reload
