@@ -278,6 +278,34 @@ local util = import 'lib/util.libsonnet';
           ]),
         ),
 
+        // See: #34. A tenant file that does not parse or validate, or brings a tenant name
+        // served from elsewhere, keeps its last good tenants: nothing changed in it since is
+        // applied (a customer onboarded in it is not watched).
+        alert(
+          'MdeExporterTenantFileFailing', c.tenantFileFailingSeverity, c.tenantFileFailingFor,
+          'mde_exporter_tenant_file_last_load_successful == 0',
+          'Tenant file {{ $labels.file }} of {{ $labels.instance }} cannot be used',
+          text([
+            'The latest read of the tenant file {{ $labels.file }} on {{ $labels.instance }} has failed',
+            'for ' + util.humanize(c.tenantFileFailingFor) + ' (it does not parse or validate, or it brings a',
+            'tenant name served from elsewhere). Its last good tenants are still polled; what changed',
+            'in it since is not applied. The status page and the log line "tenant file not used"',
+            'name the line and the key.',
+          ]),
+        ),
+
+        alert(
+          'MdeExporterTenantsRefused', c.tenantsRefusedSeverity, c.tenantsRefusedFor,
+          'mde_exporter_tenants_refused > 0',
+          '{{ $value }} tenant(s) of {{ $labels.instance }} refused: their sign-in cannot be resolved',
+          text([
+            '{{ $value }} tenant entries on {{ $labels.instance }} have been refused for',
+            util.humanize(c.tenantsRefusedFor) + ': their sign-in cannot be resolved (an environment',
+            'variable not set, a certificate or secret file missing or not acceptable). They are not',
+            'polled; the other tenants are. The status page lists them with the reason.',
+          ]),
+        ),
+
         alert(
           'MdeExporterStateWriteFailing', c.stateWriteFailingSeverity, c.stateWriteFailingFor,
           'increase(mde_exporter_state_write_errors_total[5m]) > 0',

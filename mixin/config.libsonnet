@@ -84,6 +84,12 @@
     // The last config reload failed.
     configReloadFailedSeverity: 'warning',
     configReloadFailedFor: '5m',
+    // MdeExporterTenantFileFailing (#34): a tenant file cannot be used (its last good tenants
+    // are still polled); MdeExporterTenantsRefused: tenants whose sign-in cannot be resolved.
+    tenantFileFailingSeverity: 'warning',
+    tenantFileFailingFor: '10m',
+    tenantsRefusedSeverity: 'warning',
+    tenantsRefusedFor: '10m',
     // MdeExporterStateWriteFailing (#24): writes to the state file keep failing.
     stateWriteFailingSeverity: 'warning',
     stateWriteFailingFor: '10m',

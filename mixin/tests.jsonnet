@@ -81,4 +81,12 @@ assert [r.record for r in sloRules if std.startsWith(r.record, 'tenant_script:md
        && std.length(std.findSubstr('the whole budget is gone in 3 days', sloAlerts[0].annotations.description)) == 1
        : 'scriptErrorBudgetBurn sets the recorded windows, the rules, their labels and descriptions';
 
+// See: #34
+local files = with({ tenantFileFailingFor: '30m', tenantFileFailingSeverity: 'critical' });
+assert files.MdeExporterTenantFileFailing['for'] == '30m'
+       && files.MdeExporterTenantFileFailing.labels.severity == 'critical'
+       && std.length(std.findSubstr('for 30 minutes', files.MdeExporterTenantFileFailing.annotations.description)) == 1
+       && defaults.MdeExporterTenantsRefused['for'] == '10m'
+       : 'tenantFileFailingFor/Severity set the for:, the severity and the description';
+
 { alerts: std.length(defaults), ok: true }

@@ -4,7 +4,7 @@
 //!
 //! Owns flag names, their defaults and their cross-checks (shards, listen address, telemetry
 //! path), the demo's options ([`DemoOptions`]), and how a reload re-reads the file with the
-//! same overrides ([`Loader`]). Does not own the file's schema (`config`), logging
+//! same overrides ([`Loader`], built by `app::tenant_files` with the tenant files). Does not own the file's schema (`config`), logging
 //! (`telemetry`) or running anything (`app`, which imports this module, never the reverse).
 
 use std::net::SocketAddr;
@@ -307,26 +307,6 @@ impl Settings {
             Some((index, count)) => config.shard(index, count),
             None => config,
         }
-    }
-
-    /// How a reload reads the configuration: the file again, with the same overrides (the
-    /// state file stays the one opened at start). `None` in demo mode, where a reload is
-    /// refused.
-    pub fn loader(&self) -> Option<Loader> {
-        let Source::File { path, .. } = &self.source else {
-            return None;
-        };
-        let path = path.clone();
-        let shard = self.shard;
-        Some(std::sync::Arc::new(
-            move || -> Result<Config, crate::config::Error> {
-                let config = Config::load(&path)?;
-                Ok(match shard {
-                    Some((index, count)) => config.shard(index, count),
-                    None => config,
-                })
-            },
-        ))
     }
 }
 

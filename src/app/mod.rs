@@ -13,6 +13,7 @@ mod demo;
 pub mod render;
 pub mod run;
 pub mod server;
+pub mod tenant_files;
 pub mod transcript_command;
 pub mod web;
 

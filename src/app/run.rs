@@ -8,12 +8,14 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use exporter_web::WebConfig;
 use tokio::net::TcpListener;
 
 use crate::app::cli::{Cli, Command, Settings, Source};
+use crate::app::tenant_files::TenantFiles;
 use crate::app::transcript_command;
 use crate::config::Config;
 use crate::record::state;
@@ -60,6 +62,11 @@ pub fn runtime(
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let tenants = match (&cli.command, file_config) {
             (Some(Command::Simulate(_)), _) => usize::MAX,
+            // Tenant files are read once serving starts: their tenants are not counted yet, so
+            // they may be many (#34).
+            (_, Ok(Some((_, config)))) if config.tenant_files.refresh_interval().is_some() => {
+                usize::MAX
+            }
             (_, Ok(Some((_, config)))) => config.tenants.len(),
             // The demo's one tenant, or a config that will be refused with its error.
             _ => 1,
@@ -90,7 +97,28 @@ pub fn check_config(cli: &Cli) -> ExitCode {
                 eprintln!("{e}");
                 return ExitCode::FAILURE;
             }
-            println!("{}: OK ({} tenant(s))", path.display(), c.tenants.len())
+            // Every tenant file, and every tenant refused alone, with the messages a running
+            // exporter logs (#34).
+            let files = TenantFiles::new(path, c, None);
+            let status = files.status();
+            let errors: Vec<&String> = status
+                .files
+                .iter()
+                .filter_map(|f| f.error.as_ref())
+                .chain(status.refused.iter().map(|(_, e)| e))
+                .collect();
+            for e in &errors {
+                eprintln!("{e}");
+            }
+            if !errors.is_empty() {
+                return ExitCode::FAILURE;
+            }
+            let config = files.config();
+            let own = config.tenants.len() - status.files.iter().map(|f| f.tenants).sum::<usize>();
+            println!("{}: OK ({own} tenant(s))", path.display());
+            for f in &status.files {
+                println!("{}: OK ({} tenant(s))", f.file, f.tenants);
+            }
         }
         Err(e) => {
             eprintln!("{e}");
@@ -159,8 +187,15 @@ pub async fn run(cli: Cli, file_config: Result<Option<(PathBuf, Config)>>) -> Re
 /// Serve the configuration of `settings` (or the demo) until SIGTERM or Ctrl-C.
 async fn serve(settings: Settings) -> Result<()> {
     let mut _demo_sim = None;
+    // The tenant files, read for the first time, and how a reload reads everything (#34).
+    let mut files = None;
     let config = match &settings.source {
-        Source::File { config, .. } => (**config).clone(),
+        Source::File { config, path } => {
+            let f = TenantFiles::new(path, (**config).clone(), settings.shard);
+            let config = f.config();
+            files = Some(f);
+            config
+        }
         Source::Demo { options, explicit } => {
             if !explicit {
                 tracing::info!(
@@ -232,10 +267,13 @@ async fn serve(settings: Settings) -> Result<()> {
         listener,
         &settings.telemetry_path,
         web,
-        settings.loader(),
+        files.as_ref().map(TenantFiles::loader),
         settings.enable_lifecycle,
     )
     .await?;
+    if let Some(f) = &files {
+        f.publish(&handle.shared().metrics);
+    }
     let mut handle = handle;
     if let Some(push) = push {
         tracing::info!(
@@ -247,7 +285,7 @@ async fn serve(settings: Settings) -> Result<()> {
         );
         handle.push_metrics(push)?;
     }
-    wait_for_stop(&handle, hup, term).await;
+    wait_for_stop(&handle, hup, term, files).await;
     tracing::info!("shutting down");
     handle.shutdown().await?;
     Ok(())
@@ -258,26 +296,47 @@ type Hangup = tokio::signal::unix::Signal;
 #[cfg(not(unix))]
 type Hangup = ();
 
-/// Serve until SIGTERM or Ctrl-C; SIGHUP reloads the configuration on the way.
-async fn wait_for_stop(handle: &super::Handle, hup: Option<Hangup>, term: Option<Hangup>) {
+/// Serve until SIGTERM or Ctrl-C; SIGHUP reloads the configuration on the way, and the
+/// tenant files are read again every refresh interval (#34).
+async fn wait_for_stop(
+    handle: &super::Handle,
+    hup: Option<Hangup>,
+    term: Option<Hangup>,
+    files: Option<Arc<TenantFiles>>,
+) {
+    let stop = shutdown_signal_with(term);
+    tokio::pin!(stop);
     #[cfg(unix)]
-    if let Some(mut hup) = hup {
-        let stop = shutdown_signal_with(term);
-        tokio::pin!(stop);
-        loop {
-            tokio::select! {
-                _ = &mut stop => return,
-                _ = hup.recv() => {
-                    tracing::info!("SIGHUP: reloading the configuration");
-                    // The outcome is logged and in mde_exporter_config_last_reload_successful.
-                    let _ = handle.reload().await;
+    let mut hup = hup;
+    #[cfg(not(unix))]
+    let _ = hup;
+    loop {
+        let refresh = files.as_ref().map(|f| f.refresh_interval());
+        let hangup = async {
+            #[cfg(unix)]
+            if let Some(h) = hup.as_mut() {
+                h.recv().await;
+                return;
+            }
+            std::future::pending::<()>().await
+        };
+        tokio::select! {
+            _ = &mut stop => return,
+            _ = hangup => {
+                tracing::info!("SIGHUP: reloading the configuration");
+                // The outcome is logged and in mde_exporter_config_last_reload_successful.
+                let _ = handle.reload().await;
+                if let Some(f) = &files {
+                    f.publish(&handle.shared().metrics);
+                }
+            }
+            _ = tokio::time::sleep(refresh.unwrap_or(Duration::MAX)), if refresh.is_some() => {
+                if let Some(f) = &files {
+                    f.tick(handle).await;
                 }
             }
         }
     }
-    #[cfg(not(unix))]
-    let _ = (handle, hup);
-    shutdown_signal_with(term).await;
 }
 
 /// Ctrl-C or SIGTERM.

@@ -230,6 +230,40 @@ fn discovery_line(page: &mut String, d: &crate::shared::DiscoveryStatus) {
     page.push_str("</p>");
 }
 
+/// The tenant files (each with its tenants, or why its latest read was not used) and the
+/// tenants refused alone, when there are any (#34).
+fn tenant_sources(page: &mut String, st: &crate::metrics::exporter::TenantSourcesStatus) {
+    if !st.files.is_empty() {
+        page.push_str("<section id=\"tenant-files\"><h2>Tenant files</h2><table class=\"tenant-files\"><tr><th>File</th><th>Tenants</th><th>Latest read</th></tr>");
+        for f in &st.files {
+            let (class, read) = match &f.error {
+                None => ("ok", "used".to_string()),
+                Some(e) => ("fail", format!("not used, last good tenants kept: {e}")),
+            };
+            let _ = write!(
+                page,
+                "<tr><td>{}</td><td>{}</td><td class=\"{class}\">{}</td></tr>",
+                esc(&f.file),
+                f.tenants,
+                esc(&read)
+            );
+        }
+        page.push_str("</table></section>");
+    }
+    if !st.refused.is_empty() {
+        page.push_str("<section id=\"tenants-refused\"><h2>Tenants refused</h2><p>Their sign-in cannot be resolved; the other tenants are served.</p><table><tr><th>Tenant</th><th>Why</th></tr>");
+        for (tenant, why) in &st.refused {
+            let _ = write!(
+                page,
+                "<tr><td>{}</td><td class=\"fail\"><code>{}</code></td></tr>",
+                esc(tenant),
+                esc(why)
+            );
+        }
+        page.push_str("</table></section>");
+    }
+}
+
 /// The status page: per tenant, the quota, the last poll, recent transcripts and errors.
 /// Plain server-rendered HTML, like blackbox_exporter's debug pages.
 async fn landing(State(s): State<AppState>) -> Html<String> {
@@ -248,6 +282,7 @@ async fn landing(State(s): State<AppState>) -> Html<String> {
     if status.is_empty() && quotas.is_empty() {
         page.push_str("<p>No tenant is configured.</p>");
     }
+    tenant_sources(&mut page, &shared.metrics.exporter.tenant_sources());
     for tenant in quotas
         .keys()
         .chain(status.keys().filter(|k| !quotas.contains_key(*k)))

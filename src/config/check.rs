@@ -18,6 +18,10 @@ use super::limits::DAY;
 pub(super) struct Invalid {
     pub key: String,
     pub message: String,
+    /// The tenant's sign-in could not be resolved from the environment or a file (a variable
+    /// not set, a certificate file missing or unreadable): that tenant is refused alone and
+    /// the others go on (#34), where any other complaint refuses the whole file.
+    pub unresolved: bool,
 }
 
 impl Invalid {
@@ -25,7 +29,23 @@ impl Invalid {
         Invalid {
             key: key.into(),
             message: message.into(),
+            unresolved: false,
         }
+    }
+
+    /// This complaint, marked as a sign-in that cannot be resolved when it is one: a message
+    /// naming a variable that is not set, or a key that names a file (`client_secret_file`,
+    /// `auth.certificate_file`, `auth.pkcs12_file`, ...), whose file is missing, unreadable
+    /// or (a certificate) not acceptable now. See: #34
+    pub fn sign_in(self) -> Invalid {
+        // The key-shape complaints (two methods' keys, a key of another method, a required
+        // key left out) are the file's fault, not the environment's.
+        let shape = ["not used by", "only used with", "set either", "required"]
+            .iter()
+            .any(|m| self.message.contains(m));
+        let unresolved =
+            self.message.contains(" is not set") || (self.key.ends_with("_file") && !shape);
+        Invalid { unresolved, ..self }
     }
 
     /// The same complaint one level up: `prefix` goes before the key (`discovery.` + `overlap`).
@@ -33,6 +53,7 @@ impl Invalid {
         Invalid {
             key: format!("{prefix}{}", self.key),
             message: self.message,
+            unresolved: self.unresolved,
         }
     }
 }

@@ -15,9 +15,9 @@ pub fn env(name: &str) -> Option<String> {
     }
 }
 
-/// Parse `text` as the file `cfg.yml` with [`env`].
+/// Parse `text` as the file `cfg.yml` with [`env`]; a tenant refused alone is the error.
 pub fn parse(text: &str) -> Result<Config, Error> {
-    Config::parse(text, Path::new("cfg.yml"), &env)
+    Config::parse(text, Path::new("cfg.yml"), &env)?.strict()
 }
 
 /// One tenant with a client secret; append keys of the tenant with four spaces.

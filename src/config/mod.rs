@@ -48,6 +48,7 @@ mod script_metrics;
 pub mod shard;
 pub mod sign_in_file;
 mod tenant;
+pub mod tenant_files;
 
 pub use self::auth::{Auth, AuthMethod, IMDS_TOKEN_URL, PasswordFileError, Pkcs12Password, Secret};
 pub use self::cloud::{Cloud, Region};
@@ -61,6 +62,7 @@ pub use self::script_metrics::{
     Format as ScriptFormat, JsonMetric, RESERVED_PREFIXES, ScriptMetrics, ScriptRule, is_reserved,
 };
 pub use self::tenant::{MachineContext, Selectors, Tenant};
+pub use self::tenant_files::{FileBlock, FileError, FileTenants, Refused, TenantSources};
 pub use crate::config::shard::shard_of;
 
 use self::check::{Invalid, check_range};
@@ -106,7 +108,14 @@ struct RawFile {
     /// A cluster of exporters on PostgreSQL (#31).
     #[serde(default)]
     pub cluster: Option<cluster::RawCluster>,
+    /// Keys every tenant entry inherits unless it sets them (#34).
+    #[serde(default)]
+    pub tenant_defaults: Option<RawTenant>,
+    #[serde(default)]
     pub tenants: Vec<RawTenant>,
+    /// Files of tenant entries, read again as they change (#34).
+    #[serde(default)]
+    pub tenant_files: Vec<tenant_files::RawBlock>,
 }
 
 impl RawFile {
@@ -205,6 +214,12 @@ pub struct Config {
     /// This exporter as a member of a cluster on PostgreSQL (#31); `None`: one process.
     pub cluster: Option<ClusterConfig>,
     pub tenants: Vec<Tenant>,
+    /// Tenants refused alone: their sign-in cannot be resolved (#34). `--config.check`
+    /// fails on them; serving goes on with the others.
+    pub refused: Vec<Refused>,
+    /// `tenant_files:` and what reading them needs (the defaults); the tenants they bring
+    /// are put in `tenants` by [`tenant_files::combine`] (#34).
+    pub tenant_files: TenantSources,
 }
 
 impl Default for Config {
@@ -225,6 +240,8 @@ impl Default for Config {
             script_metrics: ScriptMetrics::default(),
             cluster: None,
             tenants: Vec::new(),
+            refused: Vec::new(),
+            tenant_files: TenantSources::default(),
         }
     }
 }
@@ -309,29 +326,56 @@ impl Config {
         };
         let rules = raw.script_metrics;
         let mut narrowed = std::collections::BTreeMap::new();
-        if raw.tenants.is_empty() {
-            return Err(Invalid::new("tenants", "at least one tenant is required"));
+        if let Some(d) = &raw.tenant_defaults {
+            d.check_defaults()?;
         }
-        let mut names = BTreeSet::new();
-        let mut tenants = Vec::with_capacity(raw.tenants.len());
-        for (i, mut t) in raw.tenants.into_iter().enumerate() {
-            let at = format!("tenants[{i}].");
-            t.check_name().map_err(|e| e.under(&at))?;
-            if !names.insert(t.name.clone()) {
-                return Err(Invalid::new(
-                    format!("{at}name"),
-                    format!("duplicate tenant name {:?}", t.name),
-                ));
-            }
-            if let Some(list) = t.script_metrics.take() {
-                let kept = script_metrics::narrow(&list, &rules).map_err(|e| e.under(&at))?;
-                narrowed.insert(t.name.clone(), kept);
-            }
-            tenants.push(
-                t.validate(path, env, raw.poll_interval)
-                    .map_err(|e| e.under(&at))?,
+        let mut blocks = Vec::with_capacity(raw.tenant_files.len());
+        for (i, b) in raw.tenant_files.into_iter().enumerate() {
+            blocks.push(
+                b.validate(path)
+                    .map_err(|e| e.under(&format!("tenant_files[{i}].")))?,
             );
         }
+        if raw.tenants.is_empty() && blocks.is_empty() {
+            return Err(Invalid::new("tenants", "at least one tenant is required"));
+        }
+        let cx = tenant::Context {
+            defaults: raw.tenant_defaults.as_ref(),
+            poll_interval: raw.poll_interval,
+            rules: &rules,
+            path,
+            env,
+        };
+        let mut names = BTreeSet::new();
+        let mut tenants = Vec::with_capacity(raw.tenants.len());
+        let mut refused = Vec::new();
+        for (i, t) in raw.tenants.into_iter().enumerate() {
+            let at = format!("tenants[{i}].");
+            let name = t.name.clone();
+            if !name.trim().is_empty() && !names.insert(name.clone()) {
+                return Err(Invalid::new(
+                    format!("{at}name"),
+                    format!("duplicate tenant name {name:?}"),
+                ));
+            }
+            match tenant::entry(t, &at, &cx)? {
+                tenant::Entry::Served(t, kept) => {
+                    if let Some(kept) = kept {
+                        narrowed.insert(name, kept);
+                    }
+                    tenants.push(*t);
+                }
+                tenant::Entry::Refused(e) => {
+                    refused.push(Refused::new("config file", path, &name, e));
+                }
+            }
+        }
+        let tenant_files = TenantSources {
+            blocks,
+            defaults: raw.tenant_defaults,
+            poll_interval: raw.poll_interval,
+            rules: rules.clone(),
+        };
         Ok(Config {
             poll_interval: raw.poll_interval,
             state_path: raw.state_path,
@@ -347,12 +391,28 @@ impl Config {
             script_metrics: ScriptMetrics { rules, narrowed },
             cluster,
             tenants,
+            refused,
+            tenant_files,
         })
+    }
+
+    /// This configuration, or the first tenant it refused as the error: what `--config.check`
+    /// and the tests of messages want (serving goes on with the other tenants).
+    pub fn strict(self) -> Result<Config, Error> {
+        match self.refused.first() {
+            None => Ok(self),
+            Some(r) => Err(Error::Invalid {
+                path: r.file.clone(),
+                key: r.key.clone(),
+                message: r.message.clone(),
+            }),
+        }
     }
 
     /// Keep only the tenants of one shard (rendezvous hashing, see [`shard_of`]).
     pub fn shard(mut self, index: u32, count: u32) -> Config {
         self.tenants.retain(|t| shard_of(&t.name, count) == index);
+        self.refused.retain(|r| shard_of(&r.tenant, count) == index);
         self
     }
 }

@@ -8,6 +8,7 @@
 //! uniqueness of names across tenants (`mod`) nor the narrowing of the `script_metrics:`
 //! rules by the tenant's list (`script_metrics`).
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -20,11 +21,16 @@ use super::cloud::{self, Cloud, Region};
 use super::discovery::DiscoveryConfig;
 use super::limits;
 use super::quota::QuotaConfig;
+use super::script_metrics::ScriptRule;
 
-/// One entry of `tenants:` as written; [`RawTenant::validate`] resolves it into a [`Tenant`].
-#[derive(Debug, Deserialize)]
+/// One entry of `tenants:` (or of a tenant file) as written, or the `tenant_defaults:` block;
+/// [`entry`] resolves it into a [`Tenant`]. A key left out is `None` here, so that an entry
+/// can inherit it from `tenant_defaults:` (#34); its default comes at validation.
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawTenant {
+    /// Required of a tenant (checked by [`RawTenant::check_name`]); refused in the defaults.
+    #[serde(default)]
     pub name: String,
     /// Required except for workload identity (`AZURE_TENANT_ID`) and managed identity.
     #[serde(default)]
@@ -40,7 +46,7 @@ pub(super) struct RawTenant {
     #[serde(default)]
     pub auth: Option<RawAuth>,
     #[serde(default)]
-    pub cloud: Cloud,
+    pub cloud: Option<Cloud>,
     /// A regional host of `api.security.microsoft.com` (commercial cloud only).
     #[serde(default)]
     pub region: Option<Region>,
@@ -50,32 +56,32 @@ pub(super) struct RawTenant {
     pub login_url: Option<String>,
     #[serde(default)]
     pub audience: Option<String>,
-    #[serde(default = "default_lookback", with = "humantime_serde")]
-    pub lookback: Duration,
+    #[serde(default, with = "humantime_serde")]
+    pub lookback: Option<Duration>,
     #[serde(default)]
     pub requestor: Option<String>,
     #[serde(default)]
-    pub machine_ids: Vec<String>,
+    pub machine_ids: Option<Vec<String>>,
     #[serde(default)]
-    pub action_ids: Vec<String>,
+    pub action_ids: Option<Vec<String>>,
     #[serde(default)]
-    pub scripts: Vec<String>,
+    pub scripts: Option<Vec<String>>,
     #[serde(default)]
-    pub quota: QuotaConfig,
+    pub quota: Option<QuotaConfig>,
     /// Regexes over machine tags; a matching tag becomes an `mde_machine_tag` series.
     #[serde(default)]
-    pub machine_tags: Vec<String>,
+    pub machine_tags: Option<Vec<String>>,
     /// How often machine context is read again with `GET /api/machines`.
-    #[serde(default = "default_machine_info_interval", with = "humantime_serde")]
-    pub machine_info_interval: Duration,
+    #[serde(default, with = "humantime_serde")]
+    pub machine_info_interval: Option<Duration>,
     /// Most `mde_machine_tag` series one machine shows (#24).
-    #[serde(default = "default_max_tags_per_machine")]
-    pub max_tags_per_machine: usize,
-    /// Longest tag (in characters) that becomes a label value; longer ones are dropped (#24).
-    #[serde(default = "default_max_tag_length")]
-    pub max_tag_length: usize,
     #[serde(default)]
-    pub discovery: DiscoveryConfig,
+    pub max_tags_per_machine: Option<usize>,
+    /// Longest tag (in characters) that becomes a label value; longer ones are dropped (#24).
+    #[serde(default)]
+    pub max_tag_length: Option<usize>,
+    #[serde(default)]
+    pub discovery: Option<DiscoveryConfig>,
     /// The top-level script_metrics rules this tenant keeps (by script); all when absent.
     #[serde(default)]
     pub script_metrics: Option<Vec<String>>,
@@ -217,28 +223,30 @@ impl RawTenant {
             client_secret_file: &t.client_secret_file,
             auth: &t.auth,
         };
-        let sign_in = auth::resolve(keys, path, env)?;
+        let sign_in = auth::resolve(keys, path, env).map_err(Invalid::sign_in)?;
         let keys = cloud::UrlKeys {
-            cloud: t.cloud,
+            cloud: t.cloud.unwrap_or_default(),
             region: t.region,
             api_url: t.api_url.as_deref(),
             login_url: t.login_url.as_deref(),
             audience: t.audience.as_deref(),
         };
         let urls = cloud::endpoints(keys, sign_in.auth.method(), env)?;
-        t.quota.validate()?;
-        if t.lookback.is_zero() {
+        let quota = t.quota.take().unwrap_or_default();
+        quota.validate()?;
+        let lookback = t.lookback.unwrap_or_else(default_lookback);
+        if lookback.is_zero() {
             return Err(Invalid::new("lookback", "must be greater than 0"));
         }
-        t.discovery
+        let mut discovery = t.discovery.take().unwrap_or_default();
+        discovery
             .validate(poll_interval)
             .map_err(|e| e.under("discovery."))?;
-        check_range(t.lookback, (Duration::ZERO, limits::LOOKBACK_MAX))
+        check_range(lookback, (Duration::ZERO, limits::LOOKBACK_MAX))
             .map_err(|m| Invalid::new("lookback", m))?;
-        for (field, values) in [
-            ("machine_ids", &t.machine_ids),
-            ("action_ids", &t.action_ids),
-        ] {
+        let machine_ids = t.machine_ids.take().unwrap_or_default();
+        let action_ids = t.action_ids.take().unwrap_or_default();
+        for (field, values) in [("machine_ids", &machine_ids), ("action_ids", &action_ids)] {
             if let Some(bad) = values.iter().find(|v| !is_safe_id(v)) {
                 return Err(Invalid::new(
                     field,
@@ -256,23 +264,139 @@ impl RawTenant {
             login_url: urls.login_url,
             audience: urls.audience,
             selectors: Selectors {
-                lookback: t.lookback,
+                lookback,
                 requestor: t.requestor,
-                machine_ids: t.machine_ids,
-                action_ids: t.action_ids,
-                scripts: t.scripts,
-                discovery: t.discovery,
+                machine_ids,
+                action_ids,
+                scripts: t.scripts.unwrap_or_default(),
+                discovery,
             },
-            quota: t.quota,
+            quota,
             machine_context,
         })
     }
 }
 
+/// What resolving one tenant entry gives: a tenant to serve (with its narrowing of the
+/// `script_metrics:` rules, when it has one), or a tenant refused alone because its sign-in
+/// cannot be resolved (the complaint, its key absolute). See: #34
+pub(super) enum Entry {
+    Served(Box<Tenant>, Option<BTreeSet<String>>),
+    Refused(Invalid),
+}
+
+/// What every tenant entry is resolved with, wherever it is written.
+pub(super) struct Context<'a> {
+    /// `tenant_defaults:`, when the file has it.
+    pub defaults: Option<&'a RawTenant>,
+    pub poll_interval: Duration,
+    /// The top-level `script_metrics:` rules a tenant's list narrows.
+    pub rules: &'a [ScriptRule],
+    /// The file the entry is written in: relative file names are relative to it.
+    pub path: &'a Path,
+    pub env: &'a dyn Fn(&str) -> Option<String>,
+}
+
+/// Resolve the entry `raw` written at `at` (`tenants[3].`, `[3].`): its name checked, the keys
+/// it leaves out taken from the defaults, then validated. A complaint about a key the entry
+/// inherited names the key under `tenant_defaults.` and the entry that inherited it; one
+/// about a sign-in that cannot be resolved refuses this entry alone ([`Entry::Refused`]).
+pub(super) fn entry(raw: RawTenant, at: &str, cx: &Context<'_>) -> Result<Entry, Invalid> {
+    raw.check_name().map_err(|e| e.under(at))?;
+    let (mut t, inherited) = match cx.defaults {
+        Some(d) => raw.inherit(d),
+        None => (raw, Vec::new()),
+    };
+    let name = t.name.clone();
+    let place = |e: Invalid| -> Invalid {
+        let head = e.key.split(['.', '[']).next().unwrap_or_default();
+        if inherited.contains(&head) {
+            let by = at.trim_end_matches('.');
+            Invalid {
+                key: format!("tenant_defaults.{}", e.key),
+                message: format!("{} (inherited by {by}, {name:?})", e.message),
+                unresolved: e.unresolved,
+            }
+        } else {
+            e.under(at)
+        }
+    };
+    let narrowed = match t.script_metrics.take() {
+        Some(list) => Some(super::script_metrics::narrow(&list, cx.rules).map_err(&place)?),
+        None => None,
+    };
+    match t.validate(cx.path, cx.env, cx.poll_interval) {
+        Ok(tenant) => Ok(Entry::Served(Box::new(tenant), narrowed)),
+        Err(e) => match place(e) {
+            e if e.unresolved => Ok(Entry::Refused(e)),
+            e => Err(e),
+        },
+    }
+}
+
+impl RawTenant {
+    /// The defaults block's own check: `name` is each tenant's, never a default.
+    pub(super) fn check_defaults(&self) -> Result<(), Invalid> {
+        if !self.name.is_empty() {
+            return Err(Invalid::new(
+                "tenant_defaults.name",
+                "each tenant sets its own name; it cannot be a default",
+            ));
+        }
+        Ok(())
+    }
+
+    /// This entry with every key it leaves out taken from `d`, and the keys taken. The
+    /// sign-in method goes as a whole: an entry that sets any of `client_secret`,
+    /// `client_secret_file` or `auth` inherits none of them (a tenant with its own secret
+    /// must not also get the defaults' certificate). Every other key goes alone, a block
+    /// (`quota:`, `discovery:`) as a whole: a tenant's `quota:` replaces the defaults'.
+    fn inherit(self, d: &RawTenant) -> (RawTenant, Vec<&'static str>) {
+        let mut t = self;
+        let mut taken = Vec::new();
+        macro_rules! inherit {
+            ($($field:ident),*) => {$(
+                if t.$field.is_none() && d.$field.is_some() {
+                    t.$field = d.$field.clone();
+                    taken.push(stringify!($field));
+                }
+            )*};
+        }
+        let own_method =
+            t.client_secret.is_some() || t.client_secret_file.is_some() || t.auth.is_some();
+        if !own_method {
+            inherit!(client_secret, client_secret_file, auth);
+        }
+        inherit!(
+            tenant_id,
+            client_id,
+            cloud,
+            region,
+            api_url,
+            login_url,
+            audience,
+            lookback,
+            requestor,
+            machine_ids,
+            action_ids,
+            scripts,
+            quota,
+            machine_tags,
+            machine_info_interval,
+            max_tags_per_machine,
+            max_tag_length,
+            discovery,
+            script_metrics
+        );
+        (t, taken)
+    }
+}
+
 /// `machine_tags` (anchored regexes), `machine_info_interval` and the tag caps.
 fn machine_context(t: &RawTenant) -> Result<MachineContext, Invalid> {
-    let mut tags = Vec::with_capacity(t.machine_tags.len());
-    for (j, pattern) in t.machine_tags.iter().enumerate() {
+    let patterns = t.machine_tags.as_deref().unwrap_or_default();
+    let mut tags = Vec::with_capacity(patterns.len());
+    for (j, pattern) in patterns.iter().enumerate() {
         // Anchored: `pci` allows the tag "pci", not "not-pci-scope".
         let re = regex::Regex::new(&format!("^(?:{pattern})$")).map_err(|e| {
             Invalid::new(
@@ -282,17 +406,19 @@ fn machine_context(t: &RawTenant) -> Result<MachineContext, Invalid> {
         })?;
         tags.push(re);
     }
-    let interval = t.machine_info_interval;
+    let interval = t
+        .machine_info_interval
+        .unwrap_or_else(default_machine_info_interval);
+    let max_tags = t
+        .max_tags_per_machine
+        .unwrap_or_else(default_max_tags_per_machine);
+    let max_tag_length = t.max_tag_length.unwrap_or_else(default_max_tag_length);
     if interval < Duration::from_secs(1) {
         return Err(Invalid::new("machine_info_interval", "must be at least 1s"));
     }
     for (key, value, cap) in [
-        (
-            "max_tags_per_machine",
-            t.max_tags_per_machine,
-            MAX_TAGS_PER_MACHINE_CAP,
-        ),
-        ("max_tag_length", t.max_tag_length, MAX_TAG_LENGTH_CAP),
+        ("max_tags_per_machine", max_tags, MAX_TAGS_PER_MACHINE_CAP),
+        ("max_tag_length", max_tag_length, MAX_TAG_LENGTH_CAP),
     ] {
         if value == 0 || value > cap {
             return Err(Invalid::new(key, format!("must be between 1 and {cap}")));
@@ -301,15 +427,16 @@ fn machine_context(t: &RawTenant) -> Result<MachineContext, Invalid> {
     Ok(MachineContext {
         tags,
         interval,
-        max_tags: t.max_tags_per_machine,
-        max_tag_length: t.max_tag_length,
+        max_tags,
+        max_tag_length,
     })
 }
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
-    use super::super::fixtures::{GOOD, assert_errors, parse};
+    use super::super::Config;
+    use super::super::fixtures::{GOOD, assert_errors, env, parse};
     use super::*;
 
     #[test]
@@ -402,5 +529,119 @@ mod tests {
                 "config file cfg.yml: tenants[0].name: must not be empty",
             ),
         ]);
+    }
+
+    /// See: #34. One multi-tenant app: one block of defaults, and entries of a name and a
+    /// tenant id; an entry's own key wins, a block goes whole, and a sign-in method of the
+    /// entry's own takes none of the defaults'.
+    #[test]
+    fn defaults_are_inherited_and_overridden() {
+        let c = parse(
+            "
+tenant_defaults:
+  client_id: mssp-app
+  client_secret: ${MDE_SECRET}
+  cloud: gcc
+  lookback: 2h
+  quota:
+    per_minute: 5
+tenants:
+  - name: a
+    tenant_id: t1
+  - name: b
+    tenant_id: t2
+    lookback: 3h
+    cloud: commercial
+    quota:
+      per_hour: 50
+  - name: c
+    auth:
+      method: managed_identity
+",
+        )
+        .unwrap();
+        let [a, b, m] = &c.tenants[..] else {
+            panic!("{:?}", c.tenants)
+        };
+        assert_eq!(
+            (a.client_id.as_str(), a.tenant_id.as_str()),
+            ("mssp-app", "t1")
+        );
+        assert!(matches!(&a.auth, Auth::ClientSecret(s) if s.expose() == "s3cret"));
+        assert_eq!(a.selectors.lookback, Duration::from_secs(7200));
+        assert_eq!(
+            a.api_url.as_str(),
+            "https://api-gcc.securitycenter.microsoft.us/"
+        );
+        assert_eq!(a.quota.per_minute, 5);
+        assert_eq!(b.selectors.lookback, Duration::from_secs(3 * 3600));
+        assert_eq!(
+            b.api_url.as_str(),
+            "https://api.securitycenter.microsoft.com/"
+        );
+        // The tenant's quota block replaces the defaults' whole.
+        assert_eq!(b.quota.per_hour, 50);
+        assert_eq!(b.quota.per_minute, QuotaConfig::default().per_minute);
+        assert!(matches!(m.auth, Auth::ManagedIdentity { .. }));
+        assert_eq!(m.client_id, "mssp-app");
+    }
+
+    /// See: #34. The defaults' own errors, and an inherited key's, name `tenant_defaults.`.
+    #[test]
+    fn defaults_errors_name_the_defaults() {
+        let defaults = |block: &str| {
+            format!(
+                "tenant_defaults:\n  client_id: app\n{block}tenants:\n  - name: a\n    tenant_id: t\n    client_secret: x\n"
+            )
+        };
+        assert_errors(&[
+            (
+                defaults("  name: everyone\n"),
+                "config file cfg.yml: tenant_defaults.name: each tenant sets its own name; it cannot be a default",
+            ),
+            (
+                defaults("  lookback: 0s\n"),
+                "config file cfg.yml: tenant_defaults.lookback: must be greater than 0 (inherited by tenants[0], \"a\")",
+            ),
+            (
+                defaults("  quota:\n    hour: 8days\n"),
+                "config file cfg.yml: tenant_defaults.quota.hour: must be at most 7d (got 8d) (inherited by tenants[0], \"a\")",
+            ),
+            (
+                defaults("  client_secret_file: /nonexistent/secret\n")
+                    .replace("    client_secret: x\n", ""),
+                "config file cfg.yml: tenant_defaults.client_secret_file: cannot read /nonexistent/secret: No such file or directory (os error 2) (inherited by tenants[0], \"a\")",
+            ),
+        ]);
+        let e = parse(&defaults("  colud: gcc\n")).unwrap_err().to_string();
+        assert!(
+            e.starts_with("config file cfg.yml: tenant_defaults: unknown field `colud`"),
+            "{e}"
+        );
+    }
+
+    /// See: #34. A tenant whose secret's variable is not set is refused alone: the others are
+    /// served, `--config.check` (`strict`) gives its message.
+    #[test]
+    fn an_unresolvable_secret_refuses_that_tenant_alone() {
+        let text = format!(
+            "{GOOD}  - name: broken\n    tenant_id: t\n    client_id: c\n    client_secret: ${{NOT_SET}}\n  - name: also\n    tenant_id: t\n    client_id: c\n    client_secret: x\n"
+        );
+        let c = Config::parse(&text, Path::new("cfg.yml"), &env).unwrap();
+        let names: Vec<&str> = c.tenants.iter().map(|t| t.name.as_str()).collect();
+        assert_eq!(names, ["contoso", "also"]);
+        assert_eq!(c.refused.len(), 1);
+        assert_eq!(c.refused[0].tenant, "broken");
+        let want = "config file cfg.yml: tenants[1].client_secret: environment variable NOT_SET is not set";
+        assert_eq!(c.refused[0].to_string(), want);
+        assert_eq!(c.strict().unwrap_err().to_string(), want);
+        // A mistake of the file's, not the environment's, still refuses the whole file.
+        let e = parse(&format!("{GOOD}    client_secret_file: s.txt\n"))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "config file cfg.yml: tenants[0].client_secret: set either client_secret or client_secret_file, not both"
+        );
     }
 }

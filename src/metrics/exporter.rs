@@ -1,5 +1,7 @@
 //! The exporter's families about itself: configuration loads
-//! (`mde_exporter_config_last_reload_*`), state-file write errors
+//! (`mde_exporter_config_last_reload_*`), tenant files and tenants refused alone
+//! (`mde_exporter_tenant_file_*`, `mde_exporter_tenants_refused`, with what the status page
+//! shows of them: [`TenantFileStatus`]), state-file write errors
 //! (`mde_exporter_state_write_errors`), tenant identity changes of the state
 //! (`mde_exporter_state_tenant_identity_changes`), the build and the shard
 //! (`mde_exporter_build_info`, `mde_exporter_shard_info`, see [`set_shard`]), the skew of the
@@ -14,7 +16,7 @@
 //! reloading (`app`), the state file (`state`), the API's clock (`api::clock`), exporting
 //! (`telemetry`, `otlp_metrics`) nor what the collectors read.
 
-use std::sync::{Arc, LazyLock, OnceLock};
+use std::sync::{Arc, LazyLock, Mutex, OnceLock, PoisonError};
 
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -40,12 +42,37 @@ pub fn set_shard(index: u32, count: u32) {
     let _ = SHARD.set((index, count));
 }
 
+/// One tenant file as last read: the status page's row (#34).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TenantFileStatus {
+    pub file: String,
+    /// The tenants it brings now (its last good content).
+    pub tenants: usize,
+    /// Why its latest read was not used, when it was not.
+    pub error: Option<String>,
+}
+
+/// The tenant files and the tenants refused alone (name, and why), as last loaded.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TenantSourcesStatus {
+    pub files: Vec<TenantFileStatus>,
+    pub refused: Vec<(String, String)>,
+}
+
 /// The families the exporter writes about itself.
 pub struct ExporterMetrics {
     build_info: Family<BuildLabels, Gauge>,
     shard_info: Family<ShardLabels, Gauge>,
     config_reload_success: Gauge,
     config_reload_timestamp: FloatGauge,
+    /// Per tenant file: 1 if its latest read was used, 0 if it keeps its last good tenants.
+    tenant_file_success: Family<Vec<(String, String)>, Gauge>,
+    /// Per tenant file: the tenants it brings now.
+    tenant_file_tenants: Family<Vec<(String, String)>, Gauge>,
+    /// Tenants refused alone (sign-in not resolvable), all sources.
+    tenants_refused: Gauge,
+    /// The tenant files and the tenants refused, as the status page shows them.
+    tenant_sources: Mutex<TenantSourcesStatus>,
     /// OTLP metrics pushes, by result (`otlp_metrics`).
     otlp_metrics_exports: Family<ExportResultLabels, Counter>,
     /// Writes to the state file that failed (each is retried once after reopening the file).
@@ -68,6 +95,10 @@ impl ExporterMetrics {
             shard_info: Family::default(),
             config_reload_success: Gauge::default(),
             config_reload_timestamp: FloatGauge::default(),
+            tenant_file_success: Family::default(),
+            tenant_file_tenants: Family::default(),
+            tenants_refused: Gauge::default(),
+            tenant_sources: Mutex::default(),
             otlp_metrics_exports: Family::default(),
             state_write_errors: Counter::default(),
             state_identity_changes: Family::default(),
@@ -93,6 +124,21 @@ impl ExporterMetrics {
             "mde_exporter_config_last_reload_success_timestamp_seconds",
             "Unix time of the latest successful configuration load",
             m.config_reload_timestamp.clone(),
+        );
+        r.register(
+            "mde_exporter_tenant_file_last_load_successful",
+            "Per file of tenant_files: 1 if its latest read was used, 0 if it could not be (it does not parse or validate, or brings a tenant name served from elsewhere) and keeps its last good tenants",
+            m.tenant_file_success.clone(),
+        );
+        r.register(
+            "mde_exporter_tenant_file_tenants",
+            "Per file of tenant_files: the tenants it brings now (its last good content)",
+            m.tenant_file_tenants.clone(),
+        );
+        r.register(
+            "mde_exporter_tenants_refused",
+            "Tenant entries refused alone because their sign-in cannot be resolved (an environment variable not set, a certificate or secret file missing or not acceptable); the other tenants are served",
+            m.tenants_refused.clone(),
         );
         r.register(
             "mde_exporter_otlp_export_failures",
@@ -153,6 +199,36 @@ impl ExporterMetrics {
         if ok {
             self.config_reload_timestamp.set(now);
         }
+    }
+
+    /// The tenant files as last read and the tenants refused alone: the families are set
+    /// anew (a file no longer named loses its series) and the status page's copy replaced.
+    pub fn set_tenant_sources(&self, status: TenantSourcesStatus) {
+        self.tenant_file_success.clear();
+        self.tenant_file_tenants.clear();
+        for f in &status.files {
+            let labels = vec![("file".to_string(), f.file.clone())];
+            self.tenant_file_success
+                .get_or_create(&labels)
+                .set(i64::from(f.error.is_none()));
+            self.tenant_file_tenants
+                .get_or_create(&labels)
+                .set(i64::try_from(f.tenants).unwrap_or(i64::MAX));
+        }
+        self.tenants_refused
+            .set(i64::try_from(status.refused.len()).unwrap_or(i64::MAX));
+        *self
+            .tenant_sources
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = status;
+    }
+
+    /// The tenant files and tenants refused, for the status page.
+    pub fn tenant_sources(&self) -> TenantSourcesStatus {
+        self.tenant_sources
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// What the HTTP server's connection limits and bcrypt queue did: `app` hands it to

@@ -30,6 +30,26 @@ fn good_config_checks_ok() {
     assert_eq!(out, "tests/fixtures/config/good.yml: OK (2 tenant(s))");
 }
 
+// See: #34. The defaults and every tenant file are checked, with the messages a running
+// exporter logs; each file says how many tenants it brings.
+#[test]
+fn config_check_reads_the_defaults_and_every_tenant_file() {
+    let (code, out, err) = check("mssp.yml");
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        out,
+        "tests/fixtures/config/mssp.yml: OK (0 tenant(s))\n\
+         tests/fixtures/config/mssp/eu.yml: OK (2 tenant(s))\n\
+         tests/fixtures/config/mssp/us.json: OK (1 tenant(s))"
+    );
+    let (code, _, err) = check("bad-mssp.yml");
+    assert_eq!(code, 1, "{err}");
+    assert_eq!(
+        err,
+        "tenant file tests/fixtures/config/bad-mssp/eu.yml: line 3: [1].lookback: must be greater than 0"
+    );
+}
+
 #[test]
 fn bad_configs_name_the_problem() {
     let cases = [

@@ -9,4 +9,5 @@ mod reload;
 mod restart;
 mod sharding;
 mod state_file;
+mod tenant_files;
 mod transcript_cmd;
