@@ -204,12 +204,11 @@ impl Collector for SignaturesCollector {
         if all.is_empty() {
             return Ok(());
         }
-        let k = self.0.top_k.load(Ordering::Relaxed);
         let mut family = encoder.encode_descriptor(
             "mde_liveresponse_script_failure_signatures",
-            &background(&format!(
-                "Machines whose latest run of a script failed (non-zero exit code or script_errors), by failure signature: a normalised template of the first error and its id, the top {k} by machines (failure_signatures_top_k), the rest as signature=\"other\"."
-            )),
+            &background(
+                "Machines whose latest run of a script failed (non-zero exit code or script_errors), by failure signature: the id and normalised template of the first error; the top failure_signatures_top_k (default 10) by machines, the rest as signature=\"other\".",
+            ),
             None,
             MetricType::Gauge,
         )?;

@@ -25,7 +25,7 @@ use sha2::{Digest, Sha256};
 use crate::config::{RedactMode, Redaction};
 
 /// The longest template, in bytes (a label value of every signature series).
-pub const MAX_TEMPLATE_BYTES: usize = 240;
+pub const MAX_TEMPLATE_BYTES: usize = 320;
 /// How much of `script_errors` is read: its first error record is at its start.
 pub const MAX_SCAN_BYTES: usize = 16 * 1024;
 /// How much of the end of `script_output` is read when `script_errors` is blank.
