@@ -48,6 +48,28 @@ local util = import 'lib/util.libsonnet';
   // Descriptions are written as lines here and rendered as one paragraph.
   local text(lines) = std.join(' ', lines),
   local c = $._config,
+  // Why the script fails (#36): the alert's script's top failure signatures in the tenant, most
+  // machines first (from mde_liveresponse_script_failure_signatures; `max by` folds the
+  // copies of an HA pair; `other` is left out), `n` of them. Empty before the first signature.
+  local signatureQuery(n) =
+    'sort_desc(topk(' + n + ', max by (signature, template) (mde_liveresponse_script_failure_signatures{tenant=%q,script=%q,signature!="other"})))',
+  local withSignatures(n, body) =
+    '{{ with printf `' + signatureQuery(n) + '` $labels.tenant $labels.script | query }}' + body + '{{ end }}',
+  // A template a redaction policy withholds is empty: the id stands for it.
+  local signatureText = '{{ with .Labels.template }}{{ . }}{{ else }}signature {{ .Labels.signature }}{{ end }} ({{ .Value }} machine(s))',
+  local topSignatures = withSignatures(
+    c.alertTopSignatures,
+    ' Why, by failure signature across the tenant (most machines first):{{ range $i, $s := . }}{{ if $i }};{{ end }} {{ with $s }}' + signatureText + '{{ end }}{{ end }}.'
+  ),
+  // The top signature alone, and the exporter's page of its machines.
+  local signatureAnnotations = {
+    top_signature: withSignatures(1, '{{ with first . }}' + signatureText + '{{ end }}'),
+    signature_url: withSignatures(
+      1,
+      '{{ with first . }}' + std.rstripChars(c.exporterExternalURL, '/')
+      + '/signatures?tenant={{ $labels.tenant | urlquery }}&script={{ $labels.script | urlquery }}&signature={{ label "signature" . | urlquery }}{{ end }}'
+    ),
+  },
 
   prometheusAlerts+:: {
     groups+: [{
@@ -63,8 +85,8 @@ local util = import 'lib/util.libsonnet';
             '(empty while the machine context is not read yet). The alert clears when the script succeeds',
             'on those machines again, or when their series expire (series_ttl). See the',
             '"machines whose last run failed" table of the MDE Live Response overview dashboard.',
-          ]),
-          transcriptURL('mde_liveresponse_script_exit_code{%s} != 0'),
+          ]) + topSignatures,
+          transcriptURL('mde_liveresponse_script_exit_code{%s} != 0') + signatureAnnotations,
         ),
 
         alert(
@@ -75,8 +97,8 @@ local util = import 'lib/util.libsonnet';
             'The last run of {{ $labels.script }} wrote to its error stream (script_errors) on',
             '{{ $value }} machine(s) of tenant {{ $labels.tenant }} in device group',
             '"{{ $labels.rbac_group }}", whatever its exit code.',
-          ]),
-          transcriptURL('mde_liveresponse_script_errors_present{%s} == 1'),
+          ]) + topSignatures,
+          transcriptURL('mde_liveresponse_script_errors_present{%s} == 1') + signatureAnnotations,
         ),
 
         alert(

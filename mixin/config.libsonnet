@@ -30,6 +30,12 @@
     // <exporterExternalURL>/transcripts?tenant=..&machine=..&script=.. (#22)
     exporterExternalURL: 'http://localhost:9717',
 
+    // How many failure signatures (why the script fails, by machines:
+    // mde_liveresponse_script_failure_signatures) the failed-script and script-errors alerts
+    // name in their description, most machines first; the first is also the `top_signature`
+    // annotation, linked by `signature_url` to the exporter's page of its machines. (#36)
+    alertTopSignatures: 3,
+
     // --- alerts: severity, `for:` and thresholds, one block per alert -----------------------
 
     // A script's last run exited non-zero on some machine. One failure is worth a look, not a

@@ -97,6 +97,23 @@ local overview(config) =
                             '{{tenant}} {{script}}')],
                     steps=[[null, 'green'], [1, 'orange'], [config.scriptErrorBudgetBurn[0].factor, 'red']]), 12, 8],
       [p.row('Machines'), 24, 1],
+      // Why it fails (#36): machines per failure signature, each signature linked to the
+      // exporter's page of its machines. Per tenant and script (no device group: the counts are
+      // over every machine of the tenant).
+      [p.table('Why it fails',
+               'Machines whose latest run of a script failed, by failure signature (mde_liveresponse_script_failure_signatures): the normalised first error, most machines first; "other" holds the signatures beyond the exporter\'s failure_signatures_top_k. Over every device group of the tenant. The signature links to the exporter\'s page of its machines.',
+               [target('max by (tenant, script, signature, template) (mde_liveresponse_script_failure_signatures{%s})' % TS,
+                       '', 'A', instant=true, format='table')],
+               rename={ Value: 'machines' }, sortBy=['machines', true])
+       + { fieldConfig+: { overrides+: [{
+         matcher: { id: 'byName', options: 'signature' },
+         properties: [{ id: 'links', value: [{
+           title: 'Machines with this signature',
+           url: std.rstripChars(config.exporterExternalURL, '/')
+                + '/signatures?tenant=${__data.fields.tenant:percentencode}&script=${__data.fields.script:percentencode}&signature=${__value.raw:percentencode}',
+           targetBlank: true,
+         }] }],
+       }] } }, 24, 8],
       [p.table('Machines whose last run failed',
                'Latest retrieved run per machine and script where the exit code is not 0.',
                [

@@ -60,6 +60,15 @@ assert [a for a in ['MdeLiveResponseScriptFailed', 'MdeLiveResponseScriptErrors'
                                     linked.MdeLiveResponseScriptFailed.annotations.transcript_url)) == 1
        : 'exporterExternalURL (a trailing slash dropped) is the base of every transcript_url';
 
+local fewer = with({ alertTopSignatures: 5 });
+assert std.length(std.findSubstr('sort_desc(topk(5, max by (signature, template) (mde_liveresponse_script_failure_signatures{tenant=%q,script=%q,signature!="other"})))',
+                                 fewer.MdeLiveResponseScriptFailed.annotations.description)) == 1
+       && std.length(std.findSubstr('topk(5,', fewer.MdeLiveResponseScriptErrors.annotations.description)) == 1
+       && std.length(std.findSubstr('topk(1,', fewer.MdeLiveResponseScriptFailed.annotations.top_signature)) == 1
+       && std.length(std.findSubstr('https://mde-lr.example:9443/signatures?tenant=',
+                                    linked.MdeLiveResponseScriptFailed.annotations.signature_url)) == 1
+       : 'alertTopSignatures sets how many signatures the descriptions name; exporterExternalURL is the base of signature_url (#36)';
+
 local slo = mixin { _config+:: {
   scriptSLOs: { default: 0.9, scripts: { 'a.ps1': 0.999 } },
   scriptErrorBudgetBurn: [{ severity: 'critical', long: '2h', short: '10m', factor: 10, 'for': '' }],

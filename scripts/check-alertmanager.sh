@@ -63,7 +63,9 @@ cat >"$tmp/data.json" <<'JSON'
    "annotations": {"summary": "Live Response script Collect & Zip.ps1 failed on 2 machine(s) in tenant demo",
      "description": "The last run of Collect & Zip.ps1 exited with a non-zero code <on purpose>.",
      "runbook_url": "https://runbooks.example/#mdeliveresponsescriptfailed",
-     "transcript_url": "http://exporter.example:9717/transcripts?tenant=demo&machine=ws-fin-1.demo.local&script=Collect+%26+Zip.ps1"}}]}
+     "transcript_url": "http://exporter.example:9717/transcripts?tenant=demo&machine=ws-fin-1.demo.local&script=Collect+%26+Zip.ps1",
+     "top_signature": "Get-Item : Cannot find path <str> because it does not exist. [PathNotFound,Microsoft.PowerShell.Commands.GetItemCommand] (ObjectNotFound, ItemNotFoundException) (2 machine(s))",
+     "signature_url": "http://exporter.example:9717/signatures?tenant=demo&script=Collect+%26+Zip.ps1&signature=3f2a9c01b7de"}}]}
 JSON
 render() {
     amtool template render --template.glob="$templates" --template.data="$tmp/data.json" \
@@ -78,17 +80,26 @@ expect() { # file, description, grep -E pattern
 }
 expect "$tmp/title" "title names the alert, tenant, device group and script" \
     '^\[FIRING:1\] MdeLiveResponseScriptFailed demo / Finance Workstations / Collect & Zip\.ps1$'
-# The first three lines of the text body are the links, in this order.
-head -n 3 "$tmp/text" >"$tmp/links"
-expect "$tmp/links" "text: line 1 is the transcript link" \
+# The text body starts with why (the top failure signature, #36) and the page of its machines,
+# then the links, in this order.
+head -n 2 "$tmp/text" >"$tmp/why"
+expect "$tmp/why" "text: line 1 is the top failure signature" \
+    '^Why: Get-Item : Cannot find path <str> because it does not exist\. \[PathNotFound,.*\(2 machine\(s\)\)$'
+expect "$tmp/why" "text: line 2 is the page of the machines failing that way" \
+    '^Machines failing that way: http://exporter\.example:9717/signatures\?tenant=demo&script=Collect\+%26\+Zip\.ps1&signature=3f2a9c01b7de$'
+sed -n 3,5p "$tmp/text" >"$tmp/links"
+expect "$tmp/links" "text: line 3 is the transcript link" \
     '^Transcript: http://exporter\.example:9717/transcripts\?tenant=demo&machine=ws-fin-1\.demo\.local&script=Collect\+%26\+Zip\.ps1$'
-expect "$tmp/links" "text: line 2 is the runbook link" '^Runbook: https://runbooks\.example/#mdeliveresponsescriptfailed$'
-expect "$tmp/links" "text: line 3 is the dashboard link, tenant, script and device group URL-escaped" \
+expect "$tmp/links" "text: line 4 is the runbook link" '^Runbook: https://runbooks\.example/#mdeliveresponsescriptfailed$'
+expect "$tmp/links" "text: line 5 is the dashboard link, tenant, script and device group URL-escaped" \
     '^Dashboard: http://localhost:3000/d/mde-lr-overview\?orgId=1&var-tenant=demo&var-script=Collect\+%26\+Zip\.ps1&var-rbac_group=Finance\+Workstations$'
 expect "$tmp/text" "text: summary and labels after the links" 'rbac_group="Finance Workstations"'
 expect "$tmp/first_link" "first_link (Slack title link) is the transcript" '^http://exporter\.example:9717/transcripts\?'
 expect "$tmp/html" "html: the transcript link comes before the runbook and dashboard links" \
     '<p><a href="http://exporter\.example:9717/transcripts\?tenant=demo&amp;machine=ws-fin-1\.demo\.local&amp;script=Collect[^"]*">Transcript</a> · <a href="https://runbooks\.example/#mdeliveresponsescriptfailed">Runbook</a> · <a href="http://localhost:3000/d/mde-lr-overview\?[^"]*">Dashboard</a></p>'
+grep -A1 '^<div style="margin-bottom' "$tmp/html" | tail -n 1 >"$tmp/html_first"
+expect "$tmp/html_first" "html: the top failure signature comes first, escaped, with the page of its machines" \
+    '^<p><b>Why:</b> <code>Get-Item : Cannot find path &lt;str&gt; because.*</code> · <a href="http://exporter\.example:9717/signatures\?tenant=demo&amp;script=Collect(\+|&#43;)%26(\+|&#43;)Zip\.ps1&amp;signature=3f2a9c01b7de">machines failing that way</a></p>$'
 expect "$tmp/html" "html: annotation text is escaped" 'non-zero code &lt;on purpose&gt;\.'
 if grep -q '<on purpose>' "$tmp/html"; then echo "FAIL html: unescaped annotation text"; failed=1; fi
 

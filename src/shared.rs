@@ -141,6 +141,8 @@ pub struct CollectorSettings {
     pub transcript_log: crate::config::Redaction,
     /// Which scripts' output becomes metrics (#21).
     pub script_metrics: crate::config::ScriptMetrics,
+    /// Failure signatures per script with a series of their own (#36).
+    pub failure_signatures_top_k: usize,
 }
 
 impl CollectorSettings {
@@ -153,6 +155,7 @@ impl CollectorSettings {
             max_clock_skew: c.max_clock_skew,
             transcript_log: c.transcript_log.clone(),
             script_metrics: c.script_metrics.clone(),
+            failure_signatures_top_k: c.failure_signatures_top_k,
         }
     }
 }
@@ -277,7 +280,12 @@ impl Shared {
     /// Set the per-machine gauges from the state, for the tenants configured now (see
     /// [`crate::record::series::restore`]).
     pub fn restore_series(&self) {
-        crate::record::series::restore(&self.metrics, &self.state, |t| self.serves(t));
+        crate::record::series::restore(
+            &self.metrics,
+            &self.state,
+            |t| self.serves(t),
+            &self.settings.transcript_log,
+        );
     }
 
     /// Remove from /metrics the per-machine series of tenants not configured now (see
@@ -319,6 +327,10 @@ impl Shared {
     /// Start at 0 the series of every tenant configured now (see [`init_tenant_series`]).
     /// Called when a configuration is prepared, so a reload adds its new tenants.
     pub fn init_series(&self) {
+        self.metrics
+            .results
+            .signatures()
+            .set_top_k(self.settings.failure_signatures_top_k);
         for t in self.quotas.keys() {
             init_tenant_series(&self.metrics, t);
         }

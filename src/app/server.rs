@@ -63,6 +63,10 @@ pub fn app(
             "/transcripts",
             crate::app::web::transcripts::route(state.current.clone()),
         )
+        .route(
+            "/signatures",
+            crate::app::web::signatures::route(state.current.clone()),
+        )
         .with_state(state)
         .layer(axum::middleware::map_response(security_headers))
 }

@@ -28,3 +28,5 @@ pub const MAX_TRANSCRIPT_BYTES: u64 = 1 << 30;
 /// `max_requests_in_flight`: each request in flight holds a connection (a file
 /// descriptor) and its buffers.
 pub const MAX_REQUESTS_IN_FLIGHT: (usize, usize) = (1, 4096);
+/// `failure_signatures_top_k`: each signature shown is a series per script (#36).
+pub const FAILURE_SIGNATURES_TOP_K: (usize, usize) = (1, 100);

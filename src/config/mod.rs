@@ -95,6 +95,9 @@ struct RawFile {
     pub request_timeout: Duration,
     #[serde(default = "default_max_requests_in_flight")]
     pub max_requests_in_flight: usize,
+    /// Failure signatures shown per script before the rest go into `other` (#36).
+    #[serde(default = "default_failure_signatures_top_k")]
+    pub failure_signatures_top_k: usize,
     #[serde(default)]
     pub otel: OtelConfig,
     #[serde(default)]
@@ -151,6 +154,16 @@ impl RawFile {
         if raw.max_series == 0 {
             return Err(Invalid::new("max_series", "must be greater than 0"));
         }
+        let (lo, hi) = limits::FAILURE_SIGNATURES_TOP_K;
+        if !(lo..=hi).contains(&raw.failure_signatures_top_k) {
+            return Err(Invalid::new(
+                "failure_signatures_top_k",
+                format!(
+                    "must be between {lo} and {hi} (got {})",
+                    raw.failure_signatures_top_k
+                ),
+            ));
+        }
         let (lo, hi) = limits::MAX_REQUESTS_IN_FLIGHT;
         if !(lo..=hi).contains(&raw.max_requests_in_flight) {
             return Err(Invalid::new(
@@ -203,6 +216,9 @@ pub struct Config {
     pub request_timeout: Duration,
     /// API calls and result downloads in flight at once, across all tenants.
     pub max_requests_in_flight: usize,
+    /// Per script, the failure signatures shown by their own series; the rest are one
+    /// `other` series (#36).
+    pub failure_signatures_top_k: usize,
     /// Tracing export; unset keys fall back to the standard `OTEL_*` variables.
     pub otel: OtelConfig,
     /// How transcript text appears in logs.
@@ -234,6 +250,7 @@ impl Default for Config {
             max_clock_skew: default_max_clock_skew(),
             request_timeout: default_request_timeout(),
             max_requests_in_flight: default_max_requests_in_flight(),
+            failure_signatures_top_k: default_failure_signatures_top_k(),
             otel: OtelConfig::default(),
             transcript_log: Redaction::default(),
             proxy: None,
@@ -266,6 +283,9 @@ fn default_request_timeout() -> Duration {
 }
 fn default_max_requests_in_flight() -> usize {
     DEFAULT_MAX_REQUESTS_IN_FLIGHT
+}
+fn default_failure_signatures_top_k() -> usize {
+    10
 }
 
 impl Config {
@@ -385,6 +405,7 @@ impl Config {
             max_clock_skew: raw.max_clock_skew,
             request_timeout: raw.request_timeout,
             max_requests_in_flight: raw.max_requests_in_flight,
+            failure_signatures_top_k: raw.failure_signatures_top_k,
             otel: raw.otel,
             transcript_log,
             proxy,
@@ -468,6 +489,15 @@ mod tests {
             (
                 format!("max_series: 0\n{GOOD}"),
                 "config file cfg.yml: max_series: must be greater than 0",
+            ),
+            // See: #36
+            (
+                format!("failure_signatures_top_k: 0\n{GOOD}"),
+                "config file cfg.yml: failure_signatures_top_k: must be between 1 and 100 (got 0)",
+            ),
+            (
+                format!("failure_signatures_top_k: 101\n{GOOD}"),
+                "config file cfg.yml: failure_signatures_top_k: must be between 1 and 100 (got 101)",
             ),
         ]);
     }

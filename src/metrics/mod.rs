@@ -12,7 +12,8 @@
 //!
 //! Does not own the families: each group declares its own as private fields, registers them
 //! and is their one writer — [`api`] (the MDE API client: requests, 429s, slots, tokens,
-//! quotas), [`results`] (final actions, transcripts, results, per-machine script series),
+//! quotas), [`results`] (final actions, transcripts, results, per-machine script series, with
+//! the machines per failure signature counted in [`signatures`]),
 //! [`poll`] (a tenant's poll and discovery), [`machines`] (the machine context), [`exporter`]
 //! (build, shard, configuration loads, state writes, clock skew, OTLP exports, the process and
 //! HTTP server collectors). Nor `registry` (what the groups register into: the parts, the
@@ -31,6 +32,7 @@ mod native;
 pub mod poll;
 mod registry;
 pub mod results;
+pub mod signatures;
 
 use std::sync::Arc;
 
@@ -91,6 +93,7 @@ const EXPOSITION_ORDER: &[&str] = &[
     "mde_liveresponse_script_exit_code",
     "mde_liveresponse_script_errors_present",
     "mde_liveresponse_script_last_run_timestamp_seconds",
+    "mde_liveresponse_script_failure_signatures",
     "mde_liveresponse_commands",
     "mde_liveresponse_actions",
     "mde_liveresponse_result_fetch_failures",

@@ -4,7 +4,9 @@
 //! (`_files`, `_file_bytes`), scripts that did not run (`_script_not_run` counter and gauge),
 //! and the per-machine script series (`_script_exit_code`, `_script_errors_present`,
 //! `_script_last_run_timestamp_seconds`) with their evictions
-//! (`mde_exporter_series_evicted`), and which machines of a tenant have per-machine script
+//! (`mde_exporter_series_evicted`) and the machines per failure signature of their latest run
+//! (`_script_failure_signatures`, `_folded`: [`Signatures`], kept as the series are set and
+//! removed), and which machines of a tenant have per-machine script
 //! series ([`MachineIndex`], kept as they are set and evicted, for the machine context).
 //!
 //! Owns those families ([`ResultMetrics`], fields private: the methods here are their one
@@ -13,7 +15,7 @@
 //! (`series`).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -24,6 +26,7 @@ use super::labels::{
     TenantLabels, TenantSeries, TraceLabel, reason, tenant,
 };
 use super::registry::{ExCounter, FloatGauge, Parts, background};
+use super::signatures::{Signatures, SignaturesCollector};
 
 /// The families retrieving results writes.
 pub struct ResultMetrics {
@@ -35,6 +38,8 @@ pub struct ResultMetrics {
     script_last_run: Family<MachineScriptLabels, FloatGauge>,
     /// Which machines have those series, per tenant (#24).
     script_machines: MachineIndex,
+    /// Machines per failure signature of their latest run (#36), kept with those series.
+    script_signatures: Arc<Signatures>,
     commands: Family<CommandLabels, Counter>,
     actions: Family<StatusLabels, Counter>,
     fetch_failures: Family<ReasonLabels, ExCounter>,
@@ -57,6 +62,7 @@ impl ResultMetrics {
             script_errors_present: Family::default(),
             script_last_run: Family::default(),
             script_machines: MachineIndex::default(),
+            script_signatures: Arc::default(),
             commands: Family::default(),
             actions: Family::default(),
             fetch_failures: Family::default(),
@@ -99,6 +105,10 @@ impl ResultMetrics {
             "mde_liveresponse_script_last_run_timestamp_seconds",
             background("End time (Unix seconds) of the latest run of a script on a machine."),
             m.script_last_run.clone(),
+        );
+        r.register_collector(
+            "mde_liveresponse_script_failure_signatures",
+            Box::new(SignaturesCollector(m.script_signatures.clone())),
         );
         r.register(
             "mde_liveresponse_commands",
@@ -308,6 +318,22 @@ impl ResultMetrics {
         }
         self.script_errors_present.remove(labels);
         self.script_last_run.remove(labels);
+        self.script_signatures.remove(labels);
+    }
+
+    /// The failure signature, `(id, template)`, of the latest run of a (tenant, machine,
+    /// script), `None` when it did not fail (#36); counted while its series are there.
+    pub fn set_script_signature(
+        &self,
+        labels: &MachineScriptLabels,
+        signature: Option<(&str, &str)>,
+    ) {
+        self.script_signatures.set(labels, signature);
+    }
+
+    /// The machines per failure signature (#36): K is set through it, pages and tests read it.
+    pub fn signatures(&self) -> &Signatures {
+        &self.script_signatures
     }
 
     /// The machines of `tenant_name` with per-machine script series now; what changed before

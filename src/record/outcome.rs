@@ -2,9 +2,9 @@
 //! the poll knows it ([`Retrieved`]), the transcript, the script-output rule and the
 //! redaction policy, then applied to its sinks in one fixed order: the state first (the
 //! exactly-once commit, with the run and the script-output set), then the script-output set
-//! served, the per-machine gauges, the log event and the status page. Every sink reads the
-//! same facts from it. Also the restore, at start, of the script-output sets the state holds
-//! ([`restore_script_sets`]).
+//! served, the per-machine gauges (with the run's failure signature, #36), the log event and
+//! the status page. Every sink reads the same facts from it. Also the restore, at start, of
+//! the script-output sets the state holds ([`restore_script_sets`]).
 //!
 //! Owns that order, and what each sink gets of a transcript. Does not own fetching the
 //! transcript (the collector in `poll`), the exactly-once rules (`state`), parsing script
@@ -19,6 +19,7 @@ use crate::config::{Redaction, ScriptMetrics, ScriptRule};
 use crate::metrics::{MachineScriptLabels, Metrics};
 use crate::record::events::TranscriptRetrieved;
 use crate::record::excerpt::Excerpt;
+use crate::record::signature::Signature;
 use crate::record::state::{
     Committed, LastRun, ResultKey, RunUpdate, SeriesKey, State, StoreError,
 };
@@ -95,6 +96,14 @@ impl<'r> Outcome<'r> {
             result.machine.to_string(),
             script,
         );
+        // Why it failed (#36), from the full text, as the policy lets the template out.
+        let signature = Signature::of(
+            &transcript.script_errors,
+            &transcript.script_output,
+            transcript.exit_code,
+            result.machine,
+        )
+        .map(|s| s.redacted(redaction));
         let run = result.end_time.map(|end| LastRun {
             end_time: end,
             exit_code: transcript.exit_code,
@@ -108,6 +117,7 @@ impl<'r> Outcome<'r> {
                 result.key.index,
                 now,
             )),
+            signature,
         });
         // Script output as metrics, read from the full output before any redaction.
         let set = rules.rule_for(&series.0, &series.2).map(|rule| ScriptSet {

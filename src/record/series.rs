@@ -35,7 +35,7 @@ fn lock(state: &Mutex<State>) -> std::sync::MutexGuard<'_, State> {
     state.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// Set the gauges of one series from its latest run.
+/// Set the gauges of one series from its latest run, and count its failure signature (#36).
 pub fn set(m: &Metrics, labels: &MachineScriptLabels, run: &LastRun) {
     m.results.set_script_series(
         labels,
@@ -45,21 +45,34 @@ pub fn set(m: &Metrics, labels: &MachineScriptLabels, run: &LastRun) {
             end_time: run.end_time.timestamp_millis() as f64 / 1000.0,
         },
     );
+    let signature = run.signature.as_ref();
+    m.results.set_script_signature(
+        labels,
+        signature.map(|s| (s.id.as_str(), s.template.as_str())),
+    );
 }
 
-/// Set the per-machine gauges from the state (after a restart they come back).
+/// Set the per-machine gauges from the state (after a restart they come back), with the
+/// failure signatures as `policy` lets them out now (a stricter one than when they were kept
+/// reaches them).
 ///
 /// Only for the tenants `configured` now: a tenant moved to another shard (or removed)
 /// keeps its runs in this state file, and exposing them here would show its per-machine
 /// series twice across shards, frozen in one. See: #11
-pub fn restore(m: &Metrics, state: &Mutex<State>, configured: impl Fn(&str) -> bool) {
+pub fn restore(
+    m: &Metrics,
+    state: &Mutex<State>,
+    configured: impl Fn(&str) -> bool,
+    policy: &crate::config::Redaction,
+) {
     let runs: Vec<_> = lock(state)
         .last_runs()
         .iter()
         .filter(|((tenant, _, _), _)| configured(tenant))
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
-    for (key, run) in runs {
+    for (key, mut run) in runs {
+        run.signature = run.signature.map(|s| s.redacted(policy));
         set(m, &labels(key), &run);
     }
 }
@@ -231,6 +244,7 @@ mod tests {
                 errors_present: false,
                 action_id: format!("{tenant}-1"),
                 excerpt: None,
+                signature: None,
             };
             lock(&state)
                 .commit_result(

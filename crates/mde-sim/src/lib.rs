@@ -58,7 +58,10 @@ use tokio::time::Instant;
 pub use identity::{CertificateError, Identity};
 pub use machines::TruthMachine;
 use scenario::{Blob, SimAction};
-pub use scenario::{JSON_SCRIPT, TEXT_SCRIPT, script_metrics_rules};
+pub use scenario::{
+    FAILING_SCRIPT, Failing, FailingErrors, JSON_SCRIPT, TEXT_SCRIPT, failing_device,
+    script_metrics_rules,
+};
 use throttle::Throttle;
 pub use truth::{Truth, TruthAction, TruthFile, TruthNotRun, TruthTranscript};
 
@@ -112,6 +115,10 @@ pub struct SimConfig {
     /// transcript's noise ([`TruthTranscript::printed`] has the values). Off: they print
     /// only noise. Either way the same seed draws the same tenant.
     pub script_metrics: bool,
+    /// The failing-fleet scenario (#36): this many extra devices each ran [`FAILING_SCRIPT`]
+    /// once before the start, and it failed with errors of `failing.errors`' kind, paths,
+    /// numbers and names the device's own. Off with 0 machines.
+    pub failing: Failing,
 }
 
 impl Default for SimConfig {
@@ -137,6 +144,7 @@ impl Default for SimConfig {
             not_run: 0,
             fleet: 0,
             script_metrics: false,
+            failing: Failing::default(),
         }
     }
 }

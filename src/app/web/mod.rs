@@ -1,17 +1,21 @@
 //! HTTP routes beyond `/metrics` and the status page, one module each; `server` mounts them.
 //!
 //! Owns: [`probe`] (`GET /probe?target=<tenant>`, one tenant's cached series), [`transcripts`]
-//! (`GET /transcripts`, the latest transcript of a machine and script) and the external URL
-//! their links start with (`--web.external-url`), and the reading of `Accept` they and
-//! `/metrics` share ([`accepted`]). Does not own the router, content
-//! negotiation of `/metrics`, TLS or basic auth (`server`, and the `exporter-web` crate around
-//! the whole router, so these routes sit behind the same TLS and auth as `/metrics`).
+//! (`GET /transcripts`, the latest transcript of a machine and script), [`signatures`] (`GET
+//! /signatures`, the machines whose latest run fails with a signature, #36) and the external URL
+//! their links start with (`--web.external-url`), the reading of `Accept` they and `/metrics`
+//! share ([`accepted`]) and the headers of their HTML pages ([`html_response`]). Does not own
+//! the router, content negotiation of `/metrics`, TLS or basic auth (`server`, and the
+//! `exporter-web` crate around the whole router, so these routes sit behind the same TLS and
+//! auth as `/metrics`).
 
 use std::sync::OnceLock;
 
-use axum::http::{HeaderMap, header};
+use axum::http::{HeaderMap, HeaderValue, header};
+use axum::response::{IntoResponse, Response};
 
 pub mod probe;
+pub mod signatures;
 pub mod transcripts;
 
 /// The media ranges of `Accept` with their weights (`q`, 1 when not given), lower-cased and
@@ -31,6 +35,31 @@ pub fn accepted(headers: &HeaderMap) -> impl Iterator<Item = (String, f32)> + '_
                 .unwrap_or(1.0);
             (part.to_ascii_lowercase().replace(' ', ""), q)
         })
+}
+
+/// A page as HTML that may load nothing but its inline style (the transcript and signature
+/// pages).
+pub fn html_response(page: String) -> Response {
+    let mut resp = page.into_response();
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("default-src 'none'; style-src 'unsafe-inline'"),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    resp
+}
+
+/// Whether the client asked for JSON (`Accept: application/json`).
+pub fn wants_json(headers: &HeaderMap) -> bool {
+    accepted(headers).any(|(range, _)| range.split(';').next() == Some("application/json"))
 }
 
 /// `--web.external-url`, set once at start by `main` (a process serves one address).

@@ -2,7 +2,8 @@
 //! of that machine and script, as HTML (default) or JSON (`Accept: application/json`), from
 //! the excerpts kept in the state (never an MDE API call; they survive restarts).
 //!
-//! Owns the page, its JSON and its 404 reasons. Transcript text is attacker-influenced (a
+//! Owns the page, its JSON and its 404 reasons; the run's failure signature links to its page
+//! (`signatures`, #36). Transcript text is attacker-influenced (a
 //! script prints what it likes): every value on the page is HTML-escaped, the page forbids
 //! scripts and everything but inline style (`Content-Security-Policy`), and no text becomes a
 //! link. Does not own what an excerpt holds (`excerpt`: the `transcript_log` policy, bounded)
@@ -11,7 +12,7 @@
 use std::collections::HashMap;
 
 use axum::extract::{Query, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, get};
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -43,7 +44,20 @@ pub struct Shown {
     pub output: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub errors: Option<String>,
+    /// Why the run failed (#36), with the page of the machines that fail the same way.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signature: Option<ShownSignature>,
     /// This page, under `--web.external-url` when set.
+    pub url: String,
+}
+
+/// A run's failure signature as the page shows it.
+#[derive(Debug, Serialize)]
+pub struct ShownSignature {
+    pub id: String,
+    /// Empty when the `transcript_log` policy withholds it.
+    pub template: String,
+    /// The signature's page (`/signatures`).
     pub url: String,
 }
 
@@ -115,6 +129,14 @@ async fn page(
         query_value(&run.action_id),
         excerpt.index
     ));
+    let signature = run.signature.map(|sig| {
+        let sig = sig.redacted(&shared.settings.transcript_log);
+        ShownSignature {
+            url: super::signatures::url(tenant, script, &sig.id),
+            id: sig.id,
+            template: sig.template,
+        }
+    });
     let shown = Shown {
         tenant: key.0,
         machine: key.1,
@@ -128,30 +150,13 @@ async fn page(
         redaction: excerpt.redaction,
         output: excerpt.output,
         errors: excerpt.errors,
+        signature,
         url,
     };
-    if wants_json(&headers) {
+    if super::wants_json(&headers) {
         return axum::Json(shown).into_response();
     }
-    let mut resp = render(&shown).into_response();
-    let h = resp.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/html; charset=utf-8"),
-    );
-    h.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static("default-src 'none'; style-src 'unsafe-inline'"),
-    );
-    h.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
-    resp
-}
-
-fn wants_json(headers: &HeaderMap) -> bool {
-    super::accepted(headers).any(|(range, _)| range.split(';').next() == Some("application/json"))
+    super::html_response(render(&shown))
 }
 
 /// The HTML page: every value escaped, text in `<pre>`.
@@ -165,6 +170,15 @@ pub fn render(s: &Shown) -> String {
     };
     let time = |t: &DateTime<Utc>| html(&t.to_rfc3339_opts(SecondsFormat::Secs, true));
     let status = if s.exit_code == 0 { "ok" } else { "fail" };
+    let signature = match &s.signature {
+        None => "none (the run did not fail)".to_string(),
+        Some(sig) => format!(
+            "<a href=\"{url}\"><code>{id}</code></a> {template}",
+            url = html(&sig.url),
+            id = html(&sig.id),
+            template = html(&sig.template),
+        ),
+    };
     format!(
         "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>{script} on {machine}</title>\
 <style>body{{font-family:sans-serif;margin:1.5em;max-width:80em}}th,td{{border:1px solid #ccc;padding:.25em .6em;text-align:left}}\
@@ -174,7 +188,8 @@ table{{border-collapse:collapse}}pre{{background:#f6f6f6;padding:.6em;white-spac
 <tr><th>script</th><td>{script}</td></tr>\n<tr><th>action</th><td><code>{action}</code> index {index}</td></tr>\n\
 <tr><th>exit code</th><td class=\"{status}\">{exit}</td></tr>\n<tr><th>errors present</th><td>{errors_present}</td></tr>\n\
 <tr><th>completed</th><td>{completed}</td></tr>\n<tr><th>retrieved</th><td>{retrieved}</td></tr>\n\
-<tr><th>redaction</th><td>transcript_log.output: {redaction}</td></tr>\n</table>\n\
+<tr><th>redaction</th><td>transcript_log.output: {redaction}</td></tr>\n\
+<tr><th>failure signature</th><td>{signature}</td></tr>\n</table>\n\
 <h2>script_output</h2>\n{output}\n<h2>script_errors</h2>\n{errors}\n\
 <p><a href=\"{url}\">link to this transcript</a></p>\n</body></html>\n",
         tenant = html(&s.tenant),
@@ -190,5 +205,6 @@ table{{border-collapse:collapse}}pre{{background:#f6f6f6;padding:.6em;white-spac
         output = text(&s.output),
         errors = text(&s.errors),
         url = html(&s.url),
+        signature = signature,
     )
 }

@@ -13,6 +13,7 @@ pub(crate) fn run(secs: i64, code: i64) -> LastRun {
         errors_present: false,
         action_id: format!("a{secs}"),
         excerpt: None,
+        signature: None,
     }
 }
 

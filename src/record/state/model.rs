@@ -29,6 +29,11 @@ pub struct LastRun {
     /// written before, so the field is optional in both directions (state format: added).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub excerpt: Option<crate::record::excerpt::Excerpt>,
+    /// Why this run failed (#36), kept with it so that the signature counts survive a restart
+    /// and move with the state; absent for a run that did not fail and in files written
+    /// before (state format: added).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<crate::record::signature::Signature>,
 }
 
 /// (tenant, machine, script).

@@ -159,6 +159,7 @@ async fn issue_11_a_restart_restores_only_the_tenants_it_serves() {
                 errors_present: false,
                 action_id: format!("{tenant}-action"),
                 excerpt: None,
+                signature: None,
             };
             let key = ResultKey {
                 tenant: tenant.into(),

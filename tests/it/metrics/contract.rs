@@ -32,6 +32,9 @@ const DOCUMENTED: &[&str] = &[
     "mde_exporter_poll_duration_seconds",
     // See: #12
     "mde_exporter_series_evicted_total",
+    // See: #36
+    "mde_liveresponse_script_failure_signatures",
+    "mde_liveresponse_script_failure_signatures_folded",
     "process_cpu_seconds_total",
     "process_resident_memory_bytes",
     "process_virtual_memory_bytes",

@@ -7,3 +7,4 @@ mod properties;
 pub mod resilience;
 mod script_metrics;
 mod script_metrics_parse;
+mod signatures;

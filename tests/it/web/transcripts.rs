@@ -175,6 +175,7 @@ async fn kept_transcripts_survive_a_restart_and_their_text_is_escaped() {
                 output: Some(output.into()),
                 errors: Some("</pre><script>alert(3)</script>".into()),
             }),
+            signature: None,
         };
         let key = ResultKey {
             tenant: "sim".into(),

@@ -10,10 +10,12 @@
 //! - `view`: the JSON view of an action (and the `$filter` fields of it).
 //! - `generate`: the tenant's library (scripts, files) and the seeded draw of its actions.
 //! - `fleet`: the fleet scenario (one script fleet-wide, most devices offline).
+//! - `failing`: the failing-fleet scenario (one script failing fleet-wide, #36).
 //! - `encode`: timestamps, GUIDs and gzip as the services write them.
 //! - `printed`: what two scripts print when `script_metrics` is on (#21).
 
 mod encode;
+mod failing;
 mod fleet;
 mod generate;
 mod model;
@@ -21,6 +23,7 @@ mod printed;
 mod view;
 
 pub use encode::{guid, gzip_bomb, iso};
+pub use failing::{FAILING_SCRIPT, Failing, FailingErrors, failing_device};
 #[cfg(test)]
 pub use generate::MALFORMED_SCRIPT;
 pub use model::{Blob, SimAction};
@@ -30,11 +33,13 @@ pub use view::{ActionJson, Head};
 #[cfg(test)]
 mod tests;
 
-/// The whole scenario of `cfg`: the seeded tenant and its fleet, by creation time.
+/// The whole scenario of `cfg`: the seeded tenant, its fleet and its failing fleet, by
+/// creation time.
 pub fn generate(cfg: &crate::SimConfig, anchor: chrono::DateTime<chrono::Utc>) -> Vec<SimAction> {
     let mut actions = generate::generate(cfg, anchor);
-    if cfg.fleet > 0 {
+    if cfg.fleet > 0 || cfg.failing.machines > 0 {
         actions.extend(fleet::fleet_actions(cfg, anchor));
+        actions.extend(failing::failing_actions(cfg, anchor));
         actions.sort_by(|a, b| a.created.cmp(&b.created).then_with(|| a.id.cmp(&b.id)));
     }
     actions
