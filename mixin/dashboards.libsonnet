@@ -31,6 +31,7 @@ local overview(config) =
     'MDE Live Response / Overview',
     'Live Response script results: runs, failures and errors by script, the machines whose last run failed, last exit codes.',
     withScript=true,
+    extraVariables=[p.exporterUrlVariable(config)],
     panels=[
       [p.row('Script results'), 24, 1],
       [p.stat('Transcripts retrieved', "RunScript transcripts retrieved in the dashboard's time range.",
@@ -122,7 +123,11 @@ local overview(config) =
                         % [TS, exitCode], '', 'B', instant=true, format='table'),
                ],
                rename={ 'Value #A': 'exit code', 'Value #B': 'last run' },
-               unitOverrides={ 'last run': 'dateTimeAsIso' }, sortBy=['last run', true]), 24, 8],
+               unitOverrides={ 'last run': 'dateTimeAsIso' }, sortBy=['last run', true], transcripts=true), 24, 8],
+      [p.table('Machines whose last attempt did not run',
+               'Machines and scripts whose latest attempt produced no transcript (command failed, action timed out, cancelled or failed earlier); the machine links to the latest transcript it did produce.',
+               [target('%s == 1' % notRunNow, '', 'A', instant=true, format='table')],
+               exclude=['Value'], sortBy=['machine', false], transcripts=true), 24, 6],
       [p.table('Machine context', 'Device group, OS platform and health of the machines with per-machine series (mde_machine_info, read slowly with GET /api/machines).',
                [target('mde_machine_info{%s,rbac_group=~"$rbac_group"}' % T, '', 'A', instant=true, format='table')],
                exclude=['Value'], sortBy=['rbac_group', false]), 24, 8],
@@ -134,7 +139,7 @@ local overview(config) =
                         instant=true, format='table'),
                ],
                rename={ 'Value #A': 'exit code', 'Value #B': 'errors', 'Value #C': 'last run' },
-               unitOverrides={ 'last run': 'dateTimeAsIso' }, sortBy=['last run', true]), 24, 10],
+               unitOverrides={ 'last run': 'dateTimeAsIso' }, sortBy=['last run', true], transcripts=true), 24, 10],
     ],
   );
 
@@ -172,6 +177,7 @@ local scriptResults(config) =
       p.queryVariable('rbac_group', 'Device group',
                       'label_values(mde_machine_info{job=~"$job",tenant=~"$tenant"}, rbac_group)'),
       p.queryVariable('tag', 'Machine tag', 'label_values(mde_machine_tag{job=~"$job",tenant=~"$tenant"}, tag)'),
+      p.exporterUrlVariable(config),
     ],
     panels=[
       [p.row('Script results'), 24, 1],
@@ -189,13 +195,14 @@ local scriptResults(config) =
       [p.table('Latest $family per machine',
                "Each machine's value of the chosen family from its latest transcript, with the sample's own labels and the machine's device group, OS and health (mde_machine_info). Machines whose context is not read yet are always shown.",
                [target(inContext(family), '', 'A', instant=true, format='table')],
-               rename={ Value: 'value' }, sortBy=['value', false]), 24, 10],
+               rename={ Value: 'value' }, sortBy=['value', false], transcripts=true), 24, 10],
       [p.timeseries('$family by device group', 'Average of the chosen family over the machines of each device group.',
                     [target('avg by (rbac_group) (%s * on (tenant, machine) group_left (rbac_group) mde_machine_info{%s,rbac_group=~"$rbac_group"})'
                             % [family, T], '{{rbac_group}}')]), 12, 8],
       [p.table('Last transcript per machine', 'When the current set of each machine and script was produced (the action\'s lastUpdateDateTimeUtc).',
                [target('1000 * (%s)' % inContext(last), '', 'A', instant=true, format='table')],
-               rename={ Value: 'produced' }, unitOverrides={ produced: 'dateTimeAsIso' }, sortBy=['produced', false]), 12, 8],
+               rename={ Value: 'produced' }, unitOverrides={ produced: 'dateTimeAsIso' }, sortBy=['produced', false],
+               transcripts=true), 12, 8],
     ],
   );
 

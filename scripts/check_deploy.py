@@ -2,13 +2,16 @@
 """Structural checks of deploy/ for scripts/check-deploy.sh (needs PyYAML and jsonschema).
 
 Subcommands (each prints what it checked, exits 1 on any failure):
-  k8s OVERLAY RENDERED.yaml          rendered kustomize output of one overlay
+  k8s OVERLAY RENDERED.yaml          rendered kustomize output of one overlay (cluster mode, #31,
+                                     when the pods get MDE_CLUSTER_POSTGRES_URL)
   rules-from-prometheusrule RENDERED.yaml OUT.yml   write the PrometheusRule's spec as a rules file
   compose COMPOSE.yml SCHEMA.json    docker-compose file: compose-spec schema + our conventions
   grafana-provisioning DIR COMPOSE.yml
   otel CONFIG.yml COMPOSE.yml
-  dockerfile DOCKERFILE
+  dockerfile DOCKERFILE [CONTAINERFILE]  runtime stage non-root, volume, labels; equal to CONTAINERFILE
   systemd UNIT
+  dashboards RENDERED.yaml DIR [LABEL VALUE]   every DIR/*.json a ConfigMap with the sidecar label
+                                     and folder annotation, JSON equal; GrafanaDashboards refer to them
   shards BIN RENDERED.yaml N_TENANTS   run the real exporter once per StatefulSet pod (HOSTNAME=
                                      <name>-<ordinal>, the rendered args' --shard.count) on a config of
                                      N tenants and check every tenant is served by exactly one shard
@@ -61,9 +64,13 @@ def check_k8s(overlay, rendered):
 
     if "Secret" in by_kind:
         fail(f"{overlay}: renders a Secret; secrets must be referenced, not committed")
-    for k in ("ServiceAccount", "ConfigMap", "Service", "ServiceMonitor", "PrometheusRule"):
+    for k in ("ServiceAccount", "Service", "ServiceMonitor", "PrometheusRule"):
         if len(by_kind.get(k, [])) != 1:
             fail(f"{overlay}: expected exactly one {k}, got {len(by_kind.get(k, []))}")
+    # The exporter's config (dashboards come as ConfigMaps of their own in the chart).
+    configs = [c for c in by_kind.get("ConfigMap", []) if "config.yml" in c.get("data", {})]
+    if len(configs) != 1:
+        fail(f"{overlay}: expected exactly one ConfigMap with config.yml, got {len(configs)}")
     workloads = by_kind.get("Deployment", []) + by_kind.get("StatefulSet", [])
     if len(workloads) != 1:
         fail(f"{overlay}: expected one Deployment or StatefulSet, got {len(workloads)}")
@@ -97,13 +104,18 @@ def check_k8s(overlay, rendered):
     if csc.get("allowPrivilegeEscalation") is not False or not csc.get("readOnlyRootFilesystem") \
             or "ALL" not in csc.get("capabilities", {}).get("drop", []):
         fail(f"{overlay}: container needs allowPrivilegeEscalation=false, readOnlyRootFilesystem, drop ALL")
-    if not a.get("--state.path", "").startswith(STATE_DIR + "/"):
-        fail(f"{overlay}: --state.path must be under {STATE_DIR}")
+    env = {e["name"]: e for e in c.get("env", [])}
+    # Cluster mode (#31): the state is in the database the URL names.
+    cluster = "MDE_CLUSTER_POSTGRES_URL" in env
     if a.get("--config.file") != "/etc/mde-liveresponse-exporter/config.yml":
         fail(f"{overlay}: --config.file should be /etc/mde-liveresponse-exporter/config.yml")
     mounts = {m["mountPath"]: m["name"] for m in c.get("volumeMounts", [])}
     state = mounts.get(STATE_DIR)
-    if not state:
+    if cluster:
+        check_cluster(overlay, w, by_kind, env, a, mounts, configs)
+    elif not a.get("--state.path", "").startswith(STATE_DIR + "/"):
+        fail(f"{overlay}: --state.path must be under {STATE_DIR}")
+    elif not state:
         fail(f"{overlay}: nothing mounted at {STATE_DIR}")
     elif not (state in vcts or "persistentVolumeClaim" in volumes.get(state, {})):
         fail(f"{overlay}: {STATE_DIR} is not on a persistent volume")
@@ -181,12 +193,91 @@ def check_k8s(overlay, rendered):
         if svc.get("spec", {}).get("clusterIP") != "None":
             fail(f"{overlay}: the StatefulSet's governing Service should be headless")
         print(f"{overlay}: StatefulSet {w['metadata']['name']} with {w['spec']['replicas']} shards")
-    else:
+    elif not cluster:
         if w["spec"].get("replicas", 1) != 1 or w["spec"].get("strategy", {}).get("type") != "Recreate":
             fail(f"{overlay}: Deployment must have 1 replica and the Recreate strategy (one state writer)")
         if "--shard.count" in a:
             fail(f"{overlay}: Deployment should not shard")
     return done(f"{overlay}: manifests")
+
+
+def check_cluster(overlay, w, by_kind, env, a, mounts, configs):
+    """Cluster mode (#31): members of one cluster in a Deployment, no state on any volume, the
+    member named after its pod, the database URL from a Secret, and a PodDisruptionBudget."""
+    labels = w["spec"]["template"]["metadata"].get("labels", {})
+    if w["kind"] != "Deployment" or w["spec"].get("replicas", 1) < 2:
+        fail(f"{overlay}: cluster mode should be a Deployment of 2 or more members, got {w['kind']} "
+             f"of {w['spec'].get('replicas', 1)}")
+    strategy = w["spec"].get("strategy", {})
+    if strategy.get("type") != "RollingUpdate" or strategy.get("rollingUpdate", {}).get("maxUnavailable") != 0:
+        fail(f"{overlay}: cluster members roll one new pod in before an old one goes (RollingUpdate, "
+             f"maxUnavailable 0), got {strategy}")
+    if "--state.path" in a or STATE_DIR in mounts or by_kind.get("PersistentVolumeClaim") \
+            or w["spec"].get("volumeClaimTemplates"):
+        fail(f"{overlay}: cluster mode keeps its state in the database: no --state.path, state mount or PVC")
+    if env.get("POD_NAME", {}).get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") != "metadata.name":
+        fail(f"{overlay}: POD_NAME should be the pod name (fieldRef metadata.name): the member name")
+    ref = env["MDE_CLUSTER_POSTGRES_URL"].get("valueFrom", {}).get("secretKeyRef", {})
+    if not ref.get("name") or not ref.get("key"):
+        fail(f"{overlay}: MDE_CLUSTER_POSTGRES_URL should come from a Secret (secretKeyRef), got {env['MDE_CLUSTER_POSTGRES_URL']}")
+    cfg = (yaml.safe_load(configs[0]["data"]["config.yml"]) if configs else {}) or {}
+    want = {"postgres_url": "${MDE_CLUSTER_POSTGRES_URL}", "member": "${POD_NAME}"}
+    got = {k: (cfg.get("cluster") or {}).get(k) for k in want}
+    if got != want:
+        fail(f"{overlay}: the config's cluster section should be {want}, got {got}")
+    pdbs = by_kind.get("PodDisruptionBudget", [])
+    if len(pdbs) != 1:
+        fail(f"{overlay}: cluster mode needs one PodDisruptionBudget, got {len(pdbs)}")
+    else:
+        sel = pdbs[0]["spec"].get("selector", {}).get("matchLabels", {})
+        if not sel or any(labels.get(k) != v for k, v in sel.items()):
+            fail(f"{overlay}: the PodDisruptionBudget does not select the members")
+        if pdbs[0]["spec"].get("maxUnavailable") != 1:
+            fail(f"{overlay}: the PodDisruptionBudget should allow one member away at a time (maxUnavailable 1)")
+    print(f"{overlay}: cluster of {w['spec'].get('replicas')} members, URL from Secret "
+          f"{ref.get('name')}/{ref.get('key')}, no state volume, PodDisruptionBudget")
+
+
+def check_dashboards(rendered, directory, label="grafana_dashboard", value="1",
+                     folder_annotation="grafana_folder"):
+    """Every dashboard of DIRECTORY rendered as a ConfigMap with the sidecar's label and a folder
+    annotation, its JSON equal to the file's; a GrafanaDashboard (grafana-operator) refers to
+    one of those ConfigMaps and keys."""
+    docs = load_all(rendered)
+    want = {}
+    for name in sorted(os.listdir(directory)):
+        if name.endswith(".json"):
+            with open(os.path.join(directory, name)) as f:
+                want[name] = json.load(f)
+    got = {}
+    for d in docs:
+        if d["kind"] != "ConfigMap" or d["metadata"].get("labels", {}).get(label) != value:
+            continue
+        if not d["metadata"].get("annotations", {}).get(folder_annotation):
+            fail(f"dashboards: ConfigMap {d['metadata']['name']} lacks the {folder_annotation} annotation")
+        for key, text in d.get("data", {}).items():
+            if key in got:
+                fail(f"dashboards: {key} rendered twice")
+            got[key] = (d["metadata"]["name"], json.loads(text))
+    if sorted(got) != sorted(want):
+        fail(f"dashboards: rendered {sorted(got)}, {directory} has {sorted(want)}")
+    for key, (cm, board) in sorted(got.items()):
+        if key in want and board != want[key]:
+            fail(f"dashboards: {key} in ConfigMap {cm} differs from {directory}/{key}")
+    refs = 0
+    for d in docs:
+        if d["kind"] == "GrafanaDashboard":
+            ref = d["spec"].get("configMapRef", {})
+            if got.get(ref.get("key"), ("",))[0] != ref.get("name"):
+                fail(f"dashboards: GrafanaDashboard {d['metadata']['name']} refers to {ref}, no such dashboard ConfigMap")
+            if not d["spec"].get("instanceSelector"):
+                fail(f"dashboards: GrafanaDashboard {d['metadata']['name']} has no instanceSelector")
+            refs += 1
+    if refs and refs != len(got):
+        fail(f"dashboards: {refs} GrafanaDashboards for {len(got)} dashboards")
+    print(f"dashboards: {len(got)} ConfigMaps labelled {label}={value!r}, JSON equal to {directory}/"
+          + (f", {refs} GrafanaDashboards referring to them" if refs else ""))
+    return done("dashboards")
 
 
 def rules_from_prometheusrule(rendered, out):
@@ -363,11 +454,22 @@ def check_otel(path, compose):
 
 # --- Dockerfile and systemd --------------------------------------------------------------------
 
-def check_dockerfile(path):
+def _instructions(path):
+    """A Dockerfile's instructions as (INSTRUCTION, arguments), continuations joined."""
     with open(path) as f:
         text = re.sub(r"\\\n", " ", f.read())
     lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.strip().startswith("#")]
-    instr = [(ln.split()[0].upper(), ln[len(ln.split()[0]):].strip()) for ln in lines]
+    return [(ln.split()[0].upper(), " ".join(ln.split()[1:])) for ln in lines]
+
+
+OCI_LABELS = ("org.opencontainers.image.source", "org.opencontainers.image.revision",
+              "org.opencontainers.image.version", "org.opencontainers.image.licenses")
+
+
+def check_dockerfile(path, containerfile=None):
+    """deploy/Dockerfile: multi-stage, its runtime stage non-root with the state volume, and,
+    given deploy/Containerfile, that stage equal to it (the same image by Docker and buildah)."""
+    instr = _instructions(path)
     froms = [a for i, a in instr if i == "FROM"]
     if len(froms) < 2:
         fail("Dockerfile: should be multi-stage")
@@ -383,11 +485,29 @@ def check_dockerfile(path):
     ep = [a for i, a in tail if i == "ENTRYPOINT"]
     if not ep or APP not in ep[-1]:
         fail("Dockerfile: ENTRYPOINT should be the exporter binary")
+    labels = " ".join(a for i, a in tail if i == "LABEL")
+    for k in OCI_LABELS:
+        if k + "=" not in labels:
+            fail(f"Dockerfile: label {k} missing in the runtime stage")
     for i, a in instr:
         if i == "COPY" and "--from" not in a:
             for src in a.split()[:-1]:
                 if not src.startswith("--") and not os.path.exists(src):
                     fail(f"Dockerfile: COPY source {src!r} does not exist in the repository root")
+    if containerfile:
+        # The runtime stage is the Containerfile with its context's files taken from the
+        # builder stage's /out (deploy/image/rootfs.sh wrote both).
+        runtime = [(i, re.sub(r"--from=builder (.*?)/out/", r"\1", a)) if i == "COPY" else (i, a)
+                   for i, a in tail]
+        cf = _instructions(containerfile)
+        if runtime != cf:
+            for n, (d, c) in enumerate(zip(runtime + [None] * len(cf), cf + [None] * len(runtime))):
+                if d != c:
+                    fail(f"Dockerfile: runtime stage differs from {containerfile} at instruction {n + 1}: "
+                         f"{d} != {c}")
+                    break
+        else:
+            print(f"Dockerfile: runtime stage = {containerfile} ({len(cf)} instructions)")
     print(f"Dockerfile: stages {froms}, runtime user {users[-1] if users else None}")
     return done("Dockerfile")
 
@@ -496,7 +616,7 @@ def main() -> int:
     return {
         "k8s": check_k8s, "rules-from-prometheusrule": rules_from_prometheusrule, "compose": check_compose,
         "grafana-provisioning": check_grafana_provisioning, "otel": check_otel, "dockerfile": check_dockerfile,
-        "systemd": check_systemd, "shards": shards,
+        "systemd": check_systemd, "shards": shards, "dashboards": check_dashboards,
     }[cmd](*a)
 
 

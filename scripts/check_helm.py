@@ -5,7 +5,8 @@ Subcommands (each prints what it checked, exits 1 on any failure):
   chart CASE RENDERED.yaml
       `helm template` output of ci/CASE-values.yaml: the structural checks the kustomize
       overlays get (scripts/check_deploy.py k8s), then what this case must render (StatefulSet
-      and shard flags, workload identity, Secret, certificate mount, NetworkPolicy, PDB...).
+      and shard flags, workload identity, Secret, certificate mount, NetworkPolicy, PDB, cluster
+      mode...).
   drift CASE CHART.yaml KUSTOMIZE.yaml KUSTOMIZE_CONFIG.yml
       the chart and the kustomize overlay describe the same exporter: image, args, env, ports,
       probes, resources, security contexts, mounts, state volume, Service, ServiceMonitor,
@@ -27,7 +28,8 @@ args_of = check_deploy.args_of
 APP = check_deploy.APP
 
 # Which kustomize overlay (check_deploy.py k8s rules) each chart case corresponds to.
-OVERLAY = {"default": "single", "sharded": "sharded", "workload-identity": "workload-identity"}
+OVERLAY = {"default": "single", "sharded": "sharded", "workload-identity": "workload-identity",
+           "cluster": "cluster"}
 
 
 def by_kind(docs):
@@ -78,9 +80,10 @@ def check_chart(case, rendered):
             fail(f"{case}: {d['kind']} {d['metadata']['name']} lacks the instance/chart labels")
 
     # Objects every case has.
-    for kind in ("ServiceAccount", "Service", "PrometheusRule", "ConfigMap", "NetworkPolicy",
-                 "PodDisruptionBudget"):
+    for kind in ("ServiceAccount", "Service", "PrometheusRule", "NetworkPolicy", "PodDisruptionBudget"):
         one(kinds, kind, case)
+    if len(config_maps(kinds)) != 1:
+        fail(f"{case}: expected one ConfigMap with config.yml, got {len(config_maps(kinds))}")
     sm = [s for s in kinds.get("ServiceMonitor", []) if not s["metadata"]["name"].endswith("-probe")]
     if len(sm) != 1:
         fail(f"{case}: expected one (non-probe) ServiceMonitor, got {len(sm)}")
@@ -206,9 +209,36 @@ def check_chart(case, rendered):
         if pvc.get("spec", {}).get("storageClassName") != "managed-csi" \
                 or pvc.get("spec", {}).get("resources", {}).get("requests", {}).get("storage") != "2Gi":
             fail(f"{case}: PVC should take persistence.storageClassName and size")
+    elif case == "cluster":
+        # Cluster mode (#31); the rules shared with the kustomize overlay ran above
+        # (check_deploy.check_cluster); here what the values choose.
+        if w["kind"] != "Deployment" or w["spec"].get("replicas") != 2:
+            fail(f"{case}: cluster.enabled should render a Deployment of cluster.replicas (default 2)")
+        if "PersistentVolumeClaim" in kinds or "state" in volumes:
+            fail(f"{case}: cluster mode has no PVC and no state volume")
+        ref = env.get("MDE_CLUSTER_POSTGRES_URL", {}).get("valueFrom", {}).get("secretKeyRef", {})
+        if ref != {"name": "mde-liveresponse-exporter-postgres", "key": "postgres-url"}:
+            fail(f"{case}: MDE_CLUSTER_POSTGRES_URL should come from cluster.existingSecret/secretKey, got {ref}")
+        cfg = yaml.safe_load(config_maps(kinds)[0]["data"]["config.yml"]) or {}
+        if (cfg.get("cluster") or {}).get("lease_duration") != "30s":
+            fail(f"{case}: the config's cluster.lease_duration should be cluster.leaseDuration (30s)")
+        egress_ports = {(p.get("port"), p.get("protocol")) for r in np_.get("spec", {}).get("egress", [])
+                        for p in r.get("ports", [])}
+        if (5432, "TCP") not in egress_ports:
+            fail(f"{case}: the NetworkPolicy should let the members reach PostgreSQL (5432/TCP)")
+        spread = pod.get("topologySpreadConstraints", [])
+        if not spread or spread[0].get("labelSelector", {}).get("matchLabels") != sel:
+            fail(f"{case}: members should be spread over nodes (topologySpreadConstraints on the pods)")
+        if len(kinds.get("GrafanaDashboard", [])) != 4:
+            fail(f"{case}: dashboards.grafanaOperator.enabled should render a GrafanaDashboard per dashboard")
     else:
         fail(f"unknown case {case}")
     return done(f"chart {case}")
+
+
+def config_maps(kinds):
+    """The ConfigMap(s) holding the exporter's config.yml (dashboards have their own)."""
+    return [c for c in kinds.get("ConfigMap", []) if "config.yml" in c.get("data", {})]
 
 
 def _as_overlay(case, rendered):
@@ -282,7 +312,12 @@ def check_drift(case, chart_rendered, kustomize_rendered, kustomize_config):
        wc["spec"]["template"]["metadata"]["labels"].get("azure.workload.identity/use"),
        wk["spec"]["template"]["metadata"]["labels"].get("azure.workload.identity/use"))
     with open(kustomize_config) as f:
-        eq("exporter config", yaml.safe_load(chart["ConfigMap"][0]["data"]["config.yml"]), yaml.safe_load(f))
+        eq("exporter config", yaml.safe_load(config_maps(chart)[0]["data"]["config.yml"]), yaml.safe_load(f))
+    if "PodDisruptionBudget" in kust:
+        eq("PodDisruptionBudget maxUnavailable", chart["PodDisruptionBudget"][0]["spec"].get("maxUnavailable"),
+           kust["PodDisruptionBudget"][0]["spec"].get("maxUnavailable"))
+    eq("pod topologySpreadConstraints (count)", len(pc.get("topologySpreadConstraints", [])),
+       len(pk.get("topologySpreadConstraints", [])))
     print(f"drift {case}: chart and kustomize agree on {len(same)} points")
     return done(f"drift {case}")
 

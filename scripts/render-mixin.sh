@@ -6,6 +6,9 @@
 #   deploy/helm/mde-liveresponse-exporter/files/mde-liveresponse.rules.yml   (a copy of the rules:
 #                                                 the chart's PrometheusRule template includes it;
 #                                                 Helm reads files inside the chart only)
+#   deploy/helm/mde-liveresponse-exporter/files/dashboards/*.json, deploy/kubernetes/dashboards/*.json
+#                                                 (copies of dashboards/: the chart's and kustomize's
+#                                                 dashboard ConfigMaps)
 #
 #   scripts/render-mixin.sh           write them
 #   scripts/render-mixin.sh --check   render into a temporary directory and fail when the
@@ -40,6 +43,14 @@ chart_rules=deploy/helm/mde-liveresponse-exporter/files/mde-liveresponse.rules.y
 mkdir -p "$tmp/$(dirname "$chart_rules")"
 cp "$tmp/rules/mde-liveresponse.rules.yml" "$tmp/$chart_rules"
 
+# The dashboards' copies where Helm and kustomize can read them (neither reads files outside
+# its own folder): the chart's ConfigMaps (dashboards.enabled) and deploy/kubernetes/dashboards.
+copies=(deploy/helm/mde-liveresponse-exporter/files/dashboards deploy/kubernetes/dashboards)
+for d in "${copies[@]}"; do
+    mkdir -p "$tmp/$d"
+    cp "$tmp"/dashboards/*.json "$tmp/$d/"
+done
+
 generated=(rules/mde-liveresponse.rules.yml deploy/kubernetes/base/prometheusrule.yaml "$chart_rules")
 if [ "$check" = 1 ]; then
     failed=0
@@ -48,6 +59,10 @@ if [ "$check" = 1 ]; then
     done
     # The whole directory, so that a dashboard the mixin no longer renders is caught too.
     diff -ru dashboards "$tmp/dashboards" || failed=1
+    for d in "${copies[@]}"; do
+        # Only the JSON files: deploy/kubernetes/dashboards also holds its kustomization.yaml.
+        diff -ru -x kustomization.yaml "$d" "$tmp/$d" || failed=1
+    done
     if [ "$failed" = 1 ]; then
         echo "FAIL: the committed rules/dashboards differ from the mixin's render (above: committed -> rendered)." >&2
         echo "      Edit mixin/*.libsonnet, not the generated files; then run scripts/render-mixin.sh and commit." >&2
@@ -58,7 +73,9 @@ else
     for f in "${generated[@]}"; do
         cp "$tmp/$f" "$f"
     done
-    rm -f dashboards/*.json
-    cp "$tmp"/dashboards/*.json dashboards/
+    for d in dashboards "${copies[@]}"; do
+        rm -f "$d"/*.json
+        cp "$tmp"/dashboards/*.json "$d/"
+    done
     echo "render-mixin: wrote ${generated[*]} and $(ls dashboards/*.json | tr '\n' ' ')"
 fi

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Build the pinned Go programs the tests use into .tools/bin (git-ignored):
 #   helm (Helm 4: lint and template the chart), prometheus + promtool (Prometheus 3: the
-#   end-to-end test, rule checks), alertmanager + amtool, jaeger (Jaeger v2: the trace backend).
+#   end-to-end test, rule checks), alertmanager + amtool, jaeger (Jaeger v2: the trace backend),
+#   crane (go-containerregistry: the loopback OCI registry, `crane registry serve`, and reading
+#   what was pushed to it), actionlint (the GitHub workflows).
 # Each program is built with `go install module/cmd/x@version`, so only the Go module proxy is
 # needed; a program whose module has replace directives (Jaeger), which `go install pkg@version`
 # refuses, is built from its own tools module, scripts/tools/NAME/go.mod (the pinned version and the
@@ -32,8 +34,12 @@ cd "$(dirname "$0")/.."
 # Prometheus's /api/v1/status/buildinfo) name the release; `go install` alone leaves it empty
 # (Prometheus, Alertmanager) or without the patch (helm "v4.3"). Prometheus's module v0.316.0
 # is Prometheus 3.16.0 (its VERSION file); Jaeger's module v1.75.0 is the v2.12.0 release.
+# crane and actionlint print the module version from the build information without -X; they
+# come right after helm, being small (seconds), so a spent budget never leaves them out.
 TOOLS=(
     "helm helm.sh/helm/v4 v4.3.2 helm.sh/helm/v4/cmd/helm helm.sh/helm/v4/internal/version.version=v4.3.2"
+    "crane github.com/google/go-containerregistry v0.22.1 github.com/google/go-containerregistry/cmd/crane"
+    "actionlint github.com/rhysd/actionlint v1.7.12 github.com/rhysd/actionlint/cmd/actionlint"
     "promtool github.com/prometheus/prometheus v0.316.0 github.com/prometheus/prometheus/cmd/promtool github.com/prometheus/common/version.Version=3.16.0"
     "prometheus github.com/prometheus/prometheus v0.316.0 github.com/prometheus/prometheus/cmd/prometheus github.com/prometheus/common/version.Version=3.16.0"
     "amtool github.com/prometheus/alertmanager v0.35.0 github.com/prometheus/alertmanager/cmd/amtool github.com/prometheus/common/version.Version=0.35.0"

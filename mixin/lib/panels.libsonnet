@@ -87,7 +87,17 @@
   },
 
   // Instant queries in table format, merged on their common labels.
-  table(title, description, targets, exclude=[], rename={}, unitOverrides={}, sortBy=null):: {
+  // A data link from a table row to the exporter's page of the latest transcript of that row's
+  // tenant, machine and script (GET /transcripts, #22), under the `exporter_url` variable.
+  transcriptLink:: {
+    title: 'Latest transcript of ${__data.fields.machine} / ${__data.fields.script}',
+    url: '${exporter_url}/transcripts?tenant=${__data.fields.tenant:percentencode}&machine=${__data.fields.machine:percentencode}&script=${__data.fields.script:percentencode}',
+    targetBlank: true,
+  },
+
+  // transcripts: each row's `machine` cell links to that machine's latest transcript of the
+  // row's script (the rows need tenant, machine and script columns).
+  table(title, description, targets, exclude=[], rename={}, unitOverrides={}, sortBy=null, transcripts=false):: {
     type: 'table',
     title: title,
     description: description,
@@ -98,7 +108,9 @@
       overrides: [
         { matcher: { id: 'byName', options: field }, properties: [{ id: 'unit', value: unitOverrides[field] }] }
         for field in std.objectFields(unitOverrides)
-      ],
+      ] + (if transcripts then [
+             { matcher: { id: 'byName', options: 'machine' }, properties: [{ id: 'links', value: [$.transcriptLink] }] },
+           ] else []),
     },
     options: {
       showHeader: true,
@@ -184,6 +196,20 @@
          $.queryVariable('rbac_group', 'Device group',
                          'label_values(mde_machine_info{job=~"$job",tenant=~"$tenant"}, rbac_group)'),
        ] else []),
+
+  // The exporter's URL as its users reach it (its --web.external-url), for the links to its
+  // transcript pages; default config.exporterExternalURL, the URL of the alerts' transcript_url.
+  exporterUrlVariable(config):: {
+    name: 'exporter_url',
+    label: 'Exporter URL',
+    description: "The exporter's external URL (--web.external-url), where the tables' machine links lead",
+    type: 'textbox',
+    query: config.exporterExternalURL,
+    current: { text: config.exporterExternalURL, value: config.exporterExternalURL },
+    options: [{ selected: true, text: config.exporterExternalURL, value: config.exporterExternalURL }],
+    hide: 0,
+    skipUrlSync: false,
+  },
 
   // extraVariables: more variables after job and tenant (and script and rbac_group with
   // withScript).

@@ -196,12 +196,22 @@ async fn issue_31_members_die_and_nothing_is_lost_or_counted_twice() {
     // Every result counted: each simulator has had each of its results asked for.
     let mut members = vec![c, d];
     let started = Instant::now();
-    loop {
-        let done = sims.iter().all(|sim| {
+    let db = super::client(&url).await;
+    let results: i64 = sims
+        .iter()
+        .map(|sim| {
             let truth = sim.truth();
-            sim.stats().link_requests.len() >= truth.transcripts.len() + truth.files.len()
-        });
-        if done {
+            (truth.transcripts.len() + truth.files.len()) as i64
+        })
+        .sum();
+    loop {
+        // Counted (committed, so logged) by some member, as the database says.
+        let counted: i64 = db
+            .query_one("SELECT count(*) FROM mde_counted WHERE kind = 0", &[])
+            .await
+            .unwrap()
+            .get(0);
+        if counted >= results {
             break;
         }
         assert!(
@@ -232,7 +242,6 @@ async fn issue_31_members_die_and_nothing_is_lost_or_counted_twice() {
     // At most one repeated link per hand-over (the fetch a member was in when it lost or gave
     // up the tenant: its commit is fenced, so the next owner asks again; counted once). The
     // hand-overs are the epochs past each tenant's first lease.
-    let db = super::client(&url).await;
     let handovers: i64 = db
         .query_one(
             "SELECT COALESCE(SUM(epoch - 1), 0)::bigint FROM mde_lease",

@@ -47,6 +47,37 @@ app.kubernetes.io/part-of: mde-liveresponse-exporter
 {{- default (printf "%s-config" (include "mde.fullname" .)) .Values.existingConfigMap }}
 {{- end }}
 
+{{/* The image: repository@digest when image.digest is set (a pinned, verifiable image), else
+repository:tag (tag default: the chart's appVersion). */}}
+{{- define "mde.image" -}}
+{{- if .Values.image.digest -}}
+{{ .Values.image.repository }}@{{ .Values.image.digest }}
+{{- else -}}
+{{ .Values.image.repository }}:{{ .Values.image.tag | default .Chart.AppVersion }}
+{{- end -}}
+{{- end }}
+
+{{/* Cluster mode (#31): members share tenants and state through PostgreSQL. */}}
+{{- define "mde.cluster" -}}
+{{- if .Values.cluster.enabled }}true{{ end }}
+{{- end }}
+
+{{- define "mde.postgresSecretName" -}}
+{{- default (printf "%s-postgres" (include "mde.fullname" .)) .Values.cluster.existingSecret }}
+{{- end }}
+
+{{/* The exporter's config.yml: `config`, and in cluster mode its `cluster:` section (the URL
+from the Secret's variable, the member named after the pod), keys the values set winning. */}}
+{{- define "mde.config" -}}
+{{- $config := deepCopy .Values.config }}
+{{- if .Values.cluster.enabled }}
+{{- $cluster := deepCopy (default (dict) (get $config "cluster")) }}
+{{- $_ := merge $cluster (dict "postgres_url" "${MDE_CLUSTER_POSTGRES_URL}" "lease_duration" .Values.cluster.leaseDuration "member" "${POD_NAME}") }}
+{{- $_ := set $config "cluster" $cluster }}
+{{- end }}
+{{- toYaml $config }}
+{{- end }}
+
 {{- define "mde.sharded" -}}
 {{- if gt (int .Values.shards) 1 }}true{{ end }}
 {{- end }}
@@ -64,6 +95,9 @@ app.kubernetes.io/part-of: mde-liveresponse-exporter
 {{- end }}
 {{- if and .Values.workloadIdentity.enabled (not .Values.workloadIdentity.clientId) }}
 {{- fail "workloadIdentity.enabled needs workloadIdentity.clientId (the app registration's client id)" }}
+{{- end }}
+{{- if and .Values.cluster.enabled (include "mde.sharded" .) }}
+{{- fail "cluster.enabled and shards > 1 exclude each other: a cluster shares the tenants by itself (set shards: 1)" }}
 {{- end }}
 {{- if and (include "mde.sharded" .) .Values.persistence.existingClaim }}
 {{- fail "persistence.existingClaim works with shards: 1 only (each shard has its own volume)" }}
