@@ -210,7 +210,12 @@ fn adopt(
         );
     }
     crate::shared::init_tenant_series(&shared.metrics, tenant);
-    crate::record::series::restore(&shared.metrics, &shared.state, |t| t == tenant);
+    crate::record::series::restore(
+        &shared.metrics,
+        &shared.state,
+        |t| t == tenant,
+        &shared.settings.transcript_log,
+    );
     crate::record::outcome::restore_script_sets(&shared.state, &shared.metrics, |t, script| {
         t == tenant && shared.reads_script(t, script)
     });
