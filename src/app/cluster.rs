@@ -15,7 +15,9 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::cluster::store::{Fence, PgStore};
-use crate::cluster::{Membership, Ownership, Sources};
+use futures_util::future::{FusedFuture, FutureExt};
+
+use crate::cluster::{Holding, Membership, Ownership, Sources, Taken};
 use crate::config::{ClusterConfig, Config};
 use crate::metrics::Metrics;
 use crate::poll::collector::TenantCollector;
@@ -52,7 +54,11 @@ pub(super) async fn open(config: &ClusterConfig) -> Result<(State, Arc<Ownership
     );
     Ok((
         State::over(store),
-        Arc::new(Ownership::new(config.member.clone(), fence)),
+        Arc::new(Ownership::new(
+            config.member.clone(),
+            config.lease_duration,
+            fence,
+        )),
     ))
 }
 
@@ -149,7 +155,10 @@ async fn slot(
             if *stop.borrow() {
                 return;
             }
-            if let Some((epoch, _)) = ownership.owned_epoch(&name) {
+            if let Some((epoch, _)) = ownership
+                .owned_epoch(&name)
+                .filter(|_| ownership.owns(&name))
+            {
                 break epoch;
             }
             tokio::select! {
@@ -158,56 +167,103 @@ async fn slot(
                 _ = tokio::time::sleep(Duration::from_secs(5)) => {}
             }
         };
-        if let Some((loaded, quota)) = ownership.take_loaded(&name) {
-            adopt(&shared, &name, loaded, quota.as_deref());
+        if let Some(taken) = ownership.take_loaded(&name) {
+            adopt(&shared, &name, taken);
         }
         let (_quit, quit_rx) = watch::channel(false);
         let collector = TenantCollector::new(tenant.clone(), client.sibling(), shared.clone());
         let refresh =
             crate::poll::machines::MachineRefresh::new(&tenant, client.sibling(), shared.clone());
-        let run = async {
-            tokio::join!(collector.run(quit_rx.clone()), refresh.run(quit_rx));
-        };
-        let lost = async {
-            loop {
-                match ownership.owned_epoch(&name) {
-                    Some((e, deadline)) if e == epoch => {
-                        tokio::select! {
-                            _ = changes.changed() => {}
-                            _ = tokio::time::sleep_until(deadline) => {}
-                        }
-                    }
-                    _ => return,
-                }
-            }
-        };
+        // The collector returns by itself after a poll once the tenant is no longer served.
+        let collector_run = collector.run(quit_rx.clone()).fuse();
+        let refresh_run = refresh.run(quit_rx);
+        tokio::pin!(collector_run);
+        tokio::pin!(refresh_run);
         // Biased: woken after a freeze (SIGSTOP) past its lease, the loss is seen before the
         // collector runs another step, so a member that lost a tenant sends nothing for it.
-        tokio::select! {
+        let change = tokio::select! {
             biased;
-            _ = lost => {}
+            c = until_change(&ownership, &name, epoch, &mut changes) => c,
             _ = stop.changed() => return,
-            _ = run => {}
+            _ = &mut collector_run => ended(&ownership, &name, epoch),
+            _ = &mut refresh_run => ended(&ownership, &name, epoch),
+        };
+        if change == Change::Paused {
+            // Still owned, the database away: poll again once it answers, from the state
+            // held (nothing was dropped).
+            continue;
+        }
+        if change == Change::Releasing && !collector_run.is_terminated() {
+            // Given up: the collector finishes the result it is fetching (its commit is
+            // still fenced by this member's lease) and fetches nothing more, within a grace.
+            let grace = ownership.grace();
+            tokio::select! {
+                _ = tokio::time::timeout(grace, &mut collector_run) => {}
+                _ = stop.changed() => return,
+            }
         }
         // The collector's future is dropped: nothing more of it runs.
         forget(&shared, &name);
+        if change == Change::Releasing {
+            ownership.ack_release(&name, epoch);
+        }
+    }
+}
+
+/// How a tenant's ownership changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Change {
+    /// Expired or taken over: stop at once.
+    Lost,
+    /// Being given up: finish the current step, then stop.
+    Releasing,
+    /// Still owned, but the collector stopped (the database is away).
+    Paused,
+}
+
+/// Why the collector of the tenant held at `epoch` ended by itself.
+fn ended(ownership: &Ownership, name: &str, epoch: i64) -> Change {
+    match ownership.holding(name) {
+        Holding::Owned(e, _) if e == epoch => Change::Paused,
+        Holding::Releasing(e) if e == epoch => Change::Releasing,
+        _ => Change::Lost,
+    }
+}
+
+/// Wait until the tenant held at `epoch` is no longer simply owned.
+async fn until_change(
+    ownership: &Ownership,
+    name: &str,
+    epoch: i64,
+    changes: &mut watch::Receiver<u64>,
+) -> Change {
+    loop {
+        match ownership.holding(name) {
+            Holding::Owned(e, deadline) if e == epoch => {
+                tokio::select! {
+                    _ = changes.changed() => {}
+                    _ = tokio::time::sleep_until(deadline) => {}
+                }
+            }
+            Holding::Releasing(e) if e == epoch => return Change::Releasing,
+            _ => return Change::Lost,
+        }
     }
 }
 
 /// Take in a tenant this member now owns: its state, its quota windows, its series.
-fn adopt(
-    shared: &Shared,
-    tenant: &str,
-    loaded: crate::record::state::Loaded,
-    quota: Option<&[u8]>,
-) {
-    shared.with_state(|s| s.adopt(tenant, loaded));
-    if let (Some(snapshot), Some(q)) = (quota, shared.quotas.get(tenant)) {
-        q.lock().unwrap_or_else(PoisonError::into_inner).seed(
-            snapshot,
+fn adopt(shared: &Shared, tenant: &str, taken: Taken) {
+    shared.with_state(|s| s.adopt(tenant, taken.loaded));
+    if let (Some(h), Some(q)) = (taken.quota, shared.quotas.get(tenant)) {
+        let (now, wall) = (
             tokio::time::Instant::now(),
             chrono::Utc::now().timestamp_millis(),
         );
+        let mut q = q.lock().unwrap_or_else(PoisonError::into_inner);
+        q.seed(&h.snapshot, now, wall);
+        if let Some(round) = h.unknown_round {
+            q.pad_unknown_round(&h.snapshot, h.saved_ms, round, now, wall);
+        }
     }
     crate::shared::init_tenant_series(&shared.metrics, tenant);
     crate::record::series::restore(

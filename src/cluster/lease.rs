@@ -155,25 +155,28 @@ pub async fn renew(
 }
 
 /// Take the lease of `tenant` if it is free, expired or already this process's; returns
-/// the new epoch.
+/// the new epoch, and whether its last holder lost it (expired without releasing it).
 pub async fn acquire(
     c: &Client,
     tenant: &str,
     me: &str,
     holder: i64,
     lease: Duration,
-) -> Result<Option<i64>, tokio_postgres::Error> {
+) -> Result<Option<(i64, bool)>, tokio_postgres::Error> {
     Ok(c.query_opt(
-        "INSERT INTO mde_lease (tenant, owner, holder, epoch, expires_at, acquired_at)
-             VALUES ($1, $2, $3, 1, now() + make_interval(secs => $4), now())
+        "WITH old AS (SELECT holder, released FROM mde_lease WHERE tenant = $1)
+             INSERT INTO mde_lease (tenant, owner, holder, epoch, expires_at, acquired_at, released)
+             VALUES ($1, $2, $3, 1, now() + make_interval(secs => $4), now(), false)
              ON CONFLICT (tenant) DO UPDATE SET owner = EXCLUDED.owner, holder = EXCLUDED.holder,
-                 epoch = mde_lease.epoch + 1, expires_at = EXCLUDED.expires_at, acquired_at = now()
+                 epoch = mde_lease.epoch + 1, expires_at = EXCLUDED.expires_at,
+                 acquired_at = now(), released = false
                WHERE mde_lease.expires_at <= now() OR mde_lease.holder = EXCLUDED.holder
-             RETURNING epoch",
+             RETURNING epoch,
+                 COALESCE((SELECT NOT released AND holder <> $3 FROM old), false)",
         &[&tenant, &me, &holder, &secs(lease)],
     )
     .await?
-    .map(|r| r.get(0)))
+    .map(|r| (r.get(0), r.get(1))))
 }
 
 /// Give up the leases of `tenants` (expired now, so another member takes them at once).
@@ -186,7 +189,7 @@ pub async fn release(
         return Ok(0);
     }
     c.execute(
-        "UPDATE mde_lease SET expires_at = now() WHERE holder = $1 AND tenant = ANY($2)",
+        "UPDATE mde_lease SET expires_at = now(), released = true WHERE holder = $1 AND tenant = ANY($2)",
         &[&holder, &tenants],
     )
     .await
@@ -201,16 +204,18 @@ pub async fn leave(c: &Client, me: &str, holder: i64) -> Result<u64, tokio_postg
     .await
 }
 
-/// The quota windows saved for `tenant` by its last owner.
+/// The quota windows saved for `tenant` by its last owner, and when (Unix ms).
 pub async fn load_quota(
     c: &Client,
     tenant: &str,
-) -> Result<Option<Vec<u8>>, tokio_postgres::Error> {
-    Ok(
-        c.query_opt("SELECT value FROM mde_quota WHERE tenant = $1", &[&tenant])
-            .await?
-            .map(|r| r.get(0)),
-    )
+) -> Result<Option<(Vec<u8>, i64)>, tokio_postgres::Error> {
+    Ok(c
+        .query_opt(
+            "SELECT value, (extract(epoch FROM saved_at) * 1000)::bigint FROM mde_quota WHERE tenant = $1",
+            &[&tenant],
+        )
+        .await?
+        .map(|r| (r.get(0), r.get(1))))
 }
 
 /// Save `tenant`'s quota windows, if this process still holds its lease.

@@ -37,7 +37,41 @@ struct Held {
     /// Until when it counts locally.
     deadline: Instant,
     /// What the new owner read of it, until the tenant's task takes it in.
-    taken: Option<(Loaded, Option<Vec<u8>>)>,
+    taken: Option<Taken>,
+    /// Being given up since then: not polled any more, the lease kept until the tenant's task
+    /// has finished its current step (`acked`) or a grace has passed.
+    releasing: Option<Instant>,
+    acked: bool,
+}
+
+/// What the new owner read of a tenant when it took its lease.
+#[derive(Debug)]
+pub struct Taken {
+    pub loaded: Loaded,
+    /// The quota windows its last owner saved, if any.
+    pub quota: Option<QuotaHandover>,
+}
+
+/// A tenant's quota windows as its last owner saved them.
+#[derive(Debug)]
+pub struct QuotaHandover {
+    pub snapshot: Vec<u8>,
+    /// When they were saved (Unix ms, the database's clock).
+    pub saved_ms: i64,
+    /// Its last owner died (the lease expired, not released): the sends of at most this
+    /// long after the save are unknown.
+    pub unknown_round: Option<Duration>,
+}
+
+/// What a tenant's task sees of its tenant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Holding {
+    /// Owned at this epoch until the deadline.
+    Owned(i64, Instant),
+    /// Being given up (at this epoch): finish the current step, then stop.
+    Releasing(i64),
+    /// Not held.
+    None,
 }
 
 /// What the status page shows of the cluster.
@@ -54,6 +88,7 @@ pub struct ClusterView {
 #[derive(Debug)]
 pub struct Ownership {
     pub member: String,
+    lease: Duration,
     fence: Arc<Fence>,
     held: Mutex<HashMap<String, Held>>,
     view: RwLock<ClusterView>,
@@ -62,8 +97,9 @@ pub struct Ownership {
 }
 
 impl Ownership {
-    pub fn new(member: String, fence: Arc<Fence>) -> Ownership {
+    pub fn new(member: String, lease: Duration, fence: Arc<Fence>) -> Ownership {
         Ownership {
+            lease,
             view: RwLock::new(ClusterView {
                 member: member.clone(),
                 ..ClusterView::default()
@@ -83,21 +119,69 @@ impl Ownership {
         self.changed.send_modify(|v| *v = v.wrapping_add(1));
     }
 
-    /// The epoch `tenant` is held at, while its lease counts locally.
+    /// The epoch `tenant` is held at, while its lease counts locally and it is not being
+    /// given up.
     pub fn owned_epoch(&self, tenant: &str) -> Option<(i64, Instant)> {
-        self.lock()
-            .get(tenant)
-            .filter(|h| h.deadline > Instant::now())
-            .map(|h| (h.epoch, h.deadline))
+        match self.holding(tenant) {
+            Holding::Owned(e, d) => Some((e, d)),
+            _ => None,
+        }
     }
 
-    /// Whether this member polls `tenant` now.
+    /// How `tenant` is held now.
+    pub fn holding(&self, tenant: &str) -> Holding {
+        match self.lock().get(tenant) {
+            Some(h) if h.deadline <= Instant::now() => Holding::None,
+            Some(h) if h.releasing.is_some() => Holding::Releasing(h.epoch),
+            Some(h) => Holding::Owned(h.epoch, h.deadline),
+            None => Holding::None,
+        }
+    }
+
+    /// How long a tenant's task may take to finish its current step when the tenant is given
+    /// up (one lease round).
+    pub fn grace(&self) -> Duration {
+        Membership::tick(self.lease)
+    }
+
+    /// The tenant's task has stopped the tenant it is giving up (at `epoch`).
+    pub fn ack_release(&self, tenant: &str, epoch: i64) {
+        if let Some(h) = self.lock().get_mut(tenant).filter(|h| h.epoch == epoch) {
+            h.acked = true;
+        }
+    }
+
+    fn begin_release(&self, tenant: &str) {
+        if let Some(h) = self
+            .lock()
+            .get_mut(tenant)
+            .filter(|h| h.releasing.is_none())
+        {
+            h.releasing = Some(Instant::now());
+        }
+        self.bump();
+    }
+
+    /// Tenants being given up whose task has stopped, or whose grace has passed.
+    fn ready_to_release(&self, grace: Duration) -> Vec<String> {
+        self.lock()
+            .iter()
+            .filter(|(_, h)| {
+                h.releasing
+                    .is_some_and(|at| h.acked || at.elapsed() >= grace)
+            })
+            .map(|(t, _)| t.clone())
+            .collect()
+    }
+
+    /// Whether this member polls `tenant` now: owned, and the database answering (a result
+    /// fetched while it does not could not be committed, and would be asked for again).
     pub fn owns(&self, tenant: &str) -> bool {
-        self.owned_epoch(tenant).is_some()
+        self.fence.store_ok() && self.owned_epoch(tenant).is_some()
     }
 
     /// What the new owner read of `tenant` (its state and quota windows), once.
-    pub fn take_loaded(&self, tenant: &str) -> Option<(Loaded, Option<Vec<u8>>)> {
+    pub fn take_loaded(&self, tenant: &str) -> Option<Taken> {
         self.lock().get_mut(tenant).and_then(|h| h.taken.take())
     }
 
@@ -239,6 +323,9 @@ impl Membership {
             tracing::info!(member = %self.me(), "cluster database reachable again");
         }
         self.store_up = Some(up);
+        if self.ownership.fence.set_store_ok(up) {
+            self.ownership.bump();
+        }
         for t in self.ownership.expire() {
             tracing::warn!(member = %self.me(), tenant = %t, "tenant lease ran out before it could be renewed: this member stops polling it");
             self.metrics
@@ -321,10 +408,17 @@ impl Membership {
         let leases = lease::leases(c).await.map_err(db)?;
         let configured = (self.sources.configured)();
         let plan = lease::plan(&me, &configured, &live, &kept, &leases);
-        // Stop first, save the quota windows as the stop left them, release after: nothing
-        // is polled here once another may take it, and it spends only what is left.
-        let mut handed = Vec::new();
+        // Giving a tenant up: first its task stops polling, finishing the result it is
+        // fetching (its commit is still fenced by this lease); then, at the next round (or
+        // once the grace of a round has passed), the quota windows as the stop left them are
+        // saved and the lease released. Nothing is polled here once another may take it,
+        // the next owner asks for no link again, and it spends only what is left.
         for t in &plan.release {
+            self.ownership.begin_release(t);
+        }
+        let ready = self.ownership.ready_to_release(Self::tick(lease_d));
+        let mut handed = Vec::new();
+        for t in &ready {
             self.ownership.remove(t);
             if let Some(q) = (self.sources.quota)(t) {
                 handed.push((t.clone(), q));
@@ -334,23 +428,32 @@ impl Membership {
             lease::save_quota(c, t, holder, q).await.map_err(db)?;
             self.saved_quota.remove(t);
         }
-        lease::release(c, holder, &plan.release).await.map_err(db)?;
+        lease::release(c, holder, &ready).await.map_err(db)?;
         let mut acquired = 0;
         for t in &plan.acquire {
-            let Some(epoch) = lease::acquire(c, t, &me, holder, lease_d)
+            let Some((epoch, died)) = lease::acquire(c, t, &me, holder, lease_d)
                 .await
                 .map_err(db)?
             else {
                 continue;
             };
             let loaded = load_tenant(c, t).await.map_err(db)?;
-            let quota = lease::load_quota(c, t).await.map_err(db)?;
+            let quota = lease::load_quota(c, t)
+                .await
+                .map_err(db)?
+                .map(|(snapshot, saved_ms)| QuotaHandover {
+                    snapshot,
+                    saved_ms,
+                    unknown_round: died.then(|| Self::tick(lease_d)),
+                });
             self.ownership.insert(
                 t,
                 Held {
                     epoch,
                     deadline,
-                    taken: Some((loaded, quota)),
+                    taken: Some(Taken { loaded, quota }),
+                    releasing: None,
+                    acked: false,
                 },
             );
             acquired += 1;
@@ -384,12 +487,12 @@ impl Membership {
         m.transition(&me, Transition::Acquired, acquired);
         m.transition(&me, Transition::RenewedLate, late);
         m.transition(&me, Transition::Lost, lost);
-        m.transition(&me, Transition::Released, plan.release.len() as u64);
-        if acquired + lost > 0 || !plan.release.is_empty() {
+        m.transition(&me, Transition::Released, ready.len() as u64);
+        if acquired + lost > 0 || !ready.is_empty() {
             tracing::info!(
                 member = %me,
                 acquired,
-                released = plan.release.len(),
+                released = ready.len(),
                 lost,
                 owned = self.ownership.held_names().len(),
                 live = live.len(),

@@ -18,7 +18,7 @@ pub mod membership;
 pub mod schema;
 pub mod store;
 
-pub use membership::{ClusterView, Membership, Ownership, Sources};
+pub use membership::{ClusterView, Holding, Membership, Ownership, QuotaHandover, Sources, Taken};
 
 /// A number naming this process among the members (the `holder` of its leases): a member
 /// restarted under the same name is another holder, so the old process's late writes fail.

@@ -33,7 +33,9 @@ CREATE TABLE IF NOT EXISTS mde_lease (
     holder bigint NOT NULL,
     epoch bigint NOT NULL,
     expires_at timestamptz NOT NULL,
-    acquired_at timestamptz NOT NULL
+    acquired_at timestamptz NOT NULL,
+    -- Given up by its holder (not expired because the holder died).
+    released boolean NOT NULL DEFAULT false
 );
 -- Results counted (kind 0), commands counted as not run (1), final actions counted (2).
 CREATE TABLE IF NOT EXISTS mde_counted (

@@ -37,6 +37,10 @@ pub struct Fence {
     /// This process's incarnation: the `holder` of its leases.
     pub holder: i64,
     epochs: Mutex<HashMap<String, i64>>,
+    /// The database took the last write and the last lease round: while it does not, the
+    /// collectors fetch nothing (what they fetched could not be committed, and would be asked
+    /// for again).
+    store_ok: std::sync::atomic::AtomicBool,
 }
 
 impl Fence {
@@ -44,7 +48,16 @@ impl Fence {
         Fence {
             holder,
             epochs: Mutex::new(HashMap::new()),
+            store_ok: std::sync::atomic::AtomicBool::new(true),
         }
+    }
+    /// Whether the database took the last write and lease round.
+    pub fn store_ok(&self) -> bool {
+        self.store_ok.load(std::sync::atomic::Ordering::Relaxed)
+    }
+    /// Record whether the database answered; returns whether that changed.
+    pub fn set_store_ok(&self, ok: bool) -> bool {
+        self.store_ok.swap(ok, std::sync::atomic::Ordering::Relaxed) != ok
     }
     pub fn hold(&self, tenant: &str, epoch: i64) {
         self.lock().insert(tenant.to_string(), epoch);
@@ -352,6 +365,7 @@ impl Storage for PgStore {
             Err(Failed::Fenced(tenant)) => Err(StoreError::Fenced { tenant }),
             Err(Failed::Database(m)) => {
                 self.write_errors.inc();
+                self.fence.set_store_ok(false);
                 Err(self.database(m))
             }
         }

@@ -69,6 +69,54 @@ impl Quota {
     }
 }
 
+impl Quota {
+    /// After a takeover from a member that died (its lease expired, not released): its sends
+    /// after the snapshot it saved last (`saved_ms`) are unknown, at most one lease round
+    /// (`round`). Count as many again as it sent in the round before the snapshot, as sent at
+    /// the end of that unknown round: the next owner assumes it kept its pace. Returns how
+    /// many were added per budget, at most.
+    pub fn pad_unknown_round(
+        &mut self,
+        snapshot: &[u8],
+        saved_ms: i64,
+        round: Duration,
+        now: Instant,
+        wall_ms: i64,
+    ) -> usize {
+        let Ok(parsed) = serde_json::from_slice::<BTreeMap<String, Vec<i64>>>(snapshot) else {
+            return 0;
+        };
+        let round_ms = i64::try_from(round.as_millis()).unwrap_or(i64::MAX);
+        let at_ms = saved_ms.saturating_add(round_ms).min(wall_ms);
+        let age = Duration::from_millis(u64::try_from(wall_ms - at_ms).unwrap_or(0));
+        let Some(at) = now.checked_sub(age) else {
+            return 0;
+        };
+        let mut most = 0;
+        for (key, budget) in &mut self.budgets {
+            let Some(sends) = parsed.get(*key) else {
+                continue;
+            };
+            let recent = sends
+                .iter()
+                .filter(|ms| **ms >= saved_ms.saturating_sub(round_ms))
+                .count();
+            most = most.max(recent);
+            for w in &mut budget.windows {
+                let limit = w.limit.max(1) as usize;
+                for _ in 0..recent {
+                    if w.sent.len() >= limit {
+                        w.sent.pop_front();
+                    }
+                    w.sent.push_back(at);
+                }
+                w.sent.make_contiguous().sort();
+            }
+        }
+        most
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
@@ -103,6 +151,15 @@ mod tests {
         // The minute window holds the 60 recent sends; the hour all 100.
         assert_eq!(new.remaining(ep, here), 40);
         assert_eq!(new.hour_window(ep, here).0, 100);
+        // Taken from a member that died: its unknown last round is assumed at its pace (the
+        // 60 sends of the 10 s before its snapshot, counted again).
+        let mut padded = Quota::new(&cfg);
+        padded.seed(&snap, here, wall + 3000);
+        assert_eq!(
+            padded.pad_unknown_round(&snap, wall, Duration::from_secs(10), here, wall + 3000),
+            60
+        );
+        assert_eq!(padded.remaining(ep, here), 0);
         // Junk changes nothing.
         let mut fresh = Quota::new(&cfg);
         assert_eq!(fresh.seed(b"{not json", here, wall), 0);

@@ -163,7 +163,9 @@ impl TenantCollector {
                 // A poll longer than its interval is followed at once.
                 next_poll = started + self.interval;
             }
-            if *shutdown.borrow() {
+            // A cluster member that gave the tenant up (or lost it) ends here, its poll done
+            // (#31); in one process a configured tenant is always served.
+            if *shutdown.borrow() || !self.shared.serves(&self.tenant.name) {
                 return;
             }
         }

@@ -207,6 +207,13 @@ impl TenantCollector {
         let mut queue = self.pending.take_sorted();
         let mut drained = Drained::default();
         while let Some(mut p) = queue.pop_front() {
+            // A cluster member giving the tenant up fetches nothing more: what it fetches now
+            // it could not commit once the next owner holds the lease (#31).
+            if !self.shared.serves(&self.tenant.name) {
+                self.pending.put_back(p);
+                queue.into_iter().for_each(|q| self.pending.put_back(q));
+                return Ok(drained);
+            }
             if p.not_before.is_some_and(|t| t > Instant::now()) {
                 self.pending.put_back(p);
                 continue;
