@@ -11,6 +11,8 @@
 //! lifetimes. CPU is reported per poll cycle, which the time scale does not change, and as
 //! a share of one core at unscaled 60 s polls. `BENCH_EXPORTER` runs another build of the
 //! exporter (the figures "before" in the README come from the binary of the starting commit).
+//! `discovery.min_interval` is scaled too, and the list calls a tenant makes per minute in
+//! steady state are printed (#33: a quiet tenant lists about once a `poll_interval`).
 //! `BENCH_SCRIPT_METRICS=1` has two of the simulator's scripts print findings and the
 //! exporter read them with `script_metrics:` rules (#21), and counts their series.
 //! Run it with `cargo bench --bench scale` or `benches/scripts/scale.sh`.
@@ -80,6 +82,15 @@ fn series(body: &str) -> usize {
     body.lines()
         .filter(|l| !l.is_empty() && !l.starts_with('#'))
         .count()
+}
+
+/// `GET /api/machineactions` calls the exporter made so far, over all tenants.
+fn list_calls(body: &str) -> f64 {
+    sum(
+        body,
+        "mde_api_requests_total",
+        "endpoint=\"list_machine_actions\"",
+    )
 }
 
 struct Scrape {
@@ -187,6 +198,9 @@ async fn one(n: usize, scale: f64, poll: Duration, steady_polls: u32, actions: u
     }));
 
     let dir = tempfile::tempdir().unwrap();
+    // `discovery.min_interval` (5 s) scaled like `poll_interval`, as every other clock (#33):
+    // unscaled it would be 5 of the 6 seconds of a scaled minute.
+    let min_interval = Duration::from_secs(5).div_f64(scale);
     let mut yaml = format!(
         "poll_interval: {}ms\nstate_path: {}\n{}tenants:\n",
         poll.as_millis(),
@@ -201,7 +215,8 @@ async fn one(n: usize, scale: f64, poll: Duration, steady_polls: u32, actions: u
         let (tenant_id, client_id, secret) = sim.credentials();
         let q = sim.config();
         yaml.push_str(&format!(
-            "  - name: customer-{i:04}\n    tenant_id: {tenant_id}\n    client_id: {client_id}\n    client_secret: {secret}\n    api_url: http://{sim_addr}\n    login_url: http://{sim_addr}\n    quota:\n      per_minute: {}\n      per_hour: {}\n      minute: {}us\n      hour: {}us\n",
+            "  - name: customer-{i:04}\n    tenant_id: {tenant_id}\n    client_id: {client_id}\n    client_secret: {secret}\n    api_url: http://{sim_addr}\n    login_url: http://{sim_addr}\n    discovery:\n      min_interval: {}us\n    quota:\n      per_minute: {}\n      per_hour: {}\n      minute: {}us\n      hour: {}us\n",
+            min_interval.as_micros(),
             q.per_minute,
             q.per_hour,
             q.minute.as_micros(),
@@ -285,8 +300,14 @@ async fn one(n: usize, scale: f64, poll: Duration, steady_polls: u32, actions: u
         tokio::time::sleep(Duration::from_millis(500)).await;
     };
 
-    // Steady state: one more poll to settle, then `steady_polls` polls.
-    tokio::time::sleep(poll).await;
+    // Steady state: `BENCH_SETTLE_POLLS` (2) more polls to settle (a quiet tenant backs off
+    // from `min_interval` to `poll_interval` in 5 + 10 + 20 + 40 s), then `steady_polls` polls.
+    let settle: u32 = env_or("BENCH_SETTLE_POLLS", 2);
+    tokio::time::sleep(poll * settle).await;
+    let list0 = match scrape(&http, exporter.addr).await {
+        Some(s) => list_calls(&s.body),
+        None => 0.0,
+    };
     let cpu0 = cpu_seconds(pid);
     let t0 = Instant::now();
     let mut rss_steady = 0;
@@ -309,6 +330,9 @@ async fn one(n: usize, scale: f64, poll: Duration, steady_polls: u32, actions: u
     }
     let wall = t0.elapsed();
     let cpu = cpu_seconds(pid) - cpu0;
+    // List calls a tenant makes in a (scaled) minute of steady state.
+    let lists_per_minute =
+        (list_calls(&last) - list0) / n as f64 / (wall.as_secs_f64() / poll.as_secs_f64());
     // Scrapes cost CPU too; they are part of steady state (Prometheus scrapes).
     let polls_done = wall.as_secs_f64() / poll.as_secs_f64();
     let cpu_per_poll_ms = 1000.0 * cpu / polls_done;
@@ -336,7 +360,7 @@ async fn one(n: usize, scale: f64, poll: Duration, steady_polls: u32, actions: u
         series(&last),
     );
     println!(
-        "       {} results ({} transcripts, {} malformed, {} files) in {} final actions; {throttled} × 429; CPU per tenant and poll {:.3} ms; steady RSS {:.1} MiB anonymous + {:.1} MiB file-backed; {script_series} script-output series",
+        "       {} results ({} transcripts, {} malformed, {} files) in {} final actions; {throttled} × 429; CPU per tenant and poll {:.3} ms; {lists_per_minute:.2} list calls per tenant and minute; steady RSS {:.1} MiB anonymous + {:.1} MiB file-backed; {script_series} script-output series",
         want,
         summary.transcripts,
         summary.malformed,

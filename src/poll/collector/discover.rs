@@ -1,9 +1,9 @@
 //! Discovery, the collector's side: one contract for both modes. [`TenantCollector::discover`]
 //! lists (full window, or incremental: what is new and what is in flight in one listing, or
-//! apart when the API refuses the combination, by id the followed actions missing from it, a
-//! sweep now and then, configured ids) and returns every action found once per id;
-//! [`TenantCollector::account_discovered`] counts and queues them, then commits what stays
-//! followed and the watermark in one transaction.
+//! apart when the API refuses the combination, by id the followed actions missing from it
+//! ([`reread`](super::reread)), a sweep now and then, configured ids) and returns every
+//! action found once per id; [`TenantCollector::account_discovered`] counts and queues them,
+//! then commits what stays followed and the watermark in one transaction.
 //!
 //! Owns the list calls of a poll, their order and what is remembered of them (the last
 //! discovery time, the followed set, the watermark, the sweep time, a first discovery's
@@ -123,7 +123,9 @@ impl TenantCollector {
             )
             .await?;
         let known: HashSet<String> = actions.iter().map(|a| a.id.clone()).collect();
-        actions.extend(self.explicit_actions(&known, deadline).await?);
+        let explicit = self.explicit_actions(&known, deadline).await?;
+        self.stats.configured_open = explicit.iter().filter(|a| !a.status.is_final()).count();
+        actions.extend(explicit);
         // Stored before the actions are processed: if we die now, the next discovery still
         // reaches back `lookback` before this one, which covers every action seen here.
         self.shared
@@ -237,37 +239,22 @@ impl TenantCollector {
             (None, true) => disc::ids_to_reread(&tracked, &answered, self.restored),
             (None, false) => carried,
         };
-        let mut refreshed = Vec::new();
-        let mut reread = 0;
-        for batch in disc::id_batches(&follow, d.batch_size, disc::MAX_FILTER_URL_BYTES) {
-            match self
-                .client
-                .list_machine_actions(&batch, QuotaWait::Until(deadline))
-                .await
-            {
-                Ok(found) => {
-                    refreshed.extend(found);
-                    reread += batch.matches("id eq '").count();
-                }
-                // No room before the next poll (#20 item 2): what was listed so far is
-                // accounted; the rest is read at the next poll, from where this one stopped.
-                Err(e @ (api::Error::Quota { .. } | api::Error::Throttled { .. })) => {
-                    cut_short = Some(e);
-                    break;
-                }
-                Err(e) => return Err(e.into()),
-            }
+        // Read one by one on the get-by-id endpoint when they fit its budget (#33): the poll
+        // then costs one list call, and the cadence stays at its floor while results finish.
+        let reread = self.reread(&follow, deadline).await?;
+        let refreshed = reread.found;
+        if reread.cut_short.is_some() {
+            cut_short = reread.cut_short;
         }
-        let waiting = match &cut_short {
-            Some(_) => follow.len().saturating_sub(reread),
-            None => 0,
-        };
+        // A followed action read again has changed: the tenant is not quiet (#33).
+        self.stats.new_actions |= !refreshed.is_empty();
+        let waiting = reread.unread.len();
         if let Some(e) = &cut_short {
-            tracing::info!(tenant = %name, error = %e, reread, waiting, "discovery cut short by quota: the rest is read again at the next poll");
+            tracing::info!(tenant = %name, error = %e, reread = follow.len() - waiting, waiting, "discovery cut short by quota: the rest is read again at the next poll");
         }
         self.note_discovery_outcome(cut_short.as_ref(), waiting);
         if cut_short.is_some() {
-            self.rereads = follow.get(reread..).unwrap_or_default().to_vec();
+            self.rereads = reread.unread;
         }
         let mut reconciled = None;
         let mut swept = Vec::new();
@@ -334,6 +321,7 @@ impl TenantCollector {
             None => self.explicit_actions(&known, deadline).await?,
             Some(_) => Vec::new(),
         };
+        self.stats.configured_open = explicit.iter().filter(|a| !a.status.is_final()).count();
         let new_watermark = disc::next_watermark(
             watermark,
             listed.iter().filter_map(|a| a.creation_date_time_utc),

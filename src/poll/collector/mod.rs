@@ -15,6 +15,7 @@
 //!   and accounting results exactly once.
 //! - [`error`]: why a poll (or one result) did not complete.
 //! - [`names`]: which machine id a `machine` label stands for.
+//! - [`reread`]: followed actions read again by id, one by one or in batches.
 //! - [`pending`]: the queue of results waiting to be fetched.
 //! - [`poller`]: what one tenant's collector holds between and during polls.
 //! - [`retry`]: how often and how long a failed result is tried again (pure).
@@ -25,6 +26,7 @@ mod error;
 mod names;
 mod pending;
 mod poller;
+mod reread;
 mod results;
 mod retry;
 
@@ -241,9 +243,10 @@ impl TenantCollector {
         Some(quota.hour_window(crate::quota::Endpoint::ListMachineActions, Instant::now()))
     }
 
-    /// The cadence (#20 item 5): the time until the next poll, from this poll's list calls,
-    /// the budget share and whether the tenant is quiet; shown in
-    /// `mde_liveresponse_discovery_interval_seconds` and on the status page.
+    /// The cadence (#20 item 5, #33): the time until the next poll, from this poll's list
+    /// calls, the budget share, and what the tenant has and found (the pure
+    /// `discovery::cadence`); shown in `mde_liveresponse_discovery_interval_seconds` and, with
+    /// the cadence and why, on the status page.
     fn choose_interval(&mut self, used_before: Option<(u32, u32)>, ok: bool) {
         let name = self.tenant.name.clone();
         let d = &self.tenant.selectors.discovery;
@@ -256,32 +259,30 @@ impl TenantCollector {
             .shared
             .with_state(|s| s.tracked(&name))
             .iter()
-            .any(|(_, t)| !is_final_status(&t.status));
-        let quiet = ok && !in_flight && self.waiting() == 0 && !self.stats.new_actions;
-        self.quiet_polls = match (ok, quiet) {
-            (_, true) => self.quiet_polls.saturating_add(1),
-            (true, false) => 0,
-            (false, false) => self.quiet_polls,
+            .filter(|(_, t)| !is_final_status(&t.status))
+            .count();
+        let input = crate::poll::discovery::CadenceInput {
+            poll_interval: self.shared.settings.poll_interval,
+            min_interval: d.min_interval,
+            list_budget_share: d.list_budget_share,
+            hour_budget: after.map_or(self.tenant.quota.per_hour, |(_, effective)| effective),
+            hour: self.tenant.quota.hour,
+            cost,
+            activity: crate::poll::discovery::Activity {
+                in_flight,
+                configured_open: self.stats.configured_open,
+                found_new: self.stats.new_actions,
+            },
+            ok,
         };
-        let (interval, reason) =
-            crate::poll::discovery::next_interval(&crate::poll::discovery::CadenceInput {
-                poll_interval: self.shared.settings.poll_interval,
-                min_interval: d.min_interval,
-                list_budget_share: d.list_budget_share,
-                hour_budget: after.map_or(self.tenant.quota.per_hour, |(_, effective)| effective),
-                hour: self.tenant.quota.hour,
-                cost,
-                quiet_polls: self.quiet_polls,
-            });
-        self.interval = interval;
-        self.shared
-            .metrics
-            .poll
-            .set_discovery_interval(&name, interval);
+        let decision = crate::poll::discovery::decide(&input, self.quiet_polls);
+        self.quiet_polls = decision.quiet_polls;
+        self.interval = decision.interval;
+        let poll = &self.shared.metrics.poll;
+        poll.set_discovery_interval(&name, decision.interval);
         self.shared.update_status(&name, |s| {
-            s.discovery.interval = Some(interval);
-            s.discovery.interval_reason =
-                format!("{}; last poll: {cost} list calls", reason.as_str());
+            s.discovery.interval = Some(decision.interval);
+            s.discovery.interval_reason = decision.describe(cost);
         });
     }
 

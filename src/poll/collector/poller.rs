@@ -46,7 +46,8 @@ pub struct TenantCollector {
     pub(super) combined_filter_refused: bool,
     /// The time from this poll's start to the next, as the cadence chose it (#20).
     pub(super) interval: Duration,
-    /// Polls in a row that found nothing in flight and nothing new (the quiet back-off).
+    /// Polls in a row that found nothing in flight and nothing new (the quiet back-off,
+    /// `discovery::cadence`).
     pub(super) quiet_polls: u32,
     /// A first discovery cut short by quota, with the pages it read: the next poll goes on
     /// with it instead of starting over (#32 item 4).
@@ -60,8 +61,11 @@ pub struct TenantCollector {
 pub(super) struct PollStats {
     pub(super) discovered: usize,
     pub(super) fetched: usize,
-    /// Actions created since the last poll were listed (incremental), or results fetched.
+    /// Actions created since the last poll were listed (incremental), a followed action had
+    /// changed, or results were fetched: the tenant is not quiet (the cadence, #33).
     pub(super) new_actions: bool,
+    /// Configured `action_ids` the API answered as not final yet (the cadence, #33).
+    pub(super) configured_open: usize,
 }
 
 impl TenantCollector {

@@ -1,4 +1,5 @@
-//! What discovery keeps following: which followed actions a poll reads again by id, which
+//! What discovery keeps following: which followed actions a poll reads again by id (and on
+//! which endpoint), which
 //! configured ids it asks for, whether a sweep is due, and what stays followed after the poll
 //! (or is abandoned past the in-flight horizon, judged by the API's clock: see [`Horizon`]).
 //!
@@ -60,6 +61,26 @@ pub fn ids_to_reread(
         .filter(|(id, tr)| !listed.contains(id) && (!restored || !is_final_status(&tr.status)))
         .map(|(id, _)| id.clone())
         .collect()
+}
+
+/// Whether the followed actions that changed (left the in-flight listing) are read one by
+/// one on the get-by-id endpoint rather than in `id eq … or …` batches on the list endpoint
+/// (#33): when there are at most `batch_size` of them (one batch's worth, which would be a
+/// second list call in the poll and double the wait the cadence puts before the next one)
+/// and the get-by-id budget has room for them now beside the `configured` action ids that
+/// discovery also asks for there. With one budget for every endpoint (`quota.scope:
+/// shared`) a call is a call, and a batch of 20 costs less.
+pub fn reread_one_by_one(
+    changed: usize,
+    batch_size: usize,
+    get_room: u32,
+    configured: usize,
+    shared_budget: bool,
+) -> bool {
+    !shared_budget
+        && changed > 0
+        && changed <= batch_size
+        && changed.saturating_add(configured) <= get_room as usize
 }
 
 /// The configured action ids to ask for one by one: those not found by this poll's listings
@@ -193,6 +214,24 @@ mod tests {
     fn tracked(id: &str, status: &str, created: DateTime<Utc>) -> (String, Tracked) {
         let status = status.to_string();
         (id.to_string(), Tracked { created, status })
+    }
+
+    // See: #33
+    #[test]
+    fn changed_actions_are_read_one_by_one_when_the_get_budget_has_room() {
+        // A few changed, room on the get-by-id endpoint: no second list call.
+        assert!(reread_one_by_one(1, 20, 100, 0, false));
+        assert!(reread_one_by_one(20, 20, 100, 0, false));
+        // More than a batch: a batch is one call where they would be 21.
+        assert!(!reread_one_by_one(21, 20, 100, 0, false));
+        // The room now, beside the configured ids that are asked for there too.
+        assert!(reread_one_by_one(5, 20, 7, 2, false));
+        assert!(!reread_one_by_one(5, 20, 6, 2, false));
+        assert!(!reread_one_by_one(1, 20, 0, 0, false));
+        // One budget for every endpoint: a batch costs less.
+        assert!(!reread_one_by_one(1, 20, 100, 0, true));
+        // Nothing changed: nothing to read.
+        assert!(!reread_one_by_one(0, 20, 100, 0, false));
     }
 
     #[test]
