@@ -53,8 +53,10 @@ impl Signature {
     /// The signature of a run, `None` when it did not fail. `host` is the machine's name as
     /// the series spell it (its DNS name): it and its first label are masked.
     pub fn of(errors: &str, output: &str, exit_code: i64, host: &str) -> Option<Signature> {
+        // Blank or not is judged on the part that is read: a megabyte of spaces costs no more.
+        let errors = head(errors, MAX_SCAN_BYTES);
         let template = if !errors.trim().is_empty() {
-            from_errors(head(errors, MAX_SCAN_BYTES), host)
+            from_errors(errors, host)
         } else if exit_code != 0 {
             from_output(tail(output, MAX_TAIL_BYTES), exit_code, host)
         } else {

@@ -200,3 +200,26 @@ fn the_policy_scrubs_or_withholds_the_template() {
         assert_eq!((r.id.as_str(), r.template.as_str()), (s.id.as_str(), ""));
     }
 }
+
+/// A run kept before signatures existed loads without one; a run with one keeps it through
+/// the state's JSON (the form a cluster store holds too). See: #36
+#[test]
+fn the_run_keeps_its_signature_and_old_runs_load() {
+    use crate::record::state::LastRun;
+    let old = r#"{"end_time":"2026-12-01T10:00:00Z","exit_code":1,"errors_present":true,"action_id":"a"}"#;
+    let run: LastRun = serde_json::from_str(old).unwrap();
+    assert_eq!(run.signature, None);
+    let with = LastRun {
+        signature: Signature::of("Access denied on x\n", "", 1, "h"),
+        ..run
+    };
+    let json = serde_json::to_string(&with).unwrap();
+    assert!(json.contains("\"signature\":{\"id\":"), "{json}");
+    assert_eq!(serde_json::from_str::<LastRun>(&json).unwrap(), with);
+    let none = serde_json::to_string(&LastRun {
+        signature: None,
+        ..with
+    })
+    .unwrap();
+    assert!(!none.contains("signature"), "{none}");
+}
