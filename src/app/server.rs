@@ -268,6 +268,45 @@ fn tenant_sources(page: &mut String, st: &crate::metrics::exporter::TenantSource
     }
 }
 
+/// A cluster member's view (#31): the database, the live members and who owns each tenant.
+fn cluster_section(page: &mut String, v: &crate::cluster::ClusterView) {
+    let (class, db) = if v.store_up {
+        ("ok", "reachable".to_string())
+    } else {
+        (
+            "fail",
+            format!(
+                "unreachable: polling stops when the leases run out ({})",
+                v.last_error.as_deref().unwrap_or("no round yet")
+            ),
+        )
+    };
+    let _ = write!(
+        page,
+        "<section id=\"cluster\"><h2>Cluster</h2><p>This member: <b>{}</b> · database: <span class=\"{class}\">{}</span> · live members: {}</p>",
+        esc(&v.member),
+        esc(&db),
+        esc(&v.live.join(", "))
+    );
+    page.push_str("<table class=\"ownership\"><tr><th>Tenant</th><th>Owner</th><th>Epoch</th><th>Lease</th></tr>");
+    for l in &v.leases {
+        let _ = write!(
+            page,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td class=\"{}\">{}</td></tr>",
+            esc(&l.tenant),
+            esc(&l.owner),
+            l.epoch,
+            if l.valid { "ok" } else { "fail" },
+            if l.valid {
+                "held"
+            } else {
+                "expired or released"
+            }
+        );
+    }
+    page.push_str("</table></section>");
+}
+
 /// The status page: per tenant, the quota, the last poll, recent transcripts and errors.
 /// Plain server-rendered HTML, like blackbox_exporter's debug pages.
 async fn landing(State(s): State<AppState>) -> Html<String> {
@@ -287,9 +326,15 @@ async fn landing(State(s): State<AppState>) -> Html<String> {
         page.push_str("<p>No tenant is configured.</p>");
     }
     tenant_sources(&mut page, &shared.metrics.exporter.tenant_sources());
+    if let Some(o) = &shared.ownership {
+        cluster_section(&mut page, &o.view());
+    }
+    // In a cluster, the tenants this member owns (the others are on their owner's page).
+    let shown = |t: &String| shared.ownership.as_ref().is_none_or(|o| o.owns(t));
     for tenant in quotas
         .keys()
         .chain(status.keys().filter(|k| !quotas.contains_key(*k)))
+        .filter(|t| shown(t))
     {
         let st = status.get(tenant).cloned().unwrap_or_default();
         let _ = write!(

@@ -342,9 +342,10 @@ impl Membership {
         view.last_error = outcome.err();
         let live = view.live.len();
         drop(view);
+        let configured = (self.sources.configured)().len();
         self.metrics
             .cluster
-            .record(&self.config.member, live, owned, up);
+            .record(&self.config.member, live, configured, owned, up);
     }
 
     async fn client(&mut self) -> Result<&Client, String> {

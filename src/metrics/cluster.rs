@@ -57,6 +57,7 @@ impl Transition {
 
 pub struct ClusterMetrics {
     members: Family<MemberLabels, Gauge>,
+    tenants_configured: Family<MemberLabels, Gauge>,
     tenants_owned: Family<MemberLabels, Gauge>,
     transitions: Family<TransitionLabels, Counter>,
     store_up: Family<MemberLabels, Gauge>,
@@ -66,6 +67,7 @@ impl ClusterMetrics {
     pub(super) fn register(r: &mut Parts) -> Self {
         let m = ClusterMetrics {
             members: Family::default(),
+            tenants_configured: Family::default(),
             tenants_owned: Family::default(),
             transitions: Family::default(),
             store_up: Family::default(),
@@ -74,6 +76,11 @@ impl ClusterMetrics {
             "mde_exporter_cluster_members",
             "Cluster members this member saw alive at its last heartbeat (itself included)",
             m.members.clone(),
+        );
+        r.register(
+            "mde_exporter_cluster_tenants_configured",
+            "Tenants this member's configuration lists (the cluster shares them): more than the sum of mde_exporter_cluster_tenants_owned over the members means tenants nobody polls",
+            m.tenants_configured.clone(),
         );
         r.register(
             "mde_exporter_cluster_tenants_owned",
@@ -99,6 +106,7 @@ impl ClusterMetrics {
             member: member.to_string(),
         };
         let _ = self.members.get_or_create(&l);
+        let _ = self.tenants_configured.get_or_create(&l);
         let _ = self.tenants_owned.get_or_create(&l);
         let _ = self.store_up.get_or_create(&l);
         for t in Transition::ALL {
@@ -109,10 +117,20 @@ impl ClusterMetrics {
         }
     }
 
-    pub fn record(&self, member: &str, members: usize, owned: usize, store_up: bool) {
+    pub fn record(
+        &self,
+        member: &str,
+        members: usize,
+        configured: usize,
+        owned: usize,
+        store_up: bool,
+    ) {
         let l = MemberLabels {
             member: member.to_string(),
         };
+        self.tenants_configured
+            .get_or_create(&l)
+            .set(i64::try_from(configured).unwrap_or(i64::MAX));
         self.members
             .get_or_create(&l)
             .set(i64::try_from(members).unwrap_or(i64::MAX));

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use mde_sim::{SimConfig, Simulator};
 
-use crate::common::{Binary, scrape, start_sim};
+use crate::common::{Binary, get, scrape, start_sim, sum};
 
 const TENANTS: usize = 6;
 const LEASE: Duration = Duration::from_secs(3);
@@ -123,6 +123,25 @@ async fn issue_31_members_die_and_nothing_is_lost_or_counted_twice() {
     // Rendezvous spreads six tenants over three members (all three have some, almost surely;
     // what matters is that each is served once).
     eprintln!("ownership at start: {first:?}");
+    // Each member says what it owns; together they own every configured tenant, and the
+    // status page shows the ownership table.
+    let mut owned = 0.0;
+    for m in [&a, &b, &c] {
+        let samples = scrape(m.addr).await;
+        owned += sum(&samples, "mde_exporter_cluster_tenants_owned", &[]);
+        assert_eq!(sum(&samples, "mde_exporter_cluster_store_up", &[]), 1.0);
+        assert_eq!(
+            sum(&samples, "mde_exporter_cluster_tenants_configured", &[]),
+            TENANTS as f64
+        );
+    }
+    assert_eq!(owned, TENANTS as f64);
+    let (code, _, page) = get(c.addr, "/", None).await;
+    assert_eq!(code, 200);
+    assert!(
+        page.contains("<h2>Cluster</h2>") && page.contains("tenant-0"),
+        "{page}"
+    );
 
     // kill -9: a's tenants go to b and c once its lease runs out.
     a.kill();
