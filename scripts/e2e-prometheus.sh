@@ -274,7 +274,9 @@ done
 [ "$ready" = 1 ] || { echo "e2e: prometheus not ready after 30 s" >&2; exit 1; }
 
 echo "== checks (deadline ${deadline}s)"
-python3 scripts/e2e_prometheus.py "${traces_args[@]}" "${native_args[@]}" "http://127.0.0.1:$prom_port" "$deadline" \
+# --exporter: the dashboards' transcript links followed for the rows Prometheus gives (#35).
+python3 scripts/e2e_prometheus.py "${traces_args[@]}" "${native_args[@]}" --exporter "http://127.0.0.1:$exporter_port" \
+    "http://127.0.0.1:$prom_port" "$deadline" \
     "$required_alerts" "$forbidden_alerts" dashboards/*.json
 
 # ---- OTLP metrics push (#23 item 3): the names and values read back.

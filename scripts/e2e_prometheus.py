@@ -21,10 +21,18 @@
    scrape_native_histograms and always_scrape_classic_histograms): the API and poll latency
    histograms are stored both ways for that job: the native series (histogram_count() of it
    has a value) and the classic `_bucket` series.
+7. with --exporter URL (the exporter Prometheus scrapes): the dashboards' links to evidence
+   (#35). For every table whose machine cell links to the exporter's /transcripts page, the
+   rows its query gives in Prometheus are followed (${exporter_url} → URL, each
+   ${__data.fields.X} → the row's label X, percent-encoded as Grafana does): each answers 200
+   with the transcript of that row's tenant, machine and script. A not-run row may have no
+   transcript at all: there, the exporter's 404 naming that machine is accepted, once at least
+   one link of every other table answered 200.
 
 Stops at the deadline with a list of what is missing. Standard library only.
 
-Usage: e2e_prometheus.py [--jaeger JAEGER_QUERY_URL | --spans SPANS.jsonl] [--native-job JOB] PROM_URL DEADLINE_SECONDS REQUIRED_ALERTS FORBIDDEN_ALERTS
+Usage: e2e_prometheus.py [--jaeger JAEGER_QUERY_URL | --spans SPANS.jsonl] [--native-job JOB] [--exporter URL]
+       PROM_URL DEADLINE_SECONDS REQUIRED_ALERTS FORBIDDEN_ALERTS
        DASHBOARD.json...   (alerts comma-separated)
 """
 import json
@@ -179,15 +187,81 @@ def native_checks(job):
     return checks
 
 
+# How many rows of each linked table are followed (the demo's tables have dozens).
+LINK_ROWS = 5
+LINK_FIELD = re.compile(r"\$\{__data\.fields\.(\w+)(?::(\w+))?\}")
+
+
+def linked_tables(paths):
+    """[(where, expr, url template)] for every table panel whose cells link to /transcripts."""
+    out = []
+    for path in paths:
+        with open(path) as f:
+            d = json.load(f)
+        stack = list(d.get("panels", []))
+        while stack:
+            p = stack.pop(0)
+            stack.extend(p.get("panels", []))
+            links = [link["url"] for o in p.get("fieldConfig", {}).get("overrides", [])
+                     for prop in o.get("properties", []) if prop.get("id") == "links"
+                     for link in prop.get("value", []) if "/transcripts?" in link.get("url", "")]
+            if p.get("type") == "table" and links:
+                out.append((f"{d['uid']} / {p['title']}", substitute(p["targets"][0]["expr"]), links[0]))
+    return out
+
+
+def follow_links(base, exporter, tables):
+    """Follow each linked table's links for the rows Prometheus gives: [failures], [summary]."""
+    failures, summary = [], []
+    for where, expr, template in tables:
+        r = get(base, "/api/v1/query", query=expr)
+        rows = [s["metric"] for s in r.get("data", {}).get("result", [])][:LINK_ROWS]
+        if not rows:
+            failures.append(f"{where}: no rows to follow the transcript links of")
+            continue
+        ok = missing = 0
+        for row in rows:
+            def field(m):
+                v = row.get(m.group(1), "")
+                return urllib.parse.quote(v, safe="") if m.group(2) == "percentencode" else v
+            url = LINK_FIELD.sub(field, template.replace("${exporter_url}", exporter))
+            req = urllib.request.Request(url, headers={"Accept": "application/json"})
+            try:
+                with urllib.request.urlopen(req, timeout=10) as resp:
+                    status, body = resp.status, resp.read().decode()
+            except urllib.error.HTTPError as e:
+                status, body = e.code, e.read().decode()
+            if status == 200:
+                shown = json.loads(body)
+                got = (shown.get("tenant"), shown.get("machine"), shown.get("script"))
+                if got != (row.get("tenant"), row.get("machine"), row.get("script")):
+                    failures.append(f"{where}: {url} shows {got}, the row is {row}")
+                else:
+                    ok += 1
+            elif status == 404 and "did not run" in where and body.startswith("no transcript of") \
+                    and f'on "{row.get("machine")}"' in body:
+                missing += 1  # a machine whose attempts never produced a transcript
+            else:
+                failures.append(f"{where}: {url} answered {status}: {body[:200]}")
+        if "did not run" not in where and not ok:
+            failures.append(f"{where}: no link answered 200")
+        summary.append(f"{where}: {ok}/{len(rows)} links 200 with the row's transcript"
+                       + (f", {missing} without any transcript (404)" if missing else ""))
+    return failures, summary
+
+
 def main() -> int:
     args = sys.argv[1:]
     spans = None
     native_job = None
-    while args[:1] in (["--spans"], ["--jaeger"], ["--native-job"]):
+    exporter = None
+    while args[:1] in (["--spans"], ["--jaeger"], ["--native-job"], ["--exporter"]):
         if args[0] == "--spans":
             spans = Spans(args[1])
         elif args[0] == "--jaeger":
             spans = JaegerTraces(args[1])
+        elif args[0] == "--exporter":
+            exporter = args[1].rstrip("/")
         else:
             native_job = args[1]
         args = args[2:]
@@ -305,6 +379,12 @@ def main() -> int:
         print(f"e2e: native histograms (job {native_job}): "
               f"{len(NATIVE) * 2 - len(pending_native)}/{len(NATIVE) * 2} checks (native and classic "
               f"series of {', '.join(NATIVE)}) returned data")
+    if exporter and not failures:
+        # 7. the dashboards' links to the evidence, for the rows Prometheus has now.
+        link_failures, summary = follow_links(base, exporter, linked_tables(dashboards))
+        for line in summary:
+            print(f"e2e: links: {line}")
+        failures += link_failures
     ok_queries = len(queries) - sum(1 for f in failures if ": no data" in f or "query error" in f)
     print(f"e2e: {ok_queries}/{len(queries)} panel queries returned data; "
           f"{len(variables) - len(pending_vars)}/{len(variables)} variables have values; "

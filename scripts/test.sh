@@ -10,7 +10,9 @@ cd "$(dirname "$0")/.."
 
 # Debian packages the tests use: prometheus (promtool and a real server), chromium (the
 # status page test), prometheus-alertmanager (amtool and a real Alertmanager), faketime
-# (libfaketime: tests/it/lifecycle/clock_jump.rs moves the exporter's wall clock).
+# (libfaketime: tests/it/lifecycle/clock_jump.rs moves the exporter's wall clock), buildah
+# (the container image, built and run without a daemon: scripts/check-image.sh), shellcheck
+# (the workflows' scripts, through actionlint).
 missing=()
 command -v promtool >/dev/null 2>&1 && command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)
 command -v amtool >/dev/null 2>&1 && command -v prometheus-alertmanager >/dev/null 2>&1 || missing+=(prometheus-alertmanager)
@@ -18,6 +20,8 @@ command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 command -v faketime >/dev/null 2>&1 || missing+=(faketime)
 # postgresql (with postgresql-common's pg_virtualenv): the cluster tests' real server (#31).
 command -v pg_virtualenv >/dev/null 2>&1 && ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || missing+=(postgresql)
+command -v buildah >/dev/null 2>&1 || missing+=(buildah)
+command -v shellcheck >/dev/null 2>&1 || missing+=(shellcheck)
 if [ ${#missing[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "== installing Debian packages: ${missing[*]}"
@@ -48,9 +52,10 @@ step() {
 # back to Debian's Prometheus 2.42 and Alertmanager, and the e2e to its own OTLP receiver in
 # place of Jaeger) when it is missing. In the order the steps need them: helm (the chart
 # checks), Prometheus 3 and promtool (rules, e2e), amtool and Alertmanager 0.35 (the alerting
-# checks and e2e), Jaeger v2 (the e2e's trace backend). TOOLS_BUDGET_SECONDS bounds what one
+# checks and e2e), Jaeger v2 (the e2e's trace backend); crane (the loopback OCI registry) and
+# actionlint (the workflows) are small and built right after helm. TOOLS_BUDGET_SECONDS bounds what one
 # run compiles: what is left is built by the next run (docs/development.md, "Tools the tests build").
-step "scripts/tools.sh" scripts/tools.sh helm promtool prometheus amtool alertmanager jaeger
+step "scripts/tools.sh" scripts/tools.sh helm crane actionlint promtool prometheus amtool alertmanager jaeger
 step "cargo fmt --check" cargo fmt --all -- --check
 # The layout rules: file sizes, a thin main.rs, no import circle, no folders that import each
 # other, no #[path], and every module header saying what it owns and what it does not.
@@ -64,7 +69,10 @@ if command -v pg_virtualenv >/dev/null 2>&1; then
 else
   step "cargo test" cargo test --workspace --locked
 fi
+# The image (check-image.sh: a static release build, minutes; see docs/development.md, "The
+# image") and then the registry (check-registry.sh pushes that image and the chart).
 for check in scripts/check-rules.sh scripts/check-dashboards.sh scripts/check-deploy.sh scripts/check-helm.sh \
+  scripts/check-workflows.sh scripts/check-image.sh scripts/check-registry.sh \
   scripts/check-alertmanager.sh scripts/e2e-prometheus.sh scripts/e2e-alertmanager.sh; do
   if [ -x "$check" ]; then
     step "$check" "$check"
