@@ -368,6 +368,46 @@ local util = import 'lib/util.libsonnet';
           ]),
         ),
 
+        // See: #31. A cluster member cannot reach the cluster's database: it stops polling
+        // its tenants when their leases run out, and nobody else can take them meanwhile.
+        alert(
+          'MdeExporterClusterStoreDown', c.clusterStoreDownSeverity, c.clusterStoreDownFor,
+          'max by (member) (mde_exporter_cluster_store_up{%s}) == 0' % c.jobSelector,
+          'Cluster member {{ $labels.member }} cannot reach the cluster database',
+          text([
+            'Member {{ $labels.member }} has not reached the cluster PostgreSQL database at its',
+            'last lease rounds (mde_exporter_cluster_store_up 0): it cannot renew its leases, so',
+            'it stops polling its tenants when they run out; their failing scripts page nobody',
+            'until the database answers again.',
+          ]),
+        ),
+
+        // See: #31. Configured tenants that no member owns (for longer than two leases).
+        alert(
+          'MdeExporterClusterTenantsUnowned', c.clusterTenantsUnownedSeverity, c.clusterTenantsUnownedFor,
+          'max(mde_exporter_cluster_tenants_configured{%s}) - sum(mde_exporter_cluster_tenants_owned{%s}) > 0' % [c.jobSelector, c.jobSelector],
+          '{{ $value }} configured tenants are owned by no cluster member',
+          text([
+            '{{ $value }} of the tenants the cluster members are configured with are held by no',
+            'member (mde_exporter_cluster_tenants_configured minus the sum of',
+            'mde_exporter_cluster_tenants_owned): nobody polls them.',
+          ]),
+        ),
+
+        // See: #31. A member died (or froze, or lost its network): its tenants were taken over
+        // from its expired leases rather than handed over.
+        alert(
+          'MdeExporterClusterMemberLost', c.clusterMemberLostSeverity, c.clusterMemberLostFor,
+          'sum(increase(mde_exporter_cluster_lease_transitions_total{%s,reason="taken_over"}[%s])) > 0' % [c.jobSelector, c.clusterMemberLostWindow],
+          'A cluster member was lost: its tenants were taken over',
+          text([
+            'Tenant leases were taken over from a member whose leases expired',
+            'without being released (mde_exporter_cluster_lease_transitions_total',
+            '{reason="taken_over"}): a member was killed, froze or lost the network. Its tenants',
+            'are polled again by the others; a result it was fetching is asked for again.',
+          ]),
+        ),
+
         // See: #24 item 8. One tenant name polled by two processes: two deployments, two
         // shard sets, or replicas of an unsharded exporter that each serve every tenant.
         alert(

@@ -123,6 +123,17 @@
     tenantServedTwiceSeverity: 'warning',
     tenantServedTwiceFor: '10m',
 
+    // Cluster mode (#31): a member that cannot reach the database; configured tenants owned
+    // by nobody for longer than two lease durations (default 30s each); a member lost (its
+    // tenants taken over from expired leases) within the window.
+    clusterStoreDownSeverity: 'critical',
+    clusterStoreDownFor: '2m',
+    clusterTenantsUnownedSeverity: 'critical',
+    clusterTenantsUnownedFor: '1m',
+    clusterMemberLostSeverity: 'warning',
+    clusterMemberLostFor: '',
+    clusterMemberLostWindow: '10m',
+
     // Prometheus cannot scrape the exporter (up{jobSelector} == 0).
     exporterDownSeverity: 'critical',
     exporterDownFor: '5m',

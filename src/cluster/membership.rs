@@ -431,6 +431,7 @@ impl Membership {
         }
         lease::release(c, holder, &ready).await.map_err(db)?;
         let mut acquired = 0;
+        let mut taken_over = 0;
         for t in &plan.acquire {
             let Some((epoch, died)) = lease::acquire(c, t, &me, holder, lease_d)
                 .await
@@ -458,6 +459,7 @@ impl Membership {
                 },
             );
             acquired += 1;
+            taken_over += u64::from(died);
         }
         // The quota windows of the tenants held, when they changed since last saved.
         for t in self.ownership.held_names() {
@@ -486,6 +488,7 @@ impl Membership {
         }
         let m = &self.metrics.cluster;
         m.transition(&me, Transition::Acquired, acquired);
+        m.transition(&me, Transition::TakenOver, taken_over);
         m.transition(&me, Transition::RenewedLate, late);
         m.transition(&me, Transition::Lost, lost);
         m.transition(&me, Transition::Released, ready.len() as u64);

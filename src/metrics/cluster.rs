@@ -36,14 +36,18 @@ pub enum Transition {
     Lost,
     /// Given up: another member wins it, the tenant left the configuration, or shutdown.
     Released,
+    /// Acquired from a member that died (its lease expired, not released): counted beside
+    /// `acquired`. The signal that a member was lost.
+    TakenOver,
 }
 
 impl Transition {
-    pub const ALL: [Transition; 4] = [
+    pub const ALL: [Transition; 5] = [
         Transition::Acquired,
         Transition::RenewedLate,
         Transition::Lost,
         Transition::Released,
+        Transition::TakenOver,
     ];
     pub fn as_str(self) -> &'static str {
         match self {
@@ -51,6 +55,7 @@ impl Transition {
             Transition::RenewedLate => "renewed_late",
             Transition::Lost => "lost",
             Transition::Released => "released",
+            Transition::TakenOver => "taken_over",
         }
     }
 }
@@ -89,7 +94,7 @@ impl ClusterMetrics {
         );
         r.register(
             "mde_exporter_cluster_lease_transitions",
-            "Tenant lease transitions of this member, by reason: acquired, renewed_late (renewed after it had expired, nobody having taken it), lost (expired or taken over before it was renewed), released (given up to another member, left the configuration, or shutdown)",
+            "Tenant lease transitions of this member, by reason: acquired, renewed_late (renewed after it had expired, nobody having taken it), lost (expired or taken over before it was renewed), released (given up to another member, left the configuration, or shutdown), taken_over (acquired from a member that died: counted beside acquired)",
             m.transitions.clone(),
         );
         r.register(
