@@ -140,6 +140,7 @@ impl TenantFiles {
                 inner.files.push((p.clone(), Loaded::default()));
             }
         }
+        let mut claimed = claims(&inner.base, &inner.files);
         for i in 0..inner.files.len() {
             let path = inner.files[i].0.clone();
             let bytes = match std::fs::read(&path) {
@@ -172,13 +173,21 @@ impl TenantFiles {
                 .base
                 .tenant_files
                 .read(&path, &text, &process_env)
-                .and_then(|t| unclaimed(&self.path, &inner.base, &inner.files, i, t, &text));
+                .and_then(|t| unclaimed(&self.path, &claimed, &inner.files, i, t, &text));
             let loaded = &mut inner.files[i].1;
             loaded.digest = Some(d);
             match read {
                 Ok(tenants) => {
                     if loaded.error.take().is_some() {
                         tracing::info!(file = %path.display(), "tenant file loaded again");
+                    }
+                    for name in names(&loaded.good) {
+                        if claimed.get(name) == Some(&Some(i)) {
+                            claimed.remove(name);
+                        }
+                    }
+                    for name in names(&tenants) {
+                        claimed.entry(name.clone()).or_insert(Some(i));
                     }
                     for r in &tenants.refused {
                         tracing::warn!(tenant = %r.tenant, file = %r.file.display(), key = %r.key, error = %r, "tenant refused: its sign-in cannot be resolved; the other tenants go on");
@@ -289,64 +298,67 @@ fn note_error(loaded: &mut Loaded, error: FileError) {
     loaded.error = Some(error);
 }
 
-/// `tenants` read from file `i`, unless one of its names is served from another source now:
-/// the configuration file, or another file's last good content. The source that had the name
-/// first keeps it.
-fn unclaimed(
-    config_file: &Path,
-    base: &Config,
-    files: &[(PathBuf, Loaded)],
-    i: usize,
-    tenants: FileTenants,
-    text: &str,
-) -> Result<FileTenants, FileError> {
-    let mut claimed: BTreeMap<&str, String> = BTreeMap::new();
-    let own = format!("config file {} (tenants:)", config_file.display());
+/// Which source serves each tenant name now: `None` for the configuration file, else the
+/// index of the file. Built once per read of the files and kept up to date as each file is
+/// taken, so that checking a file costs its own names, not every other file's (#34).
+type Claims = BTreeMap<String, Option<usize>>;
+
+fn claims(base: &Config, files: &[(PathBuf, Loaded)]) -> Claims {
+    let mut claimed = Claims::new();
     for name in base
         .tenants
         .iter()
         .map(|t| &t.name)
         .chain(base.refused.iter().map(|r| &r.tenant))
     {
-        claimed.insert(name, own.clone());
+        claimed.insert(name.clone(), None);
     }
-    for (j, (p, l)) in files.iter().enumerate() {
-        if j == i {
-            continue;
-        }
-        for t in l
-            .good
-            .tenants
-            .iter()
-            .map(|t| &t.name)
-            .chain(l.good.refused.iter().map(|r| &r.tenant))
-        {
-            claimed
-                .entry(t)
-                .or_insert_with(|| format!("tenant file {}", p.display()));
+    for (j, (_, l)) in files.iter().enumerate() {
+        for name in names(&l.good) {
+            claimed.entry(name.clone()).or_insert(Some(j));
         }
     }
-    let names = tenants
-        .tenants
+    claimed
+}
+
+/// The names a file brings: those served and those refused.
+fn names(t: &FileTenants) -> impl Iterator<Item = &String> {
+    t.tenants
         .iter()
         .map(|t| &t.name)
-        .chain(tenants.refused.iter().map(|r| &r.tenant));
-    for name in names {
-        if let Some(other) = claimed.get(name.as_str()) {
-            let line = text
-                .lines()
-                .position(|l| {
-                    l.find("name")
-                        .is_some_and(|at| l[at + 4..].contains(name.as_str()))
-                })
-                .map(|n| n + 1);
-            return Err(FileError {
-                file: files[i].0.clone(),
-                line,
-                key: "name".to_string(),
-                message: format!("tenant {name:?} is already served from {other}"),
-            });
-        }
+        .chain(t.refused.iter().map(|r| &r.tenant))
+}
+
+/// `tenants` read from file `i`, unless one of its names is served from another source now:
+/// the configuration file, or another file's last good content. The source that had the name
+/// first keeps it.
+fn unclaimed(
+    config_file: &Path,
+    claimed: &Claims,
+    files: &[(PathBuf, Loaded)],
+    i: usize,
+    tenants: FileTenants,
+    text: &str,
+) -> Result<FileTenants, FileError> {
+    for name in names(&tenants) {
+        let other = match claimed.get(name) {
+            Some(None) => format!("config file {} (tenants:)", config_file.display()),
+            Some(Some(j)) if *j != i => format!("tenant file {}", files[*j].0.display()),
+            _ => continue,
+        };
+        let line = text
+            .lines()
+            .position(|l| {
+                l.find("name")
+                    .is_some_and(|at| l[at + 4..].contains(name.as_str()))
+            })
+            .map(|n| n + 1);
+        return Err(FileError {
+            file: files[i].0.clone(),
+            line,
+            key: "name".to_string(),
+            message: format!("tenant {name:?} is already served from {other}"),
+        });
     }
     Ok(tenants)
 }

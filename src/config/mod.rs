@@ -6,7 +6,8 @@
 //! `quota`, `discovery`, `output` (`otel:` and `transcript_log:`), `script_metrics` (a rule).
 //! Where the validated value is shaped differently from what is written, the module holds
 //! both side by side: `tenant` (a `RawTenant` resolved into a [`Tenant`], with its own keys
-//! and defaults), `auth` (the `auth:` block and the sign-in file reads), `cloud` (cloud and
+//! and defaults, and `tenant_defaults:`), `tenant_files` (the `tenant_files:` blocks and reading
+//! one tenant file), `auth` (the `auth:` block and the sign-in file reads), `cloud` (cloud and
 //! region → URLs) and `proxy` (`proxy_url` or the environment).
 //!
 //! Owns the file itself: its top-level keys as written (`RawFile`, with their defaults,

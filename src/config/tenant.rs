@@ -4,9 +4,12 @@
 //! keys being errors), the tenant's own keys' checks (`name`, `lookback`, `requestor`, the id
 //! lists, `scripts`, `machine_tags`, `machine_info_interval`, `max_tags_per_machine`,
 //! `max_tag_length`) and putting the tenant together from its sections: sign-in (`auth`),
-//! URLs (`cloud`), `quota` and `discovery`, each of which checks itself. Does not own the
-//! uniqueness of names across tenants (`mod`) nor the narrowing of the `script_metrics:`
-//! rules by the tenant's list (`script_metrics`).
+//! URLs (`cloud`), `quota` and `discovery`, each of which checks itself; the inheritance of
+//! `tenant_defaults:` and resolving one entry wherever it is written ([`entry`]: a complaint
+//! about an inherited key named under `tenant_defaults.`, a sign-in that cannot be resolved
+//! refusing that entry alone). Does not own the uniqueness of names across tenants (`mod`,
+//! `tenant_files`, `crate::app::tenant_files`) nor the narrowing of the `script_metrics:`
+//! rules by the tenant's list (`script_metrics`, which [`entry`] calls).
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};

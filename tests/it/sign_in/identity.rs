@@ -51,13 +51,17 @@ fn tenant(name: &str, sim: &Simulator, addr: SocketAddr, ids: bool, auth: &str) 
     )
 }
 
+/// The configuration as `--config.check` sees it: a tenant refused alone (its sign-in cannot
+/// be resolved, #34) is the error, with the message a start used to refuse.
 fn parse_in(
     dir: &Path,
     text: &str,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Config, String> {
     let path = dir.join("config.yml");
-    Config::parse(text, &path, env).map_err(|e| e.to_string())
+    Config::parse(text, &path, env)
+        .and_then(Config::strict)
+        .map_err(|e| e.to_string())
 }
 
 async fn status_page(addr: SocketAddr) -> String {
