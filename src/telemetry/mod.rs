@@ -455,14 +455,13 @@ mod tests {
     use super::*;
 
     /// See: #32 item 9. A flush blocked for good (an endpoint that accepts and never answers)
-    /// is waited for no longer than the bound; one that ends is waited for.
-    #[tokio::test(start_paused = true)]
-    async fn a_flush_that_never_ends_is_waited_for_no_longer_than_the_bound() {
+    /// is given up at the bound and the shutdown goes on; one that ends is waited for. (Real
+    /// time: a blocking task in flight stops a paused clock from advancing.)
+    #[tokio::test]
+    async fn a_flush_that_never_ends_is_given_up_at_the_bound() {
         let (tx, rx) = std::sync::mpsc::channel::<()>();
         let blocked = tokio::task::spawn_blocking(move || rx.recv());
-        let started = tokio::time::Instant::now();
-        assert!(!within(SHUTDOWN_FLUSH_TIMEOUT, blocked).await);
-        assert_eq!(started.elapsed(), SHUTDOWN_FLUSH_TIMEOUT);
+        assert!(!within(Duration::from_millis(50), blocked).await);
         drop(tx);
         let done = tokio::task::spawn_blocking(|| ());
         assert!(within(SHUTDOWN_FLUSH_TIMEOUT, done).await);
