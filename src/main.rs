@@ -24,7 +24,10 @@ fn main() -> ExitCode {
     };
     // A one-off command's error is its answer, on stderr once; a server's is also logged.
     let one_off = matches!(cli.command, Some(Command::Transcript(_)));
-    match runtime.block_on(run::run(cli, file_config)) {
+    let result = runtime.block_on(run::run(cli, file_config));
+    // Bounded: a flush still blocked on an OTLP endpoint must not hold the exit.
+    runtime.shutdown_timeout(run::RUNTIME_SHUTDOWN);
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             if !one_off {

@@ -51,6 +51,12 @@ pub fn load_file_config(cli: &Cli) -> Result<Option<(PathBuf, Config)>> {
     }
 }
 
+/// How long the runtime may take to stop once the run returned: a blocking flush still
+/// waiting on an OTLP endpoint that never answers (`telemetry::Telemetry::shutdown` stopped
+/// waiting for it) must not hold the process (dropping a runtime waits for every blocking
+/// task). See: #32 item 9
+pub const RUNTIME_SHUTDOWN: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// The tokio runtime for `cli`, sized by the configuration read at start (`file_config`).
 /// TOKIO_WORKER_THREADS, when set, is read by tokio itself.
 pub fn runtime(

@@ -49,6 +49,11 @@ const DEFAULT_INTERVAL_MS: u64 = 60_000;
 const DEFAULT_TIMEOUT_MS: u64 = 10_000;
 /// `OTEL_METRIC_EXPORT_TIMEOUT`'s default, for one whole export, in milliseconds.
 const DEFAULT_EXPORT_TIMEOUT_MS: u64 = 30_000;
+/// The longest the last export, at shutdown, may take whatever `OTEL_METRIC_EXPORT_TIMEOUT`
+/// says: with a receiver that accepts and never answers, a SIGTERM must end the process well
+/// within Kubernetes' grace period (30 s by default), and the traces and logs flush after it
+/// (`crate::telemetry`). See: #32 item 9
+pub const SHUTDOWN_EXPORT_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Where, how and how often metrics are pushed.
 #[derive(Debug, Clone, PartialEq)]
@@ -359,9 +364,13 @@ impl Pusher {
 
     /// One export, counted, and logged when it fails (once: one export per interval), when
     /// the receiver rejects points, and when exports work again after failing.
-    async fn export_and_report(&mut self) {
-        let outcome = match tokio::time::timeout(self.export_timeout, self.export()).await {
+    async fn export_and_report(&mut self, timeout: Duration) {
+        let outcome = match tokio::time::timeout(timeout, self.export()).await {
             Ok(r) => r,
+            Err(_) if timeout < self.export_timeout => Err(format!(
+                "the last export, at shutdown, to {} took longer than {timeout:?}",
+                self.endpoint
+            )),
             Err(_) => Err(format!(
                 "export to {} took longer than {:?} (OTEL_METRIC_EXPORT_TIMEOUT)",
                 self.endpoint, self.export_timeout
@@ -437,10 +446,20 @@ pub fn spawn(
             if !tick {
                 break;
             }
-            pusher.export_and_report().await;
+            // A stop ends an export in progress: a receiver that never answers must not hold
+            // a shutdown for OTEL_METRIC_EXPORT_TIMEOUT (#32 item 9).
+            let timeout = pusher.export_timeout;
+            let stopped = tokio::select! {
+                _ = pusher.export_and_report(timeout) => false,
+                _ = stop.wait_for(|s| *s) => true,
+            };
+            if stopped {
+                break;
+            }
         }
-        // Shutdown: the values since the last export.
-        pusher.export_and_report().await;
+        // Shutdown: the values since the last export, within a bound of its own.
+        let timeout = pusher.export_timeout.min(SHUTDOWN_EXPORT_TIMEOUT);
+        pusher.export_and_report(timeout).await;
     }))
 }
 

@@ -76,6 +76,23 @@ impl OtelConfig {
     }
 }
 
+/// The longest the traces and logs may take to flush at shutdown, in all. See: #32 item 9
+pub const SHUTDOWN_FLUSH_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Wait for `flush` at most `bound`; past it, say so on stderr (the log pipeline is what is
+/// being flushed) and go on without it.
+async fn within<T>(bound: Duration, flush: tokio::task::JoinHandle<T>) -> bool {
+    match tokio::time::timeout(bound, flush).await {
+        Ok(_) => true,
+        Err(_) => {
+            eprintln!(
+                "mde-liveresponse-exporter: the OTLP traces and logs did not flush within {bound:?} at shutdown; what was not sent is dropped"
+            );
+            false
+        }
+    }
+}
+
 /// What `init` set up; keep it until shutdown.
 pub struct Telemetry {
     provider: Option<SdkTracerProvider>,
@@ -92,24 +109,29 @@ impl Telemetry {
         self.logs.is_some()
     }
 
-    /// Flush and stop the OTLP pipelines. The exporters block, so this runs off the runtime.
+    /// Flush and stop the OTLP pipelines, within [`SHUTDOWN_FLUSH_TIMEOUT`] in all. The
+    /// exporters block, so this runs off the runtime; past the bound what was not sent is
+    /// dropped and the shutdown goes on (an endpoint that accepts and never answers held a
+    /// SIGTERM for 22 s before, #32 item 9). The blocking flush may go on a moment on its
+    /// thread; the runtime's own shutdown is bounded too (`app::run::RUNTIME_SHUTDOWN`).
     pub async fn shutdown(self) {
         let (provider, logs) = (self.provider, self.logs);
         if provider.is_none() && logs.is_none() {
             return;
         }
-        let _ = tokio::task::spawn_blocking(move || {
+        let each = SHUTDOWN_FLUSH_TIMEOUT / 2;
+        let flush = tokio::task::spawn_blocking(move || {
             // Logs first: a record may name a span that is flushed just after.
             if let Some(logs) = logs {
                 let _ = logs.force_flush();
-                let _ = logs.shutdown_with_timeout(Duration::from_secs(5));
+                let _ = logs.shutdown_with_timeout(each);
             }
             if let Some(provider) = provider {
                 let _ = provider.force_flush();
-                let _ = provider.shutdown_with_timeout(Duration::from_secs(5));
+                let _ = provider.shutdown_with_timeout(each);
             }
-        })
-        .await;
+        });
+        within(SHUTDOWN_FLUSH_TIMEOUT, flush).await;
     }
 }
 
@@ -431,6 +453,19 @@ pub fn record_error(span: &tracing::Span, message: &str) {
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
+
+    /// See: #32 item 9. A flush blocked for good (an endpoint that accepts and never answers)
+    /// is given up at the bound and the shutdown goes on; one that ends is waited for. (Real
+    /// time: a blocking task in flight stops a paused clock from advancing.)
+    #[tokio::test]
+    async fn a_flush_that_never_ends_is_given_up_at_the_bound() {
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        let blocked = tokio::task::spawn_blocking(move || rx.recv());
+        assert!(!within(Duration::from_millis(50), blocked).await);
+        drop(tx);
+        let done = tokio::task::spawn_blocking(|| ());
+        assert!(within(SHUTDOWN_FLUSH_TIMEOUT, done).await);
+    }
 
     // See: #12
     #[test]

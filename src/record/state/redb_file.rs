@@ -65,6 +65,30 @@ pub(super) struct Store {
     broken: bool,
     /// `mde_exporter_state_write_errors_total`.
     write_errors: Counter,
+    /// The file as the last commit left it (its length and inode), when the path is a file:
+    /// a file shorter than that, or another file, was truncated or replaced under the
+    /// running exporter (#32 item 10).
+    file: Option<FileMark>,
+    /// That was seen (and logged): nothing more is written to the file.
+    lost: bool,
+}
+
+/// A state file's length and identity after a commit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileMark {
+    len: u64,
+    ino: u64,
+}
+
+impl FileMark {
+    fn of(path: &Path) -> Option<FileMark> {
+        let m = std::fs::metadata(path).ok().filter(|m| m.is_file())?;
+        #[cfg(unix)]
+        let ino = std::os::unix::fs::MetadataExt::ino(&m);
+        #[cfg(not(unix))]
+        let ino = 0;
+        Some(FileMark { len: m.len(), ino })
+    }
 }
 
 impl std::fmt::Debug for Store {
@@ -143,6 +167,49 @@ impl Store {
     /// once more; if that fails too, the next write starts by reopening. So the exporter
     /// recovers by itself once the disk does.
     fn write<R>(
+        &mut self,
+        f: impl Fn(&redb::WriteTransaction) -> Result<R, redb::Error>,
+    ) -> Result<R, StoreError> {
+        self.check_file()?;
+        let written = self.write_inner(f);
+        if written.is_ok() {
+            self.file = FileMark::of(&self.path);
+        }
+        written
+    }
+
+    /// The file is still the one the last commit left, at least as long (#32 item 10). A file
+    /// truncated or replaced under the running exporter is not written to: a write would
+    /// leave pages after a hole, or reopening would start an empty file silently, and the next
+    /// start would refuse it or forget. Each refused write counts in
+    /// `mde_exporter_state_write_errors_total` (so `MdeExporterStateWriteFailing` fires), and
+    /// the first is logged as an error.
+    fn check_file(&mut self) -> Result<(), StoreError> {
+        let Some(mark) = self.file else {
+            return Ok(());
+        };
+        let now = FileMark::of(&self.path);
+        let problem = match now {
+            None => "is gone".to_string(),
+            Some(n) if n.ino != mark.ino => "was replaced by another file".to_string(),
+            Some(n) if n.len < mark.len => format!(
+                "was truncated ({} bytes, {} after the exporter's last write)",
+                n.len, mark.len
+            ),
+            Some(_) => return Ok(()),
+        };
+        self.write_errors.inc();
+        let message = format!(
+            "the state file {problem} under the running exporter: nothing more is written to it; the counts held in memory are served until a restart, which needs the file moved away (or --state.reset)"
+        );
+        if !self.lost {
+            self.lost = true;
+            tracing::error!(path = %self.path.display(), "{message}");
+        }
+        Err(self.err(message))
+    }
+
+    fn write_inner<R>(
         &mut self,
         f: impl Fn(&redb::WriteTransaction) -> Result<R, redb::Error>,
     ) -> Result<R, StoreError> {
@@ -398,6 +465,8 @@ pub(super) fn open_with(path: &Path, opener: Opener) -> Result<(Store, Loaded), 
         opener,
         broken: false,
         write_errors: Counter::default(),
+        file: None,
+        lost: false,
     };
     // Make sure every table exists and the schema is one we understand.
     let found = store

@@ -463,3 +463,44 @@ async fn the_binary_pushes_over_grpc() {
     drop(child);
     collector.abort();
 }
+
+/// See: #32 item 9. Every OTLP endpoint (traces, logs, metrics) accepts connections and never
+/// answers. Before, SIGTERM took 22 s (each pipeline's flush and the last metrics push waited
+/// for their own timeouts, one after the other); the harness gives a process 10 s. Now the
+/// last push and the flush each have a bound of a few seconds, and the runtime's shutdown one
+/// of its own: the process ends in time, with code 0, and says what it dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_otlp_endpoint_that_never_answers_does_not_hold_the_shutdown() {
+    let hole = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let endpoint = format!("http://{}", hole.local_addr().unwrap());
+    // Accept every connection and keep it open, never answering.
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for conn in hole.incoming() {
+            held.push(conn);
+        }
+    });
+    let mut child = Binary::demo(&[
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
+        ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
+        ("OTEL_METRICS_EXPORTER", "otlp"),
+        ("OTEL_METRIC_EXPORT_INTERVAL", "500"),
+    ]);
+    let a = child.addr;
+    eventually("a transcript counted", || async move {
+        sum(&scrape(a).await, "mde_liveresponse_script_runs_total", &[]) > 0.0
+    })
+    .await;
+    let (code, logs) = tokio::task::spawn_blocking(move || {
+        let code = child.terminate();
+        (code, child.logs())
+    })
+    .await
+    .unwrap();
+    assert_eq!(code, Some(0), "{logs:?}");
+    assert!(
+        logs.iter()
+            .any(|l| l.contains("the last export, at shutdown")),
+        "{logs:?}"
+    );
+}

@@ -386,3 +386,39 @@ fn newer_schema_is_refused() {
         )
     );
 }
+
+/// See: #32 item 10. The state file truncated under the running exporter: before, the writes
+/// went on (pages after a hole) and nothing was noticed until the next start refused the
+/// file. Now the next write is refused with a message naming the file and what happened, and
+/// counted as a write error (the alert's counter); nothing more is written to it.
+#[test]
+fn a_file_truncated_under_the_running_exporter_is_noticed_at_the_next_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.redb");
+    let (mut store, _) = open(&path).unwrap();
+    let errors = Counter::default();
+    store.count_write_errors_in(errors.clone());
+    let key = rkey("a", 1);
+    store.apply(&[Write::Done(&key)]).unwrap();
+    let before = std::fs::metadata(&path).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_len(0)
+        .unwrap();
+    let key = rkey("a", 2);
+    let err = store.apply(&[Write::Done(&key)]).unwrap_err().to_string();
+    assert!(
+        err.contains(&format!(
+            "the state file was truncated (0 bytes, {before} after the exporter's last write) under the running exporter"
+        )),
+        "{err}"
+    );
+    assert!(err.contains(&path.display().to_string()), "{err}");
+    assert_eq!(errors.get(), 1);
+    // Refused again, counted again; the file is left as it is.
+    assert!(store.apply(&[Write::Done(&key)]).is_err());
+    assert_eq!(errors.get(), 2);
+    assert_eq!(std::fs::metadata(&path).unwrap().len(), 0);
+}
