@@ -408,6 +408,30 @@ local util = import 'lib/util.libsonnet';
           ]),
         ),
 
+        // See: #31. Static shards: an index nobody serves (kube-state-metrics'
+        // KubeStateMetricsShardsMissing: each live shard adds 2^index; all present make
+        // 2^count - 1), and processes that disagree on the count (its ShardingMismatch).
+        alert(
+          'MdeExporterShardsMissing', c.shardsMissingSeverity, c.shardsMissingFor,
+          '2 ^ max(mde_exporter_total_shards{%(j)s}) - 1 - sum(2 ^ max by (index) (mde_exporter_shard_ordinal{%(j)s} * on (instance, job) group_left (index) mde_exporter_shard_info{%(j)s})) != 0 and on () max(mde_exporter_total_shards{%(j)s}) > 1' % { j: c.jobSelector },
+          'Static shards are missing: not every --shard.index of --shard.count is served',
+          text([
+            'Fewer than --shard.count distinct shard indexes are up (mde_exporter_shard_ordinal',
+            'against mde_exporter_total_shards): the tenants of a missing shard are polled by',
+            'nobody. A deleted or stuck StatefulSet pod is not replaced until a person acts.',
+          ]),
+        ),
+        alert(
+          'MdeExporterShardingMismatch', c.shardingMismatchSeverity, c.shardingMismatchFor,
+          'count(count by (count) (mde_exporter_shard_info{%s})) > 1' % c.jobSelector,
+          'Exporter shards disagree on --shard.count',
+          text([
+            'The exporter processes report more than one --shard.count',
+            '(mde_exporter_shard_info{count}): they split the tenants differently, so some',
+            'tenants are served twice and others by nobody.',
+          ]),
+        ),
+
         // See: #24 item 8. One tenant name polled by two processes: two deployments, two
         // shard sets, or replicas of an unsharded exporter that each serve every tenant.
         alert(

@@ -134,6 +134,12 @@
     clusterMemberLostFor: '',
     clusterMemberLostWindow: '10m',
 
+    // Static shards (#31): an index served by nobody; processes that disagree on the count.
+    shardsMissingSeverity: 'critical',
+    shardsMissingFor: '5m',
+    shardingMismatchSeverity: 'warning',
+    shardingMismatchFor: '10m',
+
     // Prometheus cannot scrape the exporter (up{jobSelector} == 0).
     exporterDownSeverity: 'critical',
     exporterDownFor: '5m',

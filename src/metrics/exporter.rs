@@ -63,6 +63,10 @@ pub struct TenantSourcesStatus {
 pub struct ExporterMetrics {
     build_info: Family<BuildLabels, Gauge>,
     shard_info: Family<ShardLabels, Gauge>,
+    /// The shard index and count as values, for arithmetic across targets (#31: the model is
+    /// kube-state-metrics' `kube_state_metrics_shard_ordinal` and `_total_shards`).
+    shard_ordinal: Gauge,
+    shard_count: Gauge,
     config_reload_success: Gauge,
     config_reload_timestamp: FloatGauge,
     /// Per tenant file: 1 if its latest read was used, 0 if it keeps its last good tenants.
@@ -93,6 +97,8 @@ impl ExporterMetrics {
         let m = ExporterMetrics {
             build_info: Family::default(),
             shard_info: Family::default(),
+            shard_ordinal: Gauge::default(),
+            shard_count: Gauge::default(),
             config_reload_success: Gauge::default(),
             config_reload_timestamp: FloatGauge::default(),
             tenant_file_success: Family::default(),
@@ -114,6 +120,16 @@ impl ExporterMetrics {
             "mde_exporter_shard_info",
             "The shard this process serves (--shard.index of --shard.count; index 0 of 1 when not sharded), value 1. Two targets with the same index and count serve the same tenants twice",
             m.shard_info.clone(),
+        );
+        r.register(
+            "mde_exporter_shard_ordinal",
+            "This process's --shard.index as a value (0 when not sharded), for MdeExporterShardsMissing",
+            m.shard_ordinal.clone(),
+        );
+        r.register(
+            "mde_exporter_total_shards",
+            "This process's --shard.count as a value (1 when not sharded), for MdeExporterShardsMissing and MdeExporterShardingMismatch",
+            m.shard_count.clone(),
         );
         r.register(
             "mde_exporter_config_last_reload_successful",
@@ -184,6 +200,8 @@ impl ExporterMetrics {
                 count: count.to_string(),
             })
             .set(1);
+        m.shard_ordinal.set(i64::from(index));
+        m.shard_count.set(i64::from(count));
         m
     }
 

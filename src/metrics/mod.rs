@@ -120,6 +120,8 @@ const EXPOSITION_ORDER: &[&str] = &[
     "mde_api_quota_*",
     "mde_exporter_build_info",
     "mde_exporter_shard_info",
+    "mde_exporter_shard_ordinal",
+    "mde_exporter_total_shards",
     "mde_exporter_poll_success",
     "mde_exporter_last_poll_success_timestamp_seconds",
     "mde_exporter_poll_duration_seconds",
