@@ -368,6 +368,19 @@ local util = import 'lib/util.libsonnet';
           ]),
         ),
 
+        // See: #32 item 14. Result links to a host outside trusted_result_hosts: every such
+        // result is given up; a new storage host form would fail every transcript.
+        alert(
+          'MdeLiveResponseResultLinksUntrusted', c.resultLinksUntrustedSeverity, c.resultLinksUntrustedFor,
+          'sum by (tenant) (increase(mde_liveresponse_result_fetch_failures_total{%s,reason="untrusted_link"}[%s])) > 0' % [c.jobSelector, c.resultLinksUntrustedWindow],
+          'Result links of tenant {{ $labels.tenant }} point to an untrusted host',
+          text([
+            'The API handed out result links of tenant {{ $labels.tenant }} to a host outside',
+            'trusted_result_hosts; those results were given up unread',
+            '(mde_liveresponse_result_fetch_failures_total{reason="untrusted_link"}).',
+          ]),
+        ),
+
         // See: #31. A cluster member cannot reach the cluster's database: it stops polling
         // its tenants when their leases run out, and nobody else can take them meanwhile.
         alert(

@@ -123,6 +123,11 @@
     tenantServedTwiceSeverity: 'warning',
     tenantServedTwiceFor: '10m',
 
+    // Result links to a host outside trusted_result_hosts, within the window (#32 item 14).
+    resultLinksUntrustedSeverity: 'warning',
+    resultLinksUntrustedFor: '',
+    resultLinksUntrustedWindow: '15m',
+
     // Cluster mode (#31): a member that cannot reach the database; configured tenants owned
     // by nobody for longer than two lease durations (default 30s each); a member lost (its
     // tenants taken over from expired leases) within the window.

@@ -16,14 +16,6 @@ use super::model::{self, DownloadLink, Transcript, redact_url};
 use super::send::{http_span, transport};
 use super::{Client, DOWNLOAD, DOWNLOAD_URL_TEMPLATE, Error, Slot};
 
-/// Hosts result downloads may come from: the blob storage of each Microsoft cloud. Anything
-/// else (loopback, link-local, another company's host) is refused before a byte is sent.
-pub const BLOB_HOST_SUFFIXES: &[&str] = &[
-    ".blob.core.windows.net",
-    ".blob.core.usgovcloudapi.net",
-    ".blob.core.chinacloudapi.cn",
-];
-
 impl Client {
     /// Download a `RunScript` result and read it as a transcript. The link is the credential:
     /// no bearer token is sent. Bodies over `max_bytes` are refused as they stream in; the
@@ -162,9 +154,9 @@ impl Client {
             && matches!(url.host(), Some(url::Host::Domain(_)))
             && url.host_str().is_some_and(|h| {
                 let h = h.to_ascii_lowercase();
-                BLOB_HOST_SUFFIXES
+                self.trusted_hosts
                     .iter()
-                    .any(|s| h.ends_with(s) && h.len() > s.len())
+                    .any(|s| h.ends_with(s.as_str()) && h.len() > s.len())
             })
     }
 }

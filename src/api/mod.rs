@@ -85,6 +85,8 @@ pub struct Client {
     /// The API is on a loopback host (the simulator, tests): result links may then come from
     /// that same origin too.
     api_is_loopback: bool,
+    /// Host suffixes result links may point to (`trusted_result_hosts`, #32 item 14).
+    trusted_hosts: Arc<[String]>,
     tenant: String,
     /// Shared with [`Client::sibling`]s: one token cache per tenant.
     auth: Arc<auth::TokenSource>,
@@ -115,6 +117,10 @@ impl Client {
         Ok(Client {
             api_origin: api.origin().ascii_serialization(),
             api_is_loopback: is_loopback(&api),
+            trusted_hosts: crate::config::DEFAULT_TRUSTED_RESULT_HOSTS
+                .iter()
+                .map(|h| h.to_string())
+                .collect(),
             http,
             api,
             tenant: t.name.clone(),
@@ -152,6 +158,13 @@ impl Client {
     }
 
     /// The tenant's quota this client spends.
+    /// Trust result links to hosts ending in one of `suffixes` (`trusted_result_hosts`), in
+    /// place of the built-in list.
+    pub fn with_trusted_hosts(mut self, suffixes: &[String]) -> Client {
+        self.trusted_hosts = suffixes.iter().map(|h| h.to_ascii_lowercase()).collect();
+        self
+    }
+
     pub fn quota(&self) -> &SharedQuota {
         &self.quota
     }
@@ -164,6 +177,7 @@ impl Client {
             api: self.api.clone(),
             api_origin: self.api_origin.clone(),
             api_is_loopback: self.api_is_loopback,
+            trusted_hosts: self.trusted_hosts.clone(),
             tenant: self.tenant.clone(),
             auth: self.auth.clone(),
             quota: self.quota.clone(),
@@ -527,6 +541,16 @@ mod tests {
         assert!(ok(&real, "https://acct.blob.core.windows.net/c/b?sig=x"));
         assert!(ok(&real, "https://ACCT.BLOB.CORE.USGOVCLOUDAPI.NET/c/b"));
         assert!(ok(&real, "https://a.blob.core.chinacloudapi.cn:444/c/b"));
+        // Azure Storage's DNS-zone endpoints are trusted by default (#32 item 14).
+        assert!(ok(&real, "https://acct.z12.blob.storage.azure.net/c/b"));
+        // A configured list replaces the built-in one.
+        let narrowed = client("https://api.securitycenter.microsoft.com")
+            .with_trusted_hosts(&[".blob.example-sovereign.cloud".to_string()]);
+        assert!(ok(
+            &narrowed,
+            "https://acct.BLOB.example-sovereign.cloud/c/b"
+        ));
+        assert!(!ok(&narrowed, "https://acct.blob.core.windows.net/c/b"));
         for bad in [
             "http://acct.blob.core.windows.net/c/b",
             "https://blob.core.windows.net/c/b",

@@ -203,12 +203,12 @@ fn prepare(
         );
         let quota: SharedQuota = kept.unwrap_or_else(|| Quota::shared(&t.quota));
         quotas.insert(t.name.clone(), quota.clone());
-        let client = Client::new(t, http.clone(), quota, metrics.clone()).map_err(|source| {
-            Error::Client {
+        let client = Client::new(t, http.clone(), quota, metrics.clone())
+            .map_err(|source| Error::Client {
                 tenant: t.name.clone(),
                 source,
-            }
-        })?;
+            })?
+            .with_trusted_hosts(&config.trusted_result_hosts);
         // The API's clock carries over while the tenant's API is the same (#24 item 7).
         let clock = carried(
             previous,

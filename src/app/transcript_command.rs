@@ -82,10 +82,12 @@ pub async fn run(config: &Config, req: &Request) -> Result<Printed, Error> {
         &metrics,
     );
     let quota = Quota::shared(&tenant.quota);
-    let client = Client::new(tenant, http, quota, metrics).map_err(|error| Error::Api {
-        tenant: tenant.name.clone(),
-        error,
-    })?;
+    let client = Client::new(tenant, http, quota, metrics)
+        .map_err(|error| Error::Api {
+            tenant: tenant.name.clone(),
+            error,
+        })?
+        .with_trusted_hosts(&config.trusted_result_hosts);
     // The same quota rules as the collector: wait for room, but not for ever.
     let wait = || QuotaWait::Until(Instant::now() + config.request_timeout);
     let api = |error| Error::Api {

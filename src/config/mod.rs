@@ -69,6 +69,16 @@ pub use crate::config::shard::shard_of;
 use self::check::{Invalid, check_range};
 use self::tenant::RawTenant;
 
+/// The host suffixes result links are trusted from when `trusted_result_hosts` is not set:
+/// the blob storage of each Microsoft cloud and Azure Storage's DNS-zone endpoints
+/// (`<account>.z<NN>.blob.storage.azure.net`). See: #32 item 14
+pub const DEFAULT_TRUSTED_RESULT_HOSTS: &[&str] = &[
+    ".blob.core.windows.net",
+    ".blob.core.usgovcloudapi.net",
+    ".blob.core.chinacloudapi.cn",
+    ".blob.storage.azure.net",
+];
+
 /// Requests in flight across all tenants when the configuration does not say.
 pub const DEFAULT_MAX_REQUESTS_IN_FLIGHT: usize = 64;
 
@@ -112,6 +122,9 @@ struct RawFile {
     /// A cluster of exporters on PostgreSQL (#31).
     #[serde(default)]
     pub cluster: Option<cluster::RawCluster>,
+    /// Host suffixes result links may point to (#32 item 14).
+    #[serde(default)]
+    pub trusted_result_hosts: Option<Vec<String>>,
     /// Keys every tenant entry inherits unless it sets them (#34).
     #[serde(default)]
     pub tenant_defaults: Option<RawTenant>,
@@ -230,6 +243,9 @@ pub struct Config {
     pub script_metrics: ScriptMetrics,
     /// This exporter as a member of a cluster on PostgreSQL (#31); `None`: one process.
     pub cluster: Option<ClusterConfig>,
+    /// Host suffixes result links are trusted from ([`DEFAULT_TRUSTED_RESULT_HOSTS`] unless
+    /// configured).
+    pub trusted_result_hosts: Vec<String>,
     pub tenants: Vec<Tenant>,
     /// Tenants refused alone: their sign-in cannot be resolved (#34). `--config.check`
     /// fails on them; serving goes on with the others.
@@ -257,11 +273,54 @@ impl Default for Config {
             proxy: None,
             script_metrics: ScriptMetrics::default(),
             cluster: None,
+            trusted_result_hosts: default_trusted_result_hosts(),
             tenants: Vec::new(),
             refused: Vec::new(),
             tenant_files: TenantSources::default(),
         }
     }
+}
+
+fn default_trusted_result_hosts() -> Vec<String> {
+    DEFAULT_TRUSTED_RESULT_HOSTS
+        .iter()
+        .map(|h| h.to_string())
+        .collect()
+}
+
+/// `trusted_result_hosts`: each a host suffix starting with a dot, of at least two DNS labels
+/// (`.blob.example.net`, not `.net`), lower-cased.
+fn check_trusted_hosts(list: Vec<String>) -> Result<Vec<String>, Invalid> {
+    if list.is_empty() {
+        return Err(Invalid::new(
+            "trusted_result_hosts",
+            "must list at least one host suffix (leave the key out for the built-in list)",
+        ));
+    }
+    list.into_iter()
+        .enumerate()
+        .map(|(i, h)| {
+            let h = h.trim().to_ascii_lowercase();
+            let labels: Vec<&str> = h.strip_prefix('.').unwrap_or("").split('.').collect();
+            let valid = h.starts_with('.')
+                && labels.len() >= 2
+                && labels.iter().all(|l| {
+                    !l.is_empty()
+                        && l.len() <= 63
+                        && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+                });
+            if valid {
+                Ok(h)
+            } else {
+                Err(Invalid::new(
+                    format!("trusted_result_hosts[{i}]"),
+                    format!(
+                        "{h:?} is not a host suffix: start it with a dot and give at least two DNS labels, like \".blob.core.windows.net\""
+                    ),
+                ))
+            }
+        })
+        .collect()
 }
 
 fn default_poll_interval() -> Duration {
@@ -345,6 +404,10 @@ impl Config {
                 )
             }
         };
+        let trusted_result_hosts = match raw.trusted_result_hosts {
+            None => default_trusted_result_hosts(),
+            Some(list) => check_trusted_hosts(list)?,
+        };
         let rules = raw.script_metrics;
         let mut narrowed = std::collections::BTreeMap::new();
         if let Some(d) = &raw.tenant_defaults {
@@ -412,6 +475,7 @@ impl Config {
             proxy,
             script_metrics: ScriptMetrics { rules, narrowed },
             cluster,
+            trusted_result_hosts,
             tenants,
             refused,
             tenant_files,
@@ -522,5 +586,41 @@ mod tests {
         for n in a {
             assert_eq!(shard_of(&n, 2), 0);
         }
+    }
+
+    /// The hosts result links are trusted from: the built-in list with Azure Storage's
+    /// DNS-zone endpoints, or the configured one, each checked. See: #32 item 14
+    #[test]
+    fn trusted_result_hosts_default_and_configured() {
+        let c = parse(GOOD).unwrap();
+        assert!(
+            c.trusted_result_hosts
+                .contains(&".blob.storage.azure.net".to_string())
+        );
+        assert!(
+            c.trusted_result_hosts
+                .contains(&".blob.core.windows.net".to_string())
+        );
+        let c = parse(&format!(
+            "trusted_result_hosts: ['.BLOB.example-sovereign.cloud']\n{GOOD}"
+        ))
+        .unwrap();
+        assert_eq!(c.trusted_result_hosts, [".blob.example-sovereign.cloud"]);
+        assert_errors(&[
+            (
+                format!("trusted_result_hosts: []\n{GOOD}"),
+                "config file cfg.yml: trusted_result_hosts: must list at least one host suffix (leave the key out for the built-in list)",
+            ),
+            (
+                format!("trusted_result_hosts: ['.net']\n{GOOD}"),
+                "config file cfg.yml: trusted_result_hosts[0]: \".net\" is not a host suffix: start it with a dot and give at least two DNS labels, like \".blob.core.windows.net\"",
+            ),
+            (
+                format!(
+                    "trusted_result_hosts: ['.blob.core.windows.net', 'evil.example/x']\n{GOOD}"
+                ),
+                "config file cfg.yml: trusted_result_hosts[1]: \"evil.example/x\" is not a host suffix: start it with a dot and give at least two DNS labels, like \".blob.core.windows.net\"",
+            ),
+        ]);
     }
 }
