@@ -2,7 +2,7 @@
 """Cluster takeover benchmark (#31): three exporter members on one PostgreSQL database and the
 simulator serving N tenants; the member owning the most tenants is killed with -9, again and
 again, and the time until every one of its tenants has been polled by another member is
-measured (p50 and max). Also: database transactions per tenant poll, and each member's RSS.
+measured (p50 and max). Also: database transactions and WAL bytes per tenant poll, the database's CPU, and each member's RSS.
 
 Not a test: figures for docs/benchmarks.md. Needs the libpq variables of a PostgreSQL server
 (PGHOST, PGPORT, PGUSER, PGPASSWORD: run it under `pg_virtualenv`) and a built exporter
@@ -38,6 +38,33 @@ def polled(text):
         out[m.group(1)] = float(m.group(2))
     return out
 
+def postgres_cpu_s():
+    """CPU seconds (user + system) of every postgres process on this machine."""
+    total = 0
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            stat = open(f"/proc/{pid}/stat").read()
+            if "(postgres)" not in stat:
+                continue
+            fields = stat.rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+        except OSError:
+            continue
+    return total / os.sysconf("SC_CLK_TCK")
+
+def wal_bytes():
+    return int(psql("SELECT pg_current_wal_lsn() - '0/0'::pg_lsn"))
+
+def polls_done(ports):
+    """Polls recorded over the members (mde_exporter_poll_duration_seconds_count)."""
+    n = 0.0
+    for port in ports:
+        for m in re.finditer(r'^mde_exporter_poll_duration_seconds_count\{[^}]*\} (\S+)$', scrape(port), re.M):
+            n += float(m.group(1))
+    return n
+
 def rss_mib(pid):
     for line in open(f"/proc/{pid}/status"):
         if line.startswith("VmRSS:"):
@@ -50,6 +77,7 @@ def main():
     a.add_argument("--kills", type=int, default=5)
     a.add_argument("--lease", type=int, default=6)
     a.add_argument("--poll", type=float, default=1.0)
+    a.add_argument("--start-timeout", type=int, default=120)
     args = a.parse_args()
     for k in ("PGHOST", "PGPORT", "PGUSER", "PGPASSWORD"):
         if k not in os.environ:
@@ -91,16 +119,20 @@ def main():
     try:
         for n in ("m0", "m1", "m2"):
             start(n)
-        deadline = time.time() + 120
+        deadline = time.time() + args.start_timeout
         while len(owners()) < args.tenants:
             if time.time() > deadline:
-                sys.exit("not every tenant was polled within 120 s")
+                sys.exit(f"not every tenant was polled within {args.start_timeout} s")
             time.sleep(0.5)
         time.sleep(args.lease)
         commits0 = int(psql("SELECT xact_commit FROM pg_stat_database WHERE datname = 'mde_bench_cluster'"))
-        time.sleep(20)
+        ports = [port for _, port in members.values()]
+        cpu0, wal0, window, polls0 = postgres_cpu_s(), wal_bytes(), 20, polls_done(ports)
+        time.sleep(window)
         commits = int(psql("SELECT xact_commit FROM pg_stat_database WHERE datname = 'mde_bench_cluster'")) - commits0
-        tenant_polls = args.tenants * 20 / args.poll
+        db_cpu = (postgres_cpu_s() - cpu0) / window
+        wal = wal_bytes() - wal0
+        tenant_polls = max(polls_done(ports) - polls0, 1)
         rss = {n: rss_mib(p.pid) for n, (p, _) in members.items()}
         takeovers = []
         nxt = 3
@@ -130,7 +162,10 @@ def main():
             "tenants": args.tenants, "lease_s": args.lease, "poll_interval_s": args.poll, "kills": args.kills,
             "takeover_p50_s": round(statistics.median(takeovers), 2), "takeover_max_s": round(max(takeovers), 2),
             "takeovers_s": [round(x, 2) for x in takeovers],
+            "tenant_polls_in_window": int(tenant_polls),
             "db_transactions_per_tenant_poll": round(commits / tenant_polls, 2),
+            "db_wal_bytes_per_tenant_poll": round(wal / tenant_polls),
+            "db_cpu_share_of_a_core": round(db_cpu, 3),
             "rss_mib_per_member": {n: round(v, 1) for n, v in rss.items()},
             "exporter": binary,
         }, indent=2))
