@@ -105,6 +105,11 @@ impl Handle {
     /// Stop polling, stop serving, and wait for both; then push the metrics one last time
     /// (when pushing), with the values the collectors left.
     pub async fn shutdown(self) -> Result<(), Error> {
+        // A cluster member first lets each tenant finish the result it is fetching (at most
+        // one lease round, and 5 s), so the next owners ask for no link again (#31).
+        if let Some(o) = shared_now(&self.current).ownership.clone() {
+            o.stop_all(o.grace().min(Duration::from_secs(5))).await;
+        }
         let _ = self.shutdown.send(true);
         let _ = self.supervisor.await;
         if let Some(m) = self.membership {

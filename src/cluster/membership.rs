@@ -94,6 +94,8 @@ pub struct Ownership {
     view: RwLock<ClusterView>,
     /// Bumped at every change of what is held.
     changed: watch::Sender<u64>,
+    /// Shutting down: take no tenant any more.
+    leaving: std::sync::atomic::AtomicBool,
 }
 
 impl Ownership {
@@ -108,6 +110,7 @@ impl Ownership {
             fence,
             held: Mutex::new(HashMap::new()),
             changed: watch::channel(0).0,
+            leaving: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -142,6 +145,29 @@ impl Ownership {
     /// up (one lease round).
     pub fn grace(&self) -> Duration {
         Membership::tick(self.lease)
+    }
+
+    /// Shutdown: give every tenant up the way a hand-over does (each task finishes the
+    /// result it is fetching, then stops), waiting at most `grace`; the lease loop releases
+    /// the leases when it ends. So a SIGTERM makes the next owners ask for no link again.
+    pub async fn stop_all(&self, grace: Duration) {
+        self.leaving
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        let held: Vec<String> = self.held_names().into_iter().collect();
+        for t in &held {
+            self.begin_release(t);
+        }
+        let until = Instant::now() + grace;
+        while Instant::now() < until {
+            let pending = self
+                .lock()
+                .values()
+                .any(|h| h.releasing.is_some() && !h.acked);
+            if !pending {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// The tenant's task has stopped the tenant it is giving up (at `epoch`).
@@ -432,7 +458,11 @@ impl Membership {
         lease::release(c, holder, &ready).await.map_err(db)?;
         let mut acquired = 0;
         let mut taken_over = 0;
-        for t in &plan.acquire {
+        let leaving = self
+            .ownership
+            .leaving
+            .load(std::sync::atomic::Ordering::Relaxed);
+        for t in plan.acquire.iter().filter(|_| !leaving) {
             let Some((epoch, died)) = lease::acquire(c, t, &me, holder, lease_d)
                 .await
                 .map_err(db)?

@@ -144,6 +144,7 @@ async fn issue_31_members_die_and_nothing_is_lost_or_counted_twice() {
     );
 
     // kill -9: a's tenants go to b and c once its lease runs out.
+    let a_had = served(a.addr).await.len();
     a.kill();
     let a_logs = a.logs();
     if let Ok(dir) = std::env::var("CLUSTER_TEST_LOGS") {
@@ -202,6 +203,7 @@ async fn issue_31_members_die_and_nothing_is_lost_or_counted_twice() {
     let restart = std::process::Command::new("pg_ctlcluster")
         .args([&version, "regress", "restart"])
         .status();
+    let restarted = matches!(&restart, Ok(s) if s.success());
     match restart {
         Ok(s) if s.success() => tokio::time::sleep(LEASE).await,
         other => {
@@ -248,24 +250,43 @@ async fn issue_31_members_die_and_nothing_is_lost_or_counted_twice() {
         assert_eq!(m.terminate(), Some(0));
         logs.extend(m.logs());
     }
-    // Once each (one fetch a member was killed or frozen in may be repeated), and no 429.
+    // Results given up (the simulator serves some unreadable transcripts on purpose) are
+    // tried again by design, in one process too: their links are not checked here.
+    let mut given_up = std::collections::BTreeSet::new();
+    for line in &logs {
+        if let Ok(v) = serde_json::from_str::<serde_json::Value>(line)
+            && v["msg"] == "giving up on a command result"
+        {
+            given_up.insert((
+                v["tenant"].as_str().unwrap_or_default().to_string(),
+                v["action_id"].as_str().unwrap_or_default().to_string(),
+                v["index"].to_string().trim_matches('"').to_string(),
+            ));
+        }
+    }
+    // Every other link once (one fetch a member was killed, frozen or cut off in may be
+    // repeated), and no 429.
     let mut repeated = 0;
     let mut throttled = 0;
-    for sim in &sims {
+    for (i, sim) in sims.iter().enumerate() {
         let stats = sim.stats();
-        // Known gap (#31 note): the quota windows are saved every lease round and at each
-        // hand-over, so a member killed with -9 (or frozen) takes the sends of its last round
-        // with it; the next owner may then meet one 429, which it obeys. At most one per
-        // member lost that way (two here).
+        // The quota windows are saved every lease round and at each hand-over, and a
+        // takeover from a member that died counts its unknown last round at its pace; a
+        // member that sped up in its last round can still cause one 429, which the next
+        // owner obeys.
         throttled += stats.throttled.values().sum::<u64>();
-        for (key, n) in &stats.link_requests {
-            assert!(*n <= 2, "{key:?} asked for {n} times");
+        let tenant = format!("tenant-{i}");
+        for ((action, index), n) in &stats.link_requests {
+            if given_up.contains(&(tenant.clone(), action.clone(), index.to_string())) {
+                continue;
+            }
+            assert!(*n <= 2, "{tenant} {action} {index} asked for {n} times");
             repeated += n - 1;
         }
     }
-    // At most one repeated link per hand-over (the fetch a member was in when it lost or gave
-    // up the tenant: its commit is fenced, so the next owner asks again; counted once). The
-    // hand-overs are the epochs past each tenant's first lease.
+    // At most one repeated link per tenant a member lost abruptly (killed, frozen, or every
+    // tenant when the database restarted): the fetch it was in, whose commit is fenced. A
+    // tenant handed over (scaling, SIGTERM) finishes its fetch first: none.
     let handovers: i64 = db
         .query_one(
             "SELECT COALESCE(SUM(epoch - 1), 0)::bigint FROM mde_lease",
@@ -275,11 +296,14 @@ async fn issue_31_members_die_and_nothing_is_lost_or_counted_twice() {
         .unwrap()
         .get(0);
     eprintln!("{repeated} links asked twice over {handovers} hand-overs; {throttled} throttled");
+    let abrupt = a_had + c_had.len() + if restarted { TENANTS } else { 0 };
     assert!(
-        repeated <= u64::try_from(handovers).unwrap(),
-        "{repeated} result links asked for twice, {handovers} hand-overs"
+        repeated <= abrupt as u64,
+        "{repeated} result links asked for twice, {abrupt} tenants lost abruptly"
     );
-    assert!(throttled <= 2, "{throttled} calls throttled");
+    // No 429 was seen in the runs since the takeover pads the dead member's last round; one
+    // is tolerated (the pad assumes the dead member kept its pace; see docs/cluster.md).
+    assert!(throttled <= 1, "{throttled} calls throttled");
     // Every transcript logged once, summed over every member's log.
     let mut events: BTreeMap<(String, String, String), u32> = BTreeMap::new();
     for line in &logs {
