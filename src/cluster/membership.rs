@@ -15,7 +15,6 @@
 //! database away, or the process stopped) stops polling before its lease can pass to another.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
@@ -491,17 +490,26 @@ impl Membership {
             acquired += 1;
             taken_over += u64::from(died);
         }
-        // The quota windows of the tenants held, when they changed since last saved.
+        // The quota windows of the tenants held, when a call was sent since last saved (old
+        // sends leaving the windows are no reason to write), sent together.
+        let mut changed = Vec::new();
         for t in self.ownership.held_names() {
             if let Some(value) = (self.sources.quota)(&t) {
-                let mut h = DefaultHasher::new();
-                value.hash(&mut h);
-                let sum = h.finish();
+                let sum = crate::quota::fingerprint(&value);
                 if self.saved_quota.get(&t) != Some(&sum) {
-                    lease::save_quota(c, &t, holder, &value).await.map_err(db)?;
-                    self.saved_quota.insert(t, sum);
+                    changed.push((t, value, sum));
                 }
             }
+        }
+        futures_util::future::try_join_all(
+            changed
+                .iter()
+                .map(|(t, value, _)| lease::save_quota(c, t, holder, value)),
+        )
+        .await
+        .map_err(db)?;
+        for (t, _, sum) in changed {
+            self.saved_quota.insert(t, sum);
         }
         if self.last_prune.is_none_or(|p| p.elapsed() >= PRUNE_EVERY) {
             let owned: Vec<String> = self.ownership.held_names().into_iter().collect();

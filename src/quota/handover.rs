@@ -13,6 +13,20 @@ use tokio::time::Instant;
 
 use super::Quota;
 
+/// What changes in a [`Quota::snapshot`] when a call is sent, and not when old sends leave
+/// the windows: the newest send of each budget. A snapshot is worth saving again only when
+/// this changed (saving every pruned window cost a write per tenant per lease round).
+pub fn fingerprint(snapshot: &[u8]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    if let Ok(parsed) = serde_json::from_slice::<BTreeMap<String, Vec<i64>>>(snapshot) {
+        for (k, sends) in parsed {
+            (k, sends.last().copied()).hash(&mut h);
+        }
+    }
+    h.finish()
+}
+
 impl Quota {
     /// The sends inside each budget's hour window (the minute window's are among them), as
     /// Unix ms by the wall clock `wall_ms` read at `now`.
@@ -160,6 +174,21 @@ mod tests {
             60
         );
         assert_eq!(padded.remaining(ep, here), 0);
+        // Old sends leaving the windows do not make the snapshot worth saving again; a new
+        // send does.
+        let mut q = Quota::new(&cfg);
+        q.try_acquire(ep, start).unwrap();
+        q.try_acquire(ep, later).unwrap();
+        let before = super::fingerprint(&q.snapshot(later, wall + 590_000));
+        let pruned =
+            super::fingerprint(&q.snapshot(start + Duration::from_secs(3700), wall + 3_700_000));
+        assert_eq!(before, pruned);
+        q.try_acquire(ep, start + Duration::from_secs(3700))
+            .unwrap();
+        assert_ne!(
+            super::fingerprint(&q.snapshot(start + Duration::from_secs(3700), wall + 3_700_000)),
+            before
+        );
         // Junk changes nothing.
         let mut fresh = Quota::new(&cfg);
         assert_eq!(fresh.seed(b"{not json", here, wall), 0);

@@ -11,6 +11,8 @@
 
 mod handover;
 
+pub use handover::fingerprint;
+
 use std::collections::VecDeque;
 use std::time::Duration;
 
