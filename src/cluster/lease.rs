@@ -234,6 +234,24 @@ pub async fn save_quota(
     .await
 }
 
+/// Mark the saved quota windows of `tenants` current as of now (no call was sent since they
+/// were saved): the next owner after a death counts as unknown only what follows.
+pub async fn touch_quota(
+    c: &Client,
+    holder: i64,
+    tenants: &[String],
+) -> Result<u64, tokio_postgres::Error> {
+    if tenants.is_empty() {
+        return Ok(0);
+    }
+    c.execute(
+        "UPDATE mde_quota q SET saved_at = now() FROM mde_lease l
+         WHERE q.tenant = ANY($2) AND l.tenant = q.tenant AND l.holder = $1",
+        &[&holder, &tenants],
+    )
+    .await
+}
+
 /// Forget results, not-run commands and final actions counted longer ago than `keep` for
 /// `tenants`: discovery no longer lists them (they are older than the lookback window).
 pub async fn prune(

@@ -493,14 +493,19 @@ impl Membership {
         // The quota windows of the tenants held, when a call was sent since last saved (old
         // sends leaving the windows are no reason to write), sent together.
         let mut changed = Vec::new();
+        let mut current = Vec::new();
         for t in self.ownership.held_names() {
             if let Some(value) = (self.sources.quota)(&t) {
                 let sum = crate::quota::fingerprint(&value);
                 if self.saved_quota.get(&t) != Some(&sum) {
                     changed.push((t, value, sum));
+                } else {
+                    current.push(t);
                 }
             }
         }
+        // Unchanged ones are current as of this round, in one statement.
+        lease::touch_quota(c, holder, &current).await.map_err(db)?;
         futures_util::future::try_join_all(
             changed
                 .iter()
