@@ -173,7 +173,7 @@ async fn issue_31_members_die_and_nothing_is_lost_or_counted_twice() {
     signal(&c, "-STOP");
     tokio::time::sleep(LEASE * 3).await;
     let mut during = BTreeSet::new();
-    for _ in 0..50 {
+    for _ in 0..150 {
         during = served(d.addr).await;
         if during.len() == TENANTS {
             break;
