@@ -130,3 +130,72 @@ async fn issue_31_a_database_of_something_else_is_refused() {
     assert!(!out.status.success());
     assert!(err.contains("belongs to \"someone-else\""), "{err}");
 }
+
+/// `--state.import`: the state of one process moves into the cluster's database, and the
+/// member that takes the tenant asks for no result again; importing twice adds nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issue_31_state_import_recounts_nothing() {
+    use crate::common::{Binary, config_dir, eventually, results_done, scrape, start_sim};
+    let Some(vars) = super::server() else { return };
+    let url = super::database(&vars, "mde_cluster_import").await;
+    let (sim, addr) = start_sim(mde_sim::SimConfig {
+        actions: 12,
+        ..mde_sim::SimConfig::default()
+    })
+    .await;
+    let (dir, config, state) = config_dir(&sim, addr);
+    // One process counts everything into its state file.
+    let truth = sim.truth();
+    let want = (truth.transcripts.len() + truth.files.len()) as f64;
+    let (config2, state2) = (config.clone(), state.clone());
+    let mut one =
+        tokio::task::spawn_blocking(move || Binary::on_state(&config2, &state2, &[], &[]))
+            .await
+            .unwrap();
+    let a = one.addr;
+    eventually(
+        "every result counted by the single process",
+        || async move { results_done(&scrape(a).await) >= want },
+    )
+    .await;
+    assert_eq!(one.terminate(), Some(0));
+    let asked: u64 = sim.stats().link_requests.values().sum();
+    // The same tenant as a cluster member, importing the file.
+    let text = std::fs::read_to_string(&config).unwrap();
+    let cluster = dir.path().join("cluster.yml");
+    std::fs::write(
+        &cluster,
+        format!("cluster:\n  postgres_url: {url}\n  lease_duration: 3s\n  member: m1\n{text}"),
+    )
+    .unwrap();
+    for _ in 0..2 {
+        let (cluster, state) = (cluster.clone(), state.clone());
+        let mut member = tokio::task::spawn_blocking(move || {
+            Binary::on_config(&cluster, &["--state.import", state.to_str().unwrap()], &[])
+        })
+        .await
+        .unwrap();
+        let m = member.addr;
+        eventually("the member polls the tenant", || async move {
+            crate::common::sum(&scrape(m).await, "mde_exporter_poll_success", &[]) == 1.0
+        })
+        .await;
+        // A few polls: nothing is asked for again.
+        tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+        assert_eq!(member.terminate(), Some(0));
+        let logs = member.logs().join("\n");
+        assert!(logs.contains("--state.import"), "{logs}");
+    }
+    let after: u64 = sim.stats().link_requests.values().sum();
+    assert_eq!(after, asked, "results asked for again after the import");
+    let db = super::client(&url).await;
+    let counted: i64 = db
+        .query_one("SELECT count(*) FROM mde_counted WHERE kind = 0", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(
+        counted as f64 >= want,
+        "{counted} counted rows imported, {want} results"
+    );
+}
