@@ -96,15 +96,19 @@ pub(super) fn spawn_membership(
         let current = current.clone();
         Box::new(move || shared_now(&current).quotas.keys().cloned().collect())
     };
-    let quota = Box::new(move |t: &str| {
-        let shared = shared_now(&current);
-        let q = shared.quotas.get(t)?;
-        let mut q = q.lock().unwrap_or_else(PoisonError::into_inner);
-        Some(q.snapshot(
-            tokio::time::Instant::now(),
-            chrono::Utc::now().timestamp_millis(),
-        ))
-    });
+    let quota_of = |current: Current| {
+        move |t: &str| {
+            let shared = shared_now(&current);
+            let q = shared.quotas.get(t)?;
+            let mut q = q.lock().unwrap_or_else(PoisonError::into_inner);
+            Some(q.snapshot(
+                tokio::time::Instant::now(),
+                chrono::Utc::now().timestamp_millis(),
+            ))
+        }
+    };
+    ownership.set_quota_source(Box::new(quota_of(current.clone())));
+    let quota = Box::new(quota_of(current));
     let sources = Sources {
         configured,
         quota,

@@ -169,6 +169,11 @@ impl Ownership {
         }
     }
 
+    /// Where the quota windows written with each state batch come from (see `store::Fence`).
+    pub fn set_quota_source(&self, source: QuotaSource) {
+        self.fence.set_quota_source(source);
+    }
+
     /// The tenant's task has stopped the tenant it is giving up (at `epoch`).
     pub fn ack_release(&self, tenant: &str, epoch: i64) {
         if let Some(h) = self.lock().get_mut(tenant).filter(|h| h.epoch == epoch) {
@@ -261,8 +266,7 @@ impl Ownership {
     }
 }
 
-/// A tenant's quota windows as [`crate::quota::Quota::snapshot`] writes them.
-pub type QuotaSource = Box<dyn Fn(&str) -> Option<Vec<u8>> + Send + Sync>;
+pub use super::store::QuotaSource;
 
 /// How a member learns what it needs from the rest of the process.
 pub struct Sources {

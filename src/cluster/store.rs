@@ -32,7 +32,6 @@ pub const JOB_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The leases this member holds: per tenant, the epoch it took it with. The lease loop keeps
 /// it; every write is checked against it in the database.
-#[derive(Debug)]
 pub struct Fence {
     /// This process's incarnation: the `holder` of its leases.
     pub holder: i64,
@@ -41,6 +40,23 @@ pub struct Fence {
     /// collectors fetch nothing (what they fetched could not be committed, and would be asked
     /// for again).
     store_ok: std::sync::atomic::AtomicBool,
+    /// A tenant's quota windows, written with each of its state batches, so a takeover knows
+    /// every call sent up to the last commit (set once the configuration is in force).
+    quota: std::sync::OnceLock<QuotaSource>,
+}
+
+/// A tenant's quota windows as [`crate::quota::Quota::snapshot`] writes them (`None`: not
+/// configured here).
+pub type QuotaSource = Box<dyn Fn(&str) -> Option<Vec<u8>> + Send + Sync>;
+
+impl std::fmt::Debug for Fence {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Fence")
+            .field("holder", &self.holder)
+            .field("epochs", &self.epochs)
+            .field("store_ok", &self.store_ok)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Fence {
@@ -49,7 +65,12 @@ impl Fence {
             holder,
             epochs: Mutex::new(HashMap::new()),
             store_ok: std::sync::atomic::AtomicBool::new(true),
+            quota: std::sync::OnceLock::new(),
         }
+    }
+    /// Where the quota windows written with each batch come from (once).
+    pub fn set_quota_source(&self, source: QuotaSource) {
+        let _ = self.quota.set(source);
     }
     /// Whether the database took the last write and lease round.
     pub fn store_ok(&self) -> bool {
@@ -97,6 +118,7 @@ enum Op {
     Track(String, String, Option<Vec<u8>>),
     Series(String, i16, String, String, Option<Vec<u8>>),
     Identity(String, Vec<u8>),
+    Quota(String, Vec<u8>),
 }
 
 fn json<T: serde::Serialize>(v: &T) -> Result<Vec<u8>, String> {
@@ -190,6 +212,13 @@ async fn execute(
             tx.execute(
                 "DELETE FROM mde_series WHERE tenant = $1 AND kind = $2 AND machine = $3 AND script = $4",
                 &[t, kind, m, s],
+            )
+            .await
+        }
+        Op::Quota(t, v) => {
+            tx.execute(
+                "INSERT INTO mde_quota (tenant, value, saved_at) VALUES ($1, $2, now()) ON CONFLICT (tenant) DO UPDATE SET value = EXCLUDED.value, saved_at = now()",
+                &[t, v],
             )
             .await
         }
@@ -351,6 +380,15 @@ impl Storage for PgStore {
                 }
             }
             ops.push(op(w).map_err(|m| self.database(m))?);
+        }
+        // The quota windows of each tenant written, as of now: every call sent up to this
+        // commit is known to the next owner.
+        if let Some(source) = self.fence.quota.get() {
+            for (t, _) in &fenced {
+                if let Some(snapshot) = source(t) {
+                    ops.push(Op::Quota(t.clone(), snapshot));
+                }
+            }
         }
         let (reply, answer) = std::sync::mpsc::sync_channel(1);
         if self.jobs.send(Job { fenced, ops, reply }).is_err() {
