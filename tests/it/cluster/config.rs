@@ -198,4 +198,43 @@ async fn issue_31_state_import_recounts_nothing() {
         counted as f64 >= want,
         "{counted} counted rows imported, {want} results"
     );
+    // A database whose entries of the tenant were recorded for another tenant: refused whole.
+    db.execute(
+        "UPDATE mde_identity SET value = $1",
+        &[&br#"{"tenant_id":"another","api_url":"http://elsewhere/"}"#.to_vec()],
+    )
+    .await
+    .unwrap();
+    let before: i64 = db
+        .query_one("SELECT count(*) FROM mde_counted", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new(BIN)
+            .args([
+                "--config.file",
+                cluster.to_str().unwrap(),
+                "--web.listen-address",
+                "127.0.0.1:0",
+                "--state.import",
+                state.to_str().unwrap(),
+            ])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("the cluster's for another tenant_id or api_url: nothing was imported"),
+        "{err}"
+    );
+    let after: i64 = db
+        .query_one("SELECT count(*) FROM mde_counted", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(before, after);
 }
