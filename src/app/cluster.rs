@@ -67,7 +67,7 @@ pub async fn import(config: &ClusterConfig, path: &std::path::Path) -> anyhow::R
     let state = State::open(Some(path))?;
     let mut client = crate::cluster::connect::connect(&config.postgres_url).await?;
     crate::cluster::schema::migrate(&client).await?;
-    let done = crate::cluster::import::import(&mut client, &state.export())
+    let done = crate::cluster::import::import(&mut client, &state.into_loaded())
         .await
         .map_err(|e| anyhow::anyhow!("--state.import {}: {e}", path.display()))?;
     tracing::info!(file = %path.display(), tenants = done.tenants, rows_added = done.rows, "--state.import: the state file was copied into the cluster database (entries already there kept)");

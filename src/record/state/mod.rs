@@ -126,6 +126,11 @@ impl State {
     /// its lease), replacing whatever was held of it.
     pub fn adopt(&mut self, tenant: &str, loaded: Loaded) {
         self.forget(tenant);
+        self.absorb(loaded, |t| t == tenant);
+    }
+
+    /// Add to the indexes the entries of `loaded` whose tenant `keep` accepts.
+    fn absorb(&mut self, loaded: Loaded, keep: impl Fn(&str) -> bool) {
         let Loaded {
             done,
             actions_seen,
@@ -140,30 +145,29 @@ impl State {
             script_sets,
             identities,
         } = loaded;
-        let mine = |t: &str| t == tenant;
         self.done
-            .extend(done.into_iter().filter(|k| mine(&k.tenant)));
+            .extend(done.into_iter().filter(|k| keep(&k.tenant)));
         self.actions_seen
-            .extend(actions_seen.into_iter().filter(|(t, _)| mine(t)));
+            .extend(actions_seen.into_iter().filter(|(t, _)| keep(t)));
         self.last_runs
-            .extend(last_runs.into_iter().filter(|(k, _)| mine(&k.0)));
+            .extend(last_runs.into_iter().filter(|(k, _)| keep(&k.0)));
         self.discovered
-            .extend(discovered.into_iter().filter(|(t, _)| mine(t)));
+            .extend(discovered.into_iter().filter(|(t, _)| keep(t)));
         self.watermarks
-            .extend(watermarks.into_iter().filter(|(t, _)| mine(t)));
+            .extend(watermarks.into_iter().filter(|(t, _)| keep(t)));
         self.reconciled
-            .extend(reconciled.into_iter().filter(|(t, _)| mine(t)));
+            .extend(reconciled.into_iter().filter(|(t, _)| keep(t)));
         self.tracked
-            .extend(tracked.into_iter().filter(|((t, _), _)| mine(t)));
+            .extend(tracked.into_iter().filter(|((t, _), _)| keep(t)));
         self.not_run
-            .extend(not_run.into_iter().filter(|k| mine(&k.tenant)));
+            .extend(not_run.into_iter().filter(|k| keep(&k.tenant)));
         self.attempts
-            .extend(attempts.into_iter().filter(|(k, _)| mine(&k.0)));
-        self.ran.extend(ran.into_iter().filter(|(k, _)| mine(&k.0)));
+            .extend(attempts.into_iter().filter(|(k, _)| keep(&k.0)));
+        self.ran.extend(ran.into_iter().filter(|(k, _)| keep(&k.0)));
         self.script_sets
-            .extend(script_sets.into_iter().filter(|(k, _)| mine(&k.0)));
+            .extend(script_sets.into_iter().filter(|(k, _)| keep(&k.0)));
         self.identities
-            .extend(identities.into_iter().filter(|(t, _)| mine(t)));
+            .extend(identities.into_iter().filter(|(t, _)| keep(t)));
     }
 
     /// Drop what is held of `tenant` in memory (its stored entries stay): this member lost
@@ -186,54 +190,28 @@ impl State {
 
     /// Everything held, as a store would load it (`--state.import` copies a file's state
     /// into the cluster's database with it).
-    pub fn export(&self) -> Loaded {
+    pub fn into_loaded(self) -> Loaded {
         Loaded {
-            done: self.done.clone(),
-            actions_seen: self.actions_seen.clone(),
-            last_runs: self.last_runs.clone(),
-            discovered: self.discovered.clone(),
-            watermarks: self.watermarks.clone(),
-            reconciled: self.reconciled.clone(),
-            tracked: self.tracked.clone(),
-            not_run: self.not_run.clone(),
-            attempts: self.attempts.clone(),
-            ran: self.ran.clone(),
-            script_sets: self.script_sets.clone(),
-            identities: self.identities.clone(),
+            done: self.done,
+            actions_seen: self.actions_seen,
+            last_runs: self.last_runs,
+            discovered: self.discovered,
+            watermarks: self.watermarks,
+            reconciled: self.reconciled,
+            tracked: self.tracked,
+            not_run: self.not_run,
+            attempts: self.attempts,
+            ran: self.ran,
+            script_sets: self.script_sets,
+            identities: self.identities,
         }
     }
 
     /// The state read from a store, written to it from now on.
     fn from_file((store, loaded): (impl Storage + 'static, Loaded)) -> State {
-        let Loaded {
-            done,
-            actions_seen,
-            last_runs,
-            discovered,
-            watermarks,
-            reconciled,
-            tracked,
-            not_run,
-            attempts,
-            ran,
-            script_sets,
-            identities,
-        } = loaded;
-        State {
-            done,
-            actions_seen,
-            last_runs,
-            discovered,
-            watermarks,
-            reconciled,
-            tracked,
-            not_run,
-            attempts,
-            ran,
-            script_sets,
-            identities,
-            store: Some(Box::new(store)),
-        }
+        let mut state = State::over(store);
+        state.absorb(loaded, |_| true);
+        state
     }
 
     /// Apply `writes` to the storage, if any, in one transaction.
