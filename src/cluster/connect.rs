@@ -120,21 +120,20 @@ fn tls_config(mode: SslMode, rootcert: Option<&str>) -> Result<rustls::ClientCon
     let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .map_err(|e| e.to_string())?;
+    let chain = |r: &str| {
+        WebPkiServerVerifier::builder_with_provider(Arc::new(roots(r)?), provider.clone())
+            .build()
+            .map_err(|e| e.to_string())
+    };
     let verifier: Arc<dyn ServerCertVerifier> = match (mode, rootcert) {
-        (SslMode::VerifyFull, Some(r)) => {
-            WebPkiServerVerifier::builder_with_provider(Arc::new(roots(r)?), provider)
-                .build()
-                .map_err(|e| e.to_string())?
-        }
-        (_, Some(r)) => Arc::new(ChainOnly(
-            WebPkiServerVerifier::builder_with_provider(Arc::new(roots(r)?), provider)
-                .build()
-                .map_err(|e| e.to_string())?,
-        )),
+        (SslMode::VerifyFull, Some(r)) => chain(r)?,
         (SslMode::VerifyCa | SslMode::VerifyFull, None) => {
             return Err("this sslmode needs sslrootcert".into());
         }
-        (_, None) => Arc::new(Unchecked(provider)),
+        (_, r) => Arc::new(Lenient {
+            chain: r.map(chain).transpose()?,
+            provider: provider.clone(),
+        }),
     };
     Ok(builder
         .dangerous()
@@ -142,11 +141,16 @@ fn tls_config(mode: SslMode, rootcert: Option<&str>) -> Result<rustls::ClientCon
         .with_no_client_auth())
 }
 
-/// `verify-ca` (and `require` with a root): the chain is checked, the name is not.
+/// libpq's weaker modes: `verify-ca` (and `prefer`/`require` with a root) check the chain and
+/// not the name; `prefer`/`require` without a root check nothing (docs/cluster.md says to use
+/// `verify-full` across a network). The handshake's signatures are always checked.
 #[derive(Debug)]
-struct ChainOnly(Arc<WebPkiServerVerifier>);
+struct Lenient {
+    chain: Option<Arc<WebPkiServerVerifier>>,
+    provider: Arc<CryptoProvider>,
+}
 
-impl ServerCertVerifier for ChainOnly {
+impl ServerCertVerifier for Lenient {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -155,10 +159,10 @@ impl ServerCertVerifier for ChainOnly {
         ocsp: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        match self
-            .0
-            .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
-        {
+        let Some(chain) = &self.chain else {
+            return Ok(ServerCertVerified::assertion());
+        };
+        match chain.verify_server_cert(end_entity, intermediates, server_name, ocsp, now) {
             Err(rustls::Error::InvalidCertificate(
                 rustls::CertificateError::NotValidForName
                 | rustls::CertificateError::NotValidForNameContext { .. },
@@ -172,48 +176,11 @@ impl ServerCertVerifier for ChainOnly {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls12_signature(message, cert, dss)
-    }
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls13_signature(message, cert, dss)
-    }
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.0.supported_verify_schemes()
-    }
-}
-
-/// `prefer`/`require` without a root: encrypted, the certificate not checked (libpq's
-/// meaning; docs/cluster.md says to use `verify-full` across a network).
-#[derive(Debug)]
-struct Unchecked(Arc<CryptoProvider>);
-
-impl ServerCertVerifier for Unchecked {
-    fn verify_server_cert(
-        &self,
-        _: &CertificateDer<'_>,
-        _: &[CertificateDer<'_>],
-        _: &ServerName<'_>,
-        _: &[u8],
-        _: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
         rustls::crypto::verify_tls12_signature(
             message,
             cert,
             dss,
-            &self.0.signature_verification_algorithms,
+            &self.provider.signature_verification_algorithms,
         )
     }
     fn verify_tls13_signature(
@@ -226,10 +193,12 @@ impl ServerCertVerifier for Unchecked {
             message,
             cert,
             dss,
-            &self.0.signature_verification_algorithms,
+            &self.provider.signature_verification_algorithms,
         )
     }
     fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
     }
 }
