@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 
 use tokio_postgres::Client;
 
+use super::store::{ACTION_SEEN, ATTEMPT, DONE, NOT_RUN, RAN, RUN, SCRIPT_SET};
 use crate::record::state::Loaded;
 
 /// What an import did.
@@ -47,7 +48,7 @@ pub async fn import(client: &mut Client, loaded: &Loaded) -> Result<Imported, St
     let mut rows = 0u64;
     let mut tenants = std::collections::BTreeSet::new();
     let counted = "INSERT INTO mde_counted (tenant, kind, action_id, idx) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING";
-    for (kind, keys) in [(0i16, &loaded.done), (1i16, &loaded.not_run)] {
+    for (kind, keys) in [(DONE, &loaded.done), (NOT_RUN, &loaded.not_run)] {
         for k in keys {
             let idx = i32::try_from(k.index).unwrap_or(i32::MAX);
             rows += tx
@@ -59,7 +60,7 @@ pub async fn import(client: &mut Client, loaded: &Loaded) -> Result<Imported, St
     }
     for (t, id) in &loaded.actions_seen {
         rows += tx
-            .execute(counted, &[t, &2i16, id, &0i32])
+            .execute(counted, &[t, &ACTION_SEEN, id, &0i32])
             .await
             .map_err(db)?;
     }
@@ -91,11 +92,11 @@ pub async fn import(client: &mut Client, loaded: &Loaded) -> Result<Imported, St
     let series = "INSERT INTO mde_series (tenant, kind, machine, script, value) VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING";
     for (k, run) in &loaded.last_runs {
         rows += tx
-            .execute(series, &[&k.0, &0i16, &k.1, &k.2, &json(run)?])
+            .execute(series, &[&k.0, &RUN, &k.1, &k.2, &json(run)?])
             .await
             .map_err(db)?;
     }
-    for (kind, map) in [(1i16, &loaded.attempts), (2i16, &loaded.ran)] {
+    for (kind, map) in [(ATTEMPT, &loaded.attempts), (RAN, &loaded.ran)] {
         for (k, a) in map {
             rows += tx
                 .execute(series, &[&k.0, &kind, &k.1, &k.2, &json(a)?])
@@ -105,7 +106,7 @@ pub async fn import(client: &mut Client, loaded: &Loaded) -> Result<Imported, St
     }
     for (k, set) in &loaded.script_sets {
         rows += tx
-            .execute(series, &[&k.0, &3i16, &k.1, &k.2, set])
+            .execute(series, &[&k.0, &SCRIPT_SET, &k.1, &k.2, set])
             .await
             .map_err(db)?;
     }

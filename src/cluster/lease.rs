@@ -234,6 +234,18 @@ pub async fn save_quota(
     .await
 }
 
+/// Save the quota windows of several tenants (each if this process still holds its lease),
+/// the statements sent together.
+pub async fn save_quotas(
+    c: &Client,
+    holder: i64,
+    quotas: &[(String, Vec<u8>)],
+) -> Result<(), tokio_postgres::Error> {
+    futures_util::future::try_join_all(quotas.iter().map(|(t, q)| save_quota(c, t, holder, q)))
+        .await
+        .map(|_| ())
+}
+
 /// Mark the saved quota windows of `tenants` current as of now (no call was sent since they
 /// were saved): the next owner after a death counts as unknown only what follows.
 pub async fn touch_quota(

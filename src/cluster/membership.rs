@@ -14,7 +14,7 @@
 //! time, which runs on while a process is stopped), so a member that cannot renew (the
 //! database away, or the process stopped) stops polling before its lease can pass to another.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
@@ -447,18 +447,12 @@ impl Membership {
             self.ownership.begin_release(t);
         }
         let ready = self.ownership.ready_to_release(Self::tick(lease_d));
-        let mut handed = Vec::new();
+        hand_over(c, &self.ownership, &self.sources.quota, &ready)
+            .await
+            .map_err(db)?;
         for t in &ready {
-            self.ownership.remove(t);
-            if let Some(q) = (self.sources.quota)(t) {
-                handed.push((t.clone(), q));
-            }
-        }
-        for (t, q) in &handed {
-            lease::save_quota(c, t, holder, q).await.map_err(db)?;
             self.saved_quota.remove(t);
         }
-        lease::release(c, holder, &ready).await.map_err(db)?;
         let mut acquired = 0;
         let mut taken_over = 0;
         let leaving = self
@@ -510,16 +504,12 @@ impl Membership {
         }
         // Unchanged ones are current as of this round, in one statement.
         lease::touch_quota(c, holder, &current).await.map_err(db)?;
-        futures_util::future::try_join_all(
-            changed
-                .iter()
-                .map(|(t, value, _)| lease::save_quota(c, t, holder, value)),
-        )
-        .await
-        .map_err(db)?;
-        for (t, _, sum) in changed {
-            self.saved_quota.insert(t, sum);
-        }
+        let (saves, sums): (Vec<_>, Vec<_>) = changed
+            .into_iter()
+            .map(|(t, value, sum)| ((t.clone(), value), (t, sum)))
+            .unzip();
+        lease::save_quotas(c, holder, &saves).await.map_err(db)?;
+        self.saved_quota.extend(sums);
         if self.last_prune.is_none_or(|p| p.elapsed() >= PRUNE_EVERY) {
             let owned: Vec<String> = self.ownership.held_names().into_iter().collect();
             let n = lease::prune(c, &owned, self.sources.keep_counted)
@@ -567,24 +557,12 @@ impl Membership {
     /// at their next round instead of waiting out the lease.
     async fn leave(mut self) {
         let held: Vec<String> = self.ownership.held_names().into_iter().collect();
-        // The quota windows as they are now, for the next owners.
-        let quotas: Vec<(String, Vec<u8>)> = held
-            .iter()
-            .filter_map(|t| (self.sources.quota)(t).map(|q| (t.clone(), q)))
-            .collect();
-        for t in &held {
-            self.ownership.remove(t);
-        }
         let me = self.config.member.clone();
         let holder = self.ownership.fence.holder;
         let released = async {
-            let c = self.client().await?;
-            for (t, q) in &quotas {
-                lease::save_quota(c, t, holder, q)
-                    .await
-                    .map_err(|e| e.to_string())?;
-            }
-            lease::release(c, holder, &held)
+            self.client().await?;
+            let c = self.client.as_ref().ok_or("not connected")?;
+            hand_over(c, &self.ownership, &self.sources.quota, &held)
                 .await
                 .map_err(|e| e.to_string())?;
             lease::leave(c, &me, holder)
@@ -608,10 +586,23 @@ impl Membership {
     }
 }
 
-/// The ownership table for a page: tenant → (owner, epoch, valid).
-pub fn table(view: &ClusterView) -> BTreeMap<String, (String, i64, bool)> {
-    view.leases
-        .iter()
-        .map(|l| (l.tenant.clone(), (l.owner.clone(), l.epoch, l.valid)))
-        .collect()
+/// Give `tenants` up: stop holding them here (their writes are refused from now on), save
+/// their quota windows as the stop left them, and release their leases, so the next owners
+/// take them at once and spend only what is left. A round's hand-overs and shutdown share it.
+async fn hand_over(
+    c: &Client,
+    ownership: &Ownership,
+    quota: &super::store::QuotaSource,
+    tenants: &[String],
+) -> Result<(), tokio_postgres::Error> {
+    let mut quotas = Vec::with_capacity(tenants.len());
+    for t in tenants {
+        ownership.remove(t);
+        if let Some(q) = quota(t) {
+            quotas.push((t.clone(), q));
+        }
+    }
+    lease::save_quotas(c, ownership.fence.holder, &quotas).await?;
+    lease::release(c, ownership.fence.holder, tenants).await?;
+    Ok(())
 }

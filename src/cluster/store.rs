@@ -95,17 +95,22 @@ impl Fence {
 }
 
 /// Kinds of `mde_counted` rows.
-const DONE: i16 = 0;
-const NOT_RUN: i16 = 1;
-const ACTION_SEEN: i16 = 2;
+pub(super) const DONE: i16 = 0;
+pub(super) const NOT_RUN: i16 = 1;
+pub(super) const ACTION_SEEN: i16 = 2;
 
 /// Kinds of `mde_series` rows.
+pub(super) const RUN: i16 = 0;
+pub(super) const ATTEMPT: i16 = 1;
+pub(super) const RAN: i16 = 2;
+pub(super) const SCRIPT_SET: i16 = 3;
+
 fn series_kind(kind: PerMachine) -> i16 {
     match kind {
-        PerMachine::Runs => 0,
-        PerMachine::Attempts => 1,
-        PerMachine::Ran => 2,
-        PerMachine::ScriptSets => 3,
+        PerMachine::Runs => RUN,
+        PerMachine::Attempts => ATTEMPT,
+        PerMachine::Ran => RAN,
+        PerMachine::ScriptSets => SCRIPT_SET,
     }
 }
 
@@ -483,14 +488,14 @@ pub async fn load_tenant(client: &Client, tenant: &str) -> Result<Loaded, tokio_
             (row.get(0), row.get(1), row.get(2), row.get(3));
         let key = (tenant.to_string(), machine, script);
         match kind {
-            0 => {
+            RUN => {
                 if let Ok(r) = serde_json::from_slice::<LastRun>(&v) {
                     l.last_runs.insert(key, r);
                 }
             }
-            1 | 2 => {
+            ATTEMPT | RAN => {
                 if let Ok(a) = serde_json::from_slice::<Attempt>(&v) {
-                    let map: &mut BTreeMap<_, _> = if kind == 1 {
+                    let map: &mut BTreeMap<_, _> = if kind == ATTEMPT {
                         &mut l.attempts
                     } else {
                         &mut l.ran
@@ -498,7 +503,7 @@ pub async fn load_tenant(client: &Client, tenant: &str) -> Result<Loaded, tokio_
                     map.insert(key, a);
                 }
             }
-            3 => {
+            SCRIPT_SET => {
                 l.script_sets.insert(key, v);
             }
             _ => {}
