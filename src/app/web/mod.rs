@@ -4,7 +4,7 @@
 //! (`GET /transcripts`, the latest transcript of a machine and script), [`signatures`] (`GET
 //! /signatures`, the machines whose latest run fails with a signature, #36) and the external URL
 //! their links start with (`--web.external-url`), the reading of `Accept` they and `/metrics`
-//! share ([`accepted`]) and the headers of their HTML pages ([`html_response`]). Does not own
+//! share ([`accepted`]), the headers of their HTML pages ([`html_response`]) and their 404 ([`not_found`]). Does not own
 //! the router, content negotiation of `/metrics`, TLS or basic auth (`server`, and the
 //! `exporter-web` crate around the whole router, so these routes sit behind the same TLS and
 //! auth as `/metrics`).
@@ -55,6 +55,11 @@ pub fn html_response(page: String) -> Response {
         HeaderValue::from_static("nosniff"),
     );
     resp
+}
+
+/// A 404 whose body says which part of the request names nothing served here.
+pub fn not_found(reason: String) -> Response {
+    (axum::http::StatusCode::NOT_FOUND, format!("{reason}\n")).into_response()
 }
 
 /// Whether the client asked for JSON (`Accept: application/json`).

@@ -19,7 +19,7 @@ use axum::routing::{MethodRouter, get};
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
 
-use super::{html, link, query_value};
+use super::{html, link, not_found, query_value};
 use crate::metrics::signatures::OTHER;
 use crate::shared::{Current, shared_now};
 
@@ -64,10 +64,6 @@ pub struct Shown {
     pub listed: Vec<Machine>,
     /// This page, under `--web.external-url` when set.
     pub url: String,
-}
-
-fn not_found(reason: String) -> Response {
-    (StatusCode::NOT_FOUND, format!("{reason}\n")).into_response()
 }
 
 async fn page(

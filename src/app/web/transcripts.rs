@@ -18,7 +18,7 @@ use axum::routing::{MethodRouter, get};
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
 
-use super::{html, link, query_value};
+use super::{html, link, not_found, query_value};
 use crate::shared::{Current, shared_now};
 
 /// The `/transcripts` route, with its own state so the server mounts it with one line.
@@ -59,10 +59,6 @@ pub struct ShownSignature {
     pub template: String,
     /// The signature's page (`/signatures`).
     pub url: String,
-}
-
-fn not_found(reason: String) -> Response {
-    (StatusCode::NOT_FOUND, format!("{reason}\n")).into_response()
 }
 
 async fn page(

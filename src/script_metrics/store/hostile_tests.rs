@@ -12,20 +12,7 @@ use super::*;
 use crate::config::{ScriptFormat, ScriptRule};
 
 fn rule() -> ScriptRule {
-    ScriptRule {
-        script: "check.ps1".into(),
-        format: ScriptFormat::Prometheus,
-        prefix: "mde_script_".into(),
-        max_series: 500,
-        max_total_series: 50_000,
-        max_bytes: 256 * 1024,
-        max_total_bytes: 32 * 1024 * 1024,
-        ttl: Duration::from_secs(7 * 86_400),
-        max_name_length: 128,
-        max_label_length: 1024,
-        max_labels: 16,
-        metrics: Vec::new(),
-    }
+    super::tests::rule(ScriptFormat::Prometheus)
 }
 
 /// The labels of a sample line (`name{a="x",...} value`), as written.

@@ -7,7 +7,7 @@ use crate::config::{JsonMetric, ScriptFormat, ScriptRule};
 use prometheus_client::registry::Registry;
 use std::sync::Arc;
 
-fn rule(format: ScriptFormat) -> ScriptRule {
+pub(super) fn rule(format: ScriptFormat) -> ScriptRule {
     ScriptRule {
         script: "check.ps1".into(),
         format,
