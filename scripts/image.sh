@@ -13,7 +13,8 @@
 #
 # Usage: scripts/image.sh [--binary PATH]
 # Prints the image's id last. Env: CARGO_TARGET_DIR (default target), MDE_IMAGE_AUDITABLE=1
-# (cargo auditable build: the crate list embedded in the binary), BUILDAH_STORAGE_DRIVER
+# (cargo auditable build: the crate list embedded in the binary; scripts/check-image.sh and the
+# release workflow set it, cargo-auditable from scripts/tools.sh), BUILDAH_STORAGE_DRIVER
 # (default vfs: works as root without fuse-overlayfs), MDE_CA_BUNDLE (default
 # /etc/ssl/certs/ca-certificates.crt). Needs buildah (Debian: apt-get install buildah).
 # docs/deployment.md ("Container image") and docs/development.md ("The image") say more.
@@ -47,7 +48,12 @@ if [ -z "$binary" ]; then
     # MDE_IMAGE_AUDITABLE=1 (the release workflow): `cargo auditable build` (crates.io's
     # cargo-auditable) embeds the dependency tree in the binary for SBOM tools and scanners.
     build=(cargo build)
-    if [ "${MDE_IMAGE_AUDITABLE:-0}" = 1 ]; then build=(cargo auditable build); fi
+    if [ "${MDE_IMAGE_AUDITABLE:-0}" = 1 ]; then
+        PATH=$PWD/.tools/bin:$PATH
+        command -v cargo-auditable >/dev/null \
+            || { echo "image.sh: MDE_IMAGE_AUDITABLE=1 needs cargo-auditable (scripts/tools.sh cargo-auditable)" >&2; exit 1; }
+        build=(cargo auditable build)
+    fi
     RUSTFLAGS='-C target-feature=+crt-static' \
         "${build[@]}" --release --locked --target "$triple" --bin mde-liveresponse-exporter
     echo "image.sh: release build $((SECONDS - start)) s"

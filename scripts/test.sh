@@ -52,10 +52,11 @@ step() {
 # back to Debian's Prometheus 2.42 and Alertmanager, and the e2e to its own OTLP receiver in
 # place of Jaeger) when it is missing. In the order the steps need them: helm (the chart
 # checks), Prometheus 3 and promtool (rules, e2e), amtool and Alertmanager 0.35 (the alerting
-# checks and e2e), Jaeger v2 (the e2e's trace backend); crane (the loopback OCI registry) and
-# actionlint (the workflows) are small and built right after helm. TOOLS_BUDGET_SECONDS bounds what one
+# checks and e2e), Jaeger v2 (the e2e's trace backend); crane (the loopback OCI registry),
+# actionlint (the workflows) and the cargo plugins cargo-auditable and cargo-cyclonedx (the
+# image's crate list and SBOMs) are small and built right after helm. TOOLS_BUDGET_SECONDS bounds what one
 # run compiles: what is left is built by the next run (docs/development.md, "Tools the tests build").
-step "scripts/tools.sh" scripts/tools.sh helm crane actionlint promtool prometheus amtool alertmanager jaeger
+step "scripts/tools.sh" scripts/tools.sh helm crane actionlint cargo-auditable cargo-cyclonedx promtool prometheus amtool alertmanager jaeger
 step "cargo fmt --check" cargo fmt --all -- --check
 # The layout rules: file sizes, a thin main.rs, no import circle, no folders that import each
 # other, no #[path], and every module header saying what it owns and what it does not.
@@ -63,9 +64,11 @@ step "scripts/check-layout.py --self-test" python3 scripts/check-layout.py --sel
 step "scripts/check-layout.py" python3 scripts/check-layout.py
 step "cargo clippy" cargo clippy --workspace --all-targets --locked -- -D warnings
 # Under pg_virtualenv: a throwaway PostgreSQL cluster on loopback for the cluster tests
-# (tests/it/cluster), its address in PGHOST/PGPORT/PGUSER/PGPASSWORD.
+# (tests/it/cluster), its address in PGHOST/PGPORT/PGUSER/PGPASSWORD. -t: in a temporary
+# folder even as root (not /etc/postgresql/15/regress), on a free port, so two runs on one
+# machine, or a "regress" cluster left by someone else, do not refuse each other.
 if command -v pg_virtualenv >/dev/null 2>&1; then
-  step "cargo test (with PostgreSQL)" pg_virtualenv cargo test --workspace --locked
+  step "cargo test (with PostgreSQL)" pg_virtualenv -t cargo test --workspace --locked
 else
   step "cargo test" cargo test --workspace --locked
 fi

@@ -3,7 +3,9 @@
 #   helm (Helm 4: lint and template the chart), prometheus + promtool (Prometheus 3: the
 #   end-to-end test, rule checks), alertmanager + amtool, jaeger (Jaeger v2: the trace backend),
 #   crane (go-containerregistry: the loopback OCI registry, `crane registry serve`, and reading
-#   what was pushed to it), actionlint (the GitHub workflows).
+#   what was pushed to it), actionlint (the GitHub workflows); and two cargo plugins from
+#   crates.io: cargo-auditable (the image's release build embeds its crate list) and
+#   cargo-cyclonedx (the SBOMs, scripts/sbom.sh).
 # Each program is built with `go install module/cmd/x@version`, so only the Go module proxy is
 # needed; a program whose module has replace directives (Jaeger), which `go install pkg@version`
 # refuses, is built from its own tools module, scripts/tools/NAME/go.mod (the pinned version and the
@@ -36,10 +38,16 @@ cd "$(dirname "$0")/.."
 # is Prometheus 3.16.0 (its VERSION file); Jaeger's module v1.75.0 is the v2.12.0 release.
 # crane and actionlint print the module version from the build information without -X; they
 # come right after helm, being small (seconds), so a spent budget never leaves them out.
+# MODULE "crates.io" is a cargo plugin, built with `cargo install --locked` (its own Cargo.lock,
+# so the same crates each time) into .tools/cargo and copied to .tools/bin: cargo-auditable
+# (about 40 CPU-s) and cargo-cyclonedx (about 230 CPU-s), before the big Go programs for the
+# same reason.
 TOOLS=(
     "helm helm.sh/helm/v4 v4.3.2 helm.sh/helm/v4/cmd/helm helm.sh/helm/v4/internal/version.version=v4.3.2"
     "crane github.com/google/go-containerregistry v0.22.1 github.com/google/go-containerregistry/cmd/crane"
     "actionlint github.com/rhysd/actionlint v1.7.12 github.com/rhysd/actionlint/cmd/actionlint"
+    "cargo-auditable crates.io 0.7.7 cargo-auditable"
+    "cargo-cyclonedx crates.io 0.5.9 cargo-cyclonedx"
     "promtool github.com/prometheus/prometheus v0.316.0 github.com/prometheus/prometheus/cmd/promtool github.com/prometheus/common/version.Version=3.16.0"
     "prometheus github.com/prometheus/prometheus v0.316.0 github.com/prometheus/prometheus/cmd/prometheus github.com/prometheus/common/version.Version=3.16.0"
     "amtool github.com/prometheus/alertmanager v0.35.0 github.com/prometheus/alertmanager/cmd/amtool github.com/prometheus/common/version.Version=0.35.0"
@@ -64,9 +72,12 @@ if [ "${1:-}" = --list ]; then
     exit 0
 fi
 
-command -v go >/dev/null || { echo "tools.sh: go not found (Go 1.26 or newer is needed)" >&2; exit 1; }
 mkdir -p "$bin" "$stamps"
-goversion=$(go env GOVERSION)
+# Go is needed for the Go programs only (the release workflow asks for the cargo plugins alone).
+goversion=none
+if command -v go >/dev/null; then
+    goversion=$(go env GOVERSION)
+fi
 
 wanted=("$@")
 is_wanted() {
@@ -99,6 +110,13 @@ for t in "${TOOLS[@]}"; do
     is_wanted "$name" || continue
     ldflags="$LDFLAGS${xvar:+ -X $xvar}"
     stamp="$module@$version $package go=$goversion ldflags=$ldflags trimpath cgo=0"
+    if [ "$module" = crates.io ]; then
+        stamp="crates.io/$package@$version rustc=$(rustc -V | cut -d' ' -f2) locked"
+    elif [ "$goversion" = none ]; then
+        echo "tools.sh: go not found (Go 1.26 or newer is needed to build $name)" >&2
+        failed+=("$name")
+        continue
+    fi
     tooldir=
     if [ -f "scripts/tools/$name/go.mod" ]; then
         tooldir=scripts/tools/$name
@@ -144,7 +162,14 @@ for t in "${TOOLS[@]}"; do
         target=(install -trimpath -ldflags="$ldflags" "$package@$version")
     fi
     rc=0
-    timeout "$left" nice -n 19 env GOBIN="$bin" CGO_ENABLED=0 GOFLAGS=-buildvcs=false go "${target[@]}" || rc=$?
+    if [ "$module" = crates.io ]; then
+        # Its own target folder (cargo install's temporary one), not the project's.
+        timeout "$left" nice -n 19 env -u CARGO_TARGET_DIR cargo install --quiet --locked --force \
+            --root "$root/cargo" --version "$version" "$package" || rc=$?
+        [ "$rc" != 0 ] || cp "$root/cargo/bin/$name" "$bin/$name" || rc=$?
+    else
+        timeout "$left" nice -n 19 env GOBIN="$bin" CGO_ENABLED=0 GOFLAGS=-buildvcs=false go "${target[@]}" || rc=$?
+    fi
     if [ "$rc" = 124 ]; then
         skipped+=("$name")
         echo "tools: $name $version not built: stopped after ${left}s, when TOOLS_BUDGET_SECONDS was spent (the next run goes on from Go's build cache)" >&2
