@@ -6,3 +6,4 @@ mod otel_logs;
 mod otlp;
 mod otlp_metrics;
 mod semconv;
+mod token_span;
