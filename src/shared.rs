@@ -289,8 +289,9 @@ impl Shared {
     }
 
     /// Remove from /metrics the per-machine series of tenants not configured now (see
-    /// [`crate::record::series::drop_unserved`]) and the script-output sets of tenants or rules not
-    /// configured now; after each reload (at start they are not restored).
+    /// [`crate::record::series::drop_unserved`]), every other series of those tenants (see
+    /// [`crate::metrics::Metrics::forget_tenant`]) and the script-output sets of tenants or
+    /// rules not configured now; after each reload (at start they are not restored).
     pub fn drop_unserved_series(&self) {
         let n =
             crate::record::series::drop_unserved(&self.metrics, &self.state, |t| self.serves(t));
@@ -299,6 +300,18 @@ impl Shared {
                 series = n,
                 "per-machine series of tenants not served here removed from /metrics"
             );
+        }
+        // Every other series of a tenant not served now, in every family with a `tenant`
+        // label: counters, poll and discovery gauges, request histograms (#32).
+        for tenant in self.metrics.tenants_shown() {
+            if !self.serves(&tenant) {
+                let series = self.metrics.forget_tenant(&tenant);
+                tracing::info!(
+                    tenant,
+                    series,
+                    "series of a tenant not served here removed from /metrics"
+                );
+            }
         }
         // And the script-output sets of a tenant or a rule the configuration left out (#21).
         let sets = self

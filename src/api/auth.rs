@@ -24,6 +24,9 @@ use oauth2::{
 };
 use tokio::sync::Mutex;
 use tokio::time::Instant;
+use tracing::Instrument;
+
+use super::span::{http_span, record_exchange};
 
 use crate::config::{Auth, Pkcs12Password, Tenant};
 use crate::metrics::Metrics;
@@ -278,6 +281,8 @@ pub struct TokenSource {
     oauth: Oauth,
     scope: String,
     token_url: String,
+    /// The token endpoint's `url.template`: its path with the tenant id as `{tenant}`.
+    token_template: String,
     http: reqwest::Client,
     tenant: String,
     metrics: Arc<Metrics>,
@@ -339,7 +344,12 @@ impl TokenSource {
             Credential::Metadata { endpoint, .. } => endpoint.to_string(),
             _ => token_url,
         };
+        let token_template = format!(
+            "{}/{{tenant}}/oauth2/v2.0/token",
+            t.login_url.path().trim_end_matches('/')
+        );
         Ok(TokenSource {
+            token_template,
             missing: std::sync::Mutex::new(None),
             credential,
             client_id: t.client_id.clone(),
@@ -480,6 +490,7 @@ impl TokenSource {
             http: self.http.clone(),
             metrics: self.metrics.clone(),
             tenant: self.tenant.clone(),
+            template: self.token_template.clone(),
         };
         let mut exchange = self
             .oauth
@@ -516,19 +527,23 @@ impl TokenSource {
         if let Some(id) = client_id {
             url.query_pairs_mut().append_pair("client_id", id);
         }
+        let shown = super::model::redact_url(&url);
+        let span = http_span("GET", "token", &url, &shown, endpoint.path(), None);
         let started = Instant::now();
-        let result = self.http.get(url).header("Metadata", "true").send().await;
-        let code = match &result {
-            Ok(resp) => resp.status().as_u16().to_string(),
-            Err(_) => "error".to_string(),
-        };
+        let result = self
+            .http
+            .get(url)
+            .header("Metadata", "true")
+            .send()
+            .instrument(span.clone())
+            .await;
+        let (code, result) = record_exchange(&span, result, "token", &shown);
         meter(&self.metrics, &self.tenant, started, code);
-        let resp = result
-            .map_err(|e| format!("request failed: {}", super::error_chain(&e.without_url())))?;
+        let resp = result.map_err(|e| format!("request failed: {}", super::error_chain(&e)))?;
         let status = resp.status();
         let body = super::read_capped(resp, 1024 * 1024)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| body_failed(&span, e))?;
         let json: serde_json::Value = serde_json::from_slice(&body)
             .map_err(|e| format!("unreadable metadata answer (HTTP {status}): {e}"))?;
         if !status.is_success() {
@@ -580,6 +595,8 @@ struct OauthHttp {
     http: reqwest::Client,
     metrics: Arc<Metrics>,
     tenant: String,
+    /// The `url.template` of the request's span.
+    template: String,
 }
 
 impl<'c> oauth2::AsyncHttpClient<'c> for OauthHttp {
@@ -590,30 +607,31 @@ impl<'c> oauth2::AsyncHttpClient<'c> for OauthHttp {
 
     fn call(&'c self, req: HttpRequest) -> Self::Future {
         Box::pin(async move {
+            let req = reqwest::Request::try_from(req).map_err(|e| HttpError(e.to_string()))?;
+            // A client span like an API call's (#32): the URL holds the tenant id, no secret
+            // (the secret or assertion goes in the body).
+            let shown = super::model::redact_url(req.url());
+            let span = http_span("POST", "token", req.url(), &shown, &self.template, None);
             let started = Instant::now();
-            let result = send_oauth(&self.http, req).await;
-            let code = match &result {
-                Ok(resp) => resp.status().as_u16().to_string(),
-                Err(_) => "error".to_string(),
-            };
+            let result = self.http.execute(req).instrument(span.clone()).await;
+            let (code, result) = record_exchange(&span, result, "token", &shown);
             meter(&self.metrics, &self.tenant, started, code);
-            result
+            let resp = result.map_err(|e| HttpError(super::error_chain(&e)))?;
+            read_oauth(resp, &span).await
         })
     }
 }
 
-async fn send_oauth(http: &reqwest::Client, req: HttpRequest) -> Result<HttpResponse, HttpError> {
-    let req = reqwest::Request::try_from(req).map_err(|e| HttpError(e.to_string()))?;
-    let resp = http
-        .execute(req)
-        .await
-        .map_err(|e| HttpError(super::error_chain(&e.without_url())))?;
+async fn read_oauth(
+    resp: reqwest::Response,
+    span: &tracing::Span,
+) -> Result<HttpResponse, HttpError> {
     let status = resp.status();
     let headers = resp.headers().clone();
     // Token answers are small; refuse to buffer anything absurd.
     let body = super::read_capped(resp, 1024 * 1024)
         .await
-        .map_err(|e| HttpError(e.to_string()))?;
+        .map_err(|e| HttpError(body_failed(span, e)))?;
     let mut out = http::Response::builder().status(status);
     if let Some(h) = out.headers_mut() {
         *h = headers;
@@ -639,4 +657,12 @@ fn describe<RE: std::error::Error + 'static>(
         RequestTokenError::Parse(e, _) => format!("unreadable token response: {e}"),
         RequestTokenError::Other(s) => s.clone(),
     }
+}
+
+/// A token answer whose head was fine and whose body was not: the exchange failed (its
+/// span's `error.type`); the message for the error.
+fn body_failed(span: &tracing::Span, e: super::http::ReadError) -> String {
+    span.record("error.type", e.error_type());
+    crate::telemetry::record_error(span, &e.to_string());
+    e.to_string()
 }

@@ -13,7 +13,8 @@ use url::Url;
 
 use super::http::{ReadError, location_host, read_capped};
 use super::model::{self, DownloadLink, Transcript, redact_url};
-use super::send::{http_span, transport};
+use super::send::{body_failed, transport};
+use super::span::http_span;
 use super::{Client, DOWNLOAD, DOWNLOAD_URL_TEMPLATE, Error, Slot};
 
 impl Client {
@@ -27,21 +28,25 @@ impl Client {
         max_bytes: u64,
         what: &str,
     ) -> Result<Transcript, Error> {
-        let (resp, shown, slot) = self.get_blob(link).await?;
+        let (resp, shown, slot, span) = self.get_blob(link).await?;
         let body = read_capped(resp, max_bytes).await;
         drop(slot);
-        let body = body.map_err(|e| match e {
-            ReadError::TooLarge => Error::TooLarge {
-                endpoint: DOWNLOAD,
-                url: shown.clone(),
-                limit: max_bytes,
-            },
-            ReadError::Io(message) => Error::Transport {
-                endpoint: DOWNLOAD,
-                url: shown.clone(),
-                message,
-                timeout: false,
-            },
+        let body = body.map_err(|e| {
+            let e = match e {
+                ReadError::TooLarge => Error::TooLarge {
+                    endpoint: DOWNLOAD,
+                    url: shown.clone(),
+                    limit: max_bytes,
+                },
+                ReadError::Io(message) => Error::Transport {
+                    endpoint: DOWNLOAD,
+                    url: shown.clone(),
+                    message,
+                    timeout: false,
+                },
+            };
+            body_failed(&span, &e);
+            e
         })?;
         self.metrics
             .api
@@ -76,7 +81,7 @@ impl Client {
     /// Size a `GetFile` result (gzip-compressed bytes) without keeping it: from
     /// `Content-Length` when given (the body is never read), else by streaming it through.
     pub async fn measure_file(&self, link: &DownloadLink) -> Result<u64, Error> {
-        let (resp, shown, _slot) = self.get_blob(link).await?;
+        let (resp, shown, _slot, span) = self.get_blob(link).await?;
         if let Some(len) = resp.content_length() {
             // Dropping the response closes the connection: the bytes are never read.
             return Ok(len);
@@ -84,24 +89,36 @@ impl Client {
         let mut size = 0u64;
         let mut stream = resp.bytes_stream();
         while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|e| transport(DOWNLOAD, &shown, e))?;
+            let chunk = chunk.map_err(|e| {
+                let e = transport(DOWNLOAD, &shown, e);
+                body_failed(&span, &e);
+                e
+            })?;
             size += chunk.len() as u64;
         }
         Ok(size)
     }
 
-    /// GET a SAS link (no bearer token) and return the 2xx response, the redacted URL and the
-    /// slot the request holds until its body has been read.
+    /// GET a SAS link (no bearer token) and return the 2xx response, the redacted URL, the
+    /// slot the request holds until its body has been read, and the exchange's span (a body
+    /// that fails to arrive fails the exchange).
     async fn get_blob(
         &self,
         link: &DownloadLink,
-    ) -> Result<(reqwest::Response, String, Slot), Error> {
+    ) -> Result<(reqwest::Response, String, Slot, tracing::Span), Error> {
         let shown = redact_url(&link.0);
         if !self.trusted_download(&link.0) {
             return Err(Error::UntrustedLink(shown));
         }
         let slot = self.http.slot().await;
-        let span = http_span(DOWNLOAD, &link.0, &shown, DOWNLOAD_URL_TEMPLATE, None);
+        let span = http_span(
+            "GET",
+            DOWNLOAD,
+            &link.0,
+            &shown,
+            DOWNLOAD_URL_TEMPLATE,
+            None,
+        );
         let started = Instant::now();
         let sent = self
             .http
@@ -139,7 +156,7 @@ impl Client {
                 code,
             });
         }
-        Ok((resp, shown, slot))
+        Ok((resp, shown, slot, span))
     }
 
     /// Whether a result link may be fetched: https to the clouds' blob storage, or the API's

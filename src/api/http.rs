@@ -142,6 +142,16 @@ pub(crate) enum ReadError {
     Io(String),
 }
 
+impl ReadError {
+    /// The `error.type` of an exchange whose body failed so (as `Error::kind` names it).
+    pub(crate) fn error_type(&self) -> &'static str {
+        match self {
+            ReadError::TooLarge => "too_large",
+            ReadError::Io(_) => "io",
+        }
+    }
+}
+
 /// Read a body, stopping as soon as it passes `max` bytes: memory stays bounded.
 pub(crate) async fn read_capped(resp: reqwest::Response, max: u64) -> Result<Bytes, ReadError> {
     if resp.content_length().is_some_and(|l| l > max) {

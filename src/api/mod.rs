@@ -2,7 +2,8 @@
 //!
 //! Owns the endpoints (listings and their paging (`listing`: one that can stop and go on), one action, a result's download link) and
 //! the client's parts: `error` (one error type), `send` (slot, quota, token, 401/429,
-//! size caps, the per-call metrics), `download` (result links and their trust policy),
+//! size caps, the per-call metrics), `span` (the client span of an exchange, token requests
+//! included), `download` (result links and their trust policy),
 //! [`http`] (the one `reqwest` client and its policy: redirects, Referer, proxy; the cap on
 //! requests in flight), [`auth`] (tokens) and [`model`] (pure parsers); and reading the API's
 //! clock off each answer's `Date` header into the tenant's [`crate::api::clock::ApiClock`], with the
@@ -18,6 +19,7 @@ pub mod http;
 mod listing;
 pub mod model;
 mod send;
+mod span;
 
 use std::sync::Arc;
 

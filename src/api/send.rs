@@ -3,7 +3,8 @@
 //! the per-call metrics, recorded whether the call succeeds or not.
 //!
 //! Owns the exchange of one quota'd, authenticated GET. Does not own which endpoint to call
-//! (`mod`), result downloads (`download`) nor the quota policy (`quota`).
+//! (`mod`), result downloads (`download`), the exchange's span (`span`) nor the quota policy
+//! (`quota`).
 
 use std::sync::PoisonError;
 use std::time::Duration;
@@ -12,11 +13,11 @@ use bytes::Bytes;
 use reqwest::StatusCode;
 use tokio::time::Instant;
 use tracing::Instrument;
-use tracing::field::Empty;
 use url::Url;
 
 use super::http::{ReadError, error_chain, location_host, read_capped};
 use super::model::{self, redact_url};
+use super::span::{http_span, record_exchange};
 use super::{Client, Error, QuotaWait, Slot};
 use crate::quota::{Endpoint, Quota};
 
@@ -35,26 +36,8 @@ impl Client {
         shown: &str,
         span: &tracing::Span,
     ) -> Result<reqwest::Response, Error> {
-        if let Err(e) = &sent {
-            span.record("error.type", transport_error_type(e));
-        }
+        let (code, sent) = record_exchange(span, sent, ep, shown);
         let sent = sent.map_err(|e| transport(ep, shown, e));
-        let code = match &sent {
-            Ok(r) => {
-                let status = r.status();
-                span.record("http.response.status_code", status.as_u16());
-                if let Some(error_type) = status_error_type(status) {
-                    span.record("error.type", error_type.as_str());
-                    crate::telemetry::record_error(span, &format!("HTTP {}", status.as_u16()));
-                }
-                status.as_u16().to_string()
-            }
-            Err(e) => {
-                // Our error, built without the URL's query: no signature reaches the span.
-                crate::telemetry::record_error(span, &e.to_string());
-                "error".to_string()
-            }
-        };
         let exemplar = || {
             crate::telemetry::span_ids(span)
                 .map(|(trace_id, _)| crate::metrics::TraceLabel { trace_id })
@@ -138,7 +121,14 @@ impl Client {
             // The token first: a token request takes no slot, and no slot waits for one.
             let token = self.auth.token().await?;
             let slot = self.slot_and_quota(ep, wait).await?;
-            let span = http_span(ep.as_str(), url, &shown, &self.api_url_template(ep), action);
+            let span = http_span(
+                "GET",
+                ep.as_str(),
+                url,
+                &shown,
+                &self.api_url_template(ep),
+                action,
+            );
             let started = Instant::now();
             let sent = self
                 .http
@@ -185,9 +175,7 @@ impl Client {
                         timeout: false,
                     },
                 };
-                // The answer's head was fine, its body was not: the exchange failed.
-                span.record("error.type", e.kind().as_str());
-                crate::telemetry::record_error(&span, &e.to_string());
+                body_failed(&span, &e);
                 e
             })?;
             if status.is_redirection() {
@@ -234,60 +222,12 @@ impl Client {
     }
 }
 
-/// The `error.type` of an answer (OpenTelemetry HTTP client conventions): its status code,
-/// for 4xx and 5xx; `None` for an answer that is no error.
-pub(super) fn status_error_type(status: StatusCode) -> Option<String> {
-    (status.is_client_error() || status.is_server_error()).then(|| status.as_u16().to_string())
-}
-
-/// The `error.type` of a request that got no answer: `timeout`, `connect` (no connection,
-/// including name resolution and TLS) or `io` (the connection broke), low-cardinality
-/// classes as the conventions ask.
-pub(super) fn transport_error_type(e: &reqwest::Error) -> &'static str {
-    if e.is_timeout() {
-        "timeout"
-    } else if e.is_connect() {
-        "connect"
-    } else {
-        "io"
-    }
-}
-
-/// A client span with the OpenTelemetry HTTP semantic conventions. `url.full` never holds
-/// a signature or token; `url.template` (`template`) holds no id either. `error.type` is
-/// filled in when the exchange fails ([`status_error_type`], [`transport_error_type`]).
-pub(super) fn http_span(
-    ep: &'static str,
-    url: &Url,
-    shown: &str,
-    template: &str,
-    action: Option<(&str, Option<u32>)>,
-) -> tracing::Span {
-    let span = tracing::info_span!(
-        "http",
-        otel.name = %format!("GET {ep}"),
-        otel.kind = "client",
-        http.request.method = "GET",
-        url.full = %shown,
-        url.template = template,
-        server.address = url.host_str().unwrap_or_default(),
-        server.port = url.port_or_known_default().unwrap_or_default(),
-        http.response.status_code = Empty,
-        error.type = Empty,
-        mde.endpoint = ep,
-        mde.action_id = Empty,
-        mde.command_index = Empty,
-        trace_id = Empty,
-        span_id = Empty,
-    );
-    if let Some((id, index)) = action {
-        span.record("mde.action_id", id);
-        if let Some(i) = index {
-            span.record("mde.command_index", i);
-        }
-    }
-    crate::telemetry::record_ids(&span);
-    span
+/// An answer whose head was fine and whose body was not (cut off, or over the cap): the
+/// exchange failed, so its span gets `error.type` (the error's kind: `io`, `timeout`,
+/// `too_large`) and the error status. API calls and result downloads alike. See: #32
+pub(super) fn body_failed(span: &tracing::Span, e: &Error) {
+    span.record("error.type", e.kind().as_str());
+    crate::telemetry::record_error(span, &e.to_string());
 }
 
 pub(super) fn transport(endpoint: &'static str, shown: &str, e: reqwest::Error) -> Error {

@@ -286,9 +286,8 @@ fn adopt(shared: &Shared, tenant: &str, taken: Taken) {
 /// leave memory (they stay in the database for the next owner), its status entry goes.
 fn forget(shared: &Shared, tenant: &str) {
     crate::record::series::drop_unserved(&shared.metrics, &shared.state, |t| t != tenant);
-    shared.metrics.script_metrics.retain(&|t, _| t != tenant);
-    shared.metrics.poll.forget_tenant(tenant);
-    shared.metrics.api.forget_tenant(tenant);
+    // Every other series with its `tenant` label, all families (#32).
+    shared.metrics.forget_tenant(tenant);
     shared.with_state(|s| s.forget(tenant));
     shared
         .status

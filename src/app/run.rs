@@ -285,6 +285,7 @@ async fn serve(settings: Settings) -> Result<()> {
         tracing::info!(
             endpoint = %crate::otlp_metrics::shown_endpoint(&push.endpoint),
             protocol = ?push.protocol,
+            compression = ?push.compression,
             interval_ms = push.interval.as_millis() as u64,
             headers = push.header_names().join(","),
             "pushing metrics over OTLP"

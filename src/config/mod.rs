@@ -56,7 +56,7 @@ pub use self::cloud::{Cloud, Region};
 pub use self::cluster::{ClusterConfig, LEASE_DURATION, PostgresUrl, SslMode, hostname};
 pub use self::discovery::{DiscoveryConfig, MAX_DISCOVERY_BATCH};
 pub use self::loopback::is_loopback;
-pub use self::output::{OtelConfig, Protocol, RedactMode, Redaction};
+pub use self::output::{Compression, OtelConfig, Protocol, RedactMode, Redaction};
 pub use self::proxy::ProxyConfig;
 pub use self::quota::{QuotaConfig, QuotaScope};
 pub use self::script_metrics::{

@@ -17,6 +17,19 @@ pub enum Protocol {
     Grpc,
     #[serde(rename = "http/protobuf")]
     HttpProtobuf,
+    /// OTLP/JSON over HTTP (#32).
+    #[serde(rename = "http/json")]
+    HttpJson,
+}
+
+/// OTLP payload compression (`otel.compression`, `OTEL_EXPORTER_OTLP_COMPRESSION`); the
+/// specification's default is none. See: #32
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    Gzip,
+    #[default]
+    None,
 }
 
 /// Tracing settings: the `otel:` section of the config file; unset keys fall back to the
@@ -27,6 +40,8 @@ pub struct OtelConfig {
     /// e.g. `http://collector:4317` (gRPC) or `http://collector:4318` (HTTP).
     pub endpoint: Option<String>,
     pub protocol: Option<Protocol>,
+    /// gzip | none; unset: the `OTEL_EXPORTER_OTLP_*COMPRESSION` variables, else none.
+    pub compression: Option<Compression>,
     pub service_name: Option<String>,
     /// Fraction of polls traced, 0.0..=1.0 (parent-based); default: `OTEL_TRACES_SAMPLER` or all.
     pub sample_ratio: Option<f64>,
@@ -99,7 +114,7 @@ impl Redaction {
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::super::fixtures::{GOOD, parse};
-    use super::{OtelConfig, Protocol, RedactMode};
+    use super::{Compression, OtelConfig, Protocol, RedactMode};
 
     #[test]
     fn transcript_log_policy() {
@@ -132,5 +147,30 @@ mod tests {
         .unwrap();
         assert_eq!(c.otel.protocol, Some(Protocol::HttpProtobuf));
         assert_eq!(parse(GOOD).unwrap().otel, OtelConfig::default());
+    }
+
+    // See: #32
+    #[test]
+    fn otel_compression_and_json() {
+        let c = parse(&format!(
+            "otel:\n  protocol: http/json\n  compression: gzip\n{GOOD}"
+        ))
+        .unwrap();
+        assert_eq!(c.otel.protocol, Some(Protocol::HttpJson));
+        assert_eq!(c.otel.compression, Some(Compression::Gzip));
+        let c = parse(&format!("otel:\n  compression: none\n{GOOD}")).unwrap();
+        assert_eq!(c.otel.compression, Some(Compression::None));
+        assert_eq!(
+            parse(&format!("otel:\n  compression: zstd\n{GOOD}"))
+                .unwrap_err()
+                .to_string(),
+            "config file cfg.yml: otel.compression: unknown variant `zstd`, expected `gzip` or `none` at line 2 column 16"
+        );
+        assert_eq!(
+            parse(&format!("otel:\n  protocol: http/xml\n{GOOD}"))
+                .unwrap_err()
+                .to_string(),
+            "config file cfg.yml: otel.protocol: unknown variant `http/xml`, expected one of `grpc`, `http/protobuf`, `http/json` at line 2 column 13"
+        );
     }
 }

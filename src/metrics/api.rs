@@ -15,7 +15,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 
 use super::collectors::QuotaGauges;
@@ -23,27 +22,28 @@ use super::labels::{
     EndpointLabels, NoticeLabels, PermissionLabels, RequestLabels, TenantLabels, TenantSeries,
     TraceLabel, endpoint, tenant,
 };
-use super::native::{Buckets, ExHistogramFamily};
+use super::native::Buckets;
+use super::per_tenant::{TenantFamily, TenantHistogramFamily};
 use super::registry::{ExCounter, FloatGauge, Parts, background};
 
 const API_BUCKETS: &[f64] = &[0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
 
 /// The families the MDE API client writes.
 pub struct ApiMetrics {
-    api_requests: Family<RequestLabels, ExCounter>,
-    api_duration: ExHistogramFamily<EndpointLabels>,
-    api_throttled: Family<EndpointLabels, Counter>,
-    retry_after: Family<EndpointLabels, FloatGauge>,
+    api_requests: TenantFamily<RequestLabels, ExCounter>,
+    api_duration: TenantHistogramFamily<EndpointLabels>,
+    api_throttled: TenantFamily<EndpointLabels, Counter>,
+    retry_after: TenantFamily<EndpointLabels, FloatGauge>,
     /// Deprecation/Sunset headers and 404/410 on collection endpoints (#20), and what the
     /// latest of each said, for the status page.
-    deprecation_notices: Family<NoticeLabels, Counter>,
+    deprecation_notices: TenantFamily<NoticeLabels, Counter>,
     deprecation_seen: Mutex<std::collections::BTreeMap<NoticeLabels, String>>,
     /// The quotas behind `mde_api_quota_*`, read at scrape time (see [`QuotaGauges`]).
     quota_gauges: Arc<QuotaGauges>,
-    transcript_bytes: Family<TenantLabels, Counter>,
-    invalid_actions: Family<TenantLabels, Counter>,
-    token_success: Family<TenantLabels, Gauge>,
-    permission_missing: Family<PermissionLabels, Gauge>,
+    transcript_bytes: TenantFamily<TenantLabels, Counter>,
+    invalid_actions: TenantFamily<TenantLabels, Counter>,
+    token_success: TenantFamily<TenantLabels, Gauge>,
+    permission_missing: TenantFamily<PermissionLabels, Gauge>,
     /// API calls and result downloads in flight across tenants, their cap
     /// (`max_requests_in_flight`) and the time requests waited for a slot (see `api::http`).
     requests_in_flight: Gauge,
@@ -52,81 +52,71 @@ pub struct ApiMetrics {
 }
 
 impl ApiMetrics {
-    /// Remove the tenant-only series of `t` (a cluster member that no longer owns it, #31).
-    pub fn forget_tenant(&self, t: &str) {
-        let l = TenantLabels {
-            tenant: t.to_string(),
-        };
-        self.transcript_bytes.remove(&l);
-        self.invalid_actions.remove(&l);
-        self.token_success.remove(&l);
-    }
-
     /// The families, registered in `r`.
     pub(super) fn register(r: &mut Parts) -> Self {
         let m = ApiMetrics {
-            api_requests: Family::default(),
-            api_duration: Family::new_with_constructor(Buckets(API_BUCKETS)),
-            api_throttled: Family::default(),
-            retry_after: Family::default(),
-            deprecation_notices: Family::default(),
+            api_requests: TenantFamily::default(),
+            api_duration: TenantFamily::new_with_constructor(Buckets(API_BUCKETS)),
+            api_throttled: TenantFamily::default(),
+            retry_after: TenantFamily::default(),
+            deprecation_notices: TenantFamily::default(),
             deprecation_seen: Mutex::default(),
             quota_gauges: Arc::new(QuotaGauges::default()),
-            transcript_bytes: Family::default(),
-            invalid_actions: Family::default(),
-            token_success: Family::default(),
-            permission_missing: Family::default(),
+            transcript_bytes: TenantFamily::default(),
+            invalid_actions: TenantFamily::default(),
+            token_success: TenantFamily::default(),
+            permission_missing: TenantFamily::default(),
             requests_in_flight: Gauge::default(),
             requests_in_flight_limit: Gauge::default(),
             request_slot_wait: Counter::default(),
         };
-        r.register(
+        r.register_per_tenant(
             "mde_liveresponse_transcript_bytes",
             background("Bytes of RunScript transcripts downloaded."),
-            m.transcript_bytes.clone(),
+            &m.transcript_bytes,
         );
-        r.register(
+        r.register_per_tenant(
             "mde_liveresponse_invalid_actions",
             background("Machine actions in API answers that could not be parsed and were skipped."),
-            m.invalid_actions.clone(),
+            &m.invalid_actions,
         );
-        r.register(
+        r.register_per_tenant(
             "mde_api_requests",
             background(
                 "HTTP requests sent, by endpoint and status code (\"error\" when no answer came).",
             ),
-            m.api_requests.clone(),
+            &m.api_requests,
         );
-        r.register(
+        r.register_per_tenant(
             "mde_api_request_duration_seconds",
             background("Duration of HTTP requests, by endpoint."),
-            m.api_duration.clone(),
+            &m.api_duration,
         );
-        r.register(
+        r.register_per_tenant(
             "mde_api_throttled",
             background("HTTP 429 answers, by endpoint."),
-            m.api_throttled.clone(),
+            &m.api_throttled,
         );
-        r.register(
+        r.register_per_tenant(
             "mde_api_retry_after_seconds",
             background("Retry-After of the latest 429 answer, by endpoint."),
-            m.retry_after.clone(),
+            &m.retry_after,
         );
-        r.register(
+        r.register_per_tenant(
             "mde_api_endpoint_deprecation_notices",
             background("API answers that announce an endpoint's end, by endpoint and reason: a Deprecation (deprecation_header) or Sunset (sunset_header) header, or 404/410 on a collection endpoint (gone)."),
-            m.deprecation_notices.clone(),
+            &m.deprecation_notices,
         );
         r.register_collector("mde_api_quota_*", Box::new(m.quota_gauges.clone()));
-        r.register(
+        r.register_per_tenant(
             "mde_exporter_permission_missing",
             "1 if the roles claim of the tenant's latest token lacks an application permission the exporter needs (Machine.Read.All, satisfied by Machine.ReadWrite.All too), else 0; read from each new token, no API call",
-            m.permission_missing.clone(),
+            &m.permission_missing,
         );
-        r.register(
+        r.register_per_tenant(
             "mde_exporter_token_success",
             background("1 if the latest OAuth2 token request of a tenant succeeded, else 0."),
-            m.token_success.clone(),
+            &m.token_success,
         );
         r.register(
             "mde_exporter_requests_in_flight",

@@ -24,6 +24,7 @@ use prometheus_client::metrics::gauge::Gauge;
 
 use super::collectors::{HttpCollector, ProcessCollector};
 use super::labels::{BuildLabels, ExportResultLabels, ShardLabels, TenantLabels, tenant};
+use super::per_tenant::TenantFamily;
 use super::registry::{FloatGauge, Parts};
 
 /// Span batches the OTLP exporter could not deliver (collector down, refused...). Counted,
@@ -82,9 +83,9 @@ pub struct ExporterMetrics {
     /// Writes to the state file that failed (each is retried once after reopening the file).
     state_write_errors: Counter,
     /// Tenants whose name came back pointing at another tenant_id or API (#24).
-    state_identity_changes: Family<TenantLabels, Counter>,
+    state_identity_changes: TenantFamily<TenantLabels, Counter>,
     /// Local minus API time per tenant, from the answers' `Date` header (#24 item 7).
-    clock_skew: Family<TenantLabels, FloatGauge>,
+    clock_skew: TenantFamily<TenantLabels, FloatGauge>,
     /// What the HTTP server's connection limits and bcrypt queue did; `app` hands it to
     /// `exporter_web::serve_with` and it is read at scrape time.
     http_stats: Arc<exporter_web::ServeStats>,
@@ -107,8 +108,8 @@ impl ExporterMetrics {
             tenant_sources: Mutex::default(),
             otlp_metrics_exports: Family::default(),
             state_write_errors: Counter::default(),
-            state_identity_changes: Family::default(),
-            clock_skew: Family::default(),
+            state_identity_changes: TenantFamily::default(),
+            clock_skew: TenantFamily::default(),
             http_stats: Arc::default(),
         };
         r.register(
@@ -171,15 +172,15 @@ impl ExporterMetrics {
             "Writes to the state file that failed (a full disk, an I/O error); after each the file is reopened and the write tried again, so polls recover when the disk does",
             m.state_write_errors.clone(),
         );
-        r.register(
+        r.register_per_tenant(
             "mde_exporter_state_tenant_identity_changes",
             "Times a tenant name's tenant_id or api_url differed from the identity its state entries were recorded under; each time that tenant's discovery state was dropped and it started afresh (bootstrap)",
-            m.state_identity_changes.clone(),
+            &m.state_identity_changes,
         );
-        r.register(
+        r.register_per_tenant(
             "mde_exporter_clock_skew_seconds",
             "The local clock minus the MDE API's, per tenant: the API's time is the latest answer's Date header plus the monotonic time since (1 s resolution). Beyond max_clock_skew no in-flight action is abandoned and no per-machine series expires by time",
-            m.clock_skew.clone(),
+            &m.clock_skew,
         );
         r.register_collector("process_*", Box::new(ProcessCollector));
         r.register_collector(

@@ -29,6 +29,7 @@ pub mod exporter;
 mod labels;
 pub mod machines;
 mod native;
+mod per_tenant;
 pub mod poll;
 mod registry;
 pub mod results;
@@ -202,6 +203,28 @@ impl Metrics {
         }
     }
 
+    /// Take every series of tenant `t` out of `/metrics`: each family with a `tenant` label
+    /// (all of them are walked, `per_tenant`), with the bookkeeping kept beside them, and the
+    /// tenant's script-output sets. For a tenant a reload or a tenant file removed, or one a
+    /// cluster member no longer owns; the other tenants' series are untouched. Returns how
+    /// many series went (script-output sets not counted). See: #32
+    pub fn forget_tenant(&self, t: &str) -> usize {
+        // The groups' bookkeeping first: it is kept as their series are removed.
+        self.results.forget_tenant(t);
+        self.machines.forget_tenant(t);
+        self.script_metrics.retain(&|tenant, _| tenant != t);
+        self.registry.per_tenant.iter().map(|f| f.forget(t)).sum()
+    }
+
+    /// The tenants with a series in some family with a `tenant` label.
+    pub fn tenants_shown(&self) -> std::collections::BTreeSet<String> {
+        let mut all = std::collections::BTreeSet::new();
+        for f in &self.registry.per_tenant {
+            f.tenants(&mut all);
+        }
+        all
+    }
+
     /// Start at 0 the series of tenant `t` for the label values in `known`, in every group;
     /// values already there are kept, so a reload can call it again.
     pub fn init_tenant_series(&self, t: &str, known: &TenantSeries<'_>) {
@@ -330,5 +353,98 @@ mod tests {
         for name in EXPOSITION_ORDER {
             assert!(m.registry.has(name), "{name} is not registered");
         }
+    }
+
+    /// Write a series of tenant `t` into every group's families that take one.
+    fn fill(m: &Metrics, t: &str) {
+        let known = TenantSeries {
+            endpoints: &["list_machine_actions"],
+            download: "download",
+            fetch_failures: &["io"],
+            evicted: &["ttl"],
+            final_statuses: &["Succeeded"],
+        };
+        m.init_tenant_series(t, &known);
+        let d = std::time::Duration::from_millis(20);
+        m.api.record_request(t, "token", "200".into(), d, None);
+        m.api.record_throttled(t, "download", d);
+        m.api
+            .record_deprecation_notice(t, "list_machines", "sunset", "x");
+        m.api.record_transcript_bytes(t, 10);
+        m.api.set_permission_missing(t, "Machine.Read.All", true);
+        m.results.record_transcript(t, "a.ps1", 1, true, || None);
+        m.results.record_file(t, 5);
+        let series = MachineScriptLabels {
+            tenant: t.into(),
+            machine: "m".into(),
+            script: "a.ps1".into(),
+        };
+        m.results.set_script_series(
+            &series,
+            ScriptSeries {
+                exit_code: 1,
+                errors_present: true,
+                end_time: 1.0,
+            },
+        );
+        m.results
+            .set_script_signature(&series, Some(("sig1", "failed <n>")));
+        m.results.set_script_not_run(&series, true);
+        m.poll.set_pending_results(t, 2);
+        m.poll.set_discovery_interval(t, d);
+        m.exporter.record_clock_skew(t, 0.5);
+        m.exporter.record_tenant_identity_change(t);
+        m.machines.expose_machine(
+            &MachineInfoLabels {
+                tenant: t.into(),
+                machine: "m".into(),
+                machine_id: "id".into(),
+                rbac_group: "g".into(),
+                os_platform: "Windows11".into(),
+                health_status: "Active".into(),
+            },
+            &[MachineTagLabels {
+                tenant: t.into(),
+                machine: "m".into(),
+                tag: "prod".into(),
+            }],
+        );
+        m.machines.record_machine_tags_dropped(t, "too_long", 1);
+    }
+
+    // See: #32
+    #[test]
+    fn forgetting_a_tenant_leaves_no_series_of_it_and_the_others_untouched() {
+        let m = Metrics::new();
+        fill(&m, "gone");
+        fill(&m, "kept");
+        let kept_before = m.encode(false).unwrap();
+        let lines_of = |text: &str, t: &str| -> Vec<String> {
+            text.lines()
+                .filter(|l| l.contains(&format!("tenant=\"{t}\"")))
+                .map(str::to_string)
+                .collect()
+        };
+        assert!(lines_of(&kept_before, "gone").len() > 40);
+        assert_eq!(
+            m.tenants_shown(),
+            ["gone".to_string(), "kept".to_string()].into()
+        );
+        assert_eq!(m.machines.machine_tag_series(), 2);
+
+        assert!(m.forget_tenant("gone") > 0);
+        for openmetrics in [false, true] {
+            let text = m.encode(openmetrics).unwrap();
+            assert_eq!(lines_of(&text, "gone"), Vec::<String>::new(), "{text}");
+        }
+        // The other tenant's series are all there, with their values.
+        let after = m.encode(false).unwrap();
+        assert_eq!(lines_of(&after, "kept"), lines_of(&kept_before, "kept"));
+        assert_eq!(m.tenants_shown(), ["kept".to_string()].into());
+        // The bookkeeping beside the series forgot the tenant too.
+        assert_eq!(m.machines.machine_tag_series(), 1);
+        assert!(m.results.signatures().top("gone", "a.ps1").top.is_empty());
+        assert_eq!(m.results.script_machines("gone"), Vec::<String>::new());
+        assert_eq!(m.results.script_machines("kept"), vec!["m".to_string()]);
     }
 }

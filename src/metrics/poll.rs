@@ -12,11 +12,11 @@
 use std::time::Duration;
 
 use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 
 use super::labels::{StatusLabels, TenantLabels, TraceLabel, tenant};
-use super::native::{Buckets, ExHistogramFamily};
+use super::native::Buckets;
+use super::per_tenant::{TenantFamily, TenantHistogramFamily};
 use super::registry::{FloatGauge, Parts, background};
 
 const POLL_BUCKETS: &[f64] = &[
@@ -25,112 +25,95 @@ const POLL_BUCKETS: &[f64] = &[
 
 /// The families a tenant's poll writes.
 pub struct PollMetrics {
-    poll_success: Family<TenantLabels, Gauge>,
-    last_poll_success: Family<TenantLabels, FloatGauge>,
-    poll_duration: ExHistogramFamily<TenantLabels>,
-    pending_results: Family<TenantLabels, Gauge>,
+    poll_success: TenantFamily<TenantLabels, Gauge>,
+    last_poll_success: TenantFamily<TenantLabels, FloatGauge>,
+    poll_duration: TenantHistogramFamily<TenantLabels>,
+    pending_results: TenantFamily<TenantLabels, Gauge>,
     // Discovery, in flight (#9).
-    actions_in_flight: Family<StatusLabels, Gauge>,
-    in_flight_oldest: Family<TenantLabels, FloatGauge>,
-    in_flight_abandoned: Family<TenantLabels, Counter>,
-    discovery_missed: Family<TenantLabels, Counter>,
+    actions_in_flight: TenantFamily<StatusLabels, Gauge>,
+    in_flight_oldest: TenantFamily<TenantLabels, FloatGauge>,
+    in_flight_abandoned: TenantFamily<TenantLabels, Counter>,
+    discovery_missed: TenantFamily<TenantLabels, Counter>,
     // Discovery at fleet scale (#20).
-    in_flight_filter_supported: Family<TenantLabels, Gauge>,
-    discovery_rereads_pending: Family<TenantLabels, Gauge>,
-    discovery_interval: Family<TenantLabels, FloatGauge>,
+    in_flight_filter_supported: TenantFamily<TenantLabels, Gauge>,
+    discovery_rereads_pending: TenantFamily<TenantLabels, Gauge>,
+    discovery_interval: TenantFamily<TenantLabels, FloatGauge>,
 }
 
 impl PollMetrics {
-    /// Remove the tenant-only series of `t` (a cluster member that no longer owns it, #31).
-    pub fn forget_tenant(&self, t: &str) {
-        let l = TenantLabels {
-            tenant: t.to_string(),
-        };
-        self.poll_success.remove(&l);
-        self.last_poll_success.remove(&l);
-        self.poll_duration.remove(&l);
-        self.pending_results.remove(&l);
-        self.in_flight_oldest.remove(&l);
-        self.in_flight_abandoned.remove(&l);
-        self.discovery_missed.remove(&l);
-        self.in_flight_filter_supported.remove(&l);
-        self.discovery_rereads_pending.remove(&l);
-        self.discovery_interval.remove(&l);
-    }
-
     /// The families, registered in `r`.
     pub(super) fn register(r: &mut Parts) -> Self {
         let m = PollMetrics {
-            poll_success: Family::default(),
-            last_poll_success: Family::default(),
-            poll_duration: Family::new_with_constructor(Buckets(POLL_BUCKETS)),
-            pending_results: Family::default(),
-            actions_in_flight: Family::default(),
-            in_flight_oldest: Family::default(),
-            in_flight_abandoned: Family::default(),
-            discovery_missed: Family::default(),
-            in_flight_filter_supported: Family::default(),
-            discovery_rereads_pending: Family::default(),
-            discovery_interval: Family::default(),
+            poll_success: TenantFamily::default(),
+            last_poll_success: TenantFamily::default(),
+            poll_duration: TenantFamily::new_with_constructor(Buckets(POLL_BUCKETS)),
+            pending_results: TenantFamily::default(),
+            actions_in_flight: TenantFamily::default(),
+            in_flight_oldest: TenantFamily::default(),
+            in_flight_abandoned: TenantFamily::default(),
+            discovery_missed: TenantFamily::default(),
+            in_flight_filter_supported: TenantFamily::default(),
+            discovery_rereads_pending: TenantFamily::default(),
+            discovery_interval: TenantFamily::default(),
         };
-        r.register(
+        r.register_per_tenant(
             "mde_liveresponse_pending_results",
             background(
                 "Finished command results waiting to be retrieved (for example for API quota).",
             ),
-            m.pending_results.clone(),
+            &m.pending_results,
         );
-        r.register(
+        r.register_per_tenant(
             "mde_liveresponse_actions_in_flight",
             background("Live Response actions not final yet (Pending, InProgress), by status."),
-            m.actions_in_flight.clone(),
+            &m.actions_in_flight,
         );
-        r.register(
+        r.register_per_tenant(
             "mde_liveresponse_in_flight_oldest_creation_timestamp_seconds",
             background("creationDateTimeUtc (Unix seconds) of the oldest Live Response action still in flight; absent when none is."),
-            m.in_flight_oldest.clone(),
+            &m.in_flight_oldest,
         );
-        r.register(
+        r.register_per_tenant(
             "mde_liveresponse_in_flight_abandoned",
             background(
                 "Actions still not final past discovery.in_flight_horizon, no longer followed.",
             ),
-            m.in_flight_abandoned.clone(),
+            &m.in_flight_abandoned,
         );
-        r.register(
+        r.register_per_tenant(
             "mde_liveresponse_discovery_missed",
             background("Final actions the reconciliation sweep found that incremental discovery had missed (expected to stay 0)."),
-            m.discovery_missed.clone(),
+            &m.discovery_missed,
         );
-        r.register(
+        r.register_per_tenant(
             "mde_liveresponse_discovery_in_flight_filter_supported",
             background("1 while the API accepts the status-filtered listing of the actions in flight; 0 once it refused it (400) and discovery reads every action in flight by id."),
-            m.in_flight_filter_supported.clone(),
+            &m.in_flight_filter_supported,
         );
-        r.register(
+        r.register_per_tenant(
             "mde_liveresponse_discovery_rereads_pending",
             background("Followed actions a poll cut short by quota did not read again; the next poll reads them first."),
-            m.discovery_rereads_pending.clone(),
+            &m.discovery_rereads_pending,
         );
-        r.register(
+        r.register_per_tenant(
             "mde_liveresponse_discovery_interval_seconds",
             background("Time until the tenant's next poll, as the cadence chose it (discovery.list_budget_share, discovery.min_interval, poll_interval)."),
-            m.discovery_interval.clone(),
+            &m.discovery_interval,
         );
-        r.register(
+        r.register_per_tenant(
             "mde_exporter_poll_success",
             background("1 if the latest poll of a tenant succeeded, else 0."),
-            m.poll_success.clone(),
+            &m.poll_success,
         );
-        r.register(
+        r.register_per_tenant(
             "mde_exporter_last_poll_success_timestamp_seconds",
             background("Unix time of the latest successful poll of a tenant."),
-            m.last_poll_success.clone(),
+            &m.last_poll_success,
         );
-        r.register(
+        r.register_per_tenant(
             "mde_exporter_poll_duration_seconds",
             background("Duration of polls, by tenant."),
-            m.poll_duration.clone(),
+            &m.poll_duration,
         );
         m
     }

@@ -13,10 +13,12 @@ use std::sync::atomic::{AtomicU64, AtomicUsize};
 
 use prometheus_client::collector::Collector;
 use prometheus_client::metrics::exemplar::CounterWithExemplar;
+use prometheus_client::metrics::family::{Family, MetricConstructor};
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
 use super::labels::TraceLabel;
+use super::per_tenant::{Forget, PerTenant, TenantFamily};
 
 /// A counter whose increments carry the trace that made them (OpenMetrics exemplars).
 pub type ExCounter = CounterWithExemplar<TraceLabel>;
@@ -46,6 +48,9 @@ pub struct Parts {
     /// Per part, the name [`Parts::put_in_order`] places it by: the family's name as
     /// registered, or the name a collector was registered under.
     keys: Vec<&'static str>,
+    /// Every family with a `tenant` label, to take a tenant's series out of all of them
+    /// (`per_tenant`, #32).
+    pub per_tenant: Vec<Box<dyn Forget>>,
 }
 
 impl Parts {
@@ -60,14 +65,36 @@ impl Parts {
         self.push(name, r);
     }
 
-    /// As [`Parts::register`], served in the Prometheus text format only.
-    pub fn register_text_only(
+    /// A family with a `tenant` label: registered, and walked when a tenant is forgotten.
+    pub fn register_per_tenant<L, M, C>(
         &mut self,
         name: &'static str,
         help: impl Into<String>,
-        metric: impl prometheus_client::registry::Metric,
-    ) {
-        self.register(name, help, metric);
+        family: &TenantFamily<L, M, C>,
+    ) where
+        L: PerTenant,
+        M: Send + Sync + 'static,
+        C: MetricConstructor<M> + Clone + Send + Sync + 'static,
+        Family<L, M, C>: prometheus_client::registry::Metric,
+    {
+        self.register(name, help, family.family().clone());
+        self.per_tenant.push(Box::new(family.clone()));
+    }
+
+    /// As [`Parts::register_per_tenant`], served in the Prometheus text format only.
+    pub fn register_per_tenant_text_only<L, M, C>(
+        &mut self,
+        name: &'static str,
+        help: impl Into<String>,
+        family: &TenantFamily<L, M, C>,
+    ) where
+        L: PerTenant,
+        M: Send + Sync + 'static,
+        C: MetricConstructor<M> + Clone + Send + Sync + 'static,
+        Family<L, M, C>: prometheus_client::registry::Metric,
+    {
+        self.register_per_tenant(name, help, family);
+        // Left out of OpenMetrics: a name that clashes there.
         if let Some(last) = self.text_only.last_mut() {
             *last = true;
         }

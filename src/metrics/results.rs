@@ -18,148 +18,148 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 
 use super::labels::{
     CommandLabels, MachineScriptLabels, NotRunLabels, ReasonLabels, ScriptLabels, StatusLabels,
     TenantLabels, TenantSeries, TraceLabel, reason, tenant,
 };
+use super::per_tenant::TenantFamily;
 use super::registry::{ExCounter, FloatGauge, Parts, background};
 use super::signatures::{Signatures, SignaturesCollector};
 
 /// The families retrieving results writes.
 pub struct ResultMetrics {
-    script_runs: Family<ScriptLabels, ExCounter>,
-    script_failures: Family<ScriptLabels, ExCounter>,
-    script_errors: Family<ScriptLabels, ExCounter>,
-    script_exit_code: Family<MachineScriptLabels, Gauge>,
-    script_errors_present: Family<MachineScriptLabels, Gauge>,
-    script_last_run: Family<MachineScriptLabels, FloatGauge>,
+    script_runs: TenantFamily<ScriptLabels, ExCounter>,
+    script_failures: TenantFamily<ScriptLabels, ExCounter>,
+    script_errors: TenantFamily<ScriptLabels, ExCounter>,
+    script_exit_code: TenantFamily<MachineScriptLabels, Gauge>,
+    script_errors_present: TenantFamily<MachineScriptLabels, Gauge>,
+    script_last_run: TenantFamily<MachineScriptLabels, FloatGauge>,
     /// Which machines have those series, per tenant (#24).
     script_machines: MachineIndex,
     /// Machines per failure signature of their latest run (#36), kept with those series.
     script_signatures: Arc<Signatures>,
-    commands: Family<CommandLabels, Counter>,
-    actions: Family<StatusLabels, Counter>,
-    fetch_failures: Family<ReasonLabels, ExCounter>,
-    files: Family<TenantLabels, Counter>,
-    file_bytes: Family<TenantLabels, Counter>,
-    script_not_run_total: Family<NotRunLabels, ExCounter>,
-    script_not_run: Family<MachineScriptLabels, Gauge>,
+    commands: TenantFamily<CommandLabels, Counter>,
+    actions: TenantFamily<StatusLabels, Counter>,
+    fetch_failures: TenantFamily<ReasonLabels, ExCounter>,
+    files: TenantFamily<TenantLabels, Counter>,
+    file_bytes: TenantFamily<TenantLabels, Counter>,
+    script_not_run_total: TenantFamily<NotRunLabels, ExCounter>,
+    script_not_run: TenantFamily<MachineScriptLabels, Gauge>,
     /// Per-machine series removed from /metrics and the state, by reason (`ttl`, `max_series`).
-    series_evicted: Family<ReasonLabels, Counter>,
+    series_evicted: TenantFamily<ReasonLabels, Counter>,
 }
 
 impl ResultMetrics {
     /// The families, registered in `r`.
     pub(super) fn register(r: &mut Parts) -> Self {
         let m = ResultMetrics {
-            script_runs: Family::default(),
-            script_failures: Family::default(),
-            script_errors: Family::default(),
-            script_exit_code: Family::default(),
-            script_errors_present: Family::default(),
-            script_last_run: Family::default(),
+            script_runs: TenantFamily::default(),
+            script_failures: TenantFamily::default(),
+            script_errors: TenantFamily::default(),
+            script_exit_code: TenantFamily::default(),
+            script_errors_present: TenantFamily::default(),
+            script_last_run: TenantFamily::default(),
             script_machines: MachineIndex::default(),
             script_signatures: Arc::default(),
-            commands: Family::default(),
-            actions: Family::default(),
-            fetch_failures: Family::default(),
-            files: Family::default(),
-            file_bytes: Family::default(),
-            script_not_run_total: Family::default(),
-            script_not_run: Family::default(),
-            series_evicted: Family::default(),
+            commands: TenantFamily::default(),
+            actions: TenantFamily::default(),
+            fetch_failures: TenantFamily::default(),
+            files: TenantFamily::default(),
+            file_bytes: TenantFamily::default(),
+            script_not_run_total: TenantFamily::default(),
+            script_not_run: TenantFamily::default(),
+            series_evicted: TenantFamily::default(),
         };
-        r.register(
+        r.register_per_tenant(
             "mde_liveresponse_script_runs",
             background("RunScript transcripts retrieved, by script."),
-            m.script_runs.clone(),
+            &m.script_runs,
         );
-        r.register(
+        r.register_per_tenant(
             "mde_liveresponse_script_failures",
             background("Retrieved transcripts whose exit_code was not 0, by script."),
-            m.script_failures.clone(),
+            &m.script_failures,
         );
-        r.register(
+        r.register_per_tenant(
             "mde_liveresponse_script_errors",
             background("Retrieved transcripts with non-empty script_errors, by script."),
-            m.script_errors.clone(),
+            &m.script_errors,
         );
-        r.register(
+        r.register_per_tenant(
             "mde_liveresponse_script_exit_code",
             background(
                 "Exit code of the latest run (by command endTime) of a script on a machine.",
             ),
-            m.script_exit_code.clone(),
+            &m.script_exit_code,
         );
-        r.register(
+        r.register_per_tenant(
             "mde_liveresponse_script_errors_present",
             background(
                 "1 if the latest run of a script on a machine wrote to script_errors, else 0.",
             ),
-            m.script_errors_present.clone(),
+            &m.script_errors_present,
         );
-        r.register(
+        r.register_per_tenant(
             "mde_liveresponse_script_last_run_timestamp_seconds",
             background("End time (Unix seconds) of the latest run of a script on a machine."),
-            m.script_last_run.clone(),
+            &m.script_last_run,
         );
         r.register_collector(
             "mde_liveresponse_script_failure_signatures",
             Box::new(SignaturesCollector(m.script_signatures.clone())),
         );
-        r.register(
+        r.register_per_tenant(
             "mde_liveresponse_commands",
             background(
                 "Commands of final Live Response actions, by command type and commandStatus.",
             ),
-            m.commands.clone(),
+            &m.commands,
         );
-        r.register(
+        r.register_per_tenant(
             "mde_liveresponse_actions",
             background("Final Live Response machine actions seen, by status."),
-            m.actions.clone(),
+            &m.actions,
         );
-        r.register(
+        r.register_per_tenant(
             "mde_liveresponse_result_fetch_failures",
             background("Command results that could not be retrieved or read, by reason; given up, not retried."),
-            m.fetch_failures.clone(),
+            &m.fetch_failures,
         );
-        r.register(
+        r.register_per_tenant(
             "mde_liveresponse_files",
             background("GetFile results whose size was recorded."),
-            m.files.clone(),
+            &m.files,
         );
-        r.register(
+        r.register_per_tenant(
             "mde_liveresponse_file_bytes",
             background("Compressed bytes of GetFile results (sized, not kept)."),
-            m.file_bytes.clone(),
+            &m.file_bytes,
         );
-        r.register(
+        r.register_per_tenant(
             "mde_liveresponse_script_not_run",
             background("RunScript commands of final actions that produced no transcript, by script and reason (command_failed, action_timeout, action_cancelled, action_failed)."),
-            m.script_not_run_total.clone(),
+            &m.script_not_run_total,
         );
         // The gauge's first name is the counter's family name in OpenMetrics (which drops
         // `_total`), a clash strict parsers refuse: it stays in the Prometheus text format,
         // where it never clashed, and OpenMetrics has the same series under `_current` only.
         // See: #24
-        r.register_text_only(
+        r.register_per_tenant_text_only(
             "mde_liveresponse_script_not_run",
             background("1 while the latest attempt (by the action's lastUpdateDateTimeUtc) of a script on a machine did not run, 0 once a later attempt ran."),
-            m.script_not_run.clone(),
+            &m.script_not_run,
         );
-        r.register(
+        r.register_per_tenant(
             "mde_liveresponse_script_not_run_current",
             background("1 while the latest attempt (by the action's lastUpdateDateTimeUtc) of a script on a machine did not run, 0 once a later attempt ran; the same series as mde_liveresponse_script_not_run, whose name OpenMetrics leaves out (it is the family name of mde_liveresponse_script_not_run_total there)."),
-            m.script_not_run.clone(),
+            &m.script_not_run,
         );
-        r.register(
+        r.register_per_tenant(
             "mde_exporter_series_evicted",
             "Per-machine series (mde_liveresponse_script_exit_code and its siblings) removed, by reason: ttl (no run within series_ttl) or max_series (the oldest beyond the cap)",
-            m.series_evicted.clone(),
+            &m.series_evicted,
         );
         m
     }
@@ -319,6 +319,13 @@ impl ResultMetrics {
         self.script_errors_present.remove(labels);
         self.script_last_run.remove(labels);
         self.script_signatures.remove(labels);
+    }
+
+    /// The bookkeeping beside the series of a tenant being forgotten (`Metrics::forget_tenant`
+    /// removes the series): its machines and its failure signatures. See: #32
+    pub(super) fn forget_tenant(&self, t: &str) {
+        self.script_machines.lock().remove(t);
+        self.script_signatures.forget_tenant(t);
     }
 
     /// The failure signature, `(id, template)`, of the latest run of a (tenant, machine,

@@ -124,6 +124,13 @@ impl Signatures {
         self.lock().forget(labels);
     }
 
+    /// Every series of `tenant` is gone (a tenant no longer served, #32).
+    pub fn forget_tenant(&self, tenant: &str) {
+        let mut inner = self.lock();
+        inner.by_series.retain(|l, _| l.tenant != tenant);
+        inner.by_script.retain(|(t, _), _| t != tenant);
+    }
+
     /// The signatures of `tenant`'s `script` as served now.
     pub fn top(&self, tenant: &str, script: &str) -> Top {
         let k = self.top_k.load(Ordering::Relaxed);

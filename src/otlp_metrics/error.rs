@@ -14,8 +14,13 @@ pub enum Error {
         "OTEL_METRICS_EXPORTER={0:?} is not supported (use otlp to push over OTLP as well as serve /metrics, or none)"
     )]
     Exporter(String),
-    #[error("{variable}={value:?} is not supported (use grpc or http/protobuf)")]
+    #[error("{variable}={value:?} is not supported (use grpc, http/protobuf or http/json)")]
     Protocol {
+        variable: &'static str,
+        value: String,
+    },
+    #[error("{variable}={value:?} is not supported (use gzip or none)")]
+    Compression {
         variable: &'static str,
         value: String,
     },

@@ -5,7 +5,8 @@
 //! prometheus-client's Prometheus protobuf encoder (`Metrics::encode_structs`: the same
 //! families and values, no text written nor read back), turns each into an OTLP metric
 //! (`build`) and sends `ExportMetricsServiceRequest`s built with opentelemetry-proto's types
-//! (`send`: protobuf over HTTP POST with reqwest, or gRPC with tonic). Why not the
+//! (`send`: protobuf or JSON over HTTP POST with reqwest, or gRPC with tonic; gzip on request;
+//! a transient failure sent again with backoff within the export's bound, `retry`). Why not the
 //! OpenTelemetry SDK's `MeterProvider` (opentelemetry 0.33): every family would need an SDK
 //! instrument beside its prometheus-client one, two writers per family that could drift; and
 //! opentelemetry-otlp's `MetricExporter` takes only the SDK's `ResourceMetrics`, not a request
@@ -25,6 +26,7 @@
 
 mod build;
 mod error;
+mod retry;
 mod send;
 
 use std::sync::Arc;
@@ -37,7 +39,7 @@ use opentelemetry_proto::tonic::resource::v1::Resource;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::config::{OtelConfig, Protocol};
+use crate::config::{Compression, OtelConfig, Protocol};
 use crate::metrics::Metrics;
 
 pub use error::Error;
@@ -61,6 +63,8 @@ pub struct PushConfig {
     /// HTTP: the full URL (`…/v1/metrics`); gRPC: the server's URL.
     pub endpoint: String,
     pub protocol: Protocol,
+    /// gzip or none, for every protocol.
+    pub compression: Compression,
     pub interval: Duration,
     /// Each request's.
     pub timeout: Duration,
@@ -84,7 +88,9 @@ impl PushConfig {
     /// `http://localhost:4317`). The metrics variable comes first so that metrics can go
     /// elsewhere than spans (a trace backend such as Jaeger takes no metrics). The protocol:
     /// `OTEL_EXPORTER_OTLP_METRICS_PROTOCOL`, `otel.protocol`, `OTEL_EXPORTER_OTLP_PROTOCOL`,
-    /// else `http/protobuf`. Headers: `OTEL_EXPORTER_OTLP_HEADERS`, then
+    /// else `http/protobuf` (`http/json` too). Compression, the same way:
+    /// `OTEL_EXPORTER_OTLP_METRICS_COMPRESSION`, `otel.compression`,
+    /// `OTEL_EXPORTER_OTLP_COMPRESSION`, else none. Headers: `OTEL_EXPORTER_OTLP_HEADERS`, then
     /// `OTEL_EXPORTER_OTLP_METRICS_HEADERS` (its keys win), `k=v` pairs with percent-encoded
     /// values. Times in milliseconds: `OTEL_METRIC_EXPORT_INTERVAL` (60000),
     /// `OTEL_EXPORTER_OTLP_METRICS_TIMEOUT` or `OTEL_EXPORTER_OTLP_TIMEOUT` per request
@@ -130,14 +136,20 @@ impl PushConfig {
                     .clone()
                     .or_else(|| env("OTEL_EXPORTER_OTLP_ENDPOINT"));
                 match (protocol, base) {
-                    (Protocol::HttpProtobuf, Some(b)) => {
-                        crate::telemetry::signal_url(b.trim(), "metrics")
-                    }
                     (Protocol::Grpc, Some(b)) => b.trim().to_string(),
-                    (Protocol::HttpProtobuf, None) => "http://localhost:4318/v1/metrics".into(),
                     (Protocol::Grpc, None) => "http://localhost:4317".into(),
+                    (_, Some(b)) => crate::telemetry::signal_url(b.trim(), "metrics"),
+                    (_, None) => "http://localhost:4318/v1/metrics".into(),
                 }
             }
+        };
+        let compression = match env("OTEL_EXPORTER_OTLP_METRICS_COMPRESSION") {
+            Some(c) => parse_compression("OTEL_EXPORTER_OTLP_METRICS_COMPRESSION", &c)?,
+            None => match (otel.compression, env("OTEL_EXPORTER_OTLP_COMPRESSION")) {
+                (Some(c), _) => c,
+                (None, Some(c)) => parse_compression("OTEL_EXPORTER_OTLP_COMPRESSION", &c)?,
+                (None, None) => Compression::None,
+            },
         };
         let millis = |names: &[&'static str], default: u64| -> Result<Duration, Error> {
             for &name in names {
@@ -167,6 +179,7 @@ impl PushConfig {
         Ok(Some(PushConfig {
             endpoint,
             protocol,
+            compression,
             interval: millis(&["OTEL_METRIC_EXPORT_INTERVAL"], DEFAULT_INTERVAL_MS)?,
             timeout: millis(
                 &[
@@ -187,9 +200,21 @@ impl PushConfig {
     }
 }
 
+fn parse_compression(name: &'static str, value: &str) -> Result<Compression, Error> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "gzip" => Ok(Compression::Gzip),
+        "none" => Ok(Compression::None),
+        _ => Err(Error::Compression {
+            variable: name,
+            value: value.trim().to_string(),
+        }),
+    }
+}
+
 fn parse_protocol(name: &'static str, value: &str) -> Result<Protocol, Error> {
     match value.trim() {
         "http/protobuf" => Ok(Protocol::HttpProtobuf),
+        "http/json" => Ok(Protocol::HttpJson),
         "grpc" => Ok(Protocol::Grpc),
         other => Err(Error::Protocol {
             variable: name,
@@ -332,14 +357,17 @@ struct Pusher {
     /// When the counters started (the pusher is started with the exporter).
     start: u64,
     export_timeout: Duration,
+    /// The push interval: retries of an export end before the next one is due.
+    interval: Duration,
     endpoint: String,
     /// Whether the latest export failed (to log the recovery once).
     failing: bool,
 }
 
 impl Pusher {
-    /// Encode, build and send every request; the data points the receiver rejected.
-    async fn export(&self) -> Result<i64, String> {
+    /// Encode, build and send every request, each sent again while its failure is transient
+    /// and `deadline` allows (`retry`); the data points the receiver rejected.
+    async fn export(&self, deadline: tokio::time::Instant) -> Result<i64, String> {
         let metrics = self.metrics.clone();
         let (now, start) = (unix_nanos(), self.start);
         let (resource, scope) = (self.resource.clone(), self.scope.clone());
@@ -357,7 +385,30 @@ impl Pusher {
         .map_err(|e| format!("encoding the metrics: {e}"))??;
         let mut rejected = 0;
         for request in requests {
-            rejected += self.transport.send(request).await?;
+            let payload = self.transport.encode(request)?;
+            let mut backoff = retry::backoff();
+            let mut retries = 0u32;
+            loop {
+                match self.transport.send(&payload).await {
+                    Ok(r) => {
+                        rejected += r;
+                        break;
+                    }
+                    Err(failure) => {
+                        let now = tokio::time::Instant::now();
+                        let Some(wait) =
+                            retry::next_wait(failure.retry, &mut backoff, now, deadline)
+                        else {
+                            return Err(match retries {
+                                0 => failure.message,
+                                n => format!("{} (after {n} retries)", failure.message),
+                            });
+                        };
+                        retries += 1;
+                        tokio::time::sleep(wait).await;
+                    }
+                }
+            }
         }
         Ok(rejected)
     }
@@ -365,7 +416,10 @@ impl Pusher {
     /// One export, counted, and logged when it fails (once: one export per interval), when
     /// the receiver rejects points, and when exports work again after failing.
     async fn export_and_report(&mut self, timeout: Duration) {
-        let outcome = match tokio::time::timeout(timeout, self.export()).await {
+        // Retries stop at the export's bound, and never run into the next interval: the next
+        // export sends the current values anyway.
+        let deadline = tokio::time::Instant::now() + timeout.min(self.interval);
+        let outcome = match tokio::time::timeout(timeout, self.export(deadline)).await {
             Ok(r) => r,
             Err(_) if timeout < self.export_timeout => Err(format!(
                 "the last export, at shutdown, to {} took longer than {timeout:?}",
@@ -414,7 +468,13 @@ pub fn spawn(
     instance: &str,
     mut stop: watch::Receiver<bool>,
 ) -> Result<JoinHandle<()>, Error> {
-    let transport = send::Transport::new(cfg.protocol, &cfg.endpoint, &cfg.headers, cfg.timeout)?;
+    let transport = send::Transport::new(
+        cfg.protocol,
+        cfg.compression,
+        &cfg.endpoint,
+        &cfg.headers,
+        cfg.timeout,
+    )?;
     metrics.exporter.record_otlp_metrics_export_start();
     let mut pusher = Pusher {
         metrics,
@@ -430,6 +490,7 @@ pub fn spawn(
         },
         start: unix_nanos(),
         export_timeout: cfg.export_timeout,
+        interval: cfg.interval,
         endpoint: shown_endpoint(&cfg.endpoint),
         failing: false,
     };

@@ -156,8 +156,18 @@ fn protocols_times_and_their_errors() {
         ),
         (
             "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL",
-            "http/json",
-            "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL=\"http/json\" is not supported (use grpc or http/protobuf)",
+            "http/xml",
+            "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL=\"http/xml\" is not supported (use grpc, http/protobuf or http/json)",
+        ),
+        (
+            "OTEL_EXPORTER_OTLP_METRICS_COMPRESSION",
+            "zstd",
+            "OTEL_EXPORTER_OTLP_METRICS_COMPRESSION=\"zstd\" is not supported (use gzip or none)",
+        ),
+        (
+            "OTEL_EXPORTER_OTLP_COMPRESSION",
+            "deflate",
+            "OTEL_EXPORTER_OTLP_COMPRESSION=\"deflate\" is not supported (use gzip or none)",
         ),
     ] {
         assert_eq!(resolve(&[on, (var, value)]).unwrap_err(), want, "{var}");
@@ -341,4 +351,48 @@ fn the_exporters_families_are_pushed_once_each() {
     assert_eq!(values(get("mde_script_plain")), [1.5]);
     let free = values(get("mde_script_free"));
     assert!(free[0].is_nan() && free[1] == f64::INFINITY, "{free:?}");
+}
+
+/// Compression: the metrics variable, then `otel.compression`, then the generic variable;
+/// none by default (the specification's). http/json takes the HTTP endpoint. See: #32
+#[test]
+fn compression_and_json_follow_the_variables() {
+    let on = ("OTEL_METRICS_EXPORTER", "otlp");
+    let c = resolve(&[on]).unwrap().unwrap();
+    assert_eq!(c.compression, Compression::None);
+    let c = resolve(&[on, ("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip")])
+        .unwrap()
+        .unwrap();
+    assert_eq!(c.compression, Compression::Gzip);
+    let file = OtelConfig {
+        compression: Some(Compression::None),
+        ..Default::default()
+    };
+    let c = resolve_with(&[on, ("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip")], &file)
+        .unwrap()
+        .unwrap();
+    assert_eq!(c.compression, Compression::None, "the file's key wins");
+    let c = resolve_with(
+        &[on, ("OTEL_EXPORTER_OTLP_METRICS_COMPRESSION", "GZIP")],
+        &file,
+    )
+    .unwrap()
+    .unwrap();
+    assert_eq!(
+        c.compression,
+        Compression::Gzip,
+        "the metrics variable wins"
+    );
+
+    let c = resolve(&[
+        on,
+        ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json"),
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318"),
+    ])
+    .unwrap()
+    .unwrap();
+    assert_eq!(
+        (c.endpoint.as_str(), c.protocol),
+        ("http://c:4318/v1/metrics", Protocol::HttpJson)
+    );
 }

@@ -33,7 +33,9 @@ pub enum Error {
         filter: String,
         error: tracing_subscriber::filter::ParseError,
     },
-    #[error("OTEL_EXPORTER_OTLP_PROTOCOL={0:?} is not supported (use grpc or http/protobuf)")]
+    #[error(
+        "OTEL_EXPORTER_OTLP_PROTOCOL={0:?} is not supported (use grpc, http/protobuf or http/json)"
+    )]
     Protocol(String),
     #[error("otel.sample_ratio {0} must be between 0 and 1")]
     SampleRatio(f64),

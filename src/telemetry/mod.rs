@@ -1,6 +1,7 @@
 //! Logs and traces: flat JSON (default) or logfmt lines on stderr, the way Prometheus writes
 //! its own (`ts`, `level`, `msg`, then the fields, each key once), and OpenTelemetry spans and
-//! log records over OTLP (gRPC or HTTP/protobuf) when an endpoint is configured.
+//! log records over OTLP (gRPC, HTTP/protobuf or HTTP/JSON, gzip on request) when an endpoint
+//! is configured.
 //!
 //! Owns the subscriber, the level words, the choice of line format (the line itself is written
 //! by the `flat-log` crate, which the simulator shares), the OTLP pipelines, the ids that tie
@@ -11,7 +12,7 @@
 use std::time::Duration;
 
 use opentelemetry::trace::{TraceContextExt, TracerProvider as _};
-use opentelemetry_otlp::{WithExportConfig, WithHttpConfig};
+use opentelemetry_otlp::{WithExportConfig, WithHttpConfig, WithTonicConfig};
 use opentelemetry_sdk::logs::{LogBatch, LogExporter, SdkLoggerProvider};
 use opentelemetry_sdk::trace::{SdkTracerProvider, SpanData, SpanExporter};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
@@ -42,7 +43,7 @@ const OWN_TARGETS: &[&str] = &["mde_liveresponse_exporter", "mde_sim"];
 mod error;
 pub use error::Error;
 
-use crate::config::{OtelConfig, Protocol};
+use crate::config::{Compression, OtelConfig, Protocol};
 use crate::metrics::{OTLP_EXPORT_FAILURES, TraceLabel};
 
 impl OtelConfig {
@@ -70,6 +71,7 @@ impl OtelConfig {
         match env.as_deref() {
             // The OTLP specification's default.
             None | Some("http/protobuf") => Ok(Protocol::HttpProtobuf),
+            Some("http/json") => Ok(Protocol::HttpJson),
             Some("grpc") => Ok(Protocol::Grpc),
             Some(other) => Err(Error::Protocol(other.to_string())),
         }
@@ -209,6 +211,17 @@ pub(crate) fn signal_url(endpoint: &str, signal: &str) -> String {
     format!("{base}/v1/{signal}")
 }
 
+/// The crate's HTTP encoding of one of our HTTP protocols. Compression: `otel.compression:
+/// gzip` is passed on; otherwise the crate reads `OTEL_EXPORTER_OTLP_{TRACES,LOGS}_COMPRESSION`
+/// and `OTEL_EXPORTER_OTLP_COMPRESSION` itself. Retries (429, 502, 503, 504, gRPC
+/// `UNAVAILABLE`, with backoff and `Retry-After`) are the crate's own recommended policy.
+fn http_protocol(p: Protocol) -> opentelemetry_otlp::Protocol {
+    match p {
+        Protocol::HttpJson => opentelemetry_otlp::Protocol::HttpJson,
+        Protocol::HttpProtobuf | Protocol::Grpc => opentelemetry_otlp::Protocol::HttpBinary,
+    }
+}
+
 /// Build the log record pipeline to the same endpoint and protocol as the spans.
 fn logger_provider(cfg: &OtelConfig) -> Result<Option<SdkLoggerProvider>, Error> {
     let Some(endpoint) = cfg
@@ -219,19 +232,34 @@ fn logger_provider(cfg: &OtelConfig) -> Result<Option<SdkLoggerProvider>, Error>
     else {
         return Ok(None);
     };
+    let gzip = cfg.compression == Some(Compression::Gzip);
     let exporter = match cfg.effective_protocol()? {
-        Protocol::Grpc => opentelemetry_otlp::LogExporter::builder()
-            .with_tonic()
-            .with_endpoint(endpoint.clone())
-            .with_timeout(Duration::from_secs(5))
-            .build(),
-        Protocol::HttpProtobuf => opentelemetry_otlp::LogExporter::builder()
-            .with_http()
-            .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
-            .with_endpoint(signal_url(&endpoint, "logs"))
-            .with_timeout(Duration::from_secs(5))
-            .with_headers(Default::default())
-            .build(),
+        Protocol::Grpc => {
+            let b = opentelemetry_otlp::LogExporter::builder()
+                .with_tonic()
+                .with_endpoint(endpoint.clone())
+                .with_timeout(Duration::from_secs(5));
+            if gzip {
+                b.with_compression(opentelemetry_otlp::Compression::Gzip)
+                    .build()
+            } else {
+                b.build()
+            }
+        }
+        http => {
+            let b = opentelemetry_otlp::LogExporter::builder()
+                .with_http()
+                .with_protocol(http_protocol(http))
+                .with_endpoint(signal_url(&endpoint, "logs"))
+                .with_timeout(Duration::from_secs(5))
+                .with_headers(Default::default());
+            if gzip {
+                b.with_compression(opentelemetry_otlp::Compression::Gzip)
+                    .build()
+            } else {
+                b.build()
+            }
+        }
     }
     .map_err(|error| Error::LogExporter {
         endpoint: endpoint.clone(),
@@ -272,19 +300,34 @@ pub fn tracer_provider(cfg: &OtelConfig) -> Result<Option<SdkTracerProvider>, Er
         return Ok(None);
     };
     let protocol = cfg.effective_protocol()?;
+    let gzip = cfg.compression == Some(Compression::Gzip);
     let exporter = match protocol {
-        Protocol::Grpc => opentelemetry_otlp::SpanExporter::builder()
-            .with_tonic()
-            .with_endpoint(endpoint.clone())
-            .with_timeout(Duration::from_secs(5))
-            .build(),
-        Protocol::HttpProtobuf => opentelemetry_otlp::SpanExporter::builder()
-            .with_http()
-            .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
-            .with_endpoint(signal_url(&endpoint, "traces"))
-            .with_timeout(Duration::from_secs(5))
-            .with_headers(Default::default())
-            .build(),
+        Protocol::Grpc => {
+            let b = opentelemetry_otlp::SpanExporter::builder()
+                .with_tonic()
+                .with_endpoint(endpoint.clone())
+                .with_timeout(Duration::from_secs(5));
+            if gzip {
+                b.with_compression(opentelemetry_otlp::Compression::Gzip)
+                    .build()
+            } else {
+                b.build()
+            }
+        }
+        http => {
+            let b = opentelemetry_otlp::SpanExporter::builder()
+                .with_http()
+                .with_protocol(http_protocol(http))
+                .with_endpoint(signal_url(&endpoint, "traces"))
+                .with_timeout(Duration::from_secs(5))
+                .with_headers(Default::default());
+            if gzip {
+                b.with_compression(opentelemetry_otlp::Compression::Gzip)
+                    .build()
+            } else {
+                b.build()
+            }
+        }
     }
     .map_err(|error| Error::SpanExporter {
         endpoint: endpoint.clone(),

@@ -65,6 +65,28 @@ async fn all_served(members: &[(&str, SocketAddr)], within: Duration) -> BTreeMa
     }
 }
 
+/// Every tenant with a series on a member's /metrics is one it serves (one scrape): a tenant
+/// it lost left with all its series, counters and histograms too, not only its per-machine
+/// ones (#32). The quota gauges are left out: every member reads every configured tenant's
+/// windows.
+async fn no_series_of_lost_tenants(member: &str, addr: SocketAddr) {
+    let samples = scrape(addr).await;
+    let tenants_of = |names: &dyn Fn(&str) -> bool| -> BTreeSet<String> {
+        samples
+            .keys()
+            .filter(|(name, _)| names(name))
+            .filter_map(|(_, labels)| labels.get("tenant").cloned())
+            .collect()
+    };
+    let serving = tenants_of(&|n| n == "mde_exporter_poll_success");
+    let shown = tenants_of(&|n| !n.starts_with("mde_api_quota_"));
+    assert!(
+        shown.is_subset(&serving),
+        "{member} shows series of {:?}, which it does not serve",
+        shown.difference(&serving).collect::<Vec<_>>()
+    );
+}
+
 fn start(config: &Path, member: &str) -> Binary {
     Binary::on_config(config, &[], &[("MEMBER", member)])
 }
@@ -162,6 +184,10 @@ async fn issue_31_members_die_and_nothing_is_lost_or_counted_twice() {
     )
     .await;
     eprintln!("with d: {with_d:?}");
+    // b and c lost what d took: nothing of those tenants stays on their /metrics.
+    for (name, addr) in [("b", b.addr), ("c", c.addr), ("d", d.addr)] {
+        no_series_of_lost_tenants(name, addr).await;
+    }
 
     // SIGTERM: b gives its tenants up at once (3 -> 2).
     assert_eq!(b.terminate(), Some(0), "a member stops cleanly on SIGTERM");
@@ -197,6 +223,8 @@ async fn issue_31_members_die_and_nothing_is_lost_or_counted_twice() {
         "c had {c_had:?}; now {:?}",
         owners(&[("c", c.addr), ("d", d.addr)]).await
     );
+    // c, woken, let go of what d took while it was frozen: all of its series.
+    no_series_of_lost_tenants("c", c.addr).await;
 
     // The database restarts under the members (pg_virtualenv's cluster "regress").
     let version = std::env::var("PGVERSION").unwrap_or_else(|_| "15".into());

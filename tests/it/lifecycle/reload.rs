@@ -172,3 +172,114 @@ async fn sighup_reloads_the_binary() {
             .any(|l| l.contains("configuration reloaded"))
     );
 }
+
+/// The metric names with a sample whose `tenant` label is `tenant`.
+fn families_of(m: &Samples, tenant: &str) -> std::collections::BTreeSet<String> {
+    m.iter()
+        .filter(|((_, labels), _)| labels.get("tenant").map(String::as_str) == Some(tenant))
+        .map(|((name, _), _)| name.clone())
+        .collect()
+}
+
+// See: #32
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_that_removes_a_tenant_removes_every_series_of_it() {
+    let (sim_a, addr_a) = start_sim(scenario(85)).await;
+    let (sim_b, addr_b) = start_sim(scenario(86)).await;
+    // Beta is throttled once and answers a 500 once: its 429 and error series exist too.
+    sim_b
+        .faults()
+        .throttle_next("get_result_download_link", 1, Some(1));
+    sim_b.faults().fail_next("get_machine_action", 500, 1);
+    let dir = tempfile::tempdir().unwrap();
+    let path: PathBuf = dir.path().join("config.yml");
+    let one = format!(
+        "poll_interval: 200ms\ntenants:\n{}",
+        tenant_yaml("alpha", &sim_a, addr_a)
+    );
+    std::fs::write(
+        &path,
+        format!("{one}{}", tenant_yaml("beta", &sim_b, addr_b)),
+    )
+    .unwrap();
+    let file = path.clone();
+    let loader: app::Loader = Arc::new(move || Config::load(&file));
+    let exporter = start_exporter_with_loader(Config::load(&path).unwrap(), loader).await;
+    let a = exporter.addr;
+    all_final(&sim_a).await;
+    all_final(&sim_b).await;
+    let want_a = sim_a.truth().runs_by_script();
+    let want_b = sim_b.truth().runs_by_script();
+    eventually("both tenants counted", || {
+        let (want_a, want_b) = (want_a.clone(), want_b.clone());
+        async move {
+            let m = scrape(a).await;
+            let runs = |t| {
+                by_label(
+                    &m,
+                    "mde_liveresponse_script_runs_total",
+                    "script",
+                    &[("tenant", t)],
+                )
+            };
+            runs("alpha") == want_a
+                && runs("beta") == want_b
+                && sum(&m, "mde_api_throttled_total", &[("tenant", "beta")]) > 0.0
+        }
+    })
+    .await;
+    let before = scrape(a).await;
+    let beta_families = families_of(&before, "beta");
+    // Beta's series are in every group: results, per-machine, poll, API, quota, token.
+    for family in [
+        "mde_liveresponse_script_runs_total",
+        "mde_liveresponse_script_exit_code",
+        "mde_liveresponse_actions_total",
+        "mde_exporter_poll_success",
+        "mde_exporter_poll_duration_seconds_count",
+        "mde_api_requests_total",
+        "mde_api_request_duration_seconds_count",
+        "mde_api_throttled_total",
+        "mde_api_retry_after_seconds",
+        "mde_api_quota_used",
+        "mde_exporter_token_success",
+    ] {
+        assert!(
+            beta_families.contains(family),
+            "{family}: {beta_families:?}"
+        );
+    }
+
+    // Reload without beta.
+    std::fs::write(&path, &one).unwrap();
+    let (status, body) = post_reload(a).await;
+    assert_eq!((status, body.trim()), (200, "configuration reloaded"));
+    let after = scrape(a).await;
+    assert_eq!(
+        families_of(&after, "beta"),
+        std::collections::BTreeSet::new(),
+        "beta's series left after the reload"
+    );
+    // The raw body too, in every format's words (histogram buckets, `_created`).
+    let (_, _, text) = get(a, "/metrics", None).await;
+    assert!(!text.contains("tenant=\"beta\""), "{text}");
+    // Alpha's go on unchanged: every family it had, the same counts.
+    let alpha_after = families_of(&after, "alpha");
+    for family in families_of(&before, "alpha") {
+        assert!(alpha_after.contains(&family), "alpha lost {family}");
+    }
+    assert_eq!(
+        by_label(
+            &after,
+            "mde_liveresponse_script_runs_total",
+            "script",
+            &[("tenant", "alpha")]
+        ),
+        want_a
+    );
+    assert!(
+        sum(&after, "mde_api_requests_total", &[("tenant", "alpha")])
+            >= sum(&before, "mde_api_requests_total", &[("tenant", "alpha")])
+    );
+    exporter.shutdown().await.unwrap();
+}

@@ -5,4 +5,6 @@ mod logs;
 mod otel_logs;
 mod otlp;
 mod otlp_metrics;
+mod otlp_push_options;
 mod semconv;
+mod token_span;

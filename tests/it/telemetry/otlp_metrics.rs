@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use crate::common::*;
-use mde_liveresponse_exporter::config::Protocol;
+use mde_liveresponse_exporter::config::{Compression, Protocol};
 use mde_liveresponse_exporter::otlp_metrics::PushConfig;
 use mde_sim::SimConfig;
 use opentelemetry_proto::tonic::collector::metrics::v1::{
@@ -166,6 +166,7 @@ fn push_to(endpoint: &str, interval: Duration) -> PushConfig {
     PushConfig {
         endpoint: endpoint.to_string(),
         protocol: Protocol::HttpProtobuf,
+        compression: Compression::None,
         interval,
         timeout: Duration::from_secs(5),
         export_timeout: Duration::from_secs(10),
