@@ -20,8 +20,8 @@
 # Built programs are also kept in a cache outside the work tree (MDE_TOOLS_CACHE, default
 # ~/.cache/mde-liveresponse-exporter/tools, with their stamps), so a fresh clone on a machine
 # that built them once (CI runs in a new clone) copies them instead of compiling again.
-# TOOLS_BUDGET_SECONDS (default 900) bounds the compiling of one run: a build still running when
-# it is spent is stopped and the program reported as not built (exit 0; Go's build cache keeps
+# TOOLS_BUDGET_SECONDS (default 900) bounds the compiling of one run (REQUIRED programs aside,
+# below): a build still running when it is spent is stopped and the program reported as not built (exit 0; Go's build cache keeps
 # what was compiled, so the next run goes on from there), and the callers use their fallbacks.
 #
 # Usage: scripts/tools.sh [NAME...]   (default: all; NAME is one of the names below)
@@ -54,6 +54,11 @@ TOOLS=(
     "alertmanager github.com/prometheus/alertmanager v0.35.0 github.com/prometheus/alertmanager/cmd/alertmanager github.com/prometheus/common/version.Version=0.35.0"
     "jaeger github.com/jaegertracing/jaeger v1.75.0 github.com/jaegertracing/jaeger/cmd/jaeger"
 )
+# The programs some step cannot do without (no fallback): helm (the chart checks), crane (the
+# registry), actionlint (the workflows), the cargo plugins (the image and its SBOMs). They come
+# first and TOOLS_BUDGET_SECONDS does not stop them; it bounds the others, whose steps fall back
+# (Debian's Prometheus 2.42 and Alertmanager, the e2e's own OTLP receiver for Jaeger).
+REQUIRED="helm crane actionlint cargo-auditable cargo-cyclonedx"
 # -trimpath and -s -w: no local paths, no symbol tables (about a third smaller binaries).
 # CGO_ENABLED=0: static binaries, no C toolchain needed.
 LDFLAGS="-s -w"
@@ -135,6 +140,9 @@ for t in "${TOOLS[@]}"; do
         continue
     fi
     left=$((deadline - SECONDS))
+    # A program no step can do without is built whatever the budget says (an hour at most):
+    # leaving it out would fail its step, not fall back.
+    case " $REQUIRED " in *" $name "*) left=3600 ;; esac
     if [ "$left" -le 0 ]; then
         skipped+=("$name")
         echo "tools: $name $version not built: TOOLS_BUDGET_SECONDS is spent" >&2
