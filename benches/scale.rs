@@ -15,6 +15,8 @@
 //! steady state are printed (#33: a quiet tenant lists about once a `poll_interval`).
 //! `BENCH_SCRIPT_METRICS=1` has two of the simulator's scripts print findings and the
 //! exporter read them with `script_metrics:` rules (#21), and counts their series.
+//! `BENCH_TENANT_FILES=1` puts the tenants in tenant files of 100 entries under one
+//! `tenant_defaults:` block (#34) instead of `tenants:`.
 //! Run it with `cargo bench --bench scale` or `benches/scripts/scale.sh`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -170,6 +172,12 @@ async fn run() {
     }
 }
 
+/// Whether the tenants come from tenant files (`BENCH_TENANT_FILES=1`, #34): one
+/// `tenant_defaults:` block and files of 100 `{name, tenant_id, client_id, client_secret}`.
+fn tenant_files() -> bool {
+    env_or("BENCH_TENANT_FILES", 0) == 1
+}
+
 /// Whether the scripts print findings and the exporter reads them (`BENCH_SCRIPT_METRICS=1`).
 fn script_metrics() -> bool {
     env_or("BENCH_SCRIPT_METRICS", 0) == 1
@@ -202,7 +210,7 @@ async fn one(n: usize, scale: f64, poll: Duration, steady_polls: u32, actions: u
     // unscaled it would be 5 of the 6 seconds of a scaled minute.
     let min_interval = Duration::from_secs(5).div_f64(scale);
     let mut yaml = format!(
-        "poll_interval: {}ms\nstate_path: {}\n{}tenants:\n",
+        "poll_interval: {}ms\nstate_path: {}\n{}",
         poll.as_millis(),
         dir.path().join("state.redb").display(),
         if script_metrics() {
@@ -211,17 +219,44 @@ async fn one(n: usize, scale: f64, poll: Duration, steady_polls: u32, actions: u
             String::new()
         },
     );
-    for (i, sim) in multi.tenants().iter().enumerate() {
+    // Every tenant has the simulator's quota and the scaled minimum interval.
+    let q = multi.tenants()[0].config().clone();
+    let common = format!(
+        "api_url: http://{sim_addr}\nlogin_url: http://{sim_addr}\ndiscovery:\n  min_interval: {}us\nquota:\n  per_minute: {}\n  per_hour: {}\n  minute: {}us\n  hour: {}us\n",
+        min_interval.as_micros(),
+        q.per_minute,
+        q.per_hour,
+        q.minute.as_micros(),
+        q.hour.as_micros(),
+    );
+    let indent =
+        |text: &str, by: &str| -> String { text.lines().map(|l| format!("{by}{l}\n")).collect() };
+    let entry = |i: usize, sim: &mde_sim::Simulator| {
         let (tenant_id, client_id, secret) = sim.credentials();
-        let q = sim.config();
+        format!(
+            "- name: customer-{i:04}\n  tenant_id: {tenant_id}\n  client_id: {client_id}\n  client_secret: {secret}\n"
+        )
+    };
+    if tenant_files() {
+        // #34: one `tenant_defaults:` block and files of 100 entries, as an MSSP would.
         yaml.push_str(&format!(
-            "  - name: customer-{i:04}\n    tenant_id: {tenant_id}\n    client_id: {client_id}\n    client_secret: {secret}\n    api_url: http://{sim_addr}\n    login_url: http://{sim_addr}\n    discovery:\n      min_interval: {}us\n    quota:\n      per_minute: {}\n      per_hour: {}\n      minute: {}us\n      hour: {}us\n",
-            min_interval.as_micros(),
-            q.per_minute,
-            q.per_hour,
-            q.minute.as_micros(),
-            q.hour.as_micros(),
+            "tenant_defaults:\n{}tenant_files:\n  - files: [customers/*.yml]\n    refresh_interval: 5m\n",
+            indent(&common, "  ")
         ));
+        std::fs::create_dir(dir.path().join("customers")).unwrap();
+        for (f, group) in multi.tenants().chunks(100).enumerate() {
+            let text: String = group
+                .iter()
+                .enumerate()
+                .map(|(j, sim)| entry(f * 100 + j, sim))
+                .collect();
+            std::fs::write(dir.path().join(format!("customers/group-{f:04}.yml")), text).unwrap();
+        }
+    } else {
+        yaml.push_str("tenants:\n");
+        for (i, sim) in multi.tenants().iter().enumerate() {
+            yaml.push_str(&indent(&(entry(i, sim) + &indent(&common, "  ")), "  "));
+        }
     }
     let config = dir.path().join("config.yml");
     std::fs::File::create(&config)

@@ -8,7 +8,8 @@
 //! seconds later (and per tenant), the `/metrics` series and bytes per tenant, the render time
 //! of `/metrics` (p50, p99 of `BENCH_SCRAPES` scrapes, default 30), and the cost of a file
 //! change with N tenants loaded: the time from writing one more entry into one file to the new
-//! tenant on `/metrics` (which includes up to the 1 s `refresh_interval`), and the RSS after.
+//! tenant on `/metrics` (which includes up to the 1 s `refresh_interval`), and the RSS after;
+//! the reload's own time and what it kept and started go to stderr (`reload: took …`).
 //!
 //! Idle: every tenant points at a closed loopback port with a 1 h poll interval, so polls are
 //! spread over the hour and the few that start fail at once; what is measured is what a
@@ -89,8 +90,18 @@ fn spawn(exporter: &str, config: &Path) -> (Child, SocketAddr, Duration) {
         }
     }
     let took = started.elapsed();
-    // Keep draining stderr.
-    std::thread::spawn(move || for _ in lines {});
+    // Keep draining stderr; say what each reload did and took (#34).
+    std::thread::spawn(move || {
+        for line in lines.map_while(Result::ok) {
+            let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+            if v["msg"] == "configuration reloaded" {
+                eprintln!(
+                    "reload: took {} s, kept {}, started {}, stopped {}",
+                    v["took_s"], v["kept"], v["started"], v["stopped"]
+                );
+            }
+        }
+    });
     (child, addr.expect("the exporter did not start"), took)
 }
 

@@ -7,7 +7,8 @@
 //! when per-machine series are checked for expiry (housekeeping) and by which time (each
 //! tenant's API clock, see `api::clock`, with the skew gauges), and the hand-over of a
 //! reload request from the server to the supervisor, with its outcome's error
-//! ([`ReloadError`]). Does not own polling (the collector),
+//! ([`ReloadError`]), and how the tasks of a tenant a reload keeps take the new `Shared`
+//! ([`SharedFeed`]). Does not own polling (the collector),
 //! the per-machine series themselves (`series`), the quota gauges (read at scrape time by
 //! `metrics`), routes (the server) or start-up and reloads themselves (the app).
 
@@ -16,7 +17,7 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
 use crate::api::SharedQuota;
@@ -60,6 +61,31 @@ pub type Current = Arc<RwLock<Arc<Shared>>>;
 /// The `Shared` in force now.
 pub fn shared_now(c: &Current) -> Arc<Shared> {
     c.read().unwrap_or_else(PoisonError::into_inner).clone()
+}
+
+/// Where a tenant's tasks kept across a reload take the configuration put in force (#34):
+/// the supervisor sends each new `Shared`, and a task takes it between two polls.
+pub type SharedFeed = watch::Receiver<Arc<Shared>>;
+
+/// Wait until `feed` has a configuration newer than the one taken; never, without a feed (or
+/// once its sender is gone).
+pub async fn next_shared(feed: &mut Option<SharedFeed>) {
+    match feed {
+        Some(f) => {
+            if f.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+        None => std::future::pending::<()>().await,
+    }
+}
+
+/// The configuration `feed` has, when newer than the one taken (marked taken).
+pub fn newer_shared(feed: &mut Option<SharedFeed>) -> Option<Arc<Shared>> {
+    let f = feed.as_mut()?;
+    f.has_changed()
+        .unwrap_or(false)
+        .then(|| f.borrow_and_update().clone())
 }
 
 /// Ask the supervisor for a reload and wait for its outcome.

@@ -5,8 +5,9 @@
 //! Owns what happens to a tenant when ownership changes hands here: taken, its state and
 //! quota windows read by the lease loop are taken in and its series restored before its
 //! collector starts; lost or given up, its collector is stopped first, then its per-machine
-//! series and script-output sets leave /metrics and its entries leave memory. Does not own
-//! the leases (`crate::cluster`), polling (`poll`), nor the exactly-once rules (`record`).
+//! series, machine context and script-output sets leave /metrics and its entries leave
+//! memory. Does not own the tenant's tasks across reloads (`fleet`), the leases
+//! (`crate::cluster`), polling (`poll`), nor the exactly-once rules (`record`).
 
 use std::sync::{Arc, PoisonError};
 use std::time::Duration;
@@ -21,14 +22,16 @@ use crate::cluster::{Holding, Membership, Ownership, Sources, Taken};
 use crate::config::{ClusterConfig, Config};
 use crate::metrics::Metrics;
 use crate::poll::collector::TenantCollector;
+use crate::poll::machines::MachineRefresh;
 use crate::record::state::State;
-use crate::shared::{Current, Shared, shared_now};
+use crate::shared::{Current, Shared, SharedFeed, shared_now};
 
 /// Connect to the cluster's database, create or migrate its tables, and return an empty
 /// state over it and this member's ownership. A database that does not answer is tried
 /// again (every attempt logged, naming the server, never the password) until it does; one
 /// that answers but cannot be used (a newer schema, another application's) stops the start.
-pub(super) async fn open(config: &ClusterConfig) -> Result<(State, Arc<Ownership>), super::Error> {
+/// The error is the message of `app::Error::Cluster`.
+pub(super) async fn open(config: &ClusterConfig) -> Result<(State, Arc<Ownership>), String> {
     let mut wait = Duration::from_secs(1);
     let client = loop {
         match crate::cluster::connect::connect(&config.postgres_url).await {
@@ -42,10 +45,10 @@ pub(super) async fn open(config: &ClusterConfig) -> Result<(State, Arc<Ownership
     };
     crate::cluster::schema::migrate(&client)
         .await
-        .map_err(|e| super::Error::Cluster(format!("{}: {e}", config.postgres_url.target())))?;
+        .map_err(|e| format!("{}: {e}", config.postgres_url.target()))?;
     let fence = Arc::new(Fence::new(crate::cluster::incarnation()));
     let store = PgStore::start(config.postgres_url.clone(), fence.clone())
-        .map_err(|e| super::Error::Cluster(format!("cannot start the store's thread: {e}")))?;
+        .map_err(|e| format!("cannot start the store's thread: {e}"))?;
     tracing::info!(
         member = %config.member,
         database = %config.postgres_url.target(),
@@ -118,46 +121,25 @@ pub(super) fn spawn_membership(
     tokio::spawn(membership.run(stop))
 }
 
-/// One task per tenant of `clients`: each runs its tenant's collector and machine-context
-/// refresh while this member owns the tenant.
-pub(super) fn launch(
-    shared: &Arc<Shared>,
-    clients: super::TenantClients,
-    ownership: &Arc<Ownership>,
-) -> super::Collectors {
-    let (stop, rx) = watch::channel(false);
-    shared.metrics.machines.clear_machines();
-    let tasks = clients
-        .into_iter()
-        .map(|(t, client)| {
-            tokio::spawn(slot(
-                t,
-                client,
-                shared.clone(),
-                ownership.clone(),
-                rx.clone(),
-            ))
-        })
-        .collect();
-    super::Collectors { stop, tasks }
-}
-
-/// The life of one tenant on this member: wait until owned, take its state in, poll until
-/// it is lost (or its local lease runs out), clean up, and wait again. At `stop` (shutdown or
-/// a reload) it returns at once, leaving what is held as it is.
-async fn slot(
+/// The life of one tenant on this member (its one task, started by `fleet`): wait until
+/// owned, take its state in, poll until it is lost (or its local lease runs out), clean up,
+/// and wait again. At `stop` (shutdown, or a reload that stops or restarts this tenant) it
+/// returns at once, leaving what is held as it is, and gives its machine-context refresh
+/// back (see `fleet::Collectors::retire`). The configuration in force is taken from `feed`
+/// (a reload that keeps the tenant does not stop it, #34).
+pub(super) async fn slot(
     tenant: crate::config::Tenant,
     client: crate::api::Client,
-    shared: Arc<Shared>,
+    mut feed: SharedFeed,
     ownership: Arc<Ownership>,
     mut stop: watch::Receiver<bool>,
-) {
+) -> Option<MachineRefresh> {
     let name = tenant.name.clone();
     let mut changes = ownership.subscribe();
     loop {
         let epoch = loop {
             if *stop.borrow() {
-                return;
+                return None;
             }
             if let Some((epoch, _)) = ownership
                 .owned_epoch(&name)
@@ -171,16 +153,19 @@ async fn slot(
                 _ = tokio::time::sleep(Duration::from_secs(5)) => {}
             }
         };
+        let shared = feed.borrow_and_update().clone();
         if let Some(taken) = ownership.take_loaded(&name) {
             adopt(&shared, &name, taken);
         }
-        let (_quit, quit_rx) = watch::channel(false);
-        let collector = TenantCollector::new(tenant.clone(), client.sibling(), shared.clone());
+        let (quit, quit_rx) = watch::channel(false);
+        let collector = TenantCollector::new(tenant.clone(), client.sibling(), shared.clone())
+            .following(feed.clone());
         let refresh =
-            crate::poll::machines::MachineRefresh::new(&tenant, client.sibling(), shared.clone());
+            MachineRefresh::new(&tenant, client.sibling(), shared.clone()).following(feed.clone());
+        drop(shared);
         // The collector returns by itself after a poll once the tenant is no longer served.
         let collector_run = collector.run(quit_rx.clone()).fuse();
-        let refresh_run = refresh.run(quit_rx);
+        let refresh_run = refresh.run(quit_rx).fuse();
         tokio::pin!(collector_run);
         tokio::pin!(refresh_run);
         // Biased: woken after a freeze (SIGSTOP) past its lease, the loss is seen before the
@@ -188,30 +173,47 @@ async fn slot(
         let change = tokio::select! {
             biased;
             c = until_change(&ownership, &name, epoch, &mut changes) => c,
-            _ = stop.changed() => return,
+            _ = stop.changed() => return given_back(&quit, refresh_run.as_mut()).await,
             _ = &mut collector_run => ended(&ownership, &name, epoch),
             _ = &mut refresh_run => ended(&ownership, &name, epoch),
         };
-        if change == Change::Paused {
-            // Still owned, the database away: poll again once it answers, from the state
-            // held (nothing was dropped).
-            continue;
-        }
         if change == Change::Releasing && !collector_run.is_terminated() {
             // Given up: the collector finishes the result it is fetching (its commit is
             // still fenced by this member's lease) and fetches nothing more, within a grace.
             let grace = ownership.grace();
             tokio::select! {
                 _ = tokio::time::timeout(grace, &mut collector_run) => {}
-                _ = stop.changed() => return,
+                _ = stop.changed() => return given_back(&quit, refresh_run.as_mut()).await,
             }
         }
-        // The collector's future is dropped: nothing more of it runs.
+        // The collector's future is dropped: nothing more of it runs. The machine context
+        // leaves /metrics with the tenant (and is read again when polling goes on).
+        if let Some(refresh) = given_back(&quit, refresh_run.as_mut()).await {
+            refresh.retire();
+        }
+        if change == Change::Paused {
+            // Still owned, the database away: poll again once it answers, from the state
+            // held (nothing was dropped).
+            continue;
+        }
+        let shared = feed.borrow().clone();
         forget(&shared, &name);
         if change == Change::Releasing {
             ownership.ack_release(&name, epoch);
         }
     }
+}
+
+/// Stop a slot's machine-context refresh (`quit`) and take it back, unless it ended already.
+async fn given_back(
+    quit: &watch::Sender<bool>,
+    refresh: std::pin::Pin<&mut futures_util::future::Fuse<impl Future<Output = MachineRefresh>>>,
+) -> Option<MachineRefresh> {
+    let _ = quit.send(true);
+    if refresh.is_terminated() {
+        return None;
+    }
+    Some(refresh.await)
 }
 
 /// How a tenant's ownership changed.

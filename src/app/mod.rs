@@ -4,12 +4,15 @@
 //!
 //! Owns start-up order, reloads and shutdown, and what a reload carries over of a tenant it
 //! keeps (its quota windows while its quota settings are the same, its API clock while its API
-//! is; [`carried`]). Does not own the flags (`cli`), the HTTP client (`api::http`), the restore
-//! of per-machine series and script-output sets (`record`), nor any policy of polling.
+//! is; [`carried`]; a tenant whose entry did not change keeps its running tasks too, see
+//! `fleet`). Does not own the flags (`cli`), the HTTP client (`api::http`), the tenants'
+//! tasks (`fleet`), the restore of per-machine series and script-output sets (`record`), nor
+//! any policy of polling.
 
 pub mod cli;
 pub mod cluster;
 mod demo;
+mod fleet;
 pub mod render;
 pub mod run;
 pub mod server;
@@ -17,7 +20,7 @@ pub mod tenant_files;
 pub mod transcript_command;
 pub mod web;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
@@ -30,7 +33,6 @@ use crate::api::{Client, Http};
 pub use crate::app::cli::{DemoOptions, Loader};
 use crate::config::{Config, Tenant};
 use crate::metrics::Metrics;
-use crate::poll::collector::TenantCollector;
 use crate::quota::{Quota, SharedQuota};
 use crate::record::state::State;
 use crate::shared::{
@@ -38,6 +40,7 @@ use crate::shared::{
     shared_now,
 };
 pub use demo::start_demo;
+use fleet::{Collectors, TenantClients};
 
 /// A start-up problem.
 #[derive(Debug, thiserror::Error)]
@@ -145,57 +148,58 @@ pub async fn start(
     start_with(config, listener, telemetry_path, None, None).await
 }
 
-/// One API client per configured tenant.
-type TenantClients = Vec<(Tenant, Client)>;
-
-/// The collectors of one configuration.
-struct Collectors {
-    stop: watch::Sender<bool>,
-    tasks: Vec<JoinHandle<()>>,
-}
-
-impl Collectors {
-    async fn stop(self) {
-        let _ = self.stop.send(true);
-        for t in self.tasks {
-            let _ = t.await;
-        }
-    }
+/// What a reload carries over from the configuration in force.
+struct Previous<'a> {
+    shared: &'a Shared,
+    /// The previous configuration's tenants by name (looked up once per tenant: a scan of
+    /// the list for each was quadratic, seconds at 10,000 tenants).
+    tenants: HashMap<&'a str, &'a Tenant>,
+    /// The tenants whose tasks go on (`fleet::kept`): no client is built for them.
+    kept: &'a BTreeSet<String>,
+    /// The HTTP client and its slots, when the new configuration's settings of it are the
+    /// same: the kept tasks' clients and the new ones then share one limit of requests in
+    /// flight.
+    http: Option<Http>,
 }
 
 /// What the previous configuration's `Shared` holds for tenant `t` (`held`), when that
 /// configuration had `t` too and `same` holds for its entry of `t`.
 fn carried<'a, T: Clone + 'a>(
-    previous: Option<(&'a Shared, &Config)>,
+    previous: Option<&Previous<'a>>,
     t: &Tenant,
     same: impl Fn(&Tenant) -> bool,
     held: impl FnOnce(&'a Shared) -> Option<&'a T>,
 ) -> Option<T> {
-    let (shared, old) = previous?;
-    let kept = old.tenants.iter().any(|o| o.name == t.name && same(o));
-    kept.then(|| held(shared).cloned()).flatten()
+    let p = previous?;
+    let kept = p.tenants.get(t.name.as_str()).is_some_and(|o| same(o));
+    kept.then(|| held(p.shared).cloned()).flatten()
 }
 
-/// Build what a configuration needs: one client and quota per tenant. Quotas of tenants kept
+/// Build what a configuration needs: a quota per tenant, and a client for each tenant whose
+/// tasks start (every tenant but those `previous` keeps running). Quotas of tenants kept
 /// with the same quota settings carry their windows over, so a reload never resets what was
-/// already spent. Nothing runs yet.
+/// already spent. Nothing runs yet. Also gives the HTTP client the clients use.
 fn prepare(
     config: &Config,
     metrics: &Arc<Metrics>,
     state: Arc<Mutex<State>>,
     status: Arc<RwLock<BTreeMap<String, TenantStatus>>>,
-    previous: Option<(&Shared, &Config)>,
+    previous: Option<Previous<'_>>,
     ownership: Option<Arc<crate::cluster::Ownership>>,
-) -> Result<(Arc<Shared>, TenantClients), Error> {
-    let http = Http::new(
-        crate::api::http::client_with_pool(
-            config.request_timeout,
-            config.proxy.as_ref(),
+) -> Result<(Arc<Shared>, TenantClients, Http), Error> {
+    let http = match previous.as_ref().and_then(|p| p.http.clone()) {
+        Some(http) => http,
+        None => Http::new(
+            crate::api::http::client_with_pool(
+                config.request_timeout,
+                config.proxy.as_ref(),
+                config.max_requests_in_flight,
+            )?,
             config.max_requests_in_flight,
-        )?,
-        config.max_requests_in_flight,
-        metrics,
-    );
+            metrics,
+        ),
+    };
+    let previous = previous.as_ref();
     let mut quotas = BTreeMap::new();
     let mut clocks = BTreeMap::new();
     let mut clients = Vec::new();
@@ -208,6 +212,18 @@ fn prepare(
         );
         let quota: SharedQuota = kept.unwrap_or_else(|| Quota::shared(&t.quota));
         quotas.insert(t.name.clone(), quota.clone());
+        if previous.is_some_and(|p| p.kept.contains(&t.name)) {
+            // Its tasks go on with their client, quota and clock (an entry kept has the
+            // same quota settings and API, so both were carried above and below).
+            let clock = carried(
+                previous,
+                t,
+                |o| o.api_url == t.api_url,
+                |s| s.clocks.get(&t.name),
+            );
+            clocks.insert(t.name.clone(), clock.unwrap_or_default());
+            continue;
+        }
         let client = Client::new(t, http.clone(), quota, metrics.clone())
             .map_err(|source| Error::Client {
                 tenant: t.name.clone(),
@@ -244,66 +260,19 @@ fn prepare(
         last_expiry: Mutex::new(None),
         ownership,
     });
-    // In a cluster a tenant's series start when this member takes it.
+    // The series of the tenants that start (those kept have theirs); in a cluster a
+    // tenant's series start when this member takes it.
+    shared
+        .metrics
+        .results
+        .signatures()
+        .set_top_k(shared.settings.failure_signatures_top_k);
     if shared.ownership.is_none() {
-        shared.init_series();
+        for (t, _) in &clients {
+            crate::shared::init_tenant_series(metrics, &t.name);
+        }
     }
-    Ok((shared, clients))
-}
-
-/// Start one collector (and machine-context refresh) per tenant, their polls spread evenly
-/// over the poll interval (tenant `i` of `n` starts `i/n` of an interval late). All tenants polled at the same instant made
-/// every poll a burst of `n` concurrent requests, connections and answers in memory, and the
-/// process kept the peak; spread out, a few are in flight at any moment. The cost: the last
-/// tenant's first poll comes up to one interval after start (`/-/ready` waits for it).
-/// See: #11
-fn launch(shared: &Arc<Shared>, clients: TenantClients) -> Collectors {
-    let (stop, rx) = watch::channel(false);
-    // Machine context is rebuilt by the new refreshes' first read, so that a label that
-    // changed across a reload never leaves two info series for one machine.
-    shared.metrics.machines.clear_machines();
-    let n = clients.len().max(1) as u32;
-    let interval = shared.settings.poll_interval;
-    let mut tasks = Vec::with_capacity(clients.len() * 2);
-    for (i, (t, client)) in clients.into_iter().enumerate() {
-        let refresh =
-            crate::poll::machines::MachineRefresh::new(&t, client.sibling(), shared.clone());
-        let collector = TenantCollector::new(t, client, shared.clone());
-        let offset = interval / n * i as u32;
-        tasks.push(tokio::spawn(after(
-            offset,
-            rx.clone(),
-            refresh.run(rx.clone()),
-        )));
-        tasks.push(tokio::spawn(after(
-            offset,
-            rx.clone(),
-            collector.run(rx.clone()),
-        )));
-    }
-    Collectors { stop, tasks }
-}
-
-/// The collectors of `clients`: in a cluster one task per tenant that polls while this
-/// member owns it, else [`launch`].
-fn launch_for(shared: &Arc<Shared>, clients: TenantClients) -> Collectors {
-    match &shared.ownership {
-        Some(o) => cluster::launch(shared, clients, o),
-        None => launch(shared, clients),
-    }
-}
-
-/// Run `task` once `offset` has passed, unless `stop` turns true (or is dropped) first.
-async fn after(
-    offset: Duration,
-    mut stop: watch::Receiver<bool>,
-    task: impl std::future::Future<Output = ()>,
-) {
-    tokio::select! {
-        _ = tokio::time::sleep(offset) => {}
-        _ = stop.wait_for(|s| *s) => return,
-    }
-    task.await;
+    Ok((shared, clients, http))
 }
 
 /// Like [`start`], with an optional `--web.config.file` (TLS, mutual TLS, basic auth) and a
@@ -339,14 +308,14 @@ pub async fn start_with_lifecycle(
     let (mut state, ownership) = match &config.cluster {
         None => (State::open(config.state_path.as_deref())?, None),
         Some(c) => {
-            let (state, ownership) = cluster::open(c).await?;
+            let (state, ownership) = cluster::open(c).await.map_err(Error::Cluster)?;
             (state, Some(ownership))
         }
     };
     state.count_write_errors_in(metrics.exporter.state_write_errors());
     let state = Arc::new(Mutex::new(state));
     let status = Arc::new(RwLock::new(BTreeMap::new()));
-    let (shared, clients) = prepare(
+    let (shared, clients, http) = prepare(
         &config,
         &metrics,
         state.clone(),
@@ -364,7 +333,8 @@ pub async fn start_with_lifecycle(
     );
     shared.housekeeping();
     metrics.api.set_quotas(&shared.quotas);
-    let collectors = launch_for(&shared, clients);
+    let mut collectors = Collectors::new(&shared);
+    collectors.launch(&shared, clients);
     let current: Current = Arc::new(RwLock::new(shared));
     let (reload_tx, mut reload_rx) = mpsc::channel::<ReloadRequest>(RELOAD_QUEUE);
     let (shutdown, rx) = watch::channel(false);
@@ -387,6 +357,7 @@ pub async fn start_with_lifecycle(
         tokio::spawn(async move {
             let mut collectors = collectors;
             let mut config = config;
+            let mut http = http;
             let mut last_reload: Option<tokio::time::Instant> = None;
             loop {
                 let request = tokio::select! {
@@ -409,38 +380,59 @@ pub async fn start_with_lifecycle(
                 while let Ok(more) = reload_rx.try_recv() {
                     replies.push(more);
                 }
-                last_reload = Some(tokio::time::Instant::now());
+                let began = tokio::time::Instant::now();
+                last_reload = Some(began);
                 let outcome = match &loader {
                     None => Err(ReloadError::NoConfigFile),
                     Some(load) => match load() {
                         Err(e) => Err(ReloadError::Load(e.to_string())),
                         Ok(new) => {
                             let old = shared_now(&current);
+                            // Only the tenants the change touches start or stop (#34).
+                            let kept = fleet::kept(&config, &new);
+                            let previous = Previous {
+                                shared: &old,
+                                tenants: config
+                                    .tenants
+                                    .iter()
+                                    .map(|t| (t.name.as_str(), t))
+                                    .collect(),
+                                kept: &kept,
+                                http: fleet::same_start(&config, &new).then(|| http.clone()),
+                            };
                             match prepare(
                                 &new,
                                 &metrics,
                                 state.clone(),
                                 status.clone(),
-                                Some((&old, &config)),
+                                Some(previous),
                                 old.ownership.clone(),
                             ) {
                                 Err(e) => Err(ReloadError::Apply(e.to_string())),
-                                Ok((shared, clients)) => {
-                                    collectors.stop().await;
+                                Ok((shared, clients, new_http)) => {
+                                    let stopped = collectors.retire(&kept).await;
                                     // A tenant the new configuration leaves out: its series
                                     // go now, not at series_ttl (#24).
                                     shared.drop_unserved_series();
                                     shared.restrict_excerpts();
                                     shared.housekeeping();
                                     metrics.api.set_quotas(&shared.quotas);
-                                    collectors = launch_for(&shared, clients);
+                                    collectors.follow(&shared);
+                                    let started = clients.len();
+                                    collectors.launch(&shared, clients);
                                     *current.write().unwrap_or_else(PoisonError::into_inner) =
                                         shared;
                                     tracing::info!(
                                         tenants = new.tenants.len(),
+                                        kept = kept.len(),
+                                        started,
+                                        stopped = stopped.len(),
+                                        running = collectors.len(),
+                                        took_s = began.elapsed().as_secs_f64(),
                                         "configuration reloaded"
                                     );
                                     config = new;
+                                    http = new_http;
                                     Ok(())
                                 }
                             }
@@ -579,8 +571,10 @@ mod tests {
         let metrics = Arc::new(Metrics::new());
         let state = Arc::new(Mutex::new(State::open(None).unwrap()));
         let status = Arc::new(RwLock::new(BTreeMap::new()));
-        let (shared, clients) = prepare(&config, &metrics, state, status, None, None).unwrap();
+        let (shared, clients, _) = prepare(&config, &metrics, state, status, None, None).unwrap();
         let (_stop, rx) = watch::channel(false);
+        use crate::poll::collector::TenantCollector;
+        use fleet::after;
         for (t, client) in clients {
             let mut probe = TenantCollector::new(t.clone(), client.sibling(), shared.clone());
             let mut refresh_probe =
@@ -589,6 +583,9 @@ mod tests {
             let one_refresh = size_of_val(&refresh_probe.refresh_once());
             let refresh =
                 crate::poll::machines::MachineRefresh::new(&t, client.sibling(), shared.clone());
+            let run_alone = size_of_val(
+                &TenantCollector::new(t.clone(), client.sibling(), shared.clone()).run(rx.clone()),
+            );
             let collector = TenantCollector::new(t, client, shared.clone());
             let poll = after(Duration::ZERO, rx.clone(), collector.run(rx.clone()));
             let machines = after(Duration::ZERO, rx.clone(), refresh.run(rx.clone()));
@@ -607,6 +604,12 @@ mod tests {
                 machines <= machines_room,
                 "machine-context task holds {machines} bytes (one refresh: {one_refresh})"
             );
+            // The delayed start holds the collector's run once, beside its own timer: an
+            // `async fn` around it held it twice (7.6 KiB, 4.1 KiB now in a debug build). #34
+            assert!(
+                poll <= run_alone + 512,
+                "collector task holds {poll} bytes, its run alone {run_alone}"
+            );
         }
     }
 
@@ -622,7 +625,7 @@ mod tests {
         let metrics = Arc::new(Metrics::new());
         let state = Arc::new(Mutex::new(State::open(None).unwrap()));
         let status = Arc::new(RwLock::new(BTreeMap::new()));
-        let (shared, _) = prepare(&config, &metrics, state, status, None, None).unwrap();
+        let (shared, _, _) = prepare(&config, &metrics, state, status, None, None).unwrap();
         let now = chrono::Utc::now();
         let labels = |machine: &str| crate::metrics::MachineScriptLabels {
             tenant: "t".into(),

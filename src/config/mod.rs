@@ -38,7 +38,7 @@ pub mod credential;
 mod discovery;
 mod env;
 #[cfg(test)]
-mod fixtures;
+pub(crate) mod fixtures;
 pub mod limits;
 mod loopback;
 pub mod metric_name;

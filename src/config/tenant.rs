@@ -132,8 +132,9 @@ impl Default for Selectors {
     }
 }
 
-/// One validated tenant.
-#[derive(Debug, Clone)]
+/// One validated tenant. Two compare equal when they mean the same: a reload keeps the
+/// collector of a tenant whose entry compares equal (#34).
+#[derive(Debug, Clone, PartialEq)]
 pub struct Tenant {
     /// The `tenant` label value.
     pub name: String,
@@ -169,6 +170,21 @@ pub struct MachineContext {
     /// Longest tag, in characters, that becomes a label value (default 128); a longer tag is
     /// dropped whole, never cut (two cut tags could become one label value). (#24)
     pub max_tag_length: usize,
+}
+
+impl PartialEq for MachineContext {
+    /// The tag regexes compare as written.
+    fn eq(&self, other: &Self) -> bool {
+        self.interval == other.interval
+            && self.max_tags == other.max_tags
+            && self.max_tag_length == other.max_tag_length
+            && self.tags.len() == other.tags.len()
+            && self
+                .tags
+                .iter()
+                .zip(&other.tags)
+                .all(|(a, b)| a.as_str() == b.as_str())
+    }
 }
 
 /// The highest `max_tags_per_machine`.

@@ -207,6 +207,9 @@ pub struct MachineRefresh {
     /// Machines that appeared and were not read yet (a failed read keeps them here).
     pending: BTreeSet<String>,
     last_full: Option<Instant>,
+    /// The configuration in force after a reload that kept this tenant as it was (#34): taken
+    /// between two checks, so the refresh goes on with its machines and its schedule.
+    feed: Option<watch::Receiver<Arc<Shared>>>,
 }
 
 impl MachineRefresh {
@@ -230,27 +233,56 @@ impl MachineRefresh {
             watched: Watched::default(),
             pending: BTreeSet::new(),
             last_full: None,
+            feed: None,
         }
     }
 
-    /// Check every poll interval until shutdown.
-    pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
+    /// Take each configuration put in force later from `feed` (see [`Self::run`]).
+    pub fn following(mut self, feed: watch::Receiver<Arc<Shared>>) -> Self {
+        self.feed = Some(feed);
+        self
+    }
+
+    /// The tenant is no longer refreshed here (removed, or started again with other settings,
+    /// #34): what it exposed leaves /metrics, so that a label that changed never leaves two
+    /// info series for one machine.
+    pub fn retire(self) {
+        for e in self.exposed.values() {
+            self.unexpose(e);
+        }
+    }
+
+    /// Check every poll interval until shutdown; then the refresh is given back (see
+    /// [`Self::retire`]). A configuration put in force meanwhile (`following`) is taken
+    /// between two checks.
+    pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) -> Self {
         let mut ticks = tokio::time::interval(self.shared.settings.poll_interval);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 _ = ticks.tick() => {}
-                _ = shutdown.changed() => return,
+                _ = shutdown.changed() => return self,
+                _ = crate::shared::next_shared(&mut self.feed) => {
+                    self.follow();
+                    continue;
+                }
             }
             // Boxed while it runs, so the task is small between refreshes (see
             // `TenantCollector::run`). See: #11
             tokio::select! {
                 _ = Box::pin(self.refresh_once()) => {}
-                _ = shutdown.changed() => return,
+                _ = shutdown.changed() => return self,
             }
             if *shutdown.borrow() {
-                return;
+                return self;
             }
+        }
+    }
+
+    /// Take the configuration in force now, if the feed has a newer one.
+    fn follow(&mut self) {
+        if let Some(shared) = crate::shared::newer_shared(&mut self.feed) {
+            self.shared = shared;
         }
     }
 

@@ -72,6 +72,7 @@ impl TenantCollector {
             combined_filter_refused: false,
             interval: Duration::ZERO,
             quiet_polls: 0,
+            feed: None,
         }
         .with_identity()
         .with_unrestored()
@@ -112,6 +113,19 @@ impl TenantCollector {
         self
     }
 
+    /// Take each configuration put in force later from `feed` (see [`Self::run`]).
+    pub fn following(mut self, feed: crate::shared::SharedFeed) -> Self {
+        self.feed = Some(feed);
+        self
+    }
+
+    /// Take the configuration in force now, if the feed has a newer one.
+    fn follow(&mut self) {
+        if let Some(shared) = crate::shared::newer_shared(&mut self.feed) {
+            self.shared = shared;
+        }
+    }
+
     /// Count the final actions the state says still have results waiting.
     fn with_unrestored(mut self) -> Self {
         let name = self.tenant.name.clone();
@@ -139,6 +153,9 @@ impl TenantCollector {
     /// the tenant, then holds the collector and a timer between polls instead of room for the
     /// deepest poll (11 KiB a tenant before), which with polls spread over the interval
     /// almost every tenant is not in. See: #11
+    ///
+    /// A configuration put in force by a reload that kept the tenant (`following`, #34) is
+    /// taken between two polls.
     pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
         let mut next_poll = Instant::now();
         loop {
@@ -149,6 +166,10 @@ impl TenantCollector {
                 // not at the next poll.
                 _ = tokio::time::sleep_until(resume.unwrap_or_else(Instant::now)), if resume.is_some() => true,
                 _ = shutdown.changed() => return,
+                _ = crate::shared::next_shared(&mut self.feed) => {
+                    self.follow();
+                    continue;
+                }
             };
             if resumed {
                 self.resume_at = None;

@@ -39,7 +39,8 @@ pub struct TenantCollector {
     /// start: each has at least one result waiting, which `pending` does not hold yet.
     pub(super) unrestored: usize,
     /// The API refused the status-filtered in-flight listing (400): every action in flight is
-    /// read by id, as before #20, until the collector is started again (a restart or reload).
+    /// read by id, as before #20, until the collector is started again (a restart, or a
+    /// reload that changes the tenant's entry).
     pub(super) in_flight_filter_refused: bool,
     /// The API refused the one listing of what is new and what is in flight (400): a poll
     /// lists them apart, as two listings, until the collector is started again. (#20)
@@ -54,6 +55,9 @@ pub struct TenantCollector {
     pub(super) bootstrap: Option<Bootstrap>,
     /// Which machine id each DNS name stands for in the `machine` label (#32 item 8).
     pub(super) names: super::names::MachineNames,
+    /// The configuration in force after a reload that kept this tenant as it was (#34): taken
+    /// between two polls, so the collector goes on with its state, cadence and bootstrap.
+    pub(super) feed: Option<crate::shared::SharedFeed>,
 }
 
 /// Counts for the one info line each poll writes.
@@ -95,7 +99,7 @@ impl TenantCollector {
 
 /// A first discovery in progress (no watermark yet), kept across polls cut short by quota
 /// (#32 item 4): when it started and its two listings with the pages read so far. Lost at a
-/// restart or reload (it then starts over, as before).
+/// restart, or a reload that changes the tenant's entry (it then starts over, as before).
 pub(super) struct Bootstrap {
     pub(super) started: chrono::DateTime<chrono::Utc>,
     /// What is in flight before the window; `None` when the window reaches the horizon.

@@ -1,7 +1,8 @@
 //! Tenant files while the binary runs (#34): a file added, changed, broken (its last good
 //! tenants kept, the others untouched), fixed and removed, each seen on /metrics within the
 //! refresh interval and without a SIGHUP; a tenant whose secret cannot be resolved beside
-//! healthy ones; a name served from another file refused.
+//! healthy ones; a name served from another file refused; a change that touches one tenant
+//! leaves the others' collectors running.
 
 use std::path::Path;
 use std::time::Duration;
@@ -182,4 +183,93 @@ async fn tenant_files_are_applied_while_running() {
             .any(|l| l.contains("tenant refused") && l.contains("delta"))
     );
     assert!(!logs.iter().any(|l| l.contains("SIGHUP")));
+}
+
+/// The calls `sim` received to `endpoint` so far.
+fn calls(sim: &mde_sim::Simulator, endpoint: &str) -> u64 {
+    sim.stats().requests.get(endpoint).copied().unwrap_or(0)
+}
+
+// See: #34. A file change is applied without touching the other tenants' state: with a and b
+// from one file, only b's entry changes (its API moves to another simulator). a's collector
+// goes on: it polls its simulator again and signs in no more (a collector started again asks
+// for a token: its token cache is its own); b's change applies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_change_restarts_only_the_tenants_it_touches() {
+    let cfg = || SimConfig {
+        seed: 34,
+        machines: 2,
+        actions: 4,
+        finish_within: Duration::from_millis(200),
+        ..SimConfig::default()
+    };
+    let (sim_a, addr_a) = start_sim(cfg()).await;
+    let (sim_b, addr_b) = start_sim(cfg()).await;
+    let (sim_c, addr_c) = start_sim(cfg()).await;
+    let (tenant_id, client_id, secret) = sim_a.credentials();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("customers")).unwrap();
+    let config = dir.path().join("config.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "poll_interval: 200ms\ntenant_defaults:\n  client_id: {client_id}\n  client_secret: ${{SIM_SECRET}}\ntenant_files:\n  - files: [customers/*.yml]\n    refresh_interval: 1s\n"
+        ),
+    )
+    .unwrap();
+    let entry = |name: &str, addr: std::net::SocketAddr| {
+        format!(
+            "- name: {name}\n  tenant_id: {tenant_id}\n  api_url: http://{addr}\n  login_url: http://{addr}\n"
+        )
+    };
+    let file = dir.path().join("customers/group.yml");
+    std::fs::write(&file, entry("a", addr_a) + &entry("b", addr_b)).unwrap();
+    let mut exporter = Binary::on_config(&config, &[], &[("SIM_SECRET", secret)]);
+    let addr = exporter.addr;
+    eventually("a and b polled", || async {
+        let m = scrape(addr).await;
+        served(&m, "a")
+            && served(&m, "b")
+            && calls(&sim_a, "list_machine_actions") > 0
+            && calls(&sim_b, "list_machine_actions") > 0
+    })
+    .await;
+    let tokens_a = calls(&sim_a, "token");
+    assert_eq!(tokens_a, 1, "a signs in once");
+
+    // Only b changes.
+    std::fs::write(&file, entry("a", addr_a) + &entry("b", addr_c)).unwrap();
+    eventually("b polls its new API", || async {
+        served(&scrape(addr).await, "b") && calls(&sim_c, "list_machine_actions") > 0
+    })
+    .await;
+    let lists_a = calls(&sim_a, "list_machine_actions");
+    eventually("a polled again after the change", || async {
+        calls(&sim_a, "list_machine_actions") >= lists_a + 3
+    })
+    .await;
+    assert_eq!(
+        calls(&sim_a, "token"),
+        tokens_a,
+        "a's collector was started again (it signed in again)"
+    );
+    assert_eq!(calls(&sim_c, "token"), 1);
+
+    assert_eq!(
+        tokio::task::block_in_place(|| exporter.terminate()),
+        Some(0)
+    );
+    let reloaded: Vec<serde_json::Value> = exporter
+        .logs()
+        .iter()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["msg"] == "configuration reloaded")
+        .collect();
+    assert_eq!(reloaded.len(), 1, "{reloaded:?}");
+    let r = &reloaded[0];
+    assert_eq!(
+        (&r["kept"], &r["started"], &r["stopped"], &r["running"]),
+        (&1.into(), &1.into(), &1.into(), &2.into()),
+        "{r}"
+    );
 }
