@@ -8,7 +8,8 @@
 //! bounds), which set is current (the latest by the action's `lastUpdateDateTimeUtc`; a later
 //! command wins within one action), how the sets are held (by family, each family's sets in
 //! key order, help texts once), the totals per rule (series and bytes, each set never held
-//! below an equal share of them: `share`) and ttl expiry. Does not own the bytes of
+//! below an equal share of them: `share`), one family name across sets (the first held wins:
+//! `clash`) and ttl expiry. Does not own the bytes of
 //! a sample line (`lines`) nor rendering (`render`), fetching transcripts (`collector`) nor
 //! keeping sets across restarts (`state`).
 
@@ -220,8 +221,11 @@ struct Inner {
 impl Inner {
     /// Hold `set` as the set of `key` (replacing the one held), its series counted in its
     /// rule's total.
-    fn insert(&mut self, key: SetKey, set: Set) {
+    fn insert(&mut self, key: SetKey, mut set: Set) {
         self.remove(&key);
+        // A set put back at start (or cut to its share) is held by the same rule as one just
+        // recorded: a family another set holds under a clashing name stays out (`clash`).
+        clash::leave_out(self, &key, &mut set.families, &mut BTreeMap::new());
         let key = Arc::new(key);
         let prefix = lines::prefix(&key.0, &key.1, &key.2);
         let bytes = share::set_bytes(&set.families, prefix.len());
@@ -532,7 +536,8 @@ fn past_ttl(produced: DateTime<Utc>, ttl: Duration, now: DateTime<Utc>) -> bool 
 
 /// Cut `extracted` to the room the rule's totals leave for `key` (the set `key` holds makes
 /// room), but never below an equal share of them ([`share::room`]; the sets over theirs are
-/// cut after, see [`Inner::share_fairly`]), and to the transcript's own `max_bytes`.
+/// cut after, see [`Inner::share_fairly`]), and to the transcript's own `max_bytes`; the
+/// families that clash with another set's are left out first (`clash`).
 fn cap(inner: &Inner, key: &SetKey, rule: &ScriptRule, extracted: &mut Extracted) {
     let rule_key = (key.0.clone(), key.2.clone());
     let held = inner.sets.get(key);
@@ -545,6 +550,9 @@ fn cap(inner: &Inner, key: &SetKey, rule: &ScriptRule, extracted: &mut Extracted
     let prefix_len = lines::prefix(&key.0, &key.1, &key.2).len();
     let dropped = &mut extracted.dropped;
     let families = &mut extracted.families;
+    // A family another set holds under a clashing name first (#32 item 3): left out before
+    // the totals are applied, so that it takes no room.
+    clash::leave_out(inner, key, families, dropped);
     share::cut(
         families,
         prefix_len,
@@ -561,6 +569,7 @@ fn cap(inner: &Inner, key: &SetKey, rule: &ScriptRule, extracted: &mut Extracted
     share::cut(families, prefix_len, usize::MAX, bytes, why, dropped);
 }
 
+mod clash;
 mod lines;
 mod render;
 mod share;
