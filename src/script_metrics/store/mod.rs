@@ -216,6 +216,9 @@ struct Inner {
     sets_held: HashMap<(String, String), usize>,
     invalid: BTreeMap<(String, String), u64>,
     dropped: BTreeMap<(String, String, &'static str), u64>,
+    /// Transcripts whose reading was abandoned at its time bound, per (tenant, script)
+    /// (`pool`, #32 item 1).
+    abandoned: BTreeMap<(String, String), u64>,
 }
 
 impl Inner {
@@ -449,6 +452,9 @@ impl Store {
         if extracted.invalid > 0 {
             *inner.invalid.entry(rule_key.clone()).or_default() += extracted.invalid;
         }
+        // Shown at 0 from a rule's first set on, so that the first abandoned reading is an
+        // increase (`count_abandoned`).
+        inner.abandoned.entry(rule_key.clone()).or_default();
         let older = inner
             .sets
             .get(&key)
@@ -486,6 +492,16 @@ impl Store {
         cap(&inner, key, rule, extracted);
     }
 
+    /// A transcript of `script` in `tenant` whose reading was abandoned at its time bound
+    /// (`pool`): counted, its set not recorded (the set held stays).
+    pub fn count_abandoned(&self, tenant: &str, script: &str) {
+        let mut inner = self.inner.write().unwrap_or_else(PoisonError::into_inner);
+        *inner
+            .abandoned
+            .entry((tenant.to_string(), script.to_string()))
+            .or_default() += 1;
+    }
+
     /// Put a set back as it was (after a restart), without counting anything.
     pub fn restore(&self, key: SetKey, set: Set) {
         let mut inner = self.inner.write().unwrap_or_else(PoisonError::into_inner);
@@ -517,6 +533,7 @@ impl Store {
         inner.sets_held.retain(|(t, s), _| kept(t, s));
         inner.invalid.retain(|(t, s), _| kept(t, s));
         inner.dropped.retain(|(t, s, _), _| kept(t, s));
+        inner.abandoned.retain(|(t, s), _| kept(t, s));
         gone.len()
     }
 
