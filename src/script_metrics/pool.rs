@@ -80,8 +80,9 @@ impl Pool {
             let own = tenant.acquire_owned().await.map_err(|_| Abandoned)?;
             let slot = pool.acquire_owned().await.map_err(|_| Abandoned)?;
             tokio::task::spawn_blocking(move || {
-                // Held until the reading ends, abandoned or not.
-                let _slots = (own, slot);
+                // Held until the reading ends, abandoned or not; the pool's slot given back
+                // first (a tuple drops in order), so the tenant's next reading finds it free.
+                let _slots = (slot, own);
                 read()
             })
             .await
