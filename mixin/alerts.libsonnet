@@ -510,6 +510,29 @@ local util = import 'lib/util.libsonnet';
             'cannot be served as it is.',
           ]),
         ),
+        // See: #32 item 1. Reading a transcript's output took longer than
+        // script_metrics_parse_timeout: the reading was abandoned, the transcript gave no set.
+        alert(
+          'MdeLiveResponseScriptMetricsParseAbandoned', c.scriptMetricsParseAbandonedSeverity, c.scriptMetricsParseAbandonedFor,
+          // The counter is at 0 from a rule's first set on; a rule whose first reading was
+          // abandoned starts at 1: the `unless ... offset` term catches that series.
+          |||
+            sum by (tenant, script) (increase(mde_script_metrics_parse_abandoned_total[%(w)s])) > 0
+            or
+            sum by (tenant, script) (
+              mde_script_metrics_parse_abandoned_total > 0
+                unless mde_script_metrics_parse_abandoned_total offset %(w)s
+            )
+          ||| % { w: c.scriptMetricsParseAbandonedWindow },
+          'Reading the output of {{ $labels.script }} in tenant {{ $labels.tenant }} was abandoned',
+          text([
+            '{{ $value | printf "%.0f" }} transcript(s) of {{ $labels.script }} in tenant',
+            '{{ $labels.tenant }} took longer to read than script_metrics_parse_timeout in the last',
+            util.humanize(c.scriptMetricsParseAbandonedWindow) + ': their mde_script_* series were',
+            'not updated (the machines keep their previous values). A script printing far more',
+            'than it should, or output made to be slow to read.',
+          ]),
+        ),
       ],
     }],
   },

@@ -110,6 +110,11 @@
     scriptMetricsDroppedWindow: '1h',
     scriptMetricsDroppedSeverity: 'warning',
     scriptMetricsDroppedFor: '',
+    // MdeLiveResponseScriptMetricsParseAbandoned (#32 item 1): readings of a script's output
+    // abandoned at script_metrics_parse_timeout within this window.
+    scriptMetricsParseAbandonedWindow: '1h',
+    scriptMetricsParseAbandonedSeverity: 'warning',
+    scriptMetricsParseAbandonedFor: '',
 
     // MdeExporterClockSkew (#24): |local clock - API clock| above this many seconds. Keep it
     // at the exporter's max_clock_skew (default 5m), beyond which it refuses time-based decisions.

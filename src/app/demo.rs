@@ -107,6 +107,6 @@ fn demo_script_metrics() -> ScriptMetrics {
                 ],
             ),
         ],
-        narrowed: Default::default(),
+        ..ScriptMetrics::default()
     }
 }

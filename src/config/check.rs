@@ -4,6 +4,7 @@
 //! a bound is shown (`30d`, `100ms`) and a duration checked against one, and the id syntax
 //! safe in URLs and OData filters; with the tests of the bounds of the file-level scalar keys
 //! (`poll_interval`, `request_timeout`, `series_ttl`, `max_clock_skew`, `max_transcript_bytes`,
+//! `script_metrics_parse_timeout`,
 //! `max_series`, `max_requests_in_flight`) and of the sections. Does not own the bounds
 //! themselves (`limits`), the file-level keys and their checks (`mod`'s `RawFile`), the
 //! sections (`tenant`, `auth`, `cloud`, …), nor naming the file in the error (`mod`).
@@ -144,6 +145,14 @@ mod tests {
             (
                 format!("max_clock_skew: 0s\n{GOOD}"),
                 "config file cfg.yml: max_clock_skew: must be at least 1s",
+            ),
+            (
+                format!("script_metrics_parse_timeout: 0s\n{GOOD}"),
+                "config file cfg.yml: script_metrics_parse_timeout: must be at least 1ms",
+            ),
+            (
+                format!("script_metrics_parse_timeout: 2m\n{GOOD}"),
+                "config file cfg.yml: script_metrics_parse_timeout: must be at most 1m (got 2m)",
             ),
             (
                 format!("{GOOD}    lookback: 60days\n"),

@@ -119,6 +119,13 @@ struct RawFile {
     /// Script output as metrics (#21).
     #[serde(default)]
     pub script_metrics: Vec<ScriptRule>,
+    /// How long reading one transcript's output under a rule may take, off the async
+    /// workers, before it is abandoned (#32 item 1).
+    #[serde(
+        default = "script_metrics::default_parse_timeout",
+        with = "humantime_serde"
+    )]
+    pub script_metrics_parse_timeout: Duration,
     /// A cluster of exporters on PostgreSQL (#31).
     #[serde(default)]
     pub cluster: Option<cluster::RawCluster>,
@@ -149,6 +156,11 @@ impl RawFile {
         )?;
         ranged("series_ttl", raw.series_ttl, limits::SERIES_TTL)?;
         ranged("max_clock_skew", raw.max_clock_skew, limits::MAX_CLOCK_SKEW)?;
+        ranged(
+            "script_metrics_parse_timeout",
+            raw.script_metrics_parse_timeout,
+            script_metrics::PARSE_TIMEOUT,
+        )?;
         if raw.max_transcript_bytes == 0 {
             return Err(Invalid::new(
                 "max_transcript_bytes",
@@ -473,7 +485,11 @@ impl Config {
             otel: raw.otel,
             transcript_log,
             proxy,
-            script_metrics: ScriptMetrics { rules, narrowed },
+            script_metrics: ScriptMetrics {
+                rules,
+                narrowed,
+                parse_timeout: raw.script_metrics_parse_timeout,
+            },
             cluster,
             trusted_result_hosts,
             tenants,

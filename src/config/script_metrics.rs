@@ -6,7 +6,8 @@
 //! its defaults (prefix `mde_script_`, `max_series` 500 per transcript, `max_total_series`
 //! 50,000 per rule, `max_bytes` 256 KiB per transcript, `max_total_bytes` 32 MiB per rule,
 //! `ttl` 7 days, the caps on one sample `max_name_length` 128,
-//! `max_label_length` 1024, `max_labels` 16, the last four from `metric_name`) and its checks:
+//! `max_label_length` 1024, `max_labels` 16, the last four from `metric_name`) and its checks;
+//! the top-level `script_metrics_parse_timeout` (default 5s, #32 item 1). Its checks:
 //! names that are not valid metric names, or could shadow the exporter's own families, are
 //! refused. Does not own what a valid metric name is (`metric_name`) nor reading the output
 //! (`crate::script_metrics`).
@@ -133,11 +134,33 @@ fn default_ttl() -> Duration {
 }
 
 /// The rules in force and what each tenant narrowed them to.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ScriptMetrics {
     pub rules: Vec<ScriptRule>,
     /// Tenants with their own `script_metrics:` list: the scripts they keep.
     pub narrowed: BTreeMap<String, BTreeSet<String>>,
+    /// How long reading one transcript's output may take, waiting for a parse slot included
+    /// (the top-level `script_metrics_parse_timeout`, default 5s); past it the reading is
+    /// abandoned and that transcript gives no set (#32 item 1).
+    pub parse_timeout: Duration,
+}
+
+impl Default for ScriptMetrics {
+    fn default() -> Self {
+        ScriptMetrics {
+            rules: Vec::new(),
+            narrowed: BTreeMap::new(),
+            parse_timeout: default_parse_timeout(),
+        }
+    }
+}
+
+/// The range of `script_metrics_parse_timeout`.
+pub(super) const PARSE_TIMEOUT: (Duration, Duration) =
+    (Duration::from_millis(1), Duration::from_secs(60));
+
+pub(super) fn default_parse_timeout() -> Duration {
+    Duration::from_secs(5)
 }
 
 impl ScriptRule {
@@ -351,6 +374,9 @@ script_metrics:
         let c = parse(&text).unwrap();
         let s = &c.script_metrics;
         assert_eq!(s.rules.len(), 2);
+        assert_eq!(s.parse_timeout, Duration::from_secs(5));
+        let set = parse(&format!("script_metrics_parse_timeout: 250ms\n{text}")).unwrap();
+        assert_eq!(set.script_metrics.parse_timeout, Duration::from_millis(250));
         let first = &s.rules[0];
         assert_eq!(
             (

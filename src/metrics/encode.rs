@@ -1,8 +1,8 @@
 //! The `/metrics` body: every family encoded in registration order, one thread for a small
 //! body, two for a large one, into buffers sized by the previous body (See: #11); or, in the
 //! Prometheus protobuf format, on one thread with the latency histograms' native buckets
-//! (See: #23); and every family of the OpenMetrics body as the Prometheus protobuf structs,
-//! for the OTLP push (`otlp_metrics`).
+//! (See: #23), an unknown type's values in their own field (#32); and every family of the
+//! OpenMetrics body as the Prometheus protobuf structs, for the OTLP push (`otlp_metrics`).
 //!
 //! Owns the encoding. Does not own the families nor their names (the groups), their order
 //! (`metrics`), nor how the registry is cut into parts (`registry`).
@@ -10,8 +10,11 @@
 use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
-use prometheus_client::encoding::prometheus_protobuf::prometheus_data_model::MetricFamily;
+use prometheus_client::encoding::prometheus_protobuf::prometheus_data_model::{
+    MetricFamily, MetricType, Untyped,
+};
 use prometheus_client::encoding::{prometheus_protobuf, prometheus_text, text};
+use prost::Message as _;
 
 use super::Metrics;
 
@@ -35,9 +38,12 @@ impl Metrics {
                     .max(16 * 1024),
             );
             for part in &self.registry.parts {
-                let bytes =
-                    prometheus_protobuf::encode_to_vec(part).map_err(|_| std::fmt::Error)?;
-                out.extend_from_slice(&bytes);
+                for mut family in prometheus_protobuf::encode(part)? {
+                    untyped_values(&mut family);
+                    family
+                        .encode_length_delimited(&mut out)
+                        .map_err(|_| std::fmt::Error)?;
+                }
             }
             Ok(Bytes::from(out))
         })
@@ -185,6 +191,23 @@ impl Metrics {
 }
 
 /// Chunks joined into one string.
+/// `prometheus-client` 0.26 writes the values of a family of unknown type (script output
+/// with no `# TYPE`) in the `gauge` field of its `UNTYPED` metrics, where the format (and
+/// Prometheus' parser) reads `untyped`: a protobuf scrape read every such series as 0. The
+/// value is moved to its field. Found by the tests' strict reader (#32 item 2).
+fn untyped_values(family: &mut MetricFamily) {
+    if family.r#type != MetricType::Untyped as i32 {
+        return;
+    }
+    for m in &mut family.metric {
+        if m.untyped.is_none()
+            && let Some(g) = m.gauge.take()
+        {
+            m.untyped = Some(Untyped { value: g.value });
+        }
+    }
+}
+
 fn join(chunks: Vec<Bytes>) -> Result<String, std::fmt::Error> {
     let mut out = Vec::with_capacity(chunks.iter().map(Bytes::len).sum());
     for c in chunks {

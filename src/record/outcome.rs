@@ -7,8 +7,9 @@
 //! the script-output sets the state holds ([`restore_script_sets`]).
 //!
 //! Owns that order, and what each sink gets of a transcript. Does not own fetching the
-//! transcript (the collector in `poll`), the exactly-once rules (`state`), parsing script
-//! output (`script_metrics`) or the families written (`metrics`).
+//! transcript (the collector in `poll`), the exactly-once rules (`state`), reading script
+//! output and where that runs (`script_metrics`, given to [`Outcome::read`] by the collector)
+//! or the families written (`metrics`).
 
 use std::sync::{Mutex, PoisonError};
 
@@ -23,7 +24,7 @@ use crate::record::signature::Signature;
 use crate::record::state::{
     Committed, LastRun, ResultKey, RunUpdate, SeriesKey, State, StoreError,
 };
-use crate::script_metrics::store::{Extracted, Set, extract};
+use crate::script_metrics::store::{Extracted, Set};
 
 /// The result a transcript answers, as the poll knows it from the action.
 #[derive(Debug, Clone, Copy)]
@@ -53,11 +54,13 @@ pub struct RecentTranscript {
     pub trace_id: Option<String>,
 }
 
-/// The script-output set a transcript gave under its rule.
+/// The script-output set a transcript gives under its rule.
 struct ScriptSet<'r> {
     rule: &'r ScriptRule,
     produced: DateTime<Utc>,
-    extracted: Extracted,
+    /// The output as read under the rule; `None` until it is read ([`Outcome::read`]), and
+    /// for good when the reading was abandoned: the transcript then gives no set.
+    extracted: Option<Extracted>,
 }
 
 /// What one transcript becomes, built once (pure), applied once.
@@ -119,11 +122,12 @@ impl<'r> Outcome<'r> {
             )),
             signature,
         });
-        // Script output as metrics, read from the full output before any redaction.
+        // Script output as metrics, read from the full output before any redaction: by the
+        // caller, off the async workers (`Outcome::read`).
         let set = rules.rule_for(&series.0, &series.2).map(|rule| ScriptSet {
             rule,
             produced: result.produced,
-            extracted: extract(rule, transcript.script_output.as_bytes()),
+            extracted: None,
         });
         Outcome {
             key: result.key.clone(),
@@ -137,6 +141,20 @@ impl<'r> Outcome<'r> {
             script_errors: redaction.apply(&transcript.script_errors),
             run,
             set,
+        }
+    }
+
+    /// The rule the transcript's output is to be read under, if any (see [`Outcome::read`]).
+    pub fn rule(&self) -> Option<&'r ScriptRule> {
+        self.set.as_ref().map(|s| s.rule)
+    }
+
+    /// The transcript's output as read under [`Outcome::rule`] (`script_metrics::store::
+    /// extract`; the caller runs it off the async workers, #32 item 1). Not called (the
+    /// reading abandoned): the transcript gives no set, the set held stays.
+    pub fn read(&mut self, extracted: Extracted) {
+        if let Some(s) = &mut self.set {
+            s.extracted = Some(extracted);
         }
     }
 
@@ -156,8 +174,9 @@ impl<'r> Outcome<'r> {
         // what the other machines' sets hold, so the script-output store is asked), and only
         // when it is not older than the set already held, so a restart serves what was served.
         let durable = self.set.as_mut().and_then(|s| {
-            store.cap_to_total(&self.series, s.rule, &mut s.extracted);
-            let set = Set::new(s.produced, self.key.index, s.rule, &s.extracted);
+            let extracted = s.extracted.as_mut()?;
+            store.cap_to_total(&self.series, s.rule, extracted);
+            let set = Set::new(s.produced, self.key.index, s.rule, extracted);
             let held = store.produced(&self.series);
             if held.is_some_and(|h| h > (set.produced, set.index)) {
                 return None;
@@ -179,7 +198,7 @@ impl<'r> Outcome<'r> {
         if let Some(ScriptSet {
             rule,
             produced,
-            extracted,
+            extracted: Some(extracted),
         }) = self.set
         {
             let dropped: u64 = extracted.dropped.values().sum();

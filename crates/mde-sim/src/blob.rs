@@ -1,6 +1,6 @@
 //! The blob container behind the download links: the SAS check (signature, `sp`, `se` expiry
 //! with the storage service's wording), the transcript or file bytes, and the injected blob
-//! faults (not found, garbage, truncated, huge, gzip bomb).
+//! faults (not found, garbage, truncated, huge, gzip bomb, a transcript of given output).
 //!
 //! Owns those answers. Does not own the link (`actions`), the call counting and injected
 //! failures (`gate`) or the bytes themselves (`scenario`).
@@ -82,6 +82,15 @@ fn blob_fault_response(fault: BlobFault, now: DateTime<Utc>) -> Response {
         }
         BlobFault::Huge(n) => huge_transcript(n),
         BlobFault::GzipBomb => octets(Bytes::from_static(gzip_bomb())),
+        BlobFault::Printed(output) => octets(Bytes::from(
+            serde_json::json!({
+                "script_name": "printed.ps1",
+                "exit_code": 0,
+                "script_output": &*output,
+                "script_errors": "",
+            })
+            .to_string(),
+        )),
     }
 }
 

@@ -182,6 +182,10 @@ pub enum BlobFault {
     Huge(usize),
     /// 200 with a ~1 MiB gzip stream that inflates to 1 GiB of zeros.
     GzipBomb,
+    /// 200 with a transcript (exit code 0, no errors) whose `script_output` is this text: what
+    /// a compromised machine's script prints (#32 item 1). The exporter reads it under the
+    /// rule of the script the action names. Shared: queued many times over, it is one copy.
+    Printed(std::sync::Arc<str>),
 }
 
 /// What was called so far. Endpoint names: `token`, `list_machine_actions`,

@@ -3,8 +3,9 @@
 //! each result queued, fetched oldest first and accounted exactly once.
 //!
 //! Owns filling and draining the pending queue, the result fetch (link, download, the
-//! expired-link retry), the durable commit before anything is counted, and the per-result
-//! events and status lines. Does not own the queue itself (`pending`), discovery
+//! expired-link retry), reading a transcript's script output off the async workers within
+//! its bound (`script_metrics::pool`, #32 item 1), the durable commit before anything is
+//! counted, and the per-result events and status lines. Does not own the queue itself (`pending`), discovery
 //! (`discover`), the retry policy (`retry`), nor the HTTP calls and the transcript parser
 //! (`api`).
 
@@ -23,6 +24,8 @@ use crate::poll::discovery::{self as disc, NotRunReason};
 use crate::record::events::{ResultFetchFailed, ScriptNotRun};
 use crate::record::outcome::{Outcome, Retrieved};
 use crate::record::state::{Attempt, ResultKey, RunUpdate, StoreError};
+use crate::script_metrics::pool::{Abandoned, Pool};
+use crate::script_metrics::store::extract;
 
 /// What a result download gave.
 enum Fetched {
@@ -367,7 +370,7 @@ impl TenantCollector {
                     return Ok(());
                 }
                 Ok(Fetched::Transcript(transcript)) => {
-                    self.account(p, &transcript)?;
+                    self.account(p, transcript).await?;
                     return Ok(());
                 }
             }
@@ -376,7 +379,11 @@ impl TenantCollector {
 
     /// What the transcript becomes (see [`Outcome`]): built once, applied to the state, the
     /// script-output set, the gauges, the log event and the status page, in that order.
-    fn account(&self, p: &Pending, t: &crate::api::model::Transcript) -> Result<(), StoreError> {
+    async fn account(
+        &self,
+        p: &Pending,
+        t: crate::api::model::Transcript,
+    ) -> Result<(), StoreError> {
         let settings = &self.shared.settings;
         let result = Retrieved {
             key: &p.key,
@@ -388,14 +395,43 @@ impl TenantCollector {
                 .or(p.end_time)
                 .unwrap_or_else(|| self.api_now()),
         };
-        Outcome::new(
+        let mut outcome = Outcome::new(
             result,
-            t,
+            &t,
             &settings.script_metrics,
             &settings.transcript_log,
             chrono::Utc::now(),
-        )
-        .apply(&self.shared.state, &self.shared.metrics, |recent| {
+        );
+        if let Some(rule) = outcome.rule() {
+            let script = p.script.as_deref().unwrap_or(&t.script_name).to_string();
+            // The output is read off the async workers, within its bound (#32 item 1); the
+            // outcome already took what else it needs of the transcript.
+            let output = t.script_output;
+            let read = rule.clone();
+            let bound = settings.script_metrics.parse_timeout;
+            match Pool::shared()
+                .run(&self.tenant.name, bound, move || {
+                    extract(&read, output.as_bytes())
+                })
+                .await
+            {
+                Ok(extracted) => outcome.read(extracted),
+                Err(Abandoned) => {
+                    tracing::warn!(
+                        tenant = %self.tenant.name,
+                        action_id = %p.key.action_id,
+                        index = p.key.index,
+                        machine = %p.machine,
+                        script = %script,
+                        timeout = ?bound,
+                        "script_metrics: reading the script's output took longer than script_metrics_parse_timeout and was abandoned; this transcript gives no set (the one held stays)"
+                    );
+                    let store = &self.shared.metrics.script_metrics;
+                    store.count_abandoned(&self.tenant.name, &script);
+                }
+            }
+        }
+        outcome.apply(&self.shared.state, &self.shared.metrics, |recent| {
             self.shared
                 .update_status(&self.tenant.name, |s| s.push_recent(recent));
         })

@@ -255,3 +255,91 @@ fn script_series_are_bounded_in_bytes_per_transcript_and_per_rule() {
     assert!(dropped(&store, "max_bytes") > 0);
     assert!(dropped(&store, "fair_share") + dropped(&store, "max_total_bytes") > 0);
 }
+
+/// Both text bodies of `store`, each checked by the strict reader.
+fn assert_store_valid(store: &Arc<Store>) -> String {
+    let mut text = String::new();
+    for openmetrics in [false, true] {
+        let mut body = String::new();
+        for part in store.parts(1) {
+            part.write_text(&mut body, openmetrics).unwrap();
+        }
+        assert_eq!(problems(&body), Vec::<String>::new(), "{body}");
+        if !openmetrics {
+            text = body;
+        }
+    }
+    text
+}
+
+/// See: #32 item 3. Two sets (two machines under one rule, then two rules) give one family
+/// name with two types, or a counter `c` beside another set's gauge `c_total`: the family held
+/// first wins, the later set's clashing family is left out and its samples counted
+/// (`name_clash`), its other families kept; the bodies have one `# TYPE` per name. Before,
+/// both were held: `# TYPE mde_script_c_total` twice in the text format.
+#[test]
+fn a_family_name_across_sets_keeps_the_first_held() {
+    let r = rule();
+    let store = Arc::new(Store::default());
+    let key = |m: &str| -> SetKey { ("t".into(), m.into(), "check.ps1".into()) };
+    let first = b"# TYPE c counter\nc_total 1\n# TYPE g gauge\ng 1\n";
+    store.record(key("ws-1"), at(0), 0, &r, extract(&r, first));
+    // A gauge named as the counter's samples, a counter of the gauge's name, and one that
+    // agrees with the first (kept).
+    let second = b"# TYPE c_total gauge\nc_total 2\n# TYPE g counter\ng_total 3\nok 1\n";
+    store.record(key("ws-0"), at(1), 0, &r, extract(&r, second));
+    let body = assert_store_valid(&store);
+    assert_eq!(
+        body.matches("# TYPE mde_script_c_total ").count(),
+        1,
+        "{body}"
+    );
+    assert!(body.contains("# TYPE mde_script_c_total counter"), "{body}");
+    assert!(body.contains("# TYPE mde_script_g gauge"), "{body}");
+    assert!(body.contains("mde_script_ok{"), "{body}");
+    let names: Vec<String> = store
+        .get(&key("ws-0"))
+        .unwrap()
+        .families
+        .into_iter()
+        .map(|f| f.name)
+        .collect();
+    assert_eq!(names, ["mde_script_ok"]);
+    assert_eq!(dropped(&store, "name_clash"), 2);
+    // The same set again (a later transcript of ws-0): still left out, counted again.
+    store.record(key("ws-0"), at(2), 0, &r, extract(&r, second));
+    assert_eq!(dropped(&store, "name_clash"), 4);
+    // The first set's own later transcript may change its own family's type: no other set
+    // holds it.
+    let later = b"# TYPE c counter\nc_total 2\n# TYPE g counter\ng_total 2\n";
+    store.record(key("ws-1"), at(3), 0, &r, extract(&r, later));
+    assert_store_valid(&store);
+    let held = store.get(&key("ws-1")).unwrap();
+    assert_eq!(held.families[1].name, "mde_script_g");
+    assert_eq!(held.families[1].kind, Kind::Counter);
+
+    // Two rules: a JSON rule's gauge `c_total` after a text rule's counter `c`, in another
+    // script: left out the same way. And a restore (a state file written before this rule)
+    // keeps the first held too.
+    let mut json = super::tests::rule(crate::config::ScriptFormat::Json);
+    json.script = "inventory.ps1".into();
+    json.metrics = vec![crate::config::JsonMetric {
+        name: "c_total".into(),
+        path: "c".into(),
+        help: None,
+    }];
+    let jkey: SetKey = ("t".into(), "ws-1".into(), "inventory.ps1".into());
+    store.record(
+        jkey.clone(),
+        at(4),
+        0,
+        &json,
+        extract(&json, b"{\"c\": 5}\n"),
+    );
+    assert!(store.get(&jkey).is_some_and(|s| s.families.is_empty()));
+    let clashing = Set::new(at(5), 0, &json, &extract(&json, b"{\"c\": 5}\n"));
+    assert_eq!(clashing.families.len(), 1);
+    store.restore(jkey.clone(), clashing);
+    assert!(store.get(&jkey).is_some_and(|s| s.families.is_empty()));
+    assert_store_valid(&store);
+}

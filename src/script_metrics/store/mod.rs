@@ -8,7 +8,8 @@
 //! bounds), which set is current (the latest by the action's `lastUpdateDateTimeUtc`; a later
 //! command wins within one action), how the sets are held (by family, each family's sets in
 //! key order, help texts once), the totals per rule (series and bytes, each set never held
-//! below an equal share of them: `share`) and ttl expiry. Does not own the bytes of
+//! below an equal share of them: `share`), one family name across sets (the first held wins:
+//! `clash`) and ttl expiry. Does not own the bytes of
 //! a sample line (`lines`) nor rendering (`render`), fetching transcripts (`collector`) nor
 //! keeping sets across restarts (`state`).
 
@@ -215,13 +216,19 @@ struct Inner {
     sets_held: HashMap<(String, String), usize>,
     invalid: BTreeMap<(String, String), u64>,
     dropped: BTreeMap<(String, String, &'static str), u64>,
+    /// Transcripts whose reading was abandoned at its time bound, per (tenant, script)
+    /// (`pool`, #32 item 1).
+    abandoned: BTreeMap<(String, String), u64>,
 }
 
 impl Inner {
     /// Hold `set` as the set of `key` (replacing the one held), its series counted in its
     /// rule's total.
-    fn insert(&mut self, key: SetKey, set: Set) {
+    fn insert(&mut self, key: SetKey, mut set: Set) {
         self.remove(&key);
+        // A set put back at start (or cut to its share) is held by the same rule as one just
+        // recorded: a family another set holds under a clashing name stays out (`clash`).
+        clash::leave_out(self, &key, &mut set.families, &mut BTreeMap::new());
         let key = Arc::new(key);
         let prefix = lines::prefix(&key.0, &key.1, &key.2);
         let bytes = share::set_bytes(&set.families, prefix.len());
@@ -445,6 +452,9 @@ impl Store {
         if extracted.invalid > 0 {
             *inner.invalid.entry(rule_key.clone()).or_default() += extracted.invalid;
         }
+        // Shown at 0 from a rule's first set on, so that the first abandoned reading is an
+        // increase (`count_abandoned`).
+        inner.abandoned.entry(rule_key.clone()).or_default();
         let older = inner
             .sets
             .get(&key)
@@ -482,6 +492,16 @@ impl Store {
         cap(&inner, key, rule, extracted);
     }
 
+    /// A transcript of `script` in `tenant` whose reading was abandoned at its time bound
+    /// (`pool`): counted, its set not recorded (the set held stays).
+    pub fn count_abandoned(&self, tenant: &str, script: &str) {
+        let mut inner = self.inner.write().unwrap_or_else(PoisonError::into_inner);
+        *inner
+            .abandoned
+            .entry((tenant.to_string(), script.to_string()))
+            .or_default() += 1;
+    }
+
     /// Put a set back as it was (after a restart), without counting anything.
     pub fn restore(&self, key: SetKey, set: Set) {
         let mut inner = self.inner.write().unwrap_or_else(PoisonError::into_inner);
@@ -513,6 +533,7 @@ impl Store {
         inner.sets_held.retain(|(t, s), _| kept(t, s));
         inner.invalid.retain(|(t, s), _| kept(t, s));
         inner.dropped.retain(|(t, s, _), _| kept(t, s));
+        inner.abandoned.retain(|(t, s), _| kept(t, s));
         gone.len()
     }
 
@@ -532,7 +553,8 @@ fn past_ttl(produced: DateTime<Utc>, ttl: Duration, now: DateTime<Utc>) -> bool 
 
 /// Cut `extracted` to the room the rule's totals leave for `key` (the set `key` holds makes
 /// room), but never below an equal share of them ([`share::room`]; the sets over theirs are
-/// cut after, see [`Inner::share_fairly`]), and to the transcript's own `max_bytes`.
+/// cut after, see [`Inner::share_fairly`]), and to the transcript's own `max_bytes`; the
+/// families that clash with another set's are left out first (`clash`).
 fn cap(inner: &Inner, key: &SetKey, rule: &ScriptRule, extracted: &mut Extracted) {
     let rule_key = (key.0.clone(), key.2.clone());
     let held = inner.sets.get(key);
@@ -545,6 +567,9 @@ fn cap(inner: &Inner, key: &SetKey, rule: &ScriptRule, extracted: &mut Extracted
     let prefix_len = lines::prefix(&key.0, &key.1, &key.2).len();
     let dropped = &mut extracted.dropped;
     let families = &mut extracted.families;
+    // A family another set holds under a clashing name first (#32 item 3): left out before
+    // the totals are applied, so that it takes no room.
+    clash::leave_out(inner, key, families, dropped);
     share::cut(
         families,
         prefix_len,
@@ -561,6 +586,7 @@ fn cap(inner: &Inner, key: &SetKey, rule: &ScriptRule, extracted: &mut Extracted
     share::cut(families, prefix_len, usize::MAX, bytes, why, dropped);
 }
 
+mod clash;
 mod lines;
 mod render;
 mod share;

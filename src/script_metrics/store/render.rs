@@ -6,7 +6,7 @@
 //!
 //! Owns the order of the families (name order; the sets of a family in key order), which
 //! kind and help a family gets (its first set's), which part encodes which family, and the
-//! headers and own families' lines in both text formats, the bytes the collector gives (a
+//! headers and own families' lines (`mde_script_metrics_*`) in both text formats, the bytes the collector gives (a
 //! test holds the two equal). Does not own how the sets are held (`store`), the bytes of a
 //! sample line (`lines`) nor the body they go in (`metrics::encode`).
 //!
@@ -32,6 +32,9 @@ const INVALID_NAME: &str = "mde_script_metrics_lines_invalid";
 const INVALID_HELP: &str = "Lines of script output that started like a sample and did not parse, and JSON paths missing or not a number, by script";
 const DROPPED_NAME: &str = "mde_script_metrics_dropped";
 const DROPPED_HELP: &str = "Script output samples that parsed and were not kept, by reason (max_series, max_total, name_too_long, label_too_long, too_many_labels, unsupported_type, reserved_name)";
+
+const ABANDONED_NAME: &str = "mde_script_metrics_parse_abandoned";
+const ABANDONED_HELP: &str = "Transcripts whose script output took longer to read than script_metrics_parse_timeout: the reading was abandoned and the transcript gave no set (the set held stays), by script";
 
 type Sets = std::collections::BTreeMap<Arc<SetKey>, Fragment>;
 
@@ -139,6 +142,15 @@ impl Part {
                     out,
                     &[("tenant", tenant), ("script", script), ("reason", reason)],
                 );
+                out.push('}');
+                push_u64(out, *n);
+            }
+        }
+        if !inner.abandoned.is_empty() {
+            w.descriptor(out, ABANDONED_NAME, ABANDONED_HELP, Kind::Counter)?;
+            for ((tenant, script), n) in &inner.abandoned {
+                push_sample_name(out, ABANDONED_NAME, Kind::Counter);
+                push_labels(out, &[("tenant", tenant), ("script", script)]);
                 out.push('}');
                 push_u64(out, *n);
             }
@@ -266,6 +278,18 @@ impl Store {
                     ("reason", *reason),
                 ])?
                 .encode_counter::<NoLabelSet, _, u64>(n, None)?;
+            }
+        }
+        if !inner.abandoned.is_empty() {
+            let mut f = encoder.encode_descriptor(
+                ABANDONED_NAME,
+                ABANDONED_HELP,
+                None,
+                MetricType::Counter,
+            )?;
+            for ((tenant, script), n) in &inner.abandoned {
+                f.encode_family(&[("tenant", tenant.as_str()), ("script", script.as_str())])?
+                    .encode_counter::<NoLabelSet, _, u64>(n, None)?;
             }
         }
         Ok(())

@@ -1,7 +1,8 @@
 //! Shared test helpers: a simulator and an exporter on 127.0.0.1:0, configurations pointing
 //! at the simulator, scraping and reading metrics with an independent parser
 //! (`prometheus-parse`), waiting for a condition, and OTLP attributes. The real binary as a
-//! process is [`binary`]. What one subject alone needs stays in its own file.
+//! process is [`binary`]; a strict reader of the bodies served is [`exposition`]. What one
+//! subject alone needs stays in its own file.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -14,6 +15,7 @@ use mde_sim::{SimConfig, Simulator};
 use tokio::net::TcpListener;
 
 mod binary;
+pub mod exposition;
 
 pub use binary::*;
 

@@ -49,6 +49,8 @@ const DOCUMENTED: &[&str] = &[
     "mde_script_metrics_lines_invalid_total",
     "mde_script_metrics_dropped_total",
     "mde_script_metrics_last_transcript_timestamp_seconds",
+    // See: #32 item 1 (at 0 from a rule's first set on).
+    "mde_script_metrics_parse_abandoned_total",
     "mde_script_bitlocker_protection_on",
     // See: #23
     "mde_exporter_otlp_metrics_exports_total",

@@ -6,5 +6,7 @@ pub mod exporter;
 mod properties;
 pub mod resilience;
 mod script_metrics;
+mod script_metrics_exposition;
+mod script_metrics_hostile;
 mod script_metrics_parse;
 mod signatures;
