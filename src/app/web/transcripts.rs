@@ -84,12 +84,10 @@ async fn page(
         None => None,
     };
     let shared = shared_now(&current);
-    let known = shared
-        .status
-        .read()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .contains_key(tenant);
-    if !known {
+    // Served (configured, and owned in a cluster), as /signatures asks: not "has a status
+    // entry", which a tenant gets only at its first poll, so a transcript kept in the state
+    // file was "unknown" for the first moments after a start.
+    if !shared.serves(tenant) {
         return not_found(format!(
             "unknown tenant {tenant:?}: no tenant of that name is served here"
         ));
