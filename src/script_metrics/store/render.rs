@@ -31,7 +31,7 @@ const LAST_HELP: &str = "lastUpdateDateTimeUtc (Unix seconds) of the action whos
 const INVALID_NAME: &str = "mde_script_metrics_lines_invalid";
 const INVALID_HELP: &str = "Lines of script output that started like a sample and did not parse, and JSON paths missing or not a number, by script";
 const DROPPED_NAME: &str = "mde_script_metrics_dropped";
-const DROPPED_HELP: &str = "Script output samples that parsed and were not kept, by reason (max_series, max_total, name_too_long, label_too_long, too_many_labels, unsupported_type, reserved_name)";
+const DROPPED_HELP: &str = "Script output samples that parsed and were not kept, by reason (max_series, max_total, max_bytes, max_total_bytes, fair_share, name_too_long, label_too_long, too_many_labels, unsupported_type, reserved_name, reserved_label, name_clash)";
 
 const ABANDONED_NAME: &str = "mde_script_metrics_parse_abandoned";
 const ABANDONED_HELP: &str = "Transcripts whose script output took longer to read than script_metrics_parse_timeout: the reading was abandoned and the transcript gave no set (the set held stays), by script";

@@ -163,9 +163,43 @@ async fn every_body_served_is_valid_whatever_scripts_print() {
     let proto = body(a, "/metrics", Some(PROTO)).await;
     assert_eq!(protobuf_problems(&proto), Vec::<String>::new());
     // The script series have the same values in protobuf as in text (an untyped one was
-    // read as 0 from protobuf before: its value was in the gauge field).
+    // read as 0 from protobuf before: its value was in the gauge field). Compared on a
+    // protobuf scrape taken between two text scrapes with the same script series: the
+    // simulator's machines go on running scripts, and a transcript that arrives between two
+    // scrapes replaces a set.
     let script =
         |k: &&Series| k.0.starts_with("mde_script_") && !k.0.starts_with("mde_script_metrics_");
+    let script_series = |text: &str| -> Vec<(Series, f64)> {
+        let values = text_values(text, false);
+        let mut v: Vec<(Series, f64)> = values
+            .iter()
+            .filter(|(k, _)| script(k))
+            .map(|(k, v)| (k.clone(), *v))
+            .collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    };
+    let mut attempts = 0;
+    let (text, proto) = loop {
+        let before = String::from_utf8(body(a, "/metrics", None).await).unwrap();
+        let proto = body(a, "/metrics", Some(PROTO)).await;
+        let after = String::from_utf8(body(a, "/metrics", None).await).unwrap();
+        let same = |x: &[(Series, f64)], y: &[(Series, f64)]| {
+            x.len() == y.len()
+                && x.iter()
+                    .zip(y)
+                    .all(|(p, q)| p.0 == q.0 && (p.1 == q.1 || p.1.is_nan() && q.1.is_nan()))
+        };
+        if same(&script_series(&before), &script_series(&after)) {
+            break (after, proto);
+        }
+        attempts += 1;
+        assert!(
+            attempts < 50,
+            "the script series never held still between two scrapes"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
     let in_text = text_values(&text, false);
     let in_proto = protobuf_values(&decode_protobuf(&proto).unwrap());
     let text_series: Vec<&Series> = in_text.keys().filter(script).collect();
