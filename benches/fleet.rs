@@ -4,8 +4,8 @@
 //!
 //! Each run puts the simulator's fleet scenario (every tenth device comes online during the
 //! run) plus 60 ordinary actions, most finishing during the run, in front of the exporter
-//! (in process, `app::start`). Time is scaled by `BENCH_SCALE` (60: a quota hour lasts a
-//! minute) for the simulator, the quota windows, `poll_interval` and `min_interval` alike;
+//! (in process, `app::start`). Time is scaled by `BENCH_SCALE` (10: a quota hour lasts six
+//! minutes) for the simulator, the quota windows, `poll_interval` and `min_interval` alike;
 //! the figures are given in API time (measured × scale). Reported: list calls per poll and
 //! per hour, the 429s, and the latency from the moment an action is final (the simulator's
 //! ground truth) to the first result-link call for it, p50 and p99 over every result of an
@@ -15,8 +15,12 @@
 //! the status filter, so every action in flight is read by id (20 a call), and
 //! `min_interval: 60s` fixes the cadence at `poll_interval`. "After" is the default.
 //!
-//! Caveat of scaling: the exporter's own work (parsing a 10,000-action page) is not scaled,
-//! so at 10,000 in flight its share of the latency is `BENCH_SCALE` times too large.
+//! Caveat of scaling: the exporter's and the simulator's own work (rendering and parsing a
+//! page of every action in flight, each poll) is not scaled, so its share of the latency is
+//! `BENCH_SCALE` times too large: 50 ms of real time is 3 s of API time at 60. `poll, real ms`
+//! gives the mean real time of a poll (from `mde_exporter_poll_duration_seconds`), the part
+//! the scale multiplies; choose a scale at which that part stays small (#33:
+//! docs/benchmarks.md says which and why).
 //!
 //! The latency is given for two kinds of actions apart (#33): those created inside the
 //! incremental listing's window (within `discovery.overlap` of the newest action, so that
@@ -25,8 +29,10 @@
 //! `get by id/h` counts the calls to `GET /api/machineactions/{id}` (their own quota).
 //!
 //! `cargo bench --bench fleet` (or `benches/scripts/discovery.sh --fleet`); `BENCH_FLEET=0,400`,
-//! `BENCH_HOURS=1` (API hours per run), `BENCH_SCALE=60` and `BENCH_BEFORE=0` (leave out the
-//! pre-#20 runs) change the runs.
+//! `BENCH_HOURS=1` (API hours per run, default 0.5), `BENCH_SCALE=60` (default 10: #33),
+//! `BENCH_BEFORE=0` (leave out the pre-#20 runs) and `BENCH_SEEDS=3` (that many scenarios per
+//! row, from different seeds: the latencies pooled, each run's median shown for the spread)
+//! change the runs.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::Path;
@@ -51,31 +57,98 @@ fn main() {
 
 async fn run() {
     let fleets: Vec<usize> = env_list("BENCH_FLEET", "0,400,2000,10000");
-    let hours: f64 = env_or("BENCH_HOURS", 1.0);
-    let scale: f64 = env_or("BENCH_SCALE", 60.0);
+    // Half an API hour at scale 10 (3 minutes a run): the scale at which a poll's own real
+    // time counts little beside the cadence (#33, docs/benchmarks.md).
+    let hours: f64 = env_or("BENCH_HOURS", 0.5);
+    let scale: f64 = env_or("BENCH_SCALE", 10.0);
     let with_before = env_or("BENCH_BEFORE", 1) == 1;
+    let seeds: u64 = env_or("BENCH_SEEDS", 1).max(1);
     let mut rows = Vec::new();
     for fleet in fleets {
         for before in [true, false] {
             if before && !with_before {
                 continue;
             }
-            rows.push(one_run(fleet, before, hours, scale).await);
+            let mut runs = Vec::new();
+            for seed in 0..seeds {
+                runs.push(one_run(fleet, before, hours, scale, seed).await);
+            }
+            rows.push(row(fleet, before, hours, &runs));
         }
     }
     println!(
-        "| in flight | discovery | list calls/poll | list calls/h | get by id/h | polls/h | 429s | final → link p50 / p99 / max: all | created in the window | older (fleet pattern) |"
+        "| in flight | discovery | list calls/poll | list calls/h | get by id/h | polls/h | poll, real ms | 429s | final → link p50 / p99 / max: all | created in the window | older (fleet pattern) | p50 of each run |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
     for r in rows {
         println!("{r}");
     }
 }
 
-async fn one_run(fleet: usize, before: bool, hours: f64, scale: f64) -> String {
+/// What one run measured.
+struct Run {
+    list: f64,
+    get: f64,
+    polls: f64,
+    /// Real seconds spent in polls (not scaled).
+    poll_secs: f64,
+    throttled: u64,
+    /// Final → first result-link latencies in API seconds: every result, those of actions
+    /// created in the window, the older ones.
+    all: Vec<f64>,
+    inside: Vec<f64>,
+    older: Vec<f64>,
+}
+
+/// One table row over the runs of one configuration (`BENCH_SEEDS` scenarios): calls per API
+/// hour, the latencies pooled, the real time a poll took on average (the part of the
+/// latency the scale multiplies), and each run's own median (the spread).
+fn row(fleet: usize, before: bool, hours: f64, runs: &[Run]) -> String {
+    let n = runs.len() as f64;
+    let sum = |f: &dyn Fn(&Run) -> f64| runs.iter().map(f).sum::<f64>();
+    let (list, get, polls) = (sum(&|r| r.list), sum(&|r| r.get), sum(&|r| r.polls));
+    let poll_ms = 1000.0 * sum(&|r| r.poll_secs) / polls.max(1.0);
+    let throttled: u64 = runs.iter().map(|r| r.throttled).sum();
+    let pool = |f: &dyn Fn(&Run) -> &Vec<f64>| -> Vec<f64> {
+        runs.iter().flat_map(|r| f(r).iter().copied()).collect()
+    };
+    let each: Vec<String> = runs
+        .iter()
+        .map(|r| {
+            let mut v = r.all.clone();
+            median(&mut v).map_or("-".into(), |m| format!("{m:.1}"))
+        })
+        .collect();
+    format!(
+        "| {fleet} | {} | {:.1} | {:.0} | {:.0} | {:.0} | {poll_ms:.1} | {throttled} | {} | {} | {} | {} s |",
+        if before {
+            "before #20 (id batches, fixed 60 s)"
+        } else {
+            "now"
+        },
+        list / polls.max(1.0),
+        list / hours / n,
+        get / hours / n,
+        polls / hours / n,
+        summary(&mut pool(&|r| &r.all)),
+        summary(&mut pool(&|r| &r.inside)),
+        summary(&mut pool(&|r| &r.older)),
+        each.join(", "),
+    )
+}
+
+fn median(v: &mut [f64]) -> Option<f64> {
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    Some(v[(v.len() - 1) / 2])
+}
+
+async fn one_run(fleet: usize, before: bool, hours: f64, scale: f64, seed: u64) -> Run {
     let sim = Simulator::new(
         SimConfig {
-            seed: 2020 + fleet as u64,
+            seed: 2020 + fleet as u64 + 7919 * seed,
             machines: 40,
             actions: 60,
             fleet,
@@ -116,7 +189,9 @@ async fn one_run(fleet: usize, before: bool, hours: f64, scale: f64) -> String {
     let exporter = app::start(config, l, "/metrics").await.unwrap();
     let run = Duration::from_secs_f64(3600.0 * hours / scale);
     tokio::time::sleep(run).await;
-    let polls = polls(&exporter.shared().metrics.encode(false).unwrap());
+    let text = exporter.shared().metrics.encode(false).unwrap();
+    let polls = metric(&text, "mde_exporter_poll_duration_seconds_count");
+    let poll_secs = metric(&text, "mde_exporter_poll_duration_seconds_sum");
     let stats = sim.stats();
     exporter.shutdown().await.unwrap();
     server.abort();
@@ -149,21 +224,16 @@ async fn one_run(fleet: usize, before: bool, hours: f64, scale: f64) -> String {
             _ => older.push(latency),
         }
     }
-    format!(
-        "| {fleet} | {} | {:.1} | {:.0} | {:.0} | {:.0} | {throttled} | {} | {} | {} |",
-        if before {
-            "before #20 (id batches, fixed 60 s)"
-        } else {
-            "now"
-        },
-        list / polls.max(1.0),
-        list / hours,
-        get / hours,
-        polls / hours,
-        summary(&mut all),
-        summary(&mut inside),
-        summary(&mut older),
-    )
+    Run {
+        list,
+        get,
+        polls,
+        poll_secs,
+        throttled,
+        all,
+        inside,
+        older,
+    }
 }
 
 /// `p50 / p99 / max (n)` of latencies in seconds, or `-` when there are none.
@@ -182,10 +252,11 @@ fn summary(v: &mut [f64]) -> String {
     )
 }
 
-/// Polls done, from `mde_exporter_poll_duration_seconds_count`.
-fn polls(text: &str) -> f64 {
+/// The value of the first sample of `name` (`mde_exporter_poll_duration_seconds_count`: the
+/// polls done), or 0.
+fn metric(text: &str, name: &str) -> f64 {
     text.lines()
-        .find(|l| l.starts_with("mde_exporter_poll_duration_seconds_count"))
+        .find(|l| l.starts_with(name))
         .and_then(|l| l.rsplit(' ').next())
         .and_then(|v| v.parse().ok())
         .unwrap_or(0.0)

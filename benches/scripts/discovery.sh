@@ -6,7 +6,7 @@
 #
 # --fleet: the fleet benchmark (#20) instead: 0, 400, 2,000 and 10,000 actions in flight under
 # the real quota, before and after #20: list calls per poll and per hour, 429s, and the
-# final-to-result-link latency p50/p99. BENCH_FLEET=0,400, BENCH_HOURS=1 and BENCH_SCALE=60
+# final-to-result-link latency p50/p99. BENCH_FLEET=0,400, BENCH_HOURS=1 (default 0.5) and BENCH_SCALE=60 (default 10)
 # change the runs.
 set -euo pipefail
 cd "$(dirname "$0")/../.."

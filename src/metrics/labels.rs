@@ -33,6 +33,13 @@ pub struct CommandLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CadenceLabels {
+    pub tenant: String,
+    pub cadence: String,
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct StatusLabels {
     pub tenant: String,
     pub status: String,

@@ -110,6 +110,7 @@ const EXPOSITION_ORDER: &[&str] = &[
     "mde_liveresponse_discovery_in_flight_filter_supported",
     "mde_liveresponse_discovery_rereads_pending",
     "mde_liveresponse_discovery_interval_seconds",
+    "mde_liveresponse_discovery_cadence",
     // The counter (`_total`), then the gauge of the same name (text format only).
     "mde_liveresponse_script_not_run",
     "mde_liveresponse_script_not_run_current",

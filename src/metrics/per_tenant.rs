@@ -19,9 +19,9 @@ use std::sync::{Arc, PoisonError, RwLock};
 use prometheus_client::metrics::family::{Family, MetricConstructor};
 
 use super::labels::{
-    CommandLabels, EndpointLabels, MachineInfoLabels, MachineScriptLabels, MachineTagLabels,
-    NotRunLabels, NoticeLabels, PermissionLabels, ReasonLabels, RequestLabels, ScriptLabels,
-    StatusLabels, TenantLabels,
+    CadenceLabels, CommandLabels, EndpointLabels, MachineInfoLabels, MachineScriptLabels,
+    MachineTagLabels, NotRunLabels, NoticeLabels, PermissionLabels, ReasonLabels, RequestLabels,
+    ScriptLabels, StatusLabels, TenantLabels,
 };
 use super::native::{Buckets, ClassicAndNative};
 
@@ -54,6 +54,7 @@ per_tenant!(
     MachineInfoLabels,
     PermissionLabels,
     MachineTagLabels,
+    CadenceLabels,
 );
 
 /// A family with a `tenant` label that knows its label sets. Writes go through

@@ -3,7 +3,8 @@
 //! (`mde_liveresponse_pending_results`), and discovery (`mde_liveresponse_actions_in_flight`,
 //! `_in_flight_oldest_creation_timestamp_seconds`, `_in_flight_abandoned`,
 //! `_discovery_missed`, and of #20 `_discovery_in_flight_filter_supported`,
-//! `_discovery_rereads_pending`, `_discovery_interval_seconds`).
+//! `_discovery_rereads_pending`, `_discovery_interval_seconds`, and of #33
+//! `_discovery_cadence`).
 //!
 //! Owns those families ([`PollMetrics`], fields private: the methods here are their one
 //! writer), their registration, their series started at 0 for a tenant, and their writing.
@@ -14,10 +15,16 @@ use std::time::Duration;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 
-use super::labels::{StatusLabels, TenantLabels, TraceLabel, tenant};
+use super::labels::{CadenceLabels, StatusLabels, TenantLabels, TraceLabel, tenant};
 use super::native::Buckets;
 use super::per_tenant::{TenantFamily, TenantHistogramFamily};
 use super::registry::{FloatGauge, Parts, background};
+
+/// The `cadence` label's values of `mde_liveresponse_discovery_cadence` (the discovery
+/// cadence's names, checked against it there).
+pub const CADENCES: [&str; 3] = ["fast", "backing_off", "poll_interval"];
+/// Its `reason` label's values: why the tenant is on its cadence.
+pub const CADENCE_REASONS: [&str; 4] = ["in_flight", "configured_ids", "found_new", "quiet"];
 
 const POLL_BUCKETS: &[f64] = &[
     0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
@@ -38,6 +45,8 @@ pub struct PollMetrics {
     in_flight_filter_supported: TenantFamily<TenantLabels, Gauge>,
     discovery_rereads_pending: TenantFamily<TenantLabels, Gauge>,
     discovery_interval: TenantFamily<TenantLabels, FloatGauge>,
+    // The cadence a tenant is on and why (#33): one series a tenant, the current one.
+    discovery_cadence: TenantFamily<CadenceLabels, Gauge>,
 }
 
 impl PollMetrics {
@@ -55,6 +64,7 @@ impl PollMetrics {
             in_flight_filter_supported: TenantFamily::default(),
             discovery_rereads_pending: TenantFamily::default(),
             discovery_interval: TenantFamily::default(),
+            discovery_cadence: TenantFamily::default(),
         };
         r.register_per_tenant(
             "mde_liveresponse_pending_results",
@@ -99,6 +109,11 @@ impl PollMetrics {
             "mde_liveresponse_discovery_interval_seconds",
             background("Time until the tenant's next poll, as the cadence chose it (discovery.list_budget_share, discovery.min_interval, poll_interval)."),
             &m.discovery_interval,
+        );
+        r.register_per_tenant(
+            "mde_liveresponse_discovery_cadence",
+            background("1 for the cadence the tenant's polls are on (fast, backing_off, poll_interval) and why (in_flight, configured_ids, found_new, quiet); one series a tenant."),
+            &m.discovery_cadence,
         );
         r.register_per_tenant(
             "mde_exporter_poll_success",
@@ -220,5 +235,26 @@ impl PollMetrics {
         self.discovery_interval
             .get_or_create(&tenant(tenant_name))
             .set(interval.as_secs_f64());
+    }
+
+    /// The cadence the tenant is on and why (`cadence`, `reason`: values of [`CADENCES`] and
+    /// [`CADENCE_REASONS`]): that series at 1, the tenant's others removed; `None` removes
+    /// them all. The new one is set before the old one goes, so a scrape never sees none.
+    pub fn set_discovery_cadence(&self, tenant_name: &str, now: Option<(&str, &str)>) {
+        let labels = |cadence: &str, reason: &str| CadenceLabels {
+            tenant: tenant_name.to_string(),
+            cadence: cadence.to_string(),
+            reason: reason.to_string(),
+        };
+        if let Some((c, r)) = now {
+            self.discovery_cadence.get_or_create(&labels(c, r)).set(1);
+        }
+        for c in CADENCES {
+            for r in CADENCE_REASONS {
+                if now != Some((c, r)) {
+                    self.discovery_cadence.remove(&labels(c, r));
+                }
+            }
+        }
     }
 }

@@ -266,8 +266,9 @@ impl TenantCollector {
 
     /// The cadence (#20 item 5, #33): the time until the next poll, from this poll's list
     /// calls, the budget share, and what the tenant has and found (the pure
-    /// `discovery::cadence`); shown in `mde_liveresponse_discovery_interval_seconds` and, with
-    /// the cadence and why, on the status page.
+    /// `discovery::cadence`); shown in `mde_liveresponse_discovery_interval_seconds`, the
+    /// cadence and why in `mde_liveresponse_discovery_cadence`, and all three on the status
+    /// page.
     fn choose_interval(&mut self, used_before: Option<(u32, u32)>, ok: bool) {
         let name = self.tenant.name.clone();
         let d = &self.tenant.selectors.discovery;
@@ -301,6 +302,10 @@ impl TenantCollector {
         self.interval = decision.interval;
         let poll = &self.shared.metrics.poll;
         poll.set_discovery_interval(&name, decision.interval);
+        poll.set_discovery_cadence(
+            &name,
+            Some((decision.cadence.as_str(), decision.why.reason())),
+        );
         self.shared.update_status(&name, |s| {
             s.discovery.interval = Some(decision.interval);
             s.discovery.interval_reason = decision.describe(cost);

@@ -80,6 +80,18 @@ pub enum Why {
     Quiet(u32),
 }
 
+impl Why {
+    /// The `reason` label of `mde_liveresponse_discovery_cadence`.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Why::InFlight(_) => "in_flight",
+            Why::ConfiguredIds(_) => "configured_ids",
+            Why::FoundNew => "found_new",
+            Why::Quiet(_) => "quiet",
+        }
+    }
+}
+
 /// What bounds the interval of a cadence.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Bound {
@@ -265,6 +277,23 @@ mod tests {
             ..input(1, in_flight(3))
         };
         assert_eq!(secs(&short, 0), (1.0, slow.0, slow.1));
+    }
+
+    // See: #33. The metric's label values are the cadence's own names.
+    #[test]
+    fn the_cadence_metric_names_every_cadence_and_reason() {
+        let cadences: Vec<&str> = Cadence::ALL.iter().map(|c| c.as_str()).collect();
+        assert_eq!(cadences, crate::metrics::poll::CADENCES);
+        let reasons: Vec<&str> = [
+            Why::InFlight(1),
+            Why::ConfiguredIds(1),
+            Why::FoundNew,
+            Why::Quiet(1),
+        ]
+        .iter()
+        .map(|w| w.reason())
+        .collect();
+        assert_eq!(reasons, crate::metrics::poll::CADENCE_REASONS);
     }
 
     // See: #33

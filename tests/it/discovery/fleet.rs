@@ -275,6 +275,20 @@ async fn the_cadence_follows_the_list_budget_and_a_quiet_tenant_backs_off() {
         reason.starts_with("fast (") && reason.contains(" actions in flight): min_interval: the list budget allows more; last poll: 1 list call"),
         "{reason}"
     );
+    // The cadence and why, as a metric too (#33): one series, the current one.
+    let cadence = |shared: &Shared| -> Vec<String> {
+        scrape(shared)
+            .lines()
+            .filter(|l| l.starts_with("mde_liveresponse_discovery_cadence{"))
+            .map(str::to_string)
+            .collect()
+    };
+    assert_eq!(
+        cadence(&shared),
+        [
+            "mde_liveresponse_discovery_cadence{tenant=\"fleet\",cadence=\"fast\",reason=\"in_flight\"} 1"
+        ]
+    );
 
     // Nothing in flight: a tenant whose actions are all final.
     let (quiet, addr) = start_sim(SimConfig {
@@ -291,11 +305,20 @@ async fn the_cadence_follows_the_list_budget_and_a_quiet_tenant_backs_off() {
     // then poll_interval.
     poll(&mut c, &quiet).await;
     let mut seen = Vec::new();
+    let mut cadences = Vec::new();
     for _ in 0..4 {
         assert_eq!(poll(&mut c, &quiet).await, 1);
         seen.push(interval(&shared));
+        cadences.push(cadence(&shared));
     }
     assert_eq!(seen, [10.0, 20.0, 40.0, 60.0]);
+    let series = |c: &str| {
+        vec![format!(
+            "mde_liveresponse_discovery_cadence{{tenant=\"fleet\",cadence=\"{c}\",reason=\"quiet\"}} 1"
+        )]
+    };
+    assert_eq!(cadences[0], series("backing_off"));
+    assert_eq!(cadences[3], series("poll_interval"));
     let reason = shared.status_snapshot()["fleet"]
         .discovery
         .interval_reason
