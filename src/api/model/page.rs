@@ -1,11 +1,13 @@
 //! A list page (`{"value": [...], "@odata.nextLink": ...}`), read item by item so one odd
 //! item never hides the others.
 //!
-//! Owns the envelope scanner and the per-item parse. Does not own the item types (`action`,
-//! `machine`).
+//! Owns the envelope scanner (which also applies `poison`'s rules to each item in the same
+//! walk) and the per-item parse. Does not own the item types (`action`, `machine`) nor the
+//! poison rules (`poison`).
 
 use serde::Deserialize;
 
+use super::poison::{self, Escape, MAX_DEPTH};
 use super::{MachineAction, ParseError};
 
 /// One page of `GET /api/machineactions`. Items that do not parse are reported, not fatal:
@@ -52,7 +54,7 @@ pub(crate) fn parse_page<T: serde::de::DeserializeOwned>(
     let mut items = Vec::new();
     let mut invalid = Vec::new();
     let mut next_link = None;
-    let mut s = Scanner { b: bytes, i: 0 };
+    let mut s = Scanner::new(bytes);
     s.ws();
     s.expect(b'{')?;
     s.ws();
@@ -74,8 +76,8 @@ pub(crate) fn parse_page<T: serde::de::DeserializeOwned>(
                 if !s.eat(b']') {
                     loop {
                         s.ws();
-                        let (vs, ve) = s.value()?;
-                        match parse_item::<T>(&bytes[vs..ve], what) {
+                        let (vs, ve, poison) = s.item()?;
+                        match parse_item::<T>(&bytes[vs..ve], poison, what) {
                             Ok(a) => items.push(a),
                             Err(problem) => invalid.push(problem),
                         }
@@ -106,20 +108,26 @@ pub(crate) fn parse_page<T: serde::de::DeserializeOwned>(
 }
 
 /// One item of a list page, or why it was skipped (naming its id when it has a readable one):
-/// not UTF-8, poison in any field (`poison`), or not of the item's type.
-fn parse_item<T: serde::de::DeserializeOwned>(raw: &[u8], what: &str) -> Result<T, String> {
+/// not UTF-8, poison in any field (`poison`, found by the scanner while it delimited the
+/// item), or not of the item's type.
+fn parse_item<T: serde::de::DeserializeOwned>(
+    raw: &[u8],
+    poison: Option<String>,
+    what: &str,
+) -> Result<T, String> {
     #[derive(Deserialize)]
     struct IdOnly {
         id: String,
     }
     let text = std::str::from_utf8(raw);
-    let problem =
-        match text.map(|t| super::poison::check(raw).map(|()| serde_json::from_str::<T>(t))) {
-            Ok(Ok(Ok(a))) => return Ok(a),
-            Ok(Ok(Err(e))) => e.to_string(),
-            Ok(Err(poison)) => poison,
-            Err(e) => format!("not UTF-8: {e}"),
-        };
+    let problem = match (text, poison) {
+        (Err(e), _) => format!("not UTF-8: {e}"),
+        (Ok(_), Some(poison)) => poison,
+        (Ok(t), None) => match serde_json::from_str::<T>(t) {
+            Ok(a) => return Ok(a),
+            Err(e) => e.to_string(),
+        },
+    };
     let id = text
         .ok()
         .and_then(|t| serde_json::from_str::<IdOnly>(t).ok())
@@ -137,13 +145,64 @@ fn parse_item<T: serde::de::DeserializeOwned>(raw: &[u8], what: &str) -> Result<
 
 /// Finds where JSON values start and end without building them. It checks only what it needs
 /// to find boundaries (strings, escapes, bracket depth); each value it delimits is parsed by
-/// serde_json, which checks the rest. Iterative: nesting depth costs no stack.
+/// serde_json, which checks the rest. Iterative: nesting depth costs no stack. While it
+/// delimits an item ([`Scanner::item`]) it also applies `poison`'s rules to the escapes and
+/// brackets it passes, so an item is walked once before serde_json reads it.
 struct Scanner<'a> {
     b: &'a [u8],
     i: usize,
+    /// Within an item: where it starts (offsets in poison messages are from there).
+    item: Option<usize>,
+    /// The low half of a surrogate pair already judged with its high half.
+    pair_low_at: Option<usize>,
+    /// The first poison found in the current item.
+    poison: Option<String>,
 }
 
-impl Scanner<'_> {
+impl<'a> Scanner<'a> {
+    fn new(b: &'a [u8]) -> Self {
+        Scanner {
+            b,
+            i: 0,
+            item: None,
+            pair_low_at: None,
+            poison: None,
+        }
+    }
+
+    /// The span of the item starting at `i`, and why it is poison if it is.
+    fn item(&mut self) -> Result<(usize, usize, Option<String>), ParseError> {
+        self.item = Some(self.i);
+        self.pair_low_at = None;
+        self.poison = None;
+        let span = self.value();
+        self.item = None;
+        let (start, end) = span?;
+        Ok((start, end, self.poison.take()))
+    }
+
+    /// Judge the escape at `i` (within an item, until its first poison).
+    fn judge_escape(&mut self) {
+        let Some(start) = self.item else { return };
+        if self.poison.is_some() {
+            return;
+        }
+        if self.pair_low_at == Some(self.i) {
+            self.pair_low_at = None;
+            return;
+        }
+        match poison::escape(self.b, self.i) {
+            Escape::Fine => {}
+            Escape::Pair => self.pair_low_at = Some(self.i + 6),
+            Escape::Lone => {
+                self.poison = Some(format!(
+                    "lone UTF-16 surrogate escape at byte {}",
+                    self.i - start
+                ));
+            }
+        }
+    }
+
     fn err(&self, what: &str) -> ParseError {
         if self.i >= self.b.len() {
             ParseError::Json(format!("page ends early: {what}"))
@@ -198,7 +257,10 @@ impl Scanner<'_> {
                     self.i += 1;
                     return Ok(());
                 }
-                b'\\' => self.i += 2,
+                b'\\' => {
+                    self.judge_escape();
+                    self.i += 2;
+                }
                 _ => self.i += 1,
             }
         }
@@ -219,6 +281,15 @@ impl Scanner<'_> {
                         Some(b'"') => self.string()?,
                         Some(b'{' | b'[') => {
                             depth += 1;
+                            if let Some(start) = self.item
+                                && depth > MAX_DEPTH
+                                && self.poison.is_none()
+                            {
+                                self.poison = Some(format!(
+                                    "nesting deeper than {MAX_DEPTH} levels at byte {}",
+                                    self.i - start
+                                ));
+                            }
                             self.i += 1;
                         }
                         Some(b'}' | b']') => {

@@ -4,68 +4,66 @@
 //! and without its recursion limit, so a poison item would otherwise be processed as an action.
 //! (Invalid UTF-8 is refused by the caller, over the item's whole bytes.)
 //!
-//! Owns those two checks. Does not own delimiting the items (`page`'s scanner) nor parsing them.
+//! Owns those two rules: the depth limit and the verdict on one `\u` escape ([`escape`]).
+//! Does not own the walk: `page`'s scanner applies them while it delimits the item, so an
+//! item is walked once before serde_json parses it (it was walked a second time here before,
+//! #32).
 
 /// Deepest nesting of arrays and objects an item may have, the item itself counting as 1:
 /// serde_json's own recursion limit, so a field that is read and one that is not are alike.
 pub(super) const MAX_DEPTH: usize = 128;
+
+/// What one escape says about the item.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Escape {
+    /// Not a surrogate, or not a `\u` escape at all.
+    Fine,
+    /// A high surrogate followed by its low half (the escape 6 bytes on): that escape is
+    /// part of this pair and must not be judged alone.
+    Pair,
+    /// A surrogate without its other half.
+    Lone,
+}
 
 fn hex4(b: &[u8]) -> Option<u16> {
     let s = std::str::from_utf8(b.get(..4)?).ok()?;
     u16::from_str_radix(s, 16).ok()
 }
 
-/// Why `raw` (one JSON value, already delimited) is poison, or `Ok`.
-pub(super) fn check(raw: &[u8]) -> Result<(), String> {
-    let mut depth = 0usize;
-    let mut i = 0;
-    while i < raw.len() {
-        match raw[i] {
-            b'"' => {
-                i += 1;
-                while i < raw.len() && raw[i] != b'"' {
-                    if raw[i] == b'\\' {
-                        if raw.get(i + 1) == Some(&b'u') {
-                            let at = i;
-                            let unit = hex4(&raw[i + 2..]).unwrap_or(0);
-                            i += 6;
-                            if (0xDC00..0xE000).contains(&unit) {
-                                return Err(format!("lone UTF-16 surrogate escape at byte {at}"));
-                            }
-                            if (0xD800..0xDC00).contains(&unit) {
-                                let low = (raw.get(i) == Some(&b'\\')
-                                    && raw.get(i + 1) == Some(&b'u'))
-                                .then(|| raw.get(i + 2..).and_then(hex4))
-                                .flatten();
-                                match low {
-                                    Some(l) if (0xDC00..0xE000).contains(&l) => i += 6,
-                                    _ => {
-                                        return Err(format!(
-                                            "lone UTF-16 surrogate escape at byte {at}"
-                                        ));
-                                    }
-                                }
-                            }
-                            continue;
-                        }
-                        i += 2;
-                        continue;
-                    }
-                    i += 1;
-                }
-            }
-            b'[' | b'{' => {
-                depth += 1;
-                if depth > MAX_DEPTH {
-                    return Err(format!(
-                        "nesting deeper than {MAX_DEPTH} levels at byte {i}"
-                    ));
-                }
-            }
-            b']' | b'}' => depth = depth.saturating_sub(1),
-            _ => {}
-        }
-        i += 1;
+/// The verdict on the escape whose backslash is at `b[at]`.
+pub(super) fn escape(b: &[u8], at: usize) -> Escape {
+    if b.get(at + 1) != Some(&b'u') {
+        return Escape::Fine;
     }
-    Ok(())
+    let unit = b.get(at + 2..).and_then(hex4).unwrap_or(0);
+    if (0xDC00..0xE000).contains(&unit) {
+        return Escape::Lone;
+    }
+    if (0xD800..0xDC00).contains(&unit) {
+        let next = at + 6;
+        let low = (b.get(next) == Some(&b'\\') && b.get(next + 1) == Some(&b'u'))
+            .then(|| b.get(next + 2..).and_then(hex4))
+            .flatten();
+        return match low {
+            Some(l) if (0xDC00..0xE000).contains(&l) => Escape::Pair,
+            _ => Escape::Lone,
+        };
+    }
+    Escape::Fine
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escapes_are_judged_with_their_other_half() {
+        assert_eq!(escape(br#"\n"#, 0), Escape::Fine);
+        assert_eq!(escape(br#"\u00e9"#, 0), Escape::Fine);
+        assert_eq!(escape(br#"\ud83d\ude00"#, 0), Escape::Pair);
+        assert_eq!(escape(br#"\ud83d"#, 0), Escape::Lone);
+        assert_eq!(escape(br#"\ud83dx\ude00"#, 0), Escape::Lone);
+        assert_eq!(escape(br#"\ude00"#, 0), Escape::Lone);
+        assert_eq!(escape(br#"\uzz"#, 0), Escape::Fine);
+    }
 }
