@@ -16,7 +16,8 @@
 //! `BENCH_SCRIPT_METRICS=1` has two of the simulator's scripts print findings and the
 //! exporter read them with `script_metrics:` rules (#21), and counts their series.
 //! `BENCH_TENANT_FILES=1` puts the tenants in tenant files of 100 entries under one
-//! `tenant_defaults:` block (#34) instead of `tenants:`.
+//! `tenant_defaults:` block (#34) instead of `tenants:`. `BENCH_SERIES_AT_ZERO=0` sets
+//! `self_monitoring: {tenant_series_at_zero: false}` (#34): no per-tenant series at 0.
 //! Run it with `cargo bench --bench scale` or `benches/scripts/scale.sh`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -219,6 +220,9 @@ async fn one(n: usize, scale: f64, poll: Duration, steady_polls: u32, actions: u
             String::new()
         },
     );
+    if env_or("BENCH_SERIES_AT_ZERO", 1) == 0 {
+        yaml.push_str("self_monitoring:\n  tenant_series_at_zero: false\n");
+    }
     // Every tenant has the simulator's quota and the scaled minimum interval.
     let q = multi.tenants()[0].config().clone();
     let common = format!(

@@ -169,6 +169,8 @@ pub struct CollectorSettings {
     pub script_metrics: crate::config::ScriptMetrics,
     /// Failure signatures per script with a series of their own (#36).
     pub failure_signatures_top_k: usize,
+    /// Whether a tenant's self-monitoring series start at 0 (`self_monitoring:`, #34).
+    pub tenant_series_at_zero: bool,
 }
 
 impl CollectorSettings {
@@ -182,6 +184,7 @@ impl CollectorSettings {
             transcript_log: c.transcript_log.clone(),
             script_metrics: c.script_metrics.clone(),
             failure_signatures_top_k: c.failure_signatures_top_k,
+            tenant_series_at_zero: c.self_monitoring.tenant_series_at_zero,
         }
     }
 }
@@ -371,6 +374,15 @@ impl Shared {
             .signatures()
             .set_top_k(self.settings.failure_signatures_top_k);
         for t in self.quotas.keys() {
+            self.start_tenant_series(t);
+        }
+    }
+
+    /// Start at 0 the series of tenant `t` (see [`init_tenant_series`]), unless
+    /// `self_monitoring.tenant_series_at_zero` is false: its series then appear with their
+    /// first event (#34).
+    pub fn start_tenant_series(&self, t: &str) {
+        if self.settings.tenant_series_at_zero {
             init_tenant_series(&self.metrics, t);
         }
     }

@@ -271,7 +271,7 @@ fn adopt(shared: &Shared, tenant: &str, taken: Taken) {
             q.pad_unknown_round(&h.snapshot, h.saved_ms, round, now, wall);
         }
     }
-    crate::shared::init_tenant_series(&shared.metrics, tenant);
+    shared.start_tenant_series(tenant);
     crate::record::series::restore(
         &shared.metrics,
         &shared.state,

@@ -269,7 +269,7 @@ fn prepare(
         .set_top_k(shared.settings.failure_signatures_top_k);
     if shared.ownership.is_none() {
         for (t, _) in &clients {
-            crate::shared::init_tenant_series(metrics, &t.name);
+            shared.start_tenant_series(&t.name);
         }
     }
     Ok((shared, clients, http))

@@ -46,6 +46,7 @@ mod output;
 mod proxy;
 mod quota;
 mod script_metrics;
+mod self_monitoring;
 pub mod shard;
 pub mod sign_in_file;
 mod tenant;
@@ -62,6 +63,7 @@ pub use self::quota::{QuotaConfig, QuotaScope};
 pub use self::script_metrics::{
     Format as ScriptFormat, JsonMetric, RESERVED_PREFIXES, ScriptMetrics, ScriptRule, is_reserved,
 };
+pub use self::self_monitoring::SelfMonitoring;
 pub use self::tenant::{MachineContext, Selectors, Tenant};
 pub use self::tenant_files::{FileBlock, FileError, FileTenants, Refused, TenantSources};
 pub use crate::config::shard::shard_of;
@@ -132,6 +134,9 @@ struct RawFile {
     /// Host suffixes result links may point to (#32 item 14).
     #[serde(default)]
     pub trusted_result_hosts: Option<Vec<String>>,
+    /// The exporter's own per-tenant series (#34).
+    #[serde(default)]
+    pub self_monitoring: SelfMonitoring,
     /// Keys every tenant entry inherits unless it sets them (#34).
     #[serde(default)]
     pub tenant_defaults: Option<RawTenant>,
@@ -258,6 +263,8 @@ pub struct Config {
     /// Host suffixes result links are trusted from ([`DEFAULT_TRUSTED_RESULT_HOSTS`] unless
     /// configured).
     pub trusted_result_hosts: Vec<String>,
+    /// Whether idle tenants' self-monitoring series start at 0 (#34).
+    pub self_monitoring: SelfMonitoring,
     pub tenants: Vec<Tenant>,
     /// Tenants refused alone: their sign-in cannot be resolved (#34). `--config.check`
     /// fails on them; serving goes on with the others.
@@ -286,6 +293,7 @@ impl Default for Config {
             script_metrics: ScriptMetrics::default(),
             cluster: None,
             trusted_result_hosts: default_trusted_result_hosts(),
+            self_monitoring: SelfMonitoring::default(),
             tenants: Vec::new(),
             refused: Vec::new(),
             tenant_files: TenantSources::default(),
@@ -492,6 +500,7 @@ impl Config {
             },
             cluster,
             trusted_result_hosts,
+            self_monitoring: raw.self_monitoring,
             tenants,
             refused,
             tenant_files,

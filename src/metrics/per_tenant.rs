@@ -2,8 +2,10 @@
 //! (a reload or a tenant file that removes the tenant, a cluster member that loses it). See:
 //! #32
 //!
-//! Owns [`TenantFamily`]: a family that knows its label sets, because prometheus-client's
-//! `Family` can remove a label set it is given but cannot list them; the [`PerTenant`] trait
+//! Owns [`TenantFamily`]: a family that knows its label sets (its own map of series, encoded
+//! as prometheus-client's `Family` is, because that `Family` can remove a label set it is
+//! given but cannot list them, and a list beside it held every label set twice: #34); the
+//! [`PerTenant`] trait
 //! (the label sets that carry a `tenant`); and [`Forget`], what the registry keeps of every
 //! such family so that [`crate::metrics::Metrics::forget_tenant`] walks them all. A group
 //! registers a `TenantFamily` with `Parts::register_per_tenant` (a `TenantFamily` is not a
@@ -11,12 +13,14 @@
 //! the families (the groups), nor the bookkeeping some groups keep beside their series (the
 //! machine index of `results`, the tag count of `machines`: the groups' own `forget_tenant`).
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeSet, HashMap};
 use std::hash::Hash;
 use std::ops::Deref;
 use std::sync::{Arc, PoisonError, RwLock};
 
-use prometheus_client::metrics::family::{Family, MetricConstructor};
+use prometheus_client::encoding::{EncodeLabelSet, EncodeMetric, MetricEncoder};
+use prometheus_client::metrics::family::MetricConstructor;
+use prometheus_client::metrics::{MetricType, TypedMetric};
 
 use super::labels::{
     CadenceLabels, CommandLabels, EndpointLabels, MachineInfoLabels, MachineScriptLabels,
@@ -57,12 +61,13 @@ per_tenant!(
     CadenceLabels,
 );
 
-/// A family with a `tenant` label that knows its label sets. Writes go through
-/// [`TenantFamily::get_or_create`], which notes a new label set with the series it creates
-/// (under one lock, so that a tenant forgotten meanwhile never leaves an unlisted series).
+/// A family with a `tenant` label that knows its label sets: the series by label set, in one
+/// map that is both what a scrape encodes and what [`Forget`] walks. prometheus-client's
+/// `Family` cannot list its label sets, so a first version kept a second set of them beside
+/// it: every label set (with its tenant name and other strings) was held twice. See: #34
 pub struct TenantFamily<L, M, C = fn() -> M> {
-    family: Family<L, M, C>,
-    keys: Arc<RwLock<HashSet<L>>>,
+    series: Arc<RwLock<HashMap<L, M>>>,
+    constructor: C,
 }
 
 /// A latency histogram family with a `tenant` label (see `native`).
@@ -71,8 +76,8 @@ pub type TenantHistogramFamily<L> = TenantFamily<L, ClassicAndNative, Buckets>;
 impl<L: PerTenant, M: Default> Default for TenantFamily<L, M> {
     fn default() -> Self {
         TenantFamily {
-            family: Family::default(),
-            keys: Arc::default(),
+            series: Arc::default(),
+            constructor: M::default,
         }
     }
 }
@@ -80,58 +85,133 @@ impl<L: PerTenant, M: Default> Default for TenantFamily<L, M> {
 impl<L, M, C: Clone> Clone for TenantFamily<L, M, C> {
     fn clone(&self) -> Self {
         TenantFamily {
-            family: self.family.clone(),
-            keys: self.keys.clone(),
+            series: self.series.clone(),
+            constructor: self.constructor.clone(),
         }
     }
 }
 
-impl<L: PerTenant, M, C: MetricConstructor<M>> TenantFamily<L, M, C> {
+impl<L, M, C> std::fmt::Debug for TenantFamily<L, M, C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let n = self
+            .series
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len();
+        f.debug_struct("TenantFamily").field("series", &n).finish()
+    }
+}
+
+/// One series of a [`TenantFamily`]: a handle on the metric (prometheus-client's metrics are
+/// shared handles), so no lock is held while it is written.
+pub struct Series<M>(M);
+
+impl<M> Deref for Series<M> {
+    type Target = M;
+    fn deref(&self) -> &M {
+        &self.0
+    }
+}
+
+impl<L: PerTenant, M: Clone, C: MetricConstructor<M>> TenantFamily<L, M, C> {
     pub fn new_with_constructor(constructor: C) -> Self {
         TenantFamily {
-            family: Family::new_with_constructor(constructor),
-            keys: Arc::default(),
+            series: Arc::default(),
+            constructor,
         }
     }
 
-    /// The series of `labels`, created (and its label set noted) if new.
-    pub fn get_or_create(&self, labels: &L) -> impl Deref<Target = M> + '_ {
-        let keys = self.keys.read().unwrap_or_else(PoisonError::into_inner);
-        if keys.contains(labels) {
-            return self.family.get_or_create(labels);
-        }
-        drop(keys);
-        let mut keys = self.keys.write().unwrap_or_else(PoisonError::into_inner);
-        keys.insert(labels.clone());
-        self.family.get_or_create(labels)
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<L, M>> {
+        self.series.read().unwrap_or_else(PoisonError::into_inner)
     }
 
-    pub fn get(&self, labels: &L) -> Option<impl Deref<Target = M> + '_> {
-        self.family.get(labels)
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<L, M>> {
+        self.series.write().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The series of `labels`, created if new.
+    pub fn get_or_create(&self, labels: &L) -> impl Deref<Target = M> + use<L, M, C> {
+        if let Some(m) = self.read().get(labels) {
+            return Series(m.clone());
+        }
+        let mut series = self.write();
+        if let Some(m) = series.get(labels) {
+            return Series(m.clone());
+        }
+        let m = self.constructor.new_metric();
+        series.insert(labels.clone(), m.clone());
+        Series(m)
+    }
+
+    pub fn get(&self, labels: &L) -> Option<impl Deref<Target = M> + use<L, M, C>> {
+        self.read().get(labels).map(|m| Series(m.clone()))
     }
 
     #[cfg(test)]
     pub fn contains(&self, labels: &L) -> bool {
-        self.family.get(labels).is_some()
+        self.read().contains_key(labels)
     }
 
     /// Remove one series; whether it was there.
     pub fn remove(&self, labels: &L) -> bool {
-        let mut keys = self.keys.write().unwrap_or_else(PoisonError::into_inner);
-        keys.remove(labels);
-        self.family.remove(labels)
+        self.write().remove(labels).is_some()
     }
 
     /// Remove every series, all tenants'.
     pub fn clear(&self) {
-        let mut keys = self.keys.write().unwrap_or_else(PoisonError::into_inner);
-        keys.clear();
-        self.family.clear();
+        self.write().clear();
+    }
+}
+
+impl<L, M, C: Clone> TenantFamily<L, M, C> {
+    /// The family as the registry encodes it (`Parts::register_per_tenant`).
+    pub(super) fn exposed(&self) -> Exposed<L, M, C> {
+        Exposed(self.clone())
+    }
+}
+
+/// A [`TenantFamily`] as a registered metric, encoded as prometheus-client's `Family` is:
+/// each label set, then its metric. Only `Parts::register_per_tenant` makes one, so a family
+/// with a `tenant` label is never registered without being walked by [`Forget`].
+pub struct Exposed<L, M, C>(TenantFamily<L, M, C>);
+
+impl<L, M, C> std::fmt::Debug for Exposed<L, M, C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl<L, M, C> TypedMetric for Exposed<L, M, C>
+where
+    M: TypedMetric,
+{
+    const TYPE: MetricType = M::TYPE;
+}
+
+impl<L, M, C> EncodeMetric for Exposed<L, M, C>
+where
+    L: PerTenant + EncodeLabelSet,
+    M: EncodeMetric + TypedMetric,
+{
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        let series = self.0.series.read().unwrap_or_else(PoisonError::into_inner);
+        for (labels, m) in series.iter() {
+            let encoder = encoder.encode_family(labels)?;
+            m.encode(encoder)?;
+        }
+        Ok(())
     }
 
-    /// The family itself, to register (`Parts::register_per_tenant`).
-    pub(super) fn family(&self) -> &Family<L, M, C> {
-        &self.family
+    fn metric_type(&self) -> MetricType {
+        M::TYPE
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0
+            .series
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_empty()
     }
 }
 
@@ -148,25 +228,18 @@ impl<L, M, C> Forget for TenantFamily<L, M, C>
 where
     L: PerTenant,
     M: Send + Sync + 'static,
-    C: MetricConstructor<M> + Send + Sync + 'static,
+    C: Send + Sync + 'static,
 {
     fn forget(&self, tenant: &str) -> usize {
-        let mut keys = self.keys.write().unwrap_or_else(PoisonError::into_inner);
-        let gone: Vec<L> = keys
-            .iter()
-            .filter(|l| l.tenant() == tenant)
-            .cloned()
-            .collect();
-        for l in &gone {
-            keys.remove(l);
-            self.family.remove(l);
-        }
-        gone.len()
+        let mut series = self.series.write().unwrap_or_else(PoisonError::into_inner);
+        let before = series.len();
+        series.retain(|l, _| l.tenant() != tenant);
+        before - series.len()
     }
 
     fn tenants(&self, into: &mut BTreeSet<String>) {
-        let keys = self.keys.read().unwrap_or_else(PoisonError::into_inner);
-        for l in keys.iter() {
+        let series = self.series.read().unwrap_or_else(PoisonError::into_inner);
+        for l in series.keys() {
             if !into.contains(l.tenant()) {
                 into.insert(l.tenant().to_string());
             }
@@ -203,5 +276,55 @@ mod tests {
         // A series removed one by one leaves the list too.
         assert!(f.remove(&endpoint("b", "token")));
         assert_eq!(f.forget("b"), 0);
+    }
+
+    // See: #34. The family encodes as prometheus-client's `Family` does, line for line (the
+    // order of label sets is a hash map's in both).
+    #[test]
+    fn encodes_as_a_family_does() {
+        use crate::metrics::labels::tenant;
+        use crate::metrics::native::Buckets;
+        use prometheus_client::encoding::text::encode;
+        use prometheus_client::metrics::family::Family;
+        use prometheus_client::registry::Registry;
+
+        let ours: TenantHistogramFamily<EndpointLabels> =
+            TenantFamily::new_with_constructor(Buckets(&[0.1, 1.0]));
+        let theirs: Family<EndpointLabels, ClassicAndNative, Buckets> =
+            Family::new_with_constructor(Buckets(&[0.1, 1.0]));
+        let counts: TenantFamily<TenantLabels, Counter> = TenantFamily::default();
+        let counts_theirs: Family<TenantLabels, Counter> = Family::default();
+        for (t, ep, v) in [("a", "token", 0.05), ("a", "list", 2.0), ("b", "list", 0.5)] {
+            ours.get_or_create(&endpoint(t, ep)).observe(v, None, None);
+            theirs
+                .get_or_create(&endpoint(t, ep))
+                .observe(v, None, None);
+            counts.get_or_create(&tenant(t)).inc();
+            counts_theirs.get_or_create(&tenant(t)).inc();
+        }
+        let body = |r: Registry| {
+            let mut s = String::new();
+            encode(&mut s, &r).unwrap();
+            let mut lines: Vec<String> = s.lines().map(str::to_string).collect();
+            lines.sort();
+            lines
+        };
+        let (mut a, mut b) = (Registry::default(), Registry::default());
+        a.register("latency_seconds", "Latency", ours.exposed());
+        a.register("polls", "Polls", counts.exposed());
+        b.register("latency_seconds", "Latency", theirs);
+        b.register("polls", "Polls", counts_theirs);
+        let (a, b) = (body(a), body(b));
+        assert_eq!(a, b);
+        assert!(
+            a.iter()
+                .any(|l| l.contains("tenant=\"b\",endpoint=\"list\"")),
+            "{a:?}"
+        );
+        // A handle taken before a tenant is forgotten writes to nothing shown.
+        let stale = counts.get_or_create(&tenant("a"));
+        assert_eq!(counts.forget("a"), 1);
+        stale.inc();
+        assert!(!counts.contains(&tenant("a")));
     }
 }

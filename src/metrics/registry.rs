@@ -13,12 +13,12 @@ use std::sync::atomic::{AtomicU64, AtomicUsize};
 
 use prometheus_client::collector::Collector;
 use prometheus_client::metrics::exemplar::CounterWithExemplar;
-use prometheus_client::metrics::family::{Family, MetricConstructor};
+use prometheus_client::metrics::family::MetricConstructor;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
 use super::labels::TraceLabel;
-use super::per_tenant::{Forget, PerTenant, TenantFamily};
+use super::per_tenant::{Exposed, Forget, PerTenant, TenantFamily};
 
 /// A counter whose increments carry the trace that made them (OpenMetrics exemplars).
 pub type ExCounter = CounterWithExemplar<TraceLabel>;
@@ -75,9 +75,9 @@ impl Parts {
         L: PerTenant,
         M: Send + Sync + 'static,
         C: MetricConstructor<M> + Clone + Send + Sync + 'static,
-        Family<L, M, C>: prometheus_client::registry::Metric,
+        Exposed<L, M, C>: prometheus_client::registry::Metric,
     {
-        self.register(name, help, family.family().clone());
+        self.register(name, help, family.exposed());
         self.per_tenant.push(Box::new(family.clone()));
     }
 
@@ -91,7 +91,7 @@ impl Parts {
         L: PerTenant,
         M: Send + Sync + 'static,
         C: MetricConstructor<M> + Clone + Send + Sync + 'static,
-        Family<L, M, C>: prometheus_client::registry::Metric,
+        Exposed<L, M, C>: prometheus_client::registry::Metric,
     {
         self.register_per_tenant(name, help, family);
         // Left out of OpenMetrics: a name that clashes there.

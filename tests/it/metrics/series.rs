@@ -1,6 +1,7 @@
 //! Series whose labels are known from the configuration are there from the first scrape, at
 //! 0, before anything happened (no 429, no failure, no poll); a reload adds the new tenants'
-//! series. Per-machine series evicted by `max_series` are counted. See: #12
+//! series (unless `self_monitoring.tenant_series_at_zero` is false, #34). Per-machine series
+//! evicted by `max_series` are counted. See: #12
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -101,6 +102,52 @@ async fn known_series_start_at_zero_and_a_reload_adds_new_tenants() {
     exporter.reload().await.unwrap();
     let (_, _, text) = get(exporter.addr, "/metrics", None).await;
     check_zero(&text, "two");
+    exporter.shutdown().await.unwrap();
+}
+
+// See: #34. `self_monitoring: {tenant_series_at_zero: false}`: none of those series is
+// started at 0, for the tenants of the start or of a reload; the families stay (the help and
+// type lines, and the series an event made: the failed poll).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_series_at_zero_an_idle_tenant_has_only_what_happened() {
+    let port = closed_port();
+    let off = "self_monitoring:\n  tenant_series_at_zero: false\n";
+    let first = format!("{off}{}", unreachable("one", port));
+    let second = format!(
+        "{first}{}",
+        unreachable("two", port).split("tenants:\n").nth(1).unwrap()
+    );
+    let reloaded: Config = parse_config(&second);
+    let loader: app::Loader = Arc::new(move || Ok(reloaded.clone()));
+    let exporter = start_exporter_with_loader(parse_config(&first), loader).await;
+    let a = exporter.addr;
+    // The first tenant has polled once (and failed: the API is a closed port).
+    eventually("a poll of the first tenant", || async move {
+        let m = scrape(a).await;
+        sum(
+            &m,
+            "mde_exporter_poll_duration_seconds_count",
+            &[("tenant", "one")],
+        ) >= 1.0
+    })
+    .await;
+    exporter.reload().await.unwrap();
+    let (_, _, text) = get(exporter.addr, "/metrics", None).await;
+    for t in ["one", "two"] {
+        // Served: its quota windows are shown (computed at scrape time).
+        let quota = format!("mde_api_quota_limit{{tenant=\"{t}\"");
+        assert!(text.contains(&quota), "{quota} in {text}");
+        for zero in [
+            format!("mde_api_throttled_total{{tenant=\"{t}\",endpoint=\"list_machine_actions\"}}"),
+            format!(
+                "mde_liveresponse_result_fetch_failures_total{{tenant=\"{t}\",reason=\"not_found\"}}"
+            ),
+            format!("mde_exporter_series_evicted_total{{tenant=\"{t}\",reason=\"ttl\"}}"),
+            format!("mde_liveresponse_actions_total{{tenant=\"{t}\",status=\"Succeeded\"}}"),
+        ] {
+            assert_eq!(sample(&text, &zero), None, "{zero} in {text}");
+        }
+    }
     exporter.shutdown().await.unwrap();
 }
 
