@@ -222,6 +222,25 @@ fn http_protocol(p: Protocol) -> opentelemetry_otlp::Protocol {
     }
 }
 
+/// `b` with gzip compression when `gzip` (`otel.compression`), as it is otherwise (the
+/// exporters' default: none). One for each transport's builder trait.
+fn tonic_gzip<B: WithTonicConfig>(b: B, gzip: bool) -> B {
+    if gzip {
+        b.with_compression(opentelemetry_otlp::Compression::Gzip)
+    } else {
+        b
+    }
+}
+
+/// See [`tonic_gzip`].
+fn http_gzip<B: WithHttpConfig>(b: B, gzip: bool) -> B {
+    if gzip {
+        b.with_compression(opentelemetry_otlp::Compression::Gzip)
+    } else {
+        b
+    }
+}
+
 /// Build the log record pipeline to the same endpoint and protocol as the spans.
 fn logger_provider(cfg: &OtelConfig) -> Result<Option<SdkLoggerProvider>, Error> {
     let Some(endpoint) = cfg
@@ -234,32 +253,24 @@ fn logger_provider(cfg: &OtelConfig) -> Result<Option<SdkLoggerProvider>, Error>
     };
     let gzip = cfg.compression == Some(Compression::Gzip);
     let exporter = match cfg.effective_protocol()? {
-        Protocol::Grpc => {
-            let b = opentelemetry_otlp::LogExporter::builder()
+        Protocol::Grpc => tonic_gzip(
+            opentelemetry_otlp::LogExporter::builder()
                 .with_tonic()
                 .with_endpoint(endpoint.clone())
-                .with_timeout(Duration::from_secs(5));
-            if gzip {
-                b.with_compression(opentelemetry_otlp::Compression::Gzip)
-                    .build()
-            } else {
-                b.build()
-            }
-        }
-        http => {
-            let b = opentelemetry_otlp::LogExporter::builder()
+                .with_timeout(Duration::from_secs(5)),
+            gzip,
+        )
+        .build(),
+        http => http_gzip(
+            opentelemetry_otlp::LogExporter::builder()
                 .with_http()
                 .with_protocol(http_protocol(http))
                 .with_endpoint(signal_url(&endpoint, "logs"))
                 .with_timeout(Duration::from_secs(5))
-                .with_headers(Default::default());
-            if gzip {
-                b.with_compression(opentelemetry_otlp::Compression::Gzip)
-                    .build()
-            } else {
-                b.build()
-            }
-        }
+                .with_headers(Default::default()),
+            gzip,
+        )
+        .build(),
     }
     .map_err(|error| Error::LogExporter {
         endpoint: endpoint.clone(),
@@ -302,32 +313,24 @@ pub fn tracer_provider(cfg: &OtelConfig) -> Result<Option<SdkTracerProvider>, Er
     let protocol = cfg.effective_protocol()?;
     let gzip = cfg.compression == Some(Compression::Gzip);
     let exporter = match protocol {
-        Protocol::Grpc => {
-            let b = opentelemetry_otlp::SpanExporter::builder()
+        Protocol::Grpc => tonic_gzip(
+            opentelemetry_otlp::SpanExporter::builder()
                 .with_tonic()
                 .with_endpoint(endpoint.clone())
-                .with_timeout(Duration::from_secs(5));
-            if gzip {
-                b.with_compression(opentelemetry_otlp::Compression::Gzip)
-                    .build()
-            } else {
-                b.build()
-            }
-        }
-        http => {
-            let b = opentelemetry_otlp::SpanExporter::builder()
+                .with_timeout(Duration::from_secs(5)),
+            gzip,
+        )
+        .build(),
+        http => http_gzip(
+            opentelemetry_otlp::SpanExporter::builder()
                 .with_http()
                 .with_protocol(http_protocol(http))
                 .with_endpoint(signal_url(&endpoint, "traces"))
                 .with_timeout(Duration::from_secs(5))
-                .with_headers(Default::default());
-            if gzip {
-                b.with_compression(opentelemetry_otlp::Compression::Gzip)
-                    .build()
-            } else {
-                b.build()
-            }
-        }
+                .with_headers(Default::default()),
+            gzip,
+        )
+        .build(),
     }
     .map_err(|error| Error::SpanExporter {
         endpoint: endpoint.clone(),
