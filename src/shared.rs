@@ -247,18 +247,22 @@ impl Shared {
     }
 
     /// Each configured tenant's time to judge expiry by: the API's, or `None` when its clock
-    /// refuses (see [`crate::api::clock::ApiClock::decide`]); the skew gauges follow. A tenant not
+    /// refuses (see [`crate::api::clock::ApiClock::decide`]); the skew gauges of the tenants
+    /// served here follow (refreshed, never created: a `Shared` a reload replaced runs this
+    /// too while a poll that took it ends, after a removed tenant's series went). A tenant not
     /// configured here has no API clock in this process: its entries of the state file expire
-    /// by the local clock, as they always did. See: #24 item 7
+    /// by the local clock, as they always did. See: #24 item 7, #32
     fn api_times(&self) -> BTreeMap<String, Option<DateTime<Utc>>> {
         let (local, at) = (Utc::now(), Instant::now());
         self.clocks
             .iter()
             .map(|(t, clock)| {
-                if let Some(skew) = clock.skew(local, at) {
+                if let Some(skew) = clock.skew(local, at)
+                    && self.serves(t)
+                {
                     self.metrics
                         .exporter
-                        .record_clock_skew(t, skew.num_milliseconds() as f64 / 1000.0);
+                        .refresh_clock_skew(t, skew.num_milliseconds() as f64 / 1000.0);
                 }
                 let v = clock.decide(t, local, at, self.settings.max_clock_skew);
                 (t.clone(), v.time())

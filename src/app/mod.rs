@@ -664,4 +664,55 @@ mod tests {
         );
         assert_eq!(shared.with_state(|s| s.attempts().len()), 1);
     }
+
+    /// A reload that removes a tenant takes its series out while the other tenants' polls
+    /// still hold the `Shared` it replaced; that one's housekeeping refreshed every configured
+    /// tenant's clock-skew gauge, and so brought the removed tenant's back (a cluster member's
+    /// did the same for the tenants it no longer owns). It refreshes, never creates. See: #32
+    #[tokio::test]
+    async fn housekeeping_brings_back_no_series_of_a_forgotten_tenant() {
+        let url = url::Url::parse("http://127.0.0.1:9").unwrap();
+        let config = Config {
+            tenants: vec![Tenant {
+                name: "gone".into(),
+                tenant_id: "tid".into(),
+                client_id: "cid".into(),
+                auth: Auth::ClientSecret(Secret::new("s")),
+                api_url: url.clone(),
+                login_url: url,
+                audience: crate::config::Cloud::Commercial.audience().to_string(),
+                selectors: Selectors::default(),
+                quota: QuotaConfig::default(),
+                machine_context: MachineContext::default(),
+            }],
+            ..Config::default()
+        };
+        let metrics = Arc::new(Metrics::new());
+        let state = Arc::new(Mutex::new(State::open(None).unwrap()));
+        let status = Arc::new(RwLock::new(BTreeMap::new()));
+        let (shared, _, _) = prepare(&config, &metrics, state, status, None, None).unwrap();
+        let shown = |m: &Metrics| {
+            m.encode(false)
+                .unwrap()
+                .lines()
+                .any(|l| l.starts_with("mde_exporter_clock_skew_seconds{tenant=\"gone\"}"))
+        };
+        // The tenant's client read an answer's Date and wrote the gauge.
+        let clock = &shared.clocks["gone"];
+        assert!(clock.observe_header(
+            Some(&httpdate::fmt_http_date(std::time::SystemTime::now())),
+            tokio::time::Instant::now()
+        ));
+        metrics.exporter.record_clock_skew("gone", 0.0);
+        shared.housekeeping();
+        assert!(shown(&metrics));
+        // The reload took the tenant's series out; the old `Shared` goes on.
+        metrics.forget_tenant("gone");
+        *shared
+            .last_expiry
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = None;
+        shared.housekeeping();
+        assert!(!shown(&metrics));
+    }
 }

@@ -289,10 +289,21 @@ impl ExporterMetrics {
             .inc();
     }
 
-    /// The local clock is `seconds` ahead of the tenant's API (negative: behind).
+    /// The local clock is `seconds` ahead of the tenant's API (negative: behind): what the
+    /// tenant's client reads in an answer's `Date`.
     pub fn record_clock_skew(&self, tenant_name: &str, seconds: f64) {
         self.clock_skew
             .get_or_create(&tenant(tenant_name))
             .set(seconds);
+    }
+
+    /// As [`ExporterMetrics::record_clock_skew`] for a series already there, never creating
+    /// one: the housekeeping's refresh as the local clock moves. It may run on a `Shared` a
+    /// reload has just replaced, or for a tenant this cluster member no longer owns, after
+    /// the tenant's series were taken out; creating the gauge there brought it back. See: #32
+    pub fn refresh_clock_skew(&self, tenant_name: &str, seconds: f64) {
+        if let Some(g) = self.clock_skew.get(&tenant(tenant_name)) {
+            g.set(seconds);
+        }
     }
 }
