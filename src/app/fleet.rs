@@ -174,18 +174,20 @@ impl Collectors {
 /// Run `task` once `offset` has passed, unless `stop` turns true (or is dropped) first.
 ///
 /// Combinators, not an `async fn`: an `async fn` holds its argument and the future it awaits
-/// apart, twice the task's size for the tenant's whole life (a task is mostly waiting).
+/// apart, twice the task's size for the tenant's whole life (a task is mostly waiting). The
+/// wait is boxed: inline, its timer and its watch on `stop` kept their room in the task for
+/// the tenant's life, long after the wait was over (#34); boxed, the room goes with it.
 pub(super) fn after<F: std::future::Future>(
     offset: Duration,
     mut stop: watch::Receiver<bool>,
     task: F,
 ) -> impl std::future::Future<Output = Option<F::Output>> {
-    let wait = async move {
+    let wait = Box::pin(async move {
         tokio::select! {
             _ = tokio::time::sleep(offset) => true,
             _ = stop.wait_for(|s| *s) => false,
         }
-    };
+    });
     wait.then(move |go| OptionFuture::from(go.then_some(task)))
 }
 

@@ -586,16 +586,21 @@ mod tests {
             let run_alone = size_of_val(
                 &TenantCollector::new(t.clone(), client.sibling(), shared.clone()).run(rx.clone()),
             );
+            let refresh_run =
+                crate::poll::machines::MachineRefresh::new(&t, client.sibling(), shared.clone())
+                    .run(rx.clone());
             let collector = TenantCollector::new(t, client, shared.clone());
             let poll = after(Duration::ZERO, rx.clone(), collector.run(rx.clone()));
             let machines = after(Duration::ZERO, rx.clone(), refresh.run(rx.clone()));
             let (poll, machines) = (size_of_val(&poll), size_of_val(&machines));
-            // Room for the collector (or refresh) itself, its timers and the select between
-            // them and shutdown: a poll (or refresh) future kept inline would not fit (in a
-            // release build it is about 10 KiB, in a debug build about 3 KiB on top of the
-            // rest).
-            let poll_room = size_of::<TenantCollector>() + 6 * 1024;
-            let machines_room = size_of::<crate::poll::machines::MachineRefresh>() + 3 * 1024;
+            // Room for the collector (or refresh) itself, once, its timer and the select
+            // between it, the configuration feed and shutdown: a poll (or refresh) future kept
+            // inline would not fit (in a release build it is about 10 KiB, in a debug build
+            // about 3 KiB on top of the rest), nor would the collector (1.2 KiB) or the
+            // refresh (0.5 KiB) held twice, as an `async fn run` held them (3.1 and 1.6 KiB a
+            // task in a debug build before, 1.6 and 0.8 KiB now). #34
+            let poll_room = size_of::<TenantCollector>() + 768;
+            let machines_room = size_of::<crate::poll::machines::MachineRefresh>() + 448;
             assert!(
                 poll <= poll_room,
                 "collector task holds {poll} bytes (one poll: {one_poll})"
@@ -604,11 +609,17 @@ mod tests {
                 machines <= machines_room,
                 "machine-context task holds {machines} bytes (one refresh: {one_refresh})"
             );
-            // The delayed start holds the collector's run once, beside its own timer: an
-            // `async fn` around it held it twice (7.6 KiB, 4.1 KiB now in a debug build). #34
+            // The delayed start holds the collector's run once, and its timer only while it
+            // waits (boxed): an `async fn` around it held the run twice (7.6 KiB, 4.1 KiB now
+            // in a debug build), and the timer inline kept 320 bytes for good. #34
             assert!(
-                poll <= run_alone + 512,
+                poll <= run_alone + 64,
                 "collector task holds {poll} bytes, its run alone {run_alone}"
+            );
+            assert!(
+                machines <= size_of_val(&refresh_run) + 64,
+                "machine-context task holds {machines} bytes, its run alone {}",
+                size_of_val(&refresh_run)
             );
         }
     }

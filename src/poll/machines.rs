@@ -255,26 +255,35 @@ impl MachineRefresh {
     /// Check every poll interval until shutdown; then the refresh is given back (see
     /// [`Self::retire`]). A configuration put in force meanwhile (`following`) is taken
     /// between two checks.
-    pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) -> Self {
-        let mut ticks = tokio::time::interval(self.shared.settings.poll_interval);
-        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = ticks.tick() => {}
-                _ = shutdown.changed() => return self,
-                _ = crate::shared::next_shared(&mut self.feed) => {
-                    self.follow();
-                    continue;
+    ///
+    /// An `async` block, not an `async fn`, so that the task holds the refresh once (see
+    /// `TenantCollector::run`). See: #34
+    #[allow(clippy::manual_async_fn)]
+    pub fn run(
+        mut self,
+        mut shutdown: watch::Receiver<bool>,
+    ) -> impl std::future::Future<Output = Self> {
+        async move {
+            let mut ticks = tokio::time::interval(self.shared.settings.poll_interval);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = ticks.tick() => {}
+                    _ = shutdown.changed() => return self,
+                    _ = crate::shared::next_shared(&mut self.feed) => {
+                        self.follow();
+                        continue;
+                    }
                 }
-            }
-            // Boxed while it runs, so the task is small between refreshes (see
-            // `TenantCollector::run`). See: #11
-            tokio::select! {
-                _ = Box::pin(self.refresh_once()) => {}
-                _ = shutdown.changed() => return self,
-            }
-            if *shutdown.borrow() {
-                return self;
+                // Boxed while it runs, so the task is small between refreshes (see
+                // `TenantCollector::run`). See: #11
+                tokio::select! {
+                    _ = Box::pin(self.refresh_once()) => {}
+                    _ = shutdown.changed() => return self,
+                }
+                if *shutdown.borrow() {
+                    return self;
+                }
             }
         }
     }
