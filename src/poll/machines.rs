@@ -137,7 +137,7 @@ struct Exposed {
 /// it used to collect every series of the tenant from the state at each poll interval. (#24)
 #[derive(Debug, Default)]
 struct Watched {
-    by_key: BTreeMap<String, BTreeSet<String>>,
+    by_key: BTreeMap<String, Spellings>,
     synced: bool,
     /// Machines looked at so far (what the unit test counts).
     work: u64,
@@ -148,6 +148,37 @@ struct Watched {
 struct Changes {
     appeared: Vec<String>,
     gone: Vec<String>,
+}
+
+/// The spellings the series use of one machine name, sorted, each once: almost always one,
+/// so a sorted `Vec` (one `String` on the heap) rather than a `BTreeSet`, which holds even one
+/// name in a node of eleven (280 bytes, most of a polling tenant's machine context). See: #34
+#[derive(Debug, Default)]
+struct Spellings(Vec<String>);
+
+impl Spellings {
+    fn insert(&mut self, name: String) {
+        if let Err(at) = self.0.binary_search(&name) {
+            // Room for this one only: a `Vec` grows to four at its first push.
+            self.0.reserve_exact(1);
+            self.0.insert(at, name);
+        }
+    }
+
+    fn remove(&mut self, name: &str) {
+        if let Ok(at) = self.0.binary_search_by(|n| n.as_str().cmp(name)) {
+            self.0.remove(at);
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Of several spellings, the first in order.
+    fn first(&self) -> Option<&String> {
+        self.0.first()
+    }
 }
 
 impl Watched {
@@ -588,6 +619,40 @@ mod tests {
         assert_eq!(w.work, 1002);
         assert_eq!(w.name("ws-new").map(String::as_str), Some("WS-NEW"));
         assert!(w.name("ws-8").is_some(), "ws-8 keeps two scripts");
+    }
+
+    /// See: #34. A machine's spellings take the room of what they hold (one `String` for
+    /// one name, not a tree node of eleven); of several, the first in order is the name.
+    #[test]
+    fn a_machine_name_is_held_in_the_room_it_needs() {
+        let mut names = Spellings::default();
+        names.insert("ws-1".into());
+        assert_eq!((names.0.len(), names.0.capacity()), (1, 1));
+        names.insert("WS-1".into());
+        names.insert("ws-1".into());
+        assert_eq!(names.0, ["WS-1", "ws-1"]);
+        assert_eq!(names.0.capacity(), 2);
+        assert_eq!(names.first().map(String::as_str), Some("WS-1"));
+        names.remove("WS-1");
+        assert_eq!(names.first().map(String::as_str), Some("ws-1"));
+        names.remove("absent");
+        names.remove("ws-1");
+        assert!(names.is_empty());
+        let m = Metrics::new();
+        let labels = crate::metrics::MachineScriptLabels {
+            tenant: "t".into(),
+            machine: "ws-9".into(),
+            script: "a.ps1".into(),
+        };
+        let run = crate::metrics::ScriptSeries {
+            exit_code: 0,
+            errors_present: false,
+            end_time: 1.0,
+        };
+        m.results.set_script_series(&labels, run);
+        let mut w = Watched::default();
+        w.update(&m, "t");
+        assert!(w.by_key.values().all(|n| n.0.capacity() == n.0.len()));
     }
 
     #[test]
