@@ -80,6 +80,15 @@ pub fn url_template(ep: Endpoint) -> &'static str {
 }
 
 /// The client for one tenant.
+/// The built-in `trusted_result_hosts`, one list every client shares.
+static DEFAULT_TRUSTED_HOSTS: std::sync::OnceLock<Arc<[String]>> = std::sync::OnceLock::new();
+
+/// The host suffixes result links are trusted from, as [`Client::with_trusted_hosts`] takes
+/// them: made once for every tenant's client (each held its own copy, #34).
+pub fn trusted_hosts(suffixes: &[String]) -> Arc<[String]> {
+    suffixes.iter().map(|h| h.to_ascii_lowercase()).collect()
+}
+
 pub struct Client {
     http: Http,
     api: Url,
@@ -119,10 +128,14 @@ impl Client {
         Ok(Client {
             api_origin: api.origin().ascii_serialization(),
             api_is_loopback: is_loopback(&api),
-            trusted_hosts: crate::config::DEFAULT_TRUSTED_RESULT_HOSTS
-                .iter()
-                .map(|h| h.to_string())
-                .collect(),
+            trusted_hosts: DEFAULT_TRUSTED_HOSTS
+                .get_or_init(|| {
+                    crate::config::DEFAULT_TRUSTED_RESULT_HOSTS
+                        .iter()
+                        .map(|h| h.to_string())
+                        .collect()
+                })
+                .clone(),
             http,
             api,
             tenant: t.name.clone(),
@@ -160,10 +173,10 @@ impl Client {
     }
 
     /// The tenant's quota this client spends.
-    /// Trust result links to hosts ending in one of `suffixes` (`trusted_result_hosts`), in
-    /// place of the built-in list.
-    pub fn with_trusted_hosts(mut self, suffixes: &[String]) -> Client {
-        self.trusted_hosts = suffixes.iter().map(|h| h.to_ascii_lowercase()).collect();
+    /// Trust result links to hosts ending in one of `hosts` (`trusted_result_hosts`, made by
+    /// [`trusted_hosts`]), in place of the built-in list.
+    pub fn with_trusted_hosts(mut self, hosts: &Arc<[String]>) -> Client {
+        self.trusted_hosts = hosts.clone();
         self
     }
 
@@ -546,8 +559,14 @@ mod tests {
         // Azure Storage's DNS-zone endpoints are trusted by default (#32 item 14).
         assert!(ok(&real, "https://acct.z12.blob.storage.azure.net/c/b"));
         // A configured list replaces the built-in one.
-        let narrowed = client("https://api.securitycenter.microsoft.com")
-            .with_trusted_hosts(&[".blob.example-sovereign.cloud".to_string()]);
+        let configured = trusted_hosts(&[".blob.example-sovereign.cloud".to_string()]);
+        let narrowed =
+            client("https://api.securitycenter.microsoft.com").with_trusted_hosts(&configured);
+        // One list for every tenant's client, the built-in one and a configured one (#34).
+        assert!(Arc::ptr_eq(&real.trusted_hosts, &sim.trusted_hosts));
+        let other =
+            client("https://api.securitycenter.microsoft.com").with_trusted_hosts(&configured);
+        assert!(Arc::ptr_eq(&narrowed.trusted_hosts, &other.trusted_hosts));
         assert!(ok(
             &narrowed,
             "https://acct.BLOB.example-sovereign.cloud/c/b"

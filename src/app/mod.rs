@@ -203,6 +203,7 @@ fn prepare(
     let mut quotas = BTreeMap::new();
     let mut clocks = BTreeMap::new();
     let mut clients = Vec::new();
+    let trusted_hosts = crate::api::trusted_hosts(&config.trusted_result_hosts);
     for t in &config.tenants {
         let kept = carried(
             previous,
@@ -229,7 +230,7 @@ fn prepare(
                 tenant: t.name.clone(),
                 source,
             })?
-            .with_trusted_hosts(&config.trusted_result_hosts);
+            .with_trusted_hosts(&trusted_hosts);
         // The API's clock carries over while the tenant's API is the same (#24 item 7).
         let clock = carried(
             previous,
