@@ -19,6 +19,7 @@ mod fixtures;
 mod identity;
 mod lock;
 mod model;
+mod packed;
 mod redb_file;
 pub mod storage;
 
@@ -34,6 +35,8 @@ pub use model::{Attempt, LastRun, ResultKey, SeriesKey, TenantIdentity, Tracked}
 pub use redb_file::{Opener, SCHEMA, reset};
 pub use storage::{Loaded, PerMachine, Storage, StoreError, Write};
 
+use packed::{Done, Pair};
+
 /// What a discovery pass changes, committed in one transaction.
 #[derive(Debug, Default)]
 pub struct DiscoveryUpdate {
@@ -46,8 +49,10 @@ pub struct DiscoveryUpdate {
 
 #[derive(Debug, Default)]
 pub struct State {
-    done: HashSet<ResultKey>,
-    actions_seen: HashSet<(String, String)>,
+    /// Results done, and final actions counted, per (tenant, action id): packed, since they
+    /// grow with every result and never expire (#34).
+    done: HashSet<Done>,
+    actions_seen: HashSet<Pair>,
     last_runs: BTreeMap<SeriesKey, LastRun>,
     /// Per tenant: when discovery last completed (Unix ms), so that after a long outage the
     /// next discovery looks back far enough to miss no finished command.
@@ -146,9 +151,13 @@ impl State {
             identities,
         } = loaded;
         self.done
-            .extend(done.into_iter().filter(|k| keep(&k.tenant)));
-        self.actions_seen
-            .extend(actions_seen.into_iter().filter(|(t, _)| keep(t)));
+            .extend(done.iter().filter(|k| keep(&k.tenant)).map(Done::new));
+        self.actions_seen.extend(
+            actions_seen
+                .iter()
+                .filter(|(t, _)| keep(t))
+                .map(|(t, a)| Pair::new(t, a)),
+        );
         self.last_runs
             .extend(last_runs.into_iter().filter(|(k, _)| keep(&k.0)));
         self.discovered
@@ -174,8 +183,8 @@ impl State {
     /// or gave up its lease.
     pub fn forget(&mut self, tenant: &str) {
         let other = |t: &str| t != tenant;
-        self.done.retain(|k| other(&k.tenant));
-        self.actions_seen.retain(|(t, _)| other(t));
+        self.done.retain(|k| other(k.tenant()));
+        self.actions_seen.retain(|p| other(p.tenant()));
         self.last_runs.retain(|k, _| other(&k.0));
         self.discovered.retain(|t, _| other(t));
         self.watermarks.retain(|t, _| other(t));
@@ -192,8 +201,12 @@ impl State {
     /// into the cluster's database with it).
     pub fn into_loaded(self) -> Loaded {
         Loaded {
-            done: self.done,
-            actions_seen: self.actions_seen,
+            done: self.done.iter().map(Done::key).collect(),
+            actions_seen: self
+                .actions_seen
+                .iter()
+                .map(|p| (p.tenant().to_string(), p.action_id().to_string()))
+                .collect(),
             last_runs: self.last_runs,
             discovered: self.discovered,
             watermarks: self.watermarks,
@@ -254,7 +267,7 @@ impl State {
     }
 
     pub fn is_done(&self, key: &ResultKey) -> bool {
-        self.done.contains(key)
+        self.done.contains(&Done::new(key))
     }
 
     /// Mark a result counted (or given up), durably. Returns false if it already was.
@@ -281,7 +294,8 @@ impl State {
         run: Option<(SeriesKey, LastRun)>,
         set: Option<(SeriesKey, Vec<u8>)>,
     ) -> Result<Committed, StoreError> {
-        if self.done.contains(&key) {
+        let done = Done::new(&key);
+        if self.done.contains(&done) {
             return Ok(Committed::AlreadyDone);
         }
         let newer = run.filter(|(series, run)| {
@@ -304,18 +318,17 @@ impl State {
             }
             None => RunUpdate::Older,
         };
-        self.done.insert(key);
+        self.done.insert(done);
         Ok(Committed::Done(update))
     }
 
     pub fn action_seen(&self, tenant: &str, action_id: &str) -> bool {
-        self.actions_seen
-            .contains(&(tenant.to_string(), action_id.to_string()))
+        self.actions_seen.contains(&Pair::new(tenant, action_id))
     }
 
     /// Mark a final action counted, durably. Returns false if it already was.
     pub fn mark_action_seen(&mut self, tenant: &str, action_id: &str) -> Result<bool, StoreError> {
-        let pair = (tenant.to_string(), action_id.to_string());
+        let pair = Pair::new(tenant, action_id);
         if self.actions_seen.contains(&pair) {
             return Ok(false);
         }
