@@ -63,8 +63,8 @@ pub struct State {
     reconciled: BTreeMap<String, i64>,
     /// Actions followed by id, per (tenant, action id).
     tracked: BTreeMap<(String, String), Tracked>,
-    /// RunScript commands already counted as not run.
-    not_run: HashSet<ResultKey>,
+    /// RunScript commands already counted as not run (packed, as `done`).
+    not_run: HashSet<Done>,
     /// Latest attempt per series that ever had a not-run.
     attempts: BTreeMap<SeriesKey, Attempt>,
     /// Schema 3 (#20): the newest attempt that ran, per series, whether or not it had a
@@ -169,7 +169,7 @@ impl State {
         self.tracked
             .extend(tracked.into_iter().filter(|((t, _), _)| keep(t)));
         self.not_run
-            .extend(not_run.into_iter().filter(|k| keep(&k.tenant)));
+            .extend(not_run.iter().filter(|k| keep(&k.tenant)).map(Done::new));
         self.attempts
             .extend(attempts.into_iter().filter(|(k, _)| keep(&k.0)));
         self.ran.extend(ran.into_iter().filter(|(k, _)| keep(&k.0)));
@@ -190,7 +190,7 @@ impl State {
         self.watermarks.retain(|t, _| other(t));
         self.reconciled.retain(|t, _| other(t));
         self.tracked.retain(|(t, _), _| other(t));
-        self.not_run.retain(|k| other(&k.tenant));
+        self.not_run.retain(|k| other(k.tenant()));
         self.attempts.retain(|k, _| other(&k.0));
         self.ran.retain(|k, _| other(&k.0));
         self.script_sets.retain(|k, _| other(&k.0));
@@ -212,7 +212,7 @@ impl State {
             watermarks: self.watermarks,
             reconciled: self.reconciled,
             tracked: self.tracked,
-            not_run: self.not_run,
+            not_run: self.not_run.iter().map(Done::key).collect(),
             attempts: self.attempts,
             ran: self.ran,
             script_sets: self.script_sets,
@@ -424,7 +424,7 @@ impl State {
     }
 
     pub fn is_not_run_done(&self, key: &ResultKey) -> bool {
-        self.not_run.contains(key)
+        self.not_run.contains(&Done::new(key))
     }
 
     /// Mark a RunScript command counted as not run and offer its attempt as the latest of its
@@ -440,7 +440,8 @@ impl State {
         series: SeriesKey,
         attempt: Attempt,
     ) -> Result<Option<RunUpdate>, StoreError> {
-        if self.not_run.contains(&key) {
+        let done = Done::new(&key);
+        if self.not_run.contains(&done) {
             return Ok(None);
         }
         let mut latest = self.attempts.get(&series).cloned();
@@ -460,7 +461,7 @@ impl State {
             writes.push(Write::Attempt(&series, a));
         }
         self.apply(&writes)?;
-        self.not_run.insert(key);
+        self.not_run.insert(done);
         let update = if latest.as_ref() == Some(&attempt) {
             RunUpdate::Latest
         } else {

@@ -1,6 +1,7 @@
-//! The keys of the state's two exactly-once sets that grow with every result, packed (#34): a
-//! result done and a final action seen hold the tenant and the action id in one allocation
-//! instead of two `String`s, in 32 and 24 bytes of their set instead of 56 and 48.
+//! The keys of the state's exactly-once sets that grow with every result, packed (#34): a
+//! result done (or counted as not run) and a final action seen hold the tenant and the action
+//! id in one allocation instead of two `String`s, in 32 and 24 bytes of their set instead of
+//! 56 and 48.
 //!
 //! Owns the packing and what a packed key gives back ([`ResultKey`], the tenant, the action
 //! id). Does not own the sets nor the rules over them (`state`), nor the records (`model`).
