@@ -487,5 +487,7 @@ mod tests {
             .collect();
         let newest: Vec<String> = (25..45).rev().map(|i| format!("e{i}")).collect();
         assert_eq!(kept, newest);
+        // A transcript shown holds its texts without spare capacity: 96 bytes, not 128.
+        assert!(size_of::<RecentTranscript>() <= 96);
     }
 }
