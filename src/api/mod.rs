@@ -79,7 +79,6 @@ pub fn url_template(ep: Endpoint) -> &'static str {
     }
 }
 
-/// The client for one tenant.
 /// The built-in `trusted_result_hosts`, one list every client shares.
 static DEFAULT_TRUSTED_HOSTS: std::sync::OnceLock<Arc<[String]>> = std::sync::OnceLock::new();
 
@@ -89,7 +88,13 @@ pub fn trusted_hosts(suffixes: &[String]) -> Arc<[String]> {
     suffixes.iter().map(|h| h.to_ascii_lowercase()).collect()
 }
 
-pub struct Client {
+/// The client for one tenant: a handle on what it and its siblings share (the collector's
+/// and the machine-context refresh's each held a copy of it, with its strings, #34).
+pub struct Client(Arc<ClientInner>);
+
+/// What the handles on one tenant's client share (see [`Client`], whose methods read it).
+#[derive(Clone)]
+pub struct ClientInner {
     http: Http,
     api: Url,
     api_origin: String,
@@ -106,6 +111,14 @@ pub struct Client {
     /// The API's clock as its answers' `Date` header tells it (#24 item 7), shared with the
     /// collector's decisions and `shared`'s expiry.
     clock: ApiClock,
+}
+
+impl std::ops::Deref for Client {
+    type Target = ClientInner;
+
+    fn deref(&self) -> &ClientInner {
+        &self.0
+    }
 }
 
 impl Client {
@@ -125,7 +138,7 @@ impl Client {
             let p = format!("{}/", api.path());
             api.set_path(&p);
         }
-        Ok(Client {
+        Ok(Client(Arc::new(ClientInner {
             api_origin: api.origin().ascii_serialization(),
             api_is_loopback: is_loopback(&api),
             trusted_hosts: DEFAULT_TRUSTED_HOSTS
@@ -143,7 +156,7 @@ impl Client {
             quota,
             metrics,
             clock: ApiClock::default(),
-        })
+        })))
     }
 
     /// The tenant's view of the API's clock.
@@ -153,7 +166,7 @@ impl Client {
 
     /// Read the API's clock from `clock` (kept across a reload) instead of a fresh one.
     pub fn with_clock(mut self, clock: ApiClock) -> Self {
-        self.clock = clock;
+        Arc::make_mut(&mut self.0).clock = clock;
         self
     }
 
@@ -172,14 +185,14 @@ impl Client {
         }
     }
 
-    /// The tenant's quota this client spends.
     /// Trust result links to hosts ending in one of `hosts` (`trusted_result_hosts`, made by
     /// [`trusted_hosts`]), in place of the built-in list.
     pub fn with_trusted_hosts(mut self, hosts: &Arc<[String]>) -> Client {
-        self.trusted_hosts = hosts.clone();
+        Arc::make_mut(&mut self.0).trusted_hosts = hosts.clone();
         self
     }
 
+    /// The tenant's quota this client spends.
     pub fn quota(&self) -> &SharedQuota {
         &self.quota
     }
@@ -187,18 +200,7 @@ impl Client {
     /// Another handle on the same tenant: same token cache, quota and HTTP client (for
     /// background work beside the collector, like the machine-context refresh).
     pub fn sibling(&self) -> Client {
-        Client {
-            http: self.http.clone(),
-            api: self.api.clone(),
-            api_origin: self.api_origin.clone(),
-            api_is_loopback: self.api_is_loopback,
-            trusted_hosts: self.trusted_hosts.clone(),
-            tenant: self.tenant.clone(),
-            auth: self.auth.clone(),
-            quota: self.quota.clone(),
-            metrics: self.metrics.clone(),
-            clock: self.clock.clone(),
-        }
+        Client(self.0.clone())
     }
 
     /// `GET /api/machines?$filter=…`, following `@odata.nextLink` on the API's host. Items
@@ -567,6 +569,10 @@ mod tests {
         let other =
             client("https://api.securitycenter.microsoft.com").with_trusted_hosts(&configured);
         assert!(Arc::ptr_eq(&narrowed.trusted_hosts, &other.trusted_hosts));
+        // A sibling is a handle on the same client, not a copy of it (#34).
+        let sibling = other.sibling();
+        assert!(Arc::ptr_eq(&sibling.0, &other.0));
+        assert_eq!(size_of::<Client>(), size_of::<usize>());
         assert!(ok(
             &narrowed,
             "https://acct.BLOB.example-sovereign.cloud/c/b"
