@@ -35,7 +35,7 @@ pub use model::{Attempt, LastRun, ResultKey, SeriesKey, TenantIdentity, Tracked}
 pub use redb_file::{Opener, SCHEMA, reset};
 pub use storage::{Loaded, PerMachine, Storage, StoreError, Write};
 
-use packed::{Done, Pair};
+use packed::{Done, Pair, Series};
 
 /// What a discovery pass changes, committed in one transaction.
 #[derive(Debug, Default)]
@@ -68,8 +68,9 @@ pub struct State {
     /// Latest attempt per series that ever had a not-run.
     attempts: BTreeMap<SeriesKey, Attempt>,
     /// Schema 3 (#20): the newest attempt that ran, per series, whether or not it had a
-    /// not-run, so that an older not-run seen after it does not win.
-    ran: BTreeMap<SeriesKey, Attempt>,
+    /// not-run, so that an older not-run seen after it does not win. Its series packed
+    /// (#34): it holds one for every script that ran on every machine.
+    ran: BTreeMap<Series, Attempt>,
     /// Script output as metrics (#21): the sets the file held when opened, until
     /// [`State::take_script_sets`] hands them over.
     script_sets: BTreeMap<SeriesKey, Vec<u8>>,
@@ -172,7 +173,11 @@ impl State {
             .extend(not_run.iter().filter(|k| keep(&k.tenant)).map(Done::new));
         self.attempts
             .extend(attempts.into_iter().filter(|(k, _)| keep(&k.0)));
-        self.ran.extend(ran.into_iter().filter(|(k, _)| keep(&k.0)));
+        self.ran.extend(
+            ran.into_iter()
+                .filter(|(k, _)| keep(&k.0))
+                .map(|(k, a)| (Series::new(&k), a)),
+        );
         self.script_sets
             .extend(script_sets.into_iter().filter(|(k, _)| keep(&k.0)));
         self.identities
@@ -192,7 +197,7 @@ impl State {
         self.tracked.retain(|(t, _), _| other(t));
         self.not_run.retain(|k| other(k.tenant()));
         self.attempts.retain(|k, _| other(&k.0));
-        self.ran.retain(|k, _| other(&k.0));
+        self.ran.retain(|k, _| other(k.tenant()));
         self.script_sets.retain(|k, _| other(&k.0));
         self.identities.retain(|t, _| other(t));
     }
@@ -214,7 +219,7 @@ impl State {
             tracked: self.tracked,
             not_run: self.not_run.iter().map(Done::key).collect(),
             attempts: self.attempts,
-            ran: self.ran,
+            ran: self.ran.into_iter().map(|(k, a)| (k.key(), a)).collect(),
             script_sets: self.script_sets,
             identities: self.identities,
         }
@@ -445,7 +450,7 @@ impl State {
             return Ok(None);
         }
         let mut latest = self.attempts.get(&series).cloned();
-        for candidate in [Some(&attempt), self.ran.get(&series)]
+        for candidate in [Some(&attempt), self.ran.get(&Series::new(&series))]
             .into_iter()
             .flatten()
         {
@@ -480,7 +485,8 @@ impl State {
     /// to machines that had a problem). Returns whether the latest attempt changed; both are
     /// written in one transaction, and nothing when neither changes.
     pub fn offer_ran(&mut self, series: SeriesKey, attempt: Attempt) -> Result<bool, StoreError> {
-        let remember = is_newer(&attempt, self.ran.get(&series));
+        let packed = Series::new(&series);
+        let remember = is_newer(&attempt, self.ran.get(&packed));
         let take = self.attempts.contains_key(&series)
             && self.is_newer_attempt(&series, &attempt)
             && self.attempts.get(&series) != Some(&attempt);
@@ -496,7 +502,7 @@ impl State {
         }
         self.apply(&writes)?;
         if remember {
-            self.ran.insert(series.clone(), attempt.clone());
+            self.ran.insert(packed, attempt.clone());
         }
         if take {
             self.attempts.insert(series, attempt);
@@ -519,11 +525,14 @@ impl State {
         cutoff: Cutoff<'_>,
         max: usize,
     ) -> Result<Vec<SeriesKey>, StoreError> {
-        let removed = expired(self.attempts.iter().map(|(k, a)| (a.at, k)), cutoff, max);
+        let attempts = self.attempts.iter().map(|(k, a)| (a.at, k));
+        let removed = expired(attempts, tenant_of, cutoff, max);
         self.remove(PerMachine::Attempts, &removed)?;
         // The runs remembered for the order of attempts go with the same TTL and cap.
-        let old_runs = expired(self.ran.iter().map(|(k, a)| (a.at, k)), cutoff, max);
-        self.remove(PerMachine::Ran, &old_runs)?;
+        let ran = self.ran.iter().map(|(k, a)| (a.at, k));
+        let old_runs = expired(ran, Series::tenant, cutoff, max);
+        let keys: Vec<SeriesKey> = old_runs.iter().map(Series::key).collect();
+        self.remove(PerMachine::Ran, &keys)?;
         for k in &old_runs {
             self.ran.remove(k);
         }
@@ -589,11 +598,8 @@ impl State {
     /// Drop series whose run ended before their tenant's `cutoff`, then the oldest beyond
     /// `max`. Returns the keys removed so the gauges can be removed too.
     pub fn expire(&mut self, cutoff: Cutoff<'_>, max: usize) -> Result<Vec<SeriesKey>, StoreError> {
-        let removed = expired(
-            self.last_runs.iter().map(|(k, r)| (r.end_time, k)),
-            cutoff,
-            max,
-        );
+        let runs = self.last_runs.iter().map(|(k, r)| (r.end_time, k));
+        let removed = expired(runs, tenant_of, cutoff, max);
         self.remove(PerMachine::Runs, &removed)?;
         for k in &removed {
             self.last_runs.remove(k);
@@ -615,20 +621,26 @@ pub type Cutoff<'a> = &'a dyn Fn(&str) -> Option<DateTime<Utc>>;
 
 /// Which per-machine entries expire: every one older than its tenant's `cutoff`, and the
 /// oldest beyond `max`.
-fn expired<'a>(
-    entries: impl Iterator<Item = (DateTime<Utc>, &'a SeriesKey)>,
+fn expired<'a, K: Ord + Clone + 'a>(
+    entries: impl Iterator<Item = (DateTime<Utc>, &'a K)>,
+    tenant: impl Fn(&K) -> &str,
     cutoff: Cutoff<'_>,
     max: usize,
-) -> Vec<SeriesKey> {
-    let mut by_age: Vec<(DateTime<Utc>, &SeriesKey)> = entries.collect();
+) -> Vec<K> {
+    let mut by_age: Vec<(DateTime<Utc>, &K)> = entries.collect();
     by_age.sort();
     let over = by_age.len().saturating_sub(max);
     by_age
         .into_iter()
         .enumerate()
-        .filter(|(i, (at, k))| *i < over || cutoff(&k.0).is_some_and(|c| *at < c))
+        .filter(|(i, (at, k))| *i < over || cutoff(tenant(k)).is_some_and(|c| *at < c))
         .map(|(_, (_, k))| k.clone())
         .collect()
+}
+
+/// The tenant of a series.
+fn tenant_of(key: &SeriesKey) -> &str {
+    &key.0
 }
 
 #[cfg(test)]

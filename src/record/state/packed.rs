@@ -1,12 +1,16 @@
-//! The keys of the state's exactly-once sets that grow with every result, packed (#34): a
-//! result done (or counted as not run) and a final action seen hold the tenant and the action
-//! id in one allocation instead of two `String`s, in 32 and 24 bytes of their set instead of
-//! 56 and 48.
+//! The keys of the state's indexes that grow with every result, packed (#34): a result done
+//! (or counted as not run) and a final action seen hold the tenant and the action id in one
+//! allocation instead of two `String`s, in 32 and 24 bytes of their set instead of 56 and 48;
+//! the series of the newest run remembered (`ran`) its tenant, machine and script in one
+//! allocation and 32 bytes instead of three and 72.
 //!
-//! Owns the packing and what a packed key gives back ([`ResultKey`], the tenant, the action
-//! id). Does not own the sets nor the rules over them (`state`), nor the records (`model`).
+//! Owns the packing and what a packed key gives back ([`ResultKey`], [`SeriesKey`], the
+//! tenant, the action id), and the order of a packed series (that of its [`SeriesKey`]).
+//! Does not own the indexes nor the rules over them (`state`), nor the records (`model`).
 
-use super::model::ResultKey;
+use std::cmp::Ordering;
+
+use super::model::{ResultKey, SeriesKey};
 
 /// A tenant and an action id, side by side in one allocation, and where the first ends.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -63,6 +67,55 @@ impl Done {
     }
 }
 
+/// A [`SeriesKey`] packed: tenant, machine and script side by side, and where the first two
+/// end. Ordered as its `SeriesKey`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(super) struct Series {
+    text: Box<str>,
+    ends: [usize; 2],
+}
+
+impl Series {
+    pub(super) fn new((tenant, machine, script): &SeriesKey) -> Series {
+        let mut text = String::with_capacity(tenant.len() + machine.len() + script.len());
+        text.push_str(tenant);
+        text.push_str(machine);
+        let ends = [tenant.len(), text.len()];
+        text.push_str(script);
+        Series {
+            text: text.into_boxed_str(),
+            ends,
+        }
+    }
+
+    fn parts(&self) -> (&str, &str, &str) {
+        let [t, m] = self.ends;
+        let part = |range: std::ops::Range<usize>| self.text.get(range).unwrap_or_default();
+        (part(0..t), part(t..m), part(m..self.text.len()))
+    }
+
+    pub(super) fn tenant(&self) -> &str {
+        self.parts().0
+    }
+
+    pub(super) fn key(&self) -> SeriesKey {
+        let (t, m, s) = self.parts();
+        (t.to_string(), m.to_string(), s.to_string())
+    }
+}
+
+impl Ord for Series {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.parts().cmp(&other.parts())
+    }
+}
+
+impl PartialOrd for Series {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -84,5 +137,30 @@ mod tests {
         assert_eq!(Pair::new("", "").tenant(), "");
         assert!(size_of::<Done>() <= size_of::<ResultKey>() * 3 / 5);
         assert!(size_of::<Pair>() <= size_of::<(String, String)>() / 2);
+    }
+
+    /// See: #34. A packed series gives back its key, and packed series sort as their keys
+    /// do, whatever the splits.
+    #[test]
+    fn a_packed_series_gives_back_its_key_and_sorts_as_it() {
+        let key = |t: &str, m: &str, s: &str| (t.to_string(), m.to_string(), s.to_string());
+        let mut keys = vec![
+            key("t", "ws-1", "a.ps1"),
+            key("t", "ws-10", "a.ps1"),
+            key("t", "ws-1a", ".ps1"),
+            key("tw", "s-1", "a.ps1"),
+            key("", "", ""),
+            key("t", "", "ws-1a.ps1"),
+        ];
+        let mut packed: Vec<Series> = keys.iter().map(Series::new).collect();
+        keys.sort();
+        packed.sort();
+        assert_eq!(packed.iter().map(Series::key).collect::<Vec<_>>(), keys);
+        assert_eq!(packed[1].tenant(), "t");
+        assert_ne!(
+            Series::new(&key("t", "ws-1", "a")),
+            Series::new(&key("t", "ws-", "1a"))
+        );
+        assert!(size_of::<Series>() * 2 <= size_of::<SeriesKey>());
     }
 }
