@@ -596,7 +596,7 @@ mod tests {
                 .script_not_run_value(&labels("new"))
                 .is_some()
         );
-        assert_eq!(shared.with_state(|s| s.attempts().len()), 1);
+        assert_eq!(shared.with_state(|s| s.attempts_len()), 1);
     }
 
     /// A reload that removes a tenant takes its series out while the other tenants' polls

@@ -84,14 +84,13 @@ pub fn restore(
 pub fn drop_unserved(m: &Metrics, state: &Mutex<State>, served: impl Fn(&str) -> bool) -> usize {
     let (runs, attempts): (Vec<SeriesKey>, Vec<SeriesKey>) = {
         let s = lock(state);
-        let unserved = |keys: &mut dyn Iterator<Item = &SeriesKey>| -> Vec<SeriesKey> {
-            keys.filter(|(tenant, _, _)| !served(tenant))
-                .cloned()
-                .collect()
-        };
         (
-            unserved(&mut s.last_runs().keys()),
-            unserved(&mut s.attempts().keys()),
+            s.last_runs()
+                .keys()
+                .filter(|(tenant, _, _)| !served(tenant))
+                .cloned()
+                .collect(),
+            s.attempt_series(|tenant| !served(tenant)),
         )
     };
     let n = runs.len();

@@ -128,7 +128,7 @@ impl TenantCollector {
                         RunUpdate::Latest => Some(true),
                         RunUpdate::Older => self
                             .shared
-                            .with_state(|s| s.attempts().get(&series).map(|a| !a.ran)),
+                            .with_state(|s| s.attempt(&series).map(|a| !a.ran)),
                     };
                     if let Some(not_run) = shown {
                         self.shared

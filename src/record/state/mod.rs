@@ -65,8 +65,8 @@ pub struct State {
     tracked: BTreeMap<(String, String), Tracked>,
     /// RunScript commands already counted as not run (packed, as `done`).
     not_run: HashSet<Done>,
-    /// Latest attempt per series that ever had a not-run.
-    attempts: BTreeMap<SeriesKey, Attempt>,
+    /// Latest attempt per series that ever had a not-run (its series packed, #34).
+    attempts: BTreeMap<Series, Attempt>,
     /// Schema 3 (#20): the newest attempt that ran, per series, whether or not it had a
     /// not-run, so that an older not-run seen after it does not win. Its series packed
     /// (#34): it holds one for every script that ran on every machine.
@@ -171,8 +171,12 @@ impl State {
             .extend(tracked.into_iter().filter(|((t, _), _)| keep(t)));
         self.not_run
             .extend(not_run.iter().filter(|k| keep(&k.tenant)).map(Done::new));
-        self.attempts
-            .extend(attempts.into_iter().filter(|(k, _)| keep(&k.0)));
+        self.attempts.extend(
+            attempts
+                .into_iter()
+                .filter(|(k, _)| keep(&k.0))
+                .map(|(k, a)| (Series::new(&k), a)),
+        );
         self.ran.extend(
             ran.into_iter()
                 .filter(|(k, _)| keep(&k.0))
@@ -196,7 +200,7 @@ impl State {
         self.reconciled.retain(|t, _| other(t));
         self.tracked.retain(|(t, _), _| other(t));
         self.not_run.retain(|k| other(k.tenant()));
-        self.attempts.retain(|k, _| other(&k.0));
+        self.attempts.retain(|k, _| other(k.tenant()));
         self.ran.retain(|k, _| other(k.tenant()));
         self.script_sets.retain(|k, _| other(&k.0));
         self.identities.retain(|t, _| other(t));
@@ -218,7 +222,11 @@ impl State {
             reconciled: self.reconciled,
             tracked: self.tracked,
             not_run: self.not_run.iter().map(Done::key).collect(),
-            attempts: self.attempts,
+            attempts: self
+                .attempts
+                .into_iter()
+                .map(|(k, a)| (k.key(), a))
+                .collect(),
             ran: self.ran.into_iter().map(|(k, a)| (k.key(), a)).collect(),
             script_sets: self.script_sets,
             identities: self.identities,
@@ -437,7 +445,7 @@ impl State {
     /// [`State::commit_result`]). `None`: it already was; else whether the attempt is now the
     /// latest of its series. The latest is the newest of the attempt already known, this one
     /// and the newest run remembered for the series: a run seen before this older not-run
-    /// still wins (see [`State::offer_ran`]), so [`State::attempts`] is right whatever the
+    /// still wins (see [`State::offer_ran`]), so [`State::attempt`] is right whatever the
     /// order the attempts came in. See: #20
     pub fn commit_not_run(
         &mut self,
@@ -449,8 +457,9 @@ impl State {
         if self.not_run.contains(&done) {
             return Ok(None);
         }
-        let mut latest = self.attempts.get(&series).cloned();
-        for candidate in [Some(&attempt), self.ran.get(&Series::new(&series))]
+        let packed = Series::new(&series);
+        let mut latest = self.attempts.get(&packed).cloned();
+        for candidate in [Some(&attempt), self.ran.get(&packed)]
             .into_iter()
             .flatten()
         {
@@ -460,7 +469,7 @@ impl State {
         }
         let changed = latest
             .as_ref()
-            .filter(|l| self.attempts.get(&series) != Some(l));
+            .filter(|l| self.attempts.get(&packed) != Some(l));
         let mut writes = vec![Write::NotRun(&key)];
         if let Some(a) = changed {
             writes.push(Write::Attempt(&series, a));
@@ -473,7 +482,7 @@ impl State {
             RunUpdate::Older
         };
         if let Some(l) = latest {
-            self.attempts.insert(series, l);
+            self.attempts.insert(packed, l);
         }
         Ok(Some(update))
     }
@@ -487,9 +496,9 @@ impl State {
     pub fn offer_ran(&mut self, series: SeriesKey, attempt: Attempt) -> Result<bool, StoreError> {
         let packed = Series::new(&series);
         let remember = is_newer(&attempt, self.ran.get(&packed));
-        let take = self.attempts.contains_key(&series)
-            && self.is_newer_attempt(&series, &attempt)
-            && self.attempts.get(&series) != Some(&attempt);
+        let take = self.attempts.contains_key(&packed)
+            && is_newer(&attempt, self.attempts.get(&packed))
+            && self.attempts.get(&packed) != Some(&attempt);
         if !remember && !take {
             return Ok(false);
         }
@@ -501,21 +510,41 @@ impl State {
             writes.push(Write::Attempt(&series, &attempt));
         }
         self.apply(&writes)?;
-        if remember {
-            self.ran.insert(packed, attempt.clone());
-        }
         if take {
-            self.attempts.insert(series, attempt);
+            self.attempts.insert(packed.clone(), attempt.clone());
+        }
+        if remember {
+            self.ran.insert(packed, attempt);
         }
         Ok(take)
     }
 
-    fn is_newer_attempt(&self, series: &SeriesKey, attempt: &Attempt) -> bool {
-        is_newer(attempt, self.attempts.get(series))
+    /// The latest attempt of `series`, if it ever had a not-run.
+    pub fn attempt(&self, series: &SeriesKey) -> Option<&Attempt> {
+        self.attempts.get(&Series::new(series))
     }
 
-    pub fn attempts(&self) -> &BTreeMap<SeriesKey, Attempt> {
-        &self.attempts
+    /// The series with a latest attempt, and it, of `tenant`.
+    pub fn attempts_of(&self, tenant: &str) -> Vec<(SeriesKey, Attempt)> {
+        self.attempts
+            .iter()
+            .filter(|(k, _)| k.tenant() == tenant)
+            .map(|(k, a)| (k.key(), a.clone()))
+            .collect()
+    }
+
+    /// The series with a latest attempt whose tenant `pick` accepts.
+    pub fn attempt_series(&self, pick: impl Fn(&str) -> bool) -> Vec<SeriesKey> {
+        self.attempts
+            .keys()
+            .filter(|k| pick(k.tenant()))
+            .map(Series::key)
+            .collect()
+    }
+
+    /// How many series have a latest attempt.
+    pub fn attempts_len(&self) -> usize {
+        self.attempts.len()
     }
 
     /// Drop attempts older than their tenant's `cutoff`, then the oldest beyond `max`;
@@ -526,7 +555,8 @@ impl State {
         max: usize,
     ) -> Result<Vec<SeriesKey>, StoreError> {
         let attempts = self.attempts.iter().map(|(k, a)| (a.at, k));
-        let removed = expired(attempts, tenant_of, cutoff, max);
+        let gone = expired(attempts, Series::tenant, cutoff, max);
+        let removed: Vec<SeriesKey> = gone.iter().map(Series::key).collect();
         self.remove(PerMachine::Attempts, &removed)?;
         // The runs remembered for the order of attempts go with the same TTL and cap.
         let ran = self.ran.iter().map(|(k, a)| (a.at, k));
@@ -536,7 +566,7 @@ impl State {
         for k in &old_runs {
             self.ran.remove(k);
         }
-        for k in &removed {
+        for k in &gone {
             self.attempts.remove(k);
         }
         Ok(removed)
