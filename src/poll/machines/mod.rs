@@ -285,7 +285,7 @@ impl MachineRefresh {
     /// Expose what the API said about `asked` (lower-case names).
     fn apply(&mut self, asked: &[String], found: &[Machine]) {
         // Tags count against max_series after the per-machine script series (#24).
-        let scripts = self.shared.with_state(|s| s.last_runs().len());
+        let scripts = self.shared.with_state(|s| s.last_runs_len());
         let max_series = self.shared.settings.max_series;
         let mut dropped = Dropped::default();
         for key in asked {

@@ -53,7 +53,7 @@ pub struct State {
     /// grow with every result and never expire (#34).
     done: HashSet<Done>,
     actions_seen: HashSet<Pair>,
-    last_runs: BTreeMap<SeriesKey, LastRun>,
+    last_runs: BTreeMap<Series, LastRun>,
     /// Per tenant: when discovery last completed (Unix ms), so that after a long outage the
     /// next discovery looks back far enough to miss no finished command.
     discovered: BTreeMap<String, i64>,
@@ -159,8 +159,12 @@ impl State {
                 .filter(|(t, _)| keep(t))
                 .map(|(t, a)| Pair::new(t, a)),
         );
-        self.last_runs
-            .extend(last_runs.into_iter().filter(|(k, _)| keep(&k.0)));
+        self.last_runs.extend(
+            last_runs
+                .into_iter()
+                .filter(|(k, _)| keep(&k.0))
+                .map(|(k, r)| (Series::new(&k), r)),
+        );
         self.discovered
             .extend(discovered.into_iter().filter(|(t, _)| keep(t)));
         self.watermarks
@@ -194,7 +198,7 @@ impl State {
         let other = |t: &str| t != tenant;
         self.done.retain(|k| other(k.tenant()));
         self.actions_seen.retain(|p| other(p.tenant()));
-        self.last_runs.retain(|k, _| other(&k.0));
+        self.last_runs.retain(|k, _| other(k.tenant()));
         self.discovered.retain(|t, _| other(t));
         self.watermarks.retain(|t, _| other(t));
         self.reconciled.retain(|t, _| other(t));
@@ -216,7 +220,11 @@ impl State {
                 .iter()
                 .map(|p| (p.tenant().to_string(), p.action_id().to_string()))
                 .collect(),
-            last_runs: self.last_runs,
+            last_runs: self
+                .last_runs
+                .into_iter()
+                .map(|(k, r)| (k.key(), r))
+                .collect(),
             discovered: self.discovered,
             watermarks: self.watermarks,
             reconciled: self.reconciled,
@@ -311,21 +319,23 @@ impl State {
         if self.done.contains(&done) {
             return Ok(Committed::AlreadyDone);
         }
-        let newer = run.filter(|(series, run)| {
-            self.last_runs
-                .get(series)
-                .is_none_or(|existing| existing.end_time <= run.end_time)
-        });
+        let newer = run
+            .map(|(k, r)| (Series::new(&k), k, r))
+            .filter(|(series, _, run)| {
+                self.last_runs
+                    .get(series)
+                    .is_none_or(|existing| existing.end_time <= run.end_time)
+            });
         let mut writes = vec![Write::Done(&key)];
-        if let Some((series, run)) = &newer {
-            writes.push(Write::Run(series, run));
+        if let Some((_, key, run)) = &newer {
+            writes.push(Write::Run(key, run));
         }
         if let Some((series, set)) = &set {
             writes.push(Write::ScriptSet(series, set));
         }
         self.apply(&writes)?;
         let update = match newer {
-            Some((series, run)) => {
+            Some((series, _, run)) => {
                 self.last_runs.insert(series, run);
                 RunUpdate::Latest
             }
@@ -599,7 +609,7 @@ impl State {
         &mut self,
         policy: &crate::config::Redaction,
     ) -> Result<usize, StoreError> {
-        let changed: Vec<(SeriesKey, LastRun)> = self
+        let changed: Vec<(Series, LastRun)> = self
             .last_runs
             .iter()
             .filter_map(|(k, run)| {
@@ -612,7 +622,12 @@ impl State {
                 })
             })
             .collect();
-        let writes: Vec<Write<'_>> = changed.iter().map(|(k, r)| Write::Run(k, r)).collect();
+        let keys: Vec<SeriesKey> = changed.iter().map(|(k, _)| k.key()).collect();
+        let writes: Vec<Write<'_>> = keys
+            .iter()
+            .zip(&changed)
+            .map(|(k, (_, r))| Write::Run(k, r))
+            .collect();
         self.apply(&writes)?;
         let n = changed.len();
         for (k, r) in changed {
@@ -621,17 +636,29 @@ impl State {
         Ok(n)
     }
 
-    pub fn last_runs(&self) -> &BTreeMap<SeriesKey, LastRun> {
-        &self.last_runs
+    /// Every series' latest run, in the order of their keys: (tenant, machine, script).
+    pub fn last_runs(&self) -> impl Iterator<Item = ((&str, &str, &str), &LastRun)> {
+        self.last_runs.iter().map(|(k, r)| (k.parts(), r))
+    }
+
+    /// The latest run of `series`.
+    pub fn last_run(&self, series: &SeriesKey) -> Option<&LastRun> {
+        self.last_runs.get(&Series::new(series))
+    }
+
+    /// How many series have a latest run.
+    pub fn last_runs_len(&self) -> usize {
+        self.last_runs.len()
     }
 
     /// Drop series whose run ended before their tenant's `cutoff`, then the oldest beyond
     /// `max`. Returns the keys removed so the gauges can be removed too.
     pub fn expire(&mut self, cutoff: Cutoff<'_>, max: usize) -> Result<Vec<SeriesKey>, StoreError> {
         let runs = self.last_runs.iter().map(|(k, r)| (r.end_time, k));
-        let removed = expired(runs, tenant_of, cutoff, max);
+        let gone = expired(runs, Series::tenant, cutoff, max);
+        let removed: Vec<SeriesKey> = gone.iter().map(Series::key).collect();
         self.remove(PerMachine::Runs, &removed)?;
-        for k in &removed {
+        for k in &gone {
             self.last_runs.remove(k);
         }
         Ok(removed)
@@ -666,11 +693,6 @@ fn expired<'a, K: Ord + Clone + 'a>(
         .filter(|(i, (at, k))| *i < over || cutoff(tenant(k)).is_some_and(|c| *at < c))
         .map(|(_, (_, k))| k.clone())
         .collect()
-}
-
-/// The tenant of a series.
-fn tenant_of(key: &SeriesKey) -> &str {
-    &key.0
 }
 
 #[cfg(test)]

@@ -88,7 +88,7 @@ impl Series {
         }
     }
 
-    fn parts(&self) -> (&str, &str, &str) {
+    pub(super) fn parts(&self) -> (&str, &str, &str) {
         let [t, m] = self.ends;
         let part = |range: std::ops::Range<usize>| self.text.get(range).unwrap_or_default();
         (part(0..t), part(t..m), part(m..self.text.len()))
