@@ -44,11 +44,9 @@ impl Exposed {
     }
 
     fn value(&self, i: usize) -> String {
-        let start = i.checked_sub(1).map_or(0, |p| self.ends[p]);
-        self.text
-            .get(start..self.ends[i])
-            .unwrap_or_default()
-            .to_string()
+        let end = |i: usize| self.ends.get(i).copied().unwrap_or_default();
+        let start = i.checked_sub(1).map_or(0, end);
+        self.text.get(start..end(i)).unwrap_or_default().to_string()
     }
 
     /// How many tags the machine shows.
