@@ -90,7 +90,7 @@ fn one_tenant(m: &Metrics, t: &str, quota: &QuotaConfig) -> Arc<Mutex<Quota>> {
         for i in 0..10 {
             let labels = MachineScriptLabels {
                 tenant: t.into(),
-                machine: format!("host-{i:03}.corp.contoso.com"),
+                machine: format!("host-{i:03}.corp.contoso.com").into(),
                 script: script.into(),
             };
             m.results.set_script_series(
@@ -107,8 +107,8 @@ fn one_tenant(m: &Metrics, t: &str, quota: &QuotaConfig) -> Arc<Mutex<Quota>> {
         m.machines.expose_machine(
             &MachineInfoLabels {
                 tenant: t.into(),
-                machine: format!("host-{i:03}.corp.contoso.com"),
-                machine_id: format!("{i:040x}"),
+                machine: format!("host-{i:03}.corp.contoso.com").into(),
+                machine_id: format!("{i:040x}").into(),
                 rbac_group: "Tier 1 servers".into(),
                 os_platform: "Windows11".into(),
                 health_status: "Active".into(),

@@ -19,7 +19,7 @@
 //! HTTP server collectors). Nor `registry` (what the groups register into: the parts, the
 //! metric kinds, the help suffix), `encode` (the `/metrics` body), `native` (the latency
 //! histograms, native in protobuf too), `collectors` (families computed at scrape time),
-//! `labels` (the label sets), nor *when* values change (collector, client).
+//! `labels` (the label sets), `shared_text` (label values held once), nor *when* values change (collector, client).
 
 pub mod api;
 pub mod cluster;
@@ -33,6 +33,7 @@ mod per_tenant;
 pub mod poll;
 mod registry;
 pub mod results;
+mod shared_text;
 pub mod signatures;
 
 use std::sync::Arc;

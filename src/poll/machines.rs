@@ -359,12 +359,12 @@ impl MachineRefresh {
             };
             self.unknown.remove(key);
             let info = MachineInfoLabels {
-                tenant: self.tenant.clone(),
-                machine: name.clone(),
-                machine_id: machine.id.clone(),
-                rbac_group: machine.rbac_group_name.clone(),
-                os_platform: machine.os_platform.clone(),
-                health_status: machine.health_status.clone(),
+                tenant: self.tenant.as_str().into(),
+                machine: name.as_str().into(),
+                machine_id: machine.id.as_str().into(),
+                rbac_group: machine.rbac_group_name.as_str().into(),
+                os_platform: machine.os_platform.as_str().into(),
+                health_status: machine.health_status.as_str().into(),
             };
             // The room of this machine: what the script series and the other machines' tags
             // leave (its own tags, replaced now, do not count).
@@ -383,9 +383,9 @@ impl MachineRefresh {
                 tags: tags
                     .into_iter()
                     .map(|t| MachineTagLabels {
-                        tenant: self.tenant.clone(),
-                        machine: name.clone(),
-                        tag: t.clone(),
+                        tenant: self.tenant.as_str().into(),
+                        machine: name.as_str().into(),
+                        tag: t.as_str().into(),
                     })
                     .collect(),
             };

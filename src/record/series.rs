@@ -25,9 +25,9 @@ const EVICTED_MAX: &str = "max_series";
 
 fn labels((tenant, machine, script): SeriesKey) -> MachineScriptLabels {
     MachineScriptLabels {
-        tenant,
-        machine,
-        script,
+        tenant: tenant.into(),
+        machine: machine.into(),
+        script: script.into(),
     }
 }
 

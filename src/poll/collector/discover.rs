@@ -534,9 +534,9 @@ impl TenantCollector {
         for ((t, machine, script), a) in attempts.into_iter().filter(|((t, _, _), _)| t == name) {
             self.shared.metrics.results.set_script_not_run(
                 &MachineScriptLabels {
-                    tenant: t,
-                    machine,
-                    script,
+                    tenant: t.into(),
+                    machine: machine.into(),
+                    script: script.into(),
                 },
                 !a.ran,
             );
