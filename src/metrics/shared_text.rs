@@ -20,13 +20,25 @@ use std::sync::{Arc, LazyLock, PoisonError, RwLock};
 
 use prometheus_client::encoding::{EncodeLabelValue, LabelValueEncoder};
 
-/// A label value held once however many label sets carry it (see the module header).
+/// A label value held once however many label sets carry it (see the module header). One
+/// pointer wide (an `Arc<str>` is two): a label set of three values takes 24 bytes in its
+/// family's table, not 72 as three `String`s did.
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct LabelValue(Arc<str>);
+pub struct LabelValue(Arc<Box<str>>);
+
+/// A value of the pool, found by its text.
+#[derive(PartialEq, Eq, Hash)]
+struct Pooled(Arc<Box<str>>);
+
+impl Borrow<str> for Pooled {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
 
 /// The values in use, and the size at which the next sweep runs.
 struct Pool {
-    values: HashSet<Arc<str>>,
+    values: HashSet<Pooled>,
     sweep_at: usize,
 }
 
@@ -63,19 +75,19 @@ impl From<&str> for LabelValue {
             .values
             .get(s)
         {
-            return LabelValue(v.clone());
+            return LabelValue(v.0.clone());
         }
         let mut pool = POOL.write().unwrap_or_else(PoisonError::into_inner);
         if let Some(v) = pool.values.get(s) {
-            return LabelValue(v.clone());
+            return LabelValue(v.0.clone());
         }
         if pool.values.len() >= pool.sweep_at {
             // Values only the pool holds: no label set carries them any more.
-            pool.values.retain(|v| Arc::strong_count(v) > 1);
+            pool.values.retain(|v| Arc::strong_count(&v.0) > 1);
             pool.sweep_at = (pool.values.len() * 2).max(MIN_SWEEP);
         }
-        let v: Arc<str> = Arc::from(s);
-        pool.values.insert(v.clone());
+        let v = Arc::new(Box::<str>::from(s));
+        pool.values.insert(Pooled(v.clone()));
         LabelValue(v)
     }
 }
@@ -113,19 +125,19 @@ impl AsRef<str> for LabelValue {
 
 impl PartialEq<str> for LabelValue {
     fn eq(&self, other: &str) -> bool {
-        &*self.0 == other
+        **self.0 == *other
     }
 }
 
 impl PartialEq<&str> for LabelValue {
     fn eq(&self, other: &&str) -> bool {
-        &*self.0 == *other
+        **self.0 == **other
     }
 }
 
 impl PartialEq<String> for LabelValue {
     fn eq(&self, other: &String) -> bool {
-        &*self.0 == other.as_str()
+        **self.0 == *other.as_str()
     }
 }
 
@@ -137,7 +149,7 @@ impl fmt::Display for LabelValue {
 
 impl fmt::Debug for LabelValue {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(&*self.0, f)
+        fmt::Debug::fmt(&**self.0, f)
     }
 }
 
@@ -165,6 +177,8 @@ mod tests {
         let c = LabelValue::from("shared-text-test-other");
         assert!(!Arc::ptr_eq(&a.0, &c.0));
         assert!(c < a);
+        // One pointer in every label set that carries it.
+        assert_eq!(size_of::<LabelValue>(), size_of::<usize>());
     }
 
     /// Values no label set holds leave the pool: machines that come and go do not pile up.
