@@ -50,7 +50,7 @@ use results::ResultMetrics;
 pub use collectors::QuotaGauges;
 pub use exporter::OTLP_EXPORT_FAILURES;
 pub use labels::*;
-pub use native::{ClassicAndNative, ExHistogramFamily};
+pub use native::{ClassicAndNative, ExHistogramFamily, keep_exemplars};
 pub use registry::{ExCounter, FloatGauge};
 pub use results::ScriptSeries;
 
