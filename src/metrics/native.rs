@@ -15,7 +15,10 @@
 //! started), which the text formats encode as the same classic histogram, byte for byte. One
 //! latency series held two histograms: at 2,000 tenants, 7 MiB (#34).
 //!
-//! Owns the metric type, the family type made of it ([`ExHistogramFamily`]), its native bucket
+//! The counters with exemplars ([`ExCounter`]) follow the same switch: without exemplars a
+//! plain counter, one allocation instead of two (a counter inside a lock beside its exemplar).
+//!
+//! Owns the metric types, the family type made of it ([`ExHistogramFamily`]), its native bucket
 //! configuration, whether exemplars are kept, and the protobuf switch. Does not own the families (the groups `api` and
 //! `poll`, with their bucket bounds) nor the encoding (`encode`).
 
@@ -24,7 +27,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::SystemTime;
 
 use prometheus_client::encoding::{EncodeMetric, MetricEncoder};
-use prometheus_client::metrics::exemplar::HistogramWithExemplars;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::exemplar::{CounterWithExemplar, HistogramWithExemplars};
 use prometheus_client::metrics::family::{Family, MetricConstructor};
 use prometheus_client::metrics::histogram::{Histogram, NativeHistogramConfig};
 use prometheus_client::metrics::{MetricType, TypedMetric};
@@ -105,6 +109,67 @@ impl EncodeMetric for ClassicAndNative {
             Some(h) if !PROTOBUF.with(Cell::get) => h.encode(encoder),
             // The text encoders write the classic buckets alone.
             _ => self.native.encode(encoder),
+        }
+    }
+
+    fn metric_type(&self) -> MetricType {
+        Self::TYPE
+    }
+}
+
+/// A counter whose increments carry the trace that made them (OpenMetrics exemplars), when
+/// exemplars are kept (see [`keep_exemplars`]); a plain counter otherwise, encoded the same.
+#[derive(Debug, Clone)]
+pub enum ExCounter {
+    WithExemplar(CounterWithExemplar<TraceLabel>),
+    Plain(Counter),
+}
+
+impl Default for ExCounter {
+    fn default() -> Self {
+        ExCounter::made(EXEMPLARS.load(Ordering::Relaxed))
+    }
+}
+
+impl ExCounter {
+    fn made(exemplars: bool) -> Self {
+        if exemplars {
+            ExCounter::WithExemplar(CounterWithExemplar::default())
+        } else {
+            ExCounter::Plain(Counter::default())
+        }
+    }
+
+    /// Add `v`, with the trace as the exemplar when kept; the value before.
+    pub fn inc_by(
+        &self,
+        v: u64,
+        exemplar: Option<TraceLabel>,
+        timestamp: Option<SystemTime>,
+    ) -> u64 {
+        match self {
+            ExCounter::WithExemplar(c) => c.inc_by(v, exemplar, timestamp),
+            ExCounter::Plain(c) => c.inc_by(v),
+        }
+    }
+
+    pub fn value(&self) -> u64 {
+        match self {
+            ExCounter::WithExemplar(c) => c.get().0,
+            ExCounter::Plain(c) => c.get(),
+        }
+    }
+}
+
+impl TypedMetric for ExCounter {
+    const TYPE: MetricType = MetricType::Counter;
+}
+
+impl EncodeMetric for ExCounter {
+    fn encode(&self, encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        match self {
+            ExCounter::WithExemplar(c) => c.encode(encoder),
+            ExCounter::Plain(c) => c.encode(encoder),
         }
     }
 
@@ -239,6 +304,32 @@ mod tests {
                 .unwrap()
                 .positive_span
                 .is_empty()
+        );
+    }
+
+    // See: #34. A counter without exemplars encodes as the one with them did, in every format.
+    #[test]
+    fn a_plain_counter_encodes_as_one_without_exemplars() {
+        let (one, two) = (ExCounter::made(false), ExCounter::made(true));
+        assert!(matches!(one, ExCounter::Plain(_)));
+        for c in [&one, &two] {
+            c.inc_by(3, None, None);
+            c.inc_by(2, None, None);
+        }
+        assert_eq!((one.value(), two.value()), (5, 5));
+        let (one, two) = (registry(one), registry(two));
+        let (mut a, mut b) = (String::new(), String::new());
+        text::encode(&mut a, &one).unwrap();
+        text::encode(&mut b, &two).unwrap();
+        assert_eq!(a, b);
+        assert!(a.contains("latency_seconds_total 5"), "{a}");
+        let (mut a, mut b) = (String::new(), String::new());
+        prometheus_text::encode(&mut a, &one).unwrap();
+        prometheus_text::encode(&mut b, &two).unwrap();
+        assert_eq!(a, b);
+        assert_eq!(
+            prometheus_protobuf::encode(&one).unwrap(),
+            prometheus_protobuf::encode(&two).unwrap()
         );
     }
 }
