@@ -215,7 +215,7 @@ fn main() {
         let base = series(&m.encode(false).unwrap());
         let q = one_tenant(&m, "probe", &quota);
         let names = "probe".to_string();
-        m.api.set_quotas([(&names, &q)]);
+        m.api.set_quotas([(&names, &q)], Arc::new(|_: &str| true));
         series(&m.encode(false).unwrap()) - base
     };
     if header {
@@ -241,7 +241,10 @@ fn main() {
             .iter()
             .map(|t| (t, one_tenant(&m, t, &quota)))
             .collect();
-        m.api.set_quotas(quotas.iter().map(|(t, q)| (*t, q)));
+        m.api.set_quotas(
+            quotas.iter().map(|(t, q)| (*t, q)),
+            Arc::new(|_: &str| true),
+        );
         script_sets(&m);
         // What holding these series costs (the registry and the quotas), before any encoding.
         let held = rss_kib().saturating_sub(rss_before);

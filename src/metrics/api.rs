@@ -262,8 +262,9 @@ impl ApiMetrics {
     pub fn set_quotas<'a>(
         &self,
         quotas: impl IntoIterator<Item = (&'a String, &'a crate::quota::SharedQuota)>,
+        served: super::collectors::Served,
     ) {
-        self.quota_gauges.set(quotas);
+        self.quota_gauges.set(quotas, served);
     }
 
     /// (in flight, cap, seconds waited) of the request slots, for tests.

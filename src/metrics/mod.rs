@@ -47,7 +47,7 @@ use poll::PollMetrics;
 use registry::Parts;
 use results::ResultMetrics;
 
-pub use collectors::QuotaGauges;
+pub use collectors::{QuotaGauges, Served};
 pub use exporter::OTLP_EXPORT_FAILURES;
 pub use labels::*;
 pub use native::{ClassicAndNative, ExHistogramFamily, keep_exemplars};
