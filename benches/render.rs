@@ -90,7 +90,7 @@ fn one_tenant(m: &Metrics, t: &str, quota: &QuotaConfig) -> Arc<Mutex<Quota>> {
         for i in 0..10 {
             let labels = MachineScriptLabels {
                 tenant: t.into(),
-                machine: format!("host-{i:03}.corp.contoso.com"),
+                machine: format!("host-{i:03}.corp.contoso.com").into(),
                 script: script.into(),
             };
             m.results.set_script_series(
@@ -107,8 +107,8 @@ fn one_tenant(m: &Metrics, t: &str, quota: &QuotaConfig) -> Arc<Mutex<Quota>> {
         m.machines.expose_machine(
             &MachineInfoLabels {
                 tenant: t.into(),
-                machine: format!("host-{i:03}.corp.contoso.com"),
-                machine_id: format!("{i:040x}"),
+                machine: format!("host-{i:03}.corp.contoso.com").into(),
+                machine_id: format!("{i:040x}").into(),
                 rbac_group: "Tier 1 servers".into(),
                 os_platform: "Windows11".into(),
                 health_status: "Active".into(),
@@ -215,7 +215,7 @@ fn main() {
         let base = series(&m.encode(false).unwrap());
         let q = one_tenant(&m, "probe", &quota);
         let names = "probe".to_string();
-        m.api.set_quotas([(&names, &q)]);
+        m.api.set_quotas([(&names, &q)], Arc::new(|_: &str| true));
         series(&m.encode(false).unwrap()) - base
     };
     if header {
@@ -241,7 +241,10 @@ fn main() {
             .iter()
             .map(|t| (t, one_tenant(&m, t, &quota)))
             .collect();
-        m.api.set_quotas(quotas.iter().map(|(t, q)| (*t, q)));
+        m.api.set_quotas(
+            quotas.iter().map(|(t, q)| (*t, q)),
+            Arc::new(|_: &str| true),
+        );
         script_sets(&m);
         // What holding these series costs (the registry and the quotas), before any encoding.
         let held = rss_kib().saturating_sub(rss_before);

@@ -410,6 +410,13 @@ impl Shared {
         self.quotas.contains_key(tenant) && self.ownership.as_ref().is_none_or(|o| o.owns(tenant))
     }
 
+    /// Whether a configured tenant is polled here now, as a scrape asks it (the quota gauges):
+    /// every tenant, or in a cluster those this member owns.
+    pub fn served(&self) -> crate::metrics::Served {
+        let ownership = self.ownership.clone();
+        Arc::new(move |t: &str| ownership.as_ref().is_none_or(|o| o.owns(t)))
+    }
+
     pub fn with_state<R>(&self, f: impl FnOnce(&mut State) -> R) -> R {
         f(&mut self.state.lock().unwrap_or_else(PoisonError::into_inner))
     }

@@ -333,7 +333,7 @@ pub async fn start_with_lifecycle(
         |tenant, script| shared.reads_script(tenant, script),
     );
     shared.housekeeping();
-    metrics.api.set_quotas(&shared.quotas);
+    metrics.api.set_quotas(&shared.quotas, shared.served());
     let mut collectors = Collectors::new(&shared);
     collectors.launch(&shared, clients);
     let current: Current = Arc::new(RwLock::new(shared));
@@ -417,7 +417,7 @@ pub async fn start_with_lifecycle(
                                     shared.drop_unserved_series();
                                     shared.restrict_excerpts();
                                     shared.housekeeping();
-                                    metrics.api.set_quotas(&shared.quotas);
+                                    metrics.api.set_quotas(&shared.quotas, shared.served());
                                     collectors.follow(&shared);
                                     let started = clients.len();
                                     collectors.launch(&shared, clients);

@@ -157,6 +157,8 @@ pub async fn run(cli: Cli, file_config: Result<Option<(PathBuf, Config)>>) -> Re
     };
     let telemetry =
         telemetry::init(&cli.log_level, cli.log_format, pipelines).map_err(anyhow::Error::msg)?;
+    // Only a traced span gives a latency observation its exemplar (#34).
+    crate::metrics::keep_exemplars(telemetry.tracing_enabled());
     if telemetry.tracing_enabled() {
         tracing::info!(
             endpoint = otel.effective_endpoint(),

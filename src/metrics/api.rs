@@ -164,9 +164,9 @@ impl ApiMetrics {
     ) {
         self.api_requests
             .get_or_create(&RequestLabels {
-                tenant: tenant.to_string(),
-                endpoint: endpoint_name.to_string(),
-                code,
+                tenant: tenant.into(),
+                endpoint: endpoint_name.into(),
+                code: code.into(),
             })
             .inc_by(1, exemplar.clone(), None);
         self.api_duration
@@ -194,9 +194,9 @@ impl ApiMetrics {
         detail: &str,
     ) -> bool {
         let labels = NoticeLabels {
-            tenant: tenant.to_string(),
-            endpoint: endpoint_name.to_string(),
-            reason: reason.to_string(),
+            tenant: tenant.into(),
+            endpoint: endpoint_name.into(),
+            reason: reason.into(),
         };
         let first = self.deprecation_notices.get_or_create(&labels).inc() == 0;
         self.deprecation_seen
@@ -217,7 +217,12 @@ impl ApiMetrics {
             .filter(|(l, _)| l.tenant == tenant)
             .map(|(l, detail)| {
                 let count = self.deprecation_notices.get_or_create(l).get();
-                (l.endpoint.clone(), l.reason.clone(), count, detail.clone())
+                (
+                    l.endpoint.to_string(),
+                    l.reason.to_string(),
+                    count,
+                    detail.clone(),
+                )
             })
             .collect()
     }
@@ -247,8 +252,8 @@ impl ApiMetrics {
     pub fn set_permission_missing(&self, tenant_name: &str, permission: &str, missing: bool) {
         self.permission_missing
             .get_or_create(&PermissionLabels {
-                tenant: tenant_name.to_string(),
-                permission: permission.to_string(),
+                tenant: tenant_name.into(),
+                permission: permission.into(),
             })
             .set(i64::from(missing));
     }
@@ -257,8 +262,9 @@ impl ApiMetrics {
     pub fn set_quotas<'a>(
         &self,
         quotas: impl IntoIterator<Item = (&'a String, &'a crate::quota::SharedQuota)>,
+        served: super::collectors::Served,
     ) {
-        self.quota_gauges.set(quotas);
+        self.quota_gauges.set(quotas, served);
     }
 
     /// (in flight, cap, seconds waited) of the request slots, for tests.

@@ -173,22 +173,51 @@ fn process_samples() -> Vec<ProcessSample> {
 /// refreshed by every scrape and after every poll of every tenant, which with N tenants cost
 /// N × 24 label sets per scrape and N² per poll interval; now a scrape reads each window once
 /// and a poll costs nothing here. See: #11
-#[derive(Debug, Default)]
 pub struct QuotaGauges {
     quotas: RwLock<Vec<(String, crate::quota::SharedQuota)>>,
+    /// Whether a tenant's windows are shown now: in a cluster, only the tenants this member
+    /// polls (every member holds every configured tenant's windows, and a sum over members
+    /// counted each tenant once per member: #31).
+    served: RwLock<Served>,
+}
+
+/// Whether a tenant is served here now (asked at each scrape).
+pub type Served = std::sync::Arc<dyn Fn(&str) -> bool + Send + Sync>;
+
+impl std::fmt::Debug for QuotaGauges {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let n = self
+            .quotas
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len();
+        f.debug_struct("QuotaGauges").field("tenants", &n).finish()
+    }
+}
+
+impl Default for QuotaGauges {
+    fn default() -> Self {
+        QuotaGauges {
+            quotas: RwLock::default(),
+            served: RwLock::new(std::sync::Arc::new(|_: &str| true)),
+        }
+    }
 }
 
 impl QuotaGauges {
-    /// The quotas of the configuration now in force (at start-up and after each reload).
+    /// The quotas of the configuration now in force (at start-up and after each reload), shown
+    /// for the tenants `served` says are served here when a scrape asks.
     pub fn set<'a>(
         &self,
         quotas: impl IntoIterator<Item = (&'a String, &'a crate::quota::SharedQuota)>,
+        served: Served,
     ) {
         let list = quotas
             .into_iter()
             .map(|(t, q)| (t.clone(), q.clone()))
             .collect();
         *self.quotas.write().unwrap_or_else(PoisonError::into_inner) = list;
+        *self.served.write().unwrap_or_else(PoisonError::into_inner) = served;
     }
 }
 
@@ -228,9 +257,15 @@ impl Collector for QuotaGauges {
         // One short lock per tenant, and none held while encoding: a poll is never blocked
         // by a scrape, nor a scrape by a poll for longer than one window update.
         let statuses: Vec<(String, Vec<crate::quota::WindowStatus>)> = {
+            let served = self
+                .served
+                .read()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone();
             let quotas = self.quotas.read().unwrap_or_else(PoisonError::into_inner);
             quotas
                 .iter()
+                .filter(|(t, _)| served(t))
                 .map(|(t, q)| {
                     let status = q.lock().unwrap_or_else(PoisonError::into_inner).status(now);
                     (t.clone(), status)
@@ -263,6 +298,37 @@ impl Collector for QuotaGauges {
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::super::Metrics;
+
+    /// In a cluster a member shows the quota windows of the tenants it polls, not of every
+    /// tenant configured: a sum over members counted each tenant once per member. See: #31
+    #[test]
+    fn quota_gauges_show_the_tenants_served_here() {
+        let m = Metrics::new();
+        let quota = || crate::quota::Quota::shared(&crate::config::QuotaConfig::default());
+        let (a, b) = ("a".to_string(), "b".to_string());
+        let (qa, qb) = (quota(), quota());
+        let shown = |m: &Metrics| -> Vec<String> {
+            let mut t: Vec<String> = m
+                .encode(false)
+                .unwrap()
+                .lines()
+                .filter(|l| l.starts_with("mde_api_quota_limit{"))
+                .filter_map(|l| l.split("tenant=\"").nth(1))
+                .filter_map(|l| l.split('"').next())
+                .map(str::to_string)
+                .collect();
+            t.dedup();
+            t
+        };
+        m.api
+            .set_quotas([(&a, &qa), (&b, &qb)], std::sync::Arc::new(|_: &str| true));
+        assert_eq!(shown(&m), ["a", "b"]);
+        m.api.set_quotas(
+            [(&a, &qa), (&b, &qb)],
+            std::sync::Arc::new(|t: &str| t == "b"),
+        );
+        assert_eq!(shown(&m), ["b"]);
+    }
     // See: #12
     #[cfg(target_os = "linux")]
     #[test]

@@ -239,8 +239,8 @@ mod tests {
         let m = Metrics::new();
         for i in 0..4000 {
             let labels = MachineScriptLabels {
-                tenant: format!("tenant-{}", i % 40),
-                machine: format!("machine-{i}.contoso.example"),
+                tenant: format!("tenant-{}", i % 40).into(),
+                machine: format!("machine-{i}.contoso.example").into(),
                 script: "collect-inventory.ps1".into(),
             };
             m.results.set_script_series(

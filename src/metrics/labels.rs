@@ -7,69 +7,71 @@
 
 use prometheus_client::encoding::EncodeLabelSet;
 
+pub use super::shared_text::LabelValue;
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TenantLabels {
-    pub tenant: String,
+    pub tenant: LabelValue,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ScriptLabels {
-    pub tenant: String,
-    pub script: String,
+    pub tenant: LabelValue,
+    pub script: LabelValue,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
 pub struct MachineScriptLabels {
-    pub tenant: String,
-    pub machine: String,
-    pub script: String,
+    pub tenant: LabelValue,
+    pub machine: LabelValue,
+    pub script: LabelValue,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CommandLabels {
-    pub tenant: String,
-    pub command: String,
-    pub status: String,
+    pub tenant: LabelValue,
+    pub command: LabelValue,
+    pub status: LabelValue,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CadenceLabels {
-    pub tenant: String,
-    pub cadence: String,
-    pub reason: String,
+    pub tenant: LabelValue,
+    pub cadence: LabelValue,
+    pub reason: LabelValue,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct StatusLabels {
-    pub tenant: String,
-    pub status: String,
+    pub tenant: LabelValue,
+    pub status: LabelValue,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabels {
-    pub tenant: String,
-    pub reason: String,
+    pub tenant: LabelValue,
+    pub reason: LabelValue,
 }
 
 /// `mde_liveresponse_script_not_run_total`'s labels.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct NotRunLabels {
-    pub tenant: String,
-    pub script: String,
-    pub reason: String,
+    pub tenant: LabelValue,
+    pub script: LabelValue,
+    pub reason: LabelValue,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
-    pub tenant: String,
-    pub endpoint: String,
-    pub code: String,
+    pub tenant: LabelValue,
+    pub endpoint: LabelValue,
+    pub code: LabelValue,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct EndpointLabels {
-    pub tenant: String,
-    pub endpoint: String,
+    pub tenant: LabelValue,
+    pub endpoint: LabelValue,
 }
 
 /// `mde_exporter_otlp_metrics_exports_total`'s labels: `success` or `failure`.
@@ -88,9 +90,9 @@ pub struct ShardLabels {
 /// `mde_api_endpoint_deprecation_notices_total`'s labels.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
 pub struct NoticeLabels {
-    pub tenant: String,
-    pub endpoint: String,
-    pub reason: String,
+    pub tenant: LabelValue,
+    pub endpoint: LabelValue,
+    pub reason: LabelValue,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -103,29 +105,29 @@ pub struct QuotaLabels {
 /// `mde_machine_info`: machine context for routing alerts, from `GET /api/machines`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
 pub struct MachineInfoLabels {
-    pub tenant: String,
+    pub tenant: LabelValue,
     /// The `computerDnsName`, as in the per-machine script series.
-    pub machine: String,
-    pub machine_id: String,
+    pub machine: LabelValue,
+    pub machine_id: LabelValue,
     /// The device group (`rbacGroupName`).
-    pub rbac_group: String,
-    pub os_platform: String,
-    pub health_status: String,
+    pub rbac_group: LabelValue,
+    pub os_platform: LabelValue,
+    pub health_status: LabelValue,
 }
 
 /// `mde_exporter_permission_missing`: an application permission the token lacks.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PermissionLabels {
-    pub tenant: String,
-    pub permission: String,
+    pub tenant: LabelValue,
+    pub permission: LabelValue,
 }
 
 /// `mde_machine_tag`: one allowed machine tag.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
 pub struct MachineTagLabels {
-    pub tenant: String,
-    pub machine: String,
-    pub tag: String,
+    pub tenant: LabelValue,
+    pub machine: LabelValue,
+    pub tag: LabelValue,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -143,22 +145,20 @@ pub struct TraceLabel {
 
 /// Label helpers so call sites stay short.
 pub fn tenant(t: &str) -> TenantLabels {
-    TenantLabels {
-        tenant: t.to_string(),
-    }
+    TenantLabels { tenant: t.into() }
 }
 
 pub fn endpoint(t: &str, e: &str) -> EndpointLabels {
     EndpointLabels {
-        tenant: t.to_string(),
-        endpoint: e.to_string(),
+        tenant: t.into(),
+        endpoint: e.into(),
     }
 }
 
 pub fn reason(t: &str, r: &str) -> ReasonLabels {
     ReasonLabels {
-        tenant: t.to_string(),
-        reason: r.to_string(),
+        tenant: t.into(),
+        reason: r.into(),
     }
 }
 

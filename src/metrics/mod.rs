@@ -19,7 +19,7 @@
 //! HTTP server collectors). Nor `registry` (what the groups register into: the parts, the
 //! metric kinds, the help suffix), `encode` (the `/metrics` body), `native` (the latency
 //! histograms, native in protobuf too), `collectors` (families computed at scrape time),
-//! `labels` (the label sets), nor *when* values change (collector, client).
+//! `labels` (the label sets), `shared_text` (label values held once), nor *when* values change (collector, client).
 
 pub mod api;
 pub mod cluster;
@@ -33,6 +33,7 @@ mod per_tenant;
 pub mod poll;
 mod registry;
 pub mod results;
+mod shared_text;
 pub mod signatures;
 
 use std::sync::Arc;
@@ -46,10 +47,10 @@ use poll::PollMetrics;
 use registry::Parts;
 use results::ResultMetrics;
 
-pub use collectors::QuotaGauges;
+pub use collectors::{QuotaGauges, Served};
 pub use exporter::OTLP_EXPORT_FAILURES;
 pub use labels::*;
-pub use native::{ClassicAndNative, ExHistogramFamily};
+pub use native::{ClassicAndNative, ExHistogramFamily, keep_exemplars};
 pub use registry::{ExCounter, FloatGauge};
 pub use results::ScriptSeries;
 

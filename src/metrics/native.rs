@@ -9,15 +9,26 @@
 //! exemplars. The choice is made per encoding by [`protobuf_scope`], set only by `encode`
 //! around a protobuf encoding on its own thread.
 //!
-//! Owns the metric type, the family type made of it ([`ExHistogramFamily`]), its native bucket
-//! configuration and the protobuf switch. Does not own the families (the groups `api` and
+//! Without a trace pipeline no observation carries an exemplar, and the histogram with
+//! exemplars only repeated the other's classic buckets: the process then keeps the
+//! classic-and-native one alone ([`keep_exemplars`], set by `app::run` from the telemetry it
+//! started), which the text formats encode as the same classic histogram, byte for byte. One
+//! latency series held two histograms: at 2,000 tenants, 7 MiB (#34).
+//!
+//! The counters with exemplars ([`ExCounter`]) follow the same switch: without exemplars a
+//! plain counter, one allocation instead of two (a counter inside a lock beside its exemplar).
+//!
+//! Owns the metric types, the family type made of it ([`ExHistogramFamily`]), its native bucket
+//! configuration, whether exemplars are kept, and the protobuf switch. Does not own the families (the groups `api` and
 //! `poll`, with their bucket bounds) nor the encoding (`encode`).
 
 use std::cell::Cell;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::SystemTime;
 
 use prometheus_client::encoding::{EncodeMetric, MetricEncoder};
-use prometheus_client::metrics::exemplar::HistogramWithExemplars;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::exemplar::{CounterWithExemplar, HistogramWithExemplars};
 use prometheus_client::metrics::family::{Family, MetricConstructor};
 use prometheus_client::metrics::histogram::{Histogram, NativeHistogramConfig};
 use prometheus_client::metrics::{MetricType, TypedMetric};
@@ -27,6 +38,18 @@ use super::labels::TraceLabel;
 thread_local! {
     /// Whether this thread is encoding the Prometheus protobuf format now.
     static PROTOBUF: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Whether the latency histograms made from now on keep exemplars (a histogram with them
+/// beside the classic-and-native one). On unless told otherwise: in-process users (tests,
+/// benchmarks) see exemplars whenever a span is traced, as before.
+static EXEMPLARS: AtomicBool = AtomicBool::new(true);
+
+/// Keep exemplars in the latency histograms made from now on (`true` when spans are
+/// exported: only a traced span gives an observation its exemplar). Called once at start,
+/// before any series exists.
+pub fn keep_exemplars(on: bool) {
+    EXEMPLARS.store(on, Ordering::Relaxed);
 }
 
 /// Run `f` (a protobuf encoding) with the native buckets switched on for this thread.
@@ -47,24 +70,31 @@ fn native_config() -> NativeHistogramConfig {
     NativeHistogramConfig::default().max_buckets(160)
 }
 
-/// A latency histogram: classic buckets with exemplars, and native buckets for protobuf.
+/// A latency histogram: classic buckets with exemplars (when kept, see [`keep_exemplars`]),
+/// and native buckets for protobuf.
 #[derive(Debug, Clone)]
 pub struct ClassicAndNative {
-    with_exemplars: HistogramWithExemplars<TraceLabel>,
+    with_exemplars: Option<HistogramWithExemplars<TraceLabel>>,
     native: Histogram,
 }
 
 impl ClassicAndNative {
     pub fn new(buckets: &[f64]) -> Self {
+        ClassicAndNative::made(buckets, EXEMPLARS.load(Ordering::Relaxed))
+    }
+
+    fn made(buckets: &[f64], exemplars: bool) -> Self {
         ClassicAndNative {
-            with_exemplars: HistogramWithExemplars::new(buckets.iter().copied()),
+            with_exemplars: exemplars.then(|| HistogramWithExemplars::new(buckets.iter().copied())),
             native: Histogram::new_classic_and_native(buckets.iter().copied(), native_config()),
         }
     }
 
     /// Observe `v` in both, with the trace as the classic bucket's exemplar.
     pub fn observe(&self, v: f64, exemplar: Option<TraceLabel>, timestamp: Option<SystemTime>) {
-        self.with_exemplars.observe(v, exemplar, timestamp);
+        if let Some(h) = &self.with_exemplars {
+            h.observe(v, exemplar, timestamp);
+        }
         self.native.observe(v);
     }
 }
@@ -75,10 +105,71 @@ impl TypedMetric for ClassicAndNative {
 
 impl EncodeMetric for ClassicAndNative {
     fn encode(&self, encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
-        if PROTOBUF.with(Cell::get) {
-            self.native.encode(encoder)
+        match &self.with_exemplars {
+            Some(h) if !PROTOBUF.with(Cell::get) => h.encode(encoder),
+            // The text encoders write the classic buckets alone.
+            _ => self.native.encode(encoder),
+        }
+    }
+
+    fn metric_type(&self) -> MetricType {
+        Self::TYPE
+    }
+}
+
+/// A counter whose increments carry the trace that made them (OpenMetrics exemplars), when
+/// exemplars are kept (see [`keep_exemplars`]); a plain counter otherwise, encoded the same.
+#[derive(Debug, Clone)]
+pub enum ExCounter {
+    WithExemplar(CounterWithExemplar<TraceLabel>),
+    Plain(Counter),
+}
+
+impl Default for ExCounter {
+    fn default() -> Self {
+        ExCounter::made(EXEMPLARS.load(Ordering::Relaxed))
+    }
+}
+
+impl ExCounter {
+    fn made(exemplars: bool) -> Self {
+        if exemplars {
+            ExCounter::WithExemplar(CounterWithExemplar::default())
         } else {
-            self.with_exemplars.encode(encoder)
+            ExCounter::Plain(Counter::default())
+        }
+    }
+
+    /// Add `v`, with the trace as the exemplar when kept; the value before.
+    pub fn inc_by(
+        &self,
+        v: u64,
+        exemplar: Option<TraceLabel>,
+        timestamp: Option<SystemTime>,
+    ) -> u64 {
+        match self {
+            ExCounter::WithExemplar(c) => c.inc_by(v, exemplar, timestamp),
+            ExCounter::Plain(c) => c.inc_by(v),
+        }
+    }
+
+    pub fn value(&self) -> u64 {
+        match self {
+            ExCounter::WithExemplar(c) => c.get().0,
+            ExCounter::Plain(c) => c.get(),
+        }
+    }
+}
+
+impl TypedMetric for ExCounter {
+    const TYPE: MetricType = MetricType::Counter;
+}
+
+impl EncodeMetric for ExCounter {
+    fn encode(&self, encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        match self {
+            ExCounter::WithExemplar(c) => c.encode(encoder),
+            ExCounter::Plain(c) => c.encode(encoder),
         }
     }
 
@@ -168,5 +259,77 @@ mod tests {
         let families = prometheus_protobuf::encode(&ours).unwrap();
         let h = families[0].metric[0].histogram.as_ref().unwrap();
         assert!(h.positive_span.is_empty() && h.positive_delta.is_empty());
+    }
+
+    // See: #34. Without exemplars one histogram serves every format: the text formats are the
+    // classic histogram's, byte for byte, and protobuf has both bucket kinds.
+    #[test]
+    fn without_exemplars_one_histogram_encodes_the_same() {
+        let bounds = [0.1, 1.0, 10.0];
+        let one = ClassicAndNative::made(&bounds, false);
+        let two = ClassicAndNative::made(&bounds, true);
+        assert!(one.with_exemplars.is_none() && two.with_exemplars.is_some());
+        for v in [0.05, 0.4, 30.0, 0.4] {
+            one.observe(v, None, None);
+            two.observe(v, None, None);
+        }
+        let (one, two) = (registry(one), registry(two));
+        for openmetrics in [false, true] {
+            let (mut a, mut b) = (String::new(), String::new());
+            if openmetrics {
+                text::encode(&mut a, &one).unwrap();
+                text::encode(&mut b, &two).unwrap();
+            } else {
+                prometheus_text::encode(&mut a, &one).unwrap();
+                prometheus_text::encode(&mut b, &two).unwrap();
+            }
+            assert_eq!(a, b);
+            assert!(a.contains("latency_seconds_bucket{le=\"+Inf\"} 4"), "{a}");
+        }
+        let mut a = protobuf_scope(|| prometheus_protobuf::encode(&one)).unwrap();
+        let mut b = protobuf_scope(|| prometheus_protobuf::encode(&two)).unwrap();
+        // Each made at its own instant.
+        for f in a.iter_mut().chain(b.iter_mut()) {
+            for m in &mut f.metric {
+                if let Some(h) = m.histogram.as_mut() {
+                    h.start_timestamp = None;
+                }
+            }
+        }
+        assert_eq!(a, b);
+        assert!(
+            !a[0].metric[0]
+                .histogram
+                .as_ref()
+                .unwrap()
+                .positive_span
+                .is_empty()
+        );
+    }
+
+    // See: #34. A counter without exemplars encodes as the one with them did, in every format.
+    #[test]
+    fn a_plain_counter_encodes_as_one_without_exemplars() {
+        let (one, two) = (ExCounter::made(false), ExCounter::made(true));
+        assert!(matches!(one, ExCounter::Plain(_)));
+        for c in [&one, &two] {
+            c.inc_by(3, None, None);
+            c.inc_by(2, None, None);
+        }
+        assert_eq!((one.value(), two.value()), (5, 5));
+        let (one, two) = (registry(one), registry(two));
+        let (mut a, mut b) = (String::new(), String::new());
+        text::encode(&mut a, &one).unwrap();
+        text::encode(&mut b, &two).unwrap();
+        assert_eq!(a, b);
+        assert!(a.contains("latency_seconds_total 5"), "{a}");
+        let (mut a, mut b) = (String::new(), String::new());
+        prometheus_text::encode(&mut a, &one).unwrap();
+        prometheus_text::encode(&mut b, &two).unwrap();
+        assert_eq!(a, b);
+        assert_eq!(
+            prometheus_protobuf::encode(&one).unwrap(),
+            prometheus_protobuf::encode(&two).unwrap()
+        );
     }
 }

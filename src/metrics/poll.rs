@@ -184,8 +184,8 @@ impl PollMetrics {
         for (status, n) in by_status {
             self.actions_in_flight
                 .get_or_create(&StatusLabels {
-                    tenant: tenant_name.to_string(),
-                    status,
+                    tenant: tenant_name.into(),
+                    status: status.into(),
                 })
                 .set(n);
         }
@@ -242,9 +242,9 @@ impl PollMetrics {
     /// them all. The new one is set before the old one goes, so a scrape never sees none.
     pub fn set_discovery_cadence(&self, tenant_name: &str, now: Option<(&str, &str)>) {
         let labels = |cadence: &str, reason: &str| CadenceLabels {
-            tenant: tenant_name.to_string(),
-            cadence: cadence.to_string(),
-            reason: reason.to_string(),
+            tenant: tenant_name.into(),
+            cadence: cadence.into(),
+            reason: reason.into(),
         };
         if let Some((c, r)) = now {
             self.discovery_cadence.get_or_create(&labels(c, r)).set(1);

@@ -12,16 +12,15 @@
 use std::sync::atomic::{AtomicU64, AtomicUsize};
 
 use prometheus_client::collector::Collector;
-use prometheus_client::metrics::exemplar::CounterWithExemplar;
 use prometheus_client::metrics::family::MetricConstructor;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
-use super::labels::TraceLabel;
 use super::per_tenant::{Exposed, Forget, PerTenant, TenantFamily};
 
-/// A counter whose increments carry the trace that made them (OpenMetrics exemplars).
-pub type ExCounter = CounterWithExemplar<TraceLabel>;
+/// A counter whose increments carry the trace that made them (OpenMetrics exemplars): see
+/// `native`, which keeps the exemplars only when spans are exported.
+pub use super::native::ExCounter;
 /// A gauge of seconds, timestamps and other fractions.
 pub type FloatGauge = Gauge<f64, AtomicU64>;
 

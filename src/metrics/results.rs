@@ -21,8 +21,8 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 
 use super::labels::{
-    CommandLabels, MachineScriptLabels, NotRunLabels, ReasonLabels, ScriptLabels, StatusLabels,
-    TenantLabels, TenantSeries, TraceLabel, reason, tenant,
+    CommandLabels, LabelValue, MachineScriptLabels, NotRunLabels, ReasonLabels, ScriptLabels,
+    StatusLabels, TenantLabels, TenantSeries, TraceLabel, reason, tenant,
 };
 use super::per_tenant::TenantFamily;
 use super::registry::{ExCounter, FloatGauge, Parts, background};
@@ -174,8 +174,8 @@ impl ResultMetrics {
         }
         for status in known.final_statuses {
             let _ = self.actions.get_or_create(&StatusLabels {
-                tenant: t.to_string(),
-                status: status.to_string(),
+                tenant: t.into(),
+                status: (*status).into(),
             });
         }
         let labels = tenant(t);
@@ -192,16 +192,16 @@ impl ResultMetrics {
     ) {
         self.actions
             .get_or_create(&StatusLabels {
-                tenant: tenant_name.to_string(),
-                status: status.to_string(),
+                tenant: tenant_name.into(),
+                status: status.into(),
             })
             .inc();
         for (command, status) in commands {
             self.commands
                 .get_or_create(&CommandLabels {
-                    tenant: tenant_name.to_string(),
-                    command: command.to_string(),
-                    status: status.to_string(),
+                    tenant: tenant_name.into(),
+                    command: command.into(),
+                    status: status.into(),
                 })
                 .inc();
         }
@@ -218,8 +218,8 @@ impl ResultMetrics {
         exemplar: impl Fn() -> Option<TraceLabel>,
     ) {
         let labels = ScriptLabels {
-            tenant: tenant_name.to_string(),
-            script: script.to_string(),
+            tenant: tenant_name.into(),
+            script: script.into(),
         };
         self.script_runs
             .get_or_create(&labels)
@@ -260,9 +260,9 @@ impl ResultMetrics {
     ) {
         self.script_not_run_total
             .get_or_create(&NotRunLabels {
-                tenant: tenant_name.to_string(),
-                script: script.to_string(),
-                reason: why.to_string(),
+                tenant: tenant_name.into(),
+                script: script.into(),
+                reason: why.into(),
             })
             .inc_by(1, exemplar, None);
     }
@@ -351,7 +351,7 @@ impl ResultMetrics {
             return Vec::new();
         };
         t.changed.clear();
-        t.scripts.keys().cloned().collect()
+        t.scripts.keys().map(|m| m.to_string()).collect()
     }
 
     /// The machines of `tenant_name` that got their first per-machine script series or lost
@@ -367,7 +367,7 @@ impl ResultMetrics {
             .into_iter()
             .map(|m| {
                 let present = t.scripts.contains_key(&m);
-                (m, present)
+                (m.to_string(), present)
             })
             .collect()
     }
@@ -377,18 +377,18 @@ impl ResultMetrics {
 /// went since the machine context last asked, so that its refresh costs what changed, not
 /// every series of the tenant (#24).
 #[derive(Debug, Default)]
-pub struct MachineIndex(Mutex<HashMap<String, TenantMachines>>);
+pub struct MachineIndex(Mutex<HashMap<LabelValue, TenantMachines>>);
 
 #[derive(Debug, Default)]
 struct TenantMachines {
     /// Machine (as the series spell it) → how many scripts have series on it.
-    scripts: BTreeMap<String, usize>,
+    scripts: BTreeMap<LabelValue, usize>,
     /// Machines that appeared (first script) or went (last script) since the last take.
-    changed: BTreeSet<String>,
+    changed: BTreeSet<LabelValue>,
 }
 
 impl MachineIndex {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, TenantMachines>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<LabelValue, TenantMachines>> {
         self.0.lock().unwrap_or_else(PoisonError::into_inner)
     }
 

@@ -19,7 +19,7 @@ use prometheus_client::collector::Collector;
 use prometheus_client::encoding::DescriptorEncoder;
 use prometheus_client::metrics::MetricType;
 
-use super::labels::MachineScriptLabels;
+use super::labels::{LabelValue, MachineScriptLabels};
 use super::registry::background;
 
 /// K when the configuration does not say.
@@ -41,7 +41,7 @@ struct Inner {
     /// (tenant, machine, script) → the signature id of its latest run, when it failed.
     by_series: HashMap<MachineScriptLabels, String>,
     /// (tenant, script) → signature id → its machines.
-    by_script: BTreeMap<(String, String), HashMap<String, Count>>,
+    by_script: BTreeMap<(LabelValue, LabelValue), HashMap<String, Count>>,
 }
 
 /// One row of a script's signatures, as the families show it.
@@ -137,13 +137,13 @@ impl Signatures {
         let inner = self.lock();
         inner
             .by_script
-            .get(&(tenant.to_string(), script.to_string()))
+            .get(&(tenant.into(), script.into()))
             .map(|counts| rank(counts, k))
             .unwrap_or_default()
     }
 
     /// Every script's signatures as served now, by (tenant, script).
-    fn all(&self) -> Vec<((String, String), Top)> {
+    fn all(&self) -> Vec<((LabelValue, LabelValue), Top)> {
         let k = self.top_k.load(Ordering::Relaxed);
         let inner = self.lock();
         inner

@@ -275,7 +275,8 @@ fn the_exporters_families_are_pushed_once_each() {
         &QuotaConfig::default(),
     )));
     let name = t.to_string();
-    m.api.set_quotas([(&name, &quota)]);
+    m.api
+        .set_quotas([(&name, &quota)], Arc::new(|_: &str| true));
     let rule = ScriptRule {
         script: "a.ps1".into(),
         format: ScriptFormat::Prometheus,

@@ -226,9 +226,9 @@ impl<'r> Outcome<'r> {
         }
         if let (RunUpdate::Latest, Some(run)) = (update, &self.run) {
             let labels = MachineScriptLabels {
-                tenant: tenant.clone(),
-                machine: machine.clone(),
-                script: script.clone(),
+                tenant: tenant.as_str().into(),
+                machine: machine.as_str().into(),
+                script: script.as_str().into(),
             };
             crate::record::series::set(metrics, &labels, run);
         }

@@ -30,9 +30,9 @@ fn owned((tenant, machine, script): (&str, &str, &str)) -> SeriesKey {
 
 fn labels((tenant, machine, script): SeriesKey) -> MachineScriptLabels {
     MachineScriptLabels {
-        tenant,
-        machine,
-        script,
+        tenant: tenant.into(),
+        machine: machine.into(),
+        script: script.into(),
     }
 }
 

@@ -402,7 +402,7 @@ impl TenantCollector {
             Ok(found) => Ok(Some(found)),
             Err(refused) => {
                 self.combined_filter_refused = true;
-                tracing::warn!(tenant = %self.tenant.name, error = %refused, "the API refused the one listing of new and in-flight actions: they are listed apart (two list calls a poll) until the next restart or reload");
+                tracing::warn!(tenant = %self.tenant.name, error = %refused, "the API refused the one listing of new and in-flight actions: they are listed apart (two list calls a poll) until the exporter restarts or a reload changes this tenant");
                 Ok(None)
             }
         }
@@ -444,7 +444,7 @@ impl TenantCollector {
     pub(super) fn filter_refused(&mut self, e: &api::Error) {
         self.in_flight_filter_refused = true;
         self.set_filter_supported(false);
-        tracing::warn!(tenant = %self.tenant.name, error = %e, "the API refused the status-filtered listing of actions in flight: every action in flight is read by id instead (one list call per discovery.batch_size ids) until the next restart or reload");
+        tracing::warn!(tenant = %self.tenant.name, error = %e, "the API refused the status-filtered listing of actions in flight: every action in flight is read by id instead (one list call per discovery.batch_size ids) until the exporter restarts or a reload changes this tenant");
     }
 
     /// The discovery outcome of this poll, for `mde_liveresponse_discovery_rereads_pending`
@@ -534,9 +534,9 @@ impl TenantCollector {
         for ((t, machine, script), a) in attempts {
             self.shared.metrics.results.set_script_not_run(
                 &MachineScriptLabels {
-                    tenant: t,
-                    machine,
-                    script,
+                    tenant: t.into(),
+                    machine: machine.into(),
+                    script: script.into(),
                 },
                 !a.ran,
             );

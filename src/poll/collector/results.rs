@@ -65,9 +65,9 @@ impl TenantCollector {
             let script = c.script_name().unwrap_or("unknown").to_string();
             let series = (t.clone(), machine.to_string(), script.clone());
             let labels = MachineScriptLabels {
-                tenant: t.clone(),
-                machine: machine.to_string(),
-                script: script.clone(),
+                tenant: t.as_str().into(),
+                machine: machine.into(),
+                script: script.as_str().into(),
             };
             let attempt = |ran| Attempt {
                 at,

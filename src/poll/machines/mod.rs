@@ -15,7 +15,7 @@
 //! for room: when the budget is spent it tries at the next check. Never runs on a scrape.
 //! Does not own the per-machine script series (`series`, `state`) nor their index by machine
 //! (`metrics`) nor the HTTP call (`api`); the machines watched and their spellings are kept
-//! by [`watched`], what is held of a machine exposed by [`exposed`].
+//! by [`watched`].
 //! As the tenant's one background task besides the collector, it also copies the token's
 //! missing permissions into the tenant status (status page, `/-/ready`).
 
@@ -31,10 +31,8 @@ use crate::config::{MachineContext, Tenant};
 use crate::metrics::{MachineInfoLabels, MachineTagLabels};
 use crate::shared::Shared;
 
-mod exposed;
 mod watched;
 
-use exposed::Exposed;
 use watched::Watched;
 
 /// Longest URL-encoded `$filter` per request; with the host and path the URL stays well
@@ -129,6 +127,14 @@ fn select_tags<'a>(
         kept.truncate(room);
     }
     (kept, dropped)
+}
+
+/// What is exposed for one machine: its label sets, whose values the families hold too
+/// (shared `LabelValue`s), so keeping them costs their pointers.
+#[derive(Debug, Clone, PartialEq)]
+struct Exposed {
+    info: MachineInfoLabels,
+    tags: Vec<MachineTagLabels>,
 }
 
 /// The machine-context refresh of one tenant.
@@ -307,16 +313,16 @@ impl MachineRefresh {
             };
             self.unknown.remove(key);
             let info = MachineInfoLabels {
-                tenant: self.tenant.clone(),
-                machine: name.clone(),
-                machine_id: machine.id.clone(),
-                rbac_group: machine.rbac_group_name.clone(),
-                os_platform: machine.os_platform.clone(),
-                health_status: machine.health_status.clone(),
+                tenant: self.tenant.as_str().into(),
+                machine: name.as_str().into(),
+                machine_id: machine.id.as_str().into(),
+                rbac_group: machine.rbac_group_name.as_str().into(),
+                os_platform: machine.os_platform.as_str().into(),
+                health_status: machine.health_status.as_str().into(),
             };
             // The room of this machine: what the script series and the other machines' tags
             // leave (its own tags, replaced now, do not count).
-            let mine = self.exposed.get(key).map_or(0, Exposed::tag_count);
+            let mine = self.exposed.get(key).map_or(0, |e| e.tags.len());
             let others = self
                 .shared
                 .metrics
@@ -326,15 +332,17 @@ impl MachineRefresh {
             let room = max_series.saturating_sub(scripts + others);
             let (tags, left_out) = select_tags(&machine.machine_tags, &self.context, room);
             dropped.add(left_out);
-            let tags: Vec<MachineTagLabels> = tags
-                .into_iter()
-                .map(|t| MachineTagLabels {
-                    tenant: self.tenant.clone(),
-                    machine: name.clone(),
-                    tag: t.clone(),
-                })
-                .collect();
-            let next = Exposed::new(&info, &tags);
+            let next = Exposed {
+                info,
+                tags: tags
+                    .into_iter()
+                    .map(|t| MachineTagLabels {
+                        tenant: self.tenant.as_str().into(),
+                        machine: name.as_str().into(),
+                        tag: t.as_str().into(),
+                    })
+                    .collect(),
+            };
             if let Some(old) = self.exposed.get(key) {
                 if *old == next {
                     continue;
@@ -342,7 +350,10 @@ impl MachineRefresh {
                 let old = old.clone();
                 self.unexpose(&old);
             }
-            self.shared.metrics.machines.expose_machine(&info, &tags);
+            self.shared
+                .metrics
+                .machines
+                .expose_machine(&next.info, &next.tags);
             self.exposed.insert(key.clone(), next);
         }
         self.count_dropped(dropped);
@@ -381,7 +392,7 @@ impl MachineRefresh {
         self.shared
             .metrics
             .machines
-            .unexpose_machine(&old.info(&self.tenant), &old.tags(&self.tenant));
+            .unexpose_machine(&old.info, &old.tags);
     }
 }
 

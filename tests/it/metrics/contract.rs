@@ -279,7 +279,7 @@ async fn a_large_body_sent_in_chunks_is_one_valid_exposition() {
     for i in 0..6000 {
         let labels = mde_liveresponse_exporter::metrics::MachineScriptLabels {
             tenant: "synthetic".into(),
-            machine: format!("machine-{i}.contoso.example"),
+            machine: format!("machine-{i}.contoso.example").into(),
             script: "collect.ps1".into(),
         };
         shared.metrics.results.set_script_series(
