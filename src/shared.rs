@@ -140,18 +140,30 @@ pub struct DiscoveryStatus {
 
 impl TenantStatus {
     pub(crate) fn push_recent(&mut self, transcript: RecentTranscript) {
-        self.recent.push_front(transcript);
-        self.recent.truncate(RECENT);
+        push_newest(&mut self.recent, transcript);
     }
 
     pub(crate) fn push_error(&mut self, message: String) {
-        self.recent_errors.push_front(RecentError {
+        let error = RecentError {
             at: Utc::now(),
             message,
             trace_id: crate::telemetry::current_trace_label().map(|t| t.trace_id),
-        });
-        self.recent_errors.truncate(RECENT);
+        };
+        push_newest(&mut self.recent_errors, error);
     }
+}
+
+/// Put `item` first in `recent`, which keeps the newest [`RECENT`], in the room they take: a
+/// `VecDeque` doubles as it grows (16 places of 140 bytes for a tenant's 10 transcripts, 32
+/// for 20), and this one is kept for the tenant's life. A push is rare (a transcript, an
+/// error), so growing one place at a time costs nothing that shows. See: #34
+fn push_newest<T>(recent: &mut VecDeque<T>, item: T) {
+    if recent.len() >= RECENT {
+        recent.truncate(RECENT - 1);
+    } else {
+        recent.reserve_exact(1);
+    }
+    recent.push_front(item);
 }
 
 /// The settings every tenant's collector shares, taken from the configuration: the poll
@@ -453,5 +465,36 @@ impl Shared {
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// See: #34. The recent transcripts and errors of a tenant take the room they hold, at
+    /// most [`RECENT`], newest first.
+    #[test]
+    fn the_recent_lists_take_the_room_they_hold() {
+        let mut status = TenantStatus::default();
+        for i in 0..10 {
+            status.push_error(format!("e{i}"));
+        }
+        assert_eq!(status.recent_errors.len(), 10);
+        assert_eq!(status.recent_errors.capacity(), 10);
+        for i in 10..45 {
+            status.push_error(format!("e{i}"));
+        }
+        assert_eq!(status.recent_errors.len(), RECENT);
+        assert_eq!(status.recent_errors.capacity(), RECENT);
+        let kept: Vec<&str> = status
+            .recent_errors
+            .iter()
+            .map(|e| e.message.as_str())
+            .collect();
+        let newest: Vec<String> = (25..45).rev().map(|i| format!("e{i}")).collect();
+        assert_eq!(kept, newest);
+        // A transcript shown holds its texts without spare capacity: 96 bytes, not 128.
+        assert!(size_of::<RecentTranscript>() <= 96);
     }
 }

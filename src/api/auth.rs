@@ -115,6 +115,17 @@ mod tests {
             )
         );
     }
+
+    /// See: #34. A tenant's token source holds no `oauth2` client (728 bytes) between the
+    /// token requests it makes about once an hour.
+    #[test]
+    fn a_token_source_holds_no_oauth_client() {
+        assert!(
+            size_of::<TokenSource>() < size_of::<Oauth>(),
+            "{} bytes",
+            size_of::<TokenSource>()
+        );
+    }
 }
 
 #[derive(Clone)]
@@ -128,8 +139,8 @@ const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer
 
 /// What is sent to prove who we are, besides the client id.
 enum Credential {
-    /// Set on the `oauth2` client.
-    Secret,
+    /// Set on the `oauth2` client of each request.
+    Secret(crate::config::Secret),
     /// A client assertion signed with the certificate's key; files read per request.
     Certificate {
         certificate_file: PathBuf,
@@ -278,7 +289,6 @@ pub struct TokenSource {
     missing: std::sync::Mutex<Option<Vec<String>>>,
     credential: Credential,
     client_id: String,
-    oauth: Oauth,
     scope: String,
     token_url: String,
     /// The token endpoint's `url.template`: its path with the tenant id as `{tenant}`.
@@ -301,18 +311,13 @@ impl TokenSource {
         metrics: Arc<Metrics>,
     ) -> Result<Self, TokenError> {
         let token_url = t.token_url();
-        let url = TokenUrl::new(token_url.clone()).map_err(|e| TokenError {
+        // Checked now; the client is made for each request (see `oauth`).
+        TokenUrl::new(token_url.clone()).map_err(|e| TokenError {
             url: token_url.clone(),
             message: e.to_string(),
         })?;
-        let mut oauth = BasicClient::new(ClientId::new(t.client_id.clone()))
-            .set_auth_type(AuthType::RequestBody)
-            .set_token_uri(url);
         let credential = match &t.auth {
-            Auth::ClientSecret(secret) => {
-                oauth = oauth.set_client_secret(ClientSecret::new(secret.expose().to_string()));
-                Credential::Secret
-            }
+            Auth::ClientSecret(secret) => Credential::Secret(secret.clone()),
             Auth::Certificate {
                 certificate_file,
                 key_file,
@@ -353,7 +358,6 @@ impl TokenSource {
             missing: std::sync::Mutex::new(None),
             credential,
             client_id: t.client_id.clone(),
-            oauth,
             scope: t.scope(),
             token_url,
             http,
@@ -443,7 +447,7 @@ impl TokenSource {
             message,
         };
         let assertion = match &self.credential {
-            Credential::Secret => None,
+            Credential::Secret(_) => None,
             Credential::Certificate {
                 certificate_file,
                 key_file,
@@ -492,8 +496,8 @@ impl TokenSource {
             tenant: self.tenant.clone(),
             template: self.token_template.clone(),
         };
-        let mut exchange = self
-            .oauth
+        let oauth = self.oauth().map_err(fail)?;
+        let mut exchange = oauth
             .exchange_client_credentials()
             .add_scope(Scope::new(self.scope.clone()));
         if let Some(assertion) = assertion {
@@ -511,6 +515,22 @@ impl TokenSource {
             started,
             lifetime,
         ))
+    }
+
+    /// The `oauth2` client of one token request. Made for it, not held: it took 728 bytes of
+    /// every tenant (and its copies of the URL, the client id and the secret) for a request
+    /// made about once an hour. See: #34
+    fn oauth(&self) -> Result<Oauth, String> {
+        let url = TokenUrl::new(self.token_url.clone()).map_err(|e| e.to_string())?;
+        let oauth = BasicClient::new(ClientId::new(self.client_id.clone()))
+            .set_auth_type(AuthType::RequestBody)
+            .set_token_uri(url);
+        Ok(match &self.credential {
+            Credential::Secret(secret) => {
+                oauth.set_client_secret(ClientSecret::new(secret.expose().to_string()))
+            }
+            _ => oauth,
+        })
     }
 
     /// A token from the instance metadata endpoint (Azure IMDS answers v1 shapes: strings).

@@ -79,8 +79,22 @@ pub fn url_template(ep: Endpoint) -> &'static str {
     }
 }
 
-/// The client for one tenant.
-pub struct Client {
+/// The built-in `trusted_result_hosts`, one list every client shares.
+static DEFAULT_TRUSTED_HOSTS: std::sync::OnceLock<Arc<[String]>> = std::sync::OnceLock::new();
+
+/// The host suffixes result links are trusted from, as [`Client::with_trusted_hosts`] takes
+/// them: made once for every tenant's client (each held its own copy, #34).
+pub fn trusted_hosts(suffixes: &[String]) -> Arc<[String]> {
+    suffixes.iter().map(|h| h.to_ascii_lowercase()).collect()
+}
+
+/// The client for one tenant: a handle on what it and its siblings share (the collector's
+/// and the machine-context refresh's each held a copy of it, with its strings, #34).
+pub struct Client(Arc<ClientInner>);
+
+/// What the handles on one tenant's client share (see [`Client`], whose methods read it).
+#[derive(Clone)]
+pub struct ClientInner {
     http: Http,
     api: Url,
     api_origin: String,
@@ -97,6 +111,14 @@ pub struct Client {
     /// The API's clock as its answers' `Date` header tells it (#24 item 7), shared with the
     /// collector's decisions and `shared`'s expiry.
     clock: ApiClock,
+}
+
+impl std::ops::Deref for Client {
+    type Target = ClientInner;
+
+    fn deref(&self) -> &ClientInner {
+        &self.0
+    }
 }
 
 impl Client {
@@ -116,13 +138,17 @@ impl Client {
             let p = format!("{}/", api.path());
             api.set_path(&p);
         }
-        Ok(Client {
+        Ok(Client(Arc::new(ClientInner {
             api_origin: api.origin().ascii_serialization(),
             api_is_loopback: is_loopback(&api),
-            trusted_hosts: crate::config::DEFAULT_TRUSTED_RESULT_HOSTS
-                .iter()
-                .map(|h| h.to_string())
-                .collect(),
+            trusted_hosts: DEFAULT_TRUSTED_HOSTS
+                .get_or_init(|| {
+                    crate::config::DEFAULT_TRUSTED_RESULT_HOSTS
+                        .iter()
+                        .map(|h| h.to_string())
+                        .collect()
+                })
+                .clone(),
             http,
             api,
             tenant: t.name.clone(),
@@ -130,7 +156,7 @@ impl Client {
             quota,
             metrics,
             clock: ApiClock::default(),
-        })
+        })))
     }
 
     /// The tenant's view of the API's clock.
@@ -140,7 +166,7 @@ impl Client {
 
     /// Read the API's clock from `clock` (kept across a reload) instead of a fresh one.
     pub fn with_clock(mut self, clock: ApiClock) -> Self {
-        self.clock = clock;
+        Arc::make_mut(&mut self.0).clock = clock;
         self
     }
 
@@ -159,14 +185,14 @@ impl Client {
         }
     }
 
-    /// The tenant's quota this client spends.
-    /// Trust result links to hosts ending in one of `suffixes` (`trusted_result_hosts`), in
-    /// place of the built-in list.
-    pub fn with_trusted_hosts(mut self, suffixes: &[String]) -> Client {
-        self.trusted_hosts = suffixes.iter().map(|h| h.to_ascii_lowercase()).collect();
+    /// Trust result links to hosts ending in one of `hosts` (`trusted_result_hosts`, made by
+    /// [`trusted_hosts`]), in place of the built-in list.
+    pub fn with_trusted_hosts(mut self, hosts: &Arc<[String]>) -> Client {
+        Arc::make_mut(&mut self.0).trusted_hosts = hosts.clone();
         self
     }
 
+    /// The tenant's quota this client spends.
     pub fn quota(&self) -> &SharedQuota {
         &self.quota
     }
@@ -174,18 +200,7 @@ impl Client {
     /// Another handle on the same tenant: same token cache, quota and HTTP client (for
     /// background work beside the collector, like the machine-context refresh).
     pub fn sibling(&self) -> Client {
-        Client {
-            http: self.http.clone(),
-            api: self.api.clone(),
-            api_origin: self.api_origin.clone(),
-            api_is_loopback: self.api_is_loopback,
-            trusted_hosts: self.trusted_hosts.clone(),
-            tenant: self.tenant.clone(),
-            auth: self.auth.clone(),
-            quota: self.quota.clone(),
-            metrics: self.metrics.clone(),
-            clock: self.clock.clone(),
-        }
+        Client(self.0.clone())
     }
 
     /// `GET /api/machines?$filter=…`, following `@odata.nextLink` on the API's host. Items
@@ -546,8 +561,18 @@ mod tests {
         // Azure Storage's DNS-zone endpoints are trusted by default (#32 item 14).
         assert!(ok(&real, "https://acct.z12.blob.storage.azure.net/c/b"));
         // A configured list replaces the built-in one.
-        let narrowed = client("https://api.securitycenter.microsoft.com")
-            .with_trusted_hosts(&[".blob.example-sovereign.cloud".to_string()]);
+        let configured = trusted_hosts(&[".blob.example-sovereign.cloud".to_string()]);
+        let narrowed =
+            client("https://api.securitycenter.microsoft.com").with_trusted_hosts(&configured);
+        // One list for every tenant's client, the built-in one and a configured one (#34).
+        assert!(Arc::ptr_eq(&real.trusted_hosts, &sim.trusted_hosts));
+        let other =
+            client("https://api.securitycenter.microsoft.com").with_trusted_hosts(&configured);
+        assert!(Arc::ptr_eq(&narrowed.trusted_hosts, &other.trusted_hosts));
+        // A sibling is a handle on the same client, not a copy of it (#34).
+        let sibling = other.sibling();
+        assert!(Arc::ptr_eq(&sibling.0, &other.0));
+        assert_eq!(size_of::<Client>(), size_of::<usize>());
         assert!(ok(
             &narrowed,
             "https://acct.BLOB.example-sovereign.cloud/c/b"

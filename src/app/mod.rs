@@ -203,6 +203,7 @@ fn prepare(
     let mut quotas = BTreeMap::new();
     let mut clocks = BTreeMap::new();
     let mut clients = Vec::new();
+    let trusted_hosts = crate::api::trusted_hosts(&config.trusted_result_hosts);
     for t in &config.tenants {
         let kept = carried(
             previous,
@@ -229,7 +230,7 @@ fn prepare(
                 tenant: t.name.clone(),
                 source,
             })?
-            .with_trusted_hosts(&config.trusted_result_hosts);
+            .with_trusted_hosts(&trusted_hosts);
         // The API's clock carries over while the tenant's API is the same (#24 item 7).
         let clock = carried(
             previous,
@@ -546,73 +547,6 @@ mod tests {
     use super::*;
     use crate::config::{Auth, MachineContext, QuotaConfig, Secret, Selectors, Tenant};
 
-    /// Every tenant has two tasks for as long as it is configured; between polls (where,
-    /// with polls spread over the interval, nearly every tenant is) they must not keep room
-    /// for the deepest poll. Measured before the fix: 11.3 KiB and 6.5 KiB a tenant.
-    // See: #11
-    #[tokio::test]
-    async fn tenant_tasks_are_small_between_polls() {
-        let url = url::Url::parse("http://127.0.0.1:9").unwrap();
-        let config = Config {
-            tenants: vec![Tenant {
-                name: "t".into(),
-                tenant_id: "tid".into(),
-                client_id: "cid".into(),
-                auth: Auth::ClientSecret(Secret::new("s")),
-                api_url: url.clone(),
-                login_url: url,
-                audience: crate::config::Cloud::Commercial.audience().to_string(),
-                selectors: Selectors::default(),
-                quota: QuotaConfig::default(),
-                machine_context: MachineContext::default(),
-            }],
-            ..Config::default()
-        };
-        let metrics = Arc::new(Metrics::new());
-        let state = Arc::new(Mutex::new(State::open(None).unwrap()));
-        let status = Arc::new(RwLock::new(BTreeMap::new()));
-        let (shared, clients, _) = prepare(&config, &metrics, state, status, None, None).unwrap();
-        let (_stop, rx) = watch::channel(false);
-        use crate::poll::collector::TenantCollector;
-        use fleet::after;
-        for (t, client) in clients {
-            let mut probe = TenantCollector::new(t.clone(), client.sibling(), shared.clone());
-            let mut refresh_probe =
-                crate::poll::machines::MachineRefresh::new(&t, client.sibling(), shared.clone());
-            let one_poll = size_of_val(&probe.poll_once());
-            let one_refresh = size_of_val(&refresh_probe.refresh_once());
-            let refresh =
-                crate::poll::machines::MachineRefresh::new(&t, client.sibling(), shared.clone());
-            let run_alone = size_of_val(
-                &TenantCollector::new(t.clone(), client.sibling(), shared.clone()).run(rx.clone()),
-            );
-            let collector = TenantCollector::new(t, client, shared.clone());
-            let poll = after(Duration::ZERO, rx.clone(), collector.run(rx.clone()));
-            let machines = after(Duration::ZERO, rx.clone(), refresh.run(rx.clone()));
-            let (poll, machines) = (size_of_val(&poll), size_of_val(&machines));
-            // Room for the collector (or refresh) itself, its timers and the select between
-            // them and shutdown: a poll (or refresh) future kept inline would not fit (in a
-            // release build it is about 10 KiB, in a debug build about 3 KiB on top of the
-            // rest).
-            let poll_room = size_of::<TenantCollector>() + 6 * 1024;
-            let machines_room = size_of::<crate::poll::machines::MachineRefresh>() + 3 * 1024;
-            assert!(
-                poll <= poll_room,
-                "collector task holds {poll} bytes (one poll: {one_poll})"
-            );
-            assert!(
-                machines <= machines_room,
-                "machine-context task holds {machines} bytes (one refresh: {one_refresh})"
-            );
-            // The delayed start holds the collector's run once, beside its own timer: an
-            // `async fn` around it held it twice (7.6 KiB, 4.1 KiB now in a debug build). #34
-            assert!(
-                poll <= run_alone + 512,
-                "collector task holds {poll} bytes, its run alone {run_alone}"
-            );
-        }
-    }
-
     /// The not-run gauges expire with the other per-machine series, in the housekeeping that
     /// runs at most once a second whichever tenant polls (each poll of every tenant used to
     /// sort every tenant's attempts). See: #11
@@ -662,7 +596,7 @@ mod tests {
                 .script_not_run_value(&labels("new"))
                 .is_some()
         );
-        assert_eq!(shared.with_state(|s| s.attempts().len()), 1);
+        assert_eq!(shared.with_state(|s| s.attempts_len()), 1);
     }
 
     /// A reload that removes a tenant takes its series out while the other tenants' polls

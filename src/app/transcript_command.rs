@@ -87,7 +87,7 @@ pub async fn run(config: &Config, req: &Request) -> Result<Printed, Error> {
             tenant: tenant.name.clone(),
             error,
         })?
-        .with_trusted_hosts(&config.trusted_result_hosts);
+        .with_trusted_hosts(&crate::api::trusted_hosts(&config.trusted_result_hosts));
     // The same quota rules as the collector: wait for room, but not for ever.
     let wait = || QuotaWait::Until(Instant::now() + config.request_timeout);
     let api = |error| Error::Api {

@@ -23,6 +23,11 @@ const EVICTED_TTL: &str = "ttl";
 /// `reason` of `mde_exporter_series_evicted_total`: the oldest beyond `max_series`.
 const EVICTED_MAX: &str = "max_series";
 
+/// A series' key, owned.
+fn owned((tenant, machine, script): (&str, &str, &str)) -> SeriesKey {
+    (tenant.into(), machine.into(), script.into())
+}
+
 fn labels((tenant, machine, script): SeriesKey) -> MachineScriptLabels {
     MachineScriptLabels {
         tenant: tenant.into(),
@@ -67,9 +72,8 @@ pub fn restore(
 ) {
     let runs: Vec<_> = lock(state)
         .last_runs()
-        .iter()
         .filter(|((tenant, _, _), _)| configured(tenant))
-        .map(|(k, v)| (k.clone(), v.clone()))
+        .map(|(k, v)| (owned(k), v.clone()))
         .collect();
     for (key, mut run) in runs {
         run.signature = run.signature.map(|s| s.redacted(policy));
@@ -84,14 +88,12 @@ pub fn restore(
 pub fn drop_unserved(m: &Metrics, state: &Mutex<State>, served: impl Fn(&str) -> bool) -> usize {
     let (runs, attempts): (Vec<SeriesKey>, Vec<SeriesKey>) = {
         let s = lock(state);
-        let unserved = |keys: &mut dyn Iterator<Item = &SeriesKey>| -> Vec<SeriesKey> {
-            keys.filter(|(tenant, _, _)| !served(tenant))
-                .cloned()
-                .collect()
-        };
         (
-            unserved(&mut s.last_runs().keys()),
-            unserved(&mut s.attempts().keys()),
+            s.last_runs()
+                .filter(|((tenant, _, _), _)| !served(tenant))
+                .map(|(k, _)| owned(k))
+                .collect(),
+            s.attempt_series(|tenant| !served(tenant)),
         )
     };
     let n = runs.len();
@@ -132,9 +134,8 @@ pub fn expire(
         let mut s = lock(state);
         let stale: std::collections::BTreeSet<_> = s
             .last_runs()
-            .iter()
-            .filter(|(k, r)| cutoff(&k.0).is_some_and(|c| r.end_time < c))
-            .map(|(k, _)| k.clone())
+            .filter(|(k, r)| cutoff(k.0).is_some_and(|c| r.end_time < c))
+            .map(|(k, _)| owned(k))
             .collect();
         s.expire(&cutoff, max).map(|removed| (stale, removed))
     };
@@ -277,6 +278,6 @@ mod tests {
             "{text}"
         );
         assert!(!text.contains("tenant=\"gone\""), "{text}");
-        assert!(lock(&state).last_runs().is_empty());
+        assert!(lock(&state).last_runs_len() == 0);
     }
 }

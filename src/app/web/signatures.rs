@@ -120,7 +120,7 @@ async fn page(
             if template.is_none() && signature != OTHER {
                 template = Some(sig.redacted(policy).template);
             }
-            listed.push((m.clone(), run.exit_code, run.end_time));
+            listed.push((m.to_string(), run.exit_code, run.end_time));
         }
         (machines, template.unwrap_or_default(), listed)
     });

@@ -93,7 +93,7 @@ async fn page(
         ));
     }
     let key = (tenant.to_string(), machine.to_string(), script.to_string());
-    let Some(run) = shared.with_state(|s| s.last_runs().get(&key).cloned()) else {
+    let Some(run) = shared.with_state(|s| s.last_run(&key).cloned()) else {
         return not_found(format!(
             "no transcript of {script:?} on {machine:?} (tenant {tenant:?}) is kept: never retrieved, or expired (no run within series_ttl) or evicted (max_series)"
         ));

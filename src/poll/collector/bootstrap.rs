@@ -36,7 +36,7 @@ impl TenantCollector {
         deadline: Instant,
     ) -> Result<Option<BootstrapListed>, PollError> {
         let mut b = match self.bootstrap.take() {
-            Some(b) => b,
+            Some(b) => *b,
             None => self.start_bootstrap(now, last_discovery),
         };
         let before = b.pages_read();
@@ -45,7 +45,7 @@ impl TenantCollector {
             Err(e @ (api::Error::Quota { .. } | api::Error::Throttled { .. })) => {
                 let (pages, actions) = (b.pages_read(), b.actions());
                 let progress = pages > before;
-                self.bootstrap = Some(b);
+                self.bootstrap = Some(Box::new(b));
                 if !progress {
                     return Err(e.into());
                 }

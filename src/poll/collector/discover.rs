@@ -530,8 +530,8 @@ impl TenantCollector {
     /// After a start: `mde_liveresponse_script_not_run` comes back from the state.
     fn restore_not_run_gauges(&self) {
         let name = &self.tenant.name;
-        let attempts = self.shared.with_state(|s| s.attempts().clone());
-        for ((t, machine, script), a) in attempts.into_iter().filter(|((t, _, _), _)| t == name) {
+        let attempts = self.shared.with_state(|s| s.attempts_of(name));
+        for ((t, machine, script), a) in attempts {
             self.shared.metrics.results.set_script_not_run(
                 &MachineScriptLabels {
                     tenant: t.into(),

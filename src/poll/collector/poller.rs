@@ -51,8 +51,9 @@ pub struct TenantCollector {
     /// `discovery::cadence`).
     pub(super) quiet_polls: u32,
     /// A first discovery cut short by quota, with the pages it read: the next poll goes on
-    /// with it instead of starting over (#32 item 4).
-    pub(super) bootstrap: Option<Bootstrap>,
+    /// with it instead of starting over (#32 item 4). Boxed: rarely there, and inline it took
+    /// its two listings' room in every tenant's task for the tenant's life (#34).
+    pub(super) bootstrap: Option<Box<Bootstrap>>,
     /// Which machine id each DNS name stands for in the `machine` label (#32 item 8).
     pub(super) names: super::names::MachineNames,
     /// The configuration in force after a reload that kept this tenant as it was (#34): taken

@@ -128,7 +128,7 @@ impl TenantCollector {
                         RunUpdate::Latest => Some(true),
                         RunUpdate::Older => self
                             .shared
-                            .with_state(|s| s.attempts().get(&series).map(|a| !a.ran)),
+                            .with_state(|s| s.attempt(&series).map(|a| !a.ran)),
                     };
                     if let Some(not_run) = shown {
                         self.shared
@@ -485,5 +485,10 @@ mod tests {
         assert!(!q.contains(&first.key));
         taken.into_iter().for_each(|p| q.put_back(p));
         assert_eq!(q.len(), 19_999);
+        // Drained, the queue holds no room for its keys (#34).
+        for p in q.take_sorted() {
+            q.settled(&p.key);
+        }
+        assert_eq!((q.len(), q.keys.capacity()), (0, 0));
     }
 }

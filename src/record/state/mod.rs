@@ -19,6 +19,7 @@ mod fixtures;
 mod identity;
 mod lock;
 mod model;
+mod packed;
 mod redb_file;
 pub mod storage;
 
@@ -34,6 +35,8 @@ pub use model::{Attempt, LastRun, ResultKey, SeriesKey, TenantIdentity, Tracked}
 pub use redb_file::{Opener, SCHEMA, reset};
 pub use storage::{Loaded, PerMachine, Storage, StoreError, Write};
 
+use packed::{Done, Pair, Series};
+
 /// What a discovery pass changes, committed in one transaction.
 #[derive(Debug, Default)]
 pub struct DiscoveryUpdate {
@@ -46,9 +49,11 @@ pub struct DiscoveryUpdate {
 
 #[derive(Debug, Default)]
 pub struct State {
-    done: HashSet<ResultKey>,
-    actions_seen: HashSet<(String, String)>,
-    last_runs: BTreeMap<SeriesKey, LastRun>,
+    /// Results done, and final actions counted, per (tenant, action id): packed, since they
+    /// grow with every result and never expire (#34).
+    done: HashSet<Done>,
+    actions_seen: HashSet<Pair>,
+    last_runs: BTreeMap<Series, LastRun>,
     /// Per tenant: when discovery last completed (Unix ms), so that after a long outage the
     /// next discovery looks back far enough to miss no finished command.
     discovered: BTreeMap<String, i64>,
@@ -58,13 +63,14 @@ pub struct State {
     reconciled: BTreeMap<String, i64>,
     /// Actions followed by id, per (tenant, action id).
     tracked: BTreeMap<(String, String), Tracked>,
-    /// RunScript commands already counted as not run.
-    not_run: HashSet<ResultKey>,
-    /// Latest attempt per series that ever had a not-run.
-    attempts: BTreeMap<SeriesKey, Attempt>,
+    /// RunScript commands already counted as not run (packed, as `done`).
+    not_run: HashSet<Done>,
+    /// Latest attempt per series that ever had a not-run (its series packed, #34).
+    attempts: BTreeMap<Series, Attempt>,
     /// Schema 3 (#20): the newest attempt that ran, per series, whether or not it had a
-    /// not-run, so that an older not-run seen after it does not win.
-    ran: BTreeMap<SeriesKey, Attempt>,
+    /// not-run, so that an older not-run seen after it does not win. Its series packed
+    /// (#34): it holds one for every script that ran on every machine.
+    ran: BTreeMap<Series, Attempt>,
     /// Script output as metrics (#21): the sets the file held when opened, until
     /// [`State::take_script_sets`] hands them over.
     script_sets: BTreeMap<SeriesKey, Vec<u8>>,
@@ -146,11 +152,19 @@ impl State {
             identities,
         } = loaded;
         self.done
-            .extend(done.into_iter().filter(|k| keep(&k.tenant)));
-        self.actions_seen
-            .extend(actions_seen.into_iter().filter(|(t, _)| keep(t)));
-        self.last_runs
-            .extend(last_runs.into_iter().filter(|(k, _)| keep(&k.0)));
+            .extend(done.iter().filter(|k| keep(&k.tenant)).map(Done::new));
+        self.actions_seen.extend(
+            actions_seen
+                .iter()
+                .filter(|(t, _)| keep(t))
+                .map(|(t, a)| Pair::new(t, a)),
+        );
+        self.last_runs.extend(
+            last_runs
+                .into_iter()
+                .filter(|(k, _)| keep(&k.0))
+                .map(|(k, r)| (Series::new(&k), r)),
+        );
         self.discovered
             .extend(discovered.into_iter().filter(|(t, _)| keep(t)));
         self.watermarks
@@ -160,10 +174,18 @@ impl State {
         self.tracked
             .extend(tracked.into_iter().filter(|((t, _), _)| keep(t)));
         self.not_run
-            .extend(not_run.into_iter().filter(|k| keep(&k.tenant)));
-        self.attempts
-            .extend(attempts.into_iter().filter(|(k, _)| keep(&k.0)));
-        self.ran.extend(ran.into_iter().filter(|(k, _)| keep(&k.0)));
+            .extend(not_run.iter().filter(|k| keep(&k.tenant)).map(Done::new));
+        self.attempts.extend(
+            attempts
+                .into_iter()
+                .filter(|(k, _)| keep(&k.0))
+                .map(|(k, a)| (Series::new(&k), a)),
+        );
+        self.ran.extend(
+            ran.into_iter()
+                .filter(|(k, _)| keep(&k.0))
+                .map(|(k, a)| (Series::new(&k), a)),
+        );
         self.script_sets
             .extend(script_sets.into_iter().filter(|(k, _)| keep(&k.0)));
         self.identities
@@ -174,16 +196,16 @@ impl State {
     /// or gave up its lease.
     pub fn forget(&mut self, tenant: &str) {
         let other = |t: &str| t != tenant;
-        self.done.retain(|k| other(&k.tenant));
-        self.actions_seen.retain(|(t, _)| other(t));
-        self.last_runs.retain(|k, _| other(&k.0));
+        self.done.retain(|k| other(k.tenant()));
+        self.actions_seen.retain(|p| other(p.tenant()));
+        self.last_runs.retain(|k, _| other(k.tenant()));
         self.discovered.retain(|t, _| other(t));
         self.watermarks.retain(|t, _| other(t));
         self.reconciled.retain(|t, _| other(t));
         self.tracked.retain(|(t, _), _| other(t));
-        self.not_run.retain(|k| other(&k.tenant));
-        self.attempts.retain(|k, _| other(&k.0));
-        self.ran.retain(|k, _| other(&k.0));
+        self.not_run.retain(|k| other(k.tenant()));
+        self.attempts.retain(|k, _| other(k.tenant()));
+        self.ran.retain(|k, _| other(k.tenant()));
         self.script_sets.retain(|k, _| other(&k.0));
         self.identities.retain(|t, _| other(t));
     }
@@ -192,16 +214,28 @@ impl State {
     /// into the cluster's database with it).
     pub fn into_loaded(self) -> Loaded {
         Loaded {
-            done: self.done,
-            actions_seen: self.actions_seen,
-            last_runs: self.last_runs,
+            done: self.done.iter().map(Done::key).collect(),
+            actions_seen: self
+                .actions_seen
+                .iter()
+                .map(|p| (p.tenant().to_string(), p.action_id().to_string()))
+                .collect(),
+            last_runs: self
+                .last_runs
+                .into_iter()
+                .map(|(k, r)| (k.key(), r))
+                .collect(),
             discovered: self.discovered,
             watermarks: self.watermarks,
             reconciled: self.reconciled,
             tracked: self.tracked,
-            not_run: self.not_run,
-            attempts: self.attempts,
-            ran: self.ran,
+            not_run: self.not_run.iter().map(Done::key).collect(),
+            attempts: self
+                .attempts
+                .into_iter()
+                .map(|(k, a)| (k.key(), a))
+                .collect(),
+            ran: self.ran.into_iter().map(|(k, a)| (k.key(), a)).collect(),
             script_sets: self.script_sets,
             identities: self.identities,
         }
@@ -254,7 +288,7 @@ impl State {
     }
 
     pub fn is_done(&self, key: &ResultKey) -> bool {
-        self.done.contains(key)
+        self.done.contains(&Done::new(key))
     }
 
     /// Mark a result counted (or given up), durably. Returns false if it already was.
@@ -281,41 +315,43 @@ impl State {
         run: Option<(SeriesKey, LastRun)>,
         set: Option<(SeriesKey, Vec<u8>)>,
     ) -> Result<Committed, StoreError> {
-        if self.done.contains(&key) {
+        let done = Done::new(&key);
+        if self.done.contains(&done) {
             return Ok(Committed::AlreadyDone);
         }
-        let newer = run.filter(|(series, run)| {
-            self.last_runs
-                .get(series)
-                .is_none_or(|existing| existing.end_time <= run.end_time)
-        });
+        let newer = run
+            .map(|(k, r)| (Series::new(&k), k, r))
+            .filter(|(series, _, run)| {
+                self.last_runs
+                    .get(series)
+                    .is_none_or(|existing| existing.end_time <= run.end_time)
+            });
         let mut writes = vec![Write::Done(&key)];
-        if let Some((series, run)) = &newer {
-            writes.push(Write::Run(series, run));
+        if let Some((_, key, run)) = &newer {
+            writes.push(Write::Run(key, run));
         }
         if let Some((series, set)) = &set {
             writes.push(Write::ScriptSet(series, set));
         }
         self.apply(&writes)?;
         let update = match newer {
-            Some((series, run)) => {
+            Some((series, _, run)) => {
                 self.last_runs.insert(series, run);
                 RunUpdate::Latest
             }
             None => RunUpdate::Older,
         };
-        self.done.insert(key);
+        self.done.insert(done);
         Ok(Committed::Done(update))
     }
 
     pub fn action_seen(&self, tenant: &str, action_id: &str) -> bool {
-        self.actions_seen
-            .contains(&(tenant.to_string(), action_id.to_string()))
+        self.actions_seen.contains(&Pair::new(tenant, action_id))
     }
 
     /// Mark a final action counted, durably. Returns false if it already was.
     pub fn mark_action_seen(&mut self, tenant: &str, action_id: &str) -> Result<bool, StoreError> {
-        let pair = (tenant.to_string(), action_id.to_string());
+        let pair = Pair::new(tenant, action_id);
         if self.actions_seen.contains(&pair) {
             return Ok(false);
         }
@@ -411,7 +447,7 @@ impl State {
     }
 
     pub fn is_not_run_done(&self, key: &ResultKey) -> bool {
-        self.not_run.contains(key)
+        self.not_run.contains(&Done::new(key))
     }
 
     /// Mark a RunScript command counted as not run and offer its attempt as the latest of its
@@ -419,7 +455,7 @@ impl State {
     /// [`State::commit_result`]). `None`: it already was; else whether the attempt is now the
     /// latest of its series. The latest is the newest of the attempt already known, this one
     /// and the newest run remembered for the series: a run seen before this older not-run
-    /// still wins (see [`State::offer_ran`]), so [`State::attempts`] is right whatever the
+    /// still wins (see [`State::offer_ran`]), so [`State::attempt`] is right whatever the
     /// order the attempts came in. See: #20
     pub fn commit_not_run(
         &mut self,
@@ -427,11 +463,13 @@ impl State {
         series: SeriesKey,
         attempt: Attempt,
     ) -> Result<Option<RunUpdate>, StoreError> {
-        if self.not_run.contains(&key) {
+        let done = Done::new(&key);
+        if self.not_run.contains(&done) {
             return Ok(None);
         }
-        let mut latest = self.attempts.get(&series).cloned();
-        for candidate in [Some(&attempt), self.ran.get(&series)]
+        let packed = Series::new(&series);
+        let mut latest = self.attempts.get(&packed).cloned();
+        for candidate in [Some(&attempt), self.ran.get(&packed)]
             .into_iter()
             .flatten()
         {
@@ -441,20 +479,20 @@ impl State {
         }
         let changed = latest
             .as_ref()
-            .filter(|l| self.attempts.get(&series) != Some(l));
+            .filter(|l| self.attempts.get(&packed) != Some(l));
         let mut writes = vec![Write::NotRun(&key)];
         if let Some(a) = changed {
             writes.push(Write::Attempt(&series, a));
         }
         self.apply(&writes)?;
-        self.not_run.insert(key);
+        self.not_run.insert(done);
         let update = if latest.as_ref() == Some(&attempt) {
             RunUpdate::Latest
         } else {
             RunUpdate::Older
         };
         if let Some(l) = latest {
-            self.attempts.insert(series, l);
+            self.attempts.insert(packed, l);
         }
         Ok(Some(update))
     }
@@ -466,10 +504,11 @@ impl State {
     /// to machines that had a problem). Returns whether the latest attempt changed; both are
     /// written in one transaction, and nothing when neither changes.
     pub fn offer_ran(&mut self, series: SeriesKey, attempt: Attempt) -> Result<bool, StoreError> {
-        let remember = is_newer(&attempt, self.ran.get(&series));
-        let take = self.attempts.contains_key(&series)
-            && self.is_newer_attempt(&series, &attempt)
-            && self.attempts.get(&series) != Some(&attempt);
+        let packed = Series::new(&series);
+        let remember = is_newer(&attempt, self.ran.get(&packed));
+        let take = self.attempts.contains_key(&packed)
+            && is_newer(&attempt, self.attempts.get(&packed))
+            && self.attempts.get(&packed) != Some(&attempt);
         if !remember && !take {
             return Ok(false);
         }
@@ -481,21 +520,41 @@ impl State {
             writes.push(Write::Attempt(&series, &attempt));
         }
         self.apply(&writes)?;
-        if remember {
-            self.ran.insert(series.clone(), attempt.clone());
-        }
         if take {
-            self.attempts.insert(series, attempt);
+            self.attempts.insert(packed.clone(), attempt.clone());
+        }
+        if remember {
+            self.ran.insert(packed, attempt);
         }
         Ok(take)
     }
 
-    fn is_newer_attempt(&self, series: &SeriesKey, attempt: &Attempt) -> bool {
-        is_newer(attempt, self.attempts.get(series))
+    /// The latest attempt of `series`, if it ever had a not-run.
+    pub fn attempt(&self, series: &SeriesKey) -> Option<&Attempt> {
+        self.attempts.get(&Series::new(series))
     }
 
-    pub fn attempts(&self) -> &BTreeMap<SeriesKey, Attempt> {
-        &self.attempts
+    /// The series with a latest attempt, and it, of `tenant`.
+    pub fn attempts_of(&self, tenant: &str) -> Vec<(SeriesKey, Attempt)> {
+        self.attempts
+            .iter()
+            .filter(|(k, _)| k.tenant() == tenant)
+            .map(|(k, a)| (k.key(), a.clone()))
+            .collect()
+    }
+
+    /// The series with a latest attempt whose tenant `pick` accepts.
+    pub fn attempt_series(&self, pick: impl Fn(&str) -> bool) -> Vec<SeriesKey> {
+        self.attempts
+            .keys()
+            .filter(|k| pick(k.tenant()))
+            .map(Series::key)
+            .collect()
+    }
+
+    /// How many series have a latest attempt.
+    pub fn attempts_len(&self) -> usize {
+        self.attempts.len()
     }
 
     /// Drop attempts older than their tenant's `cutoff`, then the oldest beyond `max`;
@@ -505,15 +564,19 @@ impl State {
         cutoff: Cutoff<'_>,
         max: usize,
     ) -> Result<Vec<SeriesKey>, StoreError> {
-        let removed = expired(self.attempts.iter().map(|(k, a)| (a.at, k)), cutoff, max);
+        let attempts = self.attempts.iter().map(|(k, a)| (a.at, k));
+        let gone = expired(attempts, Series::tenant, cutoff, max);
+        let removed: Vec<SeriesKey> = gone.iter().map(Series::key).collect();
         self.remove(PerMachine::Attempts, &removed)?;
         // The runs remembered for the order of attempts go with the same TTL and cap.
-        let old_runs = expired(self.ran.iter().map(|(k, a)| (a.at, k)), cutoff, max);
-        self.remove(PerMachine::Ran, &old_runs)?;
+        let ran = self.ran.iter().map(|(k, a)| (a.at, k));
+        let old_runs = expired(ran, Series::tenant, cutoff, max);
+        let keys: Vec<SeriesKey> = old_runs.iter().map(Series::key).collect();
+        self.remove(PerMachine::Ran, &keys)?;
         for k in &old_runs {
             self.ran.remove(k);
         }
-        for k in &removed {
+        for k in &gone {
             self.attempts.remove(k);
         }
         Ok(removed)
@@ -546,7 +609,7 @@ impl State {
         &mut self,
         policy: &crate::config::Redaction,
     ) -> Result<usize, StoreError> {
-        let changed: Vec<(SeriesKey, LastRun)> = self
+        let changed: Vec<(Series, LastRun)> = self
             .last_runs
             .iter()
             .filter_map(|(k, run)| {
@@ -559,7 +622,12 @@ impl State {
                 })
             })
             .collect();
-        let writes: Vec<Write<'_>> = changed.iter().map(|(k, r)| Write::Run(k, r)).collect();
+        let keys: Vec<SeriesKey> = changed.iter().map(|(k, _)| k.key()).collect();
+        let writes: Vec<Write<'_>> = keys
+            .iter()
+            .zip(&changed)
+            .map(|(k, (_, r))| Write::Run(k, r))
+            .collect();
         self.apply(&writes)?;
         let n = changed.len();
         for (k, r) in changed {
@@ -568,20 +636,29 @@ impl State {
         Ok(n)
     }
 
-    pub fn last_runs(&self) -> &BTreeMap<SeriesKey, LastRun> {
-        &self.last_runs
+    /// Every series' latest run, in the order of their keys: (tenant, machine, script).
+    pub fn last_runs(&self) -> impl Iterator<Item = ((&str, &str, &str), &LastRun)> {
+        self.last_runs.iter().map(|(k, r)| (k.parts(), r))
+    }
+
+    /// The latest run of `series`.
+    pub fn last_run(&self, series: &SeriesKey) -> Option<&LastRun> {
+        self.last_runs.get(&Series::new(series))
+    }
+
+    /// How many series have a latest run.
+    pub fn last_runs_len(&self) -> usize {
+        self.last_runs.len()
     }
 
     /// Drop series whose run ended before their tenant's `cutoff`, then the oldest beyond
     /// `max`. Returns the keys removed so the gauges can be removed too.
     pub fn expire(&mut self, cutoff: Cutoff<'_>, max: usize) -> Result<Vec<SeriesKey>, StoreError> {
-        let removed = expired(
-            self.last_runs.iter().map(|(k, r)| (r.end_time, k)),
-            cutoff,
-            max,
-        );
+        let runs = self.last_runs.iter().map(|(k, r)| (r.end_time, k));
+        let gone = expired(runs, Series::tenant, cutoff, max);
+        let removed: Vec<SeriesKey> = gone.iter().map(Series::key).collect();
         self.remove(PerMachine::Runs, &removed)?;
-        for k in &removed {
+        for k in &gone {
             self.last_runs.remove(k);
         }
         Ok(removed)
@@ -601,18 +678,19 @@ pub type Cutoff<'a> = &'a dyn Fn(&str) -> Option<DateTime<Utc>>;
 
 /// Which per-machine entries expire: every one older than its tenant's `cutoff`, and the
 /// oldest beyond `max`.
-fn expired<'a>(
-    entries: impl Iterator<Item = (DateTime<Utc>, &'a SeriesKey)>,
+fn expired<'a, K: Ord + Clone + 'a>(
+    entries: impl Iterator<Item = (DateTime<Utc>, &'a K)>,
+    tenant: impl Fn(&K) -> &str,
     cutoff: Cutoff<'_>,
     max: usize,
-) -> Vec<SeriesKey> {
-    let mut by_age: Vec<(DateTime<Utc>, &SeriesKey)> = entries.collect();
+) -> Vec<K> {
+    let mut by_age: Vec<(DateTime<Utc>, &K)> = entries.collect();
     by_age.sort();
     let over = by_age.len().saturating_sub(max);
     by_age
         .into_iter()
         .enumerate()
-        .filter(|(i, (at, k))| *i < over || cutoff(&k.0).is_some_and(|c| *at < c))
+        .filter(|(i, (at, k))| *i < over || cutoff(tenant(k)).is_some_and(|c| *at < c))
         .map(|(_, (_, k))| k.clone())
         .collect()
 }

@@ -75,7 +75,7 @@ fn offer(s: &mut State, i: usize, (machine, secs, ran): (usize, i64, bool)) {
 /// What the state says the gauge shows per machine.
 fn shown(s: &State) -> Vec<Option<bool>> {
     (0..3)
-        .map(|m| s.attempts().get(&series(m)).map(|a| !a.ran))
+        .map(|m| s.attempt(&series(m)).map(|a| !a.ran))
         .collect()
 }
 

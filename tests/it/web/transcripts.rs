@@ -309,8 +309,7 @@ async fn a_stricter_policy_reaches_the_kept_transcripts_and_the_state_file() {
     let state = State::open(Some(&state_path)).unwrap();
     let texts: usize = state
         .last_runs()
-        .values()
-        .filter_map(|r| r.excerpt.as_ref())
+        .filter_map(|(_, r)| r.excerpt.as_ref())
         .map(|e| usize::from(e.output.is_some()) + usize::from(e.errors.is_some()))
         .sum();
     assert_eq!(

@@ -14,7 +14,8 @@
 //! Calls `GET /api/machines` under its own quota endpoint (`list_machines`) without waiting
 //! for room: when the budget is spent it tries at the next check. Never runs on a scrape.
 //! Does not own the per-machine script series (`series`, `state`) nor their index by machine
-//! (`metrics`) nor the HTTP call (`api`).
+//! (`metrics`) nor the HTTP call (`api`); the machines watched and their spellings are kept
+//! by [`watched`].
 //! As the tenant's one background task besides the collector, it also copies the token's
 //! missing permissions into the tenant status (status page, `/-/ready`).
 
@@ -27,8 +28,12 @@ use tokio::time::Instant;
 use crate::api::model::Machine;
 use crate::api::{Client, QuotaWait};
 use crate::config::{MachineContext, Tenant};
-use crate::metrics::{MachineInfoLabels, MachineTagLabels, Metrics};
+use crate::metrics::{MachineInfoLabels, MachineTagLabels};
 use crate::shared::Shared;
+
+mod watched;
+
+use watched::Watched;
 
 /// Longest URL-encoded `$filter` per request; with the host and path the URL stays well
 /// under the 2,048 characters that proxies and gateways commonly accept.
@@ -124,72 +129,12 @@ fn select_tags<'a>(
     (kept, dropped)
 }
 
-/// What is exposed for one machine.
+/// What is exposed for one machine: its label sets, whose values the families hold too
+/// (shared `LabelValue`s), so keeping them costs their pointers.
 #[derive(Debug, Clone, PartialEq)]
 struct Exposed {
     info: MachineInfoLabels,
     tags: Vec<MachineTagLabels>,
-}
-
-/// The machines of a tenant with per-machine script series, by name without case (as the
-/// refresh asks the API) to the names the series spell; kept from what changed since the
-/// last check (`ResultMetrics::take_changed_script_machines`), so that a check costs what changed:
-/// it used to collect every series of the tenant from the state at each poll interval. (#24)
-#[derive(Debug, Default)]
-struct Watched {
-    by_key: BTreeMap<String, BTreeSet<String>>,
-    synced: bool,
-    /// Machines looked at so far (what the unit test counts).
-    work: u64,
-}
-
-/// What changed in [`Watched`] at one check (lower-case names).
-#[derive(Debug, Default, PartialEq)]
-struct Changes {
-    appeared: Vec<String>,
-    gone: Vec<String>,
-}
-
-impl Watched {
-    /// Catch up with the per-machine series of `tenant`: all of them the first time, then
-    /// only the machines that got their first series or lost their last one.
-    fn update(&mut self, metrics: &Metrics, tenant: &str) -> Changes {
-        let mut changes = Changes::default();
-        let changed: Vec<(String, bool)> = if self.synced {
-            metrics.results.take_changed_script_machines(tenant)
-        } else {
-            self.synced = true;
-            metrics
-                .results
-                .script_machines(tenant)
-                .into_iter()
-                .map(|m| (m, true))
-                .collect()
-        };
-        for (name, present) in changed {
-            self.work += 1;
-            let key = name.to_lowercase();
-            if present {
-                let names = self.by_key.entry(key.clone()).or_default();
-                if names.is_empty() {
-                    changes.appeared.push(key);
-                }
-                names.insert(name);
-            } else if let Some(names) = self.by_key.get_mut(&key) {
-                names.remove(&name);
-                if names.is_empty() {
-                    self.by_key.remove(&key);
-                    changes.gone.push(key);
-                }
-            }
-        }
-        changes
-    }
-
-    /// The name the series spell for `key` (of several spellings, the first).
-    fn name(&self, key: &str) -> Option<&String> {
-        self.by_key.get(key).and_then(|names| names.first())
-    }
 }
 
 /// The machine-context refresh of one tenant.
@@ -255,26 +200,35 @@ impl MachineRefresh {
     /// Check every poll interval until shutdown; then the refresh is given back (see
     /// [`Self::retire`]). A configuration put in force meanwhile (`following`) is taken
     /// between two checks.
-    pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) -> Self {
-        let mut ticks = tokio::time::interval(self.shared.settings.poll_interval);
-        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = ticks.tick() => {}
-                _ = shutdown.changed() => return self,
-                _ = crate::shared::next_shared(&mut self.feed) => {
-                    self.follow();
-                    continue;
+    ///
+    /// An `async` block, not an `async fn`, so that the task holds the refresh once (see
+    /// `TenantCollector::run`). See: #34
+    #[allow(clippy::manual_async_fn)]
+    pub fn run(
+        mut self,
+        mut shutdown: watch::Receiver<bool>,
+    ) -> impl std::future::Future<Output = Self> {
+        async move {
+            let mut ticks = tokio::time::interval(self.shared.settings.poll_interval);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = ticks.tick() => {}
+                    _ = shutdown.changed() => return self,
+                    _ = crate::shared::next_shared(&mut self.feed) => {
+                        self.follow();
+                        continue;
+                    }
                 }
-            }
-            // Boxed while it runs, so the task is small between refreshes (see
-            // `TenantCollector::run`). See: #11
-            tokio::select! {
-                _ = Box::pin(self.refresh_once()) => {}
-                _ = shutdown.changed() => return self,
-            }
-            if *shutdown.borrow() {
-                return self;
+                // Boxed while it runs, so the task is small between refreshes (see
+                // `TenantCollector::run`). See: #11
+                tokio::select! {
+                    _ = Box::pin(self.refresh_once()) => {}
+                    _ = shutdown.changed() => return self,
+                }
+                if *shutdown.borrow() {
+                    return self;
+                }
             }
         }
     }
@@ -337,7 +291,7 @@ impl MachineRefresh {
     /// Expose what the API said about `asked` (lower-case names).
     fn apply(&mut self, asked: &[String], found: &[Machine]) {
         // Tags count against max_series after the per-machine script series (#24).
-        let scripts = self.shared.with_state(|s| s.last_runs().len());
+        let scripts = self.shared.with_state(|s| s.last_runs_len());
         let max_series = self.shared.settings.max_series;
         let mut dropped = Dropped::default();
         for key in asked {
@@ -522,63 +476,6 @@ mod tests {
         let (kept, dropped) = select_tags(&tags, &MachineContext::default(), 5);
         assert!(kept.is_empty());
         assert_eq!(dropped.total(), 0);
-    }
-
-    /// See: #24 item 10. A check costs the machines that appeared or went, not every series
-    /// of the tenant (before, each check collected all of them from the state, at every poll
-    /// interval), and never another tenant's.
-    #[test]
-    fn a_check_costs_what_changed() {
-        use crate::metrics::{MachineScriptLabels, ScriptSeries};
-        let m = Metrics::new();
-        let labels = |tenant: &str, machine: &str, script: &str| MachineScriptLabels {
-            tenant: tenant.into(),
-            machine: machine.into(),
-            script: script.into(),
-        };
-        let run = ScriptSeries {
-            exit_code: 0,
-            errors_present: false,
-            end_time: 1.0,
-        };
-        for i in 0..1000 {
-            for script in ["a.ps1", "b.ps1", "c.ps1"] {
-                m.results
-                    .set_script_series(&labels("t", &format!("ws-{i}"), script), run);
-                m.results
-                    .set_script_series(&labels("other", &format!("ws-{i}"), script), run);
-            }
-        }
-        let mut w = Watched::default();
-        let first = w.update(&m, "t");
-        // The first check: one look per machine, not per series, and only this tenant's.
-        assert_eq!((first.appeared.len(), w.work), (1000, 1000));
-        // Nothing changed: nothing to look at.
-        assert_eq!(w.update(&m, "t"), Changes::default());
-        assert_eq!(w.work, 1000);
-        // A new run on a known machine changes nothing; a new machine and one that lost its
-        // last series are the two looks of the next check.
-        m.results
-            .set_script_series(&labels("t", "ws-1", "a.ps1"), run);
-        m.results
-            .set_script_series(&labels("t", "WS-NEW", "a.ps1"), run);
-        for script in ["a.ps1", "b.ps1", "c.ps1"] {
-            m.results
-                .evict_script_series(&labels("t", "ws-7", script), "ttl");
-        }
-        m.results
-            .evict_script_series(&labels("t", "ws-8", "a.ps1"), "ttl");
-        let next = w.update(&m, "t");
-        assert_eq!(
-            next,
-            Changes {
-                appeared: vec!["ws-new".into()],
-                gone: vec!["ws-7".into()],
-            }
-        );
-        assert_eq!(w.work, 1002);
-        assert_eq!(w.name("ws-new").map(String::as_str), Some("WS-NEW"));
-        assert!(w.name("ws-8").is_some(), "ws-8 keeps two scripts");
     }
 
     #[test]
