@@ -443,18 +443,9 @@ mod tests {
     use tokio::time::Instant;
 
     fn test_tenant(name: &str, quota: crate::config::QuotaConfig) -> Tenant {
-        let api = Url::parse("http://127.0.0.1:9").unwrap();
         Tenant {
-            name: name.into(),
-            tenant_id: "tid".into(),
-            client_id: "cid".into(),
-            auth: crate::config::Auth::ClientSecret(crate::config::Secret::new("s")),
-            api_url: api.clone(),
-            login_url: api,
-            audience: "a".into(),
-            selectors: Default::default(),
             quota,
-            machine_context: Default::default(),
+            ..crate::config::fixtures::tenant(name)
         }
     }
 

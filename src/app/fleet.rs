@@ -196,7 +196,6 @@ pub(super) fn after<F: std::future::Future>(
 mod tests {
     use super::*;
     use crate::config::fixtures::parse;
-    use crate::config::{Auth, MachineContext, QuotaConfig, Secret, Selectors};
     use crate::metrics::Metrics;
     use crate::record::state::State;
     use std::sync::{Mutex, RwLock};
@@ -207,20 +206,8 @@ mod tests {
     // See: #11
     #[tokio::test]
     async fn tenant_tasks_are_small_between_polls() {
-        let url = url::Url::parse("http://127.0.0.1:9").unwrap();
         let config = Config {
-            tenants: vec![Tenant {
-                name: "t".into(),
-                tenant_id: "tid".into(),
-                client_id: "cid".into(),
-                auth: Auth::ClientSecret(Secret::new("s")),
-                api_url: url.clone(),
-                login_url: url,
-                audience: crate::config::Cloud::Commercial.audience().to_string(),
-                selectors: Selectors::default(),
-                quota: QuotaConfig::default(),
-                machine_context: MachineContext::default(),
-            }],
+            tenants: vec![crate::config::fixtures::tenant("t")],
             ..Config::default()
         };
         let metrics = Arc::new(Metrics::new());

@@ -545,7 +545,6 @@ fn serve_on_own_thread(
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
-    use crate::config::{Auth, MachineContext, QuotaConfig, Secret, Selectors, Tenant};
 
     /// The not-run gauges expire with the other per-machine series, in the housekeeping that
     /// runs at most once a second whichever tenant polls (each poll of every tenant used to
@@ -605,20 +604,8 @@ mod tests {
     /// did the same for the tenants it no longer owns). It refreshes, never creates. See: #32
     #[tokio::test]
     async fn housekeeping_brings_back_no_series_of_a_forgotten_tenant() {
-        let url = url::Url::parse("http://127.0.0.1:9").unwrap();
         let config = Config {
-            tenants: vec![Tenant {
-                name: "gone".into(),
-                tenant_id: "tid".into(),
-                client_id: "cid".into(),
-                auth: Auth::ClientSecret(Secret::new("s")),
-                api_url: url.clone(),
-                login_url: url,
-                audience: crate::config::Cloud::Commercial.audience().to_string(),
-                selectors: Selectors::default(),
-                quota: QuotaConfig::default(),
-                machine_context: MachineContext::default(),
-            }],
+            tenants: vec![crate::config::fixtures::tenant("gone")],
             ..Config::default()
         };
         let metrics = Arc::new(Metrics::new());

@@ -1,11 +1,11 @@
 //! Test fixtures of the config sections' unit tests: a good file, an environment and a
-//! table runner for bad files.
+//! table runner for bad files; and one tenant as the other modules' unit tests build it.
 //!
 //! Owns nothing of the exporter; compiled only for tests.
 
 use std::path::Path;
 
-use super::{Config, Error};
+use super::{Auth, Config, Error, Secret, Tenant};
 
 /// `MDE_SECRET` is the only variable set.
 pub fn env(name: &str) -> Option<String> {
@@ -38,5 +38,23 @@ pub fn assert_errors<S: AsRef<str>>(cases: &[(S, &str)]) {
             Ok(_) => panic!("accepted, expected {want:?}:\n{text}"),
             Err(e) => assert_eq!(e.to_string(), *want, "{text}"),
         }
+    }
+}
+
+/// A tenant `name` with a client secret whose API and sign-in are a closed loopback port.
+#[allow(clippy::unwrap_used)]
+pub fn tenant(name: &str) -> Tenant {
+    let url = url::Url::parse("http://127.0.0.1:9").unwrap();
+    Tenant {
+        name: name.into(),
+        tenant_id: "tid".into(),
+        client_id: "cid".into(),
+        auth: Auth::ClientSecret(Secret::new("s")),
+        api_url: url.clone(),
+        login_url: url,
+        audience: super::Cloud::Commercial.audience().to_string(),
+        selectors: Default::default(),
+        quota: Default::default(),
+        machine_context: Default::default(),
     }
 }
