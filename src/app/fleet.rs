@@ -196,9 +196,6 @@ pub(super) fn after<F: std::future::Future>(
 mod tests {
     use super::*;
     use crate::config::fixtures::parse;
-    use crate::metrics::Metrics;
-    use crate::record::state::State;
-    use std::sync::{Mutex, RwLock};
 
     /// Every tenant has two tasks for as long as it is configured; between polls (where,
     /// with polls spread over the interval, nearly every tenant is) they must not keep room
@@ -210,11 +207,7 @@ mod tests {
             tenants: vec![crate::config::fixtures::tenant("t")],
             ..Config::default()
         };
-        let metrics = Arc::new(Metrics::new());
-        let state = Arc::new(Mutex::new(State::open(None).unwrap()));
-        let status = Arc::new(RwLock::new(BTreeMap::new()));
-        let (shared, clients, _) =
-            super::super::prepare(&config, &metrics, state, status, None, None).unwrap();
+        let (_metrics, shared, clients) = super::super::prepared(&config);
         let (_stop, rx) = watch::channel(false);
         for (t, client) in clients {
             let mut probe = TenantCollector::new(t.clone(), client.sibling(), shared.clone());

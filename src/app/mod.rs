@@ -541,6 +541,18 @@ fn serve_on_own_thread(
     }))
 }
 
+/// The tenants of `config` prepared as a start prepares them, with the state in memory: for
+/// the unit tests of `app` and `fleet`.
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+fn prepared(config: &Config) -> (Arc<Metrics>, Arc<Shared>, fleet::TenantClients) {
+    let metrics = Arc::new(Metrics::new());
+    let state = Arc::new(Mutex::new(State::open(None).unwrap()));
+    let status = Arc::new(RwLock::new(BTreeMap::new()));
+    let (shared, clients, _) = prepare(config, &metrics, state, status, None, None).unwrap();
+    (metrics, shared, clients)
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
@@ -555,10 +567,7 @@ mod tests {
             series_ttl: Duration::from_secs(3600),
             ..Config::default()
         };
-        let metrics = Arc::new(Metrics::new());
-        let state = Arc::new(Mutex::new(State::open(None).unwrap()));
-        let status = Arc::new(RwLock::new(BTreeMap::new()));
-        let (shared, _, _) = prepare(&config, &metrics, state, status, None, None).unwrap();
+        let (metrics, shared, _) = prepared(&config);
         let now = chrono::Utc::now();
         let labels = |machine: &str| crate::metrics::MachineScriptLabels {
             tenant: "t".into(),
@@ -608,10 +617,7 @@ mod tests {
             tenants: vec![crate::config::fixtures::tenant("gone")],
             ..Config::default()
         };
-        let metrics = Arc::new(Metrics::new());
-        let state = Arc::new(Mutex::new(State::open(None).unwrap()));
-        let status = Arc::new(RwLock::new(BTreeMap::new()));
-        let (shared, _, _) = prepare(&config, &metrics, state, status, None, None).unwrap();
+        let (metrics, shared, _) = prepared(&config);
         let shown = |m: &Metrics| {
             m.encode(false)
                 .unwrap()
