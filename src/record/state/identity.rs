@@ -42,10 +42,8 @@ impl State {
         };
         let changed = matches!(check, IdentityCheck::Changed { .. });
         let tracked: Vec<String> = if changed {
-            self.tracked
-                .keys()
-                .filter(|(t, _)| t == tenant)
-                .map(|(_, id)| id.clone())
+            self.tracked_of(tenant)
+                .map(|((_, id), _)| id.clone())
                 .collect()
         } else {
             Vec::new()

@@ -84,3 +84,64 @@ fn attempts_expire_like_the_other_series() {
     assert_eq!(removed, vec![series("b")]);
     assert!(s.is_not_run_done(&rkey("a", 0)), "still counted once");
 }
+
+/// See: #34. A tenant's followed actions and latest attempts are found by their place in the
+/// order, not by a scan of every tenant's: only that tenant's, whatever the other names (one
+/// the prefix of another, one sorting before or after).
+#[test]
+fn a_tenants_entries_are_its_own_whatever_the_other_names() {
+    let mut s = State::default();
+    let at = Utc.timestamp_opt(1_000, 0).unwrap();
+    for t in ["t", "", "tw", "s", "t\u{0}", "u"] {
+        s.commit_discovery(DiscoveryUpdate {
+            tenant: t.into(),
+            upsert: vec![
+                (
+                    format!("{t}-b"),
+                    Tracked {
+                        created: at,
+                        status: "Pending".into(),
+                    },
+                ),
+                (
+                    String::new(),
+                    Tracked {
+                        created: at,
+                        status: "InProgress".into(),
+                    },
+                ),
+            ],
+            remove: vec![],
+            watermark: None,
+            reconciled: None,
+        })
+        .unwrap();
+        for (i, m) in ["", "ws-1"].iter().enumerate() {
+            let series = (t.to_string(), (*m).to_string(), "a.ps1".to_string());
+            s.commit_not_run(
+                ResultKey {
+                    tenant: t.into(),
+                    action_id: format!("{t}-{i}"),
+                    index: 0,
+                },
+                series,
+                Attempt {
+                    at,
+                    ran: false,
+                    action_id: format!("{t}-{i}"),
+                },
+            )
+            .unwrap();
+        }
+    }
+    for t in ["t", "", "tw", "s", "t\u{0}", "u"] {
+        let mut ids: Vec<String> = s.tracked(t).into_iter().map(|(id, _)| id).collect();
+        ids.sort();
+        assert_eq!(ids, vec![String::new(), format!("{t}-b")], "tenant {t:?}");
+        let attempts = s.attempts_of(t);
+        assert_eq!(attempts.len(), 2, "tenant {t:?}");
+        assert!(attempts.iter().all(|((tenant, _, _), _)| tenant == t));
+    }
+    assert!(s.tracked("v").is_empty() && s.attempts_of("v").is_empty());
+    assert!(s.tracked("tv").is_empty() && s.attempts_of("tv").is_empty());
+}
