@@ -227,10 +227,10 @@ impl FederatedToken {
         }
         crate::config::sign_in_file::check_size(meta.len()).map_err(cannot)?;
         let bytes = crate::config::sign_in_file::read(file).map_err(cannot)?;
-        let text = String::from_utf8(bytes).map_err(|_| {
+        let text = crate::config::text::decode(&bytes).map_err(|e| {
             cannot(std::io::Error::new(
                 std::io::ErrorKind::InvalidData,
-                "stream did not contain valid UTF-8",
+                e.to_string(),
             ))
         })?;
         let text = text.trim();

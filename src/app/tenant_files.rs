@@ -168,12 +168,20 @@ impl TenantFiles {
             if !force && loaded.digest == Some(d) && loaded.error.is_none() {
                 continue;
             }
-            let text = String::from_utf8_lossy(&bytes);
-            let read = inner
-                .base
-                .tenant_files
-                .read(&path, &text, &process_env)
-                .and_then(|t| unclaimed(&self.path, &claimed, &inner.files, i, t, &text));
+            let read = crate::config::text::decode(&bytes)
+                .map_err(|e| FileError {
+                    file: path.clone(),
+                    line: e.line,
+                    key: String::new(),
+                    message: e.message,
+                })
+                .and_then(|text| {
+                    inner
+                        .base
+                        .tenant_files
+                        .read(&path, text, &process_env)
+                        .and_then(|t| unclaimed(&self.path, &claimed, &inner.files, i, t, text))
+                });
             let loaded = &mut inner.files[i].1;
             loaded.digest = Some(d);
             match read {
@@ -369,14 +377,14 @@ mod tests {
     use super::*;
 
     /// A directory with `config.yml` (one tenant of its own, `own`, and the defaults) naming
-    /// the tenant files `*.yml` under `customers/`.
+    /// the tenant files `*.yml` and `*.json` under `customers/`.
     fn setup() -> (tempfile::TempDir, PathBuf, Arc<TenantFiles>) {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join("customers")).unwrap();
         let cfg = dir.path().join("config.yml");
         std::fs::write(
             &cfg,
-            "tenant_defaults:\n  client_id: app\n  client_secret: s\ntenants:\n  - name: own\n    tenant_id: t0\ntenant_files:\n  - files: [customers/*.yml]\n    refresh_interval: 1s\n",
+            "tenant_defaults:\n  client_id: app\n  client_secret: s\ntenants:\n  - name: own\n    tenant_id: t0\ntenant_files:\n  - files: [customers/*.yml, customers/*.json]\n    refresh_interval: 1s\n",
         )
         .unwrap();
         let files = TenantFiles::new(&cfg, Config::load(&cfg).unwrap(), None);
@@ -441,6 +449,50 @@ mod tests {
         assert!(files.refresh(false));
         assert_eq!(names(&files), ["own", "u"]);
         assert_eq!(files.status().files.len(), 1);
+    }
+
+    /// See: #34. A file saved with a byte order mark (Notepad, `Out-File -Encoding utf8`) is
+    /// read; one saved as UTF-16 or with bytes that are not UTF-8 is refused like any invalid
+    /// file, saying why and where, its last good tenants kept: never a tenant named with
+    /// U+FFFD.
+    #[test]
+    fn files_saved_by_windows_tools_are_read_or_refused_by_name() {
+        let (dir, _, files) = setup();
+        let bytes = |file: &str, b: &[u8]| {
+            std::fs::write(dir.path().join("customers").join(file), b).unwrap()
+        };
+        bytes(
+            "eu.json",
+            b"\xEF\xBB\xBF[{\"name\": \"a\", \"tenant_id\": \"t1\"}]",
+        );
+        bytes("us.yml", b"\xEF\xBB\xBF- name: u\n  tenant_id: t9\n");
+        assert!(files.refresh(false));
+        assert_eq!(names(&files), ["own", "u", "a"]);
+        bytes(
+            "us.yml",
+            b"- name: u\n  tenant_id: t9\n- name: v\xFF\n  tenant_id: t8\n",
+        );
+        bytes("eu.json", b"\xFF\xFE[\x00{\x00");
+        assert!(!files.refresh(false));
+        assert_eq!(names(&files), ["own", "u", "a"]);
+        let status = files.status();
+        let (us, eu) = (&status.files[0], &status.files[1]);
+        assert_eq!(
+            eu.error.as_deref().unwrap(),
+            format!(
+                "tenant file {}: UTF-16 text (the file begins with a UTF-16 byte order mark, as \
+                 Windows PowerShell 5.1's `>` and `Out-File` write): save it as UTF-8",
+                dir.path().join("customers/eu.json").display()
+            )
+        );
+        assert_eq!(
+            us.error.as_deref().unwrap(),
+            format!(
+                "tenant file {}: line 3: not UTF-8 text: byte 0xFF at column 10",
+                dir.path().join("customers/us.yml").display()
+            )
+        );
+        assert_eq!((eu.tenants, us.tenants), (1, 1));
     }
 
     /// See: #34. A name served from elsewhere refuses the file that brings it second, naming

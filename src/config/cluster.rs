@@ -227,7 +227,13 @@ impl RawCluster {
                         format!("cannot read {}: {e}", path.display()),
                     )
                 })?;
-                String::from_utf8_lossy(&bytes)
+                super::text::decode(&bytes)
+                    .map_err(|e| {
+                        Invalid::new(
+                            "postgres_url_file",
+                            format!("cannot read {}: {e}", path.display()),
+                        )
+                    })?
                     .trim_end_matches(['\r', '\n'])
                     .to_string()
             }

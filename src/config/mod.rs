@@ -51,6 +51,7 @@ pub mod shard;
 pub mod sign_in_file;
 mod tenant;
 pub mod tenant_files;
+pub mod text;
 
 pub use self::auth::{Auth, AuthMethod, IMDS_TOKEN_URL, PasswordFileError, Pkcs12Password, Secret};
 pub use self::cloud::{Cloud, Region};
@@ -371,11 +372,15 @@ fn default_failure_signatures_top_k() -> usize {
 impl Config {
     /// Read, expand and validate a config file.
     pub fn load(path: &Path) -> Result<Config, Error> {
-        let text = std::fs::read_to_string(path).map_err(|source| Error::Read {
+        let bytes = std::fs::read(path).map_err(|source| Error::Read {
             path: path.to_path_buf(),
             source,
         })?;
-        Config::parse(&text, path, &|name| std::env::var(name).ok())
+        let text = text::decode(&bytes).map_err(|e| Error::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        Config::parse(text, path, &|name| std::env::var(name).ok())
     }
 
     /// Parse from text; `env` resolves `${VAR}` (a parameter so tests need no process env).
@@ -647,5 +652,45 @@ mod tests {
                 "config file cfg.yml: trusted_result_hosts[1]: \"evil.example/x\" is not a host suffix: start it with a dot and give at least two DNS labels, like \".blob.core.windows.net\"",
             ),
         ]);
+    }
+    /// See: #34. `config.yml` and a `client_secret_file` saved with a byte order mark
+    /// (Notepad, Windows PowerShell 5.1's `Out-File -Encoding utf8`) are read without it; a
+    /// file in UTF-16 or with bytes that are not UTF-8 is refused saying so and where.
+    #[test]
+    fn files_saved_by_windows_tools_are_read_or_refused_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let (cfg, secret) = (dir.path().join("config.yml"), dir.path().join("secret"));
+        std::fs::write(&secret, b"\xEF\xBB\xBFs3cret\r\n").unwrap();
+        let tenant = "tenants:\n  - name: a\n    tenant_id: t\n    client_id: c\n    client_secret_file: secret\n";
+        std::fs::write(&cfg, format!("\u{FEFF}{tenant}")).unwrap();
+        let c = Config::load(&cfg).unwrap();
+        assert!(matches!(&c.tenants[0].auth, Auth::ClientSecret(s) if s.expose() == "s3cret"));
+        for (bytes, want) in [
+            (
+                b"poll_interval: 60s\ntenants: [] \xFF\n".to_vec(),
+                "line 2: not UTF-8 text: byte 0xFF at column 13",
+            ),
+            (
+                b"\xFF\xFEt\x00".to_vec(),
+                "UTF-16 text (the file begins with a UTF-16 byte order mark, as Windows \
+                 PowerShell 5.1's `>` and `Out-File` write): save it as UTF-8",
+            ),
+        ] {
+            std::fs::write(&cfg, bytes).unwrap();
+            let err = Config::load(&cfg).unwrap_err().to_string();
+            assert_eq!(err, format!("config file {}: {want}", cfg.display()));
+        }
+        std::fs::write(&cfg, tenant).unwrap();
+        std::fs::write(&secret, b"s3\xE9cret\n").unwrap();
+        // A secret that cannot be read refuses its tenant alone.
+        let c = Config::load(&cfg).unwrap();
+        assert_eq!(c.refused[0].key, "tenants[0].client_secret_file");
+        assert_eq!(
+            c.refused[0].message,
+            format!(
+                "cannot read {}: line 1: not UTF-8 text: byte 0xE9 at column 3",
+                secret.display()
+            )
+        );
     }
 }

@@ -187,15 +187,13 @@ pub struct PasswordFileError {
     pub error: std::io::Error,
 }
 
-/// A small text file (a secret or a password), within the cap of sign-in files.
+/// A small text file (a secret or a password), within the cap of sign-in files; a UTF-8 byte
+/// order mark is not part of it (see [`crate::config::text`]).
 fn read_text(path: &Path) -> std::io::Result<String> {
     let bytes = crate::config::sign_in_file::read(path)?;
-    String::from_utf8(bytes).map_err(|_| {
-        std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            "stream did not contain valid UTF-8",
-        )
-    })
+    crate::config::text::decode(&bytes)
+        .map(str::to_string)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()))
 }
 
 /// A tenant's sign-in, resolved.
