@@ -25,7 +25,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use crate::app::{Handle, Loader};
-use crate::config::tenant_files::combine;
+use crate::config::tenant_files::{MAX_FILE_BYTES, combine};
 use crate::config::{Config, FileError, FileTenants};
 use crate::metrics::Metrics;
 use crate::metrics::exporter::{TenantFileStatus, TenantSourcesStatus};
@@ -143,7 +143,7 @@ impl TenantFiles {
         let mut claimed = claims(&inner.base, &inner.files);
         for i in 0..inner.files.len() {
             let path = inner.files[i].0.clone();
-            let bytes = match std::fs::read(&path) {
+            let bytes = match read_capped(&path) {
                 Ok(b) => b,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                     // Gone since the listing: as if not named.
@@ -288,6 +288,34 @@ impl TenantFiles {
         }
         self.publish(&handle.shared().metrics);
     }
+}
+
+/// The bytes of a tenant file of at most [`MAX_FILE_BYTES`]; a larger one is an error that
+/// gives its size and the limit, found before it is read (and the read is bounded too, for a
+/// file that grows meanwhile).
+fn read_capped(path: &Path) -> std::io::Result<Vec<u8>> {
+    use std::io::Read as _;
+    let too_large = |len: u64| {
+        std::io::Error::new(
+            std::io::ErrorKind::FileTooLarge,
+            format!(
+                "{:.1} MiB, over the {} MiB a tenant file may hold",
+                len as f64 / f64::from(1 << 20),
+                MAX_FILE_BYTES >> 20
+            ),
+        )
+    };
+    let file = std::fs::File::open(path)?;
+    let len = file.metadata()?.len();
+    if len > MAX_FILE_BYTES {
+        return Err(too_large(len));
+    }
+    let mut bytes = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
+    file.take(MAX_FILE_BYTES + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > MAX_FILE_BYTES {
+        return Err(too_large(bytes.len() as u64));
+    }
+    Ok(bytes)
 }
 
 /// Keep `loaded`'s last good tenants and note why the latest read was not used (logged when
@@ -493,6 +521,32 @@ mod tests {
             )
         );
         assert_eq!((eu.tenants, us.tenants), (1, 1));
+    }
+
+    /// See: #34. A file larger than a tenant file may be is refused before it is read, with
+    /// its size and the limit; its last good tenants stay.
+    #[test]
+    fn a_file_too_large_is_refused_before_it_is_read() {
+        let (dir, _, files) = setup();
+        write(&dir, "eu.yml", "- name: a\n  tenant_id: t1\n");
+        assert!(files.refresh(false));
+        let eu = dir.path().join("customers/eu.yml");
+        // Sparse: nothing is written, and nothing may be read.
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&eu)
+            .unwrap()
+            .set_len(40 << 20)
+            .unwrap();
+        assert!(!files.refresh(false));
+        assert_eq!(names(&files), ["own", "a"]);
+        assert_eq!(
+            files.status().files[0].error.as_deref().unwrap(),
+            format!(
+                "tenant file {}: cannot read: 40.0 MiB, over the 16 MiB a tenant file may hold",
+                eu.display()
+            )
+        );
     }
 
     /// See: #34. A name served from elsewhere refuses the file that brings it second, naming

@@ -141,6 +141,11 @@ impl Refused {
     }
 }
 
+/// The largest tenant file read: 10,000 entries of a name and a tenant id take about 1 MB. A
+/// larger one is refused before it is read (a glob that matches a log or a dump by mistake
+/// would otherwise be read whole at every `refresh_interval`).
+pub const MAX_FILE_BYTES: u64 = 16 << 20;
+
 /// A tenant file that cannot be used: it keeps its last good tenants. The message names the
 /// file, the line (when known: where the parser stopped, or the line of the entry's name)
 /// and the key (`[2].lookback`: the third entry's `lookback`).
@@ -279,9 +284,11 @@ fn expand(pattern: &Path) -> Vec<PathBuf> {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return Vec::new();
     };
+    // Regular files only, through symbolic links (a Kubernetes ConfigMap's files are links):
+    // a FIFO or a device matched by a wide glob would block the read for ever.
     let mut out: Vec<PathBuf> = entries
         .filter_map(Result::ok)
-        .filter(|e| e.file_type().is_ok_and(|t| !t.is_dir()))
+        .filter(|e| e.path().is_file())
         .filter(|e| wildcard(&name, &e.file_name().to_string_lossy()))
         .map(|e| e.path())
         .collect();
@@ -355,6 +362,29 @@ mod tests {
         assert!(wildcard("*-eu-*.json", "group-eu-3.json"));
         assert!(!wildcard("*.yml", "a.yml.bak"));
         assert!(wildcard("*", ""));
+    }
+
+    /// See: #34. A glob names regular files, through symbolic links (a ConfigMap's files are
+    /// links), never a directory, a link to one, or a FIFO (whose read would block for ever).
+    #[test]
+    fn a_glob_names_regular_files_through_links() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        std::fs::write(d.join("a.yml"), "[]").unwrap();
+        std::os::unix::fs::symlink(d.join("a.yml"), d.join("b.yml")).unwrap();
+        std::fs::create_dir(d.join("c.yml")).unwrap();
+        std::os::unix::fs::symlink(d.join("c.yml"), d.join("d.yml")).unwrap();
+        let fifo = std::process::Command::new("mkfifo")
+            .arg(d.join("e.yml"))
+            .status()
+            .unwrap();
+        assert!(fifo.success());
+        let c = parse(&format!(
+            "tenant_defaults: {{client_id: a, client_secret: s}}\ntenant_files: [{{files: ['{}/*.yml']}}]\n",
+            d.display()
+        ))
+        .unwrap();
+        assert_eq!(c.tenant_files.paths(), [d.join("a.yml"), d.join("b.yml")]);
     }
 
     #[test]
