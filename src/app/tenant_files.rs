@@ -165,7 +165,13 @@ impl TenantFiles {
             };
             let d = digest(&bytes);
             let loaded = &inner.files[i].1;
-            if !force && loaded.digest == Some(d) && loaded.error.is_none() {
+            // A file whose text is as last read is read again only when it failed, or when it
+            // refused a tenant: the secret file or variable that entry lacked may be there now.
+            if !force
+                && loaded.digest == Some(d)
+                && loaded.error.is_none()
+                && loaded.good.refused.is_empty()
+            {
                 continue;
             }
             let read = crate::config::text::decode(&bytes)
@@ -189,6 +195,16 @@ impl TenantFiles {
                     if loaded.error.take().is_some() {
                         tracing::info!(file = %path.display(), "tenant file loaded again");
                     }
+                    // Logged once, and again at each reload (not at each read of a file that
+                    // still refuses it).
+                    for r in &tenants.refused {
+                        if force || !loaded.good.refused.contains(r) {
+                            tracing::warn!(tenant = %r.tenant, file = %r.file.display(), key = %r.key, error = %r, "tenant refused: its sign-in cannot be resolved; the other tenants go on");
+                        }
+                    }
+                    if tenants == loaded.good {
+                        continue;
+                    }
                     for name in names(&loaded.good) {
                         if claimed.get(name) == Some(&Some(i)) {
                             claimed.remove(name);
@@ -196,9 +212,6 @@ impl TenantFiles {
                     }
                     for name in names(&tenants) {
                         claimed.entry(name.clone()).or_insert(Some(i));
-                    }
-                    for r in &tenants.refused {
-                        tracing::warn!(tenant = %r.tenant, file = %r.file.display(), key = %r.key, error = %r, "tenant refused: its sign-in cannot be resolved; the other tenants go on");
                     }
                     loaded.good = tenants;
                     changed = true;
@@ -547,6 +560,28 @@ mod tests {
                 eu.display()
             )
         );
+    }
+
+    /// See: #34. A tenant refused because its secret file is missing is taken once the file
+    /// is there, without a change to its tenant file; while it stays refused, reading the
+    /// file again changes nothing (no reload).
+    #[test]
+    fn a_refused_tenant_is_taken_once_its_secret_is_there() {
+        let (dir, _, files) = setup();
+        write(
+            &dir,
+            "eu.yml",
+            "- name: a\n  tenant_id: t1\n- name: b\n  tenant_id: t2\n  client_secret_file: b.secret\n",
+        );
+        assert!(files.refresh(false));
+        assert_eq!(names(&files), ["own", "a"]);
+        assert_eq!(files.config().refused.len(), 1);
+        assert!(!files.refresh(false), "still refused: nothing to reload");
+        std::fs::write(dir.path().join("customers/b.secret"), "s3cret\n").unwrap();
+        assert!(files.refresh(false));
+        assert_eq!(names(&files), ["own", "a", "b"]);
+        assert!(files.config().refused.is_empty());
+        assert!(!files.refresh(false));
     }
 
     /// See: #34. A name served from elsewhere refuses the file that brings it second, naming

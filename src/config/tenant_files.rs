@@ -109,7 +109,7 @@ impl std::fmt::Debug for TenantSources {
 
 /// The tenants one file brings: those served, their narrowing of the `script_metrics:`
 /// rules, and those refused alone (their sign-in cannot be resolved).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct FileTenants {
     pub tenants: Vec<Tenant>,
     pub narrowed: BTreeMap<String, BTreeSet<String>>,
