@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use mde_sim::{SimConfig, Simulator};
 
+use super::{no_series_of_lost_tenants, owners, served};
 use crate::common::{Binary, get, scrape, start_sim, sum};
 
 const TENANTS: usize = 6;
@@ -24,29 +25,6 @@ fn tenant_entry(name: &str, sim: &Simulator, addr: SocketAddr) -> String {
         "  - name: {name}\n    tenant_id: {tenant_id}\n    client_id: {client_id}\n    client_secret: {secret}\n    api_url: http://{addr}\n    login_url: http://{addr}\n    quota:\n      per_minute: {}\n      per_hour: {}\n",
         q.per_minute, q.per_hour
     )
-}
-
-/// The tenants a member's /metrics serves (a poll recorded), by `mde_exporter_poll_success`.
-async fn served(addr: SocketAddr) -> BTreeSet<String> {
-    scrape(addr)
-        .await
-        .keys()
-        .filter(|(name, _)| name == "mde_exporter_poll_success")
-        .filter_map(|(_, labels)| labels.get("tenant").cloned())
-        .collect()
-}
-
-/// Each tenant served by at most one of `members` (asserted), and which one.
-async fn owners(members: &[(&str, SocketAddr)]) -> BTreeMap<String, String> {
-    let mut owner = BTreeMap::new();
-    for (name, addr) in members {
-        for t in served(*addr).await {
-            if let Some(other) = owner.insert(t.clone(), name.to_string()) {
-                panic!("tenant {t} is served by both {other} and {name}");
-            }
-        }
-    }
-    owner
 }
 
 /// Wait (checking ownership at every step) until every tenant is served by one of `members`.
@@ -63,33 +41,6 @@ async fn all_served(members: &[(&str, SocketAddr)], within: Duration) -> BTreeMa
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-}
-
-/// Every tenant with a series on a member's /metrics is one it serves (one scrape): a tenant
-/// it lost left with all its series, counters and histograms too, not only its per-machine
-/// ones (#32), and its quota gauges (every member holds every configured tenant's windows; it
-/// shows those of the tenants it polls).
-async fn no_series_of_lost_tenants(member: &str, addr: SocketAddr) {
-    let samples = scrape(addr).await;
-    let tenants_of = |names: &dyn Fn(&str) -> bool| -> BTreeSet<String> {
-        samples
-            .keys()
-            .filter(|(name, _)| names(name))
-            .filter_map(|(_, labels)| labels.get("tenant").cloned())
-            .collect()
-    };
-    let serving = tenants_of(&|n| n == "mde_exporter_poll_success");
-    let shown = tenants_of(&|_| true);
-    let left: BTreeSet<&String> = shown.difference(&serving).collect();
-    let names: BTreeSet<&String> = samples
-        .keys()
-        .filter(|(_, labels)| labels.get("tenant").is_some_and(|t| left.contains(t)))
-        .map(|(name, _)| name)
-        .collect();
-    assert!(
-        left.is_empty(),
-        "{member} shows series of {left:?}, which it does not serve: {names:?}"
-    );
 }
 
 fn start(config: &Path, member: &str) -> Binary {

@@ -7,11 +7,16 @@
 //!   restart, with every result link asked for once and every transcript logged once.
 //! - [`config`]: `--config.check`, the password never shown, a start that cannot reach the
 //!   database, `--state.import`.
+//! - [`tenant_files`]: tenant files added, broken and removed under two members (#34).
 
 mod config;
 mod members;
+mod tenant_files;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+
+use crate::common::scrape;
 
 /// The test server's connection, from the libpq variables; `None` (after saying so) when
 /// there is none.
@@ -71,4 +76,54 @@ pub async fn client(url: &str) -> tokio_postgres::Client {
         .unwrap();
     tokio::spawn(conn);
     client
+}
+
+/// The tenants a member's /metrics serves (a poll recorded), by `mde_exporter_poll_success`.
+pub async fn served(addr: SocketAddr) -> BTreeSet<String> {
+    scrape(addr)
+        .await
+        .keys()
+        .filter(|(name, _)| name == "mde_exporter_poll_success")
+        .filter_map(|(_, labels)| labels.get("tenant").cloned())
+        .collect()
+}
+
+/// Each tenant served by at most one of `members` (asserted), and which one.
+pub async fn owners(members: &[(&str, SocketAddr)]) -> BTreeMap<String, String> {
+    let mut owner = BTreeMap::new();
+    for (name, addr) in members {
+        for t in served(*addr).await {
+            if let Some(other) = owner.insert(t.clone(), name.to_string()) {
+                panic!("tenant {t} is served by both {other} and {name}");
+            }
+        }
+    }
+    owner
+}
+
+/// Every tenant with a series on a member's /metrics is one it serves (one scrape): a tenant
+/// it lost left with all its series, counters and histograms too, not only its per-machine
+/// ones (#32), and its quota gauges (every member holds every configured tenant's windows; it
+/// shows those of the tenants it polls).
+pub async fn no_series_of_lost_tenants(member: &str, addr: SocketAddr) {
+    let samples = scrape(addr).await;
+    let tenants_of = |names: &dyn Fn(&str) -> bool| -> BTreeSet<String> {
+        samples
+            .keys()
+            .filter(|(name, _)| names(name))
+            .filter_map(|(_, labels)| labels.get("tenant").cloned())
+            .collect()
+    };
+    let serving = tenants_of(&|n| n == "mde_exporter_poll_success");
+    let shown = tenants_of(&|_| true);
+    let left: BTreeSet<&String> = shown.difference(&serving).collect();
+    let names: BTreeSet<&String> = samples
+        .keys()
+        .filter(|(_, labels)| labels.get("tenant").is_some_and(|t| left.contains(t)))
+        .map(|(name, _)| name)
+        .collect();
+    assert!(
+        left.is_empty(),
+        "{member} shows series of {left:?}, which it does not serve: {names:?}"
+    );
 }
