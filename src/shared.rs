@@ -294,18 +294,6 @@ impl Shared {
         Some(status)
     }
 
-    /// The quota windows of every tenant, now.
-    pub fn quota_status(&self) -> BTreeMap<String, Vec<crate::quota::WindowStatus>> {
-        let now = Instant::now();
-        self.quotas
-            .iter()
-            .map(|(t, q)| {
-                let status = q.lock().unwrap_or_else(PoisonError::into_inner).status(now);
-                (t.clone(), status)
-            })
-            .collect()
-    }
-
     /// Hold the kept transcript excerpts to the `transcript_log` policy in force (at start and
     /// after each reload): a stricter policy reaches what the state already holds.
     pub fn restrict_excerpts(&self) {
@@ -458,6 +446,16 @@ impl Shared {
                 )
             })
             .collect()
+    }
+
+    /// One tenant's status now (the default before its first poll).
+    pub fn tenant_status(&self, tenant: &str) -> TenantStatus {
+        self.status
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(tenant)
+            .cloned()
+            .unwrap_or_default()
     }
 
     pub fn status_snapshot(&self) -> BTreeMap<String, TenantStatus> {

@@ -542,7 +542,7 @@ fn serve_on_own_thread(
 }
 
 /// The tenants of `config` prepared as a start prepares them, with the state in memory: for
-/// the unit tests of `app` and `fleet`.
+/// the unit tests of `app`, `fleet` and the status page.
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 fn prepared(config: &Config) -> (Arc<Metrics>, Arc<Shared>, fleet::TenantClients) {

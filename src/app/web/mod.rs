@@ -1,6 +1,6 @@
-//! HTTP routes beyond `/metrics` and the status page, one module each; `server` mounts them.
+//! HTTP routes beyond `/metrics`, and the status page, one module each; `server` mounts them.
 //!
-//! Owns: [`probe`] (`GET /probe?target=<tenant>`, one tenant's cached series), [`transcripts`]
+//! Owns: [`status`] (`GET /`, the status page), [`probe`] (`GET /probe?target=<tenant>`, one tenant's cached series), [`transcripts`]
 //! (`GET /transcripts`, the latest transcript of a machine and script), [`signatures`] (`GET
 //! /signatures`, the machines whose latest run fails with a signature, #36) and the external URL
 //! their links start with (`--web.external-url`), the reading of `Accept` they and `/metrics`
@@ -16,6 +16,7 @@ use axum::response::{IntoResponse, Response};
 
 pub mod probe;
 pub mod signatures;
+pub mod status;
 pub mod transcripts;
 
 /// The media ranges of `Accept` with their weights (`q`, 1 when not given), lower-cased and
