@@ -178,8 +178,10 @@ pub fn page(shared: &Shared, telemetry_path: &str, only: Option<&str>) -> (Statu
             );
         }
         None => {
-            if tenants.is_empty() {
+            if shared.quotas.is_empty() && tenants.is_empty() {
                 page.push_str("<p>No tenant is configured.</p>");
+            } else if tenants.is_empty() {
+                page.push_str("<p>This member polls no tenant now (see the cluster section).</p>");
             }
             tenant_sources(&mut page, &shared.metrics.exporter.tenant_sources());
             if let Some(o) = &shared.ownership {
@@ -198,8 +200,8 @@ pub fn page(shared: &Shared, telemetry_path: &str, only: Option<&str>) -> (Statu
     (code, page)
 }
 
-/// The tenants this page is about, in the configuration's order: those with a quota (every
-/// configured tenant), then any other with a status; in a cluster, those this member owns.
+/// The tenants this page is about, by name: those with a quota (every configured tenant), then
+/// any other with a status; in a cluster, those this member owns.
 fn served(shared: &Shared) -> Vec<String> {
     let status = shared
         .status
@@ -469,10 +471,7 @@ mod tests {
         );
         assert!(rows[0].contains("<td class=\"fail\">failed</td><td>0</td><td>1</td><td><code>token request failed: &lt;xxx"));
         assert!(rows[0].contains("x…</code>"), "cut at 160 characters");
-        assert!(
-            rows[1].starts_with("/?tenant=t00\">"),
-            "then the order of the configuration"
-        );
+        assert!(rows[1].starts_with("/?tenant=t00\">"), "then by name");
 
         let (code, one) = page_of(&shared, "t17");
         assert_eq!(code, StatusCode::OK);
