@@ -1,7 +1,8 @@
 //! Tenant files while the exporter runs (#34): each file's last good tenants, read again
-//! every `refresh_interval` and applied through the reload path when they changed, so that
-//! the tenants kept keep their quota windows and API clock (`app::prepare`), and a file that
-//! does not parse keeps its last good tenants and changes nothing else.
+//! every `refresh_interval` (and the tenants refused for a missing sign-in file, of the files
+//! and of the configuration file, tried again) and applied through the reload path when they
+//! changed, so that the tenants kept keep their quota windows and API clock (`app::prepare`),
+//! and a file that does not parse keeps its last good tenants and changes nothing else.
 //!
 //! Owns [`TenantFiles`]: the configuration file as last loaded (before sharding), every tenant
 //! file's last good content and latest error, which source a tenant name belongs to (the
@@ -289,17 +290,49 @@ impl TenantFiles {
     /// through `handle` (the outcome is logged and in the reload families). Then publish.
     pub async fn tick(self: &Arc<Self>, handle: &Handle) {
         let files = self.clone();
-        let changed = tokio::task::spawn_blocking(move || files.refresh(false))
-            .await
-            .unwrap_or(false);
-        if changed {
-            self.files_only.store(true, Ordering::SeqCst);
-            match handle.reload().await {
-                Ok(()) => tracing::info!("tenant files changed: configuration reloaded"),
-                Err(e) => tracing::error!(error = %e, "tenant files changed but the reload failed"),
+        let (changed, resolved) =
+            tokio::task::spawn_blocking(move || (files.refresh(false), files.base_resolves_now()))
+                .await
+                .unwrap_or((false, false));
+        if changed || resolved {
+            // A change of the files alone keeps the configuration file as last loaded; an
+            // entry of it refused before and resolved now needs it read again.
+            self.files_only.store(!resolved, Ordering::SeqCst);
+            match (handle.reload().await, resolved) {
+                (Ok(()), false) => tracing::info!("tenant files changed: configuration reloaded"),
+                (Err(e), false) => {
+                    tracing::error!(error = %e, "tenant files changed but the reload failed")
+                }
+                (Ok(()), true) => tracing::info!(
+                    "a tenant refused in the configuration file can be signed in now: configuration reloaded"
+                ),
+                (Err(e), true) => tracing::error!(
+                    error = %e,
+                    "a tenant refused in the configuration file can be signed in now, but the reload failed"
+                ),
             }
         }
         self.publish(&handle.shared().metrics);
+    }
+
+    /// Whether the configuration file, its text unchanged, now resolves a tenant it refused
+    /// (a secret or certificate file mounted since): the tenant files' entries are tried again
+    /// at every read, and so are its. A file changed on disk is left to a SIGHUP.
+    fn base_resolves_now(&self) -> bool {
+        let (refused, last) = {
+            let inner = self.inner();
+            (inner.base.refused.clone(), inner.base_digest)
+        };
+        if refused.is_empty() {
+            return false;
+        }
+        let unchanged = std::fs::read(&self.path).is_ok_and(|b| digest(&b) == last);
+        unchanged
+            && Config::load(&self.path).is_ok_and(|c| {
+                refused
+                    .iter()
+                    .any(|r| !c.refused.iter().any(|now| now.tenant == r.tenant))
+            })
     }
 }
 

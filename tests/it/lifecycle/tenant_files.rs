@@ -2,7 +2,8 @@
 //! tenants kept, the others untouched), fixed and removed, each seen on /metrics within the
 //! refresh interval and without a SIGHUP; a tenant whose secret cannot be resolved beside
 //! healthy ones; a name served from another file refused; a change that touches one tenant
-//! leaves the others' collectors running.
+//! leaves the others' collectors running; a tenant refused for a missing secret file starts
+//! once the file is there.
 
 use std::path::Path;
 use std::time::Duration;
@@ -272,4 +273,69 @@ async fn a_file_change_restarts_only_the_tenants_it_touches() {
         (&1.into(), &1.into(), &1.into(), &2.into()),
         "{r}"
     );
+}
+
+// See: #34. A tenant refused because its secret file is missing starts once the file is
+// there, without a change to the file that names it and without a SIGHUP: an entry of a
+// tenant file at its next read, an entry of config.yml (its text unchanged) as well.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_tenant_starts_once_its_secret_file_is_there() {
+    let (sim, addr) = start_sim(SimConfig {
+        seed: 34,
+        machines: 2,
+        actions: 2,
+        ..SimConfig::default()
+    })
+    .await;
+    let (tenant_id, client_id, secret) = sim.credentials();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("customers")).unwrap();
+    let config = dir.path().join("config.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "poll_interval: 200ms\ntenant_defaults:\n  client_id: {client_id}\n  api_url: http://{addr}\n  login_url: http://{addr}\ntenants:\n  - name: own\n    tenant_id: {tenant_id}\n    client_secret_file: own.secret\ntenant_files:\n  - files: [customers/*.yml]\n    refresh_interval: 1s\n"
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("customers/a.yml"),
+        format!("- name: filed\n  tenant_id: {tenant_id}\n  client_secret_file: filed.secret\n"),
+    )
+    .unwrap();
+    let mut exporter = Binary::on_config(&config, &[], &[]);
+    let a = exporter.addr;
+    eventually("both refused", || async {
+        sum(&scrape(a).await, "mde_exporter_tenants_refused", &[]) == 2.0
+    })
+    .await;
+
+    // Relative to the tenant file that names it.
+    std::fs::write(
+        dir.path().join("customers/filed.secret"),
+        format!("{secret}\n"),
+    )
+    .unwrap();
+    eventually("the tenant file's entry polled", || async {
+        let m = scrape(a).await;
+        served(&m, "filed") && sum(&m, "mde_exporter_tenants_refused", &[]) == 1.0
+    })
+    .await;
+
+    std::fs::write(dir.path().join("own.secret"), format!("{secret}\n")).unwrap();
+    eventually("config.yml's entry polled", || async {
+        let m = scrape(a).await;
+        served(&m, "own")
+            && served(&m, "filed")
+            && sum(&m, "mde_exporter_tenants_refused", &[]) == 0.0
+    })
+    .await;
+    assert_eq!(
+        tokio::task::block_in_place(|| exporter.terminate()),
+        Some(0)
+    );
+    let logs = exporter.logs();
+    assert!(logs.iter().any(|l| l.contains(
+        "a tenant refused in the configuration file can be signed in now: configuration reloaded"
+    )));
 }
