@@ -337,31 +337,22 @@ impl TenantFiles {
 }
 
 /// The bytes of a tenant file of at most [`MAX_FILE_BYTES`]; a larger one is an error that
-/// gives its size and the limit, found before it is read (and the read is bounded too, for a
-/// file that grows meanwhile).
+/// gives its size and the limit, found before it is read.
 fn read_capped(path: &Path) -> std::io::Result<Vec<u8>> {
-    use std::io::Read as _;
-    let too_large = |len: u64| {
+    crate::config::sign_in_file::read_at_most(path, MAX_FILE_BYTES, |len| {
+        let mib = |n: u64| format!("{:.1} MiB", n as f64 / f64::from(1 << 20));
+        let size = match len {
+            Some(len) => mib(len),
+            None => format!("more than {}", mib(MAX_FILE_BYTES)),
+        };
         std::io::Error::new(
             std::io::ErrorKind::FileTooLarge,
             format!(
-                "{:.1} MiB, over the {} MiB a tenant file may hold",
-                len as f64 / f64::from(1 << 20),
+                "{size}, over the {} MiB a tenant file may hold",
                 MAX_FILE_BYTES >> 20
             ),
         )
-    };
-    let file = std::fs::File::open(path)?;
-    let len = file.metadata()?.len();
-    if len > MAX_FILE_BYTES {
-        return Err(too_large(len));
-    }
-    let mut bytes = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
-    file.take(MAX_FILE_BYTES + 1).read_to_end(&mut bytes)?;
-    if bytes.len() as u64 > MAX_FILE_BYTES {
-        return Err(too_large(bytes.len() as u64));
-    }
-    Ok(bytes)
+    })
 }
 
 /// Keep `loaded`'s last good tenants and note why the latest read was not used (logged when

@@ -1,10 +1,11 @@
 //! The size cap of sign-in files: certificate, key and `.pfx` files, the PKCS#12 password
 //! file, `client_secret_file` and the federated token file.
 //!
-//! Owns the limit (1 MiB) and a bounded read that refuses a larger file before reading it,
-//! with an error that gives the size and the limit. Does not own naming the file in the
-//! message (each caller does, as for any other read error), nor what the files hold
-//! (`credential`, `config::auth`, `crate::api::auth`). Imports nothing from the crate.
+//! Owns the limit (1 MiB) and the bounded read that refuses a larger file before reading it,
+//! with an error that gives the size and the limit ([`read_at_most`], which tenant files use
+//! with their own limit). Does not own naming the file in the message (each caller does, as
+//! for any other read error), nor what the files hold (`credential`, `config::auth`,
+//! `crate::api::auth`). Imports nothing from the crate.
 
 use std::path::Path;
 
@@ -19,13 +20,26 @@ pub const MAX_BYTES: u64 = 1 << 20;
 /// the file, as it does for any other read error. The size is checked before reading and
 /// the read is bounded too, for a file that grows meanwhile or has no size (a FIFO).
 pub fn read(path: &Path) -> std::io::Result<Vec<u8>> {
+    read_at_most(path, MAX_BYTES, too_large)
+}
+
+/// Read a whole file of at most `max` bytes. A larger one is the error `too_large` makes of
+/// its size (`None`: more than `max`, found while reading a file that grew meanwhile or has
+/// no size). The size is checked before reading and the read is bounded too.
+pub fn read_at_most(
+    path: &Path,
+    max: u64,
+    too_large: impl Fn(Option<u64>) -> std::io::Error,
+) -> std::io::Result<Vec<u8>> {
     use std::io::Read as _;
     let file = std::fs::File::open(path)?;
     let len = file.metadata()?.len();
-    check_size(len)?;
+    if len > max {
+        return Err(too_large(Some(len)));
+    }
     let mut bytes = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
-    file.take(MAX_BYTES + 1).read_to_end(&mut bytes)?;
-    if bytes.len() as u64 > MAX_BYTES {
+    file.take(max + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > max {
         return Err(too_large(None));
     }
     Ok(bytes)
