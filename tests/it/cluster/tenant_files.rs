@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use mde_sim::{SimConfig, Simulator};
 
 use super::{no_series_of_lost_tenants, owners};
-use crate::common::{Binary, scrape, start_sim, sum};
+use crate::common::{Binary, scrape, start_sim, sum, tenant_files_dir};
 
 const LEASE: Duration = Duration::from_secs(3);
 
@@ -76,17 +76,10 @@ async fn issue_34_tenant_files_in_a_cluster() {
             .await,
         );
     }
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir(dir.path().join("customers")).unwrap();
-    let config = dir.path().join("config.yml");
-    std::fs::write(
-        &config,
-        format!(
-            "poll_interval: 500ms\ncluster:\n  postgres_url: {url}\n  lease_duration: {}s\n  member: ${{MEMBER}}\ntenant_defaults:\n  lookback: 48h\ntenants: []\ntenant_files:\n  - files: [customers/*.yml]\n    refresh_interval: 1s\n",
-            LEASE.as_secs()
-        ),
-    )
-    .unwrap();
+    let (dir, config) = tenant_files_dir(&format!(
+        "poll_interval: 500ms\ncluster:\n  postgres_url: {url}\n  lease_duration: {}s\n  member: ${{MEMBER}}\ntenant_defaults:\n  lookback: 48h\ntenants: []\ntenant_files:\n  - files: [customers/*.yml]\n    refresh_interval: 1s\n",
+        LEASE.as_secs()
+    ));
     write(
         dir.path(),
         "eu.yml",

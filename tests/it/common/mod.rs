@@ -88,6 +88,16 @@ pub fn config_dir(
     (dir, config, state)
 }
 
+/// A temporary directory holding `config.yml` with `text` and an empty `customers/` for
+/// tenant files: (dir, config).
+pub fn tenant_files_dir(text: &str) -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("customers")).unwrap();
+    let config = dir.path().join("config.yml");
+    std::fs::write(&config, text).unwrap();
+    (dir, config)
+}
+
 /// The results accounted for: transcripts counted, results given up, files sized. A scenario
 /// is done when this reaches its truth's transcripts and files.
 pub fn results_done(m: &Samples) -> f64 {

@@ -47,17 +47,10 @@ async fn tenant_files_are_applied_while_running() {
     })
     .await;
     let (tenant_id, client_id, secret) = sim.credentials();
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir(dir.path().join("customers")).unwrap();
-    let config = dir.path().join("config.yml");
     // One multi-tenant app: the defaults, and files of `{name, tenant_id}`.
-    std::fs::write(
-        &config,
-        format!(
-            "poll_interval: 200ms\ntenant_defaults:\n  client_id: {client_id}\n  client_secret: ${{SIM_SECRET}}\n  api_url: http://{addr}\n  login_url: http://{addr}\ntenant_files:\n  - files: [customers/*.yml, customers/*.json]\n    refresh_interval: 1s\n"
-        ),
-    )
-    .unwrap();
+    let (dir, config) = tenant_files_dir(&format!(
+        "poll_interval: 200ms\ntenant_defaults:\n  client_id: {client_id}\n  client_secret: ${{SIM_SECRET}}\n  api_url: http://{addr}\n  login_url: http://{addr}\ntenant_files:\n  - files: [customers/*.yml, customers/*.json]\n    refresh_interval: 1s\n"
+    ));
     let entry = |name: &str| format!("- name: {name}\n  tenant_id: {tenant_id}\n");
     let a_yml = dir.path().join("customers/a.yml");
     let b_json = dir.path().join("customers/b.json");
@@ -208,16 +201,9 @@ async fn a_file_change_restarts_only_the_tenants_it_touches() {
     let (sim_b, addr_b) = start_sim(cfg()).await;
     let (sim_c, addr_c) = start_sim(cfg()).await;
     let (tenant_id, client_id, secret) = sim_a.credentials();
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir(dir.path().join("customers")).unwrap();
-    let config = dir.path().join("config.yml");
-    std::fs::write(
-        &config,
-        format!(
-            "poll_interval: 200ms\ntenant_defaults:\n  client_id: {client_id}\n  client_secret: ${{SIM_SECRET}}\ntenant_files:\n  - files: [customers/*.yml]\n    refresh_interval: 1s\n"
-        ),
-    )
-    .unwrap();
+    let (dir, config) = tenant_files_dir(&format!(
+        "poll_interval: 200ms\ntenant_defaults:\n  client_id: {client_id}\n  client_secret: ${{SIM_SECRET}}\ntenant_files:\n  - files: [customers/*.yml]\n    refresh_interval: 1s\n"
+    ));
     let entry = |name: &str, addr: std::net::SocketAddr| {
         format!(
             "- name: {name}\n  tenant_id: {tenant_id}\n  api_url: http://{addr}\n  login_url: http://{addr}\n"
@@ -288,16 +274,9 @@ async fn a_refused_tenant_starts_once_its_secret_file_is_there() {
     })
     .await;
     let (tenant_id, client_id, secret) = sim.credentials();
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir(dir.path().join("customers")).unwrap();
-    let config = dir.path().join("config.yml");
-    std::fs::write(
-        &config,
-        format!(
-            "poll_interval: 200ms\ntenant_defaults:\n  client_id: {client_id}\n  api_url: http://{addr}\n  login_url: http://{addr}\ntenants:\n  - name: own\n    tenant_id: {tenant_id}\n    client_secret_file: own.secret\ntenant_files:\n  - files: [customers/*.yml]\n    refresh_interval: 1s\n"
-        ),
-    )
-    .unwrap();
+    let (dir, config) = tenant_files_dir(&format!(
+        "poll_interval: 200ms\ntenant_defaults:\n  client_id: {client_id}\n  api_url: http://{addr}\n  login_url: http://{addr}\ntenants:\n  - name: own\n    tenant_id: {tenant_id}\n    client_secret_file: own.secret\ntenant_files:\n  - files: [customers/*.yml]\n    refresh_interval: 1s\n"
+    ));
     std::fs::write(
         dir.path().join("customers/a.yml"),
         format!("- name: filed\n  tenant_id: {tenant_id}\n  client_secret_file: filed.secret\n"),
