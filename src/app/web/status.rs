@@ -207,11 +207,12 @@ fn served(shared: &Shared) -> Vec<String> {
         .status
         .read()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let here = shared.served();
     shared
         .quotas
         .keys()
         .chain(status.keys().filter(|k| !shared.quotas.contains_key(*k)))
-        .filter(|t| shared.ownership.as_ref().is_none_or(|o| o.owns(t)))
+        .filter(|t| here(t))
         .cloned()
         .collect()
 }
