@@ -653,6 +653,7 @@ mod tests {
             ),
         ]);
     }
+
     /// See: #34. `config.yml` and a `client_secret_file` saved with a byte order mark
     /// (Notepad, Windows PowerShell 5.1's `Out-File -Encoding utf8`) are read without it; a
     /// file in UTF-16 or with bytes that are not UTF-8 is refused saying so and where.
